@@ -1,0 +1,141 @@
+# mc - plain GNU make. `make` builds the libraries and mc_bench; `make test`, `make demo`,
+# `make bench`, `make install PREFIX=DIR`, `make clean`. See README.md.
+
+PREFIX      ?= /usr/local
+LIBDIR      ?= $(PREFIX)/lib
+INCLUDEDIR  ?= $(PREFIX)/include
+BINDIR      ?= $(PREFIX)/bin
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+DESTDIR     ?=
+
+# The version lives once, in the header.
+VERSION_MAJOR := $(shell sed -n 's/^\#define MC_VERSION_MAJOR \([0-9]*\)/\1/p' include/mc.h)
+VERSION_MINOR := $(shell sed -n 's/^\#define MC_VERSION_MINOR \([0-9]*\)/\1/p' include/mc.h)
+VERSION_PATCH := $(shell sed -n 's/^\#define MC_VERSION_PATCH \([0-9]*\)/\1/p' include/mc.h)
+VERSION     := $(VERSION_MAJOR).$(VERSION_MINOR).$(VERSION_PATCH)
+
+BUILD       ?= build
+CXX         ?= g++
+CC          ?= gcc
+OPT         ?= -O2
+SAN         ?=
+CXXFLAGS    ?=
+CFLAGS      ?=
+LDFLAGS     ?=
+override CXXFLAGS += -std=c++20 $(OPT) -g -Wall -Wextra -Werror -fPIC -pthread \
+  -fvisibility=hidden -fvisibility-inlines-hidden -Iinclude -Isrc -MMD -MP $(SAN)
+override CFLAGS += -std=c11 $(OPT) -g -Wall -Wextra -Werror -pthread -Iinclude -MMD -MP $(SAN)
+# Libraries libmc itself needs (also Libs.private in mc.pc for static linking).
+LIBS_PRIVATE := -lpthread -ldl -lstdc++ -lm
+LIB_LDFLAGS := -shared -Wl,-soname,libmc.so.$(VERSION_MAJOR) -Wl,--version-script=src/libmc.map \
+  -Wl,-z,defs $(SAN)
+
+SRCS   := $(sort $(shell find src -name '*.cpp'))
+OBJS   := $(SRCS:%.cpp=$(BUILD)/obj/%.o)
+SOLIB  := $(BUILD)/lib/libmc.so.$(VERSION)
+SONAME := $(BUILD)/lib/libmc.so.$(VERSION_MAJOR)
+SOLINK := $(BUILD)/lib/libmc.so
+ALIB   := $(BUILD)/lib/libmc.a
+BENCH  := $(BUILD)/bin/mc_bench
+
+# Tests: tests/test_*.c use the public API and link the shared library; tests/wb_*.cpp are
+# white-box tests of internals and link the static one.
+API_TESTS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(sort $(wildcard tests/test_*.c)))
+WB_TESTS  := $(patsubst tests/%.cpp,$(BUILD)/tests/%,$(sort $(wildcard tests/wb_*.cpp)))
+TEST_BINS := $(API_TESTS) $(WB_TESTS)
+TEST_HELPERS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(sort $(wildcard tests/helper_*.c)))
+
+.PHONY: all lib deps test test-c test-long demo bench install uninstall clean
+all: lib $(BENCH)
+lib: $(SOLINK) $(ALIB)
+
+deps:
+	@./scripts/install-deps.sh
+
+$(BUILD)/obj/%.o: %.cpp
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) -c $< -o $@
+
+$(SOLIB): $(OBJS) src/libmc.map
+	@mkdir -p $(dir $@)
+	$(CXX) $(LIB_LDFLAGS) $(LDFLAGS) -o $@ $(OBJS) $(LIBS_PRIVATE)
+
+$(SONAME): $(SOLIB)
+	ln -sf $(notdir $(SOLIB)) $@
+$(SOLINK): $(SONAME)
+	ln -sf $(notdir $(SONAME)) $@
+
+$(ALIB): $(OBJS)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $(OBJS)
+
+$(BUILD)/obj/bench/%.o: bench/%.cpp
+	@mkdir -p $(dir $@)
+	$(CXX) $(filter-out -fvisibility=hidden -fvisibility-inlines-hidden,$(CXXFLAGS)) -c $< -o $@
+
+$(BENCH): $(BUILD)/obj/bench/mc_bench.o $(SOLINK)
+	@mkdir -p $(dir $@)
+	$(CXX) $(SAN) $(LDFLAGS) -o $@ $< -L$(BUILD)/lib -lmc -Wl,-rpath,'$$ORIGIN/../lib' -lpthread
+
+$(BUILD)/obj/tests/%.o: tests/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+$(BUILD)/obj/tests/%.o: tests/%.cpp
+	@mkdir -p $(dir $@)
+	$(CXX) $(filter-out -fvisibility=hidden -fvisibility-inlines-hidden,$(CXXFLAGS)) -c $< -o $@
+
+$(BUILD)/tests/test_%: $(BUILD)/obj/tests/test_%.o $(BUILD)/obj/tests/testutil.o $(SOLINK)
+	@mkdir -p $(dir $@)
+	$(CC) $(SAN) $(LDFLAGS) -o $@ $< $(BUILD)/obj/tests/testutil.o -L$(BUILD)/lib -lmc \
+	  -Wl,-rpath,'$$ORIGIN/../lib' -lcmocka -lpthread
+$(BUILD)/tests/helper_%: $(BUILD)/obj/tests/helper_%.o $(BUILD)/obj/tests/testutil.o $(SOLINK)
+	@mkdir -p $(dir $@)
+	$(CC) $(SAN) $(LDFLAGS) -o $@ $< $(BUILD)/obj/tests/testutil.o -L$(BUILD)/lib -lmc \
+	  -Wl,-rpath,'$$ORIGIN/../lib' -lcmocka -lpthread
+$(BUILD)/tests/wb_%: $(BUILD)/obj/tests/wb_%.o $(ALIB)
+	@mkdir -p $(dir $@)
+	$(CXX) $(SAN) $(LDFLAGS) -o $@ $< $(ALIB) -lcmocka $(LIBS_PRIVATE)
+
+# Scale of soak-size cases: 1 in `make test`, larger in `make test-long`.
+MC_TEST_SCALE ?= 1
+test-c: all $(TEST_BINS) $(TEST_HELPERS)
+	MC_TEST_SCALE=$(MC_TEST_SCALE) ./scripts/run-tests.sh $(BUILD) $(TEST_BINS)
+
+test: deps
+	$(MAKE) test-c
+	./scripts/check-abi.sh $(BUILD)
+
+test-long: deps
+	$(MAKE) test-c MC_TEST_SCALE=16
+
+demo: deps
+	$(MAKE) all
+	./scripts/demo.sh $(BUILD)
+
+bench: deps
+	$(MAKE) all
+	./bench/tcp.sh $(BUILD)
+
+$(BUILD)/mc.pc: pkgconfig/mc.pc.in include/mc.h
+	@mkdir -p $(dir $@)
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' \
+	    -e 's|@VERSION@|$(VERSION)|' -e 's|@LIBS_PRIVATE@|$(LIBS_PRIVATE)|' $< > $@
+
+install: all $(BUILD)/mc.pc
+	install -d $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(PKGCONFIGDIR)
+	install -m 644 include/mc.h $(DESTDIR)$(INCLUDEDIR)/mc.h
+	install -m 755 $(SOLIB) $(DESTDIR)$(LIBDIR)/
+	ln -sf libmc.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libmc.so.$(VERSION_MAJOR)
+	ln -sf libmc.so.$(VERSION_MAJOR) $(DESTDIR)$(LIBDIR)/libmc.so
+	install -m 644 $(ALIB) $(DESTDIR)$(LIBDIR)/
+	install -m 755 $(BENCH) $(DESTDIR)$(BINDIR)/mc_bench
+	install -m 644 $(BUILD)/mc.pc $(DESTDIR)$(PKGCONFIGDIR)/mc.pc
+
+uninstall:
+	rm -f $(DESTDIR)$(INCLUDEDIR)/mc.h $(DESTDIR)$(LIBDIR)/libmc.so* $(DESTDIR)$(LIBDIR)/libmc.a \
+	  $(DESTDIR)$(BINDIR)/mc_bench $(DESTDIR)$(PKGCONFIGDIR)/mc.pc
+
+clean:
+	rm -rf build build-*
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

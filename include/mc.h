@@ -1,0 +1,326 @@
+/*
+ * mc.h - the whole public ABI of mc, a transfer engine for AI infrastructure.
+ *
+ * A process creates an engine, registers memory and publishes it as a segment under the engine's
+ * name. Peers open that segment by name and submit batches of one-sided READs and WRITEs that the
+ * engine slices and moves over the best transport between the two ends.
+ *
+ * Conventions that hold for every function below unless its comment says otherwise:
+ *  - Functions return mc_status_t: MC_OK (0) or a negative MC_ERR_* code. A failing call sets this
+ *    thread's mc_last_error() message and changes nothing.
+ *  - Out-parameters come last; they are written only on success.
+ *  - No function aborts, exits or lets a C++ exception escape.
+ *  - Pointers passed in are borrowed for the duration of the call only, unless stated otherwise.
+ *  - "Thread-safe" means any number of threads may call it at once on the same object.
+ *  - "Blocks" says for how long at most; a function that does not say so returns without waiting
+ *    on the network or on other threads' transfers.
+ *
+ * Plain C11 (and valid C++): fixed-width integers, no inline functions, no bitfields, no
+ * dependency headers.
+ */
+#ifndef MC_H
+#define MC_H
+
+/* ======================================================================== export, extern "C" */
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(_WIN32)
+#define MC_API
+#elif defined(__GNUC__) && __GNUC__ >= 4
+#define MC_API __attribute__((visibility("default")))
+#else
+#define MC_API
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ======================================================================== version */
+
+#define MC_VERSION_MAJOR 0
+#define MC_VERSION_MINOR 1
+#define MC_VERSION_PATCH 0
+
+/* The version of the loaded library: (major << 16) | (minor << 8) | patch. Compare it with the
+ * MC_VERSION_* macros the caller was compiled with. Thread-safe, never blocks. */
+MC_API uint32_t mc_version(void);
+
+/* The same version as static text, e.g. "0.1.0". Never NULL; owned by the library. */
+MC_API const char *mc_version_string(void);
+
+/* ======================================================================== status */
+
+/* A fixed-width integer, not the enum type, so that it is the same size across every FFI. */
+typedef int32_t mc_status_t;
+
+/* Values are pinned forever and never reused. */
+enum {
+  MC_OK = 0,
+  MC_ERR_INVALID_ARG = -1,      /* NULL pointer, bad opcode, flags not 0, length 0, bad key or value */
+  MC_ERR_NO_MEMORY = -2,        /* an allocation failed, or a heap has no room */
+  MC_ERR_NOT_FOUND = -3,        /* unknown handle, address or name */
+  MC_ERR_OUT_OF_RANGE = -4,     /* a range is not inside registered memory */
+  MC_ERR_EXISTS = -5,           /* already registered / already claimed */
+  MC_ERR_BUSY = -6,             /* pending requests still use the object */
+  MC_ERR_TIMEOUT = -7,          /* only from waits (mc_batch_wait, mc_transfer) that ran out */
+  MC_ERR_PEER_DOWN = -8,        /* the peer is unreachable or gone */
+  MC_ERR_TRANSPORT = -9,        /* I/O failure on a live connection, or the peer refused the request */
+  MC_ERR_UNSUPPORTED = -10,     /* the feature is not available on this machine or build */
+  MC_ERR_METADATA = -11,        /* the metadata store failed or holds something unusable */
+  MC_ERR_INTERNAL = -12,        /* a bug in mc; the message says where */
+  MC_ERR_BUFFER_TOO_SMALL = -13, /* the caller's output buffer is too small; see the needed or count out-parameter */
+  MC_ERR_CANCELED = -14         /* the request was canceled before it ended (mc_transfer ran out) */
+};
+
+/* Static text naming a status ("invalid argument", ...). Never NULL, also for unknown codes.
+ * Thread-safe, never blocks. */
+MC_API const char *mc_status_str(mc_status_t s);
+
+/* This thread's message for its last failed mc_* call, "" if none failed yet. Never NULL. The
+ * text is owned by the library and valid until this thread's next mc_* call. Read it right after
+ * the failing call, on the same thread. */
+MC_API const char *mc_last_error(void);
+
+/* ======================================================================== config */
+
+/* A set of string keys and values, validated when set. Keys (value syntax, default):
+ *   name             engine name. In p2p mode the name is always the engine's HOST:PORT and this
+ *                    key must be unset or equal to it.
+ *   metadata         where descriptors live: "p2p" (default; no server: a peer's descriptor is
+ *                    fetched from the peer itself).
+ *   listen           HOST:PORT the engine serves on ("127.0.0.1:0"; port 0 picks a free port).
+ *   transports       "auto" (default) or a comma-separated list of "tcp", "local".
+ *                    "local" is the in-process path used when a segment is opened by the engine's
+ *                    own name; "auto" allows everything available.
+ *   workers          worker threads for in-process copies, 1..256 (4).
+ *   slice_size       bytes per slice on the wire, 4K..1G, with K/M/G suffixes (1M).
+ *   tcp_connections  TCP data connections per peer, 1..64 (4).
+ *   timeout_ms       how long a request may make no progress before it fails, 1..3600000 (5000);
+ *                    also bounds connects and descriptor fetches.
+ *   log_level        "error", "warn", "info", "debug" or 0..3 (warn).
+ * A key that is not set is taken from the environment variable MC_<KEY upper-cased> (for example
+ * MC_TIMEOUT_MS) when the engine is created; other MC_* variables are ignored. */
+typedef struct mc_config mc_config_t;
+
+/* Creates an empty config. *out is owned by the caller: free it with mc_config_destroy. */
+MC_API mc_status_t mc_config_create(mc_config_t **out);
+
+/* Sets key to value (both copied). An unknown key or a bad value is MC_ERR_INVALID_ARG and leaves
+ * the config unchanged. Not thread-safe on one config. */
+MC_API mc_status_t mc_config_set(mc_config_t *cfg, const char *key, const char *value);
+
+/* Frees a config. NULL is allowed. Engines created from it do not keep it. */
+MC_API void mc_config_destroy(mc_config_t *cfg);
+
+/* ======================================================================== engine */
+
+typedef struct mc_engine mc_engine_t;
+
+/* Creates an engine: binds its listen address, starts its threads and publishes its (empty)
+ * segment. cfg is only read (NULL: defaults). *out is owned by the caller: mc_engine_destroy.
+ * Blocks while binding the socket (no network waits). Thread-safe. */
+MC_API mc_status_t mc_engine_create(const mc_config_t *cfg, mc_engine_t **out);
+
+/* Destroys an engine. Pending requests of live batches fail (MC_ERR_PEER_DOWN) and this call
+ * waits until none of them can touch memory any more; those batches can still be queried and
+ * destroyed afterwards, in any order. Open segments are closed. NULL is allowed. Blocks at most
+ * about the engine's timeout_ms. Must not race with other calls on the same engine. */
+MC_API void mc_engine_destroy(mc_engine_t *engine);
+
+/* The name peers open this engine's segment by (in p2p mode "HOST:PORT"). Owned by the engine,
+ * valid until mc_engine_destroy. Returns "" for NULL. Thread-safe, never blocks. */
+MC_API const char *mc_engine_name(const mc_engine_t *engine);
+
+/* Writes a JSON object with the engine's counters into buf: at least "name", "incarnation",
+ * "requests_completed", "requests_failed", "bytes_read" and "bytes_written" (bytes this engine
+ * read from and wrote into peers as initiator) and one object per transport. *needed is set to
+ * the size including the terminating NUL. buf may be NULL when capacity is 0; when capacity is
+ * too small, returns MC_ERR_BUFFER_TOO_SMALL with *needed set and buf untouched.
+ * Thread-safe, never blocks. */
+MC_API mc_status_t mc_engine_stats_json(mc_engine_t *engine, char *buf, size_t capacity,
+                                        size_t *needed);
+
+/* ======================================================================== buffers */
+
+/* Registers [addr, addr+length) with the engine and publishes it in the local segment. The
+ * memory stays owned by the caller, who must keep it valid until mc_buffer_unregister (or engine
+ * destroy). location: NULL to detect, "cpu", "cpu:N" (NUMA node N) or "cuda:N"; copied.
+ * A range overlapping a registered buffer is MC_ERR_EXISTS. "cuda:N" is MC_ERR_UNSUPPORTED in
+ * this build. Thread-safe, never blocks. */
+MC_API mc_status_t mc_buffer_register(mc_engine_t *engine, void *addr, size_t length,
+                                      const char *location);
+
+/* Unregisters the buffer that starts at addr. Not the start of a registered buffer:
+ * MC_ERR_NOT_FOUND. Pending requests (of this engine, or served for a peer right now) using it:
+ * MC_ERR_BUSY. After MC_OK no peer can touch the memory. Thread-safe, never blocks. */
+MC_API mc_status_t mc_buffer_unregister(mc_engine_t *engine, void *addr);
+
+/* ======================================================================== segments */
+
+/* A handle to another engine's (or this engine's own) published buffers. 0 is never valid. */
+typedef uint64_t mc_segment_t;
+
+typedef enum mc_segment_state { MC_SEGMENT_OK = 0, MC_SEGMENT_UNREACHABLE = 1 } mc_segment_state_t;
+
+typedef struct mc_segment_info {
+  size_t size;              /* caller sets sizeof(mc_segment_info_t); the library fills what fits */
+  uint32_t state;           /* mc_segment_state_t */
+  uint32_t buffer_count;    /* buffers in the peer's descriptor as last known */
+  uint64_t incarnation;     /* the peer engine's random 64-bit incarnation */
+  uint64_t total_bytes;     /* sum of the buffers' lengths */
+  char transport[16];       /* transport used for host memory to this peer: "tcp", "local" */
+} mc_segment_info_t;
+
+typedef struct mc_buffer_info {
+  uint64_t addr;            /* the peer's virtual address: use it as mc_request_t.remote */
+  uint64_t length;
+  char location[32];        /* "cpu", "cpu:N", "cuda:N" */
+} mc_buffer_info_t;
+
+/* Opens the segment published under name (in p2p mode "HOST:PORT"; this engine's own name works
+ * too and keeps copies in process). Fetches the peer's descriptor: blocks at most timeout_ms;
+ * a refused connection fails at once (MC_ERR_PEER_DOWN). Opening the same name twice gives two
+ * handles to one peer. *out is closed with mc_segment_close. Thread-safe. */
+MC_API mc_status_t mc_segment_open(mc_engine_t *engine, const char *name, mc_segment_t *out);
+
+/* Closes a segment handle. Unknown or closed handle: MC_ERR_NOT_FOUND. Requests already
+ * submitted to it still run to their end. Thread-safe, never blocks. */
+MC_API mc_status_t mc_segment_close(mc_engine_t *engine, mc_segment_t segment);
+
+/* Fills *info (up to info->size bytes). Thread-safe, never blocks. */
+MC_API mc_status_t mc_segment_query(mc_engine_t *engine, mc_segment_t segment,
+                                    mc_segment_info_t *info);
+
+/* Copies the peer's buffer list as last known into out[0..capacity) and sets *count to the number
+ * of buffers. out may be NULL when capacity is 0. When capacity < count, returns
+ * MC_ERR_BUFFER_TOO_SMALL with *count set and out untouched. Thread-safe, never blocks. */
+MC_API mc_status_t mc_segment_buffers(mc_engine_t *engine, mc_segment_t segment,
+                                      mc_buffer_info_t *out, size_t capacity, size_t *count);
+
+/* ======================================================================== batches */
+
+typedef enum mc_opcode { MC_READ = 0, MC_WRITE = 1 } mc_opcode_t;
+
+/* One one-sided transfer: READ copies [remote, remote+length) of the segment into local; WRITE
+ * copies local into it. local must lie in buffers registered with this engine; remote in the
+ * peer's registered buffers (a range may span adjacent buffers on either side). */
+typedef struct mc_request {
+  uint32_t opcode;          /* mc_opcode_t */
+  uint32_t flags;           /* reserved, must be 0 */
+  void *local;
+  mc_segment_t segment;
+  uint64_t remote;          /* the peer's virtual address */
+  uint64_t length;          /* > 0 */
+} mc_request_t;
+
+typedef enum mc_request_state {
+  MC_REQUEST_PENDING = 0,
+  MC_REQUEST_COMPLETED = 1, /* every byte moved; for a WRITE the bytes are in the target's memory */
+  MC_REQUEST_FAILED = 2     /* the target range may be partly written: rewrite or drop it */
+} mc_request_state_t;
+
+typedef struct mc_request_status {
+  uint32_t state;           /* mc_request_state_t */
+  int32_t error;            /* MC_OK unless FAILED */
+  uint64_t bytes;           /* bytes moved: length when COMPLETED */
+} mc_request_status_t;
+
+/* A set of up to capacity requests, submitted in one or more calls and waited on together.
+ * Every submitted request ends COMPLETED or FAILED exactly once, within the engine's timeout_ms
+ * of no progress, also when the peer dies or the engine is destroyed. A batch keeps its engine's
+ * internals alive: it may outlive mc_engine_destroy (its pending requests are failed then). */
+typedef struct mc_batch mc_batch_t;
+
+/* Creates a batch for up to capacity (1..16777216) requests. *out is owned by the caller:
+ * mc_batch_destroy. Thread-safe, never blocks. */
+MC_API mc_status_t mc_batch_create(mc_engine_t *engine, size_t capacity, mc_batch_t **out);
+
+/* Validates every request of the call first (opcode, flags 0, length > 0, local range registered,
+ * remote range inside the peer's buffers as last known, segment open, capacity left) and starts
+ * none if any is bad: MC_ERR_INVALID_ARG, MC_ERR_OUT_OF_RANGE or MC_ERR_NOT_FOUND, with the
+ * request's index in the message. When a remote range is outside the peer's buffers as last
+ * known, the peer's descriptor is refreshed once first (blocks at most timeout_ms); otherwise
+ * never blocks on the network. The requests array is copied; the memory it points to must stay
+ * valid until each request ends. Request i of this call gets index (submitted so far) + i.
+ * Thread-safe with other calls on the same batch except reset and destroy. */
+MC_API mc_status_t mc_batch_submit(mc_batch_t *batch, const mc_request_t *requests, size_t count);
+
+/* Waits until every submitted request ended, or timeout_ms passed (-1: no limit; 0: poll).
+ * Returns MC_OK when all completed, the status of the first request that failed, or
+ * MC_ERR_TIMEOUT when the wait ran out (requests keep running). Thread-safe. */
+MC_API mc_status_t mc_batch_wait(mc_batch_t *batch, int timeout_ms);
+
+/* The state of request index (0-based over all submits since create or reset). An index past
+ * the submitted requests is MC_ERR_INVALID_ARG. Thread-safe, never blocks. */
+MC_API mc_status_t mc_batch_status(mc_batch_t *batch, size_t index, mc_request_status_t *out);
+
+/* Forgets every request so the batch can be reused. MC_ERR_BUSY while requests are pending.
+ * Not thread-safe with other calls on the same batch. */
+MC_API mc_status_t mc_batch_reset(mc_batch_t *batch);
+
+/* Frees the batch. MC_ERR_BUSY (and nothing freed) while requests are pending. NULL: MC_OK.
+ * Works after the engine was destroyed. Not thread-safe with other calls on the same batch. */
+MC_API mc_status_t mc_batch_destroy(mc_batch_t *batch);
+
+/* Submits count requests on an internal batch and waits for them: MC_OK when all completed, the
+ * first failure's status, or MC_ERR_TIMEOUT when timeout_ms (-1: no limit) ran out; then the
+ * requests still running are failed and this call waits until none of them can touch the
+ * caller's memory. Thread-safe. Blocks up to timeout_ms plus the engine's timeout_ms. */
+MC_API mc_status_t mc_transfer(mc_engine_t *engine, const mc_request_t *requests, size_t count,
+                               int timeout_ms);
+
+/* ======================================================================== heap */
+
+/* An offset allocator over [0, capacity): hands out aligned ranges that never overlap. Freed
+ * neighbours merge at once. All functions are thread-safe and never block beyond a short lock. */
+typedef struct mc_heap mc_heap_t;
+
+typedef struct mc_heap_stats {
+  size_t size;              /* caller sets sizeof(mc_heap_stats_t) */
+  uint64_t capacity;
+  uint64_t used;            /* bytes in live allocations, alignment padding they own included */
+  uint64_t free;            /* capacity - used */
+  uint64_t largest_free;    /* the largest free range */
+  uint64_t allocations;     /* live allocations now */
+} mc_heap_stats_t;
+
+/* Creates a heap of capacity (> 0) bytes. *out is owned by the caller: mc_heap_destroy. */
+MC_API mc_status_t mc_heap_create(uint64_t capacity, mc_heap_t **out);
+
+/* Allocates size (> 0) bytes aligned to align (a power of two; 1 allowed) and sets *offset.
+ * No room: MC_ERR_NO_MEMORY. */
+MC_API mc_status_t mc_heap_alloc(mc_heap_t *heap, uint64_t size, uint64_t align, uint64_t *offset);
+
+/* Frees the allocation that starts at offset. Not the start of a live allocation (double free
+ * included): MC_ERR_NOT_FOUND and nothing changes. */
+MC_API mc_status_t mc_heap_free(mc_heap_t *heap, uint64_t offset);
+
+/* Fills *stats (up to stats->size bytes). */
+MC_API mc_status_t mc_heap_stats(const mc_heap_t *heap, mc_heap_stats_t *stats);
+
+/* Frees the heap (live allocations included). NULL is allowed. */
+MC_API void mc_heap_destroy(mc_heap_t *heap);
+
+/* ======================================================================== logging */
+
+enum { MC_LOG_ERROR = 0, MC_LOG_WARN = 1, MC_LOG_INFO = 2, MC_LOG_DEBUG = 3 };
+
+/* Receives every log line at or below the current level. Called from any mc thread, never while
+ * an mc lock is held; message is valid during the call only. */
+typedef void (*mc_log_fn)(int level, const char *message, void *user);
+
+/* Sends log lines to fn (NULL: stderr). Process-wide; thread-safe. */
+MC_API void mc_log_set_handler(mc_log_fn fn, void *user);
+
+/* Sets the process-wide log level (MC_LOG_*; default MC_LOG_WARN). Thread-safe. An engine's
+ * log_level key sets it too. */
+MC_API void mc_log_set_level(int level);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MC_H */

@@ -1,0 +1,217 @@
+#include "common/config.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cstdlib>
+#include <functional>
+#include <sstream>
+
+#include "common/net.h"
+
+namespace mc {
+
+bool parse_int(const std::string &s, int64_t lo, int64_t hi, int64_t *out) {
+  if (s.empty() || s.size() > 19) return false;
+  size_t i = 0;
+  bool neg = false;
+  if (s[0] == '-') {
+    neg = true;
+    i = 1;
+    if (s.size() == 1) return false;
+  }
+  int64_t v = 0;
+  for (; i < s.size(); i++) {
+    if (!std::isdigit(static_cast<unsigned char>(s[i]))) return false;
+    v = v * 10 + (s[i] - '0');
+  }
+  if (neg) v = -v;
+  if (v < lo || v > hi) return false;
+  *out = v;
+  return true;
+}
+
+bool parse_size(const std::string &s, uint64_t *out) {
+  if (s.empty() || s.size() > 24) return false;
+  size_t n = s.size();
+  uint64_t mult = 1;
+  char last = static_cast<char>(std::toupper(static_cast<unsigned char>(s[n - 1])));
+  if (last == 'K') mult = 1ull << 10;
+  if (last == 'M') mult = 1ull << 20;
+  if (last == 'G') mult = 1ull << 30;
+  if (mult != 1) n--;
+  if (n == 0) return false;
+  uint64_t v = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (!std::isdigit(static_cast<unsigned char>(s[i]))) return false;
+    uint64_t d = static_cast<uint64_t>(s[i] - '0');
+    if (v > (UINT64_MAX - d) / 10) return false;
+    v = v * 10 + d;
+  }
+  if (v > UINT64_MAX / mult) return false;
+  *out = v * mult;
+  return true;
+}
+
+namespace {
+
+std::vector<std::string> split(const std::string &s, char sep) {
+  std::vector<std::string> out;
+  std::string cur;
+  std::istringstream is(s);
+  while (std::getline(is, cur, sep)) out.push_back(cur);
+  return out;
+}
+
+struct KeySpec {
+  const char *key;
+  const char *what;  // for error messages
+  std::function<bool(const std::string &)> ok;
+};
+
+bool int_in(const std::string &v, int64_t lo, int64_t hi) {
+  int64_t x;
+  return parse_int(v, lo, hi, &x);
+}
+
+const std::vector<KeySpec> &specs() {
+  static const std::vector<KeySpec> k = {
+      {"name", "a non-empty name of at most 255 printable characters",
+       [](const std::string &v) {
+         return !v.empty() && v.size() <= 255 &&
+                std::all_of(v.begin(), v.end(), [](char c) { return c > 32 && c < 127; });
+       }},
+      {"metadata", "\"p2p\"", [](const std::string &v) { return v == "p2p"; }},
+      {"listen", "HOST:PORT with a numeric IPv4 host or \"localhost\" and a port 0..65535",
+       [](const std::string &v) {
+         HostPort hp;
+         return parse_host_port(v, &hp).ok();
+       }},
+      {"transports", "\"auto\" or a comma-separated list of tcp, local",
+       [](const std::string &v) {
+         if (v == "auto") return true;
+         auto parts = split(v, ',');
+         if (parts.empty()) return false;
+         for (auto &p : parts)
+           if (p != "tcp" && p != "local") return false;
+         return true;
+       }},
+      {"workers", "an integer 1..256", [](const std::string &v) { return int_in(v, 1, 256); }},
+      {"slice_size", "a size 4K..1G (K/M/G suffixes allowed)",
+       [](const std::string &v) {
+         uint64_t x;
+         return parse_size(v, &x) && x >= 4096 && x <= (1ull << 30);
+       }},
+      {"tcp_connections", "an integer 1..64", [](const std::string &v) { return int_in(v, 1, 64); }},
+      {"timeout_ms", "an integer 1..3600000",
+       [](const std::string &v) { return int_in(v, 1, 3600000); }},
+      {"log_level", "error, warn, info, debug or 0..3",
+       [](const std::string &v) {
+         return v == "error" || v == "warn" || v == "info" || v == "debug" || int_in(v, 0, 3);
+       }},
+  };
+  return k;
+}
+
+const KeySpec *find_spec(const std::string &key) {
+  for (auto &s : specs())
+    if (key == s.key) return &s;
+  return nullptr;
+}
+
+}  // namespace
+
+const std::vector<std::string> &Config::keys() {
+  static const std::vector<std::string> k = [] {
+    std::vector<std::string> v;
+    for (auto &s : specs()) v.push_back(s.key);
+    return v;
+  }();
+  return k;
+}
+
+Status Config::validate(const std::string &key, const std::string &value) {
+  const KeySpec *s = find_spec(key);
+  if (!s) {
+    std::string known;
+    for (auto &k : keys()) known += (known.empty() ? "" : ", ") + k;
+    return Err(MC_ERR_INVALID_ARG, "unknown config key \"" + key + "\" (known keys: " + known + ")");
+  }
+  if (!s->ok(value))
+    return Err(MC_ERR_INVALID_ARG,
+               "bad value \"" + value + "\" for config key \"" + key + "\": expected " + s->what);
+  return Status::Ok();
+}
+
+Status Config::set(const std::string &key, const std::string &value) {
+  Status st = validate(key, value);
+  if (!st.ok()) return st;
+  values_[key] = value;
+  return Status::Ok();
+}
+
+Status Config::get(const std::string &key, std::string *out) const {
+  auto it = values_.find(key);
+  if (it != values_.end()) {
+    *out = it->second;
+    return Status::Ok();
+  }
+  std::string env = "MC_";
+  for (char c : key) env += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  const char *v = std::getenv(env.c_str());
+  if (v) {
+    Status st = validate(key, v);
+    if (!st.ok()) return Err(st.code(), "environment variable " + env + ": " + st.message());
+    *out = v;
+    return Status::Ok();
+  }
+  out->clear();
+  return Status::Ok();
+}
+
+bool EngineOptions::transport_allowed(const std::string &t) const {
+  if (transports.empty()) return true;
+  return std::find(transports.begin(), transports.end(), t) != transports.end();
+}
+
+Status resolve_options(const Config &cfg, EngineOptions *o) {
+  std::string v;
+  Status st;
+#define MC_GET(key)                 \
+  st = cfg.get(key, &v);            \
+  if (!st.ok()) return st;          \
+  if (!v.empty())
+  MC_GET("name") o->name = v;
+  MC_GET("metadata") o->metadata = v;
+  MC_GET("listen") o->listen = v;
+  MC_GET("transports") {
+    if (v != "auto") o->transports = split(v, ',');
+  }
+  int64_t i;
+  MC_GET("workers") {
+    parse_int(v, 1, 256, &i);
+    o->workers = static_cast<uint32_t>(i);
+  }
+  MC_GET("slice_size") parse_size(v, &o->slice_size);
+  MC_GET("tcp_connections") {
+    parse_int(v, 1, 64, &i);
+    o->tcp_connections = static_cast<uint32_t>(i);
+  }
+  MC_GET("timeout_ms") {
+    parse_int(v, 1, 3600000, &i);
+    o->timeout_ms = static_cast<uint32_t>(i);
+  }
+  MC_GET("log_level") {
+    if (v == "error") o->log_level = 0;
+    else if (v == "warn") o->log_level = 1;
+    else if (v == "info") o->log_level = 2;
+    else if (v == "debug") o->log_level = 3;
+    else {
+      parse_int(v, 0, 3, &i);
+      o->log_level = static_cast<int>(i);
+    }
+  }
+#undef MC_GET
+  return Status::Ok();
+}
+
+}  // namespace mc

@@ -1,0 +1,46 @@
+// Config: string keys validated when set; typed options read once at engine creation.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace mc {
+
+// Parses "123", "4K", "1M", "2G" (powers of 2^10). Returns false on junk or overflow.
+bool parse_size(const std::string &s, uint64_t *out);
+// Parses a decimal integer in [lo, hi].
+bool parse_int(const std::string &s, int64_t lo, int64_t hi, int64_t *out);
+
+class Config {
+ public:
+  // Validates key and value; unknown key or bad value leaves the config unchanged.
+  Status set(const std::string &key, const std::string &value);
+  // The value set, else MC_<KEY> from the environment (validated), else "" (caller's default).
+  Status get(const std::string &key, std::string *out) const;
+  static Status validate(const std::string &key, const std::string &value);
+  static const std::vector<std::string> &keys();
+
+ private:
+  std::map<std::string, std::string> values_;
+};
+
+// Everything the engine needs, resolved from a Config with defaults applied.
+struct EngineOptions {
+  std::string name;
+  std::string metadata = "p2p";
+  std::string listen = "127.0.0.1:0";
+  std::vector<std::string> transports;  // empty: auto
+  uint32_t workers = 4;
+  uint64_t slice_size = 1 << 20;
+  uint32_t tcp_connections = 4;
+  uint32_t timeout_ms = 5000;
+  int log_level = -1;  // -1: leave the process-wide level alone
+  bool transport_allowed(const std::string &t) const;
+};
+
+Status resolve_options(const Config &cfg, EngineOptions *out);
+
+}  // namespace mc

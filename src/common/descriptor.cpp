@@ -1,0 +1,110 @@
+#include "common/descriptor.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cinttypes>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+namespace mc {
+
+using nlohmann::json;
+
+std::string Descriptor::to_json() const {
+  json j;
+  j["major"] = kMajor;
+  j["minor"] = kMinor;
+  j["name"] = name;
+  char inc[17];
+  std::snprintf(inc, sizeof inc, "%016" PRIx64, incarnation);
+  j["incarnation"] = inc;
+  j["version"] = version;
+  j["host_id"] = host_id;
+  j["pid"] = pid;
+  j["tcp"] = tcp;
+  json bufs = json::array();
+  for (auto &b : buffers) bufs.push_back({{"addr", b.addr}, {"length", b.length}, {"location", b.location}});
+  j["buffers"] = std::move(bufs);
+  return j.dump();
+}
+
+Status Descriptor::from_json(const std::string &text, Descriptor *out) {
+  json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object())
+    return Err(MC_ERR_METADATA, "segment descriptor is not a JSON object");
+  try {
+    if (!j.contains("major") || !j["major"].is_number_integer())
+      return Err(MC_ERR_METADATA, "segment descriptor has no integer \"major\" version");
+    int major = j["major"].get<int>();
+    if (major != kMajor)
+      return Err(MC_ERR_METADATA, "segment descriptor has major version " + std::to_string(major) +
+                                      "; this mc reads version " + std::to_string(kMajor) +
+                                      " (upgrade the older side)");
+    Descriptor d;
+    d.name = j.at("name").get<std::string>();
+    std::string inc = j.at("incarnation").get<std::string>();
+    if (inc.empty() || inc.size() > 16 ||
+        !std::all_of(inc.begin(), inc.end(), [](char c) { return std::isxdigit(static_cast<unsigned char>(c)); }))
+      return Err(MC_ERR_METADATA, "segment descriptor has a malformed incarnation");
+    d.incarnation = std::stoull(inc, nullptr, 16);
+    d.version = j.at("version").get<uint64_t>();
+    d.host_id = j.value("host_id", std::string());
+    d.pid = j.value("pid", int64_t(0));
+    d.tcp = j.value("tcp", std::string());
+    for (auto &b : j.at("buffers")) {
+      BufferDesc bd;
+      bd.addr = b.at("addr").get<uint64_t>();
+      bd.length = b.at("length").get<uint64_t>();
+      bd.location = b.value("location", std::string("cpu"));
+      if (bd.length == 0 || bd.addr + bd.length < bd.addr)
+        return Err(MC_ERR_METADATA, "segment descriptor has a malformed buffer");
+      d.buffers.push_back(std::move(bd));
+    }
+    std::sort(d.buffers.begin(), d.buffers.end(),
+              [](const BufferDesc &a, const BufferDesc &b) { return a.addr < b.addr; });
+    for (size_t i = 1; i < d.buffers.size(); i++)
+      if (d.buffers[i - 1].addr + d.buffers[i - 1].length > d.buffers[i].addr)
+        return Err(MC_ERR_METADATA, "segment descriptor has overlapping buffers");
+    *out = std::move(d);
+    return Status::Ok();
+  } catch (const json::exception &e) {
+    return Err(MC_ERR_METADATA, std::string("segment descriptor is malformed: ") + e.what());
+  }
+}
+
+bool Descriptor::covers(uint64_t addr, uint64_t len) const {
+  if (len == 0 || addr + len < addr) return false;
+  auto it = std::upper_bound(buffers.begin(), buffers.end(), addr,
+                             [](uint64_t a, const BufferDesc &b) { return a < b.addr; });
+  if (it == buffers.begin()) return false;
+  --it;
+  uint64_t end = addr + len;
+  uint64_t covered = it->addr + it->length;
+  if (covered <= addr) return false;
+  while (covered < end) {
+    ++it;
+    if (it == buffers.end() || it->addr != covered) return false;
+    covered = it->addr + it->length;
+  }
+  return true;
+}
+
+uint64_t Descriptor::total_bytes() const {
+  uint64_t t = 0;
+  for (auto &b : buffers) t += b.length;
+  return t;
+}
+
+const std::string &host_boot_id() {
+  static const std::string id = [] {
+    std::ifstream f("/proc/sys/kernel/random/boot_id");
+    std::string s;
+    std::getline(f, s);
+    return s;
+  }();
+  return id;
+}
+
+}  // namespace mc

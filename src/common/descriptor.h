@@ -1,0 +1,51 @@
+// A segment descriptor: what a peer needs to address an engine's buffers.
+//
+// JSON, versioned by "major"/"minor". Readers reject an unknown major version with
+// MC_ERR_METADATA; a larger minor only adds fields, which readers ignore.
+//   {
+//     "major": 1, "minor": 0,
+//     "name": "127.0.0.1:15000",          // the name peers open it by
+//     "incarnation": "9f3c...",          // 16 hex digits: random per engine start
+//     "version": 7,                       // bumps on every register/unregister
+//     "host_id": "boot-id",               // /proc/sys/kernel/random/boot_id: same-host detection
+//     "pid": 1234,
+//     "tcp": "127.0.0.1:15000",           // where the TCP data path and control channel listen
+//     "buffers": [ {"addr": 140..., "length": 1048576, "location": "cpu"} ]   // sorted by addr
+//   }
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace mc {
+
+struct BufferDesc {
+  uint64_t addr = 0;
+  uint64_t length = 0;
+  std::string location;
+};
+
+struct Descriptor {
+  static constexpr int kMajor = 1;
+  static constexpr int kMinor = 0;
+  std::string name;
+  uint64_t incarnation = 0;
+  uint64_t version = 0;
+  std::string host_id;
+  int64_t pid = 0;
+  std::string tcp;
+  std::vector<BufferDesc> buffers;  // sorted by addr, non-overlapping
+
+  std::string to_json() const;
+  static Status from_json(const std::string &text, Descriptor *out);
+  // True when [addr, addr+len) is covered by adjacent buffers.
+  bool covers(uint64_t addr, uint64_t len) const;
+  uint64_t total_bytes() const;
+};
+
+// This machine's boot id (empty if unknown).
+const std::string &host_boot_id();
+
+}  // namespace mc

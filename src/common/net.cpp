@@ -1,0 +1,245 @@
+#include "common/net.h"
+
+#include <arpa/inet.h>
+#include <cerrno>
+#include <cstring>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cstdlib>
+
+#include "common/config.h"
+
+namespace mc {
+
+void Fd::reset(int fd) {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = fd;
+}
+
+uint64_t now_ms() { return now_us() / 1000; }
+uint64_t now_us() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000u + static_cast<uint64_t>(ts.tv_nsec) / 1000u;
+}
+
+Status parse_host_port(const std::string &s, HostPort *out) {
+  auto colon = s.rfind(':');
+  if (colon == std::string::npos || colon == 0)
+    return Err(MC_ERR_INVALID_ARG, "\"" + s + "\" is not HOST:PORT");
+  std::string host = s.substr(0, colon);
+  int64_t port;
+  if (!parse_int(s.substr(colon + 1), 0, 65535, &port))
+    return Err(MC_ERR_INVALID_ARG, "\"" + s + "\": port must be 0..65535");
+  if (host == "localhost") host = "127.0.0.1";
+  in_addr a;
+  if (inet_pton(AF_INET, host.c_str(), &a) != 1)
+    return Err(MC_ERR_INVALID_ARG, "\"" + s + "\": host must be a numeric IPv4 address or localhost");
+  out->host = host;
+  out->port = static_cast<uint16_t>(port);
+  return Status::Ok();
+}
+
+static sockaddr_in to_sockaddr(const HostPort &hp) {
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(hp.port);
+  inet_pton(AF_INET, hp.host.c_str(), &sa.sin_addr);
+  return sa;
+}
+
+void tune_socket(int fd) {
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+  int sz = 4 << 20;
+  setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
+  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
+}
+
+void set_io_timeout(int fd, uint32_t timeout_ms) {
+  timeval tv{};
+  tv.tv_sec = timeout_ms / 1000;
+  tv.tv_usec = (timeout_ms % 1000) * 1000;
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+}
+
+Status tcp_listen(const HostPort &addr, Fd *out, HostPort *bound) {
+  Fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) return Err(MC_ERR_TRANSPORT, std::string("socket: ") + std::strerror(errno));
+  int one = 1;
+  setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_in sa = to_sockaddr(addr);
+  if (::bind(fd.get(), reinterpret_cast<sockaddr *>(&sa), sizeof sa) != 0)
+    return Err(MC_ERR_TRANSPORT, "cannot listen on " + addr.str() + ": bind: " + std::strerror(errno));
+  if (::listen(fd.get(), 1024) != 0)
+    return Err(MC_ERR_TRANSPORT, "cannot listen on " + addr.str() + ": " + std::strerror(errno));
+  socklen_t len = sizeof sa;
+  getsockname(fd.get(), reinterpret_cast<sockaddr *>(&sa), &len);
+  bound->host = addr.host;
+  bound->port = ntohs(sa.sin_port);
+  *out = std::move(fd);
+  return Status::Ok();
+}
+
+Status tcp_connect(const HostPort &addr, uint32_t timeout_ms, Fd *out) {
+  Fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!fd.valid()) {
+    int e = errno;
+    return Err(e == EMFILE || e == ENFILE ? MC_ERR_NO_MEMORY : MC_ERR_TRANSPORT,
+               "cannot connect to " + addr.str() + ": socket: " + std::strerror(e));
+  }
+  tune_socket(fd.get());
+  sockaddr_in sa = to_sockaddr(addr);
+  int rc = ::connect(fd.get(), reinterpret_cast<sockaddr *>(&sa), sizeof sa);
+  if (rc != 0 && errno != EINPROGRESS)
+    return Err(MC_ERR_PEER_DOWN, "cannot connect to " + addr.str() + ": " + std::strerror(errno));
+  if (rc != 0) {
+    pollfd p{fd.get(), POLLOUT, 0};
+    uint64_t deadline = now_ms() + timeout_ms;
+    for (;;) {
+      uint64_t now = now_ms();
+      int left = now >= deadline ? 0 : static_cast<int>(deadline - now);
+      rc = ::poll(&p, 1, left);
+      if (rc < 0 && errno == EINTR) continue;
+      break;
+    }
+    if (rc == 0)
+      return Err(MC_ERR_PEER_DOWN, "cannot connect to " + addr.str() + ": no answer within " +
+                                       std::to_string(timeout_ms) + " ms");
+    int err = 0;
+    socklen_t el = sizeof err;
+    getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &el);
+    if (err != 0)
+      return Err(MC_ERR_PEER_DOWN, "cannot connect to " + addr.str() + ": " + std::strerror(err));
+  }
+  int fl = fcntl(fd.get(), F_GETFL);
+  fcntl(fd.get(), F_SETFL, fl & ~O_NONBLOCK);
+  *out = std::move(fd);
+  return Status::Ok();
+}
+
+bool write_all(int fd, const void *buf, size_t len) {
+  const char *p = static_cast<const char *>(buf);
+  while (len > 0) {
+    ssize_t n = ::send(fd, p, len, MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    p += n;
+    len -= static_cast<size_t>(n);
+  }
+  return true;
+}
+
+bool writev_all(int fd, struct iovec *iov, int iovcnt) {
+  while (iovcnt > 0) {
+    msghdr mh{};
+    mh.msg_iov = iov;
+    mh.msg_iovlen = static_cast<size_t>(iovcnt);
+    ssize_t n = ::sendmsg(fd, &mh, MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    size_t left = static_cast<size_t>(n);
+    while (iovcnt > 0 && left >= iov->iov_len) {
+      left -= iov->iov_len;
+      iov++;
+      iovcnt--;
+    }
+    if (iovcnt > 0) {
+      iov->iov_base = static_cast<char *>(iov->iov_base) + left;
+      iov->iov_len -= left;
+    }
+  }
+  return true;
+}
+
+bool read_all(int fd, void *buf, size_t len) {
+  char *p = static_cast<char *>(buf);
+  while (len > 0) {
+    ssize_t n = ::recv(fd, p, len, 0);
+    if (n == 0) {
+      errno = 0;
+      return false;
+    }
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    p += n;
+    len -= static_cast<size_t>(n);
+  }
+  return true;
+}
+
+BufferedReader::BufferedReader(size_t cap) : buf_(static_cast<char *>(std::malloc(cap))), cap_(cap) {
+  if (!buf_) throw std::bad_alloc();
+}
+BufferedReader::~BufferedReader() { std::free(buf_); }
+
+bool BufferedReader::fill() {
+  if (pos_ == end_) pos_ = end_ = 0;
+  if (end_ == cap_) {
+    std::memmove(buf_, buf_ + pos_, end_ - pos_);
+    end_ -= pos_;
+    pos_ = 0;
+  }
+  for (;;) {
+    ssize_t n = ::recv(fd_, buf_ + end_, cap_ - end_, 0);
+    if (n == 0) {
+      errno = 0;
+      return false;
+    }
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    end_ += static_cast<size_t>(n);
+    return true;
+  }
+}
+
+bool BufferedReader::read(void *dst, size_t len) {
+  char *d = static_cast<char *>(dst);
+  while (len > 0) {
+    size_t have = end_ - pos_;
+    if (have > 0) {
+      size_t n = have < len ? have : len;
+      std::memcpy(d, buf_ + pos_, n);
+      pos_ += n;
+      d += n;
+      len -= n;
+      continue;
+    }
+    // Large payloads go straight from the socket into place: no second copy.
+    if (len >= cap_ / 4) return read_all(fd_, d, len);
+    if (!fill()) return false;
+  }
+  return true;
+}
+
+bool BufferedReader::skip(size_t len) {
+  while (len > 0) {
+    size_t have = end_ - pos_;
+    if (have == 0) {
+      if (!fill()) return false;
+      continue;
+    }
+    size_t n = have < len ? have : len;
+    pos_ += n;
+    len -= n;
+  }
+  return true;
+}
+
+}  // namespace mc

@@ -1,0 +1,158 @@
+// The engine: local buffers, open segments, batches, slicing and transport choice.
+#pragma once
+#include <mc.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "common/config.h"
+#include "common/descriptor.h"
+#include "common/status.h"
+#include "metadata/metadata.h"
+#include "transport/transport.h"
+
+namespace mc {
+
+class EngineCore;
+class BatchCore;
+
+struct LocalBuffer {
+  uint64_t addr = 0;
+  uint64_t length = 0;
+  std::string location;
+  // Requests of this engine and requests served for peers that use the buffer right now.
+  std::atomic<int64_t> in_use{0};
+};
+
+// Per-request bookkeeping, kept in fixed chunks inside its batch (no allocation per request).
+struct RequestSlot {
+  std::atomic<uint32_t> state{MC_REQUEST_PENDING};
+  std::atomic<int32_t> error{MC_OK};
+  std::atomic<uint32_t> remaining{0};  // slices not yet reported
+  std::atomic<uint64_t> bytes{0};      // bytes of slices that completed
+  uint64_t length = 0;
+  uint64_t local = 0;
+  uint32_t op = 0;
+  BatchCore *batch = nullptr;
+};
+
+// A peer engine as seen from here: its descriptor as last known and the transport path to it.
+// Shared by every segment handle opened on the same name.
+struct Peer {
+  std::string name;
+  bool self = false;
+  // mu guards desc, path and transport.
+  std::mutex mu;
+  std::shared_ptr<const Descriptor> desc;
+  Transport *transport = nullptr;
+  std::shared_ptr<PeerPath> path;
+  std::atomic<uint32_t> state{MC_SEGMENT_OK};
+};
+
+class BatchCore {
+ public:
+  BatchCore(std::shared_ptr<EngineCore> e, size_t capacity);
+  ~BatchCore();
+  RequestSlot *slot(size_t i) { return &chunks_[i / kChunk][i % kChunk]; }
+  size_t submitted() const { return submitted_.load(std::memory_order_acquire); }
+  // Waits for every submitted request to end; MC_OK, the first failure, or MC_ERR_TIMEOUT.
+  mc_status_t wait(int timeout_ms);
+  // Marks the batch canceled: queued slices fail with MC_ERR_CANCELED, READ data in flight
+  // is drained instead of written; returns once nothing pending can touch memory.
+  void cancel_and_wait();
+  bool canceled() const { return canceled_.load(std::memory_order_relaxed); }
+  bool pending() const { return pending_.load() != 0; }
+  // Waits until no completing thread still touches this batch.
+  void quiesce();
+  void reset();
+  void request_done(mc_status_t err);
+
+  static constexpr size_t kChunk = 4096;
+  std::shared_ptr<EngineCore> engine;
+  size_t capacity;
+  std::mutex submit_mu;  // serializes submits (index assignment) on one batch
+  std::vector<std::unique_ptr<RequestSlot[]>> chunks_;
+  std::atomic<size_t> submitted_{0};
+  std::atomic<int64_t> pending_{0};
+  std::atomic<int32_t> first_error_{MC_OK};
+  std::atomic<bool> canceled_{false};
+  std::atomic<int32_t> finishing_{0};  // completers between their last touch and their exit
+  std::mutex mu_;                      // pairs with cv_ for waiters
+  std::condition_variable cv_;
+};
+
+class EngineCore : public TargetAccess, public std::enable_shared_from_this<EngineCore> {
+ public:
+  static Status create(const EngineOptions &opts, std::shared_ptr<EngineCore> *out);
+  ~EngineCore() override;
+  // Fails everything pending and stops all threads (idempotent).
+  void shutdown();
+
+  const std::string &name() const { return name_; }
+  uint64_t incarnation() const override { return incarnation_; }
+  uint32_t timeout_ms() const { return opts_.timeout_ms; }
+
+  Status register_buffer(void *addr, size_t len, const char *location);
+  Status unregister_buffer(void *addr);
+
+  Status open_segment(const std::string &name, mc_segment_t *out);
+  Status close_segment(mc_segment_t seg);
+  Status segment_query(mc_segment_t seg, mc_segment_info_t *info);
+  Status segment_buffers(mc_segment_t seg, std::vector<BufferDesc> *out);
+
+  Status submit(BatchCore &b, const mc_request_t *reqs, size_t n);
+  std::string stats_json();
+
+  // TargetAccess
+  mc_status_t pin(uint64_t addr, uint64_t len) override;
+  void unpin(uint64_t addr, uint64_t len) override;
+  std::string descriptor_json() override;
+
+  // Called once per request when its last slice was reported.
+  void finish_request(RequestSlot *s, mc_status_t err);
+
+ private:
+  explicit EngineCore(const EngineOptions &o) : opts_(o) {}
+  Status start();
+  std::shared_ptr<Peer> find_segment(mc_segment_t seg);
+  Status refresh_peer(Peer &p);
+  Descriptor local_descriptor();
+  // Pins the local buffers covering a range; caller holds buffers_mu_ (shared).
+  bool pin_locked(uint64_t addr, uint64_t len);
+  void unpin_locked(uint64_t addr, uint64_t len);
+
+  EngineOptions opts_;
+  std::string name_;
+  uint64_t incarnation_ = 0;
+  std::atomic<bool> stopping_{false};
+  std::unique_ptr<MetadataStore> metadata_;
+  std::unique_ptr<Transport> tcp_;
+  std::unique_ptr<Transport> local_;
+
+  // buffers_mu_ guards buffers_ and desc_version_; pins take it shared, (un)register exclusive.
+  std::shared_mutex buffers_mu_;
+  std::map<uint64_t, std::unique_ptr<LocalBuffer>> buffers_;
+  uint64_t desc_version_ = 1;
+  // desc_mu_ guards the cached descriptor text.
+  std::mutex desc_mu_;
+  std::string desc_cache_;
+  uint64_t desc_cache_version_ = 0;
+
+  // segs_mu_ guards segs_, peers_ and next_seg_.
+  std::shared_mutex segs_mu_;
+  std::unordered_map<mc_segment_t, std::shared_ptr<Peer>> segs_;
+  std::map<std::string, std::weak_ptr<Peer>> peers_;
+  mc_segment_t next_seg_ = 1;
+
+  std::atomic<uint64_t> requests_completed_{0}, requests_failed_{0};
+  std::atomic<uint64_t> bytes_read_{0}, bytes_written_{0};
+};
+
+}  // namespace mc

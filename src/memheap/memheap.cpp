@@ -1,0 +1,541 @@
+// MemHeap internals.
+//
+// Every range, free or allocated, is a Block in one pool (a vector indexed by uint32), linked to
+// its address neighbours. The links make merging on free O(1) without an address-ordered tree.
+//
+// Free ranges are indexed by size the way TLSF does it (two-level segregated fit): a size class
+// is (fl, sl) where fl is the power of two of the size and sl one of 64 equal steps inside it, so
+// a class spans less than 1/64 of its sizes (sizes below 128 have a class each). Two bitmaps say
+// which classes hold ranges, so "the first class at or above X that holds a range" is a couple
+// of bit scans. Unlike plain TLSF, each class is a max-heap by size rather than a list: its top
+// answers "does any range in the request's own class fit?" in O(1). Without it a request could
+// fail while a range of its own class would hold it (TLSF only looks in classes whose every
+// range fits), which breaks the "no room means no room" promise of the header, and exact fits
+// (the common fixed-size pool case) would split larger ranges instead of reusing freed ones.
+//
+// Live allocations are found by offset in an open-addressing hash table (linear probing with
+// backward-shift deletion), so neither alloc nor free allocates a node; the pool, the class
+// heaps and the table grow geometrically and are reserved before anything changes, so a
+// bad_alloc leaves the heap as it was.
+#include "memheap/memheap.h"
+
+#include <algorithm>
+#include <bit>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace mc {
+namespace {
+
+constexpr uint32_t kNil = UINT32_MAX;
+// Block::pos of an allocated block and of a recycled pool slot; free blocks hold their heap index.
+constexpr uint32_t kUsed = UINT32_MAX;
+constexpr uint32_t kDead = UINT32_MAX - 1;
+// Block indices stay below this so that they never collide with the markers above.
+constexpr uint64_t kMaxBlocks = UINT32_MAX - 2;
+
+constexpr unsigned kSlLog = 6;
+constexpr uint32_t kSl = 1u << kSlLog;
+
+struct Class {
+  uint32_t fl;
+  uint32_t sl;
+};
+
+// The class holding ranges of `size` (> 0) bytes.
+inline Class ClassOf(uint64_t size) {
+  if (size < kSl) return {0, uint32_t(size)};
+  const unsigned l = unsigned(std::bit_width(size)) - 1;  // >= kSlLog
+  return {l - kSlLog + 1, uint32_t(size >> (l - kSlLog)) - kSl};
+}
+
+// The smallest size in class c.
+inline uint64_t ClassLow(Class c) {
+  return c.fl == 0 ? c.sl : (uint64_t(kSl + c.sl) << (c.fl - 1));
+}
+
+// The first class whose every range is >= size. fl may come out one past the last class.
+inline Class ClassUp(uint64_t size) {
+  Class c = ClassOf(size);
+  if (ClassLow(c) == size) return c;
+  if (++c.sl == kSl) return {c.fl + 1, 0};
+  return c;
+}
+
+// Padding that brings start up to a multiple of align (a power of two); never overflows.
+inline uint64_t PadFor(uint64_t start, uint64_t align) { return (0 - start) & (align - 1); }
+
+// Grows v geometrically so that `extra` more elements fit without reallocating.
+// (vector::reserve(size()+1) would allocate exactly that much every time: quadratic.)
+template <class T>
+void ReserveMore(std::vector<T> &v, size_t extra) {
+  if (v.capacity() - v.size() >= extra) return;
+  v.reserve(std::max(v.size() + extra, std::max<size_t>(8, v.capacity() * 2)));
+}
+
+// Live allocations: offset -> block index.
+class LiveTable {
+ public:
+  LiveTable() { Rehash(16); }
+
+  // Makes room for one more Insert; may throw bad_alloc, changes nothing visible.
+  void ReserveOne() {
+    if ((size_ + 1) * 2 > slots_.size()) Rehash(slots_.size() * 2);
+  }
+  // key must be absent and room reserved.
+  void Insert(uint64_t key, uint32_t val) {
+    size_t i = Home(key);
+    while (slots_[i].val != kNil) i = (i + 1) & mask_;
+    slots_[i] = {key, val};
+    ++size_;
+  }
+  // The slot holding key, or npos.
+  size_t Find(uint64_t key) const {
+    for (size_t i = Home(key);; i = (i + 1) & mask_) {
+      if (slots_[i].val == kNil) return npos;
+      if (slots_[i].key == key) return i;
+    }
+  }
+  uint32_t ValueAt(size_t slot) const { return slots_[slot].val; }
+  // Backward-shift deletion: later entries of the probe run move up so that no tombstones build
+  // up and lookups stay short however many allocations come and go.
+  void EraseAt(size_t i) {
+    size_t j = i;
+    for (;;) {
+      j = (j + 1) & mask_;
+      if (slots_[j].val == kNil) break;
+      const size_t home = Home(slots_[j].key);
+      // The entry at j may fill the hole at i only if i lies between its home and j.
+      if (((j - home) & mask_) >= ((j - i) & mask_)) {
+        slots_[i] = slots_[j];
+        i = j;
+      }
+    }
+    slots_[i].val = kNil;
+    --size_;
+  }
+  size_t size() const { return size_; }
+  static constexpr size_t npos = SIZE_MAX;
+
+ private:
+  struct Slot {
+    uint64_t key;
+    uint32_t val;  // kNil: empty
+  };
+  // Fibonacci hashing: offsets are often multiples of a large alignment, and the multiply
+  // spreads those low-zero keys over the top bits taken here.
+  size_t Home(uint64_t key) const { return size_t((key * 0x9E3779B97F4A7C15ull) >> shift_); }
+  void Rehash(size_t n) {
+    std::vector<Slot> old(n, Slot{0, kNil});
+    old.swap(slots_);
+    mask_ = n - 1;
+    shift_ = 64 - unsigned(std::countr_zero(n));
+    size_ = 0;
+    for (const Slot &s : old)
+      if (s.val != kNil) Insert(s.key, s.val);
+  }
+
+  std::vector<Slot> slots_;
+  size_t mask_ = 0;
+  unsigned shift_ = 0;
+  size_t size_ = 0;
+};
+
+std::string U(uint64_t v) { return std::to_string(v); }
+
+}  // namespace
+
+struct MemHeap::Impl {
+  struct Block {
+    uint64_t start;
+    uint64_t size;
+    uint32_t prev;  // address neighbours, kNil at the ends; `next` chains recycled slots too
+    uint32_t next;
+    uint32_t pos;  // index in its class heap when free; kUsed; kDead
+  };
+  struct Entry {
+    uint64_t size;  // copied from the block so that heap steps stay inside the heap's array
+    uint32_t block;
+  };
+
+  explicit Impl(uint64_t cap)
+      : capacity(cap), fl_count(ClassOf(cap).fl + 1), sl_bitmap(fl_count, 0),
+        classes(size_t(fl_count) * kSl) {
+    blocks.push_back(Block{0, cap, kNil, kNil, kUsed});
+    ReserveClass(0, 1);
+    ClassInsert(0);
+  }
+
+  Status Alloc(uint64_t size, uint64_t align, uint64_t *offset);
+  Status Free(uint64_t offset);
+  Stats GetStats() const;
+  Status Check() const;
+
+  uint32_t FindFit(uint64_t size, uint64_t align) const;
+  uint32_t FirstFrom(Class c) const;  // index of the first non-empty class at or after c, or kNil
+  uint64_t Largest() const;
+  bool Fits(uint32_t b, uint64_t size, uint64_t align) const {
+    const Block &k = blocks[b];
+    const uint64_t pad = PadFor(k.start, align);
+    return pad <= k.size && size <= k.size - pad;
+  }
+  static size_t IndexOf(Class c) { return size_t(c.fl) * kSl + c.sl; }
+  void ReserveClass(uint64_t size, size_t extra) { ReserveMore(classes[IndexOf(ClassOf(size))], extra); }
+  void ReserveSlots(size_t n) {
+    if (dead_slots + (blocks.capacity() - blocks.size()) < n) ReserveMore(blocks, n);
+  }
+  uint32_t NewSlot() {
+    if (free_slot != kNil) {
+      const uint32_t i = free_slot;
+      free_slot = blocks[i].next;
+      --dead_slots;
+      return i;
+    }
+    blocks.push_back(Block{});  // capacity reserved by ReserveSlots: cannot throw
+    return uint32_t(blocks.size() - 1);
+  }
+  void Recycle(uint32_t i) {
+    blocks[i].pos = kDead;
+    blocks[i].next = free_slot;
+    free_slot = i;
+    ++dead_slots;
+  }
+  void ClassInsert(uint32_t b);
+  void ClassRemove(uint32_t b);
+  void SiftUp(std::vector<Entry> &h, size_t i);
+  void SiftDown(std::vector<Entry> &h, size_t i);
+
+  mutable std::mutex mu;  // guards everything below
+  const uint64_t capacity;
+  const uint32_t fl_count;
+  uint64_t used = 0;
+  uint64_t allocations = 0;
+  uint64_t free_ranges = 0;
+  std::vector<Block> blocks;
+  uint32_t free_slot = kNil;  // recycled pool slots, chained through Block::next
+  size_t dead_slots = 0;
+  uint64_t fl_bitmap = 0;           // bit fl: some class (fl, *) holds a range
+  std::vector<uint64_t> sl_bitmap;  // [fl] bit sl: class (fl, sl) holds a range
+  std::vector<std::vector<Entry>> classes;  // max-heaps by size, fl_count * kSl of them
+  LiveTable live;
+};
+
+void MemHeap::Impl::SiftUp(std::vector<Entry> &h, size_t i) {
+  const Entry e = h[i];
+  while (i > 0) {
+    const size_t p = (i - 1) / 2;
+    if (h[p].size >= e.size) break;
+    h[i] = h[p];
+    blocks[h[i].block].pos = uint32_t(i);
+    i = p;
+  }
+  h[i] = e;
+  blocks[e.block].pos = uint32_t(i);
+}
+
+void MemHeap::Impl::SiftDown(std::vector<Entry> &h, size_t i) {
+  const Entry e = h[i];
+  const size_t n = h.size();
+  for (;;) {
+    size_t c = 2 * i + 1;
+    if (c >= n) break;
+    if (c + 1 < n && h[c + 1].size > h[c].size) ++c;
+    if (h[c].size <= e.size) break;
+    h[i] = h[c];
+    blocks[h[i].block].pos = uint32_t(i);
+    i = c;
+  }
+  h[i] = e;
+  blocks[e.block].pos = uint32_t(i);
+}
+
+// The class's heap must have room (ReserveClass): this never allocates.
+void MemHeap::Impl::ClassInsert(uint32_t b) {
+  const Class c = ClassOf(blocks[b].size);
+  std::vector<Entry> &h = classes[IndexOf(c)];
+  h.push_back(Entry{blocks[b].size, b});
+  SiftUp(h, h.size() - 1);
+  sl_bitmap[c.fl] |= uint64_t(1) << c.sl;
+  fl_bitmap |= uint64_t(1) << c.fl;
+  ++free_ranges;
+}
+
+void MemHeap::Impl::ClassRemove(uint32_t b) {
+  const Class c = ClassOf(blocks[b].size);
+  std::vector<Entry> &h = classes[IndexOf(c)];
+  const size_t i = blocks[b].pos;
+  const Entry last = h.back();
+  h.pop_back();
+  if (i < h.size()) {
+    h[i] = last;
+    if (i > 0 && h[(i - 1) / 2].size < last.size)
+      SiftUp(h, i);
+    else
+      SiftDown(h, i);
+  }
+  if (h.empty()) {
+    sl_bitmap[c.fl] &= ~(uint64_t(1) << c.sl);
+    if (sl_bitmap[c.fl] == 0) fl_bitmap &= ~(uint64_t(1) << c.fl);
+  }
+  blocks[b].pos = kUsed;
+  --free_ranges;
+}
+
+uint32_t MemHeap::Impl::FirstFrom(Class c) const {
+  if (c.fl >= fl_count) return kNil;
+  const uint64_t here = sl_bitmap[c.fl] & (~uint64_t(0) << c.sl);
+  if (here) return uint32_t(IndexOf({c.fl, uint32_t(std::countr_zero(here))}));
+  const uint64_t above = (c.fl + 1 < 64) ? fl_bitmap & (~uint64_t(0) << (c.fl + 1)) : 0;
+  if (!above) return kNil;
+  const uint32_t fl = uint32_t(std::countr_zero(above));
+  return uint32_t(IndexOf({fl, uint32_t(std::countr_zero(sl_bitmap[fl]))}));
+}
+
+// Returns the block to carve, or kNil. Checked in this order, each O(1):
+//  1. the largest range of the request's own class: the closest fit there is, and the only way
+//     to reach ranges of that class that are >= size (the class also holds smaller ones);
+//  2. any range of the first class above whose ranges are all >= size (the pick is the last
+//     heap element: removing it needs no heap step);
+//  3. for align > 1 only, the same two steps for size + align - 1, which fits at any alignment.
+// With align 1, steps 1-2 see every range >= size; with align > 1, step 3 sees every range
+// >= size + align - 1: that is the promise in the header.
+uint32_t MemHeap::Impl::FindFit(uint64_t size, uint64_t align) const {
+  if (size > capacity - used) return kNil;
+  const std::vector<Entry> &own = classes[IndexOf(ClassOf(size))];
+  if (!own.empty() && Fits(own[0].block, size, align)) return own[0].block;
+  uint32_t k = FirstFrom(ClassUp(size));
+  if (k != kNil) {
+    const uint32_t b = classes[k].back().block;
+    if (align == 1 || Fits(b, size, align)) return b;
+  }
+  if (align == 1) return kNil;
+  if (align - 1 > capacity - size) return kNil;  // size + align - 1 > capacity
+  const uint64_t need = size + align - 1;
+  k = FirstFrom(ClassUp(need));
+  if (k != kNil) return classes[k].back().block;
+  const std::vector<Entry> &own_need = classes[IndexOf(ClassOf(need))];
+  if (!own_need.empty() && own_need[0].size >= need) return own_need[0].block;
+  return kNil;
+}
+
+uint64_t MemHeap::Impl::Largest() const {
+  if (fl_bitmap == 0) return 0;
+  const uint32_t fl = uint32_t(63 - std::countl_zero(fl_bitmap));
+  const uint32_t sl = uint32_t(63 - std::countl_zero(sl_bitmap[fl]));
+  return classes[IndexOf({fl, sl})][0].size;
+}
+
+Status MemHeap::Impl::Alloc(uint64_t size, uint64_t align, uint64_t *offset) {
+  std::lock_guard<std::mutex> lock(mu);
+  const uint32_t b = FindFit(size, align);
+  if (b == kNil) {
+    return Err(MC_ERR_NO_MEMORY, "no free range holds " + U(size) + " bytes aligned to " +
+                                     U(align) + " (capacity " + U(capacity) + ", " +
+                                     U(capacity - used) + " bytes free in " + U(free_ranges) +
+                                     " ranges, the largest " + U(Largest()) + ")");
+  }
+  const uint64_t start = blocks[b].start;
+  const uint64_t pad = PadFor(start, align);
+  const uint64_t tail = blocks[b].size - pad - size;
+  const size_t new_blocks = (pad ? 1 : 0) + (tail ? 1 : 0);
+  if (blocks.size() - dead_slots + new_blocks > kMaxBlocks)
+    return Err(MC_ERR_NO_MEMORY, "too many ranges in one heap (" + U(kMaxBlocks) + ")");
+
+  // Everything that may allocate happens before the first change.
+  ReserveSlots(new_blocks);
+  live.ReserveOne();
+  if (pad && tail && IndexOf(ClassOf(pad)) == IndexOf(ClassOf(tail))) {
+    ReserveClass(pad, 2);
+  } else {
+    if (pad) ReserveClass(pad, 1);
+    if (tail) ReserveClass(tail, 1);
+  }
+
+  ClassRemove(b);
+  if (pad) {
+    // The padding stays free: it is a range of its own, not part of the allocation.
+    const uint32_t p = NewSlot();
+    Block &bk = blocks[b];
+    blocks[p] = Block{start, pad, bk.prev, b, kUsed};
+    if (bk.prev != kNil) blocks[bk.prev].next = p;
+    bk.prev = p;
+    bk.start += pad;
+    bk.size -= pad;
+    ClassInsert(p);
+  }
+  if (tail) {
+    const uint32_t t = NewSlot();
+    Block &bk = blocks[b];
+    blocks[t] = Block{bk.start + size, tail, b, bk.next, kUsed};
+    if (bk.next != kNil) blocks[bk.next].prev = t;
+    bk.next = t;
+    bk.size = size;
+    ClassInsert(t);
+  }
+  live.Insert(blocks[b].start, b);
+  used += size;
+  ++allocations;
+  *offset = blocks[b].start;
+  return Status::Ok();
+}
+
+Status MemHeap::Impl::Free(uint64_t offset) {
+  std::lock_guard<std::mutex> lock(mu);
+  const size_t slot = live.Find(offset);
+  if (slot == LiveTable::npos)
+    return Err(MC_ERR_NOT_FOUND, "offset " + U(offset) +
+                                     " is not the start of a live allocation (already freed, "
+                                     "never allocated, or inside an allocation)");
+  uint32_t b = live.ValueAt(slot);
+  const uint32_t prev = blocks[b].prev;
+  const uint32_t next = blocks[b].next;
+  const bool merge_prev = prev != kNil && blocks[prev].pos != kUsed;
+  const bool merge_next = next != kNil && blocks[next].pos != kUsed;
+  const uint64_t merged = blocks[b].size + (merge_prev ? blocks[prev].size : 0) +
+                          (merge_next ? blocks[next].size : 0);
+  ReserveClass(merged, 1);  // the only step that may allocate, before any change
+
+  live.EraseAt(slot);
+  used -= blocks[b].size;
+  --allocations;
+  if (merge_prev) {
+    ClassRemove(prev);
+    blocks[prev].size += blocks[b].size;
+    blocks[prev].next = next;
+    if (next != kNil) blocks[next].prev = prev;
+    Recycle(b);
+    b = prev;
+  }
+  if (merge_next) {
+    ClassRemove(next);
+    const uint32_t after = blocks[next].next;
+    blocks[b].size += blocks[next].size;
+    blocks[b].next = after;
+    if (after != kNil) blocks[after].prev = b;
+    Recycle(next);
+  }
+  ClassInsert(b);
+  return Status::Ok();
+}
+
+MemHeap::Stats MemHeap::Impl::GetStats() const {
+  std::lock_guard<std::mutex> lock(mu);
+  Stats s;
+  s.capacity = capacity;
+  s.used = used;
+  s.free = capacity - used;
+  s.largest_free = Largest();
+  s.allocations = allocations;
+  return s;
+}
+
+Status MemHeap::Impl::Check() const {
+  std::lock_guard<std::mutex> lock(mu);
+  auto bad = [](const std::string &what) { return Err(MC_ERR_INTERNAL, "memheap: " + what); };
+
+  // The pool: exactly one live block has no left neighbour; recycled slots are counted.
+  uint32_t head = kNil;
+  size_t dead = 0;
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    if (blocks[i].pos == kDead) {
+      ++dead;
+    } else if (blocks[i].prev == kNil) {
+      if (head != kNil) return bad("two blocks without a left neighbour");
+      head = uint32_t(i);
+    }
+  }
+  if (dead != dead_slots) return bad("recycled slot count is off");
+  size_t chained = 0;
+  for (uint32_t i = free_slot; i != kNil; i = blocks[i].next) {
+    if (blocks[i].pos != kDead || ++chained > dead) return bad("recycled slot chain is broken");
+  }
+  if (chained != dead) return bad("recycled slot chain misses slots");
+  if (head == kNil) return bad("no first block");
+
+  // The ranges tile [0, capacity) in address order.
+  uint64_t at = 0, used_sum = 0, allocs = 0, frees = 0;
+  size_t walked = 0;
+  bool prev_free = false;
+  for (uint32_t i = head, prev = kNil; i != kNil; prev = i, i = blocks[i].next) {
+    const Block &k = blocks[i];
+    if (++walked > blocks.size() - dead) return bad("address chain loops");
+    if (k.pos == kDead) return bad("recycled slot in the address chain");
+    if (k.prev != prev) return bad("broken left link at offset " + U(k.start));
+    if (k.start != at) return bad("gap or overlap at offset " + U(at));
+    if (k.size == 0 || k.size > capacity - at) return bad("bad size at offset " + U(at));
+    at += k.size;
+    const bool is_free = k.pos != kUsed;
+    const size_t slot = live.Find(k.start);
+    if (is_free) {
+      if (prev_free) return bad("two free ranges touch at offset " + U(k.start));
+      const std::vector<Entry> &h = classes[IndexOf(ClassOf(k.size))];
+      if (k.pos >= h.size() || h[k.pos].block != i || h[k.pos].size != k.size)
+        return bad("free range at " + U(k.start) + " is not where its class says");
+      if (slot != LiveTable::npos) return bad("free range at " + U(k.start) + " is live");
+      ++frees;
+    } else {
+      if (slot == LiveTable::npos || live.ValueAt(slot) != i)
+        return bad("allocation at " + U(k.start) + " is missing from the live table");
+      used_sum += k.size;
+      ++allocs;
+    }
+    prev_free = is_free;
+  }
+  if (walked != blocks.size() - dead) return bad("blocks outside the address chain");
+  if (at != capacity) return bad("ranges end at " + U(at) + ", not at the capacity");
+  if (used_sum != used) return bad("used is " + U(used) + ", ranges say " + U(used_sum));
+  if (allocs != allocations || live.size() != allocations)
+    return bad("allocation count disagrees with the ranges or the live table");
+  if (frees != free_ranges) return bad("free range count is off");
+
+  // The class heaps: right class, heap order, back links, bitmaps.
+  size_t entries = 0;
+  for (uint32_t fl = 0; fl < fl_count; ++fl) {
+    for (uint32_t sl = 0; sl < kSl; ++sl) {
+      const std::vector<Entry> &h = classes[IndexOf({fl, sl})];
+      const bool bit = (sl_bitmap[fl] >> sl) & 1;
+      if (bit != !h.empty()) return bad("class bitmap disagrees with class contents");
+      for (size_t j = 0; j < h.size(); ++j) {
+        const Class c = ClassOf(h[j].size);
+        if (c.fl != fl || c.sl != sl) return bad("range in the wrong class");
+        if (blocks[h[j].block].pos != j || blocks[h[j].block].size != h[j].size)
+          return bad("class entry does not match its block");
+        if (j > 0 && h[(j - 1) / 2].size < h[j].size) return bad("class heap out of order");
+      }
+      entries += h.size();
+    }
+    if (((fl_bitmap >> fl) & 1) != (sl_bitmap[fl] != 0)) return bad("first-level bitmap is off");
+  }
+  if (entries != frees) return bad("class heaps hold ranges that are not free");
+  return Status::Ok();
+}
+
+MemHeap::MemHeap(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+MemHeap::~MemHeap() = default;
+
+Status MemHeap::Create(uint64_t capacity, std::unique_ptr<MemHeap> *out) {
+  if (out == nullptr) return Err(MC_ERR_INVALID_ARG, "out is NULL");
+  if (capacity == 0) return Err(MC_ERR_INVALID_ARG, "capacity is 0; a heap needs at least 1 byte");
+  auto impl = std::make_unique<Impl>(capacity);
+  // The constructor is private (Create is the only way in), so make_unique cannot reach it.
+  out->reset(new MemHeap(std::move(impl)));
+  return Status::Ok();
+}
+
+Status MemHeap::Alloc(uint64_t size, uint64_t align, uint64_t *offset) {
+  if (size == 0) return Err(MC_ERR_INVALID_ARG, "size is 0; ask for at least 1 byte");
+  if (!std::has_single_bit(align))
+    return Err(MC_ERR_INVALID_ARG, "align " + U(align) + " is not a power of two (1, 2, 4, ...)");
+  if (offset == nullptr) return Err(MC_ERR_INVALID_ARG, "offset is NULL");
+  return impl_->Alloc(size, align, offset);
+}
+
+Status MemHeap::Free(uint64_t offset) { return impl_->Free(offset); }
+
+MemHeap::Stats MemHeap::stats() const { return impl_->GetStats(); }
+
+Status MemHeap::CheckInvariants() const { return impl_->Check(); }
+
+}  // namespace mc

@@ -1,0 +1,32 @@
+#include "common/control.h"
+#include "metadata/metadata.h"
+
+namespace mc {
+namespace {
+
+// The engine's listener answers GET_DESC itself, so publishing is a no-op here and a fetch is
+// one control round trip to the name, which is the peer's HOST:PORT.
+class P2pStore : public MetadataStore {
+ public:
+  Status publish(const Descriptor &) override { return Status::Ok(); }
+  void unpublish() override {}
+  Status fetch(const std::string &name, uint32_t timeout_ms, Descriptor *out) override {
+    HostPort hp;
+    Status st = parse_host_port(name, &hp);
+    if (!st.ok())
+      return Err(MC_ERR_INVALID_ARG,
+                 "with metadata=p2p a segment name is the peer's HOST:PORT; " + st.message());
+    std::string json;
+    st = control_fetch_descriptor(hp, timeout_ms, &json);
+    if (!st.ok()) return st;
+    st = Descriptor::from_json(json, out);
+    if (!st.ok()) return Err(st.code(), "from " + name + ": " + st.message());
+    return Status::Ok();
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<MetadataStore> make_p2p_store() { return std::make_unique<P2pStore>(); }
+
+}  // namespace mc

@@ -1,0 +1,639 @@
+#include "transport/tcp/tcp_transport.h"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <functional>
+#include <list>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "common/log.h"
+#include "common/wire.h"
+
+namespace mc {
+namespace {
+
+constexpr size_t kMaxSendBatch = 64;        // slices per writev
+constexpr uint64_t kProgressChunk = 8 << 20;  // payloads move in chunks so progress is seen
+
+class TcpTransport;
+
+// One client connection to a peer. The sender thread connects, then writes requests in order;
+// the receiver thread reads replies in the same order. Whoever sees an error breaks the
+// connection; the receiver (or the sender, if no receiver was started) then fails every slice
+// still owned by the connection, after the other thread stopped touching memory.
+class TcpConn : public std::enable_shared_from_this<TcpConn> {
+ public:
+  TcpConn(TcpTransport *t, HostPort addr) : t_(t), addr_(std::move(addr)) {}
+  // Queues slices; false (nothing queued) when the connection is broken.
+  bool enqueue(const Slice *s, size_t n);
+  void start();
+  void fail(mc_status_t st, const std::string &why);
+  bool broken() {
+    std::lock_guard<std::mutex> lk(mu_);
+    return broken_;
+  }
+  // Called by the reaper: breaks the connection when work made no progress for timeout_ms.
+  void check_progress(uint64_t now, uint32_t timeout_ms);
+
+ private:
+  struct Inflight {
+    Slice s;
+    uint64_t id;
+  };
+  void run_sender();
+  void run_receiver();
+  void fail_all();
+
+  TcpTransport *t_;
+  HostPort addr_;
+  Fd fd_;
+  std::atomic<uint64_t> last_progress_{0};
+  // mu_ guards everything below it.
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Slice> queue_;        // not sent yet
+  std::deque<Inflight> inflight_;  // sent or being sent, replies expected in this order
+  bool broken_ = false;
+  mc_status_t status_ = MC_OK;
+  std::string why_;
+  bool sender_done_ = false;
+  bool receiver_started_ = false;
+  uint64_t next_id_ = 1;
+};
+
+class TcpPeer : public PeerPath {
+ public:
+  TcpPeer(TcpTransport *t, HostPort a, uint32_t n) : t_(t), addr(std::move(a)), conns(n) {}
+  std::shared_ptr<TcpConn> conn(size_t i);
+  TcpTransport *t_;
+  HostPort addr;
+  std::mutex mu;  // guards conns
+  std::vector<std::shared_ptr<TcpConn>> conns;
+  std::atomic<uint32_t> rr{0};
+};
+
+class TcpTransport : public Transport {
+ public:
+  TcpTransport(const TcpOptions &o, TargetAccess *target) : opts_(o), target_(target) {}
+  ~TcpTransport() override { shutdown(); }
+  Status start(HostPort *bound);
+  const char *name() const override { return "tcp"; }
+  std::shared_ptr<PeerPath> connect(const Descriptor &d) override;
+  void submit(PeerPath &peer, Slice *slices, size_t n) override;
+  void shutdown() override;
+  std::string stats_json() override;
+
+  // Runs fn on a detached thread that shutdown() waits for.
+  void spawn(std::function<void()> fn);
+  void track(const std::shared_ptr<TcpConn> &c);
+  uint32_t timeout_ms() const { return opts_.timeout_ms; }
+  bool stopping() const { return stopping_.load(); }
+
+  std::atomic<uint64_t> bytes_sent{0}, bytes_received{0}, slices_ok{0}, slices_failed{0};
+  std::atomic<uint64_t> conns_opened{0}, conns_failed{0}, served_requests{0}, served_refused{0};
+
+ private:
+  void accept_loop();
+  void serve(int fd);
+  void reaper_loop();
+
+  TcpOptions opts_;
+  TargetAccess *target_;
+  Fd listen_fd_;
+  std::atomic<bool> stopping_{false};
+  // threads_mu_ guards threads_ and the cv used by shutdown() to wait for detached threads.
+  std::mutex threads_mu_;
+  std::condition_variable threads_cv_;
+  int threads_ = 0;
+  // conns_mu_ guards conns_ (every client connection, for the reaper and shutdown) and
+  // served_fds_ (server-side sockets, shut down on stop).
+  std::mutex conns_mu_;
+  std::list<std::weak_ptr<TcpConn>> conns_;
+  std::list<int> served_fds_;
+  std::thread reaper_;
+  std::mutex reaper_mu_;
+  std::condition_variable reaper_cv_;
+};
+
+// ------------------------------------------------------------------------------ client side
+
+bool TcpConn::enqueue(const Slice *s, size_t n) {
+  std::lock_guard<std::mutex> lk(mu_);
+  if (broken_) return false;
+  if (queue_.empty() && inflight_.empty()) last_progress_.store(now_ms());
+  for (size_t i = 0; i < n; i++) queue_.push_back(s[i]);
+  cv_.notify_one();
+  return true;
+}
+
+void TcpConn::start() {
+  last_progress_.store(now_ms());
+  auto self = shared_from_this();
+  t_->track(self);
+  t_->spawn([self] { self->run_sender(); });
+}
+
+void TcpConn::fail(mc_status_t st, const std::string &why) {
+  std::lock_guard<std::mutex> lk(mu_);
+  if (broken_) return;
+  broken_ = true;
+  status_ = st;
+  why_ = why;
+  if (fd_.valid()) ::shutdown(fd_.get(), SHUT_RDWR);
+  cv_.notify_all();
+}
+
+void TcpConn::check_progress(uint64_t now, uint32_t timeout_ms) {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (broken_ || (queue_.empty() && inflight_.empty())) return;
+  }
+  uint64_t last = last_progress_.load();
+  if (now > last && now - last > timeout_ms)
+    fail(MC_ERR_PEER_DOWN, "peer " + addr_.str() + " made no progress for " +
+                               std::to_string(now - last) + " ms");
+}
+
+static mc_status_t io_status(int err) {
+  return (err == 0 || err == ECONNRESET || err == EPIPE || err == ECONNABORTED) ? MC_ERR_PEER_DOWN
+                                                                                : MC_ERR_TRANSPORT;
+}
+static std::string io_text(int err) {
+  return err == 0 ? std::string("connection closed by peer") : std::string(std::strerror(err));
+}
+
+void TcpConn::fail_all() {
+  std::deque<Slice> q;
+  std::deque<Inflight> f;
+  mc_status_t st;
+  {
+    std::unique_lock<std::mutex> lk(mu_);
+    cv_.wait(lk, [&] { return sender_done_; });
+    q.swap(queue_);
+    f.swap(inflight_);
+    st = status_;
+  }
+  if (!q.empty() || !f.empty())
+    MC_LOGI("tcp: failing " << (q.size() + f.size()) << " slices to " << addr_.str() << ": " << why_);
+  for (auto &x : f) {
+    t_->slices_failed++;
+    slice_done(x.s, st);
+  }
+  for (auto &s : q) {
+    t_->slices_failed++;
+    slice_done(s, st);
+  }
+}
+
+void TcpConn::run_sender() {
+  Fd fd;
+  Status st = t_->stopping() ? Err(MC_ERR_PEER_DOWN, "engine is shutting down")
+                             : tcp_connect(addr_, t_->timeout_ms(), &fd);
+  if (!st.ok()) {
+    t_->conns_failed++;
+    fail(st.code(), st.message());
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      sender_done_ = true;
+    }
+    fail_all();
+    return;
+  }
+  t_->conns_opened++;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    fd_ = std::move(fd);
+    if (broken_) ::shutdown(fd_.get(), SHUT_RDWR);
+    receiver_started_ = true;
+  }
+  last_progress_.store(now_ms());
+  auto self = shared_from_this();
+  t_->spawn([self] { self->run_receiver(); });
+
+  std::vector<Slice> batch;
+  std::vector<Slice> canceled;
+  std::vector<wire::Header> hdrs(kMaxSendBatch);
+  std::vector<iovec> iov(kMaxSendBatch * 2);
+  for (;;) {
+    batch.clear();
+    canceled.clear();
+    {
+      std::unique_lock<std::mutex> lk(mu_);
+      cv_.wait(lk, [&] { return broken_ || !queue_.empty(); });
+      if (broken_) break;
+      while (!queue_.empty() && batch.size() < kMaxSendBatch) {
+        Slice s = queue_.front();
+        queue_.pop_front();
+        if (slice_canceled(s)) {
+          canceled.push_back(s);
+          continue;
+        }
+        inflight_.push_back({s, next_id_});
+        hdrs[batch.size()] = wire::make(s.op == MC_WRITE ? wire::WRITE : wire::READ, next_id_,
+                                        s.remote, s.len);
+        next_id_++;
+        batch.push_back(s);
+      }
+    }
+    for (auto &s : canceled) slice_done(s, MC_ERR_CANCELED);
+    int n = 0;
+    uint64_t payload = 0;
+    for (size_t i = 0; i < batch.size(); i++) {
+      iov[n++] = {&hdrs[i], sizeof(wire::Header)};
+      if (batch[i].op == MC_WRITE) {
+        iov[n++] = {batch[i].local, batch[i].len};
+        payload += batch[i].len;
+      }
+    }
+    if (n == 0) continue;
+    if (!writev_all(fd_.get(), iov.data(), n)) {
+      int e = errno;
+      fail(io_status(e), "send to " + addr_.str() + ": " + io_text(e));
+      break;
+    }
+    t_->bytes_sent += payload;
+    last_progress_.store(now_ms());
+  }
+  std::lock_guard<std::mutex> lk(mu_);
+  sender_done_ = true;
+  cv_.notify_all();
+}
+
+void TcpConn::run_receiver() {
+  BufferedReader rd;
+  rd.attach(fd_.get());
+  for (;;) {
+    wire::Header h;
+    if (!rd.read(&h, sizeof h)) {
+      int e = errno;
+      fail(io_status(e), "receive from " + addr_.str() + ": " + io_text(e));
+      break;
+    }
+    last_progress_.store(now_ms());
+    if (h.magic != wire::kMagic || h.version != wire::kVersion) {
+      fail(MC_ERR_TRANSPORT, "peer " + addr_.str() + " sent a bad header (wrong magic or version)");
+      break;
+    }
+    Inflight f{};  // id 0 never matches: a reply with nothing in flight is a protocol error
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      if (!inflight_.empty()) f = inflight_.front();
+    }
+    if (h.type == wire::ERROR) {
+      std::string msg(std::min<uint64_t>(h.len, 4096), '\0');
+      if (h.len <= 4096 && rd.read(msg.data(), msg.size()))
+        fail(MC_ERR_TRANSPORT, "peer " + addr_.str() + " refused: " + msg);
+      else
+        fail(MC_ERR_TRANSPORT, "peer " + addr_.str() + " sent an error");
+      break;
+    }
+    if (f.id == 0 || h.id != f.id ||
+        (h.type != wire::WRITE_ACK && h.type != wire::READ_DATA) ||
+        (h.type == wire::WRITE_ACK) != (f.s.op == MC_WRITE)) {
+      fail(MC_ERR_TRANSPORT, "peer " + addr_.str() + " sent an unexpected reply");
+      break;
+    }
+    mc_status_t st = MC_OK;
+    if (h.status != MC_OK) {
+      st = MC_ERR_TRANSPORT;
+      MC_LOGI("tcp: peer " << addr_.str() << " refused a request at 0x" << std::hex << f.s.remote
+                           << std::dec << " (" << mc_status_str(h.status) << ")");
+    }
+    if (h.type == wire::READ_DATA && h.status == MC_OK) {
+      if (h.len != f.s.len) {
+        fail(MC_ERR_TRANSPORT, "peer " + addr_.str() + " returned a wrong READ length");
+        break;
+      }
+      bool ok = true;
+      if (slice_canceled(f.s)) {
+        ok = rd.skip(h.len);
+        st = MC_ERR_CANCELED;
+      } else {
+        char *dst = static_cast<char *>(f.s.local);
+        for (uint64_t off = 0; ok && off < h.len; off += kProgressChunk) {
+          uint64_t n = std::min<uint64_t>(kProgressChunk, h.len - off);
+          ok = rd.read(dst + off, n);
+          last_progress_.store(now_ms());
+        }
+      }
+      if (!ok) {
+        int e = errno;
+        fail(io_status(e), "receive from " + addr_.str() + ": " + io_text(e));
+        break;
+      }
+      t_->bytes_received += h.len;
+    }
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      inflight_.pop_front();
+    }
+    if (st == MC_OK)
+      t_->slices_ok++;
+    else
+      t_->slices_failed++;
+    slice_done(f.s, st);
+  }
+  fail_all();
+}
+
+std::shared_ptr<TcpConn> TcpPeer::conn(size_t i) {
+  std::lock_guard<std::mutex> lk(mu);
+  auto &c = conns[i];
+  if (!c || c->broken()) {
+    c = std::make_shared<TcpConn>(t_, addr);
+    c->start();
+  }
+  return c;
+}
+
+// ------------------------------------------------------------------------------ transport
+
+Status TcpTransport::start(HostPort *bound) {
+  Status st = tcp_listen(opts_.listen, &listen_fd_, bound);
+  if (!st.ok()) return st;
+  spawn([this] { accept_loop(); });
+  reaper_ = std::thread([this] { reaper_loop(); });
+  return Status::Ok();
+}
+
+void TcpTransport::spawn(std::function<void()> fn) {
+  {
+    std::lock_guard<std::mutex> lk(threads_mu_);
+    threads_++;
+  }
+  std::thread([this, fn = std::move(fn)] {
+    try {
+      fn();
+    } catch (const std::exception &e) {
+      MC_LOGE("tcp: thread ended by exception: " << e.what());
+    }
+    std::lock_guard<std::mutex> lk(threads_mu_);
+    threads_--;
+    threads_cv_.notify_all();
+  }).detach();
+}
+
+void TcpTransport::track(const std::shared_ptr<TcpConn> &c) {
+  std::lock_guard<std::mutex> lk(conns_mu_);
+  for (auto it = conns_.begin(); it != conns_.end();) {
+    if (it->expired())
+      it = conns_.erase(it);
+    else
+      ++it;
+  }
+  conns_.push_back(c);
+}
+
+std::shared_ptr<PeerPath> TcpTransport::connect(const Descriptor &d) {
+  HostPort hp;
+  if (!parse_host_port(d.tcp, &hp).ok()) return nullptr;
+  return std::make_shared<TcpPeer>(this, hp, opts_.connections);
+}
+
+void TcpTransport::submit(PeerPath &path, Slice *slices, size_t n) {
+  auto &peer = static_cast<TcpPeer &>(path);
+  size_t nc = peer.conns.size();
+  if (stopping_.load()) {
+    for (size_t i = 0; i < n; i++) slice_done(slices[i], MC_ERR_PEER_DOWN);
+    return;
+  }
+  // Few slices: one connection each, round robin. Many: one contiguous run per connection, so
+  // every connection stays busy and each lock is taken once.
+  size_t runs = n < nc ? n : nc;
+  size_t start = peer.rr.fetch_add(static_cast<uint32_t>(runs));
+  size_t done = 0;
+  for (size_t r = 0; r < runs; r++) {
+    size_t cnt = n / runs + (r < n % runs ? 1 : 0);
+    size_t ci = (start + r) % nc;
+    for (int attempt = 0;; attempt++) {
+      auto c = peer.conn(ci);
+      if (c->enqueue(slices + done, cnt)) break;
+      if (attempt > 3) {  // connections keep breaking as we queue: give up on these slices
+        for (size_t i = 0; i < cnt; i++) slice_done(slices[done + i], MC_ERR_TRANSPORT);
+        break;
+      }
+    }
+    done += cnt;
+  }
+}
+
+void TcpTransport::accept_loop() {
+  for (;;) {
+    int fd = ::accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC);
+    if (stopping_.load()) {
+      if (fd >= 0) ::close(fd);
+      return;
+    }
+    if (fd < 0) {
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      if (errno == EMFILE || errno == ENFILE) {
+        MC_LOGW("tcp: cannot accept a connection: " << std::strerror(errno)
+                                                    << " (raise the file descriptor limit)");
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        continue;
+      }
+      MC_LOGE("tcp: accept failed: " << std::strerror(errno));
+      return;
+    }
+    tune_socket(fd);
+    {
+      std::lock_guard<std::mutex> lk(conns_mu_);
+      served_fds_.push_back(fd);
+    }
+    spawn([this, fd] { serve(fd); });
+  }
+}
+
+// Serves one incoming connection: control messages and READ/WRITE against registered memory.
+// Replies are gathered in `out` and flushed when no further request is already buffered, so a
+// burst of small requests costs one send per burst, not per request.
+void TcpTransport::serve(int fd) {
+  BufferedReader rd;
+  rd.attach(fd);
+  std::vector<char> out;
+  out.reserve(64 * 1024);
+  auto flush = [&]() -> bool {
+    if (out.empty()) return true;
+    bool ok = write_all(fd, out.data(), out.size());
+    out.clear();
+    return ok;
+  };
+  auto put = [&](const void *p, size_t n) {
+    const char *c = static_cast<const char *>(p);
+    out.insert(out.end(), c, c + n);
+  };
+  auto refuse = [&](const std::string &why) {
+    MC_LOGW("tcp: closing a connection that " << why);
+    wire::Header h = wire::make(wire::ERROR, 0, 0, why.size(), MC_ERR_TRANSPORT);
+    put(&h, sizeof h);
+    put(why.data(), why.size());
+    flush();
+  };
+  for (;;) {
+    if (rd.buffered() < sizeof(wire::Header) && !flush()) break;
+    wire::Header h;
+    if (!rd.read(&h, sizeof h)) break;
+    if (h.magic != wire::kMagic) {
+      refuse("sent bytes that are not an mc message (bad magic)");
+      break;
+    }
+    if (h.version != wire::kVersion) {
+      refuse("speaks wire version " + std::to_string(h.version) + "; this engine speaks " +
+             std::to_string(wire::kVersion));
+      break;
+    }
+    if (h.type == wire::GET_DESC || h.type == wire::PING) {
+      if (h.len != 0) {
+        refuse("sent a control request with a payload");
+        break;
+      }
+      if (h.type == wire::PING) {
+        wire::Header r = wire::make(wire::PONG, h.id, target_->incarnation(), 0);
+        put(&r, sizeof r);
+      } else {
+        std::string d = target_->descriptor_json();
+        wire::Header r = wire::make(wire::DESC, h.id, target_->incarnation(), d.size());
+        put(&r, sizeof r);
+        put(d.data(), d.size());
+      }
+      continue;
+    }
+    if (h.type != wire::WRITE && h.type != wire::READ) {
+      refuse("sent an unknown message type " + std::to_string(h.type));
+      break;
+    }
+    served_requests++;
+    mc_status_t st = h.len == 0 ? MC_ERR_INVALID_ARG : target_->pin(h.addr, h.len);
+    if (h.type == wire::WRITE) {
+      bool ok = true;
+      if (st == MC_OK) {
+        char *dst = reinterpret_cast<char *>(h.addr);
+        for (uint64_t off = 0; ok && off < h.len; off += kProgressChunk)
+          ok = rd.read(dst + off, std::min<uint64_t>(kProgressChunk, h.len - off));
+        target_->unpin(h.addr, h.len);
+        if (ok) bytes_received += h.len;
+      } else {
+        served_refused++;
+        MC_LOGI("tcp: refused a WRITE of " << h.len << " bytes at 0x" << std::hex << h.addr
+                                           << std::dec << ": " << mc_status_str(st));
+        if (h.len > wire::kMaxDrain) {
+          // Not worth draining (and maybe garbage): answer, then close.
+          wire::Header r = wire::make(wire::WRITE_ACK, h.id, h.addr, 0, st);
+          put(&r, sizeof r);
+          flush();
+          break;
+        }
+        ok = rd.skip(h.len);
+      }
+      if (!ok) break;
+      wire::Header r = wire::make(wire::WRITE_ACK, h.id, h.addr, 0, st);
+      put(&r, sizeof r);
+      continue;
+    }
+    // READ
+    if (st != MC_OK) {
+      served_refused++;
+      wire::Header r = wire::make(wire::READ_DATA, h.id, h.addr, 0, st);
+      put(&r, sizeof r);
+      continue;
+    }
+    wire::Header r = wire::make(wire::READ_DATA, h.id, h.addr, h.len);
+    bool ok;
+    if (h.len <= 16 * 1024) {
+      put(&r, sizeof r);
+      put(reinterpret_cast<const void *>(h.addr), h.len);
+      ok = true;
+      if (out.size() >= 256 * 1024) ok = flush();
+    } else {
+      ok = flush();
+      iovec iov[2] = {{&r, sizeof r}, {reinterpret_cast<void *>(h.addr), h.len}};
+      ok = ok && writev_all(fd, iov, 2);
+    }
+    target_->unpin(h.addr, h.len);
+    if (!ok) break;
+    bytes_sent += h.len;
+  }
+  {
+    std::lock_guard<std::mutex> lk(conns_mu_);
+    served_fds_.remove(fd);
+  }
+  ::close(fd);
+}
+
+void TcpTransport::reaper_loop() {
+  std::unique_lock<std::mutex> lk(reaper_mu_);
+  while (!stopping_.load()) {
+    reaper_cv_.wait_for(lk, std::chrono::milliseconds(50));
+    std::vector<std::shared_ptr<TcpConn>> live;
+    {
+      std::lock_guard<std::mutex> cl(conns_mu_);
+      for (auto &w : conns_)
+        if (auto c = w.lock()) live.push_back(std::move(c));
+    }
+    uint64_t now = now_ms();
+    for (auto &c : live) c->check_progress(now, opts_.timeout_ms);
+  }
+}
+
+void TcpTransport::shutdown() {
+  if (stopping_.exchange(true)) {
+    // Already stopping (or stopped): just wait for the threads.
+  } else {
+    if (listen_fd_.valid()) ::shutdown(listen_fd_.get(), SHUT_RDWR);
+    {
+      std::lock_guard<std::mutex> lk(reaper_mu_);
+      reaper_cv_.notify_all();
+    }
+    if (reaper_.joinable()) reaper_.join();
+  }
+  // Keep breaking connections until every thread is gone: a submit racing with shutdown may
+  // still create one.
+  for (;;) {
+    std::vector<std::shared_ptr<TcpConn>> live;
+    {
+      std::lock_guard<std::mutex> lk(conns_mu_);
+      for (auto &w : conns_)
+        if (auto c = w.lock()) live.push_back(std::move(c));
+      for (int fd : served_fds_) ::shutdown(fd, SHUT_RDWR);
+    }
+    for (auto &c : live) c->fail(MC_ERR_PEER_DOWN, "engine is shutting down");
+    live.clear();
+    std::unique_lock<std::mutex> lk(threads_mu_);
+    if (threads_cv_.wait_for(lk, std::chrono::milliseconds(20), [&] { return threads_ == 0; }))
+      break;
+  }
+  listen_fd_.reset();
+}
+
+std::string TcpTransport::stats_json() {
+  std::string s = "{\"bytes_sent\":" + std::to_string(bytes_sent.load()) +
+                  ",\"bytes_received\":" + std::to_string(bytes_received.load()) +
+                  ",\"slices_completed\":" + std::to_string(slices_ok.load()) +
+                  ",\"slices_failed\":" + std::to_string(slices_failed.load()) +
+                  ",\"connections_opened\":" + std::to_string(conns_opened.load()) +
+                  ",\"connections_failed\":" + std::to_string(conns_failed.load()) +
+                  ",\"served_requests\":" + std::to_string(served_requests.load()) +
+                  ",\"served_refused\":" + std::to_string(served_refused.load()) + "}";
+  return s;
+}
+
+}  // namespace
+
+Status make_tcp_transport(const TcpOptions &opts, TargetAccess *target,
+                          std::unique_ptr<Transport> *out, HostPort *bound) {
+  auto t = std::make_unique<TcpTransport>(opts, target);
+  Status st = t->start(bound);
+  if (!st.ok()) return st;
+  *out = std::move(t);
+  return Status::Ok();
+}
+
+}  // namespace mc

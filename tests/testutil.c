@@ -1,0 +1,72 @@
+#define _GNU_SOURCE
+#include "testutil.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+int tu_scale(void) {
+  const char *s = getenv("MC_TEST_SCALE");
+  int v = s ? atoi(s) : 1;
+  return v > 0 ? v : 1;
+}
+
+uint64_t tu_now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static uint64_t mix(uint64_t x) {
+  x ^= x >> 33; x *= 0xff51afd7ed558ccdULL; x ^= x >> 33; x *= 0xc4ceb9fe1a85ec53ULL;
+  x ^= x >> 33; return x;
+}
+
+void tu_fill(void *buf, size_t len, uint64_t seed) {
+  unsigned char *p = buf;
+  size_t i = 0;
+  for (; i + 8 <= len; i += 8) {
+    uint64_t v = mix(seed + i);
+    memcpy(p + i, &v, 8);
+  }
+  for (; i < len; i++) p[i] = (unsigned char)(mix(seed + (i & ~(size_t)7)) >> (8 * (i & 7)));
+}
+
+long long tu_check(const void *buf, size_t len, uint64_t seed) {
+  const unsigned char *p = buf;
+  size_t i = 0;
+  for (; i + 8 <= len; i += 8) {
+    uint64_t v = mix(seed + i);
+    if (memcmp(p + i, &v, 8) != 0) return (long long)i;
+  }
+  for (; i < len; i++)
+    if (p[i] != (unsigned char)(mix(seed + (i & ~(size_t)7)) >> (8 * (i & 7)))) return (long long)i;
+  return -1;
+}
+
+mc_engine_t *tu_engine(const char *key, ...) {
+  mc_config_t *cfg = NULL;
+  if (mc_config_create(&cfg) != MC_OK) return NULL;
+  va_list ap;
+  va_start(ap, key);
+  while (key) {
+    const char *val = va_arg(ap, const char *);
+    if (mc_config_set(cfg, key, val) != MC_OK) {
+      fprintf(stderr, "tu_engine: %s=%s: %s\n", key, val, mc_last_error());
+      va_end(ap);
+      mc_config_destroy(cfg);
+      return NULL;
+    }
+    key = va_arg(ap, const char *);
+  }
+  va_end(ap);
+  mc_engine_t *e = NULL;
+  if (mc_engine_create(cfg, &e) != MC_OK) {
+    fprintf(stderr, "tu_engine: %s\n", mc_last_error());
+    e = NULL;
+  }
+  mc_config_destroy(cfg);
+  return e;
+}
