@@ -1,0 +1,51 @@
+#!/bin/bash
+# ABI checks that cannot rot:
+#  - include/mc.h compiles alone as C11 and as C++17, warning-free and pedantic;
+#  - the exported symbols are exactly the MC_API functions the header declares, all mc_*,
+#    all in the version node of src/libmc.map;
+#  - `make install` into a scratch prefix, then examples/ build through pkg-config (shared and
+#    static) and run.
+set -euo pipefail
+build="${1:-build}"
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+fail=0
+say() { echo "check-abi: $*"; }
+
+printf '#include <mc.h>\nint main(void){return (int)mc_version() < 0;}\n' > "$tmp/h.c"
+cp "$tmp/h.c" "$tmp/h.cpp"
+gcc -std=c11 -Wall -Wextra -Werror -pedantic -Iinclude -c "$tmp/h.c" -o "$tmp/h.o" || { say "mc.h does not compile as C11"; fail=1; }
+g++ -std=c++17 -Wall -Wextra -Werror -pedantic -Iinclude -c "$tmp/h.cpp" -o "$tmp/hpp.o" || { say "mc.h does not compile as C++17"; fail=1; }
+
+nm -D --defined-only "$build/lib/libmc.so" | awk '$2 ~ /^[TDBRVW]$/ {print $3}' | sed 's/@.*//' | grep -v '^MC_0' | sort -u > "$tmp/exported"
+grep -oE 'MC_API[^;]*\b(mc_[a-z0-9_]+)\(' include/mc.h | grep -oE 'mc_[a-z0-9_]+\($' | tr -d '(' | sort -u > "$tmp/declared"
+if ! diff -u "$tmp/declared" "$tmp/exported" > "$tmp/diff"; then
+  say "exported symbols differ from the header's MC_API declarations:"; cat "$tmp/diff"; fail=1
+fi
+if grep -qv '^mc_' "$tmp/exported"; then say "non-mc_ symbols exported:"; grep -v '^mc_' "$tmp/exported"; fail=1; fi
+if nm -D --defined-only "$build/lib/libmc.so" | grep ' mc_' | grep -qv '@@MC_0.1'; then
+  say "symbols outside the MC_0.1 version node"; fail=1
+fi
+say "$(wc -l < "$tmp/exported") exported functions, all declared in mc.h and versioned MC_0.1"
+
+make -s install PREFIX="$tmp/prefix" BUILD="$build" >/dev/null
+export PKG_CONFIG_PATH="$tmp/prefix/lib/pkgconfig"
+for ex in examples/*.c; do
+  name="$(basename "$ex" .c)"
+  # shellcheck disable=SC2046
+  gcc -std=c11 -Wall -Wextra -Werror "$ex" -o "$tmp/$name" $(pkg-config --cflags --libs mc) -Wl,-rpath,"$tmp/prefix/lib" \
+    || { say "$ex does not build through pkg-config"; fail=1; continue; }
+  # shellcheck disable=SC2046
+  gcc -std=c11 -Wall -Wextra -Werror "$ex" -o "$tmp/${name}_static" $(pkg-config --cflags mc) \
+    "$tmp/prefix/lib/libmc.a" $(pkg-config --static --libs-only-l mc | sed 's/-lmc//') \
+    || { say "$ex does not link statically with pkg-config --static"; fail=1; continue; }
+  "$tmp/$name" >/dev/null || { say "$ex failed when run (shared)"; fail=1; }
+  "$tmp/${name}_static" >/dev/null || { say "$ex failed when run (static)"; fail=1; }
+done
+[ -x "$tmp/prefix/bin/mc_bench" ] || { say "mc_bench was not installed"; fail=1; }
+[ "$(readlink "$tmp/prefix/lib/libmc.so.0")" = "libmc.so.0.1.0" ] || { say "libmc.so.0 link wrong"; fail=1; }
+readelf -d "$tmp/prefix/lib/libmc.so.0.1.0" | grep -q 'SONAME.*libmc.so.0\]' || { say "SONAME is not libmc.so.0"; fail=1; }
+if [ "$fail" -eq 0 ]; then say "all ABI checks passed"; else say "ABI checks FAILED"; fi
+exit "$fail"
