@@ -129,7 +129,8 @@ Status EngineCore::start() {
   if (!st.ok()) return st;
   std::string host = bound.host == "0.0.0.0" ? "127.0.0.1" : bound.host;
   std::string self = host + ":" + std::to_string(bound.port);
-  if (!opts_.name.empty()) {
+  bool p2p = opts_.metadata.empty() || opts_.metadata == "p2p";
+  if (!opts_.name.empty() && p2p) {
     HostPort np;
     if (!parse_host_port(opts_.name, &np).ok() || np.port != bound.port)
       return Err(MC_ERR_INVALID_ARG,
@@ -137,12 +138,15 @@ Status EngineCore::start() {
                      opts_.name + "\" does not match");
     self = np.str();
   }
-  name_ = self;
+  tcp_addr_ = self;
+  // With a metadata server the name is free-form; peers find our address in the descriptor.
+  name_ = (!p2p && !opts_.name.empty()) ? opts_.name : self;
   if (bound.host == "0.0.0.0" || bound.host != "127.0.0.1")
     MC_LOGW("engine " << name_ << " listens on " << bound.str()
                       << ": any host that reaches it can read and write its registered buffers");
   local_ = make_local_transport(this, opts_.workers);
-  metadata_ = make_p2p_store();
+  st = make_metadata_store(opts_.metadata, name_, opts_.timeout_ms, &metadata_);
+  if (!st.ok()) return st;
   st = metadata_->publish(local_descriptor());
   if (!st.ok()) return st;
   MC_LOGI("engine " << name_ << " started, incarnation " << std::hex << incarnation_);
@@ -189,7 +193,8 @@ Status EngineCore::register_buffer(void *addr, size_t len, const char *location)
   b->location = loc;
   buffers_.emplace(a, std::move(b));
   desc_version_++;
-  return Status::Ok();
+  lk.unlock();
+  return publish();
 }
 
 Status EngineCore::unregister_buffer(void *addr) {
@@ -203,6 +208,17 @@ Status EngineCore::unregister_buffer(void *addr) {
                                 " pending request(s); wait for them first");
   buffers_.erase(it);
   desc_version_++;
+  lk.unlock();
+  return publish();
+}
+
+Status EngineCore::publish() {
+  // Serialized so that a slower publish of an older descriptor never overwrites a newer one.
+  std::lock_guard<std::mutex> lk(publish_mu_);
+  Status st = metadata_->publish(local_descriptor());
+  if (!st.ok()) MC_LOGW("engine " << name_ << ": publishing the descriptor failed: " << st.message());
+  // The buffer change itself stands: peers that already know us keep working, and the store
+  // gets the newest descriptor with the next publish.
   return Status::Ok();
 }
 
@@ -255,7 +271,7 @@ Descriptor EngineCore::local_descriptor() {
   d.incarnation = incarnation_;
   d.host_id = host_boot_id();
   d.pid = getpid();
-  d.tcp = name_;
+  d.tcp = tcp_addr_;
   std::shared_lock<std::shared_mutex> lk(buffers_mu_);
   d.version = desc_version_;
   d.buffers.reserve(buffers_.size());

@@ -124,12 +124,14 @@ class EngineCore : public TargetAccess, public std::enable_shared_from_this<Engi
   std::shared_ptr<Peer> find_segment(mc_segment_t seg);
   Status refresh_peer(Peer &p);
   Descriptor local_descriptor();
+  Status publish();
   // Pins the local buffers covering a range; caller holds buffers_mu_ (shared).
   bool pin_locked(uint64_t addr, uint64_t len);
   void unpin_locked(uint64_t addr, uint64_t len);
 
   EngineOptions opts_;
   std::string name_;
+  std::string tcp_addr_;  // HOST:PORT of our listener, as peers dial it
   uint64_t incarnation_ = 0;
   std::atomic<bool> stopping_{false};
   std::unique_ptr<MetadataStore> metadata_;
@@ -140,6 +142,7 @@ class EngineCore : public TargetAccess, public std::enable_shared_from_this<Engi
   std::shared_mutex buffers_mu_;
   std::map<uint64_t, std::unique_ptr<LocalBuffer>> buffers_;
   uint64_t desc_version_ = 1;
+  std::mutex publish_mu_;  // serializes metadata_->publish calls
   // desc_mu_ guards the cached descriptor text.
   std::mutex desc_mu_;
   std::string desc_cache_;

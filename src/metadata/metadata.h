@@ -21,4 +21,9 @@ class MetadataStore {
 
 std::unique_ptr<MetadataStore> make_p2p_store();
 
+// The store for a `metadata` config value ("p2p", later "etcd://...", "redis://...").
+// self_name is the engine's name; timeout_ms bounds every store operation.
+Status make_metadata_store(const std::string &url, const std::string &self_name,
+                           uint32_t timeout_ms, std::unique_ptr<MetadataStore> *out);
+
 }  // namespace mc
