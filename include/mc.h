@@ -72,7 +72,7 @@ enum {
   MC_ERR_METADATA = -11,        /* the metadata store failed or holds something unusable */
   MC_ERR_INTERNAL = -12,        /* a bug in mc; the message says where */
   MC_ERR_BUFFER_TOO_SMALL = -13, /* the caller's output buffer is too small; see the needed or count out-parameter */
-  MC_ERR_CANCELED = -14         /* the request was canceled before it ended (mc_transfer ran out) */
+  MC_ERR_CANCELED = -14         /* canceled before it ended (mc_batch_cancel, mc_transfer ran out) */
 };
 
 /* Static text naming a status ("invalid argument", ...). Never NULL, also for unknown codes.
@@ -100,6 +100,9 @@ MC_API const char *mc_last_error(void);
  *   tcp_connections  TCP data connections per peer, 1..64 (4).
  *   timeout_ms       how long a request may make no progress before it fails, 1..3600000 (5000);
  *                    also bounds connects and descriptor fetches.
+ *   heartbeat_ms     how often open segments are probed, 10..600000 (1000).
+ *   peer_timeout_ms  no answer to a probe for this long makes a segment unreachable,
+ *                    10..3600000 (3000).
  *   log_level        "error", "warn", "info", "debug" or 0..3 (warn).
  * A key that is not set is taken from the environment variable MC_<KEY upper-cased> (for example
  * MC_TIMEOUT_MS) when the engine is created; other MC_* variables are ignored. */
@@ -172,6 +175,8 @@ typedef struct mc_segment_info {
   uint64_t incarnation;     /* the peer engine's random 64-bit incarnation */
   uint64_t total_bytes;     /* sum of the buffers' lengths */
   char transport[16];       /* transport used for host memory to this peer: "tcp", "local" */
+  uint64_t rejoins;         /* times the peer came back with a new incarnation */
+  uint64_t state_changed_ms; /* CLOCK_MONOTONIC milliseconds of the last state change */
 } mc_segment_info_t;
 
 typedef struct mc_buffer_info {
@@ -189,6 +194,14 @@ MC_API mc_status_t mc_segment_open(mc_engine_t *engine, const char *name, mc_seg
 /* Closes a segment handle. Unknown or closed handle: MC_ERR_NOT_FOUND. Requests already
  * submitted to it still run to their end. Thread-safe, never blocks. */
 MC_API mc_status_t mc_segment_close(mc_engine_t *engine, mc_segment_t segment);
+
+/* Called on every change of a segment's state or of its peer's incarnation (a rejoin), once per
+ * open handle of that peer. Runs on an engine thread, never while an engine lock is held; it
+ * may call any mc_* function except mc_engine_destroy of this engine. Keep it short. */
+typedef void (*mc_segment_fn)(mc_segment_t segment, uint32_t state, uint64_t incarnation, void *user);
+
+/* Sets (fn) or clears (NULL) the engine's segment callback. Thread-safe, never blocks. */
+MC_API mc_status_t mc_engine_set_segment_callback(mc_engine_t *engine, mc_segment_fn fn, void *user);
 
 /* Fills *info (up to info->size bytes). Thread-safe, never blocks. */
 MC_API mc_status_t mc_segment_query(mc_engine_t *engine, mc_segment_t segment,
@@ -234,6 +247,22 @@ typedef struct mc_request_status {
  * internals alive: it may outlive mc_engine_destroy (its pending requests are failed then). */
 typedef struct mc_batch mc_batch_t;
 
+/* The contract, for every transport:
+ *  1. Every submitted request reaches COMPLETED or FAILED exactly once, within the engine's
+ *     timeout, whatever happens to the peer, the network or the engine itself.
+ *  2. COMPLETED for a WRITE means the bytes are in the target's memory.
+ *  3. FAILED means unknown: the target range may be partly written; rewrite or drop it.
+ *  4. While a segment is MC_SEGMENT_UNREACHABLE, new submits to it fail at once with
+ *     MC_ERR_PEER_DOWN. Segments are probed every heartbeat_ms (default 1000); no answer for
+ *     peer_timeout_ms (default 3000), or a transport error, makes a segment UNREACHABLE and
+ *     fails its in-flight requests with MC_ERR_PEER_DOWN; it is OK again once the peer answers.
+ *  5. Every engine has a random 64-bit incarnation, published in its descriptor. A peer that
+ *     comes back under the same name with a new incarnation is a new peer: its old descriptor,
+ *     connections and mappings are dropped and rebuilt (counted in rejoins, reported to the
+ *     segment callback), the same mc_segment_t keeps working, and nothing is ever written with
+ *     a stale address: data connections carry the incarnation they were validated against and
+ *     the target refuses a mismatch. */
+
 /* Creates a batch for up to capacity (1..16777216) requests. *out is owned by the caller:
  * mc_batch_destroy. Thread-safe, never blocks. */
 MC_API mc_status_t mc_batch_create(mc_engine_t *engine, size_t capacity, mc_batch_t **out);
@@ -256,6 +285,12 @@ MC_API mc_status_t mc_batch_wait(mc_batch_t *batch, int timeout_ms);
 /* The state of request index (0-based over all submits since create or reset). An index past
  * the submitted requests is MC_ERR_INVALID_ARG. Thread-safe, never blocks. */
 MC_API mc_status_t mc_batch_status(mc_batch_t *batch, size_t index, mc_request_status_t *out);
+
+/* Cancels the batch: every request still pending ends FAILED with MC_ERR_CANCELED (a WRITE
+ * already on the wire may still land: FAILED means unknown). Returns once none of them can
+ * touch memory any more; blocks at most about the engine's timeout_ms. Requests submitted
+ * after it returns run normally. Thread-safe. */
+MC_API mc_status_t mc_batch_cancel(mc_batch_t *batch);
 
 /* Forgets every request so the batch can be reused. MC_ERR_BUSY while requests are pending.
  * Not thread-safe with other calls on the same batch. */

@@ -152,6 +152,14 @@ MC_API mc_status_t mc_segment_close(mc_engine_t *engine, mc_segment_t segment) {
   MC_API_CATCH("mc_segment_close")
 }
 
+MC_API mc_status_t mc_engine_set_segment_callback(mc_engine_t *engine, mc_segment_fn fn, void *user) {
+  MC_API_TRY
+  if (!engine) return null_arg("mc_engine_set_segment_callback", "engine");
+  engine->core->set_segment_callback(fn, user);
+  return MC_OK;
+  MC_API_CATCH("mc_engine_set_segment_callback")
+}
+
 MC_API mc_status_t mc_segment_query(mc_engine_t *engine, mc_segment_t segment,
                                     mc_segment_info_t *info) {
   MC_API_TRY
@@ -245,6 +253,14 @@ MC_API mc_status_t mc_batch_status(mc_batch_t *batch, size_t index, mc_request_s
   out->bytes = state == MC_REQUEST_COMPLETED ? s->length : s->bytes.load();
   return MC_OK;
   MC_API_CATCH("mc_batch_status")
+}
+
+MC_API mc_status_t mc_batch_cancel(mc_batch_t *batch) {
+  MC_API_TRY
+  if (!batch) return null_arg("mc_batch_cancel", "batch");
+  batch->core->cancel_and_wait();
+  return MC_OK;
+  MC_API_CATCH("mc_batch_cancel")
 }
 
 MC_API mc_status_t mc_batch_reset(mc_batch_t *batch) {

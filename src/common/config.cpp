@@ -73,6 +73,35 @@ bool int_in(const std::string &v, int64_t lo, int64_t hi) {
   return parse_int(v, lo, hi, &x);
 }
 
+// HOST (a DNS name or IPv4 address) ":" PORT (1..65535).
+bool valid_server(const std::string &s) {
+  size_t c = s.rfind(':');
+  if (c == std::string::npos || c == 0 || c > 253) return false;
+  for (size_t i = 0; i < c; i++) {
+    char ch = s[i];
+    if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '.' && ch != '-') return false;
+  }
+  return int_in(s.substr(c + 1), 1, 65535);
+}
+
+// etcd://HOST:PORT[,HOST:PORT...][/PREFIX] or redis://HOST:PORT[/DB]; the metadata stores parse
+// the same forms (src/metadata/store.cpp).
+bool valid_metadata_url(const std::string &v) {
+  bool etcd = v.rfind("etcd://", 0) == 0, redis = v.rfind("redis://", 0) == 0;
+  if (!etcd && !redis) return false;
+  std::string rest = v.substr(etcd ? 7 : 8);
+  size_t slash = rest.find('/');
+  std::string servers = rest.substr(0, slash);
+  std::string path = slash == std::string::npos ? "" : rest.substr(slash + 1);
+  auto parts = split(servers, ',');
+  if (parts.empty() || (redis && parts.size() != 1) || servers.back() == ',') return false;
+  for (auto &p : parts)
+    if (!valid_server(p)) return false;
+  if (redis) return slash == std::string::npos || int_in(path, 0, 1000000);
+  return path.size() <= 200 &&
+         std::all_of(path.begin(), path.end(), [](char c) { return c > 32 && c < 127; });
+}
+
 const std::vector<KeySpec> &specs() {
   static const std::vector<KeySpec> k = {
       {"name", "a non-empty name of at most 255 printable characters",
@@ -80,7 +109,11 @@ const std::vector<KeySpec> &specs() {
          return !v.empty() && v.size() <= 255 &&
                 std::all_of(v.begin(), v.end(), [](char c) { return c > 32 && c < 127; });
        }},
-      {"metadata", "\"p2p\"", [](const std::string &v) { return v == "p2p"; }},
+      {"metadata",
+       "\"p2p\", \"etcd://HOST:PORT[,HOST:PORT...][/PREFIX]\" or \"redis://HOST:PORT[/DB]\"",
+       [](const std::string &v) { return v == "p2p" || valid_metadata_url(v); }},
+      {"metadata_ttl_ms", "an integer 1000..3600000",
+       [](const std::string &v) { return int_in(v, 1000, 3600000); }},
       {"listen", "HOST:PORT with a numeric IPv4 host or \"localhost\" and a port 0..65535",
        [](const std::string &v) {
          HostPort hp;
@@ -104,6 +137,10 @@ const std::vector<KeySpec> &specs() {
       {"tcp_connections", "an integer 1..64", [](const std::string &v) { return int_in(v, 1, 64); }},
       {"timeout_ms", "an integer 1..3600000",
        [](const std::string &v) { return int_in(v, 1, 3600000); }},
+      {"heartbeat_ms", "an integer 10..600000",
+       [](const std::string &v) { return int_in(v, 10, 600000); }},
+      {"peer_timeout_ms", "an integer 10..3600000",
+       [](const std::string &v) { return int_in(v, 10, 3600000); }},
       {"log_level", "error, warn, info, debug or 0..3",
        [](const std::string &v) {
          return v == "error" || v == "warn" || v == "info" || v == "debug" || int_in(v, 0, 3);
@@ -199,6 +236,18 @@ Status resolve_options(const Config &cfg, EngineOptions *o) {
   MC_GET("timeout_ms") {
     parse_int(v, 1, 3600000, &i);
     o->timeout_ms = static_cast<uint32_t>(i);
+  }
+  MC_GET("heartbeat_ms") {
+    parse_int(v, 10, 600000, &i);
+    o->heartbeat_ms = static_cast<uint32_t>(i);
+  }
+  MC_GET("peer_timeout_ms") {
+    parse_int(v, 10, 3600000, &i);
+    o->peer_timeout_ms = static_cast<uint32_t>(i);
+  }
+  MC_GET("metadata_ttl_ms") {
+    parse_int(v, 1000, 3600000, &i);
+    o->metadata_ttl_ms = static_cast<uint32_t>(i);
   }
   MC_GET("log_level") {
     if (v == "error") o->log_level = 0;

@@ -37,6 +37,9 @@ struct EngineOptions {
   uint64_t slice_size = 1 << 20;
   uint32_t tcp_connections = 4;
   uint32_t timeout_ms = 5000;
+  uint32_t metadata_ttl_ms = 10000;  // lease / key expiry with a metadata server
+  uint32_t heartbeat_ms = 1000;
+  uint32_t peer_timeout_ms = 3000;
   int log_level = -1;  // -1: leave the process-wide level alone
   bool transport_allowed(const std::string &t) const;
 };

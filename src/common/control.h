@@ -11,4 +11,16 @@ namespace mc {
 // version mismatch: MC_ERR_METADATA.
 Status control_fetch_descriptor(const HostPort &addr, uint32_t timeout_ms, std::string *json);
 
+// One PING/PONG round trip on a fresh connection: *incarnation gets the incarnation of the engine
+// that answers at addr (the health probe the metadata stores use before taking over a name).
+// Blocks at most about 2 * timeout_ms (connect, then the answer). Refused or silent:
+// MC_ERR_PEER_DOWN; not an mc peer or a wire version mismatch: MC_ERR_METADATA.
+Status control_ping(const HostPort &addr, uint32_t timeout_ms, uint64_t *incarnation);
+
+// One CONTROL round trip on a fresh connection: request on `channel` (a transport's name), the
+// handler's reply back. *incarnation (may be NULL) gets the peer's incarnation. The handler's
+// refusal comes back as its status with its message. Blocks at most timeout_ms.
+Status control_call(const HostPort &addr, const std::string &channel, const std::string &request,
+                    uint32_t timeout_ms, std::string *reply, uint64_t *incarnation);
+
 }  // namespace mc

@@ -25,8 +25,21 @@ std::string Descriptor::to_json() const {
   j["pid"] = pid;
   j["tcp"] = tcp;
   json bufs = json::array();
-  for (auto &b : buffers) bufs.push_back({{"addr", b.addr}, {"length", b.length}, {"location", b.location}});
+  for (auto &b : buffers) {
+    json jb = {{"addr", b.addr}, {"length", b.length}, {"location", b.location}};
+    if (!b.ext.empty()) {
+      json e = json::object();
+      for (auto &[k, v] : b.ext) e[k] = json::parse(v, nullptr, false);
+      jb["ext"] = std::move(e);
+    }
+    bufs.push_back(std::move(jb));
+  }
   j["buffers"] = std::move(bufs);
+  if (!transports.empty()) {
+    json t = json::object();
+    for (auto &[k, v] : transports) t[k] = json::parse(v, nullptr, false);
+    j["transports"] = std::move(t);
+  }
   return j.dump();
 }
 
@@ -58,10 +71,14 @@ Status Descriptor::from_json(const std::string &text, Descriptor *out) {
       bd.addr = b.at("addr").get<uint64_t>();
       bd.length = b.at("length").get<uint64_t>();
       bd.location = b.value("location", std::string("cpu"));
+      if (b.contains("ext") && b["ext"].is_object())
+        for (auto &[k, v] : b["ext"].items()) bd.ext[k] = v.dump();
       if (bd.length == 0 || bd.addr + bd.length < bd.addr)
         return Err(MC_ERR_METADATA, "segment descriptor has a malformed buffer");
       d.buffers.push_back(std::move(bd));
     }
+    if (j.contains("transports") && j["transports"].is_object())
+      for (auto &[k, v] : j["transports"].items()) d.transports[k] = v.dump();
     std::sort(d.buffers.begin(), d.buffers.end(),
               [](const BufferDesc &a, const BufferDesc &b) { return a.addr < b.addr; });
     for (size_t i = 1; i < d.buffers.size(); i++)
@@ -89,6 +106,14 @@ bool Descriptor::covers(uint64_t addr, uint64_t len) const {
     covered = it->addr + it->length;
   }
   return true;
+}
+
+const BufferDesc *Descriptor::find(uint64_t addr) const {
+  auto it = std::upper_bound(buffers.begin(), buffers.end(), addr,
+                             [](uint64_t a, const BufferDesc &b) { return a < b.addr; });
+  if (it == buffers.begin()) return nullptr;
+  --it;
+  return addr < it->addr + it->length ? &*it : nullptr;
 }
 
 uint64_t Descriptor::total_bytes() const {

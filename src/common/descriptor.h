@@ -10,10 +10,13 @@
 //     "host_id": "boot-id",               // /proc/sys/kernel/random/boot_id: same-host detection
 //     "pid": 1234,
 //     "tcp": "127.0.0.1:15000",           // where the TCP data path and control channel listen
-//     "buffers": [ {"addr": 140..., "length": 1048576, "location": "cpu"} ]   // sorted by addr
+//     "buffers": [ {"addr": 140..., "length": 1048576, "location": "cpu",
+//                   "ext": {"rdma": {...}}} ],           // sorted by addr; ext per transport
+//     "transports": {"shm": {...}, "rdma": {...}}      // each transport's own endpoint data
 //   }
 #pragma once
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -25,6 +28,7 @@ struct BufferDesc {
   uint64_t addr = 0;
   uint64_t length = 0;
   std::string location;
+  std::map<std::string, std::string> ext;  // transport name -> JSON text
 };
 
 struct Descriptor {
@@ -37,11 +41,14 @@ struct Descriptor {
   int64_t pid = 0;
   std::string tcp;
   std::vector<BufferDesc> buffers;  // sorted by addr, non-overlapping
+  std::map<std::string, std::string> transports;  // transport name -> JSON text
 
   std::string to_json() const;
   static Status from_json(const std::string &text, Descriptor *out);
   // True when [addr, addr+len) is covered by adjacent buffers.
   bool covers(uint64_t addr, uint64_t len) const;
+  // The buffer containing addr, or nullptr.
+  const BufferDesc *find(uint64_t addr) const;
   uint64_t total_bytes() const;
 };
 

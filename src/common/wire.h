@@ -18,8 +18,12 @@
 // (header + the registered memory itself). Replies on one connection come back in request
 // order, so the initiator matches them with a FIFO and checks the echoed id.
 //
+// A data connection starts with HELLO carrying the incarnation the initiator validated its
+// requests against; a restarted target (new incarnation) refuses it with ERROR (status
+// MC_ERR_PEER_DOWN) and closes, so no stale address is ever written. No reply on success.
 // Control messages ride the same listener: GET_DESC returns the engine's descriptor (JSON,
-// see engine/descriptor.h), PING returns PONG with the incarnation. The target refuses any
+// see common/descriptor.h), PING returns PONG with the incarnation, CONTROL carries a
+// transport's own setup exchange (e.g. RDMA queue-pair numbers) to the engine's handler. The target refuses any
 // range outside its registered buffers with status MC_ERR_OUT_OF_RANGE and writes nothing;
 // it closes a connection that sends a bad header or an oversized control payload.
 #pragma once
@@ -43,6 +47,9 @@ enum MsgType : uint16_t {
   READ = 7,
   READ_DATA = 8,
   ERROR = 9,
+  CONTROL = 10,        // payload: channel name, NUL, request bytes (transport setup)
+  CONTROL_REPLY = 11,  // payload: reply bytes; status: the handler's verdict
+  HELLO = 12,          // first message of a data connection; addr: the incarnation expected
 };
 
 #pragma pack(push, 1)

@@ -8,6 +8,7 @@
 #include <random>
 #include <thread>
 
+#include "common/control.h"
 #include "common/log.h"
 #include "common/net.h"
 #include "transport/local/local_transport.h"
@@ -34,6 +35,12 @@ bool slice_canceled(const Slice &s) { return s.slot->batch->canceled(); }
 void EngineCore::finish_request(RequestSlot *r, mc_status_t err) {
   BatchCore *b = r->batch;
   b->finishing_.fetch_add(1, std::memory_order_acq_rel);
+  if (err == MC_ERR_PEER_DOWN || err == MC_ERR_TRANSPORT) {
+    if (r->peer) r->peer->kick();
+  }
+  // A request still pending when its batch was canceled ends canceled, whatever its slices did.
+  if (b->canceled()) err = MC_ERR_CANCELED;
+  r->peer.reset();
   {
     std::shared_lock<std::shared_mutex> lk(buffers_mu_);
     unpin_locked(r->local, r->length);
@@ -84,10 +91,12 @@ mc_status_t BatchCore::wait(int timeout_ms) {
 }
 
 void BatchCore::cancel_and_wait() {
+  std::lock_guard<std::mutex> lk(submit_mu);  // no submit slips in between
   canceled_.store(true);
   // Every slice ends within the engine's timeout of no progress (the transports' reapers), so
   // this wait is bounded.
   wait(-1);
+  canceled_.store(false);
 }
 
 void BatchCore::reset() {
@@ -145,7 +154,9 @@ Status EngineCore::start() {
     MC_LOGW("engine " << name_ << " listens on " << bound.str()
                       << ": any host that reaches it can read and write its registered buffers");
   local_ = make_local_transport(this, opts_.workers);
-  st = make_metadata_store(opts_.metadata, name_, opts_.timeout_ms, &metadata_);
+  // Preference order: fastest first. TCP reaches everything and comes last.
+  if (opts_.transport_allowed("tcp")) data_transports_.push_back(tcp_.get());
+  st = make_metadata_store(opts_.metadata, name_, opts_.timeout_ms, opts_.metadata_ttl_ms, &metadata_);
   if (!st.ok()) return st;
   st = metadata_->publish(local_descriptor());
   if (!st.ok()) return st;
@@ -157,12 +168,33 @@ EngineCore::~EngineCore() { shutdown(); }
 
 void EngineCore::shutdown() {
   if (stopping_.exchange(true)) return;
+  // Stop the health threads first (outside every engine lock: they take segs_mu_).
+  std::vector<std::shared_ptr<Peer>> peers;
+  {
+    std::shared_lock<std::shared_mutex> lk(segs_mu_);
+    for (auto &[n, w] : peers_)
+      if (auto p = w.lock()) peers.push_back(std::move(p));
+  }
+  for (auto &p : peers) {
+    {
+      std::lock_guard<std::mutex> lk(p->hmu);
+      p->hstop = true;
+      p->hcv.notify_all();
+    }
+    if (p->health.joinable() && p->health.get_id() != std::this_thread::get_id()) p->health.join();
+  }
+  peers.clear();
   if (metadata_) metadata_->unpublish();
   if (tcp_) tcp_->shutdown();
   if (local_) local_->shutdown();
-  std::unique_lock<std::shared_mutex> lk(segs_mu_);
-  segs_.clear();
-  peers_.clear();
+  for (auto &t : owned_transports_) t->shutdown();
+  std::unordered_map<mc_segment_t, std::shared_ptr<Peer>> segs;
+  {
+    std::unique_lock<std::shared_mutex> lk(segs_mu_);
+    segs.swap(segs_);
+    peers_.clear();
+  }
+  segs.clear();  // peers die here, outside the lock
 }
 
 // ------------------------------------------------------------------------------ buffers
@@ -187,6 +219,14 @@ Status EngineCore::register_buffer(void *addr, size_t len, const char *location)
     if (p->first + p->second->length > a)
       return Err(MC_ERR_EXISTS, "buffer overlaps the registered buffer at " + std::to_string(p->first));
   }
+  LocalRegion region{a, len, loc};
+  for (size_t i = 0; i < data_transports_.size(); i++) {
+    Status st = data_transports_[i]->on_register(region);
+    if (!st.ok()) {
+      for (size_t j = 0; j < i; j++) data_transports_[j]->on_unregister(region);
+      return st;
+    }
+  }
   auto b = std::make_unique<LocalBuffer>();
   b->addr = a;
   b->length = len;
@@ -206,6 +246,8 @@ Status EngineCore::unregister_buffer(void *addr) {
   if (it->second->in_use.load() != 0)
     return Err(MC_ERR_BUSY, "the buffer is used by " + std::to_string(it->second->in_use.load()) +
                                 " pending request(s); wait for them first");
+  LocalRegion region{it->first, it->second->length, it->second->location};
+  for (auto *t : data_transports_) t->on_unregister(region);
   buffers_.erase(it);
   desc_version_++;
   lk.unlock();
@@ -222,25 +264,25 @@ Status EngineCore::publish() {
   return Status::Ok();
 }
 
-bool EngineCore::pin_locked(uint64_t addr, uint64_t len) {
-  if (len == 0 || addr + len < addr) return false;
+const LocalBuffer *EngineCore::pin_locked(uint64_t addr, uint64_t len) {
+  if (len == 0 || addr + len < addr) return nullptr;
   auto it = buffers_.upper_bound(addr);
-  if (it == buffers_.begin()) return false;
+  if (it == buffers_.begin()) return nullptr;
   --it;
   uint64_t end = addr + len;
-  if (it->first + it->second->length <= addr) return false;
+  if (it->first + it->second->length <= addr) return nullptr;
   // Check the whole run first, then pin: a failed check pins nothing.
   auto first = it;
   uint64_t covered = it->first + it->second->length;
   int n = 1;
   while (covered < end) {
     ++it;
-    if (it == buffers_.end() || it->first != covered) return false;
+    if (it == buffers_.end() || it->first != covered) return nullptr;
     covered = it->first + it->second->length;
     n++;
   }
   for (it = first; n > 0; ++it, --n) it->second->in_use.fetch_add(1, std::memory_order_relaxed);
-  return true;
+  return first->second.get();
 }
 
 void EngineCore::unpin_locked(uint64_t addr, uint64_t len) {
@@ -275,8 +317,16 @@ Descriptor EngineCore::local_descriptor() {
   std::shared_lock<std::shared_mutex> lk(buffers_mu_);
   d.version = desc_version_;
   d.buffers.reserve(buffers_.size());
-  for (auto &[a, b] : buffers_) d.buffers.push_back({a, b->length, b->location});
+  for (auto &[a, b] : buffers_) d.buffers.push_back({a, b->length, b->location, {}});
+  for (auto *t : data_transports_) t->describe(d);
   return d;
+}
+
+Status EngineCore::control(const std::string &channel, const std::string &request, std::string *reply) {
+  if (stopping_.load()) return Err(MC_ERR_PEER_DOWN, "the engine is being destroyed");
+  for (auto *t : data_transports_)
+    if (channel == t->name()) return t->handle_control(request, reply);
+  return Err(MC_ERR_UNSUPPORTED, "no transport \"" + channel + "\" in this engine");
 }
 
 std::string EngineCore::descriptor_json() {
@@ -301,7 +351,27 @@ std::string EngineCore::descriptor_json() {
 
 // ------------------------------------------------------------------------------ segments
 
-Status EngineCore::refresh_peer(Peer &p) {
+Peer::~Peer() {
+  {
+    std::lock_guard<std::mutex> lk(hmu);
+    hstop = true;
+    hcv.notify_all();
+  }
+  if (health.joinable()) {
+    if (health.get_id() == std::this_thread::get_id())
+      health.detach();  // the last reference went away on the health thread itself
+    else
+      health.join();
+  }
+}
+
+void Peer::kick() {
+  std::lock_guard<std::mutex> lk(hmu);
+  hkick = true;
+  hcv.notify_all();
+}
+
+Status EngineCore::refresh_peer(Peer &p, bool *rejoined) {
   Descriptor d;
   if (p.self) {
     d = local_descriptor();
@@ -310,19 +380,132 @@ Status EngineCore::refresh_peer(Peer &p) {
     if (!st.ok()) return st;
   }
   auto nd = std::make_shared<const Descriptor>(std::move(d));
-  std::lock_guard<std::mutex> lk(p.mu);
-  bool new_peer = !p.desc || p.desc->incarnation != nd->incarnation;
-  if (new_peer || !p.path) {
-    if (p.desc && new_peer)
-      MC_LOGI("segment " << p.name << ": new incarnation " << std::hex << nd->incarnation
-                         << " (was " << p.desc->incarnation << "); reconnecting");
-    auto path = p.transport->connect(*nd);
-    if (!path) return Err(MC_ERR_METADATA, "segment " + p.name + ": descriptor has no usable address");
-    p.path = std::move(path);
+  std::vector<Route> dropped;
+  {
+    std::lock_guard<std::mutex> lk(p.mu);
+    bool new_peer = !p.desc || p.desc->incarnation != nd->incarnation;
+    if (new_peer || p.routes.empty()) {
+      std::vector<Route> routes;
+      if (p.self) {
+        if (!opts_.transport_allowed("local"))
+          return Err(MC_ERR_UNSUPPORTED, "segment " + p.name +
+                                             " is this engine's own, and transports excludes \"local\"");
+        routes.push_back({local_.get(), local_->connect(*nd)});
+      } else {
+        for (auto *t : data_transports_) {
+          if (!t->reachable(*nd)) continue;
+          auto path = t->connect(*nd);
+          if (path) routes.push_back({t, std::move(path)});
+        }
+      }
+      if (routes.empty())
+        return Err(MC_ERR_UNSUPPORTED, "no allowed transport reaches segment " + p.name);
+      if (p.desc && new_peer) {
+        MC_LOGI("segment " << p.name << ": new incarnation " << std::hex << nd->incarnation
+                           << " (was " << p.desc->incarnation << "); rebuilding its routes");
+        p.rejoins.fetch_add(1);
+        if (rejoined) *rejoined = true;
+      }
+      dropped.swap(p.routes);
+      p.routes = std::move(routes);
+    } else {
+      for (auto &r : p.routes) r.transport->update(*r.path, *nd);
+    }
+    p.desc = std::move(nd);
   }
-  p.desc = std::move(nd);
-  p.state.store(MC_SEGMENT_OK);
+  // The old incarnation's routes: fail what is still queued or in flight on them, then let
+  // them go (their destructors tear that peer's connections, mappings and QPs down).
+  for (auto &r : dropped) r.transport->fail_path(*r.path, MC_ERR_PEER_DOWN, "peer " + p.name + " restarted");
   return Status::Ok();
+}
+
+void EngineCore::set_state(Peer &p, uint32_t state, const std::string &why) {
+  uint32_t old = p.state.exchange(state);
+  if (old == state) return;
+  p.state_changed_ms.store(now_ms());
+  if (state == MC_SEGMENT_UNREACHABLE) {
+    MC_LOGW("segment " << p.name << " is unreachable: " << why);
+    std::vector<Route> routes;
+    {
+      std::lock_guard<std::mutex> lk(p.mu);
+      routes = p.routes;
+    }
+    for (auto &r : routes) r.transport->fail_path(*r.path, MC_ERR_PEER_DOWN, "segment " + p.name + " is unreachable: " + why);
+  } else {
+    MC_LOGI("segment " << p.name << " is reachable again");
+  }
+}
+
+void EngineCore::notify(Peer &p) {
+  void (*fn)(mc_segment_t, uint32_t, uint64_t, void *);
+  void *user;
+  {
+    std::lock_guard<std::mutex> lk(cb_mu_);
+    fn = cb_;
+    user = cb_user_;
+  }
+  if (!fn) return;
+  std::vector<mc_segment_t> handles;
+  {
+    std::shared_lock<std::shared_mutex> lk(segs_mu_);
+    for (auto &[h, peer] : segs_)
+      if (peer.get() == &p) handles.push_back(h);
+  }
+  uint64_t inc;
+  {
+    std::lock_guard<std::mutex> lk(p.mu);
+    inc = p.desc->incarnation;
+  }
+  for (auto h : handles) fn(h, p.state.load(), inc, user);
+}
+
+void EngineCore::set_segment_callback(void (*fn)(mc_segment_t, uint32_t, uint64_t, void *), void *user) {
+  std::lock_guard<std::mutex> lk(cb_mu_);
+  cb_ = fn;
+  cb_user_ = user;
+}
+
+// Probes one peer every heartbeat_ms (at once when a transfer to it failed). No answer within
+// peer_timeout_ms, or a refused connection, makes it UNREACHABLE and fails its in-flight work;
+// an answer with the known incarnation makes it OK again; a new incarnation rebuilds it.
+void EngineCore::health_loop(Peer *p) {
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lk(p->hmu);
+      p->hcv.wait_for(lk, std::chrono::milliseconds(opts_.heartbeat_ms), [&] { return p->hstop || p->hkick; });
+      if (p->hstop) return;
+      p->hkick = false;
+    }
+    HostPort addr;
+    uint64_t known;
+    {
+      std::lock_guard<std::mutex> lk(p->mu);
+      known = p->desc->incarnation;
+      if (!parse_host_port(p->desc->tcp, &addr).ok()) continue;
+    }
+    uint64_t inc = 0;
+    Status st = control_ping(addr, opts_.peer_timeout_ms, &inc);
+    if (stopping_.load()) return;
+    bool changed = false;
+    if (!st.ok()) {
+      changed = p->state.load() != MC_SEGMENT_UNREACHABLE;
+      set_state(*p, MC_SEGMENT_UNREACHABLE, st.message());
+    } else if (inc == known) {
+      changed = p->state.load() != MC_SEGMENT_OK;
+      set_state(*p, MC_SEGMENT_OK, "");
+    } else {
+      bool rejoined = false;
+      Status rs = refresh_peer(*p, &rejoined);
+      if (rs.ok()) {
+        set_state(*p, MC_SEGMENT_OK, "");
+        changed = true;
+      } else {
+        changed = p->state.load() != MC_SEGMENT_UNREACHABLE;
+        set_state(*p, MC_SEGMENT_UNREACHABLE, rs.message());
+      }
+    }
+    if (changed) notify(*p);
+  }
 }
 
 Status EngineCore::open_segment(const std::string &name, mc_segment_t *out) {
@@ -337,20 +520,19 @@ Status EngineCore::open_segment(const std::string &name, mc_segment_t *out) {
     auto p = std::make_shared<Peer>();
     p->name = name;
     p->self = (name == name_);
-    std::string tname = p->self ? "local" : "tcp";
-    if (!opts_.transport_allowed(tname))
-      return Err(MC_ERR_UNSUPPORTED, "segment " + name + " needs transport \"" + tname +
-                                         "\", which the engine's transports setting excludes");
-    p->transport = p->self ? local_.get() : tcp_.get();
+    p->state_changed_ms.store(now_ms());
     Status st = refresh_peer(*p);
     if (!st.ok()) return Err(st.code(), "cannot open segment " + name + ": " + st.message());
     std::unique_lock<std::shared_mutex> lk(segs_mu_);
     auto it = peers_.find(name);
     std::shared_ptr<Peer> other = it != peers_.end() ? it->second.lock() : nullptr;
-    if (other)
+    if (other) {
       peer = other;  // another thread opened it meanwhile: share its state
-    else
-      peers_[name] = p, peer = p;
+    } else {
+      peers_[name] = p;
+      peer = p;
+      if (!p->self) p->health = std::thread([this, raw = p.get()] { health_loop(raw); });
+    }
   }
   std::unique_lock<std::shared_mutex> lk(segs_mu_);
   mc_segment_t h = next_seg_++;
@@ -366,16 +548,17 @@ std::shared_ptr<Peer> EngineCore::find_segment(mc_segment_t seg) {
 }
 
 Status EngineCore::close_segment(mc_segment_t seg) {
+  std::shared_ptr<Peer> gone;  // released after the lock: its destructor joins a thread
   std::unique_lock<std::shared_mutex> lk(segs_mu_);
   auto it = segs_.find(seg);
   if (it == segs_.end()) return Err(MC_ERR_NOT_FOUND, "unknown or closed segment handle");
+  gone = std::move(it->second);
   segs_.erase(it);
-  for (auto p = peers_.begin(); p != peers_.end();) {
-    if (p->second.expired())
-      p = peers_.erase(p);
-    else
-      ++p;
-  }
+  bool last = true;
+  for (auto &[h, p] : segs_)
+    if (p == gone) last = false;
+  if (last) peers_.erase(gone->name);
+  lk.unlock();
   return Status::Ok();
 }
 
@@ -389,7 +572,9 @@ Status EngineCore::segment_query(mc_segment_t seg, mc_segment_info_t *info) {
     v.buffer_count = static_cast<uint32_t>(p->desc->buffers.size());
     v.incarnation = p->desc->incarnation;
     v.total_bytes = p->desc->total_bytes();
-    std::snprintf(v.transport, sizeof v.transport, "%s", p->transport->name());
+    std::snprintf(v.transport, sizeof v.transport, "%s", p->routes.empty() ? "" : p->routes[0].transport->name());
+    v.rejoins = p->rejoins.load();
+    v.state_changed_ms = p->state_changed_ms.load();
   }
   size_t n = std::min(info->size, sizeof v);
   v.size = info->size;
@@ -419,19 +604,24 @@ Status EngineCore::submit(BatchCore &b, const mc_request_t *reqs, size_t n) {
     return Err(MC_ERR_INVALID_ARG, "batch capacity " + std::to_string(b.capacity) + " exceeded: " +
                                        std::to_string(base) + " submitted, " + std::to_string(n) +
                                        " more");
-  if (b.pending() == false && b.canceled()) b.canceled_.store(false);
 
   // Pass 1: everything but the local pins. Peers whose descriptor lacks a range are refreshed
   // once per call (this may block up to timeout_ms).
   struct Target {
     std::shared_ptr<Peer> peer;
     std::shared_ptr<const Descriptor> desc;
+    std::vector<Route> routes;
     bool refreshed = false;
   };
   std::vector<Target> targets;  // distinct peers of this call, few
   std::vector<uint32_t> tix(n);
   mc_segment_t last_seg = 0;
   uint32_t last_t = 0;
+  auto snapshot = [](Target &t) {
+    std::lock_guard<std::mutex> lk(t.peer->mu);
+    t.desc = t.peer->desc;
+    t.routes = t.peer->routes;
+  };
   for (size_t i = 0; i < n; i++) {
     const mc_request_t &r = reqs[i];
     if (r.opcode != MC_READ && r.opcode != MC_WRITE)
@@ -445,12 +635,11 @@ Status EngineCore::submit(BatchCore &b, const mc_request_t *reqs, size_t n) {
       uint32_t k = 0;
       while (k < targets.size() && targets[k].peer != p) k++;
       if (k == targets.size()) {
+        if (p->state.load() == MC_SEGMENT_UNREACHABLE)
+          return Err(MC_ERR_PEER_DOWN, req_prefix(i) + "segment " + p->name + " is unreachable");
         Target t;
-        {
-          std::lock_guard<std::mutex> lk(p->mu);
-          t.desc = p->desc;
-        }
         t.peer = std::move(p);
+        snapshot(t);
         targets.push_back(std::move(t));
       }
       last_seg = r.segment;
@@ -463,8 +652,7 @@ Status EngineCore::submit(BatchCore &b, const mc_request_t *reqs, size_t n) {
         t.refreshed = true;
         Status st = refresh_peer(*t.peer);
         if (!st.ok()) return Err(st.code(), req_prefix(i) + "refreshing segment " + t.peer->name + ": " + st.message());
-        std::lock_guard<std::mutex> lk(t.peer->mu);
-        t.desc = t.peer->desc;
+        snapshot(t);
       }
       if (!t.desc->covers(r.remote, r.length))
         return Err(MC_ERR_OUT_OF_RANGE, req_prefix(i) + "remote range is not inside segment " +
@@ -472,30 +660,56 @@ Status EngineCore::submit(BatchCore &b, const mc_request_t *reqs, size_t n) {
     }
   }
 
-  // Pass 2: pin the local ranges; any failure unpins what this call pinned.
+  // Pass 2: pin the local ranges and pick each request's route (the first transport of its
+  // peer that moves data between the two memory kinds). Any failure unpins what was pinned.
+  thread_local std::vector<uint8_t> route_of;
+  route_of.resize(n);
   {
     std::shared_lock<std::shared_mutex> lk(buffers_mu_);
+    auto undo = [&](size_t upto) {
+      for (size_t j = 0; j < upto; j++) unpin_locked(reinterpret_cast<uint64_t>(reqs[j].local), reqs[j].length);
+    };
     for (size_t i = 0; i < n; i++) {
       uint64_t a = reinterpret_cast<uint64_t>(reqs[i].local);
-      if (!pin_locked(a, reqs[i].length)) {
-        for (size_t j = 0; j < i; j++) unpin_locked(reinterpret_cast<uint64_t>(reqs[j].local), reqs[j].length);
+      const LocalBuffer *lb = pin_locked(a, reqs[i].length);
+      if (!lb) {
+        undo(i);
         return Err(MC_ERR_OUT_OF_RANGE,
                    req_prefix(i) + "local range is not inside this engine's registered buffers");
       }
+      Target &t = targets[tix[i]];
+      const BufferDesc *rb = t.desc->find(reqs[i].remote);
+      size_t k = 0;
+      while (k < t.routes.size() && !t.routes[k].transport->accepts(lb->location, rb->location)) k++;
+      if (k == t.routes.size()) {
+        undo(i + 1);
+        return Err(MC_ERR_UNSUPPORTED, req_prefix(i) + "no transport to segment " + t.peer->name +
+                                           " moves data from " + lb->location + " to " + rb->location);
+      }
+      route_of[i] = static_cast<uint8_t>(k);
     }
   }
 
-  // Pass 3: slots and slices, then one hand-off per peer.
+  // Pass 3: slots and slices, then one hand-off per (peer, route).
   size_t need_chunks = (base + n + BatchCore::kChunk - 1) / BatchCore::kChunk;
   while (b.chunks_.size() < need_chunks) b.chunks_.emplace_back(new RequestSlot[BatchCore::kChunk]);
-  std::vector<std::shared_ptr<PeerPath>> paths(targets.size());
-  for (size_t k = 0; k < targets.size(); k++) {
-    std::lock_guard<std::mutex> lk(targets[k].peer->mu);
-    paths[k] = targets[k].peer->path;
-  }
-  thread_local std::vector<std::vector<Slice>> per_peer;
-  if (per_peer.size() < targets.size()) per_peer.resize(targets.size());
-  for (size_t k = 0; k < targets.size(); k++) per_peer[k].clear();
+  struct Group {
+    uint32_t target;
+    uint8_t route;
+    std::vector<Slice> slices;
+  };
+  thread_local std::vector<Group> groups;
+  size_t ngroups = 0;
+  auto group_for = [&](uint32_t t, uint8_t r) -> std::vector<Slice> & {
+    for (size_t g = 0; g < ngroups; g++)
+      if (groups[g].target == t && groups[g].route == r) return groups[g].slices;
+    if (groups.size() <= ngroups) groups.emplace_back();
+    Group &g = groups[ngroups++];
+    g.target = t;
+    g.route = r;
+    g.slices.clear();
+    return g.slices;
+  };
   uint64_t ss = opts_.slice_size;
   for (size_t i = 0; i < n; i++) {
     const mc_request_t &r = reqs[i];
@@ -509,7 +723,8 @@ Status EngineCore::submit(BatchCore &b, const mc_request_t *reqs, size_t n) {
     s->local = reinterpret_cast<uint64_t>(r.local);
     s->op = r.opcode;
     s->batch = &b;
-    auto &v = per_peer[tix[i]];
+    s->peer = targets[tix[i]].peer;
+    auto &v = group_for(tix[i], route_of[i]);
     for (uint64_t off = 0; off < r.length; off += ss) {
       Slice sl;
       sl.local = static_cast<char *>(r.local) + off;
@@ -522,8 +737,10 @@ Status EngineCore::submit(BatchCore &b, const mc_request_t *reqs, size_t n) {
   }
   b.pending_.fetch_add(static_cast<int64_t>(n), std::memory_order_acq_rel);
   b.submitted_.store(base + n, std::memory_order_release);
-  for (size_t k = 0; k < targets.size(); k++)
-    if (!per_peer[k].empty()) targets[k].peer->transport->submit(*paths[k], per_peer[k].data(), per_peer[k].size());
+  for (size_t g = 0; g < ngroups; g++) {
+    Route &rt = targets[groups[g].target].routes[groups[g].route];
+    rt.transport->submit(*rt.path, groups[g].slices.data(), groups[g].slices.size());
+  }
   return Status::Ok();
 }
 

@@ -1,4 +1,4 @@
-// The engine: local buffers, open segments, batches, slicing and transport choice.
+// The engine: local buffers, open segments, batches, slicing, transport choice and health.
 #pragma once
 #include <mc.h>
 
@@ -9,6 +9,7 @@
 #include <mutex>
 #include <shared_mutex>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -22,6 +23,7 @@ namespace mc {
 
 class EngineCore;
 class BatchCore;
+struct Peer;
 
 struct LocalBuffer {
   uint64_t addr = 0;
@@ -41,19 +43,36 @@ struct RequestSlot {
   uint64_t local = 0;
   uint32_t op = 0;
   BatchCore *batch = nullptr;
+  std::shared_ptr<Peer> peer;  // told about transport failures; released when the request ends
 };
 
-// A peer engine as seen from here: its descriptor as last known and the transport path to it.
-// Shared by every segment handle opened on the same name.
-struct Peer {
-  std::string name;
-  bool self = false;
-  // mu guards desc, path and transport.
-  std::mutex mu;
-  std::shared_ptr<const Descriptor> desc;
+// One way to reach a peer: a transport and its per-peer state.
+struct Route {
   Transport *transport = nullptr;
   std::shared_ptr<PeerPath> path;
+};
+
+// A peer engine as seen from here: its descriptor as last known, the routes to it, its health.
+// Shared by every segment handle opened on the same name.
+struct Peer {
+  ~Peer();
+  void kick();  // probe now (a transfer to it failed)
+
+  std::string name;
+  bool self = false;
+  // mu guards desc and routes.
+  std::mutex mu;
+  std::shared_ptr<const Descriptor> desc;
+  std::vector<Route> routes;  // in preference order
   std::atomic<uint32_t> state{MC_SEGMENT_OK};
+  std::atomic<uint64_t> rejoins{0};
+  std::atomic<uint64_t> state_changed_ms{0};
+  // Health thread: hmu guards hstop and hkick.
+  std::thread health;
+  std::mutex hmu;
+  std::condition_variable hcv;
+  bool hstop = false;
+  bool hkick = false;
 };
 
 class BatchCore {
@@ -64,8 +83,8 @@ class BatchCore {
   size_t submitted() const { return submitted_.load(std::memory_order_acquire); }
   // Waits for every submitted request to end; MC_OK, the first failure, or MC_ERR_TIMEOUT.
   mc_status_t wait(int timeout_ms);
-  // Marks the batch canceled: queued slices fail with MC_ERR_CANCELED, READ data in flight
-  // is drained instead of written; returns once nothing pending can touch memory.
+  // Every pending request ends FAILED with MC_ERR_CANCELED: queued slices are dropped, READ
+  // data in flight is drained instead of written; returns once nothing pending can touch memory.
   void cancel_and_wait();
   bool canceled() const { return canceled_.load(std::memory_order_relaxed); }
   bool pending() const { return pending_.load() != 0; }
@@ -106,6 +125,7 @@ class EngineCore : public TargetAccess, public std::enable_shared_from_this<Engi
   Status close_segment(mc_segment_t seg);
   Status segment_query(mc_segment_t seg, mc_segment_info_t *info);
   Status segment_buffers(mc_segment_t seg, std::vector<BufferDesc> *out);
+  void set_segment_callback(void (*fn)(mc_segment_t, uint32_t, uint64_t, void *), void *user);
 
   Status submit(BatchCore &b, const mc_request_t *reqs, size_t n);
   std::string stats_json();
@@ -114,6 +134,7 @@ class EngineCore : public TargetAccess, public std::enable_shared_from_this<Engi
   mc_status_t pin(uint64_t addr, uint64_t len) override;
   void unpin(uint64_t addr, uint64_t len) override;
   std::string descriptor_json() override;
+  Status control(const std::string &channel, const std::string &request, std::string *reply) override;
 
   // Called once per request when its last slice was reported.
   void finish_request(RequestSlot *s, mc_status_t err);
@@ -122,11 +143,16 @@ class EngineCore : public TargetAccess, public std::enable_shared_from_this<Engi
   explicit EngineCore(const EngineOptions &o) : opts_(o) {}
   Status start();
   std::shared_ptr<Peer> find_segment(mc_segment_t seg);
-  Status refresh_peer(Peer &p);
+  // Fetches the peer's descriptor and (re)builds its routes. A new incarnation drops every
+  // old route (failing what is in flight on it) and counts a rejoin.
+  Status refresh_peer(Peer &p, bool *rejoined = nullptr);
+  void health_loop(Peer *p);
+  void set_state(Peer &p, uint32_t state, const std::string &why);
+  void notify(Peer &p);
   Descriptor local_descriptor();
   Status publish();
   // Pins the local buffers covering a range; caller holds buffers_mu_ (shared).
-  bool pin_locked(uint64_t addr, uint64_t len);
+  const LocalBuffer *pin_locked(uint64_t addr, uint64_t len);
   void unpin_locked(uint64_t addr, uint64_t len);
 
   EngineOptions opts_;
@@ -137,6 +163,10 @@ class EngineCore : public TargetAccess, public std::enable_shared_from_this<Engi
   std::unique_ptr<MetadataStore> metadata_;
   std::unique_ptr<Transport> tcp_;
   std::unique_ptr<Transport> local_;
+  // Every transport that may carry data to other engines, in order of preference (fastest
+  // first). Fixed after start().
+  std::vector<Transport *> data_transports_;
+  std::vector<std::unique_ptr<Transport>> owned_transports_;  // the ones not named above
 
   // buffers_mu_ guards buffers_ and desc_version_; pins take it shared, (un)register exclusive.
   std::shared_mutex buffers_mu_;
@@ -153,6 +183,11 @@ class EngineCore : public TargetAccess, public std::enable_shared_from_this<Engi
   std::unordered_map<mc_segment_t, std::shared_ptr<Peer>> segs_;
   std::map<std::string, std::weak_ptr<Peer>> peers_;
   mc_segment_t next_seg_ = 1;
+
+  // cb_mu_ guards cb_ and cb_user_ (never held while the callback runs).
+  std::mutex cb_mu_;
+  void (*cb_)(mc_segment_t, uint32_t, uint64_t, void *) = nullptr;
+  void *cb_user_ = nullptr;
 
   std::atomic<uint64_t> requests_completed_{0}, requests_failed_{0};
   std::atomic<uint64_t> bytes_read_{0}, bytes_written_{0};

@@ -38,6 +38,17 @@ class TargetAccess {
   virtual void unpin(uint64_t addr, uint64_t len) = 0;
   virtual std::string descriptor_json() = 0;
   virtual uint64_t incarnation() const = 0;
+  // A control request on `channel` (a transport's name, e.g. "rdma") from a peer, answered
+  // with *reply. Used for connection setup that rides the admitted control channel.
+  virtual Status control(const std::string &channel, const std::string &request,
+                         std::string *reply) = 0;
+};
+
+// A transport's view of one registered local buffer.
+struct LocalRegion {
+  uint64_t addr;
+  uint64_t length;
+  std::string location;  // "cpu", "cpu:N", "cuda:N"
 };
 
 // A transport's per-peer state (connections, mappings); created by the transport.
@@ -50,10 +61,43 @@ class Transport {
  public:
   virtual ~Transport() = default;
   virtual const char *name() const = 0;
-  // The path to the peer described by d; never blocks on the network.
+  // Whether this transport can move data to the peer described by d (same host, NICs, ...).
+  virtual bool reachable(const Descriptor &d) { (void)d; return true; }
+  // Adds this transport's part to the local descriptor: d.transports[name()] (JSON text) and,
+  // per buffer, d.buffers[i].ext[name()] (JSON text). Called with the engine's buffer lock
+  // held shared: must not block.
+  virtual void describe(Descriptor &d) { (void)d; }
+  // Called when a buffer is registered / unregistered (e.g. to register an MR on every NIC).
+  // A failing register undoes the registration.
+  virtual Status on_register(const LocalRegion &r) { (void)r; return Status::Ok(); }
+  virtual void on_unregister(const LocalRegion &r) { (void)r; }
+  // The path to the peer described by d; never blocks on the network. The engine drops the
+  // old path when the peer's incarnation changes (its destructor tears that peer's state down:
+  // connections, mappings, queue pairs) and asks for a new one; nothing else is rebuilt.
+  // Returns nullptr when d has nothing this transport can use.
   virtual std::shared_ptr<PeerPath> connect(const Descriptor &d) = 0;
+  // The peer's descriptor changed but its incarnation did not (buffers added or removed).
+  virtual void update(PeerPath &peer, const Descriptor &d) { (void)peer; (void)d; }
+  // Fails everything queued or in flight on this path (the peer is unreachable or was
+  // replaced); later submits on the path may try again.
+  virtual void fail_path(PeerPath &peer, mc_status_t status, const std::string &why) {
+    (void)peer;
+    (void)status;
+    (void)why;
+  }
+  // Whether this transport moves data between memory at these locations ("cpu", "cpu:N",
+  // "cuda:N"); the engine picks the first transport of a peer that accepts a request.
+  virtual bool accepts(const std::string &local_loc, const std::string &remote_loc) const {
+    return local_loc.rfind("cpu", 0) == 0 && remote_loc.rfind("cpu", 0) == 0;
+  }
   // Queues slices to a peer; never blocks on the network. Each slice ends in slice_done.
   virtual void submit(PeerPath &peer, Slice *slices, size_t n) = 0;
+  // Answers a peer's control request on this transport's channel (see TargetAccess::control).
+  virtual Status handle_control(const std::string &request, std::string *reply) {
+    (void)request;
+    (void)reply;
+    return Err(MC_ERR_UNSUPPORTED, std::string("transport ") + name() + " takes no control requests");
+  }
   // Fails everything queued or in flight and stops all threads; blocks until they stopped.
   virtual void shutdown() = 0;
   // Appends this transport's counters as a JSON object text.

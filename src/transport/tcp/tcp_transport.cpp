@@ -31,7 +31,8 @@ class TcpTransport;
 // still owned by the connection, after the other thread stopped touching memory.
 class TcpConn : public std::enable_shared_from_this<TcpConn> {
  public:
-  TcpConn(TcpTransport *t, HostPort addr) : t_(t), addr_(std::move(addr)) {}
+  TcpConn(TcpTransport *t, HostPort addr, uint64_t incarnation)
+      : t_(t), addr_(std::move(addr)), incarnation_(incarnation) {}
   // Queues slices; false (nothing queued) when the connection is broken.
   bool enqueue(const Slice *s, size_t n);
   void start();
@@ -54,6 +55,7 @@ class TcpConn : public std::enable_shared_from_this<TcpConn> {
 
   TcpTransport *t_;
   HostPort addr_;
+  uint64_t incarnation_;
   Fd fd_;
   std::atomic<uint64_t> last_progress_{0};
   // mu_ guards everything below it.
@@ -71,10 +73,17 @@ class TcpConn : public std::enable_shared_from_this<TcpConn> {
 
 class TcpPeer : public PeerPath {
  public:
-  TcpPeer(TcpTransport *t, HostPort a, uint32_t n) : t_(t), addr(std::move(a)), conns(n) {}
+  TcpPeer(TcpTransport *t, HostPort a, uint64_t inc, uint32_t n)
+      : t_(t), addr(std::move(a)), incarnation(inc), conns(n) {}
   std::shared_ptr<TcpConn> conn(size_t i);
+  void fail(mc_status_t st, const std::string &why) {
+    std::lock_guard<std::mutex> lk(mu);
+    for (auto &c : conns)
+      if (c) c->fail(st, why);
+  }
   TcpTransport *t_;
   HostPort addr;
+  uint64_t incarnation;
   std::mutex mu;  // guards conns
   std::vector<std::shared_ptr<TcpConn>> conns;
   std::atomic<uint32_t> rr{0};
@@ -90,6 +99,9 @@ class TcpTransport : public Transport {
   void submit(PeerPath &peer, Slice *slices, size_t n) override;
   void shutdown() override;
   std::string stats_json() override;
+  void fail_path(PeerPath &peer, mc_status_t st, const std::string &why) override {
+    static_cast<TcpPeer &>(peer).fail(st, why);
+  }
 
   // Runs fn on a detached thread that shutdown() waits for.
   void spawn(std::function<void()> fn);
@@ -215,6 +227,11 @@ void TcpConn::run_sender() {
     receiver_started_ = true;
   }
   last_progress_.store(now_ms());
+  wire::Header hello = wire::make(wire::HELLO, 0, incarnation_, 0);
+  if (!write_all(fd_.get(), &hello, sizeof hello)) {
+    int e = errno;
+    fail(io_status(e), "send to " + addr_.str() + ": " + io_text(e));
+  }
   auto self = shared_from_this();
   t_->spawn([self] { self->run_receiver(); });
 
@@ -289,10 +306,11 @@ void TcpConn::run_receiver() {
     }
     if (h.type == wire::ERROR) {
       std::string msg(std::min<uint64_t>(h.len, 4096), '\0');
+      mc_status_t est = h.status == MC_ERR_PEER_DOWN ? MC_ERR_PEER_DOWN : MC_ERR_TRANSPORT;
       if (h.len <= 4096 && rd.read(msg.data(), msg.size()))
-        fail(MC_ERR_TRANSPORT, "peer " + addr_.str() + " refused: " + msg);
+        fail(est, "peer " + addr_.str() + " refused: " + msg);
       else
-        fail(MC_ERR_TRANSPORT, "peer " + addr_.str() + " sent an error");
+        fail(est, "peer " + addr_.str() + " sent an error");
       break;
     }
     if (f.id == 0 || h.id != f.id ||
@@ -348,7 +366,7 @@ std::shared_ptr<TcpConn> TcpPeer::conn(size_t i) {
   std::lock_guard<std::mutex> lk(mu);
   auto &c = conns[i];
   if (!c || c->broken()) {
-    c = std::make_shared<TcpConn>(t_, addr);
+    c = std::make_shared<TcpConn>(t_, addr, incarnation);
     c->start();
   }
   return c;
@@ -395,7 +413,7 @@ void TcpTransport::track(const std::shared_ptr<TcpConn> &c) {
 std::shared_ptr<PeerPath> TcpTransport::connect(const Descriptor &d) {
   HostPort hp;
   if (!parse_host_port(d.tcp, &hp).ok()) return nullptr;
-  return std::make_shared<TcpPeer>(this, hp, opts_.connections);
+  return std::make_shared<TcpPeer>(this, hp, d.incarnation, opts_.connections);
 }
 
 void TcpTransport::submit(PeerPath &path, Slice *slices, size_t n) {
@@ -470,9 +488,9 @@ void TcpTransport::serve(int fd) {
     const char *c = static_cast<const char *>(p);
     out.insert(out.end(), c, c + n);
   };
-  auto refuse = [&](const std::string &why) {
+  auto refuse = [&](const std::string &why, mc_status_t code = MC_ERR_TRANSPORT) {
     MC_LOGW("tcp: closing a connection that " << why);
-    wire::Header h = wire::make(wire::ERROR, 0, 0, why.size(), MC_ERR_TRANSPORT);
+    wire::Header h = wire::make(wire::ERROR, 0, 0, why.size(), code);
     put(&h, sizeof h);
     put(why.data(), why.size());
     flush();
@@ -490,6 +508,18 @@ void TcpTransport::serve(int fd) {
              std::to_string(wire::kVersion));
       break;
     }
+    if (h.type == wire::HELLO) {
+      if (h.len != 0) {
+        refuse("sent a HELLO with a payload");
+        break;
+      }
+      if (h.addr != 0 && h.addr != target_->incarnation()) {
+        refuse("expected another incarnation of this engine (it restarted); refresh the segment",
+               MC_ERR_PEER_DOWN);
+        break;
+      }
+      continue;
+    }
     if (h.type == wire::GET_DESC || h.type == wire::PING) {
       if (h.len != 0) {
         refuse("sent a control request with a payload");
@@ -504,6 +534,25 @@ void TcpTransport::serve(int fd) {
         put(&r, sizeof r);
         put(d.data(), d.size());
       }
+      continue;
+    }
+    if (h.type == wire::CONTROL) {
+      if (h.len > wire::kMaxControlPayload) {
+        refuse("sent a control payload of " + std::to_string(h.len) + " bytes (limit " +
+               std::to_string(wire::kMaxControlPayload) + ")");
+        break;
+      }
+      std::string body(h.len, '\0');
+      if (!rd.read(body.data(), body.size())) break;
+      auto nul = body.find('\0');
+      std::string reply;
+      Status cst = nul == std::string::npos
+                       ? Err(MC_ERR_INVALID_ARG, "control request without a channel name")
+                       : target_->control(body.substr(0, nul), body.substr(nul + 1), &reply);
+      if (!cst.ok()) reply = cst.message();
+      wire::Header r = wire::make(wire::CONTROL_REPLY, h.id, target_->incarnation(), reply.size(), cst.code());
+      put(&r, sizeof r);
+      put(reply.data(), reply.size());
       continue;
     }
     if (h.type != wire::WRITE && h.type != wire::READ) {
