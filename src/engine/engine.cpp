@@ -8,6 +8,8 @@
 #include <random>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
 #include "common/control.h"
 #include "common/log.h"
 #include "common/net.h"
@@ -154,7 +156,14 @@ Status EngineCore::start() {
     MC_LOGW("engine " << name_ << " listens on " << bound.str()
                       << ": any host that reaches it can read and write its registered buffers");
   local_ = make_local_transport(this, opts_.workers);
-  // Preference order: fastest first. TCP reaches everything and comes last.
+  // Data transports in order of preference, fastest first; each is added only when allowed by
+  // `transports` and available here. TCP reaches everything and comes last.
+  auto add = [&](std::unique_ptr<Transport> t) {
+    if (!t) return;
+    data_transports_.push_back(t.get());
+    owned_transports_.push_back(std::move(t));
+  };
+  (void)add;
   if (opts_.transport_allowed("tcp")) data_transports_.push_back(tcp_.get());
   st = make_metadata_store(opts_.metadata, name_, opts_.timeout_ms, opts_.metadata_ttl_ms, &metadata_);
   if (!st.ok()) return st;
@@ -747,7 +756,7 @@ Status EngineCore::submit(BatchCore &b, const mc_request_t *reqs, size_t n) {
 // ------------------------------------------------------------------------------ stats
 
 std::string EngineCore::stats_json() {
-  std::string s = "{\"name\":\"" + name_ + "\"";
+  std::string s = "{\"name\":" + nlohmann::json(name_).dump();
   s += ",\"incarnation\":" + std::to_string(incarnation_);
   s += ",\"requests_completed\":" + std::to_string(requests_completed_.load());
   s += ",\"requests_failed\":" + std::to_string(requests_failed_.load());
@@ -762,7 +771,38 @@ std::string EngineCore::stats_json() {
     s += ",\"segments_open\":" + std::to_string(segs_.size());
   }
   s += ",\"tcp\":" + tcp_->stats_json() + ",\"local\":" + local_->stats_json();
-  s += "}";
+  for (auto &t : owned_transports_) s += ",\"" + std::string(t->name()) + "\":" + t->stats_json();
+  // One flat object per open peer, keyed by its name.
+  std::vector<std::shared_ptr<Peer>> peers;
+  {
+    std::shared_lock<std::shared_mutex> lk(segs_mu_);
+    for (auto &[n, w] : peers_)
+      if (auto p = w.lock()) peers.push_back(std::move(p));
+  }
+  s += ",\"peers\":{";
+  bool first = true;
+  for (auto &p : peers) {
+    std::vector<Route> routes;
+    uint64_t inc;
+    {
+      std::lock_guard<std::mutex> lk(p->mu);
+      routes = p->routes;
+      inc = p->desc->incarnation;
+    }
+    if (!first) s += ",";
+    first = false;
+    s += nlohmann::json(p->name).dump() + ":{\"transport\":\"" +
+         std::string(routes.empty() ? "" : routes[0].transport->name()) + "\"";
+    s += ",\"incarnation\":" + std::to_string(inc);
+    s += ",\"state\":\"" + std::string(p->state.load() == MC_SEGMENT_OK ? "ok" : "unreachable") + "\"";
+    s += ",\"rejoins\":" + std::to_string(p->rejoins.load());
+    for (auto &r : routes) {
+      std::string extra = r.transport->peer_stats(p->name, *r.path);
+      if (!extra.empty()) s += "," + extra;
+    }
+    s += "}";
+  }
+  s += "}}";
   return s;
 }
 

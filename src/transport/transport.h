@@ -100,8 +100,15 @@ class Transport {
   }
   // Fails everything queued or in flight and stops all threads; blocks until they stopped.
   virtual void shutdown() = 0;
-  // Appends this transport's counters as a JSON object text.
+  // This transport's counters as a JSON object text.
   virtual std::string stats_json() = 0;
+  // Extra flat fields for the engine's "peers" stats object of one peer, as JSON members
+  // without braces (e.g. "\"qps\":4,\"qp_recreations\":1"), or "" for none.
+  virtual std::string peer_stats(const std::string &peer_name, PeerPath &peer) {
+    (void)peer_name;
+    (void)peer;
+    return "";
+  }
 };
 
 }  // namespace mc
