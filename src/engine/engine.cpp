@@ -362,6 +362,10 @@ std::string EngineCore::descriptor_json() {
 
 Peer::~Peer() {
   {
+    std::lock_guard<std::mutex> lk(alive->mu);
+    alive->ok = false;
+  }
+  {
     std::lock_guard<std::mutex> lk(hmu);
     hstop = true;
     hcv.notify_all();
@@ -404,7 +408,16 @@ Status EngineCore::refresh_peer(Peer &p, bool *rejoined) {
         for (auto *t : data_transports_) {
           if (!t->reachable(*nd)) continue;
           auto path = t->connect(*nd);
-          if (path) routes.push_back({t, std::move(path)});
+          if (!path) continue;
+          Peer *raw = &p;
+          // The path may outlive the peer only inside the transport's own threads, which the
+          // peer's destructor (joining nothing of theirs) cannot see: guard with a flag.
+          auto alive = p.alive;
+          path->on_down = [raw, alive] {
+            std::lock_guard<std::mutex> lk(alive->mu);
+            if (alive->ok) raw->kick();
+          };
+          routes.push_back({t, std::move(path)});
         }
       }
       if (routes.empty())
@@ -689,7 +702,9 @@ Status EngineCore::submit(BatchCore &b, const mc_request_t *reqs, size_t n) {
       Target &t = targets[tix[i]];
       const BufferDesc *rb = t.desc->find(reqs[i].remote);
       size_t k = 0;
-      while (k < t.routes.size() && !t.routes[k].transport->accepts(lb->location, rb->location)) k++;
+      while (k < t.routes.size() && !(t.routes[k].transport->accepts(lb->location, rb->location) &&
+                                       t.routes[k].transport->accepts_buffer(*t.routes[k].path, *rb)))
+        k++;
       if (k == t.routes.size()) {
         undo(i + 1);
         return Err(MC_ERR_UNSUPPORTED, req_prefix(i) + "no transport to segment " + t.peer->name +

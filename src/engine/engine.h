@@ -58,6 +58,13 @@ struct Peer {
   ~Peer();
   void kick();  // probe now (a transfer to it failed)
 
+  // Lets transport callbacks (PeerPath::on_down) reach the peer only while it lives.
+  struct Alive {
+    std::mutex mu;
+    bool ok = true;
+  };
+  std::shared_ptr<Alive> alive = std::make_shared<Alive>();
+
   std::string name;
   bool self = false;
   // mu guards desc and routes.

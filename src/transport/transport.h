@@ -3,6 +3,7 @@
 #include <mc.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -49,12 +50,16 @@ struct LocalRegion {
   uint64_t addr;
   uint64_t length;
   std::string location;  // "cpu", "cpu:N", "cuda:N"
+  int memfd = -1;        // the memfd behind it (mc_buffer_alloc), or -1
 };
 
 // A transport's per-peer state (connections, mappings); created by the transport.
 class PeerPath {
  public:
   virtual ~PeerPath() = default;
+  // Set by the engine: a transport calls it when it learns on its own that the peer is gone
+  // (e.g. its same-host socket closed), so the engine probes the peer at once.
+  std::function<void()> on_down;
 };
 
 class Transport {
@@ -89,6 +94,13 @@ class Transport {
   // "cuda:N"); the engine picks the first transport of a peer that accepts a request.
   virtual bool accepts(const std::string &local_loc, const std::string &remote_loc) const {
     return local_loc.rfind("cpu", 0) == 0 && remote_loc.rfind("cpu", 0) == 0;
+  }
+  // A finer check on the remote buffer itself (e.g. shm takes plain registered memory only
+  // where cross-memory attach works); called after accepts().
+  virtual bool accepts_buffer(PeerPath &peer, const BufferDesc &remote) const {
+    (void)peer;
+    (void)remote;
+    return true;
   }
   // Queues slices to a peer; never blocks on the network. Each slice ends in slice_done.
   virtual void submit(PeerPath &peer, Slice *slices, size_t n) = 0;
