@@ -92,9 +92,11 @@ MC_API const char *mc_last_error(void);
  *   metadata         where descriptors live: "p2p" (default; no server: a peer's descriptor is
  *                    fetched from the peer itself).
  *   listen           HOST:PORT the engine serves on ("127.0.0.1:0"; port 0 picks a free port).
- *   transports       "auto" (default) or a comma-separated list of "tcp", "local".
- *                    "local" is the in-process path used when a segment is opened by the engine's
- *                    own name; "auto" allows everything available.
+ *   transports       "auto" (default) or a comma-separated list of "tcp", "shm", "local".
+ *                    "shm" is the same-host path (memfd mappings and cross-memory attach),
+ *                    chosen by itself for peers on this host; "local" is the in-process path
+ *                    used when a segment is opened by the engine's own name; "auto" allows
+ *                    everything available.
  *   workers          worker threads for in-process copies, 1..256 (4).
  *   slice_size       bytes per slice on the wire, 4K..1G, with K/M/G suffixes (1M).
  *   tcp_connections  TCP data connections per peer, 1..64 (4).
@@ -156,6 +158,18 @@ MC_API mc_status_t mc_engine_stats_json(mc_engine_t *engine, char *buf, size_t c
 MC_API mc_status_t mc_buffer_register(mc_engine_t *engine, void *addr, size_t length,
                                       const char *location);
 
+/* Allocates length bytes of host memory backed by a memfd, registers it and sets *addr.
+ * Same-host peers map it directly (the fd passes over a Unix socket), so their READs and
+ * WRITEs are plain memory copies with no system call. location: NULL or "cpu"/"cpu:N".
+ * Release it with mc_buffer_free (mc_buffer_unregister refuses it). Thread-safe. */
+MC_API mc_status_t mc_buffer_alloc(mc_engine_t *engine, size_t length, const char *location,
+                                   void **addr);
+
+/* Unregisters and frees a buffer from mc_buffer_alloc. MC_ERR_NOT_FOUND when addr is not the
+ * start of one; MC_ERR_BUSY while pending requests use it. Same-host peers that mapped it keep a
+ * harmless mapping but can no longer write into it. Thread-safe. */
+MC_API mc_status_t mc_buffer_free(mc_engine_t *engine, void *addr);
+
 /* Unregisters the buffer that starts at addr. Not the start of a registered buffer:
  * MC_ERR_NOT_FOUND. Pending requests (of this engine, or served for a peer right now) using it:
  * MC_ERR_BUSY. After MC_OK no peer can touch the memory. Thread-safe, never blocks. */
@@ -174,7 +188,7 @@ typedef struct mc_segment_info {
   uint32_t buffer_count;    /* buffers in the peer's descriptor as last known */
   uint64_t incarnation;     /* the peer engine's random 64-bit incarnation */
   uint64_t total_bytes;     /* sum of the buffers' lengths */
-  char transport[16];       /* transport used for host memory to this peer: "tcp", "local" */
+  char transport[16];       /* preferred transport to this peer: "shm", "tcp", "local", ... */
   uint64_t rejoins;         /* times the peer came back with a new incarnation */
   uint64_t state_changed_ms; /* CLOCK_MONOTONIC milliseconds of the last state change */
 } mc_segment_info_t;

@@ -68,7 +68,7 @@ static void test_two_processes(void **state) {
   size_t len = 64 << 20;
   struct target t;
   start_target(&t, len, 31337);
-  mc_engine_t *e = tu_engine("timeout_ms", "2000", NULL);
+  mc_engine_t *e = tu_engine("timeout_ms", "2000", "transports", "tcp,local", NULL);
   char *l = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   assert_int_equal(mc_buffer_register(e, l, len, NULL), MC_OK);
   mc_segment_t s;
@@ -104,7 +104,7 @@ static void run_with_fault(int sig) {
   size_t len = 64 << 20;
   struct target t;
   start_target(&t, len, 1);
-  mc_engine_t *e = tu_engine("timeout_ms", "2000", NULL);
+  mc_engine_t *e = tu_engine("timeout_ms", "2000", "transports", "tcp,local", NULL);
   char *l = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   assert_int_equal(mc_buffer_register(e, l, len, NULL), MC_OK);
   mc_segment_t s;

@@ -30,7 +30,8 @@ static void *big_alloc(size_t len) {
 }
 
 static void pair_init(struct pair *p, size_t len, const char *timeout_ms) {
-  p->ini = tu_engine("timeout_ms", timeout_ms, NULL);
+  /* Both engines are on this host, where shm would be picked: force TCP. */
+  p->ini = tu_engine("timeout_ms", timeout_ms, "transports", "tcp,local", NULL);
   p->tgt = tu_engine("timeout_ms", timeout_ms, NULL);
   assert_non_null(p->ini);
   assert_non_null(p->tgt);

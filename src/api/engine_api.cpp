@@ -120,6 +120,28 @@ MC_API mc_status_t mc_buffer_register(mc_engine_t *engine, void *addr, size_t le
   MC_API_CATCH("mc_buffer_register")
 }
 
+MC_API mc_status_t mc_buffer_alloc(mc_engine_t *engine, size_t length, const char *location,
+                                   void **addr) {
+  MC_API_TRY
+  if (!engine) return null_arg("mc_buffer_alloc", "engine");
+  if (!addr) return null_arg("mc_buffer_alloc", "addr");
+  if (length == 0) return fail(MC_ERR_INVALID_ARG, "mc_buffer_alloc: length must be > 0");
+  mc::Status st = engine->core->alloc_buffer(length, location, addr);
+  if (!st.ok()) return fail(st.code(), "mc_buffer_alloc: " + st.message());
+  return MC_OK;
+  MC_API_CATCH("mc_buffer_alloc")
+}
+
+MC_API mc_status_t mc_buffer_free(mc_engine_t *engine, void *addr) {
+  MC_API_TRY
+  if (!engine) return null_arg("mc_buffer_free", "engine");
+  if (!addr) return null_arg("mc_buffer_free", "addr");
+  mc::Status st = engine->core->free_buffer(addr);
+  if (!st.ok()) return fail(st.code(), "mc_buffer_free: " + st.message());
+  return MC_OK;
+  MC_API_CATCH("mc_buffer_free")
+}
+
 MC_API mc_status_t mc_buffer_unregister(mc_engine_t *engine, void *addr) {
   MC_API_TRY
   if (!engine) return null_arg("mc_buffer_unregister", "engine");

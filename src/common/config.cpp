@@ -119,13 +119,13 @@ const std::vector<KeySpec> &specs() {
          HostPort hp;
          return parse_host_port(v, &hp).ok();
        }},
-      {"transports", "\"auto\" or a comma-separated list of tcp, local",
+      {"transports", "\"auto\" or a comma-separated list of tcp, shm, local",
        [](const std::string &v) {
          if (v == "auto") return true;
          auto parts = split(v, ',');
          if (parts.empty()) return false;
          for (auto &p : parts)
-           if (p != "tcp" && p != "local") return false;
+           if (p != "tcp" && p != "shm" && p != "local") return false;
          return true;
        }},
       {"workers", "an integer 1..256", [](const std::string &v) { return int_in(v, 1, 256); }},

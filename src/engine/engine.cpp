@@ -1,5 +1,6 @@
 #include "engine/engine.h"
 
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -14,6 +15,7 @@
 #include "common/log.h"
 #include "common/net.h"
 #include "transport/local/local_transport.h"
+#include "transport/shm/shm_transport.h"
 #include "transport/tcp/tcp_transport.h"
 
 namespace mc {
@@ -163,7 +165,16 @@ Status EngineCore::start() {
     data_transports_.push_back(t.get());
     owned_transports_.push_back(std::move(t));
   };
-  (void)add;
+  if (opts_.transport_allowed("shm")) {
+    ShmOptions so;
+    so.workers = opts_.workers;
+    so.timeout_ms = opts_.timeout_ms;
+    so.incarnation = incarnation_;
+    Status sst;
+    auto shm = make_shm_transport(so, this, &sst);
+    if (!shm) MC_LOGW("shm transport unavailable: " << sst.message() << "; same-host peers use tcp");
+    add(std::move(shm));
+  }
   if (opts_.transport_allowed("tcp")) data_transports_.push_back(tcp_.get());
   st = make_metadata_store(opts_.metadata, name_, opts_.timeout_ms, opts_.metadata_ttl_ms, &metadata_);
   if (!st.ok()) return st;
@@ -208,7 +219,7 @@ void EngineCore::shutdown() {
 
 // ------------------------------------------------------------------------------ buffers
 
-Status EngineCore::register_buffer(void *addr, size_t len, const char *location) {
+Status EngineCore::register_buffer(void *addr, size_t len, const char *location, int memfd) {
   std::string loc = location ? location : "cpu";
   if (loc.rfind("cuda", 0) == 0)
     return Err(MC_ERR_UNSUPPORTED, "location \"" + loc + "\": GPU memory is not supported by this build");
@@ -228,7 +239,7 @@ Status EngineCore::register_buffer(void *addr, size_t len, const char *location)
     if (p->first + p->second->length > a)
       return Err(MC_ERR_EXISTS, "buffer overlaps the registered buffer at " + std::to_string(p->first));
   }
-  LocalRegion region{a, len, loc};
+  LocalRegion region{a, len, loc, memfd};
   for (size_t i = 0; i < data_transports_.size(); i++) {
     Status st = data_transports_[i]->on_register(region);
     if (!st.ok()) {
@@ -240,13 +251,14 @@ Status EngineCore::register_buffer(void *addr, size_t len, const char *location)
   b->addr = a;
   b->length = len;
   b->location = loc;
+  b->memfd = memfd;
   buffers_.emplace(a, std::move(b));
   desc_version_++;
   lk.unlock();
   return publish();
 }
 
-Status EngineCore::unregister_buffer(void *addr) {
+Status EngineCore::unregister_buffer(void *addr, bool memfd_ok) {
   uint64_t a = reinterpret_cast<uint64_t>(addr);
   std::unique_lock<std::shared_mutex> lk(buffers_mu_);
   auto it = buffers_.find(a);
@@ -255,12 +267,62 @@ Status EngineCore::unregister_buffer(void *addr) {
   if (it->second->in_use.load() != 0)
     return Err(MC_ERR_BUSY, "the buffer is used by " + std::to_string(it->second->in_use.load()) +
                                 " pending request(s); wait for them first");
-  LocalRegion region{it->first, it->second->length, it->second->location};
+  if (it->second->memfd >= 0 && !memfd_ok)
+    return Err(MC_ERR_INVALID_ARG, "this buffer came from mc_buffer_alloc: release it with mc_buffer_free");
+  LocalRegion region{it->first, it->second->length, it->second->location, it->second->memfd};
   for (auto *t : data_transports_) t->on_unregister(region);
   buffers_.erase(it);
   desc_version_++;
   lk.unlock();
   return publish();
+}
+
+Status EngineCore::alloc_buffer(size_t len, const char *location, void **out) {
+  std::string loc = location ? location : "cpu";
+  if (loc.rfind("cpu", 0) != 0)
+    return Err(MC_ERR_UNSUPPORTED, "mc_buffer_alloc gives host memory only (location \"" + loc + "\")");
+  int fd = ::memfd_create("mc-buffer", MFD_CLOEXEC);
+  if (fd < 0) return Err(MC_ERR_NO_MEMORY, std::string("memfd_create: ") + std::strerror(errno));
+  if (::ftruncate(fd, static_cast<off_t>(len)) != 0) {
+    int e = errno;
+    ::close(fd);
+    return Err(MC_ERR_NO_MEMORY, "cannot size a " + std::to_string(len) + "-byte memfd: " + std::strerror(e));
+  }
+  void *p = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) {
+    int e = errno;
+    ::close(fd);
+    return Err(MC_ERR_NO_MEMORY, "cannot map " + std::to_string(len) + " bytes: " + std::strerror(e));
+  }
+  Status st = register_buffer(p, len, loc.c_str(), fd);
+  if (!st.ok()) {
+    ::munmap(p, len);
+    ::close(fd);
+    return st;
+  }
+  *out = p;
+  return Status::Ok();
+}
+
+Status EngineCore::free_buffer(void *addr) {
+  uint64_t a = reinterpret_cast<uint64_t>(addr);
+  int fd;
+  uint64_t len;
+  {
+    std::shared_lock<std::shared_mutex> lk(buffers_mu_);
+    auto it = buffers_.find(a);
+    if (it == buffers_.end() || it->second->memfd < 0)
+      return Err(MC_ERR_NOT_FOUND, "no buffer from mc_buffer_alloc starts at this address");
+    fd = it->second->memfd;
+    len = it->second->length;
+  }
+  Status st = unregister_buffer(addr, true);
+  if (!st.ok()) return st;
+  // Same-host peers that mapped it keep their own mapping of the memfd (no SIGBUS for them);
+  // the engine's epoch protocol keeps them from writing into it any more.
+  ::munmap(addr, len);
+  ::close(fd);
+  return Status::Ok();
 }
 
 Status EngineCore::publish() {

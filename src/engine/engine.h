@@ -29,6 +29,7 @@ struct LocalBuffer {
   uint64_t addr = 0;
   uint64_t length = 0;
   std::string location;
+  int memfd = -1;  // mc_buffer_alloc memory: the memfd behind the mapping (owned), else -1
   // Requests of this engine and requests served for peers that use the buffer right now.
   std::atomic<int64_t> in_use{0};
 };
@@ -125,8 +126,11 @@ class EngineCore : public TargetAccess, public std::enable_shared_from_this<Engi
   uint64_t incarnation() const override { return incarnation_; }
   uint32_t timeout_ms() const { return opts_.timeout_ms; }
 
-  Status register_buffer(void *addr, size_t len, const char *location);
-  Status unregister_buffer(void *addr);
+  Status register_buffer(void *addr, size_t len, const char *location, int memfd = -1);
+  Status unregister_buffer(void *addr, bool memfd_ok = false);
+  // mc_buffer_alloc / mc_buffer_free: host memory backed by a memfd that same-host peers map.
+  Status alloc_buffer(size_t len, const char *location, void **out);
+  Status free_buffer(void *addr);
 
   Status open_segment(const std::string &name, mc_segment_t *out);
   Status close_segment(mc_segment_t seg);
@@ -180,6 +184,7 @@ class EngineCore : public TargetAccess, public std::enable_shared_from_this<Engi
   std::map<uint64_t, std::unique_ptr<LocalBuffer>> buffers_;
   uint64_t desc_version_ = 1;
   std::mutex publish_mu_;  // serializes metadata_->publish calls
+
   // desc_mu_ guards the cached descriptor text.
   std::mutex desc_mu_;
   std::string desc_cache_;

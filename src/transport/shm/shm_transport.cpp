@@ -1,0 +1,737 @@
+// The same-host transport.
+//
+// Every engine listens on an abstract Unix socket ("\0mc-shm-<pid>-<incarnation>") published in
+// its descriptor. An initiator on the same host (same boot id) connects, proves it expects the
+// target's current incarnation, and receives over SCM_RIGHTS:
+//  - the target's control page (a 4 KiB memfd, see CtrlPage), mapped by both sides;
+//  - on demand, the memfd behind each buffer the target got from mc_buffer_alloc: the initiator
+//    maps it once and from then on every READ/WRITE into it is a memcpy in its own process.
+// Buffers the user registered from ordinary memory are reached with cross-memory attach
+// (process_vm_readv/writev: one system call per slice) when the kernel's ptrace rules allow it,
+// which is checked once at connect; otherwise the engine sends them over TCP.
+//
+// Why the control page: an initiator copies without asking the target, so it must never use a
+// buffer the target already unregistered. Each copy runs inside an "active" window:
+//   initiator: active++ ; if epoch != the epoch of its buffer list -> leave, refresh the list;
+//              else copy ; active--
+//   target unregister: epoch++ ; wait until active == 0 (bounded by timeout_ms)
+// Both sides use sequentially consistent atomics on the shared page, so either the initiator
+// sees the new epoch, or the target waits for the copy to finish before the memory goes.
+//
+// A second connection ("WATCH") stays open and idle: it closes when the target engine is
+// destroyed or its process dies, and the initiator then fails everything to that peer at once
+// (PEER_DOWN) and tells the engine. Mappings of a dead peer stay valid (memfd), so no SIGBUS.
+//
+// Messages on the socket: 4-byte little-endian length + text; a reply may carry one fd.
+#include "transport/shm/shm_transport.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cinttypes>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <list>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <shared_mutex>
+#include <thread>
+#include <vector>
+
+#include "common/log.h"
+#include "common/net.h"
+
+namespace mc {
+namespace {
+
+using nlohmann::json;
+
+constexpr uint64_t kCtrlMagic = 0x4d43534852434c31ull;  // "MCSHRCL1"
+constexpr uint64_t kInline = 256 * 1024;  // slices up to this size run on the submitting thread
+constexpr uint32_t kMaxMsg = 64u << 20;
+
+struct CtrlPage {
+  uint64_t magic;
+  uint64_t incarnation;
+  std::atomic<uint64_t> epoch;   // bumped on every unregister
+  std::atomic<uint64_t> active;  // initiator copies in progress, all peers together
+};
+static_assert(std::atomic<uint64_t>::is_always_lock_free, "shared-memory atomics need lock-free u64");
+
+bool send_msg(int fd, const std::string &body, int pass_fd = -1) {
+  uint32_t len = static_cast<uint32_t>(body.size());
+  iovec iov[2] = {{&len, 4}, {const_cast<char *>(body.data()), body.size()}};
+  msghdr mh{};
+  mh.msg_iov = iov;
+  mh.msg_iovlen = body.empty() ? 1 : 2;
+  alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int))];
+  if (pass_fd >= 0) {
+    std::memset(cbuf, 0, sizeof cbuf);
+    mh.msg_control = cbuf;
+    mh.msg_controllen = sizeof cbuf;
+    cmsghdr *c = CMSG_FIRSTHDR(&mh);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(c), &pass_fd, sizeof(int));
+  }
+  ssize_t n;
+  do {
+    n = ::sendmsg(fd, &mh, MSG_NOSIGNAL);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) return false;
+  size_t total = 4 + body.size();
+  if (static_cast<size_t>(n) == total) return true;
+  // Rest of a partial send: plain writes (the fd, if any, went with the first byte).
+  size_t done = static_cast<size_t>(n);
+  std::string all(reinterpret_cast<char *>(&len), 4);
+  all += body;
+  return write_all(fd, all.data() + done, total - done);
+}
+
+bool recv_msg(int fd, std::string *body, int *got_fd) {
+  if (got_fd) *got_fd = -1;
+  uint32_t len = 0;
+  iovec iov{&len, 4};
+  msghdr mh{};
+  mh.msg_iov = &iov;
+  mh.msg_iovlen = 1;
+  alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int))];
+  mh.msg_control = cbuf;
+  mh.msg_controllen = sizeof cbuf;
+  ssize_t n;
+  do {
+    n = ::recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);
+  } while (n < 0 && errno == EINTR);
+  if (n <= 0) return false;
+  for (cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+      int f;
+      std::memcpy(&f, CMSG_DATA(c), sizeof f);
+      if (got_fd && *got_fd < 0)
+        *got_fd = f;
+      else
+        ::close(f);
+    }
+  }
+  if (n < 4 && !read_all(fd, reinterpret_cast<char *>(&len) + n, 4 - static_cast<size_t>(n))) return false;
+  if (len > kMaxMsg) return false;
+  body->assign(len, '\0');
+  return len == 0 || read_all(fd, body->data(), len);
+}
+
+Status unix_connect(const std::string &name, uint32_t timeout_ms, Fd *out) {
+  Fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) return Err(MC_ERR_TRANSPORT, std::string("socket(AF_UNIX): ") + std::strerror(errno));
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  if (name.size() + 1 > sizeof sa.sun_path) return Err(MC_ERR_INVALID_ARG, "socket name too long");
+  std::memcpy(sa.sun_path + 1, name.data(), name.size());  // abstract namespace
+  socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
+  if (::connect(fd.get(), reinterpret_cast<sockaddr *>(&sa), len) != 0)
+    return Err(MC_ERR_PEER_DOWN, "cannot connect to same-host socket " + name + ": " + std::strerror(errno));
+  set_io_timeout(fd.get(), timeout_ms);
+  *out = std::move(fd);
+  return Status::Ok();
+}
+
+class ShmTransport;
+
+struct RemoteBuf {
+  uint64_t addr;
+  uint64_t length;
+  bool memfd;
+  char *map = nullptr;  // our mapping of its memfd, once mapped
+};
+
+// One peer on this host.
+class ShmPeer : public PeerPath, public std::enable_shared_from_this<ShmPeer> {
+ public:
+  ShmPeer(ShmTransport *t) : t_(t) {}
+  ~ShmPeer() override;
+  Status open(const Descriptor &d);
+  // Re-reads the target's buffer list and epoch.
+  Status refresh();
+  // Runs one slice to its end.
+  void run(const Slice &s);
+  bool cma_ok() const { return cma_ok_; }
+  void set_dead(const std::string &why);
+  std::atomic<bool> dead{false};
+
+ private:
+  Status request(const std::string &req, std::string *reply, int *fd);
+  Status map_buffer(RemoteBuf &b);
+  // Copies len bytes between local and the target's [remote, remote+len), which lies in b.
+  mc_status_t copy_one(const Slice &s, RemoteBuf &b, uint64_t remote, char *local, uint64_t len);
+
+  ShmTransport *t_;
+  std::string name_;
+  int pid_ = 0;
+  uint64_t incarnation_ = 0;
+  std::mutex req_mu_;  // guards sock_ (one request at a time)
+  Fd sock_;
+  Fd watch_;
+  std::thread watcher_;
+  CtrlPage *ctrl_ = nullptr;
+  bool cma_ok_ = false;
+  // bufs_mu_ guards bufs_ and epoch_. Mappings are never unmapped before the peer is dropped,
+  // so a copy racing with a refresh never touches an unmapped page.
+  std::shared_mutex bufs_mu_;
+  std::map<uint64_t, RemoteBuf> bufs_;
+  std::vector<std::pair<char *, uint64_t>> maps_;  // every mapping made, for the destructor
+  uint64_t epoch_ = 0;
+};
+
+class ShmTransport : public Transport {
+ public:
+  ShmTransport(const ShmOptions &o, TargetAccess *t) : o_(o), target_(t) {}
+  ~ShmTransport() override { shutdown(); }
+  Status start();
+  const char *name() const override { return "shm"; }
+  bool reachable(const Descriptor &d) override {
+    return !d.host_id.empty() && d.host_id == host_boot_id() && d.transports.count("shm");
+  }
+  void describe(Descriptor &d) override;
+  Status on_register(const LocalRegion &r) override;
+  void on_unregister(const LocalRegion &r) override;
+  std::shared_ptr<PeerPath> connect(const Descriptor &d) override;
+  void update(PeerPath &peer, const Descriptor &d) override {
+    (void)d;
+    static_cast<ShmPeer &>(peer).refresh();
+  }
+  void submit(PeerPath &peer, Slice *slices, size_t n) override;
+  void fail_path(PeerPath &peer, mc_status_t st, const std::string &why) override {
+    (void)st;
+    static_cast<ShmPeer &>(peer).set_dead(why);
+  }
+  bool accepts_buffer(PeerPath &peer, const BufferDesc &remote) const override {
+    return remote.ext.count("shm") || static_cast<ShmPeer &>(peer).cma_ok();
+  }
+  void shutdown() override;
+  std::string stats_json() override;
+
+  uint32_t timeout_ms() const { return o_.timeout_ms; }
+  std::atomic<uint64_t> bytes_copied{0}, bytes_cma{0}, slices_ok{0}, slices_failed{0}, maps{0};
+
+ private:
+  void accept_loop();
+  void serve(int fd);
+  void worker();
+
+  ShmOptions o_;
+  TargetAccess *target_;
+  std::string sock_name_;
+  Fd listen_;
+  Fd ctrl_fd_;
+  CtrlPage *ctrl_ = nullptr;
+  std::atomic<bool> stopping_{false};
+  std::thread acceptor_;
+  // mu_ guards regions_, served_ and served_threads_.
+  std::mutex mu_;
+  struct Region {
+    uint64_t length;
+    int fd;  // our dup of its memfd, or -1
+  };
+  std::map<uint64_t, Region> regions_;
+  std::list<int> served_;
+  std::vector<std::thread> served_threads_;
+  // Workers for large slices; qmu_ guards queue_ and qstop_.
+  std::vector<std::thread> workers_;
+  std::mutex qmu_;
+  std::condition_variable qcv_;
+  struct Job {
+    Slice s;
+    std::shared_ptr<ShmPeer> peer;
+  };
+  std::deque<Job> queue_;
+  bool qstop_ = false;
+};
+
+// ------------------------------------------------------------------------------ target side
+
+Status ShmTransport::start() {
+  int fd = ::memfd_create("mc-shm-ctrl", MFD_CLOEXEC);
+  if (fd < 0) return Err(MC_ERR_UNSUPPORTED, std::string("memfd_create: ") + std::strerror(errno));
+  ctrl_fd_.reset(fd);
+  if (::ftruncate(fd, 4096) != 0) return Err(MC_ERR_NO_MEMORY, std::string("ftruncate: ") + std::strerror(errno));
+  void *p = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) return Err(MC_ERR_NO_MEMORY, std::string("mmap: ") + std::strerror(errno));
+  ctrl_ = static_cast<CtrlPage *>(p);
+  ctrl_->magic = kCtrlMagic;
+  ctrl_->incarnation = o_.incarnation;
+  new (&ctrl_->epoch) std::atomic<uint64_t>(1);
+  new (&ctrl_->active) std::atomic<uint64_t>(0);
+
+  char nm[64];
+  std::snprintf(nm, sizeof nm, "mc-shm-%d-%016" PRIx64, static_cast<int>(getpid()), o_.incarnation);
+  sock_name_ = nm;
+  Fd l(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!l.valid()) return Err(MC_ERR_UNSUPPORTED, std::string("socket(AF_UNIX): ") + std::strerror(errno));
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  std::memcpy(sa.sun_path + 1, sock_name_.data(), sock_name_.size());
+  socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + sock_name_.size());
+  if (::bind(l.get(), reinterpret_cast<sockaddr *>(&sa), len) != 0 || ::listen(l.get(), 256) != 0)
+    return Err(MC_ERR_UNSUPPORTED, "same-host socket " + sock_name_ + ": " + std::strerror(errno));
+  listen_ = std::move(l);
+  acceptor_ = std::thread([this] { accept_loop(); });
+  for (uint32_t i = 0; i < o_.workers; i++) workers_.emplace_back([this] { worker(); });
+  return Status::Ok();
+}
+
+void ShmTransport::describe(Descriptor &d) {
+  json j = {{"socket", sock_name_}};
+  d.transports["shm"] = j.dump();
+  std::lock_guard<std::mutex> lk(mu_);
+  for (auto &b : d.buffers) {
+    auto it = regions_.find(b.addr);
+    if (it != regions_.end() && it->second.fd >= 0) b.ext["shm"] = "{\"memfd\":true}";
+  }
+}
+
+Status ShmTransport::on_register(const LocalRegion &r) {
+  int fd = -1;
+  if (r.memfd >= 0) {
+    fd = ::fcntl(r.memfd, F_DUPFD_CLOEXEC, 0);
+    if (fd < 0) return Err(MC_ERR_NO_MEMORY, std::string("dup of a memfd: ") + std::strerror(errno));
+  }
+  std::lock_guard<std::mutex> lk(mu_);
+  regions_[r.addr] = {r.length, fd};
+  return Status::Ok();
+}
+
+void ShmTransport::on_unregister(const LocalRegion &r) {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    auto it = regions_.find(r.addr);
+    if (it != regions_.end()) {
+      if (it->second.fd >= 0) ::close(it->second.fd);
+      regions_.erase(it);
+    }
+    ctrl_->epoch.fetch_add(1, std::memory_order_seq_cst);
+  }
+  // Wait for copies that started before they could see the new epoch.
+  uint64_t deadline = now_ms() + o_.timeout_ms;
+  while (ctrl_->active.load(std::memory_order_seq_cst) != 0) {
+    if (now_ms() > deadline) {
+      MC_LOGW("shm: a peer's copy did not finish within " << o_.timeout_ms
+                                                          << " ms of an unregister (peer died mid-copy?)");
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
+}
+
+void ShmTransport::accept_loop() {
+  for (;;) {
+    int fd = ::accept4(listen_.get(), nullptr, nullptr, SOCK_CLOEXEC);
+    if (stopping_.load()) {
+      if (fd >= 0) ::close(fd);
+      return;
+    }
+    if (fd < 0) {
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      if (errno == EMFILE || errno == ENFILE) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        continue;
+      }
+      return;
+    }
+    std::lock_guard<std::mutex> lk(mu_);
+    served_.push_back(fd);
+    served_threads_.emplace_back([this, fd] { serve(fd); });
+  }
+}
+
+void ShmTransport::serve(int fd) {
+  std::string req;
+  bool hello = false;
+  while (recv_msg(fd, &req, nullptr)) {
+    if (req.rfind("HELLO ", 0) == 0) {
+      uint64_t want = std::strtoull(req.c_str() + 6, nullptr, 16);
+      if (want != o_.incarnation) {
+        send_msg(fd, "ERR this engine has another incarnation (it restarted)");
+        break;
+      }
+      hello = true;
+      json j = {{"pid", static_cast<int64_t>(getpid())}, {"ctrl", reinterpret_cast<uint64_t>(ctrl_)}};
+      if (!send_msg(fd, j.dump(), ctrl_fd_.get())) break;
+    } else if (!hello) {
+      send_msg(fd, "ERR say HELLO first");
+      break;
+    } else if (req == "WATCH") {
+      // Stays open and idle: closes when this engine or process goes away.
+      continue;
+    } else if (req == "LIST") {
+      json bufs = json::array();
+      uint64_t epoch;
+      {
+        std::lock_guard<std::mutex> lk(mu_);
+        epoch = ctrl_->epoch.load();
+        for (auto &[a, r] : regions_) bufs.push_back({a, r.length, r.fd >= 0});
+      }
+      json j = {{"epoch", epoch}, {"buffers", std::move(bufs)}};
+      if (!send_msg(fd, j.dump())) break;
+    } else if (req.rfind("FD ", 0) == 0) {
+      uint64_t a = std::strtoull(req.c_str() + 3, nullptr, 10);
+      int f = -1;
+      {
+        std::lock_guard<std::mutex> lk(mu_);
+        auto it = regions_.find(a);
+        if (it != regions_.end() && it->second.fd >= 0) f = ::fcntl(it->second.fd, F_DUPFD_CLOEXEC, 0);
+      }
+      bool ok = f >= 0 ? send_msg(fd, "OK", f) : send_msg(fd, "ERR no such memfd buffer");
+      if (f >= 0) ::close(f);
+      if (!ok) break;
+    } else {
+      send_msg(fd, "ERR unknown request");
+      break;
+    }
+  }
+  std::lock_guard<std::mutex> lk(mu_);
+  served_.remove(fd);
+  ::close(fd);
+}
+
+// ------------------------------------------------------------------------------ initiator side
+
+ShmPeer::~ShmPeer() {
+  dead.store(true);
+  if (watch_.valid()) ::shutdown(watch_.get(), SHUT_RDWR);
+  if (watcher_.joinable()) watcher_.join();
+  for (auto &[p, n] : maps_) ::munmap(p, n);
+  if (ctrl_) ::munmap(ctrl_, 4096);
+}
+
+void ShmPeer::set_dead(const std::string &why) {
+  if (!dead.exchange(true)) MC_LOGI("shm: peer " << name_ << " is gone: " << why);
+}
+
+Status ShmPeer::request(const std::string &req, std::string *reply, int *fd) {
+  std::lock_guard<std::mutex> lk(req_mu_);
+  if (!send_msg(sock_.get(), req) || !recv_msg(sock_.get(), reply, fd))
+    return Err(MC_ERR_PEER_DOWN, "same-host peer " + name_ + " closed its socket");
+  if (reply->rfind("ERR", 0) == 0) return Err(MC_ERR_TRANSPORT, "same-host peer " + name_ + ": " + reply->substr(4));
+  return Status::Ok();
+}
+
+Status ShmPeer::open(const Descriptor &d) {
+  name_ = d.name;
+  incarnation_ = d.incarnation;
+  json t = json::parse(d.transports.at("shm"), nullptr, false);
+  if (!t.is_object() || !t.contains("socket")) return Err(MC_ERR_METADATA, "bad shm descriptor");
+  std::string sock = t["socket"].get<std::string>();
+  Status st = unix_connect(sock, t_->timeout_ms(), &sock_);
+  if (!st.ok()) return st;
+  char hello[32];
+  std::snprintf(hello, sizeof hello, "HELLO %016" PRIx64, incarnation_);
+  std::string reply;
+  int cfd = -1;
+  st = request(hello, &reply, &cfd);
+  if (!st.ok()) return st;
+  Fd cf(cfd);
+  json j = json::parse(reply, nullptr, false);
+  if (!cf.valid() || !j.is_object()) return Err(MC_ERR_TRANSPORT, "same-host peer " + name_ + " sent no control page");
+  pid_ = j.value("pid", 0);
+  void *p = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, cf.get(), 0);
+  if (p == MAP_FAILED) return Err(MC_ERR_NO_MEMORY, std::string("mmap of a peer's control page: ") + std::strerror(errno));
+  ctrl_ = static_cast<CtrlPage *>(p);
+  if (ctrl_->magic != kCtrlMagic || ctrl_->incarnation != incarnation_)
+    return Err(MC_ERR_TRANSPORT, "same-host peer " + name_ + " sent a foreign control page");
+  // Cross-memory attach: read the target's own view of its control page.
+  uint64_t remote_ctrl = j.value("ctrl", uint64_t(0));
+  uint64_t magic = 0;
+  iovec li{&magic, sizeof magic}, ri{reinterpret_cast<void *>(remote_ctrl), sizeof magic};
+  ssize_t n = ::process_vm_readv(pid_, &li, 1, &ri, 1, 0);
+  cma_ok_ = n == static_cast<ssize_t>(sizeof magic) && magic == kCtrlMagic;
+  if (!cma_ok_)
+    MC_LOGW("shm: cross-memory attach to peer " << name_ << " (pid " << pid_ << ") is not permitted ("
+                                                << (n < 0 ? std::strerror(errno) : "short read")
+                                                << "); its plain registered buffers go over tcp, "
+                                                   "buffers from mc_buffer_alloc over shm");
+  st = refresh();
+  if (!st.ok()) return st;
+  // The watch connection: its close tells us at once that the peer is gone.
+  st = unix_connect(sock, t_->timeout_ms(), &watch_);
+  if (!st.ok()) return st;
+  std::string r2;
+  if (!send_msg(watch_.get(), hello) || !recv_msg(watch_.get(), &r2, &cfd) || r2.rfind("ERR", 0) == 0)
+    return Err(MC_ERR_TRANSPORT, "same-host peer " + name_ + " refused the watch connection");
+  if (cfd >= 0) ::close(cfd);
+  send_msg(watch_.get(), "WATCH");
+  set_io_timeout(watch_.get(), 0);
+  watcher_ = std::thread([this] {
+    char c;
+    for (;;) {
+      ssize_t r = ::recv(watch_.get(), &c, 1, 0);
+      if (r < 0 && errno == EINTR) continue;
+      break;
+    }
+    if (!dead.load()) {
+      set_dead("its same-host socket closed");
+      if (on_down) on_down();
+    }
+  });
+  return Status::Ok();
+}
+
+Status ShmPeer::refresh() {
+  std::string reply;
+  Status st = request("LIST", &reply, nullptr);
+  if (!st.ok()) return st;
+  json j = json::parse(reply, nullptr, false);
+  if (!j.is_object()) return Err(MC_ERR_TRANSPORT, "same-host peer " + name_ + " sent a bad buffer list");
+  std::unique_lock<std::shared_mutex> lk(bufs_mu_);
+  std::map<uint64_t, RemoteBuf> nb;
+  for (auto &b : j["buffers"]) {
+    RemoteBuf r{b[0].get<uint64_t>(), b[1].get<uint64_t>(), b[2].get<bool>(), nullptr};
+    auto old = bufs_.find(r.addr);
+    if (old != bufs_.end() && old->second.length == r.length && old->second.memfd == r.memfd) r.map = old->second.map;
+    nb[r.addr] = r;
+  }
+  bufs_.swap(nb);
+  epoch_ = j["epoch"].get<uint64_t>();
+  return Status::Ok();
+}
+
+Status ShmPeer::map_buffer(RemoteBuf &b) {
+  std::string reply;
+  int fd = -1;
+  Status st = request("FD " + std::to_string(b.addr), &reply, &fd);
+  if (!st.ok()) return st;
+  Fd f(fd);
+  if (!f.valid()) return Err(MC_ERR_TRANSPORT, "same-host peer " + name_ + " sent no memfd");
+  void *p = ::mmap(nullptr, b.length, PROT_READ | PROT_WRITE, MAP_SHARED, f.get(), 0);
+  if (p == MAP_FAILED) return Err(MC_ERR_NO_MEMORY, std::string("mmap of a peer's buffer: ") + std::strerror(errno));
+  b.map = static_cast<char *>(p);
+  maps_.emplace_back(b.map, b.length);
+  t_->maps++;
+  return Status::Ok();
+}
+
+mc_status_t ShmPeer::copy_one(const Slice &s, RemoteBuf &b, uint64_t remote, char *local, uint64_t len) {
+  if (b.memfd) {
+    char *r = b.map + (remote - b.addr);
+    if (s.op == MC_WRITE)
+      std::memcpy(r, local, len);
+    else
+      std::memcpy(local, r, len);
+    t_->bytes_copied += len;
+    return MC_OK;
+  }
+  iovec li{local, len}, ri{reinterpret_cast<void *>(remote), len};
+  uint64_t done = 0;
+  while (done < len) {
+    li.iov_base = local + done;
+    li.iov_len = len - done;
+    ri.iov_base = reinterpret_cast<void *>(remote + done);
+    ri.iov_len = len - done;
+    ssize_t n = s.op == MC_WRITE ? ::process_vm_writev(pid_, &li, 1, &ri, 1, 0)
+                                 : ::process_vm_readv(pid_, &li, 1, &ri, 1, 0);
+    if (n <= 0) {
+      if (n < 0 && errno == EINTR) continue;
+      return (n < 0 && errno == ESRCH) ? MC_ERR_PEER_DOWN : MC_ERR_TRANSPORT;
+    }
+    done += static_cast<uint64_t>(n);
+  }
+  t_->bytes_cma += len;
+  return MC_OK;
+}
+
+void ShmPeer::run(const Slice &s) {
+  if (slice_canceled(s)) {
+    slice_done(s, MC_ERR_CANCELED);
+    return;
+  }
+  mc_status_t st = MC_OK;
+  for (int attempt = 0;; attempt++) {
+    if (dead.load()) {
+      st = MC_ERR_PEER_DOWN;
+      break;
+    }
+    // Map what this slice needs before entering the active window (mapping asks the peer).
+    bool need_map = false;
+    {
+      std::shared_lock<std::shared_mutex> lk(bufs_mu_);
+      auto it = bufs_.upper_bound(s.remote);
+      if (it != bufs_.begin()) {
+        --it;
+        for (uint64_t cur = s.remote, end = s.remote + s.len; it != bufs_.end() && cur < end; ++it) {
+          if (it->second.memfd && !it->second.map) need_map = true;
+          cur = it->second.addr + it->second.length;
+        }
+      }
+    }
+    if (need_map) {
+      std::unique_lock<std::shared_mutex> lk(bufs_mu_);
+      auto it = bufs_.upper_bound(s.remote);
+      if (it != bufs_.begin()) --it;
+      for (uint64_t cur = s.remote, end = s.remote + s.len; it != bufs_.end() && cur < end; ++it) {
+        if (it->second.memfd && !it->second.map) {
+          Status ms = map_buffer(it->second);
+          if (!ms.ok()) {
+            MC_LOGI("shm: " << ms.message());
+            st = ms.code() == MC_ERR_PEER_DOWN ? MC_ERR_PEER_DOWN : MC_ERR_TRANSPORT;
+            break;
+          }
+        }
+        cur = it->second.addr + it->second.length;
+      }
+      if (st != MC_OK) break;
+    }
+    ctrl_->active.fetch_add(1, std::memory_order_seq_cst);
+    std::shared_lock<std::shared_mutex> lk(bufs_mu_);
+    if (ctrl_->epoch.load(std::memory_order_seq_cst) != epoch_) {
+      lk.unlock();
+      ctrl_->active.fetch_sub(1, std::memory_order_seq_cst);
+      if (attempt >= 2) {
+        st = MC_ERR_TRANSPORT;
+        break;
+      }
+      Status rs = refresh();
+      if (!rs.ok()) {
+        st = rs.code() == MC_ERR_PEER_DOWN ? MC_ERR_PEER_DOWN : MC_ERR_TRANSPORT;
+        break;
+      }
+      continue;
+    }
+    // The target's current buffers must cover the range (adjacent buffers may be crossed).
+    uint64_t cur = s.remote, end = s.remote + s.len;
+    char *local = static_cast<char *>(s.local);
+    auto it = bufs_.upper_bound(cur);
+    bool covered = it != bufs_.begin();
+    if (covered) {
+      // Check the whole range before the first byte moves: a refused slice writes nothing.
+      auto c = std::prev(it);
+      for (uint64_t at = cur; at < end; ++c) {
+        if (c == bufs_.end() || at < c->second.addr || at >= c->second.addr + c->second.length ||
+            (c->second.memfd && !c->second.map)) {
+          covered = false;
+          break;
+        }
+        at = c->second.addr + c->second.length;
+      }
+    }
+    if (!covered) {
+      st = MC_ERR_TRANSPORT;  // the target no longer has (all of) this range
+    } else {
+      --it;
+      while (cur < end) {
+        if (it == bufs_.end() || cur < it->second.addr || cur >= it->second.addr + it->second.length ||
+            (it->second.memfd && !it->second.map)) {
+          st = MC_ERR_TRANSPORT;  // the target no longer has (all of) this range
+          break;
+        }
+        uint64_t n = std::min(end, it->second.addr + it->second.length) - cur;
+        st = copy_one(s, it->second, cur, local + (cur - s.remote), n);
+        if (st != MC_OK) break;
+        cur += n;
+        ++it;
+      }
+    }
+    lk.unlock();
+    ctrl_->active.fetch_sub(1, std::memory_order_seq_cst);
+    break;
+  }
+  if (st == MC_OK)
+    t_->slices_ok++;
+  else
+    t_->slices_failed++;
+  slice_done(s, st);
+}
+
+std::shared_ptr<PeerPath> ShmTransport::connect(const Descriptor &d) {
+  auto p = std::make_shared<ShmPeer>(this);
+  Status st = p->open(d);
+  if (!st.ok()) {
+    MC_LOGW("shm: cannot use the same-host path to " << d.name << " (" << st.message() << "); using tcp");
+    return nullptr;
+  }
+  return p;
+}
+
+void ShmTransport::submit(PeerPath &path, Slice *slices, size_t n) {
+  auto &peer = static_cast<ShmPeer &>(path);
+  std::shared_ptr<ShmPeer> keep;  // large slices keep the peer alive on the workers
+  std::unique_lock<std::mutex> lk(qmu_, std::defer_lock);
+  for (size_t i = 0; i < n; i++) {
+    if (slices[i].len <= kInline || workers_.empty()) {
+      peer.run(slices[i]);
+      continue;
+    }
+    if (!keep) keep = peer.shared_from_this();
+    if (!lk.owns_lock()) lk.lock();
+    if (qstop_) {
+      slice_done(slices[i], MC_ERR_PEER_DOWN);
+      continue;
+    }
+    queue_.push_back({slices[i], keep});
+  }
+  if (lk.owns_lock()) qcv_.notify_all();
+}
+
+void ShmTransport::worker() {
+  for (;;) {
+    Job j;
+    {
+      std::unique_lock<std::mutex> lk(qmu_);
+      qcv_.wait(lk, [&] { return qstop_ || !queue_.empty(); });
+      if (queue_.empty()) return;
+      j = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    j.peer->run(j.s);
+  }
+}
+
+void ShmTransport::shutdown() {
+  if (stopping_.exchange(true)) return;
+  if (listen_.valid()) ::shutdown(listen_.get(), SHUT_RDWR);
+  if (acceptor_.joinable()) acceptor_.join();
+  std::vector<std::thread> served;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    for (int fd : served_) ::shutdown(fd, SHUT_RDWR);
+    served.swap(served_threads_);
+  }
+  for (auto &t : served) t.join();
+  {
+    std::lock_guard<std::mutex> lk(qmu_);
+    qstop_ = true;
+    // Queued slices still run (on the workers) before they exit: each ends exactly once.
+  }
+  qcv_.notify_all();
+  for (auto &t : workers_) t.join();
+  workers_.clear();
+  std::lock_guard<std::mutex> lk(mu_);
+  for (auto &[a, r] : regions_)
+    if (r.fd >= 0) ::close(r.fd);
+  regions_.clear();
+}
+
+std::string ShmTransport::stats_json() {
+  return "{\"bytes_copied\":" + std::to_string(bytes_copied.load()) +
+         ",\"bytes_cma\":" + std::to_string(bytes_cma.load()) +
+         ",\"slices_completed\":" + std::to_string(slices_ok.load()) +
+         ",\"slices_failed\":" + std::to_string(slices_failed.load()) +
+         ",\"buffers_mapped\":" + std::to_string(maps.load()) + "}";
+}
+
+}  // namespace
+
+std::unique_ptr<Transport> make_shm_transport(const ShmOptions &o, TargetAccess *target, Status *st) {
+  auto t = std::make_unique<ShmTransport>(o, target);
+  *st = t->start();
+  if (!st->ok()) return nullptr;
+  return t;
+}
+
+}  // namespace mc

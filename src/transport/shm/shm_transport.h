@@ -1,0 +1,20 @@
+// The same-host transport: one-sided copies between processes of one host with no socket and
+// no peer CPU on the data path.
+#pragma once
+#include <memory>
+
+#include "transport/transport.h"
+
+namespace mc {
+
+struct ShmOptions {
+  uint32_t workers = 4;
+  uint32_t timeout_ms = 5000;
+  uint64_t incarnation = 0;
+};
+
+// Starts the engine's same-host listener (an abstract Unix socket). nullptr with *st set when
+// it cannot (no memfd, no Unix sockets).
+std::unique_ptr<Transport> make_shm_transport(const ShmOptions &o, TargetAccess *target, Status *st);
+
+}  // namespace mc
