@@ -26,7 +26,7 @@ override CXXFLAGS += -std=c++20 $(OPT) -g -Wall -Wextra -Werror -fPIC -pthread \
   -fvisibility=hidden -fvisibility-inlines-hidden -Iinclude -Isrc -MMD -MP $(SAN)
 override CFLAGS += -std=c11 $(OPT) -g -Wall -Wextra -Werror -pthread -Iinclude -MMD -MP $(SAN)
 # Libraries libmc itself needs (also Libs.private in mc.pc for static linking).
-LIBS_PRIVATE := -lpthread -ldl -lstdc++ -lm
+LIBS_PRIVATE := -lpthread -ldl -lstdc++ -lm -lcurl -lhiredis
 LIB_LDFLAGS := -shared -Wl,-soname,libmc.so.$(VERSION_MAJOR) -Wl,--version-script=src/libmc.map \
   -Wl,-z,defs $(SAN)
 
@@ -104,6 +104,9 @@ test-c: all $(TEST_BINS) $(TEST_HELPERS)
 test: deps
 	$(MAKE) test-c
 	./scripts/check-abi.sh $(BUILD)
+	./scripts/test-bindings.sh $(BUILD)
+	./scripts/check-bindings-coverage.sh $(BUILD)
+	$(MAKE) test-hardening
 
 test-long: deps
 	$(MAKE) test-c MC_TEST_SCALE=16
@@ -137,5 +140,7 @@ uninstall:
 
 clean:
 	rm -rf build build-*
+
+include mk/hardening.mk
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -2,7 +2,9 @@
 # ABI checks that cannot rot:
 #  - include/mc.h compiles alone as C11 and as C++17, warning-free and pedantic;
 #  - the exported symbols are exactly the MC_API functions the header declares, all mc_*,
-#    all in the version node of src/libmc.map;
+#    all in the version node of src/libmc.map, whose MC_0.1 node text is pinned by a hash;
+#  - the library links with -Wl,-z,defs (a probe link with LIB_LDFLAGS must refuse an
+#    undefined symbol) and resolves every symbol (ldd -r);
 #  - `make install` into a scratch prefix, then examples/ build through pkg-config (shared and
 #    static) and run.
 set -euo pipefail
@@ -29,6 +31,38 @@ if nm -D --defined-only "$build/lib/libmc.so" | grep ' mc_' | grep -qv '@@MC_0.1
   say "symbols outside the MC_0.1 version node"; fail=1
 fi
 say "$(wc -l < "$tmp/exported") exported functions, all declared in mc.h and versioned MC_0.1"
+
+# The MC_0.1 node is frozen once released: its text (comments and blanks aside) must hash to the
+# value pinned here. New symbols go in a new node (`MC_0.2 { global: ...; } MC_0.1;`); changing
+# this hash is an ABI break and needs a new SONAME.
+MAP_NODE_SHA256=cafb9701332b1bbd2397cf5baa39aefb2f17aa9140ce02bebb43873554769e9d
+node_sha="$(awk '/^MC_0\.1[ \t]*\{/{on=1} on{print} on&&/^\}/{exit}' src/libmc.map |
+  sed 's|/\*.*\*/||g; s/[ \t]//g' | grep -v '^$' | sha256sum | cut -d' ' -f1)"
+if [ "$node_sha" != "$MAP_NODE_SHA256" ]; then
+  say "the MC_0.1 node of src/libmc.map changed (sha256 $node_sha); it is frozen: add a new node instead"
+  fail=1
+fi
+if ! readelf -V "$build/lib/libmc.so" | grep -q 'Name: MC_0.1'; then
+  say "libmc.so has no MC_0.1 version definition"; fail=1
+fi
+
+# -Wl,-z,defs: the library's own link line must refuse an undefined symbol, and the built
+# library must resolve every symbol against its DT_NEEDED libraries.
+lib_ldflags="$(make -s --no-print-directory harden-print-LIB_LDFLAGS BUILD="$build")"
+case " $lib_ldflags " in
+  *" -Wl,-z,defs "*) ;;
+  *) say "LIB_LDFLAGS lacks -Wl,-z,defs: $lib_ldflags"; fail=1 ;;
+esac
+printf 'extern int mc_no_such_symbol(void);\nint mc_probe(void){return mc_no_such_symbol();}\n' > "$tmp/undef.c"
+gcc -fPIC -c "$tmp/undef.c" -o "$tmp/undef.o"
+g++ -shared -o "$tmp/undef-plain.so" "$tmp/undef.o" || { say "probe: a plain -shared link failed"; fail=1; }
+# shellcheck disable=SC2086
+if g++ $lib_ldflags -o "$tmp/undef.so" "$tmp/undef.o" 2>/dev/null; then
+  say "linking with LIB_LDFLAGS accepted an undefined symbol (-z defs not in effect)"; fail=1
+fi
+if ldd -r "$build/lib/libmc.so" 2>&1 | grep -q 'undefined symbol'; then
+  say "libmc.so has unresolved symbols:"; ldd -r "$build/lib/libmc.so" 2>&1 | grep 'undefined symbol'; fail=1
+fi
 
 make -s install PREFIX="$tmp/prefix" BUILD="$build" >/dev/null
 export PKG_CONFIG_PATH="$tmp/prefix/lib/pkgconfig"

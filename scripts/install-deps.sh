@@ -25,6 +25,13 @@ if [ -n "$missing" ]; then
     echo "install-deps: could not install:$missing (offline?); continuing with what is here" >&2
   fi
 fi
+# Python test dependencies of the Python binding (PyPI).
+PY="$(command -v python3 || true)"
+if [ -n "$PY" ] && ! "$PY" -c 'import pytest, numpy' >/dev/null 2>&1; then
+  echo "install-deps: pip install pytest numpy" >&2
+  "$PY" -m pip install -q pytest numpy >/dev/null 2>&1 || \
+    echo "install-deps: could not pip install pytest numpy (offline?)" >&2
+fi
 # etcd and redis packages start daemons on some systems; the tests start their own.
 for svc in etcd redis-server; do
   command -v systemctl >/dev/null 2>&1 && systemctl stop "$svc" >/dev/null 2>&1 || true

@@ -22,6 +22,7 @@ bool parse_int(const std::string &s, int64_t lo, int64_t hi, int64_t *out) {
   int64_t v = 0;
   for (; i < s.size(); i++) {
     if (!std::isdigit(static_cast<unsigned char>(s[i]))) return false;
+    if (v > (INT64_MAX - (s[i] - '0')) / 10) return false;  // 19 digits may not fit
     v = v * 10 + (s[i] - '0');
   }
   if (neg) v = -v;

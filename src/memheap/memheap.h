@@ -16,8 +16,10 @@
 //    size bytes). A request with align > 1 may also succeed in a smaller range that happens to be
 //    aligned well; it is not promised to.
 //  - Alloc and Free take O(1) time apart from an O(log k) heap step, where k is the number of
-//    free ranges in one size class; no call scans the free ranges.
+//    free ranges in one size class (and the amortized growth of internal arrays); no call scans
+//    the free ranges. There is no limit on live allocations but memory (about 64 bytes each).
 //  - A call that fails changes nothing.
+//  - Bookkeeping memory stays at its high-water mark until the heap is destroyed.
 #pragma once
 
 #include <cstdint>

@@ -1,0 +1,3 @@
+module github.com/mc-project/mc/bindings/go
+
+go 1.24

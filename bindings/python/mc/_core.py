@@ -1,0 +1,650 @@
+"""The Python face of mc: Engine, Buffer, Segment, Batch, Heap over the C ABI in _lib."""
+
+import collections
+import ctypes
+import enum
+import json
+import math
+import mmap
+import threading
+
+from . import _lib
+from . import errors
+
+lib = _lib.lib
+
+__all__ = [
+    "Opcode", "READ", "WRITE", "RequestState", "SegmentState", "LogLevel", "Request",
+    "RequestStatus", "SegmentInfo", "BufferInfo", "HeapStats", "Buffer", "Engine", "Segment",
+    "Batch", "Heap", "set_log_handler", "set_log_level", "status_str", "last_error",
+    "version", "version_string",
+]
+
+
+class Opcode(enum.IntEnum):
+    READ = 0
+    WRITE = 1
+
+
+READ = Opcode.READ
+WRITE = Opcode.WRITE
+
+
+class RequestState(enum.IntEnum):
+    PENDING = 0
+    COMPLETED = 1
+    FAILED = 2
+
+
+class SegmentState(enum.IntEnum):
+    OK = 0
+    UNREACHABLE = 1
+
+
+class LogLevel(enum.IntEnum):
+    ERROR = 0
+    WARN = 1
+    INFO = 2
+    DEBUG = 3
+
+
+# local: an int address, an mc.Buffer or a registered buffer-protocol object; segment: an
+# mc.Segment or its int handle; remote: the peer's virtual address.
+Request = collections.namedtuple("Request", "opcode local segment remote length")
+RequestStatus = collections.namedtuple("RequestStatus", "state error bytes")
+SegmentInfo = collections.namedtuple(
+    "SegmentInfo", "state buffer_count incarnation total_bytes transport rejoins state_changed_ms")
+BufferInfo = collections.namedtuple("BufferInfo", "addr length location")
+HeapStats = collections.namedtuple("HeapStats", "capacity used free largest_free allocations")
+
+
+def version():
+    """The loaded library's version as a (major, minor, patch) tuple."""
+    v = lib.mc_version()
+    return (v >> 16, (v >> 8) & 0xFF, v & 0xFF)
+
+
+def version_string():
+    return lib.mc_version_string().decode()
+
+
+def status_str(status):
+    """The library's name for a status ("invalid argument", ...)."""
+    return _lib.status_str(status)
+
+
+def last_error():
+    """This thread's message for its last failed mc_* call."""
+    return lib.mc_last_error().decode("utf-8", "replace")
+
+
+def _timeout_ms(timeout):
+    """Seconds (float) or None (no limit) to the C int milliseconds."""
+    if timeout is None:
+        return -1
+    if timeout < 0:
+        raise errors.InvalidArgument(-1, f"timeout must be >= 0 or None, not {timeout}")
+    return min(int(math.ceil(timeout * 1000)), 2**31 - 1)
+
+
+def _closed(what):
+    return errors.InvalidArgument(-1, f"the {what} is closed")
+
+
+# ----------------------------------------------------------------------------- memory
+
+
+class _Pin:
+    """A buffer-protocol object (or device pointer) with its address, held while registered."""
+
+    __slots__ = ("obj", "carray", "addr", "nbytes")
+
+    def __init__(self, obj, carray, addr, nbytes):
+        self.obj, self.carray, self.addr, self.nbytes = obj, carray, addr, nbytes
+
+
+def _pin(obj):
+    """Pins obj's memory and returns a _Pin. Accepts mc.Buffer, writable C-contiguous
+    buffer-protocol objects and objects with __cuda_array_interface__."""
+    if isinstance(obj, Buffer):
+        return obj._pin_
+    try:
+        view = memoryview(obj)
+    except TypeError:
+        cai = getattr(obj, "__cuda_array_interface__", None)
+        if cai is None:
+            raise TypeError(f"mc: {type(obj).__name__} has neither the buffer protocol nor "
+                            "__cuda_array_interface__") from None
+        if cai.get("strides") is not None:
+            raise ValueError("mc: the device array is not contiguous")
+        itemsize = int(cai["typestr"][2:])
+        nbytes = math.prod(cai["shape"]) * itemsize
+        return _Pin(obj, None, int(cai["data"][0]), nbytes)
+    with view:
+        if view.readonly:
+            raise TypeError(f"mc: {type(obj).__name__} is read-only; peers may write registered "
+                            "memory, so register a writable buffer (bytearray, numpy array, "
+                            "mc.Buffer)")
+        if not view.c_contiguous:
+            raise ValueError("mc: the buffer is not C-contiguous")
+        nbytes = view.nbytes
+    carray = (ctypes.c_char * nbytes).from_buffer(obj)  # holds an export: obj cannot move
+    return _Pin(obj, carray, ctypes.addressof(carray), nbytes)
+
+
+class Buffer(mmap.mmap):
+    """Page-aligned memory allocated and registered by Engine.alloc. Supports len(), slicing,
+    the buffer protocol (memoryview(buf), numpy.frombuffer(buf, ...)) and .addr. It stays
+    registered (and alive) until .free() or the engine's close()."""
+
+    def __new__(cls, length):
+        self = super().__new__(cls, -1, length, flags=mmap.MAP_PRIVATE,
+                               prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        carray = (ctypes.c_char * length).from_buffer(self)
+        self._pin_ = _Pin(self, carray, ctypes.addressof(carray), length)
+        self._engine = None
+        return self
+
+    def __init__(self, length):
+        pass
+
+    @property
+    def addr(self):
+        """The address of the first byte (use it in mc.Request.local)."""
+        return self._pin_.addr
+
+    @property
+    def nbytes(self):
+        return self._pin_.nbytes
+
+    def free(self):
+        """Unregisters the buffer and unmaps it. Busy while requests use it."""
+        eng = self._engine
+        if eng is not None and eng._handle:
+            eng.unregister(self)
+        self._release()
+
+    def _release(self):
+        self._engine = None
+        pin, self._pin_.carray = self._pin_, None
+        del pin
+        if not self.closed:
+            self.close()
+
+    def __repr__(self):
+        return f"<mc.Buffer addr=0x{self.addr:x} length={self.nbytes}>"
+
+
+def address_of(obj):
+    """The address of local memory: an int as is, mc.Buffer.addr, or the first byte of a
+    buffer-protocol object (which the caller keeps alive)."""
+    if isinstance(obj, int):
+        return obj
+    if isinstance(obj, Buffer):
+        return obj._pin_.addr
+    return _pin(obj).addr
+
+
+# ----------------------------------------------------------------------------- engine
+
+
+def _config_value(value):
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+class Engine:
+    """An mc engine. Keyword arguments are config keys (name, metadata, listen, transports,
+    workers, slice_size, tcp_connections, timeout_ms, log_level) passed to mc_config_set.
+    Use as a context manager or call close(); methods are thread-safe except close()."""
+
+    def __init__(self, **config):
+        self._handle = None
+        self._pins = {}  # addr -> _Pin: registered memory kept alive
+        self._ids = {}  # id(obj) -> addr, for the sync helpers' lookups
+        self._lock = threading.Lock()
+        self._callbacks = []  # every segment-callback thunk set, alive as long as the engine
+        cfg = ctypes.POINTER(_lib.Config)()
+        lib.mc_config_create(ctypes.byref(cfg))
+        try:
+            for key, value in config.items():
+                lib.mc_config_set(cfg, key.encode(), _config_value(value).encode())
+            handle = ctypes.POINTER(_lib.EngineHandle)()
+            lib.mc_engine_create(cfg, ctypes.byref(handle))
+        finally:
+            lib.mc_config_destroy(cfg)
+        self._handle = handle
+        self._name = lib.mc_engine_name(handle).decode()
+
+    # -- lifetime
+
+    def close(self):
+        """Destroys the engine (waits until no pending request can touch memory), then releases
+        the memory it kept registered. Idempotent."""
+        handle, self._handle = self._handle, None
+        if not handle:
+            return
+        lib.mc_engine_destroy(handle)
+        with self._lock:
+            pins, self._pins, self._ids = self._pins, {}, {}
+        for pin in pins.values():
+            if isinstance(pin.obj, Buffer):
+                pin.obj._engine = None  # no longer registered; unmapped when the user drops it
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def _h(self):
+        h = self._handle
+        if not h:
+            raise _closed("engine")
+        return h
+
+    @property
+    def closed(self):
+        return not self._handle
+
+    @property
+    def name(self):
+        """The name peers open this engine's segment by ("HOST:PORT" in p2p mode)."""
+        return self._name
+
+    def __repr__(self):
+        return f"<mc.Engine {self._name!r}{' closed' if self.closed else ''}>"
+
+    # -- memory
+
+    def alloc(self, length, location=None):
+        """Allocates length bytes of page-aligned memory and registers it: an mc.Buffer."""
+        if length <= 0:
+            raise errors.InvalidArgument(-1, f"alloc: length must be > 0, not {length}")
+        buf = Buffer(length)
+        try:
+            self._register_pin(buf._pin_, location)
+        except BaseException:
+            buf._release()
+            raise
+        buf._engine = self
+        return buf
+
+    def register(self, obj, location=None):
+        """Registers the memory of obj (any writable C-contiguous buffer-protocol object: bytearray,
+        numpy array, mmap, memoryview; or an object with __cuda_array_interface__) and keeps obj
+        alive until unregister() or close(). Returns the address of its first byte."""
+        pin = _pin(obj)
+        self._register_pin(pin, location)
+        return pin.addr
+
+    def _register_pin(self, pin, location):
+        loc = location.encode() if location is not None else None
+        lib.mc_buffer_register(self._h(), pin.addr, pin.nbytes, loc)
+        with self._lock:
+            self._pins[pin.addr] = pin
+            self._ids[id(pin.obj)] = pin.addr
+
+    def unregister(self, obj):
+        """Unregisters memory registered with register() or alloc(): pass the object or its
+        address. Raises mc.Busy while requests use it."""
+        if isinstance(obj, int):
+            addr = obj
+        else:
+            with self._lock:
+                addr = self._ids.get(id(obj))
+            if addr is None:
+                addr = address_of(obj)
+        lib.mc_buffer_unregister(self._h(), addr)
+        with self._lock:
+            pin = self._pins.pop(addr, None)
+            if pin is not None:
+                self._ids.pop(id(pin.obj), None)
+        if pin is not None and isinstance(pin.obj, Buffer):
+            pin.obj._engine = None
+
+    def _local(self, obj, length):
+        """(address, length) of local memory for the sync helpers."""
+        if isinstance(obj, int):
+            if length is None:
+                raise errors.InvalidArgument(-1, "length is required with an int address")
+            return obj, length
+        if isinstance(obj, Buffer):
+            pin = obj._pin_
+        else:
+            addr = self._ids.get(id(obj))
+            pin = self._pins.get(addr) if addr is not None else None
+            if pin is None or pin.obj is not obj:
+                pin = _pin(obj)  # not registered: the C library reports OUT_OF_RANGE
+        return pin.addr, pin.nbytes if length is None else length
+
+    # -- segments
+
+    def open(self, name):
+        """Opens the segment published under name (blocks at most timeout_ms)."""
+        out = ctypes.c_uint64()
+        lib.mc_segment_open(self._h(), name.encode(), ctypes.byref(out))
+        return Segment(self, name, out.value)
+
+    def set_segment_callback(self, fn):
+        """Calls fn(segment_handle, state: mc.SegmentState, incarnation) on every state change or
+        rejoin of an open segment, from an engine thread; None clears it. Exceptions in fn are
+        swallowed."""
+        if fn is None:
+            lib.mc_engine_set_segment_callback(self._h(), ctypes.cast(None, _lib.SEGMENT_FN), None)
+            return
+
+        def thunk(segment, state, incarnation, user):
+            try:
+                fn(segment, SegmentState(state) if state in (0, 1) else state, incarnation)
+            except BaseException:
+                pass
+
+        cb = _lib.SEGMENT_FN(thunk)
+        self._callbacks.append(cb)  # the library may still be running an older one
+        lib.mc_engine_set_segment_callback(self._h(), cb, None)
+
+    # -- transfers
+
+    def transfer(self, requests, timeout=None):
+        """Submits requests (mc.Request) on an internal batch and waits (timeout in seconds,
+        None: no limit). Raises the first failure's error, or mc.Timeout."""
+        arr = _requests(requests)
+        lib.mc_transfer(self._h(), arr, len(arr), _timeout_ms(timeout))
+
+    def _one(self, opcode, local, segment, remote, length, timeout):
+        addr, n = self._local(local, length)
+        req = _lib.RequestC(opcode, 0, addr, _segment_handle(segment), remote, n)
+        lib.mc_transfer(self._h(), ctypes.byref(req), 1, _timeout_ms(timeout))
+
+    def write(self, local, segment, remote, length=None, timeout=None):
+        """Copies local memory (registered: mc.Buffer, a registered object, or an int address)
+        to the peer's address remote. length defaults to the size of local in bytes."""
+        self._one(1, local, segment, remote, length, timeout)
+
+    def read(self, local, segment, remote, length=None, timeout=None):
+        """Copies [remote, remote+length) of the segment into local memory (registered)."""
+        self._one(0, local, segment, remote, length, timeout)
+
+    def batch(self, capacity=128):
+        """A new mc.Batch for up to capacity requests (a context manager)."""
+        return Batch(self, capacity)
+
+    # -- stats
+
+    def stats(self):
+        """The engine's counters (mc_engine_stats_json) as a dict."""
+        h = self._h()
+        needed = ctypes.c_size_t(0)
+        capacity = 4096
+        while True:
+            buf = ctypes.create_string_buffer(capacity)
+            try:
+                lib.mc_engine_stats_json(h, buf, capacity, ctypes.byref(needed))
+            except errors.BufferTooSmall:
+                capacity = max(needed.value, capacity * 2)
+                continue
+            return json.loads(buf.value.decode("utf-8", "replace"))
+
+
+def _segment_handle(segment):
+    if isinstance(segment, Segment):
+        return segment.handle
+    return int(segment)
+
+
+def _requests(requests):
+    requests = list(requests)
+    arr = (_lib.RequestC * len(requests))()
+    for i, r in enumerate(requests):
+        op, local, seg, remote, length = r
+        c = arr[i]
+        c.opcode = int(op)
+        c.local = address_of(local)
+        c.segment = _segment_handle(seg)
+        c.remote = remote
+        c.length = length
+    return arr
+
+
+# ----------------------------------------------------------------------------- segments
+
+
+class Segment:
+    """An open handle to a peer's (or this engine's own) published buffers."""
+
+    def __init__(self, engine, name, handle):
+        self.engine = engine
+        self.name = name
+        self.handle = handle
+
+    def info(self):
+        """An mc.SegmentInfo(state, buffer_count, incarnation, total_bytes, transport, rejoins,
+        state_changed_ms)."""
+        info = _lib.SegmentInfoC()
+        info.size = ctypes.sizeof(info)
+        lib.mc_segment_query(self.engine._h(), self.handle, ctypes.byref(info))
+        return SegmentInfo(SegmentState(info.state) if info.state in (0, 1) else info.state,
+                           info.buffer_count, info.incarnation, info.total_bytes,
+                           info.transport.decode(), info.rejoins, info.state_changed_ms)
+
+    @property
+    def buffers(self):
+        """The peer's buffers as last known: a list of mc.BufferInfo(addr, length, location)."""
+        h = self.engine._h()
+        count = ctypes.c_size_t(0)
+        capacity = 16
+        while True:
+            arr = (_lib.BufferInfoC * capacity)()
+            try:
+                lib.mc_segment_buffers(h, self.handle, arr, capacity, ctypes.byref(count))
+            except errors.BufferTooSmall:
+                capacity = max(count.value, capacity * 2)
+                continue
+            return [BufferInfo(b.addr, b.length, b.location.decode())
+                    for b in arr[:count.value]]
+
+    def close(self):
+        """Closes the handle (requests already submitted still run). Idempotent."""
+        handle, self.handle = self.handle, 0
+        if handle and self.engine._handle:
+            lib.mc_segment_close(self.engine._handle, handle)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        return f"<mc.Segment {self.name!r} handle={self.handle}>"
+
+
+# ----------------------------------------------------------------------------- batches
+
+
+class Batch:
+    """Up to capacity requests submitted in one or more calls and waited on together. As a
+    context manager it waits for pending requests and frees the batch on exit."""
+
+    def __init__(self, engine, capacity=128):
+        self.engine = engine  # keeps the Python engine (and its registered memory) alive
+        self.capacity = capacity
+        self._submitted = 0
+        self._lock = threading.Lock()
+        out = ctypes.POINTER(_lib.BatchHandle)()
+        lib.mc_batch_create(engine._h(), capacity, ctypes.byref(out))
+        self._handle = out
+
+    def _h(self):
+        h = self._handle
+        if not h:
+            raise _closed("batch")
+        return h
+
+    def submit(self, requests):
+        """Submits mc.Request tuples; none starts if any is bad. Returns the index of the first."""
+        arr = _requests(requests)
+        if len(arr) == 0:
+            raise errors.InvalidArgument(-1, "submit: no requests")
+        with self._lock:
+            lib.mc_batch_submit(self._h(), arr, len(arr))
+            first = self._submitted
+            self._submitted += len(arr)
+        return first
+
+    def wait(self, timeout=None):
+        """Waits until every submitted request ended (timeout in seconds; None: no limit; 0:
+        poll). Raises the first failed request's error, or mc.Timeout."""
+        lib.mc_batch_wait(self._h(), _timeout_ms(timeout))
+
+    def status(self, index):
+        """An mc.RequestStatus(state, error, bytes) of request index."""
+        out = _lib.RequestStatusC()
+        lib.mc_batch_status(self._h(), index, ctypes.byref(out))
+        return RequestStatus(RequestState(out.state), out.error, out.bytes)
+
+    def cancel(self):
+        """Cancels every pending request (they end FAILED with mc.Canceled); returns once none
+        can touch memory any more."""
+        lib.mc_batch_cancel(self._h())
+
+    def statuses(self):
+        return [self.status(i) for i in range(self._submitted)]
+
+    def __len__(self):
+        return self._submitted
+
+    def reset(self):
+        """Forgets every request (mc.Busy while some are pending)."""
+        lib.mc_batch_reset(self._h())
+        self._submitted = 0
+
+    def close(self):
+        """Frees the batch (mc.Busy while requests are pending). Idempotent."""
+        h = self._handle
+        if h:
+            lib.mc_batch_destroy(h)
+            self._handle = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if not self._handle:
+            return
+        try:
+            self.close()
+        except errors.Busy:
+            try:
+                self.wait(None)
+            except errors.Error:
+                if exc[0] is None:
+                    raise
+            finally:
+                self.close()
+
+    def __del__(self):
+        try:
+            if self._handle:
+                try:
+                    self.close()
+                except errors.Busy:
+                    try:
+                        lib.mc_batch_wait(self._handle, -1)
+                    except errors.Error:
+                        pass
+                    self.close()
+        except Exception:
+            pass
+
+
+# ----------------------------------------------------------------------------- heap
+
+
+class Heap:
+    """An offset allocator over [0, capacity): alloc(size, align) -> offset, free(offset)."""
+
+    def __init__(self, capacity):
+        out = ctypes.POINTER(_lib.HeapHandle)()
+        lib.mc_heap_create(capacity, ctypes.byref(out))
+        self._handle = out
+
+    def _h(self):
+        h = self._handle
+        if not h:
+            raise _closed("heap")
+        return h
+
+    def alloc(self, size, align=1):
+        """An offset of size bytes aligned to align (mc.NoMemory when there is no room)."""
+        out = ctypes.c_uint64()
+        lib.mc_heap_alloc(self._h(), size, align, ctypes.byref(out))
+        return out.value
+
+    def free(self, offset):
+        lib.mc_heap_free(self._h(), offset)
+
+    def stats(self):
+        """An mc.HeapStats(capacity, used, free, largest_free, allocations)."""
+        s = _lib.HeapStatsC()
+        s.size = ctypes.sizeof(s)
+        lib.mc_heap_stats(self._h(), ctypes.byref(s))
+        return HeapStats(s.capacity, s.used, s.free, s.largest_free, s.allocations)
+
+    def close(self):
+        h, self._handle = self._handle, None
+        if h:
+            lib.mc_heap_destroy(h)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+# ----------------------------------------------------------------------------- logging
+
+_log_callback = None  # the ctypes thunk must outlive its use by the library
+
+
+def set_log_handler(fn):
+    """Sends every log line to fn(level: mc.LogLevel, message: str), called from mc threads;
+    None restores stderr. Exceptions in fn are swallowed."""
+    global _log_callback
+    if fn is None:
+        lib.mc_log_set_handler(ctypes.cast(None, _lib.LOG_FN), None)
+        _log_callback = None
+        return
+
+    def thunk(level, message, user):
+        try:
+            fn(LogLevel(level) if 0 <= level <= 3 else level,
+               message.decode("utf-8", "replace") if message else "")
+        except BaseException:
+            pass
+
+    cb = _lib.LOG_FN(thunk)
+    lib.mc_log_set_handler(cb, None)
+    _log_callback = cb  # replace only after the library switched, so the old one stayed valid
+
+
+def set_log_level(level):
+    """Sets the process-wide log level (mc.LogLevel or 0..3)."""
+    lib.mc_log_set_level(int(level))

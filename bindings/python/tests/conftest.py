@@ -1,0 +1,32 @@
+import os
+import pathlib
+import sys
+
+# Import the package from this tree (bindings/python) unless it is installed.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+
+import pytest  # noqa: E402
+
+import mc  # noqa: E402
+
+
+@pytest.fixture
+def engine():
+    with mc.Engine(listen="127.0.0.1:0", workers=2, timeout_ms=3000) as e:
+        yield e
+
+
+@pytest.fixture
+def pair():
+    """Two engines in one process; a opens b's segment over loopback TCP."""
+    with mc.Engine(listen="127.0.0.1:0", workers=2, timeout_ms=3000) as a, \
+         mc.Engine(listen="127.0.0.1:0", workers=2, timeout_ms=3000) as b:
+        yield a, b
+
+
+def repo_root():
+    return pathlib.Path(__file__).resolve().parents[3]
+
+
+def build_dir():
+    return pathlib.Path(os.environ.get("MC_BUILD_DIR", repo_root() / "build"))

@@ -1,0 +1,321 @@
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mc::{Engine, ErrorCode, Heap, Request, RequestState, SegmentState};
+
+fn engine() -> Engine {
+    Engine::new([
+        ("listen", "127.0.0.1:0"),
+        ("workers", "2"),
+        ("timeout_ms", "3000"),
+    ])
+    .unwrap()
+}
+
+fn pattern(n: usize, seed: u8) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+#[test]
+fn version() {
+    let (major, minor, patch) = mc::version();
+    assert_eq!(major, 0);
+    assert_eq!(mc::version_string(), format!("{major}.{minor}.{patch}"));
+}
+
+#[test]
+fn errors_carry_status_and_message() {
+    let e = Engine::new([("no_such_key", "1")]).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidArg);
+    assert_eq!(e.status(), -1);
+    assert!(e.message().contains("no_such_key"), "{e}");
+    assert!(e.to_string().contains("invalid argument"));
+    assert_eq!(ErrorCode::from_status(-9999), ErrorCode::Other);
+    for (s, c) in [
+        (-2, ErrorCode::NoMemory),
+        (-3, ErrorCode::NotFound),
+        (-4, ErrorCode::OutOfRange),
+        (-5, ErrorCode::Exists),
+        (-6, ErrorCode::Busy),
+        (-7, ErrorCode::Timeout),
+        (-8, ErrorCode::PeerDown),
+        (-9, ErrorCode::Transport),
+        (-10, ErrorCode::Unsupported),
+        (-11, ErrorCode::Metadata),
+        (-12, ErrorCode::Internal),
+        (-13, ErrorCode::BufferTooSmall),
+        (-14, ErrorCode::Canceled),
+    ] {
+        assert_eq!(ErrorCode::from_status(s), c);
+        assert_ne!(mc::status_str(s), mc::status_str(-9999));
+    }
+
+    let eng = engine();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let e = eng.open(&format!("127.0.0.1:{port}")).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::PeerDown, "{e}");
+    let buf = eng.alloc(8192).unwrap();
+    let e = unsafe { eng.register_raw(buf.as_ptr().add(4096) as *mut u8, 4096, None) }.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Exists);
+    assert_eq!(eng.batch(0).err().unwrap().code(), ErrorCode::InvalidArg);
+    assert_eq!(eng.alloc(0).err().unwrap().code(), ErrorCode::InvalidArg);
+}
+
+#[test]
+fn messages_are_per_thread() {
+    let handles: Vec<_> = (0..4)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let key = format!("bad_key_{i}");
+                for _ in 0..100 {
+                    let e = Engine::new([(key.as_str(), "1")]).unwrap_err();
+                    assert!(e.message().contains(&key), "{e}");
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+}
+
+#[test]
+fn loopback_write_read() {
+    let (a, b) = (engine(), engine());
+    let n = 1 << 20;
+    let mut src = a.alloc(n).unwrap();
+    src.copy_from_slice(&pattern(n, 7));
+    let dst = b.alloc(n).unwrap();
+    let seg = a.open(b.name()).unwrap();
+    let info = seg.info().unwrap();
+    assert_eq!(info.state, SegmentState::Ok);
+    assert_eq!((info.buffer_count, info.total_bytes), (1, n as u64));
+    assert!(info.transport == "tcp" || info.transport == "shm", "{}", info.transport);
+    let bufs = seg.buffers().unwrap();
+    assert_eq!(bufs.len(), 1);
+    assert_eq!((bufs[0].addr, bufs[0].length), (dst.addr(), n as u64));
+    assert!(bufs[0].location.starts_with("cpu"));
+
+    a.write(&src, &seg, dst.addr()).unwrap();
+    assert!(dst[..] == src[..]);
+    let mut back = a.register(vec![0u8; 4096]).unwrap();
+    a.read(&mut back, &seg, dst.addr() + 4096).unwrap();
+    assert_eq!(&back[..], &src[4096..8192]);
+    let back = back.into_inner();
+    assert_eq!(back.len(), 4096);
+
+    // Unregistered local memory is refused, not copied.
+    let e = a.write(&[0u8; 64], &seg, dst.addr()).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::OutOfRange, "{e}");
+    let e = a.write(&src, &seg, dst.addr() + 1).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::OutOfRange);
+
+    let stats = a.stats_json().unwrap();
+    assert!(stats.contains("\"requests_completed\""), "{stats}");
+    assert!(stats.contains(a.name()));
+}
+
+#[test]
+fn own_segment_is_local() {
+    let e = engine();
+    let mut src = e.alloc(8192).unwrap();
+    src.fill(b'x');
+    let dst = e.alloc(8192).unwrap();
+    let seg = e.open(e.name()).unwrap();
+    assert_eq!(seg.info().unwrap().transport, "local");
+    e.write(&src, &seg, dst.addr()).unwrap();
+    assert!(dst.iter().all(|&c| c == b'x'));
+}
+
+#[test]
+fn batch_and_transfer() {
+    let (a, b) = (engine(), engine());
+    const N: usize = 16;
+    const SIZE: usize = 65536;
+    let mut src = a.alloc(N * SIZE).unwrap();
+    for (i, chunk) in src.chunks_mut(SIZE).enumerate() {
+        chunk.fill(i as u8);
+    }
+    let dst = b.alloc(N * SIZE).unwrap();
+    let seg = a.open(b.name()).unwrap();
+    let remote = dst.addr();
+    {
+        let mut batch = a.batch(N).unwrap();
+        let reqs: Vec<_> = src
+            .chunks(SIZE)
+            .enumerate()
+            .map(|(i, c)| Request::write(c, &seg, remote + (i * SIZE) as u64))
+            .collect();
+        let mut it = reqs.into_iter();
+        assert_eq!(batch.submit(it.by_ref().take(N / 2)).unwrap(), 0);
+        assert_eq!(batch.submit(it).unwrap(), N / 2);
+        assert_eq!(batch.len(), N);
+        batch.wait(Some(Duration::from_secs(5))).unwrap();
+        for i in 0..N {
+            let st = batch.status(i).unwrap();
+            assert_eq!(
+                (st.state, st.error, st.bytes),
+                (RequestState::Completed, 0, SIZE as u64)
+            );
+        }
+        assert_eq!(batch.status(N).unwrap_err().code(), ErrorCode::InvalidArg);
+        let e = batch
+            .submit([Request::write(&src[..SIZE], &seg, remote)])
+            .unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidArg); // capacity used up
+        batch.reset().unwrap();
+        assert!(batch.is_empty());
+        batch.cancel().unwrap(); // nothing pending: fine
+    }
+    assert!(dst[..] == src[..]);
+
+    let mut reqs: Vec<_> = src
+        .chunks_mut(SIZE)
+        .enumerate()
+        .map(|(i, c)| Request::read(c, &seg, remote + (i * SIZE) as u64))
+        .collect();
+    a.transfer(&mut reqs, Some(Duration::from_secs(5))).unwrap();
+}
+
+#[test]
+fn concurrent_writers() {
+    let (a, b) = (engine(), engine());
+    const T: usize = 4;
+    const SIZE: usize = 1 << 16;
+    let mut src = a.alloc(T * SIZE).unwrap();
+    src.copy_from_slice(&pattern(T * SIZE, 3));
+    let dst = b.alloc(T * SIZE).unwrap();
+    let seg = a.open(b.name()).unwrap();
+    let remote = dst.addr();
+    let batch = a.batch(T * 10).unwrap();
+    std::thread::scope(|s| {
+        for (i, chunk) in src.chunks(SIZE).enumerate() {
+            let (a, seg, batch) = (&a, &seg, &batch);
+            s.spawn(move || {
+                for k in 0..10 {
+                    let r = remote + (i * SIZE) as u64;
+                    if k % 2 == 0 {
+                        a.write(chunk, seg, r).unwrap();
+                    } else {
+                        batch.submit([Request::write(chunk, seg, r)]).unwrap();
+                    }
+                }
+            });
+        }
+    });
+    batch.wait(Some(Duration::from_secs(10))).unwrap();
+    drop(batch);
+    assert!(dst[..] == src[..]);
+}
+
+#[test]
+fn heap() {
+    let h = Heap::new(1 << 30).unwrap();
+    let off = h.alloc(4096, 64).unwrap();
+    assert_eq!(off % 64, 0);
+    let st = h.stats().unwrap();
+    assert_eq!((st.capacity, st.allocations), (1 << 30, 1));
+    assert!(st.used >= 4096 && st.free == st.capacity - st.used);
+    h.free(off).unwrap();
+    assert_eq!(h.free(off).unwrap_err().code(), ErrorCode::NotFound);
+    assert_eq!(h.alloc(2 << 30, 1).unwrap_err().code(), ErrorCode::NoMemory);
+    assert_eq!(Heap::new(0).err().unwrap().code(), ErrorCode::InvalidArg);
+}
+
+#[test]
+fn log_handler() {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let l2 = lines.clone();
+    mc::set_log_handler(Some(Box::new(move |_lvl, msg| {
+        l2.lock().unwrap().push(msg.to_owned())
+    })));
+    mc::set_log_level(mc::LogLevel::Debug);
+    {
+        let e = Engine::new([("listen", "127.0.0.1:0"), ("log_level", "debug")]).unwrap();
+        let _b = e.alloc(4096).unwrap();
+    }
+    mc::set_log_level(mc::LogLevel::Warn);
+    mc::set_log_handler(None);
+    assert!(!lines.lock().unwrap().is_empty());
+}
+
+fn build_dir() -> PathBuf {
+    std::env::var_os("MC_BUILD_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../build"))
+}
+
+/// A target in another process: `mc_bench target` when built, else this test binary re-run
+/// in target mode (see `helper_target`).
+#[test]
+fn two_process() {
+    let bench = build_dir().join("bin/mc_bench");
+    let mut cmd = if bench.exists() {
+        let mut c = Command::new(bench);
+        c.args(["target", "--listen", "127.0.0.1:0", "--size", "64M"]);
+        c
+    } else {
+        let mut c = Command::new(std::env::current_exe().unwrap());
+        c.args([
+            "--exact",
+            "helper_target",
+            "--nocapture",
+            "--test-threads=1",
+        ]);
+        c.env("MC_RUST_HELPER_TARGET", "1");
+        c
+    };
+    let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    // libtest prints "test helper_target ... " before the helper's own line.
+    let name = loop {
+        line.clear();
+        if out.read_line(&mut line).unwrap() == 0 {
+            child.kill().ok();
+            panic!("target exited without printing its segment");
+        }
+        if let Some(i) = line.find("segment: ") {
+            break line[i + "segment: ".len()..].trim().to_owned();
+        }
+    };
+    let result = std::panic::catch_unwind(|| {
+        let e = engine();
+        let seg = e.open(&name).unwrap();
+        let bufs = seg.buffers().unwrap();
+        let n = 16 << 20;
+        assert!(bufs[0].length >= n as u64);
+        let mut src = e.alloc(n).unwrap();
+        src.copy_from_slice(&pattern(n, 11));
+        let mut dst = e.alloc(n).unwrap();
+        e.write(&src, &seg, bufs[0].addr).unwrap();
+        e.read(&mut dst, &seg, bufs[0].addr).unwrap();
+        assert!(src[..] == dst[..]);
+    });
+    child.kill().ok();
+    child.wait().ok();
+    result.unwrap();
+}
+
+#[test]
+fn helper_target() {
+    if std::env::var_os("MC_RUST_HELPER_TARGET").is_none() {
+        return;
+    }
+    let e = Engine::new([("listen", "127.0.0.1:0")]).unwrap();
+    let _buf = e.alloc(64 << 20).unwrap();
+    println!("segment: {}", e.name());
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}

@@ -1,0 +1,96 @@
+# mk/hardening.mk - sanitizers, valgrind, fuzzers and coverage (included from the Makefile).
+#
+#   make test-asan       ASan + UBSan (-fno-sanitize-recover=all): library and tests built in
+#                        build-asan/ with g++/gcc, then every C/C++ test run
+#   make test-tsan       the same with ThreadSanitizer in build-tsan/
+#   make test-valgrind   memcheck over VALGRIND_TESTS of the plain build ($(BUILD)/tests/)
+#   make fuzz            libFuzzer targets tests/fuzz/fuzz_*.cc, built with clang++ in build-fuzz/
+#   make fuzz-smoke      each fuzz target for FUZZ_SECONDS on a temporary copy of its seeds
+#   make coverage        gcov build in build-cov/, runs the tests, prints gcovr line coverage of src/
+#   make test-hardening  all of the above except coverage, one after the other, fuzz-smoke for
+#                        HARDEN_FUZZ_SECONDS (20) per target (`make test` runs it)
+#
+# Sanitizer and valgrind runs use the small test scale, HARDEN_SCALE; soaks stay in test-long.
+
+HARDEN_SCALE   ?= 1
+FUZZ_SECONDS   ?= 30
+HARDEN_FUZZ_SECONDS ?= 20
+FUZZ_BUILD     := build-fuzz
+FUZZ_CXX       ?= clang++
+VALGRIND_TESTS ?= test_api test_memheap test_tcp test_process
+
+ASAN_SAN := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+TSAN_SAN := -fsanitize=thread
+# detect_leaks: LeakSanitizer runs at exit of every test program.
+HARDEN_ASAN_ENV := ASAN_OPTIONS=detect_leaks=1:strict_string_checks=1:detect_stack_use_after_return=1:check_initialization_order=1 \
+  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+# intercept_send=0: TSan records the read of a send()/sendmsg() buffer *after* its release on
+# the fd, and it cannot see the happens-before that a TCP round trip between two engines of one
+# process gives (WRITE -> ACK -> completion -> the caller reuses the buffer). With it on, every
+# test that reuses a buffer after a completed TCP transfer reports a race on the sender's
+# sendmsg. Only send* buffer checks are off; loads, stores, memcpy, recv and locks are checked.
+# Suppressions (tests/tsan.supp) are for third-party false positives only; see that file.
+HARDEN_TSAN_ENV := TSAN_OPTIONS="intercept_send=0 second_deadlock_stack=1 history_size=4 suppressions=$(CURDIR)/tests/tsan.supp"
+
+.PHONY: test-asan test-tsan test-valgrind fuzz fuzz-smoke coverage test-hardening
+
+test-asan:
+	$(HARDEN_ASAN_ENV) $(MAKE) --no-print-directory BUILD=build-asan OPT=-O1 SAN="$(ASAN_SAN)" \
+	  MC_TEST_SCALE=$(HARDEN_SCALE) test-c
+
+test-tsan:
+	$(HARDEN_TSAN_ENV) $(MAKE) --no-print-directory BUILD=build-tsan OPT=-O1 SAN="$(TSAN_SAN)" \
+	  MC_TEST_SCALE=$(HARDEN_SCALE) test-c
+
+test-valgrind: all $(TEST_HELPERS) $(addprefix $(BUILD)/tests/,$(VALGRIND_TESTS))
+	MC_TEST_SCALE=$(HARDEN_SCALE) ./scripts/valgrind-tests.sh $(addprefix $(BUILD)/tests/,$(VALGRIND_TESTS))
+
+# ---- fuzzing: the library's sources compiled again with clang++ and coverage instrumentation
+# (fuzzer-no-link), archived, and linked into each target with libFuzzer's main. No -Werror:
+# g++ keeps the sources warning-free; a clang-only warning must not stop `make test`.
+FUZZ_SAN      := -fsanitize=address,undefined -fno-sanitize-recover=all
+FUZZ_CXXFLAGS := -std=c++20 -O1 -g -fno-omit-frame-pointer -Wall -Wextra -pthread -Iinclude -Isrc \
+  -MMD -MP $(FUZZ_SAN)
+FUZZ_OBJS     := $(SRCS:%.cpp=$(FUZZ_BUILD)/obj/%.o)
+FUZZ_LIB      := $(FUZZ_BUILD)/lib/libmc_fuzz.a
+FUZZ_TARGETS  := $(patsubst tests/fuzz/%.cc,$(FUZZ_BUILD)/%,$(sort $(wildcard tests/fuzz/fuzz_*.cc)))
+
+$(FUZZ_BUILD)/obj/%.o: %.cpp
+	@mkdir -p $(dir $@)
+	$(FUZZ_CXX) $(FUZZ_CXXFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+$(FUZZ_BUILD)/obj/tests/fuzz/%.o: tests/fuzz/%.cc
+	@mkdir -p $(dir $@)
+	$(FUZZ_CXX) $(FUZZ_CXXFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+$(FUZZ_LIB): $(FUZZ_OBJS)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $(FUZZ_OBJS)
+$(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/obj/tests/fuzz/fuzz_%.o $(FUZZ_LIB)
+	$(FUZZ_CXX) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $< $(FUZZ_LIB) $(LIBS_PRIVATE)
+
+fuzz: $(FUZZ_TARGETS)
+
+fuzz-smoke: fuzz
+	./scripts/fuzz-smoke.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+-include $(shell find $(FUZZ_BUILD)/obj -name '*.d' 2>/dev/null)
+
+# ---- coverage: gcov counters from the C/C++ tests at the default scale, lines of src/ only.
+coverage:
+	find build-cov -name '*.gcda' -delete 2>/dev/null || true
+	rm -rf build-cov/cov
+	$(MAKE) --no-print-directory BUILD=build-cov OPT=-O0 SAN=--coverage test-c || \
+	  echo "coverage: some tests failed; the figures below are still printed"
+	@mkdir -p build-cov/cov
+	gcovr -r . --filter 'src/' --object-directory build-cov/obj --print-summary \
+	  --html-details build-cov/cov/index.html build-cov/obj | tee build-cov/cov/summary.txt
+
+# ---- all of it but coverage, one at a time: two of them at once would time each other out on 2 cores.
+test-hardening:
+	$(MAKE) --no-print-directory test-asan
+	$(MAKE) --no-print-directory test-tsan
+	$(MAKE) --no-print-directory test-valgrind
+	$(MAKE) --no-print-directory fuzz-smoke FUZZ_SECONDS=$(HARDEN_FUZZ_SECONDS)
+
+# For scripts/check-abi.sh: prints a make variable (e.g. make -s harden-print-LIB_LDFLAGS).
+harden-print-%:
+	@echo '$($*)'

@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""Writes the committed seed corpora of tests/fuzz/corpus/{control,descriptor,config}.
+
+Run once after a wire or format change: python3 tests/fuzz/make-seeds.py. The seeds are small
+valid and invalid inputs; fuzz-smoke copies them to a temporary folder and never grows them.
+"""
+import os
+import struct
+
+root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
+MAGIC, VERSION = 0x3157434D, 1
+GET_DESC, PING, WRITE, READ, CONTROL = 1, 3, 5, 7, 10
+BUF = 0x10000000  # fuzz_control registers 2 x 64 KiB here
+BUFLEN = 64 << 10
+
+
+def hdr(t, id=1, addr=0, length=0, status=0, magic=MAGIC, version=VERSION):
+    return struct.pack("<IHHQQQiI", magic, version, t, id, addr, length, status, 0)
+
+
+def put(target, name, data):
+    if isinstance(data, str):
+        data = data.encode()
+    with open(os.path.join(root, target, name), "wb") as f:
+        f.write(data)
+
+
+# ---- control: bytes a client sends on one connection
+put("control", "ping", hdr(PING))
+put("control", "get_desc", hdr(GET_DESC, 2))
+put("control", "write_then_read", hdr(WRITE, 3, BUF, 64) + bytes(range(64)) + hdr(READ, 4, BUF, 64))
+put("control", "read_span", hdr(READ, 5, BUF + BUFLEN - 32, 64))
+put("control", "write_span", hdr(WRITE, 6, BUF + BUFLEN - 8, 16) + b"x" * 16)
+put("control", "read_large", hdr(READ, 7, BUF, 2 * BUFLEN))
+put("control", "write_refused_drained", hdr(WRITE, 8, 0x1000, 16) + b"y" * 16 + hdr(PING, 9))
+put("control", "write_refused_big", hdr(WRITE, 10, 0x1000, 2 << 20))
+put("control", "read_refused", hdr(READ, 11, BUF + 2 * BUFLEN, 8) + hdr(READ, 12, BUF, 0))
+put("control", "write_truncated", hdr(WRITE, 13, BUF, 4096) + b"z" * 100)
+put("control", "bad_magic", "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+put("control", "bad_version", hdr(PING, version=2))
+put("control", "unknown_type", hdr(99))
+put("control", "ping_with_payload", hdr(PING, length=4) + b"abcd")
+put("control", "control_rdma", hdr(CONTROL, 14, 0, 10) + b"rdma\0hello")
+put("control", "control_no_channel", hdr(CONTROL, 15, 0, 5) + b"hello")
+put("control", "control_too_big", hdr(CONTROL, 16, 0, (64 << 20) + 1))
+put("control", "half_header", hdr(PING)[:20])
+put("control", "pipeline", b"".join(hdr(PING, i) + hdr(READ, 100 + i, BUF + i * 512, 512) for i in range(16)))
+
+# ---- descriptor: JSON text
+good = ('{"major":1,"minor":0,"name":"127.0.0.1:15000","incarnation":"9f3c00aa11bb22cc",'
+        '"version":7,"host_id":"b00t","pid":1234,"tcp":"127.0.0.1:15000",'
+        '"buffers":[{"addr":4096,"length":4096,"location":"cpu"},'
+        '{"addr":8192,"length":100,"location":"cpu:1"}]}')
+put("descriptor", "good", good)
+put("descriptor", "ext_and_transports",
+    '{"major":1,"minor":3,"name":"n","incarnation":"1","version":0,"buffers":[{"addr":1,"length":1,'
+    '"ext":{"rdma":{"rkey":[1,2],"lkey":null}}}],"transports":{"shm":{"path":"/x"},"rdma":[1]}}')
+put("descriptor", "empty_buffers", '{"major":1,"name":"","incarnation":"0","version":1,"buffers":[]}')
+put("descriptor", "major2", good.replace('"major":1', '"major":2'))
+put("descriptor", "overlap",
+    '{"major":1,"name":"a","incarnation":"ff","version":1,"buffers":[{"addr":0,"length":10},{"addr":5,"length":10}]}')
+put("descriptor", "wrap",
+    '{"major":1,"name":"a","incarnation":"ff","version":1,"buffers":[{"addr":18446744073709551615,"length":2}]}')
+put("descriptor", "bad_incarnation", good.replace("9f3c00aa11bb22cc", "9f3c00aa11bb22cc0"))
+put("descriptor", "float_fields", good.replace('"pid":1234', '"pid":1e300').replace('"version":7', '"version":-1.5'))
+put("descriptor", "wrong_types", '{"major":"1","name":5,"incarnation":[],"version":{},"buffers":"x"}')
+put("descriptor", "not_object", "[1,2,3]")
+put("descriptor", "truncated", good[:60])
+put("descriptor", "unicode", '{"major":1,"name":"\\u00e9\\ud83d\\ude00","incarnation":"a","version":1,"buffers":[]}')
+
+# ---- config: (key, value) strings in FuzzedDataProvider form, each ended by "\\\n"
+def cfg(*pairs):
+    return "".join(k + "\\\n" + v + "\\\n" for k, v in pairs)
+
+put("config", "all_keys", cfg(("name", "node-1"), ("metadata", "p2p"), ("listen", "127.0.0.1:0"),
+                              ("transports", "tcp,local"), ("workers", "4"), ("slice_size", "1M"),
+                              ("tcp_connections", "4"), ("timeout_ms", "5000"), ("log_level", "debug")))
+put("config", "sizes", cfg(("slice_size", "4K"), ("slice_size", "1g"), ("slice_size", "4095"),
+                           ("slice_size", "18446744073709551615"), ("slice_size", "K")))
+put("config", "ints", cfg(("workers", "0"), ("workers", "257"), ("workers", "-1"),
+                          ("timeout_ms", "3600001"), ("workers", "9999999999999999999")))
+put("config", "bad_keys", cfg(("", "x"), ("Workers", "4"), ("unknown", "1"), ("name", "has space")))
+put("config", "listen", cfg(("listen", "localhost:65535"), ("listen", "1.2.3.4:65536"),
+                            ("listen", "::1:80"), ("listen", ":80")))
+put("config", "transports", cfg(("transports", "auto"), ("transports", ""), ("transports", "tcp,,local"),
+                                ("transports", "shm"), ("log_level", "3")))

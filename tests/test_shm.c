@@ -1,0 +1,328 @@
+/* The same-host transport between two processes: both memory kinds verified, refusals write
+ * nothing, a peer killed while mapped, a peer restarted under the same name, automatic choice,
+ * and transports=tcp still working on one host. */
+#define _GNU_SOURCE
+#include <libgen.h>
+#include <limits.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "testutil.h"
+
+/* Every helper still running, killed by each test's teardown even when an assert failed. */
+static pid_t g_children[16];
+
+static int kill_children(void **state) {
+  (void)state;
+  for (int i = 0; i < 16; i++)
+    if (g_children[i] > 0) {
+      kill(g_children[i], SIGKILL);
+      waitpid(g_children[i], NULL, 0);
+      g_children[i] = 0;
+    }
+  return 0;
+}
+
+struct target {
+  pid_t pid;
+  char name[320];
+  uint64_t alloc, plain;
+};
+
+static void start_target(struct target *t, size_t size, uint64_t seed, const char *listen) {
+  char exe[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  assert_true(n > 0);
+  exe[n] = 0;
+  char helper[PATH_MAX + 32];
+  snprintf(helper, sizeof helper, "%s/helper_shm", dirname(exe));
+  int fds[2];
+  assert_int_equal(pipe(fds), 0);
+  char sz[32], sd[32], ls[300];
+  snprintf(sz, sizeof sz, "%zu", size);
+  snprintf(sd, sizeof sd, "%llu", (unsigned long long)seed);
+  snprintf(ls, sizeof ls, "listen=%s", listen ? listen : "127.0.0.1:0");
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    dup2(fds[1], 1);
+    close(fds[0]);
+    close(fds[1]);
+    execl(helper, helper, sz, sd, ls, "timeout_ms=2000", (char *)NULL);
+    _exit(127);
+  }
+  for (int i = 0; i < 16; i++)
+    if (g_children[i] == 0) {
+      g_children[i] = pid;
+      break;
+    }
+  close(fds[1]);
+  FILE *f = fdopen(fds[0], "r");
+  char line[300];
+  assert_non_null(fgets(line, sizeof line, f));
+  assert_int_equal(strncmp(line, "segment: ", 9), 0);
+  line[strcspn(line, "\n")] = 0;
+  snprintf(t->name, sizeof t->name, "%s", line + 9);
+  assert_non_null(fgets(line, sizeof line, f));
+  t->alloc = strtoull(line + 7, NULL, 16);
+  assert_non_null(fgets(line, sizeof line, f));
+  t->plain = strtoull(line + 7, NULL, 16);
+  fclose(f);
+  t->pid = pid;
+}
+
+static void stop_target(struct target *t, int sig) {
+  if (t->pid <= 0) return;
+  kill(t->pid, sig);
+  waitpid(t->pid, NULL, 0);
+  for (int i = 0; i < 16; i++)
+    if (g_children[i] == t->pid) g_children[i] = 0;
+  t->pid = 0;
+}
+
+static char *stats(mc_engine_t *e) {
+  static char buf[1 << 16];
+  size_t need;
+  assert_int_equal(mc_engine_stats_json(e, buf, sizeof buf, &need), MC_OK);
+  return buf;
+}
+
+static uint64_t stat_u64(const char *js, const char *obj, const char *key) {
+  const char *o = strstr(js, obj);
+  assert_non_null(o);
+  const char *k = strstr(o, key);
+  assert_non_null(k);
+  return strtoull(k + strlen(key) + 1, NULL, 10);
+}
+
+static void roundtrip(mc_engine_t *e, mc_segment_t s, char *l, uint64_t remote, size_t len,
+                      uint64_t expect_seed, uint64_t new_seed) {
+  /* READ the target's pattern, then WRITE a new one and READ it back. */
+  memset(l, 0, len);
+  mc_request_t r = {MC_READ, 0, l, s, remote, len};
+  assert_int_equal(mc_transfer(e, &r, 1, 10000), MC_OK);
+  assert_int_equal(tu_check(l, len, expect_seed), -1);
+  tu_fill(l, len, new_seed);
+  mc_request_t w[8];
+  for (int i = 0; i < 8; i++) w[i] = (mc_request_t){MC_WRITE, 0, l + i * (len / 8), s, remote + i * (len / 8), len / 8};
+  assert_int_equal(mc_transfer(e, w, 8, 10000), MC_OK);
+  memset(l, 0, len);
+  assert_int_equal(mc_transfer(e, &r, 1, 10000), MC_OK);
+  assert_int_equal(tu_check(l, len, new_seed), -1);
+}
+
+static void test_both_memory_kinds(void **state) {
+  (void)state;
+  size_t len = 16 << 20;
+  struct target t;
+  start_target(&t, len, 10, NULL);
+  mc_engine_t *e = tu_engine("timeout_ms", "2000", NULL);
+  void *l = NULL;
+  assert_int_equal(mc_buffer_alloc(e, len, NULL, &l), MC_OK);
+  mc_segment_t s;
+  assert_int_equal(mc_segment_open(e, t.name, &s), MC_OK);
+  mc_segment_info_t info = {.size = sizeof info};
+  assert_int_equal(mc_segment_query(e, s, &info), MC_OK);
+  assert_string_equal(info.transport, "shm"); /* chosen by itself on one host */
+  assert_int_equal(info.buffer_count, 2);
+  roundtrip(e, s, l, t.alloc, len, 10, 20);
+  roundtrip(e, s, l, t.plain, len, 11, 21);
+  /* Small requests too, and odd sizes. */
+  size_t sizes[] = {1, 8, 4095, 65537};
+  for (int i = 0; i < 4; i++) {
+    tu_fill(l, sizes[i], 40 + i);
+    mc_request_t w = {MC_WRITE, 0, l, s, t.alloc + 4096 * i, sizes[i]};
+    assert_int_equal(mc_transfer(e, &w, 1, 10000), MC_OK);
+    memset(l, 0, sizes[i]);
+    mc_request_t r = {MC_READ, 0, l, s, t.alloc + 4096 * i, sizes[i]};
+    assert_int_equal(mc_transfer(e, &r, 1, 10000), MC_OK);
+    assert_int_equal(tu_check(l, sizes[i], 40 + i), -1);
+  }
+  /* The bytes went through shm (memcpy for the memfd buffer, CMA for the plain one), not TCP. */
+  char *js = stats(e);
+  assert_true(stat_u64(js, "\"shm\":{", "\"bytes_copied\"") >= 3 * len);
+  assert_true(stat_u64(js, "\"shm\":{", "\"bytes_cma\"") >= 3 * len);
+  assert_int_equal(stat_u64(js, "\"tcp\":{", "\"bytes_sent\""), 0);
+  /* mc_buffer_unregister refuses alloc memory; mc_buffer_free releases it. */
+  assert_int_equal(mc_buffer_unregister(e, l), MC_ERR_INVALID_ARG);
+  assert_int_equal(mc_buffer_free(e, (char *)l + 1), MC_ERR_NOT_FOUND);
+  assert_int_equal(mc_buffer_free(e, l), MC_OK);
+  assert_int_equal(mc_buffer_free(e, l), MC_ERR_NOT_FOUND);
+  stop_target(&t, SIGTERM);
+  mc_engine_destroy(e);
+}
+
+static void test_out_of_range(void **state) {
+  (void)state;
+  size_t len = 1 << 20;
+  struct target t;
+  start_target(&t, len, 5, NULL);
+  mc_engine_t *e = tu_engine("timeout_ms", "2000", NULL);
+  void *l = NULL;
+  assert_int_equal(mc_buffer_alloc(e, 2 * len, NULL, &l), MC_OK);
+  mc_segment_t s;
+  assert_int_equal(mc_segment_open(e, t.name, &s), MC_OK);
+  /* Past the end of each buffer: refused before anything moves. */
+  mc_request_t w1 = {MC_WRITE, 0, l, s, t.alloc + len - 16, 32};
+  mc_request_t w2 = {MC_WRITE, 0, l, s, t.plain + len - 16, 32};
+  mc_request_t w3 = {MC_WRITE, 0, l, s, t.alloc - 16, 32};
+  assert_int_equal(mc_transfer(e, &w1, 1, 5000), MC_ERR_OUT_OF_RANGE);
+  assert_int_equal(mc_transfer(e, &w2, 1, 5000), MC_ERR_OUT_OF_RANGE);
+  assert_int_equal(mc_transfer(e, &w3, 1, 5000), MC_ERR_OUT_OF_RANGE);
+  /* The target's patterns are intact. */
+  mc_request_t r = {MC_READ, 0, l, s, t.alloc, len};
+  assert_int_equal(mc_transfer(e, &r, 1, 5000), MC_OK);
+  assert_int_equal(tu_check(l, len, 5), -1);
+  r.remote = t.plain;
+  assert_int_equal(mc_transfer(e, &r, 1, 5000), MC_OK);
+  assert_int_equal(tu_check(l, len, 6), -1);
+  stop_target(&t, SIGTERM);
+  mc_engine_destroy(e);
+}
+
+static void test_killed_while_mapped(void **state) {
+  (void)state;
+  size_t len = 8 << 20;
+  struct target t;
+  start_target(&t, len, 7, NULL);
+  mc_engine_t *e = tu_engine("timeout_ms", "2000", "heartbeat_ms", "200", NULL);
+  void *l = NULL;
+  assert_int_equal(mc_buffer_alloc(e, len, NULL, &l), MC_OK);
+  mc_segment_t s;
+  assert_int_equal(mc_segment_open(e, t.name, &s), MC_OK);
+  mc_request_t r = {MC_READ, 0, l, s, t.alloc, len};
+  assert_int_equal(mc_transfer(e, &r, 1, 5000), MC_OK); /* mapped now */
+  stop_target(&t, SIGKILL);
+  uint64_t t0 = tu_now_ms();
+  /* No SIGBUS, no hang: requests fail with PEER_DOWN and the segment becomes unreachable. */
+  mc_status_t st = MC_OK;
+  mc_segment_info_t info = {.size = sizeof info};
+  for (;;) {
+    st = mc_transfer(e, &r, 1, 5000);
+    assert_int_equal(mc_segment_query(e, s, &info), MC_OK);
+    if (st != MC_OK && info.state == MC_SEGMENT_UNREACHABLE) break;
+    assert_true(tu_now_ms() - t0 < 3000);
+    usleep(5000);
+  }
+  assert_int_equal(st, MC_ERR_PEER_DOWN);
+  print_message("peer death seen after %llu ms\n", (unsigned long long)(tu_now_ms() - t0));
+  /* New submits fail at once while unreachable. */
+  uint64_t t1 = tu_now_ms();
+  assert_int_equal(mc_transfer(e, &r, 1, 5000), MC_ERR_PEER_DOWN);
+  assert_true(tu_now_ms() - t1 < 100);
+  mc_engine_destroy(e);
+}
+
+static void test_restart_same_name(void **state) {
+  (void)state;
+  size_t len = 4 << 20;
+  struct target t;
+  start_target(&t, len, 100, NULL);
+  mc_engine_t *e = tu_engine("timeout_ms", "2000", "heartbeat_ms", "100", NULL);
+  void *l = NULL;
+  assert_int_equal(mc_buffer_alloc(e, len, NULL, &l), MC_OK);
+  mc_segment_t s;
+  assert_int_equal(mc_segment_open(e, t.name, &s), MC_OK);
+  mc_segment_info_t info = {.size = sizeof info};
+  assert_int_equal(mc_segment_query(e, s, &info), MC_OK);
+  uint64_t inc0 = info.incarnation;
+  uint64_t old_alloc = t.alloc;
+  mc_request_t r = {MC_READ, 0, l, s, t.alloc, len};
+  assert_int_equal(mc_transfer(e, &r, 1, 5000), MC_OK);
+  assert_int_equal(tu_check(l, len, 100), -1);
+  /* Restart under the same HOST:PORT with a different pattern (new buffer addresses too). */
+  char name[320];
+  snprintf(name, sizeof name, "%s", t.name);
+  stop_target(&t, SIGKILL);
+  start_target(&t, len, 200, name);
+  assert_string_equal(t.name, name);
+  /* The same handle keeps working once the health probe sees the new incarnation. */
+  uint64_t t0 = tu_now_ms();
+  for (;;) {
+    assert_int_equal(mc_segment_query(e, s, &info), MC_OK);
+    if (info.incarnation != inc0 && info.state == MC_SEGMENT_OK) break;
+    assert_true(tu_now_ms() - t0 < 5000);
+    usleep(10000);
+  }
+  assert_int_equal(info.rejoins, 1);
+  mc_request_t r2 = {MC_READ, 0, l, s, t.alloc, len};
+  assert_int_equal(mc_transfer(e, &r2, 1, 5000), MC_OK);
+  assert_int_equal(tu_check(l, len, 200), -1);
+  print_message("rejoin seen and used after %llu ms\n", (unsigned long long)(tu_now_ms() - t0));
+  if (old_alloc != t.alloc) {
+    /* A stale address (old incarnation's buffer) is refused, never written. */
+    mc_request_t stale = {MC_WRITE, 0, l, s, old_alloc, 4096};
+    assert_int_equal(mc_transfer(e, &stale, 1, 5000), MC_ERR_OUT_OF_RANGE);
+  }
+  stop_target(&t, SIGTERM);
+  mc_engine_destroy(e);
+}
+
+static void test_forced_tcp(void **state) {
+  (void)state;
+  size_t len = 4 << 20;
+  struct target t;
+  start_target(&t, len, 300, NULL);
+  mc_engine_t *e = tu_engine("timeout_ms", "2000", "transports", "tcp", NULL);
+  char *l = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  assert_int_equal(mc_buffer_register(e, l, len, NULL), MC_OK);
+  mc_segment_t s;
+  assert_int_equal(mc_segment_open(e, t.name, &s), MC_OK);
+  mc_segment_info_t info = {.size = sizeof info};
+  assert_int_equal(mc_segment_query(e, s, &info), MC_OK);
+  assert_string_equal(info.transport, "tcp");
+  roundtrip(e, s, l, t.alloc, len, 300, 301);
+  roundtrip(e, s, l, t.plain, len, 301, 302);
+  char *js = stats(e);
+  assert_true(stat_u64(js, "\"tcp\":{", "\"bytes_sent\"") >= 2 * len);
+  assert_null(strstr(js, "\"shm\":{"));
+  stop_target(&t, SIGTERM);
+  mc_engine_destroy(e);
+  munmap(l, len);
+}
+
+static void test_unregister_while_peer_copies(void **state) {
+  (void)state;
+  /* In one process: a peer engine copies into our alloc buffer over shm while we free it.
+   * After mc_buffer_free returns, nothing lands in the memfd any more. */
+  mc_engine_t *tgt = tu_engine(NULL);
+  mc_engine_t *ini = tu_engine(NULL);
+  size_t len = 1 << 20;
+  void *tb = NULL, *lb = NULL;
+  assert_int_equal(mc_buffer_alloc(tgt, len, NULL, &tb), MC_OK);
+  assert_int_equal(mc_buffer_alloc(ini, len, NULL, &lb), MC_OK);
+  mc_segment_t s;
+  assert_int_equal(mc_segment_open(ini, mc_engine_name(tgt), &s), MC_OK);
+  mc_segment_info_t info = {.size = sizeof info};
+  assert_int_equal(mc_segment_query(ini, s, &info), MC_OK);
+  assert_string_equal(info.transport, "shm");
+  mc_request_t w = {MC_WRITE, 0, lb, s, (uint64_t)(uintptr_t)tb, len};
+  assert_int_equal(mc_transfer(ini, &w, 1, 5000), MC_OK);
+  assert_int_equal(mc_buffer_free(tgt, tb), MC_OK);
+  /* The initiator's descriptor is stale, but the shm path refuses the freed range. */
+  assert_int_equal(mc_transfer(ini, &w, 1, 5000), MC_ERR_TRANSPORT);
+  mc_engine_destroy(ini);
+  mc_engine_destroy(tgt);
+}
+
+int main(void) {
+  signal(SIGPIPE, SIG_IGN);
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_teardown(test_both_memory_kinds, kill_children),  cmocka_unit_test_teardown(test_out_of_range, kill_children),
+      cmocka_unit_test_teardown(test_killed_while_mapped, kill_children), cmocka_unit_test_teardown(test_restart_same_name, kill_children),
+      cmocka_unit_test_teardown(test_forced_tcp, kill_children),          cmocka_unit_test_teardown(test_unregister_while_peer_copies, kill_children),
+  };
+  return cmocka_run_group_tests_name("shm", tests, NULL, NULL);
+}
