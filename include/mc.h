@@ -158,6 +158,23 @@ MC_API mc_status_t mc_engine_stats_json(mc_engine_t *engine, char *buf, size_t c
 MC_API mc_status_t mc_buffer_register(mc_engine_t *engine, void *addr, size_t length,
                                       const char *location);
 
+/* One buffer for mc_buffer_register_batch. */
+typedef struct mc_buffer_desc {
+  void *addr;
+  uint64_t length;
+  const char *location;     /* as for mc_buffer_register; NULL: detect */
+} mc_buffer_desc_t;
+
+/* Registers count buffers at once, all or nothing (overlaps among them or with registered
+ * buffers: MC_ERR_EXISTS and nothing registered); the descriptor is published once per call,
+ * not per buffer. The message names the offending buffer's index. Thread-safe, never blocks. */
+MC_API mc_status_t mc_buffer_register_batch(mc_engine_t *engine, const mc_buffer_desc_t *bufs,
+                                            size_t count);
+
+/* Unregisters count buffers at once, all or nothing (one unknown: MC_ERR_NOT_FOUND, one in use:
+ * MC_ERR_BUSY, and nothing unregistered). Thread-safe, never blocks. */
+MC_API mc_status_t mc_buffer_unregister_batch(mc_engine_t *engine, void *const *addrs, size_t count);
+
 /* Allocates length bytes of host memory backed by a memfd, registers it and sets *addr.
  * Same-host peers map it directly (the fd passes over a Unix socket), so their READs and
  * WRITEs are plain memory copies with no system call. location: NULL or "cpu"/"cpu:N".

@@ -120,6 +120,32 @@ MC_API mc_status_t mc_buffer_register(mc_engine_t *engine, void *addr, size_t le
   MC_API_CATCH("mc_buffer_register")
 }
 
+MC_API mc_status_t mc_buffer_register_batch(mc_engine_t *engine, const mc_buffer_desc_t *bufs,
+                                            size_t count) {
+  MC_API_TRY
+  if (!engine) return null_arg("mc_buffer_register_batch", "engine");
+  if (!bufs) return null_arg("mc_buffer_register_batch", "bufs");
+  if (count == 0) return fail(MC_ERR_INVALID_ARG, "mc_buffer_register_batch: count must be > 0");
+  std::vector<mc::EngineCore::NewBuffer> nb(count);
+  for (size_t i = 0; i < count; i++)
+    nb[i] = {reinterpret_cast<uint64_t>(bufs[i].addr), bufs[i].length, bufs[i].location, -1};
+  mc::Status st = engine->core->register_buffers(nb.data(), count);
+  if (!st.ok()) return fail(st.code(), "mc_buffer_register_batch: " + st.message());
+  return MC_OK;
+  MC_API_CATCH("mc_buffer_register_batch")
+}
+
+MC_API mc_status_t mc_buffer_unregister_batch(mc_engine_t *engine, void *const *addrs, size_t count) {
+  MC_API_TRY
+  if (!engine) return null_arg("mc_buffer_unregister_batch", "engine");
+  if (!addrs) return null_arg("mc_buffer_unregister_batch", "addrs");
+  if (count == 0) return fail(MC_ERR_INVALID_ARG, "mc_buffer_unregister_batch: count must be > 0");
+  mc::Status st = engine->core->unregister_buffers(addrs, count);
+  if (!st.ok()) return fail(st.code(), "mc_buffer_unregister_batch: " + st.message());
+  return MC_OK;
+  MC_API_CATCH("mc_buffer_unregister_batch")
+}
+
 MC_API mc_status_t mc_buffer_alloc(mc_engine_t *engine, size_t length, const char *location,
                                    void **addr) {
   MC_API_TRY

@@ -23,15 +23,18 @@ namespace mc {
 // ------------------------------------------------------------------------------ completion
 
 void slice_done(const Slice &s, mc_status_t status) {
-  RequestSlot *r = s.slot;
-  if (status != MC_OK) {
-    int32_t expect = MC_OK;
-    r->error.compare_exchange_strong(expect, status);
-  } else {
-    r->bytes.fetch_add(s.len, std::memory_order_relaxed);
+  // A merged slice covers `count` whole requests with consecutive slots; each ends on its own.
+  for (uint32_t k = 0; k < s.count; k++) {
+    RequestSlot *r = s.slot + k;
+    if (status != MC_OK) {
+      int32_t expect = MC_OK;
+      r->error.compare_exchange_strong(expect, status);
+    } else {
+      r->bytes.fetch_add(s.count == 1 ? s.len : r->length, std::memory_order_relaxed);
+    }
+    if (r->remaining.fetch_sub(1, std::memory_order_acq_rel) == 1)
+      r->batch->engine->finish_request(r, r->error.load());
   }
-  if (r->remaining.fetch_sub(1, std::memory_order_acq_rel) == 1)
-    r->batch->engine->finish_request(r, r->error.load());
 }
 
 bool slice_canceled(const Slice &s) { return s.slot->batch->canceled(); }
@@ -219,7 +222,9 @@ void EngineCore::shutdown() {
 
 // ------------------------------------------------------------------------------ buffers
 
-Status EngineCore::register_buffer(void *addr, size_t len, const char *location, int memfd) {
+// Validates a location string (NULL: detect) and returns the one to record.
+Status EngineCore::resolve_location(uint64_t addr, const char *location, std::string *out) {
+  (void)addr;
   std::string loc = location ? location : "cpu";
   if (loc.rfind("cuda", 0) == 0)
     return Err(MC_ERR_UNSUPPORTED, "location \"" + loc + "\": GPU memory is not supported by this build");
@@ -228,50 +233,109 @@ Status EngineCore::register_buffer(void *addr, size_t len, const char *location,
     if (loc.rfind("cpu:", 0) != 0 || !parse_int(loc.substr(4), 0, 4095, &node))
       return Err(MC_ERR_INVALID_ARG, "location \"" + loc + "\" is not \"cpu\", \"cpu:N\" or \"cuda:N\"");
   }
-  uint64_t a = reinterpret_cast<uint64_t>(addr);
-  if (a + len < a) return Err(MC_ERR_INVALID_ARG, "buffer wraps around the address space");
-  std::unique_lock<std::shared_mutex> lk(buffers_mu_);
-  auto it = buffers_.lower_bound(a);
-  if (it != buffers_.end() && it->first < a + len)
-    return Err(MC_ERR_EXISTS, "buffer overlaps the registered buffer at " + std::to_string(it->first));
-  if (it != buffers_.begin()) {
-    auto p = std::prev(it);
-    if (p->first + p->second->length > a)
-      return Err(MC_ERR_EXISTS, "buffer overlaps the registered buffer at " + std::to_string(p->first));
+  *out = std::move(loc);
+  return Status::Ok();
+}
+
+Status EngineCore::register_buffer(void *addr, size_t len, const char *location, int memfd) {
+  NewBuffer nb{reinterpret_cast<uint64_t>(addr), len, location, memfd};
+  return register_buffers(&nb, 1);
+}
+
+// All or nothing: every buffer is checked (location, overlap with registered buffers and with
+// each other) and every transport accepts it, or nothing changes. The descriptor is published
+// once per call.
+Status EngineCore::register_buffers(const NewBuffer *bufs, size_t n) {
+  std::vector<LocalRegion> regions(n);
+  for (size_t i = 0; i < n; i++) {
+    uint64_t a = bufs[i].addr;
+    if (a == 0) return Err(MC_ERR_INVALID_ARG, "buffer " + std::to_string(i) + ": addr is NULL");
+    if (bufs[i].length == 0) return Err(MC_ERR_INVALID_ARG, "buffer " + std::to_string(i) + ": length must be > 0");
+    if (a + bufs[i].length < a) return Err(MC_ERR_INVALID_ARG, "buffer " + std::to_string(i) + " wraps around the address space");
+    std::string loc;
+    Status st = resolve_location(a, bufs[i].location, &loc);
+    if (!st.ok()) return n == 1 ? st : Err(st.code(), "buffer " + std::to_string(i) + ": " + st.message());
+    regions[i] = LocalRegion{a, bufs[i].length, std::move(loc), bufs[i].memfd};
   }
-  LocalRegion region{a, len, loc, memfd};
-  for (size_t i = 0; i < data_transports_.size(); i++) {
-    Status st = data_transports_[i]->on_register(region);
-    if (!st.ok()) {
-      for (size_t j = 0; j < i; j++) data_transports_[j]->on_unregister(region);
-      return st;
+  std::vector<size_t> order(n);
+  for (size_t i = 0; i < n; i++) order[i] = i;
+  std::sort(order.begin(), order.end(), [&](size_t x, size_t y) { return regions[x].addr < regions[y].addr; });
+  for (size_t k = 1; k < n; k++) {
+    auto &p = regions[order[k - 1]], &c = regions[order[k]];
+    if (p.addr + p.length > c.addr)
+      return Err(MC_ERR_EXISTS, "buffers " + std::to_string(order[k - 1]) + " and " + std::to_string(order[k]) + " overlap");
+  }
+  std::unique_lock<std::shared_mutex> lk(buffers_mu_);
+  for (size_t i = 0; i < n; i++) {
+    uint64_t a = regions[i].addr, len = regions[i].length;
+    auto it = buffers_.lower_bound(a);
+    bool overlap = it != buffers_.end() && it->first < a + len;
+    if (!overlap && it != buffers_.begin()) {
+      auto p = std::prev(it);
+      overlap = p->first + p->second->length > a;
+      if (overlap) it = p;
+    }
+    if (overlap)
+      return Err(MC_ERR_EXISTS, (n == 1 ? std::string("buffer") : "buffer " + std::to_string(i)) +
+                                    " overlaps the registered buffer at 0x" + [&] {
+                                      char h[32];
+                                      std::snprintf(h, sizeof h, "%" PRIx64, it->first);
+                                      return std::string(h);
+                                    }());
+  }
+  for (size_t i = 0; i < n; i++) {
+    for (size_t t = 0; t < data_transports_.size(); t++) {
+      Status st = data_transports_[t]->on_register(regions[i]);
+      if (!st.ok()) {
+        for (size_t u = 0; u < t; u++) data_transports_[u]->on_unregister(regions[i]);
+        for (size_t j = 0; j < i; j++)
+          for (auto *tr : data_transports_) tr->on_unregister(regions[j]);
+        return st;
+      }
     }
   }
-  auto b = std::make_unique<LocalBuffer>();
-  b->addr = a;
-  b->length = len;
-  b->location = loc;
-  b->memfd = memfd;
-  buffers_.emplace(a, std::move(b));
+  for (size_t i = 0; i < n; i++) {
+    auto b = std::make_unique<LocalBuffer>();
+    b->addr = regions[i].addr;
+    b->length = regions[i].length;
+    b->location = regions[i].location;
+    b->memfd = regions[i].memfd;
+    buffers_.emplace(b->addr, std::move(b));
+  }
   desc_version_++;
   lk.unlock();
   return publish();
 }
 
 Status EngineCore::unregister_buffer(void *addr, bool memfd_ok) {
-  uint64_t a = reinterpret_cast<uint64_t>(addr);
+  void *const one[1] = {addr};
+  return unregister_buffers(one, 1, memfd_ok);
+}
+
+// All or nothing, like register_buffers.
+Status EngineCore::unregister_buffers(void *const *addrs, size_t n, bool memfd_ok) {
   std::unique_lock<std::shared_mutex> lk(buffers_mu_);
-  auto it = buffers_.find(a);
-  if (it == buffers_.end())
-    return Err(MC_ERR_NOT_FOUND, "no registered buffer starts at this address");
-  if (it->second->in_use.load() != 0)
-    return Err(MC_ERR_BUSY, "the buffer is used by " + std::to_string(it->second->in_use.load()) +
-                                " pending request(s); wait for them first");
-  if (it->second->memfd >= 0 && !memfd_ok)
-    return Err(MC_ERR_INVALID_ARG, "this buffer came from mc_buffer_alloc: release it with mc_buffer_free");
-  LocalRegion region{it->first, it->second->length, it->second->location, it->second->memfd};
-  for (auto *t : data_transports_) t->on_unregister(region);
-  buffers_.erase(it);
+  std::vector<std::map<uint64_t, std::unique_ptr<LocalBuffer>>::iterator> its;
+  its.reserve(n);
+  for (size_t i = 0; i < n; i++) {
+    std::string who = n == 1 ? std::string() : "buffer " + std::to_string(i) + ": ";
+    if (!addrs[i]) return Err(MC_ERR_INVALID_ARG, who + "address is NULL");
+    auto it = buffers_.find(reinterpret_cast<uint64_t>(addrs[i]));
+    if (it == buffers_.end()) return Err(MC_ERR_NOT_FOUND, who + "no registered buffer starts at this address");
+    if (it->second->in_use.load() != 0)
+      return Err(MC_ERR_BUSY, who + "the buffer is used by " + std::to_string(it->second->in_use.load()) +
+                                  " pending request(s); wait for them first");
+    if (it->second->memfd >= 0 && !memfd_ok)
+      return Err(MC_ERR_INVALID_ARG, who + "this buffer came from mc_buffer_alloc: release it with mc_buffer_free");
+    for (auto &o : its)
+      if (o == it) return Err(MC_ERR_INVALID_ARG, who + "the same buffer is listed twice");
+    its.push_back(it);
+  }
+  for (auto &it : its) {
+    LocalRegion region{it->first, it->second->length, it->second->location, it->second->memfd};
+    for (auto *t : data_transports_) t->on_unregister(region);
+    buffers_.erase(it);
+  }
   desc_version_++;
   lk.unlock();
   return publish();
@@ -327,6 +391,7 @@ Status EngineCore::free_buffer(void *addr) {
 
 Status EngineCore::publish() {
   // Serialized so that a slower publish of an older descriptor never overwrites a newer one.
+  if (!metadata_->needs_publish()) return Status::Ok();
   std::lock_guard<std::mutex> lk(publish_mu_);
   Status st = metadata_->publish(local_descriptor());
   if (!st.ok()) MC_LOGW("engine " << name_ << ": publishing the descriptor failed: " << st.message());
@@ -786,10 +851,13 @@ Status EngineCore::submit(BatchCore &b, const mc_request_t *reqs, size_t n) {
   };
   thread_local std::vector<Group> groups;
   size_t ngroups = 0;
+  // Reserved up front: group_for hands out references that must stay valid for the whole call.
+  size_t max_groups = 0;
+  for (auto &t : targets) max_groups += t.routes.size();
+  if (groups.size() < max_groups) groups.resize(max_groups);
   auto group_for = [&](uint32_t t, uint8_t r) -> std::vector<Slice> & {
     for (size_t g = 0; g < ngroups; g++)
       if (groups[g].target == t && groups[g].route == r) return groups[g].slices;
-    if (groups.size() <= ngroups) groups.emplace_back();
     Group &g = groups[ngroups++];
     g.target = t;
     g.route = r;
@@ -797,9 +865,34 @@ Status EngineCore::submit(BatchCore &b, const mc_request_t *reqs, size_t n) {
     return g.slices;
   };
   uint64_t ss = opts_.slice_size;
+  std::vector<Slice> *prev_group = nullptr;  // the group request i-1 went to
   for (size_t i = 0; i < n; i++) {
     const mc_request_t &r = reqs[i];
     RequestSlot *s = b.slot(base + i);
+    auto &v = group_for(tix[i], route_of[i]);
+    // Merge a small request into the previous slice when both sides are adjacent: a batch of
+    // many small pages of one block then costs a few large slices on the wire.
+    if (&v == prev_group && !v.empty() && r.length < ss) {
+      Slice &last = v.back();
+      if (last.op == r.opcode && static_cast<char *>(last.local) + last.len == r.local &&
+          last.remote + last.len == r.remote && last.len + r.length <= ss &&
+          last.slot + last.count == s && (base + i) % BatchCore::kChunk != 0 &&
+          (last.count > 1 || last.slot->length == last.len)) {
+        s->state.store(MC_REQUEST_PENDING, std::memory_order_relaxed);
+        s->error.store(MC_OK, std::memory_order_relaxed);
+        s->bytes.store(0, std::memory_order_relaxed);
+        s->remaining.store(1, std::memory_order_relaxed);
+        s->length = r.length;
+        s->local = reinterpret_cast<uint64_t>(r.local);
+        s->op = r.opcode;
+        s->batch = &b;
+        s->peer = targets[tix[i]].peer;
+        last.len += r.length;
+        last.count++;
+        continue;
+      }
+    }
+    prev_group = &v;
     uint32_t nsl = static_cast<uint32_t>((r.length + ss - 1) / ss);
     s->state.store(MC_REQUEST_PENDING, std::memory_order_relaxed);
     s->error.store(MC_OK, std::memory_order_relaxed);
@@ -810,7 +903,6 @@ Status EngineCore::submit(BatchCore &b, const mc_request_t *reqs, size_t n) {
     s->op = r.opcode;
     s->batch = &b;
     s->peer = targets[tix[i]].peer;
-    auto &v = group_for(tix[i], route_of[i]);
     for (uint64_t off = 0; off < r.length; off += ss) {
       Slice sl;
       sl.local = static_cast<char *>(r.local) + off;

@@ -126,8 +126,16 @@ class EngineCore : public TargetAccess, public std::enable_shared_from_this<Engi
   uint64_t incarnation() const override { return incarnation_; }
   uint32_t timeout_ms() const { return opts_.timeout_ms; }
 
+  struct NewBuffer {
+    uint64_t addr;
+    uint64_t length;
+    const char *location;
+    int memfd;
+  };
   Status register_buffer(void *addr, size_t len, const char *location, int memfd = -1);
+  Status register_buffers(const NewBuffer *bufs, size_t n);
   Status unregister_buffer(void *addr, bool memfd_ok = false);
+  Status unregister_buffers(void *const *addrs, size_t n, bool memfd_ok = false);
   // mc_buffer_alloc / mc_buffer_free: host memory backed by a memfd that same-host peers map.
   Status alloc_buffer(size_t len, const char *location, void **out);
   Status free_buffer(void *addr);
@@ -162,6 +170,7 @@ class EngineCore : public TargetAccess, public std::enable_shared_from_this<Engi
   void notify(Peer &p);
   Descriptor local_descriptor();
   Status publish();
+  Status resolve_location(uint64_t addr, const char *location, std::string *out);
   // Pins the local buffers covering a range; caller holds buffers_mu_ (shared).
   const LocalBuffer *pin_locked(uint64_t addr, uint64_t len);
   void unpin_locked(uint64_t addr, uint64_t len);

@@ -24,6 +24,9 @@ class MetadataStore {
   virtual Status fetch(const std::string &name, uint32_t timeout_ms, Descriptor *out) = 0;
   // Withdraws this engine's descriptor and stops the store's threads (engine destroy).
   virtual void unpublish() = 0;
+  // False when publish() does nothing with the descriptor (p2p serves it on demand), so the
+  // engine need not build one on every buffer change.
+  virtual bool needs_publish() const { return true; }
 };
 
 std::unique_ptr<MetadataStore> make_p2p_store();

@@ -13,13 +13,17 @@ namespace mc {
 
 struct RequestSlot;  // engine-owned; opaque here
 
-// The unit of work: one contiguous piece of one request.
+// The unit of work: one contiguous piece of one request, or several whole requests that are
+// adjacent both locally and remotely, merged into one piece on the wire (count > 1; their slots
+// are consecutive in one chunk of their batch). A transport may split a slice for its own
+// reasons, but must then report the original slice once, through slice_done.
 struct Slice {
   void *local;
   uint64_t remote;
   uint64_t len;
   RequestSlot *slot;
-  uint32_t op;  // MC_READ / MC_WRITE
+  uint32_t op;         // MC_READ / MC_WRITE
+  uint32_t count = 1;  // requests covered: slot[0..count)
 };
 
 // Completion contract (implemented by the engine): every slice handed to a transport is

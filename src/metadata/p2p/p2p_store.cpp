@@ -9,6 +9,7 @@ namespace {
 class P2pStore : public MetadataStore {
  public:
   Status publish(const Descriptor &) override { return Status::Ok(); }
+  bool needs_publish() const override { return false; }
   void unpublish() override {}
   Status fetch(const std::string &name, uint32_t timeout_ms, Descriptor *out) override {
     HostPort hp;
