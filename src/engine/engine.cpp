@@ -48,7 +48,11 @@ void EngineCore::finish_request(RequestSlot *r, mc_status_t err) {
   // A request still pending when its batch was canceled ends canceled, whatever its slices did.
   if (b->canceled()) err = MC_ERR_CANCELED;
   r->peer.reset();
-  {
+  if (r->lbuf) {
+    // Within one buffer (the common case): no lock, no lookup. The buffer cannot go away
+    // while pinned.
+    r->lbuf->in_use.fetch_sub(1, std::memory_order_release);
+  } else {
     std::shared_lock<std::shared_mutex> lk(buffers_mu_);
     unpin_locked(r->local, r->length);
   }
@@ -327,9 +331,14 @@ Status EngineCore::unregister_buffers(void *const *addrs, size_t n, bool memfd_o
                                   " pending request(s); wait for them first");
     if (it->second->memfd >= 0 && !memfd_ok)
       return Err(MC_ERR_INVALID_ARG, who + "this buffer came from mc_buffer_alloc: release it with mc_buffer_free");
-    for (auto &o : its)
-      if (o == it) return Err(MC_ERR_INVALID_ARG, who + "the same buffer is listed twice");
     its.push_back(it);
+  }
+  if (n > 1) {
+    std::vector<uint64_t> sorted(n);
+    for (size_t i = 0; i < n; i++) sorted[i] = its[i]->first;
+    std::sort(sorted.begin(), sorted.end());
+    if (std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end())
+      return Err(MC_ERR_INVALID_ARG, "the same buffer is listed twice");
   }
   for (auto &it : its) {
     LocalRegion region{it->first, it->second->length, it->second->location, it->second->memfd};
@@ -812,7 +821,11 @@ Status EngineCore::submit(BatchCore &b, const mc_request_t *reqs, size_t n) {
   // Pass 2: pin the local ranges and pick each request's route (the first transport of its
   // peer that moves data between the two memory kinds). Any failure unpins what was pinned.
   thread_local std::vector<uint8_t> route_of;
+  thread_local std::vector<LocalBuffer *> single_buf;  // the one local buffer a request lies in
   route_of.resize(n);
+  single_buf.resize(n);
+  const LocalBuffer *last_lb = nullptr;
+  const BufferDesc *last_rb = nullptr;
   {
     std::shared_lock<std::shared_mutex> lk(buffers_mu_);
     auto undo = [&](size_t upto) {
@@ -827,7 +840,14 @@ Status EngineCore::submit(BatchCore &b, const mc_request_t *reqs, size_t n) {
                    req_prefix(i) + "local range is not inside this engine's registered buffers");
       }
       Target &t = targets[tix[i]];
+      single_buf[i] = a + reqs[i].length <= lb->addr + lb->length ? const_cast<LocalBuffer *>(lb) : nullptr;
       const BufferDesc *rb = t.desc->find(reqs[i].remote);
+      if (i > 0 && lb == last_lb && rb == last_rb && tix[i] == tix[i - 1]) {
+        route_of[i] = route_of[i - 1];  // same pair of buffers as the previous request
+        continue;
+      }
+      last_lb = lb;
+      last_rb = rb;
       size_t k = 0;
       while (k < t.routes.size() && !(t.routes[k].transport->accepts(lb->location, rb->location) &&
                                        t.routes[k].transport->accepts_buffer(*t.routes[k].path, *rb)))
@@ -887,6 +907,7 @@ Status EngineCore::submit(BatchCore &b, const mc_request_t *reqs, size_t n) {
         s->op = r.opcode;
         s->batch = &b;
         s->peer = targets[tix[i]].peer;
+        s->lbuf = single_buf[i];
         last.len += r.length;
         last.count++;
         continue;
@@ -903,6 +924,7 @@ Status EngineCore::submit(BatchCore &b, const mc_request_t *reqs, size_t n) {
     s->op = r.opcode;
     s->batch = &b;
     s->peer = targets[tix[i]].peer;
+    s->lbuf = single_buf[i];
     for (uint64_t off = 0; off < r.length; off += ss) {
       Slice sl;
       sl.local = static_cast<char *>(r.local) + off;

@@ -44,6 +44,7 @@ struct RequestSlot {
   uint64_t local = 0;
   uint32_t op = 0;
   BatchCore *batch = nullptr;
+  LocalBuffer *lbuf = nullptr;  // the local buffer pinned, when the range lies in one
   std::shared_ptr<Peer> peer;  // told about transport failures; released when the request ends
 };
 
