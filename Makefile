@@ -26,7 +26,7 @@ override CXXFLAGS += -std=c++20 $(OPT) -g -Wall -Wextra -Werror -fPIC -pthread \
   -fvisibility=hidden -fvisibility-inlines-hidden -Iinclude -Isrc -MMD -MP $(SAN)
 override CFLAGS += -std=c11 $(OPT) -g -Wall -Wextra -Werror -pthread -Iinclude -MMD -MP $(SAN)
 # Libraries libmc itself needs (also Libs.private in mc.pc for static linking).
-LIBS_PRIVATE := -lpthread -ldl -lstdc++ -lm -lcurl -lhiredis
+LIBS_PRIVATE := -lpthread -ldl -lstdc++ -lm -lcurl -lhiredis -lcrypto
 LIB_LDFLAGS := -shared -Wl,-soname,libmc.so.$(VERSION_MAJOR) -Wl,--version-script=src/libmc.map \
   -Wl,-z,defs $(SAN)
 
@@ -118,6 +118,12 @@ demo: deps
 bench: deps
 	$(MAKE) all
 	./bench/tcp.sh $(BUILD)
+
+.PHONY: fuzz-memheap bench-memheap
+fuzz-memheap:
+	./scripts/fuzz-memheap.sh 60
+bench-memheap:
+	./bench/memheap.sh
 
 $(BUILD)/mc.pc: pkgconfig/mc.pc.in include/mc.h
 	@mkdir -p $(dir $@)

@@ -169,7 +169,10 @@ int run_target(int argc, char **argv) {
 
   // SIGINT and SIGTERM are taken by sigwait below; blocked before the engine starts its threads
   // so that none of them receives the signal.
+  // A shell that starts us in the background sets SIGINT to ignored; take both back.
   std::signal(SIGPIPE, SIG_IGN);
+  std::signal(SIGINT, SIG_DFL);
+  std::signal(SIGTERM, SIG_DFL);
   sigset_t stop;
   sigemptyset(&stop);
   sigaddset(&stop, SIGINT);
@@ -389,6 +392,7 @@ void worker(Run *run, uint64_t t, mc_engine_t *engine, int wait_ms, ThreadResult
     res->error = std::string("batch create: ") + mc_last_error();
     run->stop = true;
     run->ready.fetch_add(1);
+    run->ready.notify_all();
     return;
   }
   std::vector<mc_request_t> reqs(batch_n), aux(batch_n);
@@ -466,7 +470,8 @@ void worker(Run *run, uint64_t t, mc_engine_t *engine, int wait_ms, ThreadResult
   }
   if (!err.empty()) run->stop = true;
   run->ready.fetch_add(1);
-  while (!run->go.load()) std::this_thread::yield();
+  run->ready.notify_all();
+  run->go.wait(false);  // blocks, so that waiting threads leave the CPUs to the warm-ups
 
   uint64_t iteration = 1;
   while (err.empty() && !run->stop.load(std::memory_order_relaxed) &&
@@ -568,6 +573,16 @@ int run_initiator(int argc, char **argv) {
        format_size(remote.length).c_str(), op_name(o.op), o.batch, o.threads, o.duration,
        o.verify ? ", verifying" : "");
 
+  for (uint64_t block : o.blocks) {
+    if (block > remote.length)
+      die("block %s is larger than the target's buffer of %s", format_size(block).c_str(),
+          format_size(remote.length).c_str());
+    if (o.verify && remote.length / o.threads / block < o.batch)
+      die("--verify needs batch x block x threads (%" PRIu64 " x %s x %" PRIu64
+          ") to fit the target's buffer of %s, so that no two requests overlap",
+          o.batch, format_size(block).c_str(), o.threads, format_size(remote.length).c_str());
+  }
+
   if (!o.json) {
     std::printf("%-9s %-5s %8s %6s %7s %9s %12s %10s %10s\n", "transport", "op", "block",
                 "batch", "threads", "GB/s", "requests/s", "p50 us", "p99 us");
@@ -584,24 +599,13 @@ int run_initiator(int argc, char **argv) {
     // Each thread gets its own part of the remote buffer and cycles through it. When the parts
     // would hold no block, the threads share the whole buffer (only without --verify).
     run.stride = remote.length / o.threads / block * block;
+    // (Checked above: with --verify every thread's part holds at least a batch of blocks.)
     if (run.stride == 0) {
-      if (o.verify)
-        die("block %s x %" PRIu64 " threads does not fit the target's buffer of %s"
-            " (with --verify threads must not share remote bytes)",
-            format_size(block).c_str(), o.threads, format_size(remote.length).c_str());
-      if (block > remote.length)
-        die("block %s is larger than the target's buffer of %s", format_size(block).c_str(),
-            format_size(remote.length).c_str());
-      run.stride = 0;
       run.region = remote.length / block * block;
     } else {
       run.region = run.stride;
     }
     run.slots = run.region / block;
-    if (o.verify && o.batch > run.slots)
-      die("--verify needs batch x block x threads (%" PRIu64 " x %s x %" PRIu64
-          ") to fit the target's buffer of %s, so that no two requests of a batch overlap",
-          o.batch, format_size(block).c_str(), o.threads, format_size(remote.length).c_str());
 
     const uint64_t per_thread = o.batch * block;
     if (per_thread / block != o.batch || per_thread * o.threads / o.threads != per_thread)
@@ -620,11 +624,12 @@ int run_initiator(int argc, char **argv) {
     threads.reserve(o.threads);
     for (uint64_t t = 0; t < o.threads; ++t)
       threads.emplace_back(worker, &run, t, engine, wait_ms, &results[t]);
-    while (run.ready.load() < o.threads) std::this_thread::sleep_for(std::chrono::microseconds(50));
+    for (uint64_t n = run.ready.load(); n < o.threads; n = run.ready.load()) run.ready.wait(n);
     run.start = Clock::now();
     run.deadline = run.start + std::chrono::duration_cast<Clock::duration>(
                                    std::chrono::duration<double>(o.duration));
     run.go = true;
+    run.go.notify_all();
     for (auto &th : threads) th.join();
 
     uint64_t requests = 0, bytes = 0;

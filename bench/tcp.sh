@@ -8,9 +8,10 @@
 #      that load from elsewhere on the machine hits every tool alike. Reports the medians.
 #   3. Writes the table and every raw figure to bench/results/tcp.txt.
 #
+# mc runs with --transport tcp: on one host "auto" would pick shared memory.
 # GB/s is 10^9 bytes per second everywhere (ucx_perftest's "MB/s" is MiB/s and is converted).
 # Knobs (environment): MC_BENCH_ROUNDS (3), MC_BENCH_DURATION (mc seconds per run, 3),
-# MC_BENCH_SELECT_DURATION (1), MC_BENCH_CANDIDATES ("4x1 8x1 16x1 8x2 16x2", batch x threads),
+# MC_BENCH_SELECT_DURATION (2), MC_BENCH_CANDIDATES ("4x1 8x1 16x1 8x2 16x2", batch x threads),
 # MC_BENCH_UCX_BYTES (bytes per ucx_perftest run, 1G), IPERF_SECONDS (5). MC_* engine keys such
 # as MC_TCP_CONNECTIONS and MC_SLICE_SIZE reach both mc engines as usual.
 set -euo pipefail
@@ -23,7 +24,7 @@ OUTFILE=$RESULTS/tcp.txt
 
 ROUNDS=${MC_BENCH_ROUNDS:-3}
 DURATION=${MC_BENCH_DURATION:-3}
-SELECT_DURATION=${MC_BENCH_SELECT_DURATION:-1}
+SELECT_DURATION=${MC_BENCH_SELECT_DURATION:-2}
 CANDIDATES=${MC_BENCH_CANDIDATES:-"4x1 8x1 16x1 8x2 16x2"}
 UCX_BYTES=${MC_BENCH_UCX_BYTES:-1073741824}
 IPERF_SECONDS=${IPERF_SECONDS:-5}
@@ -162,7 +163,8 @@ mc_run() {
   limit=$(awk -v s="$secs" -v n="$(echo "$blocks" | tr ',' '\n' | wc -l)" \
     'BEGIN {printf "%d", (s + 20) * n + 30}')
   if ! run_wait "$limit" "$TMP/mc.out" "$TMP/mc.err" "$BENCH" initiator --segment "$SEGMENT" \
-    --op "$op" --block "$blocks" --batch "$batch" --threads "$threads" --duration "$secs" --json; then
+    --op "$op" --block "$blocks" --batch "$batch" --threads "$threads" --duration "$secs" \
+    --transport tcp --json; then
     echo "tcp.sh: mc_bench initiator --op $op --block $blocks --batch $batch --threads $threads failed:" >&2
     cat "$TMP/mc.err" >&2
     exit 1
@@ -301,7 +303,7 @@ IPERF=n/a
 ((HAVE_IPERF)) && IPERF=$(median ${V[iperf3]})
 say ""
 say "## medians of $ROUNDS rounds, GB/s = 10^9 bytes/s"
-say "$(printf '%-5s %9s %9s %8s %8s %8s %10s %10s %10s %10s  %s' size 'mc READ' 'mc WRITE' iperf3 \
+say "$(printf '%-5s %9s %9s %8s %8s %8s %11s %11s %9s %9s  %s' size 'mc READ' 'mc WRITE' iperf3 \
   'UCX put' 'UCX get' 'READ/iperf' 'WRITE/iperf' 'READ/get' 'WRITE/put' 'mc batch x threads (read, write)')"
 declare -A MR MW UP UG
 for s in "${SIZES[@]}"; do
@@ -312,7 +314,7 @@ for s in "${SIZES[@]}"; do
     UP[$s]=$(median ${V[ucx_ucp_put_bw_$s]})
     UG[$s]=$(median ${V[ucx_ucp_get_$s]})
   fi
-  say "$(printf '%-5s %9s %9s %8s %8s %8s %10s %10s %10s %10s  %s, %s' "$s" "${MR[$s]}" "${MW[$s]}" \
+  say "$(printf '%-5s %9s %9s %8s %8s %8s %11s %11s %9s %9s  %s, %s' "$s" "${MR[$s]}" "${MW[$s]}" \
     "$IPERF" "${UP[$s]}" "${UG[$s]}" "$(ratio "${MR[$s]}" "$IPERF")" "$(ratio "${MW[$s]}" "$IPERF")" \
     "$(ratio "${MR[$s]}" "${UG[$s]}")" "$(ratio "${MW[$s]}" "${UP[$s]}")" \
     "${SEL_CFG[read_$s]}" "${SEL_CFG[write_$s]}")"

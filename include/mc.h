@@ -72,7 +72,9 @@ enum {
   MC_ERR_METADATA = -11,        /* the metadata store failed or holds something unusable */
   MC_ERR_INTERNAL = -12,        /* a bug in mc; the message says where */
   MC_ERR_BUFFER_TOO_SMALL = -13, /* the caller's output buffer is too small; see the needed or count out-parameter */
-  MC_ERR_CANCELED = -14         /* canceled before it ended (mc_batch_cancel, mc_transfer ran out) */
+  MC_ERR_CANCELED = -14,        /* canceled before it ended (mc_batch_cancel, mc_transfer ran out) */
+  MC_ERR_DENIED = -15           /* the peer was not admitted (auth_token missing or different), or
+                                   the buffer's access (mc_buffer_set_access) forbids the request */
 };
 
 /* Static text naming a status ("invalid argument", ...). Never NULL, also for unknown codes.
@@ -92,11 +94,15 @@ MC_API const char *mc_last_error(void);
  *   metadata         where descriptors live: "p2p" (default; no server: a peer's descriptor is
  *                    fetched from the peer itself).
  *   listen           HOST:PORT the engine serves on ("127.0.0.1:0"; port 0 picks a free port).
- *   transports       "auto" (default) or a comma-separated list of "tcp", "shm", "local".
- *                    "shm" is the same-host path (memfd mappings and cross-memory attach),
- *                    chosen by itself for peers on this host; "local" is the in-process path
- *                    used when a segment is opened by the engine's own name; "auto" allows
- *                    everything available.
+ *   transports       "auto" (default) or a comma-separated list of "tcp", "shm", "local",
+ *                    "nvlink". "shm" is the same-host path (memfd mappings and cross-memory
+ *                    attach), chosen by itself for peers on this host; "nvlink" moves GPU
+ *                    memory to GPU memory of another process on this host through CUDA IPC
+ *                    (copy engines over NVLink or PCIe, no host bounce; needs a CUDA driver,
+ *                    found at run time); "local" is the in-process path used when a segment is
+ *                    opened by the engine's own name; "auto" allows everything available.
+ *                    GPU memory to or from host memory, or to another host, goes over "tcp"
+ *                    through pinned staging buffers.
  *   workers          worker threads for in-process copies, 1..256 (4).
  *   slice_size       bytes per slice on the wire, 4K..1G, with K/M/G suffixes (1M).
  *   tcp_connections  TCP data connections per peer, 1..64 (4).
@@ -106,6 +112,13 @@ MC_API const char *mc_last_error(void);
  *   peer_timeout_ms  no answer to a probe for this long makes a segment unreachable,
  *                    10..3600000 (3000).
  *   log_level        "error", "warn", "info", "debug" or 0..3 (warn).
+ *   auth_token       the cluster's shared secret, 1..4096 printable characters (unset: none).
+ *                    With a token, every connection to and from this engine (control, data,
+ *                    same-host) is admitted only after a mutual HMAC-SHA256 challenge-response;
+ *                    the token never crosses the wire. Engines with different tokens, or one
+ *                    with and one without, refuse each other: MC_ERR_DENIED. Use 32 or more
+ *                    random characters; prefer MC_AUTH_TOKEN over putting it in code. Error
+ *                    messages never echo it.
  * A key that is not set is taken from the environment variable MC_<KEY upper-cased> (for example
  * MC_TIMEOUT_MS) when the engine is created; other MC_* variables are ignored. */
 typedef struct mc_config mc_config_t;
@@ -153,8 +166,15 @@ MC_API mc_status_t mc_engine_stats_json(mc_engine_t *engine, char *buf, size_t c
 /* Registers [addr, addr+length) with the engine and publishes it in the local segment. The
  * memory stays owned by the caller, who must keep it valid until mc_buffer_unregister (or engine
  * destroy). location: NULL to detect, "cpu", "cpu:N" (NUMA node N) or "cuda:N"; copied.
- * A range overlapping a registered buffer is MC_ERR_EXISTS. "cuda:N" is MC_ERR_UNSUPPORTED in
- * this build. Thread-safe, never blocks. */
+ * A range overlapping a registered buffer is MC_ERR_EXISTS. NULL asks the CUDA driver (when
+ * this process loaded it) whether addr is device memory and records "cuda:N" or "cpu".
+ * "cuda:N" (GPU N's memory from cudaMalloc/cuMemAlloc, or VMM memory created with the POSIX
+ * file-descriptor handle type, as PyTorch's expandable segments) needs the CUDA driver:
+ * without one it is MC_ERR_UNSUPPORTED; a range that is not all device memory of GPU N is
+ * MC_ERR_INVALID_ARG. mc copies GPU memory on streams of its own, which do not wait for work
+ * the caller queued: finish (or synchronize) the work that writes a buffer before a request
+ * reads it, and the work that reads it only after the request completed. Thread-safe, never
+ * blocks. */
 MC_API mc_status_t mc_buffer_register(mc_engine_t *engine, void *addr, size_t length,
                                       const char *location);
 
@@ -186,6 +206,19 @@ MC_API mc_status_t mc_buffer_alloc(mc_engine_t *engine, size_t length, const cha
  * start of one; MC_ERR_BUSY while pending requests use it. Same-host peers that mapped it keep a
  * harmless mapping but can no longer write into it. Thread-safe. */
 MC_API mc_status_t mc_buffer_free(mc_engine_t *engine, void *addr);
+
+/* What peers may do with a buffer (bits for mc_buffer_set_access). */
+enum { MC_ACCESS_READ = 1, MC_ACCESS_WRITE = 2 };
+
+/* Sets what peers may do with the buffer that starts at addr: MC_ACCESS_READ, MC_ACCESS_WRITE,
+ * both (the default of every newly registered buffer) or 0 (peers may not touch it; this
+ * engine still uses it as the local side of its own requests). Other bits: MC_ERR_INVALID_ARG;
+ * not the start of a registered buffer: MC_ERR_NOT_FOUND. The target refuses a forbidden
+ * request (MC_ERR_DENIED, nothing written) and peers see the change in the descriptor, so
+ * their submits fail at once with MC_ERR_DENIED. When rights are taken away, returns once no
+ * peer request admitted under the old rights still runs (blocks at most about timeout_ms).
+ * Same-host peers map a read-only buffer from mc_buffer_alloc read-only. Thread-safe. */
+MC_API mc_status_t mc_buffer_set_access(mc_engine_t *engine, void *addr, uint32_t access);
 
 /* Unregisters the buffer that starts at addr. Not the start of a registered buffer:
  * MC_ERR_NOT_FOUND. Pending requests (of this engine, or served for a peer right now) using it:
@@ -300,7 +333,8 @@ MC_API mc_status_t mc_batch_create(mc_engine_t *engine, size_t capacity, mc_batc
 
 /* Validates every request of the call first (opcode, flags 0, length > 0, local range registered,
  * remote range inside the peer's buffers as last known, segment open, capacity left) and starts
- * none if any is bad: MC_ERR_INVALID_ARG, MC_ERR_OUT_OF_RANGE or MC_ERR_NOT_FOUND, with the
+ * none if any is bad: MC_ERR_INVALID_ARG, MC_ERR_OUT_OF_RANGE, MC_ERR_NOT_FOUND, or
+ * MC_ERR_DENIED (the peer's buffer does not allow this READ or WRITE), with the
  * request's index in the message. When a remote range is outside the peer's buffers as last
  * known, the peer's descriptor is refreshed once first (blocks at most timeout_ms); otherwise
  * never blocks on the network. The requests array is copied; the memory it points to must stay

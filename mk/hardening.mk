@@ -81,8 +81,9 @@ coverage:
 	$(MAKE) --no-print-directory BUILD=build-cov OPT=-O0 SAN=--coverage test-c || \
 	  echo "coverage: some tests failed; the figures below are still printed"
 	@mkdir -p build-cov/cov
-	gcovr -r . --filter 'src/' --object-directory build-cov/obj --print-summary \
-	  --html-details build-cov/cov/index.html build-cov/obj | tee build-cov/cov/summary.txt
+	gcovr -r . --filter 'src/' --object-directory build-cov/obj build-cov/obj | tee build-cov/cov/summary.txt
+	gcovr -r . --filter 'src/' --object-directory build-cov/obj --html-details build-cov/cov/index.html \
+	  --print-summary build-cov/obj
 
 # ---- all of it but coverage, one at a time: two of them at once would time each other out on 2 cores.
 test-hardening:

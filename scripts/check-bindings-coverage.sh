@@ -4,7 +4,9 @@
 #   python: the name appears in bindings/python/mc/*.py
 #   go:     the name appears in bindings/go/*.go (not tests)
 #   rust:   the name appears in bindings/rust/mc/src/*.rs (the safe crate)
-#   java:   the SWIG wrapper generated from bindings/swig/mc.i calls it
+#   java:   the SWIG wrapper generated from bindings/swig/mc.i exports a JNI entry point for it
+#           (Java_mc_McJNI_<name>: wrapped, not %ignore'd; a name only called from helper code
+#           does not count)
 set -u
 root=$(cd "$(dirname "$0")/.." && pwd)
 build="${1:-$root/build}"
@@ -20,8 +22,14 @@ tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 if [ -f "$root/bindings/swig/mc.i" ] && command -v swig >/dev/null 2>&1; then
   mkdir -p "$tmp/java"
   if swig -java -package mc -I"$root/include" -outdir "$tmp/java" -o "$tmp/mc_wrap.c" \
-       "$root/bindings/swig/mc.i" >/dev/null 2>&1; then
-    java_src="$tmp/mc_wrap.c"
+       "$root/bindings/swig/mc.i" >"$tmp/swig.log" 2>&1; then
+    # One line per JNI entry point, named back from JNI's mangling (_1 is '_').
+    sed -n 's/^SWIGEXPORT [^(]* JNICALL Java_mc_McJNI_\([A-Za-z0-9_]*\)(.*/\1/p' "$tmp/mc_wrap.c" |
+      sed 's/_1/_/g' > "$tmp/java_entries"
+    java_src="$tmp/java_entries"
+  else
+    echo "check-bindings-coverage: swig failed on bindings/swig/mc.i:" >&2
+    cat "$tmp/swig.log" >&2
   fi
 fi
 

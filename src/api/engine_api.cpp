@@ -178,6 +178,16 @@ MC_API mc_status_t mc_buffer_unregister(mc_engine_t *engine, void *addr) {
   MC_API_CATCH("mc_buffer_unregister")
 }
 
+MC_API mc_status_t mc_buffer_set_access(mc_engine_t *engine, void *addr, uint32_t access) {
+  MC_API_TRY
+  if (!engine) return null_arg("mc_buffer_set_access", "engine");
+  if (!addr) return null_arg("mc_buffer_set_access", "addr");
+  mc::Status st = engine->core->set_access(addr, access);
+  if (!st.ok()) return fail(st.code(), "mc_buffer_set_access: " + st.message());
+  return MC_OK;
+  MC_API_CATCH("mc_buffer_set_access")
+}
+
 // ------------------------------------------------------------------------------ segments
 
 MC_API mc_status_t mc_segment_open(mc_engine_t *engine, const char *name, mc_segment_t *out) {

@@ -50,6 +50,7 @@ MC_API const char *mc_status_str(mc_status_t s) {
     case MC_ERR_INTERNAL: return "internal error";
     case MC_ERR_BUFFER_TOO_SMALL: return "buffer too small";
     case MC_ERR_CANCELED: return "canceled";
+    case MC_ERR_DENIED: return "access denied";
     default: return "unknown status";
   }
 }

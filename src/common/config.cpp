@@ -120,13 +120,13 @@ const std::vector<KeySpec> &specs() {
          HostPort hp;
          return parse_host_port(v, &hp).ok();
        }},
-      {"transports", "\"auto\" or a comma-separated list of tcp, shm, local",
+      {"transports", "\"auto\" or a comma-separated list of tcp, shm, local, nvlink, rdma",
        [](const std::string &v) {
          if (v == "auto") return true;
          auto parts = split(v, ',');
          if (parts.empty()) return false;
          for (auto &p : parts)
-           if (p != "tcp" && p != "shm" && p != "local") return false;
+           if (p != "tcp" && p != "shm" && p != "local" && p != "nvlink" && p != "rdma") return false;
          return true;
        }},
       {"workers", "an integer 1..256", [](const std::string &v) { return int_in(v, 1, 256); }},
@@ -142,6 +142,34 @@ const std::vector<KeySpec> &specs() {
        [](const std::string &v) { return int_in(v, 10, 600000); }},
       {"peer_timeout_ms", "an integer 10..3600000",
        [](const std::string &v) { return int_in(v, 10, 3600000); }},
+      {"auth_token", "1..4096 printable characters (the value is not shown here)",
+       [](const std::string &v) {
+         return !v.empty() && v.size() <= 4096 &&
+                std::all_of(v.begin(), v.end(), [](char c) { return c >= 32 && c < 127; });
+       }},
+      {"rdma_devices", "\"auto\", \"sim\", \"sim:N\" (N 1..16) or a comma-separated list of RDMA device names",
+       [](const std::string &v) {
+         if (v == "auto" || v == "sim") return true;
+         if (v.rfind("sim:", 0) == 0) return int_in(v.substr(4), 1, 16);
+         auto parts = split(v, ',');
+         if (parts.empty() || v.back() == ',') return false;
+         for (auto &p : parts)
+           if (p.empty() || p.size() > 64 ||
+               !std::all_of(p.begin(), p.end(), [](char c) {
+                 return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.';
+               }))
+             return false;
+         return true;
+       }},
+      {"rdma_qps_per_endpoint", "an integer 1..64", [](const std::string &v) { return int_in(v, 1, 64); }},
+      {"rdma_max_endpoints", "an integer 1..1048576",
+       [](const std::string &v) { return int_in(v, 1, 1048576); }},
+      {"rdma_gid_index", "\"auto\" or an integer 0..255",
+       [](const std::string &v) { return v == "auto" || int_in(v, 0, 255); }},
+      {"rdma_mtu", "256, 512, 1024, 2048 or 4096",
+       [](const std::string &v) {
+         return v == "256" || v == "512" || v == "1024" || v == "2048" || v == "4096";
+       }},
       {"log_level", "error, warn, info, debug or 0..3",
        [](const std::string &v) {
          return v == "error" || v == "warn" || v == "info" || v == "debug" || int_in(v, 0, 3);
@@ -174,9 +202,12 @@ Status Config::validate(const std::string &key, const std::string &value) {
     for (auto &k : keys()) known += (known.empty() ? "" : ", ") + k;
     return Err(MC_ERR_INVALID_ARG, "unknown config key \"" + key + "\" (known keys: " + known + ")");
   }
-  if (!s->ok(value))
+  if (!s->ok(value)) {
+    // A secret is never echoed, not even a malformed one.
+    std::string shown = key == "auth_token" ? std::string("(hidden)") : "\"" + value + "\"";
     return Err(MC_ERR_INVALID_ARG,
-               "bad value \"" + value + "\" for config key \"" + key + "\": expected " + s->what);
+               "bad value " + shown + " for config key \"" + key + "\": expected " + s->what);
+  }
   return Status::Ok();
 }
 
@@ -249,6 +280,27 @@ Status resolve_options(const Config &cfg, EngineOptions *o) {
   MC_GET("metadata_ttl_ms") {
     parse_int(v, 1000, 3600000, &i);
     o->metadata_ttl_ms = static_cast<uint32_t>(i);
+  }
+  MC_GET("auth_token") o->auth_token = v;
+  MC_GET("rdma_devices") o->rdma_devices = v;
+  MC_GET("rdma_qps_per_endpoint") {
+    parse_int(v, 1, 64, &i);
+    o->rdma_qps_per_endpoint = static_cast<uint32_t>(i);
+  }
+  MC_GET("rdma_max_endpoints") {
+    parse_int(v, 1, 1048576, &i);
+    o->rdma_max_endpoints = static_cast<uint32_t>(i);
+  }
+  MC_GET("rdma_gid_index") {
+    if (v == "auto") o->rdma_gid_index = -1;
+    else {
+      parse_int(v, 0, 255, &i);
+      o->rdma_gid_index = static_cast<int>(i);
+    }
+  }
+  MC_GET("rdma_mtu") {
+    parse_int(v, 256, 4096, &i);
+    o->rdma_mtu = static_cast<uint32_t>(i);
   }
   MC_GET("log_level") {
     if (v == "error") o->log_level = 0;

@@ -41,6 +41,14 @@ struct EngineOptions {
   uint32_t heartbeat_ms = 1000;
   uint32_t peer_timeout_ms = 3000;
   int log_level = -1;  // -1: leave the process-wide level alone
+  std::string auth_token;  // empty: none (peers are admitted without a handshake)
+  // RDMA (src/transport/rdma): devices ("auto", "sim", "sim:N" or a comma-separated list of
+  // names), QPs per endpoint, the endpoint cache's cap, the GID index (-1: auto) and the MTU cap.
+  std::string rdma_devices = "auto";
+  uint32_t rdma_qps_per_endpoint = 2;
+  uint32_t rdma_max_endpoints = 4096;
+  int rdma_gid_index = -1;
+  uint32_t rdma_mtu = 4096;
   bool transport_allowed(const std::string &t) const;
 };
 

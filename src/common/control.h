@@ -6,21 +6,28 @@
 
 namespace mc {
 
-// One control round trip on a fresh connection: GET_DESC to addr, the descriptor's JSON back.
+// Every call below opens a fresh connection and runs the admission handshake first (see
+// common/wire.h): token is this engine's auth_token ("" for none). A peer that does not admit
+// us (or that we do not admit: no token, a different one) is MC_ERR_DENIED with the reason.
+
+// One control round trip: GET_DESC to addr, the descriptor's JSON back.
 // Blocks at most timeout_ms. Refused or silent: MC_ERR_PEER_DOWN; not an mc peer or a wire
 // version mismatch: MC_ERR_METADATA.
-Status control_fetch_descriptor(const HostPort &addr, uint32_t timeout_ms, std::string *json);
+Status control_fetch_descriptor(const HostPort &addr, const std::string &token, uint32_t timeout_ms,
+                                std::string *json);
 
-// One PING/PONG round trip on a fresh connection: *incarnation gets the incarnation of the engine
-// that answers at addr (the health probe the metadata stores use before taking over a name).
+// One PING/PONG round trip: *incarnation gets the incarnation of the engine that answers at addr
+// (the health probe the metadata stores use before taking over a name).
 // Blocks at most about 2 * timeout_ms (connect, then the answer). Refused or silent:
 // MC_ERR_PEER_DOWN; not an mc peer or a wire version mismatch: MC_ERR_METADATA.
-Status control_ping(const HostPort &addr, uint32_t timeout_ms, uint64_t *incarnation);
+Status control_ping(const HostPort &addr, const std::string &token, uint32_t timeout_ms,
+                    uint64_t *incarnation);
 
-// One CONTROL round trip on a fresh connection: request on `channel` (a transport's name), the
-// handler's reply back. *incarnation (may be NULL) gets the peer's incarnation. The handler's
-// refusal comes back as its status with its message. Blocks at most timeout_ms.
-Status control_call(const HostPort &addr, const std::string &channel, const std::string &request,
-                    uint32_t timeout_ms, std::string *reply, uint64_t *incarnation);
+// One CONTROL round trip: request on `channel` (a transport's name), the handler's reply back.
+// *incarnation (may be NULL) gets the peer's incarnation. The handler's refusal comes back as
+// its status with its message. Blocks at most timeout_ms.
+Status control_call(const HostPort &addr, const std::string &token, const std::string &channel,
+                    const std::string &request, uint32_t timeout_ms, std::string *reply,
+                    uint64_t *incarnation);
 
 }  // namespace mc

@@ -26,7 +26,7 @@ std::string Descriptor::to_json() const {
   j["tcp"] = tcp;
   json bufs = json::array();
   for (auto &b : buffers) {
-    json jb = {{"addr", b.addr}, {"length", b.length}, {"location", b.location}};
+    json jb = {{"addr", b.addr}, {"length", b.length}, {"location", b.location}, {"access", b.access}};
     if (!b.ext.empty()) {
       json e = json::object();
       for (auto &[k, v] : b.ext) e[k] = json::parse(v, nullptr, false);
@@ -71,6 +71,11 @@ Status Descriptor::from_json(const std::string &text, Descriptor *out) {
       bd.addr = b.at("addr").get<uint64_t>();
       bd.length = b.at("length").get<uint64_t>();
       bd.location = b.value("location", std::string("cpu"));
+      if (b.contains("access")) {
+        if (!b["access"].is_number_unsigned() || b["access"].get<uint64_t>() > 3)
+          return Err(MC_ERR_METADATA, "segment descriptor has a malformed buffer access");
+        bd.access = static_cast<uint32_t>(b["access"].get<uint64_t>());
+      }
       if (b.contains("ext") && b["ext"].is_object())
         for (auto &[k, v] : b["ext"].items()) bd.ext[k] = v.dump();
       if (bd.length == 0 || bd.addr + bd.length < bd.addr)
@@ -84,6 +89,7 @@ Status Descriptor::from_json(const std::string &text, Descriptor *out) {
     for (size_t i = 1; i < d.buffers.size(); i++)
       if (d.buffers[i - 1].addr + d.buffers[i - 1].length > d.buffers[i].addr)
         return Err(MC_ERR_METADATA, "segment descriptor has overlapping buffers");
+    d.set_min_access();
     *out = std::move(d);
     return Status::Ok();
   } catch (const json::exception &e) {
@@ -114,6 +120,22 @@ const BufferDesc *Descriptor::find(uint64_t addr) const {
   if (it == buffers.begin()) return nullptr;
   --it;
   return addr < it->addr + it->length ? &*it : nullptr;
+}
+
+uint32_t Descriptor::access_of(uint64_t addr, uint64_t len) const {
+  auto it = std::upper_bound(buffers.begin(), buffers.end(), addr,
+                             [](uint64_t a, const BufferDesc &b) { return a < b.addr; });
+  if (it == buffers.begin()) return 0;
+  --it;
+  uint32_t acc = 3;
+  for (uint64_t end = addr + len; it != buffers.end() && it->addr < end; ++it) acc &= it->access;
+  return acc;
+}
+
+void Descriptor::set_min_access() {
+  uint32_t m = 3;
+  for (auto &b : buffers) m &= b.access;
+  min_access = m;
 }
 
 uint64_t Descriptor::total_bytes() const {

@@ -11,6 +11,7 @@
 //     "pid": 1234,
 //     "tcp": "127.0.0.1:15000",           // where the TCP data path and control channel listen
 //     "buffers": [ {"addr": 140..., "length": 1048576, "location": "cpu",
+//                   "access": 3,                         // MC_ACCESS_* bits; absent: 3
 //                   "ext": {"rdma": {...}}} ],           // sorted by addr; ext per transport
 //     "transports": {"shm": {...}, "rdma": {...}}      // each transport's own endpoint data
 //   }
@@ -29,6 +30,7 @@ struct BufferDesc {
   uint64_t length = 0;
   std::string location;
   std::map<std::string, std::string> ext;  // transport name -> JSON text
+  uint32_t access = 3;  // MC_ACCESS_READ | MC_ACCESS_WRITE: what peers may do
 };
 
 struct Descriptor {
@@ -42,6 +44,9 @@ struct Descriptor {
   std::string tcp;
   std::vector<BufferDesc> buffers;  // sorted by addr, non-overlapping
   std::map<std::string, std::string> transports;  // transport name -> JSON text
+  // The access bits every buffer has (AND over buffers), so a submit skips the per-buffer
+  // check when they allow the request. 0 until computed (set_min_access): check per buffer.
+  uint32_t min_access = 0;
 
   std::string to_json() const;
   static Status from_json(const std::string &text, Descriptor *out);
@@ -49,6 +54,9 @@ struct Descriptor {
   bool covers(uint64_t addr, uint64_t len) const;
   // The buffer containing addr, or nullptr.
   const BufferDesc *find(uint64_t addr) const;
+  // The access bits common to the buffers covering [addr, addr+len) (call after covers()).
+  uint32_t access_of(uint64_t addr, uint64_t len) const;
+  void set_min_access();
   uint64_t total_bytes() const;
 };
 

@@ -20,7 +20,42 @@
 //
 // A data connection starts with HELLO carrying the incarnation the initiator validated its
 // requests against; a restarted target (new incarnation) refuses it with ERROR (status
-// MC_ERR_PEER_DOWN) and closes, so no stale address is ever written. No reply on success.
+// MC_ERR_PEER_DOWN) and closes, so no stale address is ever written. Control connections send
+// HELLO too (incarnation 0: any). Without auth_tokens there is no reply on success and the
+// client pipelines its requests right behind the HELLO.
+//
+// Admission (engines with an auth_token; common/auth.h). The token never crosses the wire:
+//
+//   client                                           server
+//   HELLO  addr=incarnation, len=32: nonce_c   ->
+//                                              <-    AUTH_CHALLENGE len=64: nonce_s | proof_s
+//   checks proof_s, else ERROR DENIED + close
+//   AUTH_RESPONSE len=32: proof_c              ->
+//   (requests may follow at once)                    checks proof_c, else ERROR DENIED + close
+//                                              <-    AUTH_OK (then the replies to the requests)
+//
+//   proof_s = HMAC-SHA256(token, "mc-auth-1 server" | nonce_c | nonce_s)
+//   proof_c = HMAC-SHA256(token, "mc-auth-1 client" | nonce_s | nonce_c)
+//
+// Why so: both nonces are 32 fresh bytes from OpenSSL's CSPRNG, so a recorded exchange replayed
+// to either side meets a nonce it has never seen and its proof does not match; the two labels
+// (and the swapped nonce order) bind each proof to its direction, so a server's proof reflected
+// back as a client's (or one connection's answer used on another) fails; each side proves the
+// token before the other sends anything that matters: the client sends no request before the
+// server proved the token, the server serves nothing before the client did. That costs one
+// extra round trip per connection (HELLO -> AUTH_CHALLENGE), never one per request. Proofs are
+// compared in constant time. Both sides learn the outcome: a refusal is an ERROR with status
+// MC_ERR_DENIED and a text saying why (no token, a token where none is expected, a proof that
+// does not match), success is AUTH_OK. A token-less engine refuses a HELLO with a nonce and an
+// engine with a token refuses a HELLO without one, and anything but HELLO as a first message.
+// A token-less engine still takes a bare first request (GET_DESC, PING) for old clients.
+// What this does not give: payloads are not encrypted or integrity-protected after admission
+// (as with RDMA); see docs/security.md.
+//
+// Unadmitted connections are bounded: the listener runs every handshake itself on
+// non-blocking sockets (no thread per connection), keeps at most kMaxPending of them (one more
+// pushes the oldest out, closed at once) and closes any that has not finished within
+// min(timeout_ms, kHandshakeMs); only an admitted connection gets a serving thread.
 // Control messages ride the same listener: GET_DESC returns the engine's descriptor (JSON,
 // see common/descriptor.h), PING returns PONG with the incarnation, CONTROL carries a
 // transport's own setup exchange (e.g. RDMA queue-pair numbers) to the engine's handler. The target refuses any
@@ -49,8 +84,16 @@ enum MsgType : uint16_t {
   ERROR = 9,
   CONTROL = 10,        // payload: channel name, NUL, request bytes (transport setup)
   CONTROL_REPLY = 11,  // payload: reply bytes; status: the handler's verdict
-  HELLO = 12,          // first message of a data connection; addr: the incarnation expected
+  HELLO = 12,           // first message of a connection; addr: the incarnation expected (0:
+                        // any); len: 0, or 32 (nonce_c) from an engine with an auth_token
+  AUTH_CHALLENGE = 13,  // server -> client; payload: nonce_s (32) | proof_s (32)
+  AUTH_RESPONSE = 14,   // client -> server; payload: proof_c (32)
+  AUTH_OK = 15,         // server -> client: the client's proof matched; no payload
 };
+
+constexpr uint32_t kMaxPending = 64;     // connections still in their handshake, per listener
+constexpr uint32_t kHandshakeMs = 5000;  // a handshake must end within min(timeout_ms, this)
+constexpr uint64_t kMaxErrorText = 4096;  // ERROR payloads longer than this are not read
 
 #pragma pack(push, 1)
 struct Header {

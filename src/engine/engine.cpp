@@ -12,9 +12,12 @@
 #include <nlohmann/json.hpp>
 
 #include "common/control.h"
+#include "common/cuda_loader.h"
 #include "common/log.h"
 #include "common/net.h"
 #include "transport/local/local_transport.h"
+#include "transport/nvlink/nvlink_transport.h"
+#include "transport/rdma/rdma_transport.h"
 #include "transport/shm/shm_transport.h"
 #include "transport/tcp/tcp_transport.h"
 
@@ -46,7 +49,10 @@ void EngineCore::finish_request(RequestSlot *r, mc_status_t err) {
     if (r->peer) r->peer->kick();
   }
   // A request still pending when its batch was canceled ends canceled, whatever its slices did.
-  if (b->canceled()) err = MC_ERR_CANCELED;
+  if (b->canceled()) {
+    err = MC_ERR_CANCELED;
+    r->error.store(MC_ERR_CANCELED);
+  }
   r->peer.reset();
   if (r->lbuf) {
     // Within one buffer (the common case): no lock, no lookup. The buffer cannot go away
@@ -142,6 +148,7 @@ Status EngineCore::start() {
   if (!st.ok()) return st;
   to.connections = opts_.tcp_connections;
   to.timeout_ms = opts_.timeout_ms;
+  to.auth_token = opts_.auth_token;
   HostPort bound;
   // The TCP listener is also the control channel, so it runs even when tcp is not an allowed
   // data transport.
@@ -161,9 +168,14 @@ Status EngineCore::start() {
   tcp_addr_ = self;
   // With a metadata server the name is free-form; peers find our address in the descriptor.
   name_ = (!p2p && !opts_.name.empty()) ? opts_.name : self;
-  if (bound.host == "0.0.0.0" || bound.host != "127.0.0.1")
+  if ((bound.host == "0.0.0.0" || bound.host != "127.0.0.1") && opts_.auth_token.empty())
     MC_LOGW("engine " << name_ << " listens on " << bound.str()
-                      << ": any host that reaches it can read and write its registered buffers");
+                      << " without an auth_token: any host that reaches this port can read and write "
+                         "every registered buffer (set auth_token or MC_AUTH_TOKEN on every engine "
+                         "of the cluster, or listen on 127.0.0.1)");
+  if (!opts_.auth_token.empty() && opts_.auth_token.size() < 16)
+    MC_LOGW("engine " << name_ << ": auth_token has only " << opts_.auth_token.size()
+                      << " characters; use 32 or more random ones");
   local_ = make_local_transport(this, opts_.workers);
   // Data transports in order of preference, fastest first; each is added only when allowed by
   // `transports` and available here. TCP reaches everything and comes last.
@@ -177,13 +189,30 @@ Status EngineCore::start() {
     so.workers = opts_.workers;
     so.timeout_ms = opts_.timeout_ms;
     so.incarnation = incarnation_;
+    so.auth_token = opts_.auth_token;
     Status sst;
     auto shm = make_shm_transport(so, this, &sst);
     if (!shm) MC_LOGW("shm transport unavailable: " << sst.message() << "; same-host peers use tcp");
     add(std::move(shm));
   }
+  if (opts_.transport_allowed("nvlink")) {
+    NvlinkOptions no;
+    no.timeout_ms = opts_.timeout_ms;
+    no.incarnation = incarnation_;
+    std::string why;
+    auto nv = make_nvlink_transport(no, this, &why);
+    if (!nv) MC_LOGI("nvlink transport unavailable: " << why);
+    add(std::move(nv));
+  }
+  if (opts_.transport_allowed("rdma")) {
+    Status rst;  // failed only when a device named in rdma_devices cannot be used
+    auto rdma = make_rdma_transport(opts_, this, name_, &rst);
+    if (!rst.ok()) return rst;
+    add(std::move(rdma));
+  }
   if (opts_.transport_allowed("tcp")) data_transports_.push_back(tcp_.get());
-  st = make_metadata_store(opts_.metadata, name_, opts_.timeout_ms, opts_.metadata_ttl_ms, &metadata_);
+  st = make_metadata_store(opts_.metadata, name_, opts_.timeout_ms, opts_.metadata_ttl_ms, opts_.auth_token,
+                           &metadata_);
   if (!st.ok()) return st;
   st = metadata_->publish(local_descriptor());
   if (!st.ok()) return st;
@@ -228,10 +257,28 @@ void EngineCore::shutdown() {
 
 // Validates a location string (NULL: detect) and returns the one to record.
 Status EngineCore::resolve_location(uint64_t addr, const char *location, std::string *out) {
-  (void)addr;
-  std::string loc = location ? location : "cpu";
-  if (loc.rfind("cuda", 0) == 0)
-    return Err(MC_ERR_UNSUPPORTED, "location \"" + loc + "\": GPU memory is not supported by this build");
+  if (!location) {
+    // Detect: only a process that loaded the CUDA driver can hold device memory.
+    cuda::PointerInfo pi;
+    if (cuda::driver_in_process()) pi = cuda::pointer_info(reinterpret_cast<const void *>(addr));
+    *out = pi.device ? "cuda:" + std::to_string(pi.ordinal) : "cpu";
+    return Status::Ok();
+  }
+  std::string loc = location;
+  if (loc.rfind("cuda", 0) == 0) {
+    int64_t dev;
+    if (loc.rfind("cuda:", 0) != 0 || !parse_int(loc.substr(5), 0, 1023, &dev))
+      return Err(MC_ERR_INVALID_ARG, "location \"" + loc + "\" is not \"cpu\", \"cpu:N\" or \"cuda:N\"");
+    if (!cuda::api())
+      return Err(MC_ERR_UNSUPPORTED, "location \"" + loc + "\": no CUDA driver: " + cuda::why_unavailable());
+    cuda::PointerInfo pi = cuda::pointer_info(reinterpret_cast<const void *>(addr));
+    if (!pi.device || pi.ordinal != dev)
+      return Err(MC_ERR_INVALID_ARG, "location \"" + loc + "\": the address is not device memory of GPU " +
+                                         std::to_string(dev) +
+                                         (pi.device ? " (it is on GPU " + std::to_string(pi.ordinal) + ")" : ""));
+    *out = std::move(loc);
+    return Status::Ok();
+  }
   if (loc != "cpu") {
     int64_t node;
     if (loc.rfind("cpu:", 0) != 0 || !parse_int(loc.substr(4), 0, 4095, &node))
@@ -258,6 +305,14 @@ Status EngineCore::register_buffers(const NewBuffer *bufs, size_t n) {
     if (a + bufs[i].length < a) return Err(MC_ERR_INVALID_ARG, "buffer " + std::to_string(i) + " wraps around the address space");
     std::string loc;
     Status st = resolve_location(a, bufs[i].location, &loc);
+    if (st.ok() && loc.rfind("cuda", 0) == 0) {
+      // The last byte must be device memory of the same GPU too (one allocation or adjacent ones).
+      cuda::PointerInfo end = cuda::pointer_info(reinterpret_cast<const void *>(a + bufs[i].length - 1));
+      if (!end.device || "cuda:" + std::to_string(end.ordinal) != loc)
+        st = Err(MC_ERR_INVALID_ARG, "the range is not all device memory of " + loc);
+      else
+        cuda::note_device_buffer();
+    }
     if (!st.ok()) return n == 1 ? st : Err(st.code(), "buffer " + std::to_string(i) + ": " + st.message());
     regions[i] = LocalRegion{a, bufs[i].length, std::move(loc), bufs[i].memfd};
   }
@@ -442,14 +497,74 @@ void EngineCore::unpin_locked(uint64_t addr, uint64_t len) {
   }
 }
 
-mc_status_t EngineCore::pin(uint64_t addr, uint64_t len) {
+// A peer's request: the run must be registered and every buffer of it must allow op.
+mc_status_t EngineCore::pin(uint64_t addr, uint64_t len, uint32_t op) {
+  uint32_t need = op == MC_WRITE ? MC_ACCESS_WRITE : MC_ACCESS_READ;
   std::shared_lock<std::shared_mutex> lk(buffers_mu_);
-  return pin_locked(addr, len) ? MC_OK : MC_ERR_OUT_OF_RANGE;
+  if (len == 0 || addr + len < addr) return MC_ERR_OUT_OF_RANGE;
+  auto it = buffers_.upper_bound(addr);
+  if (it == buffers_.begin()) return MC_ERR_OUT_OF_RANGE;
+  --it;
+  if (it->first + it->second->length <= addr) return MC_ERR_OUT_OF_RANGE;
+  bool denied = false;
+  for (auto c = it; c != buffers_.end() && c->first < addr + len; ++c)
+    if (!(c->second->access.load(std::memory_order_relaxed) & need)) denied = true;
+  if (!pin_locked(addr, len)) return MC_ERR_OUT_OF_RANGE;
+  if (denied) {
+    unpin_locked(addr, len);
+    return MC_ERR_DENIED;
+  }
+  for (auto c = it; c != buffers_.end() && c->first < addr + len; ++c)
+    c->second->peer_in_use.fetch_add(1, std::memory_order_relaxed);
+  return MC_OK;
 }
 
 void EngineCore::unpin(uint64_t addr, uint64_t len) {
   std::shared_lock<std::shared_mutex> lk(buffers_mu_);
+  auto it = buffers_.upper_bound(addr);
+  --it;  // pinned buffers cannot be unregistered, so the run is still there
+  for (auto c = it; c != buffers_.end() && c->first < addr + len; ++c)
+    c->second->peer_in_use.fetch_sub(1, std::memory_order_release);
   unpin_locked(addr, len);
+}
+
+// Takes effect for new requests at once (pins and the shm epoch see it under the exclusive
+// lock); then waits for peer requests pinned under the old rights, outside the lock (their
+// unpin takes it shared). Peers learn it from the descriptor (version bump).
+Status EngineCore::set_access(void *addr, uint32_t access) {
+  if (access & ~uint32_t(MC_ACCESS_READ | MC_ACCESS_WRITE))
+    return Err(MC_ERR_INVALID_ARG, "access must be 0 or a combination of MC_ACCESS_READ (1) and MC_ACCESS_WRITE (2)");
+  uint64_t a = reinterpret_cast<uint64_t>(addr);
+  bool narrowed;
+  {
+    std::unique_lock<std::shared_mutex> lk(buffers_mu_);
+    auto it = buffers_.find(a);
+    if (it == buffers_.end()) return Err(MC_ERR_NOT_FOUND, "no registered buffer starts at this address");
+    uint32_t old = it->second->access.load();
+    if (old == access) return Status::Ok();
+    narrowed = (old & ~access) != 0;
+    it->second->access.store(access);
+    LocalRegion region{it->first, it->second->length, it->second->location, it->second->memfd, access};
+    for (auto *t : data_transports_) t->on_access_change(region);
+    desc_version_++;
+  }
+  if (narrowed) {
+    uint64_t deadline = now_ms() + opts_.timeout_ms;
+    for (;;) {
+      {
+        std::shared_lock<std::shared_mutex> lk(buffers_mu_);
+        auto it = buffers_.find(a);
+        if (it == buffers_.end() || it->second->peer_in_use.load(std::memory_order_acquire) == 0) break;
+      }
+      if (now_ms() > deadline) {
+        MC_LOGW("engine " << name_ << ": a peer request admitted before an access change still runs after "
+                          << opts_.timeout_ms << " ms");
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
+  }
+  return publish();
 }
 
 Descriptor EngineCore::local_descriptor() {
@@ -462,7 +577,8 @@ Descriptor EngineCore::local_descriptor() {
   std::shared_lock<std::shared_mutex> lk(buffers_mu_);
   d.version = desc_version_;
   d.buffers.reserve(buffers_.size());
-  for (auto &[a, b] : buffers_) d.buffers.push_back({a, b->length, b->location, {}});
+  for (auto &[a, b] : buffers_) d.buffers.push_back({a, b->length, b->location, {}, b->access.load()});
+  d.set_min_access();
   for (auto *t : data_transports_) t->describe(d);
   return d;
 }
@@ -549,10 +665,10 @@ Status EngineCore::refresh_peer(Peer &p, bool *rejoined) {
           // The path may outlive the peer only inside the transport's own threads, which the
           // peer's destructor (joining nothing of theirs) cannot see: guard with a flag.
           auto alive = p.alive;
-          path->on_down = [raw, alive] {
+          path->set_on_down([raw, alive] {
             std::lock_guard<std::mutex> lk(alive->mu);
             if (alive->ok) raw->kick();
-          };
+          });
           routes.push_back({t, std::move(path)});
         }
       }
@@ -575,6 +691,35 @@ Status EngineCore::refresh_peer(Peer &p, bool *rejoined) {
   // them go (their destructors tear that peer's connections, mappings and QPs down).
   for (auto &r : dropped) r.transport->fail_path(*r.path, MC_ERR_PEER_DOWN, "peer " + p.name + " restarted");
   return Status::Ok();
+}
+
+// Back from UNREACHABLE with the same incarnation: nothing is rebuilt, except routes whose
+// transport gave up on its path while the peer was away (e.g. a closed same-host socket).
+void EngineCore::revive_routes(Peer &p) {
+  std::shared_ptr<const Descriptor> d;
+  std::vector<Route> routes;
+  {
+    std::lock_guard<std::mutex> lk(p.mu);
+    d = p.desc;
+    routes = p.routes;
+  }
+  bool changed = false;
+  for (auto &r : routes) {
+    if (r.transport->usable(*r.path)) continue;
+    auto path = r.transport->connect(*d);
+    if (!path) continue;
+    Peer *raw = &p;
+    auto alive = p.alive;
+    path->set_on_down([raw, alive] {
+      std::lock_guard<std::mutex> lk(alive->mu);
+      if (alive->ok) raw->kick();
+    });
+    r.path = std::move(path);
+    changed = true;
+  }
+  if (!changed) return;
+  std::lock_guard<std::mutex> lk(p.mu);
+  if (p.desc == d) p.routes = std::move(routes);
 }
 
 void EngineCore::set_state(Peer &p, uint32_t state, const std::string &why) {
@@ -627,13 +772,26 @@ void EngineCore::set_segment_callback(void (*fn)(mc_segment_t, uint32_t, uint64_
 // peer_timeout_ms, or a refused connection, makes it UNREACHABLE and fails its in-flight work;
 // an answer with the known incarnation makes it OK again; a new incarnation rebuilds it.
 void EngineCore::health_loop(Peer *p) {
+  auto stopped = [&] {
+    std::lock_guard<std::mutex> lk(p->hmu);
+    return p->hstop;
+  };
+  uint64_t next = now_ms() + opts_.heartbeat_ms;
   for (;;) {
     {
+      // While unreachable, probe more often so that a peer that answers again is used within
+      // about 100 ms rather than a whole heartbeat.
+      uint64_t period = p->state.load() == MC_SEGMENT_UNREACHABLE ? std::min<uint64_t>(opts_.heartbeat_ms, 100)
+                                                                 : opts_.heartbeat_ms;
+      uint64_t now = now_ms();
+      next = std::min(next, now + period);
       std::unique_lock<std::mutex> lk(p->hmu);
-      p->hcv.wait_for(lk, std::chrono::milliseconds(opts_.heartbeat_ms), [&] { return p->hstop || p->hkick; });
+      p->hcv.wait_for(lk, std::chrono::milliseconds(next > now ? next - now : 0),
+                      [&] { return p->hstop || p->hkick; });
       if (p->hstop) return;
       p->hkick = false;
     }
+    next = now_ms() + opts_.heartbeat_ms;  // the next probe is due a heartbeat after this one starts
     HostPort addr;
     uint64_t known;
     {
@@ -641,15 +799,27 @@ void EngineCore::health_loop(Peer *p) {
       known = p->desc->incarnation;
       if (!parse_host_port(p->desc->tcp, &addr).ok()) continue;
     }
+    // Probe in short attempts so that engine destroy never waits a whole peer_timeout_ms for
+    // this thread; the peer is unreachable once no attempt answered for peer_timeout_ms.
     uint64_t inc = 0;
-    Status st = control_ping(addr, opts_.peer_timeout_ms, &inc);
-    if (stopping_.load()) return;
+    Status st;
+    uint64_t deadline = now_ms() + opts_.peer_timeout_ms;
+    for (;;) {
+      uint64_t now = now_ms();
+      uint32_t left = deadline > now ? static_cast<uint32_t>(deadline - now) : 1;
+      st = control_ping(addr, opts_.auth_token, std::min<uint32_t>(left, 250), &inc);
+      if (st.ok() || stopped() || now_ms() >= deadline) break;
+      if (st.code() != MC_ERR_PEER_DOWN) break;  // refused outright: no point retrying
+      if (st.message().find("refused") != std::string::npos) break;
+    }
+    if (stopping_.load() || stopped()) return;
     bool changed = false;
     if (!st.ok()) {
       changed = p->state.load() != MC_SEGMENT_UNREACHABLE;
       set_state(*p, MC_SEGMENT_UNREACHABLE, st.message());
     } else if (inc == known) {
       changed = p->state.load() != MC_SEGMENT_OK;
+      if (changed) revive_routes(*p);
       set_state(*p, MC_SEGMENT_OK, "");
     } else {
       bool rejoined = false;
@@ -816,6 +986,20 @@ Status EngineCore::submit(BatchCore &b, const mc_request_t *reqs, size_t n) {
         return Err(MC_ERR_OUT_OF_RANGE, req_prefix(i) + "remote range is not inside segment " +
                                             t.peer->name + "'s registered buffers");
     }
+    // The peer's buffers say what peers may do (mc_buffer_set_access); its target enforces it
+    // too. A descriptor that forbids it may be stale: refreshed once.
+    uint32_t need = r.opcode == MC_READ ? MC_ACCESS_READ : MC_ACCESS_WRITE;
+    if (!(t.desc->min_access & need) && !(t.desc->access_of(r.remote, r.length) & need)) {
+      if (!t.refreshed) {
+        t.refreshed = true;
+        Status st = refresh_peer(*t.peer);
+        if (!st.ok()) return Err(st.code(), req_prefix(i) + "refreshing segment " + t.peer->name + ": " + st.message());
+        snapshot(t);
+      }
+      if (!t.desc->covers(r.remote, r.length) || !(t.desc->access_of(r.remote, r.length) & need))
+        return Err(MC_ERR_DENIED, req_prefix(i) + "segment " + t.peer->name + " does not let peers " +
+                                      (r.opcode == MC_READ ? "read" : "write") + " the remote range");
+    }
   }
 
   // Pass 2: pin the local ranges and pick each request's route (the first transport of its
@@ -863,7 +1047,10 @@ Status EngineCore::submit(BatchCore &b, const mc_request_t *reqs, size_t n) {
 
   // Pass 3: slots and slices, then one hand-off per (peer, route).
   size_t need_chunks = (base + n + BatchCore::kChunk - 1) / BatchCore::kChunk;
-  while (b.chunks_.size() < need_chunks) b.chunks_.emplace_back(new RequestSlot[BatchCore::kChunk]);
+  // A small batch (mc_transfer's internal one, typically) gets a chunk of its own size, not
+  // 4096 slots: the per-call cost of a small transfer stays a few hundred nanoseconds.
+  while (b.chunks_.size() < need_chunks)
+    b.chunks_.emplace_back(new RequestSlot[std::min(b.capacity, BatchCore::kChunk)]);
   struct Group {
     uint32_t target;
     uint8_t route;

@@ -32,6 +32,10 @@ struct LocalBuffer {
   int memfd = -1;  // mc_buffer_alloc memory: the memfd behind the mapping (owned), else -1
   // Requests of this engine and requests served for peers that use the buffer right now.
   std::atomic<int64_t> in_use{0};
+  // Of those, the ones served for peers (TargetAccess::pin), which mc_buffer_set_access waits for.
+  std::atomic<int64_t> peer_in_use{0};
+  // What peers may do (MC_ACCESS_* bits); written with buffers_mu_ held exclusively.
+  std::atomic<uint32_t> access{MC_ACCESS_READ | MC_ACCESS_WRITE};
 };
 
 // Per-request bookkeeping, kept in fixed chunks inside its batch (no allocation per request).
@@ -140,6 +144,8 @@ class EngineCore : public TargetAccess, public std::enable_shared_from_this<Engi
   // mc_buffer_alloc / mc_buffer_free: host memory backed by a memfd that same-host peers map.
   Status alloc_buffer(size_t len, const char *location, void **out);
   Status free_buffer(void *addr);
+  // mc_buffer_set_access.
+  Status set_access(void *addr, uint32_t access);
 
   Status open_segment(const std::string &name, mc_segment_t *out);
   Status close_segment(mc_segment_t seg);
@@ -151,7 +157,7 @@ class EngineCore : public TargetAccess, public std::enable_shared_from_this<Engi
   std::string stats_json();
 
   // TargetAccess
-  mc_status_t pin(uint64_t addr, uint64_t len) override;
+  mc_status_t pin(uint64_t addr, uint64_t len, uint32_t op) override;
   void unpin(uint64_t addr, uint64_t len) override;
   std::string descriptor_json() override;
   Status control(const std::string &channel, const std::string &request, std::string *reply) override;
@@ -168,6 +174,7 @@ class EngineCore : public TargetAccess, public std::enable_shared_from_this<Engi
   Status refresh_peer(Peer &p, bool *rejoined = nullptr);
   void health_loop(Peer *p);
   void set_state(Peer &p, uint32_t state, const std::string &why);
+  void revive_routes(Peer &p);
   void notify(Peer &p);
   Descriptor local_descriptor();
   Status publish();

@@ -29,19 +29,23 @@ class MetadataStore {
   virtual bool needs_publish() const { return true; }
 };
 
-std::unique_ptr<MetadataStore> make_p2p_store();
+// token: this engine's auth_token ("" for none), for the descriptor fetches.
+std::unique_ptr<MetadataStore> make_p2p_store(const std::string &token);
 
 // The store for a `metadata` config value: "p2p", "etcd://HOST:PORT[,HOST:PORT...][/PREFIX]" or
 // "redis://HOST:PORT[/DB]". self_name is the engine's name; timeout_ms bounds every store
-// operation; ttl_ms is how long a descriptor outlives its engine's last refresh.
+// operation; ttl_ms is how long a descriptor outlives its engine's last refresh; token is the
+// engine's auth_token ("" for none), used to reach peers' listeners.
 Status make_metadata_store(const std::string &url, const std::string &self_name,
-                           uint32_t timeout_ms, uint32_t ttl_ms,
+                           uint32_t timeout_ms, uint32_t ttl_ms, const std::string &token,
                            std::unique_ptr<MetadataStore> *out);
 
 // The health probe behind a name claim: pings the "tcp" address of a stored descriptor (read
 // loosely, so that a newer major version is probed too). True when an engine answers there with
 // the stored incarnation; *who describes the holder for messages. Blocks at most about
-// 2 * timeout_ms.
-bool holder_alive(const std::string &stored_json, uint32_t timeout_ms, std::string *who);
+// 2 * timeout_ms. token: this engine's auth_token; a holder that denies us (another token) is
+// alive as far as the claim goes.
+bool holder_alive(const std::string &stored_json, uint32_t timeout_ms, const std::string &token,
+                  std::string *who);
 
 }  // namespace mc

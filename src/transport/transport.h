@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <mutex>
 #include <memory>
 #include <string>
 
@@ -38,8 +39,10 @@ class TargetAccess {
  public:
   virtual ~TargetAccess() = default;
   // Pins the registered buffers covering [addr, addr+len) so they cannot be unregistered while
-  // a peer's request uses them. MC_ERR_OUT_OF_RANGE when not fully registered.
-  virtual mc_status_t pin(uint64_t addr, uint64_t len) = 0;
+  // a peer's request uses them. MC_ERR_OUT_OF_RANGE when not fully registered; MC_ERR_DENIED
+  // when a buffer's access (mc_buffer_set_access) forbids op (MC_READ: the peer reads this
+  // memory; MC_WRITE: it writes it). Nothing is pinned on failure.
+  virtual mc_status_t pin(uint64_t addr, uint64_t len, uint32_t op) = 0;
   virtual void unpin(uint64_t addr, uint64_t len) = 0;
   virtual std::string descriptor_json() = 0;
   virtual uint64_t incarnation() const = 0;
@@ -55,6 +58,7 @@ struct LocalRegion {
   uint64_t length;
   std::string location;  // "cpu", "cpu:N", "cuda:N"
   int memfd = -1;        // the memfd behind it (mc_buffer_alloc), or -1
+  uint32_t access = MC_ACCESS_READ | MC_ACCESS_WRITE;  // what peers may do (mc_buffer_set_access)
 };
 
 // A transport's per-peer state (connections, mappings); created by the transport.
@@ -62,8 +66,25 @@ class PeerPath {
  public:
   virtual ~PeerPath() = default;
   // Set by the engine: a transport calls it when it learns on its own that the peer is gone
-  // (e.g. its same-host socket closed), so the engine probes the peer at once.
+  // (e.g. its same-host socket closed), so the engine probes the peer at once. Use the two
+  // functions below: the engine sets it after connect() returned, while a transport thread
+  // may already be running.
   std::function<void()> on_down;
+  void set_on_down(std::function<void()> fn) {
+    std::lock_guard<std::mutex> lk(on_down_mu_);
+    on_down = std::move(fn);
+  }
+  void fire_down() {
+    std::function<void()> fn;
+    {
+      std::lock_guard<std::mutex> lk(on_down_mu_);
+      fn = on_down;
+    }
+    if (fn) fn();
+  }
+
+ private:
+  std::mutex on_down_mu_;
 };
 
 class Transport {
@@ -80,6 +101,11 @@ class Transport {
   // A failing register undoes the registration.
   virtual Status on_register(const LocalRegion &r) { (void)r; return Status::Ok(); }
   virtual void on_unregister(const LocalRegion &r) { (void)r; }
+  // Called when a buffer's access changes (r.access is the new one), with the engine's buffer
+  // lock held exclusively, like on_unregister. A transport whose peers reach memory without
+  // asking the target (mappings, memory regions) must make the old rights unusable before it
+  // returns: no copy that started under them may still run (shm: bump the epoch and wait).
+  virtual void on_access_change(const LocalRegion &r) { (void)r; }
   // The path to the peer described by d; never blocks on the network. The engine drops the
   // old path when the peer's incarnation changes (its destructor tears that peer's state down:
   // connections, mappings, queue pairs) and asks for a new one; nothing else is rebuilt.
@@ -93,6 +119,12 @@ class Transport {
     (void)peer;
     (void)status;
     (void)why;
+  }
+  // False once the path gave up for good (e.g. the peer's same-host socket closed); the engine
+  // then asks for a new one when the peer answers again with the same incarnation.
+  virtual bool usable(PeerPath &peer) {
+    (void)peer;
+    return true;
   }
   // Whether this transport moves data between memory at these locations ("cpu", "cpu:N",
   // "cuda:N"); the engine picks the first transport of a peer that accepts a request.

@@ -8,6 +8,7 @@ namespace {
 // one control round trip to the name, which is the peer's HOST:PORT.
 class P2pStore : public MetadataStore {
  public:
+  explicit P2pStore(std::string token) : token_(std::move(token)) {}
   Status publish(const Descriptor &) override { return Status::Ok(); }
   bool needs_publish() const override { return false; }
   void unpublish() override {}
@@ -18,16 +19,21 @@ class P2pStore : public MetadataStore {
       return Err(MC_ERR_INVALID_ARG,
                  "with metadata=p2p a segment name is the peer's HOST:PORT; " + st.message());
     std::string json;
-    st = control_fetch_descriptor(hp, timeout_ms, &json);
+    st = control_fetch_descriptor(hp, token_, timeout_ms, &json);
     if (!st.ok()) return st;
     st = Descriptor::from_json(json, out);
     if (!st.ok()) return Err(st.code(), "from " + name + ": " + st.message());
     return Status::Ok();
   }
+
+ private:
+  std::string token_;
 };
 
 }  // namespace
 
-std::unique_ptr<MetadataStore> make_p2p_store() { return std::make_unique<P2pStore>(); }
+std::unique_ptr<MetadataStore> make_p2p_store(const std::string &token) {
+  return std::make_unique<P2pStore>(token);
+}
 
 }  // namespace mc

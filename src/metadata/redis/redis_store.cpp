@@ -219,7 +219,7 @@ class RedisStore : public MetadataStore {
       std::string old(r->str, r->len);
       if (old.find(mark_) == std::string::npos) {
         std::string who;
-        if (holder_alive(old, o_.timeout_ms, &who))
+        if (holder_alive(old, o_.timeout_ms, o_.auth_token, &who))
           return Err(MC_ERR_EXISTS, "the name \"" + o_.self_name + "\" is held in " + o_.url + " by " + who +
                                         ", which is alive; stop it or pick another name");
         MC_LOGI("metadata: taking over \"" << o_.self_name << "\" from " << who << ", which does not answer");

@@ -17,6 +17,7 @@ struct RedisOptions {
   std::string self_name;
   uint32_t timeout_ms = 5000;
   uint32_t ttl_ms = 10000;
+  std::string auth_token;  // this engine's, for the health probe of a name's holder
 };
 
 Status make_redis_store(const RedisOptions &o, std::unique_ptr<MetadataStore> *out);

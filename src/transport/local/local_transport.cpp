@@ -73,10 +73,10 @@ class LocalTransport : public Transport {
       return;
     }
     // The "remote" side is our own registered memory: same checks a peer's request gets.
-    mc_status_t st = target_->pin(s.remote, s.len);
+    mc_status_t st = target_->pin(s.remote, s.len, s.op);
     if (st != MC_OK) {
       failed_++;
-      slice_done(s, MC_ERR_TRANSPORT);
+      slice_done(s, st == MC_ERR_DENIED ? MC_ERR_DENIED : MC_ERR_TRANSPORT);
       return;
     }
     void *remote = reinterpret_cast<void *>(s.remote);

@@ -23,9 +23,28 @@
 // (PEER_DOWN) and tells the engine. Mappings of a dead peer stay valid (memfd), so no SIGBUS.
 //
 // Messages on the socket: 4-byte little-endian length + text; a reply may carry one fd.
+//
+// Admission: an abstract Unix socket can be reached by any process of the host (whatever its
+// user), so with an auth_token the socket runs the TCP handshake of common/wire.h in text form
+// before it hands over anything (control page, memfds):
+//   "HELLO <incarnation> <nonce_c hex>" -> "CHALLENGE <nonce_s hex> <proof_s hex>"
+//   "AUTH <proof_c hex>"                -> the control page, as without a token
+// A refusal is "ERR DENIED <why>". At most kMaxPending connections may be in their handshake,
+// each for at most min(timeout_ms, kHandshakeMs) per message.
+//
+// Access (mc_buffer_set_access): LIST carries each buffer's access bits; FD hands a buffer that
+// peers may not write as a read-only file (reopened O_RDONLY through /proc/self/fd), which the
+// initiator maps PROT_READ, and refuses the memfd of a buffer peers may not read (such buffers
+// are reached with cross-memory attach where allowed, else over tcp, where the target checks
+// every request). A change bumps the epoch like an
+// unregister, so no copy that started under the old rights is still running when it returns.
+// Buffers reached with cross-memory attach have no kernel-side guard beyond ptrace's: there the
+// initiator's check against the current LIST (under the epoch protocol) is the protection, and
+// a process allowed to attach could read or write the target anyway.
 #include "transport/shm/shm_transport.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -46,8 +65,10 @@
 #include <thread>
 #include <vector>
 
+#include "common/auth.h"
 #include "common/log.h"
 #include "common/net.h"
+#include "common/wire.h"
 
 namespace mc {
 namespace {
@@ -150,7 +171,55 @@ struct RemoteBuf {
   uint64_t length;
   bool memfd;
   char *map = nullptr;  // our mapping of its memfd, once mapped
+  uint32_t access = MC_ACCESS_READ | MC_ACCESS_WRITE;
+  // Reached through our mapping of its memfd; a memfd buffer peers may not read is not handed
+  // out, so it is reached like plain memory (cross-memory attach), or not at all.
+  bool via_map() const { return memfd && (access & MC_ACCESS_READ); }
 };
+
+// The client side of the admission on a connected socket; *reply and *fd get the target's
+// answer to the admitted HELLO (its control page).
+Status shm_hello(int fd, const std::string &token, uint64_t incarnation, const std::string &peer,
+                 std::string *reply, int *got_fd) {
+  char hello[40];
+  std::snprintf(hello, sizeof hello, "HELLO %016" PRIx64, incarnation);
+  std::string msg = hello;
+  uint8_t nonce_c[auth::kNonce];
+  if (!token.empty()) {
+    if (!auth::random_bytes(nonce_c, sizeof nonce_c))
+      return Err(MC_ERR_INTERNAL, "could not draw a random nonce (OpenSSL RAND_bytes failed)");
+    msg += " " + auth::to_hex(nonce_c, sizeof nonce_c);
+  }
+  auto ask = [&](const std::string &m) -> Status {
+    if (!send_msg(fd, m) || !recv_msg(fd, reply, got_fd))
+      return Err(MC_ERR_PEER_DOWN, "same-host peer " + peer + " closed its socket");
+    if (reply->rfind("ERR DENIED ", 0) == 0)
+      return Err(MC_ERR_DENIED, "same-host peer " + peer + " denied access: " + reply->substr(11));
+    if (reply->rfind("ERR", 0) == 0) return Err(MC_ERR_TRANSPORT, "same-host peer " + peer + ": " + reply->substr(4));
+    return Status::Ok();
+  };
+  Status st = ask(msg);
+  if (!st.ok() || token.empty()) return st;
+  // "CHALLENGE <nonce_s> <proof_s>"
+  uint8_t nonce_s[auth::kNonce], ps[auth::kMac], want[auth::kMac];
+  if (reply->size() != 10 + 2 * auth::kNonce + 1 + 2 * auth::kMac || reply->rfind("CHALLENGE ", 0) != 0 ||
+      !auth::from_hex(reply->substr(10, 2 * auth::kNonce), nonce_s, auth::kNonce) ||
+      !auth::from_hex(reply->substr(11 + 2 * auth::kNonce), ps, auth::kMac))
+    return Err(MC_ERR_TRANSPORT, "same-host peer " + peer + " sent no auth_token challenge");
+  if (*got_fd >= 0) {
+    ::close(*got_fd);
+    *got_fd = -1;
+  }
+  auth::server_proof(token, nonce_c, nonce_s, want);
+  if (!auth::same(want, ps, auth::kMac)) {
+    send_msg(fd, "ERR DENIED the connecting engine's auth_token differs (this engine's proof did not match)");
+    return Err(MC_ERR_DENIED, "same-host peer " + peer + " holds a different auth_token (its proof did not "
+                                                         "match): refusing it");
+  }
+  uint8_t pc[auth::kMac];
+  auth::client_proof(token, nonce_s, nonce_c, pc);
+  return ask("AUTH " + auth::to_hex(pc, sizeof pc));
+}
 
 // One peer on this host.
 class ShmPeer : public PeerPath, public std::enable_shared_from_this<ShmPeer> {
@@ -192,7 +261,7 @@ class ShmPeer : public PeerPath, public std::enable_shared_from_this<ShmPeer> {
 
 class ShmTransport : public Transport {
  public:
-  ShmTransport(const ShmOptions &o, TargetAccess *t) : o_(o), target_(t) {}
+  ShmTransport(const ShmOptions &o, TargetAccess *t) : o_(o) { (void)t; }
   ~ShmTransport() override { shutdown(); }
   Status start();
   const char *name() const override { return "shm"; }
@@ -202,6 +271,7 @@ class ShmTransport : public Transport {
   void describe(Descriptor &d) override;
   Status on_register(const LocalRegion &r) override;
   void on_unregister(const LocalRegion &r) override;
+  void on_access_change(const LocalRegion &r) override;
   std::shared_ptr<PeerPath> connect(const Descriptor &d) override;
   void update(PeerPath &peer, const Descriptor &d) override {
     (void)d;
@@ -212,22 +282,30 @@ class ShmTransport : public Transport {
     (void)st;
     static_cast<ShmPeer &>(peer).set_dead(why);
   }
+  // A memfd buffer is mapped, which needs read access; plain memory, and a memfd buffer peers
+  // may not read, need cross-memory attach (else they go over tcp, where the target checks
+  // every request).
+  bool usable(PeerPath &peer) override { return !static_cast<ShmPeer &>(peer).dead.load(); }
   bool accepts_buffer(PeerPath &peer, const BufferDesc &remote) const override {
-    return remote.ext.count("shm") || static_cast<ShmPeer &>(peer).cma_ok();
+    if (remote.ext.count("shm") && (remote.access & MC_ACCESS_READ)) return true;
+    return static_cast<ShmPeer &>(peer).cma_ok();
   }
   void shutdown() override;
   std::string stats_json() override;
 
   uint32_t timeout_ms() const { return o_.timeout_ms; }
+  const std::string &token() const { return o_.auth_token; }
   std::atomic<uint64_t> bytes_copied{0}, bytes_cma{0}, slices_ok{0}, slices_failed{0}, maps{0};
+  std::atomic<uint64_t> hs_denied{0}, hs_dropped{0};
 
  private:
   void accept_loop();
-  void serve(int fd);
+  void serve(int fd, std::shared_ptr<std::atomic<bool>> done);
   void worker();
+  // After an epoch bump: waits (bounded) until no peer copy that may have missed it still runs.
+  void wait_for_copies(const char *why);
 
   ShmOptions o_;
-  TargetAccess *target_;
   std::string sock_name_;
   Fd listen_;
   Fd ctrl_fd_;
@@ -239,10 +317,16 @@ class ShmTransport : public Transport {
   struct Region {
     uint64_t length;
     int fd;  // our dup of its memfd, or -1
+    uint32_t access;  // MC_ACCESS_* for peers
   };
   std::map<uint64_t, Region> regions_;
   std::list<int> served_;
-  std::vector<std::thread> served_threads_;
+  struct Served {
+    std::thread t;
+    std::shared_ptr<std::atomic<bool>> done;  // set when its serve() returned: joined at the next accept
+  };
+  std::vector<Served> served_threads_;
+  std::atomic<uint32_t> pending_{0};  // connections in their handshake
   // Workers for large slices; qmu_ guards queue_ and qstop_.
   std::vector<std::thread> workers_;
   std::mutex qmu_;
@@ -304,7 +388,7 @@ Status ShmTransport::on_register(const LocalRegion &r) {
     if (fd < 0) return Err(MC_ERR_NO_MEMORY, std::string("dup of a memfd: ") + std::strerror(errno));
   }
   std::lock_guard<std::mutex> lk(mu_);
-  regions_[r.addr] = {r.length, fd};
+  regions_[r.addr] = {r.length, fd, r.access};
   return Status::Ok();
 }
 
@@ -318,12 +402,26 @@ void ShmTransport::on_unregister(const LocalRegion &r) {
     }
     ctrl_->epoch.fetch_add(1, std::memory_order_seq_cst);
   }
+  wait_for_copies("an unregister");
+}
+
+void ShmTransport::on_access_change(const LocalRegion &r) {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    auto it = regions_.find(r.addr);
+    if (it != regions_.end()) it->second.access = r.access;
+    ctrl_->epoch.fetch_add(1, std::memory_order_seq_cst);  // with the change, as LIST reads both
+  }
+  wait_for_copies("an access change");
+}
+
+void ShmTransport::wait_for_copies(const char *why) {
   // Wait for copies that started before they could see the new epoch.
   uint64_t deadline = now_ms() + o_.timeout_ms;
   while (ctrl_->active.load(std::memory_order_seq_cst) != 0) {
     if (now_ms() > deadline) {
-      MC_LOGW("shm: a peer's copy did not finish within " << o_.timeout_ms
-                                                          << " ms of an unregister (peer died mid-copy?)");
+      MC_LOGW("shm: a peer's copy did not finish within " << o_.timeout_ms << " ms of " << why
+                                                          << " (peer died mid-copy?)");
       break;
     }
     std::this_thread::sleep_for(std::chrono::microseconds(50));
@@ -345,25 +443,101 @@ void ShmTransport::accept_loop() {
       }
       return;
     }
-    std::lock_guard<std::mutex> lk(mu_);
-    served_.push_back(fd);
-    served_threads_.emplace_back([this, fd] { serve(fd); });
+    // Unadmitted connections are capped; each holds a thread only until its handshake deadline.
+    if (pending_.load() >= wire::kMaxPending) {
+      hs_dropped++;
+      ::close(fd);
+      continue;
+    }
+    pending_++;
+    std::vector<std::thread> finished;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      for (auto it = served_threads_.begin(); it != served_threads_.end();) {
+        if (it->done->load()) {
+          finished.push_back(std::move(it->t));
+          it = served_threads_.erase(it);
+        } else {
+          ++it;
+        }
+      }
+      served_.push_back(fd);
+      auto done = std::make_shared<std::atomic<bool>>(false);
+      served_threads_.push_back({std::thread([this, fd, done] { serve(fd, done); }), done});
+    }
+    for (auto &t : finished) t.join();
   }
 }
 
-void ShmTransport::serve(int fd) {
+void ShmTransport::serve(int fd, std::shared_ptr<std::atomic<bool>> done) {
   std::string req;
-  bool hello = false;
+  bool hello = false, pending = true, challenged = false;
+  uint8_t nonce_c[auth::kNonce], nonce_s[auth::kNonce];
+  set_io_timeout(fd, std::min<uint32_t>(o_.timeout_ms, wire::kHandshakeMs));
+  auto deny = [&](const std::string &why, bool tell) {
+    hs_denied++;
+    MC_LOGW("shm: denied a same-host connection: " << why);
+    if (tell) send_msg(fd, "ERR DENIED " + why);
+  };
+  auto admit = [&]() -> bool {
+    hello = true;
+    challenged = false;
+    if (pending) {
+      pending = false;
+      pending_--;
+    }
+    set_io_timeout(fd, 0);  // admitted connections may idle (WATCH)
+    json j = {{"pid", static_cast<int64_t>(getpid())}, {"ctrl", reinterpret_cast<uint64_t>(ctrl_)}};
+    return send_msg(fd, j.dump(), ctrl_fd_.get());
+  };
   while (recv_msg(fd, &req, nullptr)) {
-    if (req.rfind("HELLO ", 0) == 0) {
+    if (challenged) {
+      uint8_t pc[auth::kMac], want[auth::kMac];
+      if (req.rfind("ERR", 0) == 0) {
+        deny("the connecting engine refused this engine's proof of the auth_token", false);
+        break;
+      }
+      auth::client_proof(o_.auth_token, nonce_s, nonce_c, want);
+      if (req.size() != 5 + 2 * auth::kMac || req.rfind("AUTH ", 0) != 0 ||
+          !auth::from_hex(req.substr(5), pc, auth::kMac) || !auth::same(pc, want, auth::kMac)) {
+        deny("the connecting engine's proof of the auth_token does not match (a different token, or a "
+             "replayed handshake)", true);
+        break;
+      }
+      if (!admit()) break;
+    } else if (req.rfind("HELLO ", 0) == 0) {
+      // "HELLO <16 hex>" or "HELLO <16 hex> <64 hex>"
       uint64_t want = std::strtoull(req.c_str() + 6, nullptr, 16);
       if (want != o_.incarnation) {
         send_msg(fd, "ERR this engine has another incarnation (it restarted)");
         break;
       }
-      hello = true;
-      json j = {{"pid", static_cast<int64_t>(getpid())}, {"ctrl", reinterpret_cast<uint64_t>(ctrl_)}};
-      if (!send_msg(fd, j.dump(), ctrl_fd_.get())) break;
+      bool has_nonce = req.size() > 6 + 16;
+      if (o_.auth_token.empty()) {
+        if (has_nonce) {
+          deny("this engine has no auth_token and the connecting engine requires one", true);
+          break;
+        }
+        if (!admit()) break;
+        continue;
+      }
+      if (!has_nonce) {
+        deny("this engine requires an auth_token and the connecting engine has none", true);
+        break;
+      }
+      if (req.size() != 6 + 16 + 1 + 2 * auth::kNonce || !auth::from_hex(req.substr(23), nonce_c, auth::kNonce)) {
+        send_msg(fd, "ERR malformed HELLO");
+        break;
+      }
+      uint8_t ps[auth::kMac];
+      if (!auth::random_bytes(nonce_s, auth::kNonce)) {
+        send_msg(fd, "ERR this engine could not draw a random nonce");
+        break;
+      }
+      auth::server_proof(o_.auth_token, nonce_c, nonce_s, ps);
+      challenged = true;
+      if (!send_msg(fd, "CHALLENGE " + auth::to_hex(nonce_s, auth::kNonce) + " " + auth::to_hex(ps, auth::kMac)))
+        break;
     } else if (!hello) {
       send_msg(fd, "ERR say HELLO first");
       break;
@@ -376,19 +550,33 @@ void ShmTransport::serve(int fd) {
       {
         std::lock_guard<std::mutex> lk(mu_);
         epoch = ctrl_->epoch.load();
-        for (auto &[a, r] : regions_) bufs.push_back({a, r.length, r.fd >= 0});
+        for (auto &[a, r] : regions_) bufs.push_back({a, r.length, r.fd >= 0, r.access});
       }
       json j = {{"epoch", epoch}, {"buffers", std::move(bufs)}};
       if (!send_msg(fd, j.dump())) break;
     } else if (req.rfind("FD ", 0) == 0) {
       uint64_t a = std::strtoull(req.c_str() + 3, nullptr, 10);
       int f = -1;
+      bool unreadable = false;
       {
         std::lock_guard<std::mutex> lk(mu_);
         auto it = regions_.find(a);
-        if (it != regions_.end() && it->second.fd >= 0) f = ::fcntl(it->second.fd, F_DUPFD_CLOEXEC, 0);
+        if (it != regions_.end() && it->second.fd >= 0) {
+          if (!(it->second.access & MC_ACCESS_READ)) {
+            unreadable = true;
+          } else if (!(it->second.access & MC_ACCESS_WRITE)) {
+            // A new read-only open file of the same memfd: the peer cannot map it writable.
+            char path[64];
+            std::snprintf(path, sizeof path, "/proc/self/fd/%d", it->second.fd);
+            f = ::open(path, O_RDONLY | O_CLOEXEC);
+          } else {
+            f = ::fcntl(it->second.fd, F_DUPFD_CLOEXEC, 0);
+          }
+        }
       }
-      bool ok = f >= 0 ? send_msg(fd, "OK", f) : send_msg(fd, "ERR no such memfd buffer");
+      bool ok = f >= 0       ? send_msg(fd, "OK", f)
+                : unreadable ? send_msg(fd, "ERR DENIED peers may not read this buffer")
+                             : send_msg(fd, "ERR no such memfd buffer");
       if (f >= 0) ::close(f);
       if (!ok) break;
     } else {
@@ -396,9 +584,13 @@ void ShmTransport::serve(int fd) {
       break;
     }
   }
-  std::lock_guard<std::mutex> lk(mu_);
-  served_.remove(fd);
-  ::close(fd);
+  if (pending) pending_--;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    served_.remove(fd);
+    ::close(fd);
+  }
+  done->store(true);
 }
 
 // ------------------------------------------------------------------------------ initiator side
@@ -419,6 +611,8 @@ Status ShmPeer::request(const std::string &req, std::string *reply, int *fd) {
   std::lock_guard<std::mutex> lk(req_mu_);
   if (!send_msg(sock_.get(), req) || !recv_msg(sock_.get(), reply, fd))
     return Err(MC_ERR_PEER_DOWN, "same-host peer " + name_ + " closed its socket");
+  if (reply->rfind("ERR DENIED ", 0) == 0)
+    return Err(MC_ERR_DENIED, "same-host peer " + name_ + " denied access: " + reply->substr(11));
   if (reply->rfind("ERR", 0) == 0) return Err(MC_ERR_TRANSPORT, "same-host peer " + name_ + ": " + reply->substr(4));
   return Status::Ok();
 }
@@ -431,13 +625,11 @@ Status ShmPeer::open(const Descriptor &d) {
   std::string sock = t["socket"].get<std::string>();
   Status st = unix_connect(sock, t_->timeout_ms(), &sock_);
   if (!st.ok()) return st;
-  char hello[32];
-  std::snprintf(hello, sizeof hello, "HELLO %016" PRIx64, incarnation_);
   std::string reply;
   int cfd = -1;
-  st = request(hello, &reply, &cfd);
-  if (!st.ok()) return st;
+  st = shm_hello(sock_.get(), t_->token(), incarnation_, name_, &reply, &cfd);
   Fd cf(cfd);
+  if (!st.ok()) return st;
   json j = json::parse(reply, nullptr, false);
   if (!cf.valid() || !j.is_object()) return Err(MC_ERR_TRANSPORT, "same-host peer " + name_ + " sent no control page");
   pid_ = j.value("pid", 0);
@@ -463,9 +655,10 @@ Status ShmPeer::open(const Descriptor &d) {
   st = unix_connect(sock, t_->timeout_ms(), &watch_);
   if (!st.ok()) return st;
   std::string r2;
-  if (!send_msg(watch_.get(), hello) || !recv_msg(watch_.get(), &r2, &cfd) || r2.rfind("ERR", 0) == 0)
-    return Err(MC_ERR_TRANSPORT, "same-host peer " + name_ + " refused the watch connection");
+  cfd = -1;
+  st = shm_hello(watch_.get(), t_->token(), incarnation_, name_, &r2, &cfd);
   if (cfd >= 0) ::close(cfd);
+  if (!st.ok()) return Err(st.code(), "watch connection: " + st.message());
   send_msg(watch_.get(), "WATCH");
   set_io_timeout(watch_.get(), 0);
   watcher_ = std::thread([this] {
@@ -477,7 +670,7 @@ Status ShmPeer::open(const Descriptor &d) {
     }
     if (!dead.load()) {
       set_dead("its same-host socket closed");
-      if (on_down) on_down();
+      fire_down();
     }
   });
   return Status::Ok();
@@ -492,9 +685,14 @@ Status ShmPeer::refresh() {
   std::unique_lock<std::shared_mutex> lk(bufs_mu_);
   std::map<uint64_t, RemoteBuf> nb;
   for (auto &b : j["buffers"]) {
-    RemoteBuf r{b[0].get<uint64_t>(), b[1].get<uint64_t>(), b[2].get<bool>(), nullptr};
+    RemoteBuf r{b[0].get<uint64_t>(), b[1].get<uint64_t>(), b[2].get<bool>(), nullptr,
+                b.size() > 3 ? b[3].get<uint32_t>() : uint32_t(MC_ACCESS_READ | MC_ACCESS_WRITE)};
+    // A mapping made under other rights is not reused (a read-only one cannot take writes; a
+    // writable one must not outlive the right to write). It stays mapped until the peer goes.
     auto old = bufs_.find(r.addr);
-    if (old != bufs_.end() && old->second.length == r.length && old->second.memfd == r.memfd) r.map = old->second.map;
+    if (old != bufs_.end() && old->second.length == r.length && old->second.memfd == r.memfd &&
+        old->second.access == r.access)
+      r.map = old->second.map;
     nb[r.addr] = r;
   }
   bufs_.swap(nb);
@@ -509,7 +707,8 @@ Status ShmPeer::map_buffer(RemoteBuf &b) {
   if (!st.ok()) return st;
   Fd f(fd);
   if (!f.valid()) return Err(MC_ERR_TRANSPORT, "same-host peer " + name_ + " sent no memfd");
-  void *p = ::mmap(nullptr, b.length, PROT_READ | PROT_WRITE, MAP_SHARED, f.get(), 0);
+  int prot = (b.access & MC_ACCESS_WRITE) ? PROT_READ | PROT_WRITE : PROT_READ;
+  void *p = ::mmap(nullptr, b.length, prot, MAP_SHARED, f.get(), 0);
   if (p == MAP_FAILED) return Err(MC_ERR_NO_MEMORY, std::string("mmap of a peer's buffer: ") + std::strerror(errno));
   b.map = static_cast<char *>(p);
   maps_.emplace_back(b.map, b.length);
@@ -518,7 +717,7 @@ Status ShmPeer::map_buffer(RemoteBuf &b) {
 }
 
 mc_status_t ShmPeer::copy_one(const Slice &s, RemoteBuf &b, uint64_t remote, char *local, uint64_t len) {
-  if (b.memfd) {
+  if (b.via_map()) {
     char *r = b.map + (remote - b.addr);
     if (s.op == MC_WRITE)
       std::memcpy(r, local, len);
@@ -565,7 +764,7 @@ void ShmPeer::run(const Slice &s) {
       if (it != bufs_.begin()) {
         --it;
         for (uint64_t cur = s.remote, end = s.remote + s.len; it != bufs_.end() && cur < end; ++it) {
-          if (it->second.memfd && !it->second.map) need_map = true;
+          if (it->second.via_map() && !it->second.map) need_map = true;
           cur = it->second.addr + it->second.length;
         }
       }
@@ -575,17 +774,34 @@ void ShmPeer::run(const Slice &s) {
       auto it = bufs_.upper_bound(s.remote);
       if (it != bufs_.begin()) --it;
       for (uint64_t cur = s.remote, end = s.remote + s.len; it != bufs_.end() && cur < end; ++it) {
-        if (it->second.memfd && !it->second.map) {
+        if (it->second.via_map() && !it->second.map) {
           Status ms = map_buffer(it->second);
           if (!ms.ok()) {
             MC_LOGI("shm: " << ms.message());
-            st = ms.code() == MC_ERR_PEER_DOWN ? MC_ERR_PEER_DOWN : MC_ERR_TRANSPORT;
+            st = (ms.code() == MC_ERR_PEER_DOWN || ms.code() == MC_ERR_DENIED) ? ms.code() : MC_ERR_TRANSPORT;
             break;
           }
         }
         cur = it->second.addr + it->second.length;
       }
-      if (st != MC_OK) break;
+      if (st != MC_OK) {
+        // Mapped under rights the target has changed since (a read-only file where the stale
+        // list still said writable, or a refusal): refresh the list and try again.
+        lk.unlock();
+        bool stale;
+        {
+          std::shared_lock<std::shared_mutex> rl(bufs_mu_);
+          stale = ctrl_->epoch.load(std::memory_order_seq_cst) != epoch_;
+        }
+        if (!stale || attempt >= 2 || st == MC_ERR_PEER_DOWN) break;
+        Status rs = refresh();
+        if (!rs.ok()) {
+          st = rs.code() == MC_ERR_PEER_DOWN ? MC_ERR_PEER_DOWN : MC_ERR_TRANSPORT;
+          break;
+        }
+        st = MC_OK;
+        continue;
+      }
     }
     ctrl_->active.fetch_add(1, std::memory_order_seq_cst);
     std::shared_lock<std::shared_mutex> lk(bufs_mu_);
@@ -607,26 +823,31 @@ void ShmPeer::run(const Slice &s) {
     uint64_t cur = s.remote, end = s.remote + s.len;
     char *local = static_cast<char *>(s.local);
     auto it = bufs_.upper_bound(cur);
-    bool covered = it != bufs_.begin();
+    bool covered = it != bufs_.begin(), allowed = true;
+    const uint32_t need = s.op == MC_WRITE ? MC_ACCESS_WRITE : MC_ACCESS_READ;
     if (covered) {
       // Check the whole range before the first byte moves: a refused slice writes nothing.
+      // The rights are the target's current ones (this list's epoch is the current epoch).
       auto c = std::prev(it);
       for (uint64_t at = cur; at < end; ++c) {
         if (c == bufs_.end() || at < c->second.addr || at >= c->second.addr + c->second.length ||
-            (c->second.memfd && !c->second.map)) {
+            (c->second.via_map() ? !c->second.map : !cma_ok_)) {
           covered = false;
           break;
         }
+        if (!(c->second.access & need)) allowed = false;
         at = c->second.addr + c->second.length;
       }
     }
     if (!covered) {
       st = MC_ERR_TRANSPORT;  // the target no longer has (all of) this range
+    } else if (!allowed) {
+      st = MC_ERR_DENIED;  // the target's buffer does not let peers do this
     } else {
       --it;
       while (cur < end) {
         if (it == bufs_.end() || cur < it->second.addr || cur >= it->second.addr + it->second.length ||
-            (it->second.memfd && !it->second.map)) {
+            (it->second.via_map() ? !it->second.map : !cma_ok_)) {
           st = MC_ERR_TRANSPORT;  // the target no longer has (all of) this range
           break;
         }
@@ -640,6 +861,14 @@ void ShmPeer::run(const Slice &s) {
     lk.unlock();
     ctrl_->active.fetch_sub(1, std::memory_order_seq_cst);
     break;
+  }
+  // A WRITE into a mapping is COMPLETED only if the target still lives: its mapping of the memfd
+  // is gone once its process is, and ours would keep the bytes from nobody. The kernel closes
+  // the watch socket before the target's death is visible to anyone, so a hang-up seen here
+  // (no syscall is cheaper that is also race-free) turns the slice into PEER_DOWN.
+  if (st == MC_OK && s.op == MC_WRITE && watch_.valid()) {
+    pollfd pf{watch_.get(), POLLRDHUP, 0};
+    if (::poll(&pf, 1, 0) > 0 && (pf.revents & (POLLHUP | POLLRDHUP | POLLERR))) st = MC_ERR_PEER_DOWN;
   }
   if (st == MC_OK)
     t_->slices_ok++;
@@ -688,6 +917,11 @@ void ShmTransport::worker() {
       j = std::move(queue_.front());
       queue_.pop_front();
     }
+    if (stopping_.load()) {  // engine destroy: queued work fails, it does not run
+      slices_failed++;
+      slice_done(j.s, MC_ERR_PEER_DOWN);
+      continue;
+    }
     j.peer->run(j.s);
   }
 }
@@ -696,13 +930,13 @@ void ShmTransport::shutdown() {
   if (stopping_.exchange(true)) return;
   if (listen_.valid()) ::shutdown(listen_.get(), SHUT_RDWR);
   if (acceptor_.joinable()) acceptor_.join();
-  std::vector<std::thread> served;
+  std::vector<Served> served;
   {
     std::lock_guard<std::mutex> lk(mu_);
     for (int fd : served_) ::shutdown(fd, SHUT_RDWR);
     served.swap(served_threads_);
   }
-  for (auto &t : served) t.join();
+  for (auto &s : served) s.t.join();
   {
     std::lock_guard<std::mutex> lk(qmu_);
     qstop_ = true;
@@ -722,7 +956,9 @@ std::string ShmTransport::stats_json() {
          ",\"bytes_cma\":" + std::to_string(bytes_cma.load()) +
          ",\"slices_completed\":" + std::to_string(slices_ok.load()) +
          ",\"slices_failed\":" + std::to_string(slices_failed.load()) +
-         ",\"buffers_mapped\":" + std::to_string(maps.load()) + "}";
+         ",\"buffers_mapped\":" + std::to_string(maps.load()) +
+         ",\"handshakes_denied\":" + std::to_string(hs_denied.load()) +
+         ",\"handshakes_dropped\":" + std::to_string(hs_dropped.load()) + "}";
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 // no peer CPU on the data path.
 #pragma once
 #include <memory>
+#include <string>
 
 #include "transport/transport.h"
 
@@ -11,6 +12,7 @@ struct ShmOptions {
   uint32_t workers = 4;
   uint32_t timeout_ms = 5000;
   uint64_t incarnation = 0;
+  std::string auth_token;  // "" for none: the same admission as on TCP (common/wire.h)
 };
 
 // Starts the engine's same-host listener (an abstract Unix socket). nullptr with *st set when

@@ -1,5 +1,10 @@
 #include "transport/tcp/tcp_transport.h"
 
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -14,6 +19,8 @@
 #include <thread>
 #include <vector>
 
+#include "common/auth.h"
+#include "common/gpu_staging.h"
 #include "common/log.h"
 #include "common/wire.h"
 
@@ -95,6 +102,8 @@ class TcpTransport : public Transport {
   ~TcpTransport() override { shutdown(); }
   Status start(HostPort *bound);
   const char *name() const override { return "tcp"; }
+  // Host and GPU memory alike: GPU memory is staged (send_device / recv_device).
+  bool accepts(const std::string &, const std::string &) const override { return true; }
   std::shared_ptr<PeerPath> connect(const Descriptor &d) override;
   void submit(PeerPath &peer, Slice *slices, size_t n) override;
   void shutdown() override;
@@ -107,19 +116,30 @@ class TcpTransport : public Transport {
   void spawn(std::function<void()> fn);
   void track(const std::shared_ptr<TcpConn> &c);
   uint32_t timeout_ms() const { return opts_.timeout_ms; }
+  const std::string &token() const { return opts_.auth_token; }
   bool stopping() const { return stopping_.load(); }
 
   std::atomic<uint64_t> bytes_sent{0}, bytes_received{0}, slices_ok{0}, slices_failed{0};
   std::atomic<uint64_t> conns_opened{0}, conns_failed{0}, served_requests{0}, served_refused{0};
+  // Incoming connections: admitted, refused by the handshake, closed for missing the handshake
+  // deadline, pushed out by newer ones while kMaxPending were pending.
+  std::atomic<uint64_t> hs_admitted{0}, hs_denied{0}, hs_expired{0}, hs_evicted{0};
 
  private:
+  struct Pending;
   void accept_loop();
-  void serve(int fd);
+  // Reads what the handshake of p asks for; false when p is finished (admitted or closed).
+  bool advance(Pending &p);
+  void admit(Pending &p);
+  void serve(int fd, const wire::Header *first);
   void reaper_loop();
 
   TcpOptions opts_;
   TargetAccess *target_;
   Fd listen_fd_;
+  Fd wake_fd_;  // an eventfd: shutdown() wakes the accept loop's poll with it
+  uint64_t refusals_logged_ms_ = 0;  // accept loop only: refusals are logged at most once a second
+  uint64_t refusals_quiet_ = 0;
   std::atomic<bool> stopping_{false};
   // threads_mu_ guards threads_ and the cv used by shutdown() to wait for detached threads.
   std::mutex threads_mu_;
@@ -172,6 +192,28 @@ void TcpConn::check_progress(uint64_t now, uint32_t timeout_ms) {
   if (now > last && now - last > timeout_ms)
     fail(MC_ERR_PEER_DOWN, "peer " + addr_.str() + " made no progress for " +
                                std::to_string(now - last) + " ms");
+}
+
+// GPU memory ("cuda:N" buffers, at either end) cannot meet a socket directly: it moves through
+// pinned host staging buffers, one chunk copied while the previous one is sent or received
+// (common/gpu_staging.h). A CUDA failure reads as EIO.
+static bool send_device(int fd, const void *dev, uint64_t len) {
+  std::string why;
+  bool ok = gpu::stage_out(dev, len, [&](const char *p, uint64_t n) { return write_all(fd, p, n); }, &why);
+  if (!ok && !why.empty()) {
+    MC_LOGW("tcp: staging GPU memory: " << why);
+    errno = EIO;
+  }
+  return ok;
+}
+static bool recv_device(BufferedReader &rd, void *dev, uint64_t len) {
+  std::string why;
+  bool ok = gpu::stage_in(dev, len, [&](char *p, uint64_t n) { return rd.read(p, n); }, &why);
+  if (!ok && !why.empty()) {
+    MC_LOGW("tcp: staging GPU memory: " << why);
+    errno = EIO;
+  }
+  return ok;
 }
 
 static mc_status_t io_status(int err) {
@@ -227,10 +269,22 @@ void TcpConn::run_sender() {
     receiver_started_ = true;
   }
   last_progress_.store(now_ms());
-  wire::Header hello = wire::make(wire::HELLO, 0, incarnation_, 0);
-  if (!write_all(fd_.get(), &hello, sizeof hello)) {
-    int e = errno;
-    fail(io_status(e), "send to " + addr_.str() + ": " + io_text(e));
+  // Admission before any request (common/wire.h): with a token this waits for the server's
+  // challenge (one round trip); without one it only sends HELLO. Reads are bounded here; the
+  // data path itself has no socket timeout (the reaper watches progress instead).
+  set_io_timeout(fd_.get(), t_->timeout_ms());
+  st = auth::client_handshake(fd_.get(), t_->token(), incarnation_, "peer " + addr_.str(), nullptr, 0);
+  set_io_timeout(fd_.get(), 0);
+  if (!st.ok()) {
+    t_->conns_failed++;
+    if (st.code() == MC_ERR_DENIED) MC_LOGW("tcp: " << st.message());
+    fail(st.code(), st.message());
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      sender_done_ = true;
+    }
+    fail_all();
+    return;
   }
   auto self = shared_from_this();
   t_->spawn([self] { self->run_receiver(); });
@@ -263,15 +317,21 @@ void TcpConn::run_sender() {
     for (auto &s : canceled) slice_done(s, MC_ERR_CANCELED);
     int n = 0;
     uint64_t payload = 0;
-    for (size_t i = 0; i < batch.size(); i++) {
+    if (batch.empty()) continue;
+    bool sent = true;
+    for (size_t i = 0; i < batch.size() && sent; i++) {
       iov[n++] = {&hdrs[i], sizeof(wire::Header)};
       if (batch[i].op == MC_WRITE) {
-        iov[n++] = {batch[i].local, batch[i].len};
+        if (gpu::is_device_memory(batch[i].local)) {  // what is gathered goes first, then staged
+          sent = writev_all(fd_.get(), iov.data(), n) && send_device(fd_.get(), batch[i].local, batch[i].len);
+          n = 0;
+        } else {
+          iov[n++] = {batch[i].local, batch[i].len};
+        }
         payload += batch[i].len;
       }
     }
-    if (n == 0) continue;
-    if (!writev_all(fd_.get(), iov.data(), n)) {
+    if (!sent || (n > 0 && !writev_all(fd_.get(), iov.data(), n))) {
       int e = errno;
       fail(io_status(e), "send to " + addr_.str() + ": " + io_text(e));
       break;
@@ -287,6 +347,7 @@ void TcpConn::run_sender() {
 void TcpConn::run_receiver() {
   BufferedReader rd;
   rd.attach(fd_.get());
+  bool need_ok = !t_->token().empty();  // with a token, the server's verdict (AUTH_OK) comes first
   for (;;) {
     wire::Header h;
     if (!rd.read(&h, sizeof h)) {
@@ -299,6 +360,12 @@ void TcpConn::run_receiver() {
       fail(MC_ERR_TRANSPORT, "peer " + addr_.str() + " sent a bad header (wrong magic or version)");
       break;
     }
+    if (need_ok && h.type != wire::ERROR) {
+      need_ok = false;
+      if (h.type == wire::AUTH_OK && h.len == 0) continue;
+      fail(MC_ERR_TRANSPORT, "peer " + addr_.str() + " did not confirm the auth_token handshake");
+      break;
+    }
     Inflight f{};  // id 0 never matches: a reply with nothing in flight is a protocol error
     {
       std::lock_guard<std::mutex> lk(mu_);
@@ -306,8 +373,13 @@ void TcpConn::run_receiver() {
     }
     if (h.type == wire::ERROR) {
       std::string msg(std::min<uint64_t>(h.len, 4096), '\0');
-      mc_status_t est = h.status == MC_ERR_PEER_DOWN ? MC_ERR_PEER_DOWN : MC_ERR_TRANSPORT;
-      if (h.len <= 4096 && rd.read(msg.data(), msg.size()))
+      mc_status_t est = h.status == MC_ERR_PEER_DOWN ? MC_ERR_PEER_DOWN
+                        : h.status == MC_ERR_DENIED  ? MC_ERR_DENIED
+                                                     : MC_ERR_TRANSPORT;
+      if (est == MC_ERR_DENIED && h.len <= 4096 && rd.read(msg.data(), msg.size())) {
+        MC_LOGW("tcp: peer " << addr_.str() << " denied access: " << msg);
+        fail(est, "peer " + addr_.str() + " denied access: " + msg);
+      } else if (h.len <= 4096 && rd.read(msg.data(), msg.size()))
         fail(est, "peer " + addr_.str() + " refused: " + msg);
       else
         fail(est, "peer " + addr_.str() + " sent an error");
@@ -321,7 +393,8 @@ void TcpConn::run_receiver() {
     }
     mc_status_t st = MC_OK;
     if (h.status != MC_OK) {
-      st = MC_ERR_TRANSPORT;
+      // The target's access check is reported as such; other refusals are transport errors.
+      st = h.status == MC_ERR_DENIED ? MC_ERR_DENIED : MC_ERR_TRANSPORT;
       MC_LOGI("tcp: peer " << addr_.str() << " refused a request at 0x" << std::hex << f.s.remote
                            << std::dec << " (" << mc_status_str(h.status) << ")");
     }
@@ -336,7 +409,9 @@ void TcpConn::run_receiver() {
         st = MC_ERR_CANCELED;
       } else {
         char *dst = static_cast<char *>(f.s.local);
-        for (uint64_t off = 0; ok && off < h.len; off += kProgressChunk) {
+        bool staged = gpu::is_device_memory(dst);
+        if (staged) ok = recv_device(rd, dst, h.len);
+        for (uint64_t off = 0; ok && !staged && off < h.len; off += kProgressChunk) {
           uint64_t n = std::min<uint64_t>(kProgressChunk, h.len - off);
           ok = rd.read(dst + off, n);
           last_progress_.store(now_ms());
@@ -377,6 +452,12 @@ std::shared_ptr<TcpConn> TcpPeer::conn(size_t i) {
 Status TcpTransport::start(HostPort *bound) {
   Status st = tcp_listen(opts_.listen, &listen_fd_, bound);
   if (!st.ok()) return st;
+  // The accept loop polls the listener with every pending handshake: accept must not block.
+  int fl = ::fcntl(listen_fd_.get(), F_GETFL);
+  if (fl < 0 || ::fcntl(listen_fd_.get(), F_SETFL, fl | O_NONBLOCK) != 0)
+    return Err(MC_ERR_TRANSPORT, std::string("fcntl(O_NONBLOCK) on the listener: ") + std::strerror(errno));
+  wake_fd_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!wake_fd_.valid()) return Err(MC_ERR_TRANSPORT, std::string("eventfd: ") + std::strerror(errno));
   spawn([this] { accept_loop(); });
   reaper_ = std::thread([this] { reaper_loop(); });
   return Status::Ok();
@@ -443,37 +524,162 @@ void TcpTransport::submit(PeerPath &path, Slice *slices, size_t n) {
   }
 }
 
+// One incoming connection that has not finished its handshake (common/wire.h). It holds an fd
+// but no thread: the accept loop runs every handshake itself on non-blocking sockets.
+struct TcpTransport::Pending {
+  Fd fd;
+  uint64_t deadline;
+  uint64_t last_us;  // when it last sent something (accept, or a handshake message)
+  std::string peer;  // "HOST:PORT" of the client, for the log
+  std::unique_ptr<auth::ServerHandshake> hs;
+};
+
+// Accepts connections and runs their handshakes. At most wire::kMaxPending are pending: one
+// more pushes out the one that has been silent longest (closed at once), so a flood of silent
+// or stalled connections holds a bounded number of fds and no thread, while a real peer, whose
+// handshake moves every few dozen microseconds, still gets through; each is closed when it
+// misses min(timeout_ms, kHandshakeMs). Accepts are taken a few at a time between rounds of
+// reading, so a burst cannot push out a connection before its HELLO was even read. Only
+// admitted connections get a serving thread.
 void TcpTransport::accept_loop() {
+  const uint32_t hs_ms = std::min<uint32_t>(opts_.timeout_ms, wire::kHandshakeMs);
+  std::deque<Pending> pending;  // oldest first; all share hs_ms, so deadlines are in order too
+  std::vector<pollfd> pfds;
   for (;;) {
-    int fd = ::accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC);
-    if (stopping_.load()) {
-      if (fd >= 0) ::close(fd);
-      return;
+    if (stopping_.load()) return;
+    uint64_t now = now_ms();
+    while (!pending.empty() && pending.front().deadline <= now) {
+      hs_expired++;
+      MC_LOGD("tcp: closing a connection from " << pending.front().peer << " that did not finish its handshake within "
+                                                << hs_ms << " ms");
+      pending.pop_front();
     }
-    if (fd < 0) {
-      if (errno == EINTR || errno == ECONNABORTED) continue;
-      if (errno == EMFILE || errno == ENFILE) {
-        MC_LOGW("tcp: cannot accept a connection: " << std::strerror(errno)
-                                                    << " (raise the file descriptor limit)");
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
-        continue;
+    int timeout = 1000;
+    if (!pending.empty()) timeout = static_cast<int>(std::min<uint64_t>(1000, pending.front().deadline - now + 1));
+    pfds.clear();
+    pfds.push_back({wake_fd_.get(), POLLIN, 0});
+    pfds.push_back({listen_fd_.get(), POLLIN, 0});
+    for (auto &p : pending) pfds.push_back({p.fd.get(), POLLIN, 0});
+    int n = ::poll(pfds.data(), pfds.size(), timeout);
+    if (stopping_.load()) return;
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      MC_LOGE("tcp: poll failed: " << std::strerror(errno));
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      continue;
+    }
+    // Pending handshakes first (indices match pfds before new connections are added).
+    size_t np = pending.size();
+    std::vector<bool> finished(np, false);
+    for (size_t i = 0; i < np; i++)
+      if (pfds[2 + i].revents) finished[i] = !advance(pending[i]);
+    for (size_t i = np; i-- > 0;)
+      if (finished[i]) pending.erase(pending.begin() + static_cast<std::ptrdiff_t>(i));
+    if (!(pfds[1].revents & (POLLIN | POLLERR | POLLHUP))) continue;
+    for (uint32_t k = 0; k < wire::kMaxPending / 4; k++) {
+      sockaddr_in sa{};
+      socklen_t sl = sizeof sa;
+      int fd = ::accept4(listen_fd_.get(), reinterpret_cast<sockaddr *>(&sa), &sl, SOCK_CLOEXEC | SOCK_NONBLOCK);
+      if (fd < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+        if (errno == EINTR || errno == ECONNABORTED) continue;
+        if (errno == EMFILE || errno == ENFILE) {
+          MC_LOGW("tcp: cannot accept a connection: " << std::strerror(errno)
+                                                      << " (raise the file descriptor limit)");
+          std::this_thread::sleep_for(std::chrono::milliseconds(50));
+          break;
+        }
+        if (stopping_.load()) return;
+        MC_LOGE("tcp: accept failed: " << std::strerror(errno));
+        return;
       }
-      MC_LOGE("tcp: accept failed: " << std::strerror(errno));
-      return;
+      tune_socket(fd);
+      if (pending.size() >= wire::kMaxPending) {
+        auto victim = pending.begin();
+        for (auto it = pending.begin(); it != pending.end(); ++it)
+          if (it->last_us < victim->last_us) victim = it;
+        hs_evicted++;
+        MC_LOGD("tcp: " << wire::kMaxPending << " connections in their handshake; closing the longest silent, from "
+                        << victim->peer);
+        pending.erase(victim);
+      }
+      char ip[INET_ADDRSTRLEN] = "?";
+      ::inet_ntop(AF_INET, &sa.sin_addr, ip, sizeof ip);
+      Pending p;
+      p.fd.reset(fd);
+      p.deadline = now_ms() + hs_ms;
+      p.last_us = now_us();
+      p.peer = std::string(ip) + ":" + std::to_string(ntohs(sa.sin_port));
+      p.hs = std::make_unique<auth::ServerHandshake>(opts_.auth_token, target_->incarnation());
+      pending.push_back(std::move(p));
     }
-    tune_socket(fd);
-    {
-      std::lock_guard<std::mutex> lk(conns_mu_);
-      served_fds_.push_back(fd);
-    }
-    spawn([this, fd] { serve(fd); });
   }
 }
 
-// Serves one incoming connection: control messages and READ/WRITE against registered memory.
+bool TcpTransport::advance(Pending &p) {
+  uint8_t buf[wire::kMaxErrorText];
+  for (;;) {
+    size_t want = std::min(p.hs->want(), sizeof buf);
+    ssize_t r = ::recv(p.fd.get(), buf, want, 0);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
+    if (r <= 0) return false;  // closed or reset before the handshake ended
+    p.last_us = now_us();
+    auto state = p.hs->feed(buf, static_cast<size_t>(r));
+    std::string out = p.hs->take_output();
+    if (!out.empty() &&
+        ::send(p.fd.get(), out.data(), out.size(), MSG_NOSIGNAL | MSG_DONTWAIT) != static_cast<ssize_t>(out.size()))
+      return false;  // a few dozen bytes on a fresh socket: a short send means a dead peer
+    if (state == auth::ServerHandshake::kAdmitted) {
+      admit(p);
+      return false;
+    }
+    if (state == auth::ServerHandshake::kRefused) {
+      hs_denied++;
+      uint64_t now = now_ms();
+      if (now - refusals_logged_ms_ >= 1000) {
+        std::string more = refusals_quiet_ ? " (and " + std::to_string(refusals_quiet_) + " more refusals)" : "";
+        if (p.hs->code() == MC_ERR_DENIED)
+          MC_LOGW("tcp: denied a connection from " << p.peer << ": " << p.hs->why() << more);
+        else
+          MC_LOGI("tcp: refused a connection from " << p.peer << ": " << p.hs->why() << more);
+        refusals_logged_ms_ = now;
+        refusals_quiet_ = 0;
+      } else {
+        refusals_quiet_++;
+      }
+      // Read what the client already pipelined (bounded), so that closing does not reset the
+      // connection before the client read our ERROR.
+      ::shutdown(p.fd.get(), SHUT_WR);
+      for (int i = 0; i < 16 && ::recv(p.fd.get(), buf, sizeof buf, MSG_DONTWAIT) > 0; i++) {
+      }
+      return false;
+    }
+  }
+}
+
+void TcpTransport::admit(Pending &p) {
+  int fd = p.fd.release();
+  int fl = ::fcntl(fd, F_GETFL);
+  if (fl >= 0) ::fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+  hs_admitted++;
+  {
+    std::lock_guard<std::mutex> lk(conns_mu_);
+    served_fds_.push_back(fd);
+  }
+  if (p.hs->has_first()) {
+    wire::Header first = p.hs->first();
+    spawn([this, fd, first] { serve(fd, &first); });
+  } else {
+    spawn([this, fd] { serve(fd, nullptr); });
+  }
+}
+
+// Serves one admitted connection: control messages and READ/WRITE against registered memory.
+// first: a bare request a token-less engine admitted the connection on (served first), or NULL.
 // Replies are gathered in `out` and flushed when no further request is already buffered, so a
 // burst of small requests costs one send per burst, not per request.
-void TcpTransport::serve(int fd) {
+void TcpTransport::serve(int fd, const wire::Header *first) {
   BufferedReader rd;
   rd.attach(fd);
   std::vector<char> out;
@@ -496,9 +702,14 @@ void TcpTransport::serve(int fd) {
     flush();
   };
   for (;;) {
-    if (rd.buffered() < sizeof(wire::Header) && !flush()) break;
     wire::Header h;
-    if (!rd.read(&h, sizeof h)) break;
+    if (first) {
+      h = *first;
+      first = nullptr;
+    } else {
+      if (rd.buffered() < sizeof(wire::Header) && !flush()) break;
+      if (!rd.read(&h, sizeof h)) break;
+    }
     if (h.magic != wire::kMagic) {
       refuse("sent bytes that are not an mc message (bad magic)");
       break;
@@ -560,12 +771,17 @@ void TcpTransport::serve(int fd) {
       break;
     }
     served_requests++;
-    mc_status_t st = h.len == 0 ? MC_ERR_INVALID_ARG : target_->pin(h.addr, h.len);
+    // The pin checks the buffer's access too: a READ of a buffer peers may not read, or a
+    // WRITE of one they may not write, is refused (MC_ERR_DENIED) and nothing is written.
+    mc_status_t st = h.len == 0 ? MC_ERR_INVALID_ARG
+                                : target_->pin(h.addr, h.len, h.type == wire::WRITE ? MC_WRITE : MC_READ);
     if (h.type == wire::WRITE) {
       bool ok = true;
       if (st == MC_OK) {
         char *dst = reinterpret_cast<char *>(h.addr);
-        for (uint64_t off = 0; ok && off < h.len; off += kProgressChunk)
+        bool staged = gpu::is_device_memory(dst);
+        if (staged) ok = recv_device(rd, dst, h.len);
+        for (uint64_t off = 0; ok && !staged && off < h.len; off += kProgressChunk)
           ok = rd.read(dst + off, std::min<uint64_t>(kProgressChunk, h.len - off));
         target_->unpin(h.addr, h.len);
         if (ok) bytes_received += h.len;
@@ -596,7 +812,9 @@ void TcpTransport::serve(int fd) {
     }
     wire::Header r = wire::make(wire::READ_DATA, h.id, h.addr, h.len);
     bool ok;
-    if (h.len <= 16 * 1024) {
+    if (gpu::is_device_memory(reinterpret_cast<const void *>(h.addr))) {
+      ok = flush() && write_all(fd, &r, sizeof r) && send_device(fd, reinterpret_cast<const void *>(h.addr), h.len);
+    } else if (h.len <= 16 * 1024) {
       put(&r, sizeof r);
       put(reinterpret_cast<const void *>(h.addr), h.len);
       ok = true;
@@ -637,6 +855,12 @@ void TcpTransport::shutdown() {
     // Already stopping (or stopped): just wait for the threads.
   } else {
     if (listen_fd_.valid()) ::shutdown(listen_fd_.get(), SHUT_RDWR);
+    if (wake_fd_.valid()) {
+      uint64_t one = 1;
+      if (::write(wake_fd_.get(), &one, sizeof one) < 0) {
+        // The loop also wakes within a second on its own.
+      }
+    }
     {
       std::lock_guard<std::mutex> lk(reaper_mu_);
       reaper_cv_.notify_all();
@@ -670,7 +894,11 @@ std::string TcpTransport::stats_json() {
                   ",\"connections_opened\":" + std::to_string(conns_opened.load()) +
                   ",\"connections_failed\":" + std::to_string(conns_failed.load()) +
                   ",\"served_requests\":" + std::to_string(served_requests.load()) +
-                  ",\"served_refused\":" + std::to_string(served_refused.load()) + "}";
+                  ",\"served_refused\":" + std::to_string(served_refused.load()) +
+                  ",\"handshakes_admitted\":" + std::to_string(hs_admitted.load()) +
+                  ",\"handshakes_denied\":" + std::to_string(hs_denied.load()) +
+                  ",\"handshakes_expired\":" + std::to_string(hs_expired.load()) +
+                  ",\"handshakes_evicted\":" + std::to_string(hs_evicted.load()) + "}";
   return s;
 }
 

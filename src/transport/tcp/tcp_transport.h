@@ -12,6 +12,7 @@ struct TcpOptions {
   HostPort listen;
   uint32_t connections = 4;  // data connections per peer
   uint32_t timeout_ms = 5000;  // no progress for this long fails a connection's work
+  std::string auth_token;      // "" for none; see the admission handshake in common/wire.h
 };
 
 // Binds opts.listen (the bound address goes to *bound) and starts serving; target is the

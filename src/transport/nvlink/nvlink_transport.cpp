@@ -1,0 +1,1223 @@
+// The nvlink transport.
+//
+// Export (target side). Every registered "cuda:N" buffer is made shareable once, at register:
+//  - memory from cudaMalloc/cuMemAlloc: cuIpcGetMemHandle (64 bytes) of its allocation, plus
+//    the allocation's base, since the handle opens the whole allocation;
+//  - memory from the VMM API (cuMemCreate + cuMemMap, as PyTorch's expandable segments): each
+//    mapping that the buffer touches is exported with cuMemExportToShareableHandle as a POSIX
+//    file descriptor. The allocation must have been created with the POSIX fd handle type.
+// Buffers that cannot be exported still register; peers then reach them over TCP (staging).
+//
+// Every engine listens on an abstract Unix socket ("\0mc-nvl-<pid>-<incarnation>", named in its
+// descriptor). An initiator on the same host connects, proves it expects the target's current
+// incarnation (HELLO), and gets the target's control page (a memfd, SCM_RIGHTS); LIST returns
+// the exported buffers with their handles; FD <addr> returns one VMM mapping's fd.
+//
+// Import (initiator side): once per (peer incarnation, buffer, local GPU), on first use:
+// cuIpcOpenMemHandle (lazy peer access) or, for VMM, cuMemImportFromShareableHandle + cuMemMap
+// into a reserved range + cuMemSetAccess for the local GPU. A new incarnation of the peer drops
+// the PeerPath, whose destructor closes and unmaps every import: nothing is ever copied through
+// a mapping of an older incarnation.
+//
+// Copies: cuMemcpyAsync on a few streams per local GPU (slices adjacent on both sides are
+// merged first; large copies queue on one stream, small ones spread over the others, see
+// kBulkMin), one event per stream used per submit; a completion thread polls the events and
+// reports the slices only after their copies finished. mc's streams do not wait for work the
+// caller queued on its own streams: the caller orders that (as for any copy engine user).
+//
+// Unregister safety, as in the shm transport: the target's control page holds an epoch (bumped
+// on every unregister of an exported buffer) and an "active" count. An initiator bumps active,
+// checks the epoch against the one of its buffer list (re-LISTing when it changed), enqueues its
+// copies and drops active only when their events completed; the target's unregister bumps the
+// epoch, then waits (bounded by timeout_ms) for active to reach 0. So after mc_buffer_unregister
+// returns, no peer copy into that memory is running or can start.
+#include "transport/nvlink/nvlink_transport.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cinttypes>
+#include <condition_variable>
+#include <cstdlib>
+#include <cstring>
+#include <list>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <shared_mutex>
+#include <thread>
+#include <vector>
+
+#include "common/cuda_loader.h"
+#include "common/log.h"
+#include "common/net.h"
+
+namespace mc {
+namespace {
+
+using nlohmann::json;
+using namespace mc::cuda;
+
+constexpr uint64_t kCtrlMagic = 0x4d434e564c434c31ull;  // "MCNVLCL1"
+constexpr uint32_t kMaxMsg = 16u << 20;
+constexpr uint64_t kMaxMerge = 256ull << 20;  // adjacent slices merge into copies up to this
+// Copies of at least kBulkMin bytes all go to one stream per GPU, one after the other: measured
+// on two H200s, concurrent large copies over several streams (copy engines) to one peer moved
+// 20-25% less than the same copies back to back. Smaller copies are latency-bound and spread
+// over the other streams, where they overlap. MC_NVLINK_BULK_MIN (bytes) overrides it.
+constexpr uint64_t kBulkMin = 1ull << 20;
+
+struct CtrlPage {
+  uint64_t magic;
+  uint64_t incarnation;
+  std::atomic<uint64_t> epoch;   // bumped on every unregister of an exported buffer
+  std::atomic<uint64_t> active;  // initiator copy groups in flight, all peers together
+};
+static_assert(std::atomic<uint64_t>::is_always_lock_free, "shared-memory atomics need lock-free u64");
+
+std::string hex(const void *p, size_t n) {
+  static const char *d = "0123456789abcdef";
+  std::string s;
+  s.reserve(n * 2);
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = static_cast<const unsigned char *>(p)[i];
+    s += d[c >> 4];
+    s += d[c & 15];
+  }
+  return s;
+}
+
+bool unhex(const std::string &s, void *out, size_t n) {
+  if (s.size() != n * 2) return false;
+  auto v = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+  };
+  for (size_t i = 0; i < n; i++) {
+    int hi = v(s[2 * i]), lo = v(s[2 * i + 1]);
+    if (hi < 0 || lo < 0) return false;
+    static_cast<unsigned char *>(out)[i] = static_cast<unsigned char>(hi << 4 | lo);
+  }
+  return true;
+}
+
+// Messages on the socket: 4-byte length + text; a reply may carry one fd.
+bool send_msg(int fd, const std::string &body, int pass_fd = -1) {
+  std::string all(4, '\0');
+  uint32_t len = static_cast<uint32_t>(body.size());
+  std::memcpy(all.data(), &len, 4);
+  all += body;
+  iovec iov{all.data(), all.size()};
+  msghdr mh{};
+  mh.msg_iov = &iov;
+  mh.msg_iovlen = 1;
+  alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int))];
+  if (pass_fd >= 0) {
+    std::memset(cbuf, 0, sizeof cbuf);
+    mh.msg_control = cbuf;
+    mh.msg_controllen = sizeof cbuf;
+    cmsghdr *c = CMSG_FIRSTHDR(&mh);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(c), &pass_fd, sizeof(int));
+  }
+  ssize_t n;
+  do {
+    n = ::sendmsg(fd, &mh, MSG_NOSIGNAL);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) return false;
+  size_t done = static_cast<size_t>(n);
+  return done == all.size() || write_all(fd, all.data() + done, all.size() - done);
+}
+
+bool recv_msg(int fd, std::string *body, int *got_fd) {
+  if (got_fd) *got_fd = -1;
+  uint32_t len = 0;
+  iovec iov{&len, 4};
+  msghdr mh{};
+  mh.msg_iov = &iov;
+  mh.msg_iovlen = 1;
+  alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int))];
+  mh.msg_control = cbuf;
+  mh.msg_controllen = sizeof cbuf;
+  ssize_t n;
+  do {
+    n = ::recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);
+  } while (n < 0 && errno == EINTR);
+  if (n <= 0) return false;
+  for (cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+      int f;
+      std::memcpy(&f, CMSG_DATA(c), sizeof f);
+      if (got_fd && *got_fd < 0)
+        *got_fd = f;
+      else
+        ::close(f);
+    }
+  }
+  if (n < 4 && !read_all(fd, reinterpret_cast<char *>(&len) + n, 4 - static_cast<size_t>(n))) return false;
+  if (len > kMaxMsg) return false;
+  body->assign(len, '\0');
+  return len == 0 || read_all(fd, body->data(), len);
+}
+
+// ------------------------------------------------------------------------------ structures
+
+// One exported buffer (target side).
+struct Export {
+  uint64_t length = 0;
+  int dev = -1;
+  bool vmm = false;
+  uint32_t access = MC_ACCESS_READ | MC_ACCESS_WRITE;  // what peers may do (mc_buffer_set_access)
+  CUipcMemHandle ipc{};
+  uint64_t base = 0;  // the cudaMalloc allocation's base (the handle opens the whole of it)
+  struct Chunk {
+    uint64_t addr, size;
+    int fd;
+    CUmemGenericAllocationHandle h;
+  };
+  std::vector<Chunk> chunks;  // VMM mappings covering the buffer, in address order
+};
+
+// A buffer of a peer as listed by it (initiator side).
+struct RemoteBuf {
+  uint64_t addr = 0, length = 0;
+  int dev = -1;
+  bool vmm = false;
+  uint32_t access = 0;  // enforced here: an IPC mapping cannot be made read-only by its owner
+  std::string ipc;  // 64 raw bytes
+  uint64_t base = 0;
+  std::vector<std::pair<uint64_t, uint64_t>> chunks;
+  bool same_as(const RemoteBuf &o) const {
+    return addr == o.addr && length == o.length && vmm == o.vmm && ipc == o.ipc && base == o.base &&
+           chunks == o.chunks;
+  }
+};
+
+// Our mapping of one remote buffer, for one local GPU.
+struct Import {
+  int dev = -1;
+  CUdeviceptr ptr = 0;  // the remote buffer's first byte in our address space
+  // How to undo it: an IPC open (shared by buffers of one allocation), or a VMM range.
+  std::string ipc_key;
+  CUdeviceptr va = 0;
+  uint64_t va_size = 0;
+};
+
+class NvTransport;
+
+class NvPeer : public PeerPath, public std::enable_shared_from_this<NvPeer> {
+ public:
+  explicit NvPeer(NvTransport *t) : t_(t) {}
+  ~NvPeer() override;
+  Status open(const Descriptor &d);
+  // Re-reads the peer's buffer list; imports of buffers that changed or went away retire.
+  Status refresh();
+  // The remote range [raddr, raddr+*avail) mapped for GPU dev, importing it on first use;
+  // MC_ERR_DENIED when the buffer's access forbids op.
+  Status translate(uint64_t raddr, int dev, uint32_t op, CUdeviceptr *out, uint64_t *avail);
+  void set_dead(const std::string &why) {
+    if (!dead.exchange(true)) MC_LOGI("nvlink: peer " << name_ << " is gone: " << why);
+  }
+
+  std::atomic<bool> dead{false};
+  std::atomic<bool> stale{false};
+  std::atomic<int64_t> inflight{0};  // copy groups in flight
+  CtrlPage *ctrl = nullptr;
+  uint64_t epoch() {
+    std::shared_lock<std::shared_mutex> lk(mu_);
+    return epoch_;
+  }
+
+ private:
+  Status request(const std::string &req, std::string *reply, int *fd);
+  Status import_locked(const RemoteBuf &b, int dev, Import *out);
+  void close_import(Import &im);
+
+  NvTransport *t_;
+  std::string name_;
+  uint64_t incarnation_ = 0;
+  bool same_process_ = false;
+  std::mutex req_mu_;  // guards sock_ (one request at a time)
+  Fd sock_;
+  // mu_ guards bufs_, epoch_, imports_, ipc_opens_ and retired_.
+  std::shared_mutex mu_;
+  std::map<uint64_t, RemoteBuf> bufs_;
+  uint64_t epoch_ = 0;
+  std::map<std::pair<uint64_t, int>, Import> imports_;  // (remote addr, local GPU)
+  struct IpcOpen {
+    CUdeviceptr ptr;
+    int refs;
+  };
+  std::map<std::string, IpcOpen> ipc_opens_;  // (handle bytes + GPU) -> our open of it
+  std::vector<Import> retired_;  // imports of buffers that changed; closed once nothing is in flight
+};
+
+// One group of copies issued by one submit call on one local GPU, reported together.
+struct Op {
+  std::shared_ptr<NvPeer> peer;
+  int dev = -1;
+  std::vector<Slice> slices;
+  std::vector<CUevent> events;
+  size_t next_event = 0;  // events before this one completed
+  mc_status_t status = MC_OK;
+  uint64_t bytes = 0;
+};
+
+class NvTransport : public Transport {
+ public:
+  NvTransport(const NvlinkOptions &o, TargetAccess *t) : o_(o), target_(t) {
+    const char *v = std::getenv("MC_NVLINK_BULK_MIN");
+    if (v && std::strtoull(v, nullptr, 10) > 0) bulk_min_ = std::strtoull(v, nullptr, 10);
+  }
+  ~NvTransport() override { shutdown(); }
+  Status start();
+  const char *name() const override { return "nvlink"; }
+  bool reachable(const Descriptor &d) override {
+    return !d.host_id.empty() && d.host_id == host_boot_id() && d.transports.count("nvlink");
+  }
+  void describe(Descriptor &d) override;
+  Status on_register(const LocalRegion &r) override;
+  void on_unregister(const LocalRegion &r) override;
+  void on_access_change(const LocalRegion &r) override;
+  std::shared_ptr<PeerPath> connect(const Descriptor &d) override;
+  void update(PeerPath &peer, const Descriptor &d) override {
+    (void)d;
+    static_cast<NvPeer &>(peer).stale.store(true);
+  }
+  void fail_path(PeerPath &peer, mc_status_t st, const std::string &why) override {
+    (void)st;
+    static_cast<NvPeer &>(peer).set_dead(why);
+  }
+  bool accepts(const std::string &l, const std::string &r) const override {
+    return l.rfind("cuda", 0) == 0 && r.rfind("cuda", 0) == 0;
+  }
+  bool accepts_buffer(PeerPath &peer, const BufferDesc &remote) const override {
+    (void)peer;
+    return remote.ext.count("nvlink") != 0;
+  }
+  void submit(PeerPath &peer, Slice *slices, size_t n) override;
+  void shutdown() override;
+  std::string stats_json() override;
+  std::string peer_stats(const std::string &peer_name, PeerPath &peer) override {
+    (void)peer_name;
+    return "\"nvlink_inflight\":" + std::to_string(static_cast<NvPeer &>(peer).inflight.load());
+  }
+
+  uint32_t timeout_ms() const { return o_.timeout_ms; }
+  CUevent get_event(int dev);
+  void put_event(int dev, CUevent e);
+  std::atomic<uint64_t> bytes{0}, copies{0}, slices_ok{0}, slices_failed{0}, imports{0}, imports_closed{0},
+      refreshes{0}, exports{0}, export_failures{0};
+  std::atomic<int64_t> imports_open{0};
+
+ private:
+  void accept_loop();
+  void serve(int fd);
+  void completion_loop();
+  void drain();
+  Status export_buffer(const LocalRegion &r, Export *e);
+  // The GPU of the local registered buffer holding p and the bytes left in it; -1 if none.
+  int local_dev(const void *p, uint64_t *avail);
+  struct Streams {
+    std::vector<CUstream> s;
+    std::atomic<uint32_t> rr{0};
+  };
+  Streams *streams(int dev, Status *st);
+  void finish(std::unique_ptr<Op> op);
+
+  NvlinkOptions o_;
+  TargetAccess *target_;
+  uint64_t bulk_min_ = kBulkMin;
+  std::string sock_name_;
+  Fd listen_;
+  Fd ctrl_fd_;
+  CtrlPage *ctrl_ = nullptr;
+  std::atomic<bool> stopping_{false};
+  std::thread acceptor_;
+  // mu_ guards exports_, served_ and served_threads_.
+  std::shared_mutex mu_;
+  std::map<uint64_t, Export> exports_;
+  std::list<int> served_;
+  std::vector<std::thread> served_threads_;
+  // gpu_mu_ guards streams_ and events_.
+  std::mutex gpu_mu_;
+  std::map<int, std::unique_ptr<Streams>> streams_;
+  std::map<int, std::vector<CUevent>> events_;
+  // The completion thread; cmu_ guards ops_ and cstop_.
+  std::thread completer_;
+  std::mutex cmu_;
+  std::condition_variable ccv_;
+  std::vector<std::unique_ptr<Op>> ops_;
+  bool cstop_ = false;
+};
+
+// ------------------------------------------------------------------------------ target side
+
+Status NvTransport::start() {
+  int fd = ::memfd_create("mc-nvl-ctrl", MFD_CLOEXEC);
+  if (fd < 0) return Err(MC_ERR_UNSUPPORTED, std::string("memfd_create: ") + std::strerror(errno));
+  ctrl_fd_.reset(fd);
+  if (::ftruncate(fd, 4096) != 0) return Err(MC_ERR_NO_MEMORY, std::string("ftruncate: ") + std::strerror(errno));
+  void *p = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) return Err(MC_ERR_NO_MEMORY, std::string("mmap: ") + std::strerror(errno));
+  ctrl_ = static_cast<CtrlPage *>(p);
+  ctrl_->magic = kCtrlMagic;
+  ctrl_->incarnation = o_.incarnation;
+  new (&ctrl_->epoch) std::atomic<uint64_t>(1);
+  new (&ctrl_->active) std::atomic<uint64_t>(0);
+
+  char nm[64];
+  std::snprintf(nm, sizeof nm, "mc-nvl-%d-%016" PRIx64, static_cast<int>(getpid()), o_.incarnation);
+  sock_name_ = nm;
+  Fd l(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!l.valid()) return Err(MC_ERR_UNSUPPORTED, std::string("socket(AF_UNIX): ") + std::strerror(errno));
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  std::memcpy(sa.sun_path + 1, sock_name_.data(), sock_name_.size());
+  socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + sock_name_.size());
+  if (::bind(l.get(), reinterpret_cast<sockaddr *>(&sa), len) != 0 || ::listen(l.get(), 256) != 0)
+    return Err(MC_ERR_UNSUPPORTED, "same-host socket " + sock_name_ + ": " + std::strerror(errno));
+  listen_ = std::move(l);
+  acceptor_ = std::thread([this] { accept_loop(); });
+  completer_ = std::thread([this] { completion_loop(); });
+  return Status::Ok();
+}
+
+void NvTransport::describe(Descriptor &d) {
+  d.transports["nvlink"] = json{{"socket", sock_name_}}.dump();
+  std::shared_lock<std::shared_mutex> lk(mu_);
+  for (auto &b : d.buffers) {
+    auto it = exports_.find(b.addr);
+    if (it != exports_.end())
+      b.ext["nvlink"] = json{{"dev", it->second.dev}, {"vmm", it->second.vmm}}.dump();
+  }
+}
+
+Status NvTransport::export_buffer(const LocalRegion &r, Export *e) {
+  int dev = -1;
+  if (r.location.size() > 5) dev = std::atoi(r.location.c_str() + 5);
+  Status st = use_device(dev);
+  if (!st.ok()) return st;
+  const Api *a = api();
+  e->length = r.length;
+  e->dev = dev;
+  int legacy = 0;
+  a->cuPointerGetAttribute(&legacy, CU_POINTER_ATTRIBUTE_IS_LEGACY_CUDA_IPC_CAPABLE, r.addr);
+  if (legacy) {
+    size_t size = 0;
+    CUdeviceptr base = 0;
+    st = check("cuMemGetAddressRange", a->cuMemGetAddressRange(&base, &size, r.addr));
+    if (st.ok()) st = check("cuIpcGetMemHandle", a->cuIpcGetMemHandle(&e->ipc, r.addr));
+    if (!st.ok()) return st;
+    if (base + size < r.addr + r.length) return Err(MC_ERR_INVALID_ARG, "the buffer spans several cudaMalloc allocations");
+    e->base = base;
+    return Status::Ok();
+  }
+  // VMM memory: one exported fd per mapping the buffer touches.
+  if (!a->cuMemRetainAllocationHandle || !a->cuMemExportToShareableHandle)
+    return Err(MC_ERR_UNSUPPORTED, "the CUDA driver has no VMM export");
+  e->vmm = true;
+  uint64_t p = r.addr, end = r.addr + r.length;
+  while (p < end) {
+    uint64_t base = 0, size = 0;
+    if (a->cuPointerGetAttribute(&base, CU_POINTER_ATTRIBUTE_MAPPING_BASE_ADDR, p) != CUDA_SUCCESS ||
+        a->cuPointerGetAttribute(&size, CU_POINTER_ATTRIBUTE_MAPPING_SIZE, p) != CUDA_SUCCESS || size == 0) {
+      base = size = 0;
+      a->cuPointerGetAttribute(&base, CU_POINTER_ATTRIBUTE_RANGE_START_ADDR, p);
+      a->cuPointerGetAttribute(&size, CU_POINTER_ATTRIBUTE_RANGE_SIZE, p);
+    }
+    if (size == 0 || base > p || base + size <= p) {
+      char at[32];
+      std::snprintf(at, sizeof at, "0x%" PRIx64, p);
+      st = Err(MC_ERR_INVALID_ARG, std::string("cannot find the VMM mapping at ") + at);
+      break;
+    }
+    Export::Chunk c{base, size, -1, 0};
+    st = check("cuMemRetainAllocationHandle",
+               a->cuMemRetainAllocationHandle(&c.h, reinterpret_cast<void *>(p)), MC_ERR_INVALID_ARG);
+    if (!st.ok()) break;
+    int fd = -1;
+    CUresult rr = a->cuMemExportToShareableHandle(&fd, c.h, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0);
+    if (rr != CUDA_SUCCESS) {
+      a->cuMemRelease(c.h);
+      st = Err(MC_ERR_UNSUPPORTED, error_text("cuMemExportToShareableHandle", rr) +
+                                       " (VMM memory must be created with the POSIX fd handle type)");
+      break;
+    }
+    c.fd = fd;
+    e->chunks.push_back(c);
+    p = base + size;
+  }
+  if (!st.ok()) {
+    for (auto &c : e->chunks) {
+      ::close(c.fd);
+      a->cuMemRelease(c.h);
+    }
+    e->chunks.clear();
+  }
+  return st;
+}
+
+Status NvTransport::on_register(const LocalRegion &r) {
+  if (r.location.rfind("cuda", 0) != 0) return Status::Ok();
+  Export e;
+  e.access = r.access;
+  Status st = export_buffer(r, &e);
+  if (!st.ok()) {
+    // Still registered: same-host peers reach it over TCP through staging.
+    export_failures++;
+    MC_LOGW("nvlink: buffer at 0x" << std::hex << r.addr << std::dec << " (" << r.length
+                                   << " bytes) is not shareable over CUDA IPC: " << st.message());
+    return Status::Ok();
+  }
+  exports++;
+  std::unique_lock<std::shared_mutex> lk(mu_);
+  exports_[r.addr] = std::move(e);
+  return Status::Ok();
+}
+
+void NvTransport::on_unregister(const LocalRegion &r) {
+  Export gone;
+  {
+    std::unique_lock<std::shared_mutex> lk(mu_);
+    auto it = exports_.find(r.addr);
+    if (it == exports_.end()) return;
+    gone = std::move(it->second);
+    exports_.erase(it);
+    ctrl_->epoch.fetch_add(1, std::memory_order_seq_cst);
+  }
+  drain();
+  const Api *a = api();
+  for (auto &c : gone.chunks) {
+    ::close(c.fd);
+    a->cuMemRelease(c.h);
+  }
+}
+
+void NvTransport::on_access_change(const LocalRegion &r) {
+  {
+    std::unique_lock<std::shared_mutex> lk(mu_);
+    auto it = exports_.find(r.addr);
+    if (it == exports_.end()) return;
+    it->second.access = r.access;
+    ctrl_->epoch.fetch_add(1, std::memory_order_seq_cst);
+  }
+  drain();
+}
+
+// Waits for peer copies that started before they could see the new epoch.
+void NvTransport::drain() {
+  uint64_t deadline = now_ms() + o_.timeout_ms;
+  while (ctrl_->active.load(std::memory_order_seq_cst) != 0) {
+    if (now_ms() > deadline) {
+      MC_LOGW("nvlink: peers' copies did not finish within " << o_.timeout_ms
+                                                             << " ms of an unregister (a peer died mid-copy?)");
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(20));
+  }
+}
+
+void NvTransport::accept_loop() {
+  for (;;) {
+    int fd = ::accept4(listen_.get(), nullptr, nullptr, SOCK_CLOEXEC);
+    if (stopping_.load()) {
+      if (fd >= 0) ::close(fd);
+      return;
+    }
+    if (fd < 0) {
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      if (errno == EMFILE || errno == ENFILE) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        continue;
+      }
+      return;
+    }
+    std::unique_lock<std::shared_mutex> lk(mu_);
+    served_.push_back(fd);
+    served_threads_.emplace_back([this, fd] { serve(fd); });
+  }
+}
+
+void NvTransport::serve(int fd) {
+  std::string req;
+  bool hello = false;
+  while (recv_msg(fd, &req, nullptr)) {
+    if (req.rfind("HELLO ", 0) == 0) {
+      uint64_t want = std::strtoull(req.c_str() + 6, nullptr, 16);
+      if (want != o_.incarnation) {
+        send_msg(fd, "ERR this engine has another incarnation (it restarted)");
+        break;
+      }
+      hello = true;
+      json j = {{"pid", static_cast<int64_t>(getpid())}};
+      if (!send_msg(fd, j.dump(), ctrl_fd_.get())) break;
+    } else if (!hello) {
+      send_msg(fd, "ERR say HELLO first");
+      break;
+    } else if (req == "LIST") {
+      json bufs = json::array();
+      uint64_t epoch;
+      {
+        std::shared_lock<std::shared_mutex> lk(mu_);
+        epoch = ctrl_->epoch.load();
+        for (auto &[a, e] : exports_) {
+          json b = {{"addr", a}, {"len", e.length}, {"dev", e.dev}, {"vmm", e.vmm}, {"access", e.access}};
+          if (e.vmm) {
+            json c = json::array();
+            for (auto &ch : e.chunks) c.push_back({ch.addr, ch.size});
+            b["chunks"] = std::move(c);
+          } else {
+            b["ipc"] = hex(&e.ipc, sizeof e.ipc);
+            b["base"] = e.base;
+          }
+          bufs.push_back(std::move(b));
+        }
+      }
+      if (!send_msg(fd, json{{"epoch", epoch}, {"buffers", std::move(bufs)}}.dump())) break;
+    } else if (req.rfind("FD ", 0) == 0) {
+      uint64_t a = std::strtoull(req.c_str() + 3, nullptr, 10);
+      int f = -1;
+      {
+        std::shared_lock<std::shared_mutex> lk(mu_);
+        for (auto &[addr, e] : exports_)
+          for (auto &c : e.chunks)
+            if (c.addr == a && f < 0) f = ::fcntl(c.fd, F_DUPFD_CLOEXEC, 0);
+      }
+      bool ok = f >= 0 ? send_msg(fd, "OK", f) : send_msg(fd, "ERR no such exported mapping");
+      if (f >= 0) ::close(f);
+      if (!ok) break;
+    } else {
+      send_msg(fd, "ERR unknown request");
+      break;
+    }
+  }
+  std::unique_lock<std::shared_mutex> lk(mu_);
+  served_.remove(fd);
+  ::close(fd);
+}
+
+// ------------------------------------------------------------------------------ initiator side
+
+NvPeer::~NvPeer() {
+  // Only reached once no Op holds the peer: no copy through these mappings is running.
+  for (auto &[k, im] : imports_) close_import(im);
+  for (auto &im : retired_) close_import(im);
+  if (ctrl) ::munmap(ctrl, 4096);
+}
+
+void NvPeer::close_import(Import &im) {
+  const Api *a = api();
+  if (!a || im.dev < 0) return;
+  if (!use_device(im.dev).ok()) return;
+  if (im.va) {
+    a->cuMemUnmap(im.va, im.va_size);
+    a->cuMemAddressFree(im.va, im.va_size);
+  } else if (!im.ipc_key.empty()) {
+    auto it = ipc_opens_.find(im.ipc_key);
+    if (it != ipc_opens_.end() && --it->second.refs == 0) {
+      a->cuIpcCloseMemHandle(it->second.ptr);
+      ipc_opens_.erase(it);
+    }
+  }
+  if (im.va || !im.ipc_key.empty()) {
+    t_->imports_closed++;
+    t_->imports_open--;
+  }
+  im.dev = -1;
+}
+
+Status NvPeer::request(const std::string &req, std::string *reply, int *fd) {
+  std::lock_guard<std::mutex> lk(req_mu_);
+  if (!send_msg(sock_.get(), req) || !recv_msg(sock_.get(), reply, fd))
+    return Err(MC_ERR_PEER_DOWN, "nvlink: peer " + name_ + " closed its same-host socket");
+  if (reply->rfind("ERR", 0) == 0) {
+    if (fd && *fd >= 0) ::close(*fd);
+    return Err(MC_ERR_TRANSPORT, "nvlink: peer " + name_ + ": " + reply->substr(4));
+  }
+  return Status::Ok();
+}
+
+Status NvPeer::open(const Descriptor &d) {
+  name_ = d.name;
+  incarnation_ = d.incarnation;
+  same_process_ = d.pid == static_cast<int64_t>(getpid());
+  json tj = json::parse(d.transports.at("nvlink"), nullptr, false);
+  if (!tj.is_object() || !tj.contains("socket") || !tj["socket"].is_string())
+    return Err(MC_ERR_METADATA, "nvlink: bad endpoint in the descriptor of " + d.name);
+  std::string name = tj["socket"].get<std::string>();
+  Fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) return Err(MC_ERR_TRANSPORT, std::string("socket(AF_UNIX): ") + std::strerror(errno));
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  if (name.size() + 1 > sizeof sa.sun_path) return Err(MC_ERR_METADATA, "nvlink: socket name too long");
+  std::memcpy(sa.sun_path + 1, name.data(), name.size());
+  socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
+  if (::connect(fd.get(), reinterpret_cast<sockaddr *>(&sa), len) != 0)
+    return Err(MC_ERR_PEER_DOWN, "cannot connect to same-host socket " + name + ": " + std::strerror(errno));
+  set_io_timeout(fd.get(), t_->timeout_ms());
+  sock_ = std::move(fd);
+  char hello[40];
+  std::snprintf(hello, sizeof hello, "HELLO %016" PRIx64, incarnation_);
+  std::string reply;
+  int cfd = -1;
+  Status st = request(hello, &reply, &cfd);
+  if (!st.ok()) return st;
+  if (cfd < 0) return Err(MC_ERR_TRANSPORT, "nvlink: peer " + name_ + " sent no control page");
+  void *p = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, cfd, 0);
+  ::close(cfd);
+  if (p == MAP_FAILED) return Err(MC_ERR_TRANSPORT, std::string("nvlink: mmap of a control page: ") + std::strerror(errno));
+  ctrl = static_cast<CtrlPage *>(p);
+  if (ctrl->magic != kCtrlMagic || ctrl->incarnation != incarnation_)
+    return Err(MC_ERR_TRANSPORT, "nvlink: peer " + name_ + " sent a bad control page");
+  return refresh();
+}
+
+Status NvPeer::refresh() {
+  std::string reply;
+  Status st = request("LIST", &reply, nullptr);
+  if (!st.ok()) return st;
+  json j = json::parse(reply, nullptr, false);
+  if (!j.is_object() || !j.contains("buffers") || !j["buffers"].is_array() || !j.contains("epoch"))
+    return Err(MC_ERR_TRANSPORT, "nvlink: peer " + name_ + " sent a bad buffer list");
+  std::map<uint64_t, RemoteBuf> nb;
+  try {
+    for (auto &b : j["buffers"]) {
+      RemoteBuf r;
+      r.addr = b.at("addr").get<uint64_t>();
+      r.length = b.at("len").get<uint64_t>();
+      r.dev = b.at("dev").get<int>();
+      r.vmm = b.at("vmm").get<bool>();
+      r.access = b.at("access").get<uint32_t>();
+      if (r.vmm) {
+        for (auto &c : b.at("chunks")) r.chunks.emplace_back(c.at(0).get<uint64_t>(), c.at(1).get<uint64_t>());
+        if (r.chunks.empty()) continue;
+      } else {
+        r.ipc.assign(CU_IPC_HANDLE_SIZE, '\0');
+        if (!unhex(b.at("ipc").get<std::string>(), r.ipc.data(), CU_IPC_HANDLE_SIZE)) continue;
+        r.base = b.at("base").get<uint64_t>();
+      }
+      nb[r.addr] = std::move(r);
+    }
+  } catch (const std::exception &e) {
+    return Err(MC_ERR_TRANSPORT, "nvlink: peer " + name_ + " sent a bad buffer list: " + e.what());
+  }
+  t_->refreshes++;
+  std::unique_lock<std::shared_mutex> lk(mu_);
+  // Imports of buffers that went away or changed retire: never used again.
+  for (auto it = imports_.begin(); it != imports_.end();) {
+    auto b = nb.find(it->first.first);
+    auto o = bufs_.find(it->first.first);
+    if (b == nb.end() || o == bufs_.end() || !b->second.same_as(o->second)) {
+      retired_.push_back(std::move(it->second));
+      it = imports_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  if (inflight.load() == 0) {
+    for (auto &im : retired_) close_import(im);
+    retired_.clear();
+  }
+  bufs_ = std::move(nb);
+  epoch_ = j["epoch"].get<uint64_t>();
+  stale.store(false);
+  return Status::Ok();
+}
+
+Status NvPeer::import_locked(const RemoteBuf &b, int dev, Import *out) {
+  const Api *a = api();
+  Status st = use_device(dev);
+  if (!st.ok()) return st;
+  out->dev = dev;
+  if (same_process_) {
+    // Our own process's memory (two engines in one process): the address works as is, once
+    // this GPU may access the owner's.
+    if (b.dev != dev) {
+      Status s2 = use_device(b.dev);
+      if (!s2.ok()) return s2;
+      st = use_device(dev);
+      if (!st.ok()) return st;
+      CUresult r = a->cuCtxEnablePeerAccess(primary_context(b.dev), 0);
+      if (r != CUDA_SUCCESS && r != CUDA_ERROR_PEER_ACCESS_ALREADY_ENABLED)
+        return check("cuCtxEnablePeerAccess", r);
+    }
+    out->ptr = b.addr;
+    return Status::Ok();
+  }
+  if (!b.vmm) {
+    std::string key = b.ipc + std::to_string(dev);
+    auto it = ipc_opens_.find(key);
+    if (it == ipc_opens_.end()) {
+      CUipcMemHandle h;
+      std::memcpy(&h, b.ipc.data(), sizeof h);
+      CUdeviceptr p = 0;
+      st = check("cuIpcOpenMemHandle", a->cuIpcOpenMemHandle(&p, h, CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS));
+      if (!st.ok()) return st;
+      it = ipc_opens_.emplace(key, IpcOpen{p, 0}).first;
+    }
+    it->second.refs++;
+    out->ipc_key = key;
+    out->ptr = it->second.ptr + (b.addr - b.base);
+    t_->imports++;
+    t_->imports_open++;
+    return Status::Ok();
+  }
+  if (!a->cuMemAddressReserve || !a->cuMemImportFromShareableHandle || !a->cuMemMap || !a->cuMemSetAccess)
+    return Err(MC_ERR_UNSUPPORTED, "the CUDA driver has no VMM import");
+  uint64_t total = 0;
+  for (auto &c : b.chunks) total += c.second;
+  CUdeviceptr va = 0;
+  st = check("cuMemAddressReserve", a->cuMemAddressReserve(&va, total, 0, 0, 0));
+  if (!st.ok()) return st;
+  uint64_t off = 0, mapped = 0;
+  for (auto &c : b.chunks) {
+    std::string reply;
+    int fd = -1;
+    st = request("FD " + std::to_string(c.first), &reply, &fd);
+    if (st.ok() && fd < 0) st = Err(MC_ERR_TRANSPORT, "nvlink: peer " + name_ + " sent no fd");
+    if (!st.ok()) break;
+    CUmemGenericAllocationHandle h = 0;
+    CUresult r = a->cuMemImportFromShareableHandle(&h, reinterpret_cast<void *>(static_cast<intptr_t>(fd)),
+                                                   CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR);
+    ::close(fd);
+    if (r != CUDA_SUCCESS) {
+      st = check("cuMemImportFromShareableHandle", r);
+      break;
+    }
+    r = a->cuMemMap(va + off, c.second, 0, h, 0);
+    a->cuMemRelease(h);  // the mapping keeps the memory
+    if (r != CUDA_SUCCESS) {
+      st = check("cuMemMap", r);
+      break;
+    }
+    off += c.second;
+    mapped = off;
+  }
+  if (st.ok()) {
+    CUmemAccessDesc ad{};
+    ad.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+    ad.location.id = dev;
+    ad.flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
+    st = check("cuMemSetAccess", a->cuMemSetAccess(va, total, &ad, 1));
+  }
+  if (!st.ok()) {
+    if (mapped) a->cuMemUnmap(va, mapped);
+    a->cuMemAddressFree(va, total);
+    return st;
+  }
+  out->va = va;
+  out->va_size = total;
+  out->ptr = va + (b.addr - b.chunks.front().first);
+  t_->imports++;
+  t_->imports_open++;
+  return Status::Ok();
+}
+
+Status NvPeer::translate(uint64_t raddr, int dev, uint32_t op, CUdeviceptr *out, uint64_t *avail) {
+  for (int pass = 0; pass < 2; pass++) {
+    {
+      std::shared_lock<std::shared_mutex> lk(mu_);
+      auto it = bufs_.upper_bound(raddr);
+      if (it != bufs_.begin()) {
+        --it;
+        const RemoteBuf &b = it->second;
+        if (raddr < b.addr + b.length) {
+          if (!(b.access & (op == MC_WRITE ? MC_ACCESS_WRITE : MC_ACCESS_READ)))
+            return Err(MC_ERR_DENIED, "nvlink: peer " + name_ + "'s buffer does not allow this " +
+                                          (op == MC_WRITE ? "WRITE" : "READ"));
+          auto im = imports_.find({b.addr, dev});
+          if (im != imports_.end()) {
+            *out = im->second.ptr + (raddr - b.addr);
+            *avail = b.addr + b.length - raddr;
+            return Status::Ok();
+          }
+        }
+      }
+    }
+    {
+      std::unique_lock<std::shared_mutex> lk(mu_);
+      auto it = bufs_.upper_bound(raddr);
+      if (it != bufs_.begin()) {
+        --it;
+        const RemoteBuf &b = it->second;
+        if (raddr < b.addr + b.length) {
+          if (imports_.count({b.addr, dev})) continue;  // another thread imported it meanwhile
+          Import im;
+          Status st = import_locked(b, dev, &im);
+          if (!st.ok()) return st;
+          imports_[{b.addr, dev}] = std::move(im);
+          continue;
+        }
+      }
+    }
+    if (pass == 0) {
+      Status st = refresh();  // a buffer the peer registered after our last LIST
+      if (!st.ok()) return st;
+    }
+  }
+  return Err(MC_ERR_TRANSPORT, "nvlink: peer " + name_ + " exports no GPU buffer at this address");
+}
+
+// ------------------------------------------------------------------------------ data path
+
+int NvTransport::local_dev(const void *p, uint64_t *avail) {
+  uint64_t a = reinterpret_cast<uint64_t>(p);
+  std::shared_lock<std::shared_mutex> lk(mu_);
+  auto it = exports_.upper_bound(a);
+  if (it != exports_.begin()) {
+    --it;
+    if (a < it->first + it->second.length) {
+      *avail = it->first + it->second.length - a;
+      return it->second.dev;
+    }
+  }
+  lk.unlock();
+  // Not exported (export failed): ask the driver.
+  PointerInfo pi = pointer_info(p);
+  if (!pi.device) return -1;
+  uint64_t start = 0, size = 0;
+  api()->cuPointerGetAttribute(&start, CU_POINTER_ATTRIBUTE_RANGE_START_ADDR, a);
+  api()->cuPointerGetAttribute(&size, CU_POINTER_ATTRIBUTE_RANGE_SIZE, a);
+  *avail = (size && start <= a && a < start + size) ? start + size - a : 1;
+  return pi.ordinal;
+}
+
+NvTransport::Streams *NvTransport::streams(int dev, Status *st) {
+  std::lock_guard<std::mutex> lk(gpu_mu_);
+  auto &s = streams_[dev];
+  if (s) return s.get();
+  *st = use_device(dev);
+  if (!st->ok()) return nullptr;
+  auto ns = std::make_unique<Streams>();
+  for (uint32_t i = 0; i < std::max<uint32_t>(1, o_.streams); i++) {
+    CUstream x = nullptr;
+    *st = check("cuStreamCreate", api()->cuStreamCreate(&x, CU_STREAM_NON_BLOCKING));
+    if (!st->ok()) {
+      for (auto y : ns->s) api()->cuStreamDestroy(y);
+      return nullptr;
+    }
+    ns->s.push_back(x);
+  }
+  s = std::move(ns);
+  return s.get();
+}
+
+CUevent NvTransport::get_event(int dev) {
+  {
+    std::lock_guard<std::mutex> lk(gpu_mu_);
+    auto &v = events_[dev];
+    if (!v.empty()) {
+      CUevent e = v.back();
+      v.pop_back();
+      return e;
+    }
+  }
+  CUevent e = nullptr;
+  if (api()->cuEventCreate(&e, CU_EVENT_DISABLE_TIMING) != CUDA_SUCCESS) return nullptr;
+  return e;
+}
+
+void NvTransport::put_event(int dev, CUevent e) {
+  std::lock_guard<std::mutex> lk(gpu_mu_);
+  events_[dev].push_back(e);
+}
+
+void NvTransport::submit(PeerPath &path, Slice *s, size_t n) {
+  auto peer = static_cast<NvPeer &>(path).shared_from_this();
+  std::vector<std::pair<Slice, mc_status_t>> early;  // reported before returning, no lock held
+  auto report_early = [&] {
+    for (auto &[sl, st] : early) {
+      (st == MC_OK ? slices_ok : slices_failed)++;
+      slice_done(sl, st);
+    }
+  };
+  if (stopping_.load() || peer->dead.load()) {
+    for (size_t i = 0; i < n; i++) early.push_back({s[i], MC_ERR_PEER_DOWN});
+    report_early();
+    return;
+  }
+  // Enter the target's active window with a buffer list of its current epoch. inflight is held
+  // for the whole call too, so a refresh inside it never closes a mapping this call already uses.
+  CtrlPage *pc = peer->ctrl;
+  peer->inflight.fetch_add(1);
+  pc->active.fetch_add(1, std::memory_order_seq_cst);
+  bool entered = false;
+  Status rst;
+  for (int attempt = 0; attempt < 3; attempt++) {
+    if (!peer->stale.load() && pc->epoch.load(std::memory_order_seq_cst) == peer->epoch()) {
+      entered = true;
+      break;
+    }
+    pc->active.fetch_sub(1, std::memory_order_seq_cst);
+    rst = peer->refresh();
+    pc->active.fetch_add(1, std::memory_order_seq_cst);
+    if (!rst.ok()) break;
+  }
+  if (!entered) {
+    pc->active.fetch_sub(1, std::memory_order_seq_cst);
+    peer->inflight.fetch_sub(1);
+    MC_LOGI("nvlink: cannot reach the buffers of peer: " << (rst.ok() ? "they keep changing" : rst.message()));
+    mc_status_t code = rst.code() == MC_ERR_PEER_DOWN ? MC_ERR_PEER_DOWN : MC_ERR_TRANSPORT;
+    for (size_t i = 0; i < n; i++) early.push_back({s[i], code});
+    report_early();
+    return;
+  }
+
+  // Cut slices into copies (at buffer ends on either side) and merge runs adjacent on both.
+  struct Copy {
+    CUdeviceptr dst, src;
+    uint64_t len;
+  };
+  struct Group {
+    std::unique_ptr<Op> op;
+    std::vector<Copy> copies;
+  };
+  std::vector<Group> groups;  // one per local GPU, few
+  for (size_t i = 0; i < n; i++) {
+    const Slice &sl = s[i];
+    if (slice_canceled(sl)) {
+      early.push_back({sl, MC_ERR_CANCELED});
+      continue;
+    }
+    std::vector<Copy> mine;
+    int dev = -1;
+    mc_status_t st = MC_OK;
+    for (uint64_t off = 0; off < sl.len && st == MC_OK;) {
+      char *lp = static_cast<char *>(sl.local) + off;
+      uint64_t lavail = 0;
+      int d = local_dev(lp, &lavail);
+      if (d < 0 || (dev >= 0 && d != dev)) {
+        st = MC_ERR_TRANSPORT;  // not GPU memory, or a slice over two GPUs (the engine merges none)
+        break;
+      }
+      dev = d;
+      CUdeviceptr rp = 0;
+      uint64_t ravail = 0;
+      Status ts = peer->translate(sl.remote + off, dev, sl.op, &rp, &ravail);
+      if (!ts.ok()) {
+        MC_LOGI(ts.message());
+        st = (ts.code() == MC_ERR_PEER_DOWN || ts.code() == MC_ERR_DENIED) ? ts.code() : MC_ERR_TRANSPORT;
+        break;
+      }
+      uint64_t len = std::min({sl.len - off, lavail, ravail});
+      CUdeviceptr l = reinterpret_cast<CUdeviceptr>(lp);
+      if (sl.op == MC_WRITE)
+        mine.push_back({rp, l, len});
+      else
+        mine.push_back({l, rp, len});
+      off += len;
+    }
+    if (st != MC_OK) {
+      early.push_back({sl, st});
+      continue;
+    }
+    Group *g = nullptr;
+    for (auto &x : groups)
+      if (x.op->dev == dev) g = &x;
+    if (!g) {
+      groups.push_back({std::make_unique<Op>(), {}});
+      g = &groups.back();
+      g->op->peer = peer;
+      g->op->dev = dev;
+    }
+    for (auto &c : mine) {
+      if (!g->copies.empty()) {
+        Copy &b = g->copies.back();
+        if (b.dst + b.len == c.dst && b.src + b.len == c.src && b.len + c.len <= kMaxMerge) {
+          b.len += c.len;
+          continue;
+        }
+      }
+      g->copies.push_back(c);
+    }
+    g->op->slices.push_back(sl);
+    g->op->bytes += sl.len;
+  }
+
+  // Issue each group's copies over its GPU's streams; one event per stream used.
+  const Api *a = api();
+  for (auto &g : groups) {
+    Op &op = *g.op;
+    Status st = use_device(op.dev);
+    Streams *ss = st.ok() ? streams(op.dev, &st) : nullptr;
+    if (!ss) {
+      MC_LOGW("nvlink: " << st.message());
+      for (auto &sl : op.slices) early.push_back({sl, MC_ERR_TRANSPORT});
+      op.slices.clear();
+      continue;
+    }
+    uint32_t ns = static_cast<uint32_t>(ss->s.size());
+    std::vector<bool> used(ns, false);
+    uint32_t rr = ss->rr.fetch_add(1);
+    for (auto &c : g.copies) {
+      uint32_t k = (c.len >= bulk_min_ || ns == 1) ? 0 : 1 + rr++ % (ns - 1);
+      CUresult r = a->cuMemcpyAsync(c.dst, c.src, c.len, ss->s[k]);
+      if (r != CUDA_SUCCESS) {
+        MC_LOGW("nvlink: " << error_text("cuMemcpyAsync", r));
+        op.status = MC_ERR_TRANSPORT;
+        break;
+      }
+      used[k] = true;
+      copies++;
+    }
+    for (uint32_t k = 0; k < ns; k++) {
+      if (!used[k]) continue;
+      CUevent e = get_event(op.dev);
+      if (!e || a->cuEventRecord(e, ss->s[k]) != CUDA_SUCCESS) {
+        // Without an event we cannot tell when the copy ends: wait for the stream here.
+        if (e) put_event(op.dev, e);
+        a->cuStreamSynchronize(ss->s[k]);
+        op.status = MC_ERR_TRANSPORT;
+        continue;
+      }
+      op.events.push_back(e);
+    }
+    peer->inflight.fetch_add(1);
+    pc->active.fetch_add(1, std::memory_order_seq_cst);  // held until the events completed
+    std::unique_lock<std::mutex> lk(cmu_);
+    if (cstop_) {
+      // Shut down while we issued: no completion thread any more, so wait for the copies here.
+      lk.unlock();
+      for (auto e : op.events) a->cuEventSynchronize(e);
+      finish(std::move(g.op));
+      continue;
+    }
+    ops_.push_back(std::move(g.op));
+    ccv_.notify_one();
+  }
+  pc->active.fetch_sub(1, std::memory_order_seq_cst);
+  peer->inflight.fetch_sub(1);
+  report_early();
+}
+
+void NvTransport::finish(std::unique_ptr<Op> op) {
+  for (auto e : op->events) put_event(op->dev, e);
+  op->peer->inflight.fetch_sub(1);
+  op->peer->ctrl->active.fetch_sub(1, std::memory_order_seq_cst);
+  if (op->status == MC_OK) bytes += op->bytes;
+  for (auto &sl : op->slices) {
+    (op->status == MC_OK ? slices_ok : slices_failed)++;
+    slice_done(sl, op->status);
+  }
+}
+
+// Polls the events of every op in flight. While copies run it spins (yielding), so small copies
+// complete within microseconds; with nothing in flight it sleeps on the condition variable.
+void NvTransport::completion_loop() {
+  const Api *a = api();
+  std::vector<std::unique_ptr<Op>> mine, done;
+  uint64_t idle_since = now_us();
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lk(cmu_);
+      if (mine.empty()) ccv_.wait(lk, [&] { return cstop_ || !ops_.empty(); });
+      for (auto &o : ops_) mine.push_back(std::move(o));
+      ops_.clear();
+      if (cstop_ && mine.empty()) return;
+    }
+    for (auto &op : mine) {
+      use_device(op->dev);
+      while (op->next_event < op->events.size()) {
+        CUresult r = a->cuEventQuery(op->events[op->next_event]);
+        if (r == CUDA_ERROR_NOT_READY) break;
+        if (r != CUDA_SUCCESS) {
+          MC_LOGW("nvlink: " << error_text("a copy failed (cuEventQuery)", r));
+          op->status = MC_ERR_TRANSPORT;
+        }
+        op->next_event++;
+      }
+    }
+    size_t keep = 0;
+    for (auto &op : mine) {
+      if (op->next_event == op->events.size())
+        done.push_back(std::move(op));
+      else
+        mine[keep++] = std::move(op);
+    }
+    mine.resize(keep);
+    if (!done.empty()) {
+      for (auto &op : done) finish(std::move(op));
+      done.clear();
+      idle_since = now_us();
+    } else if (!mine.empty()) {
+      // Copies in flight end within milliseconds: spin (yielding) for that long, so completions
+      // are seen at once; only then back off to short sleeps.
+      if (now_us() - idle_since < 5000)
+        std::this_thread::yield();
+      else
+        std::this_thread::sleep_for(std::chrono::microseconds(20));
+    }
+  }
+}
+
+std::shared_ptr<PeerPath> NvTransport::connect(const Descriptor &d) {
+  auto p = std::make_shared<NvPeer>(this);
+  Status st = p->open(d);
+  if (!st.ok()) {
+    MC_LOGW("nvlink: cannot reach " << d.name << " over CUDA IPC (" << st.message() << "); GPU buffers go over tcp");
+    return nullptr;
+  }
+  return p;
+}
+
+void NvTransport::shutdown() {
+  if (!stopping_.exchange(true)) {
+    if (listen_.valid()) ::shutdown(listen_.get(), SHUT_RDWR);
+  }
+  if (acceptor_.joinable()) acceptor_.join();
+  std::vector<std::thread> served;
+  {
+    std::unique_lock<std::shared_mutex> lk(mu_);
+    for (int fd : served_) ::shutdown(fd, SHUT_RDWR);
+    served.swap(served_threads_);
+  }
+  for (auto &t : served) t.join();
+  // Copies on the GPU cannot be taken back: the completion thread runs until they ended.
+  {
+    std::lock_guard<std::mutex> lk(cmu_);
+    cstop_ = true;
+    ccv_.notify_all();
+  }
+  if (completer_.joinable()) completer_.join();
+  listen_.reset();
+}
+
+std::string NvTransport::stats_json() {
+  return "{\"bytes_copied\":" + std::to_string(bytes.load()) + ",\"copies\":" + std::to_string(copies.load()) +
+         ",\"slices_completed\":" + std::to_string(slices_ok.load()) +
+         ",\"slices_failed\":" + std::to_string(slices_failed.load()) +
+         ",\"exports\":" + std::to_string(exports.load()) +
+         ",\"export_failures\":" + std::to_string(export_failures.load()) +
+         ",\"imports\":" + std::to_string(imports.load()) +
+         ",\"imports_open\":" + std::to_string(imports_open.load()) +
+         ",\"imports_closed\":" + std::to_string(imports_closed.load()) +
+         ",\"list_refreshes\":" + std::to_string(refreshes.load()) + "}";
+}
+
+}  // namespace
+
+std::unique_ptr<Transport> make_nvlink_transport(const NvlinkOptions &o, TargetAccess *target, std::string *why) {
+  if (!cuda::api()) {
+    *why = cuda::why_unavailable();
+    return nullptr;
+  }
+  auto t = std::make_unique<NvTransport>(o, target);
+  Status st = t->start();
+  if (!st.ok()) {
+    *why = st.message();
+    return nullptr;
+  }
+  return t;
+}
+
+}  // namespace mc

@@ -1,0 +1,1558 @@
+// The RDMA transport. Pieces, from the bottom:
+//  - Nic: one opened device (nic.h), its port, one CQ and one poller thread that plays the
+//    completion side: it polls, ends slices, retries failed ones and posts queued work.
+//  - Endpoint: the connection to one peer over one (local NIC, peer NIC) pair, with
+//    rdma_qps_per_endpoint RC QPs; it queues slices while it connects or its send queues are
+//    full. Endpoints are cached per peer, capped at rdma_max_endpoints, least recently used
+//    evicted (an evicted endpoint drains its work, then its QPs are destroyed).
+//  - PeerState: one incarnation of one peer name: its NICs and rkeys (from its descriptor),
+//    its endpoints. A new incarnation replaces it: the old one's endpoints are torn down (QPs
+//    to ERR, outstanding work FAILED through the flushes, QPs destroyed) and new ones are made
+//    on the next use. Nothing else is rebuilt.
+//
+// Connection setup (over the engine's control channel, channel "rdma", JSON both ways):
+//   initiator -> target {"op":"connect","from":NAME,"inc":INC,"to_inc":TARGET_INC,
+//                        "lnic":INITIATOR_NIC,"rnic":TARGET_NIC,"lid":L,"gid":HEX,"mtu":M,
+//                        "qps":[{"qpn":Q,"psn":P},...]}
+//   target -> initiator {"lid":L,"gid":HEX,"mtu":PATH_MTU,"qps":[{"qpn":Q,"psn":P},...]}
+// The target refuses a request meant for another incarnation of itself (MC_ERR_PEER_DOWN:
+// nothing is ever connected to a stale peer), a NIC that is down (MC_ERR_UNSUPPORTED), and
+// the losing half of a simultaneous open (MC_ERR_BUSY): when both engines connect the same
+// pair at once, the request of the engine whose name sorts first wins, and the other one
+// waits for that connection to arrive instead of building its own, so one connection results.
+//
+// QP attributes (RESET -> INIT -> RTR -> RTS), and why:
+//   INIT: port 1, pkey index 0, access REMOTE_READ|REMOTE_WRITE|LOCAL_WRITE: the QP itself
+//         allows both directions; what a peer may touch is decided per buffer by the MR's
+//         rights (mc_buffer_set_access changes them with rereg), which the NIC enforces.
+//   RTR:  path MTU = min(local port's active MTU, peer port's active MTU, rdma_mtu of both
+//         engines) - the target takes the min of the initiator's proposal and its own limits
+//         and answers the result, so both ends use one value. Addressing by GID (a GRH) on
+//         RoCE, by LID on InfiniBand; the local GID is rdma_gid_index when set, else the first
+//         RoCE v2 GID with an IPv4-mapped address, then any RoCE v2 GID, then index 0.
+//         max_dest_rd_atomic 16 (outstanding READs we answer), min_rnr_timer 12 (unused: no
+//         receives are ever posted).
+//   RTS:  retry_cnt 7 and a local ACK timeout exponent t chosen so that (retry_cnt + 1) *
+//         4.096 us * 2^t stays under half the engine's timeout_ms: a dead peer or NIC
+//         completes our work with a retry-exceeded error well before the engine's timeout
+//         (hardware may stretch the timer up to 4x; half leaves room for that and the retry).
+//         rnr_retry 0 (RNR cannot happen without SENDs), max_rd_atomic 16, random 24-bit PSNs.
+// Work requests are all signaled, one SGE each; completions of a QP come in order, so each QP
+// keeps its posted slices in a FIFO and a lost or shutting-down QP can still fail them all.
+#include "transport/rdma/rdma_transport.h"
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <list>
+#include <map>
+#include <mutex>
+#include <random>
+#include <shared_mutex>
+#include <thread>
+#include <unordered_map>
+#include <functional>
+
+#include <nlohmann/json.hpp>
+
+#include "common/control.h"
+#include "common/log.h"
+#include "common/net.h"
+#include "transport/rdma/nic.h"
+
+namespace mc {
+namespace {
+
+using json = nlohmann::json;
+using namespace rdma;
+
+constexpr uint32_t kSqDepth = 256;         // WRs per QP
+constexpr uint32_t kAttempts = 4;          // a slice is posted at most this many times
+constexpr int kPollBatch = 64;
+constexpr size_t kPostBatch = 32;
+constexpr uint64_t kNicBackoffMs = 500;    // a peer NIC that refused setup is skipped this long
+constexpr uint32_t kMaxWr = 1u << 30;
+
+class RdmaTransport;
+struct Endpoint;
+struct PeerState;
+struct QpCtx;
+
+// One slice, or one piece of a slice cut at a buffer boundary (its own keys).
+struct Op {
+  Slice s;
+  Op *parent = nullptr;                 // a piece's slice
+  std::atomic<uint32_t> pieces{0};      // a parent's pieces still running
+  std::atomic<int32_t> status{MC_OK};   // a parent's first failure
+  uint32_t attempts = 0;
+  uint32_t lkey = 0, rkey = 0;
+  std::shared_ptr<PeerState> peer;      // where a retry goes
+  QpCtx *qp = nullptr;                  // where it is posted
+  const Slice &root() const { return parent ? parent->s : s; }
+};
+
+struct QpCtx {
+  std::unique_ptr<Qp> qp;
+  Endpoint *ep = nullptr;
+  uint32_t psn = 0;
+  std::atomic<uint32_t> posted{0};  // in the FIFO
+  std::mutex mu;                    // guards fifo
+  std::deque<Op *> fifo;            // posted, in posting order
+};
+
+struct Endpoint : std::enable_shared_from_this<Endpoint> {
+  enum St { kConnecting, kReady, kDead };
+  std::weak_ptr<PeerState> peer;
+  std::string peer_name;
+  uint64_t peer_inc = 0;
+  uint32_t lnic = 0;
+  std::string rnic;
+  // mu guards everything below.
+  std::mutex mu;
+  std::condition_variable cv;
+  St st = kConnecting;
+  bool draining = false;  // evicted: finishes what it holds, takes nothing new
+  bool reaped = false;
+  std::deque<Op *> backlog;
+  std::vector<std::unique_ptr<QpCtx>> qps;
+  uint32_t rr = 0;
+  int64_t inflight = 0;
+  mc_status_t fail_status = MC_OK;
+  std::string fail_why;
+  bool retry = true;  // whether work failing here is tried again elsewhere
+  // Guarded by the transport's lru_mu_.
+  bool in_lru = false;
+  std::list<Endpoint *>::iterator lru_it;
+};
+
+struct RemoteNic {
+  std::string name;
+  uint16_t lid = 0;
+  uint8_t gid[16] = {};
+  uint32_t mtu = 0;
+};
+struct RemoteBuf {
+  uint64_t addr = 0, len = 0;
+  std::vector<uint32_t> rkeys;  // per remote NIC
+};
+struct RemoteInfo {
+  std::string fabric;
+  std::vector<RemoteNic> nics;
+  std::vector<RemoteBuf> bufs;  // sorted by addr
+  const RemoteBuf *find(uint64_t a) const {
+    auto it = std::upper_bound(bufs.begin(), bufs.end(), a, [](uint64_t x, const RemoteBuf &b) { return x < b.addr; });
+    if (it == bufs.begin()) return nullptr;
+    --it;
+    return a - it->addr < it->len ? &*it : nullptr;
+  }
+};
+
+struct PeerState {
+  std::string name;
+  uint64_t inc = 0;
+  // mu guards everything below.
+  std::mutex mu;
+  HostPort addr;
+  bool has_addr = false;
+  std::shared_ptr<const RemoteInfo> info;
+  std::map<std::pair<uint32_t, std::string>, std::shared_ptr<Endpoint>> eps;
+  std::map<std::string, uint64_t> rnic_down_until;
+  bool retired = false;
+  mc_status_t retire_status = MC_ERR_PEER_DOWN;
+  std::string retire_why;
+  int paths = 0;
+  uint32_t rr = 0;
+};
+
+class RdmaPeer : public PeerPath {
+ public:
+  RdmaPeer(RdmaTransport *t, std::shared_ptr<PeerState> ps) : t_(t), ps(std::move(ps)) {}
+  ~RdmaPeer() override;
+  RdmaTransport *t_;
+  std::shared_ptr<PeerState> ps;
+};
+
+struct Nic {
+  uint32_t idx = 0;
+  std::unique_ptr<Device> dev;
+  PortInfo port;
+  std::unique_ptr<Cq> cq;
+  std::thread poller;
+  std::atomic<bool> up{true};
+  std::atomic<int64_t> outstanding{0};
+  int64_t cq_cap = 0;
+  std::mutex mu;  // guards starved
+  std::vector<std::shared_ptr<Endpoint>> starved;  // waiting for room in the CQ
+};
+
+struct LocalMr {
+  uint64_t len = 0;
+  std::vector<std::unique_ptr<Mr>> mrs;  // per NIC
+};
+
+std::string hex16(const uint8_t *g) {
+  static const char *d = "0123456789abcdef";
+  std::string s(32, '0');
+  for (int i = 0; i < 16; i++) {
+    s[2 * i] = d[g[i] >> 4];
+    s[2 * i + 1] = d[g[i] & 15];
+  }
+  return s;
+}
+bool unhex16(const std::string &s, uint8_t *g) {
+  if (s.size() != 32) return false;
+  auto v = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+  };
+  for (int i = 0; i < 16; i++) {
+    int h = v(s[2 * i]), l = v(s[2 * i + 1]);
+    if (h < 0 || l < 0) return false;
+    g[i] = static_cast<uint8_t>(h << 4 | l);
+  }
+  return true;
+}
+
+uint32_t mr_access(uint32_t mc_access) {
+  return kLocalWrite | ((mc_access & MC_ACCESS_READ) ? kRemoteRead : 0u) |
+         ((mc_access & MC_ACCESS_WRITE) ? kRemoteWrite : 0u);
+}
+
+class RdmaTransport : public Transport {
+ public:
+  RdmaTransport(const EngineOptions &o, TargetAccess *target, std::string name)
+      : opts_(o), target_(target), name_(std::move(name)) {}
+  ~RdmaTransport() override { shutdown(); }
+  Status start(std::vector<std::unique_ptr<Device>> devs);
+
+  const char *name() const override { return "rdma"; }
+  bool reachable(const Descriptor &d) override;
+  void describe(Descriptor &d) override;
+  Status on_register(const LocalRegion &r) override;
+  void on_unregister(const LocalRegion &r) override;
+  void on_access_change(const LocalRegion &r) override;
+  std::shared_ptr<PeerPath> connect(const Descriptor &d) override;
+  void update(PeerPath &peer, const Descriptor &d) override;
+  void fail_path(PeerPath &peer, mc_status_t status, const std::string &why) override;
+  bool accepts_buffer(PeerPath &peer, const BufferDesc &remote) const override {
+    (void)peer;
+    return remote.ext.count("rdma") != 0;
+  }
+  void submit(PeerPath &peer, Slice *slices, size_t n) override;
+  Status handle_control(const std::string &request, std::string *reply) override;
+  void shutdown() override;
+  std::string stats_json() override;
+  std::string peer_stats(const std::string &peer_name, PeerPath &peer) override;
+
+  void release(const std::shared_ptr<PeerState> &ps);
+
+ private:
+  Status parse_remote(const Descriptor &d, std::shared_ptr<const RemoteInfo> *out) const;
+  void dispatch(const std::shared_ptr<PeerState> &ps, Op **ops, size_t n);
+  void finish(Op *op, mc_status_t st);
+  void retry_or_fail(Op *op, mc_status_t st);
+  std::shared_ptr<Endpoint> get_ep(const std::shared_ptr<PeerState> &ps, uint32_t l, const std::string &rnic, bool *created);
+  std::shared_ptr<Endpoint> new_ep(const std::shared_ptr<PeerState> &ps, uint32_t l, const std::string &rnic);
+  void enqueue(const std::shared_ptr<Endpoint> &ep, std::vector<Op *> &ops);
+  void pump(const std::shared_ptr<Endpoint> &ep);
+  void retire_ep(const std::shared_ptr<Endpoint> &ep, mc_status_t st, const std::string &why, bool retry);
+  void retire_peer(const std::shared_ptr<PeerState> &ps, mc_status_t st, const std::string &why);
+  void reap(const std::shared_ptr<Endpoint> &ep, bool force);
+  void maybe_evict();
+  void touch(Endpoint *ep);
+  void lru_remove(Endpoint *ep);
+  void note_qps(const std::string &peer, uint64_t inc);
+  Status make_qps(Nic &nic, std::vector<std::unique_ptr<QpCtx>> *out);
+  Status connect_qps(Nic &nic, std::vector<std::unique_ptr<QpCtx>> &qps, const std::vector<QpDest> &dst, uint32_t mtu);
+  ConnAttr attr_for(Nic &nic, uint32_t mtu) const;
+  void destroy_qps(std::vector<std::unique_ptr<QpCtx>> &qps);
+  void install(const std::shared_ptr<PeerState> &ps, const std::shared_ptr<Endpoint> &ep,
+               std::vector<std::unique_ptr<QpCtx>> qps);
+  void run_connect(std::shared_ptr<Endpoint> ep, std::shared_ptr<PeerState> ps);
+  bool spawn(std::function<void()> fn);
+  void poll_loop(Nic *nic);
+  void async_loop();
+  void nic_down(Nic &nic, const std::string &why);
+  void check_nic(Nic &nic);
+  std::shared_ptr<PeerState> passive_peer(const std::string &name, uint64_t inc);
+
+  EngineOptions opts_;
+  TargetAccess *target_;
+  std::string name_;
+  uint64_t inc_ = 0;
+  std::string fabric_;
+  std::vector<std::unique_ptr<Nic>> nics_;
+  std::atomic<bool> stopping_{false};
+  std::atomic<bool> pollers_stop_{false};
+  std::thread async_;
+  std::mutex async_mu_;  // pairs with async_cv_
+  std::condition_variable async_cv_;
+
+  // mr_mu_ guards mrs_.
+  mutable std::shared_mutex mr_mu_;
+  std::map<uint64_t, LocalMr> mrs_;
+
+  // peers_mu_ guards peers_ and name_stats_.
+  std::mutex peers_mu_;
+  std::map<std::string, std::shared_ptr<PeerState>> peers_;
+  struct NameStats {
+    uint64_t last_inc = 0;
+    uint64_t recreations = 0;
+  };
+  std::map<std::string, NameStats> name_stats_;
+
+  // lru_mu_ guards lru_ and every Endpoint::in_lru / lru_it.
+  std::mutex lru_mu_;
+  std::list<Endpoint *> lru_;
+  // live_mu_ guards live_: every endpoint whose QPs are not destroyed yet.
+  std::mutex live_mu_;
+  std::condition_variable live_cv_;
+  std::unordered_map<Endpoint *, std::shared_ptr<Endpoint>> live_;
+
+  // threads_mu_ guards threads_ (setup threads running).
+  std::mutex threads_mu_;
+  std::condition_variable threads_cv_;
+  int threads_ = 0;
+
+  std::atomic<uint64_t> qps_created_{0}, qps_destroyed_{0}, wr_posted_{0}, wr_failed_{0}, retries_{0};
+  std::atomic<uint64_t> evictions_{0}, connects_{0}, accepts_{0}, setup_failed_{0}, nic_failovers_{0};
+};
+
+RdmaPeer::~RdmaPeer() { t_->release(ps); }
+
+// ------------------------------------------------------------------------------ setup
+
+Status RdmaTransport::start(std::vector<std::unique_ptr<Device>> devs) {
+  inc_ = target_->incarnation();
+  for (auto &d : devs) {
+    auto n = std::make_unique<Nic>();
+    n->idx = static_cast<uint32_t>(nics_.size());
+    Status st = d->query_port(opts_.rdma_gid_index, &n->port);
+    if (!st.ok()) return Err(st.code(), "RDMA device " + d->name() + ": " + st.message());
+    if (fabric_.empty()) fabric_ = d->fabric();
+    n->cq_cap = static_cast<int64_t>(std::min<uint32_t>(d->max_cqe(), 1u << 20));
+    st = d->create_cq(static_cast<uint32_t>(n->cq_cap), &n->cq);
+    if (!st.ok()) return Err(st.code(), "RDMA device " + d->name() + ": " + st.message());
+    n->up.store(n->port.active);
+    n->dev = std::move(d);
+    nics_.push_back(std::move(n));
+  }
+  for (auto &n : nics_) n->poller = std::thread([this, raw = n.get()] { poll_loop(raw); });
+  async_ = std::thread([this] { async_loop(); });
+  return Status::Ok();
+}
+
+ConnAttr RdmaTransport::attr_for(Nic &nic, uint32_t mtu) const {
+  ConnAttr a;
+  a.mtu = mtu;
+  a.gid_index = nic.port.gid_index;
+  a.use_grh = nic.port.ethernet;
+  a.retry_cnt = 7;
+  // (retry_cnt + 1) * 4.096 us * 2^t <= timeout_ms / 2
+  uint64_t budget_ns = uint64_t(opts_.timeout_ms) * 1000000 / 2 / 8;
+  uint8_t t = 1;
+  while (t < 30 && (4096ull << (t + 1)) <= budget_ns) t++;
+  a.timeout = t;
+  a.rnr_retry = 0;
+  a.max_rd_atomic = 16;
+  a.min_rnr_timer = 12;
+  return a;
+}
+
+Status RdmaTransport::make_qps(Nic &nic, std::vector<std::unique_ptr<QpCtx>> *out) {
+  static thread_local std::mt19937 rng(std::random_device{}());
+  for (uint32_t i = 0; i < opts_.rdma_qps_per_endpoint; i++) {
+    auto q = std::make_unique<QpCtx>();
+    Status st = nic.dev->create_qp(nic.cq.get(), kSqDepth, &q->qp);
+    if (!st.ok()) {
+      destroy_qps(*out);
+      return st;
+    }
+    qps_created_++;
+    q->psn = rng() & 0xffffff;
+    st = q->qp->to_init(kRemoteRead | kRemoteWrite | kLocalWrite);
+    out->push_back(std::move(q));
+    if (!st.ok()) {
+      destroy_qps(*out);
+      return st;
+    }
+  }
+  return Status::Ok();
+}
+
+Status RdmaTransport::connect_qps(Nic &nic, std::vector<std::unique_ptr<QpCtx>> &qps, const std::vector<QpDest> &dst,
+                                  uint32_t mtu) {
+  if (dst.size() != qps.size())
+    return Err(MC_ERR_TRANSPORT, "the peer answered " + std::to_string(dst.size()) + " QPs for " + std::to_string(qps.size()));
+  for (size_t i = 0; i < qps.size(); i++) {
+    ConnAttr a = attr_for(nic, mtu);
+    a.remote = dst[i];
+    a.local_psn = qps[i]->psn;
+    Status st = qps[i]->qp->to_rtr(a);
+    if (st.ok()) st = qps[i]->qp->to_rts(a);
+    if (!st.ok()) return st;
+  }
+  return Status::Ok();
+}
+
+void RdmaTransport::destroy_qps(std::vector<std::unique_ptr<QpCtx>> &qps) {
+  for (auto &q : qps) {
+    if (!q) continue;
+    std::deque<Op *> left;
+    {
+      std::lock_guard<std::mutex> lk(q->mu);
+      left.swap(q->fifo);
+    }
+    q->qp.reset();  // the QP is gone: nothing of it touches memory any more
+    qps_destroyed_++;
+    for (Op *op : left) finish(op, stopping_.load() ? MC_ERR_PEER_DOWN : MC_ERR_TRANSPORT);
+  }
+  qps.clear();
+}
+
+// ------------------------------------------------------------------------------ descriptors
+
+bool RdmaTransport::reachable(const Descriptor &d) {
+  if (nics_.empty()) return false;
+  auto it = d.transports.find("rdma");
+  if (it == d.transports.end()) return false;
+  json j = json::parse(it->second, nullptr, false);
+  if (!j.is_object() || !j.contains("fabric") || !j["fabric"].is_string()) return false;
+  return j["fabric"].get<std::string>() == fabric_ && j.contains("nics") && j["nics"].is_array() && !j["nics"].empty();
+}
+
+void RdmaTransport::describe(Descriptor &d) {
+  json nics = json::array();
+  for (auto &n : nics_)
+    nics.push_back({{"name", n->dev->name()}, {"lid", n->port.lid}, {"gid", hex16(n->port.gid)}, {"mtu", n->port.mtu}});
+  d.transports["rdma"] = json{{"fabric", fabric_}, {"nics", std::move(nics)}}.dump();
+  std::shared_lock<std::shared_mutex> lk(mr_mu_);
+  for (auto &b : d.buffers) {
+    auto it = mrs_.find(b.addr);
+    if (it == mrs_.end()) continue;
+    json keys = json::array();
+    for (auto &m : it->second.mrs) keys.push_back(m->rkey());
+    b.ext["rdma"] = json{{"rkeys", std::move(keys)}}.dump();
+  }
+}
+
+Status RdmaTransport::parse_remote(const Descriptor &d, std::shared_ptr<const RemoteInfo> *out) const {
+  auto it = d.transports.find("rdma");
+  if (it == d.transports.end()) return Err(MC_ERR_UNSUPPORTED, "the peer has no RDMA NICs");
+  json j = json::parse(it->second, nullptr, false);
+  auto ri = std::make_shared<RemoteInfo>();
+  try {
+    ri->fabric = j.at("fabric").get<std::string>();
+    for (auto &n : j.at("nics")) {
+      RemoteNic rn;
+      rn.name = n.at("name").get<std::string>();
+      rn.lid = n.at("lid").get<uint16_t>();
+      rn.mtu = n.at("mtu").get<uint32_t>();
+      if (!unhex16(n.at("gid").get<std::string>(), rn.gid)) return Err(MC_ERR_METADATA, "bad GID in the peer's descriptor");
+      ri->nics.push_back(std::move(rn));
+    }
+    for (auto &b : d.buffers) {
+      RemoteBuf rb;
+      rb.addr = b.addr;
+      rb.len = b.length;
+      auto e = b.ext.find("rdma");
+      if (e != b.ext.end()) {
+        json bj = json::parse(e->second, nullptr, false);
+        for (auto &k : bj.at("rkeys")) rb.rkeys.push_back(k.get<uint32_t>());
+        if (rb.rkeys.size() != ri->nics.size()) rb.rkeys.clear();
+      }
+      ri->bufs.push_back(std::move(rb));
+    }
+  } catch (const std::exception &e) {
+    return Err(MC_ERR_METADATA, std::string("the peer's rdma descriptor is malformed: ") + e.what());
+  }
+  std::sort(ri->bufs.begin(), ri->bufs.end(), [](const RemoteBuf &a, const RemoteBuf &b) { return a.addr < b.addr; });
+  *out = std::move(ri);
+  return Status::Ok();
+}
+
+// ------------------------------------------------------------------------------ memory
+
+Status RdmaTransport::on_register(const LocalRegion &r) {
+  if (r.location.rfind("cpu", 0) != 0) return Status::Ok();  // host memory only in this build
+  LocalMr lm;
+  lm.len = r.length;
+  for (auto &n : nics_) {
+    std::unique_ptr<Mr> m;
+    Status st = n->dev->reg_mr(reinterpret_cast<void *>(r.addr), r.length, mr_access(r.access), &m);
+    if (!st.ok()) return Err(st.code(), "registering memory on RDMA device " + n->dev->name() + ": " + st.message());
+    lm.mrs.push_back(std::move(m));
+  }
+  std::unique_lock<std::shared_mutex> lk(mr_mu_);
+  mrs_[r.addr] = std::move(lm);
+  return Status::Ok();
+}
+
+void RdmaTransport::on_unregister(const LocalRegion &r) {
+  LocalMr gone;
+  {
+    std::unique_lock<std::shared_mutex> lk(mr_mu_);
+    auto it = mrs_.find(r.addr);
+    if (it == mrs_.end()) return;
+    gone = std::move(it->second);
+    mrs_.erase(it);
+  }
+  // Deregistered here: after this no NIC touches the memory.
+}
+
+void RdmaTransport::on_access_change(const LocalRegion &r) {
+  std::unique_lock<std::shared_mutex> lk(mr_mu_);
+  auto it = mrs_.find(r.addr);
+  if (it == mrs_.end()) return;
+  for (auto &m : it->second.mrs) {
+    Status st = m->set_access(mr_access(r.access));
+    if (!st.ok()) MC_LOGW("rdma: changing the access of a memory region failed: " << st.message());
+  }
+}
+
+// ------------------------------------------------------------------------------ peers
+
+std::shared_ptr<PeerPath> RdmaTransport::connect(const Descriptor &d) {
+  if (stopping_.load()) return nullptr;
+  std::shared_ptr<const RemoteInfo> info;
+  if (!parse_remote(d, &info).ok() || info->fabric != fabric_ || info->nics.empty()) return nullptr;
+  HostPort hp;
+  if (!parse_host_port(d.tcp, &hp).ok()) return nullptr;
+  std::shared_ptr<PeerState> ps, old;
+  {
+    std::lock_guard<std::mutex> lk(peers_mu_);
+    auto &slot = peers_[d.name];
+    bool reuse = false;
+    if (slot && slot->inc == d.incarnation) {
+      std::lock_guard<std::mutex> pl(slot->mu);
+      reuse = !slot->retired;
+    }
+    if (!reuse) {
+      old = std::move(slot);
+      slot = std::make_shared<PeerState>();
+      slot->name = d.name;
+      slot->inc = d.incarnation;
+    }
+    ps = slot;
+    std::lock_guard<std::mutex> pl(ps->mu);
+    ps->paths++;
+    ps->addr = hp;
+    ps->has_addr = true;
+    ps->info = info;
+  }
+  if (old) retire_peer(old, MC_ERR_PEER_DOWN, "peer " + d.name + " came back with a new incarnation");
+  return std::make_shared<RdmaPeer>(this, ps);
+}
+
+void RdmaTransport::update(PeerPath &peer, const Descriptor &d) {
+  auto &p = static_cast<RdmaPeer &>(peer);
+  std::shared_ptr<const RemoteInfo> info;
+  if (!parse_remote(d, &info).ok()) return;
+  std::lock_guard<std::mutex> lk(p.ps->mu);
+  p.ps->info = std::move(info);
+}
+
+void RdmaTransport::release(const std::shared_ptr<PeerState> &ps) {
+  bool last;
+  {
+    std::lock_guard<std::mutex> lk(peers_mu_);
+    {
+      std::lock_guard<std::mutex> pl(ps->mu);
+      last = --ps->paths == 0;
+    }
+    if (last) {
+      auto it = peers_.find(ps->name);
+      if (it != peers_.end() && it->second == ps) peers_.erase(it);
+    }
+  }
+  if (last) retire_peer(ps, MC_ERR_PEER_DOWN, "the path to peer " + ps->name + " was dropped");
+}
+
+std::shared_ptr<PeerState> RdmaTransport::passive_peer(const std::string &name, uint64_t inc) {
+  std::shared_ptr<PeerState> ps, old;
+  {
+    std::lock_guard<std::mutex> lk(peers_mu_);
+    auto &slot = peers_[name];
+    bool reuse = false;
+    if (slot && slot->inc == inc) {
+      std::lock_guard<std::mutex> pl(slot->mu);
+      reuse = !slot->retired;
+    }
+    if (!reuse) {
+      old = std::move(slot);
+      slot = std::make_shared<PeerState>();
+      slot->name = name;
+      slot->inc = inc;
+    }
+    ps = slot;
+  }
+  if (old) retire_peer(old, MC_ERR_PEER_DOWN, "peer " + name + " came back with a new incarnation");
+  return ps;
+}
+
+void RdmaTransport::note_qps(const std::string &peer, uint64_t inc) {
+  std::lock_guard<std::mutex> lk(peers_mu_);
+  auto &ns = name_stats_[peer];
+  if (ns.last_inc != 0 && ns.last_inc != inc) ns.recreations++;
+  ns.last_inc = inc;
+}
+
+void RdmaTransport::retire_peer(const std::shared_ptr<PeerState> &ps, mc_status_t st, const std::string &why) {
+  std::map<std::pair<uint32_t, std::string>, std::shared_ptr<Endpoint>> eps;
+  {
+    std::lock_guard<std::mutex> lk(ps->mu);
+    if (ps->retired) return;
+    ps->retired = true;
+    ps->retire_status = st;
+    ps->retire_why = why;
+    eps.swap(ps->eps);
+  }
+  for (auto &[k, ep] : eps) retire_ep(ep, st, why, false);
+}
+
+void RdmaTransport::fail_path(PeerPath &peer, mc_status_t status, const std::string &why) {
+  auto &p = static_cast<RdmaPeer &>(peer);
+  std::vector<std::shared_ptr<Endpoint>> eps;
+  {
+    std::lock_guard<std::mutex> lk(p.ps->mu);
+    for (auto &[k, ep] : p.ps->eps) eps.push_back(ep);
+  }
+  // Endpoints with nothing queued or in flight keep their QPs (a peer that was unreachable for
+  // a while keeps its connections); the others go to ERR so their work can be failed.
+  for (auto &ep : eps) {
+    bool busy;
+    {
+      std::lock_guard<std::mutex> lk(ep->mu);
+      busy = ep->st == Endpoint::kConnecting || ep->inflight > 0 || !ep->backlog.empty();
+    }
+    if (busy) retire_ep(ep, status, why, false);
+  }
+}
+
+// ------------------------------------------------------------------------------ endpoints
+
+std::shared_ptr<Endpoint> RdmaTransport::new_ep(const std::shared_ptr<PeerState> &ps, uint32_t l, const std::string &rnic) {
+  auto ep = std::make_shared<Endpoint>();
+  ep->peer = ps;
+  ep->peer_name = ps->name;
+  ep->peer_inc = ps->inc;
+  ep->lnic = l;
+  ep->rnic = rnic;
+  {
+    std::lock_guard<std::mutex> lk(live_mu_);
+    live_[ep.get()] = ep;
+  }
+  {
+    std::lock_guard<std::mutex> lk(lru_mu_);
+    lru_.push_back(ep.get());
+    ep->lru_it = std::prev(lru_.end());
+    ep->in_lru = true;
+  }
+  return ep;
+}
+
+// Caller holds ps->mu.
+std::shared_ptr<Endpoint> RdmaTransport::get_ep(const std::shared_ptr<PeerState> &ps, uint32_t l, const std::string &rnic,
+                                                bool *created) {
+  auto key = std::make_pair(l, rnic);
+  auto it = ps->eps.find(key);
+  if (it != ps->eps.end()) return it->second;
+  auto ep = new_ep(ps, l, rnic);
+  ps->eps[key] = ep;
+  *created = true;
+  return ep;
+}
+
+void RdmaTransport::touch(Endpoint *ep) {
+  std::lock_guard<std::mutex> lk(lru_mu_);
+  if (ep->in_lru) lru_.splice(lru_.end(), lru_, ep->lru_it);
+}
+
+void RdmaTransport::lru_remove(Endpoint *ep) {
+  std::lock_guard<std::mutex> lk(lru_mu_);
+  if (ep->in_lru) {
+    lru_.erase(ep->lru_it);
+    ep->in_lru = false;
+  }
+}
+
+// Keeps the cached endpoints at rdma_max_endpoints: the least recently used connected one
+// leaves the cache, finishes what it holds (no new work reaches it) and is then destroyed.
+void RdmaTransport::maybe_evict() {
+  for (;;) {
+    std::shared_ptr<Endpoint> victim;
+    {
+      std::lock_guard<std::mutex> lk(lru_mu_);
+      if (lru_.size() <= opts_.rdma_max_endpoints) return;
+      for (auto it = lru_.begin(); it != lru_.end(); ++it) {
+        Endpoint *e = *it;
+        std::lock_guard<std::mutex> el(e->mu);
+        if (e->st != Endpoint::kReady) continue;
+        victim = e->shared_from_this();
+        lru_.erase(it);
+        e->in_lru = false;
+        break;
+      }
+    }
+    if (!victim) return;  // only endpoints still connecting: they count once connected
+    if (auto ps = victim->peer.lock()) {
+      std::lock_guard<std::mutex> lk(ps->mu);
+      auto it = ps->eps.find({victim->lnic, victim->rnic});
+      if (it != ps->eps.end() && it->second == victim) ps->eps.erase(it);
+    }
+    bool done;
+    {
+      std::lock_guard<std::mutex> lk(victim->mu);
+      victim->draining = true;
+      done = victim->st != Endpoint::kConnecting && victim->backlog.empty() && victim->inflight == 0;
+    }
+    evictions_++;
+    if (done) reap(victim, false);
+  }
+}
+
+void RdmaTransport::retire_ep(const std::shared_ptr<Endpoint> &ep, mc_status_t st, const std::string &why, bool retry) {
+  std::deque<Op *> queued;
+  bool reap_now;
+  {
+    std::lock_guard<std::mutex> lk(ep->mu);
+    if (ep->st == Endpoint::kDead) return;
+    ep->st = Endpoint::kDead;
+    ep->fail_status = st;
+    ep->fail_why = why;
+    ep->retry = retry;
+    queued.swap(ep->backlog);
+    for (auto &q : ep->qps) (void)q->qp->to_err();  // outstanding work comes back as flushes
+    reap_now = ep->inflight == 0;
+    ep->cv.notify_all();
+  }
+  lru_remove(ep.get());
+  if (auto ps = ep->peer.lock()) {
+    std::lock_guard<std::mutex> lk(ps->mu);
+    auto it = ps->eps.find({ep->lnic, ep->rnic});
+    if (it != ps->eps.end() && it->second == ep) ps->eps.erase(it);
+  }
+  for (Op *op : queued) {
+    if (retry)
+      retry_or_fail(op, st);
+    else
+      finish(op, st);
+  }
+  if (reap_now) reap(ep, false);
+}
+
+// Destroys the endpoint's QPs once nothing is outstanding on them (force: at shutdown, after
+// the pollers stopped; whatever is still posted is failed once the QP is gone).
+void RdmaTransport::reap(const std::shared_ptr<Endpoint> &ep, bool force) {
+  std::vector<std::unique_ptr<QpCtx>> qps;
+  {
+    std::lock_guard<std::mutex> lk(ep->mu);
+    if (ep->reaped || (!force && ep->inflight > 0)) return;
+    ep->reaped = true;
+    qps.swap(ep->qps);
+    if (ep->st != Endpoint::kDead) ep->st = Endpoint::kDead;
+  }
+  for (auto &q : qps) (void)q->qp->to_err();
+  destroy_qps(qps);
+  lru_remove(ep.get());
+  std::lock_guard<std::mutex> lk(live_mu_);
+  live_.erase(ep.get());
+  live_cv_.notify_all();
+}
+
+void RdmaTransport::install(const std::shared_ptr<PeerState> &ps, const std::shared_ptr<Endpoint> &ep,
+                            std::vector<std::unique_ptr<QpCtx>> qps) {
+  std::shared_ptr<Endpoint> target = ep, replaced;
+  {
+    std::lock_guard<std::mutex> pl(ps->mu);
+    std::unique_lock<std::mutex> lk(ep->mu);
+    if (ep->st == Endpoint::kConnecting) {
+      for (auto &q : qps) q->ep = ep.get();
+      ep->qps = std::move(qps);
+      ep->st = Endpoint::kReady;
+      ep->cv.notify_all();
+    } else if (ep->st == Endpoint::kReady && !ps->retired) {
+      // The peer connected this pair meanwhile and then accepted ours too (it replaced its
+      // side with ours): ours is the live one now.
+      lk.unlock();
+      target = new_ep(ps, ep->lnic, ep->rnic);
+      std::lock_guard<std::mutex> tl(target->mu);
+      for (auto &q : qps) q->ep = target.get();
+      target->qps = std::move(qps);
+      target->st = Endpoint::kReady;
+      ps->eps[{ep->lnic, ep->rnic}] = target;
+      replaced = ep;
+    } else {
+      lk.unlock();
+      destroy_qps(qps);
+      return;
+    }
+  }
+  note_qps(ps->name, ps->inc);
+  if (replaced) retire_ep(replaced, MC_ERR_TRANSPORT, "replaced by a newer connection", true);
+  pump(target);
+  maybe_evict();
+}
+
+bool RdmaTransport::spawn(std::function<void()> fn) {
+  {
+    std::lock_guard<std::mutex> lk(threads_mu_);
+    if (stopping_.load()) return false;  // shutdown() waits for threads_ after setting it
+    threads_++;
+  }
+  std::thread([this, fn = std::move(fn)]() mutable {
+    fn();
+    fn = nullptr;  // drop what it captured before shutdown() may go on
+    std::lock_guard<std::mutex> lk(threads_mu_);
+    threads_--;
+    threads_cv_.notify_all();
+  }).detach();
+  return true;
+}
+
+void RdmaTransport::run_connect(std::shared_ptr<Endpoint> ep, std::shared_ptr<PeerState> ps) {
+  connects_++;
+  Nic &nic = *nics_[ep->lnic];
+  HostPort addr;
+  RemoteNic rn;
+  bool found = false;
+  {
+    std::lock_guard<std::mutex> lk(ps->mu);
+    addr = ps->addr;
+    if (ps->info && ps->has_addr)
+      for (auto &n : ps->info->nics)
+        if (n.name == ep->rnic) {
+          rn = n;
+          found = true;
+        }
+  }
+  auto fail = [&](const Status &st, bool retry) {
+    setup_failed_++;
+    retire_ep(ep, st.code(), "connecting to " + ps->name + " over " + nic.dev->name() + " -> " + ep->rnic + ": " + st.message(),
+              retry);
+  };
+  if (!found) return fail(Err(MC_ERR_PEER_DOWN, "the peer's NIC is not known"), false);
+  std::vector<std::unique_ptr<QpCtx>> qps;
+  Status st = make_qps(nic, &qps);
+  if (!st.ok()) return fail(st, true);
+  uint32_t mtu = std::min({nic.port.mtu, rn.mtu, opts_.rdma_mtu});
+  json req{{"op", "connect"}, {"from", name_}, {"inc", inc_}, {"to_inc", ps->inc}, {"lnic", nic.dev->name()},
+           {"rnic", ep->rnic}, {"lid", nic.port.lid}, {"gid", hex16(nic.port.gid)}, {"mtu", mtu}};
+  json jq = json::array();
+  for (auto &q : qps) jq.push_back({{"qpn", q->qp->qpn()}, {"psn", q->psn}});
+  req["qps"] = std::move(jq);
+  std::string reply;
+  uint64_t their_inc = 0;
+  st = control_call(addr, opts_.auth_token, "rdma", req.dump(), opts_.timeout_ms, &reply, &their_inc);
+  if (st.code() == MC_ERR_BUSY) {
+    // Simultaneous open, and the peer's request wins: it arrives here and connects this
+    // endpoint; wait for that instead of building a second connection.
+    destroy_qps(qps);
+    std::unique_lock<std::mutex> lk(ep->mu);
+    ep->cv.wait_for(lk, std::chrono::milliseconds(opts_.timeout_ms), [&] { return ep->st != Endpoint::kConnecting; });
+    bool still = ep->st == Endpoint::kConnecting;
+    lk.unlock();
+    if (still) fail(Err(MC_ERR_TRANSPORT, "the peer's side of a simultaneous open never arrived"), true);
+    return;
+  }
+  if (!st.ok()) {
+    destroy_qps(qps);
+    if (st.code() == MC_ERR_UNSUPPORTED) {  // that NIC of the peer is down: use another one for a while
+      std::lock_guard<std::mutex> lk(ps->mu);
+      ps->rnic_down_until[ep->rnic] = now_ms() + kNicBackoffMs;
+    }
+    bool retry = st.code() != MC_ERR_PEER_DOWN && st.code() != MC_ERR_DENIED && st.code() != MC_ERR_METADATA;
+    return fail(st, retry);
+  }
+  std::vector<QpDest> dst;
+  uint32_t path_mtu = 0;
+  try {
+    json r = json::parse(reply);
+    path_mtu = r.at("mtu").get<uint32_t>();
+    QpDest base;
+    base.lid = r.at("lid").get<uint16_t>();
+    if (!unhex16(r.at("gid").get<std::string>(), base.gid)) throw std::runtime_error("bad gid");
+    for (auto &q : r.at("qps")) {
+      QpDest d = base;
+      d.qpn = q.at("qpn").get<uint32_t>();
+      d.psn = q.at("psn").get<uint32_t>();
+      dst.push_back(d);
+    }
+  } catch (const std::exception &e) {
+    destroy_qps(qps);
+    return fail(Err(MC_ERR_TRANSPORT, std::string("malformed answer: ") + e.what()), true);
+  }
+  if (path_mtu > mtu) path_mtu = mtu;
+  st = connect_qps(nic, qps, dst, path_mtu);
+  if (!st.ok()) {
+    destroy_qps(qps);
+    return fail(st, true);
+  }
+  install(ps, ep, std::move(qps));
+}
+
+Status RdmaTransport::handle_control(const std::string &request, std::string *reply) {
+  if (stopping_.load()) return Err(MC_ERR_PEER_DOWN, "the engine is shutting down");
+  json r = json::parse(request, nullptr, false);
+  std::string from, lnic, rnic;
+  uint64_t inc, to_inc;
+  uint32_t mtu;
+  QpDest base;
+  std::vector<QpDest> dst;
+  try {
+    if (r.at("op").get<std::string>() != "connect") return Err(MC_ERR_INVALID_ARG, "unknown rdma control request");
+    from = r.at("from").get<std::string>();
+    inc = r.at("inc").get<uint64_t>();
+    to_inc = r.at("to_inc").get<uint64_t>();
+    lnic = r.at("lnic").get<std::string>();
+    rnic = r.at("rnic").get<std::string>();
+    mtu = r.at("mtu").get<uint32_t>();
+    base.lid = r.at("lid").get<uint16_t>();
+    if (!unhex16(r.at("gid").get<std::string>(), base.gid)) return Err(MC_ERR_INVALID_ARG, "bad GID");
+    for (auto &q : r.at("qps")) {
+      QpDest d = base;
+      d.qpn = q.at("qpn").get<uint32_t>();
+      d.psn = q.at("psn").get<uint32_t>();
+      dst.push_back(d);
+    }
+  } catch (const std::exception &e) {
+    return Err(MC_ERR_INVALID_ARG, std::string("malformed rdma control request: ") + e.what());
+  }
+  if (to_inc != inc_) return Err(MC_ERR_PEER_DOWN, "the request is for another incarnation of " + name_);
+  if (dst.empty() || dst.size() > 64) return Err(MC_ERR_INVALID_ARG, "bad QP count");
+  Nic *nic = nullptr;
+  for (auto &n : nics_)
+    if (n->dev->name() == rnic) nic = n.get();
+  if (!nic) return Err(MC_ERR_UNSUPPORTED, "no NIC " + rnic + " here");
+  if (!nic->up.load()) return Err(MC_ERR_UNSUPPORTED, "NIC " + rnic + " is down");
+  auto ps = passive_peer(from, inc);
+  auto key = std::make_pair(nic->idx, lnic);
+  {
+    std::lock_guard<std::mutex> lk(ps->mu);
+    auto it = ps->eps.find(key);
+    if (it != ps->eps.end()) {
+      std::lock_guard<std::mutex> el(it->second->mu);
+      if (it->second->st == Endpoint::kConnecting && name_ < from)
+        return Err(MC_ERR_BUSY, "simultaneous open: " + name_ + "'s own request for this pair wins");
+    }
+  }
+  std::vector<std::unique_ptr<QpCtx>> qps;
+  Status st = make_qps(*nic, &qps);
+  if (!st.ok()) return st;
+  uint32_t path_mtu = std::min({mtu, nic->port.mtu, opts_.rdma_mtu});
+  if (dst.size() != qps.size()) {
+    // The two engines differ in rdma_qps_per_endpoint: use the initiator's count.
+    destroy_qps(qps);
+    for (size_t i = 0; i < dst.size(); i++) {
+      auto q = std::make_unique<QpCtx>();
+      st = nic->dev->create_qp(nic->cq.get(), kSqDepth, &q->qp);
+      if (!st.ok()) {
+        destroy_qps(qps);
+        return st;
+      }
+      qps_created_++;
+      q->psn = static_cast<uint32_t>(std::random_device{}()) & 0xffffff;
+      st = q->qp->to_init(kRemoteRead | kRemoteWrite | kLocalWrite);
+      qps.push_back(std::move(q));
+      if (!st.ok()) {
+        destroy_qps(qps);
+        return st;
+      }
+    }
+  }
+  st = connect_qps(*nic, qps, dst, path_mtu);
+  if (!st.ok()) {
+    destroy_qps(qps);
+    return st;
+  }
+  json out{{"lid", nic->port.lid}, {"gid", hex16(nic->port.gid)}, {"mtu", path_mtu}};
+  json jq = json::array();
+  for (auto &q : qps) jq.push_back({{"qpn", q->qp->qpn()}, {"psn", q->psn}});
+  out["qps"] = std::move(jq);
+
+  std::shared_ptr<Endpoint> target, replaced;
+  {
+    std::lock_guard<std::mutex> lk(ps->mu);
+    if (ps->retired) {
+      destroy_qps(qps);
+      return Err(MC_ERR_PEER_DOWN, "this engine dropped peer " + from);
+    }
+    auto it = ps->eps.find(key);
+    std::shared_ptr<Endpoint> ex = it != ps->eps.end() ? it->second : nullptr;
+    std::unique_lock<std::mutex> el;
+    if (ex) el = std::unique_lock<std::mutex>(ex->mu);
+    if (ex && ex->st == Endpoint::kConnecting) {
+      if (name_ < from) {  // became ours meanwhile
+        el.unlock();
+        destroy_qps(qps);
+        return Err(MC_ERR_BUSY, "simultaneous open: " + name_ + "'s own request for this pair wins");
+      }
+      for (auto &q : qps) q->ep = ex.get();
+      ex->qps = std::move(qps);
+      ex->st = Endpoint::kReady;
+      ex->cv.notify_all();
+      target = ex;
+    } else {
+      if (ex) {
+        el.unlock();
+        replaced = ex;  // the peer no longer uses it (its side was evicted or failed)
+      }
+      target = new_ep(ps, nic->idx, lnic);
+      std::lock_guard<std::mutex> tl(target->mu);
+      for (auto &q : qps) q->ep = target.get();
+      target->qps = std::move(qps);
+      target->st = Endpoint::kReady;
+      ps->eps[key] = target;
+    }
+  }
+  accepts_++;
+  note_qps(from, inc);
+  if (replaced) retire_ep(replaced, MC_ERR_TRANSPORT, "the peer reconnected this pair", true);
+  pump(target);
+  maybe_evict();
+  *reply = out.dump();
+  return Status::Ok();
+}
+
+// ------------------------------------------------------------------------------ data path
+
+void RdmaTransport::finish(Op *op, mc_status_t st) {
+  if (st != MC_OK) wr_failed_.fetch_add(1, std::memory_order_relaxed);
+  if (Op *p = op->parent) {
+    if (st != MC_OK) {
+      int32_t expect = MC_OK;
+      p->status.compare_exchange_strong(expect, st);
+    }
+    delete op;
+    if (p->pieces.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      slice_done(p->s, p->status.load());
+      delete p;
+    }
+    return;
+  }
+  slice_done(op->s, st);
+  delete op;
+}
+
+void RdmaTransport::retry_or_fail(Op *op, mc_status_t st) {
+  if (slice_canceled(op->root())) return finish(op, MC_ERR_CANCELED);
+  if (++op->attempts >= kAttempts || stopping_.load() || !op->peer) return finish(op, st);
+  retries_++;
+  auto ps = op->peer;
+  dispatch(ps, &op, 1);
+}
+
+void RdmaTransport::submit(PeerPath &path, Slice *slices, size_t n) {
+  auto &p = static_cast<RdmaPeer &>(path);
+  if (stopping_.load()) {
+    for (size_t i = 0; i < n; i++) slice_done(slices[i], MC_ERR_PEER_DOWN);
+    return;
+  }
+  thread_local std::vector<Op *> ops;
+  ops.resize(n);
+  for (size_t i = 0; i < n; i++) {
+    Op *op = new Op;
+    op->s = slices[i];
+    op->peer = p.ps;
+    ops[i] = op;
+  }
+  dispatch(p.ps, ops.data(), n);
+}
+
+// Picks a NIC pair per op (round robin over usable pairs), cuts ops at buffer boundaries,
+// sets keys, and queues them on their endpoints.
+void RdmaTransport::dispatch(const std::shared_ptr<PeerState> &ps, Op **ops, size_t n) {
+  struct Pair {
+    uint32_t l, r;
+  };
+  std::shared_ptr<const RemoteInfo> info;
+  std::vector<Pair> pairs;
+  mc_status_t fail_st = MC_OK;
+  std::string why;
+  {
+    std::lock_guard<std::mutex> lk(ps->mu);
+    if (ps->retired) {
+      fail_st = ps->retire_status;
+    } else if (!ps->info) {
+      fail_st = MC_ERR_INTERNAL;
+    } else {
+      info = ps->info;
+      uint64_t now = 0;
+      uint32_t R = static_cast<uint32_t>(info->nics.size());
+      for (auto &nic : nics_) {
+        if (!nic->up.load()) continue;
+        // Prefer the peer NIC of the same rank (rails), else any that is not backing off.
+        for (uint32_t j = 0; j < R; j++) {
+          uint32_t r = (nic->idx + j) % R;
+          auto d = ps->rnic_down_until.find(info->nics[r].name);
+          if (d != ps->rnic_down_until.end()) {
+            if (!now) now = now_ms();
+            if (d->second > now) continue;
+          }
+          pairs.push_back({nic->idx, r});
+          break;
+        }
+      }
+      if (pairs.empty()) fail_st = MC_ERR_PEER_DOWN;
+    }
+  }
+  if (fail_st != MC_OK) {
+    for (size_t i = 0; i < n; i++) finish(ops[i], fail_st);
+    return;
+  }
+  uint32_t start;
+  {
+    std::lock_guard<std::mutex> lk(ps->mu);
+    start = ps->rr;
+    ps->rr += static_cast<uint32_t>(n);
+  }
+  // Not thread_local: retries dispatch again from inside this call (enqueue -> pump -> retire).
+  std::vector<std::vector<Op *>> per_pair(pairs.size());
+  std::vector<Op *> bad;
+  {
+    std::shared_lock<std::shared_mutex> lk(mr_mu_);
+    auto local_mr = [&](uint64_t a, uint64_t *end) -> const LocalMr * {
+      auto it = mrs_.upper_bound(a);
+      if (it == mrs_.begin()) return nullptr;
+      --it;
+      if (a - it->first >= it->second.len) return nullptr;
+      *end = it->first + it->second.len;
+      return &it->second;
+    };
+    for (size_t i = 0; i < n; i++) {
+      Op *op = ops[i];
+      size_t k = (start + i) % pairs.size();
+      Pair pr = pairs[k];
+      uint64_t la = reinterpret_cast<uint64_t>(op->s.local), ra = op->s.remote, len = op->s.len;
+      uint64_t lend = 0;
+      const LocalMr *lm = local_mr(la, &lend);
+      const RemoteBuf *rb = info->find(ra);
+      if (!lm || !rb || rb->rkeys.empty() || len > kMaxWr) {
+        bad.push_back(op);
+        continue;
+      }
+      if (la + len <= lend && ra + len <= rb->addr + rb->len) {  // the common case: one buffer each side
+        op->lkey = lm->mrs[pr.l]->lkey();
+        op->rkey = rb->rkeys[pr.r];
+        per_pair[k].push_back(op);
+        continue;
+      }
+      if (op->parent) {  // a piece lies in one buffer on each side; those changed under it
+        bad.push_back(op);
+        continue;
+      }
+      // Cut at every local and remote buffer boundary; each piece carries its own keys.
+      std::vector<Op *> pieces;
+      uint64_t off = 0;
+      bool ok = true;
+      while (off < len) {
+        uint64_t le = 0;
+        const LocalMr *m = local_mr(la + off, &le);
+        const RemoteBuf *b = info->find(ra + off);
+        if (!m || !b || b->rkeys.empty()) {
+          ok = false;
+          break;
+        }
+        uint64_t chunk = std::min({len - off, le - (la + off), b->addr + b->len - (ra + off)});
+        Op *pc = new Op;
+        pc->s = op->s;
+        pc->s.local = reinterpret_cast<void *>(la + off);
+        pc->s.remote = ra + off;
+        pc->s.len = chunk;
+        pc->parent = op;
+        pc->peer = op->peer;
+        pc->attempts = op->attempts;
+        pc->lkey = m->mrs[pr.l]->lkey();
+        pc->rkey = b->rkeys[pr.r];
+        pieces.push_back(pc);
+        off += chunk;
+      }
+      if (!ok) {
+        for (Op *pc : pieces) delete pc;
+        bad.push_back(op);
+        continue;
+      }
+      op->pieces.store(static_cast<uint32_t>(pieces.size()));
+      for (Op *pc : pieces) per_pair[k].push_back(pc);
+    }
+  }
+  for (Op *op : bad) finish(op, MC_ERR_OUT_OF_RANGE);
+  for (size_t k = 0; k < pairs.size(); k++) {
+    if (per_pair[k].empty()) continue;
+    std::shared_ptr<Endpoint> ep;
+    bool created = false;
+    {
+      std::lock_guard<std::mutex> lk(ps->mu);
+      if (ps->retired) {
+        for (Op *op : per_pair[k]) finish(op, ps->retire_status);
+        continue;
+      }
+      ep = get_ep(ps, pairs[k].l, info->nics[pairs[k].r].name, &created);
+    }
+    std::vector<Op *> mine;
+    mine.swap(per_pair[k]);
+    if (created) {
+      if (!spawn([this, ep, ps] { run_connect(ep, ps); }))
+        retire_ep(ep, MC_ERR_PEER_DOWN, "the engine is shutting down", false);
+      maybe_evict();
+    } else {
+      touch(ep.get());
+    }
+    enqueue(ep, mine);
+  }
+}
+
+void RdmaTransport::enqueue(const std::shared_ptr<Endpoint> &ep, std::vector<Op *> &ops) {
+  {
+    std::lock_guard<std::mutex> lk(ep->mu);
+    if (ep->st != Endpoint::kDead && !ep->draining) {
+      for (Op *op : ops) ep->backlog.push_back(op);
+      ops.clear();
+    }
+  }
+  if (!ops.empty()) {  // it died (or was evicted) between the lookup and here: try again
+    for (Op *op : ops) retry_or_fail(op, MC_ERR_TRANSPORT);
+    return;
+  }
+  pump(ep);
+}
+
+// Posts queued work while the endpoint's QPs and its NIC's CQ have room.
+void RdmaTransport::pump(const std::shared_ptr<Endpoint> &ep) {
+  std::vector<Op *> canceled;
+  bool drained = false, starved = false, broken = false;
+  std::string broken_why;
+  Nic &nic = *nics_[ep->lnic];
+  {
+    std::lock_guard<std::mutex> lk(ep->mu);
+    if (ep->st != Endpoint::kReady) return;
+    size_t nq = ep->qps.size();
+    SendWr wrs[kPostBatch];
+    Op *batch[kPostBatch];
+    while (!ep->backlog.empty() && !broken) {
+      QpCtx *q = nullptr;
+      for (size_t k = 0; k < nq; k++) {
+        QpCtx *c = ep->qps[(ep->rr + k) % nq].get();
+        if (c->posted.load(std::memory_order_relaxed) < kSqDepth) {
+          q = c;
+          ep->rr = static_cast<uint32_t>((ep->rr + k + 1) % nq);
+          break;
+        }
+      }
+      if (!q) break;  // completions will pump again
+      if (nic.outstanding.load(std::memory_order_relaxed) >= nic.cq_cap) {
+        starved = true;
+        break;
+      }
+      size_t room = std::min<size_t>(kPostBatch, kSqDepth - q->posted.load(std::memory_order_relaxed));
+      size_t k = 0;
+      while (k < room && !ep->backlog.empty()) {
+        Op *op = ep->backlog.front();
+        ep->backlog.pop_front();
+        if (slice_canceled(op->root())) {
+          canceled.push_back(op);
+          continue;
+        }
+        op->qp = q;
+        batch[k] = op;
+        wrs[k] = {reinterpret_cast<uint64_t>(op), op->s.op == MC_READ ? Opcode::kRead : Opcode::kWrite,
+                  reinterpret_cast<uint64_t>(op->s.local), op->lkey, static_cast<uint32_t>(op->s.len), op->s.remote,
+                  op->rkey};
+        k++;
+      }
+      if (!k) continue;
+      size_t posted = 0;
+      Status st;
+      {
+        std::lock_guard<std::mutex> ql(q->mu);
+        for (size_t i = 0; i < k; i++) q->fifo.push_back(batch[i]);
+        st = q->qp->post(wrs, k, &posted);
+        for (size_t i = posted; i < k; i++) q->fifo.pop_back();
+      }
+      q->posted.fetch_add(static_cast<uint32_t>(posted), std::memory_order_relaxed);
+      ep->inflight += static_cast<int64_t>(posted);
+      nic.outstanding.fetch_add(static_cast<int64_t>(posted), std::memory_order_relaxed);
+      wr_posted_.fetch_add(posted, std::memory_order_relaxed);
+      if (posted < k) {
+        for (size_t i = k; i-- > posted;) ep->backlog.push_front(batch[i]);
+        broken = true;
+        broken_why = st.message();
+      }
+    }
+    drained = ep->draining && ep->backlog.empty() && ep->inflight == 0;
+  }
+  if (starved) {
+    std::lock_guard<std::mutex> lk(nic.mu);
+    nic.starved.push_back(ep);
+  }
+  for (Op *op : canceled) finish(op, MC_ERR_CANCELED);
+  if (broken) retire_ep(ep, MC_ERR_TRANSPORT, "posting failed: " + broken_why, true);
+  if (drained) reap(ep, false);
+}
+
+void RdmaTransport::check_nic(Nic &nic) {
+  PortInfo p;
+  if (!nic.dev->query_port(opts_.rdma_gid_index, &p).ok() || !p.active) nic_down(nic, "its port is down");
+}
+
+void RdmaTransport::nic_down(Nic &nic, const std::string &why) {
+  if (!nic.up.exchange(false)) return;
+  nic_failovers_++;
+  MC_LOGW("rdma: NIC " << nic.dev->name() << " taken out of use (" << why << "); its work moves to the other NICs");
+  std::vector<std::shared_ptr<Endpoint>> eps;
+  {
+    std::lock_guard<std::mutex> lk(live_mu_);
+    for (auto &[p, ep] : live_)
+      if (ep->lnic == nic.idx) eps.push_back(ep);
+  }
+  for (auto &ep : eps) retire_ep(ep, MC_ERR_TRANSPORT, "NIC " + nic.dev->name() + " is down", true);
+}
+
+void RdmaTransport::poll_loop(Nic *nic) {
+  Wc wcs[kPollBatch];
+  std::vector<std::shared_ptr<Endpoint>> touched;
+  int idle = 0;
+  while (!pollers_stop_.load(std::memory_order_relaxed)) {
+    int n = nic->cq->poll(wcs, kPollBatch);
+    if (n == 0) {
+      std::vector<std::shared_ptr<Endpoint>> starved;
+      {
+        std::lock_guard<std::mutex> lk(nic->mu);
+        starved.swap(nic->starved);
+      }
+      for (auto &ep : starved) pump(ep);
+      if (++idle < 64) {
+        std::this_thread::yield();
+        continue;
+      }
+      nic->cq->wait(100);
+      idle = 0;
+      continue;
+    }
+    idle = 0;
+    touched.clear();
+    for (int i = 0; i < n; i++) {
+      Op *op = reinterpret_cast<Op *>(wcs[i].wr_id);
+      QpCtx *q = op->qp;
+      Endpoint *ep = q->ep;
+      {
+        std::lock_guard<std::mutex> lk(q->mu);
+        if (!q->fifo.empty() && q->fifo.front() == op) {
+          q->fifo.pop_front();
+        } else {
+          auto it = std::find(q->fifo.begin(), q->fifo.end(), op);
+          if (it != q->fifo.end()) q->fifo.erase(it);
+        }
+      }
+      q->posted.fetch_sub(1, std::memory_order_relaxed);
+      nic->outstanding.fetch_sub(1, std::memory_order_relaxed);
+      std::shared_ptr<Endpoint> self = ep->shared_from_this();
+      if (wcs[i].status == WcStatus::kSuccess) {
+        finish(op, MC_OK);
+      } else {
+        WcStatus ws = wcs[i].status;
+        mc_status_t fst;
+        bool ep_retry;
+        bool dead;
+        mc_status_t dead_st;
+        {
+          std::lock_guard<std::mutex> lk(ep->mu);
+          dead = ep->st == Endpoint::kDead;
+          dead_st = ep->fail_status;
+          ep_retry = ep->retry;
+        }
+        if (ws != WcStatus::kWrFlushErr) {
+          check_nic(*nic);
+          MC_LOGD("rdma: " << nic->dev->name() << " QP " << wcs[i].qpn << " to " << ep->peer_name << ": "
+                           << wc_status_name(ws));
+        }
+        if (!dead) retire_ep(self, MC_ERR_TRANSPORT, std::string("work request failed: ") + wc_status_name(ws), true);
+        if (ws == WcStatus::kRemAccessErr || ws == WcStatus::kRemInvReqErr) {
+          fst = MC_ERR_DENIED;  // the target's NIC refused this range: no retry changes that
+          finish(op, fst);
+        } else if (ws == WcStatus::kLocProtErr || ws == WcStatus::kLocLenErr) {
+          finish(op, MC_ERR_TRANSPORT);
+        } else if (dead && !ep_retry) {
+          finish(op, dead_st);
+        } else {
+          retry_or_fail(op, ws == WcStatus::kRetryExcErr ? MC_ERR_PEER_DOWN : MC_ERR_TRANSPORT);
+        }
+      }
+      bool reap_now;
+      {
+        std::lock_guard<std::mutex> lk(ep->mu);
+        ep->inflight--;
+        reap_now = (ep->st == Endpoint::kDead || ep->draining) && ep->inflight == 0 && ep->backlog.empty();
+      }
+      if (reap_now) reap(self, false);
+      else if (std::find(touched.begin(), touched.end(), self) == touched.end()) touched.push_back(std::move(self));
+    }
+    for (auto &ep : touched) pump(ep);
+    touched.clear();
+  }
+}
+
+void RdmaTransport::async_loop() {
+  uint64_t last_check = 0;
+  while (!pollers_stop_.load()) {
+    for (auto &n : nics_) {
+      AsyncEvent ev;
+      while (n->dev->next_event(&ev, 0)) {
+        if (ev.kind == AsyncEvent::kPortError || ev.kind == AsyncEvent::kDeviceFatal) {
+          nic_down(*n, ev.kind == AsyncEvent::kPortError ? "port error event" : "device fatal event");
+        } else if (ev.kind == AsyncEvent::kPortActive) {
+          check_nic(*n);
+          PortInfo p;
+          if (n->dev->query_port(opts_.rdma_gid_index, &p).ok() && p.active && !n->up.exchange(true))
+            MC_LOGI("rdma: NIC " << n->dev->name() << " is back in use");
+        }
+      }
+    }
+    uint64_t now = now_ms();
+    if (now - last_check >= 200) {  // a NIC that came back without an event
+      last_check = now;
+      for (auto &n : nics_) {
+        if (n->up.load()) continue;
+        PortInfo p;
+        if (n->dev->query_port(opts_.rdma_gid_index, &p).ok() && p.active && !n->up.exchange(true))
+          MC_LOGI("rdma: NIC " << n->dev->name() << " is back in use");
+      }
+    }
+    std::unique_lock<std::mutex> lk(async_mu_);
+    async_cv_.wait_for(lk, std::chrono::milliseconds(20), [&] { return pollers_stop_.load(); });
+  }
+}
+
+// ------------------------------------------------------------------------------ lifecycle
+
+void RdmaTransport::shutdown() {
+  if (stopping_.exchange(true)) return;
+  {
+    std::unique_lock<std::mutex> lk(threads_mu_);
+    threads_cv_.wait(lk, [&] { return threads_ == 0; });
+  }
+  std::map<std::string, std::shared_ptr<PeerState>> peers;
+  {
+    std::lock_guard<std::mutex> lk(peers_mu_);
+    peers.swap(peers_);
+  }
+  for (auto &[n, ps] : peers) retire_peer(ps, MC_ERR_PEER_DOWN, "the engine is shutting down");
+  std::vector<std::shared_ptr<Endpoint>> rest;
+  {
+    std::lock_guard<std::mutex> lk(live_mu_);
+    for (auto &[p, ep] : live_) rest.push_back(ep);
+  }
+  for (auto &ep : rest) retire_ep(ep, MC_ERR_PEER_DOWN, "the engine is shutting down", false);
+  rest.clear();
+  {
+    // The pollers collect the flushes; bounded, since ERR flushes at once.
+    std::unique_lock<std::mutex> lk(live_mu_);
+    live_cv_.wait_for(lk, std::chrono::milliseconds(std::max<uint32_t>(opts_.timeout_ms, 100)), [&] { return live_.empty(); });
+    for (auto &[p, ep] : live_) rest.push_back(ep);
+  }
+  pollers_stop_.store(true);
+  async_cv_.notify_all();
+  for (auto &n : nics_) {
+    n->cq->wake();
+    if (n->poller.joinable()) n->poller.join();
+  }
+  if (async_.joinable()) async_.join();
+  for (auto &ep : rest) reap(ep, true);
+  for (auto &n : nics_) n->starved.clear();
+  {
+    std::unique_lock<std::shared_mutex> lk(mr_mu_);
+    mrs_.clear();
+  }
+  for (auto &n : nics_) n->cq.reset();
+  for (auto &n : nics_) n->dev.reset();
+}
+
+std::string RdmaTransport::stats_json() {
+  json devs = json::array();
+  uint64_t up = 0;
+  for (auto &n : nics_) {
+    devs.push_back(n->dev ? n->dev->name() : std::string());
+    up += n->up.load();
+  }
+  size_t live;
+  {
+    std::lock_guard<std::mutex> lk(live_mu_);
+    live = live_.size();
+  }
+  size_t cached;
+  {
+    std::lock_guard<std::mutex> lk(lru_mu_);
+    cached = lru_.size();
+  }
+  uint64_t c = qps_created_.load(), d = qps_destroyed_.load();
+  json j{{"devices", devs},
+         {"devices_up", up},
+         {"qps_live", c - d},
+         {"qps_created", c},
+         {"qps_destroyed", d},
+         {"endpoints", live},
+         {"endpoints_cached", cached},
+         {"evictions", evictions_.load()},
+         {"connects", connects_.load()},
+         {"accepts", accepts_.load()},
+         {"setup_failed", setup_failed_.load()},
+         {"wr_posted", wr_posted_.load()},
+         {"wr_failed", wr_failed_.load()},
+         {"retries", retries_.load()},
+         {"nic_failovers", nic_failovers_.load()}};
+  return j.dump();
+}
+
+std::string RdmaTransport::peer_stats(const std::string &peer_name, PeerPath &peer) {
+  auto &p = static_cast<RdmaPeer &>(peer);
+  uint64_t qps = 0;
+  {
+    std::lock_guard<std::mutex> lk(p.ps->mu);
+    for (auto &[k, ep] : p.ps->eps) {
+      std::lock_guard<std::mutex> el(ep->mu);
+      if (ep->st == Endpoint::kReady) qps += ep->qps.size();
+    }
+  }
+  uint64_t rec = 0;
+  {
+    std::lock_guard<std::mutex> lk(peers_mu_);
+    auto it = name_stats_.find(peer_name);
+    if (it != name_stats_.end()) rec = it->second.recreations;
+  }
+  return "\"qps\":" + std::to_string(qps) + ",\"qp_recreations\":" + std::to_string(rec);
+}
+
+}  // namespace
+
+std::unique_ptr<Transport> make_rdma_transport(const EngineOptions &opts, TargetAccess *target,
+                                               const std::string &engine_name, Status *st) {
+  *st = Status::Ok();
+  std::vector<std::unique_ptr<Device>> devs;
+  // The simulated NIC's control region: room for every QP of a full endpoint cache.
+  uint64_t blk = 64 + uint64_t(kSqDepth) * 96;
+  uint64_t ctrl = std::min<uint64_t>(blk * opts.rdma_max_endpoints * opts.rdma_qps_per_endpoint * 2 + (1 << 20), 1ull << 30);
+  Status s = open_devices(opts.rdma_devices, ctrl, &devs);
+  bool named = opts.rdma_devices != "auto" && !opts.rdma_devices.empty();
+  if (!s.ok()) {
+    if (named) *st = Err(s.code(), "rdma_devices=" + opts.rdma_devices + ": " + s.message());
+    return nullptr;
+  }
+  if (devs.empty()) {
+    if (named) *st = Err(MC_ERR_UNSUPPORTED, "rdma_devices=" + opts.rdma_devices + ": no usable RDMA device");
+    return nullptr;
+  }
+  auto t = std::make_unique<RdmaTransport>(opts, target, engine_name);
+  s = t->start(std::move(devs));
+  if (!s.ok()) {
+    t->shutdown();
+    if (named) *st = s;
+    else MC_LOGW("rdma transport unavailable: " << s.message());
+    return nullptr;
+  }
+  return t;
+}
+
+}  // namespace mc

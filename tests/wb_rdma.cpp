@@ -1,0 +1,754 @@
+// The RDMA transport against the simulated NIC: the NIC's own rules (QP state machine, keys and
+// bounds, flushes, a vanished peer QP, ring corruption, control memory reuse) driven directly,
+// then engines in one process moving data over it (sizes with 1 and 2 NICs and 2 and 3 engines,
+// requests spanning buffers, out-of-range refusal, a peer destroyed mid-transfer, rejoin under
+// the same name, a NIC killed mid-transfer, the endpoint cap, 8 threads).
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <sys/mman.h>
+#include <atomic>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "mc.h"
+#include "transport/rdma/nic.h"
+#include "transport/rdma/sim_nic.h"
+
+// cmocka last: it defines macros (fail) that clash with the standard library.
+extern "C" {
+#include <cmocka.h>
+}
+
+using namespace mc;
+using namespace mc::rdma;
+using json = nlohmann::json;
+
+namespace {
+
+int scale() {
+  const char *s = getenv("MC_TEST_SCALE");
+  int v = s ? atoi(s) : 1;
+  return v > 0 ? v : 1;
+}
+uint64_t now_ms() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return uint64_t(ts.tv_sec) * 1000 + uint64_t(ts.tv_nsec) / 1000000;
+}
+void fill(void *p, size_t n, uint64_t seed) {
+  auto *b = static_cast<unsigned char *>(p);
+  uint64_t x = seed * 0x9e3779b97f4a7c15ull + 1;
+  for (size_t i = 0; i < n; i++) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    b[i] = static_cast<unsigned char>(x);
+  }
+}
+bool check(const void *p, size_t n, uint64_t seed) {
+  std::vector<unsigned char> v(n);
+  fill(v.data(), n, seed);
+  return std::memcmp(p, v.data(), n) == 0;
+}
+void *big(size_t n) {
+  void *p = mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  assert_true(p != MAP_FAILED);
+  return p;
+}
+
+// ------------------------------------------------------------------------------ NIC level
+
+struct Wire {
+  std::vector<std::unique_ptr<Device>> devs;  // [0] requester, [1] responder
+  std::unique_ptr<Cq> cq0, cq1;
+  std::unique_ptr<Qp> a, b;
+  std::vector<char> lbuf, rbuf;
+  std::unique_ptr<Mr> lmr, rmr;
+};
+
+ConnAttr attr_to(const PortInfo &p, uint32_t qpn) {
+  ConnAttr c;
+  c.remote.qpn = qpn;
+  c.remote.psn = 1;
+  c.remote.lid = p.lid;
+  std::memcpy(c.remote.gid, p.gid, 16);
+  c.mtu = 4096;
+  c.use_grh = true;
+  return c;
+}
+
+void wire_up(Wire &w, uint32_t raccess = kLocalWrite | kRemoteRead | kRemoteWrite) {
+  assert_int_equal(sim::open(2, 4 << 20, &w.devs).code(), MC_OK);
+  assert_int_equal(w.devs.size(), 2);
+  assert_int_equal(w.devs[0]->create_cq(1024, &w.cq0).code(), MC_OK);
+  assert_int_equal(w.devs[1]->create_cq(1024, &w.cq1).code(), MC_OK);
+  assert_int_equal(w.devs[0]->create_qp(w.cq0.get(), 64, &w.a).code(), MC_OK);
+  assert_int_equal(w.devs[1]->create_qp(w.cq1.get(), 64, &w.b).code(), MC_OK);
+  w.lbuf.assign(1 << 16, 0);
+  w.rbuf.assign(1 << 16, 0);
+  assert_int_equal(w.devs[0]->reg_mr(w.lbuf.data(), w.lbuf.size(), kLocalWrite, &w.lmr).code(), MC_OK);
+  assert_int_equal(w.devs[1]->reg_mr(w.rbuf.data(), w.rbuf.size(), raccess, &w.rmr).code(), MC_OK);
+  PortInfo pa, pb;
+  assert_int_equal(w.devs[0]->query_port(-1, &pa).code(), MC_OK);
+  assert_int_equal(w.devs[1]->query_port(-1, &pb).code(), MC_OK);
+  assert_true(pa.active && pa.roce_v2);
+  for (auto [q, p, peer] : {std::tuple{w.a.get(), &pb, w.b.get()}, std::tuple{w.b.get(), &pa, w.a.get()}}) {
+    assert_int_equal(q->to_init(kRemoteRead | kRemoteWrite | kLocalWrite).code(), MC_OK);
+    assert_int_equal(q->to_rtr(attr_to(*p, peer->qpn())).code(), MC_OK);
+    assert_int_equal(q->to_rts(attr_to(*p, peer->qpn())).code(), MC_OK);
+  }
+}
+
+std::vector<Wc> poll_n(Cq &cq, size_t n, int ms = 2000) {
+  std::vector<Wc> out;
+  uint64_t end = now_ms() + ms;
+  while (out.size() < n && now_ms() < end) {
+    Wc wc[16];
+    int k = cq.poll(wc, 16);
+    for (int i = 0; i < k; i++) out.push_back(wc[i]);
+    if (!k) cq.wait(5);
+  }
+  return out;
+}
+
+SendWr wr(Wire &w, uint64_t id, Opcode op, size_t loff, size_t roff, uint32_t len, uint32_t rkey = 0) {
+  return SendWr{id, op, reinterpret_cast<uint64_t>(w.lbuf.data() + loff), w.lmr->lkey(), len,
+                reinterpret_cast<uint64_t>(w.rbuf.data() + roff), rkey ? rkey : w.rmr->rkey()};
+}
+
+void test_sim_state_machine(void **) {
+  std::vector<std::unique_ptr<Device>> devs;
+  assert_int_equal(sim::open(1, 1 << 20, &devs).code(), MC_OK);
+  std::unique_ptr<Cq> cq;
+  std::unique_ptr<Qp> q;
+  assert_int_equal(devs[0]->create_cq(64, &cq).code(), MC_OK);
+  assert_int_equal(devs[0]->create_qp(cq.get(), 16, &q).code(), MC_OK);
+  PortInfo p;
+  assert_int_equal(devs[0]->query_port(-1, &p).code(), MC_OK);
+  ConnAttr c = attr_to(p, q->qpn());  // loopback to itself
+  SendWr w{1, Opcode::kWrite, 0, 0, 0, 0, 0};
+  size_t posted = 9;
+  assert_int_equal(q->state(), QpState::kReset);
+  assert_int_not_equal(q->post(&w, 1, &posted).code(), MC_OK);  // RESET
+  assert_int_equal(posted, 0);
+  assert_int_not_equal(q->to_rtr(c).code(), MC_OK);  // RESET -> RTR is illegal
+  assert_int_not_equal(q->to_rts(c).code(), MC_OK);  // RESET -> RTS is illegal
+  assert_int_equal(q->state(), QpState::kReset);
+  assert_int_equal(q->to_init(kRemoteWrite).code(), MC_OK);
+  assert_int_equal(q->to_init(kRemoteWrite).code(), MC_OK);  // INIT -> INIT is legal
+  assert_int_not_equal(q->post(&w, 1, &posted).code(), MC_OK);  // INIT
+  assert_int_not_equal(q->to_rts(c).code(), MC_OK);             // INIT -> RTS is illegal
+  ConnAttr bad = c;
+  bad.mtu = 3000;
+  assert_int_not_equal(q->to_rtr(bad).code(), MC_OK);  // not a valid MTU
+  assert_true(sim::fail_next_modify(devs[0]->name()));
+  assert_int_not_equal(q->to_rtr(c).code(), MC_OK);  // injected failure; state unchanged
+  assert_int_equal(q->state(), QpState::kInit);
+  assert_int_equal(q->to_rtr(c).code(), MC_OK);
+  assert_int_not_equal(q->post(&w, 1, &posted).code(), MC_OK);  // RTR
+  assert_int_not_equal(q->to_init(0).code(), MC_OK);            // RTR -> INIT is illegal
+  assert_int_equal(q->to_rts(c).code(), MC_OK);
+  assert_int_equal(q->state(), QpState::kRts);
+  assert_int_equal(q->to_err().code(), MC_OK);
+  assert_int_not_equal(q->to_rts(c).code(), MC_OK);  // ERR -> RTS is illegal
+  assert_int_equal(q->to_reset().code(), MC_OK);
+  assert_int_equal(q->state(), QpState::kReset);
+  assert_int_equal(q->to_init(0).code(), MC_OK);
+  q.reset();
+  cq.reset();
+}
+
+void test_sim_data_and_errors(void **) {
+  Wire w;
+  wire_up(w);
+  fill(w.lbuf.data(), 4096, 1);
+  // A WRITE and a READ that land, in order.
+  SendWr ok[2] = {wr(w, 1, Opcode::kWrite, 0, 100, 4096), wr(w, 2, Opcode::kRead, 8192, 100, 4096)};
+  size_t posted;
+  assert_int_equal(w.a->post(ok, 2, &posted).code(), MC_OK);
+  auto wc = poll_n(*w.cq0, 2);
+  assert_int_equal(wc.size(), 2);
+  assert_int_equal(wc[0].wr_id, 1);
+  assert_int_equal(wc[1].wr_id, 2);
+  assert_int_equal(wc[0].status, WcStatus::kSuccess);
+  assert_int_equal(wc[1].status, WcStatus::kSuccess);
+  assert_true(check(w.rbuf.data() + 100, 4096, 1));
+  assert_true(check(w.lbuf.data() + 8192, 4096, 1));
+  // Outside the remote MR: remote access error, the QP goes to ERR, what follows is flushed.
+  SendWr bad[3] = {wr(w, 3, Opcode::kWrite, 0, w.rbuf.size() - 10, 100), wr(w, 4, Opcode::kWrite, 0, 0, 8),
+                   wr(w, 5, Opcode::kRead, 0, 0, 8)};
+  assert_int_equal(w.a->post(bad, 3, &posted).code(), MC_OK);
+  wc = poll_n(*w.cq0, 3);
+  assert_int_equal(wc.size(), 3);
+  assert_int_equal(wc[0].status, WcStatus::kRemAccessErr);
+  assert_int_equal(wc[1].status, WcStatus::kWrFlushErr);
+  assert_int_equal(wc[2].status, WcStatus::kWrFlushErr);
+  assert_int_equal(w.a->state(), QpState::kErr);
+  // Posting in ERR is accepted and flushed, as on hardware.
+  SendWr late = wr(w, 6, Opcode::kWrite, 0, 0, 8);
+  assert_int_equal(w.a->post(&late, 1, &posted).code(), MC_OK);
+  wc = poll_n(*w.cq0, 1);
+  assert_int_equal(wc.size(), 1);
+  assert_int_equal(wc[0].status, WcStatus::kWrFlushErr);
+}
+
+void test_sim_keys_and_access(void **) {
+  {  // an rkey that does not exist on the responder
+    Wire w;
+    wire_up(w);
+    SendWr x = wr(w, 1, Opcode::kWrite, 0, 0, 64, w.rmr->rkey() + 0x100);
+    size_t posted;
+    assert_int_equal(w.a->post(&x, 1, &posted).code(), MC_OK);
+    auto wc = poll_n(*w.cq0, 1);
+    assert_int_equal(wc.size(), 1);
+    assert_int_equal(wc[0].status, WcStatus::kRemAccessErr);
+    assert_int_equal(w.a->state(), QpState::kErr);
+  }
+  {  // a read-only remote MR refuses a WRITE, allows a READ; nothing is written
+    Wire w;
+    wire_up(w, kLocalWrite | kRemoteRead);
+    fill(w.lbuf.data(), 64, 5);
+    SendWr r = wr(w, 1, Opcode::kRead, 0, 0, 64);
+    size_t posted;
+    assert_int_equal(w.a->post(&r, 1, &posted).code(), MC_OK);
+    assert_int_equal(poll_n(*w.cq0, 1).at(0).status, WcStatus::kSuccess);
+    fill(w.lbuf.data(), 64, 5);
+    SendWr x = wr(w, 2, Opcode::kWrite, 0, 0, 64);
+    assert_int_equal(w.a->post(&x, 1, &posted).code(), MC_OK);
+    assert_int_equal(poll_n(*w.cq0, 1).at(0).status, WcStatus::kRemAccessErr);
+    for (int i = 0; i < 64; i++) assert_int_equal(w.rbuf[i], 0);
+  }
+  {  // a bad lkey, and a READ into a local MR without local write
+    Wire w;
+    wire_up(w);
+    SendWr x = wr(w, 1, Opcode::kWrite, 0, 0, 64);
+    x.lkey += 0x100;
+    size_t posted;
+    assert_int_equal(w.a->post(&x, 1, &posted).code(), MC_OK);
+    assert_int_equal(poll_n(*w.cq0, 1).at(0).status, WcStatus::kLocProtErr);
+  }
+  {  // access taken away on a live MR
+    Wire w;
+    wire_up(w);
+    assert_int_equal(w.rmr->set_access(kRemoteRead).code(), MC_OK);
+    SendWr x = wr(w, 1, Opcode::kWrite, 0, 0, 64);
+    size_t posted;
+    assert_int_equal(w.a->post(&x, 1, &posted).code(), MC_OK);
+    assert_int_equal(poll_n(*w.cq0, 1).at(0).status, WcStatus::kRemAccessErr);
+  }
+}
+
+void test_sim_peer_vanished_and_delay(void **) {
+  Wire w;
+  wire_up(w);
+  // Delayed completions are still in order and arrive only after the delay.
+  assert_true(sim::set_completion_delay(w.devs[0]->name(), 30000));
+  SendWr two[2] = {wr(w, 1, Opcode::kWrite, 0, 0, 64), wr(w, 2, Opcode::kWrite, 64, 64, 64)};
+  size_t posted;
+  uint64_t t0 = now_ms();
+  assert_int_equal(w.a->post(two, 2, &posted).code(), MC_OK);
+  auto wc = poll_n(*w.cq0, 2);
+  assert_int_equal(wc.size(), 2);
+  assert_true(now_ms() - t0 >= 25);
+  assert_int_equal(wc[0].wr_id, 1);
+  assert_int_equal(wc[1].wr_id, 2);
+  assert_true(sim::set_completion_delay(w.devs[0]->name(), 0));
+  // The responder QP is destroyed: no more successful completions.
+  w.b.reset();
+  SendWr x = wr(w, 3, Opcode::kWrite, 0, 0, 64);
+  assert_int_equal(w.a->post(&x, 1, &posted).code(), MC_OK);
+  wc = poll_n(*w.cq0, 1);
+  assert_int_equal(wc.at(0).status, WcStatus::kRetryExcErr);
+  assert_int_equal(w.a->state(), QpState::kErr);
+}
+
+void test_sim_kill_nic(void **) {
+  Wire w;
+  wire_up(w);
+  assert_true(sim::set_completion_delay(w.devs[0]->name(), 20000));
+  SendWr x[4];
+  for (int i = 0; i < 4; i++) x[i] = wr(w, 10 + i, Opcode::kWrite, 0, 0, 64);
+  size_t posted;
+  assert_int_equal(w.a->post(x, 4, &posted).code(), MC_OK);
+  assert_true(sim::kill_nic(w.devs[1]->name()));  // the responder's port goes down
+  assert_true(sim::set_completion_delay(w.devs[0]->name(), 0));
+  auto wc = poll_n(*w.cq0, 4);
+  assert_int_equal(wc.size(), 4);
+  assert_int_equal(wc[0].status, WcStatus::kRetryExcErr);
+  for (int i = 1; i < 4; i++) assert_int_equal(wc[i].status, WcStatus::kWrFlushErr);
+  AsyncEvent ev;
+  assert_true(w.devs[1]->next_event(&ev, 100));
+  assert_int_equal(ev.kind, AsyncEvent::kPortError);
+  PortInfo p;
+  assert_int_equal(w.devs[1]->query_port(-1, &p).code(), MC_OK);
+  assert_false(p.active);
+  assert_true(sim::revive_nic(w.devs[1]->name()));
+  assert_true(w.devs[1]->next_event(&ev, 100));
+  assert_int_equal(ev.kind, AsyncEvent::kPortActive);
+}
+
+void test_sim_ring_corruption_and_heap(void **) {
+  Wire w;
+  wire_up(w);
+  std::string nic = w.devs[0]->name();
+  sim::HeapReport r0;
+  assert_true(sim::heap_report(nic, &r0));
+  assert_int_equal(r0.live_qps, 1);
+  assert_int_equal(r0.stats.allocations, 1);
+  assert_true(r0.invariants_ok);
+  // A flipped bit in a queued WQE: the WR completes with a fatal error, the QP is in ERR.
+  assert_true(sim::set_completion_delay(nic, 50000));
+  SendWr two[2] = {wr(w, 1, Opcode::kWrite, 0, 0, 64), wr(w, 2, Opcode::kWrite, 0, 0, 64)};
+  size_t posted;
+  assert_int_equal(w.a->post(two, 2, &posted).code(), MC_OK);
+  assert_true(sim::corrupt_ring(nic, w.a->qpn(), 1));
+  assert_true(sim::set_completion_delay(nic, 0));
+  auto wc = poll_n(*w.cq0, 2);
+  assert_int_equal(wc.size(), 2);
+  assert_int_equal(wc[0].status, WcStatus::kFatalErr);
+  assert_int_equal(wc[1].status, WcStatus::kFatalErr);
+  assert_int_equal(w.a->state(), QpState::kErr);
+  AsyncEvent ev;
+  assert_true(w.devs[0]->next_event(&ev, 100));
+  assert_int_equal(ev.kind, AsyncEvent::kQpFatal);
+  // A stray store into another QP's header: caught at the next post.
+  std::unique_ptr<Qp> q2;
+  assert_int_equal(w.devs[0]->create_qp(w.cq0.get(), 64, &q2).code(), MC_OK);
+  PortInfo pb;
+  w.devs[1]->query_port(-1, &pb);
+  assert_int_equal(q2->to_init(kRemoteWrite).code(), MC_OK);
+  assert_int_equal(q2->to_rtr(attr_to(pb, w.b->qpn())).code(), MC_OK);
+  assert_int_equal(q2->to_rts(attr_to(pb, w.b->qpn())).code(), MC_OK);
+  assert_true(sim::corrupt_ring(nic, q2->qpn(), 0));
+  SendWr x = wr(w, 9, Opcode::kWrite, 0, 0, 64);
+  assert_int_not_equal(q2->post(&x, 1, &posted).code(), MC_OK);
+  assert_int_equal(q2->state(), QpState::kErr);
+  // Control memory: destroying returns the block, creating reuses it; no leak, no overlap.
+  sim::HeapReport r1;
+  assert_true(sim::heap_report(nic, &r1));
+  assert_int_equal(r1.live_qps, 2);
+  q2.reset();
+  w.a.reset();
+  sim::HeapReport r2;
+  assert_true(sim::heap_report(nic, &r2));
+  assert_int_equal(r2.live_qps, 0);
+  assert_int_equal(r2.stats.used, 0);
+  assert_int_equal(r2.stats.allocations, 0);
+  std::vector<std::unique_ptr<Qp>> many;
+  for (int round = 0; round < 20; round++) {
+    for (int i = 0; i < 30; i++) {
+      std::unique_ptr<Qp> q;
+      assert_int_equal(w.devs[0]->create_qp(w.cq0.get(), 64, &q).code(), MC_OK);
+      many.push_back(std::move(q));
+    }
+    for (size_t i = 0; i < many.size(); i += 2) many[i].reset();
+    sim::HeapReport r;
+    assert_true(sim::heap_report(nic, &r));
+    assert_true(r.invariants_ok);
+    assert_false(r.overlap);
+    assert_int_equal(r.stats.used, r.live_qps * r.block_bytes);
+    std::vector<std::unique_ptr<Qp>> keep;
+    for (auto &q : many)
+      if (q) keep.push_back(std::move(q));
+    many.swap(keep);
+  }
+  many.clear();
+  assert_true(sim::heap_report(nic, &r2));
+  assert_int_equal(r2.stats.used, 0);
+  assert_int_equal(r2.stats.largest_free, r2.stats.capacity);
+}
+
+// ------------------------------------------------------------------------------ engine level
+
+mc_engine_t *engine(const char *devices, std::vector<std::pair<std::string, std::string>> extra = {}) {
+  mc_config_t *cfg;
+  assert_int_equal(mc_config_create(&cfg), MC_OK);
+  assert_int_equal(mc_config_set(cfg, "transports", "rdma"), MC_OK);
+  assert_int_equal(mc_config_set(cfg, "rdma_devices", devices), MC_OK);
+  assert_int_equal(mc_config_set(cfg, "timeout_ms", "3000"), MC_OK);
+  assert_int_equal(mc_config_set(cfg, "heartbeat_ms", "50"), MC_OK);
+  assert_int_equal(mc_config_set(cfg, "peer_timeout_ms", "500"), MC_OK);
+  for (auto &[k, v] : extra) assert_int_equal(mc_config_set(cfg, k.c_str(), v.c_str()), MC_OK);
+  mc_engine_t *e = nullptr;
+  mc_status_t st = mc_engine_create(cfg, &e);
+  if (st != MC_OK) fprintf(stderr, "engine: %s\n", mc_last_error());
+  assert_int_equal(st, MC_OK);
+  mc_config_destroy(cfg);
+  return e;
+}
+
+json stats(mc_engine_t *e) {
+  size_t need = 0;
+  mc_engine_stats_json(e, nullptr, 0, &need);
+  std::string s(need + 64, '\0');
+  assert_int_equal(mc_engine_stats_json(e, s.data(), s.size(), &need), MC_OK);
+  s.resize(need - 1);
+  return json::parse(s);
+}
+
+struct Node {
+  mc_engine_t *e = nullptr;
+  char *buf = nullptr;
+  size_t len = 0;
+};
+
+Node node(const char *devices, size_t len, std::vector<std::pair<std::string, std::string>> extra = {}) {
+  Node n;
+  n.e = engine(devices, extra);
+  n.len = len;
+  n.buf = static_cast<char *>(big(len));
+  assert_int_equal(mc_buffer_register(n.e, n.buf, len, nullptr), MC_OK);
+  return n;
+}
+void drop(Node &n) {
+  mc_engine_destroy(n.e);
+  munmap(n.buf, n.len);
+  n.e = nullptr;
+}
+uint64_t at(const Node &n, size_t off) { return reinterpret_cast<uint64_t>(n.buf + off); }
+
+void sizes_between(Node &a, Node &b) {
+  mc_segment_t seg;
+  assert_int_equal(mc_segment_open(a.e, mc_engine_name(b.e), &seg), MC_OK);
+  mc_segment_info_t info{};
+  info.size = sizeof info;
+  assert_int_equal(mc_segment_query(a.e, seg, &info), MC_OK);
+  assert_string_equal(info.transport, "rdma");
+  size_t sizes[] = {1, 7, 4095, 4096, 4097, 65536, 1 << 20, (3 << 20) + 5, 8 << 20};
+  for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+    size_t n = sizes[i];
+    size_t off = (i * 4099) % (b.len - n + 1);
+    fill(a.buf, n, 100 + i);
+    std::memset(b.buf + off, 0, n);
+    mc_request_t w{MC_WRITE, 0, a.buf, seg, at(b, off), n};
+    assert_int_equal(mc_transfer(a.e, &w, 1, 10000), MC_OK);
+    assert_true(check(b.buf + off, n, 100 + i));
+    std::memset(a.buf, 0, n);
+    mc_request_t r{MC_READ, 0, a.buf, seg, at(b, off), n};
+    assert_int_equal(mc_transfer(a.e, &r, 1, 10000), MC_OK);
+    assert_true(check(a.buf, n, 100 + i));
+  }
+  // Many small requests in one batch, remote pages reversed (no merging, order checked).
+  size_t n = 512;
+  std::vector<mc_request_t> rq(n);
+  fill(a.buf, n * 4096, 77);
+  for (size_t i = 0; i < n; i++) rq[i] = {MC_WRITE, 0, a.buf + i * 4096, seg, at(b, (n - 1 - i) * 4096), 4096};
+  assert_int_equal(mc_transfer(a.e, rq.data(), n, 10000), MC_OK);
+  for (size_t i = 0; i < n; i++) assert_int_equal(std::memcmp(a.buf + i * 4096, b.buf + (n - 1 - i) * 4096, 4096), 0);
+  assert_int_equal(mc_segment_close(a.e, seg), MC_OK);
+}
+
+void test_sizes_1nic_2nic_3engines(void **) {
+  const char *devs[] = {"sim", "sim:2"};
+  for (auto d : devs) {
+    Node a = node(d, 16 << 20), b = node(d, 16 << 20), c = node(d, 16 << 20);
+    sizes_between(a, b);
+    sizes_between(b, c);
+    sizes_between(c, a);
+    json s = stats(a.e);
+    assert_int_equal(s["rdma"]["devices"].size(), std::string(d) == "sim" ? 1 : 2);
+    assert_true(s["rdma"]["qps_created"].get<uint64_t>() > 0);
+    assert_int_equal(s["requests_failed"].get<uint64_t>(), 0);
+    drop(a);
+    drop(b);
+    drop(c);
+  }
+  // Mixed: one NIC against two.
+  Node a = node("sim", 16 << 20), b = node("sim:2", 16 << 20);
+  sizes_between(a, b);
+  sizes_between(b, a);
+  drop(a);
+  drop(b);
+}
+
+void test_span_and_range(void **) {
+  Node a = node("sim:2", 4 << 20);
+  mc_engine_t *t = engine("sim:2");
+  // Two adjacent buffers on the target, registered separately (each has its own rkeys).
+  char *two = static_cast<char *>(big(2 << 20));
+  assert_int_equal(mc_buffer_register(t, two, 1 << 20, nullptr), MC_OK);
+  assert_int_equal(mc_buffer_register(t, two + (1 << 20), 1 << 20, nullptr), MC_OK);
+  mc_segment_t seg;
+  assert_int_equal(mc_segment_open(a.e, mc_engine_name(t), &seg), MC_OK);
+  size_t off = (1 << 20) - 5000, len = 300000;
+  fill(a.buf, len, 9);
+  mc_request_t w{MC_WRITE, 0, a.buf, seg, reinterpret_cast<uint64_t>(two + off), len};
+  assert_int_equal(mc_transfer(a.e, &w, 1, 10000), MC_OK);
+  assert_true(check(two + off, len, 9));
+  std::memset(a.buf, 0, len);
+  mc_request_t r{MC_READ, 0, a.buf, seg, reinterpret_cast<uint64_t>(two + off), len};
+  assert_int_equal(mc_transfer(a.e, &r, 1, 10000), MC_OK);
+  assert_true(check(a.buf, len, 9));
+  // Outside the peer's buffers: refused before anything is posted.
+  uint64_t posted0 = stats(a.e)["rdma"]["wr_posted"].get<uint64_t>();
+  mc_batch_t *b;
+  assert_int_equal(mc_batch_create(a.e, 4, &b), MC_OK);
+  mc_request_t out{MC_WRITE, 0, a.buf, seg, reinterpret_cast<uint64_t>(two + (2 << 20) - 10), 100};
+  assert_int_equal(mc_batch_submit(b, &out, 1), MC_ERR_OUT_OF_RANGE);
+  assert_int_equal(mc_batch_destroy(b), MC_OK);
+  assert_int_equal(stats(a.e)["rdma"]["wr_posted"].get<uint64_t>(), posted0);
+  // Local side spanning two adjacent local buffers.
+  char *ltwo = static_cast<char *>(big(2 << 20));
+  assert_int_equal(mc_buffer_register(a.e, ltwo, 1 << 20, nullptr), MC_OK);
+  assert_int_equal(mc_buffer_register(a.e, ltwo + (1 << 20), 1 << 20, nullptr), MC_OK);
+  fill(ltwo + 1000, 1 << 20, 11);
+  mc_request_t w2{MC_WRITE, 0, ltwo + 1000, seg, reinterpret_cast<uint64_t>(two + 3), 1 << 20};
+  assert_int_equal(mc_transfer(a.e, &w2, 1, 10000), MC_OK);
+  assert_true(check(two + 3, 1 << 20, 11));
+  // A buffer whose access forbids writes: refused (the descriptor says so, and the NIC's MR
+  // rights would refuse it too).
+  assert_int_equal(mc_buffer_set_access(t, two, MC_ACCESS_READ), MC_OK);
+  mc_request_t w3{MC_WRITE, 0, a.buf, seg, reinterpret_cast<uint64_t>(two), 64};
+  mc_status_t st = mc_transfer(a.e, &w3, 1, 10000);
+  assert_true(st == MC_ERR_DENIED);
+  mc_engine_destroy(t);
+  drop(a);
+  munmap(two, 2 << 20);
+  munmap(ltwo, 2 << 20);
+}
+
+void test_peer_destroyed_mid_transfer(void **) {
+  Node a = node("sim:2", 32 << 20), b = node("sim:2", 32 << 20);
+  mc_segment_t seg;
+  assert_int_equal(mc_segment_open(a.e, mc_engine_name(b.e), &seg), MC_OK);
+  size_t n = 2048;
+  std::vector<mc_request_t> rq(n);
+  for (size_t i = 0; i < n; i++) rq[i] = {MC_WRITE, 0, a.buf + (i % 2048) * 16384, seg, at(b, ((i * 7) % 2048) * 16384), 16384};
+  mc_batch_t *bt;
+  assert_int_equal(mc_batch_create(a.e, n, &bt), MC_OK);
+  // Slow the NICs down so the work is still in flight when the peer goes away.
+  json s = stats(a.e);
+  for (auto &d : s["rdma"]["devices"]) sim::set_completion_delay(d.get<std::string>(), 200);
+  assert_int_equal(mc_batch_submit(bt, rq.data(), n), MC_OK);
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  uint64_t t0 = now_ms();
+  mc_engine_destroy(b.e);
+  mc_status_t st = mc_batch_wait(bt, 5000);
+  uint64_t took = now_ms() - t0;
+  assert_int_not_equal(st, MC_ERR_TIMEOUT);
+  assert_true(took < 4000);
+  size_t failed = 0, done = 0;
+  for (size_t i = 0; i < n; i++) {
+    mc_request_status_t rs;
+    assert_int_equal(mc_batch_status(bt, i, &rs), MC_OK);
+    assert_int_not_equal(rs.state, MC_REQUEST_PENDING);
+    if (rs.state == MC_REQUEST_FAILED) failed++;
+    else done++;
+  }
+  assert_true(failed > 0);
+  assert_int_equal(failed + done, n);
+  assert_int_equal(mc_batch_destroy(bt), MC_OK);
+  for (auto &d : s["rdma"]["devices"]) sim::set_completion_delay(d.get<std::string>(), 0);
+  munmap(b.buf, b.len);
+  drop(a);
+}
+
+// The peer comes back under the same name; only its QPs are rebuilt.
+void test_rejoin(void **) {
+  Node a = node("sim:2", 4 << 20), b = node("sim:2", 4 << 20), c = node("sim", 4 << 20);
+  std::string bname = mc_engine_name(b.e), cname = mc_engine_name(c.e);
+  mc_segment_t sb, sc;
+  assert_int_equal(mc_segment_open(a.e, bname.c_str(), &sb), MC_OK);
+  assert_int_equal(mc_segment_open(a.e, cname.c_str(), &sc), MC_OK);
+  auto xfer = [&](mc_segment_t seg, Node &to, uint64_t seed) {
+    fill(a.buf, 65536, seed);
+    mc_request_t w{MC_WRITE, 0, a.buf, seg, at(to, 4096), 65536};
+    return mc_transfer(a.e, &w, 1, 2000);
+  };
+  assert_int_equal(xfer(sb, b, 1), MC_OK);
+  assert_int_equal(xfer(sc, c, 2), MC_OK);
+  json s = stats(a.e);
+  std::vector<std::string> anics;
+  for (auto &d : s["rdma"]["devices"]) anics.push_back(d.get<std::string>());
+  uint64_t c_qps = s["peers"][cname]["qps"].get<uint64_t>();
+  assert_true(c_qps > 0);
+  assert_int_equal(s["peers"][bname]["qp_recreations"].get<uint64_t>(), 0);
+  int rounds = scale() >= 16 ? 1000 : 20;
+  uint64_t worst = 0, total = 0;
+  for (int k = 1; k <= rounds; k++) {
+    mc_engine_destroy(b.e);
+    b.e = engine("sim:2", {{"listen", bname}});
+    assert_string_equal(mc_engine_name(b.e), bname.c_str());
+    assert_int_equal(mc_buffer_register(b.e, b.buf, b.len, nullptr), MC_OK);
+    uint64_t t0 = now_ms();
+    mc_status_t st;
+    do {
+      st = xfer(sb, b, 100 + k);
+      if (st != MC_OK) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    } while (st != MC_OK && now_ms() - t0 < 2000);
+    uint64_t took = now_ms() - t0;
+    assert_int_equal(st, MC_OK);
+    assert_true(check(b.buf + 4096, 65536, 100 + k));
+    assert_true(took < 500);
+    worst = std::max(worst, took);
+    total += took;
+    json js = stats(a.e);
+    assert_int_equal(js["peers"][bname]["qp_recreations"].get<uint64_t>(), uint64_t(k));
+    assert_int_equal(js["peers"][cname]["qp_recreations"].get<uint64_t>(), 0);
+    assert_int_equal(js["peers"][cname]["qps"].get<uint64_t>(), c_qps);  // untouched
+    // The survivor's control memory: exactly its live QPs, no overlap, invariants hold.
+    uint64_t live = 0;
+    for (auto &nic : anics) {
+      sim::HeapReport r;
+      assert_true(sim::heap_report(nic, &r));
+      assert_true(r.invariants_ok);
+      assert_false(r.overlap);
+      assert_int_equal(r.stats.allocations, r.live_qps);
+      assert_int_equal(r.stats.used, r.live_qps * r.block_bytes);
+      live += r.live_qps;
+    }
+    assert_int_equal(live, js["rdma"]["qps_live"].get<uint64_t>());
+  }
+  fprintf(stderr, "rejoin: %d rounds, rejoin -> first transfer avg %.1f ms, worst %llu ms\n", rounds,
+          double(total) / rounds, (unsigned long long)worst);
+  assert_int_equal(xfer(sc, c, 3), MC_OK);
+  drop(a);
+  drop(b);
+  drop(c);
+}
+
+void test_nic_killed_mid_transfer(void **) {
+  Node a = node("sim:2", 32 << 20), b = node("sim:2", 32 << 20);
+  mc_segment_t seg;
+  assert_int_equal(mc_segment_open(a.e, mc_engine_name(b.e), &seg), MC_OK);
+  std::vector<std::string> nics;
+  for (auto &d : stats(a.e)["rdma"]["devices"]) nics.push_back(d.get<std::string>());
+  assert_int_equal(nics.size(), 2);
+  size_t n = 1024;
+  std::vector<mc_request_t> rq(n);
+  fill(a.buf, 32 << 20, 55);
+  for (size_t i = 0; i < n; i++) rq[i] = {MC_WRITE, 0, a.buf + i * 32768, seg, at(b, (n - 1 - i) * 32768), 32768};
+  for (auto &nm : nics) sim::set_completion_delay(nm, 300);
+  mc_batch_t *bt;
+  assert_int_equal(mc_batch_create(a.e, n, &bt), MC_OK);
+  assert_int_equal(mc_batch_submit(bt, rq.data(), n), MC_OK);
+  std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  assert_true(sim::kill_nic(nics[0]));
+  for (auto &nm : nics) sim::set_completion_delay(nm, 0);
+  assert_int_equal(mc_batch_wait(bt, 10000), MC_OK);  // everything finished on the other NIC
+  for (size_t i = 0; i < n; i++) assert_int_equal(std::memcmp(a.buf + i * 32768, b.buf + (n - 1 - i) * 32768, 32768), 0);
+  json s = stats(a.e);
+  assert_int_equal(s["rdma"]["devices_up"].get<uint64_t>(), 1);
+  assert_true(s["rdma"]["nic_failovers"].get<uint64_t>() >= 1);
+  // More work while it is down, then it comes back and is used again.
+  assert_int_equal(mc_batch_reset(bt), MC_OK);
+  assert_int_equal(mc_batch_submit(bt, rq.data(), 64), MC_OK);
+  assert_int_equal(mc_batch_wait(bt, 10000), MC_OK);
+  assert_true(sim::revive_nic(nics[0]));
+  uint64_t t0 = now_ms();
+  while (stats(a.e)["rdma"]["devices_up"].get<uint64_t>() != 2 && now_ms() - t0 < 2000)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  assert_int_equal(stats(a.e)["rdma"]["devices_up"].get<uint64_t>(), 2);
+  assert_int_equal(mc_batch_reset(bt), MC_OK);
+  assert_int_equal(mc_batch_submit(bt, rq.data(), n), MC_OK);
+  assert_int_equal(mc_batch_wait(bt, 10000), MC_OK);
+  assert_int_equal(mc_batch_destroy(bt), MC_OK);
+  drop(a);
+  drop(b);
+}
+
+void test_endpoint_cap(void **) {
+  // Cap 2 endpoints on the initiator, 4 peers with 1 NIC each: endpoints are evicted under load
+  // and every transfer still completes.
+  Node a = node("sim", 8 << 20, {{"rdma_max_endpoints", "2"}, {"rdma_qps_per_endpoint", "1"}});
+  std::vector<Node> peers;
+  std::vector<mc_segment_t> segs;
+  for (int i = 0; i < 4; i++) {
+    peers.push_back(node("sim", 1 << 20));
+    mc_segment_t s;
+    assert_int_equal(mc_segment_open(a.e, mc_engine_name(peers.back().e), &s), MC_OK);
+    segs.push_back(s);
+  }
+  int rounds = 10 * scale();
+  for (int r = 0; r < rounds; r++) {
+    std::vector<mc_request_t> rq;
+    for (size_t i = 0; i < 64; i++) {
+      size_t p = i % 4;
+      rq.push_back({MC_WRITE, 0, a.buf + i * 8192, segs[p], at(peers[p], (i / 4) * 8192), 8192});
+    }
+    fill(a.buf, 64 * 8192, 1000 + r);
+    assert_int_equal(mc_transfer(a.e, rq.data(), rq.size(), 10000), MC_OK);
+    for (size_t i = 0; i < 64; i++)
+      assert_int_equal(std::memcmp(a.buf + i * 8192, peers[i % 4].buf + (i / 4) * 8192, 8192), 0);
+    json s = stats(a.e);
+    assert_true(s["rdma"]["endpoints_cached"].get<uint64_t>() <= 2);
+  }
+  json s = stats(a.e);
+  assert_true(s["rdma"]["evictions"].get<uint64_t>() > 0);
+  for (auto &p : peers) assert_int_equal(s["peers"][mc_engine_name(p.e)]["qp_recreations"].get<uint64_t>(), 0);
+  drop(a);
+  for (auto &p : peers) drop(p);
+}
+
+void test_threads(void **) {
+  Node a = node("sim:2", 16 << 20), b = node("sim:2", 16 << 20);
+  mc_segment_t seg;
+  assert_int_equal(mc_segment_open(a.e, mc_engine_name(b.e), &seg), MC_OK);
+  std::atomic<int> bad{0};
+  std::vector<std::thread> th;
+  for (int t = 0; t < 8; t++)
+    th.emplace_back([&, t] {
+      size_t slot = size_t(t) * (2 << 20);
+      for (int i = 0; i < 20 * scale(); i++) {
+        size_t len = 4096u << (i % 6);
+        fill(a.buf + slot, len, t * 1000 + i);
+        mc_request_t w{MC_WRITE, 0, a.buf + slot, seg, at(b, slot), len};
+        if (mc_transfer(a.e, &w, 1, 10000) != MC_OK) bad++;
+        std::memset(a.buf + slot, 0, len);
+        mc_request_t r{MC_READ, 0, a.buf + slot, seg, at(b, slot), len};
+        if (mc_transfer(a.e, &r, 1, 10000) != MC_OK) bad++;
+        if (!check(a.buf + slot, len, t * 1000 + i)) bad++;
+      }
+    });
+  for (auto &x : th) x.join();
+  assert_int_equal(bad.load(), 0);
+  drop(a);
+  drop(b);
+}
+
+void test_config(void **) {
+  mc_config_t *cfg;
+  assert_int_equal(mc_config_create(&cfg), MC_OK);
+  assert_int_equal(mc_config_set(cfg, "rdma_devices", "sim:0"), MC_ERR_INVALID_ARG);
+  assert_int_equal(mc_config_set(cfg, "rdma_mtu", "3000"), MC_ERR_INVALID_ARG);
+  assert_int_equal(mc_config_set(cfg, "rdma_qps_per_endpoint", "0"), MC_ERR_INVALID_ARG);
+  assert_int_equal(mc_config_set(cfg, "rdma_gid_index", "auto"), MC_OK);
+  // A named device that does not exist fails engine creation and says which.
+  assert_int_equal(mc_config_set(cfg, "rdma_devices", "mlx5_0"), MC_OK);
+  mc_engine_t *e = nullptr;
+  assert_int_not_equal(mc_engine_create(cfg, &e), MC_OK);
+  assert_non_null(strstr(mc_last_error(), "mlx5_0"));
+  // auto on a host without RDMA: no rdma transport, silently.
+  assert_int_equal(mc_config_set(cfg, "rdma_devices", "auto"), MC_OK);
+  assert_int_equal(mc_engine_create(cfg, &e), MC_OK);
+  assert_true(stats(e).count("rdma") == 0 || stats(e)["rdma"]["devices"].size() > 0);
+  mc_engine_destroy(e);
+  mc_config_destroy(cfg);
+}
+
+}  // namespace
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_sim_state_machine),
+      cmocka_unit_test(test_sim_data_and_errors),
+      cmocka_unit_test(test_sim_keys_and_access),
+      cmocka_unit_test(test_sim_peer_vanished_and_delay),
+      cmocka_unit_test(test_sim_kill_nic),
+      cmocka_unit_test(test_sim_ring_corruption_and_heap),
+      cmocka_unit_test(test_config),
+      cmocka_unit_test(test_sizes_1nic_2nic_3engines),
+      cmocka_unit_test(test_span_and_range),
+      cmocka_unit_test(test_peer_destroyed_mid_transfer),
+      cmocka_unit_test(test_rejoin),
+      cmocka_unit_test(test_nic_killed_mid_transfer),
+      cmocka_unit_test(test_endpoint_cap),
+      cmocka_unit_test(test_threads),
+  };
+  return cmocka_run_group_tests(tests, nullptr, nullptr);
+}
