@@ -617,7 +617,8 @@ void test_nic_killed_mid_transfer(void **) {
   mc_segment_t seg;
   assert_int_equal(mc_segment_open(a.e, mc_engine_name(b.e), &seg), MC_OK);
   std::vector<std::string> nics;
-  for (auto &d : stats(a.e)["rdma"]["devices"]) nics.push_back(d.get<std::string>());
+  json s0 = stats(a.e);
+  for (auto &d : s0["rdma"]["devices"]) nics.push_back(d.get<std::string>());
   assert_int_equal(nics.size(), 2);
   size_t n = 1024;
   std::vector<mc_request_t> rq(n);

@@ -68,10 +68,14 @@ Status exchange(const HostPort &addr, const std::string &token, uint32_t timeout
                 const wire::Header &h, const std::string &payload, const char *what, Fd *fd_out,
                 wire::Header *r) {
   bool connected = false;
-  uint64_t t0 = now_ms();
+  const auto t0 = std::chrono::steady_clock::now();
   Status st = exchange_once(addr, token, timeout_ms, h, payload, what, fd_out, r, &connected);
-  // Not after a silent peer ran the clock out: that would double the bound.
-  if (st.ok() || !connected || st.code() != MC_ERR_PEER_DOWN || now_ms() - t0 > timeout_ms / 2) return st;
+  const auto spent = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0);
+  // Not after a silent peer ran the clock out: that would double the bound. Only a connection
+  // the listener closed early (evicted while its handshake was pending) is tried again.
+  if (st.ok() || !connected || st.code() != MC_ERR_PEER_DOWN || spent.count() * 2 >= static_cast<int64_t>(timeout_ms) ||
+      st.message().find("nothing within") != std::string::npos)
+    return st;
   std::this_thread::sleep_for(std::chrono::milliseconds(20));
   connected = false;
   return exchange_once(addr, token, timeout_ms, h, payload, what, fd_out, r, &connected);

@@ -12,6 +12,20 @@ namespace mc {
 
 using nlohmann::json;
 
+namespace {
+// nlohmann's get<uint64_t>() / get<int64_t>() on a floating-point number is a C cast: undefined
+// for -1.5 or 1e300. A peer's descriptor is untrusted: take integers only.
+uint64_t get_u64(const json &v) {
+  if (!v.is_number_unsigned()) throw json::type_error::create(302, "expected a non-negative integer", &v);
+  return v.get<uint64_t>();
+}
+int64_t get_i64(const json &v) {
+  if (!v.is_number_integer() || (v.is_number_unsigned() && v.get<uint64_t>() > INT64_MAX))
+    throw json::type_error::create(302, "expected an integer", &v);
+  return v.get<int64_t>();
+}
+}  // namespace
+
 std::string Descriptor::to_json() const {
   json j;
   j["major"] = kMajor;
@@ -62,14 +76,14 @@ Status Descriptor::from_json(const std::string &text, Descriptor *out) {
         !std::all_of(inc.begin(), inc.end(), [](char c) { return std::isxdigit(static_cast<unsigned char>(c)); }))
       return Err(MC_ERR_METADATA, "segment descriptor has a malformed incarnation");
     d.incarnation = std::stoull(inc, nullptr, 16);
-    d.version = j.at("version").get<uint64_t>();
+    d.version = get_u64(j.at("version"));
     d.host_id = j.value("host_id", std::string());
-    d.pid = j.value("pid", int64_t(0));
+    d.pid = j.contains("pid") ? get_i64(j["pid"]) : 0;
     d.tcp = j.value("tcp", std::string());
     for (auto &b : j.at("buffers")) {
       BufferDesc bd;
-      bd.addr = b.at("addr").get<uint64_t>();
-      bd.length = b.at("length").get<uint64_t>();
+      bd.addr = get_u64(b.at("addr"));
+      bd.length = get_u64(b.at("length"));
       bd.location = b.value("location", std::string("cpu"));
       if (b.contains("access")) {
         if (!b["access"].is_number_unsigned() || b["access"].get<uint64_t>() > 3)
