@@ -162,6 +162,15 @@ static void test_10k_buffers(void **state) {
   mc_request_t w2 = {MC_WRITE, 0, l, s, (uint64_t)(uintptr_t)(r + (2 * nb - 1) * each), each};
   assert_int_equal(mc_transfer(ini, &w2, 1, 10000), MC_OK);
   assert_int_equal(tu_check(r + (2 * nb - 1) * each, each, 3), -1);
+  /* The initiator knew the segment all along: its refreshes were incremental (deltas). */
+  assert_int_equal(mc_segment_buffers(ini, s, NULL, 0, &count), MC_ERR_BUFFER_TOO_SMALL);
+  assert_int_equal(count, nb);
+  char js[1 << 14];
+  size_t need;
+  assert_int_equal(mc_engine_stats_json(tgt, js, sizeof js, &need), MC_OK);
+  const char *dk = strstr(js, "\"descriptor_deltas_served\":");
+  assert_non_null(dk);
+  assert_true(strtoull(dk + strlen("\"descriptor_deltas_served\":"), NULL, 10) >= 2);
   print_message("10000 buffers: batch %llu ms, one by one %llu ms\n", (unsigned long long)(t1 - t0),
                 (unsigned long long)(t3 - t2));
   free(addrs);

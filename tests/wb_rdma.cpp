@@ -751,5 +751,6 @@ int main(void) {
       cmocka_unit_test(test_endpoint_cap),
       cmocka_unit_test(test_threads),
   };
+  if (const char *f = getenv("WB_RDMA_FILTER")) cmocka_set_test_filter(f);
   return cmocka_run_group_tests(tests, nullptr, nullptr);
 }

@@ -85,10 +85,15 @@ Status exchange(const HostPort &addr, const std::string &token, uint32_t timeout
 
 Status control_fetch_descriptor(const HostPort &addr, const std::string &token, uint32_t timeout_ms,
                                 std::string *json) {
+  return control_fetch_descriptor_since(addr, token, timeout_ms, 1, 0, json);
+}
+
+Status control_fetch_descriptor_since(const HostPort &addr, const std::string &token, uint32_t timeout_ms,
+                                      uint64_t incarnation, uint64_t since, std::string *json) {
   Fd fd;
   wire::Header r;
-  Status st = exchange(addr, token, timeout_ms, wire::make(wire::GET_DESC, 1, 0, 0), "", "a descriptor request",
-                       &fd, &r);
+  Status st = exchange(addr, token, timeout_ms, wire::make(wire::GET_DESC, incarnation, since, 0), "",
+                       "a descriptor request", &fd, &r);
   if (!st.ok()) return st;
   if (r.type != wire::DESC || r.len > wire::kMaxControlPayload)
     return Err(MC_ERR_METADATA, addr.str() + " sent an unexpected reply to a descriptor request");

@@ -16,6 +16,11 @@ namespace mc {
 Status control_fetch_descriptor(const HostPort &addr, const std::string &token, uint32_t timeout_ms,
                                 std::string *json);
 
+// The same, asking for the changes since `since` of incarnation `incarnation` (the reply may be
+// a delta or a full descriptor: Descriptor::from_json_update tells them apart).
+Status control_fetch_descriptor_since(const HostPort &addr, const std::string &token, uint32_t timeout_ms,
+                                      uint64_t incarnation, uint64_t since, std::string *json);
+
 // One PING/PONG round trip: *incarnation gets the incarnation of the engine that answers at addr
 // (the health probe the metadata stores use before taking over a name).
 // Blocks at most about 2 * timeout_ms (connect, then the answer). Refused or silent:

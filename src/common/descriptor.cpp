@@ -57,6 +57,45 @@ std::string Descriptor::to_json() const {
   return j.dump();
 }
 
+std::string Descriptor::to_delta_json(uint64_t base, const std::vector<uint64_t> &removed) const {
+  json j = json::parse(to_json());
+  j["delta"] = true;
+  j["base"] = base;
+  j["removed"] = removed;
+  return j.dump();
+}
+
+Status Descriptor::from_json_update(const std::string &text, const Descriptor &have, Descriptor *out) {
+  json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) return Err(MC_ERR_METADATA, "segment descriptor is not a JSON object");
+  if (!j.contains("delta")) return from_json(text, out);
+  Descriptor part;
+  Status st = from_json(text, &part);
+  if (!st.ok()) return st;
+  try {
+    uint64_t base = get_u64(j.at("base"));
+    if (part.incarnation != have.incarnation || base != have.version)
+      return Err(MC_ERR_METADATA, "descriptor delta does not apply to the version held");
+    std::map<uint64_t, BufferDesc> bufs;
+    for (auto &b : have.buffers) bufs[b.addr] = b;
+    for (auto &a : j.at("removed")) bufs.erase(get_u64(a));
+    for (auto &b : part.buffers) bufs[b.addr] = b;
+    Descriptor d = part;
+    d.buffers.clear();
+    d.buffers.reserve(bufs.size());
+    for (auto &[a, b] : bufs) d.buffers.push_back(std::move(b));
+    if (d.transports.empty()) d.transports = have.transports;
+    for (size_t i = 1; i < d.buffers.size(); i++)
+      if (d.buffers[i - 1].addr + d.buffers[i - 1].length > d.buffers[i].addr)
+        return Err(MC_ERR_METADATA, "descriptor delta leaves overlapping buffers");
+    d.set_min_access();
+    *out = std::move(d);
+    return Status::Ok();
+  } catch (const json::exception &e) {
+    return Err(MC_ERR_METADATA, std::string("descriptor delta is malformed: ") + e.what());
+  }
+}
+
 Status Descriptor::from_json(const std::string &text, Descriptor *out) {
   json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object())

@@ -56,6 +56,9 @@
 // non-blocking sockets (no thread per connection), keeps at most kMaxPending of them (one more
 // pushes the oldest out, closed at once) and closes any that has not finished within
 // min(timeout_ms, kHandshakeMs); only an admitted connection gets a serving thread.
+// GET_DESC with addr = V != 0 and id = an incarnation asks for what changed since version V of
+// that incarnation; the reply is then a "delta" descriptor (common/descriptor.h) when the
+// target still knows, else the full one.
 // Control messages ride the same listener: GET_DESC returns the engine's descriptor (JSON,
 // see common/descriptor.h), PING returns PONG with the incarnation, CONTROL carries a
 // transport's own setup exchange (e.g. RDMA queue-pair numbers) to the engine's handler. The target refuses any

@@ -362,6 +362,7 @@ Status EngineCore::register_buffers(const NewBuffer *bufs, size_t n) {
     buffers_.emplace(b->addr, std::move(b));
   }
   desc_version_++;
+  for (size_t i = 0; i < n; i++) note_change(regions[i].addr);
   lk.unlock();
   return publish();
 }
@@ -395,12 +396,13 @@ Status EngineCore::unregister_buffers(void *const *addrs, size_t n, bool memfd_o
     if (std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end())
       return Err(MC_ERR_INVALID_ARG, "the same buffer is listed twice");
   }
+  desc_version_++;
   for (auto &it : its) {
     LocalRegion region{it->first, it->second->length, it->second->location, it->second->memfd};
     for (auto *t : data_transports_) t->on_unregister(region);
+    note_change(it->first);
     buffers_.erase(it);
   }
-  desc_version_++;
   lk.unlock();
   return publish();
 }
@@ -547,6 +549,7 @@ Status EngineCore::set_access(void *addr, uint32_t access) {
     LocalRegion region{it->first, it->second->length, it->second->location, it->second->memfd, access};
     for (auto *t : data_transports_) t->on_access_change(region);
     desc_version_++;
+    note_change(a);
   }
   if (narrowed) {
     uint64_t deadline = now_ms() + opts_.timeout_ms;
@@ -588,6 +591,56 @@ Status EngineCore::control(const std::string &channel, const std::string &reques
   for (auto *t : data_transports_)
     if (channel == t->name()) return t->handle_control(request, reply);
   return Err(MC_ERR_UNSUPPORTED, "no transport \"" + channel + "\" in this engine");
+}
+
+// Records that the buffer at addr changed in the current descriptor version (caller holds
+// buffers_mu_ exclusively). The log lets a peer that knows version V fetch only what changed
+// since V; it keeps the last kChangeLog changes.
+void EngineCore::note_change(uint64_t addr) {
+  changes_.emplace_back(desc_version_, addr);
+  if (changes_.size() > kChangeLog) {
+    log_floor_ = changes_.front().first;  // changes of this version may be partly gone
+    changes_.pop_front();
+  }
+}
+
+// An incremental descriptor (see common/descriptor.h, "delta") for a peer that knows version
+// `since` of this incarnation, or the full one when the log cannot tell what changed.
+std::string EngineCore::descriptor_delta_json(uint64_t inc, uint64_t since) {
+  Descriptor d;
+  std::vector<uint64_t> removed;
+  {
+    std::shared_lock<std::shared_mutex> lk(buffers_mu_);
+    if (inc != incarnation_ || since == 0 || since > desc_version_ || since < log_floor_) {
+      lk.unlock();
+      return descriptor_json();
+    }
+    d.name = name_;
+    d.incarnation = incarnation_;
+    d.host_id = host_boot_id();
+    d.pid = getpid();
+    d.tcp = tcp_addr_;
+    d.version = desc_version_;
+    std::vector<uint64_t> touched;
+    auto it = std::upper_bound(changes_.begin(), changes_.end(), since,
+                               [](uint64_t v, const std::pair<uint64_t, uint64_t> &c) { return v < c.first; });
+    for (; it != changes_.end(); ++it) touched.push_back(it->second);
+    std::sort(touched.begin(), touched.end());
+    touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
+    for (uint64_t a : touched) {
+      auto b = buffers_.find(a);
+      if (b == buffers_.end()) {
+        removed.push_back(a);
+      } else {
+        BufferDesc bd{a, b->second->length, b->second->location, {}};
+        bd.access = b->second->access.load();
+        d.buffers.push_back(std::move(bd));
+      }
+    }
+    for (auto *t : data_transports_) t->describe(d);
+  }
+  deltas_served_.fetch_add(1, std::memory_order_relaxed);
+  return d.to_delta_json(since, removed);
 }
 
 std::string EngineCore::descriptor_json() {
@@ -641,7 +694,13 @@ Status EngineCore::refresh_peer(Peer &p, bool *rejoined) {
   if (p.self) {
     d = local_descriptor();
   } else {
-    Status st = metadata_->fetch(p.name, opts_.timeout_ms, &d);
+    std::shared_ptr<const Descriptor> have;
+    {
+      std::lock_guard<std::mutex> lk(p.mu);
+      have = p.desc;
+    }
+    Status st = have ? metadata_->fetch_update(p.name, opts_.timeout_ms, *have, &d)
+                     : metadata_->fetch(p.name, opts_.timeout_ms, &d);
     if (!st.ok()) return st;
   }
   auto nd = std::make_shared<const Descriptor>(std::move(d));
@@ -1140,6 +1199,7 @@ std::string EngineCore::stats_json() {
   s += ",\"requests_failed\":" + std::to_string(requests_failed_.load());
   s += ",\"bytes_read\":" + std::to_string(bytes_read_.load());
   s += ",\"bytes_written\":" + std::to_string(bytes_written_.load());
+  s += ",\"descriptor_deltas_served\":" + std::to_string(deltas_served_.load());
   {
     std::shared_lock<std::shared_mutex> lk(buffers_mu_);
     s += ",\"buffers\":" + std::to_string(buffers_.size());

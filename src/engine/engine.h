@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -160,6 +161,7 @@ class EngineCore : public TargetAccess, public std::enable_shared_from_this<Engi
   mc_status_t pin(uint64_t addr, uint64_t len, uint32_t op) override;
   void unpin(uint64_t addr, uint64_t len) override;
   std::string descriptor_json() override;
+  std::string descriptor_delta_json(uint64_t incarnation, uint64_t since) override;
   Status control(const std::string &channel, const std::string &request, std::string *reply) override;
 
   // Called once per request when its last slice was reported.
@@ -178,6 +180,7 @@ class EngineCore : public TargetAccess, public std::enable_shared_from_this<Engi
   void notify(Peer &p);
   Descriptor local_descriptor();
   Status publish();
+  void note_change(uint64_t addr);
   Status resolve_location(uint64_t addr, const char *location, std::string *out);
   // Pins the local buffers covering a range; caller holds buffers_mu_ (shared).
   const LocalBuffer *pin_locked(uint64_t addr, uint64_t len);
@@ -200,6 +203,11 @@ class EngineCore : public TargetAccess, public std::enable_shared_from_this<Engi
   std::shared_mutex buffers_mu_;
   std::map<uint64_t, std::unique_ptr<LocalBuffer>> buffers_;
   uint64_t desc_version_ = 1;
+  // (version, buffer address) of recent changes, oldest first; also guarded by buffers_mu_.
+  static constexpr size_t kChangeLog = 1 << 16;
+  std::deque<std::pair<uint64_t, uint64_t>> changes_;
+  uint64_t log_floor_ = 1;  // deltas are served only to peers that know at least this version
+  std::atomic<uint64_t> deltas_served_{0};
   std::mutex publish_mu_;  // serializes metadata_->publish calls
 
   // desc_mu_ guards the cached descriptor text.

@@ -22,6 +22,13 @@ class MetadataStore {
   // Fetches the descriptor published under name; blocks at most timeout_ms. No such name:
   // MC_ERR_NOT_FOUND; the store unreachable or the descriptor unusable: MC_ERR_METADATA.
   virtual Status fetch(const std::string &name, uint32_t timeout_ms, Descriptor *out) = 0;
+  // Fetches the descriptor under name for a caller that already has `have` (an older one):
+  // stores that can send only what changed do so. Default: a full fetch.
+  virtual Status fetch_update(const std::string &name, uint32_t timeout_ms, const Descriptor &have,
+                              Descriptor *out) {
+    (void)have;
+    return fetch(name, timeout_ms, out);
+  }
   // Withdraws this engine's descriptor and stops the store's threads (engine destroy).
   virtual void unpublish() = 0;
   // False when publish() does nothing with the descriptor (p2p serves it on demand), so the

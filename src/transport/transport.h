@@ -45,6 +45,13 @@ class TargetAccess {
   virtual mc_status_t pin(uint64_t addr, uint64_t len, uint32_t op) = 0;
   virtual void unpin(uint64_t addr, uint64_t len) = 0;
   virtual std::string descriptor_json() = 0;
+  // What changed since version `since` of incarnation `incarnation` (a "delta" descriptor), or
+  // the full descriptor when that cannot be told.
+  virtual std::string descriptor_delta_json(uint64_t incarnation, uint64_t since) {
+    (void)incarnation;
+    (void)since;
+    return descriptor_json();
+  }
   virtual uint64_t incarnation() const = 0;
   // A control request on `channel` (a transport's name, e.g. "rdma") from a peer, answered
   // with *reply. Used for connection setup that rides the admitted control channel.

@@ -12,6 +12,20 @@ class P2pStore : public MetadataStore {
   Status publish(const Descriptor &) override { return Status::Ok(); }
   bool needs_publish() const override { return false; }
   void unpublish() override {}
+  // Asks the peer for what changed since the version we have (one small reply for a peer with
+  // thousands of buffers), and falls back to a full fetch when the delta does not apply.
+  Status fetch_update(const std::string &name, uint32_t timeout_ms, const Descriptor &have,
+                      Descriptor *out) override {
+    HostPort hp;
+    Status st = parse_host_port(name, &hp);
+    if (!st.ok()) return fetch(name, timeout_ms, out);
+    std::string json;
+    st = control_fetch_descriptor_since(hp, token_, timeout_ms, have.incarnation, have.version, &json);
+    if (!st.ok()) return st;
+    st = Descriptor::from_json_update(json, have, out);
+    if (st.ok()) return Status::Ok();
+    return fetch(name, timeout_ms, out);
+  }
   Status fetch(const std::string &name, uint32_t timeout_ms, Descriptor *out) override {
     HostPort hp;
     Status st = parse_host_port(name, &hp);

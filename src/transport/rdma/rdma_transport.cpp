@@ -831,6 +831,7 @@ void RdmaTransport::run_connect(std::shared_ptr<Endpoint> ep, std::shared_ptr<Pe
   }
   auto fail = [&](const Status &st, bool retry) {
     setup_failed_++;
+    check_nic(nic);
     retire_ep(ep, st.code(), "connecting to " + ps->name + " over " + nic.dev->name() + " -> " + ep->rnic + ": " + st.message(),
               retry);
   };
@@ -1364,8 +1365,10 @@ void RdmaTransport::poll_loop(Nic *nic) {
           dead_st = ep->fail_status;
           ep_retry = ep->retry;
         }
+        // An error on an endpoint we did not retire ourselves: is it our port? (A killed port
+        // shows up as flushes only.) Checked before the retry so it goes to another NIC.
+        if (!dead) check_nic(*nic);
         if (ws != WcStatus::kWrFlushErr) {
-          check_nic(*nic);
           MC_LOGD("rdma: " << nic->dev->name() << " QP " << wcs[i].qpn << " to " << ep->peer_name << ": "
                            << wc_status_name(ws));
         }

@@ -740,7 +740,8 @@ void TcpTransport::serve(int fd, const wire::Header *first) {
         wire::Header r = wire::make(wire::PONG, h.id, target_->incarnation(), 0);
         put(&r, sizeof r);
       } else {
-        std::string d = target_->descriptor_json();
+        // addr != 0: the peer knows version addr of incarnation id and takes a delta.
+        std::string d = h.addr != 0 ? target_->descriptor_delta_json(h.id, h.addr) : target_->descriptor_json();
         wire::Header r = wire::make(wire::DESC, h.id, target_->incarnation(), d.size());
         put(&r, sizeof r);
         put(d.data(), d.size());
