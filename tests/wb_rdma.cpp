@@ -523,7 +523,7 @@ void test_peer_destroyed_mid_transfer(void **) {
   assert_int_equal(mc_batch_create(a.e, n, &bt), MC_OK);
   // Slow the NICs down so the work is still in flight when the peer goes away.
   json s = stats(a.e);
-  for (auto &d : s["rdma"]["devices"]) sim::set_completion_delay(d.get<std::string>(), 200);
+  for (auto &d : s["rdma"]["devices"]) sim::set_completion_delay(d.get<std::string>(), getenv("WB_DELAY") ? atoi(getenv("WB_DELAY")) : 100000);
   assert_int_equal(mc_batch_submit(bt, rq.data(), n), MC_OK);
   std::this_thread::sleep_for(std::chrono::milliseconds(20));
   uint64_t t0 = now_ms();

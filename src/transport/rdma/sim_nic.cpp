@@ -296,7 +296,8 @@ WcStatus execute(QpCore &q, const Wqe &w, const std::shared_ptr<DevCore> &rdev, 
 }
 
 // Executes what is due on q and moves up to room completions to out. Returns whether q still
-// has work or completions pending. Caller holds q.cq->exec_mu.
+// has work or completions pending. out[*got] is the next free slot. Caller holds
+// q.cq->exec_mu.
 bool run_qp(const std::shared_ptr<QpCore> &qp, Wc *out, int room, int *got) {
   QpCore &q = *qp;
   std::unique_lock<std::mutex> lk(q.mu);
@@ -430,7 +431,7 @@ class SimCq : public Cq {
         q->in_active = false;
       }
       rounds--;
-      if (run_qp(q, out + got, max - got, &got)) {
+      if (run_qp(q, out, max - got, &got)) {
         std::lock_guard<std::mutex> lk(c_->mu);
         if (!q->in_active && !q->destroyed.load()) {
           q->in_active = true;
