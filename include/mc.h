@@ -95,7 +95,8 @@ MC_API const char *mc_last_error(void);
  *                    fetched from the peer itself).
  *   listen           HOST:PORT the engine serves on ("127.0.0.1:0"; port 0 picks a free port).
  *   transports       "auto" (default) or a comma-separated list of "tcp", "shm", "local",
- *                    "nvlink". "shm" is the same-host path (memfd mappings and cross-memory
+ *                    "nvlink", "rdma". "rdma" is one-sided READ/WRITE over RC queue pairs on
+ *                    the NICs of rdma_devices, striped over them (host memory). "shm" is the same-host path (memfd mappings and cross-memory
  *                    attach), chosen by itself for peers on this host; "nvlink" moves GPU
  *                    memory to GPU memory of another process on this host through CUDA IPC
  *                    (copy engines over NVLink or PCIe, no host bounce; needs a CUDA driver,
@@ -106,6 +107,16 @@ MC_API const char *mc_last_error(void);
  *   workers          worker threads for in-process copies, 1..256 (4).
  *   slice_size       bytes per slice on the wire, 4K..1G, with K/M/G suffixes (1M).
  *   tcp_connections  TCP data connections per peer, 1..64 (4).
+ *   rdma_devices     "auto" (default: every RDMA device with an active port; none and no error
+ *                    where there is no RDMA stack), a comma-separated list of device names
+ *                    (each must open, or engine creation fails naming it), "sim" or "sim:N"
+ *                    (N 1..16 simulated NICs on an in-process fabric shared by the engines of
+ *                    this process; for tests). libibverbs is loaded at run time.
+ *   rdma_qps_per_endpoint  RC queue pairs per (peer, local NIC, peer NIC), 1..64 (2).
+ *   rdma_max_endpoints     endpoints kept connected, 1..1048576 (4096); the least recently
+ *                    used one is drained and closed beyond that.
+ *   rdma_gid_index   "auto" (default: RoCE v2 preferred) or a GID table index 0..255.
+ *   rdma_mtu         largest path MTU to use: 256, 512, 1024, 2048 or 4096 (4096).
  *   timeout_ms       how long a request may make no progress before it fails, 1..3600000 (5000);
  *                    also bounds connects and descriptor fetches.
  *   heartbeat_ms     how often open segments are probed, 10..600000 (1000).

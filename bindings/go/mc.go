@@ -82,6 +82,31 @@ static mc_status_t mcgo_register(mc_engine_t *e, uintptr_t p, size_t n, const ch
 static mc_status_t mcgo_unregister(mc_engine_t *e, uintptr_t p, char **msg) {
 	return mcgo_chk(mc_buffer_unregister(e, (void *)p), msg);
 }
+// Builds the mc_buffer_desc_t array in C memory from Go's pointer-free arrays.
+static mc_status_t mcgo_register_batch(mc_engine_t *e, const uintptr_t *addrs, const uint64_t *lens,
+                                       char *const *locs, size_t n, char **msg) {
+	mc_buffer_desc_t *d = malloc((n ? n : 1) * sizeof *d);
+	if (!d) { *msg = strdup("RegisterBatch: out of memory"); return MC_ERR_NO_MEMORY; }
+	for (size_t i = 0; i < n; i++) {
+		d[i].addr = (void *)addrs[i];
+		d[i].length = lens[i];
+		d[i].location = locs[i];
+	}
+	mc_status_t s = mcgo_chk(mc_buffer_register_batch(e, d, n), msg);
+	free(d);
+	return s;
+}
+static mc_status_t mcgo_unregister_batch(mc_engine_t *e, const uintptr_t *addrs, size_t n, char **msg) {
+	void **a = malloc((n ? n : 1) * sizeof *a);
+	if (!a) { *msg = strdup("UnregisterBatch: out of memory"); return MC_ERR_NO_MEMORY; }
+	for (size_t i = 0; i < n; i++) a[i] = (void *)addrs[i];
+	mc_status_t s = mcgo_chk(mc_buffer_unregister_batch(e, (void *const *)a, n), msg);
+	free(a);
+	return s;
+}
+static mc_status_t mcgo_set_access(mc_engine_t *e, uintptr_t p, uint32_t access, char **msg) {
+	return mcgo_chk(mc_buffer_set_access(e, (void *)p, access), msg);
+}
 
 // Fills *out with a malloc'd JSON text.
 static mc_status_t mcgo_stats(mc_engine_t *e, char **out, char **msg) {
@@ -249,6 +274,7 @@ const (
 	StatusInternal       Status = C.MC_ERR_INTERNAL
 	StatusBufferTooSmall Status = C.MC_ERR_BUFFER_TOO_SMALL
 	StatusCanceled       Status = C.MC_ERR_CANCELED
+	StatusDenied         Status = C.MC_ERR_DENIED
 )
 
 // String is the library's name for the status (mc_status_str).
@@ -290,6 +316,7 @@ var (
 	ErrInternal       = &Error{Status: StatusInternal}
 	ErrBufferTooSmall = &Error{Status: StatusBufferTooSmall}
 	ErrCanceled       = &Error{Status: StatusCanceled}
+	ErrDenied         = &Error{Status: StatusDenied}
 )
 
 // LastError returns this OS thread's mc_last_error() text. The bindings never need it (every
@@ -518,6 +545,94 @@ func (e *Engine) Unregister(p unsafe.Pointer) error {
 	defer e.s.mu.RUnlock()
 	var msg *C.char
 	return mkerr(C.mcgo_unregister(h, C.uintptr_t(uintptr(p)), &msg), msg)
+}
+
+// BufferDesc is one buffer for RegisterBatch: memory Go does not manage, of Len bytes at Ptr;
+// Location "" detects.
+type BufferDesc struct {
+	Ptr      unsafe.Pointer
+	Len      int
+	Location string
+}
+
+// RegisterBatch registers several buffers at once (mc_buffer_register_batch): all or nothing
+// (an overlap among them or with registered memory is ErrExists, its message naming the index,
+// and nothing is registered), and the segment's descriptor is published once. As with
+// Register, the caller keeps the memory valid until it is unregistered or the engine closed.
+func (e *Engine) RegisterBatch(bufs []BufferDesc) error {
+	n := len(bufs)
+	if n == 0 {
+		return nil
+	}
+	addrs := make([]C.uintptr_t, n)
+	lens := make([]C.uint64_t, n)
+	locs := make([]*C.char, n)
+	for i, b := range bufs {
+		if b.Len < 0 {
+			return &Error{Status: StatusInvalidArg, Message: fmt.Sprintf("RegisterBatch: buffer %d has length %d", i, b.Len)}
+		}
+		addrs[i] = C.uintptr_t(uintptr(b.Ptr))
+		lens[i] = C.uint64_t(b.Len)
+		locs[i] = cstrOrNil(b.Location)
+	}
+	defer func() {
+		for _, l := range locs {
+			C.free(unsafe.Pointer(l))
+		}
+	}()
+	h, err := e.lock()
+	if err != nil {
+		return err
+	}
+	defer e.s.mu.RUnlock()
+	var msg *C.char
+	return mkerr(C.mcgo_register_batch(h, &addrs[0], &lens[0], &locs[0], C.size_t(n), &msg), msg)
+}
+
+// UnregisterBatch unregisters several buffers registered with Register or RegisterBatch at once
+// (mc_buffer_unregister_batch), all or nothing: ErrNotFound for an unknown one, ErrBusy while
+// requests use one, and nothing is unregistered.
+func (e *Engine) UnregisterBatch(ptrs []unsafe.Pointer) error {
+	n := len(ptrs)
+	if n == 0 {
+		return nil
+	}
+	addrs := make([]C.uintptr_t, n)
+	for i, p := range ptrs {
+		addrs[i] = C.uintptr_t(uintptr(p))
+	}
+	h, err := e.lock()
+	if err != nil {
+		return err
+	}
+	defer e.s.mu.RUnlock()
+	var msg *C.char
+	return mkerr(C.mcgo_unregister_batch(h, &addrs[0], C.size_t(n), &msg), msg)
+}
+
+// Access is what peers may do with a registered buffer (MC_ACCESS_* bits), for SetAccess.
+type Access uint32
+
+const (
+	AccessNone      Access = 0
+	AccessRead      Access = C.MC_ACCESS_READ
+	AccessWrite     Access = C.MC_ACCESS_WRITE
+	AccessReadWrite Access = AccessRead | AccessWrite // the default of every registered buffer
+)
+
+// SetAccess sets what peers may do with the registered buffer that starts at p (for a slice
+// from Alloc: unsafe.Pointer(unsafe.SliceData(b))), mc_buffer_set_access. A forbidden peer
+// request fails with ErrDenied and writes nothing; this engine's own requests are not
+// affected. Taking rights away returns once no peer request admitted under the old ones still
+// runs. Unknown bits: ErrInvalidArg; p not the start of a registered buffer: ErrNotFound.
+func (e *Engine) SetAccess(p unsafe.Pointer, access Access) error {
+	h, err := e.lock()
+	if err != nil {
+		return err
+	}
+	defer e.s.mu.RUnlock()
+	var msg *C.char
+	return mkerr(C.mcgo_set_access(h, C.uintptr_t(uintptr(p)), C.uint32_t(access), &msg), msg)
 }
 
 // StatsJSON returns the engine's counters as JSON text (mc_engine_stats_json).

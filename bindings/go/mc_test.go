@@ -64,7 +64,7 @@ func TestErrors(t *testing.T) {
 	// Every sentinel's status names itself; unknown codes still produce an *Error.
 	for _, s := range []*Error{ErrInvalidArg, ErrNoMemory, ErrNotFound, ErrOutOfRange, ErrExists,
 		ErrBusy, ErrTimeout, ErrPeerDown, ErrTransport, ErrUnsupported, ErrMetadata, ErrInternal,
-		ErrBufferTooSmall, ErrCanceled} {
+		ErrBufferTooSmall, ErrCanceled, ErrDenied} {
 		if s.Status.String() == Status(-9999).String() {
 			t.Fatalf("%d has no name", s.Status)
 		}

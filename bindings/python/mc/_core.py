@@ -14,7 +14,8 @@ from . import errors
 lib = _lib.lib
 
 __all__ = [
-    "Opcode", "READ", "WRITE", "RequestState", "SegmentState", "LogLevel", "Request",
+    "Opcode", "READ", "WRITE", "Access", "ACCESS_NONE", "ACCESS_READ", "ACCESS_WRITE",
+    "ACCESS_READ_WRITE", "RequestState", "SegmentState", "LogLevel", "Request",
     "RequestStatus", "SegmentInfo", "BufferInfo", "HeapStats", "Buffer", "Engine", "Segment",
     "Batch", "Heap", "set_log_handler", "set_log_level", "status_str", "last_error",
     "version", "version_string",
@@ -28,6 +29,19 @@ class Opcode(enum.IntEnum):
 
 READ = Opcode.READ
 WRITE = Opcode.WRITE
+
+
+class Access(enum.IntFlag):
+    """What peers may do with a registered buffer (Engine.set_access); bits combine with |."""
+    NONE = 0
+    READ = _lib.ACCESS_READ
+    WRITE = _lib.ACCESS_WRITE
+
+
+ACCESS_NONE = Access.NONE
+ACCESS_READ = Access.READ
+ACCESS_WRITE = Access.WRITE
+ACCESS_READ_WRITE = Access.READ | Access.WRITE  # the default of every registered buffer
 
 
 class RequestState(enum.IntEnum):
@@ -156,6 +170,13 @@ class Buffer(mmap.mmap):
     @property
     def nbytes(self):
         return self._pin_.nbytes
+
+    def set_access(self, access):
+        """What peers may do with this buffer (Engine.set_access)."""
+        eng = self._engine
+        if eng is None:
+            raise errors.InvalidArgument(-1, "the buffer is not registered")
+        eng.set_access(self, access)
 
     def free(self):
         """Unregisters the buffer and unmaps it. Busy while requests use it."""
@@ -294,23 +315,82 @@ class Engine:
             self._pins[pin.addr] = pin
             self._ids[id(pin.obj)] = pin.addr
 
-    def unregister(self, obj):
-        """Unregisters memory registered with register() or alloc(): pass the object or its
-        address. Raises mc.Busy while requests use it."""
+    def register_batch(self, items, location=None):
+        """Registers several memories at once (mc_buffer_register_batch): all or nothing, and the
+        segment's descriptor is published once. Each item is an object as for register() (kept
+        alive until unregistered) or an (addr, length[, location]) tuple of raw memory the caller
+        keeps valid; location applies to items that name none. Returns the addresses, in order.
+        An overlap among them or with registered memory: mc.Exists (the message names the
+        index), and nothing is registered."""
+        items = list(items)
+        if not items:
+            return []
+        loc_default = location.encode() if location is not None else None
+        pins, locs = [], []
+        for item in items:
+            if isinstance(item, tuple):
+                if len(item) not in (2, 3):
+                    raise errors.InvalidArgument(
+                        -1, f"register_batch: a tuple is (addr, length[, location]), not {item!r}")
+                addr, length = int(item[0]), int(item[1])
+                loc = item[2] if len(item) == 3 else None
+                pins.append(_Pin(None, None, addr, length))
+                locs.append(loc.encode() if loc is not None else loc_default)
+            else:
+                pins.append(_pin(item))
+                locs.append(loc_default)
+        arr = (_lib.BufferDescC * len(pins))()
+        for c, pin, loc in zip(arr, pins, locs):
+            c.addr, c.length, c.location = pin.addr, pin.nbytes, loc
+        lib.mc_buffer_register_batch(self._h(), arr, len(arr))
+        with self._lock:
+            for pin in pins:
+                self._pins[pin.addr] = pin
+                if pin.obj is not None:
+                    self._ids[id(pin.obj)] = pin.addr
+        return [pin.addr for pin in pins]
+
+    def _registered_addr(self, obj):
+        """The address an object (or int address) was registered under."""
         if isinstance(obj, int):
-            addr = obj
-        else:
-            with self._lock:
-                addr = self._ids.get(id(obj))
-            if addr is None:
-                addr = address_of(obj)
-        lib.mc_buffer_unregister(self._h(), addr)
+            return obj
+        with self._lock:
+            addr = self._ids.get(id(obj))
+        return addr if addr is not None else address_of(obj)
+
+    def _forget(self, addr):
         with self._lock:
             pin = self._pins.pop(addr, None)
-            if pin is not None:
+            if pin is not None and pin.obj is not None:
                 self._ids.pop(id(pin.obj), None)
         if pin is not None and isinstance(pin.obj, Buffer):
             pin.obj._engine = None
+
+    def unregister(self, obj):
+        """Unregisters memory registered with register() or alloc(): pass the object or its
+        address. Raises mc.Busy while requests use it."""
+        addr = self._registered_addr(obj)
+        lib.mc_buffer_unregister(self._h(), addr)
+        self._forget(addr)
+
+    def unregister_batch(self, objs):
+        """Unregisters several registered memories (objects or addresses) at once, all or nothing
+        (mc_buffer_unregister_batch): mc.NotFound for an unknown one, mc.Busy while one is used,
+        and nothing unregistered."""
+        addrs = [self._registered_addr(o) for o in objs]
+        if not addrs:
+            return
+        arr = (ctypes.c_void_p * len(addrs))(*addrs)
+        lib.mc_buffer_unregister_batch(self._h(), arr, len(addrs))
+        for addr in addrs:
+            self._forget(addr)
+
+    def set_access(self, obj, access):
+        """Sets what peers may do with a registered buffer (an object or the address it starts
+        at): mc.ACCESS_READ, mc.ACCESS_WRITE, both (the default) or 0. A forbidden peer request
+        fails with mc.Denied and writes nothing; this engine's own requests are not affected.
+        Taking rights away returns once no peer request admitted under the old ones runs."""
+        lib.mc_buffer_set_access(self._h(), self._registered_addr(obj), int(access))
 
     def _local(self, obj, length):
         """(address, length) of local memory for the sync helpers."""

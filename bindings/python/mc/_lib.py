@@ -18,6 +18,10 @@ from . import errors
 VERSION_MAJOR = 0
 VERSION_MINOR = 1
 
+# What peers may do with a buffer (enum in include/mc.h, for mc_buffer_set_access).
+ACCESS_READ = 1
+ACCESS_WRITE = 2
+
 # ----------------------------------------------------------------------------- C types
 
 c_status = ctypes.c_int32
@@ -58,6 +62,15 @@ class BufferInfoC(ctypes.Structure):
         ("addr", ctypes.c_uint64),
         ("length", ctypes.c_uint64),
         ("location", ctypes.c_char * 32),
+    ]
+
+
+class BufferDescC(ctypes.Structure):
+    """mc_buffer_desc_t, for mc_buffer_register_batch."""
+    _fields_ = [
+        ("addr", ctypes.c_void_p),
+        ("length", ctypes.c_uint64),
+        ("location", ctypes.c_char_p),
     ]
 
 
@@ -115,6 +128,9 @@ _FUNCTIONS = [
                               P(ctypes.c_size_t)], S),
     ("mc_buffer_register", [P(EngineHandle), ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p], S),
     ("mc_buffer_unregister", [P(EngineHandle), ctypes.c_void_p], S),
+    ("mc_buffer_register_batch", [P(EngineHandle), P(BufferDescC), ctypes.c_size_t], S),
+    ("mc_buffer_unregister_batch", [P(EngineHandle), P(ctypes.c_void_p), ctypes.c_size_t], S),
+    ("mc_buffer_set_access", [P(EngineHandle), ctypes.c_void_p, ctypes.c_uint32], S),
     ("mc_segment_open", [P(EngineHandle), ctypes.c_char_p, P(c_segment)], S),
     ("mc_segment_close", [P(EngineHandle), c_segment], S),
     ("mc_engine_set_segment_callback", [P(EngineHandle), SEGMENT_FN, ctypes.c_void_p], S),

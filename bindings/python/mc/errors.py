@@ -3,7 +3,7 @@
 __all__ = [
     "Error", "InvalidArgument", "NoMemory", "NotFound", "OutOfRange", "Exists", "Busy",
     "Timeout", "PeerDown", "Transport", "Unsupported", "Metadata", "Internal",
-    "BufferTooSmall", "Canceled", "error_class",
+    "BufferTooSmall", "Canceled", "Denied", "error_class",
 ]
 
 
@@ -86,9 +86,15 @@ class Canceled(Error):
     status = -14
 
 
+class Denied(Error):
+    """The peer was not admitted (auth_token missing or different), or the buffer's access
+    (Engine.set_access) forbids the request."""
+    status = -15
+
+
 _BY_STATUS = {cls.status: cls for cls in (
     InvalidArgument, NoMemory, NotFound, OutOfRange, Exists, Busy, Timeout, PeerDown, Transport,
-    Unsupported, Metadata, Internal, BufferTooSmall, Canceled)}
+    Unsupported, Metadata, Internal, BufferTooSmall, Canceled, Denied)}
 
 
 def error_class(status):

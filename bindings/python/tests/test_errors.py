@@ -8,7 +8,7 @@ import mc
 CLASSES = {
     -1: mc.InvalidArgument, -2: mc.NoMemory, -3: mc.NotFound, -4: mc.OutOfRange, -5: mc.Exists,
     -6: mc.Busy, -7: mc.Timeout, -8: mc.PeerDown, -9: mc.Transport, -10: mc.Unsupported,
-    -11: mc.Metadata, -12: mc.Internal, -13: mc.BufferTooSmall, -14: mc.Canceled,
+    -11: mc.Metadata, -12: mc.Internal, -13: mc.BufferTooSmall, -14: mc.Canceled, -15: mc.Denied,
 }
 
 
@@ -24,7 +24,7 @@ def test_every_status_has_its_class():
 
 def test_unknown_code_is_plain_error():
     assert mc.error_class(-9999) is mc.Error
-    assert mc.error_class(-15) is mc.Error
+    assert mc.error_class(-16) is mc.Error
     e = mc.Error(-9999, "?")
     assert e.status == -9999 and "?" in str(e)
     assert mc.status_str(-9999)  # the library names unknown codes too

@@ -213,6 +213,114 @@ impl Engine {
         ))
     }
 
+    /// Registers several owned memories at once (`mc_buffer_register_batch`): all or nothing,
+    /// and the descriptor is published once. Each is kept until its [`Registered`] is dropped
+    /// (or [`Engine::unregister_batch`]). An error names the offending index in its message.
+    pub fn register_batch<M: Into<Box<[u8]>>>(
+        &self,
+        mems: impl IntoIterator<Item = M>,
+    ) -> Result<Vec<Registered<'_>>> {
+        let mut mems: Vec<Box<[u8]>> = mems.into_iter().map(Into::into).collect();
+        if mems.is_empty() {
+            return Ok(Vec::new());
+        }
+        let descs: Vec<(*mut u8, usize, Option<&str>)> = mems
+            .iter_mut()
+            .map(|m| (m.as_mut_ptr(), m.len(), None))
+            .collect();
+        // SAFETY: each box's heap memory does not move and lives in its Registered until it is
+        // unregistered.
+        unsafe { self.register_batch_raw(&descs)? };
+        Ok(mems
+            .into_iter()
+            .map(|m| Registered {
+                engine: self,
+                mem: Some(m),
+            })
+            .collect())
+    }
+
+    /// Registers several `(ptr, len, location)` ranges at once, all or nothing
+    /// (`mc_buffer_register_batch`); overlaps among them or with registered memory: `Exists`.
+    ///
+    /// # Safety
+    /// As for [`Engine::register_raw`], for every range.
+    pub unsafe fn register_batch_raw(&self, bufs: &[(*mut u8, usize, Option<&str>)]) -> Result<()> {
+        let locs: Vec<Option<CString>> = bufs
+            .iter()
+            .map(|(_, _, l)| l.map(|l| cstring("location", l)).transpose())
+            .collect::<Result<_>>()?;
+        let descs: Vec<sys::mc_buffer_desc_t> = bufs
+            .iter()
+            .zip(&locs)
+            .map(|(&(ptr, len, _), loc)| sys::mc_buffer_desc_t {
+                addr: ptr.cast(),
+                length: len as u64,
+                location: loc.as_ref().map_or(std::ptr::null(), |l| l.as_ptr()),
+            })
+            .collect();
+        check(sys::mc_buffer_register_batch(
+            self.ptr(),
+            descs.as_ptr(),
+            descs.len(),
+        ))
+    }
+
+    /// Unregisters buffers from [`Engine::register`] / [`Engine::register_batch`] at once
+    /// (`mc_buffer_unregister_batch`, retried while requests use one) and gives the memory
+    /// back, in order. Buffers of another engine are `InvalidArg` (they are dropped, which
+    /// unregisters them from their own engine).
+    pub fn unregister_batch(&self, regs: Vec<Registered<'_>>) -> Result<Vec<Box<[u8]>>> {
+        if regs.iter().any(|r| !std::ptr::eq(r.engine, self)) {
+            return Err(Error::invalid(
+                "unregister_batch: a buffer belongs to another engine",
+            ));
+        }
+        let mut mems: Vec<Box<[u8]>> = regs
+            .into_iter()
+            .map(|mut r| r.mem.take().expect("present until dropped"))
+            .collect();
+        let ptrs: Vec<*mut u8> = mems.iter_mut().map(|m| m.as_mut_ptr()).collect();
+        loop {
+            // SAFETY: every pointer starts a buffer this crate registered with this engine.
+            match unsafe { self.unregister_batch_raw(&ptrs) } {
+                Err(e) if e.status() == BUSY => std::thread::sleep(Duration::from_millis(1)),
+                Ok(()) => return Ok(mems),
+                Err(e) => {
+                    // Not expected (all were registered here); make sure none stays registered
+                    // before its memory can be freed.
+                    for &p in &ptrs {
+                        self.unregister_wait(p);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Unregisters the buffers that start at the pointers, all or nothing
+    /// (`mc_buffer_unregister_batch`: `NotFound` for an unknown one, `Busy` while one is used).
+    ///
+    /// # Safety
+    /// None beyond the library's own checks; unsafe because it ends what register_raw began.
+    pub unsafe fn unregister_batch_raw(&self, ptrs: &[*mut u8]) -> Result<()> {
+        let addrs: Vec<*mut c_void> = ptrs.iter().map(|p| p.cast()).collect();
+        check(sys::mc_buffer_unregister_batch(
+            self.ptr(),
+            addrs.as_ptr(),
+            addrs.len(),
+        ))
+    }
+
+    /// Sets what peers may do with the buffer that starts at `addr` (`mc_buffer_set_access`):
+    /// a forbidden request fails with `Denied`. This engine's own requests are not affected.
+    /// When rights are taken away, returns once no peer request admitted under the old ones
+    /// still runs. Not the start of a registered buffer: `NotFound`.
+    pub fn set_access(&self, addr: u64, access: Access) -> Result<()> {
+        // SAFETY: live engine; the library only looks the address up.
+        check(unsafe { sys::mc_buffer_set_access(self.ptr(), addr as *mut c_void, access.0) })
+    }
+
     /// Unregisters the buffer that starts at ptr (`Busy` while requests use it).
     ///
     /// # Safety
@@ -339,6 +447,44 @@ impl std::fmt::Debug for Engine {
 
 // ------------------------------------------------------------------------------------- memory
 
+/// What peers may do with a registered buffer (`MC_ACCESS_*` bits), for
+/// [`Engine::set_access`]. Newly registered buffers allow [`Access::READ_WRITE`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Access(u32);
+
+impl Access {
+    /// Peers may not touch the buffer.
+    pub const NONE: Access = Access(0);
+    /// Peers may READ from it.
+    pub const READ: Access = Access(sys::MC_ACCESS_READ as u32);
+    /// Peers may WRITE into it.
+    pub const WRITE: Access = Access(sys::MC_ACCESS_WRITE as u32);
+    /// Both (the default).
+    pub const READ_WRITE: Access = Access(sys::MC_ACCESS_READ as u32 | sys::MC_ACCESS_WRITE as u32);
+
+    /// The raw bits.
+    pub fn bits(self) -> u32 {
+        self.0
+    }
+
+    /// Raw bits; the library refuses unknown ones with `InvalidArg`.
+    pub fn from_bits(bits: u32) -> Access {
+        Access(bits)
+    }
+
+    /// Whether every bit of `other` is set here.
+    pub fn contains(self, other: Access) -> bool {
+        self.0 & other.0 == other.0
+    }
+}
+
+impl std::ops::BitOr for Access {
+    type Output = Access;
+    fn bitor(self, rhs: Access) -> Access {
+        Access(self.0 | rhs.0)
+    }
+}
+
 /// Memory allocated and registered by [`Engine::alloc`] (`mc_buffer_alloc`); derefs to `[u8]`.
 /// Dropping it frees it (`mc_buffer_free`, waiting while requests still use it).
 pub struct Buffer<'e> {
@@ -355,6 +501,11 @@ impl Buffer<'_> {
     /// The address of the first byte.
     pub fn addr(&self) -> u64 {
         self.ptr.as_ptr() as u64
+    }
+
+    /// What peers may do with this buffer ([`Engine::set_access`]).
+    pub fn set_access(&self, access: Access) -> Result<()> {
+        self.engine.set_access(self.addr(), access)
     }
 }
 
@@ -397,6 +548,11 @@ impl Registered<'_> {
     /// The address of the first byte.
     pub fn addr(&self) -> u64 {
         self.mem.as_ref().map_or(0, |m| m.as_ptr() as u64)
+    }
+
+    /// What peers may do with this memory ([`Engine::set_access`]).
+    pub fn set_access(&self, access: Access) -> Result<()> {
+        self.engine.set_access(self.addr(), access)
     }
 
     /// Unregisters the memory (waiting while requests use it) and gives it back.

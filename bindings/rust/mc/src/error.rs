@@ -25,6 +25,7 @@ pub enum ErrorCode {
     Internal,
     BufferTooSmall,
     Canceled,
+    Denied,
     Other,
 }
 
@@ -46,6 +47,7 @@ impl ErrorCode {
             s if s == sys::MC_ERR_INTERNAL as i32 => ErrorCode::Internal,
             s if s == sys::MC_ERR_BUFFER_TOO_SMALL as i32 => ErrorCode::BufferTooSmall,
             s if s == sys::MC_ERR_CANCELED as i32 => ErrorCode::Canceled,
+            s if s == sys::MC_ERR_DENIED as i32 => ErrorCode::Denied,
             _ => ErrorCode::Other,
         }
     }

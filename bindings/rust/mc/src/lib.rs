@@ -28,8 +28,8 @@ mod heap;
 mod log;
 
 pub use engine::{
-    Batch, Buffer, BufferInfo, Config, Engine, Registered, Request, RequestState, RequestStatus,
-    Segment, SegmentEvent, SegmentInfo, SegmentState,
+    Access, Batch, Buffer, BufferInfo, Config, Engine, Registered, Request, RequestState,
+    RequestStatus, Segment, SegmentEvent, SegmentInfo, SegmentState,
 };
 pub use error::{status_str, Error, ErrorCode, Result};
 pub use heap::{Heap, HeapStats};

@@ -5,7 +5,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mc::{Engine, ErrorCode, Heap, Request, RequestState, SegmentState};
+use mc::{Access, Engine, ErrorCode, Heap, Request, RequestState, SegmentState};
 
 fn engine() -> Engine {
     Engine::new([
@@ -51,6 +51,7 @@ fn errors_carry_status_and_message() {
         (-12, ErrorCode::Internal),
         (-13, ErrorCode::BufferTooSmall),
         (-14, ErrorCode::Canceled),
+        (-15, ErrorCode::Denied),
     ] {
         assert_eq!(ErrorCode::from_status(s), c);
         assert_ne!(mc::status_str(s), mc::status_str(-9999));
@@ -100,7 +101,11 @@ fn loopback_write_read() {
     let info = seg.info().unwrap();
     assert_eq!(info.state, SegmentState::Ok);
     assert_eq!((info.buffer_count, info.total_bytes), (1, n as u64));
-    assert!(info.transport == "tcp" || info.transport == "shm", "{}", info.transport);
+    assert!(
+        info.transport == "tcp" || info.transport == "shm",
+        "{}",
+        info.transport
+    );
     let bufs = seg.buffers().unwrap();
     assert_eq!(bufs.len(), 1);
     assert_eq!((bufs[0].addr, bufs[0].length), (dst.addr(), n as u64));
@@ -216,6 +221,96 @@ fn concurrent_writers() {
     batch.wait(Some(Duration::from_secs(10))).unwrap();
     drop(batch);
     assert!(dst[..] == src[..]);
+}
+
+#[test]
+fn register_batch_and_transfer_into_last() {
+    let (a, b) = (engine(), engine());
+    const N: usize = 100;
+    let regs = b
+        .register_batch((0..N).map(|i| vec![0u8; 4096 + i]))
+        .unwrap();
+    assert_eq!(regs.len(), N);
+    let seg = a.open(b.name()).unwrap();
+    let bufs = seg.buffers().unwrap();
+    assert_eq!(bufs.len(), N);
+    let last = &regs[N - 1];
+    assert!(bufs
+        .iter()
+        .any(|x| x.addr == last.addr() && x.length == last.len() as u64));
+    let mut src = a.alloc(last.len()).unwrap();
+    src.copy_from_slice(&pattern(last.len(), 9));
+    a.write(&src, &seg, last.addr()).unwrap();
+    assert!(regs[N - 1][..] == src[..]);
+    assert!(regs[N - 2].iter().all(|&c| c == 0));
+
+    // All or nothing: one overlap registers none.
+    let mut fresh = vec![0u8; 4096];
+    let overlap = regs[0].as_ptr() as *mut u8;
+    let e =
+        unsafe { b.register_batch_raw(&[(fresh.as_mut_ptr(), 4096, None), (overlap, 16, None)]) }
+            .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Exists, "{e}");
+    let e = unsafe { b.unregister_raw(fresh.as_mut_ptr()) }.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::NotFound);
+    let e = unsafe { b.unregister_batch_raw(&[fresh.as_mut_ptr()]) }.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::NotFound);
+    assert!(b.register_batch(Vec::<Vec<u8>>::new()).unwrap().is_empty());
+
+    let mems = b.unregister_batch(regs).unwrap();
+    assert_eq!(mems.len(), N);
+    assert!(mems[N - 1][..] == src[..]);
+    assert_eq!(mems[7].len(), 4096 + 7);
+    // Another engine's buffers are refused.
+    let other = a.register_batch([vec![0u8; 64]]).unwrap();
+    assert_eq!(
+        b.unregister_batch(other).unwrap_err().code(),
+        ErrorCode::InvalidArg
+    );
+}
+
+#[test]
+fn set_access_denies_peers() {
+    let (a, b) = (engine(), engine());
+    let n = 8192;
+    let target = b.alloc(n).unwrap();
+    let mut src = a.alloc(n).unwrap();
+    src.fill(b'w');
+    let seg = a.open(b.name()).unwrap();
+    a.write(&src, &seg, target.addr()).unwrap();
+
+    target.set_access(Access::READ).unwrap();
+    let mut back = a.alloc(n).unwrap();
+    a.read(&mut back, &seg, target.addr()).unwrap();
+    assert!(back.iter().all(|&c| c == b'w'));
+    src.fill(b'x');
+    let e = a.write(&src, &seg, target.addr()).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Denied, "{e}");
+    assert!(target.iter().all(|&c| c == b'w'), "a denied WRITE wrote");
+
+    b.set_access(target.addr(), Access::NONE).unwrap();
+    let e = a.read(&mut back, &seg, target.addr()).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Denied, "{e}");
+
+    let reg = b.register(vec![0u8; 4096]).unwrap();
+    reg.set_access(Access::WRITE).unwrap();
+    a.write(&src[..4096], &seg, reg.addr()).unwrap();
+    assert!(reg.iter().all(|&c| c == b'x'));
+    let e = a.read(&mut back[..4096], &seg, reg.addr()).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Denied, "{e}");
+
+    target.set_access(Access::READ | Access::WRITE).unwrap();
+    assert_eq!(Access::READ | Access::WRITE, Access::READ_WRITE);
+    assert!(Access::READ_WRITE.contains(Access::WRITE));
+    a.write(&src, &seg, target.addr()).unwrap();
+    assert!(target.iter().all(|&c| c == b'x'));
+
+    let e = b
+        .set_access(target.addr(), Access::from_bits(4))
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidArg);
+    let e = b.set_access(target.addr() + 1, Access::READ).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::NotFound);
 }
 
 #[test]
