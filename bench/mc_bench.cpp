@@ -34,7 +34,7 @@ using Clock = std::chrono::steady_clock;
 
 const char kUsage[] =
     "usage:\n"
-    "  mc_bench target [--listen HOST:PORT] [--size BYTES] [--timeout-ms MS]\n"
+    "  mc_bench target [--listen HOST:PORT] [--size BYTES] [--timeout-ms MS] [--alloc]\n"
     "      Registers a buffer of --size bytes (default 256M), prints 'segment: NAME' as its\n"
     "      only stdout line and serves until SIGINT or SIGTERM. --listen defaults to\n"
     "      127.0.0.1:0 (a free port).\n"
@@ -44,7 +44,9 @@ const char kUsage[] =
     "      Each thread submits batches of --batch requests of --block bytes to its own part of\n"
     "      the target's first buffer for --duration seconds (per block size) and prints one row\n"
     "      per block size: GB/s, requests/s, p50 and p99 batch latency in microseconds.\n"
-    "      --transport  sets the engine key 'transports' (tcp, local, ...; default auto)\n"
+    "      --transport  sets the engine key 'transports' (tcp, shm, local, ...; default auto)\n"
+    "      --alloc      local buffers from mc_buffer_alloc (memfd; same-host peers map them);\n"
+    "                   on the target, --alloc serves mc_buffer_alloc memory the same way\n"
     "      --verify     checks every byte: a WRITE is read back, a READ reads a pattern\n"
     "                   written first; extra transfers make the figures no throughput measure\n"
     "      --json       one JSON object per block size and line instead of the table\n"
@@ -149,6 +151,7 @@ int run_target(int argc, char **argv) {
   const char *listen = "127.0.0.1:0";
   const char *timeout_ms = nullptr;
   uint64_t size = 256ull << 20;
+  bool use_alloc = false;  // --alloc: mc_buffer_alloc memory (same-host peers map it)
   for (int i = 2; i < argc; ++i) {
     std::string_view a = argv[i];
     auto value = [&]() -> const char * {
@@ -162,6 +165,8 @@ int run_target(int argc, char **argv) {
       if (!parse_size(v, &size) || size == 0) die("--size: bad size '%s'", v);
     } else if (a == "--timeout-ms") {
       timeout_ms = value();
+    } else if (a == "--alloc") {
+      use_alloc = true;
     } else {
       die("target: unknown argument '%s' (see --help)", argv[i]);
     }
@@ -179,7 +184,7 @@ int run_target(int argc, char **argv) {
   sigaddset(&stop, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop, nullptr);
 
-  Mapping buf(size);
+  Mapping buf(use_alloc ? 0 : size);
   mc_config_t *cfg = nullptr;
   check(mc_config_create(&cfg), "config");
   check(mc_config_set(cfg, "listen", listen), "--listen");
@@ -187,12 +192,18 @@ int run_target(int argc, char **argv) {
   mc_engine_t *engine = nullptr;
   check(mc_engine_create(cfg, &engine), "engine create");
   mc_config_destroy(cfg);
-  check(mc_buffer_register(engine, buf.addr, buf.length, "cpu"), "buffer register");
+  void *target_addr = buf.addr;
+  if (use_alloc) {
+    check(mc_buffer_alloc(engine, size, "cpu", &target_addr), "buffer alloc");
+    std::memset(target_addr, 0, size);
+  } else {
+    check(mc_buffer_register(engine, buf.addr, buf.length, "cpu"), "buffer register");
+  }
 
   std::printf("segment: %s\n", mc_engine_name(engine));
   std::fflush(stdout);
   logf("target %s serves %s at %p (mc %s); SIGINT or SIGTERM stops it", mc_engine_name(engine),
-       format_size(size).c_str(), buf.addr, mc_version_string());
+       format_size(size).c_str(), target_addr, mc_version_string());
 
   int sig = 0;
   while (sigwait(&stop, &sig) != 0) {
@@ -217,6 +228,7 @@ struct Options {
   const char *timeout_ms = nullptr;
   bool verify = false;
   bool json = false;
+  bool alloc = false;  // --alloc: local buffers from mc_buffer_alloc
 };
 
 Options parse_initiator(int argc, char **argv) {
@@ -263,6 +275,8 @@ Options parse_initiator(int argc, char **argv) {
       o.listen = value();
     } else if (a == "--timeout-ms") {
       o.timeout_ms = value();
+    } else if (a == "--alloc") {
+      o.alloc = true;
     } else if (a == "--verify") {
       o.verify = true;
     } else if (a == "--json") {
@@ -610,14 +624,24 @@ int run_initiator(int argc, char **argv) {
     const uint64_t per_thread = o.batch * block;
     if (per_thread / block != o.batch || per_thread * o.threads / o.threads != per_thread)
       die("batch x block x threads overflows");
-    Mapping local(per_thread * o.threads);
-    Mapping check_buf(o.verify ? per_thread * o.threads : 0);
-    check(mc_buffer_register(engine, local.addr, local.length, "cpu"), "local buffer register");
-    if (o.verify)
-      check(mc_buffer_register(engine, check_buf.addr, check_buf.length, "cpu"),
-            "local buffer register");
-    run.local = local.bytes();
-    run.spare = o.verify ? check_buf.bytes() : nullptr;
+    Mapping local(o.alloc ? 0 : per_thread * o.threads);
+    Mapping check_buf(o.verify && !o.alloc ? per_thread * o.threads : 0);
+    void *local_addr = local.addr, *check_addr = check_buf.addr;
+    if (o.alloc) {
+      check(mc_buffer_alloc(engine, per_thread * o.threads, "cpu", &local_addr), "local buffer alloc");
+      std::memset(local_addr, 0, per_thread * o.threads);
+      if (o.verify) {
+        check(mc_buffer_alloc(engine, per_thread * o.threads, "cpu", &check_addr), "local buffer alloc");
+        std::memset(check_addr, 0, per_thread * o.threads);
+      }
+    } else {
+      check(mc_buffer_register(engine, local.addr, local.length, "cpu"), "local buffer register");
+      if (o.verify)
+        check(mc_buffer_register(engine, check_buf.addr, check_buf.length, "cpu"),
+              "local buffer register");
+    }
+    run.local = static_cast<uint8_t *>(local_addr);
+    run.spare = o.verify ? static_cast<uint8_t *>(check_addr) : nullptr;
 
     std::vector<ThreadResult> results(o.threads);
     std::vector<std::thread> threads;
