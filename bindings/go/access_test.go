@@ -3,6 +3,7 @@ package mc
 import (
 	"bytes"
 	"errors"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -163,5 +164,37 @@ func TestSetAccessDeniesPeerWrite(t *testing.T) {
 	}
 	if err := b.SetAccess(unsafePtr(target[1:]), AccessRead); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("not the start of a buffer: %v", err)
+	}
+}
+
+func TestAuthTokenMismatchDenied(t *testing.T) {
+	eng := func(token string) *Engine {
+		cfg := map[string]string{"listen": "127.0.0.1:0", "timeout_ms": "3000"}
+		if token != "" {
+			cfg["auth_token"] = token
+		}
+		e, err := NewEngine(cfg)
+		must(t, err)
+		t.Cleanup(func() { e.Close() })
+		return e
+	}
+	token := strings.Repeat("t", 32)
+	a, b, c, d := eng(token), eng(strings.Repeat("u", 32)), eng(""), eng(token)
+	for _, other := range []*Engine{b, c} {
+		_, err := a.Open(other.Name())
+		if !errors.Is(err, ErrDenied) || strings.Contains(err.Error(), token) {
+			t.Fatalf("open with a different token: %v", err)
+		}
+	}
+	if _, err := c.Open(a.Name()); !errors.Is(err, ErrDenied) {
+		t.Fatalf("open without a token: %v", err)
+	}
+	dst, src := alloc(t, a, 4096), alloc(t, d, 4096)
+	src[0] = 'k'
+	seg, err := d.Open(a.Name())
+	must(t, err)
+	must(t, d.Write(src, seg, uint64(uintptr(unsafePtr(dst))), 5*time.Second))
+	if dst[0] != 'k' {
+		t.Fatal("write with the same token mismatch")
 	}
 }

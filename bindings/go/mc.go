@@ -374,7 +374,9 @@ type engineState struct {
 }
 
 // NewEngine creates an engine from config keys (name, metadata, listen, transports, workers,
-// slice_size, tcp_connections, timeout_ms, log_level); nil or empty uses the defaults.
+// slice_size, tcp_connections, rdma_*, timeout_ms, heartbeat_ms, peer_timeout_ms, log_level,
+// auth_token; see include/mc.h); nil or empty uses the defaults. Engines with different
+// auth_tokens (or one without) refuse each other with ErrDenied.
 func NewEngine(config map[string]string) (*Engine, error) {
 	if err := checkVersion(); err != nil {
 		return nil, err

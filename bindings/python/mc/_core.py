@@ -219,7 +219,9 @@ def _config_value(value):
 
 class Engine:
     """An mc engine. Keyword arguments are config keys (name, metadata, listen, transports,
-    workers, slice_size, tcp_connections, timeout_ms, log_level) passed to mc_config_set.
+    workers, slice_size, tcp_connections, rdma_*, timeout_ms, heartbeat_ms, peer_timeout_ms,
+    log_level, auth_token; see include/mc.h) passed to mc_config_set. Engines with different
+    auth_tokens (or one without) refuse each other: mc.Denied.
     Use as a context manager or call close(); methods are thread-safe except close()."""
 
     def __init__(self, **config):

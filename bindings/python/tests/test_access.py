@@ -128,3 +128,24 @@ def test_register_batch_is_all_or_nothing(engine):
     assert engine.register_batch([]) == []
     with pytest.raises(mc.InvalidArgument):
         engine.register_batch([(base,)])
+
+
+def test_auth_token_mismatch_is_denied():
+    token = "t" * 32
+    with mc.Engine(listen="127.0.0.1:0", timeout_ms=3000, auth_token=token) as a, \
+         mc.Engine(listen="127.0.0.1:0", timeout_ms=3000, auth_token="u" * 32) as b, \
+         mc.Engine(listen="127.0.0.1:0", timeout_ms=3000) as c, \
+         mc.Engine(listen="127.0.0.1:0", timeout_ms=3000, auth_token=token) as d:
+        for other in (b, c):
+            with pytest.raises(mc.Denied) as ei:
+                a.open(other.name)
+            assert token not in str(ei.value)
+        with pytest.raises(mc.Denied):
+            c.open(a.name)
+        dst = a.alloc(4096)
+        src = d.alloc(4096)
+        src[:] = b"k" * 4096
+        d.write(src, d.open(a.name), dst.addr)
+        assert dst[:] == b"k" * 4096
+    with pytest.raises(mc.InvalidArgument):
+        mc.Engine(auth_token="")

@@ -212,6 +212,42 @@ public class McTest implements McConstants {
       }
     });
 
+    check("mc_buffer_set_access: a read-only buffer refuses a peer's WRITE (MC_ERR_DENIED)", () -> {
+      try (Engine a = engine(); Engine b = engine()) {
+        int n = 8192;
+        ByteBuffer src = ByteBuffer.allocateDirect(n), target = ByteBuffer.allocateDirect(n);
+        fill(src, 3);
+        fill(target, 50);
+        Mc.mc_buffer_register(a, src, null);
+        Mc.mc_buffer_register(b, target, null);
+        long seg = Mc.mc_segment_open(a, Mc.mc_engine_name(b));
+        long remote = Mc.addressOf(target);
+
+        Mc.mc_buffer_set_access(b, target, MC_ACCESS_READ);
+        expectStatus(MC_ERR_DENIED,
+                     () -> Mc.mc_transfer(a, new Request[] {Request.write(src, seg, remote, n)}, 5000));
+        for (int i = 0; i < n; i++) expect(target.get(i) == (byte) (i * 31 + 50), "denied WRITE wrote byte " + i);
+        Mc.mc_transfer(a, new Request[] {Request.read(src, seg, remote, n)}, 5000);
+        same(target, src, n, "READ of a read-only buffer");
+
+        Mc.mc_buffer_set_access(b, target, 0);
+        expectStatus(MC_ERR_DENIED,
+                     () -> Mc.mc_transfer(a, new Request[] {Request.read(src, seg, remote, n)}, 5000));
+        Mc.mc_buffer_set_access(b, target, MC_ACCESS_READ | MC_ACCESS_WRITE);
+        fill(src, 9);
+        Mc.mc_transfer(a, new Request[] {Request.write(src, seg, remote, n)}, 5000);
+        same(src, target, n, "written after access was given back");
+
+        expectStatus(MC_ERR_INVALID_ARG, () -> Mc.mc_buffer_set_access(b, target, 4));
+        ByteBuffer inside = target.duplicate().position(1).slice();
+        expectStatus(MC_ERR_NOT_FOUND, () -> Mc.mc_buffer_set_access(b, inside, MC_ACCESS_READ));
+        Mc.mc_segment_close(a, seg);
+        Mc.mc_buffer_unregister(a, src);
+        Mc.mc_buffer_unregister(b, target);
+        expectStatus(MC_ERR_NOT_FOUND, () -> Mc.mc_buffer_set_access(b, target, MC_ACCESS_READ));
+      }
+    });
+
     check("heap", () -> {
       try (Heap h = Mc.mc_heap_create(1 << 20)) {
         long a = Mc.mc_heap_alloc(h, 4096, 64);

@@ -17,6 +17,8 @@
 //!
 //! Registered memory is published: peers may read and write it at any time, as with RDMA, so
 //! what this process sees of it can change under a shared borrow while a peer writes it.
+//! [`Engine::set_access`] narrows what peers may do with one buffer (a forbidden request fails
+//! with [`ErrorCode::Denied`]); engines with different `auth_token`s refuse each other likewise.
 //! A [`Batch`] borrows the memory of its requests for its whole life and waits for them when
 //! dropped; leaking a batch with `mem::forget` while requests run leaves them racing with later
 //! uses of that memory (the memory itself stays mapped: a buffer waits for its requests to end

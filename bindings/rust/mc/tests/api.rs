@@ -314,6 +314,37 @@ fn set_access_denies_peers() {
 }
 
 #[test]
+fn auth_token_mismatch_is_denied() {
+    let token = "t".repeat(32);
+    let with = |t: Option<&str>| {
+        let mut cfg = vec![("listen", "127.0.0.1:0"), ("timeout_ms", "3000")];
+        if let Some(t) = t {
+            cfg.push(("auth_token", t));
+        }
+        Engine::new(cfg).unwrap()
+    };
+    let other_token = "u".repeat(32);
+    let (a, b, c, d) = (
+        with(Some(&token)),
+        with(Some(&other_token)),
+        with(None),
+        with(Some(&token)),
+    );
+    for other in [&b, &c] {
+        let e = a.open(other.name()).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::Denied, "{e}");
+        assert!(!e.to_string().contains(&token));
+    }
+    assert_eq!(c.open(a.name()).unwrap_err().code(), ErrorCode::Denied);
+    let dst = a.alloc(4096).unwrap();
+    let mut src = d.alloc(4096).unwrap();
+    src.fill(b'k');
+    let seg = d.open(a.name()).unwrap();
+    d.write(&src, &seg, dst.addr()).unwrap();
+    assert!(dst.iter().all(|&x| x == b'k'));
+}
+
+#[test]
 fn heap() {
     let h = Heap::new(1 << 30).unwrap();
     let off = h.alloc(4096, 64).unwrap();
