@@ -14,10 +14,10 @@
 
 HARDEN_SCALE   ?= 1
 FUZZ_SECONDS   ?= 30
-HARDEN_FUZZ_SECONDS ?= 20
+HARDEN_FUZZ_SECONDS ?= 10
 FUZZ_BUILD     := build-fuzz
 FUZZ_CXX       ?= clang++
-VALGRIND_TESTS ?= test_api test_memheap test_tcp test_process
+VALGRIND_TESTS ?= test_api test_tcp test_process
 
 ASAN_SAN := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 TSAN_SAN := -fsanitize=thread

@@ -156,15 +156,16 @@ class VerbsCq : public Cq {
  public:
   VerbsCq(ibv_cq *cq, ibv_comp_channel *ch) : cq_(cq), ch_(ch) {
     ::fcntl(ch_->fd, F_SETFL, ::fcntl(ch_->fd, F_GETFL) | O_NONBLOCK);
-    ::pipe2(wake_, O_NONBLOCK | O_CLOEXEC);
+    // Without the wake pipe the poller only sleeps its bounded timeout between checks.
+    if (::pipe2(wake_, O_NONBLOCK | O_CLOEXEC) != 0) wake_[0] = wake_[1] = -1;
     ibv_req_notify_cq(cq_, 0);
   }
   ~VerbsCq() override {
     if (unacked_) api().ack_cq_events(cq_, unacked_);
     api().destroy_cq(cq_);
     api().destroy_comp_channel(ch_);
-    ::close(wake_[0]);
-    ::close(wake_[1]);
+    if (wake_[0] >= 0) ::close(wake_[0]);
+    if (wake_[1] >= 0) ::close(wake_[1]);
   }
   ibv_cq *raw() { return cq_; }
   int poll(Wc *out, int max) override {
