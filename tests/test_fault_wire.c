@@ -131,7 +131,7 @@ static int send_garbage(const void *data, size_t n, int shut, int bound_ms) {
 
 /* ------------------------------------------------------------------ background verified traffic */
 
-static volatile int g_stop;
+static volatile int g_stop; /* read and written with __atomic builtins */
 static uint64_t g_ok, g_bad, g_fail;
 static char g_fail_msg[256];
 
@@ -140,7 +140,7 @@ static void *traffic(void *arg) {
   void *p = NULL;
   if (mc_buffer_alloc(g_ini, 2 * g_tlen, NULL, &p) != MC_OK) return NULL;
   char *w = p, *r = w + g_tlen;
-  for (uint64_t k = 1; !g_stop; k++) {
+  for (uint64_t k = 1; !__atomic_load_n(&g_stop, __ATOMIC_ACQUIRE); k++) {
     tu_fill(w, g_tlen, k);
     memset(r, 0, g_tlen);
     mc_request_t wr = {MC_WRITE, 0, w, s, (uint64_t)(uintptr_t)g_tbuf, g_tlen};
@@ -292,7 +292,7 @@ static void test_garbage(void **state) {
   usleep(200000);
   long rss1 = fu_rss_kb();
   int fd1 = fu_fd_count(), th1 = fu_thread_count();
-  g_stop = 1;
+  __atomic_store_n(&g_stop, 1, __ATOMIC_RELEASE);
   pthread_join(th, NULL);
   print_message("  %d more rounds: RSS %ld -> %ld KiB, fds %d -> %d, threads %d -> %d; traffic: %llu verified, "
                 "%llu wrong, %llu failed\n",
@@ -355,7 +355,7 @@ struct fake {
 static void *fake_main(void *arg) {
   struct fake *f = arg;
   int held[64], nh = 0;
-  while (!f->stop) {
+  while (!__atomic_load_n(&f->stop, __ATOMIC_ACQUIRE)) {
     struct pollfd p = {f->lfd, POLLIN, 0};
     if (poll(&p, 1, 50) <= 0) continue;
     int c = accept(f->lfd, NULL, NULL);
@@ -408,7 +408,7 @@ static void test_garbage_peer(void **state) {
     assert_true(mc_last_error()[0] != 0);
     assert_true(took < 1000 + 1000 * FU_SLACK);
     mc_engine_destroy(e);
-    f.stop = 1;
+    __atomic_store_n(&f.stop, 1, __ATOMIC_RELEASE);
     pthread_join(f.th, NULL);
     close(f.lfd);
   }
