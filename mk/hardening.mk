@@ -14,7 +14,7 @@
 
 HARDEN_SCALE   ?= 1
 FUZZ_SECONDS   ?= 30
-HARDEN_FUZZ_SECONDS ?= 10
+HARDEN_FUZZ_SECONDS ?= 5
 FUZZ_BUILD     := build-fuzz
 FUZZ_CXX       ?= clang++
 VALGRIND_TESTS ?= test_api test_tcp test_process
