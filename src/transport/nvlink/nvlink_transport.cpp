@@ -57,6 +57,7 @@
 #include "common/cuda_loader.h"
 #include "common/log.h"
 #include "common/net.h"
+#include "common/unix_msg.h"
 
 namespace mc {
 namespace {
@@ -109,65 +110,7 @@ bool unhex(const std::string &s, void *out, size_t n) {
 }
 
 // Messages on the socket: 4-byte length + text; a reply may carry one fd.
-bool send_msg(int fd, const std::string &body, int pass_fd = -1) {
-  std::string all(4, '\0');
-  uint32_t len = static_cast<uint32_t>(body.size());
-  std::memcpy(all.data(), &len, 4);
-  all += body;
-  iovec iov{all.data(), all.size()};
-  msghdr mh{};
-  mh.msg_iov = &iov;
-  mh.msg_iovlen = 1;
-  alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int))];
-  if (pass_fd >= 0) {
-    std::memset(cbuf, 0, sizeof cbuf);
-    mh.msg_control = cbuf;
-    mh.msg_controllen = sizeof cbuf;
-    cmsghdr *c = CMSG_FIRSTHDR(&mh);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    std::memcpy(CMSG_DATA(c), &pass_fd, sizeof(int));
-  }
-  ssize_t n;
-  do {
-    n = ::sendmsg(fd, &mh, MSG_NOSIGNAL);
-  } while (n < 0 && errno == EINTR);
-  if (n < 0) return false;
-  size_t done = static_cast<size_t>(n);
-  return done == all.size() || write_all(fd, all.data() + done, all.size() - done);
-}
 
-bool recv_msg(int fd, std::string *body, int *got_fd) {
-  if (got_fd) *got_fd = -1;
-  uint32_t len = 0;
-  iovec iov{&len, 4};
-  msghdr mh{};
-  mh.msg_iov = &iov;
-  mh.msg_iovlen = 1;
-  alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int))];
-  mh.msg_control = cbuf;
-  mh.msg_controllen = sizeof cbuf;
-  ssize_t n;
-  do {
-    n = ::recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);
-  } while (n < 0 && errno == EINTR);
-  if (n <= 0) return false;
-  for (cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
-    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-      int f;
-      std::memcpy(&f, CMSG_DATA(c), sizeof f);
-      if (got_fd && *got_fd < 0)
-        *got_fd = f;
-      else
-        ::close(f);
-    }
-  }
-  if (n < 4 && !read_all(fd, reinterpret_cast<char *>(&len) + n, 4 - static_cast<size_t>(n))) return false;
-  if (len > kMaxMsg) return false;
-  body->assign(len, '\0');
-  return len == 0 || read_all(fd, body->data(), len);
-}
 
 // ------------------------------------------------------------------------------ structures
 
@@ -378,15 +321,8 @@ Status NvTransport::start() {
   char nm[64];
   std::snprintf(nm, sizeof nm, "mc-nvl-%d-%016" PRIx64, static_cast<int>(getpid()), o_.incarnation);
   sock_name_ = nm;
-  Fd l(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!l.valid()) return Err(MC_ERR_UNSUPPORTED, std::string("socket(AF_UNIX): ") + std::strerror(errno));
-  sockaddr_un sa{};
-  sa.sun_family = AF_UNIX;
-  std::memcpy(sa.sun_path + 1, sock_name_.data(), sock_name_.size());
-  socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + sock_name_.size());
-  if (::bind(l.get(), reinterpret_cast<sockaddr *>(&sa), len) != 0 || ::listen(l.get(), 256) != 0)
-    return Err(MC_ERR_UNSUPPORTED, "same-host socket " + sock_name_ + ": " + std::strerror(errno));
-  listen_ = std::move(l);
+  Status ls = unix_listen(sock_name_, &listen_);
+  if (!ls.ok()) return ls;
   acceptor_ = std::thread([this] { accept_loop(); });
   completer_ = std::thread([this] { completion_loop(); });
   return Status::Ok();
@@ -551,18 +487,18 @@ void NvTransport::accept_loop() {
 void NvTransport::serve(int fd) {
   std::string req;
   bool hello = false;
-  while (recv_msg(fd, &req, nullptr)) {
+  while (unix_recv_msg(fd, &req, nullptr, kMaxMsg)) {
     if (req.rfind("HELLO ", 0) == 0) {
       uint64_t want = std::strtoull(req.c_str() + 6, nullptr, 16);
       if (want != o_.incarnation) {
-        send_msg(fd, "ERR this engine has another incarnation (it restarted)");
+        unix_send_msg(fd, "ERR this engine has another incarnation (it restarted)");
         break;
       }
       hello = true;
       json j = {{"pid", static_cast<int64_t>(getpid())}};
-      if (!send_msg(fd, j.dump(), ctrl_fd_.get())) break;
+      if (!unix_send_msg(fd, j.dump(), ctrl_fd_.get())) break;
     } else if (!hello) {
-      send_msg(fd, "ERR say HELLO first");
+      unix_send_msg(fd, "ERR say HELLO first");
       break;
     } else if (req == "LIST") {
       json bufs = json::array();
@@ -583,7 +519,7 @@ void NvTransport::serve(int fd) {
           bufs.push_back(std::move(b));
         }
       }
-      if (!send_msg(fd, json{{"epoch", epoch}, {"buffers", std::move(bufs)}}.dump())) break;
+      if (!unix_send_msg(fd, json{{"epoch", epoch}, {"buffers", std::move(bufs)}}.dump())) break;
     } else if (req.rfind("FD ", 0) == 0) {
       uint64_t a = std::strtoull(req.c_str() + 3, nullptr, 10);
       int f = -1;
@@ -593,11 +529,11 @@ void NvTransport::serve(int fd) {
           for (auto &c : e.chunks)
             if (c.addr == a && f < 0) f = ::fcntl(c.fd, F_DUPFD_CLOEXEC, 0);
       }
-      bool ok = f >= 0 ? send_msg(fd, "OK", f) : send_msg(fd, "ERR no such exported mapping");
+      bool ok = f >= 0 ? unix_send_msg(fd, "OK", f) : unix_send_msg(fd, "ERR no such exported mapping");
       if (f >= 0) ::close(f);
       if (!ok) break;
     } else {
-      send_msg(fd, "ERR unknown request");
+      unix_send_msg(fd, "ERR unknown request");
       break;
     }
   }
@@ -638,7 +574,7 @@ void NvPeer::close_import(Import &im) {
 
 Status NvPeer::request(const std::string &req, std::string *reply, int *fd) {
   std::lock_guard<std::mutex> lk(req_mu_);
-  if (!send_msg(sock_.get(), req) || !recv_msg(sock_.get(), reply, fd))
+  if (!unix_send_msg(sock_.get(), req) || !unix_recv_msg(sock_.get(), reply, fd, kMaxMsg))
     return Err(MC_ERR_PEER_DOWN, "nvlink: peer " + name_ + " closed its same-host socket");
   if (reply->rfind("ERR", 0) == 0) {
     if (fd && *fd >= 0) ::close(*fd);
@@ -655,16 +591,9 @@ Status NvPeer::open(const Descriptor &d) {
   if (!tj.is_object() || !tj.contains("socket") || !tj["socket"].is_string())
     return Err(MC_ERR_METADATA, "nvlink: bad endpoint in the descriptor of " + d.name);
   std::string name = tj["socket"].get<std::string>();
-  Fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!fd.valid()) return Err(MC_ERR_TRANSPORT, std::string("socket(AF_UNIX): ") + std::strerror(errno));
-  sockaddr_un sa{};
-  sa.sun_family = AF_UNIX;
-  if (name.size() + 1 > sizeof sa.sun_path) return Err(MC_ERR_METADATA, "nvlink: socket name too long");
-  std::memcpy(sa.sun_path + 1, name.data(), name.size());
-  socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
-  if (::connect(fd.get(), reinterpret_cast<sockaddr *>(&sa), len) != 0)
-    return Err(MC_ERR_PEER_DOWN, "cannot connect to same-host socket " + name + ": " + std::strerror(errno));
-  set_io_timeout(fd.get(), t_->timeout_ms());
+  Fd fd;
+  Status cs = unix_connect(name, t_->timeout_ms(), &fd);
+  if (!cs.ok()) return cs;
   sock_ = std::move(fd);
   char hello[40];
   std::snprintf(hello, sizeof hello, "HELLO %016" PRIx64, incarnation_);

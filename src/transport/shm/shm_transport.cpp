@@ -68,6 +68,7 @@
 #include "common/auth.h"
 #include "common/log.h"
 #include "common/net.h"
+#include "common/unix_msg.h"
 #include "common/wire.h"
 
 namespace mc {
@@ -87,82 +88,8 @@ struct CtrlPage {
 };
 static_assert(std::atomic<uint64_t>::is_always_lock_free, "shared-memory atomics need lock-free u64");
 
-bool send_msg(int fd, const std::string &body, int pass_fd = -1) {
-  uint32_t len = static_cast<uint32_t>(body.size());
-  iovec iov[2] = {{&len, 4}, {const_cast<char *>(body.data()), body.size()}};
-  msghdr mh{};
-  mh.msg_iov = iov;
-  mh.msg_iovlen = body.empty() ? 1 : 2;
-  alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int))];
-  if (pass_fd >= 0) {
-    std::memset(cbuf, 0, sizeof cbuf);
-    mh.msg_control = cbuf;
-    mh.msg_controllen = sizeof cbuf;
-    cmsghdr *c = CMSG_FIRSTHDR(&mh);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    std::memcpy(CMSG_DATA(c), &pass_fd, sizeof(int));
-  }
-  ssize_t n;
-  do {
-    n = ::sendmsg(fd, &mh, MSG_NOSIGNAL);
-  } while (n < 0 && errno == EINTR);
-  if (n < 0) return false;
-  size_t total = 4 + body.size();
-  if (static_cast<size_t>(n) == total) return true;
-  // Rest of a partial send: plain writes (the fd, if any, went with the first byte).
-  size_t done = static_cast<size_t>(n);
-  std::string all(reinterpret_cast<char *>(&len), 4);
-  all += body;
-  return write_all(fd, all.data() + done, total - done);
-}
 
-bool recv_msg(int fd, std::string *body, int *got_fd) {
-  if (got_fd) *got_fd = -1;
-  uint32_t len = 0;
-  iovec iov{&len, 4};
-  msghdr mh{};
-  mh.msg_iov = &iov;
-  mh.msg_iovlen = 1;
-  alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int))];
-  mh.msg_control = cbuf;
-  mh.msg_controllen = sizeof cbuf;
-  ssize_t n;
-  do {
-    n = ::recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);
-  } while (n < 0 && errno == EINTR);
-  if (n <= 0) return false;
-  for (cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
-    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-      int f;
-      std::memcpy(&f, CMSG_DATA(c), sizeof f);
-      if (got_fd && *got_fd < 0)
-        *got_fd = f;
-      else
-        ::close(f);
-    }
-  }
-  if (n < 4 && !read_all(fd, reinterpret_cast<char *>(&len) + n, 4 - static_cast<size_t>(n))) return false;
-  if (len > kMaxMsg) return false;
-  body->assign(len, '\0');
-  return len == 0 || read_all(fd, body->data(), len);
-}
 
-Status unix_connect(const std::string &name, uint32_t timeout_ms, Fd *out) {
-  Fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!fd.valid()) return Err(MC_ERR_TRANSPORT, std::string("socket(AF_UNIX): ") + std::strerror(errno));
-  sockaddr_un sa{};
-  sa.sun_family = AF_UNIX;
-  if (name.size() + 1 > sizeof sa.sun_path) return Err(MC_ERR_INVALID_ARG, "socket name too long");
-  std::memcpy(sa.sun_path + 1, name.data(), name.size());  // abstract namespace
-  socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
-  if (::connect(fd.get(), reinterpret_cast<sockaddr *>(&sa), len) != 0)
-    return Err(MC_ERR_PEER_DOWN, "cannot connect to same-host socket " + name + ": " + std::strerror(errno));
-  set_io_timeout(fd.get(), timeout_ms);
-  *out = std::move(fd);
-  return Status::Ok();
-}
 
 class ShmTransport;
 
@@ -191,7 +118,7 @@ Status shm_hello(int fd, const std::string &token, uint64_t incarnation, const s
     msg += " " + auth::to_hex(nonce_c, sizeof nonce_c);
   }
   auto ask = [&](const std::string &m) -> Status {
-    if (!send_msg(fd, m) || !recv_msg(fd, reply, got_fd))
+    if (!unix_send_msg(fd, m) || !unix_recv_msg(fd, reply, got_fd, kMaxMsg))
       return Err(MC_ERR_PEER_DOWN, "same-host peer " + peer + " closed its socket");
     if (reply->rfind("ERR DENIED ", 0) == 0)
       return Err(MC_ERR_DENIED, "same-host peer " + peer + " denied access: " + reply->substr(11));
@@ -212,7 +139,7 @@ Status shm_hello(int fd, const std::string &token, uint64_t incarnation, const s
   }
   auth::server_proof(token, nonce_c, nonce_s, want);
   if (!auth::same(want, ps, auth::kMac)) {
-    send_msg(fd, "ERR DENIED the connecting engine's auth_token differs (this engine's proof did not match)");
+    unix_send_msg(fd, "ERR DENIED the connecting engine's auth_token differs (this engine's proof did not match)");
     return Err(MC_ERR_DENIED, "same-host peer " + peer + " holds a different auth_token (its proof did not "
                                                          "match): refusing it");
   }
@@ -357,15 +284,8 @@ Status ShmTransport::start() {
   char nm[64];
   std::snprintf(nm, sizeof nm, "mc-shm-%d-%016" PRIx64, static_cast<int>(getpid()), o_.incarnation);
   sock_name_ = nm;
-  Fd l(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!l.valid()) return Err(MC_ERR_UNSUPPORTED, std::string("socket(AF_UNIX): ") + std::strerror(errno));
-  sockaddr_un sa{};
-  sa.sun_family = AF_UNIX;
-  std::memcpy(sa.sun_path + 1, sock_name_.data(), sock_name_.size());
-  socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + sock_name_.size());
-  if (::bind(l.get(), reinterpret_cast<sockaddr *>(&sa), len) != 0 || ::listen(l.get(), 256) != 0)
-    return Err(MC_ERR_UNSUPPORTED, "same-host socket " + sock_name_ + ": " + std::strerror(errno));
-  listen_ = std::move(l);
+  Status ls = unix_listen(sock_name_, &listen_);
+  if (!ls.ok()) return ls;
   acceptor_ = std::thread([this] { accept_loop(); });
   for (uint32_t i = 0; i < o_.workers; i++) workers_.emplace_back([this] { worker(); });
   return Status::Ok();
@@ -477,7 +397,7 @@ void ShmTransport::serve(int fd, std::shared_ptr<std::atomic<bool>> done) {
   auto deny = [&](const std::string &why, bool tell) {
     hs_denied++;
     MC_LOGW("shm: denied a same-host connection: " << why);
-    if (tell) send_msg(fd, "ERR DENIED " + why);
+    if (tell) unix_send_msg(fd, "ERR DENIED " + why);
   };
   auto admit = [&]() -> bool {
     hello = true;
@@ -488,9 +408,9 @@ void ShmTransport::serve(int fd, std::shared_ptr<std::atomic<bool>> done) {
     }
     set_io_timeout(fd, 0);  // admitted connections may idle (WATCH)
     json j = {{"pid", static_cast<int64_t>(getpid())}, {"ctrl", reinterpret_cast<uint64_t>(ctrl_)}};
-    return send_msg(fd, j.dump(), ctrl_fd_.get());
+    return unix_send_msg(fd, j.dump(), ctrl_fd_.get());
   };
-  while (recv_msg(fd, &req, nullptr)) {
+  while (unix_recv_msg(fd, &req, nullptr, kMaxMsg)) {
     if (challenged) {
       uint8_t pc[auth::kMac], want[auth::kMac];
       if (req.rfind("ERR", 0) == 0) {
@@ -509,7 +429,7 @@ void ShmTransport::serve(int fd, std::shared_ptr<std::atomic<bool>> done) {
       // "HELLO <16 hex>" or "HELLO <16 hex> <64 hex>"
       uint64_t want = std::strtoull(req.c_str() + 6, nullptr, 16);
       if (want != o_.incarnation) {
-        send_msg(fd, "ERR this engine has another incarnation (it restarted)");
+        unix_send_msg(fd, "ERR this engine has another incarnation (it restarted)");
         break;
       }
       bool has_nonce = req.size() > 6 + 16;
@@ -526,20 +446,20 @@ void ShmTransport::serve(int fd, std::shared_ptr<std::atomic<bool>> done) {
         break;
       }
       if (req.size() != 6 + 16 + 1 + 2 * auth::kNonce || !auth::from_hex(req.substr(23), nonce_c, auth::kNonce)) {
-        send_msg(fd, "ERR malformed HELLO");
+        unix_send_msg(fd, "ERR malformed HELLO");
         break;
       }
       uint8_t ps[auth::kMac];
       if (!auth::random_bytes(nonce_s, auth::kNonce)) {
-        send_msg(fd, "ERR this engine could not draw a random nonce");
+        unix_send_msg(fd, "ERR this engine could not draw a random nonce");
         break;
       }
       auth::server_proof(o_.auth_token, nonce_c, nonce_s, ps);
       challenged = true;
-      if (!send_msg(fd, "CHALLENGE " + auth::to_hex(nonce_s, auth::kNonce) + " " + auth::to_hex(ps, auth::kMac)))
+      if (!unix_send_msg(fd, "CHALLENGE " + auth::to_hex(nonce_s, auth::kNonce) + " " + auth::to_hex(ps, auth::kMac)))
         break;
     } else if (!hello) {
-      send_msg(fd, "ERR say HELLO first");
+      unix_send_msg(fd, "ERR say HELLO first");
       break;
     } else if (req == "WATCH") {
       // Stays open and idle: closes when this engine or process goes away.
@@ -553,7 +473,7 @@ void ShmTransport::serve(int fd, std::shared_ptr<std::atomic<bool>> done) {
         for (auto &[a, r] : regions_) bufs.push_back({a, r.length, r.fd >= 0, r.access});
       }
       json j = {{"epoch", epoch}, {"buffers", std::move(bufs)}};
-      if (!send_msg(fd, j.dump())) break;
+      if (!unix_send_msg(fd, j.dump())) break;
     } else if (req.rfind("FD ", 0) == 0) {
       uint64_t a = std::strtoull(req.c_str() + 3, nullptr, 10);
       int f = -1;
@@ -574,13 +494,13 @@ void ShmTransport::serve(int fd, std::shared_ptr<std::atomic<bool>> done) {
           }
         }
       }
-      bool ok = f >= 0       ? send_msg(fd, "OK", f)
-                : unreadable ? send_msg(fd, "ERR DENIED peers may not read this buffer")
-                             : send_msg(fd, "ERR no such memfd buffer");
+      bool ok = f >= 0       ? unix_send_msg(fd, "OK", f)
+                : unreadable ? unix_send_msg(fd, "ERR DENIED peers may not read this buffer")
+                             : unix_send_msg(fd, "ERR no such memfd buffer");
       if (f >= 0) ::close(f);
       if (!ok) break;
     } else {
-      send_msg(fd, "ERR unknown request");
+      unix_send_msg(fd, "ERR unknown request");
       break;
     }
   }
@@ -609,7 +529,7 @@ void ShmPeer::set_dead(const std::string &why) {
 
 Status ShmPeer::request(const std::string &req, std::string *reply, int *fd) {
   std::lock_guard<std::mutex> lk(req_mu_);
-  if (!send_msg(sock_.get(), req) || !recv_msg(sock_.get(), reply, fd))
+  if (!unix_send_msg(sock_.get(), req) || !unix_recv_msg(sock_.get(), reply, fd, kMaxMsg))
     return Err(MC_ERR_PEER_DOWN, "same-host peer " + name_ + " closed its socket");
   if (reply->rfind("ERR DENIED ", 0) == 0)
     return Err(MC_ERR_DENIED, "same-host peer " + name_ + " denied access: " + reply->substr(11));
@@ -659,7 +579,7 @@ Status ShmPeer::open(const Descriptor &d) {
   st = shm_hello(watch_.get(), t_->token(), incarnation_, name_, &r2, &cfd);
   if (cfd >= 0) ::close(cfd);
   if (!st.ok()) return Err(st.code(), "watch connection: " + st.message());
-  send_msg(watch_.get(), "WATCH");
+  unix_send_msg(watch_.get(), "WATCH");
   set_io_timeout(watch_.get(), 0);
   watcher_ = std::thread([this] {
     char c;
