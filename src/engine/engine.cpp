@@ -199,6 +199,7 @@ Status EngineCore::start() {
     NvlinkOptions no;
     no.timeout_ms = opts_.timeout_ms;
     no.incarnation = incarnation_;
+    no.auth_token = opts_.auth_token;
     std::string why;
     auto nv = make_nvlink_transport(no, this, &why);
     if (!nv) MC_LOGI("nvlink transport unavailable: " << why);

@@ -9,9 +9,23 @@
 // Buffers that cannot be exported still register; peers then reach them over TCP (staging).
 //
 // Every engine listens on an abstract Unix socket ("\0mc-nvl-<pid>-<incarnation>", named in its
-// descriptor). An initiator on the same host connects, proves it expects the target's current
-// incarnation (HELLO), and gets the target's control page (a memfd, SCM_RIGHTS); LIST returns
-// the exported buffers with their handles; FD <addr> returns one VMM mapping's fd.
+// descriptor). An initiator on the same host connects and is admitted (common/unix_msg.h: it
+// proves it expects the target's current incarnation and, with an auth_token, that it holds the
+// token, by the mutual HMAC challenge-response shm and TCP run); only then does it get the
+// target's control page (a memfd, SCM_RIGHTS); LIST returns the exported buffers with their
+// handles; FD <addr> returns one VMM mapping's fd. A refused process gets no handle of any kind:
+// "ERR DENIED <why>" is all it reads. At most kMaxPending connections may be in their handshake,
+// each for at most min(timeout_ms, kHandshakeMs) per message.
+//
+// Access (mc_buffer_set_access). A CUDA IPC mapping cannot be made read-only by its exporter
+// (cuIpcOpenMemHandle has no such flag, and a VMM importer picks its own cuMemSetAccess rights),
+// so what peers may do is enforced where the copy is issued, by the initiator: every slice is
+// checked against the access bits of the target's current LIST (the epoch protocol below makes
+// "current" exact: a change bumps the epoch and waits for copies in flight, like an
+// unregister), and a forbidden slice fails with MC_ERR_DENIED before any copy is queued. A
+// buffer peers may neither read nor write (access 0) is listed without its handle, and FD
+// refuses its mappings: no process gets a way to it at all. As for shm's cross-memory attach,
+// the admission (the token) is what keeps other code from mapping buffers it may not write.
 //
 // Import (initiator side): once per (peer incarnation, buffer, local GPU), on first use:
 // cuIpcOpenMemHandle (lazy peer access) or, for VMM, cuMemImportFromShareableHandle + cuMemMap
@@ -58,6 +72,7 @@
 #include "common/log.h"
 #include "common/net.h"
 #include "common/unix_msg.h"
+#include "common/wire.h"
 
 namespace mc {
 namespace {
@@ -260,11 +275,15 @@ class NvTransport : public Transport {
   void put_event(int dev, CUevent e);
   std::atomic<uint64_t> bytes{0}, copies{0}, slices_ok{0}, slices_failed{0}, imports{0}, imports_closed{0},
       refreshes{0}, exports{0}, export_failures{0};
+  // Same-host admission: refusals of connecting processes (target side), connections dropped
+  // over the pending cap, and our own connections a peer refused or we refused (initiator side).
+  std::atomic<uint64_t> hs_denied{0}, hs_dropped{0}, connects_denied{0};
   std::atomic<int64_t> imports_open{0};
+  const std::string &token() const { return o_.auth_token; }
 
  private:
   void accept_loop();
-  void serve(int fd);
+  void serve(int fd, std::shared_ptr<std::atomic<bool>> done);
   void completion_loop();
   void drain();
   Status export_buffer(const LocalRegion &r, Export *e);
@@ -290,7 +309,12 @@ class NvTransport : public Transport {
   std::shared_mutex mu_;
   std::map<uint64_t, Export> exports_;
   std::list<int> served_;
-  std::vector<std::thread> served_threads_;
+  struct Served {
+    std::thread t;
+    std::shared_ptr<std::atomic<bool>> done;  // set when its serve() returned: joined at the next accept
+  };
+  std::vector<Served> served_threads_;
+  std::atomic<uint32_t> pending_{0};  // connections in their handshake
   // gpu_mu_ guards streams_ and events_.
   std::mutex gpu_mu_;
   std::map<int, std::unique_ptr<Streams>> streams_;
@@ -478,29 +502,52 @@ void NvTransport::accept_loop() {
       }
       return;
     }
-    std::unique_lock<std::shared_mutex> lk(mu_);
-    served_.push_back(fd);
-    served_threads_.emplace_back([this, fd] { serve(fd); });
+    // Unadmitted connections are capped; each holds a thread only until its handshake deadline.
+    if (pending_.load() >= wire::kMaxPending) {
+      hs_dropped++;
+      ::close(fd);
+      continue;
+    }
+    pending_++;
+    std::vector<std::thread> finished;
+    {
+      std::unique_lock<std::shared_mutex> lk(mu_);
+      for (auto it = served_threads_.begin(); it != served_threads_.end();) {
+        if (it->done->load()) {
+          finished.push_back(std::move(it->t));
+          it = served_threads_.erase(it);
+        } else {
+          ++it;
+        }
+      }
+      served_.push_back(fd);
+      auto done = std::make_shared<std::atomic<bool>>(false);
+      served_threads_.push_back({std::thread([this, fd, done] { serve(fd, done); }), done});
+    }
+    for (auto &t : finished) t.join();
   }
 }
 
-void NvTransport::serve(int fd) {
+void NvTransport::serve(int fd, std::shared_ptr<std::atomic<bool>> done) {
   std::string req;
-  bool hello = false;
-  while (unix_recv_msg(fd, &req, nullptr, kMaxMsg)) {
-    if (req.rfind("HELLO ", 0) == 0) {
-      uint64_t want = std::strtoull(req.c_str() + 6, nullptr, 16);
-      if (want != o_.incarnation) {
-        unix_send_msg(fd, "ERR this engine has another incarnation (it restarted)");
-        break;
-      }
-      hello = true;
-      json j = {{"pid", static_cast<int64_t>(getpid())}};
-      if (!unix_send_msg(fd, j.dump(), ctrl_fd_.get())) break;
-    } else if (!hello) {
-      unix_send_msg(fd, "ERR say HELLO first");
-      break;
-    } else if (req == "LIST") {
+  bool pending = true;
+  // Nothing is handed over before the admission: no control page, no handle, no fd.
+  set_io_timeout(fd, std::min<uint32_t>(o_.timeout_ms, wire::kHandshakeMs));
+  Status adm = unix_admit(fd, o_.auth_token, o_.incarnation, kMaxMsg);
+  if (adm.code() == MC_ERR_DENIED) {
+    hs_denied++;
+    MC_LOGW("nvlink: denied a same-host connection: " << adm.message());
+  }
+  bool admitted = adm.ok();
+  if (admitted) {
+    pending = false;
+    pending_--;
+    set_io_timeout(fd, 0);  // admitted connections may idle
+    json j = {{"pid", static_cast<int64_t>(getpid())}};
+    admitted = unix_send_msg(fd, j.dump(), ctrl_fd_.get());
+  }
+  while (admitted && unix_recv_msg(fd, &req, nullptr, kMaxMsg)) {
+    if (req == "LIST") {
       json bufs = json::array();
       uint64_t epoch;
       {
@@ -508,7 +555,10 @@ void NvTransport::serve(int fd) {
         epoch = ctrl_->epoch.load();
         for (auto &[a, e] : exports_) {
           json b = {{"addr", a}, {"len", e.length}, {"dev", e.dev}, {"vmm", e.vmm}, {"access", e.access}};
-          if (e.vmm) {
+          if (e.access == 0) {
+            // Peers may not touch it: listed (so a request fails DENIED, not "no buffer") but
+            // without a handle.
+          } else if (e.vmm) {
             json c = json::array();
             for (auto &ch : e.chunks) c.push_back({ch.addr, ch.size});
             b["chunks"] = std::move(c);
@@ -523,13 +573,21 @@ void NvTransport::serve(int fd) {
     } else if (req.rfind("FD ", 0) == 0) {
       uint64_t a = std::strtoull(req.c_str() + 3, nullptr, 10);
       int f = -1;
+      bool denied = false;
       {
         std::shared_lock<std::shared_mutex> lk(mu_);
         for (auto &[addr, e] : exports_)
           for (auto &c : e.chunks)
-            if (c.addr == a && f < 0) f = ::fcntl(c.fd, F_DUPFD_CLOEXEC, 0);
+            if (c.addr == a && f < 0) {
+              if (e.access == 0)
+                denied = true;
+              else
+                f = ::fcntl(c.fd, F_DUPFD_CLOEXEC, 0);
+            }
       }
-      bool ok = f >= 0 ? unix_send_msg(fd, "OK", f) : unix_send_msg(fd, "ERR no such exported mapping");
+      bool ok = f >= 0   ? unix_send_msg(fd, "OK", f)
+                : denied ? unix_send_msg(fd, "ERR DENIED peers may not use this buffer")
+                         : unix_send_msg(fd, "ERR no such exported mapping");
       if (f >= 0) ::close(f);
       if (!ok) break;
     } else {
@@ -537,9 +595,13 @@ void NvTransport::serve(int fd) {
       break;
     }
   }
-  std::unique_lock<std::shared_mutex> lk(mu_);
-  served_.remove(fd);
-  ::close(fd);
+  if (pending) pending_--;
+  {
+    std::unique_lock<std::shared_mutex> lk(mu_);
+    served_.remove(fd);
+    ::close(fd);
+  }
+  done->store(true);
 }
 
 // ------------------------------------------------------------------------------ initiator side
@@ -578,6 +640,8 @@ Status NvPeer::request(const std::string &req, std::string *reply, int *fd) {
     return Err(MC_ERR_PEER_DOWN, "nvlink: peer " + name_ + " closed its same-host socket");
   if (reply->rfind("ERR", 0) == 0) {
     if (fd && *fd >= 0) ::close(*fd);
+    if (reply->rfind("ERR DENIED ", 0) == 0)
+      return Err(MC_ERR_DENIED, "nvlink: peer " + name_ + " denied access: " + reply->substr(11));
     return Err(MC_ERR_TRANSPORT, "nvlink: peer " + name_ + ": " + reply->substr(4));
   }
   return Status::Ok();
@@ -595,11 +659,10 @@ Status NvPeer::open(const Descriptor &d) {
   Status cs = unix_connect(name, t_->timeout_ms(), &fd);
   if (!cs.ok()) return cs;
   sock_ = std::move(fd);
-  char hello[40];
-  std::snprintf(hello, sizeof hello, "HELLO %016" PRIx64, incarnation_);
   std::string reply;
   int cfd = -1;
-  Status st = request(hello, &reply, &cfd);
+  Status st = unix_hello(sock_.get(), t_->token(), incarnation_, "nvlink: same-host peer " + name_, kMaxMsg, &reply,
+                         &cfd);
   if (!st.ok()) return st;
   if (cfd < 0) return Err(MC_ERR_TRANSPORT, "nvlink: peer " + name_ + " sent no control page");
   void *p = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, cfd, 0);
@@ -627,7 +690,9 @@ Status NvPeer::refresh() {
       r.dev = b.at("dev").get<int>();
       r.vmm = b.at("vmm").get<bool>();
       r.access = b.at("access").get<uint32_t>();
-      if (r.vmm) {
+      if (r.access == 0) {
+        // Listed without a handle: requests to it fail DENIED, nothing is imported.
+      } else if (r.vmm) {
         for (auto &c : b.at("chunks")) r.chunks.emplace_back(c.at(0).get<uint64_t>(), c.at(1).get<uint64_t>());
         if (r.chunks.empty()) continue;
       } else {
@@ -664,6 +729,8 @@ Status NvPeer::refresh() {
 }
 
 Status NvPeer::import_locked(const RemoteBuf &b, int dev, Import *out) {
+  if (b.access == 0 || (b.vmm ? b.chunks.empty() : b.ipc.size() != CU_IPC_HANDLE_SIZE))
+    return Err(MC_ERR_DENIED, "nvlink: peer " + name_ + " does not let peers use this buffer");
   const Api *a = api();
   Status st = use_device(dev);
   if (!st.ok()) return st;
@@ -1093,6 +1160,7 @@ std::shared_ptr<PeerPath> NvTransport::connect(const Descriptor &d) {
   auto p = std::make_shared<NvPeer>(this);
   Status st = p->open(d);
   if (!st.ok()) {
+    if (st.code() == MC_ERR_DENIED) connects_denied++;
     MC_LOGW("nvlink: cannot reach " << d.name << " over CUDA IPC (" << st.message() << "); GPU buffers go over tcp");
     return nullptr;
   }
@@ -1104,13 +1172,13 @@ void NvTransport::shutdown() {
     if (listen_.valid()) ::shutdown(listen_.get(), SHUT_RDWR);
   }
   if (acceptor_.joinable()) acceptor_.join();
-  std::vector<std::thread> served;
+  std::vector<Served> served;
   {
     std::unique_lock<std::shared_mutex> lk(mu_);
     for (int fd : served_) ::shutdown(fd, SHUT_RDWR);
     served.swap(served_threads_);
   }
-  for (auto &t : served) t.join();
+  for (auto &t : served) t.t.join();
   // Copies on the GPU cannot be taken back: the completion thread runs until they ended.
   {
     std::lock_guard<std::mutex> lk(cmu_);
@@ -1130,7 +1198,10 @@ std::string NvTransport::stats_json() {
          ",\"imports\":" + std::to_string(imports.load()) +
          ",\"imports_open\":" + std::to_string(imports_open.load()) +
          ",\"imports_closed\":" + std::to_string(imports_closed.load()) +
-         ",\"list_refreshes\":" + std::to_string(refreshes.load()) + "}";
+         ",\"list_refreshes\":" + std::to_string(refreshes.load()) +
+         ",\"handshakes_denied\":" + std::to_string(hs_denied.load()) +
+         ",\"handshakes_dropped\":" + std::to_string(hs_dropped.load()) +
+         ",\"connects_denied\":" + std::to_string(connects_denied.load()) + "}";
 }
 
 }  // namespace

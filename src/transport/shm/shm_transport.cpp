@@ -26,7 +26,8 @@
 //
 // Admission: an abstract Unix socket can be reached by any process of the host (whatever its
 // user), so with an auth_token the socket runs the TCP handshake of common/wire.h in text form
-// before it hands over anything (control page, memfds):
+// (common/unix_msg.h: unix_hello / unix_admit, shared with nvlink) before it hands over anything
+// (control page, memfds):
 //   "HELLO <incarnation> <nonce_c hex>" -> "CHALLENGE <nonce_s hex> <proof_s hex>"
 //   "AUTH <proof_c hex>"                -> the control page, as without a token
 // A refusal is "ERR DENIED <why>". At most kMaxPending connections may be in their handshake,
@@ -104,48 +105,11 @@ struct RemoteBuf {
   bool via_map() const { return memfd && (access & MC_ACCESS_READ); }
 };
 
-// The client side of the admission on a connected socket; *reply and *fd get the target's
-// answer to the admitted HELLO (its control page).
+// The client side of the admission (common/unix_msg.h); *reply and *fd get the target's answer
+// to the admitted HELLO (its control page).
 Status shm_hello(int fd, const std::string &token, uint64_t incarnation, const std::string &peer,
                  std::string *reply, int *got_fd) {
-  char hello[40];
-  std::snprintf(hello, sizeof hello, "HELLO %016" PRIx64, incarnation);
-  std::string msg = hello;
-  uint8_t nonce_c[auth::kNonce];
-  if (!token.empty()) {
-    if (!auth::random_bytes(nonce_c, sizeof nonce_c))
-      return Err(MC_ERR_INTERNAL, "could not draw a random nonce (OpenSSL RAND_bytes failed)");
-    msg += " " + auth::to_hex(nonce_c, sizeof nonce_c);
-  }
-  auto ask = [&](const std::string &m) -> Status {
-    if (!unix_send_msg(fd, m) || !unix_recv_msg(fd, reply, got_fd, kMaxMsg))
-      return Err(MC_ERR_PEER_DOWN, "same-host peer " + peer + " closed its socket");
-    if (reply->rfind("ERR DENIED ", 0) == 0)
-      return Err(MC_ERR_DENIED, "same-host peer " + peer + " denied access: " + reply->substr(11));
-    if (reply->rfind("ERR", 0) == 0) return Err(MC_ERR_TRANSPORT, "same-host peer " + peer + ": " + reply->substr(4));
-    return Status::Ok();
-  };
-  Status st = ask(msg);
-  if (!st.ok() || token.empty()) return st;
-  // "CHALLENGE <nonce_s> <proof_s>"
-  uint8_t nonce_s[auth::kNonce], ps[auth::kMac], want[auth::kMac];
-  if (reply->size() != 10 + 2 * auth::kNonce + 1 + 2 * auth::kMac || reply->rfind("CHALLENGE ", 0) != 0 ||
-      !auth::from_hex(reply->substr(10, 2 * auth::kNonce), nonce_s, auth::kNonce) ||
-      !auth::from_hex(reply->substr(11 + 2 * auth::kNonce), ps, auth::kMac))
-    return Err(MC_ERR_TRANSPORT, "same-host peer " + peer + " sent no auth_token challenge");
-  if (*got_fd >= 0) {
-    ::close(*got_fd);
-    *got_fd = -1;
-  }
-  auth::server_proof(token, nonce_c, nonce_s, want);
-  if (!auth::same(want, ps, auth::kMac)) {
-    unix_send_msg(fd, "ERR DENIED the connecting engine's auth_token differs (this engine's proof did not match)");
-    return Err(MC_ERR_DENIED, "same-host peer " + peer + " holds a different auth_token (its proof did not "
-                                                         "match): refusing it");
-  }
-  uint8_t pc[auth::kMac];
-  auth::client_proof(token, nonce_s, nonce_c, pc);
-  return ask("AUTH " + auth::to_hex(pc, sizeof pc));
+  return unix_hello(fd, token, incarnation, "same-host peer " + peer, kMaxMsg, reply, got_fd);
 }
 
 // One peer on this host.
@@ -391,77 +355,23 @@ void ShmTransport::accept_loop() {
 
 void ShmTransport::serve(int fd, std::shared_ptr<std::atomic<bool>> done) {
   std::string req;
-  bool hello = false, pending = true, challenged = false;
-  uint8_t nonce_c[auth::kNonce], nonce_s[auth::kNonce];
+  bool pending = true;
   set_io_timeout(fd, std::min<uint32_t>(o_.timeout_ms, wire::kHandshakeMs));
-  auto deny = [&](const std::string &why, bool tell) {
+  Status adm = unix_admit(fd, o_.auth_token, o_.incarnation, kMaxMsg);
+  if (adm.code() == MC_ERR_DENIED) {
     hs_denied++;
-    MC_LOGW("shm: denied a same-host connection: " << why);
-    if (tell) unix_send_msg(fd, "ERR DENIED " + why);
-  };
-  auto admit = [&]() -> bool {
-    hello = true;
-    challenged = false;
-    if (pending) {
-      pending = false;
-      pending_--;
-    }
+    MC_LOGW("shm: denied a same-host connection: " << adm.message());
+  }
+  bool admitted = adm.ok();
+  if (admitted) {
+    pending = false;
+    pending_--;
     set_io_timeout(fd, 0);  // admitted connections may idle (WATCH)
     json j = {{"pid", static_cast<int64_t>(getpid())}, {"ctrl", reinterpret_cast<uint64_t>(ctrl_)}};
-    return unix_send_msg(fd, j.dump(), ctrl_fd_.get());
-  };
-  while (unix_recv_msg(fd, &req, nullptr, kMaxMsg)) {
-    if (challenged) {
-      uint8_t pc[auth::kMac], want[auth::kMac];
-      if (req.rfind("ERR", 0) == 0) {
-        deny("the connecting engine refused this engine's proof of the auth_token", false);
-        break;
-      }
-      auth::client_proof(o_.auth_token, nonce_s, nonce_c, want);
-      if (req.size() != 5 + 2 * auth::kMac || req.rfind("AUTH ", 0) != 0 ||
-          !auth::from_hex(req.substr(5), pc, auth::kMac) || !auth::same(pc, want, auth::kMac)) {
-        deny("the connecting engine's proof of the auth_token does not match (a different token, or a "
-             "replayed handshake)", true);
-        break;
-      }
-      if (!admit()) break;
-    } else if (req.rfind("HELLO ", 0) == 0) {
-      // "HELLO <16 hex>" or "HELLO <16 hex> <64 hex>"
-      uint64_t want = std::strtoull(req.c_str() + 6, nullptr, 16);
-      if (want != o_.incarnation) {
-        unix_send_msg(fd, "ERR this engine has another incarnation (it restarted)");
-        break;
-      }
-      bool has_nonce = req.size() > 6 + 16;
-      if (o_.auth_token.empty()) {
-        if (has_nonce) {
-          deny("this engine has no auth_token and the connecting engine requires one", true);
-          break;
-        }
-        if (!admit()) break;
-        continue;
-      }
-      if (!has_nonce) {
-        deny("this engine requires an auth_token and the connecting engine has none", true);
-        break;
-      }
-      if (req.size() != 6 + 16 + 1 + 2 * auth::kNonce || !auth::from_hex(req.substr(23), nonce_c, auth::kNonce)) {
-        unix_send_msg(fd, "ERR malformed HELLO");
-        break;
-      }
-      uint8_t ps[auth::kMac];
-      if (!auth::random_bytes(nonce_s, auth::kNonce)) {
-        unix_send_msg(fd, "ERR this engine could not draw a random nonce");
-        break;
-      }
-      auth::server_proof(o_.auth_token, nonce_c, nonce_s, ps);
-      challenged = true;
-      if (!unix_send_msg(fd, "CHALLENGE " + auth::to_hex(nonce_s, auth::kNonce) + " " + auth::to_hex(ps, auth::kMac)))
-        break;
-    } else if (!hello) {
-      unix_send_msg(fd, "ERR say HELLO first");
-      break;
-    } else if (req == "WATCH") {
+    admitted = unix_send_msg(fd, j.dump(), ctrl_fd_.get());
+  }
+  while (admitted && unix_recv_msg(fd, &req, nullptr, kMaxMsg)) {
+    if (req == "WATCH") {
       // Stays open and idle: closes when this engine or process goes away.
       continue;
     } else if (req == "LIST") {
