@@ -1,7 +1,10 @@
 // GPU memory and the nvlink transport, across processes: registration and location checks,
 // GPU->GPU over CUDA IPC (cudaMalloc and VMM memory) in both directions, READ and WRITE from 1 B
 // to 1 GiB, range checks, host<->GPU over TCP through staging (also with a peer that has no
-// CUDA), a peer killed and restarted (its mappings dropped, no stale data).
+// CUDA), a peer killed and restarted (its mappings dropped, no stale data); the nvlink socket's
+// admission (auth_token: none, wrong, matching, both directions; no handle before it) and
+// per-buffer access (read-only, write-only, none) over nvlink; GPU memory over RDMA through
+// dma-buf on the simulated NIC (GPU<->host both ways, access and bounds).
 //
 // White-box only in that it allocates GPU memory through mc's own driver loader (no nvcc, no
 // CUDA headers). Without a CUDA driver or GPU it prints why and passes (CI).
@@ -9,7 +12,8 @@
 // The same binary is its own peer: `wb_gpu --serve DEV KIND SIZE SEED [LISTEN]` allocates SIZE
 // bytes (KIND: malloc, vmm, host), fills them with SEED's pattern, registers them and prints
 // "READY NAME ADDR"; then it answers lines on stdin: "CHECK SEED OFF LEN", "FILL SEED OFF LEN",
-// "STATS", "QUIT".
+// "ACCESS BITS" (mc_buffer_set_access), "STATS", "QUIT". MC_AUTH_TOKEN in its environment sets
+// its auth_token.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -24,6 +28,10 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+// Before cmocka.h, which defines macros (skip, fail) that clash with these headers.
+#include "common/unix_msg.h"
+#include "transport/nvlink/nvlink_transport.h"
 
 // cmocka.h declares a volatile-qualified parameter, deprecated in C++20 (g++ 13 warns).
 #if defined(__GNUC__) && !defined(__clang__)
@@ -172,10 +180,12 @@ struct GpuMem {
   }
 };
 
-mc_engine_t *engine(const char *listen = "127.0.0.1:0") {
+mc_engine_t *engine(const char *listen = "127.0.0.1:0",
+                    std::vector<std::pair<std::string, std::string>> extra = {}) {
   mc_config_t *c;
   mc_config_create(&c);
   mc_config_set(c, "listen", listen);
+  for (auto &[k, v] : extra) mc_config_set(c, k.c_str(), v.c_str());
   mc_config_set(c, "heartbeat_ms", "100");
   mc_config_set(c, "peer_timeout_ms", "600");
   mc_engine_t *e = nullptr;
@@ -221,6 +231,9 @@ int serve(int argc, char **argv) {
     } else if (std::sscanf(line, "FILL %llu %llu %llu", &s, &off, &n) == 3) {
       m.fill(s, off, n);
       std::printf("OK\n");
+    } else if (std::sscanf(line, "ACCESS %llu", &s) == 1) {
+      mc_status_t st = mc_buffer_set_access(e, m.p(), static_cast<uint32_t>(s));
+      std::printf(st == MC_OK ? "OK\n" : "ERR %d\n", st);
     } else if (std::strncmp(line, "STATS", 5) == 0) {
       char buf[65536];
       size_t need_len;
@@ -245,7 +258,7 @@ struct Child {
   uint64_t addr = 0;
 
   bool start(int dev, const char *kind, uint64_t size, uint64_t seed, const char *listen = nullptr,
-             bool no_cuda = false) {
+             bool no_cuda = false, const char *token = nullptr) {
     int a[2], b[2];
     if (pipe(a) || pipe(b)) return false;
     pid = fork();
@@ -255,6 +268,7 @@ struct Child {
       close(a[1]);
       close(b[0]);
       if (no_cuda) setenv("MC_CUDA_DISABLE", "1", 1);
+      if (token) setenv("MC_AUTH_TOKEN", token, 1);
       std::string d = std::to_string(dev), s = std::to_string(size), sd = std::to_string(seed);
       const char *av[] = {"wb_gpu", "--serve", d.c_str(), kind, s.c_str(), sd.c_str(), listen, nullptr};
       execv("/proc/self/exe", const_cast<char **>(av));
@@ -334,6 +348,9 @@ const uint64_t kSizes[] = {1, 7, 4096 + 3, (1 << 20) - 1, (16u << 20) + 5, 256u 
 
 // GPU ldev here <-> GPU rdev in a peer process, `kind` memory on both sides.
 void gpu_pair(int ldev, int rdev, const char *kind, uint64_t max_len) {
+  if (ldev == rdev && g_ngpu < 2)
+    std::printf("  one GPU: GPU0<->GPU1 is not possible here; running GPU%d<->GPU%d across two processes (CUDA IPC)\n",
+                ldev, rdev);
   uint64_t size = max_len + (1 << 20);
   Child c;
   assert_true(c.start(rdev, kind, size, 11));
@@ -519,6 +536,317 @@ void test_restart(void **) {
   mc_engine_destroy(e);
 }
 
+// ------------------------------------------------------------------------------ admission
+
+const char kTok[] = "wb-gpu-token-0123456789abcdef";
+const char kOtherTok[] = "wb-gpu-other-token-9876543210";
+
+// A number from a stats JSON text: obj "" for the top level.
+uint64_t json_u64(const std::string &js, const char *obj, const char *key) {
+  size_t o = 0;
+  if (*obj) {
+    o = js.find(std::string("\"") + obj + "\":{");
+    if (o == std::string::npos) return ~0ull;
+  }
+  size_t k = js.find(std::string("\"") + key + "\":", o);
+  return k == std::string::npos ? ~0ull : std::strtoull(js.c_str() + k + std::strlen(key) + 3, nullptr, 10);
+}
+
+// The child's nvlink socket name: "mc-nvl-<pid>-<incarnation>".
+std::string nvl_socket(Child &c, uint64_t *inc) {
+  std::string st = c.cmd("STATS");
+  *inc = json_u64(st, "", "incarnation");
+  char nm[64];
+  std::snprintf(nm, sizeof nm, "mc-nvl-%d-%016llx", static_cast<int>(c.pid), static_cast<unsigned long long>(*inc));
+  return nm;
+}
+
+// One raw admission attempt on the child's nvlink socket with `token` (empty: none). On MC_OK
+// it also asks LIST and returns the reply in *list.
+mc::Status raw_hello(const std::string &sock, uint64_t inc, const std::string &token, std::string *list,
+                     bool *got_ctrl) {
+  mc::Fd fd;
+  mc::Status st = mc::unix_connect(sock, 3000, &fd);
+  if (!st.ok()) return st;
+  std::string reply;
+  int cfd = -1;
+  st = mc::unix_hello(fd.get(), token, inc, "nvlink peer", 1 << 20, &reply, &cfd);
+  *got_ctrl = cfd >= 0;
+  if (cfd >= 0) close(cfd);
+  if (st.ok() && list) {
+    int f = -1;
+    if (!mc::unix_send_msg(fd.get(), "LIST") || !mc::unix_recv_msg(fd.get(), list, &f, 1 << 20))
+      return mc::Err(MC_ERR_PEER_DOWN, "no LIST answer");
+    if (f >= 0) close(f);
+  }
+  return st;
+}
+
+// The nvlink socket admits only a process that proves it holds the target's auth_token; before
+// that nothing (control page, IPC handle, VMM fd) is handed out. Both directions of a token
+// mismatch are refused with MC_ERR_DENIED and a reason on both sides, and the token never
+// appears in a message. With the matching token, GPU data moves over nvlink.
+void test_nvlink_auth(void **) {
+  uint64_t size = 4u << 20;
+  Child c;
+  assert_true(c.start(other(0), "malloc", size, 61, nullptr, false, kTok));
+  uint64_t inc = 0;
+  std::string sock = nvl_socket(c, &inc);
+
+  // A request before HELLO: refused, no handle in the answer.
+  {
+    mc::Fd fd;
+    assert_true(mc::unix_connect(sock, 3000, &fd).ok());
+    std::string r;
+    int f = -1;
+    assert_true(mc::unix_send_msg(fd.get(), "LIST"));
+    assert_true(mc::unix_recv_msg(fd.get(), &r, &f, 1 << 20));
+    assert_int_equal(f, -1);
+    assert_int_equal(r.rfind("ERR", 0), 0);
+    assert_true(r.find("ipc") == std::string::npos);
+  }
+  std::string list;
+  bool ctrl = true;
+  // No token against a token engine.
+  mc::Status st = raw_hello(sock, inc, "", &list, &ctrl);
+  assert_int_equal(st.code(), MC_ERR_DENIED);
+  assert_false(ctrl);
+  assert_non_null(std::strstr(st.message().c_str(), "requires an auth_token and the connecting engine has none"));
+  // A wrong token: the target's proof does not match ours, we refuse it (and tell it).
+  ctrl = true;
+  st = raw_hello(sock, inc, kOtherTok, &list, &ctrl);
+  assert_int_equal(st.code(), MC_ERR_DENIED);
+  assert_false(ctrl);
+  assert_null(std::strstr(st.message().c_str(), kTok));
+  assert_null(std::strstr(st.message().c_str(), kOtherTok));
+  std::printf("  nvlink admission refused: %s\n", st.message().c_str());
+  // The matching token: control page, then the handles.
+  list.clear();
+  st = raw_hello(sock, inc, kTok, &list, &ctrl);
+  assert_true(st.ok());
+  assert_true(ctrl);
+  assert_non_null(std::strstr(list.c_str(), "\"ipc\""));
+  std::string cs = c.cmd("STATS");
+  assert_true(json_u64(cs, "nvlink", "handshakes_denied") >= 2);
+  assert_int_equal(json_u64(cs, "nvlink", "imports"), 0);
+
+  // The same through the transport itself (NvPeer::open, in this process), both directions:
+  // a target with a token and an initiator with another one, and a token-less initiator, and a
+  // token-less target with a token initiator. Nothing is imported; both sides count it.
+  for (auto [tt, it] : {std::pair{kTok, kOtherTok}, std::pair{kTok, ""}, std::pair{"", kTok}}) {
+    mc::NvlinkOptions to, io;
+    to.incarnation = 0x1111;
+    to.auth_token = tt;
+    io.incarnation = 0x2222;
+    io.auth_token = it;
+    std::string why;
+    auto target = mc::make_nvlink_transport(to, nullptr, &why);
+    auto init = mc::make_nvlink_transport(io, nullptr, &why);
+    assert_non_null(target.get());
+    assert_non_null(init.get());
+    mc::Descriptor d;
+    d.name = "wb-target";
+    d.incarnation = to.incarnation;
+    d.host_id = mc::host_boot_id();
+    d.pid = 1;  // not this process: the IPC path
+    target->describe(d);
+    assert_true(init->reachable(d));
+    assert_null(init->connect(d).get());
+    assert_int_equal(json_u64(init->stats_json(), "", "connects_denied"), 1);
+    assert_int_equal(json_u64(init->stats_json(), "", "imports"), 0);
+    uint64_t denied = 0;
+    for (int i = 0; i < 100 && (denied = json_u64(target->stats_json(), "", "handshakes_denied")) == 0; i++)
+      usleep(10000);
+    // Refused by the target in each case: no token, another token (it sees our refusal of its
+    // proof), and a token-less target that gets a HELLO with a nonce.
+    assert_int_equal(denied, 1);
+  }
+
+  // Engines: without a token and with a wrong one, the segment does not open (the control
+  // connection refuses first); with the token, GPU data moves over nvlink.
+  for (const char *tok : {"", kOtherTok}) {
+    mc_engine_t *e = *tok ? engine("127.0.0.1:0", {{"auth_token", tok}}) : engine();
+    assert_non_null(e);
+    mc_segment_t s;
+    assert_int_equal(mc_segment_open(e, c.name.c_str(), &s), MC_ERR_DENIED);
+    assert_null(std::strstr(mc_last_error(), kTok));
+    mc_engine_destroy(e);
+  }
+  mc_engine_t *e = engine("127.0.0.1:0", {{"auth_token", kTok}});
+  GpuMem m;
+  m.alloc(0, "malloc", size);
+  assert_int_equal(mc_buffer_register(e, m.p(), size, nullptr), MC_OK);
+  mc_segment_t s;
+  assert_int_equal(mc_segment_open(e, c.name.c_str(), &s), MC_OK);
+  m.poison();
+  assert_int_equal(xfer(e, MC_READ, m.p(), s, c.addr, size), MC_OK);
+  assert_int_equal(m.check(61, 0, size), -1);
+  m.fill(62, 0, size);
+  assert_int_equal(xfer(e, MC_WRITE, m.p(), s, c.addr, size), MC_OK);
+  assert_string_equal(c.cmd("CHECK 62 0 %llu", (unsigned long long)size).c_str(), "OK");
+  assert_true(stat_of(e, "nvlink", "bytes_copied") >= 2 * size);
+  assert_int_equal(stat_of(e, "nvlink", "connects_denied"), 0);
+  std::printf("  nvlink with a matching auth_token: READ/WRITE verified\n");
+  mc_engine_destroy(e);
+}
+
+// Per-buffer access over nvlink: the target changes it after the initiator opened the segment
+// (so the initiator's descriptor is stale and the nvlink path's own check is what refuses):
+// read-only refuses WRITEs (nothing written), write-only refuses READs, 0 refuses both and the
+// buffer's handle is no longer listed.
+void test_nvlink_access(void **) {
+  uint64_t size = 2u << 20;
+  for (const char *kind : {"malloc", "vmm"}) {
+    Child c;
+    assert_true(c.start(other(0), kind, size, 71));
+    mc_engine_t *e = engine();
+    GpuMem m;
+    m.alloc(0, kind, size);
+    assert_int_equal(mc_buffer_register(e, m.p(), size, nullptr), MC_OK);
+    mc_segment_t s;
+    assert_int_equal(mc_segment_open(e, c.name.c_str(), &s), MC_OK);
+    m.poison();
+    assert_int_equal(xfer(e, MC_READ, m.p(), s, c.addr, size), MC_OK);  // imported now
+    assert_int_equal(m.check(71, 0, size), -1);
+
+    assert_string_equal(c.cmd("ACCESS 1").c_str(), "OK");  // read-only
+    m.fill(72, 0, size);
+    assert_int_equal(xfer(e, MC_WRITE, m.p(), s, c.addr, size), MC_ERR_DENIED);
+    assert_string_equal(c.cmd("CHECK 71 0 %llu", (unsigned long long)size).c_str(), "OK");  // untouched
+    m.poison();
+    assert_int_equal(xfer(e, MC_READ, m.p(), s, c.addr, size), MC_OK);
+    assert_int_equal(m.check(71, 0, size), -1);
+
+    assert_string_equal(c.cmd("ACCESS 2").c_str(), "OK");  // write-only
+    m.poison();
+    assert_int_equal(xfer(e, MC_READ, m.p(), s, c.addr, size), MC_ERR_DENIED);
+    m.fill(73, 0, size);
+    assert_int_equal(xfer(e, MC_WRITE, m.p(), s, c.addr, size), MC_OK);
+    assert_string_equal(c.cmd("CHECK 73 0 %llu", (unsigned long long)size).c_str(), "OK");
+
+    assert_string_equal(c.cmd("ACCESS 0").c_str(), "OK");  // none: no handle listed any more
+    assert_int_equal(xfer(e, MC_WRITE, m.p(), s, c.addr, 4096), MC_ERR_DENIED);
+    assert_int_equal(xfer(e, MC_READ, m.p(), s, c.addr, 4096), MC_ERR_DENIED);
+    uint64_t inc = 0;
+    std::string sock = nvl_socket(c, &inc), list;
+    bool ctrl = false;
+    assert_true(raw_hello(sock, inc, "", &list, &ctrl).ok());
+    assert_non_null(std::strstr(list.c_str(), "\"access\":0"));
+    assert_null(std::strstr(list.c_str(), "\"ipc\""));
+    assert_null(std::strstr(list.c_str(), "\"chunks\""));
+    assert_string_equal(c.cmd("CHECK 73 0 %llu", (unsigned long long)size).c_str(), "OK");
+
+    assert_string_equal(c.cmd("ACCESS 3").c_str(), "OK");
+    m.poison();
+    assert_int_equal(xfer(e, MC_READ, m.p(), s, c.addr, size), MC_OK);
+    assert_int_equal(m.check(73, 0, size), -1);
+    std::printf("  nvlink access (%s): read-only, write-only and none enforced (nvlink slices failed: %llu)\n", kind,
+                (unsigned long long)stat_of(e, "nvlink", "slices_failed"));
+    mc_engine_destroy(e);
+  }
+}
+
+// ------------------------------------------------------------------------------ RDMA + dma-buf
+
+mc_engine_t *rdma_engine() {
+  return engine("127.0.0.1:0", {{"transports", "rdma,tcp"}, {"rdma_devices", "sim"}, {"timeout_ms", "5000"}});
+}
+
+// GPU memory over RDMA on the simulated NIC: the GPU buffer is exported by the CUDA driver as a
+// dma-buf and registered with the NIC through that fd (reg_dmabuf_mr, iova = its device
+// address); the sim moves its bytes with the driver's copy engine. Where the driver cannot
+// export dma-bufs, the fallback is checked instead: the buffer still registers and moves over
+// tcp through staging.
+void test_rdma_dmabuf(void **) {
+  std::string why;
+  bool dmabuf = dmabuf_supported(0, &why);
+  uint64_t size = 64u << 20;
+  GpuMem g;
+  g.alloc(0, "malloc", size);
+  if (dmabuf) {
+    // The driver really hands out a dma-buf for the range (aligned to the host page).
+    DmabufRange ex;
+    mc::Status st = export_dmabuf(0, g.ptr + 4096 + 3, 1 << 20, &ex);
+    assert_true(st.ok());
+    char path[64], link[256] = {};
+    std::snprintf(path, sizeof path, "/proc/self/fd/%d", ex.fd);
+    ssize_t n = readlink(path, link, sizeof link - 1);
+    off_t fsz = lseek(ex.fd, 0, SEEK_END);
+    std::printf("  dma-buf from the driver: fd %d -> %s, %lld bytes, offset %llu\n", ex.fd, n > 0 ? link : "?",
+                (long long)fsz, (unsigned long long)ex.offset);
+    assert_int_equal(ex.offset, ((g.ptr + 4096 + 3) - ex.base));
+    assert_true(fsz >= static_cast<off_t>(ex.length));
+    int d2;
+    uint64_t b2, l2;
+    assert_true(dmabuf_lookup(ex.fd, &d2, &b2, &l2));
+    dmabuf_forget(ex.fd);
+    close(ex.fd);
+  } else {
+    std::printf("  dma-buf: not supported here (%s): checking the fallback to tcp\n", why.c_str());
+  }
+  mc_engine_t *ge = rdma_engine(), *he = rdma_engine();
+  assert_non_null(ge);
+  assert_non_null(he);
+  std::vector<uint8_t> host(size);
+  assert_int_equal(mc_buffer_register(ge, g.p(), size, "cuda:0"), MC_OK);
+  assert_int_equal(mc_buffer_register(he, host.data(), size, nullptr), MC_OK);
+  assert_int_equal(stat_of(ge, "rdma", "gpu_mrs"), dmabuf ? 1 : 0);
+  mc_segment_t hs, gs;
+  assert_int_equal(mc_segment_open(ge, mc_engine_name(he), &hs), MC_OK);  // GPU side initiates
+  assert_int_equal(mc_segment_open(he, mc_engine_name(ge), &gs), MC_OK);  // host side initiates
+  uint64_t haddr = reinterpret_cast<uint64_t>(host.data()), gaddr = g.ptr;
+  uint64_t seed = 200;
+  for (uint64_t len : {1ull, 4099ull, (1ull << 20) + 3, 64ull << 20}) {
+    uint64_t off = len < size ? 5 : 0;
+    // GPU -> host (WRITE from the GPU engine), host -> GPU (READ by the GPU engine).
+    g.fill(++seed, 0, len);
+    std::memset(host.data(), 0, size);
+    assert_int_equal(xfer(ge, MC_WRITE, g.p(), hs, haddr + off, len), MC_OK);
+    assert_int_equal(check_host(host.data() + off, len, seed, 0), -1);
+    fill_host(host.data(), size, ++seed, 0);
+    g.poison();
+    assert_int_equal(xfer(ge, MC_READ, g.p(), hs, haddr, len), MC_OK);
+    assert_int_equal(g.check(seed, 0, len), -1);
+    // The host engine against the remote GPU buffer: WRITE into it, READ it back.
+    fill_host(host.data(), size, ++seed, 0);
+    g.poison();
+    assert_int_equal(xfer(he, MC_WRITE, host.data(), gs, gaddr + off, len), MC_OK);
+    std::vector<uint8_t> back(len);
+    use_device(0);
+    need(A->cuMemcpyDtoH(back.data(), gaddr + off, len), "dtoh");
+    assert_int_equal(check_host(back.data(), len, seed, 0), -1);
+    g.fill(++seed, 0, size);
+    std::memset(host.data(), 0, size);
+    assert_int_equal(xfer(he, MC_READ, host.data(), gs, gaddr, len), MC_OK);
+    assert_int_equal(check_host(host.data(), len, seed, 0), -1);
+    std::printf("  %s GPU<->host %llu B: READ/WRITE both ways verified\n", dmabuf ? "rdma (dma-buf, sim NIC)" : "tcp fallback",
+                (unsigned long long)len);
+  }
+  if (dmabuf) {
+    assert_int_equal(stat_of(ge, "tcp", "bytes_sent"), 0);
+    assert_int_equal(stat_of(he, "tcp", "bytes_sent"), 0);
+    assert_true(stat_of(ge, "rdma", "wr_posted") > 0);
+    assert_true(stat_of(he, "rdma", "wr_posted") > 0);
+    // Bounds and access, enforced by the NIC on the dma-buf MR as on host MRs: a read-only GPU
+    // buffer refuses the peer's WRITE and keeps its bytes.
+    assert_int_equal(mc_buffer_set_access(ge, g.p(), MC_ACCESS_READ), MC_OK);
+    g.fill(300, 0, 1 << 20);
+    fill_host(host.data(), 1 << 20, 301, 0);
+    assert_int_equal(xfer(he, MC_WRITE, host.data(), gs, gaddr, 1 << 20), MC_ERR_DENIED);
+    assert_int_equal(g.check(300, 0, 1 << 20), -1);
+    std::memset(host.data(), 0, 1 << 20);
+    assert_int_equal(xfer(he, MC_READ, host.data(), gs, gaddr, 1 << 20), MC_OK);
+    assert_int_equal(check_host(host.data(), 1 << 20, 300, 0), -1);
+    mc_request_t bad{MC_READ, 0, host.data(), gs, gaddr + size - 10, 20};
+    assert_int_equal(mc_transfer(he, &bad, 1, 5000), MC_ERR_OUT_OF_RANGE);
+    std::printf("  rdma dma-buf: read-only GPU buffer refuses WRITE, bounds checked\n");
+  } else {
+    assert_true(stat_of(ge, "tcp", "bytes_sent") > 0);
+  }
+  mc_engine_destroy(he);
+  mc_engine_destroy(ge);
+}
+
 }  // namespace
 
 int main(int argc, char **argv) {
@@ -537,6 +865,8 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_register),      cmocka_unit_test(test_malloc_0_to_1),
       cmocka_unit_test(test_malloc_1_to_0), cmocka_unit_test(test_vmm),
       cmocka_unit_test(test_host_gpu_tcp),  cmocka_unit_test(test_restart),
+      cmocka_unit_test(test_nvlink_auth),   cmocka_unit_test(test_nvlink_access),
+      cmocka_unit_test(test_rdma_dmabuf),
   };
   std::vector<CMUnitTest> run;
   for (auto &t : all)

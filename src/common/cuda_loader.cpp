@@ -1,8 +1,11 @@
 #include "common/cuda_loader.h"
 
 #include <dlfcn.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <map>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -20,7 +23,7 @@ bool optional_fn(const char *name) {
                                      "cuMemCreate", "cuMemRelease", "cuMemMap", "cuMemUnmap",
                                      "cuMemSetAccess", "cuMemGetAllocationGranularity",
                                      "cuMemRetainAllocationHandle", "cuMemExportToShareableHandle",
-                                     "cuMemImportFromShareableHandle"};
+                                     "cuMemImportFromShareableHandle", "cuMemGetHandleForAddressRange"};
   for (auto *o : opt)
     if (std::strcmp(o, name) == 0) return true;
   return false;
@@ -152,6 +155,115 @@ PointerInfo pointer_info(const void *p) {
   info.device = true;
   info.ordinal = ord;
   return info;
+}
+
+// ------------------------------------------------------------------------------ dma-buf
+
+namespace {
+struct DmabufRec {
+  int dev;
+  uint64_t base, length;
+};
+std::mutex g_dmabuf_mu;  // guards g_dmabufs
+std::map<std::pair<uint64_t, uint64_t>, DmabufRec> g_dmabufs;  // (st_dev, st_ino) -> range
+
+bool inode_of(int fd, std::pair<uint64_t, uint64_t> *key) {
+  struct stat sb;
+  if (::fstat(fd, &sb) != 0) return false;
+  *key = {static_cast<uint64_t>(sb.st_dev), static_cast<uint64_t>(sb.st_ino)};
+  return true;
+}
+}  // namespace
+
+bool dmabuf_supported(int dev, std::string *why) {
+  const Api *a = api();
+  if (!a) {
+    *why = why_unavailable();
+    return false;
+  }
+  if (!a->cuMemGetHandleForAddressRange) {
+    *why = "the CUDA driver lacks cuMemGetHandleForAddressRange (CUDA 11.7 or newer is needed for dma-buf)";
+    return false;
+  }
+  CUdevice d;
+  CUresult r = a->cuDeviceGet(&d, dev);
+  if (r != CUDA_SUCCESS) {
+    *why = error_text("cuDeviceGet", r);
+    return false;
+  }
+  int v = 0;
+  r = a->cuDeviceGetAttribute(&v, CU_DEVICE_ATTRIBUTE_DMA_BUF_SUPPORTED, d);
+  if (r != CUDA_SUCCESS) {
+    *why = error_text("cuDeviceGetAttribute(CU_DEVICE_ATTRIBUTE_DMA_BUF_SUPPORTED)", r);
+    return false;
+  }
+  if (!v) {
+    *why = "GPU " + std::to_string(dev) +
+           " cannot export dma-bufs (CU_DEVICE_ATTRIBUTE_DMA_BUF_SUPPORTED = 0: the kernel or the GPU driver "
+           "lacks dma-buf support)";
+    return false;
+  }
+  return true;
+}
+
+Status export_dmabuf(int dev, CUdeviceptr p, uint64_t len, DmabufRange *out) {
+  std::string why;
+  if (!dmabuf_supported(dev, &why)) return Err(MC_ERR_UNSUPPORTED, why);
+  Status st = use_device(dev);
+  if (!st.ok()) return st;
+  const Api *a = api();
+  const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  auto try_range = [&](uint64_t base, uint64_t end, CUresult *r) {
+    int fd = -1;
+    *r = a->cuMemGetHandleForAddressRange(&fd, base, end - base, CU_MEM_RANGE_HANDLE_TYPE_DMA_BUF_FD, 0);
+    if (*r != CUDA_SUCCESS || fd < 0) return false;
+    out->fd = fd;
+    out->base = base;
+    out->length = end - base;
+    out->offset = p - base;
+    return true;
+  };
+  uint64_t b = p & ~(page - 1), e = (p + len + page - 1) & ~(page - 1);
+  CUresult r1 = CUDA_SUCCESS, r2 = CUDA_SUCCESS;
+  bool ok = try_range(b, e, &r1);
+  if (!ok) {
+    // The whole allocation (cuMemAlloc) or mapping (VMM), page-aligned, as NCCL registers it.
+    CUdeviceptr ab = 0;
+    size_t as = 0;
+    if (a->cuMemGetAddressRange(&ab, &as, p) == CUDA_SUCCESS && (ab & (page - 1)) == 0 && ab <= p &&
+        p + len <= ab + as) {
+      uint64_t ae = (ab + as + page - 1) & ~(page - 1);
+      if (ab != b || ae != e) ok = try_range(ab, ae, &r2);
+    }
+  }
+  if (!ok)
+    return Err(MC_ERR_UNSUPPORTED, error_text("cuMemGetHandleForAddressRange(DMA_BUF_FD)", r2 != CUDA_SUCCESS ? r2 : r1) +
+                                       " (the page-aligned range must be device memory of one allocation)");
+  std::pair<uint64_t, uint64_t> key;
+  if (inode_of(out->fd, &key)) {
+    std::lock_guard<std::mutex> lk(g_dmabuf_mu);
+    g_dmabufs[key] = {dev, out->base, out->length};
+  }
+  return Status::Ok();
+}
+
+bool dmabuf_lookup(int fd, int *dev, uint64_t *base, uint64_t *length) {
+  std::pair<uint64_t, uint64_t> key;
+  if (!inode_of(fd, &key)) return false;
+  std::lock_guard<std::mutex> lk(g_dmabuf_mu);
+  auto it = g_dmabufs.find(key);
+  if (it == g_dmabufs.end()) return false;
+  *dev = it->second.dev;
+  *base = it->second.base;
+  *length = it->second.length;
+  return true;
+}
+
+void dmabuf_forget(int fd) {
+  std::pair<uint64_t, uint64_t> key;
+  if (!inode_of(fd, &key)) return;
+  std::lock_guard<std::mutex> lk(g_dmabuf_mu);
+  g_dmabufs.erase(key);
 }
 
 bool device_buffers_seen() { return g_seen.load(std::memory_order_relaxed); }

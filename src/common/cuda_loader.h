@@ -55,6 +55,11 @@ enum : int {
 // CUmemorytype
 enum : unsigned { CU_MEMORYTYPE_HOST = 1, CU_MEMORYTYPE_DEVICE = 2, CU_MEMORYTYPE_ARRAY = 3, CU_MEMORYTYPE_UNIFIED = 4 };
 
+// CUdevice_attribute: the one mc reads (CUDA 11.7+ drivers know it; older ones fail the call).
+constexpr int CU_DEVICE_ATTRIBUTE_DMA_BUF_SUPPORTED = 124;
+// CUmemRangeHandleType for cuMemGetHandleForAddressRange.
+constexpr int CU_MEM_RANGE_HANDLE_TYPE_DMA_BUF_FD = 1;
+
 constexpr unsigned CU_STREAM_NON_BLOCKING = 0x1;
 constexpr unsigned CU_EVENT_DISABLE_TIMING = 0x2;
 constexpr unsigned CU_MEMHOSTALLOC_PORTABLE = 0x1;
@@ -96,6 +101,7 @@ struct CUmemAccessDesc {
   X(cuDeviceGetCount, "cuDeviceGetCount", (int *))                                               \
   X(cuDeviceGet, "cuDeviceGet", (CUdevice *, int))                                               \
   X(cuDeviceCanAccessPeer, "cuDeviceCanAccessPeer", (int *, CUdevice, CUdevice))                 \
+  X(cuDeviceGetAttribute, "cuDeviceGetAttribute", (int *, int, CUdevice))                        \
   X(cuDevicePrimaryCtxRetain, "cuDevicePrimaryCtxRetain", (CUcontext *, CUdevice))               \
   X(cuDevicePrimaryCtxRelease, "cuDevicePrimaryCtxRelease_v2", (CUdevice))                       \
   X(cuCtxSetCurrent, "cuCtxSetCurrent", (CUcontext))                                             \
@@ -144,7 +150,9 @@ struct CUmemAccessDesc {
   X(cuMemExportToShareableHandle, "cuMemExportToShareableHandle",                                \
     (void *, CUmemGenericAllocationHandle, int, unsigned long long))                             \
   X(cuMemImportFromShareableHandle, "cuMemImportFromShareableHandle",                            \
-    (CUmemGenericAllocationHandle *, void *, int))
+    (CUmemGenericAllocationHandle *, void *, int))                                               \
+  X(cuMemGetHandleForAddressRange, "cuMemGetHandleForAddressRange",                              \
+    (void *, CUdeviceptr, size_t, int, unsigned long long))
 
 struct Api {
 #define MC_CUDA_FIELD(name, sym, params) CUresult(*name) params = nullptr;
@@ -181,6 +189,32 @@ struct PointerInfo {
 };
 // Asks the driver about p. Host memory and unknown pointers: device = false.
 PointerInfo pointer_info(const void *p);
+
+// ------------------------------------------------------------------------------ dma-buf
+// GPU memory for RDMA NICs: the driver exports a device range as a Linux dma-buf file
+// descriptor (cuMemGetHandleForAddressRange, CU_MEM_RANGE_HANDLE_TYPE_DMA_BUF_FD), which the NIC
+// registers with ibv_reg_dmabuf_mr(pd, offset, length, iova, fd, access). The driver wants the
+// range aligned to the host page size, so the exported range is the buffer's, aligned down at
+// the start and up at the end, and the buffer lies at `offset` inside it.
+struct DmabufRange {
+  int fd = -1;          // the dma-buf; the caller owns it (dmabuf_forget, then close)
+  uint64_t base = 0;    // device address of the exported range (host-page aligned)
+  uint64_t length = 0;  // its length (a multiple of the host page)
+  uint64_t offset = 0;  // where the asked-for pointer lies in it
+};
+// Whether GPU dev can export dma-bufs (CU_DEVICE_ATTRIBUTE_DMA_BUF_SUPPORTED, CUDA 11.7+ and a
+// kernel and driver with dma-buf support); *why says what is missing when not.
+bool dmabuf_supported(int dev, std::string *why);
+// Exports [p, p+len) of GPU dev's memory. When the page-aligned span of the buffer is refused
+// (it may reach past its allocation) the whole allocation, page-aligned, is tried. MC_ERR_
+// UNSUPPORTED with the driver's reason when it cannot.
+Status export_dmabuf(int dev, CUdeviceptr p, uint64_t len, DmabufRange *out);
+// The device range behind a dma-buf that this process exported (matched by the file's inode,
+// so a dup of the fd matches too); false for any other fd. For the simulated NIC, which cannot
+// map GPU memory through the fd as a NIC's DMA engine does.
+bool dmabuf_lookup(int fd, int *dev, uint64_t *base, uint64_t *length);
+// Drops the record of an export; call it before closing the exporter's fd.
+void dmabuf_forget(int fd);
 
 // True once a "cuda:N" buffer was registered in this process: until then no host pointer needs
 // a driver call to be told apart from device memory.

@@ -136,6 +136,26 @@ class Device {
   // gid_index < 0: chosen automatically (RoCE v2 preferred).
   virtual Status query_port(int gid_index, PortInfo *out) = 0;
   virtual Status reg_mr(void *addr, uint64_t len, uint32_t access, std::unique_ptr<Mr> *out) = 0;
+  // Registers bytes [offset, offset+len) of a dma-buf (GPU memory exported by the CUDA driver,
+  // say) as an MR that work requests address at [iova, iova+len), as rdma-core's
+  // ibv_reg_dmabuf_mr(pd, offset, len, iova, fd, access). The fd stays the caller's. iova and
+  // offset must share their offset within a host page (the NIC maps whole pages).
+  // MC_ERR_UNSUPPORTED where the library, kernel or device cannot.
+  virtual Status reg_dmabuf_mr(int fd, uint64_t offset, uint64_t len, uint64_t iova, uint32_t access,
+                               std::unique_ptr<Mr> *out) {
+    (void)fd;
+    (void)offset;
+    (void)len;
+    (void)iova;
+    (void)access;
+    (void)out;
+    return Err(MC_ERR_UNSUPPORTED, "this RDMA device cannot register dma-bufs");
+  }
+  // Whether reg_dmabuf_mr can work at all here (the library has it); *why when not.
+  virtual bool dmabuf_capable(std::string *why) const {
+    *why = "this RDMA device cannot register dma-bufs";
+    return false;
+  }
   virtual Status create_cq(uint32_t depth, std::unique_ptr<Cq> *out) = 0;
   virtual Status create_qp(Cq *cq, uint32_t max_wr, std::unique_ptr<Qp> *out) = 0;
   // Largest number of outstanding completions a CQ of this device can hold.

@@ -37,6 +37,17 @@
 //         completes our work with a retry-exceeded error well before the engine's timeout
 //         (hardware may stretch the timer up to 4x; half leaves room for that and the retry).
 //         rnr_retry 0 (RNR cannot happen without SENDs), max_rd_atomic 16, random 24-bit PSNs.
+// GPU memory ("cuda:N" buffers): registered with every NIC through dma-buf: the CUDA driver
+// exports the buffer's page-aligned span as a dma-buf fd (cuMemGetHandleForAddressRange) and
+// each NIC registers [offset, offset+length) of it at iova = the buffer's device address
+// (ibv_reg_dmabuf_mr), so work requests address GPU memory exactly as host memory and the NIC
+// moves it with no host bounce. Where that cannot work (libibverbs without ibv_reg_dmabuf_mr,
+// a driver or kernel without dma-buf, the NIC refusing it) the buffer still registers, the GPU
+// is marked as not reachable by RDMA here (logged once), and its transfers take another
+// transport (tcp through staging). Remote GPU buffers are used when their descriptor has rkeys.
+// Untested on real NICs (none here): the simulated NIC checks the same arguments and moves the
+// bytes through the CUDA driver (sim_nic.cpp).
+//
 // Work requests are all signaled, one SGE each; completions of a QP come in order, so each QP
 // keeps its posted slices in a FIFO and a lost or shutting-down QP can still fail them all.
 #include "transport/rdma/rdma_transport.h"
@@ -58,6 +69,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/control.h"
+#include "common/cuda_loader.h"
 #include "common/log.h"
 #include "common/net.h"
 #include "transport/rdma/nic.h"
@@ -187,9 +199,27 @@ struct Nic {
   std::vector<std::shared_ptr<Endpoint>> starved;  // waiting for room in the CQ
 };
 
+// The exporter's fd of a GPU buffer's dma-buf, kept while its MRs live.
+struct Dmabuf {
+  int fd = -1;
+  explicit Dmabuf(int f) : fd(f) {}
+  Dmabuf(const Dmabuf &) = delete;
+  Dmabuf &operator=(const Dmabuf &) = delete;
+  ~Dmabuf() {
+    if (fd < 0) return;
+    cuda::dmabuf_forget(fd);
+    ::close(fd);
+  }
+};
+
 struct LocalMr {
   uint64_t len = 0;
   std::vector<std::unique_ptr<Mr>> mrs;  // per NIC
+  std::unique_ptr<Dmabuf> dmabuf;        // GPU memory: the dma-buf behind mrs
+  ~LocalMr() { mrs.clear(); }            // the MRs go before the dma-buf's fd
+  LocalMr() = default;
+  LocalMr(LocalMr &&) = default;
+  LocalMr &operator=(LocalMr &&) = default;
 };
 
 std::string hex16(const uint8_t *g) {
@@ -237,6 +267,15 @@ class RdmaTransport : public Transport {
   std::shared_ptr<PeerPath> connect(const Descriptor &d) override;
   void update(PeerPath &peer, const Descriptor &d) override;
   void fail_path(PeerPath &peer, mc_status_t status, const std::string &why) override;
+  // Host memory on both sides, and GPU memory on either side where it has an MR: a local GPU's
+  // buffers when dma-buf registration works for that GPU here, a remote buffer when its
+  // descriptor carries rkeys (accepts_buffer).
+  bool accepts(const std::string &l, const std::string &r) const override {
+    bool lcpu = l.rfind("cpu", 0) == 0, rcpu = r.rfind("cpu", 0) == 0;
+    bool lgpu = l.rfind("cuda", 0) == 0, rgpu = r.rfind("cuda", 0) == 0;
+    if (!(lcpu || lgpu) || !(rcpu || rgpu)) return false;
+    return !lgpu || gpu_ok(gpu_of(l));
+  }
   bool accepts_buffer(PeerPath &peer, const BufferDesc &remote) const override {
     (void)peer;
     return remote.ext.count("rdma") != 0;
@@ -250,6 +289,11 @@ class RdmaTransport : public Transport {
   void release(const std::shared_ptr<PeerState> &ps);
 
  private:
+  static int gpu_of(const std::string &loc) { return loc.size() > 5 ? std::atoi(loc.c_str() + 5) : 0; }
+  bool gpu_ok(int dev) const {
+    return gpu_capable_ && (dev < 0 || dev >= 64 || !(gpu_bad_.load() & (1ull << dev)));
+  }
+  Status register_gpu(const LocalRegion &r, LocalMr *lm);
   Status parse_remote(const Descriptor &d, std::shared_ptr<const RemoteInfo> *out) const;
   void dispatch(const std::shared_ptr<PeerState> &ps, Op **ops, size_t n);
   void finish(Op *op, mc_status_t st);
@@ -319,6 +363,12 @@ class RdmaTransport : public Transport {
 
   std::atomic<uint64_t> qps_created_{0}, qps_destroyed_{0}, wr_posted_{0}, wr_failed_{0}, retries_{0};
   std::atomic<uint64_t> evictions_{0}, connects_{0}, accepts_{0}, setup_failed_{0}, nic_failovers_{0};
+  // GPU memory: whether every NIC can register dma-bufs (set in start), GPUs whose buffers could
+  // not be registered (bit per ordinal), and counters.
+  bool gpu_capable_ = false;
+  std::string gpu_why_;
+  std::atomic<uint64_t> gpu_bad_{0};
+  std::atomic<uint64_t> gpu_mrs_{0}, gpu_mr_failures_{0};
 };
 
 RdmaPeer::~RdmaPeer() { t_->release(ps); }
@@ -340,6 +390,12 @@ Status RdmaTransport::start(std::vector<std::unique_ptr<Device>> devs) {
     n->dev = std::move(d);
     nics_.push_back(std::move(n));
   }
+  gpu_capable_ = !nics_.empty();
+  for (auto &n : nics_)
+    if (gpu_capable_ && !n->dev->dmabuf_capable(&gpu_why_)) {
+      gpu_capable_ = false;
+      gpu_why_ = n->dev->name() + ": " + gpu_why_;
+    }
   for (auto &n : nics_) n->poller = std::thread([this, raw = n.get()] { poll_loop(raw); });
   async_ = std::thread([this] { async_loop(); });
   return Status::Ok();
@@ -476,8 +532,46 @@ Status RdmaTransport::parse_remote(const Descriptor &d, std::shared_ptr<const Re
 
 // ------------------------------------------------------------------------------ memory
 
+Status RdmaTransport::register_gpu(const LocalRegion &r, LocalMr *lm) {
+  int dev = gpu_of(r.location);
+  if (!gpu_capable_) return Err(MC_ERR_UNSUPPORTED, gpu_why_);
+  cuda::DmabufRange ex;
+  Status st = cuda::export_dmabuf(dev, r.addr, r.length, &ex);
+  if (!st.ok()) return st;
+  lm->dmabuf = std::make_unique<Dmabuf>(ex.fd);
+  for (auto &n : nics_) {
+    std::unique_ptr<Mr> m;
+    st = n->dev->reg_dmabuf_mr(ex.fd, ex.offset, r.length, r.addr, mr_access(r.access), &m);
+    if (!st.ok()) return Err(st.code(), "RDMA device " + n->dev->name() + ": " + st.message());
+    lm->mrs.push_back(std::move(m));
+  }
+  return Status::Ok();
+}
+
 Status RdmaTransport::on_register(const LocalRegion &r) {
-  if (r.location.rfind("cpu", 0) != 0) return Status::Ok();  // host memory only in this build
+  if (r.location.rfind("cuda", 0) == 0) {
+    if (nics_.empty()) return Status::Ok();
+    int dev = gpu_of(r.location);
+    if (!gpu_ok(dev)) return Status::Ok();  // known not to work here: other transports carry it
+    LocalMr lm;
+    lm.len = r.length;
+    Status st = register_gpu(r, &lm);
+    if (!st.ok()) {
+      // Still registered: its transfers take another transport. Every buffer of this GPU does
+      // from now on, so a request never picks rdma for a GPU buffer without an MR.
+      gpu_mr_failures_++;
+      uint64_t bit = dev >= 0 && dev < 64 ? 1ull << dev : 0;
+      if (bit && !(gpu_bad_.fetch_or(bit) & bit))
+        MC_LOGW("rdma: GPU memory of " << r.location << " cannot be registered with the NICs (" << st.message()
+                                       << "); its transfers go over other transports (tcp with staging)");
+      return Status::Ok();
+    }
+    gpu_mrs_++;
+    std::unique_lock<std::shared_mutex> lk(mr_mu_);
+    mrs_[r.addr] = std::move(lm);
+    return Status::Ok();
+  }
+  if (r.location.rfind("cpu", 0) != 0) return Status::Ok();
   LocalMr lm;
   lm.len = r.length;
   for (auto &n : nics_) {
@@ -1501,6 +1595,9 @@ std::string RdmaTransport::stats_json() {
          {"evictions", evictions_.load()},
          {"connects", connects_.load()},
          {"accepts", accepts_.load()},
+         {"gpu_mrs", gpu_mrs_.load()},
+         {"gpu_mr_failures", gpu_mr_failures_.load()},
+         {"gpu_direct", gpu_capable_ && gpu_bad_.load() == 0},
          {"setup_failed", setup_failed_.load()},
          {"wr_posted", wr_posted_.load()},
          {"wr_failed", wr_failed_.load()},

@@ -9,11 +9,13 @@
 // seal does not match, is corruption.
 #include "transport/rdma/sim_nic.h"
 
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
@@ -22,6 +24,8 @@
 #include <shared_mutex>
 #include <thread>
 #include <unordered_map>
+
+#include "common/cuda_loader.h"
 
 namespace mc::rdma {
 
@@ -100,12 +104,51 @@ uint64_t seal_of(const Wqe &w) {
 }
 uint64_t seal_of(const Cqe &c) { return mix64(c.wr_id ^ mix64((uint64_t(c.byte_len) << 8) | c.status) ^ 0x5a5a); }
 
+// An MR. addr is what work requests use (the VA of host memory, the iova of a dma-buf). Where
+// its bytes are: host memory at addr itself; a dma-buf the sim could mmap (host-backed) at
+// cpu + (a - addr); a dma-buf of GPU memory that this process exported through the CUDA driver
+// at device address gpu + (a - addr), moved with the driver's copy engine, since neither the CPU
+// nor the sim can reach GPU memory through the fd the way a NIC's DMA engine does.
 struct SimMr {
+  enum Kind : uint8_t { kHost, kDmabufMapped, kDmabufGpu };
   uint64_t addr = 0, len = 0;
   uint32_t key = 0;
   std::atomic<uint32_t> access{0};
   std::atomic<int64_t> users{0};
+  Kind kind = kHost;
+  uint8_t *cpu = nullptr;      // kDmabufMapped
+  uint64_t gpu = 0;            // kDmabufGpu
+  int gpu_dev = -1;
+  void *map = nullptr;         // the mapping to undo
+  size_t map_len = 0;
+  int fd = -1;                 // our reference on the dma-buf, as the kernel holds one
+  ~SimMr() {
+    if (map) ::munmap(map, map_len);
+    if (fd >= 0) ::close(fd);
+  }
+  // Where the byte that work requests address at a lives; for kDmabufGpu a device address.
+  uint64_t at(uint64_t a) const {
+    switch (kind) {
+      case kDmabufMapped: return reinterpret_cast<uint64_t>(cpu) + (a - addr);
+      case kDmabufGpu: return gpu + (a - addr);
+      default: return a;
+    }
+  }
 };
+
+// Copies between MRs where one side is GPU memory: through the CUDA driver on a stream of this
+// thread's own, waited for, so the completion means the bytes landed (as a NIC's would).
+bool gpu_copy(int dev, uint64_t dst, uint64_t src, uint64_t len) {
+  const cuda::Api *a = cuda::api();
+  if (!a || !cuda::use_device(dev).ok()) return false;
+  thread_local std::unordered_map<int, cuda::CUstream> streams;  // kept for the thread's life
+  auto &st = streams[dev];
+  if (!st && a->cuStreamCreate(&st, cuda::CU_STREAM_NON_BLOCKING) != cuda::CUDA_SUCCESS) {
+    st = nullptr;
+    return false;
+  }
+  return a->cuMemcpyAsync(dst, src, len, st) == cuda::CUDA_SUCCESS && a->cuStreamSynchronize(st) == cuda::CUDA_SUCCESS;
+}
 
 struct DevCore;
 
@@ -283,12 +326,15 @@ WcStatus execute(QpCore &q, const Wqe &w, const std::shared_ptr<DevCore> &rdev, 
       st = WcStatus::kRemAccessErr;
   }
   if (st == WcStatus::kSuccess && w.len) {
-    void *l = reinterpret_cast<void *>(w.local);
-    void *r = reinterpret_cast<void *>(w.remote);
-    if (read)
-      std::memcpy(l, r, w.len);
-    else
-      std::memcpy(r, l, w.len);
+    uint64_t l = lm->at(w.local), r = rm->at(w.remote);
+    uint64_t dst = read ? l : r, src = read ? r : l;
+    if (lm->kind == SimMr::kDmabufGpu || rm->kind == SimMr::kDmabufGpu) {
+      // Unified addressing: one driver copy handles device<->host and device<->device.
+      int dev = lm->kind == SimMr::kDmabufGpu ? lm->gpu_dev : rm->gpu_dev;
+      if (!gpu_copy(dev, dst, src, w.len)) st = WcStatus::kFatalErr;  // the device failed the DMA
+    } else {
+      std::memcpy(reinterpret_cast<void *>(dst), reinterpret_cast<const void *>(src), w.len);
+    }
   }
   if (rm) DevCore::unpin(rm);
   DevCore::unpin(lm);
@@ -646,6 +692,62 @@ class SimDevice : public Device {
     m->addr = reinterpret_cast<uint64_t>(addr);
     m->len = len;
     m->access.store(access);
+    return install(m, out);
+  }
+  bool dmabuf_capable(std::string *why) const override {
+    (void)why;
+    return true;
+  }
+  // As ibv_reg_dmabuf_mr: the fd must be a dma-buf (here: any file with a size, lseek(SEEK_END),
+  // as a dma-buf has), [offset, offset+len) inside it, iova and offset on the same page offset.
+  // Where the bytes are: a dma-buf this process exported from GPU memory through the CUDA driver
+  // (cuda::dmabuf_lookup), else whatever mmap of the fd gives (a host-backed dma-buf such as
+  // udmabuf, or a memfd standing in for one in tests).
+  Status reg_dmabuf_mr(int fd, uint64_t offset, uint64_t len, uint64_t iova, uint32_t access,
+                       std::unique_ptr<Mr> *out) override {
+    if (fd < 0 || !len) return Err(MC_ERR_INVALID_ARG, "reg_dmabuf_mr: no fd or an empty range");
+    if ((access & kRemoteWrite) && !(access & kLocalWrite))
+      return Err(MC_ERR_INVALID_ARG, "reg_dmabuf_mr: remote write needs local write (as in verbs)");
+    off_t size = ::lseek(fd, 0, SEEK_END);
+    if (size < 0) return Err(MC_ERR_INVALID_ARG, std::string("reg_dmabuf_mr: the fd is not a dma-buf (lseek: ") + std::strerror(errno) + ")");
+    uint64_t sz = static_cast<uint64_t>(size);
+    if (offset > sz || len > sz - offset)
+      return Err(MC_ERR_INVALID_ARG, "reg_dmabuf_mr: [offset, offset+length) lies outside the dma-buf (" +
+                                         std::to_string(sz) + " bytes)");
+    const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+    if (((iova ^ offset) & (page - 1)) != 0)
+      return Err(MC_ERR_INVALID_ARG, "reg_dmabuf_mr: iova and offset lie at different offsets within a page");
+    if (iova + len < iova) return Err(MC_ERR_INVALID_ARG, "reg_dmabuf_mr: iova range wraps");
+    auto m = std::make_unique<SimMr>();
+    m->addr = iova;
+    m->len = len;
+    m->access.store(access);
+    int dev = -1;
+    uint64_t gbase = 0, glen = 0;
+    if (cuda::dmabuf_lookup(fd, &dev, &gbase, &glen)) {
+      if (offset > glen || len > glen - offset)
+        return Err(MC_ERR_INVALID_ARG, "reg_dmabuf_mr: range outside the exported GPU memory");
+      m->kind = SimMr::kDmabufGpu;
+      m->gpu = gbase + offset;
+      m->gpu_dev = dev;
+    } else {
+      uint64_t moff = offset & ~(page - 1);
+      size_t mlen = static_cast<size_t>(offset + len - moff);
+      void *p = ::mmap(nullptr, mlen, PROT_READ | PROT_WRITE, MAP_SHARED, fd, static_cast<off_t>(moff));
+      if (p == MAP_FAILED)
+        return Err(MC_ERR_UNSUPPORTED, std::string("reg_dmabuf_mr: the simulated NIC cannot reach this dma-buf's "
+                                                   "memory (not exported by this process's CUDA driver, and mmap "
+                                                   "failed: ") + std::strerror(errno) + ")");
+      m->kind = SimMr::kDmabufMapped;
+      m->map = p;
+      m->map_len = mlen;
+      m->cpu = static_cast<uint8_t *>(p) + (offset - moff);
+    }
+    m->fd = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (m->fd < 0) return Err(MC_ERR_NO_MEMORY, std::string("reg_dmabuf_mr: dup: ") + std::strerror(errno));
+    return install(m.release(), out);
+  }
+  Status install(SimMr *m, std::unique_ptr<Mr> *out) {
     {
       std::unique_lock<std::shared_mutex> lk(d_->mr_mu);
       // Keys: a fresh index in the upper 24 bits, a per-NIC byte in the lower 8 (as mlx5 does),

@@ -10,6 +10,7 @@
 #include <infiniband/verbs.h>
 #include <poll.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -37,6 +38,8 @@ struct Api {
   decltype(&::ibv_alloc_pd) alloc_pd = nullptr;
   decltype(&::ibv_dealloc_pd) dealloc_pd = nullptr;
   ibv_mr *(*reg_mr)(ibv_pd *, void *, size_t, int) = nullptr;
+  // rdma-core 34+ (Linux 5.12+): absent in older libraries, then GPU memory is not registered.
+  ibv_mr *(*reg_dmabuf_mr)(ibv_pd *, uint64_t, size_t, uint64_t, int, int) = nullptr;
   decltype(&::ibv_rereg_mr) rereg_mr = nullptr;
   decltype(&::ibv_dereg_mr) dereg_mr = nullptr;
   decltype(&::ibv_create_comp_channel) create_comp_channel = nullptr;
@@ -83,6 +86,7 @@ const Api &api() {
     sym(x->alloc_pd, "ibv_alloc_pd");
     sym(x->dealloc_pd, "ibv_dealloc_pd");
     sym(x->reg_mr, "ibv_reg_mr");
+    sym(x->reg_dmabuf_mr, "ibv_reg_dmabuf_mr", false);
     sym(x->rereg_mr, "ibv_rereg_mr", false);
     sym(x->dereg_mr, "ibv_dereg_mr");
     sym(x->create_comp_channel, "ibv_create_comp_channel");
@@ -150,6 +154,34 @@ class VerbsMr : public Mr {
  private:
   ibv_mr *m_;
   ibv_pd *pd_;
+};
+
+// A dma-buf MR. Access changes register a new MR with the new rights and then deregister the
+// old one (keys change), rather than ibv_rereg_mr, which not every provider supports for
+// dma-buf MRs; after set_access returns, the old rights are gone with the old MR.
+class VerbsDmabufMr : public Mr {
+ public:
+  VerbsDmabufMr(ibv_mr *m, ibv_pd *pd, int fd, uint64_t offset, uint64_t len, uint64_t iova)
+      : m_(m), pd_(pd), fd_(fd), offset_(offset), len_(len), iova_(iova) {}
+  ~VerbsDmabufMr() override {
+    api().dereg_mr(m_);
+    ::close(fd_);
+  }
+  uint32_t lkey() const override { return m_->lkey; }
+  uint32_t rkey() const override { return m_->rkey; }
+  Status set_access(uint32_t access) override {
+    ibv_mr *n = api().reg_dmabuf_mr(pd_, offset_, len_, iova_, fd_, static_cast<int>(access | kLocalWrite));
+    if (!n) return verr("ibv_reg_dmabuf_mr (access change)", errno);
+    api().dereg_mr(m_);
+    m_ = n;
+    return Status::Ok();
+  }
+
+ private:
+  ibv_mr *m_;
+  ibv_pd *pd_;
+  int fd_;  // our dup of the dma-buf, for re-registration
+  uint64_t offset_, len_, iova_;
 };
 
 class VerbsCq : public Cq {
@@ -364,6 +396,29 @@ class VerbsDevice : public Device {
     ibv_mr *m = api().reg_mr(pd_, addr, len, static_cast<int>(access));
     if (!m) return verr("ibv_reg_mr on " + name_, errno);
     *out = std::make_unique<VerbsMr>(m, pd_);
+    return Status::Ok();
+  }
+  bool dmabuf_capable(std::string *why) const override {
+    if (api().reg_dmabuf_mr) return true;
+    *why = "libibverbs.so.1 lacks ibv_reg_dmabuf_mr (rdma-core 34 or newer is needed for GPU memory over RDMA)";
+    return false;
+  }
+  Status reg_dmabuf_mr(int fd, uint64_t offset, uint64_t len, uint64_t iova, uint32_t access,
+                       std::unique_ptr<Mr> *out) override {
+    std::string why;
+    if (!dmabuf_capable(&why)) return Err(MC_ERR_UNSUPPORTED, why);
+    int mine = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (mine < 0) return verr("dup of a dma-buf fd", errno);
+    ibv_mr *m = api().reg_dmabuf_mr(pd_, offset, len, iova, mine, static_cast<int>(access));
+    if (!m) {
+      int e = errno;
+      ::close(mine);
+      if (e == EOPNOTSUPP || e == EPROTONOSUPPORT || e == ENOSYS)
+        return Err(MC_ERR_UNSUPPORTED, "ibv_reg_dmabuf_mr on " + name_ + ": " + std::strerror(e) +
+                                           " (the kernel or the NIC driver cannot register dma-bufs)");
+      return verr("ibv_reg_dmabuf_mr on " + name_, e);
+    }
+    *out = std::make_unique<VerbsDmabufMr>(m, pd_, mine, offset, len, iova);
     return Status::Ok();
   }
   Status create_cq(uint32_t depth, std::unique_ptr<Cq> *out) override {
