@@ -20,10 +20,18 @@
 #include "transport/rdma/nic.h"
 #include "transport/rdma/sim_nic.h"
 
-// cmocka last: it defines macros (fail) that clash with the standard library.
+// cmocka last: it defines macros (fail) that clash with the standard library. It declares a
+// volatile-qualified parameter, deprecated in C++20 (g++ 13 warns).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wvolatile"
+#endif
 extern "C" {
 #include <cmocka.h>
 }
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 using namespace mc;
 using namespace mc::rdma;

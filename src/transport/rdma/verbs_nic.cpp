@@ -7,7 +7,16 @@
 // compiled in CI and run by tests/test_rdma_hw.c where MC_TEST_RDMA_DEVICE names a device.
 #include <dlfcn.h>
 #include <fcntl.h>
+// verbs.h ORs enumerators of different enums (IBV_CREATE_CQ_SUP_WC_FLAGS), which C++20
+// deprecates: g++ 13 warns about it in rdma-core 44's header.
+#if defined(__GNUC__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-enum-enum-conversion"
+#endif
 #include <infiniband/verbs.h>
+#if defined(__GNUC__)
+#pragma GCC diagnostic pop
+#endif
 #include <poll.h>
 #include <sys/stat.h>
 #include <unistd.h>
