@@ -784,7 +784,7 @@ void rdma_gpu_case(const char *kind) {
     assert_true(dmabuf_lookup(ex.fd, &d2, &b2, &l2));
     dmabuf_forget(ex.fd);
     close(ex.fd);
-  } else {
+  } else if (!dmabuf) {
     std::printf("  dma-buf: not supported here (%s): checking the fallback to tcp\n", why.c_str());
   }
   mc_engine_t *ge = rdma_engine(), *he = rdma_engine();
