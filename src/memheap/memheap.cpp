@@ -5,42 +5,51 @@
 //
 // Free ranges are indexed by size the way TLSF does it (two-level segregated fit): a size class
 // is (fl, sl) where fl is the power of two of the size and sl one of 64 equal steps inside it, so
-// a class spans less than 1/64 of its sizes (sizes below 128 have a class each). Two bitmaps say
-// which classes hold ranges, so "the first class at or above X that holds a range" is a couple
-// of bit scans. Unlike plain TLSF, each class is a max-heap by size rather than a list: its top
-// answers "does any range in the request's own class fit?" in O(1). Without it a request could
-// fail while a range of its own class would hold it (TLSF only looks in classes whose every
-// range fits), which breaks the "no room means no room" promise of the header, and exact fits
-// (the common fixed-size pool case) would split larger ranges instead of reusing freed ones.
+// a class spans less than 1/64 of its sizes (sizes below 128 have a class each). Each class is
+// an intrusive doubly linked list (links in the Block, newest first), and two bitmaps say which
+// classes hold ranges, so "the first class at or above X that holds a range" is a couple of bit
+// scans and taking or putting back a range is a few pointer writes.
+//
+// Alloc looks, in this order, each step O(1):
+//  1. at the newest range of the request's own class: an exact reuse in the common fixed-size
+//     pool case (TLSF alone would split a larger range and leave the freed ones unused);
+//  2. at the newest range of the first class whose every range is >= size (align 1: it fits);
+//  3. for align > 1, at the first class whose every range is >= size + align - 1 (it fits at any
+//     alignment).
+// Only when all of that fails, which needs every class above the request's own (or, for
+// align > 1, above the class of size + align - 1) to be empty, does it walk that one class's
+// list: ranges there may still hold the request, and "no room" must mean no room. That walk is
+// O(ranges in one size class); it happens only when the heap has no larger range at all.
 //
 // Live allocations are found by offset in an open-addressing hash table (linear probing with
-// backward-shift deletion), so neither alloc nor free allocates a node; the pool, the class
-// heaps and the table grow geometrically and are reserved before anything changes, so a
-// bad_alloc leaves the heap as it was.
+// backward-shift deletion), so neither alloc nor free allocates a node; the pool and the table
+// grow geometrically and are reserved before anything changes, so a bad_alloc leaves the heap
+// as it was.
 #include "memheap/memheap.h"
 
 #include <algorithm>
 #include <array>
 #include <atomic>
 #include <bit>
+#include <chrono>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
-// The heap steps below are small and called from few places; inlining them into Alloc and Free
-// saved a fifth of the instructions of an alloc+free pair (measured with callgrind).
 #define MC_HOT_INLINE [[gnu::always_inline]] inline
 
 namespace mc {
 namespace {
 
 constexpr uint32_t kNil = UINT32_MAX;
-// Block::pos of an allocated block and of a recycled pool slot; free blocks hold their heap index.
-constexpr uint32_t kUsed = UINT32_MAX;
-constexpr uint32_t kDead = UINT32_MAX - 1;
+// Block::fprev of an allocated block and of a recycled pool slot; a free block holds its list
+// predecessor there (kNil at the head of its class list).
+constexpr uint32_t kUsed = UINT32_MAX - 1;
+constexpr uint32_t kDead = UINT32_MAX - 2;
 // Block indices stay below this so that they never collide with the markers above.
-constexpr uint64_t kMaxBlocks = UINT32_MAX - 2;
+constexpr uint64_t kMaxBlocks = UINT32_MAX - 3;
 
 constexpr unsigned kSlLog = 6;
 constexpr uint32_t kSl = 1u << kSlLog;
@@ -62,11 +71,8 @@ inline uint64_t ClassLow(Class c) {
   return c.fl == 0 ? c.sl : (uint64_t(kSl + c.sl) << (c.fl - 1));
 }
 
-// Classes numbered fl * kSl + sl: the index of a class heap, and what a free Block keeps.
-inline uint32_t ClassIndex(uint64_t size) {
-  const Class c = ClassOf(size);
-  return c.fl * kSl + c.sl;
-}
+inline uint32_t IndexOf(Class c) { return c.fl * kSl + c.sl; }
+inline uint32_t ClassIndex(uint64_t size) { return IndexOf(ClassOf(size)); }
 
 // The first class whose every range is >= size. fl may come out one past the last class.
 inline Class ClassUp(uint64_t size) {
@@ -160,37 +166,49 @@ class LiveTable {
 
 std::string U(uint64_t v) { return std::to_string(v); }
 
-// The heap's lock: a mutex that spins briefly before it sleeps. Heap calls hold it for a
-// fraction of a microsecond, so a thread that finds it taken usually gets it a few hundred
-// cycles later, while sleeping in the kernel and being woken costs several microseconds: with
-// a plain std::mutex two threads on one heap ran ten times slower than one. (std::mutex has
-// no "is it taken" test to spin on, and its try_lock costs more than the lock itself here.)
-// States: 0 free, 1 taken, 2 taken and a thread may be asleep on it (Drepper, "Futexes are
-// tricky", mutex #2), with C++20 atomic wait/notify as the futex.
+// The heap's lock: a test-and-set spin lock that yields, then sleeps, when it waits long. Heap
+// calls hold it for some tens of nanoseconds, so a waiter almost always gets it within a few
+// hundred cycles; sleeping in the kernel and being woken would cost microseconds (with a
+// std::mutex two threads on one heap ran ten times slower than one). Taking it is one atomic
+// exchange and releasing it a plain store: no locked instruction on the way out, which a
+// futex-style lock needs to learn whether someone sleeps, and which cost a quarter of an
+// uncontended alloc+free pair here. Nobody sleeps on the lock word itself: a waiter that spun
+// too long yields its core (the owner may have been preempted) and then naps for 50 us at a
+// time, so the owner never has anybody to wake.
 class HeapMutex {
  public:
   void lock() {
-    uint32_t c = 0;
-    if (state_.compare_exchange_strong(c, 1, std::memory_order_acquire)) return;
-    // Spin on a plain load with exponential backoff: polling with writes would pull the lock's
-    // cache line away from the owner on every try, and backing off lets the owner run several
-    // calls in a row while the heap's lines are in its cache, instead of handing them back and
-    // forth between cores on every call.
-    for (int pauses = 1; pauses <= kMaxBackoff; pauses *= 2) {
-      for (int i = 0; i < pauses; ++i) Pause();
-      c = 0;
-      if (state_.load(std::memory_order_relaxed) == 0 &&
-          state_.compare_exchange_strong(c, 1, std::memory_order_acquire))
-        return;
-    }
-    while (state_.exchange(2, std::memory_order_acquire) != 0)
-      state_.wait(2, std::memory_order_relaxed);
+    if (!state_.exchange(1, std::memory_order_acquire)) [[likely]] return;
+    LockSlow();
   }
-  void unlock() {
-    if (state_.exchange(0, std::memory_order_release) == 2) state_.notify_one();
-  }
+  void unlock() { state_.store(0, std::memory_order_release); }
 
  private:
+  [[gnu::noinline]] void LockSlow() {
+    // Spin on a plain load with exponential backoff: polling with writes would pull the lock's
+    // cache line away from the owner on every try, and backing off lets the owner run several
+    // calls in a row while the heap's lines are in its cache.
+    for (int pauses = 1;; pauses = pauses < kMaxBackoff ? pauses * 2 : pauses) {
+      if (!state_.load(std::memory_order_relaxed) &&
+          !state_.exchange(1, std::memory_order_acquire))
+        return;
+      if (pauses < kMaxBackoff) {
+        for (int i = 0; i < pauses; ++i) Pause();
+        continue;
+      }
+      break;
+    }
+    for (unsigned tries = 0;; ++tries) {
+      if (!state_.load(std::memory_order_relaxed) &&
+          !state_.exchange(1, std::memory_order_acquire))
+        return;
+      if (tries < kYields) {
+        std::this_thread::yield();
+      } else {
+        std::this_thread::sleep_for(std::chrono::microseconds(50));
+      }
+    }
+  }
   static void Pause() {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
@@ -198,33 +216,28 @@ class HeapMutex {
     asm volatile("yield");
 #endif
   }
-  static constexpr int kMaxBackoff = 256;  // about 500 pauses in all, a few microseconds
+  static constexpr int kMaxBackoff = 64;  // about 130 pauses in all, about a microsecond
+  static constexpr unsigned kYields = 64;
   std::atomic<uint32_t> state_{0};
 };
 
 }  // namespace
 
 struct MemHeap::Impl {
+  // 32 bytes: two blocks to a cache line.
   struct Block {
     uint64_t start;
     uint64_t size;
-    uint32_t prev;  // address neighbours, kNil at the ends; `next` chains recycled slots too
+    uint32_t prev;   // address neighbours, kNil at the ends; `next` chains recycled slots too
     uint32_t next;
-    uint32_t pos;  // index in its class heap when free; kUsed; kDead
-    uint32_t cls;  // its class (ClassIndex(size)) while free: fills what would be padding
-  };
-  struct Entry {
-    uint64_t size;  // copied from the block so that heap steps stay inside the heap's array
-    uint32_t block;
+    uint32_t fprev;  // free: class list links (kNil at the ends); kUsed; kDead
+    uint32_t fnext;
   };
 
   explicit Impl(uint64_t cap)
-      : capacity(cap), fl_count(ClassOf(cap).fl + 1),
-        classes(size_t(fl_count) * kSl) {
-    blocks.push_back(Block{0, cap, kNil, kNil, kUsed, 0});
-    const uint32_t k = ClassIndex(cap);
-    ReserveMore(classes[k], 1);
-    ClassInsert(0, k);
+      : capacity(cap), fl_count(ClassOf(cap).fl + 1), heads(size_t(fl_count) * kSl, kNil) {
+    blocks.push_back(Block{0, cap, kNil, kNil, kUsed, kNil});
+    Link(0, ClassIndex(cap));
   }
 
   Status Alloc(uint64_t size, uint64_t align, uint64_t *offset);
@@ -233,19 +246,14 @@ struct MemHeap::Impl {
   Status Check() const;
 
   uint32_t FindFit(uint64_t size, uint64_t align) const;
-  uint32_t FirstFrom(Class c) const;  // index of the first non-empty class at or after c, or kNil
+  uint32_t ScanClass(uint32_t k, uint64_t size, uint64_t align) const;
+  uint32_t FirstFrom(Class c) const;  // the first non-empty class at or after c, or kNil
   uint64_t Largest() const;
-  // Whether the range of class entry e holds size bytes at align. With align 1 the entry alone
-  // answers, which spares a visit to the block.
-  bool Fits(const Entry &e, uint64_t size, uint64_t align) const {
-    if (align == 1) return e.size >= size;
-    const uint64_t pad = PadFor(blocks[e.block].start, align);
-    return pad <= e.size && size <= e.size - pad;
-  }
-  static size_t IndexOf(Class c) { return size_t(c.fl) * kSl + c.sl; }
-  // Makes room for `extra` more ranges in class k unless block b (kNil: none) moves within k.
-  void ReserveClass(uint32_t k, size_t extra, uint32_t b = kNil) {
-    if (b == kNil || blocks[b].cls != k) ReserveMore(classes[k], extra);
+  bool IsFree(uint32_t b) const { return blocks[b].fprev != kUsed; }  // b is not recycled
+  // Whether free block b holds size bytes at align.
+  bool Fits(uint32_t b, uint64_t size, uint64_t align) const {
+    const uint64_t pad = PadFor(blocks[b].start, align);
+    return pad <= blocks[b].size && size <= blocks[b].size - pad;
   }
   void ReserveSlots(size_t n) {
     if (dead_slots + (blocks.capacity() - blocks.size()) < n) ReserveMore(blocks, n);
@@ -261,19 +269,17 @@ struct MemHeap::Impl {
     return uint32_t(blocks.size() - 1);
   }
   void Recycle(uint32_t i) {
-    blocks[i].pos = kDead;
+    blocks[i].fprev = kDead;
     blocks[i].next = free_slot;
     free_slot = i;
     ++dead_slots;
   }
-  // Class heap steps; the target class must have room (ReserveClass): they never allocate.
-  void ClassInsert(uint32_t b, uint32_t k);
-  void ClassRemove(uint32_t b);
-  // Moves free block b to [start, start+size) of class k, in place in its class heap when k is
-  // its class already.
-  void Reshape(uint32_t b, uint64_t start, uint64_t size, uint32_t k);
-  void SiftUp(std::vector<Entry> &h, size_t i);
-  void SiftDown(std::vector<Entry> &h, size_t i);
+  // Puts block b (its size set) at the head of class list k / takes it out of its list.
+  void Link(uint32_t b, uint32_t k);
+  void Unlink(uint32_t b);
+  // Gives free block b the range [start, start+size), moving it to the list of its new class
+  // when the class changes.
+  void Reshape(uint32_t b, uint64_t start, uint64_t size);
 
   mutable HeapMutex mu;  // guards everything below
   const uint64_t capacity;
@@ -284,199 +290,173 @@ struct MemHeap::Impl {
   std::vector<Block> blocks;
   uint32_t free_slot = kNil;  // recycled pool slots, chained through Block::next
   size_t dead_slots = 0;
-  uint64_t fl_bitmap = 0;           // bit fl: some class (fl, *) holds a range
+  uint64_t fl_bitmap = 0;                // bit fl: some class (fl, *) holds a range
   std::array<uint64_t, 64> sl_bitmap{};  // [fl] bit sl: class (fl, sl) holds a range
-  std::vector<std::vector<Entry>> classes;  // max-heaps by size, fl_count * kSl of them
+  std::vector<uint32_t> heads;           // class lists, fl_count * kSl of them
   LiveTable live;
 };
 
-MC_HOT_INLINE void MemHeap::Impl::SiftUp(std::vector<Entry> &h, size_t i) {
-  const Entry e = h[i];
-  while (i > 0) {
-    const size_t p = (i - 1) / 2;
-    if (h[p].size >= e.size) break;
-    h[i] = h[p];
-    blocks[h[i].block].pos = uint32_t(i);
-    i = p;
+MC_HOT_INLINE void MemHeap::Impl::Link(uint32_t b, uint32_t k) {
+  const uint32_t h = heads[k];
+  blocks[b].fprev = kNil;
+  blocks[b].fnext = h;
+  if (h != kNil) {
+    blocks[h].fprev = b;
+  } else {
+    sl_bitmap[k / kSl] |= uint64_t(1) << (k % kSl);
+    fl_bitmap |= uint64_t(1) << (k / kSl);
   }
-  h[i] = e;
-  blocks[e.block].pos = uint32_t(i);
-}
-
-MC_HOT_INLINE void MemHeap::Impl::SiftDown(std::vector<Entry> &h, size_t i) {
-  const Entry e = h[i];
-  const size_t n = h.size();
-  for (;;) {
-    size_t c = 2 * i + 1;
-    if (c >= n) break;
-    if (c + 1 < n && h[c + 1].size > h[c].size) ++c;
-    if (h[c].size <= e.size) break;
-    h[i] = h[c];
-    blocks[h[i].block].pos = uint32_t(i);
-    i = c;
-  }
-  h[i] = e;
-  blocks[e.block].pos = uint32_t(i);
-}
-
-MC_HOT_INLINE void MemHeap::Impl::ClassInsert(uint32_t b, uint32_t k) {
-  std::vector<Entry> &h = classes[k];
-  blocks[b].cls = k;
-  h.push_back(Entry{blocks[b].size, b});
-  SiftUp(h, h.size() - 1);
-  sl_bitmap[k / kSl] |= uint64_t(1) << (k % kSl);
-  fl_bitmap |= uint64_t(1) << (k / kSl);
+  heads[k] = b;
   ++free_ranges;
 }
 
-MC_HOT_INLINE void MemHeap::Impl::ClassRemove(uint32_t b) {
-  const uint32_t k = blocks[b].cls;
-  std::vector<Entry> &h = classes[k];
-  const size_t i = blocks[b].pos;
-  const Entry last = h.back();
-  h.pop_back();
-  if (i < h.size()) {
-    h[i] = last;
-    if (i > 0 && h[(i - 1) / 2].size < last.size)
-      SiftUp(h, i);
-    else
-      SiftDown(h, i);
+MC_HOT_INLINE void MemHeap::Impl::Unlink(uint32_t b) {
+  const uint32_t p = blocks[b].fprev, n = blocks[b].fnext;
+  if (n != kNil) blocks[n].fprev = p;
+  if (p != kNil) {
+    blocks[p].fnext = n;
+  } else {
+    const uint32_t k = ClassIndex(blocks[b].size);
+    heads[k] = n;
+    if (n == kNil) {
+      sl_bitmap[k / kSl] &= ~(uint64_t(1) << (k % kSl));
+      if (sl_bitmap[k / kSl] == 0) fl_bitmap &= ~(uint64_t(1) << (k / kSl));
+    }
   }
-  if (h.empty()) {
-    sl_bitmap[k / kSl] &= ~(uint64_t(1) << (k % kSl));
-    if (sl_bitmap[k / kSl] == 0) fl_bitmap &= ~(uint64_t(1) << (k / kSl));
-  }
-  blocks[b].pos = kUsed;
+  blocks[b].fprev = kUsed;
   --free_ranges;
 }
 
-MC_HOT_INLINE void MemHeap::Impl::Reshape(uint32_t b, uint64_t start, uint64_t size, uint32_t k) {
-  if (blocks[b].cls != k) {
-    ClassRemove(b);
+MC_HOT_INLINE void MemHeap::Impl::Reshape(uint32_t b, uint64_t start, uint64_t size) {
+  const uint32_t k = ClassIndex(size);
+  if (ClassIndex(blocks[b].size) != k) {
+    Unlink(b);
     blocks[b].start = start;
     blocks[b].size = size;
-    ClassInsert(b, k);
+    Link(b, k);
     return;
   }
-  std::vector<Entry> &h = classes[k];
-  const uint32_t i = blocks[b].pos;
-  const bool grew = size > blocks[b].size;
   blocks[b].start = start;
   blocks[b].size = size;
-  h[i].size = size;
-  if (grew)
-    SiftUp(h, i);
-  else
-    SiftDown(h, i);
 }
 
 MC_HOT_INLINE uint32_t MemHeap::Impl::FirstFrom(Class c) const {
   if (c.fl >= fl_count) return kNil;
   const uint64_t here = sl_bitmap[c.fl] & (~uint64_t(0) << c.sl);
-  if (here) return uint32_t(IndexOf({c.fl, uint32_t(std::countr_zero(here))}));
+  if (here) return IndexOf({c.fl, uint32_t(std::countr_zero(here))});
   const uint64_t above = (c.fl + 1 < 64) ? fl_bitmap & (~uint64_t(0) << (c.fl + 1)) : 0;
   if (!above) return kNil;
   const uint32_t fl = uint32_t(std::countr_zero(above));
-  return uint32_t(IndexOf({fl, uint32_t(std::countr_zero(sl_bitmap[fl]))}));
+  return IndexOf({fl, uint32_t(std::countr_zero(sl_bitmap[fl]))});
 }
 
-// Returns the block to carve, or kNil. Checked in this order, each O(1):
-//  1. the largest range of the request's own class: the closest fit there is, and the only way
-//     to reach ranges of that class that are >= size (the class also holds smaller ones);
-//  2. any range of the first class above whose ranges are all >= size (the pick is the last
-//     heap element: removing it needs no heap step);
-//  3. for align > 1 only, the same two steps for size + align - 1, which fits at any alignment.
-// With align 1, steps 1-2 see every range >= size; with align > 1, step 3 sees every range
-// >= size + align - 1: that is the promise in the header.
+// The order of the look-ups and why it keeps "no room means no room": see the file comment.
 MC_HOT_INLINE uint32_t MemHeap::Impl::FindFit(uint64_t size, uint64_t align) const {
   if (size > capacity - used) return kNil;
-  const std::vector<Entry> &own = classes[IndexOf(ClassOf(size))];
-  if (!own.empty() && Fits(own[0], size, align)) return own[0].block;
-  uint32_t k = FirstFrom(ClassUp(size));
-  if (k != kNil) {
-    const Entry &e = classes[k].back();
-    if (align == 1 || Fits(e, size, align)) return e.block;
+  const Class own = ClassOf(size);
+  const uint32_t h = heads[IndexOf(own)];
+  if (h != kNil && Fits(h, size, align)) return h;
+  const uint32_t k = FirstFrom(ClassUp(size));
+  if (align == 1) {
+    if (k != kNil) return heads[k];
+    // Every class above `own` is empty: only `own` may hold a range >= size.
+    return ScanClass(IndexOf(own), size, 1);
   }
-  if (align == 1) return kNil;
-  if (align - 1 > capacity - size) return kNil;  // size + align - 1 > capacity
+  if (k != kNil && Fits(heads[k], size, align)) return heads[k];
+  if (align - 1 > capacity - size) return kNil;  // size + align - 1 > capacity: promise kept
   const uint64_t need = size + align - 1;
-  k = FirstFrom(ClassUp(need));
-  if (k != kNil) return classes[k].back().block;
-  const std::vector<Entry> &own_need = classes[IndexOf(ClassOf(need))];
-  if (!own_need.empty() && own_need[0].size >= need) return own_need[0].block;
+  const uint32_t k2 = FirstFrom(ClassUp(need));
+  if (k2 != kNil) return heads[k2];
+  // Every class above the class of `need` is empty: only that class may hold a range >= need.
+  return ScanClass(ClassIndex(need), size, align);
+}
+
+// Walks class list k for a range that holds size bytes at align: the rare case of FindFit.
+[[gnu::noinline]] uint32_t MemHeap::Impl::ScanClass(uint32_t k, uint64_t size,
+                                                    uint64_t align) const {
+  for (uint32_t b = heads[k]; b != kNil; b = blocks[b].fnext)
+    if (Fits(b, size, align)) return b;
   return kNil;
 }
 
+// The largest free range is in the highest class that holds any: O(ranges in that class).
 uint64_t MemHeap::Impl::Largest() const {
   if (fl_bitmap == 0) return 0;
   const uint32_t fl = uint32_t(63 - std::countl_zero(fl_bitmap));
   const uint32_t sl = uint32_t(63 - std::countl_zero(sl_bitmap[fl]));
-  return classes[IndexOf({fl, sl})][0].size;
+  uint64_t best = 0;
+  for (uint32_t b = heads[IndexOf({fl, sl})]; b != kNil; b = blocks[b].fnext)
+    best = std::max(best, blocks[b].size);
+  return best;
 }
+
+namespace {
+// Failure texts are built out of line, so that the hot paths stay small.
+[[gnu::noinline, gnu::cold]] Status NoRoom(uint64_t size, uint64_t align, uint64_t capacity,
+                                           uint64_t free, uint64_t ranges, uint64_t largest) {
+  return Err(MC_ERR_NO_MEMORY, "no free range holds " + U(size) + " bytes aligned to " +
+                                   U(align) + " (capacity " + U(capacity) + ", " + U(free) +
+                                   " bytes free in " + U(ranges) + " ranges, the largest " +
+                                   U(largest) + ")");
+}
+[[gnu::noinline, gnu::cold]] Status TooManyRanges() {
+  return Err(MC_ERR_NO_MEMORY, "too many ranges in one heap (" + U(kMaxBlocks) + ")");
+}
+[[gnu::noinline, gnu::cold]] Status NotLive(uint64_t offset) {
+  return Err(MC_ERR_NOT_FOUND, "offset " + U(offset) +
+                                   " is not the start of a live allocation (already freed, "
+                                   "never allocated, or inside an allocation)");
+}
+}  // namespace
 
 Status MemHeap::Impl::Alloc(uint64_t size, uint64_t align, uint64_t *offset) {
   std::lock_guard<HeapMutex> lock(mu);
   const uint32_t f = FindFit(size, align);
-  if (f == kNil) {
-    return Err(MC_ERR_NO_MEMORY, "no free range holds " + U(size) + " bytes aligned to " +
-                                     U(align) + " (capacity " + U(capacity) + ", " +
-                                     U(capacity - used) + " bytes free in " + U(free_ranges) +
-                                     " ranges, the largest " + U(Largest()) + ")");
-  }
+  if (f == kNil) [[unlikely]]
+    return NoRoom(size, align, capacity, capacity - used, free_ranges, Largest());
   // The free range [start, start+n) becomes padding [start, a), the allocation [a, a+size) and
   // a tail [a+size, start+n); padding and tail stay free. The range's own slot keeps the tail
   // (or else the padding) so that, when its size class does not change, as when a small block
-  // is cut from a large range, its class heap only needs an in-place step.
+  // is cut from a large range, its class list is not touched at all.
   const uint64_t start = blocks[f].start;
   const uint64_t n = blocks[f].size;
   const uint64_t pad = PadFor(start, align);
   const uint64_t a = start + pad;
   const uint64_t tail = n - pad - size;
   const size_t new_slots = (pad || tail ? 1 : 0) + (pad && tail ? 1 : 0);
-  if (blocks.size() - dead_slots + new_slots > kMaxBlocks)
-    return Err(MC_ERR_NO_MEMORY, "too many ranges in one heap (" + U(kMaxBlocks) + ")");
+  if (blocks.size() - dead_slots + new_slots > kMaxBlocks) [[unlikely]]
+    return TooManyRanges();
 
-  // Everything that may allocate happens before the first change: room in each class that
-  // gains a range (none where the range f only moves inside its own class heap).
+  // Everything that may allocate happens before the first change.
   ReserveSlots(new_slots);
   live.ReserveOne();
-  const uint32_t k_pad = pad ? ClassIndex(pad) : 0;
-  const uint32_t k_tail = tail ? ClassIndex(tail) : 0;
-  if (pad && tail) {
-    ReserveClass(k_pad, 2);  // 2: the tail may land in the same class
-    ReserveClass(k_tail, 1, f);
-  } else if (pad) {
-    ReserveClass(k_pad, 1, f);
-  } else if (tail) {
-    ReserveClass(k_tail, 1, f);
-  }
 
   uint32_t al;  // the allocation's block
   if (!pad && !tail) {
-    ClassRemove(f);
+    Unlink(f);
     al = f;
   } else if (!tail) {
     al = NewSlot();  // [a, a+size) after the padding, which keeps f's slot
     const uint32_t next = blocks[f].next;
-    blocks[al] = Block{a, size, f, next, kUsed, 0};
+    blocks[al] = Block{a, size, f, next, kUsed, kNil};
     if (next != kNil) blocks[next].prev = al;
     blocks[f].next = al;
-    Reshape(f, start, pad, k_pad);
+    Reshape(f, start, pad);
   } else {
     al = NewSlot();  // [a, a+size) before the tail, which keeps f's slot
     uint32_t left = blocks[f].prev;
     if (pad) {
       const uint32_t p = NewSlot();
-      blocks[p] = Block{start, pad, left, al, kUsed, 0};
+      blocks[p] = Block{start, pad, left, al, kUsed, kNil};
       if (left != kNil) blocks[left].next = p;
       left = p;
-      ClassInsert(p, k_pad);
+      Link(p, ClassIndex(pad));
     } else if (left != kNil) {
       blocks[left].next = al;
     }
-    blocks[al] = Block{a, size, left, f, kUsed, 0};
+    blocks[al] = Block{a, size, left, f, kUsed, kNil};
     blocks[f].prev = al;
-    Reshape(f, a + size, tail, k_tail);
+    Reshape(f, a + size, tail);
   }
   live.Insert(a, al);
   used += size;
@@ -488,46 +468,39 @@ Status MemHeap::Impl::Alloc(uint64_t size, uint64_t align, uint64_t *offset) {
 Status MemHeap::Impl::Free(uint64_t offset) {
   std::lock_guard<HeapMutex> lock(mu);
   const size_t slot = live.Find(offset);
-  if (slot == LiveTable::npos)
-    return Err(MC_ERR_NOT_FOUND, "offset " + U(offset) +
-                                     " is not the start of a live allocation (already freed, "
-                                     "never allocated, or inside an allocation)");
+  if (slot == LiveTable::npos) [[unlikely]]
+    return NotLive(offset);
   const uint32_t al = live.ValueAt(slot);
-  const Block blk = blocks[al];
-  const bool merge_prev = blk.prev != kNil && blocks[blk.prev].pos != kUsed;
-  const bool merge_next = blk.next != kNil && blocks[blk.next].pos != kUsed;
-  const uint64_t merged = blk.size + (merge_prev ? blocks[blk.prev].size : 0) +
-                          (merge_next ? blocks[blk.next].size : 0);
-  // The only step that may allocate, before any change; none is needed when the neighbour that
-  // grows stays in its class.
-  const uint32_t k = ClassIndex(merged);
-  ReserveClass(k, 1, merge_prev ? blk.prev : merge_next ? blk.next : kNil);
-
   live.EraseAt(slot);
+  const Block blk = blocks[al];
   used -= blk.size;
   --allocations;
+  const bool merge_prev = blk.prev != kNil && IsFree(blk.prev);
+  const bool merge_next = blk.next != kNil && IsFree(blk.next);
   // A free neighbour grows over the freed range in place (keeping its slot and, when its size
-  // class holds, its heap entry) instead of all three ranges leaving and re-entering the index.
+  // class holds, its list position) instead of all three ranges leaving and re-entering lists.
   if (merge_prev) {
     const uint32_t p = blk.prev;
+    uint64_t merged = blocks[p].size + blk.size;
     uint32_t after = blk.next;
     if (merge_next) {
-      ClassRemove(blk.next);
+      merged += blocks[blk.next].size;
+      Unlink(blk.next);
       after = blocks[blk.next].next;
       Recycle(blk.next);
     }
     blocks[p].next = after;
     if (after != kNil) blocks[after].prev = p;
-    Reshape(p, blocks[p].start, merged, k);
+    Reshape(p, blocks[p].start, merged);
     Recycle(al);
   } else if (merge_next) {
     const uint32_t nx = blk.next;
     blocks[nx].prev = blk.prev;
     if (blk.prev != kNil) blocks[blk.prev].next = nx;
-    Reshape(nx, blk.start, merged, k);
+    Reshape(nx, blk.start, blk.size + blocks[nx].size);
     Recycle(al);
   } else {
-    ClassInsert(al, k);
+    Link(al, ClassIndex(blk.size));
   }
   return Status::Ok();
 }
@@ -551,7 +524,7 @@ Status MemHeap::Impl::Check() const {
   uint32_t head = kNil;
   size_t dead = 0;
   for (size_t i = 0; i < blocks.size(); ++i) {
-    if (blocks[i].pos == kDead) {
+    if (blocks[i].fprev == kDead) {
       ++dead;
     } else if (blocks[i].prev == kNil) {
       if (head != kNil) return bad("two blocks without a left neighbour");
@@ -561,7 +534,8 @@ Status MemHeap::Impl::Check() const {
   if (dead != dead_slots) return bad("recycled slot count is off");
   size_t chained = 0;
   for (uint32_t i = free_slot; i != kNil; i = blocks[i].next) {
-    if (blocks[i].pos != kDead || ++chained > dead) return bad("recycled slot chain is broken");
+    if (i >= blocks.size() || blocks[i].fprev != kDead || ++chained > dead)
+      return bad("recycled slot chain is broken");
   }
   if (chained != dead) return bad("recycled slot chain misses slots");
   if (head == kNil) return bad("no first block");
@@ -571,21 +545,18 @@ Status MemHeap::Impl::Check() const {
   size_t walked = 0;
   bool prev_free = false;
   for (uint32_t i = head, prev = kNil; i != kNil; prev = i, i = blocks[i].next) {
+    if (i >= blocks.size()) return bad("address link out of the pool");
     const Block &k = blocks[i];
     if (++walked > blocks.size() - dead) return bad("address chain loops");
-    if (k.pos == kDead) return bad("recycled slot in the address chain");
+    if (k.fprev == kDead) return bad("recycled slot in the address chain");
     if (k.prev != prev) return bad("broken left link at offset " + U(k.start));
     if (k.start != at) return bad("gap or overlap at offset " + U(at));
     if (k.size == 0 || k.size > capacity - at) return bad("bad size at offset " + U(at));
     at += k.size;
-    const bool is_free = k.pos != kUsed;
+    const bool is_free = k.fprev != kUsed;
     const size_t slot = live.Find(k.start);
     if (is_free) {
       if (prev_free) return bad("two free ranges touch at offset " + U(k.start));
-      const std::vector<Entry> &h = classes[IndexOf(ClassOf(k.size))];
-      if (k.cls != ClassIndex(k.size) || k.pos >= h.size() || h[k.pos].block != i ||
-          h[k.pos].size != k.size)
-        return bad("free range at " + U(k.start) + " is not where its class says");
       if (slot != LiveTable::npos) return bad("free range at " + U(k.start) + " is live");
       ++frees;
     } else {
@@ -603,25 +574,31 @@ Status MemHeap::Impl::Check() const {
     return bad("allocation count disagrees with the ranges or the live table");
   if (frees != free_ranges) return bad("free range count is off");
 
-  // The class heaps: right class, heap order, back links, bitmaps.
-  size_t entries = 0;
-  for (uint32_t fl = 0; fl < fl_count; ++fl) {
+  // The class lists: each free range exactly once, in the list of its class, links both ways,
+  // bitmaps set exactly for the non-empty lists.
+  std::vector<char> seen(blocks.size(), 0);
+  size_t listed = 0;
+  for (uint32_t fl = 0; fl < 64; ++fl) {
     for (uint32_t sl = 0; sl < kSl; ++sl) {
-      const std::vector<Entry> &h = classes[IndexOf({fl, sl})];
       const bool bit = (sl_bitmap[fl] >> sl) & 1;
-      if (bit != !h.empty()) return bad("class bitmap disagrees with class contents");
-      for (size_t j = 0; j < h.size(); ++j) {
-        const Class c = ClassOf(h[j].size);
-        if (c.fl != fl || c.sl != sl) return bad("range in the wrong class");
-        if (blocks[h[j].block].pos != j || blocks[h[j].block].size != h[j].size)
-          return bad("class entry does not match its block");
-        if (j > 0 && h[(j - 1) / 2].size < h[j].size) return bad("class heap out of order");
+      if (fl >= fl_count) {
+        if (bit) return bad("class bitmap set past the last class");
+        continue;
       }
-      entries += h.size();
+      const uint32_t k = IndexOf({fl, sl});
+      if (bit != (heads[k] != kNil)) return bad("class bitmap disagrees with class contents");
+      for (uint32_t b = heads[k], p = kNil; b != kNil; p = b, b = blocks[b].fnext) {
+        if (b >= blocks.size() || seen[b] || ++listed > frees)
+          return bad("class list loops or repeats a range");
+        seen[b] = 1;
+        const Block &blk = blocks[b];
+        if (blk.fprev != p) return bad("broken class list back link");
+        if (ClassIndex(blk.size) != k) return bad("range in the wrong class");
+      }
     }
     if (((fl_bitmap >> fl) & 1) != (sl_bitmap[fl] != 0)) return bad("first-level bitmap is off");
   }
-  if (entries != frees) return bad("class heaps hold ranges that are not free");
+  if (listed != frees) return bad("class lists miss free ranges");
   return Status::Ok();
 }
 
