@@ -24,6 +24,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 
 #include "common/status.h"
 
@@ -52,6 +53,12 @@ class MemHeap {
 
   // offset not the start of a live allocation (double free included): MC_ERR_NOT_FOUND.
   Status Free(uint64_t offset);
+
+  // Alloc and Free for hot paths (the C API): the same checks and results, as a bare status
+  // code; the reason goes to *why (when why is not null) only on failure, so a call that
+  // succeeds builds no Status and no string.
+  mc_status_t TryAlloc(uint64_t size, uint64_t align, uint64_t *offset, std::string *why);
+  mc_status_t TryFree(uint64_t offset, std::string *why);
 
   Stats stats() const;
 
