@@ -247,7 +247,8 @@ class HeapMutex {
     asm volatile("yield");
 #endif
   }
-  static constexpr int kMaxBackoff = 64;  // about 130 pauses in all, about a microsecond
+  // 63 pauses in all before yielding: well under a microsecond to a few, as pause varies by CPU.
+  static constexpr int kMaxBackoff = 64;
   static constexpr unsigned kYields = 64;
   std::atomic<uint32_t> state_{0};
 };
