@@ -320,8 +320,10 @@ struct MemHeap::Impl {
   // when the class changes.
   void Reshape(uint32_t b, uint64_t start, uint64_t size);
 
-  mutable HeapMutex mu;  // guards everything below
-  const uint64_t capacity;
+  // guards everything below. On a cache line of its own: a thread that waits reads the lock
+  // over and over, and must not take away the line that the owner is updating counters in.
+  alignas(64) mutable HeapMutex mu;
+  alignas(64) const uint64_t capacity;
   uint64_t used = 0;
   uint64_t allocations = 0;
   uint64_t free_ranges = 0;
