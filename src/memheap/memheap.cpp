@@ -128,13 +128,16 @@ class LiveTable {
     }
   }
   // The slot (bucket * 4 + index) holding key, or npos. key must not be kEmpty.
+  // At most one lap: in principle every bucket could have been passed by a live entry.
   size_t Find(uint64_t key) const {
-    for (size_t b = Home(key);; b = (b + 1) & mask_) {
+    size_t b = Home(key);
+    for (size_t seen = 0; seen <= mask_; ++seen, b = (b + 1) & mask_) {
       const Bucket &k = buckets_[b];
       const unsigned m = Match(k, key);
       if (m) [[likely]] return b * 4 + unsigned(std::countr_zero(m));
       if (k.overflow == 0) return npos;
     }
+    return npos;
   }
   uint32_t ValueAt(size_t slot) const { return buckets_[slot / 4].val[slot % 4]; }
   void EraseAt(size_t slot) {
