@@ -24,5 +24,13 @@ done
 pids+=($!)
 for p in "${pids[@]}"; do wait "$p"; done  # each one, so that a failed compile stops the script
 "$cxx" -pthread -o "$dir/memheap_bench" "$dir"/*.o
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 "$dir/memheap_bench" "$out" "$pairs"
+# Where and when: the figures mean little without the machine and how busy it was.
+cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
+{
+  echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'); machine: $cpu, $(nproc) cores, $(uname -sr);"
+  echo "load average (1/5/15 min) before: $load_before, after: $(cut -d' ' -f1-3 /proc/loadavg)"
+  cat "$out"
+} > "$out.tmp" && mv "$out.tmp" "$out"
 echo "results written to $out"

@@ -67,10 +67,11 @@ MC_API mc_status_t mc_heap_alloc(mc_heap_t *heap, uint64_t size, uint64_t align,
   if (align == 0 || (align & (align - 1)) != 0)
     return mc::api::fail(MC_ERR_INVALID_ARG, "mc_heap_alloc: align " + std::to_string(align) +
                                                  " is not a power of two (1, 2, 4, ...)");
-  uint64_t off = 0;
-  const mc::Status s = heap->heap->Alloc(size, align, &off);
-  if (!s.ok()) return Fail("mc_heap_alloc", s);
-  *offset = off;
+  // TryAlloc writes *offset only on success, and builds its reason text only on failure.
+  std::string why;
+  const mc_status_t c = heap->heap->TryAlloc(size, align, offset, &why);
+  if (c != MC_OK) [[unlikely]]
+    return mc::api::fail(c, "mc_heap_alloc: " + why);
   return mc::api::ok();
   MC_API_CATCH("mc_heap_alloc")
 }
@@ -78,8 +79,10 @@ MC_API mc_status_t mc_heap_alloc(mc_heap_t *heap, uint64_t size, uint64_t align,
 MC_API mc_status_t mc_heap_free(mc_heap_t *heap, uint64_t offset) {
   MC_API_TRY
   if (heap == nullptr) return mc::api::fail(MC_ERR_INVALID_ARG, "mc_heap_free: heap is NULL");
-  const mc::Status s = heap->heap->Free(offset);
-  if (!s.ok()) return Fail("mc_heap_free", s);
+  std::string why;
+  const mc_status_t c = heap->heap->TryFree(offset, &why);
+  if (c != MC_OK) [[unlikely]]
+    return mc::api::fail(c, "mc_heap_free: " + why);
   return mc::api::ok();
   MC_API_CATCH("mc_heap_free")
 }

@@ -5,75 +5,83 @@
 //
 // Free ranges are indexed by size the way TLSF does it (two-level segregated fit): a size class
 // is (fl, sl) where fl is the power of two of the size and sl one of 64 equal steps inside it, so
-// a class spans less than 1/64 of its sizes (sizes below 128 have a class each). Two bitmaps say
-// which classes hold ranges, so "the first class at or above X that holds a range" is a couple
-// of bit scans. Unlike plain TLSF, each class is a max-heap by size rather than a list: its top
-// answers "does any range in the request's own class fit?" in O(1). Without it a request could
-// fail while a range of its own class would hold it (TLSF only looks in classes whose every
-// range fits), which breaks the "no room means no room" promise of the header, and exact fits
-// (the common fixed-size pool case) would split larger ranges instead of reusing freed ones.
+// a class spans less than 1/64 of its sizes (sizes below 128 have a class each). Each class is
+// an intrusive doubly linked list (links in the Block, newest first), and two bitmaps say which
+// classes hold ranges, so "the first class at or above X that holds a range" is a couple of bit
+// scans and taking or putting back a range is a few stores.
 //
-// Live allocations are found by offset in an open-addressing hash table (linear probing with
-// backward-shift deletion), so neither alloc nor free allocates a node; the pool, the class
-// heaps and the table grow geometrically and are reserved before anything changes, so a
-// bad_alloc leaves the heap as it was.
+// Alloc looks, in this order, each step O(1):
+//  1. at the newest range of the request's own class: an exact reuse in the common fixed-size
+//     pool case (TLSF alone would split a larger range and leave the freed ones unused);
+//  2. at the newest range of the first class whose every range is >= size (align 1: it fits);
+//  3. for align > 1, at the first class whose every range is >= size + align - 1 (it fits at any
+//     alignment).
+// Only when all of that fails, which needs every class above the request's own (or, for
+// align > 1, above the class of size + align - 1) to be empty, does it walk that one class's
+// list: ranges there may still hold the request, and "no room" must mean no room. That walk is
+// O(ranges in one size class); it happens only when the heap has no larger range at all.
+//
+// Live allocations are found by offset in a hash table of 64-byte buckets of four (see
+// LiveTable), so neither alloc nor free allocates a node; the pool and the table grow
+// geometrically and are reserved before anything changes, so a bad_alloc leaves the heap as it
+// was.
+//
+// Most of the cost of an alloc+free pair with random sizes is mispredicted branches, so the hot
+// steps avoid data-dependent branches where they can: two sentinel blocks stand for "no list
+// neighbour" (kListEnd) and "no address neighbour" (kEdge) so that links are written without a
+// test, the class of a size is computed without one, and a bucket is searched with four compares
+// combined into a bit mask.
 #include "memheap/memheap.h"
 
 #include <algorithm>
 #include <array>
 #include <atomic>
 #include <bit>
+#include <chrono>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
-// The heap steps below are small and called from few places; inlining them into Alloc and Free
-// saved a fifth of the instructions of an alloc+free pair (measured with callgrind).
 #define MC_HOT_INLINE [[gnu::always_inline]] inline
 
 namespace mc {
 namespace {
 
-constexpr uint32_t kNil = UINT32_MAX;
-// Block::pos of an allocated block and of a recycled pool slot; free blocks hold their heap index.
-constexpr uint32_t kUsed = UINT32_MAX;
-constexpr uint32_t kDead = UINT32_MAX - 1;
+// Pool slots 0 and 1 are sentinels, never ranges. kListEnd ends every class list: list steps
+// write its fprev/fnext freely, its size stays 0 so that it never fits a request. kEdge is the
+// address neighbour of the first and last range: address steps write its prev/next freely, its
+// fprev stays kUsed so that it never merges.
+constexpr uint32_t kListEnd = 0;
+constexpr uint32_t kEdge = 1;
+constexpr uint32_t kFirstBlock = 2;
+constexpr uint32_t kNone = UINT32_MAX;  // end of the recycled-slot chain; "no block" results
+// Block::fprev of an allocated block and of a recycled pool slot; a free block holds its list
+// predecessor there (kListEnd at the head of its class list).
+constexpr uint32_t kUsed = UINT32_MAX - 1;
+constexpr uint32_t kDead = UINT32_MAX - 2;
 // Block indices stay below this so that they never collide with the markers above.
-constexpr uint64_t kMaxBlocks = UINT32_MAX - 2;
+constexpr uint64_t kMaxBlocks = UINT32_MAX - 3;
 
 constexpr unsigned kSlLog = 6;
 constexpr uint32_t kSl = 1u << kSlLog;
 
-struct Class {
-  uint32_t fl;
-  uint32_t sl;
-};
-
-// The class holding ranges of `size` (> 0) bytes.
-inline Class ClassOf(uint64_t size) {
-  if (size < kSl) return {0, uint32_t(size)};
-  const unsigned l = unsigned(std::bit_width(size)) - 1;  // >= kSlLog
-  return {l - kSlLog + 1, uint32_t(size >> (l - kSlLog)) - kSl};
-}
-
-// The smallest size in class c.
-inline uint64_t ClassLow(Class c) {
-  return c.fl == 0 ? c.sl : (uint64_t(kSl + c.sl) << (c.fl - 1));
-}
-
-// Classes numbered fl * kSl + sl: the index of a class heap, and what a free Block keeps.
+// Classes are numbered fl * kSl + sl. For size < 128 the class is the size itself; above, with
+// s = log2(size) - 6, it is s * 64 + (size >> s), i.e. fl = s + 1 and sl = the 6 bits below the
+// top one. One formula for both, without a branch: s is 0 for every size below 128.
+// (63 - clz is one bsr; std::bit_width costs a few more instructions without -mlzcnt.)
+inline unsigned ShiftOf(uint64_t size) { return unsigned(63 - __builtin_clzll(size | 64)) - 6; }
 inline uint32_t ClassIndex(uint64_t size) {
-  const Class c = ClassOf(size);
-  return c.fl * kSl + c.sl;
+  const unsigned s = ShiftOf(size);
+  return uint32_t((uint64_t(s) << kSlLog) + (size >> s));
 }
-
-// The first class whose every range is >= size. fl may come out one past the last class.
-inline Class ClassUp(uint64_t size) {
-  Class c = ClassOf(size);
-  if (ClassLow(c) == size) return c;
-  if (++c.sl == kSl) return {c.fl + 1, 0};
-  return c;
+// The first class whose every range is >= size: the class of size, or the next one when size
+// is not the smallest size of its class. (The next class of sl 63 is sl 0 of the next fl.)
+inline uint32_t ClassUpIndex(uint64_t size) {
+  const unsigned s = ShiftOf(size);
+  return uint32_t((uint64_t(s) << kSlLog) + (size >> s)) +
+         uint32_t((size & ((uint64_t(1) << s) - 1)) != 0);
 }
 
 // Padding that brings start up to a multiple of align (a power of two); never overflows.
@@ -85,74 +93,106 @@ template <class T>
 [[gnu::noinline]] void Grow(std::vector<T> &v, size_t extra) {
   v.reserve(std::max(v.size() + extra, std::max<size_t>(8, v.capacity() * 2)));
 }
-template <class T>
-inline void ReserveMore(std::vector<T> &v, size_t extra) {
-  if (v.capacity() - v.size() < extra) [[unlikely]] Grow(v, extra);
-}
 
-// Live allocations: offset -> block index.
+// Live allocations: offset -> block index. Open addressing over 64-byte buckets of four slots
+// (F14's layout): a lookup compares the four keys of its home bucket at once and nearly always
+// ends there. Each bucket counts the entries that had to move on past it because it was full
+// (`overflow`); a lookup stops at the first bucket with no overflow, and an erase decrements the
+// counts on its entry's path, so there are no tombstones and no backward shifts. Empty slots
+// hold kEmpty, which no live offset can be (offsets are < capacity <= UINT64_MAX). At most half
+// the slots are used.
 class LiveTable {
  public:
-  LiveTable() { Rehash(16); }
+  static constexpr uint64_t kEmpty = UINT64_MAX;
+  static constexpr size_t npos = SIZE_MAX;
+
+  LiveTable() { Rehash(4); }
 
   // Makes room for one more Insert; may throw bad_alloc, changes nothing visible.
   void ReserveOne() {
-    if ((size_ + 1) * 2 > slots_.size()) Rehash(slots_.size() * 2);
+    if ((size_ + 1) * 2 > buckets_.size() * 4) [[unlikely]] Rehash(buckets_.size() * 2);
   }
   // key must be absent and room reserved.
   void Insert(uint64_t key, uint32_t val) {
-    size_t i = Home(key);
-    while (slots_[i].val != kNil) i = (i + 1) & mask_;
-    slots_[i] = {key, val};
-    ++size_;
-  }
-  // The slot holding key, or npos.
-  size_t Find(uint64_t key) const {
-    for (size_t i = Home(key);; i = (i + 1) & mask_) {
-      if (slots_[i].val == kNil) return npos;
-      if (slots_[i].key == key) return i;
-    }
-  }
-  uint32_t ValueAt(size_t slot) const { return slots_[slot].val; }
-  // Backward-shift deletion: later entries of the probe run move up so that no tombstones build
-  // up and lookups stay short however many allocations come and go.
-  void EraseAt(size_t i) {
-    size_t j = i;
-    for (;;) {
-      j = (j + 1) & mask_;
-      if (slots_[j].val == kNil) break;
-      const size_t home = Home(slots_[j].key);
-      // The entry at j may fill the hole at i only if i lies between its home and j.
-      if (((j - home) & mask_) >= ((j - i) & mask_)) {
-        slots_[i] = slots_[j];
-        i = j;
+    for (size_t b = Home(key);; b = (b + 1) & mask_) {
+      Bucket &k = buckets_[b];
+      const unsigned m = Match(k, kEmpty);
+      if (m) [[likely]] {
+        const unsigned i = unsigned(std::countr_zero(m));
+        k.key[i] = key;
+        k.val[i] = val;
+        ++size_;
+        return;
       }
+      ++k.overflow;
     }
-    slots_[i].val = kNil;
+  }
+  // The slot (bucket * 4 + index) holding key, or npos. key must not be kEmpty.
+  // At most one lap: in principle every bucket could have been passed by a live entry.
+  size_t Find(uint64_t key) const {
+    size_t b = Home(key);
+    for (size_t seen = 0; seen <= mask_; ++seen, b = (b + 1) & mask_) {
+      const Bucket &k = buckets_[b];
+      const unsigned m = Match(k, key);
+      if (m) [[likely]] return b * 4 + unsigned(std::countr_zero(m));
+      if (k.overflow == 0) return npos;
+    }
+    return npos;
+  }
+  uint32_t ValueAt(size_t slot) const { return buckets_[slot / 4].val[slot % 4]; }
+  void EraseAt(size_t slot) {
+    const size_t at = slot / 4;
+    Bucket &k = buckets_[at];
+    for (size_t b = Home(k.key[slot % 4]); b != at; b = (b + 1) & mask_) --buckets_[b].overflow;
+    k.key[slot % 4] = kEmpty;
     --size_;
   }
   size_t size() const { return size_; }
-  static constexpr size_t npos = SIZE_MAX;
+
+  // Recounts every bucket's overflow from the entries and checks that each entry is found.
+  bool Consistent() const {
+    std::vector<uint32_t> over(buckets_.size(), 0);
+    size_t n = 0;
+    for (size_t b = 0; b < buckets_.size(); ++b)
+      for (unsigned i = 0; i < 4; ++i) {
+        const uint64_t key = buckets_[b].key[i];
+        if (key == kEmpty) continue;
+        ++n;
+        for (size_t h = Home(key); h != b; h = (h + 1) & mask_) ++over[h];
+        if (Find(key) != b * 4 + i) return false;
+      }
+    if (n != size_) return false;
+    for (size_t b = 0; b < buckets_.size(); ++b)
+      if (over[b] != buckets_[b].overflow) return false;
+    return true;
+  }
 
  private:
-  struct Slot {
-    uint64_t key;
-    uint32_t val;  // kNil: empty
+  struct alignas(64) Bucket {
+    uint64_t key[4] = {kEmpty, kEmpty, kEmpty, kEmpty};
+    uint32_t val[4] = {};
+    uint32_t overflow = 0;  // entries whose search passed this bucket because it was full
   };
+  // Bit i set: slot i holds key. Plain compares, combined without branches.
+  static unsigned Match(const Bucket &k, uint64_t key) {
+    return unsigned(k.key[0] == key) | unsigned(k.key[1] == key) << 1 |
+           unsigned(k.key[2] == key) << 2 | unsigned(k.key[3] == key) << 3;
+  }
   // Fibonacci hashing: offsets are often multiples of a large alignment, and the multiply
   // spreads those low-zero keys over the top bits taken here.
   size_t Home(uint64_t key) const { return size_t((key * 0x9E3779B97F4A7C15ull) >> shift_); }
-  void Rehash(size_t n) {
-    std::vector<Slot> old(n, Slot{0, kNil});
-    old.swap(slots_);
+  [[gnu::noinline]] void Rehash(size_t n) {
+    std::vector<Bucket> old(n);
+    old.swap(buckets_);
     mask_ = n - 1;
     shift_ = 64 - unsigned(std::countr_zero(n));
     size_ = 0;
-    for (const Slot &s : old)
-      if (s.val != kNil) Insert(s.key, s.val);
+    for (const Bucket &k : old)
+      for (unsigned i = 0; i < 4; ++i)
+        if (k.key[i] != kEmpty) Insert(k.key[i], k.val[i]);
   }
 
-  std::vector<Slot> slots_;
+  std::vector<Bucket> buckets_;
   size_t mask_ = 0;
   unsigned shift_ = 0;
   size_t size_ = 0;
@@ -160,37 +200,49 @@ class LiveTable {
 
 std::string U(uint64_t v) { return std::to_string(v); }
 
-// The heap's lock: a mutex that spins briefly before it sleeps. Heap calls hold it for a
-// fraction of a microsecond, so a thread that finds it taken usually gets it a few hundred
-// cycles later, while sleeping in the kernel and being woken costs several microseconds: with
-// a plain std::mutex two threads on one heap ran ten times slower than one. (std::mutex has
-// no "is it taken" test to spin on, and its try_lock costs more than the lock itself here.)
-// States: 0 free, 1 taken, 2 taken and a thread may be asleep on it (Drepper, "Futexes are
-// tricky", mutex #2), with C++20 atomic wait/notify as the futex.
+// The heap's lock: a test-and-set spin lock that yields, then sleeps, when it waits long. Heap
+// calls hold it for some tens of nanoseconds, so a waiter almost always gets it within a few
+// hundred cycles; sleeping in the kernel and being woken would cost microseconds (with a
+// std::mutex two threads on one heap ran ten times slower than one). Taking it is one atomic
+// exchange and releasing it a plain store: no locked instruction on the way out, which a
+// futex-style lock needs to learn whether someone sleeps, and which cost a quarter of an
+// uncontended alloc+free pair here. Nobody sleeps on the lock word itself: a waiter that spun
+// too long yields its core (the owner may have been preempted) and then naps for 50 us at a
+// time, so the owner never has anybody to wake.
 class HeapMutex {
  public:
   void lock() {
-    uint32_t c = 0;
-    if (state_.compare_exchange_strong(c, 1, std::memory_order_acquire)) return;
-    // Spin on a plain load with exponential backoff: polling with writes would pull the lock's
-    // cache line away from the owner on every try, and backing off lets the owner run several
-    // calls in a row while the heap's lines are in its cache, instead of handing them back and
-    // forth between cores on every call.
-    for (int pauses = 1; pauses <= kMaxBackoff; pauses *= 2) {
-      for (int i = 0; i < pauses; ++i) Pause();
-      c = 0;
-      if (state_.load(std::memory_order_relaxed) == 0 &&
-          state_.compare_exchange_strong(c, 1, std::memory_order_acquire))
-        return;
-    }
-    while (state_.exchange(2, std::memory_order_acquire) != 0)
-      state_.wait(2, std::memory_order_relaxed);
+    if (!state_.exchange(1, std::memory_order_acquire)) [[likely]] return;
+    LockSlow();
   }
-  void unlock() {
-    if (state_.exchange(0, std::memory_order_release) == 2) state_.notify_one();
-  }
+  void unlock() { state_.store(0, std::memory_order_release); }
 
  private:
+  [[gnu::noinline]] void LockSlow() {
+    // Spin on a plain load with exponential backoff: polling with writes would pull the lock's
+    // cache line away from the owner on every try, and backing off lets the owner run several
+    // calls in a row while the heap's lines are in its cache.
+    for (int pauses = 1;; pauses = pauses < kMaxBackoff ? pauses * 2 : pauses) {
+      if (!state_.load(std::memory_order_relaxed) &&
+          !state_.exchange(1, std::memory_order_acquire))
+        return;
+      if (pauses < kMaxBackoff) {
+        for (int i = 0; i < pauses; ++i) Pause();
+        continue;
+      }
+      break;
+    }
+    for (unsigned tries = 0;; ++tries) {
+      if (!state_.load(std::memory_order_relaxed) &&
+          !state_.exchange(1, std::memory_order_acquire))
+        return;
+      if (tries < kYields) {
+        std::this_thread::yield();
+      } else {
+        std::this_thread::sleep_for(std::chrono::microseconds(50));
+      }
+    }
+  }
   static void Pause() {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
@@ -198,60 +250,58 @@ class HeapMutex {
     asm volatile("yield");
 #endif
   }
-  static constexpr int kMaxBackoff = 256;  // about 500 pauses in all, a few microseconds
+  // 63 pauses in all before yielding: well under a microsecond to a few, as pause varies by CPU.
+  static constexpr int kMaxBackoff = 64;
+  static constexpr unsigned kYields = 64;
   std::atomic<uint32_t> state_{0};
 };
 
 }  // namespace
 
 struct MemHeap::Impl {
+  // 32 bytes: two blocks to a cache line.
   struct Block {
     uint64_t start;
     uint64_t size;
-    uint32_t prev;  // address neighbours, kNil at the ends; `next` chains recycled slots too
+    uint32_t prev;   // address neighbours (kEdge at the ends); `next` chains recycled slots too
     uint32_t next;
-    uint32_t pos;  // index in its class heap when free; kUsed; kDead
-    uint32_t cls;  // its class (ClassIndex(size)) while free: fills what would be padding
-  };
-  struct Entry {
-    uint64_t size;  // copied from the block so that heap steps stay inside the heap's array
-    uint32_t block;
+    uint32_t fprev;  // free: class list links (kListEnd at the ends); kUsed; kDead
+    uint32_t fnext;
   };
 
   explicit Impl(uint64_t cap)
-      : capacity(cap), fl_count(ClassOf(cap).fl + 1),
-        classes(size_t(fl_count) * kSl) {
-    blocks.push_back(Block{0, cap, kNil, kNil, kUsed, 0});
-    const uint32_t k = ClassIndex(cap);
-    ReserveMore(classes[k], 1);
-    ClassInsert(0, k);
+      : capacity(cap), heads(size_t(ClassIndex(cap) / kSl + 1) * kSl, kListEnd) {
+    blocks.push_back(Block{0, 0, kEdge, kEdge, kListEnd, kListEnd});  // kListEnd
+    blocks.push_back(Block{0, 0, kEdge, kEdge, kUsed, kListEnd});     // kEdge
+    blocks.push_back(Block{0, cap, kEdge, kEdge, kUsed, kListEnd});
+    Link(kFirstBlock, ClassIndex(cap));
   }
 
-  Status Alloc(uint64_t size, uint64_t align, uint64_t *offset);
-  Status Free(uint64_t offset);
+  mc_status_t Alloc(uint64_t size, uint64_t align, uint64_t *offset, std::string *why);
+  mc_status_t Free(uint64_t offset, std::string *why);
   Stats GetStats() const;
   Status Check() const;
 
   uint32_t FindFit(uint64_t size, uint64_t align) const;
-  uint32_t FirstFrom(Class c) const;  // index of the first non-empty class at or after c, or kNil
+  uint32_t ScanClass(uint32_t k, uint64_t size, uint64_t align) const;
+  uint32_t FirstFrom(uint32_t k) const;  // the first non-empty class at or after k, or kNone
   uint64_t Largest() const;
-  // Whether the range of class entry e holds size bytes at align. With align 1 the entry alone
-  // answers, which spares a visit to the block.
-  bool Fits(const Entry &e, uint64_t size, uint64_t align) const {
-    if (align == 1) return e.size >= size;
-    const uint64_t pad = PadFor(blocks[e.block].start, align);
-    return pad <= e.size && size <= e.size - pad;
+  bool IsFree(uint32_t b) const { return blocks[b].fprev != kUsed; }  // b is not recycled
+  // Whether block b (free, or kListEnd, which holds nothing) holds size bytes at align.
+  bool Fits(uint32_t b, uint64_t size, uint64_t align) const {
+    const uint64_t pad = PadFor(blocks[b].start, align);
+    return pad <= blocks[b].size && size <= blocks[b].size - pad;
   }
-  static size_t IndexOf(Class c) { return size_t(c.fl) * kSl + c.sl; }
-  // Makes room for `extra` more ranges in class k unless block b (kNil: none) moves within k.
-  void ReserveClass(uint32_t k, size_t extra, uint32_t b = kNil) {
-    if (b == kNil || blocks[b].cls != k) ReserveMore(classes[k], extra);
-  }
-  void ReserveSlots(size_t n) {
-    if (dead_slots + (blocks.capacity() - blocks.size()) < n) ReserveMore(blocks, n);
+  // Makes sure that n NewSlot calls succeed: false when the pool would pass kMaxBlocks; may
+  // throw bad_alloc. Either way nothing visible changes.
+  bool ReserveSlots(size_t n) {
+    if (dead_slots + (blocks.capacity() - blocks.size()) >= n) [[likely]] return true;
+    if (blocks.size() + n > kMaxBlocks) return false;
+    Grow(blocks, n);
+    return true;
   }
   uint32_t NewSlot() {
-    if (free_slot != kNil) {
+    if (free_slot != kNone) {
       const uint32_t i = free_slot;
       free_slot = blocks[i].next;
       --dead_slots;
@@ -261,275 +311,247 @@ struct MemHeap::Impl {
     return uint32_t(blocks.size() - 1);
   }
   void Recycle(uint32_t i) {
-    blocks[i].pos = kDead;
+    blocks[i].fprev = kDead;
     blocks[i].next = free_slot;
     free_slot = i;
     ++dead_slots;
   }
-  // Class heap steps; the target class must have room (ReserveClass): they never allocate.
-  void ClassInsert(uint32_t b, uint32_t k);
-  void ClassRemove(uint32_t b);
-  // Moves free block b to [start, start+size) of class k, in place in its class heap when k is
-  // its class already.
-  void Reshape(uint32_t b, uint64_t start, uint64_t size, uint32_t k);
-  void SiftUp(std::vector<Entry> &h, size_t i);
-  void SiftDown(std::vector<Entry> &h, size_t i);
+  // Puts block b (its size set) at the head of class list k / takes it out of its list.
+  void Link(uint32_t b, uint32_t k);
+  void Unlink(uint32_t b);
+  // Gives free block b the range [start, start+size), moving it to the list of its new class
+  // when the class changes.
+  void Reshape(uint32_t b, uint64_t start, uint64_t size);
 
-  mutable HeapMutex mu;  // guards everything below
-  const uint64_t capacity;
-  const uint32_t fl_count;
+  // guards everything below. On a cache line of its own: a thread that waits reads the lock
+  // over and over, and must not take away the line that the owner is updating counters in.
+  alignas(64) mutable HeapMutex mu;
+  alignas(64) const uint64_t capacity;
   uint64_t used = 0;
   uint64_t allocations = 0;
   uint64_t free_ranges = 0;
   std::vector<Block> blocks;
-  uint32_t free_slot = kNil;  // recycled pool slots, chained through Block::next
+  uint32_t free_slot = kNone;  // recycled pool slots, chained through Block::next
   size_t dead_slots = 0;
-  uint64_t fl_bitmap = 0;           // bit fl: some class (fl, *) holds a range
+  uint64_t fl_bitmap = 0;                // bit fl: some class (fl, *) holds a range
   std::array<uint64_t, 64> sl_bitmap{};  // [fl] bit sl: class (fl, sl) holds a range
-  std::vector<std::vector<Entry>> classes;  // max-heaps by size, fl_count * kSl of them
+  std::vector<uint32_t> heads;           // class list heads (kListEnd: empty)
   LiveTable live;
 };
 
-MC_HOT_INLINE void MemHeap::Impl::SiftUp(std::vector<Entry> &h, size_t i) {
-  const Entry e = h[i];
-  while (i > 0) {
-    const size_t p = (i - 1) / 2;
-    if (h[p].size >= e.size) break;
-    h[i] = h[p];
-    blocks[h[i].block].pos = uint32_t(i);
-    i = p;
-  }
-  h[i] = e;
-  blocks[e.block].pos = uint32_t(i);
-}
-
-MC_HOT_INLINE void MemHeap::Impl::SiftDown(std::vector<Entry> &h, size_t i) {
-  const Entry e = h[i];
-  const size_t n = h.size();
-  for (;;) {
-    size_t c = 2 * i + 1;
-    if (c >= n) break;
-    if (c + 1 < n && h[c + 1].size > h[c].size) ++c;
-    if (h[c].size <= e.size) break;
-    h[i] = h[c];
-    blocks[h[i].block].pos = uint32_t(i);
-    i = c;
-  }
-  h[i] = e;
-  blocks[e.block].pos = uint32_t(i);
-}
-
-MC_HOT_INLINE void MemHeap::Impl::ClassInsert(uint32_t b, uint32_t k) {
-  std::vector<Entry> &h = classes[k];
-  blocks[b].cls = k;
-  h.push_back(Entry{blocks[b].size, b});
-  SiftUp(h, h.size() - 1);
+MC_HOT_INLINE void MemHeap::Impl::Link(uint32_t b, uint32_t k) {
+  const uint32_t h = heads[k];
+  blocks[b].fprev = kListEnd;
+  blocks[b].fnext = h;
+  blocks[h].fprev = b;  // kListEnd's link when the list was empty: never read
+  heads[k] = b;
   sl_bitmap[k / kSl] |= uint64_t(1) << (k % kSl);
   fl_bitmap |= uint64_t(1) << (k / kSl);
   ++free_ranges;
 }
 
-MC_HOT_INLINE void MemHeap::Impl::ClassRemove(uint32_t b) {
-  const uint32_t k = blocks[b].cls;
-  std::vector<Entry> &h = classes[k];
-  const size_t i = blocks[b].pos;
-  const Entry last = h.back();
-  h.pop_back();
-  if (i < h.size()) {
-    h[i] = last;
-    if (i > 0 && h[(i - 1) / 2].size < last.size)
-      SiftUp(h, i);
-    else
-      SiftDown(h, i);
-  }
-  if (h.empty()) {
-    sl_bitmap[k / kSl] &= ~(uint64_t(1) << (k % kSl));
-    if (sl_bitmap[k / kSl] == 0) fl_bitmap &= ~(uint64_t(1) << (k / kSl));
-  }
-  blocks[b].pos = kUsed;
+MC_HOT_INLINE void MemHeap::Impl::Unlink(uint32_t b) {
+  const uint32_t p = blocks[b].fprev, n = blocks[b].fnext;
+  const uint32_t k = ClassIndex(blocks[b].size);
+  blocks[n].fprev = p;
+  uint32_t &from = p != kListEnd ? blocks[p].fnext : heads[k];
+  from = n;
+  const uint64_t empty = heads[k] == kListEnd;
+  sl_bitmap[k / kSl] &= ~(empty << (k % kSl));
+  fl_bitmap &= ~(uint64_t(sl_bitmap[k / kSl] == 0) << (k / kSl));
+  blocks[b].fprev = kUsed;
   --free_ranges;
 }
 
-MC_HOT_INLINE void MemHeap::Impl::Reshape(uint32_t b, uint64_t start, uint64_t size, uint32_t k) {
-  if (blocks[b].cls != k) {
-    ClassRemove(b);
+MC_HOT_INLINE void MemHeap::Impl::Reshape(uint32_t b, uint64_t start, uint64_t size) {
+  const uint32_t k = ClassIndex(size);
+  if (ClassIndex(blocks[b].size) != k) {
+    Unlink(b);
     blocks[b].start = start;
     blocks[b].size = size;
-    ClassInsert(b, k);
+    Link(b, k);
     return;
   }
-  std::vector<Entry> &h = classes[k];
-  const uint32_t i = blocks[b].pos;
-  const bool grew = size > blocks[b].size;
   blocks[b].start = start;
   blocks[b].size = size;
-  h[i].size = size;
-  if (grew)
-    SiftUp(h, i);
-  else
-    SiftDown(h, i);
 }
 
-MC_HOT_INLINE uint32_t MemHeap::Impl::FirstFrom(Class c) const {
-  if (c.fl >= fl_count) return kNil;
-  const uint64_t here = sl_bitmap[c.fl] & (~uint64_t(0) << c.sl);
-  if (here) return uint32_t(IndexOf({c.fl, uint32_t(std::countr_zero(here))}));
-  const uint64_t above = (c.fl + 1 < 64) ? fl_bitmap & (~uint64_t(0) << (c.fl + 1)) : 0;
-  if (!above) return kNil;
-  const uint32_t fl = uint32_t(std::countr_zero(above));
-  return uint32_t(IndexOf({fl, uint32_t(std::countr_zero(sl_bitmap[fl]))}));
+MC_HOT_INLINE uint32_t MemHeap::Impl::FirstFrom(uint32_t k) const {
+  // k / kSl < 60 for any size (ClassIndex(UINT64_MAX) / kSl is 58), and the bitmaps of classes
+  // past this heap's last one are 0, so no bound check is needed.
+  const uint32_t fl = k / kSl;
+  const uint64_t here = sl_bitmap[fl] & (~uint64_t(0) << (k % kSl));
+  if (here) [[likely]] return fl * kSl + uint32_t(std::countr_zero(here));
+  const uint64_t above = fl_bitmap & (~uint64_t(0) << (fl + 1));
+  if (!above) return kNone;
+  const uint32_t f = uint32_t(std::countr_zero(above));
+  return f * kSl + uint32_t(std::countr_zero(sl_bitmap[f]));
 }
 
-// Returns the block to carve, or kNil. Checked in this order, each O(1):
-//  1. the largest range of the request's own class: the closest fit there is, and the only way
-//     to reach ranges of that class that are >= size (the class also holds smaller ones);
-//  2. any range of the first class above whose ranges are all >= size (the pick is the last
-//     heap element: removing it needs no heap step);
-//  3. for align > 1 only, the same two steps for size + align - 1, which fits at any alignment.
-// With align 1, steps 1-2 see every range >= size; with align > 1, step 3 sees every range
-// >= size + align - 1: that is the promise in the header.
+// The order of the look-ups and why it keeps "no room means no room": see the file comment.
 MC_HOT_INLINE uint32_t MemHeap::Impl::FindFit(uint64_t size, uint64_t align) const {
-  if (size > capacity - used) return kNil;
-  const std::vector<Entry> &own = classes[IndexOf(ClassOf(size))];
-  if (!own.empty() && Fits(own[0], size, align)) return own[0].block;
-  uint32_t k = FirstFrom(ClassUp(size));
-  if (k != kNil) {
-    const Entry &e = classes[k].back();
-    if (align == 1 || Fits(e, size, align)) return e.block;
+  if (size > capacity - used) return kNone;
+  const uint32_t own = ClassIndex(size);
+  const uint32_t h = heads[own];
+  if (Fits(h, size, align)) return h;  // an empty list's kListEnd never fits
+  const uint32_t k = FirstFrom(ClassUpIndex(size));
+  if (align == 1) {
+    if (k != kNone) [[likely]] return heads[k];
+    // Every class above `own` is empty: only `own` may hold a range >= size.
+    return ScanClass(own, size, 1);
   }
-  if (align == 1) return kNil;
-  if (align - 1 > capacity - size) return kNil;  // size + align - 1 > capacity
+  if (k != kNone && Fits(heads[k], size, align)) return heads[k];
+  if (align - 1 > capacity - size) return kNone;  // size + align - 1 > capacity: promise kept
   const uint64_t need = size + align - 1;
-  k = FirstFrom(ClassUp(need));
-  if (k != kNil) return classes[k].back().block;
-  const std::vector<Entry> &own_need = classes[IndexOf(ClassOf(need))];
-  if (!own_need.empty() && own_need[0].size >= need) return own_need[0].block;
-  return kNil;
+  const uint32_t k2 = FirstFrom(ClassUpIndex(need));
+  if (k2 != kNone) return heads[k2];
+  // Every class above the class of `need` is empty: only that class may hold a range >= need.
+  return ScanClass(ClassIndex(need), size, align);
 }
 
+// Walks class list k for a range that holds size bytes at align: the rare case of FindFit.
+[[gnu::noinline]] uint32_t MemHeap::Impl::ScanClass(uint32_t k, uint64_t size,
+                                                    uint64_t align) const {
+  for (uint32_t b = heads[k]; b != kListEnd; b = blocks[b].fnext)
+    if (Fits(b, size, align)) return b;
+  return kNone;
+}
+
+// The largest free range is in the highest class that holds any: O(ranges in that class).
 uint64_t MemHeap::Impl::Largest() const {
   if (fl_bitmap == 0) return 0;
   const uint32_t fl = uint32_t(63 - std::countl_zero(fl_bitmap));
   const uint32_t sl = uint32_t(63 - std::countl_zero(sl_bitmap[fl]));
-  return classes[IndexOf({fl, sl})][0].size;
+  uint64_t best = 0;
+  for (uint32_t b = heads[fl * kSl + sl]; b != kListEnd; b = blocks[b].fnext)
+    best = std::max(best, blocks[b].size);
+  return best;
 }
 
-Status MemHeap::Impl::Alloc(uint64_t size, uint64_t align, uint64_t *offset) {
+namespace {
+// Failure texts are built out of line, so that the hot paths stay small.
+[[gnu::noinline, gnu::cold]] mc_status_t NoRoom(std::string *why, uint64_t size, uint64_t align,
+                                                uint64_t capacity, uint64_t free,
+                                                uint64_t ranges, uint64_t largest) {
+  if (why)
+    *why = "no free range holds " + U(size) + " bytes aligned to " + U(align) + " (capacity " +
+           U(capacity) + ", " + U(free) + " bytes free in " + U(ranges) +
+           " ranges, the largest " + U(largest) + ")";
+  return MC_ERR_NO_MEMORY;
+}
+[[gnu::noinline, gnu::cold]] mc_status_t TooManyRanges(std::string *why) {
+  if (why) *why = "too many ranges in one heap (" + U(kMaxBlocks) + ")";
+  return MC_ERR_NO_MEMORY;
+}
+[[gnu::noinline, gnu::cold]] mc_status_t NotLive(std::string *why, uint64_t offset) {
+  if (why)
+    *why = "offset " + U(offset) +
+           " is not the start of a live allocation (already freed, never allocated, or "
+           "inside an allocation)";
+  return MC_ERR_NOT_FOUND;
+}
+[[gnu::noinline, gnu::cold]] mc_status_t BadArg(std::string *why, std::string text) {
+  if (why) *why = std::move(text);
+  return MC_ERR_INVALID_ARG;
+}
+}  // namespace
+
+mc_status_t MemHeap::Impl::Alloc(uint64_t size, uint64_t align, uint64_t *offset,
+                                 std::string *why) {
   std::lock_guard<HeapMutex> lock(mu);
   const uint32_t f = FindFit(size, align);
-  if (f == kNil) {
-    return Err(MC_ERR_NO_MEMORY, "no free range holds " + U(size) + " bytes aligned to " +
-                                     U(align) + " (capacity " + U(capacity) + ", " +
-                                     U(capacity - used) + " bytes free in " + U(free_ranges) +
-                                     " ranges, the largest " + U(Largest()) + ")");
-  }
+  if (f == kNone) [[unlikely]]
+    return NoRoom(why, size, align, capacity, capacity - used, free_ranges, Largest());
   // The free range [start, start+n) becomes padding [start, a), the allocation [a, a+size) and
   // a tail [a+size, start+n); padding and tail stay free. The range's own slot keeps the tail
   // (or else the padding) so that, when its size class does not change, as when a small block
-  // is cut from a large range, its class heap only needs an in-place step.
+  // is cut from a large range, its class list is not touched at all.
   const uint64_t start = blocks[f].start;
   const uint64_t n = blocks[f].size;
   const uint64_t pad = PadFor(start, align);
   const uint64_t a = start + pad;
   const uint64_t tail = n - pad - size;
-  const size_t new_slots = (pad || tail ? 1 : 0) + (pad && tail ? 1 : 0);
-  if (blocks.size() - dead_slots + new_slots > kMaxBlocks)
-    return Err(MC_ERR_NO_MEMORY, "too many ranges in one heap (" + U(kMaxBlocks) + ")");
-
-  // Everything that may allocate happens before the first change: room in each class that
-  // gains a range (none where the range f only moves inside its own class heap).
-  ReserveSlots(new_slots);
+  // Everything that may allocate or fail happens before the first change.
+  if (!ReserveSlots(size_t(pad != 0) + size_t(tail != 0))) [[unlikely]]
+    return TooManyRanges(why);
   live.ReserveOne();
-  const uint32_t k_pad = pad ? ClassIndex(pad) : 0;
-  const uint32_t k_tail = tail ? ClassIndex(tail) : 0;
-  if (pad && tail) {
-    ReserveClass(k_pad, 2);  // 2: the tail may land in the same class
-    ReserveClass(k_tail, 1, f);
-  } else if (pad) {
-    ReserveClass(k_pad, 1, f);
-  } else if (tail) {
-    ReserveClass(k_tail, 1, f);
-  }
 
   uint32_t al;  // the allocation's block
-  if (!pad && !tail) {
-    ClassRemove(f);
-    al = f;
-  } else if (!tail) {
-    al = NewSlot();  // [a, a+size) after the padding, which keeps f's slot
-    const uint32_t next = blocks[f].next;
-    blocks[al] = Block{a, size, f, next, kUsed, 0};
-    if (next != kNil) blocks[next].prev = al;
-    blocks[f].next = al;
-    Reshape(f, start, pad, k_pad);
-  } else {
+  if (tail) [[likely]] {
     al = NewSlot();  // [a, a+size) before the tail, which keeps f's slot
     uint32_t left = blocks[f].prev;
     if (pad) {
       const uint32_t p = NewSlot();
-      blocks[p] = Block{start, pad, left, al, kUsed, 0};
-      if (left != kNil) blocks[left].next = p;
+      blocks[p] = Block{start, pad, left, al, kUsed, kListEnd};
+      blocks[left].next = p;
       left = p;
-      ClassInsert(p, k_pad);
-    } else if (left != kNil) {
+      Link(p, ClassIndex(pad));
+    } else {
       blocks[left].next = al;
     }
-    blocks[al] = Block{a, size, left, f, kUsed, 0};
+    blocks[al] = Block{a, size, left, f, kUsed, kListEnd};
     blocks[f].prev = al;
-    Reshape(f, a + size, tail, k_tail);
+    Reshape(f, a + size, tail);
+  } else if (pad) {
+    al = NewSlot();  // [a, a+size) after the padding, which keeps f's slot
+    const uint32_t next = blocks[f].next;
+    blocks[al] = Block{a, size, f, next, kUsed, kListEnd};
+    blocks[next].prev = al;
+    blocks[f].next = al;
+    Reshape(f, start, pad);
+  } else {
+    Unlink(f);
+    al = f;
   }
   live.Insert(a, al);
   used += size;
   ++allocations;
   *offset = a;
-  return Status::Ok();
+  return MC_OK;
 }
 
-Status MemHeap::Impl::Free(uint64_t offset) {
+mc_status_t MemHeap::Impl::Free(uint64_t offset, std::string *why) {
+  // offset >= capacity can never be live, and is kept from the table, whose empty key is the
+  // one offset no heap can hand out (UINT64_MAX).
+  if (offset >= capacity) [[unlikely]]
+    return NotLive(why, offset);
   std::lock_guard<HeapMutex> lock(mu);
   const size_t slot = live.Find(offset);
-  if (slot == LiveTable::npos)
-    return Err(MC_ERR_NOT_FOUND, "offset " + U(offset) +
-                                     " is not the start of a live allocation (already freed, "
-                                     "never allocated, or inside an allocation)");
+  if (slot == LiveTable::npos) [[unlikely]]
+    return NotLive(why, offset);
   const uint32_t al = live.ValueAt(slot);
-  const Block blk = blocks[al];
-  const bool merge_prev = blk.prev != kNil && blocks[blk.prev].pos != kUsed;
-  const bool merge_next = blk.next != kNil && blocks[blk.next].pos != kUsed;
-  const uint64_t merged = blk.size + (merge_prev ? blocks[blk.prev].size : 0) +
-                          (merge_next ? blocks[blk.next].size : 0);
-  // The only step that may allocate, before any change; none is needed when the neighbour that
-  // grows stays in its class.
-  const uint32_t k = ClassIndex(merged);
-  ReserveClass(k, 1, merge_prev ? blk.prev : merge_next ? blk.next : kNil);
-
   live.EraseAt(slot);
+  const Block blk = blocks[al];
   used -= blk.size;
   --allocations;
+  const bool merge_prev = IsFree(blk.prev);  // kEdge never is
+  const bool merge_next = IsFree(blk.next);
   // A free neighbour grows over the freed range in place (keeping its slot and, when its size
-  // class holds, its heap entry) instead of all three ranges leaving and re-entering the index.
+  // class holds, its list position) instead of all three ranges leaving and re-entering lists.
   if (merge_prev) {
     const uint32_t p = blk.prev;
+    uint64_t merged = blocks[p].size + blk.size;
     uint32_t after = blk.next;
     if (merge_next) {
-      ClassRemove(blk.next);
+      merged += blocks[blk.next].size;
+      Unlink(blk.next);
       after = blocks[blk.next].next;
       Recycle(blk.next);
     }
     blocks[p].next = after;
-    if (after != kNil) blocks[after].prev = p;
-    Reshape(p, blocks[p].start, merged, k);
+    blocks[after].prev = p;
+    Reshape(p, blocks[p].start, merged);
     Recycle(al);
   } else if (merge_next) {
     const uint32_t nx = blk.next;
     blocks[nx].prev = blk.prev;
-    if (blk.prev != kNil) blocks[blk.prev].next = nx;
-    Reshape(nx, blk.start, merged, k);
+    blocks[blk.prev].next = nx;
+    Reshape(nx, blk.start, blk.size + blocks[nx].size);
     Recycle(al);
   } else {
-    ClassInsert(al, k);
+    Link(al, ClassIndex(blk.size));
   }
-  return Status::Ok();
+  return MC_OK;
 }
 
 MemHeap::Stats MemHeap::Impl::GetStats() const {
@@ -547,45 +569,50 @@ Status MemHeap::Impl::Check() const {
   std::lock_guard<HeapMutex> lock(mu);
   auto bad = [](const std::string &what) { return Err(MC_ERR_INTERNAL, "memheap: " + what); };
 
+  // The sentinels keep what the hot paths rely on.
+  if (blocks.size() < kFirstBlock + 1) return bad("pool too small");
+  if (blocks[kListEnd].size != 0 || blocks[kListEnd].start != 0)
+    return bad("the list sentinel got a range");
+  if (blocks[kEdge].fprev != kUsed) return bad("the edge sentinel looks free");
+
   // The pool: exactly one live block has no left neighbour; recycled slots are counted.
-  uint32_t head = kNil;
+  uint32_t head = kNone;
   size_t dead = 0;
-  for (size_t i = 0; i < blocks.size(); ++i) {
-    if (blocks[i].pos == kDead) {
+  for (size_t i = kFirstBlock; i < blocks.size(); ++i) {
+    if (blocks[i].fprev == kDead) {
       ++dead;
-    } else if (blocks[i].prev == kNil) {
-      if (head != kNil) return bad("two blocks without a left neighbour");
+    } else if (blocks[i].prev == kEdge) {
+      if (head != kNone) return bad("two blocks without a left neighbour");
       head = uint32_t(i);
     }
   }
   if (dead != dead_slots) return bad("recycled slot count is off");
   size_t chained = 0;
-  for (uint32_t i = free_slot; i != kNil; i = blocks[i].next) {
-    if (blocks[i].pos != kDead || ++chained > dead) return bad("recycled slot chain is broken");
+  for (uint32_t i = free_slot; i != kNone; i = blocks[i].next) {
+    if (i < kFirstBlock || i >= blocks.size() || blocks[i].fprev != kDead || ++chained > dead)
+      return bad("recycled slot chain is broken");
   }
   if (chained != dead) return bad("recycled slot chain misses slots");
-  if (head == kNil) return bad("no first block");
+  if (head == kNone) return bad("no first block");
 
   // The ranges tile [0, capacity) in address order.
+  const size_t in_use = blocks.size() - kFirstBlock - dead;
   uint64_t at = 0, used_sum = 0, allocs = 0, frees = 0;
   size_t walked = 0;
   bool prev_free = false;
-  for (uint32_t i = head, prev = kNil; i != kNil; prev = i, i = blocks[i].next) {
+  for (uint32_t i = head, prev = kEdge; i != kEdge; prev = i, i = blocks[i].next) {
+    if (i < kFirstBlock || i >= blocks.size()) return bad("address link out of the pool");
     const Block &k = blocks[i];
-    if (++walked > blocks.size() - dead) return bad("address chain loops");
-    if (k.pos == kDead) return bad("recycled slot in the address chain");
+    if (++walked > in_use) return bad("address chain loops");
+    if (k.fprev == kDead) return bad("recycled slot in the address chain");
     if (k.prev != prev) return bad("broken left link at offset " + U(k.start));
     if (k.start != at) return bad("gap or overlap at offset " + U(at));
     if (k.size == 0 || k.size > capacity - at) return bad("bad size at offset " + U(at));
     at += k.size;
-    const bool is_free = k.pos != kUsed;
+    const bool is_free = k.fprev != kUsed;
     const size_t slot = live.Find(k.start);
     if (is_free) {
       if (prev_free) return bad("two free ranges touch at offset " + U(k.start));
-      const std::vector<Entry> &h = classes[IndexOf(ClassOf(k.size))];
-      if (k.cls != ClassIndex(k.size) || k.pos >= h.size() || h[k.pos].block != i ||
-          h[k.pos].size != k.size)
-        return bad("free range at " + U(k.start) + " is not where its class says");
       if (slot != LiveTable::npos) return bad("free range at " + U(k.start) + " is live");
       ++frees;
     } else {
@@ -596,32 +623,40 @@ Status MemHeap::Impl::Check() const {
     }
     prev_free = is_free;
   }
-  if (walked != blocks.size() - dead) return bad("blocks outside the address chain");
+  if (walked != in_use) return bad("blocks outside the address chain");
   if (at != capacity) return bad("ranges end at " + U(at) + ", not at the capacity");
   if (used_sum != used) return bad("used is " + U(used) + ", ranges say " + U(used_sum));
   if (allocs != allocations || live.size() != allocations)
     return bad("allocation count disagrees with the ranges or the live table");
+  if (!live.Consistent()) return bad("live table buckets disagree with their entries");
   if (frees != free_ranges) return bad("free range count is off");
 
-  // The class heaps: right class, heap order, back links, bitmaps.
-  size_t entries = 0;
-  for (uint32_t fl = 0; fl < fl_count; ++fl) {
+  // The class lists: each free range exactly once, in the list of its class, links both ways,
+  // bitmaps set exactly for the non-empty lists.
+  std::vector<char> seen(blocks.size(), 0);
+  size_t listed = 0;
+  const uint32_t fl_count = uint32_t(heads.size() / kSl);
+  for (uint32_t fl = 0; fl < 64; ++fl) {
     for (uint32_t sl = 0; sl < kSl; ++sl) {
-      const std::vector<Entry> &h = classes[IndexOf({fl, sl})];
       const bool bit = (sl_bitmap[fl] >> sl) & 1;
-      if (bit != !h.empty()) return bad("class bitmap disagrees with class contents");
-      for (size_t j = 0; j < h.size(); ++j) {
-        const Class c = ClassOf(h[j].size);
-        if (c.fl != fl || c.sl != sl) return bad("range in the wrong class");
-        if (blocks[h[j].block].pos != j || blocks[h[j].block].size != h[j].size)
-          return bad("class entry does not match its block");
-        if (j > 0 && h[(j - 1) / 2].size < h[j].size) return bad("class heap out of order");
+      if (fl >= fl_count) {
+        if (bit) return bad("class bitmap set past the last class");
+        continue;
       }
-      entries += h.size();
+      const uint32_t k = fl * kSl + sl;
+      if (bit != (heads[k] != kListEnd)) return bad("class bitmap disagrees with class contents");
+      for (uint32_t b = heads[k], p = kListEnd; b != kListEnd; p = b, b = blocks[b].fnext) {
+        if (b < kFirstBlock || b >= blocks.size() || seen[b] || ++listed > frees)
+          return bad("class list loops or repeats a range");
+        seen[b] = 1;
+        const Block &blk = blocks[b];
+        if (blk.fprev != p) return bad("broken class list back link");
+        if (ClassIndex(blk.size) != k) return bad("range in the wrong class");
+      }
     }
     if (((fl_bitmap >> fl) & 1) != (sl_bitmap[fl] != 0)) return bad("first-level bitmap is off");
   }
-  if (entries != frees) return bad("class heaps hold ranges that are not free");
+  if (listed != frees) return bad("class lists miss free ranges");
   return Status::Ok();
 }
 
@@ -637,16 +672,33 @@ Status MemHeap::Create(uint64_t capacity, std::unique_ptr<MemHeap> *out) {
   return Status::Ok();
 }
 
-Status MemHeap::Alloc(uint64_t size, uint64_t align, uint64_t *offset) {
-  if (size == 0) return Err(MC_ERR_INVALID_ARG, "size is 0; ask for at least 1 byte");
+mc_status_t MemHeap::TryAlloc(uint64_t size, uint64_t align, uint64_t *offset,
+                              std::string *why) {
+  if (size == 0) [[unlikely]]
+    return BadArg(why, "size is 0; ask for at least 1 byte");
   // Not std::has_single_bit: without -mpopcnt it becomes a libgcc call on every alloc.
-  if (align == 0 || (align & (align - 1)) != 0)
-    return Err(MC_ERR_INVALID_ARG, "align " + U(align) + " is not a power of two (1, 2, 4, ...)");
-  if (offset == nullptr) return Err(MC_ERR_INVALID_ARG, "offset is NULL");
-  return impl_->Alloc(size, align, offset);
+  if (align == 0 || (align & (align - 1)) != 0) [[unlikely]]
+    return BadArg(why, "align " + U(align) + " is not a power of two (1, 2, 4, ...)");
+  if (offset == nullptr) [[unlikely]]
+    return BadArg(why, "offset is NULL");
+  return impl_->Alloc(size, align, offset, why);
 }
 
-Status MemHeap::Free(uint64_t offset) { return impl_->Free(offset); }
+mc_status_t MemHeap::TryFree(uint64_t offset, std::string *why) {
+  return impl_->Free(offset, why);
+}
+
+Status MemHeap::Alloc(uint64_t size, uint64_t align, uint64_t *offset) {
+  std::string why;
+  const mc_status_t c = TryAlloc(size, align, offset, &why);
+  return c == MC_OK ? Status::Ok() : Err(c, std::move(why));
+}
+
+Status MemHeap::Free(uint64_t offset) {
+  std::string why;
+  const mc_status_t c = TryFree(offset, &why);
+  return c == MC_OK ? Status::Ok() : Err(c, std::move(why));
+}
 
 MemHeap::Stats MemHeap::stats() const { return impl_->GetStats(); }
 

@@ -1,8 +1,9 @@
 // MemHeap: an offset allocator over [0, capacity) that never hands out overlapping ranges.
 //
 // It manages numbers, not memory: callers add the offsets it returns to a base of their own (a
-// registered buffer, a QP control area). Every function is thread-safe (one mutex per heap,
-// never held across anything but the heap's own bookkeeping).
+// registered buffer, a QP control area). Every function is thread-safe (one spin lock per heap
+// that yields and then naps when it waits long, never held across anything but the heap's own
+// bookkeeping).
 //
 // Guarantees:
 //  - Alloc returns an offset that is a multiple of align, with [offset, offset+size) inside the
@@ -15,15 +16,20 @@
 //    alignment, i.e. no free range has size + align - 1 bytes (with align 1: no free range has
 //    size bytes). A request with align > 1 may also succeed in a smaller range that happens to be
 //    aligned well; it is not promised to.
-//  - Alloc and Free take O(1) time apart from an O(log k) heap step, where k is the number of
-//    free ranges in one size class (and the amortized growth of internal arrays); no call scans
-//    the free ranges. There is no limit on live allocations but memory (about 64 bytes each).
+//  - Alloc and Free take O(1) time (a few bit scans, list links and, expected, one hash bucket; plus the
+//    amortized growth of internal arrays). The one exception is an Alloc that finds no free
+//    range in any size class above the request's own (for align > 1: above the class of
+//    size + align - 1): it then walks that one class's free ranges, O(ranges in that class),
+//    since one of them may still hold the request. That only happens when the heap has no larger
+//    free range at all. stats() walks the ranges of the largest non-empty class to find
+//    largest_free. There is no limit on live allocations but memory (about 64 bytes each).
 //  - A call that fails changes nothing.
 //  - Bookkeeping memory stays at its high-water mark until the heap is destroyed.
 #pragma once
 
 #include <cstdint>
 #include <memory>
+#include <string>
 
 #include "common/status.h"
 
@@ -52,6 +58,12 @@ class MemHeap {
 
   // offset not the start of a live allocation (double free included): MC_ERR_NOT_FOUND.
   Status Free(uint64_t offset);
+
+  // Alloc and Free for hot paths (the C API): the same checks and results, as a bare status
+  // code; the reason goes to *why (when why is not null) only on failure, so a call that
+  // succeeds builds no Status and no string.
+  mc_status_t TryAlloc(uint64_t size, uint64_t align, uint64_t *offset, std::string *why);
+  mc_status_t TryFree(uint64_t offset, std::string *why);
 
   Stats stats() const;
 
