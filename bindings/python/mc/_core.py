@@ -324,7 +324,7 @@ class Engine:
         with self._lock:
             pins, self._pins, self._by_id = self._pins, {}, {}
         for pin in pins.values():
-            if isinstance(pin.obj, Buffer):
+            if isinstance(pin.obj, Buffer) and pin.obj._engine is self:
                 pin.obj._engine = None  # no longer registered; unmapped when the user drops it
 
     def __enter__(self):
@@ -378,6 +378,8 @@ class Engine:
         alive until unregister() or close(). Returns the address of its first byte."""
         pin = _pin(obj)
         self._register_pin(pin, location)
+        if isinstance(obj, Buffer) and obj._engine is None:
+            obj._engine = self  # so that obj.free() unregisters it before unmapping
         return pin.addr
 
     def _register_pin(self, pin, location):
@@ -435,7 +437,7 @@ class Engine:
             if pin is not None and pin.obj is not None and \
                     self._by_id.get(id(pin.obj)) is pin:
                 del self._by_id[id(pin.obj)]
-        if pin is not None and isinstance(pin.obj, Buffer):
+        if pin is not None and isinstance(pin.obj, Buffer) and pin.obj._engine is self:
             pin.obj._engine = None
 
     def unregister(self, obj):
@@ -475,7 +477,12 @@ class Engine:
             # Not registered here (a freed mc.Buffer, another engine's, a view into registered
             # memory, plain memory): its address as is; the C library reports OUT_OF_RANGE for
             # memory outside this engine's registered buffers. No staging copy.
-            pin = obj._pin_ if isinstance(obj, Buffer) else _pin(obj)
+            if isinstance(obj, Buffer):
+                if obj.closed:  # its address may belong to newer memory by now
+                    raise errors.OutOfRange(-4, "local: the mc.Buffer was freed")
+                pin = obj._pin_
+            else:
+                pin = _pin(obj)
         return pin.addr, pin.nbytes if length is None else length
 
     # -- segments
