@@ -9,6 +9,8 @@
 #   C       mc_transfer(a, &req, 1, -1)                      bench_c.c
 #   Python  Engine.write(buf, seg, remote, length=8)         bench_py.py (the mc package, ctypes)
 #   Python  lib.mc_transfer(h, byref(req), 1, -1) (raw)      bench_py.py raw: the bare ctypes call
+#   Python  unchecked.mc_transfer(h, ref, one, -1)           bench_py.py unchecked: no argtypes or
+#           errcheck, prebuilt arguments (the floor under Engine.write's fast path)
 #   Go      Engine.Write(buf[:8], seg, remote, -1)           go/main.go (bindings/go, cgo)
 #   Rust    Engine::write(&buf[..8], &seg, remote)           rust/src/main.rs (bindings/rust/mc)
 #   Java    Mc.mc_transfer(a, Request[]{...}, -1)            BenchJava.java (bindings/swig, JNI)
@@ -18,7 +20,7 @@
 # deltas against C; every raw figure goes to bench/results/bindings.txt.
 #
 # Knobs: BENCH_ROUNDS (5), BENCH_ITERS (20000), BENCH_WARMUP (2000), BENCH_CHUNKS (5),
-# BENCH_TRANSPORTS (shm), BENCH_LANGS ("c python python-raw go rust java"), BENCH_NO_BUILD=1 (use
+# BENCH_TRANSPORTS (shm), BENCH_LANGS ("c python python-raw python-unchecked go rust java"), BENCH_NO_BUILD=1 (use
 # the programs already built under BUILD_DIR/bench-bindings and BUILD_DIR/bindings/java, e.g. on
 # a machine without the toolchains), BENCH_CPUS (a taskset CPU list every run is pinned to, e.g.
 # "2-5"; unset: not pinned), BENCH_JAVA (java), BENCH_OUTFILE (bench/results/bindings.txt).
@@ -34,7 +36,7 @@ ITERS=${BENCH_ITERS:-20000}
 WARMUP=${BENCH_WARMUP:-2000}
 CHUNKS=${BENCH_CHUNKS:-5}
 export BENCH_TRANSPORTS=${BENCH_TRANSPORTS:-shm}
-LANGS=(${BENCH_LANGS:-c python python-raw go rust java})
+LANGS=(${BENCH_LANGS:-c python python-raw python-unchecked go rust java})
 
 [[ -e $LIBDIR/libmc.so.0 ]] || { echo "run.sh: $LIBDIR/libmc.so.0 missing (make lib)" >&2; exit 1; }
 WORK=$BUILD/bench-bindings
@@ -82,6 +84,7 @@ cmd_for() {
   c) echo "$WORK/bench_c" ;;
   python) echo "python3 $HERE/bench_py.py" ;;
   python-raw) echo "python3 $HERE/bench_py.py" ;;
+  python-unchecked) echo "python3 $HERE/bench_py.py" ;;
   go) echo "$WORK/bench_go" ;;
   rust) echo "$WORK/bench_rust" ;;
   java) echo "${BENCH_JAVA:-java} -Dmc.jni.library=$JAVA_OUT/libmcjni.so -cp $JAVA_OUT/classes BenchJava" ;;
@@ -100,6 +103,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
     lang=${LANGS[$(((k + r - 1) % n))]}
     extra=""
     [[ $lang == python-raw ]] && extra=raw
+    [[ $lang == python-unchecked ]] && extra=unchecked
     pin=()
     [[ -n ${BENCH_CPUS:-} ]] && pin=(taskset -c "$BENCH_CPUS")
     out=$(timeout 300 "${pin[@]}" $(cmd_for "$lang") "$ITERS" "$WARMUP" "$CHUNKS" $extra)
@@ -126,15 +130,15 @@ done
   echo "# load average: $(cut -d' ' -f1-3 /proc/loadavg); python $(python3 -c 'import platform; print(platform.python_version())'), $(${BENCH_JAVA:-java} -version 2>&1 | head -1)"
   echo
   echo "# pinned to CPUs: ${BENCH_CPUS:-no}"
-  printf '%-11s %12s %12s %10s %12s %12s\n' language "median ns/op" "vs C (ns)" "vs C (%)" "best ns/op" "best vs C"
+  printf '%-16s %12s %12s %10s %12s %12s\n' language "median ns/op" "vs C (ns)" "vs C (%)" "best ns/op" "best vs C"
   c=${MED[c]:-}
   for lang in "${LANGS[@]}"; do
     m=${MED[$lang]}
     if [[ -n $c ]]; then
       awk -v l="$lang" -v m="$m" -v c="$c" -v b="${MIN[$lang]}" -v cb="${MIN[c]}" \
-        'BEGIN {printf "%-11s %12.0f %+12.0f %+9.1f%% %12.0f %+11.1f%%\n", l, m, m - c, (m - c) / c * 100, b, (b - cb) / cb * 100}'
+        'BEGIN {printf "%-16s %12.0f %+12.0f %+9.1f%% %12.0f %+11.1f%%\n", l, m, m - c, (m - c) / c * 100, b, (b - cb) / cb * 100}'
     else
-      printf '%-11s %12.0f\n' "$lang" "$m"
+      printf '%-16s %12.0f\n' "$lang" "$m"
     fi
   done
   if [[ -n $c ]]; then
