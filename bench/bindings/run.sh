@@ -114,6 +114,8 @@ for ((r = 1; r <= ROUNDS; r++)); do
   done
 done
 
+# Before the results file is rewritten (the rewrite itself would count as a local change).
+REV="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet 2>/dev/null || echo '+local changes')"
 median() { sort -g | awk '{v[NR] = $1} END {if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 declare -A MED MIN
 for lang in "${LANGS[@]}"; do
@@ -124,7 +126,7 @@ done
 {
   echo "# bench/bindings: one 8-byte mc_transfer (WRITE, one request, synchronous) through each binding"
   echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ) $(uname -sr), $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1))"
-  echo "# mc $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet 2>/dev/null || echo '+local changes'), library $LIBDIR/libmc.so.0"
+  echo "# mc $REV, library $LIBDIR/libmc.so.0"
   echo "# two engines in one process per language, transports=$BENCH_TRANSPORTS (segment transport: $(for l in "${LANGS[@]}"; do printf '%s=%s ' "$l" "${TRANSPORT[$l]}"; done))"
   echo "# $ROUNDS rounds, rotating order; per run $WARMUP warm-up + $ITERS timed transfers in $CHUNKS chunks (median chunk); table: median over rounds"
   echo "# load average: $(cut -d' ' -f1-3 /proc/loadavg); python $(python3 -c 'import platform; print(platform.python_version())'), $(${BENCH_JAVA:-java} -version 2>&1 | head -1)"
