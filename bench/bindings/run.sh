@@ -17,7 +17,8 @@
 # Each run warms up, times CHUNKS chunks of ITERS/CHUNKS transfers and reports the median chunk;
 # ROUNDS rounds run every language once each, in a rotating order, so that load from elsewhere
 # on the machine hits all of them alike. The table gives the median over rounds (ns/op) and the
-# deltas against C; every raw figure goes to bench/results/bindings.txt.
+# deltas against C (difference of medians, of bests, and "paired": the median of the per-round
+# differences); every raw figure goes to bench/results/bindings.txt.
 #
 # Knobs: BENCH_ROUNDS (5), BENCH_ITERS (20000), BENCH_WARMUP (2000), BENCH_CHUNKS (5),
 # BENCH_TRANSPORTS (shm), BENCH_LANGS ("c python python-raw python-unchecked go rust java"), BENCH_NO_BUILD=1 (use
@@ -117,10 +118,14 @@ done
 # Before the results file is rewritten (the rewrite itself would count as a local change).
 REV="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet 2>/dev/null || echo '+local changes')"
 median() { sort -g | awk '{v[NR] = $1} END {if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
-declare -A MED MIN
+declare -A MED MIN PAIRED
 for lang in "${LANGS[@]}"; do
   MED[$lang]=$(awk -v l="$lang" '$3 == l {print $4}' "$RAW" | median)
   MIN[$lang]=$(awk -v l="$lang" '$3 == l {print $4}' "$RAW" | sort -g | head -1)
+  # The median over rounds of (this language - C in the same round): less sensitive to load
+  # that comes and goes between rounds than the difference of the two medians.
+  PAIRED[$lang]=$(awk -v l="$lang" '$3 == "c" {c[$2] = $4} $3 == l {x[$2] = $4}
+    END {for (r in x) if (r in c) print x[r] - c[r]}' "$RAW" | median)
 done
 
 {
@@ -132,13 +137,13 @@ done
   echo "# load average: $(cut -d' ' -f1-3 /proc/loadavg); python $(python3 -c 'import platform; print(platform.python_version())'), $(${BENCH_JAVA:-java} -version 2>&1 | head -1)"
   echo
   echo "# pinned to CPUs: ${BENCH_CPUS:-no}"
-  printf '%-16s %12s %12s %10s %12s %12s\n' language "median ns/op" "vs C (ns)" "vs C (%)" "best ns/op" "best vs C"
+  printf '%-16s %12s %12s %10s %12s %12s %14s\n' language "median ns/op" "vs C (ns)" "vs C (%)" "best ns/op" "best vs C" "paired vs C"
   c=${MED[c]:-}
   for lang in "${LANGS[@]}"; do
     m=${MED[$lang]}
     if [[ -n $c ]]; then
-      awk -v l="$lang" -v m="$m" -v c="$c" -v b="${MIN[$lang]}" -v cb="${MIN[c]}" \
-        'BEGIN {printf "%-16s %12.0f %+12.0f %+9.1f%% %12.0f %+11.1f%%\n", l, m, m - c, (m - c) / c * 100, b, (b - cb) / cb * 100}'
+      awk -v l="$lang" -v m="$m" -v c="$c" -v b="${MIN[$lang]}" -v cb="${MIN[c]}" -v p="${PAIRED[$lang]}" \
+        'BEGIN {printf "%-16s %12.0f %+12.0f %+9.1f%% %12.0f %+11.1f%% %+14.0f\n", l, m, m - c, (m - c) / c * 100, b, (b - cb) / cb * 100, p}'
     else
       printf '%-16s %12.0f\n' "$lang" "$m"
     fi
