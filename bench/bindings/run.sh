@@ -12,8 +12,15 @@
 #   Python  unchecked.mc_transfer(h, ref, one, -1)           bench_py.py unchecked: no argtypes or
 #           errcheck, prebuilt arguments (the floor under Engine.write's fast path)
 #   Go      Engine.Write(buf[:8], seg, remote, -1)           go/main.go (bindings/go, cgo)
+#   Go      C.mc_transfer(a, &req, 1, -1) (raw)              go/raw.go go-raw: mc_transfer straight
+#           through cgo, engines and request set up in C as in bench_c.c (the floor under Write)
+#   Go      C.noop() (go-noop)                               go/raw.go: a cgo call of a C function
+#           that returns 0; ns per call, not per transfer (the cgo transition alone)
 #   Rust    Engine::write(&buf[..8], &seg, remote)           rust/src/main.rs (bindings/rust/mc)
 #   Java    Mc.mc_transfer(a, Request[]{...}, -1)            BenchJava.java (bindings/swig, JNI)
+# Memory: C, Python, Go, go-raw and Java register ordinary memory, which the shm transport
+# reaches with process_vm_writev (a system call per request); Rust's Engine::alloc is
+# mc_buffer_alloc (memfd), which shm maps, so its row is a memcpy without that system call.
 # Each run warms up, times CHUNKS chunks of ITERS/CHUNKS transfers and reports the median chunk;
 # ROUNDS rounds run every language once each, in a rotating order, so that load from elsewhere
 # on the machine hits all of them alike. The table gives the median over rounds (ns/op) and the
@@ -21,7 +28,7 @@
 # differences); every raw figure goes to bench/results/bindings.txt.
 #
 # Knobs: BENCH_ROUNDS (5), BENCH_ITERS (20000), BENCH_WARMUP (2000), BENCH_CHUNKS (5),
-# BENCH_TRANSPORTS (shm), BENCH_LANGS ("c python python-raw python-unchecked go rust java"), BENCH_NO_BUILD=1 (use
+# BENCH_TRANSPORTS (shm), BENCH_LANGS ("c python python-raw python-unchecked go go-raw go-noop rust java"), BENCH_NO_BUILD=1 (use
 # the programs already built under BUILD_DIR/bench-bindings and BUILD_DIR/bindings/java, e.g. on
 # a machine without the toolchains), BENCH_CPUS (a taskset CPU list every run is pinned to, e.g.
 # "2-5"; unset: not pinned), BENCH_JAVA (java), BENCH_OUTFILE (bench/results/bindings.txt).
@@ -37,7 +44,7 @@ ITERS=${BENCH_ITERS:-20000}
 WARMUP=${BENCH_WARMUP:-2000}
 CHUNKS=${BENCH_CHUNKS:-5}
 export BENCH_TRANSPORTS=${BENCH_TRANSPORTS:-shm}
-LANGS=(${BENCH_LANGS:-c python python-raw python-unchecked go rust java})
+LANGS=(${BENCH_LANGS:-c python python-raw python-unchecked go go-raw go-noop rust java})
 
 [[ -e $LIBDIR/libmc.so.0 ]] || { echo "run.sh: $LIBDIR/libmc.so.0 missing (make lib)" >&2; exit 1; }
 WORK=$BUILD/bench-bindings
@@ -67,7 +74,7 @@ if want c; then
   gcc -std=c11 -O2 -g -Wall -Wextra -I"$ROOT/include" "$HERE/bench_c.c" -o "$WORK/bench_c" \
     -L"$LIBDIR" -lmc -Wl,-rpath,"$LIBDIR"
 fi
-if want go; then
+if want go || want go-raw || want go-noop; then
   (cd "$HERE/go" && GOTOOLCHAIN=local GOFLAGS=-mod=mod CGO_CFLAGS="-O2 -g" \
      CGO_LDFLAGS="-O2 -g -L$LIBDIR -Wl,-rpath,$LIBDIR" go build -o "$WORK/bench_go" .)
 fi
@@ -86,7 +93,7 @@ cmd_for() {
   python) echo "python3 $HERE/bench_py.py" ;;
   python-raw) echo "python3 $HERE/bench_py.py" ;;
   python-unchecked) echo "python3 $HERE/bench_py.py" ;;
-  go) echo "$WORK/bench_go" ;;
+  go | go-raw | go-noop) echo "$WORK/bench_go" ;;
   rust) echo "$WORK/bench_rust" ;;
   java) echo "${BENCH_JAVA:-java} -Dmc.jni.library=$JAVA_OUT/libmcjni.so -cp $JAVA_OUT/classes BenchJava" ;;
   esac
@@ -105,6 +112,8 @@ for ((r = 1; r <= ROUNDS; r++)); do
     extra=""
     [[ $lang == python-raw ]] && extra=raw
     [[ $lang == python-unchecked ]] && extra=unchecked
+    [[ $lang == go-raw ]] && extra=raw
+    [[ $lang == go-noop ]] && extra=noop
     pin=()
     [[ -n ${BENCH_CPUS:-} ]] && pin=(taskset -c "$BENCH_CPUS")
     out=$(timeout 300 "${pin[@]}" $(cmd_for "$lang") "$ITERS" "$WARMUP" "$CHUNKS" $extra)
