@@ -18,9 +18,9 @@
 #           that returns 0; ns per call, not per transfer (the cgo transition alone)
 #   Rust    Engine::write(&buf[..8], &seg, remote)           rust/src/main.rs (bindings/rust/mc)
 #   Java    Mc.mc_transfer(a, Request[]{...}, -1)            BenchJava.java (bindings/swig, JNI)
-# Memory: C, Python, Go, go-raw and Java register ordinary memory, which the shm transport
-# reaches with process_vm_writev (a system call per request); Rust's Engine::alloc is
-# mc_buffer_alloc (memfd), which shm maps, so its row is a memcpy without that system call.
+# Memory: every row registers ordinary memory on both ends (Rust through Engine::register), so
+# every row does the same work per request; none uses mc_buffer_alloc (memfd) memory, which shm
+# would reach by a plain memcpy instead of process_vm_writev.
 # Each run warms up, times CHUNKS chunks of ITERS/CHUNKS transfers and reports the median chunk;
 # ROUNDS rounds run every language once each, in a rotating order, so that load from elsewhere
 # on the machine hits all of them alike. The table gives the median over rounds (ns/op) and the
