@@ -1,7 +1,10 @@
 """bench_py.py - the Python row of bench/bindings: one 8-byte WRITE through Engine.write (the
 package's sync helper; ctypes underneath) between two engines in this process; also the bare
-ctypes call (lib.mc_transfer with a prebuilt mc_request_t) to show where the time goes.
-usage: python3 bench_py.py ITERS WARMUP CHUNKS [raw] -> "transport NAME", "ns_per_op X"."""
+ctypes call (lib.mc_transfer as declared, argtypes and errcheck, with a prebuilt mc_request_t) and
+the unchecked one (mc._lib.unchecked.mc_transfer: no argtypes, no errcheck, prebuilt ctypes
+arguments; the floor of any ctypes helper, which Engine.write's fast path uses) to show where the
+time goes.
+usage: python3 bench_py.py ITERS WARMUP CHUNKS [raw|unchecked] -> "transport NAME", "ns_per_op X"."""
 import ctypes
 import os
 import statistics
@@ -14,7 +17,7 @@ from mc import _lib
 
 def main():
     iters, warmup, chunks = (int(a) for a in sys.argv[1:4])
-    raw = len(sys.argv) > 4 and sys.argv[4] == "raw"
+    mode = sys.argv[4] if len(sys.argv) > 4 else ""
     transports = os.environ.get("BENCH_TRANSPORTS", "shm")
     a = mc.Engine(listen="127.0.0.1:0", transports=transports)
     b = mc.Engine(listen="127.0.0.1:0", transports=transports)
@@ -25,7 +28,7 @@ def main():
     remote = seg.buffers[0].addr
     print("transport", seg.info().transport, flush=True)
 
-    if raw:
+    if mode == "raw":
         req = _lib.RequestC(1, 0, local.addr, seg.handle, remote, 8)
         ref = ctypes.byref(req)
         h = a._h()
@@ -33,6 +36,18 @@ def main():
 
         def op():
             f(h, ref, 1, -1)
+    elif mode == "unchecked":
+        req = _lib.RequestC(1, 0, local.addr, seg.handle, remote, 8)
+        ref = ctypes.byref(req)
+        h = a._h()
+        f = _lib.unchecked.mc_transfer
+        one = ctypes.c_size_t(1)
+
+        def op():
+            if f(h, ref, one, -1):
+                raise _lib.error(-1)
+    elif mode:
+        sys.exit(f"bench_py.py: unknown mode {mode!r}")
     else:
         def op():
             a.write(local, seg, remote, length=8)

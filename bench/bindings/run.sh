@@ -9,16 +9,26 @@
 #   C       mc_transfer(a, &req, 1, -1)                      bench_c.c
 #   Python  Engine.write(buf, seg, remote, length=8)         bench_py.py (the mc package, ctypes)
 #   Python  lib.mc_transfer(h, byref(req), 1, -1) (raw)      bench_py.py raw: the bare ctypes call
+#   Python  unchecked.mc_transfer(h, ref, one, -1)           bench_py.py unchecked: no argtypes or
+#           errcheck, prebuilt arguments (the floor under Engine.write's fast path)
 #   Go      Engine.Write(buf[:8], seg, remote, -1)           go/main.go (bindings/go, cgo)
+#   Go      C.mc_transfer(a, &req, 1, -1) (raw)              go/raw.go go-raw: mc_transfer straight
+#           through cgo, engines and request set up in C as in bench_c.c (the floor under Write)
+#   Go      C.noop() (go-noop)                               go/raw.go: a cgo call of a C function
+#           that returns 0; ns per call, not per transfer (the cgo transition alone)
 #   Rust    Engine::write(&buf[..8], &seg, remote)           rust/src/main.rs (bindings/rust/mc)
 #   Java    Mc.mc_transfer(a, Request[]{...}, -1)            BenchJava.java (bindings/swig, JNI)
+# Memory: every row registers ordinary memory on both ends (Rust through Engine::register), so
+# every row does the same work per request; none uses mc_buffer_alloc (memfd) memory, which shm
+# would reach by a plain memcpy instead of process_vm_writev.
 # Each run warms up, times CHUNKS chunks of ITERS/CHUNKS transfers and reports the median chunk;
 # ROUNDS rounds run every language once each, in a rotating order, so that load from elsewhere
 # on the machine hits all of them alike. The table gives the median over rounds (ns/op) and the
-# deltas against C; every raw figure goes to bench/results/bindings.txt.
+# deltas against C (difference of medians, of bests, and "paired": the median of the per-round
+# differences); every raw figure goes to bench/results/bindings.txt.
 #
 # Knobs: BENCH_ROUNDS (5), BENCH_ITERS (20000), BENCH_WARMUP (2000), BENCH_CHUNKS (5),
-# BENCH_TRANSPORTS (shm), BENCH_LANGS ("c python python-raw go rust java"), BENCH_NO_BUILD=1 (use
+# BENCH_TRANSPORTS (shm), BENCH_LANGS ("c python python-raw python-unchecked go go-raw go-noop rust java"), BENCH_NO_BUILD=1 (use
 # the programs already built under BUILD_DIR/bench-bindings and BUILD_DIR/bindings/java, e.g. on
 # a machine without the toolchains), BENCH_CPUS (a taskset CPU list every run is pinned to, e.g.
 # "2-5"; unset: not pinned), BENCH_JAVA (java), BENCH_OUTFILE (bench/results/bindings.txt).
@@ -34,7 +44,7 @@ ITERS=${BENCH_ITERS:-20000}
 WARMUP=${BENCH_WARMUP:-2000}
 CHUNKS=${BENCH_CHUNKS:-5}
 export BENCH_TRANSPORTS=${BENCH_TRANSPORTS:-shm}
-LANGS=(${BENCH_LANGS:-c python python-raw go rust java})
+LANGS=(${BENCH_LANGS:-c python python-raw python-unchecked go go-raw go-noop rust java})
 
 [[ -e $LIBDIR/libmc.so.0 ]] || { echo "run.sh: $LIBDIR/libmc.so.0 missing (make lib)" >&2; exit 1; }
 WORK=$BUILD/bench-bindings
@@ -64,7 +74,7 @@ if want c; then
   gcc -std=c11 -O2 -g -Wall -Wextra -I"$ROOT/include" "$HERE/bench_c.c" -o "$WORK/bench_c" \
     -L"$LIBDIR" -lmc -Wl,-rpath,"$LIBDIR"
 fi
-if want go; then
+if want go || want go-raw || want go-noop; then
   (cd "$HERE/go" && GOTOOLCHAIN=local GOFLAGS=-mod=mod CGO_CFLAGS="-O2 -g" \
      CGO_LDFLAGS="-O2 -g -L$LIBDIR -Wl,-rpath,$LIBDIR" go build -o "$WORK/bench_go" .)
 fi
@@ -82,7 +92,8 @@ cmd_for() {
   c) echo "$WORK/bench_c" ;;
   python) echo "python3 $HERE/bench_py.py" ;;
   python-raw) echo "python3 $HERE/bench_py.py" ;;
-  go) echo "$WORK/bench_go" ;;
+  python-unchecked) echo "python3 $HERE/bench_py.py" ;;
+  go | go-raw | go-noop) echo "$WORK/bench_go" ;;
   rust) echo "$WORK/bench_rust" ;;
   java) echo "${BENCH_JAVA:-java} -Dmc.jni.library=$JAVA_OUT/libmcjni.so -cp $JAVA_OUT/classes BenchJava" ;;
   esac
@@ -100,6 +111,9 @@ for ((r = 1; r <= ROUNDS; r++)); do
     lang=${LANGS[$(((k + r - 1) % n))]}
     extra=""
     [[ $lang == python-raw ]] && extra=raw
+    [[ $lang == python-unchecked ]] && extra=unchecked
+    [[ $lang == go-raw ]] && extra=raw
+    [[ $lang == go-noop ]] && extra=noop
     pin=()
     [[ -n ${BENCH_CPUS:-} ]] && pin=(taskset -c "$BENCH_CPUS")
     out=$(timeout 300 "${pin[@]}" $(cmd_for "$lang") "$ITERS" "$WARMUP" "$CHUNKS" $extra)
@@ -110,31 +124,37 @@ for ((r = 1; r <= ROUNDS; r++)); do
   done
 done
 
+# Before the results file is rewritten (the rewrite itself would count as a local change).
+REV="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet 2>/dev/null || echo '+local changes')"
 median() { sort -g | awk '{v[NR] = $1} END {if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
-declare -A MED MIN
+declare -A MED MIN PAIRED
 for lang in "${LANGS[@]}"; do
   MED[$lang]=$(awk -v l="$lang" '$3 == l {print $4}' "$RAW" | median)
   MIN[$lang]=$(awk -v l="$lang" '$3 == l {print $4}' "$RAW" | sort -g | head -1)
+  # The median over rounds of (this language - C in the same round): less sensitive to load
+  # that comes and goes between rounds than the difference of the two medians.
+  PAIRED[$lang]=$(awk -v l="$lang" '$3 == "c" {c[$2] = $4} $3 == l {x[$2] = $4}
+    END {for (r in x) if (r in c) print x[r] - c[r]}' "$RAW" | median)
 done
 
 {
   echo "# bench/bindings: one 8-byte mc_transfer (WRITE, one request, synchronous) through each binding"
   echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ) $(uname -sr), $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1))"
-  echo "# mc $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet 2>/dev/null || echo '+local changes'), library $LIBDIR/libmc.so.0"
+  echo "# mc $REV, library $LIBDIR/libmc.so.0"
   echo "# two engines in one process per language, transports=$BENCH_TRANSPORTS (segment transport: $(for l in "${LANGS[@]}"; do printf '%s=%s ' "$l" "${TRANSPORT[$l]}"; done))"
   echo "# $ROUNDS rounds, rotating order; per run $WARMUP warm-up + $ITERS timed transfers in $CHUNKS chunks (median chunk); table: median over rounds"
   echo "# load average: $(cut -d' ' -f1-3 /proc/loadavg); python $(python3 -c 'import platform; print(platform.python_version())'), $(${BENCH_JAVA:-java} -version 2>&1 | head -1)"
   echo
   echo "# pinned to CPUs: ${BENCH_CPUS:-no}"
-  printf '%-11s %12s %12s %10s %12s %12s\n' language "median ns/op" "vs C (ns)" "vs C (%)" "best ns/op" "best vs C"
+  printf '%-16s %12s %12s %10s %12s %12s %14s\n' language "median ns/op" "vs C (ns)" "vs C (%)" "best ns/op" "best vs C" "paired vs C"
   c=${MED[c]:-}
   for lang in "${LANGS[@]}"; do
     m=${MED[$lang]}
     if [[ -n $c ]]; then
-      awk -v l="$lang" -v m="$m" -v c="$c" -v b="${MIN[$lang]}" -v cb="${MIN[c]}" \
-        'BEGIN {printf "%-11s %12.0f %+12.0f %+9.1f%% %12.0f %+11.1f%%\n", l, m, m - c, (m - c) / c * 100, b, (b - cb) / cb * 100}'
+      awk -v l="$lang" -v m="$m" -v c="$c" -v b="${MIN[$lang]}" -v cb="${MIN[c]}" -v p="${PAIRED[$lang]}" \
+        'BEGIN {printf "%-16s %12.0f %+12.0f %+9.1f%% %12.0f %+11.1f%% %+14.0f\n", l, m, m - c, (m - c) / c * 100, b, (b - cb) / cb * 100, p}'
     else
-      printf '%-11s %12.0f\n' "$lang" "$m"
+      printf '%-16s %12.0f\n' "$lang" "$m"
     fi
   done
   if [[ -n $c ]]; then

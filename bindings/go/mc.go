@@ -147,24 +147,41 @@ static mc_status_t mcgo_segment_buffers(mc_engine_t *e, mc_segment_t seg, mc_buf
 	}
 }
 
-static mc_status_t mcgo_transfer(mc_engine_t *e, const void *reqs, size_t n, int timeout, char **msg) {
-	return mcgo_chk(mc_transfer(e, (const mc_request_t *)reqs, n, timeout), msg);
+// The transfer helpers (on every small transfer's path) return the status and, on failure only,
+// the malloc'd copy of mc_last_error() by value instead of through a char ** out-parameter:
+// the Go side then passes no pointer into Go memory for the message (no heap allocation for it,
+// no cgocheck of it) and makes exactly one cgo call per transfer, failing or not.
+typedef struct {
+	mc_status_t status;
+	char *msg;
+} mcgo_res;
+static inline mcgo_res mcgo_res_of(mc_status_t s) {
+	mcgo_res r = {s, NULL};
+	if (s != MC_OK) r.msg = strdup(mc_last_error());
+	return r;
 }
-// One request built on the C stack: the sync helpers' path.
-static mc_status_t mcgo_transfer1(mc_engine_t *e, uint32_t op, uintptr_t local, mc_segment_t seg,
-                                  uint64_t remote, uint64_t len, int timeout, char **msg) {
+
+// The engine comes as an integer: a C pointer argument costs a runtime cgocheck per call.
+// reqs is a Go array of cRequest (mc_request_t's layout, no Go pointers); mc_transfer and
+// mc_batch_submit copy what they need before they return and keep no pointer to it.
+static mcgo_res mcgo_transfer(uintptr_t e, const void *reqs, size_t n, int timeout) {
+	return mcgo_res_of(mc_transfer((mc_engine_t *)e, (const mc_request_t *)reqs, n, timeout));
+}
+// One request built on the C stack from scalars: Write, Read and one-request Transfers.
+static mcgo_res mcgo_transfer1(uintptr_t e, uint32_t op, uintptr_t local, mc_segment_t seg,
+                               uint64_t remote, uint64_t len, int timeout) {
 	mc_request_t r = {op, 0, (void *)local, seg, remote, len};
-	return mcgo_chk(mc_transfer(e, &r, 1, timeout), msg);
+	return mcgo_res_of(mc_transfer((mc_engine_t *)e, &r, 1, timeout));
 }
 
 static mc_status_t mcgo_batch_create(mc_engine_t *e, size_t cap, mc_batch_t **out, char **msg) {
 	return mcgo_chk(mc_batch_create(e, cap, out), msg);
 }
-static mc_status_t mcgo_batch_submit(mc_batch_t *b, const void *reqs, size_t n, char **msg) {
-	return mcgo_chk(mc_batch_submit(b, (const mc_request_t *)reqs, n), msg);
+static mcgo_res mcgo_batch_submit(mc_batch_t *b, const void *reqs, size_t n) {
+	return mcgo_res_of(mc_batch_submit(b, (const mc_request_t *)reqs, n));
 }
-static mc_status_t mcgo_batch_wait(mc_batch_t *b, int timeout, char **msg) {
-	return mcgo_chk(mc_batch_wait(b, timeout), msg);
+static mcgo_res mcgo_batch_wait(mc_batch_t *b, int timeout) {
+	return mcgo_res_of(mc_batch_wait(b, timeout));
 }
 static mc_status_t mcgo_batch_status(mc_batch_t *b, size_t i, mc_request_status_t *out, char **msg) {
 	return mcgo_chk(mc_batch_status(b, i, out), msg);
@@ -833,16 +850,46 @@ type cRequest struct {
 	length  uint64
 }
 
-func toC(reqs []Request) ([]cRequest, error) {
-	out := make([]cRequest, len(reqs))
+// reqBufs recycles the cRequest arrays of multi-request Transfers and Submits (a one-request
+// Transfer needs none: it goes through mcgo_transfer1). Arrays above maxPooledReqs requests are
+// left to the garbage collector rather than kept.
+var reqBufs = sync.Pool{New: func() any { return new([]cRequest) }}
+
+const maxPooledReqs = 1024
+
+// toC converts reqs into a pooled array; hand it back with putReqs once the C call returned.
+func toC(reqs []Request) (*[]cRequest, error) {
 	for i, r := range reqs {
 		if r.Segment == nil {
 			return nil, &Error{Status: StatusInvalidArg, Message: fmt.Sprintf("request %d: Segment is nil", i)}
 		}
+	}
+	bp := reqBufs.Get().(*[]cRequest)
+	if cap(*bp) < len(reqs) {
+		*bp = make([]cRequest, len(reqs))
+	}
+	out := (*bp)[:len(reqs)]
+	for i, r := range reqs {
 		out[i] = cRequest{opcode: uint32(r.Op), local: uintptr(unsafe.Pointer(unsafe.SliceData(r.Local))),
 			segment: r.Segment.Handle, remote: r.Remote, length: uint64(len(r.Local))}
 	}
-	return out, nil
+	*bp = out
+	return bp, nil
+}
+
+func putReqs(bp *[]cRequest) {
+	if cap(*bp) <= maxPooledReqs {
+		reqBufs.Put(bp)
+	}
+}
+
+// resErr turns a transfer helper's result into an error (nil for MC_OK); small enough to be
+// inlined, so that the success path costs a comparison.
+func resErr(r C.mcgo_res) error {
+	if r.status == C.MC_OK {
+		return nil
+	}
+	return mkerr(r.status, r.msg)
 }
 
 // Transfer submits the requests on an internal batch and waits (timeout < 0: no limit): nil
@@ -851,32 +898,47 @@ func (e *Engine) Transfer(reqs []Request, timeout time.Duration) error {
 	if len(reqs) == 0 {
 		return &Error{Status: StatusInvalidArg, Message: "Transfer: no requests"}
 	}
-	creqs, err := toC(reqs)
+	if len(reqs) == 1 {
+		r := &reqs[0]
+		if r.Segment == nil {
+			return &Error{Status: StatusInvalidArg, Message: "request 0: Segment is nil"}
+		}
+		return e.one(r.Op, r.Local, r.Segment, r.Remote, timeout)
+	}
+	bp, err := toC(reqs)
 	if err != nil {
 		return err
 	}
+	defer putReqs(bp)
 	h, err := e.lock()
 	if err != nil {
 		return err
 	}
-	defer e.s.mu.RUnlock()
-	var msg *C.char
-	err = mkerr(C.mcgo_transfer(h, unsafe.Pointer(&creqs[0]), C.size_t(len(creqs)), timeoutMs(timeout), &msg), msg)
+	res := C.mcgo_transfer(handleInt(h), unsafe.Pointer(unsafe.SliceData(*bp)), C.size_t(len(*bp)), timeoutMs(timeout))
+	e.s.mu.RUnlock()
 	runtime.KeepAlive(reqs)
-	return err
+	return resErr(res)
 }
 
+// handleInt passes an engine handle to the transfer helpers as an integer (no cgocheck).
+func handleInt(h *C.mc_engine_t) C.uintptr_t { return C.uintptr_t(uintptr(unsafe.Pointer(h))) }
+
+// one is the path of Write, Read and one-request Transfers: no allocation on success, one cgo
+// call with scalar arguments only.
 func (e *Engine) one(op Opcode, local []byte, seg *Segment, remote uint64, timeout time.Duration) error {
-	h, err := e.lock()
-	if err != nil {
-		return err
+	segment := C.mc_segment_t(seg.Handle) // a nil seg panics here, before the lock is taken
+	s := e.s
+	s.mu.RLock() // e.lock() by hand, without defer: a little less on the hot path
+	h := s.h
+	if h == nil {
+		s.mu.RUnlock()
+		return closedErr("engine")
 	}
-	defer e.s.mu.RUnlock()
-	var msg *C.char
-	err = mkerr(C.mcgo_transfer1(h, C.uint32_t(op), C.uintptr_t(uintptr(unsafe.Pointer(unsafe.SliceData(local)))),
-		C.mc_segment_t(seg.Handle), C.uint64_t(remote), C.uint64_t(len(local)), timeoutMs(timeout), &msg), msg)
+	res := C.mcgo_transfer1(handleInt(h), C.uint32_t(op), C.uintptr_t(uintptr(unsafe.Pointer(unsafe.SliceData(local)))),
+		segment, C.uint64_t(remote), C.uint64_t(len(local)), timeoutMs(timeout))
+	s.mu.RUnlock()
 	runtime.KeepAlive(local)
-	return err
+	return resErr(res)
 }
 
 // Write copies local (registered) to the peer's address remote and waits.
@@ -983,22 +1045,23 @@ func (b *Batch) Submit(reqs []Request) (int, error) {
 	if len(reqs) == 0 {
 		return 0, &Error{Status: StatusInvalidArg, Message: "Submit: no requests"}
 	}
-	creqs, err := toC(reqs)
+	bp, err := toC(reqs)
 	if err != nil {
 		return 0, err
 	}
+	defer putReqs(bp)
+	n := len(*bp)
 	h, err := b.lock()
 	if err != nil {
 		return 0, err
 	}
 	defer b.s.mu.RUnlock()
-	var msg *C.char
 	b.s.submitMu.Lock() // the first index must match the library's numbering
 	defer b.s.submitMu.Unlock()
-	if err := mkerr(C.mcgo_batch_submit(h, unsafe.Pointer(&creqs[0]), C.size_t(len(creqs)), &msg), msg); err != nil {
+	if err := resErr(C.mcgo_batch_submit(h, unsafe.Pointer(unsafe.SliceData(*bp)), C.size_t(n))); err != nil {
 		return 0, err
 	}
-	return int(b.s.submitted.Add(int64(len(creqs)))) - len(creqs), nil
+	return int(b.s.submitted.Add(int64(n))) - n, nil
 }
 
 // Wait waits until every submitted request ended (timeout < 0: no limit; 0: poll): nil when all
@@ -1009,8 +1072,7 @@ func (b *Batch) Wait(timeout time.Duration) error {
 		return err
 	}
 	defer b.s.mu.RUnlock()
-	var msg *C.char
-	return mkerr(C.mcgo_batch_wait(h, timeoutMs(timeout), &msg), msg)
+	return resErr(C.mcgo_batch_wait(h, timeoutMs(timeout)))
 }
 
 // Status returns the state of request index.

@@ -1,5 +1,6 @@
 // The Go row of bench/bindings: one 8-byte WRITE through Engine.Write between two engines in this
-// process. usage: bench_go ITERS WARMUP CHUNKS -> "transport NAME", "ns_per_op X".
+// process. usage: bench_go ITERS WARMUP CHUNKS [raw|noop] -> "transport NAME", "ns_per_op X".
+// raw and noop time the floors under it instead (raw.go).
 package main
 
 import (
@@ -27,6 +28,10 @@ func main() {
 	transports := os.Getenv("BENCH_TRANSPORTS")
 	if transports == "" {
 		transports = "shm"
+	}
+	if len(os.Args) > 4 {
+		runRaw(os.Args[4], transports, iters, warmup, chunks)
+		return
 	}
 	cfg := map[string]string{"listen": "127.0.0.1:0", "transports": transports}
 	a := must(mc.NewEngine(cfg))
@@ -56,9 +61,13 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench_go: data did not arrive")
 		os.Exit(1)
 	}
-	sort.Float64s(per)
-	fmt.Printf("ns_per_op %.1f\n", per[chunks/2])
+	report(per)
 	seg.Close()
 	a.Close()
 	b.Close()
+}
+
+func report(per []float64) {
+	sort.Float64s(per)
+	fmt.Printf("ns_per_op %.1f\n", per[len(per)/2])
 }

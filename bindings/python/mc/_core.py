@@ -6,6 +6,7 @@ import enum
 import json
 import math
 import mmap
+import struct
 import threading
 
 from . import _lib
@@ -209,6 +210,71 @@ def address_of(obj):
 # ----------------------------------------------------------------------------- engine
 
 
+# The sync helpers' hot path. mc_request_t packed in one call (its layout checked against the
+# ctypes declaration at import), mc_transfer through the unchecked binding (no argtypes: the
+# arguments are already the declared ctypes types), the status checked inline.
+_REQUEST = struct.Struct("@IIPQQQ")
+assert _REQUEST.size == ctypes.sizeof(_lib.RequestC) and \
+    [getattr(_lib.RequestC, f).offset for f in ("opcode", "flags", "local", "segment", "remote",
+                                                "length")] == [0, 4, 8, 16, 24, 32], \
+    "mc: mc_request_t layout differs from the struct format"
+_pack_request = _REQUEST.pack_into
+_transfer = _lib.unchecked.mc_transfer
+_ONE = ctypes.c_size_t(1)  # the count argument; ctypes only reads it
+
+
+def _new_request():
+    """A (byref, byte view) pair over a fresh mc_request_t for the sync helpers' pool."""
+    req = _lib.RequestC()
+    return ctypes.byref(req), memoryview(req).cast("B")  # both keep req alive
+
+
+def _sync_helper(opcode, name, doc):
+    """Engine.write (opcode 1) or Engine.read (0). Same checks, errors and results as _one, at a
+    fraction of the cost: the local object's registered (address, length) is one dict lookup
+    (Engine._by_id, identity-checked; an int address is taken as is), the request struct comes
+    from a per-engine pool (one per thread in flight: list.pop/append are atomic), and anything
+    unusual (unregistered memory, a closed engine, a value the struct format refuses) goes
+    through _one."""
+
+    def helper(self, local, segment, remote, length=None, timeout=None):
+        h = self._handle
+        if not h:
+            return self._one(opcode, local, segment, remote, length, timeout)  # raises
+        if type(local) is int:
+            if length is None:
+                return self._one(opcode, local, segment, remote, length, timeout)  # raises
+            addr, n = local, length
+        else:
+            pin = self._by_id.get(id(local))
+            if pin is None or pin.obj is not local:
+                return self._one(opcode, local, segment, remote, length, timeout)
+            addr, n = pin.addr, (pin.nbytes if length is None else length)
+        seg = segment.handle if type(segment) is Segment else _segment_handle(segment)
+        ms = -1 if timeout is None else _timeout_ms(timeout)
+        pool = self._reqs
+        try:
+            r = pool.pop()
+        except IndexError:
+            r = _new_request()
+        try:
+            _pack_request(r[1], 0, opcode, 0, addr, seg, remote, n)
+        except struct.error:  # negative or non-integer values: ctypes' own conversions decide
+            pool.append(r)
+            return self._one(opcode, local, segment, remote, length, timeout)
+        status = _transfer(h, r[0], _ONE, ms)
+        if status:
+            e = _lib.error(status)  # mc_last_error() first, before anything else on this thread
+            pool.append(r)
+            raise e
+        pool.append(r)
+
+    helper.__name__ = name
+    helper.__qualname__ = f"Engine.{name}"
+    helper.__doc__ = doc
+    return helper
+
+
 def _config_value(value):
     if isinstance(value, bool):
         return "1" if value else "0"
@@ -227,7 +293,11 @@ class Engine:
     def __init__(self, **config):
         self._handle = None
         self._pins = {}  # addr -> _Pin: registered memory kept alive
-        self._ids = {}  # id(obj) -> addr, for the sync helpers' lookups
+        # id(obj) -> _Pin of every registered object (the pin holds obj, so the id cannot be
+        # reused while the entry exists; lookups also check pin.obj is obj). Written under _lock,
+        # read without it (one dict.get) by the sync helpers; unregister removes the entry.
+        self._by_id = {}
+        self._reqs = []  # free (byref, view) mc_request_t structs of the sync helpers (a pool)
         self._lock = threading.Lock()
         self._callbacks = []  # every segment-callback thunk set, alive as long as the engine
         cfg = ctypes.POINTER(_lib.Config)()
@@ -252,9 +322,9 @@ class Engine:
             return
         lib.mc_engine_destroy(handle)
         with self._lock:
-            pins, self._pins, self._ids = self._pins, {}, {}
+            pins, self._pins, self._by_id = self._pins, {}, {}
         for pin in pins.values():
-            if isinstance(pin.obj, Buffer):
+            if isinstance(pin.obj, Buffer) and pin.obj._engine is self:
                 pin.obj._engine = None  # no longer registered; unmapped when the user drops it
 
     def __enter__(self):
@@ -308,6 +378,8 @@ class Engine:
         alive until unregister() or close(). Returns the address of its first byte."""
         pin = _pin(obj)
         self._register_pin(pin, location)
+        if isinstance(obj, Buffer) and obj._engine is None:
+            obj._engine = self  # so that obj.free() unregisters it before unmapping
         return pin.addr
 
     def _register_pin(self, pin, location):
@@ -315,7 +387,7 @@ class Engine:
         lib.mc_buffer_register(self._h(), pin.addr, pin.nbytes, loc)
         with self._lock:
             self._pins[pin.addr] = pin
-            self._ids[id(pin.obj)] = pin.addr
+            self._by_id[id(pin.obj)] = pin
 
     def register_batch(self, items, location=None):
         """Registers several memories at once (mc_buffer_register_batch): all or nothing, and the
@@ -349,23 +421,23 @@ class Engine:
             for pin in pins:
                 self._pins[pin.addr] = pin
                 if pin.obj is not None:
-                    self._ids[id(pin.obj)] = pin.addr
+                    self._by_id[id(pin.obj)] = pin
         return [pin.addr for pin in pins]
 
     def _registered_addr(self, obj):
         """The address an object (or int address) was registered under."""
         if isinstance(obj, int):
             return obj
-        with self._lock:
-            addr = self._ids.get(id(obj))
-        return addr if addr is not None else address_of(obj)
+        pin = self._by_id.get(id(obj))
+        return pin.addr if pin is not None and pin.obj is obj else address_of(obj)
 
     def _forget(self, addr):
         with self._lock:
             pin = self._pins.pop(addr, None)
-            if pin is not None and pin.obj is not None:
-                self._ids.pop(id(pin.obj), None)
-        if pin is not None and isinstance(pin.obj, Buffer):
+            if pin is not None and pin.obj is not None and \
+                    self._by_id.get(id(pin.obj)) is pin:
+                del self._by_id[id(pin.obj)]
+        if pin is not None and isinstance(pin.obj, Buffer) and pin.obj._engine is self:
             pin.obj._engine = None
 
     def unregister(self, obj):
@@ -395,18 +467,22 @@ class Engine:
         lib.mc_buffer_set_access(self._h(), self._registered_addr(obj), int(access))
 
     def _local(self, obj, length):
-        """(address, length) of local memory for the sync helpers."""
+        """(address, length) of local memory for the sync helpers and their slow path."""
         if isinstance(obj, int):
             if length is None:
                 raise errors.InvalidArgument(-1, "length is required with an int address")
             return obj, length
-        if isinstance(obj, Buffer):
-            pin = obj._pin_
-        else:
-            addr = self._ids.get(id(obj))
-            pin = self._pins.get(addr) if addr is not None else None
-            if pin is None or pin.obj is not obj:
-                pin = _pin(obj)  # not registered: the C library reports OUT_OF_RANGE
+        pin = self._by_id.get(id(obj))
+        if pin is None or pin.obj is not obj:
+            # Not registered here (a freed mc.Buffer, another engine's, a view into registered
+            # memory, plain memory): its address as is; the C library reports OUT_OF_RANGE for
+            # memory outside this engine's registered buffers. No staging copy.
+            if isinstance(obj, Buffer):
+                if obj.closed:  # its address may belong to newer memory by now
+                    raise errors.OutOfRange(-4, "local: the mc.Buffer was freed")
+                pin = obj._pin_
+            else:
+                pin = _pin(obj)
         return pin.addr, pin.nbytes if length is None else length
 
     # -- segments
@@ -444,18 +520,22 @@ class Engine:
         lib.mc_transfer(self._h(), arr, len(arr), _timeout_ms(timeout))
 
     def _one(self, opcode, local, segment, remote, length, timeout):
+        """The sync helpers' slow path (and their behaviour, which the fast path in _sync_helper
+        must match): a fresh mc_request_t through the checked binding."""
         addr, n = self._local(local, length)
         req = _lib.RequestC(opcode, 0, addr, _segment_handle(segment), remote, n)
         lib.mc_transfer(self._h(), ctypes.byref(req), 1, _timeout_ms(timeout))
 
-    def write(self, local, segment, remote, length=None, timeout=None):
-        """Copies local memory (registered: mc.Buffer, a registered object, or an int address)
-        to the peer's address remote. length defaults to the size of local in bytes."""
-        self._one(1, local, segment, remote, length, timeout)
+    write = _sync_helper(
+        1, "write", """Copies local memory (registered: mc.Buffer, a registered object, or an int
+        address) to the peer's address remote. length defaults to the size of local in bytes.
+        Thread-safe; blocks until the bytes are in the peer's memory (timeout in seconds, None:
+        no limit).""")
 
-    def read(self, local, segment, remote, length=None, timeout=None):
-        """Copies [remote, remote+length) of the segment into local memory (registered)."""
-        self._one(0, local, segment, remote, length, timeout)
+    read = _sync_helper(
+        0, "read", """Copies [remote, remote+length) of the segment into local memory
+        (registered). length defaults to the size of local in bytes. Thread-safe; blocks until
+        the bytes arrived (timeout in seconds, None: no limit).""")
 
     def batch(self, capacity=128):
         """A new mc.Batch for up to capacity requests (a context manager)."""

@@ -3,6 +3,12 @@
 Every function is declared once, in _FUNCTIONS. Functions returning mc_status_t get an errcheck
 that reads mc_last_error() right after the call, on the same thread, and raises the mc.Error
 subclass for the status.
+
+The few functions named in _UNCHECKED are also bound a second time, as unchecked.<name>, for the
+hot path of the sync helpers: no argtypes (ctypes' per-argument from_param conversion was the
+largest part of a small transfer's Python cost) and no errcheck. Callers pass ctypes objects of
+exactly the types the table declares (or a Python int where the C type is int) and, on a nonzero
+status, raise error(status) before any other mc_* call on the thread.
 """
 
 import ctypes
@@ -154,6 +160,9 @@ _FUNCTIONS = [
     ("mc_log_set_level", [ctypes.c_int], None),
 ]
 
+# Also bound unchecked (see the module doc); each must be an S entry of _FUNCTIONS.
+_UNCHECKED = ("mc_transfer",)
+
 # ----------------------------------------------------------------------------- finding the library
 
 SONAME = "libmc.so.0"
@@ -195,11 +204,17 @@ def _load():
                       ". Set MC_LIBRARY to the path of libmc.so.0.")
 
 
+def error(status):
+    """The mc.Error for a failed call's status, with this thread's mc_last_error(): call it right
+    after the failing call, before any other mc_* call on the thread."""
+    message = _last_error().decode("utf-8", "replace")
+    return errors.error_class(status)(status, message)
+
+
 def _errcheck(result, func, args):
     if result == 0:
         return result
-    message = lib.mc_last_error().decode("utf-8", "replace")
-    raise errors.error_class(result)(result, message)
+    raise error(result)
 
 
 def _missing(name):
@@ -223,6 +238,24 @@ for _name, _argtypes, _restype in _FUNCTIONS:
         _f.errcheck = _errcheck
     else:
         _f.restype = _restype
+
+_last_error = lib.mc_last_error
+
+
+class _Unchecked:
+    """The _UNCHECKED functions, bound without argtypes and errcheck (restype mc_status_t)."""
+
+
+unchecked = _Unchecked()
+for _name in _UNCHECKED:
+    _entry = next(e for e in _FUNCTIONS if e[0] == _name)
+    assert _entry[2] == S, f"{_name}: only status-returning functions are bound unchecked"
+    if isinstance(getattr(lib, _name), ctypes._CFuncPtr):
+        _f = lib._FuncPtr((_name, lib))  # a second function object on the same symbol
+        _f.restype = c_status
+    else:
+        _f = getattr(lib, _name)  # the _missing stub: raises mc.Unsupported
+    setattr(unchecked, _name, _f)
 
 version = lib.mc_version()
 version_string = lib.mc_version_string().decode()
