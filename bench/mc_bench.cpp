@@ -3,7 +3,7 @@
 //   mc_bench target [--listen HOST:PORT] [--size BYTES] [--timeout-ms MS]
 //   mc_bench initiator --segment NAME --op read|write --block BYTES[,BYTES...] --batch N
 //            --threads N --duration S [--transport NAME] [--listen HOST:PORT]
-//            [--timeout-ms MS] [--verify] [--json]
+//            [--timeout-ms MS] [--alloc] [--reuse] [--verify] [--json]
 //
 // Uses only the public header. Sizes take K/M/G suffixes (2^10, 2^20, 2^30); GB/s is 10^9
 // bytes per second. Other programs (scripts/demo.sh, bench/tcp.sh) rely on the flags and on the
@@ -40,13 +40,17 @@ const char kUsage[] =
     "      127.0.0.1:0 (a free port).\n"
     "  mc_bench initiator --segment NAME --op read|write --block BYTES[,BYTES...]\n"
     "      --batch N --threads N --duration SECONDS [--transport NAME] [--listen HOST:PORT]\n"
-    "      [--timeout-ms MS] [--verify] [--json]\n"
+    "      [--timeout-ms MS] [--alloc] [--reuse] [--verify] [--json]\n"
     "      Each thread submits batches of --batch requests of --block bytes to its own part of\n"
     "      the target's first buffer for --duration seconds (per block size) and prints one row\n"
     "      per block size: GB/s, requests/s, p50 and p99 batch latency in microseconds.\n"
     "      --transport  sets the engine key 'transports' (tcp, shm, local, ...; default auto)\n"
     "      --alloc      local buffers from mc_buffer_alloc (memfd; same-host peers map them);\n"
     "                   on the target, --alloc serves mc_buffer_alloc memory the same way\n"
+    "      --reuse      every batch uses the same --batch blocks of the thread's part of the\n"
+    "                   target's buffer (and the same local blocks), as ucx_perftest and a\n"
+    "                   memcpy loop reuse one buffer: warm pages and caches, no walk through\n"
+    "                   the whole target buffer\n"
     "      --verify     checks every byte: a WRITE is read back, a READ reads a pattern\n"
     "                   written first; extra transfers make the figures no throughput measure\n"
     "      --json       one JSON object per block size and line instead of the table\n"
@@ -229,6 +233,7 @@ struct Options {
   bool verify = false;
   bool json = false;
   bool alloc = false;  // --alloc: local buffers from mc_buffer_alloc
+  bool reuse = false;  // --reuse: the same batch of remote (and local) blocks every time
 };
 
 Options parse_initiator(int argc, char **argv) {
@@ -277,6 +282,8 @@ Options parse_initiator(int argc, char **argv) {
       o.timeout_ms = value();
     } else if (a == "--alloc") {
       o.alloc = true;
+    } else if (a == "--reuse") {
+      o.reuse = true;
     } else if (a == "--verify") {
       o.verify = true;
     } else if (a == "--json") {
@@ -416,7 +423,7 @@ void worker(Run *run, uint64_t t, mc_engine_t *engine, int wait_ms, ThreadResult
 
   auto fill_requests = [&](uint64_t iteration) {
     for (uint64_t i = 0; i < batch_n; ++i) {
-      uint64_t slot = (next_slot + i) % run->slots;
+      uint64_t slot = ((o.reuse ? 0 : next_slot) + i) % run->slots;
       uint64_t remote = region + slot * block;
       reqs[i] = mc_request_t{static_cast<uint32_t>(o.op), 0, local + i * block, run->segment,
                              remote, block};
@@ -697,8 +704,13 @@ int run_initiator(int argc, char **argv) {
       logf("verified %" PRIu64 " %s requests of %s: every byte matched", requests, op_name(o.op),
            format_size(block).c_str());
 
-    check(mc_buffer_unregister(engine, local.addr), "local buffer unregister");
-    if (o.verify) check(mc_buffer_unregister(engine, check_buf.addr), "local buffer unregister");
+    if (o.alloc) {
+      check(mc_buffer_free(engine, local_addr), "local buffer free");
+      if (o.verify) check(mc_buffer_free(engine, check_addr), "local buffer free");
+    } else {
+      check(mc_buffer_unregister(engine, local.addr), "local buffer unregister");
+      if (o.verify) check(mc_buffer_unregister(engine, check_buf.addr), "local buffer unregister");
+    }
   }
 
   check(mc_segment_close(engine, seg), "segment close");
