@@ -82,12 +82,12 @@ using nlohmann::json;
 
 constexpr uint64_t kCtrlMagic = 0x4d43534852434c31ull;  // "MCSHRCL1"
 constexpr uint64_t kInline = 256 * 1024;  // runs of slices up to this size are copied on the submitting thread
-// A larger run of contiguous slices is cut into at most (workers that can run at once + 1) parts
-// of at least kPartMin bytes each: the submitting thread copies one and the workers the others.
-constexpr uint64_t kPartMin = 4ull << 20;
-// Copies from this size on bypass the caches (non-temporal stores): far larger than what the
-// caches keep anyway, and they save the reads of the destination lines.
-constexpr uint64_t kStreamMin = 32ull << 20;  // slices up to this size run on the submitting thread
+// A larger run of contiguous slices is cut into parts of about kPart bytes, shared out at run
+// time between the submitting thread and the workers that can run beside it.
+constexpr uint64_t kPart = 4ull << 20;
+// Runs from this size on are copied with non-temporal stores: they would push everything else
+// out of the caches anyway, and streaming saves reading the destination lines first.
+constexpr uint64_t kStreamMin = 128ull << 20;  // slices up to this size run on the submitting thread
 constexpr uint32_t kMaxMsg = 64u << 20;
 
 struct CtrlPage {
@@ -98,37 +98,45 @@ struct CtrlPage {
 };
 static_assert(std::atomic<uint64_t>::is_always_lock_free, "shared-memory atomics need lock-free u64");
 
-// One copy of a run: memcpy, or for a large one non-temporal stores (the sfence orders them
-// before the completion that publishes the bytes; plain stores need no fence on x86).
-void copy_run(char *dst, const char *src, uint64_t len) {
+// One copy of a run: memcpy, or with stream set non-temporal stores that leave the caches alone.
+// The streaming loop copies two pages side by side with prefetches, as glibc's own large copy
+// does (it keeps that for copies of hundreds of MiB, which a transfer cut into parts never
+// reaches). The sfence orders the streaming stores before the completion that publishes them.
+void copy_run(char *dst, const char *src, uint64_t len, bool stream) {
 #if defined(__x86_64__)
-  if (len >= kStreamMin) {
+  if (stream && len >= (64u << 10)) {
     uint64_t head = (64 - (reinterpret_cast<uintptr_t>(dst) & 63)) & 63;
     std::memcpy(dst, src, head);
     dst += head;
     src += head;
     len -= head;
+    auto line = [](char *d, const char *s) {
+      __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i *>(s));
+      __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i *>(s + 16));
+      __m128i c = _mm_loadu_si128(reinterpret_cast<const __m128i *>(s + 32));
+      __m128i e = _mm_loadu_si128(reinterpret_cast<const __m128i *>(s + 48));
+      _mm_stream_si128(reinterpret_cast<__m128i *>(d), a);
+      _mm_stream_si128(reinterpret_cast<__m128i *>(d + 16), b);
+      _mm_stream_si128(reinterpret_cast<__m128i *>(d + 32), c);
+      _mm_stream_si128(reinterpret_cast<__m128i *>(d + 48), e);
+    };
     uint64_t i = 0;
-    for (; i + 64 <= len; i += 64) {
-      __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i *>(src + i));
-      __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i *>(src + i + 16));
-      __m128i c = _mm_loadu_si128(reinterpret_cast<const __m128i *>(src + i + 32));
-      __m128i d = _mm_loadu_si128(reinterpret_cast<const __m128i *>(src + i + 48));
-      _mm_stream_si128(reinterpret_cast<__m128i *>(dst + i), a);
-      _mm_stream_si128(reinterpret_cast<__m128i *>(dst + i + 16), b);
-      _mm_stream_si128(reinterpret_cast<__m128i *>(dst + i + 32), c);
-      _mm_stream_si128(reinterpret_cast<__m128i *>(dst + i + 48), d);
-    }
+    for (; i + 8192 <= len; i += 8192)
+      for (uint64_t k = 0; k < 4096; k += 64) {
+        _mm_prefetch(src + i + k + 256, _MM_HINT_T0);
+        _mm_prefetch(src + i + 4096 + k + 256, _MM_HINT_T0);
+        line(dst + i + k, src + i + k);
+        line(dst + i + 4096 + k, src + i + 4096 + k);
+      }
+    for (; i + 64 <= len; i += 64) line(dst + i, src + i);
     _mm_sfence();
     std::memcpy(dst + i, src + i, len - i);
     return;
   }
 #endif
+  (void)stream;
   std::memcpy(dst, src, len);
 }
-
-
-
 
 class ShmTransport;
 
@@ -197,7 +205,7 @@ class ShmPeer : public PeerPath, public std::enable_shared_from_this<ShmPeer> {
   Status refresh();
   // Runs slices [0, n) to their end without reporting them: st[i] gets slice i's status. Then
   // report() ends them (one liveness check for all their WRITEs, then slice_done each).
-  void run(const Slice *s, size_t n, mc_status_t *st);
+  void run(const Slice *s, size_t n, mc_status_t *st, bool stream = false);
   void report(const Slice *s, size_t n, mc_status_t *st);
   bool cma_ok() const { return cma_ok_; }
   void set_dead(const std::string &why);
@@ -213,7 +221,7 @@ class ShmPeer : public PeerPath, public std::enable_shared_from_this<ShmPeer> {
   mc_status_t run_one(const Slice &s);
   // The common case: consecutive slices that each lie in one mapped (or attachable) buffer the
   // current list lets us use, copied under one active window; returns how many it ran (st[] set).
-  size_t run_window(const Slice *s, size_t n, mc_status_t *st);
+  size_t run_window(const Slice *s, size_t n, mc_status_t *st, bool stream);
 
   ShmTransport *t_;
   std::string name_;
@@ -308,6 +316,7 @@ class ShmTransport : public Transport {
   std::condition_variable qcv_;
   struct Job {
     std::vector<Slice> s;  // contiguous on both sides: one copy
+    bool stream;           // part of a run of kStreamMin or more
     std::shared_ptr<ShmPeer> peer;
     const void *owner;  // the submitting thread, which takes back what no worker took yet
   };
@@ -722,7 +731,7 @@ mc_status_t ShmPeer::copy_one(const Slice &s, RemoteBuf &b, uint64_t remote, cha
 constexpr uint64_t kWindowBytes = 1ull << 30;
 constexpr size_t kWindowSlices = 1024;
 
-size_t ShmPeer::run_window(const Slice *s, size_t n, mc_status_t *st) {
+size_t ShmPeer::run_window(const Slice *s, size_t n, mc_status_t *st, bool stream) {
   size_t k = 0;
   uint64_t bytes = 0, mapped = 0;
   // Slices that continue each other on both sides (the pieces of one request, adjacent
@@ -731,7 +740,7 @@ size_t ShmPeer::run_window(const Slice *s, size_t n, mc_status_t *st) {
   const char *run_src = nullptr;
   uint64_t run_len = 0;
   auto flush = [&] {
-    if (run_len) copy_run(run_dst, run_src, run_len);
+    if (run_len) copy_run(run_dst, run_src, run_len, stream);
     mapped += run_len;
     run_len = 0;
   };
@@ -783,7 +792,7 @@ size_t ShmPeer::run_window(const Slice *s, size_t n, mc_status_t *st) {
   return k;
 }
 
-void ShmPeer::run(const Slice *s, size_t n, mc_status_t *st) {
+void ShmPeer::run(const Slice *s, size_t n, mc_status_t *st, bool stream) {
   for (size_t i = 0; i < n;) {
     if (dead.load()) {
       st[i++] = MC_ERR_PEER_DOWN;
@@ -793,7 +802,7 @@ void ShmPeer::run(const Slice *s, size_t n, mc_status_t *st) {
       st[i++] = MC_ERR_CANCELED;
       continue;
     }
-    size_t k = run_window(s + i, n - i, st + i);
+    size_t k = run_window(s + i, n - i, st + i, stream);
     if (k == 0) {
       st[i] = run_one(s[i]);
       k = 1;
@@ -967,40 +976,36 @@ void ShmTransport::submit(PeerPath &path, Slice *slices, size_t n) {
   thread_local std::vector<mc_status_t> st;
   std::vector<Job> jobs;
   small.clear();
-  const size_t parts_max = workers_.empty() ? 1 : parallel_ + 1;
+  const size_t parts_max = workers_.empty() || parallel_ == 0 ? 1 : parallel_ + 1;
   for (size_t i = 0; i < n;) {
     size_t j = i + 1;
     uint64_t len = slices[i].len;
     while (j < n && continues(slices[j - 1], slices[j])) len += slices[j++].len;
-    if (len <= kInline || parts_max == 1) {
+    bool stream = len >= kStreamMin;
+    if (len <= kInline) {
       small.insert(small.end(), slices + i, slices + j);
+    } else if (parts_max == 1) {
+      jobs.push_back({std::vector<Slice>(slices + i, slices + j), stream, nullptr, &me});
     } else {
-      size_t parts = static_cast<size_t>(std::min<uint64_t>(parts_max, std::max<uint64_t>(1, len / kPartMin)));
-      uint64_t share = len / parts;
-      for (size_t a = i, p = 0; a < j; p++) {
+      for (size_t a = i; a < j;) {
         size_t b = a;
         uint64_t got = 0;
-        if (p + 1 >= parts) {
-          b = j;
-        } else {
-          while (b < j && got < share) got += slices[b++].len;
-        }
-        jobs.push_back({std::vector<Slice>(slices + a, slices + b), nullptr, &me});
+        while (b < j && got < kPart) got += slices[b++].len;
+        if (j - b > 0 && len - got < kPart / 2) b = j;  // no small last part
+        jobs.push_back({std::vector<Slice>(slices + a, slices + b), stream, nullptr, &me});
+        len -= got;
         a = b;
       }
     }
     i = j;
   }
-  auto run_here = [&](const Slice *v, size_t m) {
+  auto run_here = [&](const Slice *v, size_t m, bool stream) {
     if (st.size() < m) st.resize(m);
-    peer.run(v, m, st.data());
+    peer.run(v, m, st.data(), stream);
     peer.report(v, m, st.data());
   };
-  if (jobs.size() == 1) {
-    small.insert(small.end(), jobs[0].s.begin(), jobs[0].s.end());
-    jobs.clear();
-  }
-  if (!jobs.empty()) {
+  const bool share = jobs.size() > 1 && parts_max > 1;
+  if (share) {
     auto keep = peer.shared_from_this();  // queued parts keep the peer alive on the workers
     size_t queued = 0;
     {
@@ -1020,7 +1025,11 @@ void ShmTransport::submit(PeerPath &path, Slice *slices, size_t n) {
     }
     for (size_t w = 0; w + 1 < queued && w < parallel_; w++) qcv_.notify_one();
   }
-  if (!small.empty()) run_here(small.data(), small.size());
+  if (!small.empty()) run_here(small.data(), small.size(), false);
+  if (!share) {  // nothing to share out
+    for (auto &jb : jobs) run_here(jb.s.data(), jb.s.size(), jb.stream);
+    return;
+  }
   // Take back this thread's parts that no worker started yet, newest first.
   for (;;) {
     Job jb;
@@ -1035,7 +1044,7 @@ void ShmTransport::submit(PeerPath &path, Slice *slices, size_t n) {
       for (auto &x : jb.s) slice_done(x, MC_ERR_PEER_DOWN);
       continue;
     }
-    run_here(jb.s.data(), jb.s.size());
+    run_here(jb.s.data(), jb.s.size(), jb.stream);
   }
 }
 
@@ -1056,7 +1065,7 @@ void ShmTransport::worker() {
       continue;
     }
     if (st.size() < j.s.size()) st.resize(j.s.size());
-    j.peer->run(j.s.data(), j.s.size(), st.data());
+    j.peer->run(j.s.data(), j.s.size(), st.data(), j.stream);
     j.peer->report(j.s.data(), j.s.size(), st.data());
   }
 }
