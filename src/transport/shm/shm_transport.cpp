@@ -44,7 +44,9 @@
 #include "transport/shm/shm_transport.h"
 
 #include <fcntl.h>
+#include <linux/futex.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -54,6 +56,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cinttypes>
+#include <cstddef>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
@@ -80,7 +83,7 @@ namespace {
 
 using nlohmann::json;
 
-constexpr uint64_t kCtrlMagic = 0x4d43534852434c31ull;  // "MCSHRCL1"
+constexpr uint64_t kCtrlMagic = 0x4d43534852434c32ull;  // "MCSHRCL2"
 constexpr uint64_t kInline = 256 * 1024;  // runs of slices up to this size are copied on the submitting thread
 // A larger run of contiguous slices is cut into parts of about kPart bytes, shared out at run
 // time between the submitting thread and the workers that can run beside it.
@@ -95,7 +98,17 @@ struct CtrlPage {
   uint64_t incarnation;
   std::atomic<uint64_t> epoch;   // bumped on every unregister
   std::atomic<uint64_t> active;  // initiator copies in progress, all peers together
+  // A robust, process-shared mutex that the target's acceptor thread holds for as long as the
+  // transport runs. When that thread ends (engine destroyed, process killed) the mutex is
+  // released, or the kernel marks it FUTEX_OWNER_DIED while the thread exits, which is before
+  // the process closes its files (the watch socket) and before anyone can see it dead. So an
+  // initiator learns that the target is gone with one load of its lock word, no system call.
+  pthread_mutex_t alive;
 };
+static_assert(sizeof(CtrlPage) <= 4096, "the control page is one page");
+#if defined(__GLIBC__)
+static_assert(offsetof(pthread_mutex_t, __data.__lock) == 0, "glibc's mutex starts with its futex word");
+#endif
 static_assert(std::atomic<uint64_t>::is_always_lock_free, "shared-memory atomics need lock-free u64");
 
 // One copy of a run: memcpy, or with stream set non-temporal stores that leave the caches alone.
@@ -209,6 +222,19 @@ class ShmPeer : public PeerPath, public std::enable_shared_from_this<ShmPeer> {
   void report(const Slice *s, size_t n, mc_status_t *st);
   bool cma_ok() const { return cma_ok_; }
   void set_dead(const std::string &why);
+  // Whether the target's transport still runs, as seen after the copies that precede the call.
+  bool target_alive() const {
+#if defined(__GLIBC__)
+    // glibc keeps a mutex's futex word first; a robust one holds the owner's thread id, and
+    // FUTEX_OWNER_DIED once the kernel released it for a dead thread (see CtrlPage::alive).
+    uint32_t w = __atomic_load_n(reinterpret_cast<const uint32_t *>(&ctrl_->alive), __ATOMIC_SEQ_CST);
+    return (w & FUTEX_TID_MASK) != 0 && !(w & FUTEX_OWNER_DIED);
+#else
+    if (!watch_.valid()) return true;
+    pollfd pf{watch_.get(), POLLRDHUP, 0};
+    return !(::poll(&pf, 1, 0) > 0 && (pf.revents & (POLLHUP | POLLRDHUP | POLLERR)));
+#endif
+  }
   std::atomic<bool> dead{false};
 
  private:
@@ -338,6 +364,13 @@ Status ShmTransport::start() {
   ctrl_->incarnation = o_.incarnation;
   new (&ctrl_->epoch) std::atomic<uint64_t>(1);
   new (&ctrl_->active) std::atomic<uint64_t>(0);
+  pthread_mutexattr_t ma;
+  pthread_mutexattr_init(&ma);
+  pthread_mutexattr_setpshared(&ma, PTHREAD_PROCESS_SHARED);
+  pthread_mutexattr_setrobust(&ma, PTHREAD_MUTEX_ROBUST);
+  int me = pthread_mutex_init(&ctrl_->alive, &ma);
+  pthread_mutexattr_destroy(&ma);
+  if (me != 0) return Err(MC_ERR_INTERNAL, std::string("robust mutex: ") + std::strerror(me));
 
   char nm[64];
   std::snprintf(nm, sizeof nm, "mc-shm-%d-%016" PRIx64, static_cast<int>(getpid()), o_.incarnation);
@@ -410,6 +443,12 @@ void ShmTransport::wait_for_copies(const char *why) {
 }
 
 void ShmTransport::accept_loop() {
+  // Held until this thread returns (see CtrlPage::alive); it accepts no peer before.
+  pthread_mutex_lock(&ctrl_->alive);
+  struct Release {
+    pthread_mutex_t *m;
+    ~Release() { pthread_mutex_unlock(m); }
+  } release{&ctrl_->alive};
   for (;;) {
     int fd = ::accept4(listen_.get(), nullptr, nullptr, SOCK_CLOEXEC);
     if (stopping_.load()) {
@@ -813,18 +852,15 @@ void ShmPeer::run(const Slice *s, size_t n, mc_status_t *st, bool stream) {
 
 void ShmPeer::report(const Slice *s, size_t n, mc_status_t *st) {
   // A WRITE into a mapping is COMPLETED only if the target still lives: its mapping of the memfd
-  // is gone once its process is, and ours would keep the bytes from nobody. The kernel closes
-  // the watch socket before the target's death is visible to anyone, so a hang-up seen here,
-  // after the copies, turns their WRITEs into PEER_DOWN (no syscall is cheaper that is also
-  // race-free; one serves every slice of the call).
+  // is gone once its process is, and ours would keep the bytes from nobody. The kernel marks
+  // the target's alive mutex before its death is visible to anyone (CtrlPage::alive), so a
+  // dead owner seen here, after the copies, turns their WRITEs into PEER_DOWN: one load serves
+  // every slice of the call.
   bool wrote = false;
   for (size_t i = 0; i < n && !wrote; i++) wrote = st[i] == MC_OK && s[i].op == MC_WRITE;
-  if (wrote && watch_.valid()) {
-    pollfd pf{watch_.get(), POLLRDHUP, 0};
-    if (::poll(&pf, 1, 0) > 0 && (pf.revents & (POLLHUP | POLLRDHUP | POLLERR)))
-      for (size_t i = 0; i < n; i++)
-        if (st[i] == MC_OK && s[i].op == MC_WRITE) st[i] = MC_ERR_PEER_DOWN;
-  }
+  if (wrote && !target_alive())
+    for (size_t i = 0; i < n; i++)
+      if (st[i] == MC_OK && s[i].op == MC_WRITE) st[i] = MC_ERR_PEER_DOWN;
   uint64_t ok = 0;
   for (size_t i = 0; i < n; i++) ok += st[i] == MC_OK;
   if (ok) t_->slices_ok.fetch_add(ok, std::memory_order_relaxed);
