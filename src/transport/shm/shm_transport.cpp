@@ -22,6 +22,16 @@
 // destroyed or its process dies, and the initiator then fails everything to that peer at once
 // (PEER_DOWN) and tells the engine. Mappings of a dead peer stay valid (memfd), so no SIGBUS.
 //
+// The data path (submit): slices that continue each other on both sides (the engine's pieces of
+// one request, adjacent requests) form runs, and a run is one copy, so that memcpy sees the
+// whole size and picks its method. Runs up to kInline are copied on the submitting thread under
+// one active window, and the whole call ends with one liveness check (CtrlPage::alive) for its
+// WRITEs: no hand-off, no allocation, no system call. Larger runs are cut into parts of about
+// kPart. A call with one part copies it itself; with more, the workers take parts from the
+// front of the queue while the submitting thread takes its own back from the end, so a request
+// never waits for a worker that has no CPU. Runs of kStreamMin and more are copied with
+// non-temporal stores.
+//
 // Messages on the socket: 4-byte little-endian length + text; a reply may carry one fd.
 //
 // Admission: an abstract Unix socket can be reached by any process of the host (whatever its
