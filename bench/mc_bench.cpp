@@ -3,7 +3,7 @@
 //   mc_bench target [--listen HOST:PORT] [--size BYTES] [--timeout-ms MS]
 //   mc_bench initiator --segment NAME --op read|write --block BYTES[,BYTES...] --batch N
 //            --threads N --duration S [--transport NAME] [--listen HOST:PORT]
-//            [--timeout-ms MS] [--verify] [--json]
+//            [--timeout-ms MS] [--alloc] [--reuse] [--transfer] [--verify] [--json]
 //
 // Uses only the public header. Sizes take K/M/G suffixes (2^10, 2^20, 2^30); GB/s is 10^9
 // bytes per second. Other programs (scripts/demo.sh, bench/tcp.sh) rely on the flags and on the
@@ -40,13 +40,19 @@ const char kUsage[] =
     "      127.0.0.1:0 (a free port).\n"
     "  mc_bench initiator --segment NAME --op read|write --block BYTES[,BYTES...]\n"
     "      --batch N --threads N --duration SECONDS [--transport NAME] [--listen HOST:PORT]\n"
-    "      [--timeout-ms MS] [--verify] [--json]\n"
+    "      [--timeout-ms MS] [--alloc] [--reuse] [--transfer] [--verify] [--json]\n"
     "      Each thread submits batches of --batch requests of --block bytes to its own part of\n"
     "      the target's first buffer for --duration seconds (per block size) and prints one row\n"
     "      per block size: GB/s, requests/s, p50 and p99 batch latency in microseconds.\n"
     "      --transport  sets the engine key 'transports' (tcp, shm, local, ...; default auto)\n"
     "      --alloc      local buffers from mc_buffer_alloc (memfd; same-host peers map them);\n"
     "                   on the target, --alloc serves mc_buffer_alloc memory the same way\n"
+    "      --reuse      every batch uses the same --batch blocks of the thread's part of the\n"
+    "                   target's buffer (and the same local blocks), as ucx_perftest and a\n"
+    "                   memcpy loop reuse one buffer: warm pages and caches, no walk through\n"
+    "                   the whole target buffer\n"
+    "      --transfer   each batch is one blocking mc_transfer call instead of\n"
+    "                   mc_batch_reset + mc_batch_submit + mc_batch_wait\n"
     "      --verify     checks every byte: a WRITE is read back, a READ reads a pattern\n"
     "                   written first; extra transfers make the figures no throughput measure\n"
     "      --json       one JSON object per block size and line instead of the table\n"
@@ -229,6 +235,8 @@ struct Options {
   bool verify = false;
   bool json = false;
   bool alloc = false;  // --alloc: local buffers from mc_buffer_alloc
+  bool reuse = false;  // --reuse: the same batch of remote (and local) blocks every time
+  bool transfer = false;  // --transfer: mc_transfer instead of the batch calls
 };
 
 Options parse_initiator(int argc, char **argv) {
@@ -277,6 +285,10 @@ Options parse_initiator(int argc, char **argv) {
       o.timeout_ms = value();
     } else if (a == "--alloc") {
       o.alloc = true;
+    } else if (a == "--reuse") {
+      o.reuse = true;
+    } else if (a == "--transfer") {
+      o.transfer = true;
     } else if (a == "--verify") {
       o.verify = true;
     } else if (a == "--json") {
@@ -366,8 +378,15 @@ struct Run {
 const char *op_name(mc_opcode_t op) { return op == MC_READ ? "read" : "write"; }
 
 // Submits n requests and waits for them; on failure returns a message naming the failed request.
+bool g_transfer = false;  // --transfer
+mc_engine_t *g_engine = nullptr;
+
 std::string submit_wait(mc_batch_t *batch, const mc_request_t *reqs, size_t n, int wait_ms,
                         const char *what) {
+  if (g_transfer) {
+    if (mc_transfer(g_engine, reqs, n, wait_ms) == MC_OK) return "";
+    return std::string(what) + " transfer: " + mc_last_error();
+  }
   if (mc_batch_reset(batch) != MC_OK) return std::string("batch reset: ") + mc_last_error();
   if (mc_batch_submit(batch, reqs, n) != MC_OK)
     return std::string(what) + " submit: " + mc_last_error();
@@ -416,7 +435,7 @@ void worker(Run *run, uint64_t t, mc_engine_t *engine, int wait_ms, ThreadResult
 
   auto fill_requests = [&](uint64_t iteration) {
     for (uint64_t i = 0; i < batch_n; ++i) {
-      uint64_t slot = (next_slot + i) % run->slots;
+      uint64_t slot = ((o.reuse ? 0 : next_slot) + i) % run->slots;
       uint64_t remote = region + slot * block;
       reqs[i] = mc_request_t{static_cast<uint32_t>(o.op), 0, local + i * block, run->segment,
                              remote, block};
@@ -553,6 +572,8 @@ int run_initiator(int argc, char **argv) {
   mc_engine_t *engine = nullptr;
   check(mc_engine_create(cfg, &engine), "engine create");
   mc_config_destroy(cfg);
+  g_transfer = o.transfer;
+  g_engine = engine;
 
   mc_segment_t seg = 0;
   check(mc_segment_open(engine, o.segment.c_str(), &seg), "segment open");
@@ -683,7 +704,7 @@ int run_initiator(int argc, char **argv) {
     if (o.json) {
       std::printf("{\"transport\":\"%s\",\"op\":\"%s\",\"block\":%" PRIu64 ",\"batch\":%" PRIu64
                   ",\"threads\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"seconds\":%.6f,\"gbps\":%.4f"
-                  ",\"p50_us\":%.1f,\"p99_us\":%.1f,\"requests\":%" PRIu64
+                  ",\"p50_us\":%.2f,\"p99_us\":%.2f,\"requests\":%" PRIu64
                   ",\"verified\":%s}\n",
                   json_escape(transport).c_str(), op_name(o.op), block, o.batch, o.threads,
                   bytes, seconds, gbps, p50, p99, requests, o.verify ? "true" : "false");
@@ -697,8 +718,13 @@ int run_initiator(int argc, char **argv) {
       logf("verified %" PRIu64 " %s requests of %s: every byte matched", requests, op_name(o.op),
            format_size(block).c_str());
 
-    check(mc_buffer_unregister(engine, local.addr), "local buffer unregister");
-    if (o.verify) check(mc_buffer_unregister(engine, check_buf.addr), "local buffer unregister");
+    if (o.alloc) {
+      check(mc_buffer_free(engine, local_addr), "local buffer free");
+      if (o.verify) check(mc_buffer_free(engine, check_addr), "local buffer free");
+    } else {
+      check(mc_buffer_unregister(engine, local.addr), "local buffer unregister");
+      if (o.verify) check(mc_buffer_unregister(engine, check_buf.addr), "local buffer unregister");
+    }
   }
 
   check(mc_segment_close(engine, seg), "segment close");

@@ -4,6 +4,15 @@
 # and WRITE; both memory kinds (mc_buffer_alloc memfd on both ends: "memfd"; plain registered
 # memory reached by cross-memory attach: "cma"); 8-byte WRITE latency (p50 of single-request
 # batches). Writes bench/results/shm.txt. GB/s = 10^9 bytes/s; ucx_perftest's MB/s is MiB/s.
+#
+# Measured the same way on every side: ucx_perftest puts to (gets from) one remote buffer again
+# and again, the memcpy loop copies one buffer again and again, so mc_bench runs with --reuse
+# (the same blocks every batch: warm pages and caches, no walk through the target's buffer).
+# 64 KiB: batches of 8 requests (8 in flight, 512 KiB each side); 1 MiB and up: one request per
+# batch (the working set of the peers: one block each side). UCX runs enough iterations to
+# last about as long as mc's DURATION, so that both see the same load of a shared machine.
+# UCX 1.13 cannot run cma alone (it needs a transport for active messages): "UCX-cma" is
+# UCX_TLS=cma,tcp.
 set -uo pipefail
 BUILD=${1:-build}
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -22,29 +31,30 @@ bytes() { case $1 in *K) echo $((${1%K} << 10));; *M) echo $((${1%M} << 20));; *
 
 say "# mc shm vs UCX posix/cma vs memcpy, $(date -u +%FT%TZ), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"
 gcc -O2 -o "$TMP/memcpy" "$HERE/memcpy_bench.c" || exit 1
-declare -A MEMCPY
-while read -r n g; do MEMCPY[$n]=$g; done < <("$TMP/memcpy" $(for s in $SIZES; do bytes "$s"; done))
 
-start_target() {  # $1: extra flags; sets SEG
-  "$BENCH" target --size 512M $1 >"$TMP/t.out" 2>"$TMP/t.err" &
+start_target() {  # $1: extra flags, $2: a name for its files; sets SEG
+  "$BENCH" target --size 512M $1 >"$TMP/$2.out" 2>"$TMP/$2.err" &
   PIDS+=($!)
-  for _ in $(seq 100); do grep -q '^segment: ' "$TMP/t.out" 2>/dev/null && break; sleep 0.05; done
-  SEG=$(sed -n 's/^segment: //p' "$TMP/t.out")
+  for _ in $(seq 400); do grep -q '^segment: ' "$TMP/$2.out" 2>/dev/null && break; sleep 0.05; done
+  SEG=$(sed -n 's/^segment: //p' "$TMP/$2.out")
+  [ -n "$SEG" ] || { echo "shm.sh: the target ($2) did not start: $(tail -1 "$TMP/$2.err")" >&2; exit 1; }
 }
 mc_gbps() {  # kind op size batch -> GB/s
   local flags=""; [ "$1" = memfd ] && flags="--alloc"
   "$BENCH" initiator --segment "$SEG" --op "$2" --block "$3" --batch "$4" --threads 1 --duration "$DUR" \
-    --transport shm $flags --json 2>/dev/null | sed -n 's/.*"gbps":\([0-9.]*\).*/\1/p' | tail -1
+    --transport shm --reuse $flags --json 2>/dev/null | sed -n 's/.*"gbps":\([0-9.]*\).*/\1/p' | tail -1
 }
-mc_lat() {  # kind -> p50 us of 8-byte single-request WRITE batches
+mc_lat() {  # kind -> p50 us of 8-byte WRITEs, each one mc_transfer call
   local flags=""; [ "$1" = memfd ] && flags="--alloc"
   "$BENCH" initiator --segment "$SEG" --op write --block 8 --batch 1 --threads 1 --duration "$DUR" \
-    --transport shm $flags --json 2>/dev/null | sed -n 's/.*"p50_us":\([0-9.]*\).*/\1/p' | tail -1
+    --transport shm --reuse --transfer $flags --json 2>/dev/null | sed -n 's/.*"p50_us":\([0-9.]*\).*/\1/p' | tail -1
 }
 ucx() {  # tls test size -> GB/s (bw tests) or latency us (lat test)
   local port=$((20000 + RANDOM % 20000)) n iters
-  n=$(bytes "$3"); iters=$(( (1 << 31) / n )); ((iters < 1000)) || iters=1000; ((iters > 0)) || iters=1
-  [ "$2" = ucp_put_lat ] && iters=100000
+  # About 8 GiB per test over posix (0.5-1 s here), 256 MiB over cma,tcp (far slower).
+  n=$(bytes "$3"); iters=$(( (8 << 30) / n )); [ "$1" = posix ] || iters=$(( (256 << 20) / n ))
+  ((iters >= 8)) || iters=8
+  [ "$2" = ucp_put_lat ] && iters=1000000
   UCX_TLS=$1 ucx_perftest -p "$port" >/dev/null 2>&1 &
   local sp=$!; PIDS+=($sp); sleep 0.5
   UCX_TLS=$1 timeout 120 ucx_perftest 127.0.0.1 -p "$port" -t "$2" -s "$n" -n "$iters" -f >"$TMP/u.out" 2>/dev/null
@@ -53,21 +63,34 @@ ucx() {  # tls test size -> GB/s (bw tests) or latency us (lat test)
   else awk 'NF == 8 && $1 ~ /^[0-9]+$/ {v = $6} END {if (v == "") print "n/a"; else printf "%.3f\n", v * 1048576 / 1e9}' "$TMP/u.out"; fi
 }
 
+start_target "--alloc" memfd; SEG_ALLOC=$SEG
+start_target "" plain; SEG_PLAIN=$SEG
+# Untimed check first: the same runs with --verify (every byte read back or compared).
+VER=ok
+for k in memfd cma; do
+  [ $k = memfd ] && SEG=$SEG_ALLOC || SEG=$SEG_PLAIN
+  flags=""; [ $k = memfd ] && flags="--alloc"
+  for op in write read; do
+    "$BENCH" initiator --segment "$SEG" --op $op --block 8,64K,1M,16M,256M --batch 1 --threads 1 --duration 0.2 \
+      --transport shm --reuse --verify $flags >/dev/null 2>"$TMP/v.err" || { VER="FAILED ($k $op: $(tail -1 "$TMP/v.err"))"; }
+  done
+done
+say "verify (mc_bench --verify, both kinds, READ and WRITE, 8 B to 256 MiB): $VER"
 say ""
-say "size   memcpy | mc-memfd WRITE READ | mc-cma WRITE READ | UCX-posix put get | UCX-cma put get | memfd WRITE/memcpy"
-start_target "--alloc"; SEG_ALLOC=$SEG
-start_target ""; SEG_PLAIN=$SEG
+say "size   memcpy | mc-memfd WRITE READ | mc-cma WRITE READ | UCX-posix put get | UCX-cma put get | memfd W/memcpy R/memcpy W/put R/get"
 for s in $SIZES; do
-  batch=8; [ "$s" = 256M ] && batch=1
+  batch=1; [ "$s" = 64K ] && batch=8
+  m=$("$TMP/memcpy" "$(bytes "$s")" | cut -d' ' -f2)  # just before mc, under the same load
   SEG=$SEG_ALLOC; mw=$(mc_gbps memfd write "$s" $batch); mr=$(mc_gbps memfd read "$s" $batch)
   SEG=$SEG_PLAIN; cw=$(mc_gbps cma write "$s" $batch); cr=$(mc_gbps cma read "$s" $batch)
   pp=$(ucx posix ucp_put_bw "$s"); pg=$(ucx posix ucp_get "$s")
-  cp=$(ucx cma ucp_put_bw "$s"); cg=$(ucx cma ucp_get "$s")
-  m=${MEMCPY[$(bytes "$s")]}
-  ratio=$(awk -v a="$mw" -v b="$m" 'BEGIN {if (a == "" || b == "") print "n/a"; else printf "%.2f", a / b}')
-  say "$(printf '%-5s %7s | %8s %6s | %7s %6s | %8s %6s | %7s %6s | %s' "$s" "$m" "$mw" "$mr" "$cw" "$cr" "$pp" "$pg" "$cp" "$cg" "$ratio")"
+  cp=$(ucx cma,tcp ucp_put_bw "$s"); cg=$(ucx cma,tcp ucp_get "$s")
+  r() { awk -v a="$1" -v b="$2" 'BEGIN {if (a == "" || b == "" || b == "n/a" || b == 0) print "n/a"; else printf "%.2f", a / b}'; }
+  say "$(printf '%-5s %7s | %8s %6s | %7s %6s | %8s %6s | %7s %6s | %s %s %s %s' "$s" "$m" "$mw" "$mr" "$cw" "$cr" "$pp" "$pg" "$cp" "$cg" \
+    "$(r "$mw" "$m")" "$(r "$mr" "$m")" "$(r "$mw" "$pp")" "$(r "$mr" "$pg")")"
 done
 SEG=$SEG_ALLOC; lm=$(mc_lat memfd)
 SEG=$SEG_PLAIN; lc=$(mc_lat cma)
 say ""
-say "8-byte WRITE latency, p50 us: mc memfd $lm, mc cma $lc, UCX posix put_lat $(ucx posix ucp_put_lat 8), UCX cma put_lat $(ucx cma ucp_put_lat 8)"
+say "8-byte WRITE latency, p50 us: mc memfd $lm, mc cma $lc (one mc_transfer each, to completion), UCX posix put_lat $(ucx posix ucp_put_lat 8), UCX cma,tcp put_lat $(ucx cma,tcp ucp_put_lat 8) (ucx_perftest put_lat: half a put ping-pong)"
+say "load at the end: $(cut -d' ' -f1-3 /proc/loadavg); $(uname -r); $(lscpu | sed -n 's/^Model name: *//p')"

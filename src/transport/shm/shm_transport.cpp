@@ -22,6 +22,16 @@
 // destroyed or its process dies, and the initiator then fails everything to that peer at once
 // (PEER_DOWN) and tells the engine. Mappings of a dead peer stay valid (memfd), so no SIGBUS.
 //
+// The data path (submit): slices that continue each other on both sides (the engine's pieces of
+// one request, adjacent requests) form runs, and a run is one copy, so that memcpy sees the
+// whole size and picks its method. Runs up to kInline are copied on the submitting thread under
+// one active window, and the whole call ends with one liveness check (CtrlPage::alive) for its
+// WRITEs: no hand-off, no allocation, no system call. Larger runs are cut into parts of about
+// kPart. A call with one part copies it itself; with more, the workers take parts from the
+// front of the queue while the submitting thread takes its own back from the end, so a request
+// never waits for a worker that has no CPU. Runs of kStreamMin and more are copied with
+// non-temporal stores.
+//
 // Messages on the socket: 4-byte little-endian length + text; a reply may carry one fd.
 //
 // Admission: an abstract Unix socket can be reached by any process of the host (whatever its
@@ -45,7 +55,9 @@
 #include "transport/shm/shm_transport.h"
 
 #include <fcntl.h>
+#include <linux/futex.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -55,6 +67,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cinttypes>
+#include <cstddef>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
@@ -65,6 +78,10 @@
 #include <shared_mutex>
 #include <thread>
 #include <vector>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #include "common/auth.h"
 #include "common/log.h"
@@ -77,8 +94,14 @@ namespace {
 
 using nlohmann::json;
 
-constexpr uint64_t kCtrlMagic = 0x4d43534852434c31ull;  // "MCSHRCL1"
-constexpr uint64_t kInline = 256 * 1024;  // slices up to this size run on the submitting thread
+constexpr uint64_t kCtrlMagic = 0x4d43534852434c32ull;  // "MCSHRCL2"
+constexpr uint64_t kInline = 256 * 1024;  // runs of slices up to this size are copied on the submitting thread
+// A larger run of contiguous slices is cut into parts of about kPart bytes, shared out at run
+// time between the submitting thread and the workers that can run beside it.
+constexpr uint64_t kPart = 4ull << 20;
+// Runs from this size on are copied with non-temporal stores: they would push everything else
+// out of the caches anyway, and streaming saves reading the destination lines first.
+constexpr uint64_t kStreamMin = 128ull << 20;  // slices up to this size run on the submitting thread
 constexpr uint32_t kMaxMsg = 64u << 20;
 
 struct CtrlPage {
@@ -86,11 +109,58 @@ struct CtrlPage {
   uint64_t incarnation;
   std::atomic<uint64_t> epoch;   // bumped on every unregister
   std::atomic<uint64_t> active;  // initiator copies in progress, all peers together
+  // A robust, process-shared mutex that the target's acceptor thread holds for as long as the
+  // transport runs. When that thread ends (engine destroyed, process killed) the mutex is
+  // released, or the kernel marks it FUTEX_OWNER_DIED while the thread exits, which is before
+  // the process closes its files (the watch socket) and before anyone can see it dead. So an
+  // initiator learns that the target is gone with one load of its lock word, no system call.
+  pthread_mutex_t alive;
 };
+static_assert(sizeof(CtrlPage) <= 4096, "the control page is one page");
+#if defined(__GLIBC__)
+static_assert(offsetof(pthread_mutex_t, __data.__lock) == 0, "glibc's mutex starts with its futex word");
+#endif
 static_assert(std::atomic<uint64_t>::is_always_lock_free, "shared-memory atomics need lock-free u64");
 
-
-
+// One copy of a run: memcpy, or with stream set non-temporal stores that leave the caches alone.
+// The streaming loop copies two pages side by side with prefetches, as glibc's own large copy
+// does (it keeps that for copies of hundreds of MiB, which a transfer cut into parts never
+// reaches). The sfence orders the streaming stores before the completion that publishes them.
+void copy_run(char *dst, const char *src, uint64_t len, bool stream) {
+#if defined(__x86_64__)
+  if (stream && len >= (64u << 10)) {
+    uint64_t head = (64 - (reinterpret_cast<uintptr_t>(dst) & 63)) & 63;
+    std::memcpy(dst, src, head);
+    dst += head;
+    src += head;
+    len -= head;
+    auto line = [](char *d, const char *s) {
+      __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i *>(s));
+      __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i *>(s + 16));
+      __m128i c = _mm_loadu_si128(reinterpret_cast<const __m128i *>(s + 32));
+      __m128i e = _mm_loadu_si128(reinterpret_cast<const __m128i *>(s + 48));
+      _mm_stream_si128(reinterpret_cast<__m128i *>(d), a);
+      _mm_stream_si128(reinterpret_cast<__m128i *>(d + 16), b);
+      _mm_stream_si128(reinterpret_cast<__m128i *>(d + 32), c);
+      _mm_stream_si128(reinterpret_cast<__m128i *>(d + 48), e);
+    };
+    uint64_t i = 0;
+    for (; i + 8192 <= len; i += 8192)
+      for (uint64_t k = 0; k < 4096; k += 64) {
+        _mm_prefetch(src + i + k + 256, _MM_HINT_T0);
+        _mm_prefetch(src + i + 4096 + k + 256, _MM_HINT_T0);
+        line(dst + i + k, src + i + k);
+        line(dst + i + 4096 + k, src + i + 4096 + k);
+      }
+    for (; i + 64 <= len; i += 64) line(dst + i, src + i);
+    _mm_sfence();
+    std::memcpy(dst + i, src + i, len - i);
+    return;
+  }
+#endif
+  (void)stream;
+  std::memcpy(dst, src, len);
+}
 
 class ShmTransport;
 
@@ -120,10 +190,25 @@ class ShmPeer : public PeerPath, public std::enable_shared_from_this<ShmPeer> {
   Status open(const Descriptor &d);
   // Re-reads the target's buffer list and epoch.
   Status refresh();
-  // Runs one slice to its end.
-  void run(const Slice &s);
+  // Runs slices [0, n) to their end without reporting them: st[i] gets slice i's status. Then
+  // report() ends them (one liveness check for all their WRITEs, then slice_done each).
+  void run(const Slice *s, size_t n, mc_status_t *st, bool stream = false);
+  void report(const Slice *s, size_t n, mc_status_t *st);
   bool cma_ok() const { return cma_ok_; }
   void set_dead(const std::string &why);
+  // Whether the target's transport still runs, as seen after the copies that precede the call.
+  bool target_alive() const {
+#if defined(__GLIBC__)
+    // glibc keeps a mutex's futex word first; a robust one holds the owner's thread id, and
+    // FUTEX_OWNER_DIED once the kernel released it for a dead thread (see CtrlPage::alive).
+    uint32_t w = __atomic_load_n(reinterpret_cast<const uint32_t *>(&ctrl_->alive), __ATOMIC_SEQ_CST);
+    return (w & FUTEX_TID_MASK) != 0 && !(w & FUTEX_OWNER_DIED);
+#else
+    if (!watch_.valid()) return true;
+    pollfd pf{watch_.get(), POLLRDHUP, 0};
+    return !(::poll(&pf, 1, 0) > 0 && (pf.revents & (POLLHUP | POLLRDHUP | POLLERR)));
+#endif
+  }
   std::atomic<bool> dead{false};
 
  private:
@@ -131,6 +216,12 @@ class ShmPeer : public PeerPath, public std::enable_shared_from_this<ShmPeer> {
   Status map_buffer(RemoteBuf &b);
   // Copies len bytes between local and the target's [remote, remote+len), which lies in b.
   mc_status_t copy_one(const Slice &s, RemoteBuf &b, uint64_t remote, char *local, uint64_t len);
+  // One slice the careful way: maps what it needs, refreshes a stale list, checks coverage and
+  // access across adjacent buffers.
+  mc_status_t run_one(const Slice &s);
+  // The common case: consecutive slices that each lie in one mapped (or attachable) buffer the
+  // current list lets us use, copied under one active window; returns how many it ran (st[] set).
+  size_t run_window(const Slice *s, size_t n, mc_status_t *st, bool stream);
 
   ShmTransport *t_;
   std::string name_;
@@ -220,11 +311,14 @@ class ShmTransport : public Transport {
   std::atomic<uint32_t> pending_{0};  // connections in their handshake
   // Workers for large slices; qmu_ guards queue_ and qstop_.
   std::vector<std::thread> workers_;
+  size_t parallel_ = 1;  // workers that can copy at the same time as the submitting thread
   std::mutex qmu_;
   std::condition_variable qcv_;
   struct Job {
-    Slice s;
+    std::vector<Slice> s;  // contiguous on both sides: one copy
+    bool stream;           // part of a run of kStreamMin or more
     std::shared_ptr<ShmPeer> peer;
+    const void *owner;  // the submitting thread, which takes back what no worker took yet
   };
   std::deque<Job> queue_;
   bool qstop_ = false;
@@ -244,6 +338,13 @@ Status ShmTransport::start() {
   ctrl_->incarnation = o_.incarnation;
   new (&ctrl_->epoch) std::atomic<uint64_t>(1);
   new (&ctrl_->active) std::atomic<uint64_t>(0);
+  pthread_mutexattr_t ma;
+  pthread_mutexattr_init(&ma);
+  pthread_mutexattr_setpshared(&ma, PTHREAD_PROCESS_SHARED);
+  pthread_mutexattr_setrobust(&ma, PTHREAD_MUTEX_ROBUST);
+  int me = pthread_mutex_init(&ctrl_->alive, &ma);
+  pthread_mutexattr_destroy(&ma);
+  if (me != 0) return Err(MC_ERR_INTERNAL, std::string("robust mutex: ") + std::strerror(me));
 
   char nm[64];
   std::snprintf(nm, sizeof nm, "mc-shm-%d-%016" PRIx64, static_cast<int>(getpid()), o_.incarnation);
@@ -252,6 +353,9 @@ Status ShmTransport::start() {
   if (!ls.ok()) return ls;
   acceptor_ = std::thread([this] { accept_loop(); });
   for (uint32_t i = 0; i < o_.workers; i++) workers_.emplace_back([this] { worker(); });
+  // On a host of few CPUs, more copying threads than CPUs only take turns.
+  unsigned ncpu = std::max(1u, std::thread::hardware_concurrency());
+  parallel_ = std::min<size_t>(workers_.size(), ncpu > 1 ? ncpu - 1 : 1);
   return Status::Ok();
 }
 
@@ -313,6 +417,12 @@ void ShmTransport::wait_for_copies(const char *why) {
 }
 
 void ShmTransport::accept_loop() {
+  // Held until this thread returns (see CtrlPage::alive); it accepts no peer before.
+  pthread_mutex_lock(&ctrl_->alive);
+  struct Release {
+    pthread_mutex_t *m;
+    ~Release() { pthread_mutex_unlock(m); }
+  } release{&ctrl_->alive};
   for (;;) {
     int fd = ::accept4(listen_.get(), nullptr, nullptr, SOCK_CLOEXEC);
     if (stopping_.load()) {
@@ -575,11 +685,110 @@ mc_status_t ShmPeer::copy_one(const Slice &s, RemoteBuf &b, uint64_t remote, cha
   return MC_OK;
 }
 
-void ShmPeer::run(const Slice &s) {
-  if (slice_canceled(s)) {
-    slice_done(s, MC_ERR_CANCELED);
-    return;
+// Bounds how long one active window stays open (a target's unregister waits for it, at most
+// timeout_ms): 1 GiB is well under a second even for a slow copy.
+constexpr uint64_t kWindowBytes = 1ull << 30;
+constexpr size_t kWindowSlices = 1024;
+
+size_t ShmPeer::run_window(const Slice *s, size_t n, mc_status_t *st, bool stream) {
+  size_t k = 0;
+  uint64_t bytes = 0, mapped = 0;
+  // Slices that continue each other on both sides (the pieces of one request, adjacent
+  // requests) are copied as one run: one memcpy call, which picks its best method for the size.
+  char *run_dst = nullptr;
+  const char *run_src = nullptr;
+  uint64_t run_len = 0;
+  auto flush = [&] {
+    if (run_len) copy_run(run_dst, run_src, run_len, stream);
+    mapped += run_len;
+    run_len = 0;
+  };
+  ctrl_->active.fetch_add(1, std::memory_order_seq_cst);
+  {
+    std::shared_lock<std::shared_mutex> lk(bufs_mu_);
+    if (ctrl_->epoch.load(std::memory_order_seq_cst) == epoch_) {
+      RemoteBuf *b = nullptr;
+      for (; k < n && k < kWindowSlices && bytes < kWindowBytes; k++) {
+        const Slice &x = s[k];
+        if (k > 0 && slice_canceled(x)) break;
+        if (!b || x.remote < b->addr || x.remote + x.len > b->addr + b->length) {
+          auto it = bufs_.upper_bound(x.remote);
+          if (it == bufs_.begin()) break;
+          b = &std::prev(it)->second;
+          if (x.remote < b->addr || x.remote + x.len > b->addr + b->length) break;  // crosses or misses
+        }
+        if (b->via_map() ? !b->map : !cma_ok_) break;
+        if (!(b->access & (x.op == MC_WRITE ? MC_ACCESS_WRITE : MC_ACCESS_READ))) break;
+        char *local = static_cast<char *>(x.local);
+        if (b->via_map()) {
+          char *r = b->map + (x.remote - b->addr);
+          char *dst = x.op == MC_WRITE ? r : local;
+          const char *src = x.op == MC_WRITE ? local : r;
+          if (run_len && run_dst + run_len == dst && run_src + run_len == src) {
+            run_len += x.len;
+          } else {
+            flush();
+            run_dst = dst;
+            run_src = src;
+            run_len = x.len;
+          }
+          st[k] = MC_OK;  // copied by the flush before the window closes
+        } else {
+          flush();
+          st[k] = copy_one(x, *b, x.remote, local, x.len);
+          if (st[k] != MC_OK) {
+            k++;
+            break;
+          }
+        }
+        bytes += x.len;
+      }
+      flush();
+    }
   }
+  ctrl_->active.fetch_sub(1, std::memory_order_seq_cst);
+  if (mapped) t_->bytes_copied.fetch_add(mapped, std::memory_order_relaxed);
+  return k;
+}
+
+void ShmPeer::run(const Slice *s, size_t n, mc_status_t *st, bool stream) {
+  for (size_t i = 0; i < n;) {
+    if (dead.load()) {
+      st[i++] = MC_ERR_PEER_DOWN;
+      continue;
+    }
+    if (slice_canceled(s[i])) {
+      st[i++] = MC_ERR_CANCELED;
+      continue;
+    }
+    size_t k = run_window(s + i, n - i, st + i, stream);
+    if (k == 0) {
+      st[i] = run_one(s[i]);
+      k = 1;
+    }
+    i += k;
+  }
+}
+
+void ShmPeer::report(const Slice *s, size_t n, mc_status_t *st) {
+  // A WRITE into a mapping is COMPLETED only if the target still lives: its mapping of the memfd
+  // is gone once its process is, and ours would keep the bytes from nobody. The kernel marks
+  // the target's alive mutex before its death is visible to anyone (CtrlPage::alive), so a
+  // dead owner seen here, after the copies, turns their WRITEs into PEER_DOWN: one load serves
+  // every slice of the call.
+  bool wrote = false;
+  for (size_t i = 0; i < n && !wrote; i++) wrote = st[i] == MC_OK && s[i].op == MC_WRITE;
+  if (wrote && !target_alive())
+    for (size_t i = 0; i < n; i++)
+      if (st[i] == MC_OK && s[i].op == MC_WRITE) st[i] = MC_ERR_PEER_DOWN;
+  uint64_t ok = 0;
+  for (size_t i = 0; i < n; i++) ok += st[i] == MC_OK;
+  if (ok) t_->slices_ok.fetch_add(ok, std::memory_order_relaxed);
+  if (ok != n) t_->slices_failed.fetch_add(n - ok, std::memory_order_relaxed);
+  for (size_t i = 0; i < n; i++) slice_done(s[i], st[i]);
+}
+
+mc_status_t ShmPeer::run_one(const Slice &s) {
   mc_status_t st = MC_OK;
   for (int attempt = 0;; attempt++) {
     if (dead.load()) {
@@ -692,19 +901,7 @@ void ShmPeer::run(const Slice &s) {
     ctrl_->active.fetch_sub(1, std::memory_order_seq_cst);
     break;
   }
-  // A WRITE into a mapping is COMPLETED only if the target still lives: its mapping of the memfd
-  // is gone once its process is, and ours would keep the bytes from nobody. The kernel closes
-  // the watch socket before the target's death is visible to anyone, so a hang-up seen here
-  // (no syscall is cheaper that is also race-free) turns the slice into PEER_DOWN.
-  if (st == MC_OK && s.op == MC_WRITE && watch_.valid()) {
-    pollfd pf{watch_.get(), POLLRDHUP, 0};
-    if (::poll(&pf, 1, 0) > 0 && (pf.revents & (POLLHUP | POLLRDHUP | POLLERR))) st = MC_ERR_PEER_DOWN;
-  }
-  if (st == MC_OK)
-    t_->slices_ok++;
-  else
-    t_->slices_failed++;
-  slice_done(s, st);
+  return st;
 }
 
 std::shared_ptr<PeerPath> ShmTransport::connect(const Descriptor &d) {
@@ -717,27 +914,98 @@ std::shared_ptr<PeerPath> ShmTransport::connect(const Descriptor &d) {
   return p;
 }
 
+namespace {
+bool continues(const Slice &a, const Slice &b) {
+  return a.op == b.op && static_cast<char *>(a.local) + a.len == b.local && a.remote + a.len == b.remote;
+}
+}  // namespace
+
+// Small runs are copied here at once (a hand-off costs more than the copy). A large run is cut
+// into parts: the workers take them from the front of the queue while this thread takes its own
+// back from the end, so a request is never slower than one thread copying it, and a busy or
+// slow-to-wake worker does not hold it up. submit() therefore returns after this thread's share
+// of the copying (small slices: all of it).
 void ShmTransport::submit(PeerPath &path, Slice *slices, size_t n) {
   auto &peer = static_cast<ShmPeer &>(path);
-  std::shared_ptr<ShmPeer> keep;  // large slices keep the peer alive on the workers
-  std::unique_lock<std::mutex> lk(qmu_, std::defer_lock);
-  for (size_t i = 0; i < n; i++) {
-    if (slices[i].len <= kInline || workers_.empty()) {
-      peer.run(slices[i]);
-      continue;
+  thread_local const char me = 0;
+  thread_local std::vector<Slice> small;
+  thread_local std::vector<mc_status_t> st;
+  std::vector<Job> jobs;
+  small.clear();
+  const size_t parts_max = workers_.empty() || parallel_ == 0 ? 1 : parallel_ + 1;
+  for (size_t i = 0; i < n;) {
+    size_t j = i + 1;
+    uint64_t len = slices[i].len;
+    while (j < n && continues(slices[j - 1], slices[j])) len += slices[j++].len;
+    bool stream = len >= kStreamMin;
+    if (len <= kInline) {
+      small.insert(small.end(), slices + i, slices + j);
+    } else if (parts_max == 1) {
+      jobs.push_back({std::vector<Slice>(slices + i, slices + j), stream, nullptr, &me});
+    } else {
+      for (size_t a = i; a < j;) {
+        size_t b = a;
+        uint64_t got = 0;
+        while (b < j && got < kPart) got += slices[b++].len;
+        if (j - b > 0 && len - got < kPart / 2) b = j;  // no small last part
+        jobs.push_back({std::vector<Slice>(slices + a, slices + b), stream, nullptr, &me});
+        len -= got;
+        a = b;
+      }
     }
-    if (!keep) keep = peer.shared_from_this();
-    if (!lk.owns_lock()) lk.lock();
-    if (qstop_) {
-      slice_done(slices[i], MC_ERR_PEER_DOWN);
-      continue;
-    }
-    queue_.push_back({slices[i], keep});
+    i = j;
   }
-  if (lk.owns_lock()) qcv_.notify_all();
+  auto run_here = [&](const Slice *v, size_t m, bool stream) {
+    if (st.size() < m) st.resize(m);
+    peer.run(v, m, st.data(), stream);
+    peer.report(v, m, st.data());
+  };
+  const bool share = jobs.size() > 1 && parts_max > 1;
+  if (share) {
+    auto keep = peer.shared_from_this();  // queued parts keep the peer alive on the workers
+    size_t queued = 0;
+    {
+      std::lock_guard<std::mutex> lk(qmu_);
+      if (!qstop_) {
+        for (auto &jb : jobs) {
+          jb.peer = keep;
+          queue_.push_back(std::move(jb));
+        }
+        queued = jobs.size();
+        jobs.clear();
+      }
+    }
+    for (auto &jb : jobs) {  // stopping: not queued
+      slices_failed += jb.s.size();
+      for (auto &x : jb.s) slice_done(x, MC_ERR_PEER_DOWN);
+    }
+    for (size_t w = 0; w + 1 < queued && w < parallel_; w++) qcv_.notify_one();
+  }
+  if (!small.empty()) run_here(small.data(), small.size(), false);
+  if (!share) {  // nothing to share out
+    for (auto &jb : jobs) run_here(jb.s.data(), jb.s.size(), jb.stream);
+    return;
+  }
+  // Take back this thread's parts that no worker started yet, newest first.
+  for (;;) {
+    Job jb;
+    {
+      std::lock_guard<std::mutex> lk(qmu_);
+      if (queue_.empty() || queue_.back().owner != &me) break;
+      jb = std::move(queue_.back());
+      queue_.pop_back();
+    }
+    if (stopping_.load()) {
+      slices_failed += jb.s.size();
+      for (auto &x : jb.s) slice_done(x, MC_ERR_PEER_DOWN);
+      continue;
+    }
+    run_here(jb.s.data(), jb.s.size(), jb.stream);
+  }
 }
 
 void ShmTransport::worker() {
+  std::vector<mc_status_t> st;
   for (;;) {
     Job j;
     {
@@ -748,11 +1016,13 @@ void ShmTransport::worker() {
       queue_.pop_front();
     }
     if (stopping_.load()) {  // engine destroy: queued work fails, it does not run
-      slices_failed++;
-      slice_done(j.s, MC_ERR_PEER_DOWN);
+      slices_failed += j.s.size();
+      for (auto &x : j.s) slice_done(x, MC_ERR_PEER_DOWN);
       continue;
     }
-    j.peer->run(j.s);
+    if (st.size() < j.s.size()) st.resize(j.s.size());
+    j.peer->run(j.s.data(), j.s.size(), st.data(), j.stream);
+    j.peer->report(j.s.data(), j.s.size(), st.data());
   }
 }
 
