@@ -128,7 +128,8 @@ fuzz-memheap:
 bench-memheap:
 	./bench/memheap.sh
 
-$(BUILD)/mc.pc: pkgconfig/mc.pc.in include/mc.h
+# Remade on every install: PREFIX and LIBDIR may differ from the last one.
+$(BUILD)/mc.pc: pkgconfig/mc.pc.in include/mc.h FORCE
 	@mkdir -p $(dir $@)
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' \
 	    -e 's|@VERSION@|$(VERSION)|' -e 's|@LIBS_PRIVATE@|$(LIBS_PRIVATE)|' $< > $@
@@ -153,3 +154,5 @@ clean:
 include mk/hardening.mk
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+.PHONY: FORCE
+FORCE:

@@ -8,6 +8,7 @@
 #  - `make install` into a scratch prefix, then examples/ build through pkg-config (shared and
 #    static) and run.
 set -euo pipefail
+# (grep -q exits at its first match; under pipefail the writer's SIGPIPE would then fail the pipe, so matches go to /dev/null instead.)
 build="${1:-build}"
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -27,7 +28,7 @@ if ! diff -u "$tmp/declared" "$tmp/exported" > "$tmp/diff"; then
   say "exported symbols differ from the header's MC_API declarations:"; cat "$tmp/diff"; fail=1
 fi
 if grep -qv '^mc_' "$tmp/exported"; then say "non-mc_ symbols exported:"; grep -v '^mc_' "$tmp/exported"; fail=1; fi
-if nm -D --defined-only "$build/lib/libmc.so" | grep ' mc_' | grep -qv '@@MC_0.1'; then
+if nm -D --defined-only "$build/lib/libmc.so" | grep ' mc_' | grep -v '@@MC_0.1' >/dev/null; then
   say "symbols outside the MC_0.1 version node"; fail=1
 fi
 say "$(wc -l < "$tmp/exported") exported functions, all declared in mc.h and versioned MC_0.1"
@@ -42,7 +43,7 @@ if [ "$node_sha" != "$MAP_NODE_SHA256" ]; then
   say "the MC_0.1 node of src/libmc.map changed (sha256 $node_sha); it is frozen: add a new node instead"
   fail=1
 fi
-if ! readelf -V "$build/lib/libmc.so" | grep -q 'Name: MC_0.1'; then
+if ! readelf -V "$build/lib/libmc.so" | grep 'Name: MC_0.1' >/dev/null; then
   say "libmc.so has no MC_0.1 version definition"; fail=1
 fi
 
@@ -60,7 +61,7 @@ g++ -shared -o "$tmp/undef-plain.so" "$tmp/undef.o" || { say "probe: a plain -sh
 if g++ $lib_ldflags -o "$tmp/undef.so" "$tmp/undef.o" 2>/dev/null; then
   say "linking with LIB_LDFLAGS accepted an undefined symbol (-z defs not in effect)"; fail=1
 fi
-if ldd -r "$build/lib/libmc.so" 2>&1 | grep -q 'undefined symbol'; then
+if ldd -r "$build/lib/libmc.so" 2>&1 | grep 'undefined symbol' >/dev/null; then
   say "libmc.so has unresolved symbols:"; ldd -r "$build/lib/libmc.so" 2>&1 | grep 'undefined symbol'; fail=1
 fi
 
@@ -80,6 +81,6 @@ for ex in examples/*.c; do
 done
 [ -x "$tmp/prefix/bin/mc_bench" ] || { say "mc_bench was not installed"; fail=1; }
 [ "$(readlink "$tmp/prefix/lib/libmc.so.0")" = "libmc.so.0.1.0" ] || { say "libmc.so.0 link wrong"; fail=1; }
-readelf -d "$tmp/prefix/lib/libmc.so.0.1.0" | grep -q 'SONAME.*libmc.so.0\]' || { say "SONAME is not libmc.so.0"; fail=1; }
+readelf -d "$tmp/prefix/lib/libmc.so.0.1.0" | grep 'SONAME.*libmc.so.0\]' >/dev/null || { say "SONAME is not libmc.so.0"; fail=1; }
 if [ "$fail" -eq 0 ]; then say "all ABI checks passed"; else say "ABI checks FAILED"; fi
 exit "$fail"
