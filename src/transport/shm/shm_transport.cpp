@@ -1040,7 +1040,8 @@ void ShmTransport::shutdown() {
   {
     std::lock_guard<std::mutex> lk(qmu_);
     qstop_ = true;
-    // Queued slices still run (on the workers) before they exit: each ends exactly once.
+    // Workers drain the queue before they exit; with stopping_ set, each queued part ends
+    // PEER_DOWN without running (worker()), so only the parts already copying delay this.
   }
   qcv_.notify_all();
   for (auto &t : workers_) t.join();
