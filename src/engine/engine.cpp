@@ -26,7 +26,11 @@ namespace mc {
 // ------------------------------------------------------------------------------ completion
 
 void slice_done(const Slice &s, mc_status_t status) {
-  // A merged slice covers `count` whole requests with consecutive slots; each ends on its own.
+  // A merged slice covers `count` whole requests with consecutive slots, all ending now.
+  if (s.count > 1 && status == MC_OK) {
+    s.slot->batch->engine->finish_merged(s);
+    return;
+  }
   for (uint32_t k = 0; k < s.count; k++) {
     RequestSlot *r = s.slot + k;
     if (status != MC_OK) {
@@ -74,10 +78,72 @@ void EngineCore::finish_request(RequestSlot *r, mc_status_t err) {
   b->finishing_.fetch_sub(1, std::memory_order_acq_rel);
 }
 
+// The common ending of a merged slice (many small adjacent requests, one copy): what
+// finish_request does per request, with the engine's counters and the batch's pending count
+// changed once for the whole slice. A request of it that failed or was canceled ends through
+// finish_request as before.
+void EngineCore::finish_merged(const Slice &s) {
+  BatchCore *b = s.slot->batch;
+  b->finishing_.fetch_add(1, std::memory_order_acq_rel);
+  int64_t ended = 0;
+  uint64_t bytes = 0;
+  LocalBuffer *run_buf = nullptr;  // consecutive requests in one local buffer: one unpin
+  uint32_t run_n = 0;
+  for (uint32_t k = 0; k < s.count; k++) {
+    RequestSlot *r = s.slot + k;
+    // Each request of a merged slice lies wholly in it (submit merges only one-slice requests,
+    // remaining == 1), and a slice is reported exactly once: no read-modify-write needed.
+    r->bytes.store(r->length, std::memory_order_relaxed);
+    r->remaining.store(0, std::memory_order_relaxed);
+    mc_status_t err = r->error.load();
+    if (err != MC_OK || b->canceled()) {
+      finish_request(r, err);
+      continue;
+    }
+    r->peer.reset();  // only the slice's first request holds one
+    if (r->lbuf && r->lbuf == run_buf) {
+      run_n++;
+    } else {
+      if (run_n) run_buf->in_use.fetch_sub(run_n, std::memory_order_release);
+      run_buf = r->lbuf;
+      run_n = 0;
+      if (r->lbuf) {
+        run_n = 1;
+      } else {
+        std::shared_lock<std::shared_mutex> lk(buffers_mu_);
+        unpin_locked(r->local, r->length);
+      }
+    }
+    bytes += r->length;
+    ended++;
+  }
+  if (run_n) run_buf->in_use.fetch_sub(run_n, std::memory_order_release);
+  if (ended > 0) {
+    requests_completed_.fetch_add(static_cast<uint64_t>(ended), std::memory_order_relaxed);
+    (s.op == MC_READ ? bytes_read_ : bytes_written_).fetch_add(bytes, std::memory_order_relaxed);
+    // States last, as in finish_request: a request seen COMPLETED is already counted. Those
+    // that ended through finish_request are no longer PENDING.
+    for (uint32_t k = 0; k < s.count; k++) {
+      RequestSlot *r = s.slot + k;
+      if (r->state.load(std::memory_order_relaxed) == MC_REQUEST_PENDING)
+        r->state.store(MC_REQUEST_COMPLETED, std::memory_order_release);
+    }
+    b->requests_done(ended);
+  }
+  b->finishing_.fetch_sub(1, std::memory_order_acq_rel);
+}
+
 // ------------------------------------------------------------------------------ batches
 
 BatchCore::BatchCore(std::shared_ptr<EngineCore> e, size_t cap) : engine(std::move(e)), capacity(cap) {}
 BatchCore::~BatchCore() = default;
+
+void BatchCore::requests_done(int64_t n) {
+  if (pending_.fetch_sub(n, std::memory_order_acq_rel) == n) {
+    std::lock_guard<std::mutex> lk(mu_);
+    cv_.notify_all();
+  }
+}
 
 void BatchCore::request_done(mc_status_t err) {
   if (err != MC_OK) {
@@ -1153,7 +1219,7 @@ Status EngineCore::submit(BatchCore &b, const mc_request_t *reqs, size_t n) {
         s->local = reinterpret_cast<uint64_t>(r.local);
         s->op = r.opcode;
         s->batch = &b;
-        s->peer = targets[tix[i]].peer;
+        s->peer.reset();  // the slice's first request holds the peer for all of them
         s->lbuf = single_buf[i];
         last.len += r.length;
         last.count++;

@@ -106,6 +106,7 @@ class BatchCore {
   void quiesce();
   void reset();
   void request_done(mc_status_t err);
+  void requests_done(int64_t n);  // n requests ended MC_OK at once
 
   static constexpr size_t kChunk = 4096;
   std::shared_ptr<EngineCore> engine;
@@ -166,6 +167,8 @@ class EngineCore : public TargetAccess, public std::enable_shared_from_this<Engi
 
   // Called once per request when its last slice was reported.
   void finish_request(RequestSlot *s, mc_status_t err);
+  // Called by slice_done for a merged slice that succeeded.
+  void finish_merged(const Slice &s);
 
  private:
   explicit EngineCore(const EngineOptions &o) : opts_(o) {}

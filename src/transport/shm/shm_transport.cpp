@@ -122,6 +122,36 @@ static_assert(offsetof(pthread_mutex_t, __data.__lock) == 0, "glibc's mutex star
 #endif
 static_assert(std::atomic<uint64_t>::is_always_lock_free, "shared-memory atomics need lock-free u64");
 
+#if defined(__x86_64__)
+// Runs in this range are copied with an AVX2 loop where the CPU has AVX2. glibc's memcpy
+// uses `rep movsb` for them, which on the Xeon VMs here is about 10% slower than 32-byte
+// vector moves for data in L2 (64 KiB-512 KiB: 49.8 against 54.9 GB/s); from 1 MiB on the
+// two are equal, so larger runs keep memcpy.
+constexpr uint64_t kVecMin = 1u << 10;
+constexpr uint64_t kVecMax = 2u << 20;
+
+__attribute__((target("avx2"))) void copy_avx2(char *dst, const char *src, uint64_t len) {
+  uint64_t i = 0;
+  for (; i + 128 <= len; i += 128) {
+    __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(src + i));
+    __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(src + i + 32));
+    __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(src + i + 64));
+    __m256i e = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(src + i + 96));
+    _mm256_storeu_si256(reinterpret_cast<__m256i *>(dst + i), a);
+    _mm256_storeu_si256(reinterpret_cast<__m256i *>(dst + i + 32), b);
+    _mm256_storeu_si256(reinterpret_cast<__m256i *>(dst + i + 64), c);
+    _mm256_storeu_si256(reinterpret_cast<__m256i *>(dst + i + 96), e);
+  }
+  std::memcpy(dst + i, src + i, len - i);
+}
+
+// __builtin_cpu_init first: this initializer may run before libgcc's own constructor.
+const bool kHasAvx2 = [] {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") != 0;
+}();
+#endif
+
 // One copy of a run: memcpy, or with stream set non-temporal stores that leave the caches alone.
 // The streaming loop copies two pages side by side with prefetches, as glibc's own large copy
 // does (it keeps that for copies of hundreds of MiB, which a transfer cut into parts never
@@ -155,6 +185,10 @@ void copy_run(char *dst, const char *src, uint64_t len, bool stream) {
     for (; i + 64 <= len; i += 64) line(dst + i, src + i);
     _mm_sfence();
     std::memcpy(dst + i, src + i, len - i);
+    return;
+  }
+  if (len >= kVecMin && len <= kVecMax && kHasAvx2) {
+    copy_avx2(dst, src, len);
     return;
   }
 #endif
