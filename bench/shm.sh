@@ -11,6 +11,10 @@
 # 64 KiB: batches of 8 requests (8 in flight, 512 KiB each side); 1 MiB and up: one request per
 # batch (the working set of the peers: one block each side). UCX runs enough iterations to
 # last about as long as mc's DURATION, so that both see the same load of a shared machine.
+# Each size runs ROUNDS times (default 3), every column in turn within a round, and the table
+# gives the median of each column; the ratios of every round are printed under it. Sizes near
+# the L2 size (1 MiB: 2 MiB of source and destination) move by +-10% from run to run for mc and
+# UCX alike, and one round of each would compare noise.
 # UCX 1.13 cannot run cma alone (it needs a transport for active messages): "UCX-cma" is
 # UCX_TLS=cma,tcp.
 set -uo pipefail
@@ -18,7 +22,8 @@ BUILD=${1:-build}
 HERE=$(cd "$(dirname "$0")" && pwd)
 OUT=$HERE/results/shm.txt
 BENCH=$BUILD/bin/mc_bench
-DUR=${DURATION:-2}
+DUR=${DURATION:-1}
+ROUNDS=${ROUNDS:-3}
 mkdir -p "$HERE/results"
 TMP=$(mktemp -d)
 PIDS=()
@@ -77,18 +82,32 @@ for k in memfd cma; do
 done
 say "verify (mc_bench --verify, both kinds, READ and WRITE, 8 B to 256 MiB): $VER"
 say ""
+say "medians of $ROUNDS rounds, ${DUR} s per mc run"
 say "size   memcpy | mc-memfd WRITE READ | mc-cma WRITE READ | UCX-posix put get | UCX-cma put get | memfd W/memcpy R/memcpy W/put R/get"
+r() { awk -v a="$1" -v b="$2" 'BEGIN {if (a == "" || b == "" || b == "n/a" || b == 0) print "n/a"; else printf "%.2f", a / b}'; }
+med() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {print (NR == 0 ? "n/a" : v[int((NR + 1) / 2)])}'; }
+ROUNDLOG=()
 for s in $SIZES; do
   batch=1; [ "$s" = 64K ] && batch=8
-  m=$("$TMP/memcpy" "$(bytes "$s")" | cut -d' ' -f2)  # just before mc, under the same load
-  SEG=$SEG_ALLOC; mw=$(mc_gbps memfd write "$s" $batch); mr=$(mc_gbps memfd read "$s" $batch)
-  SEG=$SEG_PLAIN; cw=$(mc_gbps cma write "$s" $batch); cr=$(mc_gbps cma read "$s" $batch)
-  pp=$(ucx posix ucp_put_bw "$s"); pg=$(ucx posix ucp_get "$s")
-  cp=$(ucx cma,tcp ucp_put_bw "$s"); cg=$(ucx cma,tcp ucp_get "$s")
-  r() { awk -v a="$1" -v b="$2" 'BEGIN {if (a == "" || b == "" || b == "n/a" || b == 0) print "n/a"; else printf "%.2f", a / b}'; }
+  M=() MW=() MR=() CW=() CR=() PP=() PG=() CP=() CG=()
+  for ((round = 1; round <= ROUNDS; round++)); do
+    m=$("$TMP/memcpy" "$(bytes "$s")" | cut -d' ' -f2)  # just before mc, under the same load
+    SEG=$SEG_ALLOC; mw=$(mc_gbps memfd write "$s" $batch); mr=$(mc_gbps memfd read "$s" $batch)
+    SEG=$SEG_PLAIN; cw=$(mc_gbps cma write "$s" $batch); cr=$(mc_gbps cma read "$s" $batch)
+    pp=$(ucx posix ucp_put_bw "$s"); pg=$(ucx posix ucp_get "$s")
+    cp=$(ucx cma,tcp ucp_put_bw "$s"); cg=$(ucx cma,tcp ucp_get "$s")
+    M+=("$m") MW+=("$mw") MR+=("$mr") CW+=("$cw") CR+=("$cr") PP+=("$pp") PG+=("$pg") CP+=("$cp") CG+=("$cg")
+    ROUNDLOG+=("$(printf '%-5s round %d: memfd W/memcpy %s R/memcpy %s W/put %s R/get %s' "$s" "$round" \
+      "$(r "$mw" "$m")" "$(r "$mr" "$m")" "$(r "$mw" "$pp")" "$(r "$mr" "$pg")")")
+  done
+  m=$(med "${M[@]}") mw=$(med "${MW[@]}") mr=$(med "${MR[@]}") cw=$(med "${CW[@]}") cr=$(med "${CR[@]}")
+  pp=$(med "${PP[@]}") pg=$(med "${PG[@]}") cp=$(med "${CP[@]}") cg=$(med "${CG[@]}")
   say "$(printf '%-5s %7s | %8s %6s | %7s %6s | %8s %6s | %7s %6s | %s %s %s %s' "$s" "$m" "$mw" "$mr" "$cw" "$cr" "$pp" "$pg" "$cp" "$cg" \
     "$(r "$mw" "$m")" "$(r "$mr" "$m")" "$(r "$mw" "$pp")" "$(r "$mr" "$pg")")"
 done
+say ""
+say "every round (the table above holds the medians of $ROUNDS rounds):"
+for l in "${ROUNDLOG[@]}"; do say "  $l"; done
 SEG=$SEG_ALLOC; lm=$(mc_lat memfd)
 SEG=$SEG_PLAIN; lc=$(mc_lat cma)
 say ""
