@@ -34,6 +34,7 @@ if [ "${1:-}" = "--check" ]; then
     fi
     echo "mc-sys: bindings match include/mc.h (regenerated with bindgen and diffed)"
   else
+    grep -q 'pub fn mc_version' "$out" || { echo "mc-sys: src/bindings.rs holds no bindings" >&2; exit 1; }
     recorded=$(sed -n 's|^// mc.h sha256: \([0-9a-f]*\)$|\1|p' "$out")
     if [ "$recorded" != "$sha" ]; then
       echo "mc-sys: include/mc.h changed (sha256 $sha) since src/bindings.rs was generated" \
@@ -44,5 +45,14 @@ if [ "${1:-}" = "--check" ]; then
   fi
   exit 0
 fi
-generate "$out"
+# Without bindgen nothing is written: a failed run must not leave a truncated bindings.rs.
+command -v bindgen >/dev/null 2>&1 || {
+  echo "mc-sys: bindgen is not on PATH (cargo install bindgen-cli); src/bindings.rs left as it is" >&2
+  exit 1
+}
+tmp=$(mktemp --suffix=.rs)
+trap 'rm -f "$tmp"' EXIT
+generate "$tmp"
+grep -q 'pub fn mc_version' "$tmp" || { echo "mc-sys: bindgen produced no bindings; src/bindings.rs left as it is" >&2; exit 1; }
+cp "$tmp" "$out"
 echo "wrote $out"
