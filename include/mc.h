@@ -350,11 +350,12 @@ MC_API mc_status_t mc_batch_create(mc_engine_t *engine, size_t capacity, mc_batc
  * known, the peer's descriptor is refreshed once first (blocks at most timeout_ms); otherwise
  * never blocks on the network. The requests array is copied; the memory it points to must stay
  * valid until each request ends. Request i of this call gets index (submitted so far) + i.
- * Over the same-host transport (shm) the calling thread does part of the copying before it
- * returns: runs of up to 256 KiB of adjacent requests all of it, larger ones its share beside
- * the shm workers (at least one part), so the call may take about as long as copying that
- * share; the requests may already have ended when it returns. Other transports hand the work
- * to their threads and return at once.
+ * Over the same-host transport (shm) the calling thread may do some of the copying before it
+ * returns: all of a run of adjacent requests that is not cut into parts (up to 256 KiB, or
+ * too short for two parts of about 4 MiB), and of a longer run the parts that no shm worker
+ * took first, so the call can take about as long as copying those; the requests may already
+ * have ended when it returns. Other transports hand the work to their threads and return at
+ * once.
  * Thread-safe with other calls on the same batch except reset and destroy. */
 MC_API mc_status_t mc_batch_submit(mc_batch_t *batch, const mc_request_t *requests, size_t count);
 
