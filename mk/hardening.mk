@@ -19,7 +19,13 @@ FUZZ_BUILD     := build-fuzz
 FUZZ_CXX       ?= clang++
 VALGRIND_TESTS ?= test_api test_tcp test_process
 
-ASAN_SAN := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+# -fno-sanitize=vptr: UBSan's vptr check, on a cache miss, probes the vtable's memory through
+# pipe2(); in a process with no descriptor left the probe fails and UBSan reports a false
+# "invalid vptr" (strace shows pipe2 -> EMFILE just before the report). test_fault_api's
+# descriptor-exhaustion case runs the library with no descriptor left on purpose, so with the
+# check on it fails whenever a polymorphic call is first checked in that window (always when the
+# case runs alone, by chance in the full run). The fuzz build (FUZZ_SAN) keeps the vptr check.
+ASAN_SAN := -fsanitize=address,undefined -fno-sanitize=vptr -fno-sanitize-recover=all -fno-omit-frame-pointer
 TSAN_SAN := -fsanitize=thread
 # detect_leaks: LeakSanitizer runs at exit of every test program.
 HARDEN_ASAN_ENV := ASAN_OPTIONS=detect_leaks=1:strict_string_checks=1:detect_stack_use_after_return=1:check_initialization_order=1 \
