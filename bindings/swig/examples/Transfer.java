@@ -40,7 +40,8 @@ public class Transfer implements McConstants {
       try (Engine eng = Mc.mc_engine_create(cfg)) {
         long seg = Mc.mc_segment_open(eng, name);
         BufferInfo remote = Mc.mc_segment_buffers(eng, seg)[0];
-        int n = (int) Math.min((long) mib << 20, remote.getLength());
+        // One direct ByteBuffer holds at most Integer.MAX_VALUE bytes.
+        int n = (int) Math.min(Math.min((long) mib << 20, remote.getLength()), Integer.MAX_VALUE);
         ByteBuffer src = ByteBuffer.allocateDirect(n), dst = ByteBuffer.allocateDirect(n);
         byte[] data = new byte[n];
         new Random(42).nextBytes(data);
