@@ -284,13 +284,27 @@ Status EngineCore::start() {
   st = metadata_->publish(local_descriptor());
   if (!st.ok()) return st;
   MC_LOGI("engine " << name_ << " started, incarnation " << std::hex << incarnation_);
+  set_ready();
   return Status::Ok();
+}
+
+void EngineCore::set_ready() {
+  std::lock_guard<std::mutex> lk(ready_mu_);
+  ready_ = true;
+  ready_cv_.notify_all();
+}
+
+bool EngineCore::wait_started() {
+  std::unique_lock<std::mutex> lk(ready_mu_);
+  ready_cv_.wait_for(lk, std::chrono::milliseconds(opts_.timeout_ms), [&] { return ready_; });
+  return ready_ && !stopping_.load();
 }
 
 EngineCore::~EngineCore() { shutdown(); }
 
 void EngineCore::shutdown() {
   if (stopping_.exchange(true)) return;
+  set_ready();  // wakes listener threads waiting in wait_started (they answer "being destroyed")
   // Stop the health threads first (outside every engine lock: they take segs_mu_).
   std::vector<std::shared_ptr<Peer>> peers;
   {

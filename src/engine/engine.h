@@ -131,6 +131,7 @@ class EngineCore : public TargetAccess, public std::enable_shared_from_this<Engi
 
   const std::string &name() const { return name_; }
   uint64_t incarnation() const override { return incarnation_; }
+  bool wait_started() override;
   uint32_t timeout_ms() const { return opts_.timeout_ms; }
 
   struct NewBuffer {
@@ -194,6 +195,13 @@ class EngineCore : public TargetAccess, public std::enable_shared_from_this<Engi
   std::string tcp_addr_;  // HOST:PORT of our listener, as peers dial it
   uint64_t incarnation_ = 0;
   std::atomic<bool> stopping_{false};
+  // ready_mu_ guards ready_: set when start() returned or shutdown() began, so that a peer's
+  // request served by the listener during start() sees name_, data_transports_ and metadata_
+  // only once they are final (wait_started).
+  std::mutex ready_mu_;
+  std::condition_variable ready_cv_;
+  bool ready_ = false;
+  void set_ready();
   std::unique_ptr<MetadataStore> metadata_;
   std::unique_ptr<Transport> tcp_;
   std::unique_ptr<Transport> local_;

@@ -53,6 +53,10 @@ class TargetAccess {
     return descriptor_json();
   }
   virtual uint64_t incarnation() const = 0;
+  // Waits (bounded) until the engine finished starting: its listener runs before start() has
+  // set its name, transports and metadata, so a peer's GET_DESC or control request that comes
+  // in meanwhile waits here. False when it did not start in time or is being destroyed.
+  virtual bool wait_started() { return true; }
   // A control request on `channel` (a transport's name, e.g. "rdma") from a peer, answered
   // with *reply. Used for connection setup that rides the admitted control channel.
   virtual Status control(const std::string &channel, const std::string &request,

@@ -694,13 +694,15 @@ void TcpTransport::serve(int fd, const wire::Header *first) {
     const char *c = static_cast<const char *>(p);
     out.insert(out.end(), c, c + n);
   };
-  auto refuse = [&](const std::string &why, mc_status_t code = MC_ERR_TRANSPORT) {
-    MC_LOGW("tcp: closing a connection that " << why);
+  auto refuse = [&](const std::string &why, mc_status_t code = MC_ERR_TRANSPORT, bool warn = true) {
+    if (warn) MC_LOGW("tcp: closing a connection that " << why);
+    else MC_LOGI("tcp: closing a connection that " << why);
     wire::Header h = wire::make(wire::ERROR, 0, 0, why.size(), code);
     put(&h, sizeof h);
     put(why.data(), why.size());
     flush();
   };
+  bool started = false;  // wait_started() returned true on this connection
   for (;;) {
     wire::Header h;
     if (first) {
@@ -730,6 +732,15 @@ void TcpTransport::serve(int fd, const wire::Header *first) {
         break;
       }
       continue;
+    }
+    // A descriptor or control request needs the engine fully started (the listener already
+    // runs during start): wait for that once per connection.
+    if ((h.type == wire::GET_DESC || h.type == wire::CONTROL) && !started) {
+      if (!target_->wait_started()) {
+        refuse("came in while this engine was starting or being destroyed", MC_ERR_PEER_DOWN, false);
+        break;
+      }
+      started = true;
     }
     if (h.type == wire::GET_DESC || h.type == wire::PING) {
       if (h.len != 0) {
