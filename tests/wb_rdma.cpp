@@ -721,7 +721,10 @@ void test_descriptor_during_start(void **) {
   std::thread prober([&] {
     while (!stop.load()) {
       std::string text;
-      if (!control_fetch_descriptor(hp, "", 200, &text).ok()) continue;
+      if (!control_fetch_descriptor(hp, "", 200, &text).ok()) {  // not listening (yet): try again soon
+        std::this_thread::sleep_for(std::chrono::microseconds(100));
+        continue;
+      }
       Descriptor d;
       bool ok = Descriptor::from_json(text, &d).ok() && d.name == name && d.tcp == name && d.transports.count("rdma");
       served++;
