@@ -3,7 +3,7 @@
 //   mc_bench target [--listen HOST:PORT] [--size BYTES] [--timeout-ms MS]
 //   mc_bench initiator --segment NAME --op read|write --block BYTES[,BYTES...] --batch N
 //            --threads N --duration S [--transport NAME] [--listen HOST:PORT]
-//            [--timeout-ms MS] [--alloc] [--reuse] [--transfer] [--verify] [--json]
+//            [--timeout-ms MS] [--alloc] [--reuse] [--one-block] [--transfer] [--verify] [--json]
 //
 // Uses only the public header. Sizes take K/M/G suffixes (2^10, 2^20, 2^30); GB/s is 10^9
 // bytes per second. Other programs (scripts/demo.sh, bench/tcp.sh) rely on the flags and on the
@@ -40,7 +40,7 @@ const char kUsage[] =
     "      127.0.0.1:0 (a free port).\n"
     "  mc_bench initiator --segment NAME --op read|write --block BYTES[,BYTES...]\n"
     "      --batch N --threads N --duration SECONDS [--transport NAME] [--listen HOST:PORT]\n"
-    "      [--timeout-ms MS] [--alloc] [--reuse] [--transfer] [--verify] [--json]\n"
+    "      [--timeout-ms MS] [--alloc] [--reuse] [--one-block] [--transfer] [--verify] [--json]\n"
     "      Each thread submits batches of --batch requests of --block bytes to its own part of\n"
     "      the target's first buffer for --duration seconds (per block size) and prints one row\n"
     "      per block size: GB/s, requests/s, p50 and p99 batch latency in microseconds.\n"
@@ -51,6 +51,10 @@ const char kUsage[] =
     "                   target's buffer (and the same local blocks), as ucx_perftest and a\n"
     "                   memcpy loop reuse one buffer: warm pages and caches, no walk through\n"
     "                   the whole target buffer\n"
+    "      --one-block  every request of every batch uses the thread's first block on both\n"
+    "                   sides, as ucx_perftest put_bw/get keep a window of operations on one\n"
+    "                   buffer (a batch of N is N requests in flight on one block; implies\n"
+    "                   --reuse; with --verify it needs --batch 1)\n"
     "      --transfer   each batch is one blocking mc_transfer call instead of\n"
     "                   mc_batch_reset + mc_batch_submit + mc_batch_wait\n"
     "      --verify     checks every byte: a WRITE is read back, a READ reads a pattern\n"
@@ -236,6 +240,7 @@ struct Options {
   bool json = false;
   bool alloc = false;  // --alloc: local buffers from mc_buffer_alloc
   bool reuse = false;  // --reuse: the same batch of remote (and local) blocks every time
+  bool one_block = false;  // --one-block: every request on the thread's first block, both sides
   bool transfer = false;  // --transfer: mc_transfer instead of the batch calls
 };
 
@@ -286,6 +291,9 @@ Options parse_initiator(int argc, char **argv) {
     } else if (a == "--alloc") {
       o.alloc = true;
     } else if (a == "--reuse") {
+      o.reuse = true;
+    } else if (a == "--one-block") {
+      o.one_block = true;
       o.reuse = true;
     } else if (a == "--transfer") {
       o.transfer = true;
@@ -435,9 +443,10 @@ void worker(Run *run, uint64_t t, mc_engine_t *engine, int wait_ms, ThreadResult
 
   auto fill_requests = [&](uint64_t iteration) {
     for (uint64_t i = 0; i < batch_n; ++i) {
-      uint64_t slot = ((o.reuse ? 0 : next_slot) + i) % run->slots;
+      const uint64_t lane = o.one_block ? 0 : i;
+      uint64_t slot = ((o.reuse ? 0 : next_slot) + lane) % run->slots;
       uint64_t remote = region + slot * block;
-      reqs[i] = mc_request_t{static_cast<uint32_t>(o.op), 0, local + i * block, run->segment,
+      reqs[i] = mc_request_t{static_cast<uint32_t>(o.op), 0, local + lane * block, run->segment,
                              remote, block};
       seeds[i] = pattern_seed(t, iteration, remote - run->remote_base);
     }
@@ -615,6 +624,9 @@ int run_initiator(int argc, char **argv) {
     if (block > remote.length)
       die("block %s is larger than the target's buffer of %s", format_size(block).c_str(),
           format_size(remote.length).c_str());
+    if (o.verify && o.one_block && o.batch != 1)
+      die("--one-block with --verify needs --batch 1: requests in flight on one block cannot "
+          "each be checked");
     if (o.verify && remote.length / o.threads / block < o.batch)
       die("--verify needs batch x block x threads (%" PRIu64 " x %s x %" PRIu64
           ") to fit the target's buffer of %s, so that no two requests overlap",

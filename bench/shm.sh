@@ -7,9 +7,12 @@
 #
 # Measured the same way on every side: ucx_perftest puts to (gets from) one remote buffer again
 # and again, the memcpy loop copies one buffer again and again, so mc_bench runs with --reuse
-# (the same blocks every batch: warm pages and caches, no walk through the target's buffer).
-# 64 KiB: batches of 8 requests (8 in flight, 512 KiB each side); 1 MiB and up: one request per
-# batch (the working set of the peers: one block each side). UCX runs enough iterations to
+# (the same blocks every batch: warm pages and caches, no walk through the target's buffer) and
+# --one-block (every request on one block each side, as ucx_perftest keeps its window of puts
+# or gets on one buffer). 64 KiB: batches of 8 requests (8 in flight on one 64 KiB block);
+# 1 MiB and up: one request per batch. So mc and UCX have the same working set: one block each
+# side. The 64 KiB case is also run with 8 distinct blocks per batch (512 KiB each side, which
+# no longer fits in L2 beside the other side's), printed under the table. UCX runs enough iterations to
 # last about as long as mc's DURATION, so that both see the same load of a shared machine.
 # Each size runs ROUNDS times (default 3), every column in turn within a round, and the table
 # gives the median of each column; the ratios of every round are printed under it. Sizes near
@@ -20,7 +23,7 @@
 set -uo pipefail
 BUILD=${1:-build}
 HERE=$(cd "$(dirname "$0")" && pwd)
-OUT=$HERE/results/shm.txt
+OUT=${OUT:-$HERE/results/shm.txt}  # OUT=... to keep another machine's file
 BENCH=$BUILD/bin/mc_bench
 DUR=${DURATION:-1}
 ROUNDS=${ROUNDS:-3}
@@ -44,10 +47,10 @@ start_target() {  # $1: extra flags, $2: a name for its files; sets SEG
   SEG=$(sed -n 's/^segment: //p' "$TMP/$2.out")
   [ -n "$SEG" ] || { echo "shm.sh: the target ($2) did not start: $(tail -1 "$TMP/$2.err")" >&2; exit 1; }
 }
-mc_gbps() {  # kind op size batch -> GB/s
+mc_gbps() {  # kind op size batch [--one-block] -> GB/s
   local flags=""; [ "$1" = memfd ] && flags="--alloc"
   "$BENCH" initiator --segment "$SEG" --op "$2" --block "$3" --batch "$4" --threads 1 --duration "$DUR" \
-    --transport shm --reuse $flags --json 2>/dev/null | sed -n 's/.*"gbps":\([0-9.]*\).*/\1/p' | tail -1
+    --transport shm --reuse ${5:-} $flags --json 2>/dev/null | sed -n 's/.*"gbps":\([0-9.]*\).*/\1/p' | tail -1
 }
 mc_lat() {  # kind -> p50 us of 8-byte WRITEs, each one mc_transfer call
   local flags=""; [ "$1" = memfd ] && flags="--alloc"
@@ -86,14 +89,15 @@ say "medians of $ROUNDS rounds, ${DUR} s per mc run"
 say "size   memcpy | mc-memfd WRITE READ | mc-cma WRITE READ | UCX-posix put get | UCX-cma put get | memfd W/memcpy R/memcpy W/put R/get"
 r() { awk -v a="$1" -v b="$2" 'BEGIN {if (a == "" || b == "" || b == "n/a" || b == 0) print "n/a"; else printf "%.2f", a / b}'; }
 med() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {print (NR == 0 ? "n/a" : v[int((NR + 1) / 2)])}'; }
-ROUNDLOG=()
+ROUNDLOG=() DW=() DR=() PP64=() PG64=()
 for s in $SIZES; do
   batch=1; [ "$s" = 64K ] && batch=8
   M=() MW=() MR=() CW=() CR=() PP=() PG=() CP=() CG=()
   for ((round = 1; round <= ROUNDS; round++)); do
     m=$("$TMP/memcpy" "$(bytes "$s")" | cut -d' ' -f2)  # just before mc, under the same load
-    SEG=$SEG_ALLOC; mw=$(mc_gbps memfd write "$s" $batch); mr=$(mc_gbps memfd read "$s" $batch)
-    SEG=$SEG_PLAIN; cw=$(mc_gbps cma write "$s" $batch); cr=$(mc_gbps cma read "$s" $batch)
+    SEG=$SEG_ALLOC; mw=$(mc_gbps memfd write "$s" $batch --one-block); mr=$(mc_gbps memfd read "$s" $batch --one-block)
+    if [ "$s" = 64K ]; then DW+=("$(mc_gbps memfd write "$s" $batch)") DR+=("$(mc_gbps memfd read "$s" $batch)"); fi
+    SEG=$SEG_PLAIN; cw=$(mc_gbps cma write "$s" $batch --one-block); cr=$(mc_gbps cma read "$s" $batch --one-block)
     pp=$(ucx posix ucp_put_bw "$s"); pg=$(ucx posix ucp_get "$s")
     cp=$(ucx cma,tcp ucp_put_bw "$s"); cg=$(ucx cma,tcp ucp_get "$s")
     M+=("$m") MW+=("$mw") MR+=("$mr") CW+=("$cw") CR+=("$cr") PP+=("$pp") PG+=("$pg") CP+=("$cp") CG+=("$cg")
@@ -102,9 +106,14 @@ for s in $SIZES; do
   done
   m=$(med "${M[@]}") mw=$(med "${MW[@]}") mr=$(med "${MR[@]}") cw=$(med "${CW[@]}") cr=$(med "${CR[@]}")
   pp=$(med "${PP[@]}") pg=$(med "${PG[@]}") cp=$(med "${CP[@]}") cg=$(med "${CG[@]}")
+  [ "$s" = 64K ] && PP64=$pp PG64=$pg
   say "$(printf '%-5s %7s | %8s %6s | %7s %6s | %8s %6s | %7s %6s | %s %s %s %s' "$s" "$m" "$mw" "$mr" "$cw" "$cr" "$pp" "$pg" "$cp" "$cg" \
     "$(r "$mw" "$m")" "$(r "$mr" "$m")" "$(r "$mw" "$pp")" "$(r "$mr" "$pg")")"
 done
+if ((${#DW[@]})); then
+  dw=$(med "${DW[@]}") dr=$(med "${DR[@]}")
+  say "64K with 8 distinct blocks per batch on each side (--reuse without --one-block; 512 KiB each side), medians: mc-memfd WRITE $dw READ $dr GB/s, W/put $(r "$dw" "$PP64") R/get $(r "$dr" "$PG64")"
+fi
 say ""
 say "every round (the table above holds the medians of $ROUNDS rounds):"
 for l in "${ROUNDLOG[@]}"; do say "  $l"; done
