@@ -392,7 +392,10 @@ MC_API mc_status_t mc_transfer(mc_engine_t *engine, const mc_request_t *requests
 /* ======================================================================== heap */
 
 /* An offset allocator over [0, capacity): hands out aligned ranges that never overlap. Freed
- * neighbours merge at once. All functions are thread-safe and never block beyond a short lock. */
+ * neighbours merge at once. All functions are thread-safe and never block beyond a short lock.
+ * A heap of 32 MiB or more is split into a few shards with a lock each (threads that allocate at
+ * the same time mostly take different ones), so where an allocation lands depends on the calling
+ * thread; what fits does not: NO_MEMORY still means no free range holds the request. */
 typedef struct mc_heap mc_heap_t;
 
 typedef struct mc_heap_stats {

@@ -1,6 +1,6 @@
 // libFuzzer target for mc::MemHeap: the input drives a sequence of allocs and frees (valid and
 // invalid) on one heap, checked step by step against a model, an ordered map of the live
-// ranges. Any disagreement aborts. Build and run: scripts/fuzz-memheap.sh [seconds].
+// ranges. Any disagreement aborts. The heap's shard count comes from the input too. Build and run: scripts/fuzz-memheap.sh [seconds].
 //
 // Checked after every step: the heap's answer (status, offset) against the model, the stats
 // against the model (used, free, allocations, largest_free equal to the largest gap between
@@ -115,9 +115,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   FuzzedDataProvider in(data, size);
   Model m;
   m.capacity = PickCapacity(in);
+  // Shards: the automatic count (one below 2 * kMinShardBytes), or 2^k forced, which puts
+  // small heaps in many shards so that allocations cross shard boundaries.
+  const int shard_log = in.ConsumeIntegralInRange<int>(-1, 3);
+  unsigned shards = shard_log < 0 ? 0 : 1u << shard_log;
+  while (shards > m.capacity) shards /= 2;
   std::unique_ptr<mc::MemHeap> heap;
-  CHECK(mc::MemHeap::Create(m.capacity, &heap).ok(), "create %llu",
-        (unsigned long long)m.capacity);
+  CHECK(mc::MemHeap::Create(m.capacity, &heap, shards).ok(), "create %llu with %u shards",
+        (unsigned long long)m.capacity, shards);
   CHECK(!mc::MemHeap::Create(0, &heap).ok(), "capacity 0 accepted");
   mc::MemHeap &h = *heap;
   CheckState(h, m);
