@@ -776,12 +776,22 @@ struct MemHeap::Impl {
   mc_status_t AllocAll(uint64_t size, uint64_t align, uint64_t *offset, std::string *why);
   mc_status_t FreeSpan(uint64_t offset, std::string *why);
   Stats StatsAll() const;
-  void LockAll() const {
-    for (auto &s : shards) s->mu.lock();
-  }
-  void UnlockAll() const {
-    for (auto it = shards.rbegin(); it != shards.rend(); ++it) (*it)->mu.unlock();
-  }
+  // Every shard's lock, taken in shard order (a thread holds at most one otherwise), released
+  // on every way out (Reserve and the span table may throw bad_alloc).
+  class AllLocks {
+   public:
+    explicit AllLocks(const Impl &h) : h_(h) {
+      for (auto &s : h_.shards) s->mu.lock();
+    }
+    ~AllLocks() {
+      for (auto it = h_.shards.rbegin(); it != h_.shards.rend(); ++it) (*it)->mu.unlock();
+    }
+    AllLocks(const AllLocks &) = delete;
+    AllLocks &operator=(const AllLocks &) = delete;
+
+   private:
+    const Impl &h_;
+  };
   // The free runs that cross a shard boundary, as [start, end), in address order.
   template <class F>
   void ForEachBoundaryRun(F &&f) const;
@@ -890,10 +900,8 @@ mc_status_t MemHeap::Impl::Alloc(uint64_t size, uint64_t align, uint64_t *offset
       return MC_OK;
     if (too_many) return TooManyRanges(why);
   }
-  LockAll();
-  const mc_status_t c = AllocAll(size, align, offset, why);
-  UnlockAll();
-  return c;
+  AllLocks all(*this);
+  return AllocAll(size, align, offset, why);
 }
 
 mc_status_t MemHeap::Impl::FreeSpan(uint64_t offset, std::string *why) {
@@ -924,10 +932,8 @@ mc_status_t MemHeap::Impl::Free(uint64_t offset, std::string *why) {
       return MC_OK;
   }
   if (!span_head) return NotLive(why, offset);
-  LockAll();
-  const mc_status_t c = FreeSpan(offset, why);
-  UnlockAll();
-  return c;
+  AllLocks all(*this);
+  return FreeSpan(offset, why);
 }
 
 MemHeap::Stats MemHeap::Impl::StatsAll() const {
@@ -946,14 +952,12 @@ MemHeap::Stats MemHeap::Impl::StatsAll() const {
 }
 
 MemHeap::Stats MemHeap::Impl::GetStats() const {
-  LockAll();
-  const Stats s = StatsAll();
-  UnlockAll();
-  return s;
+  AllLocks all(*this);
+  return StatsAll();
 }
 
 Status MemHeap::Impl::Check() const {
-  LockAll();
+  AllLocks all(*this);
   Status st = Status::Ok();
   uint64_t heads = 0, parts = 0;
   for (const auto &a : shards) {
@@ -981,7 +985,6 @@ Status MemHeap::Impl::Check() const {
     if (st.ok() && (heads != spans.size() || parts != want_parts || parts != span_parts))
       st = Err(MC_ERR_INTERNAL, "memheap: span pieces in the shards disagree with the span table");
   }
-  UnlockAll();
   return st;
 }
 
