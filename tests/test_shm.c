@@ -1,4 +1,5 @@
-/* The same-host transport between two processes: both memory kinds verified, refusals write
+/* The same-host transport between two processes: both memory kinds verified, batches of
+ * scattered small requests (bulk completion), refusals write
  * nothing, a peer killed while mapped, a peer restarted under the same name, automatic choice,
  * and transports=tcp still working on one host. */
 #define _GNU_SOURCE
@@ -164,6 +165,77 @@ static void test_both_memory_kinds(void **state) {
   mc_engine_destroy(e);
 }
 
+/* Batches of many small requests that are not adjacent (so each is a slice of its own, and the
+ * batch ends through the engine's bulk completion), READs and WRITEs mixed in one batch, on both
+ * memory kinds: every byte lands, every request ends COMPLETED, and the engine's counters grow
+ * by exactly the requests and bytes moved. */
+static void test_scattered_small_requests(void **state) {
+  (void)state;
+  enum { kN = 64, kLen = 1000, kStride = 4096 };
+  struct target t;
+  start_target(&t, 1 << 20, 12, NULL);
+  mc_engine_t *e = tu_engine("timeout_ms", "2000", NULL);
+  char *l = NULL;
+  assert_int_equal(mc_buffer_alloc(e, 4 * kN * kStride, NULL, (void **)&l), MC_OK);
+  mc_segment_t s;
+  assert_int_equal(mc_segment_open(e, t.name, &s), MC_OK);
+  uint64_t bases[2] = {t.alloc, t.plain};
+  for (int kind = 0; kind < 2; kind++) {
+    const uint64_t rb = bases[kind];
+    char *js = stats(e);
+    const uint64_t done0 = stat_u64(js, "\"incarnation\"", "\"requests_completed\"");
+    const uint64_t wr0 = stat_u64(js, "\"incarnation\"", "\"bytes_written\"");
+    const uint64_t rd0 = stat_u64(js, "\"incarnation\"", "\"bytes_read\"");
+    mc_request_t r[kN];
+    for (int i = 0; i < kN; i++) {
+      tu_fill(l + i * kStride, kLen, 100 + kind * kN + i);
+      r[i] = (mc_request_t){MC_WRITE, 0, l + i * kStride, s, rb + (uint64_t)(kN - 1 - i) * kStride, kLen};
+    }
+    mc_batch_t *b = NULL;
+    assert_int_equal(mc_batch_create(e, 2 * kN, &b), MC_OK);
+    assert_int_equal(mc_batch_submit(b, r, kN), MC_OK);
+    assert_int_equal(mc_batch_wait(b, 10000), MC_OK);
+    for (int i = 0; i < kN; i++) {
+      mc_request_status_t st;
+      assert_int_equal(mc_batch_status(b, (size_t)i, &st), MC_OK);
+      assert_int_equal(st.state, MC_REQUEST_COMPLETED);
+      assert_int_equal(st.error, MC_OK);
+      assert_int_equal(st.bytes, kLen);
+    }
+    assert_int_equal(mc_batch_reset(b), MC_OK);
+    /* Mixed: even requests READ back what was written, odd ones WRITE a second pattern to new
+     * places; then everything is read back and checked. */
+    char *back = l + 2 * kN * kStride;
+    memset(back, 0, (size_t)kN * kStride);
+    for (int i = 0; i < kN; i++) {
+      const uint64_t rem = rb + (uint64_t)(kN - 1 - i) * kStride;
+      if (i % 2 == 0) {
+        r[i] = (mc_request_t){MC_READ, 0, back + i * kStride, s, rem, kLen};
+      } else {
+        tu_fill(l + i * kStride, kLen, 500 + kind * kN + i);
+        r[i] = (mc_request_t){MC_WRITE, 0, l + i * kStride, s, rem + 2048, kLen};
+      }
+    }
+    assert_int_equal(mc_batch_submit(b, r, kN), MC_OK);
+    assert_int_equal(mc_batch_wait(b, 10000), MC_OK);
+    for (int i = 0; i < kN; i += 2) assert_int_equal(tu_check(back + i * kStride, kLen, 100 + kind * kN + i), -1);
+    for (int i = 1; i < kN; i += 2) {
+      mc_request_t rr = {MC_READ, 0, back + i * kStride, s, rb + (uint64_t)(kN - 1 - i) * kStride + 2048, kLen};
+      assert_int_equal(mc_transfer(e, &rr, 1, 10000), MC_OK);
+      assert_int_equal(tu_check(back + i * kStride, kLen, 500 + kind * kN + i), -1);
+    }
+    assert_int_equal(mc_batch_destroy(b), MC_OK);
+    js = stats(e);
+    /* 64 WRITEs, then 32 READs + 32 WRITEs, then 32 single READs */
+    assert_int_equal(stat_u64(js, "\"incarnation\"", "\"requests_completed\"") - done0, 2 * kN + kN / 2);
+    assert_int_equal(stat_u64(js, "\"incarnation\"", "\"bytes_written\"") - wr0, (kN + kN / 2) * kLen);
+    assert_int_equal(stat_u64(js, "\"incarnation\"", "\"bytes_read\"") - rd0, kN * kLen);
+  }
+  assert_int_equal(mc_buffer_free(e, l), MC_OK);
+  stop_target(&t, SIGTERM);
+  mc_engine_destroy(e);
+}
+
 static void test_out_of_range(void **state) {
   (void)state;
   size_t len = 1 << 20;
@@ -320,7 +392,8 @@ static void test_unregister_while_peer_copies(void **state) {
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test_teardown(test_both_memory_kinds, kill_children),  cmocka_unit_test_teardown(test_out_of_range, kill_children),
+      cmocka_unit_test_teardown(test_both_memory_kinds, kill_children),  cmocka_unit_test_teardown(test_scattered_small_requests, kill_children),
+      cmocka_unit_test_teardown(test_out_of_range, kill_children),
       cmocka_unit_test_teardown(test_killed_while_mapped, kill_children), cmocka_unit_test_teardown(test_restart_same_name, kill_children),
       cmocka_unit_test_teardown(test_forced_tcp, kill_children),          cmocka_unit_test_teardown(test_unregister_while_peer_copies, kill_children),
   };

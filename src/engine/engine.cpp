@@ -44,6 +44,24 @@ void slice_done(const Slice &s, mc_status_t status) {
   }
 }
 
+void slices_done(const Slice *s, const mc_status_t *st, size_t n) {
+  for (size_t i = 0; i < n;) {
+    // A run of slices that moved whole one-slice requests (a request's slices add up to its
+    // length, so len == length means one slice) of one batch.
+    size_t j = i;
+    while (j < n && st[j] == MC_OK && s[j].count == 1 && s[j].len == s[j].slot->length &&
+           s[j].slot->batch == s[i].slot->batch)
+      j++;
+    if (j - i > 1) {
+      s[i].slot->batch->engine->finish_whole(s + i, j - i);
+      i = j;
+    } else {
+      slice_done(s[i], st[i]);
+      i++;
+    }
+  }
+}
+
 bool slice_canceled(const Slice &s) { return s.slot->batch->canceled(); }
 
 void EngineCore::finish_request(RequestSlot *r, mc_status_t err) {
@@ -125,6 +143,61 @@ void EngineCore::finish_merged(const Slice &s) {
     // that ended through finish_request are no longer PENDING.
     for (uint32_t k = 0; k < s.count; k++) {
       RequestSlot *r = s.slot + k;
+      if (r->state.load(std::memory_order_relaxed) == MC_REQUEST_PENDING)
+        r->state.store(MC_REQUEST_COMPLETED, std::memory_order_release);
+    }
+    b->requests_done(ended);
+  }
+  b->finishing_.fetch_sub(1, std::memory_order_acq_rel);
+}
+
+// finish_merged for n slices of one batch that each carried one whole request (see
+// slices_done): per request only its own fields and its peer reference change; the engine's
+// counters, the local buffers' pins (per run of requests in one buffer) and the batch's pending
+// count change once.
+void EngineCore::finish_whole(const Slice *s, size_t n) {
+  BatchCore *b = s[0].slot->batch;
+  b->finishing_.fetch_add(1, std::memory_order_acq_rel);
+  int64_t ended = 0;
+  uint64_t bytes_r = 0, bytes_w = 0;
+  LocalBuffer *run_buf = nullptr;
+  uint32_t run_n = 0;
+  for (size_t i = 0; i < n; i++) {
+    RequestSlot *r = s[i].slot;
+    // The request's one slice is reported once, here: no read-modify-write needed.
+    r->bytes.store(r->length, std::memory_order_relaxed);
+    r->remaining.store(0, std::memory_order_relaxed);
+    mc_status_t err = r->error.load();
+    if (err != MC_OK || b->canceled()) {
+      finish_request(r, err);
+      continue;
+    }
+    r->peer.reset();
+    if (r->lbuf && r->lbuf == run_buf) {
+      run_n++;
+    } else {
+      if (run_n) run_buf->in_use.fetch_sub(run_n, std::memory_order_release);
+      run_buf = r->lbuf;
+      run_n = 0;
+      if (r->lbuf) {
+        run_n = 1;
+      } else {
+        std::shared_lock<std::shared_mutex> lk(buffers_mu_);
+        unpin_locked(r->local, r->length);
+      }
+    }
+    (r->op == MC_READ ? bytes_r : bytes_w) += r->length;
+    ended++;
+  }
+  if (run_n) run_buf->in_use.fetch_sub(run_n, std::memory_order_release);
+  if (ended > 0) {
+    requests_completed_.fetch_add(static_cast<uint64_t>(ended), std::memory_order_relaxed);
+    if (bytes_r) bytes_read_.fetch_add(bytes_r, std::memory_order_relaxed);
+    if (bytes_w) bytes_written_.fetch_add(bytes_w, std::memory_order_relaxed);
+    // States last, as in finish_request: a request seen COMPLETED is already counted. Those
+    // that ended through finish_request are no longer PENDING.
+    for (size_t i = 0; i < n; i++) {
+      RequestSlot *r = s[i].slot;
       if (r->state.load(std::memory_order_relaxed) == MC_REQUEST_PENDING)
         r->state.store(MC_REQUEST_COMPLETED, std::memory_order_release);
     }

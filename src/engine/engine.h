@@ -170,6 +170,9 @@ class EngineCore : public TargetAccess, public std::enable_shared_from_this<Engi
   void finish_request(RequestSlot *s, mc_status_t err);
   // Called by slice_done for a merged slice that succeeded.
   void finish_merged(const Slice &s);
+  // Called by slices_done for n > 1 slices of one batch, each a whole one-slice request, that
+  // all succeeded.
+  void finish_whole(const Slice *s, size_t n);
 
  private:
   explicit EngineCore(const EngineOptions &o) : opts_(o) {}

@@ -30,6 +30,10 @@ struct Slice {
 // Completion contract (implemented by the engine): every slice handed to a transport is
 // reported exactly once, after the transport stopped touching its local memory.
 void slice_done(const Slice &s, mc_status_t status);
+// slice_done for n slices at once, st[i] the status of s[i]: consecutive slices that each moved
+// a whole request of one batch end together, with the engine's and the batch's counters changed
+// once for them instead of once per request.
+void slices_done(const Slice *s, const mc_status_t *st, size_t n);
 // True once the slice's batch was canceled: a transport must not start it, and must not write
 // a READ's data into local memory any more (it drains it instead).
 bool slice_canceled(const Slice &s);

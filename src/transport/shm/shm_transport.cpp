@@ -819,7 +819,7 @@ void ShmPeer::report(const Slice *s, size_t n, mc_status_t *st) {
   for (size_t i = 0; i < n; i++) ok += st[i] == MC_OK;
   if (ok) t_->slices_ok.fetch_add(ok, std::memory_order_relaxed);
   if (ok != n) t_->slices_failed.fetch_add(n - ok, std::memory_order_relaxed);
-  for (size_t i = 0; i < n; i++) slice_done(s[i], st[i]);
+  slices_done(s, st, n);
 }
 
 mc_status_t ShmPeer::run_one(const Slice &s) {
