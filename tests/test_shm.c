@@ -236,6 +236,41 @@ static void test_scattered_small_requests(void **state) {
   mc_engine_destroy(e);
 }
 
+/* Requests of one slice that are too large to copy on the submitting thread alone (256 KiB to
+ * the 1 MiB slice size) are cut into pieces that the submitting thread and a worker copy side by
+ * side; each request still ends once, with every byte in place, on both memory kinds. */
+static void test_single_slice_split(void **state) {
+  (void)state;
+  const size_t sizes[] = {256 * 1024 + 1, 300 * 1024, 700001, (1 << 20) - 1, 1 << 20};
+  struct target t;
+  start_target(&t, 4 << 20, 13, NULL);
+  mc_engine_t *e = tu_engine("timeout_ms", "2000", NULL);
+  char *l = NULL;
+  assert_int_equal(mc_buffer_alloc(e, 4 << 20, NULL, (void **)&l), MC_OK);
+  mc_segment_t s;
+  assert_int_equal(mc_segment_open(e, t.name, &s), MC_OK);
+  uint64_t bases[2] = {t.alloc, t.plain};
+  for (int kind = 0; kind < 2; kind++) {
+    for (int round = 0; round < 20; round++) {
+      for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        const size_t n = sizes[k];
+        const uint64_t seed = 900 + (uint64_t)(kind * 1000 + round * 10 + (int)k);
+        const uint64_t rem = bases[kind] + (uint64_t)(k % 2) * (2 << 20) + 64 * (uint64_t)round;
+        tu_fill(l, n, seed);
+        mc_request_t w = {MC_WRITE, 0, l, s, rem, n};
+        assert_int_equal(mc_transfer(e, &w, 1, 10000), MC_OK);
+        memset(l + (2 << 20), 0, n);
+        mc_request_t r = {MC_READ, 0, l + (2 << 20), s, rem, n};
+        assert_int_equal(mc_transfer(e, &r, 1, 10000), MC_OK);
+        assert_int_equal(tu_check(l + (2 << 20), n, seed), -1);
+      }
+    }
+  }
+  assert_int_equal(mc_buffer_free(e, l), MC_OK);
+  stop_target(&t, SIGTERM);
+  mc_engine_destroy(e);
+}
+
 static void test_out_of_range(void **state) {
   (void)state;
   size_t len = 1 << 20;
@@ -393,6 +428,7 @@ int main(void) {
   signal(SIGPIPE, SIG_IGN);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_teardown(test_both_memory_kinds, kill_children),  cmocka_unit_test_teardown(test_scattered_small_requests, kill_children),
+      cmocka_unit_test_teardown(test_single_slice_split, kill_children),
       cmocka_unit_test_teardown(test_out_of_range, kill_children),
       cmocka_unit_test_teardown(test_killed_while_mapped, kill_children), cmocka_unit_test_teardown(test_restart_same_name, kill_children),
       cmocka_unit_test_teardown(test_forced_tcp, kill_children),          cmocka_unit_test_teardown(test_unregister_while_peer_copies, kill_children),

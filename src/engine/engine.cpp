@@ -234,8 +234,23 @@ void BatchCore::quiesce() {
 }
 
 mc_status_t BatchCore::wait(int timeout_ms) {
-  std::unique_lock<std::mutex> lk(mu_);
   auto done = [&] { return pending_.load(std::memory_order_acquire) == 0; };
+  // A short watch first (at most kWaitSpin and timeout_ms): a batch whose last part another
+  // thread is finishing (an shm worker's share of a large copy) ends within microseconds, and
+  // being put to sleep and woken would cost tens of microseconds on a VM.
+  if (!done() && timeout_ms != 0) {
+    const auto until = std::chrono::steady_clock::now() +
+                       std::min<std::chrono::microseconds>(
+                           kWaitSpin, std::chrono::microseconds(timeout_ms < 0 ? kWaitSpin.count()
+                                                                               : int64_t(timeout_ms) * 1000));
+    for (unsigned i = 1; !done(); i++) {
+#if defined(__x86_64__)
+      __builtin_ia32_pause();
+#endif
+      if ((i & 63) == 0 && std::chrono::steady_clock::now() >= until) break;
+    }
+  }
+  std::unique_lock<std::mutex> lk(mu_);
   if (timeout_ms < 0) {
     cv_.wait(lk, done);
   } else if (!cv_.wait_for(lk, std::chrono::milliseconds(timeout_ms), done)) {

@@ -3,6 +3,7 @@
 #include <mc.h>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <map>
@@ -96,6 +97,8 @@ class BatchCore {
   RequestSlot *slot(size_t i) { return &chunks_[i / kChunk][i % kChunk]; }
   size_t submitted() const { return submitted_.load(std::memory_order_acquire); }
   // Waits for every submitted request to end; MC_OK, the first failure, or MC_ERR_TIMEOUT.
+  // Spins up to kWaitSpin (bounded by timeout_ms) before it sleeps on the condition variable.
+  static constexpr std::chrono::microseconds kWaitSpin{30};
   mc_status_t wait(int timeout_ms);
   // Every pending request ends FAILED with MC_ERR_CANCELED: queued slices are dropped, READ
   // data in flight is drained instead of written; returns once nothing pending can touch memory.

@@ -68,6 +68,7 @@
 #include <cerrno>
 #include <cinttypes>
 #include <cstddef>
+#include <chrono>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
@@ -99,6 +100,13 @@ constexpr uint64_t kInline = 256 * 1024;  // runs of slices up to this size are 
 // A larger run of contiguous slices is cut into parts of about kPart bytes, shared out at run
 // time between the submitting thread and the workers that can run beside it.
 constexpr uint64_t kPart = 4ull << 20;
+// A run that is one slice larger than kInline (a 1 MiB request is one slice by default) is
+// split into parts of at least this size, one for the submitting thread and one for each worker
+// that can run beside it; the slice ends once, when its last part did.
+constexpr uint64_t kSplitMin = 128ull << 10;
+// A worker that finished a part watches the queue this long before it sleeps: waking a sleeping
+// thread costs tens of microseconds on a VM, as long as copying a whole MiB.
+constexpr auto kWorkerSpin = std::chrono::microseconds(50);
 // Runs from this size on are copied with non-temporal stores: they would push everything else
 // out of the caches anyway, and streaming saves reading the destination lines first.
 constexpr uint64_t kStreamMin = 128ull << 20;  // slices up to this size run on the submitting thread
@@ -348,14 +356,28 @@ class ShmTransport : public Transport {
   size_t parallel_ = 1;  // workers that can copy at the same time as the submitting thread
   std::mutex qmu_;
   std::condition_variable qcv_;
+  // A slice cut into parts (see kSplitMin): it ends once, with the first failure of its parts.
+  struct Split {
+    Slice orig;
+    std::atomic<uint32_t> left;
+    std::atomic<int32_t> err{MC_OK};
+  };
   struct Job {
     std::vector<Slice> s;  // contiguous on both sides: one copy
     bool stream;           // part of a run of kStreamMin or more
     std::shared_ptr<ShmPeer> peer;
     const void *owner;  // the submitting thread, which takes back what no worker took yet
+    std::shared_ptr<Split> split = nullptr;  // s is one part of split->orig
   };
+  // Runs a job (st: room for its slices) and ends its slices, or only fails them (run false).
+  void finish_job(Job &j, std::vector<mc_status_t> &st, bool run, mc_status_t fail = MC_OK);
   std::deque<Job> queue_;
+  std::atomic<size_t> queued_{0};  // queue_.size(), for workers that watch it without the lock
+  // Workers watching queued_ right now (at most parallel_): a submit wakes sleeping workers only
+  // for the parts that these do not take.
+  std::atomic<size_t> spinners_{0};
   bool qstop_ = false;
+  std::atomic<bool> qstop_seen_{false};
 };
 
 // ------------------------------------------------------------------------------ target side
@@ -959,6 +981,43 @@ bool continues(const Slice &a, const Slice &b) {
 // back from the end, so a request is never slower than one thread copying it, and a busy or
 // slow-to-wake worker does not hold it up. submit() therefore returns after this thread's share
 // of the copying (small slices: all of it).
+void ShmTransport::finish_job(Job &j, std::vector<mc_status_t> &st, bool run, mc_status_t fail) {
+  if (st.size() < j.s.size()) st.resize(j.s.size());
+  if (run) {
+    j.peer->run(j.s.data(), j.s.size(), st.data(), j.stream);
+  } else {
+    for (size_t i = 0; i < j.s.size(); i++) st[i] = fail;
+  }
+  if (!j.split) {
+    if (run) {
+      j.peer->report(j.s.data(), j.s.size(), st.data());
+    } else {
+      slices_failed += j.s.size();
+      for (size_t i = 0; i < j.s.size(); i++) slice_done(j.s[i], fail);
+    }
+    return;
+  }
+  // One part of a split slice: the liveness check that report() makes for a WRITE, then the
+  // slice ends with its last part.
+  mc_status_t mine = st[0];
+  if (run && mine == MC_OK && j.s[0].op == MC_WRITE && !j.peer->target_alive()) mine = MC_ERR_PEER_DOWN;
+  if (mine != MC_OK) {
+    int32_t expect = MC_OK;
+    j.split->err.compare_exchange_strong(expect, mine);
+  }
+  if (j.split->left.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+    const mc_status_t end = j.split->err.load();
+    (end == MC_OK ? slices_ok : slices_failed) += 1;
+    slice_done(j.split->orig, end);
+  }
+}
+
+// Small runs are copied here at once (a hand-off costs more than the copy). A large run is cut
+// into parts (at slice boundaries, or a single large slice into pieces): the workers take them
+// from the front of the queue while this thread takes its own back from the end, so a request
+// is never slower than one thread copying it, and a busy or slow-to-wake worker does not hold it
+// up. submit() therefore returns after this thread's share of the copying (small slices: all
+// of it).
 void ShmTransport::submit(PeerPath &path, Slice *slices, size_t n) {
   auto &peer = static_cast<ShmPeer &>(path);
   thread_local const char me = 0;
@@ -976,12 +1035,28 @@ void ShmTransport::submit(PeerPath &path, Slice *slices, size_t n) {
       small.insert(small.end(), slices + i, slices + j);
     } else if (parts_max == 1) {
       jobs.push_back({std::vector<Slice>(slices + i, slices + j), stream, nullptr, &me});
+    } else if (j == i + 1 && len <= kPart) {
+      // One slice: cut into pieces, one per thread that can copy now.
+      const uint64_t parts = std::min<uint64_t>(parts_max, len / kSplitMin);
+      auto sp = std::make_shared<Split>();
+      sp->orig = slices[i];
+      sp->left.store(static_cast<uint32_t>(parts), std::memory_order_relaxed);
+      const uint64_t piece = (len / parts + 63) & ~uint64_t(63);
+      for (uint64_t off = 0, k = 0; k < parts; k++, off += piece) {
+        Slice part = slices[i];
+        part.local = static_cast<char *>(part.local) + off;
+        part.remote += off;
+        part.len = k + 1 == parts ? len - off : piece;
+        jobs.push_back({std::vector<Slice>{part}, stream, nullptr, &me, sp});
+      }
     } else {
+      // Parts of about len / parts_max bytes (kInline to kPart), at slice boundaries.
+      const uint64_t target = std::clamp<uint64_t>(len / parts_max, kInline, kPart);
       for (size_t a = i; a < j;) {
         size_t b = a;
         uint64_t got = 0;
-        while (b < j && got < kPart) got += slices[b++].len;
-        if (j - b > 0 && len - got < kPart / 2) b = j;  // no small last part
+        while (b < j && got < target) got += slices[b++].len;
+        if (j - b > 0 && len - got < target / 2) b = j;  // no small last part
         jobs.push_back({std::vector<Slice>(slices + a, slices + b), stream, nullptr, &me});
         len -= got;
         a = b;
@@ -1006,18 +1081,25 @@ void ShmTransport::submit(PeerPath &path, Slice *slices, size_t n) {
           queue_.push_back(std::move(jb));
         }
         queued = jobs.size();
+        queued_.store(queue_.size(), std::memory_order_release);
         jobs.clear();
       }
     }
     for (auto &jb : jobs) {  // stopping: not queued
-      slices_failed += jb.s.size();
-      for (auto &x : jb.s) slice_done(x, MC_ERR_PEER_DOWN);
+      jb.peer = keep;
+      finish_job(jb, st, false, MC_ERR_PEER_DOWN);
     }
-    for (size_t w = 0; w + 1 < queued && w < parallel_; w++) qcv_.notify_one();
+    // One part is this thread's; a watching worker takes one without being woken (if it stops
+    // watching first, this thread takes the part back below).
+    const size_t watching = spinners_.load(std::memory_order_acquire);
+    for (size_t w = watching; w + 1 < queued && w < parallel_; w++) qcv_.notify_one();
   }
   if (!small.empty()) run_here(small.data(), small.size(), false);
   if (!share) {  // nothing to share out
-    for (auto &jb : jobs) run_here(jb.s.data(), jb.s.size(), jb.stream);
+    for (auto &jb : jobs) {
+      jb.peer = peer.shared_from_this();
+      finish_job(jb, st, true);
+    }
     return;
   }
   // Take back this thread's parts that no worker started yet, newest first.
@@ -1028,19 +1110,32 @@ void ShmTransport::submit(PeerPath &path, Slice *slices, size_t n) {
       if (queue_.empty() || queue_.back().owner != &me) break;
       jb = std::move(queue_.back());
       queue_.pop_back();
+      queued_.store(queue_.size(), std::memory_order_release);
     }
-    if (stopping_.load()) {
-      slices_failed += jb.s.size();
-      for (auto &x : jb.s) slice_done(x, MC_ERR_PEER_DOWN);
-      continue;
-    }
-    run_here(jb.s.data(), jb.s.size(), jb.stream);
+    finish_job(jb, st, !stopping_.load(), MC_ERR_PEER_DOWN);
   }
 }
 
 void ShmTransport::worker() {
   std::vector<mc_status_t> st;
+  bool worked = false;
   for (;;) {
+    if (worked && spinners_.fetch_add(1, std::memory_order_acq_rel) < parallel_) {
+      // Just finished a part: more may follow at once (a stream of large requests). Only as
+      // many workers watch as can copy beside the submitting thread: more would take CPU from it.
+      const auto until = std::chrono::steady_clock::now() + kWorkerSpin;
+      for (unsigned i = 0; queued_.load(std::memory_order_acquire) == 0 &&
+                           !qstop_seen_.load(std::memory_order_relaxed);
+           i++) {
+#if defined(__x86_64__)
+        _mm_pause();
+#endif
+        if ((i & 63) == 63 && std::chrono::steady_clock::now() >= until) break;
+      }
+      spinners_.fetch_sub(1, std::memory_order_acq_rel);
+    } else if (worked) {
+      spinners_.fetch_sub(1, std::memory_order_acq_rel);
+    }
     Job j;
     {
       std::unique_lock<std::mutex> lk(qmu_);
@@ -1048,15 +1143,11 @@ void ShmTransport::worker() {
       if (queue_.empty()) return;
       j = std::move(queue_.front());
       queue_.pop_front();
+      queued_.store(queue_.size(), std::memory_order_release);
     }
-    if (stopping_.load()) {  // engine destroy: queued work fails, it does not run
-      slices_failed += j.s.size();
-      for (auto &x : j.s) slice_done(x, MC_ERR_PEER_DOWN);
-      continue;
-    }
-    if (st.size() < j.s.size()) st.resize(j.s.size());
-    j.peer->run(j.s.data(), j.s.size(), st.data(), j.stream);
-    j.peer->report(j.s.data(), j.s.size(), st.data());
+    // engine destroy: queued work fails, it does not run
+    finish_job(j, st, !stopping_.load(), MC_ERR_PEER_DOWN);
+    worked = true;
   }
 }
 
@@ -1074,6 +1165,7 @@ void ShmTransport::shutdown() {
   {
     std::lock_guard<std::mutex> lk(qmu_);
     qstop_ = true;
+    qstop_seen_.store(true);
     // Workers drain the queue before they exit; with stopping_ set, each queued part ends
     // PEER_DOWN without running (worker()), so only the parts already copying delay this.
   }
