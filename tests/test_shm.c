@@ -271,6 +271,48 @@ static void test_single_slice_split(void **state) {
   mc_engine_destroy(e);
 }
 
+/* A batch of small requests that adds up to a large copy (here 12 requests, 64 KiB, 40000 bytes
+ * and 1000 bytes, about 600 KiB) is shared by halves between the submitting thread and a
+ * worker; every request still ends COMPLETED with every byte in place, written and read back,
+ * on both memory kinds. */
+static void test_batch_shared_by_halves(void **state) {
+  (void)state;
+  enum { kN = 12, kStride = 128 * 1024 };
+  const size_t lens[3] = {64 * 1024, 40000, 1000};
+  struct target t;
+  start_target(&t, 4 << 20, 14, NULL);
+  mc_engine_t *e = tu_engine("timeout_ms", "2000", NULL);
+  char *l = NULL;
+  assert_int_equal(mc_buffer_alloc(e, 2 * kN * kStride, NULL, (void **)&l), MC_OK);
+  mc_segment_t s;
+  assert_int_equal(mc_segment_open(e, t.name, &s), MC_OK);
+  uint64_t bases[2] = {t.alloc, t.plain};
+  char *back = l + kN * kStride;
+  for (int kind = 0; kind < 2; kind++) {
+    for (int round = 0; round < 10; round++) {
+      mc_request_t r[kN];
+      for (int i = 0; i < kN; i++) {
+        const size_t n = lens[i % 3];
+        tu_fill(l + i * kStride, n, 2000 + (uint64_t)(kind * 1000 + round * kN + i));
+        r[i] = (mc_request_t){MC_WRITE, 0, l + i * kStride, s, bases[kind] + (uint64_t)(kN - 1 - i) * kStride + 64 * (uint64_t)round, n};
+      }
+      assert_int_equal(mc_transfer(e, r, kN, 10000), MC_OK);
+      /* READ them back in one batch */
+      memset(back, 0, (size_t)kN * kStride);
+      for (int i = 0; i < kN; i++) {
+        r[i].opcode = MC_READ;
+        r[i].local = back + i * kStride;
+      }
+      assert_int_equal(mc_transfer(e, r, kN, 10000), MC_OK);
+      for (int i = 0; i < kN; i++)
+        assert_int_equal(tu_check(back + i * kStride, lens[i % 3], 2000 + (uint64_t)(kind * 1000 + round * kN + i)), -1);
+    }
+  }
+  assert_int_equal(mc_buffer_free(e, l), MC_OK);
+  stop_target(&t, SIGTERM);
+  mc_engine_destroy(e);
+}
+
 static void test_out_of_range(void **state) {
   (void)state;
   size_t len = 1 << 20;
@@ -429,6 +471,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_teardown(test_both_memory_kinds, kill_children),  cmocka_unit_test_teardown(test_scattered_small_requests, kill_children),
       cmocka_unit_test_teardown(test_single_slice_split, kill_children),
+      cmocka_unit_test_teardown(test_batch_shared_by_halves, kill_children),
       cmocka_unit_test_teardown(test_out_of_range, kill_children),
       cmocka_unit_test_teardown(test_killed_while_mapped, kill_children), cmocka_unit_test_teardown(test_restart_same_name, kill_children),
       cmocka_unit_test_teardown(test_forced_tcp, kill_children),          cmocka_unit_test_teardown(test_unregister_while_peer_copies, kill_children),

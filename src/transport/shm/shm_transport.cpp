@@ -104,6 +104,9 @@ constexpr uint64_t kPart = 4ull << 20;
 // split into parts of at least this size, one for the submitting thread and one for each worker
 // that can run beside it; the slice ends once, when its last part did.
 constexpr uint64_t kSplitMin = 128ull << 10;
+// Small runs of one call that add up to this many bytes are shared by halves (see submit).
+constexpr uint64_t kShareSmall = 256ull << 10;
+constexpr uint64_t kHalfMin = 16ull << 10;
 // A worker that finished a part watches the queue this long before it sleeps: waking a sleeping
 // thread costs tens of microseconds on a VM, as long as copying a whole MiB.
 constexpr auto kWorkerSpin = std::chrono::microseconds(50);
@@ -356,18 +359,20 @@ class ShmTransport : public Transport {
   size_t parallel_ = 1;  // workers that can copy at the same time as the submitting thread
   std::mutex qmu_;
   std::condition_variable qcv_;
-  // A slice cut into parts (see kSplitMin): it ends once, with the first failure of its parts.
-  struct Split {
-    Slice orig;
-    std::atomic<uint32_t> left;
-    std::atomic<int32_t> err{MC_OK};
+  // Slices cut into parts that several threads copy (see kSplitMin, kShareSmall): each slice
+  // ends once, when the last part of the group did, with the first failure of its own parts.
+  struct Group {
+    std::vector<Slice> orig;
+    std::unique_ptr<std::atomic<int32_t>[]> err;  // per slice of orig
+    std::atomic<uint32_t> left{0};                // parts (jobs) still to end
   };
   struct Job {
     std::vector<Slice> s;  // contiguous on both sides: one copy
     bool stream;           // part of a run of kStreamMin or more
     std::shared_ptr<ShmPeer> peer;
     const void *owner;  // the submitting thread, which takes back what no worker took yet
-    std::shared_ptr<Split> split = nullptr;  // s is one part of split->orig
+    std::shared_ptr<Group> group = nullptr;  // s are parts of group->orig...
+    std::vector<uint32_t> idx = {};          // ...s[k] a part of group->orig[idx[k]]
   };
   // Runs a job (st: room for its slices) and ends its slices, or only fails them (run false).
   void finish_job(Job &j, std::vector<mc_status_t> &st, bool run, mc_status_t fail = MC_OK);
@@ -976,11 +981,8 @@ bool continues(const Slice &a, const Slice &b) {
 }
 }  // namespace
 
-// Small runs are copied here at once (a hand-off costs more than the copy). A large run is cut
-// into parts: the workers take them from the front of the queue while this thread takes its own
-// back from the end, so a request is never slower than one thread copying it, and a busy or
-// slow-to-wake worker does not hold it up. submit() therefore returns after this thread's share
-// of the copying (small slices: all of it).
+// Runs one job (or fails it without running, when run is false) and ends what it completes: its
+// own slices, or, for parts of a group, the group's slices once its last part ended.
 void ShmTransport::finish_job(Job &j, std::vector<mc_status_t> &st, bool run, mc_status_t fail) {
   if (st.size() < j.s.size()) st.resize(j.s.size());
   if (run) {
@@ -988,7 +990,7 @@ void ShmTransport::finish_job(Job &j, std::vector<mc_status_t> &st, bool run, mc
   } else {
     for (size_t i = 0; i < j.s.size(); i++) st[i] = fail;
   }
-  if (!j.split) {
+  if (!j.group) {
     if (run) {
       j.peer->report(j.s.data(), j.s.size(), st.data());
     } else {
@@ -997,18 +999,28 @@ void ShmTransport::finish_job(Job &j, std::vector<mc_status_t> &st, bool run, mc
     }
     return;
   }
-  // One part of a split slice: the liveness check that report() makes for a WRITE, then the
-  // slice ends with its last part.
-  mc_status_t mine = st[0];
-  if (run && mine == MC_OK && j.s[0].op == MC_WRITE && !j.peer->target_alive()) mine = MC_ERR_PEER_DOWN;
-  if (mine != MC_OK) {
-    int32_t expect = MC_OK;
-    j.split->err.compare_exchange_strong(expect, mine);
+  // Parts of a group: the liveness check that report() makes for WRITEs, then the group's
+  // slices end with its last part.
+  Group &g = *j.group;
+  bool wrote = false;
+  for (size_t i = 0; i < j.s.size() && !wrote; i++) wrote = st[i] == MC_OK && j.s[i].op == MC_WRITE;
+  const bool dead = run && wrote && !j.peer->target_alive();
+  for (size_t i = 0; i < j.s.size(); i++) {
+    mc_status_t mine = st[i];
+    if (dead && mine == MC_OK && j.s[i].op == MC_WRITE) mine = MC_ERR_PEER_DOWN;
+    if (mine != MC_OK) {
+      int32_t expect = MC_OK;
+      g.err[j.idx[i]].compare_exchange_strong(expect, mine);
+    }
   }
-  if (j.split->left.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-    const mc_status_t end = j.split->err.load();
-    (end == MC_OK ? slices_ok : slices_failed) += 1;
-    slice_done(j.split->orig, end);
+  if (g.left.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+    const size_t m = g.orig.size();
+    std::vector<mc_status_t> end(m);
+    uint64_t ok = 0;
+    for (size_t i = 0; i < m; i++) ok += (end[i] = g.err[i].load()) == MC_OK;
+    if (ok) slices_ok += ok;
+    if (ok != m) slices_failed += m - ok;
+    slices_done(g.orig.data(), end.data(), m);
   }
 }
 
@@ -1038,16 +1050,18 @@ void ShmTransport::submit(PeerPath &path, Slice *slices, size_t n) {
     } else if (j == i + 1 && len <= kPart) {
       // One slice: cut into pieces, one per thread that can copy now.
       const uint64_t parts = std::min<uint64_t>(parts_max, len / kSplitMin);
-      auto sp = std::make_shared<Split>();
-      sp->orig = slices[i];
-      sp->left.store(static_cast<uint32_t>(parts), std::memory_order_relaxed);
+      auto g = std::make_shared<Group>();
+      g->orig.assign(1, slices[i]);
+      g->err.reset(new std::atomic<int32_t>[1]);
+      g->err[0].store(MC_OK, std::memory_order_relaxed);
+      g->left.store(static_cast<uint32_t>(parts), std::memory_order_relaxed);
       const uint64_t piece = (len / parts + 63) & ~uint64_t(63);
       for (uint64_t off = 0, k = 0; k < parts; k++, off += piece) {
         Slice part = slices[i];
         part.local = static_cast<char *>(part.local) + off;
         part.remote += off;
         part.len = k + 1 == parts ? len - off : piece;
-        jobs.push_back({std::vector<Slice>{part}, stream, nullptr, &me, sp});
+        jobs.push_back({std::vector<Slice>{part}, stream, nullptr, &me, g, {0}});
       }
     } else {
       // Parts of about len / parts_max bytes (kInline to kPart), at slice boundaries.
@@ -1063,6 +1077,47 @@ void ShmTransport::submit(PeerPath &path, Slice *slices, size_t n) {
       }
     }
     i = j;
+  }
+  // Many small runs that add up to a large copy (a batch of 64 KiB blocks): every slice of
+  // 2 * kHalfMin bytes or more is cut in two halves, the first ones copied by this thread and
+  // the second ones by a worker, so that each thread always takes the same half of a block
+  // (two threads writing the same lines would only take them from each other).
+  if (parts_max > 1 && small.size() > 1) {
+    uint64_t total = 0, halvable = 0;
+    for (const Slice &x : small) {
+      total += x.len;
+      if (x.len >= 2 * kHalfMin) halvable += x.len;
+    }
+    if (total >= kShareSmall && halvable * 2 >= total) {
+      auto g = std::make_shared<Group>();
+      g->orig = small;
+      g->err.reset(new std::atomic<int32_t>[small.size()]);
+      for (size_t k = 0; k < small.size(); k++) g->err[k].store(MC_OK, std::memory_order_relaxed);
+      g->left.store(2, std::memory_order_relaxed);
+      Job mine{{}, false, nullptr, &me, g, {}}, theirs{{}, false, nullptr, &me, g, {}};
+      for (size_t k = 0; k < small.size(); k++) {
+        const Slice &x = small[k];
+        if (x.len < 2 * kHalfMin) {
+          mine.s.push_back(x);
+          mine.idx.push_back(static_cast<uint32_t>(k));
+          continue;
+        }
+        const uint64_t h = (x.len / 2 + 63) & ~uint64_t(63);
+        Slice a = x, b = x;
+        a.len = h;
+        b.local = static_cast<char *>(x.local) + h;
+        b.remote = x.remote + h;
+        b.len = x.len - h;
+        mine.s.push_back(a);
+        mine.idx.push_back(static_cast<uint32_t>(k));
+        theirs.s.push_back(b);
+        theirs.idx.push_back(static_cast<uint32_t>(k));
+      }
+      // The worker takes from the front, this thread takes back from the end.
+      jobs.push_back(std::move(theirs));
+      jobs.push_back(std::move(mine));
+      small.clear();
+    }
   }
   auto run_here = [&](const Slice *v, size_t m, bool stream) {
     if (st.size() < m) st.resize(m);
