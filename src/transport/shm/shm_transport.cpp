@@ -364,7 +364,13 @@ class ShmTransport : public Transport {
   struct Group {
     std::vector<Slice> orig;
     std::unique_ptr<std::atomic<int32_t>[]> err;  // per slice of orig
-    std::atomic<uint32_t> left{0};                // parts (jobs) still to end
+    std::atomic<uint32_t> left{0};                // parts still to end
+    // Shared halves: the second halves, each taken by whichever thread gets to it first (a
+    // worker from the front, the submitting thread from the back once its own halves are done),
+    // so that a worker that starts late only copies less. Each is one part of `left`.
+    std::vector<Slice> items;
+    std::vector<uint32_t> item_idx;
+    std::unique_ptr<std::atomic<uint8_t>[]> taken;
   };
   struct Job {
     std::vector<Slice> s;  // contiguous on both sides: one copy
@@ -373,7 +379,12 @@ class ShmTransport : public Transport {
     const void *owner;  // the submitting thread, which takes back what no worker took yet
     std::shared_ptr<Group> group = nullptr;  // s are parts of group->orig...
     std::vector<uint32_t> idx = {};          // ...s[k] a part of group->orig[idx[k]]
+    bool claim = false;                      // s empty: take group->items one by one
   };
+  // Takes and copies (or, run false, fails) the items of g that no other thread took.
+  void claim_items(Group &g, ShmPeer &peer, bool backwards, bool run, mc_status_t fail);
+  // One part of g ended: the group's slices end with the last one.
+  void end_part(Group &g);
   // Runs a job (st: room for its slices) and ends its slices, or only fails them (run false).
   void finish_job(Job &j, std::vector<mc_status_t> &st, bool run, mc_status_t fail = MC_OK);
   std::deque<Job> queue_;
@@ -999,9 +1010,13 @@ void ShmTransport::finish_job(Job &j, std::vector<mc_status_t> &st, bool run, mc
     }
     return;
   }
+  Group &g = *j.group;
+  if (j.claim) {
+    claim_items(g, *j.peer, false, run, fail);
+    return;
+  }
   // Parts of a group: the liveness check that report() makes for WRITEs, then the group's
   // slices end with its last part.
-  Group &g = *j.group;
   bool wrote = false;
   for (size_t i = 0; i < j.s.size() && !wrote; i++) wrote = st[i] == MC_OK && j.s[i].op == MC_WRITE;
   const bool dead = run && wrote && !j.peer->target_alive();
@@ -1013,6 +1028,28 @@ void ShmTransport::finish_job(Job &j, std::vector<mc_status_t> &st, bool run, mc
       g.err[j.idx[i]].compare_exchange_strong(expect, mine);
     }
   }
+  end_part(g);
+}
+
+void ShmTransport::claim_items(Group &g, ShmPeer &peer, bool backwards, bool run, mc_status_t fail) {
+  const size_t n = g.items.size();
+  for (size_t i = 0; i < n; i++) {
+    const size_t k = backwards ? n - 1 - i : i;
+    if (g.taken[k].exchange(1, std::memory_order_acq_rel)) continue;
+    mc_status_t st = fail;
+    if (run) {
+      peer.run(&g.items[k], 1, &st);
+      if (st == MC_OK && g.items[k].op == MC_WRITE && !peer.target_alive()) st = MC_ERR_PEER_DOWN;
+    }
+    if (st != MC_OK) {
+      int32_t expect = MC_OK;
+      g.err[g.item_idx[k]].compare_exchange_strong(expect, st);
+    }
+    end_part(g);
+  }
+}
+
+void ShmTransport::end_part(Group &g) {
   if (g.left.fetch_sub(1, std::memory_order_acq_rel) == 1) {
     const size_t m = g.orig.size();
     std::vector<mc_status_t> end(m);
@@ -1036,6 +1073,7 @@ void ShmTransport::submit(PeerPath &path, Slice *slices, size_t n) {
   thread_local std::vector<Slice> small;
   thread_local std::vector<mc_status_t> st;
   std::vector<Job> jobs;
+  std::shared_ptr<Group> help;  // shared halves this thread helps with once its own are done
   small.clear();
   const size_t parts_max = workers_.empty() || parallel_ == 0 ? 1 : parallel_ + 1;
   for (size_t i = 0; i < n;) {
@@ -1093,8 +1131,7 @@ void ShmTransport::submit(PeerPath &path, Slice *slices, size_t n) {
       g->orig = small;
       g->err.reset(new std::atomic<int32_t>[small.size()]);
       for (size_t k = 0; k < small.size(); k++) g->err[k].store(MC_OK, std::memory_order_relaxed);
-      g->left.store(2, std::memory_order_relaxed);
-      Job mine{{}, false, nullptr, &me, g, {}}, theirs{{}, false, nullptr, &me, g, {}};
+      Job mine{{}, false, nullptr, &me, g, {}}, theirs{{}, false, nullptr, &me, g, {}, true};
       for (size_t k = 0; k < small.size(); k++) {
         const Slice &x = small[k];
         if (x.len < 2 * kHalfMin) {
@@ -1110,9 +1147,13 @@ void ShmTransport::submit(PeerPath &path, Slice *slices, size_t n) {
         b.len = x.len - h;
         mine.s.push_back(a);
         mine.idx.push_back(static_cast<uint32_t>(k));
-        theirs.s.push_back(b);
-        theirs.idx.push_back(static_cast<uint32_t>(k));
+        g->items.push_back(b);
+        g->item_idx.push_back(static_cast<uint32_t>(k));
       }
+      g->taken.reset(new std::atomic<uint8_t>[g->items.size()]);
+      for (size_t k = 0; k < g->items.size(); k++) g->taken[k].store(0, std::memory_order_relaxed);
+      g->left.store(static_cast<uint32_t>(1 + g->items.size()), std::memory_order_relaxed);
+      help = g;
       // The worker takes from the front, this thread takes back from the end.
       jobs.push_back(std::move(theirs));
       jobs.push_back(std::move(mine));
@@ -1169,6 +1210,8 @@ void ShmTransport::submit(PeerPath &path, Slice *slices, size_t n) {
     }
     finish_job(jb, st, !stopping_.load(), MC_ERR_PEER_DOWN);
   }
+  // Second halves that a worker took but has not reached yet: from the back.
+  if (help) claim_items(*help, peer, true, !stopping_.load(), MC_ERR_PEER_DOWN);
 }
 
 void ShmTransport::worker() {
