@@ -351,15 +351,19 @@ MC_API mc_status_t mc_batch_create(mc_engine_t *engine, size_t capacity, mc_batc
  * never blocks on the network. The requests array is copied; the memory it points to must stay
  * valid until each request ends. Request i of this call gets index (submitted so far) + i.
  * Over the same-host transport (shm) the calling thread may do some of the copying before it
- * returns: all of a run of adjacent requests that is not cut into parts (up to 256 KiB, or
- * too short for two parts of about 4 MiB), and of a longer run the parts that no shm worker
- * took first, so the call can take about as long as copying those; the requests may already
- * have ended when it returns. Other transports hand the work to their threads and return at
- * once.
+ * returns: all of the call's runs of adjacent requests up to 256 KiB each when they add up to
+ * less than 256 KiB (else the first half of each such request, a shm worker taking the second
+ * halves, and those a worker has not reached), and of a larger run its own share of the parts
+ * (a run of one slice is cut in pieces, a longer one at slice boundaries) plus the parts no shm
+ * worker took first; so the call can take about as long as copying those, and the requests
+ * may already have ended when it returns. Other transports hand the work to their threads and
+ * return at once.
  * Thread-safe with other calls on the same batch except reset and destroy. */
 MC_API mc_status_t mc_batch_submit(mc_batch_t *batch, const mc_request_t *requests, size_t count);
 
-/* Waits until every submitted request ended, or timeout_ms passed (-1: no limit; 0: poll).
+/* Waits until every submitted request ended, or timeout_ms passed (-1: no limit; 0: poll). It
+ * watches the batch on the CPU for up to 30 microseconds (less with a smaller timeout_ms)
+ * before it sleeps, since requests that a worker is finishing end sooner than a wake-up.
  * Returns MC_OK when all completed, the status of the first request that failed, or
  * MC_ERR_TIMEOUT when the wait ran out (requests keep running). Thread-safe. */
 MC_API mc_status_t mc_batch_wait(mc_batch_t *batch, int timeout_ms);
