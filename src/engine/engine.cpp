@@ -96,75 +96,22 @@ void EngineCore::finish_request(RequestSlot *r, mc_status_t err) {
   b->finishing_.fetch_sub(1, std::memory_order_acq_rel);
 }
 
-// The common ending of a merged slice (many small adjacent requests, one copy): what
-// finish_request does per request, with the engine's counters and the batch's pending count
-// changed once for the whole slice. A request of it that failed or was canceled ends through
-// finish_request as before.
-void EngineCore::finish_merged(const Slice &s) {
-  BatchCore *b = s.slot->batch;
-  b->finishing_.fetch_add(1, std::memory_order_acq_rel);
-  int64_t ended = 0;
-  uint64_t bytes = 0;
-  LocalBuffer *run_buf = nullptr;  // consecutive requests in one local buffer: one unpin
-  uint32_t run_n = 0;
-  for (uint32_t k = 0; k < s.count; k++) {
-    RequestSlot *r = s.slot + k;
-    // Each request of a merged slice lies wholly in it (submit merges only one-slice requests,
-    // remaining == 1), and a slice is reported exactly once: no read-modify-write needed.
-    r->bytes.store(r->length, std::memory_order_relaxed);
-    r->remaining.store(0, std::memory_order_relaxed);
-    mc_status_t err = r->error.load();
-    if (err != MC_OK || b->canceled()) {
-      finish_request(r, err);
-      continue;
-    }
-    r->peer.reset();  // only the slice's first request holds one
-    if (r->lbuf && r->lbuf == run_buf) {
-      run_n++;
-    } else {
-      if (run_n) run_buf->in_use.fetch_sub(run_n, std::memory_order_release);
-      run_buf = r->lbuf;
-      run_n = 0;
-      if (r->lbuf) {
-        run_n = 1;
-      } else {
-        std::shared_lock<std::shared_mutex> lk(buffers_mu_);
-        unpin_locked(r->local, r->length);
-      }
-    }
-    bytes += r->length;
-    ended++;
-  }
-  if (run_n) run_buf->in_use.fetch_sub(run_n, std::memory_order_release);
-  if (ended > 0) {
-    requests_completed_.fetch_add(static_cast<uint64_t>(ended), std::memory_order_relaxed);
-    (s.op == MC_READ ? bytes_read_ : bytes_written_).fetch_add(bytes, std::memory_order_relaxed);
-    // States last, as in finish_request: a request seen COMPLETED is already counted. Those
-    // that ended through finish_request are no longer PENDING.
-    for (uint32_t k = 0; k < s.count; k++) {
-      RequestSlot *r = s.slot + k;
-      if (r->state.load(std::memory_order_relaxed) == MC_REQUEST_PENDING)
-        r->state.store(MC_REQUEST_COMPLETED, std::memory_order_release);
-    }
-    b->requests_done(ended);
-  }
-  b->finishing_.fetch_sub(1, std::memory_order_acq_rel);
-}
-
-// finish_merged for n slices of one batch that each carried one whole request (see
-// slices_done): per request only its own fields and its peer reference change; the engine's
-// counters, the local buffers' pins (per run of requests in one buffer) and the batch's pending
-// count change once.
-void EngineCore::finish_whole(const Slice *s, size_t n) {
-  BatchCore *b = s[0].slot->batch;
+// Ends n requests that all moved every byte at once, each the whole of one slice: what
+// finish_request does per request, with the engine's counters, the local buffers' pins (per run
+// of requests in one buffer) and the batch's pending count changed once for all of them. A
+// request that failed or was canceled meanwhile ends through finish_request as before.
+// slot_at(k) gives request k; all are of batch b.
+template <class SlotAt>
+void EngineCore::finish_together(BatchCore *b, size_t n, SlotAt slot_at) {
   b->finishing_.fetch_add(1, std::memory_order_acq_rel);
   int64_t ended = 0;
   uint64_t bytes_r = 0, bytes_w = 0;
   LocalBuffer *run_buf = nullptr;
   uint32_t run_n = 0;
-  for (size_t i = 0; i < n; i++) {
-    RequestSlot *r = s[i].slot;
-    // The request's one slice is reported once, here: no read-modify-write needed.
+  for (size_t k = 0; k < n; k++) {
+    RequestSlot *r = slot_at(k);
+    // Each request lies wholly in one reported slice, and a slice is reported exactly once: no
+    // read-modify-write needed.
     r->bytes.store(r->length, std::memory_order_relaxed);
     r->remaining.store(0, std::memory_order_relaxed);
     mc_status_t err = r->error.load();
@@ -196,14 +143,25 @@ void EngineCore::finish_whole(const Slice *s, size_t n) {
     if (bytes_w) bytes_written_.fetch_add(bytes_w, std::memory_order_relaxed);
     // States last, as in finish_request: a request seen COMPLETED is already counted. Those
     // that ended through finish_request are no longer PENDING.
-    for (size_t i = 0; i < n; i++) {
-      RequestSlot *r = s[i].slot;
+    for (size_t k = 0; k < n; k++) {
+      RequestSlot *r = slot_at(k);
       if (r->state.load(std::memory_order_relaxed) == MC_REQUEST_PENDING)
         r->state.store(MC_REQUEST_COMPLETED, std::memory_order_release);
     }
     b->requests_done(ended);
   }
   b->finishing_.fetch_sub(1, std::memory_order_acq_rel);
+}
+
+// A merged slice (many small adjacent requests, one copy) that succeeded: its requests have
+// consecutive slots.
+void EngineCore::finish_merged(const Slice &s) {
+  finish_together(s.slot->batch, s.count, [&](size_t k) { return s.slot + k; });
+}
+
+// n slices of one batch that each carried one whole request (see slices_done).
+void EngineCore::finish_whole(const Slice *s, size_t n) {
+  finish_together(s[0].slot->batch, n, [&](size_t k) { return s[k].slot; });
 }
 
 // ------------------------------------------------------------------------------ batches

@@ -176,6 +176,8 @@ class EngineCore : public TargetAccess, public std::enable_shared_from_this<Engi
   // Called by slices_done for n > 1 slices of one batch, each a whole one-slice request, that
   // all succeeded.
   void finish_whole(const Slice *s, size_t n);
+  template <class SlotAt>
+  void finish_together(BatchCore *b, size_t n, SlotAt slot_at);
 
  private:
   explicit EngineCore(const EngineOptions &o) : opts_(o) {}
