@@ -48,32 +48,6 @@ void client_proof(const std::string &token, const uint8_t *nonce_s, const uint8_
 
 bool same(const uint8_t *a, const uint8_t *b, size_t n) { return CRYPTO_memcmp(a, b, n) == 0; }
 
-std::string to_hex(const uint8_t *p, size_t n) {
-  static const char d[] = "0123456789abcdef";
-  std::string s(2 * n, '0');
-  for (size_t i = 0; i < n; i++) {
-    s[2 * i] = d[p[i] >> 4];
-    s[2 * i + 1] = d[p[i] & 15];
-  }
-  return s;
-}
-
-bool from_hex(const std::string &s, uint8_t *out, size_t n) {
-  if (s.size() != 2 * n) return false;
-  auto v = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-  };
-  for (size_t i = 0; i < n; i++) {
-    int hi = v(s[2 * i]), lo = v(s[2 * i + 1]);
-    if (hi < 0 || lo < 0) return false;
-    out[i] = static_cast<uint8_t>(hi << 4 | lo);
-  }
-  return true;
-}
-
 // ------------------------------------------------------------------------------ server
 
 ServerHandshake::ServerHandshake(const std::string &token, uint64_t incarnation)

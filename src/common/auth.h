@@ -28,10 +28,6 @@ void client_proof(const std::string &token, const uint8_t *nonce_s, const uint8_
 // Constant-time comparison (CRYPTO_memcmp).
 bool same(const uint8_t *a, const uint8_t *b, size_t n);
 
-std::string to_hex(const uint8_t *p, size_t n);
-// Exactly 2*n hex digits into out[n]; false otherwise.
-bool from_hex(const std::string &s, uint8_t *out, size_t n);
-
 // The server side of the TCP handshake as a pure state machine over the bytes a client sends,
 // so the listener can run it on non-blocking sockets without a thread per connection (and the
 // fuzzer can drive it). Feed it exactly want() bytes at a time (fewer is fine); after each feed

@@ -1,5 +1,7 @@
 #include "common/descriptor.h"
 
+#include "util/hex.h"
+
 #include <unistd.h>
 
 #include <algorithm>
@@ -31,9 +33,7 @@ std::string Descriptor::to_json() const {
   j["major"] = kMajor;
   j["minor"] = kMinor;
   j["name"] = name;
-  char inc[17];
-  std::snprintf(inc, sizeof inc, "%016" PRIx64, incarnation);
-  j["incarnation"] = inc;
+  j["incarnation"] = hex::u64(incarnation);
   j["version"] = version;
   j["host_id"] = host_id;
   j["pid"] = pid;
@@ -111,10 +111,8 @@ Status Descriptor::from_json(const std::string &text, Descriptor *out) {
     Descriptor d;
     d.name = j.at("name").get<std::string>();
     std::string inc = j.at("incarnation").get<std::string>();
-    if (inc.empty() || inc.size() > 16 ||
-        !std::all_of(inc.begin(), inc.end(), [](char c) { return std::isxdigit(static_cast<unsigned char>(c)); }))
+    if (!hex::parse_u64(inc, &d.incarnation))
       return Err(MC_ERR_METADATA, "segment descriptor has a malformed incarnation");
-    d.incarnation = std::stoull(inc, nullptr, 16);
     d.version = get_u64(j.at("version"));
     d.host_id = j.value("host_id", std::string());
     d.pid = j.contains("pid") ? get_i64(j["pid"]) : 0;

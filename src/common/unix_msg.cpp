@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "common/auth.h"
+#include "util/hex.h"
 
 namespace mc {
 
@@ -137,7 +138,7 @@ Status unix_hello(int fd, const std::string &token, uint64_t incarnation, const 
   if (!token.empty()) {
     if (!auth::random_bytes(nonce_c, sizeof nonce_c))
       return Err(MC_ERR_INTERNAL, "could not draw a random nonce (OpenSSL RAND_bytes failed)");
-    msg += " " + auth::to_hex(nonce_c, sizeof nonce_c);
+    msg += " " + hex::encode(nonce_c, sizeof nonce_c);
   }
   Status st = ask(fd, msg, who, max_len, reply, got_fd);
   if (!st.ok() || token.empty()) {
@@ -152,8 +153,8 @@ Status unix_hello(int fd, const std::string &token, uint64_t incarnation, const 
   }
   uint8_t nonce_s[auth::kNonce], ps[auth::kMac], want[auth::kMac];
   if (reply->size() != 10 + 2 * auth::kNonce + 1 + 2 * auth::kMac || reply->rfind("CHALLENGE ", 0) != 0 ||
-      !auth::from_hex(reply->substr(10, 2 * auth::kNonce), nonce_s, auth::kNonce) ||
-      !auth::from_hex(reply->substr(11 + 2 * auth::kNonce), ps, auth::kMac))
+      !hex::decode(reply->substr(10, 2 * auth::kNonce), nonce_s, auth::kNonce) ||
+      !hex::decode(reply->substr(11 + 2 * auth::kNonce), ps, auth::kMac))
     return Err(MC_ERR_DENIED, who + " sent no auth_token challenge (it has no auth_token, or is no mc engine): "
                                     "refusing it");
   auth::server_proof(token, nonce_c, nonce_s, want);
@@ -163,7 +164,7 @@ Status unix_hello(int fd, const std::string &token, uint64_t incarnation, const 
   }
   uint8_t pc[auth::kMac];
   auth::client_proof(token, nonce_s, nonce_c, pc);
-  st = ask(fd, "AUTH " + auth::to_hex(pc, sizeof pc), who, max_len, reply, got_fd);
+  st = ask(fd, "AUTH " + hex::encode(pc, sizeof pc), who, max_len, reply, got_fd);
   if (scratch >= 0) ::close(scratch);
   return st;
 }
@@ -183,7 +184,8 @@ Status unix_admit(int fd, const std::string &token, uint64_t incarnation, uint32
   // "HELLO <16 hex>" or "HELLO <16 hex> <64 hex>"
   if (req.rfind("HELLO ", 0) != 0) return refuse("say HELLO first");
   if (req.size() < 6 + 16) return refuse("malformed HELLO");
-  uint64_t want = std::strtoull(req.substr(6, 16).c_str(), nullptr, 16);
+  uint64_t want = 0;
+  if (!hex::parse_u64(std::string_view(req).substr(6, 16), &want)) return refuse("malformed HELLO");
   if (want != incarnation) return refuse("this engine has another incarnation (it restarted)");
   bool has_nonce = req.size() > 6 + 16;
   if (token.empty()) {
@@ -194,21 +196,21 @@ Status unix_admit(int fd, const std::string &token, uint64_t incarnation, uint32
   if (!has_nonce) return deny("this engine requires an auth_token and the connecting engine has none", true);
   uint8_t nonce_c[auth::kNonce], nonce_s[auth::kNonce], ps[auth::kMac];
   if (req.size() != 6 + 16 + 1 + 2 * auth::kNonce || req[22] != ' ' ||
-      !auth::from_hex(req.substr(23), nonce_c, auth::kNonce))
+      !hex::decode(req.substr(23), nonce_c, auth::kNonce))
     return refuse("malformed HELLO");
   if (!auth::random_bytes(nonce_s, auth::kNonce)) {
     unix_send_msg(fd, "ERR this engine could not draw a random nonce");
     return Err(MC_ERR_INTERNAL, "could not draw a random nonce (OpenSSL RAND_bytes failed)");
   }
   auth::server_proof(token, nonce_c, nonce_s, ps);
-  if (!unix_send_msg(fd, "CHALLENGE " + auth::to_hex(nonce_s, auth::kNonce) + " " + auth::to_hex(ps, auth::kMac)))
+  if (!unix_send_msg(fd, "CHALLENGE " + hex::encode(nonce_s, auth::kNonce) + " " + hex::encode(ps, auth::kMac)))
     return Err(MC_ERR_PEER_DOWN, "the connecting process hung up during the handshake");
   if (!unix_recv_msg(fd, &req, nullptr, max_len))
     return Err(MC_ERR_PEER_DOWN, "the connecting process hung up or timed out before answering the challenge");
   if (req.rfind("ERR", 0) == 0) return deny("the connecting engine refused this engine's proof of the auth_token", false);
   uint8_t pc[auth::kMac], expect[auth::kMac];
   auth::client_proof(token, nonce_s, nonce_c, expect);
-  if (req.size() != 5 + 2 * auth::kMac || req.rfind("AUTH ", 0) != 0 || !auth::from_hex(req.substr(5), pc, auth::kMac) ||
+  if (req.size() != 5 + 2 * auth::kMac || req.rfind("AUTH ", 0) != 0 || !hex::decode(req.substr(5), pc, auth::kMac) ||
       !auth::same(pc, expect, auth::kMac))
     return deny("the connecting engine's proof of the auth_token does not match (a different token, or a replayed "
                 "handshake)",

@@ -32,6 +32,7 @@
  *   unpublish              stop and join both threads, then /v3/lease/revoke (deletes the key
  *                          only if it is still under our lease).
  */
+#include "util/hex.h"
 #include "metadata/etcd/etcd_store.h"
 
 #include <curl/curl.h>
@@ -120,12 +121,6 @@ int64_t jint(const json &j, const char *key) {
   return 0;
 }
 
-std::string hex16(uint64_t v) {
-  char b[17];
-  std::snprintf(b, sizeof b, "%016" PRIx64, v);
-  return b;
-}
-
 // The incarnation text of a stored descriptor, read loosely ("" if unreadable).
 std::string stored_incarnation(const std::string &text) {
   json j = json::parse(text, nullptr, false);
@@ -162,7 +157,7 @@ class EtcdStore : public MetadataStore {
     std::string js = d.to_json();
     std::lock_guard<std::mutex> w(write_mu_);
     latest_ = js;
-    inc_hex_ = hex16(d.incarnation);
+    inc_hex_ = hex::u64(d.incarnation);
     Status st;
     try {
       st = claimed_ ? update_locked() : claim_locked();
