@@ -227,7 +227,10 @@ enum { MC_ACCESS_READ = 1, MC_ACCESS_WRITE = 2 };
  * not the start of a registered buffer: MC_ERR_NOT_FOUND. The target refuses a forbidden
  * request (MC_ERR_DENIED, nothing written) and peers see the change in the descriptor, so
  * their submits fail at once with MC_ERR_DENIED. When rights are taken away, returns once no
- * peer request admitted under the old rights still runs (blocks at most about timeout_ms).
+ * peer request admitted under the old rights still runs, blocking at most about timeout_ms;
+ * if one still runs then, returns MC_ERR_TIMEOUT: the new rights hold for every new request,
+ * but that one may still finish under the old rights. Also blocks on the metadata publish
+ * (a store write, at most timeout_ms) and, with rdma, on the NIC re-registration.
  * Same-host peers map a read-only buffer from mc_buffer_alloc read-only. Thread-safe. */
 MC_API mc_status_t mc_buffer_set_access(mc_engine_t *engine, void *addr, uint32_t access);
 
@@ -260,8 +263,9 @@ typedef struct mc_buffer_info {
   char location[32];        /* "cpu", "cpu:N", "cuda:N" */
 } mc_buffer_info_t;
 
-/* Opens the segment published under name (in p2p mode "HOST:PORT"; this engine's own name works
- * too and keeps copies in process). Fetches the peer's descriptor: blocks at most timeout_ms;
+/* Opens the segment published under name (in p2p mode "HOST:PORT"). This engine's own name
+ * always works: copies stay in process when `transports` allows "local", else they take an
+ * allowed transport to the engine itself (shm, or tcp over its own listener). Fetches the peer's descriptor: blocks at most timeout_ms;
  * a refused connection fails at once (MC_ERR_PEER_DOWN). Opening the same name twice gives two
  * handles to one peer. *out is closed with mc_segment_close. Thread-safe. */
 MC_API mc_status_t mc_segment_open(mc_engine_t *engine, const char *name, mc_segment_t *out);

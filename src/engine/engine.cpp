@@ -687,9 +687,13 @@ Status EngineCore::set_access(void *addr, uint32_t access) {
         if (it == buffers_.end() || it->second->peer_in_use.load(std::memory_order_acquire) == 0) break;
       }
       if (now_ms() > deadline) {
-        MC_LOGW("engine " << name_ << ": a peer request admitted before an access change still runs after "
-                          << opts_.timeout_ms << " ms");
-        break;
+        // The new rights hold for every new request; the caller must know that an old one may
+        // still be moving bytes under the old rights.
+        Status pub = publish();
+        std::string m = "a peer request admitted before the access change still runs after " +
+                        std::to_string(opts_.timeout_ms) + " ms (timeout_ms); the new rights hold for new requests";
+        if (!pub.ok()) m += "; publishing the descriptor failed too: " + pub.message();
+        return Err(MC_ERR_TIMEOUT, std::move(m));
       }
       std::this_thread::sleep_for(std::chrono::microseconds(100));
     }
@@ -837,10 +841,9 @@ Status EngineCore::refresh_peer(Peer &p, bool *rejoined) {
     bool new_peer = !p.desc || p.desc->incarnation != nd->incarnation;
     if (new_peer || p.routes.empty()) {
       std::vector<Route> routes;
-      if (p.self) {
-        if (!opts_.transport_allowed("local"))
-          return Err(MC_ERR_UNSUPPORTED, "segment " + p.name +
-                                             " is this engine's own, and transports excludes \"local\"");
+      // The engine's own name always opens (mc.h): in process when "local" is allowed, else
+      // over the allowed transports like any peer (tcp to its own listener, shm to itself).
+      if (p.self && opts_.transport_allowed("local")) {
         routes.push_back({local_.get(), local_->connect(*nd)});
       } else {
         for (auto *t : data_transports_) {

@@ -1,0 +1,182 @@
+/* Promises of include/mc.h that earlier code broke quietly:
+ *  - mc_buffer_set_access returns MC_ERR_TIMEOUT (not MC_OK) when a peer request admitted under
+ *    the old rights still runs after timeout_ms, and the new rights hold for new requests;
+ *  - the engine's own name always opens, also when `transports` excludes "local" (the segment
+ *    is then reached over an allowed transport: tcp to the engine's own listener).
+ * The slow peer is played by hand on the wire (src/common/wire.h): a WRITE whose payload
+ * trickles in one byte at a time keeps its request admitted for as long as the test wants. */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "testutil.h"
+
+#pragma pack(push, 1)
+struct hdr {
+  uint32_t magic;
+  uint16_t version;
+  uint16_t type;
+  uint64_t id;
+  uint64_t addr;
+  uint64_t len;
+  int32_t status;
+  uint32_t aux;
+};
+#pragma pack(pop)
+enum { WRITE = 5, WRITE_ACK = 6, HELLO = 12 };
+
+/* The slack factor for time limits (MC_TEST_SLACK, 1 by default). */
+static int slack(void) {
+  const char *v = getenv("MC_TEST_SLACK");
+  int s = v ? atoi(v) : 1;
+  return s > 0 ? s : 1;
+}
+
+static int dial(const char *name) {
+  char host[64];
+  const char *colon = strrchr(name, ':');
+  if (!colon || (size_t)(colon - name) >= sizeof host) return -1;
+  memcpy(host, name, (size_t)(colon - name));
+  host[colon - name] = 0;
+  struct sockaddr_in sa = {0};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons((uint16_t)atoi(colon + 1));
+  if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) return -1;
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return -1;
+  if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+struct trickle {
+  int fd;
+  volatile int stop;
+  int sent;
+};
+
+/* Sends one payload byte every 10 ms until told to stop: progress, so the target's reaper
+ * (no progress for timeout_ms) leaves the connection alone and the request stays admitted. */
+static void *trickle_main(void *arg) {
+  struct trickle *t = arg;
+  while (!t->stop) {
+    char c = 'x';
+    if (send(t->fd, &c, 1, MSG_NOSIGNAL) != 1) break;
+    t->sent++;
+    usleep(10000);
+  }
+  return NULL;
+}
+
+static void test_set_access_timeout(void **state) {
+  (void)state;
+  int tmo = 300 * slack();
+  char tmo_s[16];
+  snprintf(tmo_s, sizeof tmo_s, "%d", tmo);
+  mc_engine_t *e = tu_engine("timeout_ms", tmo_s, "transports", "tcp", NULL);
+  assert_non_null(e);
+  size_t len = 1 << 20;
+  char *buf = calloc(1, len);
+  assert_int_equal(mc_buffer_register(e, buf, len, "cpu"), MC_OK);
+
+  int fd = dial(mc_engine_name(e));
+  assert_true(fd >= 0);
+  struct hdr h[2] = {{0x3157434d, 1, HELLO, 0, 0, 0, 0, 0}, {0x3157434d, 1, WRITE, 1, (uint64_t)(uintptr_t)buf, len, 0, 0}};
+  assert_int_equal(send(fd, h, sizeof h, MSG_NOSIGNAL), (ssize_t)sizeof h);
+  struct trickle t = {fd, 0, 0};
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, trickle_main, &t), 0);
+  /* Let the target admit the WRITE (it pins the buffer once the header passed its checks). */
+  while (t.sent < 10) usleep(1000);
+
+  uint64_t t0 = tu_now_ms();
+  mc_status_t st = mc_buffer_set_access(e, buf, MC_ACCESS_READ);
+  uint64_t took = tu_now_ms() - t0;
+  print_message("set_access with a WRITE trickling in: %s after %llu ms (%s)\n", mc_status_str(st),
+                (unsigned long long)took, mc_last_error());
+  assert_int_equal(st, MC_ERR_TIMEOUT);
+  assert_true(took >= (uint64_t)tmo - 10);
+  assert_non_null(strstr(mc_last_error(), "still runs"));
+  t.stop = 1;
+  pthread_join(th, NULL);
+  close(fd);
+
+  /* The new rights hold: a WRITE from another engine is refused, a READ works. */
+  mc_engine_t *peer = tu_engine("timeout_ms", tmo_s, "transports", "tcp", NULL);
+  assert_non_null(peer);
+  char *mine = calloc(1, 4096);
+  assert_int_equal(mc_buffer_register(peer, mine, 4096, "cpu"), MC_OK);
+  mc_segment_t seg;
+  assert_int_equal(mc_segment_open(peer, mc_engine_name(e), &seg), MC_OK);
+  mc_request_t w = {MC_WRITE, 0, mine, seg, (uint64_t)(uintptr_t)buf, 4096};
+  assert_int_equal(mc_transfer(peer, &w, 1, 5000 * slack()), MC_ERR_DENIED);
+  mc_request_t r = {MC_READ, 0, mine, seg, (uint64_t)(uintptr_t)buf, 4096};
+  assert_int_equal(mc_transfer(peer, &r, 1, 5000 * slack()), MC_OK);
+  /* A change with no peer request running returns MC_OK. */
+  assert_int_equal(mc_buffer_set_access(e, buf, 0), MC_OK);
+  mc_engine_destroy(peer);
+  mc_engine_destroy(e);
+  free(mine);
+  free(buf);
+}
+
+static void own_name_over(const char *transports, const char *route) {
+  mc_engine_t *e = tu_engine("transports", transports, NULL);
+  assert_non_null(e);
+  size_t len = 256 << 10;
+  char *a = malloc(len), *b = calloc(1, len);
+  tu_fill(a, len, 7);
+  assert_int_equal(mc_buffer_register(e, a, len, "cpu"), MC_OK);
+  assert_int_equal(mc_buffer_register(e, b, len, "cpu"), MC_OK);
+  mc_segment_t self;
+  mc_status_t st = mc_segment_open(e, mc_engine_name(e), &self);
+  if (st != MC_OK) print_message("own name with transports=%s: %s\n", transports, mc_last_error());
+  assert_int_equal(st, MC_OK);
+  mc_request_t w = {MC_WRITE, 0, a, self, (uint64_t)(uintptr_t)b, len};
+  assert_int_equal(mc_transfer(e, &w, 1, 5000 * slack()), MC_OK);
+  assert_int_equal(tu_check(b, len, 7), -1);
+  memset(a, 0, len);
+  mc_request_t r = {MC_READ, 0, a, self, (uint64_t)(uintptr_t)b, len};
+  assert_int_equal(mc_transfer(e, &r, 1, 5000 * slack()), MC_OK);
+  assert_int_equal(tu_check(a, len, 7), -1);
+  char stats[16384];
+  size_t need = 0;
+  assert_int_equal(mc_engine_stats_json(e, stats, sizeof stats, &need), MC_OK);
+  /* The route is the one `transports` allows: "peers":{"<own name>":{"transport":"tcp",... */
+  char want[128];
+  snprintf(want, sizeof want, "\"%s\":{\"transport\":\"%s\"", mc_engine_name(e), route);
+  if (!strstr(stats, want)) print_message("no %s in %s\n", want, stats);
+  assert_non_null(strstr(stats, want));
+  mc_segment_close(e, self);
+  mc_engine_destroy(e);
+  free(a);
+  free(b);
+}
+
+static void test_own_name_without_local(void **state) {
+  (void)state;
+  own_name_over("tcp", "tcp");
+  own_name_over("shm,tcp", "shm");
+  own_name_over("local,tcp", "local");
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_set_access_timeout),
+      cmocka_unit_test(test_own_name_without_local),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
