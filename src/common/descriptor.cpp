@@ -1,5 +1,6 @@
 #include "common/descriptor.h"
 
+#include "proto/codec.h"
 #include "util/hex.h"
 
 #include <unistd.h>
@@ -14,19 +15,6 @@ namespace mc {
 
 using nlohmann::json;
 
-namespace {
-// nlohmann's get<uint64_t>() / get<int64_t>() on a floating-point number is a C cast: undefined
-// for -1.5 or 1e300. A peer's descriptor is untrusted: take integers only.
-uint64_t get_u64(const json &v) {
-  if (!v.is_number_unsigned()) throw json::type_error::create(302, "expected a non-negative integer", &v);
-  return v.get<uint64_t>();
-}
-int64_t get_i64(const json &v) {
-  if (!v.is_number_integer() || (v.is_number_unsigned() && v.get<uint64_t>() > INT64_MAX))
-    throw json::type_error::create(302, "expected an integer", &v);
-  return v.get<int64_t>();
-}
-}  // namespace
 
 std::string Descriptor::to_json() const {
   json j;
@@ -65,87 +53,123 @@ std::string Descriptor::to_delta_json(uint64_t base, const std::vector<uint64_t>
   return j.dump();
 }
 
-Status Descriptor::from_json_update(const std::string &text, const Descriptor &have, Descriptor *out) {
-  json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.is_object()) return Err(MC_ERR_METADATA, "segment descriptor is not a JSON object");
-  if (!j.contains("delta")) return from_json(text, out);
-  Descriptor part;
-  Status st = from_json(text, &part);
+namespace {
+// The descriptor as a peer or a store sends it, read through the one codec: every field typed
+// and range-checked, the first bad one named with the peer. A delta carries "base" and
+// "removed" besides (Descriptor::to_delta_json).
+struct DescriptorMsg {
+  static constexpr const char *kWhat = "segment descriptor";
+  static constexpr size_t kMaxBuffers = size_t(1) << 24;
+  Descriptor d;
+  bool delta = false;
+  uint64_t base = 0;
+  std::vector<uint64_t> removed;
+
+  bool read(proto::Reader &r, const json &j) {
+    int major = 0;
+    if (!r.get(j, "", "major", &major)) return false;
+    if (major != Descriptor::kMajor)
+      return r.fail("major", "says major version " + std::to_string(major) + "; this mc reads version " +
+                                 std::to_string(Descriptor::kMajor) + " (upgrade the older side)");
+    std::string inc;
+    if (!r.get(j, "", "name", &d.name) || !r.get(j, "", "incarnation", &inc)) return false;
+    if (!hex::parse_u64(inc, &d.incarnation)) return r.fail("incarnation", "is not 1 to 16 hex digits");
+    if (!r.get(j, "", "version", &d.version) || !r.opt(j, "", "host_id", &d.host_id) ||
+        !r.opt(j, "", "pid", &d.pid) || !r.opt(j, "", "tcp", &d.tcp))
+      return false;
+    const json *bufs = r.array(j, "", "buffers", kMaxBuffers);
+    if (!bufs) return false;
+    d.buffers.reserve(bufs->size());
+    for (size_t i = 0; i < bufs->size(); i++)
+      if (!read_buffer(r, (*bufs)[i], proto::Reader::index("buffers", i))) return false;
+    const json *t = r.object(j, "", "transports", /*required=*/false);
+    if (!t) return false;
+    for (auto &[k, v] : t->items()) d.transports[k] = v.dump();
+    if (j.contains("delta")) return read_delta(r, j);
+    return true;
+  }
+
+  bool read_buffer(proto::Reader &r, const json &b, const std::string &path) {
+    BufferDesc bd;
+    bd.location = "cpu";
+    if (!r.get(b, path, "addr", &bd.addr) || !r.get(b, path, "length", &bd.length) ||
+        !r.opt(b, path, "location", &bd.location) || !r.opt(b, path, "access", &bd.access))
+      return false;
+    if (bd.access > 3) return r.fail_at(path, "access", "is not a combination of MC_ACCESS_READ and MC_ACCESS_WRITE");
+    if (bd.length == 0) return r.fail_at(path, "length", "is 0");
+    if (bd.addr + bd.length < bd.addr) return r.fail_at(path, "length", "runs past the end of the address space");
+    const json *ext = r.object(b, path, "ext", /*required=*/false);
+    if (!ext) return false;
+    for (auto &[k, v] : ext->items()) bd.ext[k] = v.dump();
+    d.buffers.push_back(std::move(bd));
+    return true;
+  }
+
+  bool read_delta(proto::Reader &r, const json &j) {
+    delta = true;
+    if (!r.get(j, "", "base", &base)) return false;
+    const json *rm = r.array(j, "", "removed", kMaxBuffers);
+    if (!rm) return false;
+    removed.resize(rm->size());
+    for (size_t i = 0; i < rm->size(); i++)
+      if (!r.at(*rm, "removed", i, &removed[i])) return false;
+    return true;
+  }
+};
+
+// Sorted by address and not overlapping, as every reader of a Descriptor assumes.
+Status check_layout(Descriptor &d, const std::string &peer) {
+  std::sort(d.buffers.begin(), d.buffers.end(),
+            [](const BufferDesc &a, const BufferDesc &b) { return a.addr < b.addr; });
+  for (size_t i = 1; i < d.buffers.size(); i++)
+    if (d.buffers[i - 1].addr + d.buffers[i - 1].length > d.buffers[i].addr)
+      return Err(MC_ERR_METADATA, "segment descriptor from peer " + peer + ": field 'buffers' has overlapping buffers");
+  d.set_min_access();
+  return Status::Ok();
+}
+}  // namespace
+
+Status Descriptor::from_json_update(const std::string &text, const Descriptor &have, Descriptor *out,
+                                    const std::string &peer) {
+  DescriptorMsg m;
+  Status st = proto::decode(text, peer, MC_ERR_METADATA, &m);
   if (!st.ok()) return st;
+  if (!m.delta) {
+    st = check_layout(m.d, peer);
+    if (st.ok()) *out = std::move(m.d);
+    return st;
+  }
+  if (m.d.incarnation != have.incarnation || m.base != have.version)
+    return Err(MC_ERR_METADATA, "descriptor delta from peer " + peer + " does not apply to the version held");
   try {
-    uint64_t base = get_u64(j.at("base"));
-    if (part.incarnation != have.incarnation || base != have.version)
-      return Err(MC_ERR_METADATA, "descriptor delta does not apply to the version held");
     std::map<uint64_t, BufferDesc> bufs;
     for (auto &b : have.buffers) bufs[b.addr] = b;
-    for (auto &a : j.at("removed")) bufs.erase(get_u64(a));
-    for (auto &b : part.buffers) bufs[b.addr] = b;
-    Descriptor d = part;
+    for (uint64_t a : m.removed) bufs.erase(a);
+    for (auto &b : m.d.buffers) bufs[b.addr] = std::move(b);
+    Descriptor d = std::move(m.d);
     d.buffers.clear();
     d.buffers.reserve(bufs.size());
     for (auto &[a, b] : bufs) d.buffers.push_back(std::move(b));
     if (d.transports.empty()) d.transports = have.transports;
-    for (size_t i = 1; i < d.buffers.size(); i++)
-      if (d.buffers[i - 1].addr + d.buffers[i - 1].length > d.buffers[i].addr)
-        return Err(MC_ERR_METADATA, "descriptor delta leaves overlapping buffers");
-    d.set_min_access();
-    *out = std::move(d);
-    return Status::Ok();
-  } catch (const json::exception &e) {
-    return Err(MC_ERR_METADATA, std::string("descriptor delta is malformed: ") + e.what());
+    st = check_layout(d, peer);
+    if (st.ok()) *out = std::move(d);
+    return st;
+  } catch (const std::exception &e) {
+    return Err(MC_ERR_METADATA, "descriptor delta from peer " + peer + ": " + e.what());
   }
 }
 
-Status Descriptor::from_json(const std::string &text, Descriptor *out) {
-  json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.is_object())
-    return Err(MC_ERR_METADATA, "segment descriptor is not a JSON object");
+Status Descriptor::from_json(const std::string &text, Descriptor *out, const std::string &peer) {
+  DescriptorMsg m;
+  Status st = proto::decode(text, peer, MC_ERR_METADATA, &m);
+  if (!st.ok()) return st;
   try {
-    if (!j.contains("major") || !j["major"].is_number_integer())
-      return Err(MC_ERR_METADATA, "segment descriptor has no integer \"major\" version");
-    int major = j["major"].get<int>();
-    if (major != kMajor)
-      return Err(MC_ERR_METADATA, "segment descriptor has major version " + std::to_string(major) +
-                                      "; this mc reads version " + std::to_string(kMajor) +
-                                      " (upgrade the older side)");
-    Descriptor d;
-    d.name = j.at("name").get<std::string>();
-    std::string inc = j.at("incarnation").get<std::string>();
-    if (!hex::parse_u64(inc, &d.incarnation))
-      return Err(MC_ERR_METADATA, "segment descriptor has a malformed incarnation");
-    d.version = get_u64(j.at("version"));
-    d.host_id = j.value("host_id", std::string());
-    d.pid = j.contains("pid") ? get_i64(j["pid"]) : 0;
-    d.tcp = j.value("tcp", std::string());
-    for (auto &b : j.at("buffers")) {
-      BufferDesc bd;
-      bd.addr = get_u64(b.at("addr"));
-      bd.length = get_u64(b.at("length"));
-      bd.location = b.value("location", std::string("cpu"));
-      if (b.contains("access")) {
-        if (!b["access"].is_number_unsigned() || b["access"].get<uint64_t>() > 3)
-          return Err(MC_ERR_METADATA, "segment descriptor has a malformed buffer access");
-        bd.access = static_cast<uint32_t>(b["access"].get<uint64_t>());
-      }
-      if (b.contains("ext") && b["ext"].is_object())
-        for (auto &[k, v] : b["ext"].items()) bd.ext[k] = v.dump();
-      if (bd.length == 0 || bd.addr + bd.length < bd.addr)
-        return Err(MC_ERR_METADATA, "segment descriptor has a malformed buffer");
-      d.buffers.push_back(std::move(bd));
-    }
-    if (j.contains("transports") && j["transports"].is_object())
-      for (auto &[k, v] : j["transports"].items()) d.transports[k] = v.dump();
-    std::sort(d.buffers.begin(), d.buffers.end(),
-              [](const BufferDesc &a, const BufferDesc &b) { return a.addr < b.addr; });
-    for (size_t i = 1; i < d.buffers.size(); i++)
-      if (d.buffers[i - 1].addr + d.buffers[i - 1].length > d.buffers[i].addr)
-        return Err(MC_ERR_METADATA, "segment descriptor has overlapping buffers");
-    d.set_min_access();
-    *out = std::move(d);
-    return Status::Ok();
-  } catch (const json::exception &e) {
-    return Err(MC_ERR_METADATA, std::string("segment descriptor is malformed: ") + e.what());
+    st = check_layout(m.d, peer);
+  } catch (const std::exception &e) {
+    return Err(MC_ERR_METADATA, "segment descriptor from peer " + peer + ": " + e.what());
   }
+  if (st.ok()) *out = std::move(m.d);
+  return st;
 }
 
 bool Descriptor::covers(uint64_t addr, uint64_t len) const {

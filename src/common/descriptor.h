@@ -49,14 +49,17 @@ struct Descriptor {
   uint32_t min_access = 0;
 
   std::string to_json() const;
-  static Status from_json(const std::string &text, Descriptor *out);
+  // Parses text from `peer` (named in errors) through the one descriptor codec; never throws;
+  // MC_ERR_METADATA naming the field when anything is malformed.
+  static Status from_json(const std::string &text, Descriptor *out, const std::string &peer = "");
   // A delta: this descriptor's header fields and version, `buffers` holding only the buffers
   // added or changed since version `base`, plus "removed": the addresses gone since then.
   //   {..., "delta": true, "base": 6, "version": 9, "buffers": [...], "removed": [140...]}
   std::string to_delta_json(uint64_t base, const std::vector<uint64_t> &removed) const;
   // Parses text, a full descriptor or a delta against `have` (same incarnation, base equal to
   // have.version); MC_ERR_METADATA when a delta does not apply.
-  static Status from_json_update(const std::string &text, const Descriptor &have, Descriptor *out);
+  static Status from_json_update(const std::string &text, const Descriptor &have, Descriptor *out,
+                                 const std::string &peer = "");
   // True when [addr, addr+len) is covered by adjacent buffers.
   bool covers(uint64_t addr, uint64_t len) const;
   // The buffer containing addr, or nullptr.

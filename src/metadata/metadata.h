@@ -55,4 +55,12 @@ Status make_metadata_store(const std::string &url, const std::string &self_name,
 bool holder_alive(const std::string &stored_json, uint32_t timeout_ms, const std::string &token,
                   std::string *who);
 
+// The two fields of a stored descriptor that a name claim looks at, read loosely (any major
+// version) through the one codec: MC_ERR_METADATA naming the field when they are malformed.
+struct StoredHolder {
+  std::string tcp;
+  uint64_t incarnation = 0;
+};
+Status read_holder(const std::string &stored_json, const std::string &name, StoredHolder *out);
+
 }  // namespace mc

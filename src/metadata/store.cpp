@@ -8,6 +8,8 @@
 #include "metadata/etcd/etcd_store.h"
 #include "metadata/metadata.h"
 #include "metadata/redis/redis_store.h"
+#include "proto/codec.h"
+#include "util/hex.h"
 
 namespace mc {
 namespace {
@@ -90,31 +92,42 @@ Status make_metadata_store(const std::string &url, const std::string &self_name,
   return bad("expected \"p2p\", \"etcd://...\" or \"redis://...\"");
 }
 
+namespace {
+struct HolderMsg {
+  static constexpr const char *kWhat = "stored segment descriptor";
+  StoredHolder h;
+  bool read(proto::Reader &r, const nlohmann::json &j) {
+    std::string inc;
+    if (!r.get(j, "", "tcp", &h.tcp) || !r.get(j, "", "incarnation", &inc)) return false;
+    if (!hex::parse_u64(inc, &h.incarnation)) return r.fail("incarnation", "is not 1 to 16 hex digits");
+    return true;
+  }
+};
+}  // namespace
+
+Status read_holder(const std::string &stored_json, const std::string &name, StoredHolder *out) {
+  HolderMsg m;
+  Status st = proto::decode(stored_json, name, MC_ERR_METADATA, &m);
+  if (st.ok()) *out = std::move(m.h);
+  return st;
+}
+
 bool holder_alive(const std::string &stored_json, uint32_t timeout_ms, const std::string &token,
                   std::string *who) {
-  auto j = nlohmann::json::parse(stored_json, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.is_object() || !j.contains("tcp") || !j["tcp"].is_string() ||
-      !j.contains("incarnation") || !j["incarnation"].is_string()) {
+  StoredHolder h;
+  if (!read_holder(stored_json, "(the name's holder)", &h).ok()) {
     *who = "an unreadable descriptor";
     return false;
   }
-  std::string tcp = j["tcp"].get<std::string>();
-  std::string inc = j["incarnation"].get<std::string>();
-  *who = "the engine at " + tcp + " (incarnation " + inc + ")";
+  *who = "the engine at " + h.tcp + " (incarnation " + hex::u64(h.incarnation) + ")";
   HostPort hp;
-  if (!parse_host_port(tcp, &hp).ok()) return false;
+  if (!parse_host_port(h.tcp, &hp).ok()) return false;
   uint64_t answered = 0;
   Status ps = control_ping(hp, token, timeout_ms, &answered);
   if (ps.code() == MC_ERR_DENIED) return true;  // an engine answers there, under another token
   if (!ps.ok()) return false;
-  uint64_t stored = 0;
-  try {
-    stored = std::stoull(inc, nullptr, 16);
-  } catch (...) {
-    return false;
-  }
   // Someone else answering on that address (a restart, or a reused port) does not hold the name.
-  return answered == stored;
+  return answered == h.incarnation;
 }
 
 }  // namespace mc

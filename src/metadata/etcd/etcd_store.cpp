@@ -121,14 +121,6 @@ int64_t jint(const json &j, const char *key) {
   return 0;
 }
 
-// The incarnation text of a stored descriptor, read loosely ("" if unreadable).
-std::string stored_incarnation(const std::string &text) {
-  json j = json::parse(text, nullptr, false);
-  if (j.is_discarded() || !j.is_object() || !j.contains("incarnation") || !j["incarnation"].is_string())
-    return "";
-  return j["incarnation"].get<std::string>();
-}
-
 size_t append_cb(char *p, size_t sz, size_t n, void *user) {
   static_cast<std::string *>(user)->append(p, sz * n);
   return sz * n;
@@ -157,7 +149,7 @@ class EtcdStore : public MetadataStore {
     std::string js = d.to_json();
     std::lock_guard<std::mutex> w(write_mu_);
     latest_ = js;
-    inc_hex_ = hex::u64(d.incarnation);
+    incarnation_ = d.incarnation;
     Status st;
     try {
       st = claimed_ ? update_locked() : claim_locked();
@@ -243,7 +235,7 @@ class EtcdStore : public MetadataStore {
       }
       if (!found) return not_found(name);
     }
-    Status st = Descriptor::from_json(text, out);
+    Status st = Descriptor::from_json(text, out, name);
     if (!st.ok())
       return Err(MC_ERR_METADATA,
                  "the descriptor published under \"" + name + "\" in " + o_.url + " is unusable: " + st.message());
@@ -382,7 +374,8 @@ class EtcdStore : public MetadataStore {
       std::string old;
       b64_decode(kvs[0].value("value", std::string()), &old);
       int64_t mod = jint(kvs[0], "mod_revision");
-      if (stored_incarnation(old) != inc_hex_) {
+      StoredHolder held;
+      if (!read_holder(old, o_.self_name, &held).ok() || held.incarnation != incarnation_) {
         std::string who;
         if (holder_alive(old, o_.timeout_ms, o_.auth_token, &who))
           return Err(MC_ERR_EXISTS, "the name \"" + o_.self_name + "\" is held in " + o_.url + " by " + who +
@@ -603,7 +596,7 @@ class EtcdStore : public MetadataStore {
   // never takes it.
   std::mutex write_mu_;
   std::string latest_;   // guarded by write_mu_: the descriptor to publish
-  std::string inc_hex_;  // guarded by write_mu_
+  uint64_t incarnation_ = 0;  // guarded by write_mu_: ours, in what we publish
   int64_t lease_ = 0;    // guarded by write_mu_: 0 = none
   bool claimed_ = false; // guarded by write_mu_: the first claim succeeded
 

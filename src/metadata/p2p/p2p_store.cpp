@@ -22,7 +22,7 @@ class P2pStore : public MetadataStore {
     std::string json;
     st = control_fetch_descriptor_since(hp, token_, timeout_ms, have.incarnation, have.version, &json);
     if (!st.ok()) return st;
-    st = Descriptor::from_json_update(json, have, out);
+    st = Descriptor::from_json_update(json, have, out, name);
     if (st.ok()) return Status::Ok();
     return fetch(name, timeout_ms, out);
   }
@@ -35,8 +35,8 @@ class P2pStore : public MetadataStore {
     std::string json;
     st = control_fetch_descriptor(hp, token_, timeout_ms, &json);
     if (!st.ok()) return st;
-    st = Descriptor::from_json(json, out);
-    if (!st.ok()) return Err(st.code(), "from " + name + ": " + st.message());
+    st = Descriptor::from_json(json, out, name);
+    if (!st.ok()) return st;
     return Status::Ok();
   }
 

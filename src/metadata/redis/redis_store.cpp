@@ -24,6 +24,7 @@
  *                          every open reads the current descriptor.
  *   unpublish              stop and join the refresh thread, then kDelete (only if ours).
  */
+#include "util/hex.h"
 #include "metadata/redis/redis_store.h"
 
 #include <hiredis/hiredis.h>
@@ -84,9 +85,8 @@ class RedisStore : public MetadataStore {
     std::string js = d.to_json();
     std::lock_guard<std::mutex> w(write_mu_);
     latest_ = js;
-    char inc[17];
-    std::snprintf(inc, sizeof inc, "%016" PRIx64, d.incarnation);
-    mark_ = std::string("\"incarnation\":\"") + inc + "\"";
+    incarnation_ = d.incarnation;
+    mark_ = std::string("\"incarnation\":\"") + hex::u64(d.incarnation) + "\"";
     Status st = claimed_ ? update_locked() : claim_locked();
     if (st.ok() && !claimed_) {
       claimed_ = true;
@@ -124,7 +124,7 @@ class RedisStore : public MetadataStore {
     if (r->type != REDIS_REPLY_STRING)
       return Err(MC_ERR_METADATA, "the store " + o_.url + " holds something that is not a string under \"" +
                                       name + "\"");
-    st = Descriptor::from_json(std::string(r->str, r->len), out);
+    st = Descriptor::from_json(std::string(r->str, r->len), out, name);
     if (!st.ok())
       return Err(MC_ERR_METADATA,
                  "the descriptor published under \"" + name + "\" in " + o_.url + " is unusable: " + st.message());
@@ -217,7 +217,8 @@ class RedisStore : public MetadataStore {
       if (!st.ok()) return st;
       if (r->type != REDIS_REPLY_STRING) continue;  // it expired meanwhile
       std::string old(r->str, r->len);
-      if (old.find(mark_) == std::string::npos) {
+      StoredHolder held;
+      if (!read_holder(old, o_.self_name, &held).ok() || held.incarnation != incarnation_) {
         std::string who;
         if (holder_alive(old, o_.timeout_ms, o_.auth_token, &who))
           return Err(MC_ERR_EXISTS, "the name \"" + o_.self_name + "\" is held in " + o_.url + " by " + who +
@@ -289,6 +290,7 @@ class RedisStore : public MetadataStore {
   std::mutex write_mu_;
   std::string latest_;    // guarded by write_mu_: the descriptor to publish
   std::string mark_;      // guarded by write_mu_: "incarnation":"<hex>", our ownership mark
+  uint64_t incarnation_ = 0;  // guarded by write_mu_: ours, in what we publish
   bool claimed_ = false;  // guarded by write_mu_: the first claim succeeded
 
   std::mutex stop_mu_;  // guards stop_ and the refresh thread's start
