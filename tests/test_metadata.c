@@ -766,6 +766,103 @@ static void test_malformed_descriptors(void **state) {
   munmap(bb, BUF_LEN);
 }
 
+/* A peer whose descriptor in the store turns hostile after another engine opened it (seen: a
+ * peer restarted under the same name and port, its descriptor in redis then carried
+ * "shm":{"socket":[1]}, and the engine that had the segment open died of an uncaught exception
+ * on its health thread). The victim restarts on its port; each variant is then written straight
+ * into the store under its name with its new incarnation, address and this host's boot id, so
+ * the observer's health thread sees a rejoin, reads the variant and the same-host transports
+ * try it. The observer must stay up, fail or refuse the victim's requests with a status (never
+ * an exception caught at the ABI: MC_ERR_INTERNAL), name the field when it refuses an open,
+ * and keep moving data with a healthy peer. */
+static void test_hostile_descriptor_rewrite(void **state) {
+  struct store *s = need(state, 0);
+  char boot[64] = {0};
+  FILE *f = fopen("/proc/sys/kernel/random/boot_id", "r");
+  assert_non_null(f);
+  assert_non_null(fgets(boot, sizeof boot, f));
+  fclose(f);
+  boot[strcspn(boot, "\n")] = 0;
+  /* {what, the transports part, the field a refusal must name (NULL: the transport it targets
+   * does not run here, so the blob may be ignored)} */
+  static const char *variants[][3] = {
+      {"shm socket of the wrong type", "\"transports\":{\"shm\":{\"socket\":[1]}}", "socket"},
+      {"shm blob not an object", "\"transports\":{\"shm\":\"x\"}", "shm"},
+      {"shm socket missing", "\"transports\":{\"shm\":{}}", "socket"},
+      {"nvlink socket of the wrong type", "\"transports\":{\"nvlink\":{\"socket\":{\"a\":1}}}", NULL},
+      {"rdma blob of the wrong shape", "\"transports\":{\"rdma\":{\"fabric\":7,\"nics\":\"x\"}}", NULL},
+      {"transports not an object", "\"transports\":[1,2]", "transports"},
+  };
+  char listen[64];
+  snprintf(listen, sizeof listen, "127.0.0.1:%d", free_port());
+  struct child c;
+  assert_int_equal(child_start(s, "victim", listen, 81, &c), MC_OK);
+  mc_config_t *cfg = NULL;
+  assert_int_equal(mc_config_create(&cfg), MC_OK);
+  assert_int_equal(mc_config_set(cfg, "metadata", s->url), MC_OK);
+  assert_int_equal(mc_config_set(cfg, "name", "observer"), MC_OK);
+  assert_int_equal(mc_config_set(cfg, "timeout_ms", "1000"), MC_OK);
+  assert_int_equal(mc_config_set(cfg, "heartbeat_ms", "50"), MC_OK);
+  mc_engine_t *b = NULL;
+  assert_int_equal(mc_engine_create(cfg, &b), MC_OK);
+  mc_config_destroy(cfg);
+  mc_engine_t *healthy = engine(s, "healthy");
+  mc_engine_t *fresh = engine(s, "fresh-reader");
+  char *hb = buffer(healthy, 82);
+  char *bb = buffer(b, 83);
+  mc_segment_t vseg, hseg;
+  assert_int_equal(mc_segment_open(b, "victim", &vseg), MC_OK);
+  assert_int_equal(open_until(b, "healthy", MC_OK, 2000, &hseg), MC_OK);
+  roundtrip(b, vseg, bb, 81);
+  uint64_t vaddr = remote_addr(b, vseg);
+  child_kill(&c);
+  struct child c2;
+  assert_int_equal(child_start(s, "victim", listen, 84, &c2), MC_OK);
+  for (size_t i = 0; i < sizeof variants / sizeof variants[0]; i++) {
+    char desc[1024];
+    snprintf(desc, sizeof desc,
+             "{\"major\":1,\"minor\":0,\"name\":\"victim\",\"incarnation\":\"%016llx\",\"version\":9,"
+             "\"host_id\":\"%s\",\"pid\":%d,\"tcp\":\"%s\",\"buffers\":[{\"addr\":%llu,\"length\":%u,"
+             "\"location\":\"cpu\"}],%s}",
+             (unsigned long long)c2.incarnation, boot, (int)c2.pid, listen, (unsigned long long)vaddr, BUF_LEN,
+             variants[i][1]);
+    store_put(s, "victim", desc, 0);
+    /* The observer probes the victim every 50 ms, sees the new incarnation and reads the
+     * variant; its requests end with a status within their time limit. */
+    uint64_t t0 = tu_now_ms();
+    int tries = 0, failed = 0;
+    while (tu_now_ms() - t0 < 500) {
+      mc_request_t r = {MC_READ, 0, bb, vseg, vaddr, 4096};
+      uint64_t t1 = tu_now_ms();
+      mc_status_t rc = mc_transfer(b, &r, 1, 2000);
+      assert_true(tu_now_ms() - t1 < 4000);
+      assert_int_not_equal(rc, MC_ERR_INTERNAL);
+      failed += rc != MC_OK;
+      tries++;
+      usleep(20000);
+    }
+    mc_segment_t x;
+    mc_status_t rc = mc_segment_open(fresh, "victim", &x);
+    print_message("%s: %d of %d requests failed; a fresh open: %s (%s)\n", variants[i][0], failed, tries,
+                  mc_status_str(rc), rc == MC_OK ? "-" : mc_last_error());
+    assert_int_not_equal(rc, MC_ERR_INTERNAL);
+    if (variants[i][2]) {
+      assert_int_not_equal(rc, MC_OK);
+      assert_true(failed > 0);
+      assert_non_null(strstr(mc_last_error(), variants[i][2]));
+    }
+    if (rc == MC_OK) mc_segment_close(fresh, x);
+    /* Everyone else is still served. */
+    roundtrip(b, hseg, bb, 82);
+  }
+  child_stop(&c2);
+  mc_engine_destroy(fresh);
+  mc_engine_destroy(healthy);
+  mc_engine_destroy(b);
+  munmap(hb, BUF_LEN);
+  munmap(bb, BUF_LEN);
+}
+
 static void test_config_values(void **state) {
   (void)state;
   mc_config_t *cfg;
@@ -791,7 +888,8 @@ static void test_config_values(void **state) {
   cmocka_unit_test_prestate_setup_teardown(test_restart_new_incarnation, setup_store, teardown_store, st), \
   cmocka_unit_test_prestate_setup_teardown(test_store_restarted_empty, setup_store, teardown_store, st), \
   cmocka_unit_test_prestate_setup_teardown(test_store_down, setup_store, teardown_store, st),            \
-  cmocka_unit_test_prestate_setup_teardown(test_malformed_descriptors, setup_store, teardown_store, st)
+  cmocka_unit_test_prestate_setup_teardown(test_malformed_descriptors, setup_store, teardown_store, st), \
+  cmocka_unit_test_prestate_setup_teardown(test_hostile_descriptor_rewrite, setup_store, teardown_store, st)
 
 int main(int argc, char **argv) {
   if (argc > 1 && strcmp(argv[1], "--child") == 0) return child_main(argc, argv);
