@@ -32,8 +32,6 @@ if [ -n "$PY" ] && ! "$PY" -c 'import pytest, numpy' >/dev/null 2>&1; then
   "$PY" -m pip install -q pytest numpy >/dev/null 2>&1 || \
     echo "install-deps: could not pip install pytest numpy (offline?)" >&2
 fi
-# etcd and redis packages start daemons on some systems; the tests start their own.
-for svc in etcd redis-server; do
-  command -v systemctl >/dev/null 2>&1 && systemctl stop "$svc" >/dev/null 2>&1 || true
-done
+# The etcd and redis packages may start daemons of their own; they are left alone: the tests
+# start their own servers on free loopback ports and never touch the machine's services.
 exit 0
