@@ -173,10 +173,93 @@ static void test_own_name_without_local(void **state) {
   own_name_over("local,tcp", "local");
 }
 
+static int g_info_lines;
+static void count_info(int level, const char *message, void *user) {
+  (void)message;
+  (void)user;
+  if (level >= MC_LOG_INFO) g_info_lines++;
+}
+
+/* A failed mc_engine_create leaves the process-wide log level as it was. */
+static void test_failed_create_keeps_log_level(void **state) {
+  (void)state;
+  mc_log_set_level(MC_LOG_WARN);
+  mc_log_set_handler(count_info, NULL);
+  mc_engine_t *holder = tu_engine(NULL);
+  assert_non_null(holder);
+  /* Same listen address as a live engine: start fails after log_level took effect. */
+  mc_engine_t *e = tu_engine("listen", mc_engine_name(holder), "log_level", "debug", NULL);
+  assert_null(e);
+  g_info_lines = 0;
+  mc_engine_t *ok = tu_engine(NULL); /* logs "started" at info: must not reach the handler */
+  assert_non_null(ok);
+  mc_engine_destroy(ok);
+  mc_log_set_handler(NULL, NULL);
+  assert_int_equal(g_info_lines, 0);
+  mc_engine_destroy(holder);
+}
+
+/* Timeouts below -1 are refused and change nothing; echoed caller strings are cut at 256 bytes;
+ * segment names have 1 to 255 bytes. */
+static void test_bad_input_messages(void **state) {
+  (void)state;
+  mc_engine_t *e = tu_engine(NULL);
+  assert_non_null(e);
+  char *buf = calloc(1, 4096);
+  assert_int_equal(mc_buffer_register(e, buf, 4096, "cpu"), MC_OK);
+  mc_segment_t self;
+  assert_int_equal(mc_segment_open(e, mc_engine_name(e), &self), MC_OK);
+  mc_request_t w = {MC_WRITE, 0, buf, self, (uint64_t)(uintptr_t)buf, 8};
+  assert_int_equal(mc_transfer(e, &w, 1, -2), MC_ERR_INVALID_ARG);
+  assert_non_null(strstr(mc_last_error(), "-2"));
+  mc_batch_t *b;
+  assert_int_equal(mc_batch_create(e, 4, &b), MC_OK);
+  assert_int_equal(mc_batch_wait(b, -5), MC_ERR_INVALID_ARG);
+  assert_int_equal(mc_batch_wait(b, INT32_MIN), MC_ERR_INVALID_ARG);
+  assert_int_equal(mc_batch_wait(b, 0), MC_OK); /* nothing submitted: done */
+  assert_int_equal(mc_batch_destroy(b), MC_OK);
+  char stats[4096];
+  size_t need;
+  assert_int_equal(mc_engine_stats_json(e, stats, sizeof stats, &need), MC_OK);
+  assert_non_null(strstr(stats, "\"requests_completed\":0"));
+
+  size_t big = 100000;
+  char *s = malloc(big + 1);
+  memset(s, 'k', big);
+  s[big] = 0;
+  mc_config_t *cfg;
+  assert_int_equal(mc_config_create(&cfg), MC_OK);
+  assert_int_equal(mc_config_set(cfg, s, "1"), MC_ERR_INVALID_ARG);
+  print_message("unknown key: %.120s...\n", mc_last_error());
+  assert_non_null(strstr(mc_last_error(), "(100000 bytes)"));
+  assert_true(strlen(mc_last_error()) < 2048);
+  assert_int_equal(mc_config_set(cfg, "workers", s), MC_ERR_INVALID_ARG);
+  assert_non_null(strstr(mc_last_error(), "(100000 bytes)"));
+  assert_true(strlen(mc_last_error()) < 2048);
+  mc_config_destroy(cfg);
+  void *p = NULL;
+  assert_int_equal(mc_buffer_alloc(e, 4096, s, &p), MC_ERR_UNSUPPORTED);
+  assert_non_null(strstr(mc_last_error(), "(100000 bytes)"));
+  assert_true(strlen(mc_last_error()) < 2048);
+  assert_null(p);
+  mc_segment_t x;
+  s[256] = 0;
+  assert_int_equal(mc_segment_open(e, s, &x), MC_ERR_INVALID_ARG);
+  assert_non_null(strstr(mc_last_error(), "255"));
+  s[0] = 0;
+  assert_int_equal(mc_segment_open(e, s, &x), MC_ERR_INVALID_ARG);
+  free(s);
+  mc_segment_close(e, self);
+  mc_engine_destroy(e);
+  free(buf);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_set_access_timeout),
       cmocka_unit_test(test_own_name_without_local),
+      cmocka_unit_test(test_failed_create_keeps_log_level),
+      cmocka_unit_test(test_bad_input_messages),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

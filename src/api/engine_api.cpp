@@ -9,6 +9,7 @@
 #include "api/api_util.h"
 #include "common/config.h"
 #include "engine/engine.h"
+#include "util/echo.h"
 
 using mc::api::fail;
 
@@ -195,6 +196,10 @@ MC_API mc_status_t mc_segment_open(mc_engine_t *engine, const char *name, mc_seg
   if (!engine) return null_arg("mc_segment_open", "engine");
   if (!name) return null_arg("mc_segment_open", "name");
   if (!out) return null_arg("mc_segment_open", "out");
+  size_t nlen = std::strlen(name);
+  if (nlen == 0 || nlen > 255)
+    return fail(MC_ERR_INVALID_ARG, "mc_segment_open: a segment name has 1 to 255 bytes, not " +
+                                        std::to_string(nlen) + ": " + mc::echo(name));
   mc::Status st = engine->core->open_segment(name, out);
   if (!st.ok()) return fail(st.code(), "mc_segment_open: " + st.message());
   return MC_OK;
@@ -286,6 +291,9 @@ MC_API mc_status_t mc_batch_submit(mc_batch_t *batch, const mc_request_t *reques
 MC_API mc_status_t mc_batch_wait(mc_batch_t *batch, int timeout_ms) {
   MC_API_TRY
   if (!batch) return null_arg("mc_batch_wait", "batch");
+  if (timeout_ms < -1)
+    return fail(MC_ERR_INVALID_ARG, "mc_batch_wait: timeout_ms is " + std::to_string(timeout_ms) +
+                                        "; use -1 (no limit), 0 (poll) or a positive number of ms");
   mc_status_t st = batch->core->wait(timeout_ms);
   if (st == MC_ERR_TIMEOUT)
     return fail(st, "mc_batch_wait: requests still pending after " + std::to_string(timeout_ms) + " ms");
@@ -348,6 +356,9 @@ MC_API mc_status_t mc_transfer(mc_engine_t *engine, const mc_request_t *requests
   if (!engine) return null_arg("mc_transfer", "engine");
   if (!requests) return null_arg("mc_transfer", "requests");
   if (count == 0) return fail(MC_ERR_INVALID_ARG, "mc_transfer: count must be > 0");
+  if (timeout_ms < -1)
+    return fail(MC_ERR_INVALID_ARG, "mc_transfer: timeout_ms is " + std::to_string(timeout_ms) +
+                                        "; use -1 (no limit), 0 (poll) or a positive number of ms");
   mc::BatchCore b(engine->core, count);
   mc::Status st = engine->core->submit(b, requests, count);
   if (!st.ok()) return fail(st.code(), "mc_transfer: " + st.message());

@@ -1,4 +1,5 @@
 #include "common/config.h"
+#include "util/echo.h"
 
 #include <algorithm>
 #include <cctype>
@@ -200,11 +201,11 @@ Status Config::validate(const std::string &key, const std::string &value) {
   if (!s) {
     std::string known;
     for (auto &k : keys()) known += (known.empty() ? "" : ", ") + k;
-    return Err(MC_ERR_INVALID_ARG, "unknown config key \"" + key + "\" (known keys: " + known + ")");
+    return Err(MC_ERR_INVALID_ARG, "unknown config key " + echo(key) + " (known keys: " + known + ")");
   }
   if (!s->ok(value)) {
     // A secret is never echoed, not even a malformed one.
-    std::string shown = key == "auth_token" ? std::string("(hidden)") : "\"" + value + "\"";
+    std::string shown = key == "auth_token" ? std::string("(hidden)") : echo(value);
     return Err(MC_ERR_INVALID_ARG,
                "bad value " + shown + " for config key \"" + key + "\": expected " + s->what);
   }

@@ -1,5 +1,7 @@
 #include "engine/engine.h"
 
+#include "util/echo.h"
+
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -239,9 +241,13 @@ void BatchCore::reset() {
 
 Status EngineCore::create(const EngineOptions &opts, std::shared_ptr<EngineCore> *out) {
   std::shared_ptr<EngineCore> e(new EngineCore(opts));
+  // log_level is process-wide: start() logs at it, and a failed create puts the old one back
+  // (mc.h: a failed mc_engine_create changes no process-wide state).
+  int old_level = log_level();
   Status st = e->start();
   if (!st.ok()) {
     e->shutdown();
+    log_set_level(old_level);
     return st;
   }
   *out = std::move(e);
@@ -395,7 +401,7 @@ Status EngineCore::resolve_location(uint64_t addr, const char *location, std::st
   if (loc.rfind("cuda", 0) == 0) {
     int64_t dev;
     if (loc.rfind("cuda:", 0) != 0 || !parse_int(loc.substr(5), 0, 1023, &dev))
-      return Err(MC_ERR_INVALID_ARG, "location \"" + loc + "\" is not \"cpu\", \"cpu:N\" or \"cuda:N\"");
+      return Err(MC_ERR_INVALID_ARG, "location " + echo(loc) + " is not \"cpu\", \"cpu:N\" or \"cuda:N\"");
     if (!cuda::api())
       return Err(MC_ERR_UNSUPPORTED, "location \"" + loc + "\": no CUDA driver: " + cuda::why_unavailable());
     cuda::PointerInfo pi = cuda::pointer_info(reinterpret_cast<const void *>(addr));
@@ -409,7 +415,7 @@ Status EngineCore::resolve_location(uint64_t addr, const char *location, std::st
   if (loc != "cpu") {
     int64_t node;
     if (loc.rfind("cpu:", 0) != 0 || !parse_int(loc.substr(4), 0, 4095, &node))
-      return Err(MC_ERR_INVALID_ARG, "location \"" + loc + "\" is not \"cpu\", \"cpu:N\" or \"cuda:N\"");
+      return Err(MC_ERR_INVALID_ARG, "location " + echo(loc) + " is not \"cpu\", \"cpu:N\" or \"cuda:N\"");
   }
   *out = std::move(loc);
   return Status::Ok();
@@ -537,7 +543,7 @@ Status EngineCore::unregister_buffers(void *const *addrs, size_t n, bool memfd_o
 Status EngineCore::alloc_buffer(size_t len, const char *location, void **out) {
   std::string loc = location ? location : "cpu";
   if (loc.rfind("cpu", 0) != 0)
-    return Err(MC_ERR_UNSUPPORTED, "mc_buffer_alloc gives host memory only (location \"" + loc + "\")");
+    return Err(MC_ERR_UNSUPPORTED, "mc_buffer_alloc gives host memory only (location " + echo(loc) + ")");
   int fd = ::memfd_create("mc-buffer", MFD_CLOEXEC);
   if (fd < 0) return Err(MC_ERR_NO_MEMORY, std::string("memfd_create: ") + std::strerror(errno));
   if (::ftruncate(fd, static_cast<off_t>(len)) != 0) {
