@@ -83,7 +83,8 @@ MC_API const char *mc_status_str(mc_status_t s);
 
 /* This thread's message for its last failed mc_* call, "" if none failed yet. Never NULL. The
  * text is owned by the library and valid until this thread's next mc_* call. Read it right after
- * the failing call, on the same thread. */
+ * the failing call, on the same thread. A caller's string echoed in it (a key, a value, a
+ * location, a name) is cut at 256 bytes; auth_token values are never echoed. */
 MC_API const char *mc_last_error(void);
 
 /* ======================================================================== config */
@@ -92,11 +93,22 @@ MC_API const char *mc_last_error(void);
  *   name             engine name. In p2p mode the name is always the engine's HOST:PORT and this
  *                    key must be unset or equal to it.
  *   metadata         where descriptors live: "p2p" (default; no server: a peer's descriptor is
- *                    fetched from the peer itself).
+ *                    fetched from the peer itself, and a segment's name is its HOST:PORT),
+ *                    "etcd://HOST:PORT[,HOST:PORT...][/PREFIX]" (etcd v3.4 or newer through its
+ *                    HTTP/JSON gateway; several endpoints are tried in turn) or
+ *                    "redis://HOST:PORT[/DB]". With a server the name is free-form (the `name`
+ *                    key; unset: HOST:PORT), each engine's descriptor lives under
+ *                    PREFIX/segments/NAME (PREFIX "/mc") with an expiry it keeps refreshing,
+ *                    and a name held by a live engine cannot be taken (MC_ERR_EXISTS).
+ *   metadata_ttl_ms  expiry of an engine's descriptor in etcd or redis, 1000..3600000 (10000):
+ *                    a crashed engine's name is free again after this long (sooner when a
+ *                    new engine finds that the holder does not answer its probe).
  *   listen           HOST:PORT the engine serves on ("127.0.0.1:0"; port 0 picks a free port).
  *   transports       "auto" (default) or a comma-separated list of "tcp", "shm", "local",
  *                    "nvlink", "rdma". "rdma" is one-sided READ/WRITE over RC queue pairs on
- *                    the NICs of rdma_devices, striped over them (host memory). "shm" is the same-host path (memfd mappings and cross-memory
+ *                    the NICs of rdma_devices, striped over them; host memory, and "cuda:N"
+ *                    memory registered through dma-buf where the driver and NIC allow it
+ *                    (else such buffers go over tcp through staging). "shm" is the same-host path (memfd mappings and cross-memory
  *                    attach), chosen by itself for peers on this host; "nvlink" moves GPU
  *                    memory to GPU memory of another process on this host through CUDA IPC
  *                    (copy engines over NVLink or PCIe, no host bounce; needs a CUDA driver,
@@ -150,7 +162,9 @@ typedef struct mc_engine mc_engine_t;
 
 /* Creates an engine: binds its listen address, starts its threads and publishes its (empty)
  * segment. cfg is only read (NULL: defaults). *out is owned by the caller: mc_engine_destroy.
- * Blocks while binding the socket (no network waits). Thread-safe. */
+ * Blocks while binding the socket and, with etcd or redis, on the first publish (at most about
+ * timeout_ms). A failed create changes no process-wide state (the log level included) and
+ * leaves nothing running. Thread-safe. */
 MC_API mc_status_t mc_engine_create(const mc_config_t *cfg, mc_engine_t **out);
 
 /* Destroys an engine. Pending requests of live batches fail (MC_ERR_PEER_DOWN) and this call
@@ -184,8 +198,9 @@ MC_API mc_status_t mc_engine_stats_json(mc_engine_t *engine, char *buf, size_t c
  * without one it is MC_ERR_UNSUPPORTED; a range that is not all device memory of GPU N is
  * MC_ERR_INVALID_ARG. mc copies GPU memory on streams of its own, which do not wait for work
  * the caller queued: finish (or synchronize) the work that writes a buffer before a request
- * reads it, and the work that reads it only after the request completed. Thread-safe, never
- * blocks. */
+ * reads it, and the work that reads it only after the request completed. Thread-safe. Blocks
+ * on the NIC registration with rdma (pinning the pages: about the time to touch them) and on
+ * the descriptor publish with etcd or redis (at most timeout_ms); otherwise never blocks. */
 MC_API mc_status_t mc_buffer_register(mc_engine_t *engine, void *addr, size_t length,
                                       const char *location);
 
@@ -198,12 +213,14 @@ typedef struct mc_buffer_desc {
 
 /* Registers count buffers at once, all or nothing (overlaps among them or with registered
  * buffers: MC_ERR_EXISTS and nothing registered); the descriptor is published once per call,
- * not per buffer. The message names the offending buffer's index. Thread-safe, never blocks. */
+ * not per buffer. The message names the offending buffer's index. Thread-safe; blocks as
+ * mc_buffer_register does, once per call. */
 MC_API mc_status_t mc_buffer_register_batch(mc_engine_t *engine, const mc_buffer_desc_t *bufs,
                                             size_t count);
 
 /* Unregisters count buffers at once, all or nothing (one unknown: MC_ERR_NOT_FOUND, one in use:
- * MC_ERR_BUSY, and nothing unregistered). Thread-safe, never blocks. */
+ * MC_ERR_BUSY, and nothing unregistered). Thread-safe; blocks as mc_buffer_unregister does,
+ * once per call. */
 MC_API mc_status_t mc_buffer_unregister_batch(mc_engine_t *engine, void *const *addrs, size_t count);
 
 /* Allocates length bytes of host memory backed by a memfd, registers it and sets *addr.
@@ -236,7 +253,9 @@ MC_API mc_status_t mc_buffer_set_access(mc_engine_t *engine, void *addr, uint32_
 
 /* Unregisters the buffer that starts at addr. Not the start of a registered buffer:
  * MC_ERR_NOT_FOUND. Pending requests (of this engine, or served for a peer right now) using it:
- * MC_ERR_BUSY. After MC_OK no peer can touch the memory. Thread-safe, never blocks. */
+ * MC_ERR_BUSY. After MC_OK no peer can touch the memory. Thread-safe. Blocks on the NIC
+ * deregistration with rdma and on the descriptor publish with etcd or redis (at most
+ * timeout_ms); otherwise never blocks. */
 MC_API mc_status_t mc_buffer_unregister(mc_engine_t *engine, void *addr);
 
 /* ======================================================================== segments */
@@ -354,21 +373,17 @@ MC_API mc_status_t mc_batch_create(mc_engine_t *engine, size_t capacity, mc_batc
  * known, the peer's descriptor is refreshed once first (blocks at most timeout_ms); otherwise
  * never blocks on the network. The requests array is copied; the memory it points to must stay
  * valid until each request ends. Request i of this call gets index (submitted so far) + i.
- * Over the same-host transport (shm) the calling thread may do some of the copying before it
- * returns: all of the call's runs of adjacent requests up to 256 KiB each when they add up to
- * less than 256 KiB (else the first half of each such request, a shm worker taking the second
- * halves, and those a worker has not reached), and of a larger run its own share of the parts
- * (a run of one slice is cut in pieces, a longer one at slice boundaries) plus the parts no shm
- * worker took first; so the call can take about as long as copying those, and the requests
- * may already have ended when it returns. Other transports hand the work to their threads and
- * return at once.
+ * Over the same-host transport (shm) the calling thread may copy a share of the call's bytes
+ * itself before it returns (small batches entirely), so the call can take about as long as
+ * copying that share and the requests may already have ended when it returns; other
+ * transports hand the work to their threads and return at once. How the share is chosen is
+ * tuning, not contract: docs/internals.md.
  * Thread-safe with other calls on the same batch except reset and destroy. */
 MC_API mc_status_t mc_batch_submit(mc_batch_t *batch, const mc_request_t *requests, size_t count);
 
-/* Waits until every submitted request ended, or timeout_ms passed (-1: no limit; 0: poll). It
- * watches the batch on the CPU for up to 30 microseconds (less with a smaller timeout_ms)
- * before it sleeps, since requests that a worker is finishing end sooner than a wake-up.
- * Returns MC_OK when all completed, the status of the first request that failed, or
+/* Waits until every submitted request ended, or timeout_ms passed (-1: no limit; 0: poll;
+ * other negative values: MC_ERR_INVALID_ARG). It may watch the batch on the CPU for a few
+ * microseconds before it sleeps (docs/internals.md). Returns MC_OK when all completed, the status of the first request that failed, or
  * MC_ERR_TIMEOUT when the wait ran out (requests keep running). Thread-safe. */
 MC_API mc_status_t mc_batch_wait(mc_batch_t *batch, int timeout_ms);
 
@@ -393,7 +408,8 @@ MC_API mc_status_t mc_batch_destroy(mc_batch_t *batch);
 /* Submits count requests on an internal batch and waits for them: MC_OK when all completed, the
  * first failure's status, or MC_ERR_TIMEOUT when timeout_ms (-1: no limit) ran out; then the
  * requests still running are failed and this call waits until none of them can touch the
- * caller's memory. Thread-safe. Blocks up to timeout_ms plus the engine's timeout_ms. */
+ * caller's memory. timeout_ms below -1 is MC_ERR_INVALID_ARG (nothing submitted). Thread-safe.
+ * Blocks up to timeout_ms plus the engine's timeout_ms. */
 MC_API mc_status_t mc_transfer(mc_engine_t *engine, const mc_request_t *requests, size_t count,
                                int timeout_ms);
 
@@ -401,9 +417,8 @@ MC_API mc_status_t mc_transfer(mc_engine_t *engine, const mc_request_t *requests
 
 /* An offset allocator over [0, capacity): hands out aligned ranges that never overlap. Freed
  * neighbours merge at once. All functions are thread-safe and never block beyond a short lock.
- * A heap of 32 MiB or more is split into a few shards with a lock each (threads that allocate at
- * the same time mostly take different ones), so where an allocation lands depends on the calling
- * thread; what fits does not: NO_MEMORY still means no free range holds the request. */
+ * Where an allocation lands may depend on the calling thread (large heaps are sharded:
+ * docs/internals.md); what fits does not: NO_MEMORY means no free range holds the request. */
 typedef struct mc_heap mc_heap_t;
 
 typedef struct mc_heap_stats {
