@@ -1018,7 +1018,15 @@ void EngineCore::health_loop(Peer *p) {
       set_state(*p, MC_SEGMENT_OK, "");
     } else {
       bool rejoined = false;
-      Status rs = refresh_peer(*p, &rejoined);
+      Status rs;
+      // A backstop: the peer's bytes are read through codecs that return a Status, but nothing
+      // that escapes them may end the process on this thread.
+      try {
+        rs = refresh_peer(*p, &rejoined);
+      } catch (const std::exception &e) {
+        rs = Err(MC_ERR_INTERNAL, std::string("refreshing the segment failed: ") + e.what());
+        MC_LOGE("segment " << p->name << ": " << rs.message());
+      }
       if (rs.ok()) {
         set_state(*p, MC_SEGMENT_OK, "");
         changed = true;
