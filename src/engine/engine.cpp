@@ -335,6 +335,9 @@ Status EngineCore::start() {
   if (!st.ok()) return st;
   st = metadata_->publish(local_descriptor());
   if (!st.ok()) return st;
+  // Two threads probe every open segment however many there are (a probe step is bounded by
+  // 250 ms, so one silent peer delays no other for longer than that).
+  health_ = std::make_unique<HealthMonitor>(kHealthThreads, [this](const std::shared_ptr<Peer> &p) { return probe_peer(p); });
   MC_LOGI("engine " << name_ << " started, incarnation " << std::hex << incarnation_);
   set_ready();
   return Status::Ok();
@@ -357,22 +360,8 @@ EngineCore::~EngineCore() { shutdown(); }
 void EngineCore::shutdown() {
   if (stopping_.exchange(true)) return;
   set_ready();  // wakes listener threads waiting in wait_started (they answer "being destroyed")
-  // Stop the health threads first (outside every engine lock: they take segs_mu_).
-  std::vector<std::shared_ptr<Peer>> peers;
-  {
-    std::shared_lock<std::shared_mutex> lk(segs_mu_);
-    for (auto &[n, w] : peers_)
-      if (auto p = w.lock()) peers.push_back(std::move(p));
-  }
-  for (auto &p : peers) {
-    {
-      std::lock_guard<std::mutex> lk(p->hmu);
-      p->hstop = true;
-      p->hcv.notify_all();
-    }
-    if (p->health.joinable() && p->health.get_id() != std::this_thread::get_id()) p->health.join();
-  }
-  peers.clear();
+  // Stop the health probes first (outside every engine lock: a probe takes segs_mu_).
+  if (health_) health_->stop();
   if (metadata_) metadata_->unpublish();
   if (tcp_) tcp_->shutdown();
   if (local_) local_->shutdown();
@@ -803,27 +792,12 @@ std::string EngineCore::descriptor_json() {
 // ------------------------------------------------------------------------------ segments
 
 Peer::~Peer() {
-  {
-    std::lock_guard<std::mutex> lk(alive->mu);
-    alive->ok = false;
-  }
-  {
-    std::lock_guard<std::mutex> lk(hmu);
-    hstop = true;
-    hcv.notify_all();
-  }
-  if (health.joinable()) {
-    if (health.get_id() == std::this_thread::get_id())
-      health.detach();  // the last reference went away on the health thread itself
-    else
-      health.join();
-  }
+  std::lock_guard<std::mutex> lk(alive->mu);
+  alive->ok = false;
 }
 
 void Peer::kick() {
-  std::lock_guard<std::mutex> lk(hmu);
-  hkick = true;
-  hcv.notify_all();
+  if (auto m = monitor.lock()) m->kick(this);
 }
 
 Status EngineCore::refresh_peer(Peer &p, bool *rejoined) {
@@ -966,77 +940,59 @@ void EngineCore::set_segment_callback(void (*fn)(mc_segment_t, uint32_t, uint64_
 // Probes one peer every heartbeat_ms (at once when a transfer to it failed). No answer within
 // peer_timeout_ms, or a refused connection, makes it UNREACHABLE and fails its in-flight work;
 // an answer with the known incarnation makes it OK again; a new incarnation rebuilds it.
-void EngineCore::health_loop(Peer *p) {
-  auto stopped = [&] {
-    std::lock_guard<std::mutex> lk(p->hmu);
-    return p->hstop;
+uint64_t EngineCore::probe_peer(const std::shared_ptr<Peer> &sp) {
+  Peer &p = *sp;
+  // While unreachable, probe more often so that a peer that answers again is used within
+  // about 100 ms rather than a whole heartbeat.
+  auto next = [&] {
+    return p.state.load() == MC_SEGMENT_UNREACHABLE ? std::min<uint64_t>(opts_.heartbeat_ms, 100)
+                                                    : opts_.heartbeat_ms;
   };
-  uint64_t next = now_ms() + opts_.heartbeat_ms;
-  for (;;) {
-    {
-      // While unreachable, probe more often so that a peer that answers again is used within
-      // about 100 ms rather than a whole heartbeat.
-      uint64_t period = p->state.load() == MC_SEGMENT_UNREACHABLE ? std::min<uint64_t>(opts_.heartbeat_ms, 100)
-                                                                 : opts_.heartbeat_ms;
-      uint64_t now = now_ms();
-      next = std::min(next, now + period);
-      std::unique_lock<std::mutex> lk(p->hmu);
-      p->hcv.wait_for(lk, std::chrono::milliseconds(next > now ? next - now : 0),
-                      [&] { return p->hstop || p->hkick; });
-      if (p->hstop) return;
-      p->hkick = false;
-    }
-    next = now_ms() + opts_.heartbeat_ms;  // the next probe is due a heartbeat after this one starts
-    HostPort addr;
-    uint64_t known;
-    {
-      std::lock_guard<std::mutex> lk(p->mu);
-      known = p->desc->incarnation;
-      if (!parse_host_port(p->desc->tcp, &addr).ok()) continue;
-    }
-    // Probe in short attempts so that engine destroy never waits a whole peer_timeout_ms for
-    // this thread; the peer is unreachable once no attempt answered for peer_timeout_ms.
-    uint64_t inc = 0;
-    Status st;
-    uint64_t deadline = now_ms() + opts_.peer_timeout_ms;
-    for (;;) {
-      uint64_t now = now_ms();
-      uint32_t left = deadline > now ? static_cast<uint32_t>(deadline - now) : 1;
-      st = control_ping(addr, opts_.auth_token, std::min<uint32_t>(left, 250), &inc);
-      if (st.ok() || stopped() || now_ms() >= deadline) break;
-      if (st.code() != MC_ERR_PEER_DOWN) break;  // refused outright: no point retrying
-      if (st.message().find("refused") != std::string::npos) break;
-    }
-    if (stopping_.load() || stopped()) return;
-    bool changed = false;
-    if (!st.ok()) {
-      changed = p->state.load() != MC_SEGMENT_UNREACHABLE;
-      set_state(*p, MC_SEGMENT_UNREACHABLE, st.message());
-    } else if (inc == known) {
-      changed = p->state.load() != MC_SEGMENT_OK;
-      if (changed) revive_routes(*p);
-      set_state(*p, MC_SEGMENT_OK, "");
-    } else {
-      bool rejoined = false;
-      Status rs;
-      // A backstop: the peer's bytes are read through codecs that return a Status, but nothing
-      // that escapes them may end the process on this thread.
-      try {
-        rs = refresh_peer(*p, &rejoined);
-      } catch (const std::exception &e) {
-        rs = Err(MC_ERR_INTERNAL, std::string("refreshing the segment failed: ") + e.what());
-        MC_LOGE("segment " << p->name << ": " << rs.message());
-      }
-      if (rs.ok()) {
-        set_state(*p, MC_SEGMENT_OK, "");
-        changed = true;
-      } else {
-        changed = p->state.load() != MC_SEGMENT_UNREACHABLE;
-        set_state(*p, MC_SEGMENT_UNREACHABLE, rs.message());
-      }
-    }
-    if (changed) notify(*p);
+  if (stopping_.load()) return opts_.heartbeat_ms;
+  HostPort addr;
+  uint64_t known;
+  {
+    std::lock_guard<std::mutex> lk(p.mu);
+    known = p.desc->incarnation;
+    if (!parse_host_port(p.desc->tcp, &addr).ok()) return opts_.heartbeat_ms;
   }
+  // One short attempt: a silent peer is tried again by the next step at once, so it never
+  // holds a monitor thread for its whole peer_timeout_ms; it is unreachable once no attempt
+  // answered for peer_timeout_ms, or at once when its port refuses.
+  uint64_t inc = 0;
+  Status st = control_ping(addr, opts_.auth_token, std::min<uint32_t>(opts_.peer_timeout_ms, 250), &inc);
+  if (stopping_.load()) return opts_.heartbeat_ms;
+  bool changed = false;
+  if (!st.ok()) {
+    uint64_t now = now_ms();
+    if (p.silent_since_ms == 0) p.silent_since_ms = now;
+    bool final = st.code() != MC_ERR_PEER_DOWN || st.message().find("refused") != std::string::npos ||
+                 now - p.silent_since_ms >= opts_.peer_timeout_ms;
+    if (!final) return 0;
+    changed = p.state.load() != MC_SEGMENT_UNREACHABLE;
+    set_state(p, MC_SEGMENT_UNREACHABLE, st.message());
+  } else if (inc == known) {
+    p.silent_since_ms = 0;
+    changed = p.state.load() != MC_SEGMENT_OK;
+    if (changed) revive_routes(p);
+    set_state(p, MC_SEGMENT_OK, "");
+  } else {
+    p.silent_since_ms = 0;
+    bool rejoined = false;
+    Status rs;
+    // A backstop: the peer's bytes are read through codecs that return a Status, but nothing
+    // that escapes them may end the process on this thread.
+    try {
+      rs = refresh_peer(p, &rejoined);
+    } catch (const std::exception &e) {
+      rs = Err(MC_ERR_INTERNAL, std::string("refreshing the segment failed: ") + e.what());
+      MC_LOGE("segment " << p.name << ": " << rs.message());
+    }
+    changed = rs.ok() || p.state.load() != MC_SEGMENT_UNREACHABLE;
+    set_state(p, rs.ok() ? MC_SEGMENT_OK : MC_SEGMENT_UNREACHABLE, rs.ok() ? "" : rs.message());
+  }
+  if (changed) notify(p);
+  return next();
 }
 
 Status EngineCore::open_segment(const std::string &name, mc_segment_t *out) {
@@ -1062,7 +1018,10 @@ Status EngineCore::open_segment(const std::string &name, mc_segment_t *out) {
     } else {
       peers_[name] = p;
       peer = p;
-      if (!p->self) p->health = std::thread([this, raw = p.get()] { health_loop(raw); });
+      if (!p->self) {
+        p->monitor = health_->handle();
+        health_->watch(p, opts_.heartbeat_ms);
+      }
     }
   }
   std::unique_lock<std::shared_mutex> lk(segs_mu_);

@@ -18,6 +18,7 @@
 #include "common/config.h"
 #include "common/descriptor.h"
 #include "common/status.h"
+#include "engine/health.h"
 #include "metadata/metadata.h"
 #include "transport/transport.h"
 
@@ -82,12 +83,11 @@ struct Peer {
   std::atomic<uint32_t> state{MC_SEGMENT_OK};
   std::atomic<uint64_t> rejoins{0};
   std::atomic<uint64_t> state_changed_ms{0};
-  // Health thread: hmu guards hstop and hkick.
-  std::thread health;
-  std::mutex hmu;
-  std::condition_variable hcv;
-  bool hstop = false;
-  bool hkick = false;
+  // Where kick() asks for a probe (empty for the engine's own segment).
+  std::weak_ptr<HealthMonitor::Handle> monitor;
+  // When the current run of unanswered probes began (0: the last probe was answered). Touched
+  // only by the probe step, which the monitor runs on one thread at a time per peer.
+  uint64_t silent_since_ms = 0;
 };
 
 class BatchCore {
@@ -186,7 +186,10 @@ class EngineCore : public TargetAccess, public std::enable_shared_from_this<Engi
   // Fetches the peer's descriptor and (re)builds its routes. A new incarnation drops every
   // old route (failing what is in flight on it) and counts a rejoin.
   Status refresh_peer(Peer &p, bool *rejoined = nullptr);
-  void health_loop(Peer *p);
+  // One health step of a peer (HealthMonitor::Probe): one ping attempt, the state changes it
+  // implies, a refresh when the peer answers with another incarnation. Returns the delay until
+  // the next step.
+  uint64_t probe_peer(const std::shared_ptr<Peer> &p);
   void set_state(Peer &p, uint32_t state, const std::string &why);
   void revive_routes(Peer &p);
   void notify(Peer &p);
@@ -211,6 +214,8 @@ class EngineCore : public TargetAccess, public std::enable_shared_from_this<Engi
   bool ready_ = false;
   void set_ready();
   std::unique_ptr<MetadataStore> metadata_;
+  static constexpr size_t kHealthThreads = 2;
+  std::unique_ptr<HealthMonitor> health_;  // probes every open segment's peer
   std::unique_ptr<Transport> tcp_;
   std::unique_ptr<Transport> local_;
   // Every transport that may carry data to other engines, in order of preference (fastest
