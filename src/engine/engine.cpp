@@ -418,8 +418,10 @@ Status EngineCore::register_buffer(void *addr, size_t len, const char *location,
 // All or nothing: every buffer is checked (location, overlap with registered buffers and with
 // each other) and every transport accepts it, or nothing changes. The descriptor is published
 // once per call.
-Status EngineCore::register_buffers(const NewBuffer *bufs, size_t n) {
-  std::vector<LocalRegion> regions(n);
+// Checks each new buffer alone (address, length, location) and the set for overlaps among
+// themselves; fills regions in the caller's order.
+Status EngineCore::check_new_buffers(const NewBuffer *bufs, size_t n, std::vector<LocalRegion> *regions) {
+  regions->resize(n);
   for (size_t i = 0; i < n; i++) {
     uint64_t a = bufs[i].addr;
     if (a == 0) return Err(MC_ERR_INVALID_ARG, "buffer " + std::to_string(i) + ": addr is NULL");
@@ -436,56 +438,94 @@ Status EngineCore::register_buffers(const NewBuffer *bufs, size_t n) {
         cuda::note_device_buffer();
     }
     if (!st.ok()) return n == 1 ? st : Err(st.code(), "buffer " + std::to_string(i) + ": " + st.message());
-    regions[i] = LocalRegion{a, bufs[i].length, std::move(loc), bufs[i].memfd};
+    (*regions)[i] = LocalRegion{a, bufs[i].length, std::move(loc), bufs[i].memfd};
   }
   std::vector<size_t> order(n);
   for (size_t i = 0; i < n; i++) order[i] = i;
-  std::sort(order.begin(), order.end(), [&](size_t x, size_t y) { return regions[x].addr < regions[y].addr; });
+  std::sort(order.begin(), order.end(), [&](size_t x, size_t y) { return (*regions)[x].addr < (*regions)[y].addr; });
   for (size_t k = 1; k < n; k++) {
-    auto &p = regions[order[k - 1]], &c = regions[order[k]];
+    auto &p = (*regions)[order[k - 1]], &c = (*regions)[order[k]];
     if (p.addr + p.length > c.addr)
       return Err(MC_ERR_EXISTS, "buffers " + std::to_string(order[k - 1]) + " and " + std::to_string(order[k]) + " overlap");
   }
-  std::unique_lock<std::shared_mutex> lk(buffers_mu_);
-  for (size_t i = 0; i < n; i++) {
+  return Status::Ok();
+}
+
+namespace {
+// The entry of an address-keyed map of ranges that overlaps [a, a+len), or end().
+template <class Map, class LenOf>
+typename Map::const_iterator overlapping(const Map &m, uint64_t a, uint64_t len, LenOf len_of) {
+  auto it = m.lower_bound(a);
+  if (it != m.end() && it->first < a + len) return it;
+  if (it != m.begin() && std::prev(it)->first + len_of(std::prev(it)->second) > a) return std::prev(it);
+  return m.end();
+}
+}  // namespace
+
+// Reserves the ranges against registered buffers and other registrations in progress, so the
+// transports can register them with no engine lock held (NIC registration and IPC export may
+// take seconds; submits must not wait for them).
+Status EngineCore::reserve_ranges(const std::vector<LocalRegion> &regions) {
+  std::shared_lock<std::shared_mutex> lk(buffers_mu_);
+  std::lock_guard<std::mutex> rk(reserve_mu_);
+  for (size_t i = 0; i < regions.size(); i++) {
     uint64_t a = regions[i].addr, len = regions[i].length;
-    auto it = buffers_.lower_bound(a);
-    bool overlap = it != buffers_.end() && it->first < a + len;
-    if (!overlap && it != buffers_.begin()) {
-      auto p = std::prev(it);
-      overlap = p->first + p->second->length > a;
-      if (overlap) it = p;
-    }
-    if (overlap)
-      return Err(MC_ERR_EXISTS, (n == 1 ? std::string("buffer") : "buffer " + std::to_string(i)) +
-                                    " overlaps the registered buffer at 0x" + [&] {
-                                      char h[32];
-                                      std::snprintf(h, sizeof h, "%" PRIx64, it->first);
-                                      return std::string(h);
-                                    }());
+    uint64_t at = 0;
+    auto b = overlapping(buffers_, a, len, [](const std::unique_ptr<LocalBuffer> &x) { return x->length; });
+    auto r = overlapping(reserved_, a, len, [](uint64_t l) { return l; });
+    if (b != buffers_.end()) at = b->first;
+    else if (r != reserved_.end()) at = r->first;
+    else continue;
+    char h[32];
+    std::snprintf(h, sizeof h, "%" PRIx64, at);
+    return Err(MC_ERR_EXISTS, (regions.size() == 1 ? std::string("buffer") : "buffer " + std::to_string(i)) +
+                                  " overlaps the " + (b != buffers_.end() ? "registered" : "being registered") +
+                                  " buffer at 0x" + h);
   }
-  for (size_t i = 0; i < n; i++) {
+  for (auto &r : regions) reserved_.emplace(r.addr, r.length);
+  return Status::Ok();
+}
+
+void EngineCore::release_ranges(const std::vector<LocalRegion> &regions) {
+  std::lock_guard<std::mutex> rk(reserve_mu_);
+  for (auto &r : regions) reserved_.erase(r.addr);
+}
+
+Status EngineCore::register_buffers(const NewBuffer *bufs, size_t n) {
+  std::vector<LocalRegion> regions;
+  Status st = check_new_buffers(bufs, n, &regions);
+  if (!st.ok()) return st;
+  st = reserve_ranges(regions);
+  if (!st.ok()) return st;
+  for (size_t i = 0; i < n && st.ok(); i++) {
     for (size_t t = 0; t < data_transports_.size(); t++) {
-      Status st = data_transports_[t]->on_register(regions[i]);
-      if (!st.ok()) {
-        for (size_t u = 0; u < t; u++) data_transports_[u]->on_unregister(regions[i]);
-        for (size_t j = 0; j < i; j++)
-          for (auto *tr : data_transports_) tr->on_unregister(regions[j]);
-        return st;
-      }
+      st = data_transports_[t]->on_register(regions[i]);
+      if (st.ok()) continue;
+      for (size_t u = 0; u < t; u++) data_transports_[u]->on_unregister(regions[i]);
+      for (size_t j = 0; j < i; j++)
+        for (auto *tr : data_transports_) tr->on_unregister(regions[j]);
+      break;
     }
   }
-  for (size_t i = 0; i < n; i++) {
-    auto b = std::make_unique<LocalBuffer>();
-    b->addr = regions[i].addr;
-    b->length = regions[i].length;
-    b->location = regions[i].location;
-    b->memfd = regions[i].memfd;
-    buffers_.emplace(b->addr, std::move(b));
+  if (!st.ok()) {
+    release_ranges(regions);
+    return st;
   }
-  desc_version_++;
-  for (size_t i = 0; i < n; i++) note_change(regions[i].addr);
-  lk.unlock();
+  {
+    // The exclusive lock only to make the buffers visible at once, with one version bump.
+    std::unique_lock<std::shared_mutex> lk(buffers_mu_);
+    for (auto &r : regions) {
+      auto b = std::make_unique<LocalBuffer>();
+      b->addr = r.addr;
+      b->length = r.length;
+      b->location = r.location;
+      b->memfd = r.memfd;
+      buffers_.emplace(b->addr, std::move(b));
+    }
+    desc_version_++;
+    for (auto &r : regions) note_change(r.addr);
+  }
+  release_ranges(regions);
   return publish();
 }
 
@@ -960,12 +1000,15 @@ uint64_t EngineCore::probe_peer(const std::shared_ptr<Peer> &sp) {
   // holds a monitor thread for its whole peer_timeout_ms; it is unreachable once no attempt
   // answered for peer_timeout_ms, or at once when its port refuses.
   uint64_t inc = 0;
-  Status st = control_ping(addr, opts_.auth_token, std::min<uint32_t>(opts_.peer_timeout_ms, 250), &inc);
+  uint64_t start = now_ms();
+  uint64_t left = opts_.peer_timeout_ms;
+  if (p.silent_since_ms != 0) left = start - p.silent_since_ms < left ? left - (start - p.silent_since_ms) : 1;
+  Status st = control_ping(addr, opts_.auth_token, static_cast<uint32_t>(std::clamp<uint64_t>(left, 1, 250)), &inc);
   if (stopping_.load()) return opts_.heartbeat_ms;
   bool changed = false;
   if (!st.ok()) {
     uint64_t now = now_ms();
-    if (p.silent_since_ms == 0) p.silent_since_ms = now;
+    if (p.silent_since_ms == 0) p.silent_since_ms = start;  // silent since the attempt began
     bool final = st.code() != MC_ERR_PEER_DOWN || st.message().find("refused") != std::string::npos ||
                  now - p.silent_since_ms >= opts_.peer_timeout_ms;
     if (!final) return 0;

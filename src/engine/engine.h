@@ -197,6 +197,9 @@ class EngineCore : public TargetAccess, public std::enable_shared_from_this<Engi
   Status publish();
   void note_change(uint64_t addr);
   Status resolve_location(uint64_t addr, const char *location, std::string *out);
+  Status check_new_buffers(const NewBuffer *bufs, size_t n, std::vector<LocalRegion> *regions);
+  Status reserve_ranges(const std::vector<LocalRegion> &regions);
+  void release_ranges(const std::vector<LocalRegion> &regions);
   // Pins the local buffers covering a range; caller holds buffers_mu_ (shared).
   const LocalBuffer *pin_locked(uint64_t addr, uint64_t len);
   void unpin_locked(uint64_t addr, uint64_t len);
@@ -232,6 +235,10 @@ class EngineCore : public TargetAccess, public std::enable_shared_from_this<Engi
   std::deque<std::pair<uint64_t, uint64_t>> changes_;
   uint64_t log_floor_ = 1;  // deltas are served only to peers that know at least this version
   std::atomic<uint64_t> deltas_served_{0};
+  // reserve_mu_ guards reserved_: ranges being registered with the transports (addr -> length),
+  // outside buffers_mu_. Taken after buffers_mu_ (shared) when both are held.
+  std::mutex reserve_mu_;
+  std::map<uint64_t, uint64_t> reserved_;
   std::mutex publish_mu_;  // serializes metadata_->publish calls
 
   // desc_mu_ guards the cached descriptor text.
