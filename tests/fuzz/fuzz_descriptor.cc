@@ -11,6 +11,7 @@
 #include <string>
 
 #include "common/descriptor.h"
+#include "metadata/metadata.h"
 
 namespace {
 
@@ -45,6 +46,18 @@ void check_shape(const mc::Descriptor &d) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   std::string text(reinterpret_cast<const char *>(data), size);
+  // The name-claim reader of a stored value (etcd/redis) and the delta path take the same bytes.
+  mc::StoredHolder h;
+  mc::Status hs = mc::read_holder(text, "fuzz", &h);
+  CHECK(hs.ok() || (hs.code() == MC_ERR_METADATA && !hs.message().empty()));
+  mc::Descriptor base;
+  base.incarnation = 1;
+  base.version = 3;
+  base.buffers.push_back({0x1000, 0x1000, "cpu", {}, 3});
+  mc::Descriptor upd;
+  mc::Status us = mc::Descriptor::from_json_update(text, base, &upd, "fuzz");
+  if (us.ok()) check_shape(upd);
+  else CHECK(us.code() == MC_ERR_METADATA && !us.message().empty());
   mc::Descriptor d;
   mc::Status st = mc::Descriptor::from_json(text, &d);
   if (!st.ok()) {
