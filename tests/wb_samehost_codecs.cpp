@@ -188,7 +188,7 @@ void fd_requests(void **) {
   assert_true(a == 18446744073709551615ull);
   assert_true(parse_fd_request("FD 0", &a) && a == 0);
   for (const char *bad : {"FD ", "FD", "FD -1", "FD +1", "FD 1x", "FD 18446744073709551616", "FD 0x10", "fd 1",
-                          "FD  1", "FD 1 ", "FD 99999999999999999999999"}) {
+                          "FD  1", "FD 1 ", "FD 01", "FD 99999999999999999999999"}) {
     a = 77;
     if (parse_fd_request(bad, &a)) std::fprintf(stderr, "accepted '%s'\n", bad);
     assert_false(parse_fd_request(bad, &a));

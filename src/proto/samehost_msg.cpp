@@ -158,6 +158,7 @@ std::string fd_request(uint64_t addr) { return "FD " + std::to_string(addr); }
 
 bool parse_fd_request(std::string_view req, uint64_t *addr) {
   if (req.size() < 4 || req.size() > 23 || req.substr(0, 3) != "FD ") return false;
+  if (req[3] == '0' && req.size() > 4) return false;  // one spelling per address
   uint64_t v = 0;
   for (char c : req.substr(3)) {
     if (c < '0' || c > '9') return false;
