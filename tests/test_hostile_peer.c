@@ -144,7 +144,7 @@ static void hostile(const char *mode, const char *field, mc_status_t want_status
     st = mc_transfer(e, &r, 1, 10000);
     assert_true(tu_now_ms() - t0 < 10000);
   }
-  if (!log_has(name, field, "shm")) fprintf(stderr, "mode %s: log:\n%s\n", mode, g_log);
+  if (!log_has(name, field, "shm") || getenv("MC_TEST_VERBOSE")) fprintf(stderr, "mode %s: log:\n%s\n", mode, g_log);
   assert_true(log_has(name, field, "shm"));
   assert_int_not_equal(st, MC_OK);
   if (want_status) assert_int_equal(st, want_status);

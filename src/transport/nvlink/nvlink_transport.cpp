@@ -153,6 +153,7 @@ class NvPeer : public PeerPath, public std::enable_shared_from_this<NvPeer> {
   Status open(const Descriptor &d);
   // Re-reads the peer's buffer list; imports of buffers that changed or went away retire.
   Status refresh();
+  bool opened_ = false;  // the first LIST is in (set before any other thread sees the peer)
   // The remote range [raddr, raddr+*avail) mapped for GPU dev, importing it on first use;
   // MC_ERR_DENIED when the buffer's access forbids op.
   Status translate(uint64_t raddr, int dev, uint32_t op, CUdeviceptr *out, uint64_t *avail);
@@ -649,7 +650,9 @@ Status NvPeer::open(const Descriptor &d) {
   ctrl = static_cast<CtrlPage *>(p);
   if (ctrl->magic != kCtrlMagic || ctrl->incarnation != incarnation_)
     return Err(MC_ERR_TRANSPORT, "nvlink: peer " + name_ + " sent a bad control page");
-  return refresh();
+  st = refresh();
+  opened_ = st.ok();
+  return st;
 }
 
 Status NvPeer::refresh() {
@@ -659,8 +662,9 @@ Status NvPeer::refresh() {
   proto::NvlinkList list;
   st = proto::decode(reply, name_, MC_ERR_TRANSPORT, &list);
   if (!st.ok()) {
-    // Logged here, where the field is known; the caller fails this peer's requests with it.
-    MC_LOGW("nvlink: " << st.message());
+    // Logged once: here for a refresh (a request's thread fails this peer's requests with it),
+    // by connect()'s fallback message while the path opens.
+    if (opened_) MC_LOGW("nvlink: " << st.message());
     return st;
   }
   std::map<uint64_t, RemoteBuf> nb;

@@ -236,6 +236,7 @@ class ShmPeer : public PeerPath, public std::enable_shared_from_this<ShmPeer> {
   Status open(const Descriptor &d);
   // Re-reads the target's buffer list and epoch.
   Status refresh();
+  bool opened_ = false;  // the first LIST is in (set before any other thread sees the peer)
   // Runs slices [0, n) to their end without reporting them: st[i] gets slice i's status. Then
   // report() ends them (one liveness check for all their WRITEs, then slice_done each).
   void run(const Slice *s, size_t n, mc_status_t *st, bool stream = false);
@@ -671,6 +672,7 @@ Status ShmPeer::open(const Descriptor &d) {
                                                    "buffers from mc_buffer_alloc over shm");
   st = refresh();
   if (!st.ok()) return st;
+  opened_ = true;
   // The watch connection: its close tells us at once that the peer is gone.
   st = unix_connect(sock, t_->timeout_ms(), &watch_);
   if (!st.ok()) return st;
@@ -703,8 +705,9 @@ Status ShmPeer::refresh() {
   proto::ShmList list;
   st = proto::decode(reply, name_, MC_ERR_TRANSPORT, &list);
   if (!st.ok()) {
-    // Logged here, where the field is known; the caller fails this peer's slices with it.
-    MC_LOGW("shm: " << st.message());
+    // Logged once: here for a refresh (a request's thread fails this peer's requests with it),
+    // by connect()'s fallback message while the path opens.
+    if (opened_) MC_LOGW("shm: " << st.message());
     return st;
   }
   std::unique_lock<std::shared_mutex> lk(bufs_mu_);
