@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes the committed seed corpora of tests/fuzz/corpus/{control,descriptor,config}.
+"""Writes the committed seed corpora of tests/fuzz/corpus/{control,descriptor,config} and of the same-host messages.
 
 Run once after a wire or format change: python3 tests/fuzz/make-seeds.py. The seeds are small
 valid and invalid inputs; fuzz-smoke copies them to a temporary folder and never grows them.
@@ -84,3 +84,63 @@ put("config", "listen", cfg(("listen", "localhost:65535"), ("listen", "1.2.3.4:6
                             ("listen", "::1:80"), ("listen", ":80")))
 put("config", "transports", cfg(("transports", "auto"), ("transports", ""), ("transports", "tcp,,local"),
                                 ("transports", "shm"), ("log_level", "3")))
+
+# ---- same-host messages (src/proto/samehost_msg.h): what a same-host peer or the metadata store sends
+for d in ("shm_list", "shm_hello", "nvlink_list", "nvlink_hello", "samehost_blob"):
+    os.makedirs(os.path.join(root, d), exist_ok=True)
+
+
+def sbuf(addr, length, memfd=True, access=3):
+    return '{"addr":%d,"len":%d,"memfd":%s,"access":%d}' % (addr, length, "true" if memfd else "false", access)
+
+
+def slist(*bufs, epoch=3):
+    return '{"epoch":%s,"buffers":[%s]}' % (epoch, ",".join(bufs))
+
+
+put("shm_list", "ok_two", slist(sbuf(4096, 4096), sbuf(8192, 16, False, 1)))
+put("shm_list", "ok_empty", slist())
+put("shm_list", "positional", slist("[4096,4096,true,3]"))
+put("shm_list", "string_addr", slist('{"addr":"4096","len":1,"memfd":true,"access":3}'))
+put("shm_list", "wraps", slist(sbuf(2**64 - 1, 2)))
+put("shm_list", "zero_len", slist(sbuf(4096, 0)))
+put("shm_list", "overlap", slist(sbuf(4096, 4096), sbuf(8000, 1)))
+put("shm_list", "float_epoch", slist(sbuf(4096, 1), epoch="1.5"))
+put("shm_list", "truncated", slist(sbuf(4096, 4096))[:30])
+
+put("shm_hello", "ok", '{"pid":4242,"ctrl":140737488351232}')
+put("shm_hello", "pid_string", '{"pid":"4242","ctrl":1}')
+put("shm_hello", "pid_minus_one", '{"pid":-1,"ctrl":1}')
+put("shm_hello", "pid_zero", '{"pid":0,"ctrl":1}')
+put("shm_hello", "no_ctrl", '{"pid":7}')
+put("shm_hello", "not_object", '[7,1]')
+
+ipc = "5a" * 64
+
+
+def nbuf(addr, length, extra, vmm=False, access=3, dev=0):
+    return '{"addr":%d,"len":%d,"dev":%d,"vmm":%s,"access":%d%s}' % (
+        addr, length, dev, "true" if vmm else "false", access, extra)
+
+
+put("nvlink_list", "ok_ipc", slist(nbuf(65536, 4096, ',"ipc":"%s","base":32768' % ipc)))
+put("nvlink_list", "ok_vmm", slist(nbuf(131072, 8192, ',"chunks":[[131072,4096],[135168,4096]]', vmm=True)))
+put("nvlink_list", "ok_closed", slist(nbuf(196608, 1, "", access=0)))
+put("nvlink_list", "bad_hex", slist(nbuf(65536, 4096, ',"ipc":"zz","base":0')))
+put("nvlink_list", "base_above", slist(nbuf(65536, 4096, ',"ipc":"%s","base":99999' % ipc)))
+put("nvlink_list", "chunk_wraps", slist(nbuf(1, 1, ',"chunks":[[18446744073709551615,2]]', vmm=True)))
+put("nvlink_list", "no_chunks", slist(nbuf(1, 1, ',"chunks":[]', vmm=True)))
+put("nvlink_list", "dev_negative", slist(nbuf(1, 1, "", access=0, dev=-1)))
+
+put("nvlink_hello", "ok", '{"pid":17}')
+put("nvlink_hello", "pid_array", '{"pid":[17]}')
+put("nvlink_hello", "pid_negative", '{"pid":-1}')
+put("nvlink_hello", "empty", '{}')
+
+put("samehost_blob", "shm_ok", b"\x00" + b'{"socket":"mc-shm-1-2"}')
+put("samehost_blob", "shm_array", b"\x00" + b'{"socket":[1]}')
+put("samehost_blob", "nvlink_ok", b"\x01" + b'{"socket":"mc-nv-1-2"}')
+put("samehost_blob", "nvlink_nul", b"\x01" + b'{"socket":"a\\u0000b"}')
+put("samehost_blob", "fd_ok", b"\x02FD 140737488351232")
+put("samehost_blob", "fd_negative", b"\x02FD -1")
+put("samehost_blob", "fd_overflow", b"\x02FD 18446744073709551616")

@@ -72,6 +72,7 @@
 #include "common/log.h"
 #include "common/net.h"
 #include "common/unix_msg.h"
+#include "proto/samehost_msg.h"
 #include "common/wire.h"
 
 namespace mc {
@@ -96,33 +97,6 @@ struct CtrlPage {
   std::atomic<uint64_t> active;  // initiator copy groups in flight, all peers together
 };
 static_assert(std::atomic<uint64_t>::is_always_lock_free, "shared-memory atomics need lock-free u64");
-
-std::string hex(const void *p, size_t n) {
-  static const char *d = "0123456789abcdef";
-  std::string s;
-  s.reserve(n * 2);
-  for (size_t i = 0; i < n; i++) {
-    unsigned char c = static_cast<const unsigned char *>(p)[i];
-    s += d[c >> 4];
-    s += d[c & 15];
-  }
-  return s;
-}
-
-bool unhex(const std::string &s, void *out, size_t n) {
-  if (s.size() != n * 2) return false;
-  auto v = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    return -1;
-  };
-  for (size_t i = 0; i < n; i++) {
-    int hi = v(s[2 * i]), lo = v(s[2 * i + 1]);
-    if (hi < 0 || lo < 0) return false;
-    static_cast<unsigned char *>(out)[i] = static_cast<unsigned char>(hi << 4 | lo);
-  }
-  return true;
-}
 
 // Messages on the socket: 4-byte length + text; a reply may carry one fd.
 
@@ -179,6 +153,7 @@ class NvPeer : public PeerPath, public std::enable_shared_from_this<NvPeer> {
   Status open(const Descriptor &d);
   // Re-reads the peer's buffer list; imports of buffers that changed or went away retire.
   Status refresh();
+  bool opened_ = false;  // the first LIST is in (set before any other thread sees the peer)
   // The remote range [raddr, raddr+*avail) mapped for GPU dev, importing it on first use;
   // MC_ERR_DENIED when the buffer's access forbids op.
   Status translate(uint64_t raddr, int dev, uint32_t op, CUdeviceptr *out, uint64_t *avail);
@@ -543,35 +518,37 @@ void NvTransport::serve(int fd, std::shared_ptr<std::atomic<bool>> done) {
     pending = false;
     pending_--;
     set_io_timeout(fd, 0);  // admitted connections may idle
-    json j = {{"pid", static_cast<int64_t>(getpid())}};
-    admitted = unix_send_msg(fd, j.dump(), ctrl_fd_.get());
+    proto::NvlinkHello h;
+    h.pid = getpid();
+    admitted = unix_send_msg(fd, h.to_json(), ctrl_fd_.get());
   }
   while (admitted && unix_recv_msg(fd, &req, nullptr, kMaxMsg)) {
     if (req == "LIST") {
-      json bufs = json::array();
-      uint64_t epoch;
+      proto::NvlinkList l;
       {
         std::shared_lock<std::shared_mutex> lk(mu_);
-        epoch = ctrl_->epoch.load();
+        l.epoch = ctrl_->epoch.load();
         for (auto &[a, e] : exports_) {
-          json b = {{"addr", a}, {"len", e.length}, {"dev", e.dev}, {"vmm", e.vmm}, {"access", e.access}};
+          proto::NvListBuf b;
+          b.addr = a;
+          b.len = e.length;
+          b.dev = e.dev;
+          b.vmm = e.vmm;
+          b.access = e.access;
           if (e.access == 0) {
             // Peers may not touch it: listed (so a request fails DENIED, not "no buffer") but
             // without a handle.
           } else if (e.vmm) {
-            json c = json::array();
-            for (auto &ch : e.chunks) c.push_back({ch.addr, ch.size});
-            b["chunks"] = std::move(c);
+            for (auto &ch : e.chunks) b.chunks.emplace_back(ch.addr, ch.size);
           } else {
-            b["ipc"] = hex(&e.ipc, sizeof e.ipc);
-            b["base"] = e.base;
+            b.ipc.assign(reinterpret_cast<const char *>(&e.ipc), sizeof e.ipc);
+            b.base = e.base;
           }
-          bufs.push_back(std::move(b));
+          l.buffers.push_back(std::move(b));
         }
       }
-      if (!unix_send_msg(fd, json{{"epoch", epoch}, {"buffers", std::move(bufs)}}.dump())) break;
-    } else if (req.rfind("FD ", 0) == 0) {
-      uint64_t a = std::strtoull(req.c_str() + 3, nullptr, 10);
+      if (!unix_send_msg(fd, l.to_json())) break;
+    } else if (uint64_t a = 0; proto::parse_fd_request(req, &a)) {
       int f = -1;
       bool denied = false;
       {
@@ -651,59 +628,57 @@ Status NvPeer::open(const Descriptor &d) {
   name_ = d.name;
   incarnation_ = d.incarnation;
   same_process_ = d.pid == static_cast<int64_t>(getpid());
-  json tj = json::parse(d.transports.at("nvlink"), nullptr, false);
-  if (!tj.is_object() || !tj.contains("socket") || !tj["socket"].is_string())
-    return Err(MC_ERR_METADATA, "nvlink: bad endpoint in the descriptor of " + d.name);
-  std::string name = tj["socket"].get<std::string>();
+  proto::NvlinkBlob blob;
+  Status bs = proto::decode(d.transports.at("nvlink"), name_, MC_ERR_METADATA, &blob);
+  if (!bs.ok()) return bs;
   Fd fd;
-  Status cs = unix_connect(name, t_->timeout_ms(), &fd);
+  Status cs = unix_connect(blob.socket, t_->timeout_ms(), &fd);
   if (!cs.ok()) return cs;
   sock_ = std::move(fd);
   std::string reply;
   int cfd = -1;
   Status st = unix_hello(sock_.get(), t_->token(), incarnation_, "nvlink: same-host peer " + name_, kMaxMsg, &reply,
                          &cfd);
+  Fd cf(cfd);  // closed on every path, as in shm
   if (!st.ok()) return st;
-  if (cfd < 0) return Err(MC_ERR_TRANSPORT, "nvlink: peer " + name_ + " sent no control page");
-  void *p = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, cfd, 0);
-  ::close(cfd);
+  proto::NvlinkHello hello;
+  st = proto::decode(reply, name_, MC_ERR_TRANSPORT, &hello);
+  if (!st.ok()) return st;
+  if (!cf.valid()) return Err(MC_ERR_TRANSPORT, "nvlink: peer " + name_ + " sent no control page");
+  void *p = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, cf.get(), 0);
   if (p == MAP_FAILED) return Err(MC_ERR_TRANSPORT, std::string("nvlink: mmap of a control page: ") + std::strerror(errno));
   ctrl = static_cast<CtrlPage *>(p);
   if (ctrl->magic != kCtrlMagic || ctrl->incarnation != incarnation_)
     return Err(MC_ERR_TRANSPORT, "nvlink: peer " + name_ + " sent a bad control page");
-  return refresh();
+  st = refresh();
+  opened_ = st.ok();
+  return st;
 }
 
 Status NvPeer::refresh() {
   std::string reply;
   Status st = request("LIST", &reply, nullptr);
   if (!st.ok()) return st;
-  json j = json::parse(reply, nullptr, false);
-  if (!j.is_object() || !j.contains("buffers") || !j["buffers"].is_array() || !j.contains("epoch"))
-    return Err(MC_ERR_TRANSPORT, "nvlink: peer " + name_ + " sent a bad buffer list");
+  proto::NvlinkList list;
+  st = proto::decode(reply, name_, MC_ERR_TRANSPORT, &list);
+  if (!st.ok()) {
+    // Logged once: here for a refresh (a request's thread fails this peer's requests with it),
+    // by connect()'s fallback message while the path opens.
+    if (opened_) MC_LOGW("nvlink: " << st.message());
+    return st;
+  }
   std::map<uint64_t, RemoteBuf> nb;
-  try {
-    for (auto &b : j["buffers"]) {
-      RemoteBuf r;
-      r.addr = b.at("addr").get<uint64_t>();
-      r.length = b.at("len").get<uint64_t>();
-      r.dev = b.at("dev").get<int>();
-      r.vmm = b.at("vmm").get<bool>();
-      r.access = b.at("access").get<uint32_t>();
-      if (r.access == 0) {
-        // Listed without a handle: requests to it fail DENIED, nothing is imported.
-      } else if (r.vmm) {
-        for (auto &c : b.at("chunks")) r.chunks.emplace_back(c.at(0).get<uint64_t>(), c.at(1).get<uint64_t>());
-        if (r.chunks.empty()) continue;
-      } else {
-        r.ipc.assign(CU_IPC_HANDLE_SIZE, '\0');
-        if (!unhex(b.at("ipc").get<std::string>(), r.ipc.data(), CU_IPC_HANDLE_SIZE)) continue;
-        r.base = b.at("base").get<uint64_t>();
-      }
-      nb[r.addr] = std::move(r);
-    }
-  } catch (const std::exception &e) {
-    return Err(MC_ERR_TRANSPORT, "nvlink: peer " + name_ + " sent a bad buffer list: " + e.what());
+  for (auto &b : list.buffers) {
+    RemoteBuf r;
+    r.addr = b.addr;
+    r.length = b.len;
+    r.dev = b.dev;
+    r.vmm = b.vmm;
+    r.access = b.access;
+    r.chunks = std::move(b.chunks);
+    r.ipc = std::move(b.ipc);
+    r.base = b.base;
+    nb[r.addr] = std::move(r);
   }
   t_->refreshes++;
   std::unique_lock<std::shared_mutex> lk(mu_);
@@ -723,7 +698,7 @@ Status NvPeer::refresh() {
     retired_.clear();
   }
   bufs_ = std::move(nb);
-  epoch_ = j["epoch"].get<uint64_t>();
+  epoch_ = list.epoch;
   stale.store(false);
   return Status::Ok();
 }
@@ -779,7 +754,7 @@ Status NvPeer::import_locked(const RemoteBuf &b, int dev, Import *out) {
   for (auto &c : b.chunks) {
     std::string reply;
     int fd = -1;
-    st = request("FD " + std::to_string(c.first), &reply, &fd);
+    st = request(proto::fd_request(c.first), &reply, &fd);
     if (st.ok() && fd < 0) st = Err(MC_ERR_TRANSPORT, "nvlink: peer " + name_ + " sent no fd");
     if (!st.ok()) break;
     CUmemGenericAllocationHandle h = 0;

@@ -89,6 +89,7 @@
 #include "common/net.h"
 #include "common/unix_msg.h"
 #include "common/wire.h"
+#include "proto/samehost_msg.h"
 
 namespace mc {
 namespace {
@@ -235,6 +236,7 @@ class ShmPeer : public PeerPath, public std::enable_shared_from_this<ShmPeer> {
   Status open(const Descriptor &d);
   // Re-reads the target's buffer list and epoch.
   Status refresh();
+  bool opened_ = false;  // the first LIST is in (set before any other thread sees the peer)
   // Runs slices [0, n) to their end without reporting them: st[i] gets slice i's status. Then
   // report() ends them (one liveness check for all their WRITEs, then slice_done each).
   void run(const Slice *s, size_t n, mc_status_t *st, bool stream = false);
@@ -549,25 +551,24 @@ void ShmTransport::serve(int fd, std::shared_ptr<std::atomic<bool>> done) {
     pending = false;
     pending_--;
     set_io_timeout(fd, 0);  // admitted connections may idle (WATCH)
-    json j = {{"pid", static_cast<int64_t>(getpid())}, {"ctrl", reinterpret_cast<uint64_t>(ctrl_)}};
-    admitted = unix_send_msg(fd, j.dump(), ctrl_fd_.get());
+    proto::ShmHello h;
+    h.pid = getpid();
+    h.ctrl = reinterpret_cast<uint64_t>(ctrl_);
+    admitted = unix_send_msg(fd, h.to_json(), ctrl_fd_.get());
   }
   while (admitted && unix_recv_msg(fd, &req, nullptr, kMaxMsg)) {
     if (req == "WATCH") {
       // Stays open and idle: closes when this engine or process goes away.
       continue;
     } else if (req == "LIST") {
-      json bufs = json::array();
-      uint64_t epoch;
+      proto::ShmList l;
       {
         std::lock_guard<std::mutex> lk(mu_);
-        epoch = ctrl_->epoch.load();
-        for (auto &[a, r] : regions_) bufs.push_back({a, r.length, r.fd >= 0, r.access});
+        l.epoch = ctrl_->epoch.load();
+        for (auto &[a, r] : regions_) l.buffers.push_back({a, r.length, r.fd >= 0, r.access});
       }
-      json j = {{"epoch", epoch}, {"buffers", std::move(bufs)}};
-      if (!unix_send_msg(fd, j.dump())) break;
-    } else if (req.rfind("FD ", 0) == 0) {
-      uint64_t a = std::strtoull(req.c_str() + 3, nullptr, 10);
+      if (!unix_send_msg(fd, l.to_json())) break;
+    } else if (uint64_t a = 0; proto::parse_fd_request(req, &a)) {
       int f = -1;
       bool unreadable = false;
       {
@@ -623,6 +624,11 @@ Status ShmPeer::request(const std::string &req, std::string *reply, int *fd) {
   std::lock_guard<std::mutex> lk(req_mu_);
   if (!unix_send_msg(sock_.get(), req) || !unix_recv_msg(sock_.get(), reply, fd, kMaxMsg))
     return Err(MC_ERR_PEER_DOWN, "same-host peer " + name_ + " closed its socket");
+  if (reply->rfind("ERR", 0) == 0 && fd && *fd >= 0) {
+    // An fd that came with a refusal is not ours to use (as in nvlink): close it, not leak it.
+    ::close(*fd);
+    *fd = -1;
+  }
   if (reply->rfind("ERR DENIED ", 0) == 0)
     return Err(MC_ERR_DENIED, "same-host peer " + name_ + " denied access: " + reply->substr(11));
   if (reply->rfind("ERR", 0) == 0) return Err(MC_ERR_TRANSPORT, "same-host peer " + name_ + ": " + reply->substr(4));
@@ -632,26 +638,29 @@ Status ShmPeer::request(const std::string &req, std::string *reply, int *fd) {
 Status ShmPeer::open(const Descriptor &d) {
   name_ = d.name;
   incarnation_ = d.incarnation;
-  json t = json::parse(d.transports.at("shm"), nullptr, false);
-  if (!t.is_object() || !t.contains("socket")) return Err(MC_ERR_METADATA, "bad shm descriptor");
-  std::string sock = t["socket"].get<std::string>();
-  Status st = unix_connect(sock, t_->timeout_ms(), &sock_);
+  proto::ShmBlob blob;
+  Status st = proto::decode(d.transports.at("shm"), name_, MC_ERR_METADATA, &blob);
+  if (!st.ok()) return st;
+  const std::string &sock = blob.socket;
+  st = unix_connect(sock, t_->timeout_ms(), &sock_);
   if (!st.ok()) return st;
   std::string reply;
   int cfd = -1;
   st = shm_hello(sock_.get(), t_->token(), incarnation_, name_, &reply, &cfd);
   Fd cf(cfd);
   if (!st.ok()) return st;
-  json j = json::parse(reply, nullptr, false);
-  if (!cf.valid() || !j.is_object()) return Err(MC_ERR_TRANSPORT, "same-host peer " + name_ + " sent no control page");
-  pid_ = j.value("pid", 0);
+  proto::ShmHello hello;
+  st = proto::decode(reply, name_, MC_ERR_TRANSPORT, &hello);
+  if (!st.ok()) return st;
+  if (!cf.valid()) return Err(MC_ERR_TRANSPORT, "same-host peer " + name_ + " sent no control page");
+  pid_ = static_cast<int>(hello.pid);
   void *p = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, cf.get(), 0);
   if (p == MAP_FAILED) return Err(MC_ERR_NO_MEMORY, std::string("mmap of a peer's control page: ") + std::strerror(errno));
   ctrl_ = static_cast<CtrlPage *>(p);
   if (ctrl_->magic != kCtrlMagic || ctrl_->incarnation != incarnation_)
     return Err(MC_ERR_TRANSPORT, "same-host peer " + name_ + " sent a foreign control page");
   // Cross-memory attach: read the target's own view of its control page.
-  uint64_t remote_ctrl = j.value("ctrl", uint64_t(0));
+  uint64_t remote_ctrl = hello.ctrl;
   uint64_t magic = 0;
   iovec li{&magic, sizeof magic}, ri{reinterpret_cast<void *>(remote_ctrl), sizeof magic};
   ssize_t n = ::process_vm_readv(pid_, &li, 1, &ri, 1, 0);
@@ -663,6 +672,7 @@ Status ShmPeer::open(const Descriptor &d) {
                                                    "buffers from mc_buffer_alloc over shm");
   st = refresh();
   if (!st.ok()) return st;
+  opened_ = true;
   // The watch connection: its close tells us at once that the peer is gone.
   st = unix_connect(sock, t_->timeout_ms(), &watch_);
   if (!st.ok()) return st;
@@ -692,13 +702,18 @@ Status ShmPeer::refresh() {
   std::string reply;
   Status st = request("LIST", &reply, nullptr);
   if (!st.ok()) return st;
-  json j = json::parse(reply, nullptr, false);
-  if (!j.is_object()) return Err(MC_ERR_TRANSPORT, "same-host peer " + name_ + " sent a bad buffer list");
+  proto::ShmList list;
+  st = proto::decode(reply, name_, MC_ERR_TRANSPORT, &list);
+  if (!st.ok()) {
+    // Logged once: here for a refresh (a request's thread fails this peer's requests with it),
+    // by connect()'s fallback message while the path opens.
+    if (opened_) MC_LOGW("shm: " << st.message());
+    return st;
+  }
   std::unique_lock<std::shared_mutex> lk(bufs_mu_);
   std::map<uint64_t, RemoteBuf> nb;
-  for (auto &b : j["buffers"]) {
-    RemoteBuf r{b[0].get<uint64_t>(), b[1].get<uint64_t>(), b[2].get<bool>(), nullptr,
-                b.size() > 3 ? b[3].get<uint32_t>() : uint32_t(MC_ACCESS_READ | MC_ACCESS_WRITE)};
+  for (auto &b : list.buffers) {
+    RemoteBuf r{b.addr, b.len, b.memfd, nullptr, b.access};
     // A mapping made under other rights is not reused (a read-only one cannot take writes; a
     // writable one must not outlive the right to write). It stays mapped until the peer goes.
     auto old = bufs_.find(r.addr);
@@ -708,14 +723,14 @@ Status ShmPeer::refresh() {
     nb[r.addr] = r;
   }
   bufs_.swap(nb);
-  epoch_ = j["epoch"].get<uint64_t>();
+  epoch_ = list.epoch;
   return Status::Ok();
 }
 
 Status ShmPeer::map_buffer(RemoteBuf &b) {
   std::string reply;
   int fd = -1;
-  Status st = request("FD " + std::to_string(b.addr), &reply, &fd);
+  Status st = request(proto::fd_request(b.addr), &reply, &fd);
   if (!st.ok()) return st;
   Fd f(fd);
   if (!f.valid()) return Err(MC_ERR_TRANSPORT, "same-host peer " + name_ + " sent no memfd");
