@@ -853,6 +853,7 @@ static void test_hostile_descriptor_rewrite(void **state) {
   mc_engine_t *fresh = engine(s, "fresh-reader");
   char *hb = buffer(healthy, 82);
   char *bb = buffer(b, 83);
+  char *fb = buffer(fresh, 85);
   mc_segment_t vseg, hseg;
   assert_int_equal(mc_segment_open(b, "victim", &vseg), MC_OK);
   assert_int_equal(open_until(b, "healthy", MC_OK, 2000, &hseg), MC_OK);
@@ -891,7 +892,7 @@ static void test_hostile_descriptor_rewrite(void **state) {
     assert_int_not_equal(rc, MC_ERR_INTERNAL);
     if (rc != MC_OK && variants[i][2]) assert_non_null(strstr(mc_last_error(), variants[i][2]));
     if (rc == MC_OK) {
-      mc_request_t r = {MC_READ, 0, bb, x, vaddr, 4096};
+      mc_request_t r = {MC_READ, 0, fb, x, vaddr, 4096};
       rc = mc_transfer(fresh, &r, 1, 2000);
       print_message("  a READ through it: %s (%s)\n", mc_status_str(rc), mc_last_error());
       assert_int_not_equal(rc, MC_ERR_INTERNAL);
@@ -907,6 +908,7 @@ static void test_hostile_descriptor_rewrite(void **state) {
   mc_engine_destroy(b);
   munmap(hb, BUF_LEN);
   munmap(bb, BUF_LEN);
+  munmap(fb, BUF_LEN);
 }
 
 static void test_config_values(void **state) {
