@@ -328,7 +328,9 @@ Status NvTransport::start() {
 }
 
 void NvTransport::describe(Descriptor &d) {
-  d.transports["nvlink"] = json{{"socket", sock_name_}}.dump();
+  proto::NvlinkBlob blob;
+  blob.socket = sock_name_;
+  d.transports["nvlink"] = blob.to_json();
   std::shared_lock<std::shared_mutex> lk(mu_);
   for (auto &b : d.buffers) {
     auto it = exports_.find(b.addr);
@@ -629,7 +631,10 @@ Status NvPeer::open(const Descriptor &d) {
   incarnation_ = d.incarnation;
   same_process_ = d.pid == static_cast<int64_t>(getpid());
   proto::NvlinkBlob blob;
-  Status bs = proto::decode(d.transports.at("nvlink"), name_, MC_ERR_METADATA, &blob);
+  auto entry = d.transports.find("nvlink");
+  Status bs = entry == d.transports.end()
+                  ? Err(MC_ERR_METADATA, "nvlink: the descriptor of " + name_ + " has no nvlink entry")
+                  : proto::decode(entry->second, name_, MC_ERR_METADATA, &blob);
   if (!bs.ok()) return bs;
   Fd fd;
   Status cs = unix_connect(blob.socket, t_->timeout_ms(), &fd);

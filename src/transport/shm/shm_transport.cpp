@@ -434,8 +434,9 @@ Status ShmTransport::start() {
 }
 
 void ShmTransport::describe(Descriptor &d) {
-  json j = {{"socket", sock_name_}};
-  d.transports["shm"] = j.dump();
+  proto::ShmBlob blob;
+  blob.socket = sock_name_;
+  d.transports["shm"] = blob.to_json();
   std::lock_guard<std::mutex> lk(mu_);
   for (auto &b : d.buffers) {
     auto it = regions_.find(b.addr);
@@ -639,7 +640,9 @@ Status ShmPeer::open(const Descriptor &d) {
   name_ = d.name;
   incarnation_ = d.incarnation;
   proto::ShmBlob blob;
-  Status st = proto::decode(d.transports.at("shm"), name_, MC_ERR_METADATA, &blob);
+  auto entry = d.transports.find("shm");
+  Status st = entry == d.transports.end() ? Err(MC_ERR_METADATA, "the descriptor of " + name_ + " has no shm entry")
+                                          : proto::decode(entry->second, name_, MC_ERR_METADATA, &blob);
   if (!st.ok()) return st;
   const std::string &sock = blob.socket;
   st = unix_connect(sock, t_->timeout_ms(), &sock_);
