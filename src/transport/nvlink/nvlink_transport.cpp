@@ -15,7 +15,9 @@
 // target's control page (a memfd, SCM_RIGHTS); LIST returns the exported buffers with their
 // handles; FD <addr> returns one VMM mapping's fd. A refused process gets no handle of any kind:
 // "ERR DENIED <why>" is all it reads. At most kMaxPending connections may be in their handshake,
-// each for at most min(timeout_ms, kHandshakeMs) per message.
+// each for at most min(timeout_ms, kHandshakeMs) per message. Every message read from a peer
+// (descriptor entry, admission reply, LIST reply, FD request) goes through its codec in
+// proto/samehost_msg.h (by field name, as shm's), which checks types and ranges, never throws.
 //
 // Access (mc_buffer_set_access). A CUDA IPC mapping cannot be made read-only by its exporter
 // (cuIpcOpenMemHandle has no such flag, and a VMM importer picks its own cuMemSetAccess rights),

@@ -32,7 +32,10 @@
 // never waits for a worker that has no CPU. Runs of kStreamMin and more are copied with
 // non-temporal stores.
 //
-// Messages on the socket: 4-byte little-endian length + text; a reply may carry one fd.
+// Messages on the socket: 4-byte little-endian length + text; a reply may carry one fd. Every
+// message read from a peer (descriptor entry, admission reply, LIST reply, FD request) is
+// decoded only through its codec in proto/samehost_msg.h, which checks types and ranges and
+// never throws: a bad one fails that peer's path or requests with the field named.
 //
 // Admission: an abstract Unix socket can be reached by any process of the host (whatever its
 // user), so with an auth_token the socket runs the TCP handshake of common/wire.h in text form
