@@ -107,11 +107,12 @@ static void send_list(int fd) {
   int bad_now = (strncmp(g_mode, "list_", 5) == 0) || (strncmp(g_mode, "relist_", 7) == 0 && k > 0);
   char m[256];
   if (!bad_now) {
+    /* The page's epoch moves on before the list that names epoch 1 leaves, so the first
+     * request sees another epoch and asks again: the bad LIST then comes from a request's
+     * thread, not from the open. */
+    if (strncmp(g_mode, "relist_", 7) == 0) atomic_store(&g_ctrl->epoch, 2);
     snprintf(m, sizeof m, "{\"epoch\":1,\"buffers\":[]}");
     send_text(fd, m, -1);
-    /* The next request sees another epoch and asks again: the bad LIST then comes from a
-     * request's thread, not from the open. */
-    if (strncmp(g_mode, "relist_", 7) == 0) atomic_store(&g_ctrl->epoch, 2);
     return;
   }
   if (mode("list_huge")) {

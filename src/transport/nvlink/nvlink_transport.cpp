@@ -15,7 +15,9 @@
 // target's control page (a memfd, SCM_RIGHTS); LIST returns the exported buffers with their
 // handles; FD <addr> returns one VMM mapping's fd. A refused process gets no handle of any kind:
 // "ERR DENIED <why>" is all it reads. At most kMaxPending connections may be in their handshake,
-// each for at most min(timeout_ms, kHandshakeMs) per message.
+// each for at most min(timeout_ms, kHandshakeMs) per message. Every message read from a peer
+// (descriptor entry, admission reply, LIST reply, FD request) goes through its codec in
+// proto/samehost_msg.h (by field name, as shm's), which checks types and ranges, never throws.
 //
 // Access (mc_buffer_set_access). A CUDA IPC mapping cannot be made read-only by its exporter
 // (cuIpcOpenMemHandle has no such flag, and a VMM importer picks its own cuMemSetAccess rights),
@@ -328,7 +330,9 @@ Status NvTransport::start() {
 }
 
 void NvTransport::describe(Descriptor &d) {
-  d.transports["nvlink"] = json{{"socket", sock_name_}}.dump();
+  proto::NvlinkBlob blob;
+  blob.socket = sock_name_;
+  d.transports["nvlink"] = blob.to_json();
   std::shared_lock<std::shared_mutex> lk(mu_);
   for (auto &b : d.buffers) {
     auto it = exports_.find(b.addr);
@@ -629,7 +633,10 @@ Status NvPeer::open(const Descriptor &d) {
   incarnation_ = d.incarnation;
   same_process_ = d.pid == static_cast<int64_t>(getpid());
   proto::NvlinkBlob blob;
-  Status bs = proto::decode(d.transports.at("nvlink"), name_, MC_ERR_METADATA, &blob);
+  auto entry = d.transports.find("nvlink");
+  Status bs = entry == d.transports.end()
+                  ? Err(MC_ERR_METADATA, "nvlink: the descriptor of " + name_ + " has no nvlink entry")
+                  : proto::decode(entry->second, name_, MC_ERR_METADATA, &blob);
   if (!bs.ok()) return bs;
   Fd fd;
   Status cs = unix_connect(blob.socket, t_->timeout_ms(), &fd);

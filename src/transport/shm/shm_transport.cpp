@@ -32,7 +32,10 @@
 // never waits for a worker that has no CPU. Runs of kStreamMin and more are copied with
 // non-temporal stores.
 //
-// Messages on the socket: 4-byte little-endian length + text; a reply may carry one fd.
+// Messages on the socket: 4-byte little-endian length + text; a reply may carry one fd. Every
+// message read from a peer (descriptor entry, admission reply, LIST reply, FD request) is
+// decoded only through its codec in proto/samehost_msg.h, which checks types and ranges and
+// never throws: a bad one fails that peer's path or requests with the field named.
 //
 // Admission: an abstract Unix socket can be reached by any process of the host (whatever its
 // user), so with an auth_token the socket runs the TCP handshake of common/wire.h in text form
@@ -434,8 +437,9 @@ Status ShmTransport::start() {
 }
 
 void ShmTransport::describe(Descriptor &d) {
-  json j = {{"socket", sock_name_}};
-  d.transports["shm"] = j.dump();
+  proto::ShmBlob blob;
+  blob.socket = sock_name_;
+  d.transports["shm"] = blob.to_json();
   std::lock_guard<std::mutex> lk(mu_);
   for (auto &b : d.buffers) {
     auto it = regions_.find(b.addr);
@@ -639,7 +643,9 @@ Status ShmPeer::open(const Descriptor &d) {
   name_ = d.name;
   incarnation_ = d.incarnation;
   proto::ShmBlob blob;
-  Status st = proto::decode(d.transports.at("shm"), name_, MC_ERR_METADATA, &blob);
+  auto entry = d.transports.find("shm");
+  Status st = entry == d.transports.end() ? Err(MC_ERR_METADATA, "the descriptor of " + name_ + " has no shm entry")
+                                          : proto::decode(entry->second, name_, MC_ERR_METADATA, &blob);
   if (!st.ok()) return st;
   const std::string &sock = blob.socket;
   st = unix_connect(sock, t_->timeout_ms(), &sock_);
