@@ -284,7 +284,9 @@ typedef struct mc_buffer_info {
 
 /* Opens the segment published under name (in p2p mode "HOST:PORT"). This engine's own name
  * always works: copies stay in process when `transports` allows "local", else they take an
- * allowed transport to the engine itself (shm, or tcp over its own listener). Fetches the peer's descriptor: blocks at most timeout_ms;
+ * allowed transport to the engine itself (shm, or tcp over its own listener). A descriptor
+ * with a malformed part (any part a transport of this engine reads) is refused whole:
+ * MC_ERR_METADATA naming the peer and the field. Fetches the peer's descriptor: blocks at most timeout_ms;
  * a refused connection fails at once (MC_ERR_PEER_DOWN). Opening the same name twice gives two
  * handles to one peer. *out is closed with mc_segment_close. Thread-safe. */
 MC_API mc_status_t mc_segment_open(mc_engine_t *engine, const char *name, mc_segment_t *out);

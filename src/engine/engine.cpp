@@ -854,6 +854,11 @@ Status EngineCore::refresh_peer(Peer &p, bool *rejoined) {
                      : metadata_->fetch(p.name, opts_.timeout_ms, &d);
     if (!st.ok()) return st;
   }
+  if (!p.self)
+    for (auto *t : data_transports_) {
+      Status cs = t->check_descriptor(d);
+      if (!cs.ok()) return cs;
+    }
   auto nd = std::make_shared<const Descriptor>(std::move(d));
   std::vector<Route> dropped;
   {

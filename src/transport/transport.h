@@ -108,6 +108,11 @@ class Transport {
   virtual const char *name() const = 0;
   // Whether this transport can move data to the peer described by d (same host, NICs, ...).
   virtual bool reachable(const Descriptor &d) { (void)d; return true; }
+  // Reads this transport's parts of a peer's descriptor (d.transports[name()], the buffers'
+  // ext[name()]) through its codecs: MC_ERR_METADATA naming the peer and the field when one is
+  // malformed, and the engine then refuses the descriptor whole (a peer that publishes garbage
+  // is not used over any transport). Parts that are absent are fine.
+  virtual Status check_descriptor(const Descriptor &d) { (void)d; return Status::Ok(); }
   // Adds this transport's part to the local descriptor: d.transports[name()] (JSON text) and,
   // per buffer, d.buffers[i].ext[name()] (JSON text). Called with the engine's buffer lock
   // held shared: must not block.

@@ -219,6 +219,11 @@ class NvTransport : public Transport {
   bool reachable(const Descriptor &d) override {
     return !d.host_id.empty() && d.host_id == host_boot_id() && d.transports.count("nvlink");
   }
+  Status check_descriptor(const Descriptor &d) override {
+    auto e = d.transports.find("nvlink");
+    proto::NvlinkBlob blob;
+    return e == d.transports.end() ? Status::Ok() : proto::decode(e->second, d.name, MC_ERR_METADATA, &blob);
+  }
   void describe(Descriptor &d) override;
   Status on_register(const LocalRegion &r) override;
   void on_unregister(const LocalRegion &r) override;

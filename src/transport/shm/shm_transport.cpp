@@ -300,6 +300,11 @@ class ShmTransport : public Transport {
   bool reachable(const Descriptor &d) override {
     return !d.host_id.empty() && d.host_id == host_boot_id() && d.transports.count("shm");
   }
+  Status check_descriptor(const Descriptor &d) override {
+    auto e = d.transports.find("shm");
+    proto::ShmBlob blob;
+    return e == d.transports.end() ? Status::Ok() : proto::decode(e->second, d.name, MC_ERR_METADATA, &blob);
+  }
   void describe(Descriptor &d) override;
   Status on_register(const LocalRegion &r) override;
   void on_unregister(const LocalRegion &r) override;
