@@ -113,8 +113,7 @@ static int group_teardown(void **state) {
 #define NEED_NS()                                            \
   do {                                                       \
     if (!g_ready) {                                          \
-      print_message("SKIPPED (network faults): %s\n", g_skip); \
-      skip();                                                \
+      TU_SKIP_REQUIRED("network namespaces: %s", g_skip);    \
     }                                                        \
   } while (0)
 
@@ -208,11 +207,11 @@ static void partition(const char *fault, const char *heal) {
   assert_true(ei >= 0);
   uint64_t det = x.ev.ev[ei].ms - t0;
   print_message("  %s: UNREACHABLE after %llu ms\n", fault, (unsigned long long)det);
-  assert_true(det <= PEER_TIMEOUT_MS + HEARTBEAT_MS + 500 * FU_SLACK);
+  assert_true(det <= PEER_TIMEOUT_MS + HEARTBEAT_MS + tu_slack_ms(500));
   mc_request_t one = {MC_READ, 0, x.l, x.s, x.t.addr, 4096};
   uint64_t t1 = tu_now_ms();
   assert_int_equal(mc_transfer(x.e, &one, 1, 5000), MC_ERR_PEER_DOWN);
-  assert_true(tu_now_ms() - t1 < 100 * FU_SLACK);
+  assert_true(tu_now_ms() - t1 < tu_slack_ms(100));
   assert_int_equal(mc_batch_destroy(b), MC_OK);
   usleep(500000);
   evn = fu_events_count(&x.ev);
@@ -242,8 +241,7 @@ static void test_blackhole(void **s) {
   (void)s;
   NEED_NS();
   if (!g_have_nft) {
-    print_message("SKIPPED: nft (nftables) is not installed\n");
-    skip();
+    TU_SKIP_REQUIRED("nft (nftables) is not installed (scripts/install-deps.sh installs it)");
   }
   partition("blackhole", "clear");
 }
@@ -254,8 +252,7 @@ static void test_loss(void **s) {
   (void)s;
   NEED_NS();
   if (!g_have_nft) {
-    print_message("SKIPPED: nft (nftables) is not installed\n");
-    skip();
+    TU_SKIP_REQUIRED("nft (nftables) is not installed (scripts/install-deps.sh installs it)");
   }
   struct net x;
   net_start(&x, "tcp", 4 << 20);

@@ -15,7 +15,7 @@
 #define HEARTBEAT_MS 100
 #define PEER_TIMEOUT_MS 500
 /* Detection bound from the contract (peer_timeout_ms + one heartbeat) plus scheduling slack. */
-#define DETECT_BOUND_MS (PEER_TIMEOUT_MS + HEARTBEAT_MS + 300 * FU_SLACK)
+#define DETECT_BOUND_MS (PEER_TIMEOUT_MS + HEARTBEAT_MS + tu_slack_ms(300))
 
 struct variant {
   const char *label;
@@ -125,7 +125,7 @@ static void expect_unreachable(struct ctx *c, size_t ev_from, uint64_t since_ms)
     uint64_t took = tu_now_ms() - t0;
     /* Refused at submit with PEER_DOWN (or, had a probe just answered, a normal failure). */
     assert_true(st == MC_ERR_PEER_DOWN || st == MC_ERR_TRANSPORT);
-    assert_true(took < 100 * FU_SLACK);
+    assert_true(took < tu_slack_ms(100));
   }
 }
 
@@ -175,7 +175,7 @@ static void kill_during(const struct variant *v) {
       mc_request_status_t rs;
       assert_int_equal(mc_batch_status(b, 0, &rs), MC_OK);
       if (rs.state != MC_REQUEST_PENDING) break;
-      assert_true(tu_now_ms() - t0 < 5000);
+      assert_true(tu_now_ms() - t0 < tu_slack_ms(5000));
     }
     size_t evn = fu_events_count(&g_ev);
     uint64_t t_kill = tu_now_ms();
@@ -254,9 +254,10 @@ static void paused(const struct variant *v) {
   mc_request_t r = {MC_READ, 0, c.l, c.s, c.t.addr, c.len};
   uint64_t t0 = tu_now_ms();
   mc_status_t st2;
-  while ((st2 = mc_transfer(c.e, &r, 1, 10000)) != MC_OK && tu_now_ms() - t0 < 3000) usleep(50000);
+  while ((st2 = mc_transfer(c.e, &r, 1, 10000)) != MC_OK && tu_now_ms() - t0 < tu_slack_ms(3000)) usleep(50000);
   if (st2 != MC_OK)
-    fail_msg("segment OK again (same incarnation) but every transfer fails for 3 s: %s: %s", mc_status_str(st2),
+    fail_msg("segment OK again (same incarnation) but every transfer fails for %d s: %s: %s", 3 * tu_slack(),
+             mc_status_str(st2),
              mc_last_error());
   if (tu_now_ms() - t0 > 100) print_message("  (first transfers after SIGCONT failed for %llu ms)\n",
                                             (unsigned long long)(tu_now_ms() - t0));

@@ -311,7 +311,7 @@ static void test_peer_destroyed_mid_transfer(void **state) {
   p.tgt = NULL;
   /* Whatever happened, every submitted request ended, within the timeout. */
   assert_int_equal(mc_batch_wait(b, 10000) == MC_ERR_TIMEOUT, 0);
-  assert_true(tu_now_ms() - t0 < 10000);
+  assert_true(tu_now_ms() - t0 < tu_slack_ms(10000));
   size_t failed = 0, done = 0;
   for (size_t i = 0; i < (size_t)rounds * n; i++) {
     mc_request_status_t st;
@@ -326,12 +326,16 @@ static void test_peer_destroyed_mid_transfer(void **state) {
     }
   }
   print_message("%zu completed, %zu failed after the peer was destroyed\n", done, failed);
+  /* The case is about transfers that the destruction cut: at least one round ran, and at least
+   * one of its requests failed (the kill lands 5 ms in, each round moves 64 MiB). */
+  assert_true(rounds >= 1);
+  assert_true(failed >= 1);
   /* New transfers to the dead peer fail promptly, never hang. */
   uint64_t t1 = tu_now_ms();
   mc_request_t one = rq[0];
   mc_status_t s = mc_transfer(p.ini, &one, 1, 10000);
   assert_true(s == MC_ERR_PEER_DOWN || s == MC_ERR_TRANSPORT);
-  assert_true(tu_now_ms() - t1 < 4000);
+  assert_true(tu_now_ms() - t1 < tu_slack_ms(4000));
   assert_int_equal(mc_batch_destroy(b), MC_OK);
   free(rq);
   mc_engine_destroy(p.ini);
