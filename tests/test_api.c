@@ -304,7 +304,7 @@ static void test_bad_requests(void **state) {
     mc_status_t got = mc_batch_submit(b, pair, 2);
     if (got != cases[i].want) fail_msg("case %zu: got %d want %d (%s)", i, got, cases[i].want, mc_last_error());
     assert_non_null(strstr(mc_last_error(), "request 1"));
-    assert_int_equal(mc_transfer(f.e, pair, 2, 1000), cases[i].want);
+    assert_int_equal(mc_transfer(f.e, pair, 2, tu_wait_ms(1000)), cases[i].want);
     assert_dst_untouched(&f);
   }
   /* Nothing was submitted, so status of index 0 is out of range. */
@@ -316,7 +316,7 @@ static void test_bad_requests(void **state) {
   assert_dst_untouched(&f);
   assert_int_equal(mc_batch_submit(b, five, 3), MC_OK);
   assert_int_equal(mc_batch_submit(b, five, 2), MC_ERR_INVALID_ARG);
-  assert_int_equal(mc_batch_wait(b, 5000), MC_OK);
+  assert_int_equal(mc_batch_wait(b, tu_wait_ms(5000)), MC_OK);
   assert_int_equal(mc_batch_status(b, 2, &rs), MC_OK);
   assert_int_equal(rs.state, MC_REQUEST_COMPLETED);
   assert_int_equal(rs.bytes, 4096);
@@ -349,7 +349,7 @@ static void test_local_copies(void **state) {
   for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
     memset(f.dst, 0, f.len);
     mc_request_t r = {MC_WRITE, 0, f.src, f.seg, (uint64_t)(uintptr_t)f.dst, sizes[i]};
-    assert_int_equal(mc_transfer(f.e, &r, 1, 5000), MC_OK);
+    assert_int_equal(mc_transfer(f.e, &r, 1, tu_wait_ms(5000)), MC_OK);
     assert_int_equal(memcmp(f.src, f.dst, sizes[i]), 0);
     if (sizes[i] < f.len) assert_int_equal(f.dst[sizes[i]], 0);
   }
@@ -360,14 +360,14 @@ static void test_local_copies(void **state) {
   assert_int_equal(mc_buffer_register(f.e, f.dst + 4096, f.len - 4096, NULL), MC_OK);
   memset(f.dst, 0, 8192);
   mc_request_t span = {MC_WRITE, 0, f.src + 100, f.seg, (uint64_t)(uintptr_t)f.dst + 100, 8000};
-  assert_int_equal(mc_transfer(f.e, &span, 1, 5000), MC_OK);
+  assert_int_equal(mc_transfer(f.e, &span, 1, tu_wait_ms(5000)), MC_OK);
   assert_int_equal(memcmp(f.src + 100, f.dst + 100, 8000), 0);
   free(two);
   /* Batch reuse: capacity, reset. (BUSY while pending: test_busy.) */
   mc_batch_t *b;
   assert_int_equal(mc_batch_create(f.e, 1, &b), MC_OK);
   assert_int_equal(mc_batch_submit(b, &span, 1), MC_OK);
-  assert_int_equal(mc_batch_wait(b, 5000), MC_OK);
+  assert_int_equal(mc_batch_wait(b, tu_wait_ms(5000)), MC_OK);
   assert_int_equal(mc_batch_submit(b, &span, 1), MC_ERR_INVALID_ARG); /* capacity 1 used */
   assert_int_equal(mc_batch_reset(b), MC_OK);
   assert_int_equal(mc_batch_submit(b, &span, 1), MC_OK);

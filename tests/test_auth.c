@@ -159,10 +159,10 @@ static void shm_name(mc_engine_t *e, char *out, size_t cap) {
 static void roundtrip(mc_engine_t *e, mc_segment_t s, char *l, uint64_t remote, size_t len, uint64_t seed) {
   tu_fill(l, len, seed);
   mc_request_t w = {MC_WRITE, 0, l, s, remote, len};
-  assert_int_equal(mc_transfer(e, &w, 1, 10000), MC_OK);
+  assert_int_equal(mc_transfer(e, &w, 1, tu_wait_ms(10000)), MC_OK);
   memset(l, 0, len);
   mc_request_t r = {MC_READ, 0, l, s, remote, len};
-  assert_int_equal(mc_transfer(e, &r, 1, 10000), MC_OK);
+  assert_int_equal(mc_transfer(e, &r, 1, tu_wait_ms(10000)), MC_OK);
   assert_int_equal(tu_check(l, len, seed), -1);
 }
 
@@ -560,11 +560,11 @@ static void access_case(const char *transports) {
   assert_int_equal(mc_buffer_set_access(a, ta, MC_ACCESS_READ), MC_OK);
   tu_fill(lb, len, 200);
   mc_request_t w = {MC_WRITE, 0, lb, s, remote, len};
-  assert_int_equal(mc_transfer(b, &w, 1, 10000), MC_ERR_DENIED);
+  assert_int_equal(mc_transfer(b, &w, 1, tu_wait_ms(10000)), MC_ERR_DENIED);
   assert_int_equal(tu_check(ta, len, 100), -1);
   memset(lb, 0, len);
   mc_request_t r = {MC_READ, 0, lb, s, remote, len};
-  assert_int_equal(mc_transfer(b, &r, 1, 10000), MC_OK);
+  assert_int_equal(mc_transfer(b, &r, 1, tu_wait_ms(10000)), MC_OK);
   assert_int_equal(tu_check(lb, len, 100), -1);
 
   /* A fresh descriptor (another initiator): refused at submit, with the request's index. */
@@ -583,24 +583,24 @@ static void access_case(const char *transports) {
   assert_int_equal(mc_buffer_set_access(a, ta, MC_ACCESS_READ | MC_ACCESS_WRITE), MC_OK);
   tu_fill(lb2, 4096, 250);
   mc_request_t w2 = {MC_WRITE, 0, lb2, s2, remote, 4096};
-  OK(mc_transfer(b2, &w2, 1, 10000));
+  OK(mc_transfer(b2, &w2, 1, tu_wait_ms(10000)));
   assert_int_equal(tu_check(ta, 4096, 250), -1);
   mc_engine_destroy(b2);
 
   /* Write-only: READs refused by the target (nothing lands locally), WRITEs work. */
   assert_int_equal(mc_buffer_set_access(a, ta, MC_ACCESS_WRITE), MC_OK);
   memset(lb, 0x5a, len);
-  assert_int_equal(mc_transfer(b, &r, 1, 10000), MC_ERR_DENIED);
+  assert_int_equal(mc_transfer(b, &r, 1, tu_wait_ms(10000)), MC_ERR_DENIED);
   for (size_t i = 0; i < len; i++)
     if ((unsigned char)lb[i] != 0x5a) fail_msg("a refused READ wrote local byte %zu", i);
   tu_fill(lb, len, 300);
-  OK(mc_transfer(b, &w, 1, 10000));
+  OK(mc_transfer(b, &w, 1, tu_wait_ms(10000)));
   assert_int_equal(tu_check(ta, len, 300), -1);
-  assert_int_equal(mc_transfer(b, &r, 1, 10000), MC_ERR_DENIED);
+  assert_int_equal(mc_transfer(b, &r, 1, tu_wait_ms(10000)), MC_ERR_DENIED);
 
   /* No access at all, then both again. */
   assert_int_equal(mc_buffer_set_access(a, ta, 0), MC_OK);
-  assert_int_equal(mc_transfer(b, &w, 1, 10000), MC_ERR_DENIED);
+  assert_int_equal(mc_transfer(b, &w, 1, tu_wait_ms(10000)), MC_ERR_DENIED);
   assert_int_equal(mc_buffer_set_access(a, ta, MC_ACCESS_READ | MC_ACCESS_WRITE), MC_OK);
   roundtrip(b, s, lb, remote, len, 400);
   assert_int_equal(tu_check(ta, len, 400), -1);

@@ -75,7 +75,7 @@ static void destroy_in_flight(int tcp) {
   /* peer_timeout_ms above timeout_ms: destroy must still be bounded by about timeout_ms. */
   start(&x, tcp, 64 << 20, "3000");
   mc_request_t one = {MC_READ, 0, x.l, x.s, x.t.addr, 1 << 20};
-  assert_int_equal(mc_transfer(x.e, &one, 1, 5000), MC_OK);
+  assert_int_equal(mc_transfer(x.e, &one, 1, tu_wait_ms(5000)), MC_OK);
   size_t n = (tcp ? 256 : 4096) * (size_t)tu_scale();
   if (tcp) fu_signal_target(&x.t, SIGSTOP); /* TCP: everything stays in flight */
   mc_batch_t *b = submit_reads(&x, n);
@@ -122,7 +122,7 @@ static void cancel(int tcp) {
   struct setup x;
   start(&x, tcp, 64 << 20, "3000");
   mc_request_t one = {MC_READ, 0, x.l, x.s, x.t.addr, 1 << 20};
-  assert_int_equal(mc_transfer(x.e, &one, 1, 5000), MC_OK);
+  assert_int_equal(mc_transfer(x.e, &one, 1, tu_wait_ms(5000)), MC_OK);
   uint64_t c0 = stat_u64(x.e, "\"requests_completed\""), f0 = stat_u64(x.e, "\"requests_failed\"");
   size_t n = (tcp ? 256 : 4096) * (size_t)tu_scale();
   if (tcp) fu_signal_target(&x.t, SIGSTOP); /* TCP: READs stuck on the wire, data may arrive later */
@@ -169,7 +169,7 @@ static void cancel(int tcp) {
   assert_int_equal(mc_batch_reset(b), MC_OK);
   mc_request_t r = {MC_READ, 0, x.l, x.s, x.t.addr, x.len};
   assert_int_equal(mc_batch_submit(b, &r, 1), MC_OK);
-  assert_int_equal(mc_batch_wait(b, 10000), MC_OK);
+  assert_int_equal(mc_batch_wait(b, tu_wait_ms(10000)), MC_OK);
   assert_int_equal(tu_check(x.l, x.len, 5), -1);
   /* Cancel with nothing pending: at once. */
   t0 = tu_now_ms();
@@ -253,7 +253,7 @@ static int fd_child(void) {
     return 19;
   }
   mc_request_t r = {MC_READ, 0, lb, s, (uint64_t)(uintptr_t)tb, 1 << 20};
-  st = mc_transfer(ini, &r, 1, 5000);
+  st = mc_transfer(ini, &r, 1, tu_wait_ms(5000));
   if (st != MC_OK) {
     printf("  transfer after the descriptors came back: %s\n", mc_last_error());
     return 20;

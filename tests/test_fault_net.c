@@ -210,7 +210,7 @@ static void partition(const char *fault, const char *heal) {
   assert_true(det <= PEER_TIMEOUT_MS + HEARTBEAT_MS + tu_slack_ms(500));
   mc_request_t one = {MC_READ, 0, x.l, x.s, x.t.addr, 4096};
   uint64_t t1 = tu_now_ms();
-  assert_int_equal(mc_transfer(x.e, &one, 1, 5000), MC_ERR_PEER_DOWN);
+  assert_int_equal(mc_transfer(x.e, &one, 1, tu_wait_ms(5000)), MC_ERR_PEER_DOWN);
   assert_true(tu_now_ms() - t1 < tu_slack_ms(100));
   assert_int_equal(mc_batch_destroy(b), MC_OK);
   usleep(500000);

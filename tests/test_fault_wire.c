@@ -145,8 +145,8 @@ static void *traffic(void *arg) {
     memset(r, 0, g_tlen);
     mc_request_t wr = {MC_WRITE, 0, w, s, (uint64_t)(uintptr_t)g_tbuf, g_tlen};
     mc_request_t rd = {MC_READ, 0, r, s, (uint64_t)(uintptr_t)g_tbuf, g_tlen};
-    mc_status_t a = mc_transfer(g_ini, &wr, 1, 10000);
-    mc_status_t b = a == MC_OK ? mc_transfer(g_ini, &rd, 1, 10000) : a;
+    mc_status_t a = mc_transfer(g_ini, &wr, 1, tu_wait_ms(10000));
+    mc_status_t b = a == MC_OK ? mc_transfer(g_ini, &rd, 1, tu_wait_ms(10000)) : a;
     if (a != MC_OK || b != MC_OK) {
       if (!g_fail++) snprintf(g_fail_msg, sizeof g_fail_msg, "%s", mc_last_error());
     } else if (tu_check(r, g_tlen, k) != -1) {
@@ -316,7 +316,7 @@ static void test_garbage(void **state) {
   mc_segment_t s2;
   assert_int_equal(mc_segment_open(e2, mc_engine_name(g_tgt), &s2), MC_OK);
   mc_request_t r = {MC_READ, 0, p, s2, (uint64_t)(uintptr_t)g_tbuf, 4096};
-  assert_int_equal(mc_transfer(e2, &r, 1, 5000), MC_OK);
+  assert_int_equal(mc_transfer(e2, &r, 1, tu_wait_ms(5000)), MC_OK);
   mc_engine_destroy(e2);
   mc_segment_close(g_ini, s);
 }

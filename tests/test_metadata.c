@@ -336,21 +336,21 @@ static void roundtrip(mc_engine_t *e, mc_segment_t seg, char *local, uint64_t se
   uint64_t r = remote_addr(e, seg);
   mc_request_t req = {MC_READ, 0, local, seg, r, BUF_LEN};
   memset(local, 0, BUF_LEN);
-  mc_status_t rc = mc_transfer(e, &req, 1, 5000);
+  mc_status_t rc = mc_transfer(e, &req, 1, tu_wait_ms(5000));
   if (rc != MC_OK) fprintf(stderr, "read: %s\n", mc_last_error());
   assert_int_equal(rc, MC_OK);
   assert_int_equal(tu_check(local, BUF_LEN, seed), -1);
   tu_fill(local, BUF_LEN, seed + 1);
   req.opcode = MC_WRITE;
-  assert_int_equal(mc_transfer(e, &req, 1, 5000), MC_OK);
+  assert_int_equal(mc_transfer(e, &req, 1, tu_wait_ms(5000)), MC_OK);
   memset(local, 0, BUF_LEN);
   req.opcode = MC_READ;
-  assert_int_equal(mc_transfer(e, &req, 1, 5000), MC_OK);
+  assert_int_equal(mc_transfer(e, &req, 1, tu_wait_ms(5000)), MC_OK);
   assert_int_equal(tu_check(local, BUF_LEN, seed + 1), -1);
   /* put the original pattern back for the next round */
   tu_fill(local, BUF_LEN, seed);
   req.opcode = MC_WRITE;
-  assert_int_equal(mc_transfer(e, &req, 1, 5000), MC_OK);
+  assert_int_equal(mc_transfer(e, &req, 1, tu_wait_ms(5000)), MC_OK);
 }
 
 static char *buffer(mc_engine_t *e, uint64_t seed) {

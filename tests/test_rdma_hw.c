@@ -48,11 +48,11 @@ static void test_hw_transfers(void **state) {
     tu_fill(la, n, 500 + i);
     memset(rb, 0, n);
     mc_request_t w = {MC_WRITE, 0, la, seg, (uint64_t)(uintptr_t)rb, n};
-    assert_int_equal(mc_transfer(a, &w, 1, 20000), MC_OK);
+    assert_int_equal(mc_transfer(a, &w, 1, tu_wait_ms(20000)), MC_OK);
     assert_int_equal(tu_check(rb, n, 500 + i), -1);
     memset(la, 0, n);
     mc_request_t r = {MC_READ, 0, la, seg, (uint64_t)(uintptr_t)rb, n};
-    assert_int_equal(mc_transfer(a, &r, 1, 20000), MC_OK);
+    assert_int_equal(mc_transfer(a, &r, 1, tu_wait_ms(20000)), MC_OK);
     assert_int_equal(tu_check(la, n, 500 + i), -1);
   }
   mc_engine_destroy(a);

@@ -1,6 +1,7 @@
 #define _GNU_SOURCE
 #include "testutil.h"
 
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +28,11 @@ int tu_slack(void) {
 }
 
 uint64_t tu_slack_ms(uint64_t ms) { return ms * (uint64_t)tu_slack(); }
+
+int tu_wait_ms(int ms) {
+  uint64_t v = tu_slack_ms(ms > 0 ? (uint64_t)ms : 0);
+  return ms < 0 ? ms : v > INT_MAX ? INT_MAX : (int)v;
+}
 
 void tu_skip_note(int required, const char *fmt, ...) {
   char msg[512];

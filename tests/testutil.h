@@ -13,6 +13,9 @@ int tu_scale(void);
  * machine never fails a correct build. tu_slack_ms(ms) is ms * tu_slack(). */
 int tu_slack(void);
 uint64_t tu_slack_ms(uint64_t ms);
+/* The same for the int timeout_ms of mc_batch_wait and mc_transfer where a test waits for
+ * requests to end (not for a timeout): ms * tu_slack(), at most INT_MAX. */
+int tu_wait_ms(int ms);
 /* Prints the line scripts/run-tests.sh reads for why a case skipped: "MC-SKIP: reason", or with
  * required != 0 "MC-SKIP-REQUIRED: reason" for a suite that must run where `make test` runs (the
  * runner then fails unless MC_ALLOW_SKIP=1). Use TU_SKIP / TU_SKIP_REQUIRED (after cmocka.h). */
