@@ -1,7 +1,8 @@
 #!/bin/bash
 # Builds and runs every binding's tests against the library in BUILD_DIR (default: build):
-# Python (pytest), Go (go test -race), Rust (mc-sys bindings check + cargo test), Java (SWIG,
-# javac/java). Prints each runner's closing summary line and fails if any runner fails.
+# Python (pytest, skips listed), Go (go test -race, then TestTransferAllocs without -race), Rust
+# (mc-sys bindings check + cargo test), Java (SWIG, javac/java). Prints each runner's closing
+# summary line and fails if any runner fails. MC_TEST_SLACK scales the tests' time limits.
 # Set MC_BINDINGS="python go rust java" to choose; a toolchain that is missing fails the run.
 set -u
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -46,8 +47,10 @@ run() {
 for b in $which_bindings; do
   case "$b" in
   python)
-    run python '^[0-9]+ (passed|failed)|passed|failed|error' \
-      env -C "$root/bindings/python" python3 -m pytest -q -p no:cacheprovider tests
+    # -rs: every skipped test is listed with its reason (SKIPPED [n] file:line: reason) and the
+    # closing line counts them ("N passed, M skipped"): both go into the summary.
+    run python '^[0-9]+ (passed|failed)|passed|failed|error|^SKIPPED' \
+      env -C "$root/bindings/python" python3 -m pytest -q -rs -p no:cacheprovider tests
     ;;
   go)
     # CGO_* flags are part of Go's build cache key (pkg-config output is not): tie the cache to
@@ -55,6 +58,19 @@ for b in $which_bindings; do
     run go '^(ok|FAIL|---)' env -C "$root/bindings/go" GOTOOLCHAIN=local GOFLAGS=-mod=mod \
       CGO_CFLAGS="-O2 -g -DMC_H_SUM_$hsum" CGO_LDFLAGS="-O2 -g -L$libdir -Wl,-rpath,$libdir" \
       go test -race -count=1 ./...
+    # TestTransferAllocs skips under -race (allocation counts differ there): a second pass
+    # without the race detector runs it, and fails unless it ran and passed.
+    run go-allocs '^(ok|FAIL|--- )' env -C "$root/bindings/go" GOTOOLCHAIN=local GOFLAGS=-mod=mod \
+      CGO_CFLAGS="-O2 -g -DMC_H_SUM_$hsum" CGO_LDFLAGS="-O2 -g -L$libdir -Wl,-rpath,$libdir" \
+      go test -count=1 -v -run '^TestTransferAllocs$' .
+    if ! grep -q -- '--- PASS: TestTransferAllocs' "$log/go-allocs.log"; then
+      echo "test-bindings: go-allocs: TestTransferAllocs did not run and pass"
+      last=$((${#summaries[@]} - 1))
+      if [[ ${summaries[$last]} != "go-allocs: FAILED"* ]]; then  # run counted it as passed
+        fail=$((fail + 1)); failed+=("go-allocs"); pass=$((pass - 1))
+        summaries[$last]="go-allocs: FAILED (TestTransferAllocs did not run and pass): ${summaries[$last]#go-allocs: }"
+      fi
+    fi
     ;;
   rust)
     run rust-bindgen-check '^mc-sys:' "$root/bindings/rust/mc-sys/generate.sh" --check

@@ -95,7 +95,7 @@ static void hmac(const char *token, const char *label, const uint8_t *a, const u
 static uint64_t stat_u64(mc_engine_t *e, const char *obj, const char *key);
 static uint64_t wait_stat(mc_engine_t *e, const char *obj, const char *key, uint64_t min) {
   uint64_t v = 0;
-  for (int i = 0; i < 200 && (v = stat_u64(e, obj, key)) < min; i++) usleep(10 * 1000);
+  for (int i = 0; i < 200 * tu_slack() && (v = stat_u64(e, obj, key)) < min; i++) usleep(10 * 1000);
   return v;
 }
 
@@ -159,10 +159,10 @@ static void shm_name(mc_engine_t *e, char *out, size_t cap) {
 static void roundtrip(mc_engine_t *e, mc_segment_t s, char *l, uint64_t remote, size_t len, uint64_t seed) {
   tu_fill(l, len, seed);
   mc_request_t w = {MC_WRITE, 0, l, s, remote, len};
-  assert_int_equal(mc_transfer(e, &w, 1, 10000), MC_OK);
+  assert_int_equal(mc_transfer(e, &w, 1, tu_wait_ms(10000)), MC_OK);
   memset(l, 0, len);
   mc_request_t r = {MC_READ, 0, l, s, remote, len};
-  assert_int_equal(mc_transfer(e, &r, 1, 10000), MC_OK);
+  assert_int_equal(mc_transfer(e, &r, 1, tu_wait_ms(10000)), MC_OK);
   assert_int_equal(tu_check(l, len, seed), -1);
 }
 
@@ -560,11 +560,11 @@ static void access_case(const char *transports) {
   assert_int_equal(mc_buffer_set_access(a, ta, MC_ACCESS_READ), MC_OK);
   tu_fill(lb, len, 200);
   mc_request_t w = {MC_WRITE, 0, lb, s, remote, len};
-  assert_int_equal(mc_transfer(b, &w, 1, 10000), MC_ERR_DENIED);
+  assert_int_equal(mc_transfer(b, &w, 1, tu_wait_ms(10000)), MC_ERR_DENIED);
   assert_int_equal(tu_check(ta, len, 100), -1);
   memset(lb, 0, len);
   mc_request_t r = {MC_READ, 0, lb, s, remote, len};
-  assert_int_equal(mc_transfer(b, &r, 1, 10000), MC_OK);
+  assert_int_equal(mc_transfer(b, &r, 1, tu_wait_ms(10000)), MC_OK);
   assert_int_equal(tu_check(lb, len, 100), -1);
 
   /* A fresh descriptor (another initiator): refused at submit, with the request's index. */
@@ -583,24 +583,24 @@ static void access_case(const char *transports) {
   assert_int_equal(mc_buffer_set_access(a, ta, MC_ACCESS_READ | MC_ACCESS_WRITE), MC_OK);
   tu_fill(lb2, 4096, 250);
   mc_request_t w2 = {MC_WRITE, 0, lb2, s2, remote, 4096};
-  OK(mc_transfer(b2, &w2, 1, 10000));
+  OK(mc_transfer(b2, &w2, 1, tu_wait_ms(10000)));
   assert_int_equal(tu_check(ta, 4096, 250), -1);
   mc_engine_destroy(b2);
 
   /* Write-only: READs refused by the target (nothing lands locally), WRITEs work. */
   assert_int_equal(mc_buffer_set_access(a, ta, MC_ACCESS_WRITE), MC_OK);
   memset(lb, 0x5a, len);
-  assert_int_equal(mc_transfer(b, &r, 1, 10000), MC_ERR_DENIED);
+  assert_int_equal(mc_transfer(b, &r, 1, tu_wait_ms(10000)), MC_ERR_DENIED);
   for (size_t i = 0; i < len; i++)
     if ((unsigned char)lb[i] != 0x5a) fail_msg("a refused READ wrote local byte %zu", i);
   tu_fill(lb, len, 300);
-  OK(mc_transfer(b, &w, 1, 10000));
+  OK(mc_transfer(b, &w, 1, tu_wait_ms(10000)));
   assert_int_equal(tu_check(ta, len, 300), -1);
-  assert_int_equal(mc_transfer(b, &r, 1, 10000), MC_ERR_DENIED);
+  assert_int_equal(mc_transfer(b, &r, 1, tu_wait_ms(10000)), MC_ERR_DENIED);
 
   /* No access at all, then both again. */
   assert_int_equal(mc_buffer_set_access(a, ta, 0), MC_OK);
-  assert_int_equal(mc_transfer(b, &w, 1, 10000), MC_ERR_DENIED);
+  assert_int_equal(mc_transfer(b, &w, 1, tu_wait_ms(10000)), MC_ERR_DENIED);
   assert_int_equal(mc_buffer_set_access(a, ta, MC_ACCESS_READ | MC_ACCESS_WRITE), MC_OK);
   roundtrip(b, s, lb, remote, len, 400);
   assert_int_equal(tu_check(ta, len, 400), -1);
@@ -690,7 +690,9 @@ static void test_half_open_flood(void **state) {
     rl.rlim_cur = rl.rlim_max < 4096 ? rl.rlim_max : 4096;
     setrlimit(RLIMIT_NOFILE, &rl);
   }
-  if (rl.rlim_cur < 1300) skip();
+  if (rl.rlim_cur < 1300)
+    TU_SKIP_REQUIRED("fd flood: RLIMIT_NOFILE is %llu, the case needs 1300 descriptors",
+                     (unsigned long long)rl.rlim_cur);
   size_t len = 1 << 20;
   mc_engine_t *a = tu_engine("auth_token", TOKEN, "timeout_ms", "2000", NULL);
   mc_engine_t *b = tu_engine("auth_token", TOKEN, "transports", "tcp", "timeout_ms", "2000",
@@ -738,14 +740,14 @@ static void test_half_open_flood(void **state) {
   assert_true(fds1 - fds0 < N + 64 + 40);
   assert_true(stat_u64(a, "\"tcp\":{", "\"handshakes_evicted\"") >= N - 64 - 10);
   /* The survivors are closed at their deadline (min(timeout_ms, 5000) = 2000 ms). */
-  uint64_t until = tu_now_ms() + 4000;
+  uint64_t until = tu_now_ms() + tu_slack_ms(4000);
   while (stat_u64(a, "\"tcp\":{", "\"handshakes_expired\"") == 0 && tu_now_ms() < until) {
     roundtrip(b, s, lb, (uint64_t)(uintptr_t)ta, len, 7);
     usleep(100 * 1000);
   }
   assert_true(stat_u64(a, "\"tcp\":{", "\"handshakes_expired\"") >= 1);
   /* Every flood connection is closed by the engine by now: each reads EOF (or a reset). */
-  usleep(300 * 1000);
+  usleep(300 * 1000 * (unsigned)tu_slack());
   int open_left = 0;
   for (int i = 0; i < N; i++) {
     /* Silent ones get nothing; the stalled ones got their challenge (104 bytes), then EOF. */

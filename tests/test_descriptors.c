@@ -41,7 +41,7 @@ static void big_batch(const char *transports, int shuffled) {
   assert_int_equal(mc_batch_create(ini, NREQ, &b), MC_OK);
   uint64_t t0 = tu_now_ms();
   assert_int_equal(mc_batch_submit(b, rq, NREQ), MC_OK);
-  assert_int_equal(mc_batch_wait(b, 60000), MC_OK);
+  assert_int_equal(mc_batch_wait(b, tu_wait_ms(60000)), MC_OK);
   print_message("%s %s: 100000 x 4 KiB WRITE in %llu ms\n", transports, shuffled ? "shuffled" : "contiguous",
                 (unsigned long long)(tu_now_ms() - t0));
   for (size_t i = 0; i < NREQ; i++) {
@@ -56,7 +56,7 @@ static void big_batch(const char *transports, int shuffled) {
   for (size_t i = 0; i < NREQ; i++) rq[i].opcode = MC_READ;
   assert_int_equal(mc_batch_reset(b), MC_OK);
   assert_int_equal(mc_batch_submit(b, rq, NREQ), MC_OK);
-  assert_int_equal(mc_batch_wait(b, 60000), MC_OK);
+  assert_int_equal(mc_batch_wait(b, tu_wait_ms(60000)), MC_OK);
   assert_int_equal(tu_check(l, len, 99), -1);
   assert_int_equal(mc_batch_destroy(b), MC_OK);
   free(rq);
@@ -107,7 +107,7 @@ static void test_mixed_valid_invalid(void **state) {
     if (r[i]) fail_msg("byte %zu written although the call was refused", i);
   rq[5000].flags = 0;
   assert_int_equal(mc_batch_submit(b, rq, n), MC_OK);
-  assert_int_equal(mc_batch_wait(b, 20000), MC_OK);
+  assert_int_equal(mc_batch_wait(b, tu_wait_ms(20000)), MC_OK);
   assert_int_equal(memcmp(l, r, len), 0);
   assert_int_equal(mc_batch_destroy(b), MC_OK);
   free(rq);
@@ -144,7 +144,7 @@ static void test_10k_buffers(void **state) {
   /* Transfer into the last one: the initiator's descriptor is refreshed on demand. */
   tu_fill(l, each, 3);
   mc_request_t w = {MC_WRITE, 0, l, s, (uint64_t)(uintptr_t)(r + 2 * (nb - 1) * each), each};
-  assert_int_equal(mc_transfer(ini, &w, 1, 10000), MC_OK);
+  assert_int_equal(mc_transfer(ini, &w, 1, tu_wait_ms(10000)), MC_OK);
   assert_int_equal(tu_check(r + 2 * (nb - 1) * each, each, 3), -1);
   size_t count;
   assert_int_equal(mc_segment_buffers(ini, s, NULL, 0, &count), MC_ERR_BUFFER_TOO_SMALL);
@@ -160,7 +160,7 @@ static void test_10k_buffers(void **state) {
   for (size_t i = 0; i < nb; i++) assert_int_equal(mc_buffer_register(tgt, r + (2 * i + 1) * each, each, NULL), MC_OK);
   uint64_t t3 = tu_now_ms();
   mc_request_t w2 = {MC_WRITE, 0, l, s, (uint64_t)(uintptr_t)(r + (2 * nb - 1) * each), each};
-  assert_int_equal(mc_transfer(ini, &w2, 1, 10000), MC_OK);
+  assert_int_equal(mc_transfer(ini, &w2, 1, tu_wait_ms(10000)), MC_OK);
   assert_int_equal(tu_check(r + (2 * nb - 1) * each, each, 3), -1);
   /* The initiator knew the segment all along: its refreshes were incremental (deltas). */
   assert_int_equal(mc_segment_buffers(ini, s, NULL, 0, &count), MC_ERR_BUFFER_TOO_SMALL);

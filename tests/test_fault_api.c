@@ -64,7 +64,7 @@ static void wait_first_done(mc_batch_t *b) {
   mc_request_status_t rs;
   do {
     assert_int_equal(mc_batch_status(b, 0, &rs), MC_OK);
-    assert_true(tu_now_ms() - t0 < 5000);
+    assert_true(tu_now_ms() - t0 < tu_slack_ms(5000));
   } while (rs.state == MC_REQUEST_PENDING);
 }
 
@@ -75,7 +75,7 @@ static void destroy_in_flight(int tcp) {
   /* peer_timeout_ms above timeout_ms: destroy must still be bounded by about timeout_ms. */
   start(&x, tcp, 64 << 20, "3000");
   mc_request_t one = {MC_READ, 0, x.l, x.s, x.t.addr, 1 << 20};
-  assert_int_equal(mc_transfer(x.e, &one, 1, 5000), MC_OK);
+  assert_int_equal(mc_transfer(x.e, &one, 1, tu_wait_ms(5000)), MC_OK);
   size_t n = (tcp ? 256 : 4096) * (size_t)tu_scale();
   if (tcp) fu_signal_target(&x.t, SIGSTOP); /* TCP: everything stays in flight */
   mc_batch_t *b = submit_reads(&x, n);
@@ -110,7 +110,7 @@ static void destroy_in_flight(int tcp) {
   assert_int_equal(mc_batch_destroy(b), MC_OK);
   fu_signal_target(&x.t, SIGKILL);
   /* The contract: destroy blocks at most about timeout_ms (1000). */
-  if (took > 1500 * FU_SLACK) fail_msg("mc_engine_destroy blocked %llu ms with timeout_ms 1000", (unsigned long long)took);
+  if (took > tu_slack_ms(1500)) fail_msg("mc_engine_destroy blocked %llu ms with timeout_ms 1000", (unsigned long long)took);
 }
 
 static void test_destroy_in_flight_tcp(void **s) { (void)s; destroy_in_flight(1); }
@@ -122,7 +122,7 @@ static void cancel(int tcp) {
   struct setup x;
   start(&x, tcp, 64 << 20, "3000");
   mc_request_t one = {MC_READ, 0, x.l, x.s, x.t.addr, 1 << 20};
-  assert_int_equal(mc_transfer(x.e, &one, 1, 5000), MC_OK);
+  assert_int_equal(mc_transfer(x.e, &one, 1, tu_wait_ms(5000)), MC_OK);
   uint64_t c0 = stat_u64(x.e, "\"requests_completed\""), f0 = stat_u64(x.e, "\"requests_failed\"");
   size_t n = (tcp ? 256 : 4096) * (size_t)tu_scale();
   if (tcp) fu_signal_target(&x.t, SIGSTOP); /* TCP: READs stuck on the wire, data may arrive later */
@@ -153,7 +153,7 @@ static void cancel(int tcp) {
   if (other)
     fail_msg("%zu requests FAILED with another error than MC_ERR_CANCELED (request %zu: %d, %s)", other,
              first_other, other_err, mc_status_str(other_err));
-  assert_true(took < 2500 * FU_SLACK);
+  assert_true(took < tu_slack_ms(2500));
   if (tcp) assert_int_equal(canceled, n);
   assert_int_equal(mc_batch_wait(b, 0), done == n ? MC_OK : MC_ERR_CANCELED);
   if (tcp) fu_signal_target(&x.t, SIGCONT); /* the paused target answers the old READs now */
@@ -169,12 +169,12 @@ static void cancel(int tcp) {
   assert_int_equal(mc_batch_reset(b), MC_OK);
   mc_request_t r = {MC_READ, 0, x.l, x.s, x.t.addr, x.len};
   assert_int_equal(mc_batch_submit(b, &r, 1), MC_OK);
-  assert_int_equal(mc_batch_wait(b, 10000), MC_OK);
+  assert_int_equal(mc_batch_wait(b, tu_wait_ms(10000)), MC_OK);
   assert_int_equal(tu_check(x.l, x.len, 5), -1);
   /* Cancel with nothing pending: at once. */
   t0 = tu_now_ms();
   assert_int_equal(mc_batch_cancel(b), MC_OK);
-  assert_true(tu_now_ms() - t0 < 50 * FU_SLACK);
+  assert_true(tu_now_ms() - t0 < tu_slack_ms(50));
   assert_int_equal(mc_batch_destroy(b), MC_OK);
   mc_engine_destroy(x.e);
   fu_signal_target(&x.t, SIGKILL);
@@ -244,7 +244,7 @@ static int fd_child(void) {
   printf("  mc_engine_create with no descriptor left: %s (%s)\n", mc_status_str(se), se ? mc_last_error() : "");
   if (se == MC_OK) mc_engine_destroy(e2);
   else if (!mc_last_error()[0]) return 17;
-  if (tu_now_ms() - t0 > 5000) return 18;
+  if (tu_now_ms() - t0 > tu_slack_ms(5000)) return 18;
   /* Given back: everything works. */
   for (int i = 0; i < nh; i++) close(hog[i]);
   st = mc_segment_open(ini, mc_engine_name(tgt), &s);
@@ -253,7 +253,7 @@ static int fd_child(void) {
     return 19;
   }
   mc_request_t r = {MC_READ, 0, lb, s, (uint64_t)(uintptr_t)tb, 1 << 20};
-  st = mc_transfer(ini, &r, 1, 5000);
+  st = mc_transfer(ini, &r, 1, tu_wait_ms(5000));
   if (st != MC_OK) {
     printf("  transfer after the descriptors came back: %s\n", mc_last_error());
     return 20;
@@ -281,7 +281,7 @@ static void test_fd_exhaustion(void **s) {
   int status = 0;
   uint64_t t0 = tu_now_ms();
   while (waitpid(pid, &status, WNOHANG) == 0) {
-    if (tu_now_ms() - t0 > 60000) fail_msg("the descriptor-exhaustion child hung");
+    if (tu_now_ms() - t0 > tu_slack_ms(60000)) fail_msg("the descriptor-exhaustion child hung");
     usleep(10000);
   }
   fu_child_forget(pid);

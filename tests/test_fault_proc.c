@@ -15,7 +15,7 @@
 #define HEARTBEAT_MS 100
 #define PEER_TIMEOUT_MS 500
 /* Detection bound from the contract (peer_timeout_ms + one heartbeat) plus scheduling slack. */
-#define DETECT_BOUND_MS (PEER_TIMEOUT_MS + HEARTBEAT_MS + 300 * FU_SLACK)
+#define DETECT_BOUND_MS (PEER_TIMEOUT_MS + HEARTBEAT_MS + tu_slack_ms(300))
 
 struct variant {
   const char *label;
@@ -121,11 +121,11 @@ static void expect_unreachable(struct ctx *c, size_t ev_from, uint64_t since_ms)
   if (info.state == MC_SEGMENT_UNREACHABLE) {
     mc_request_t r = {MC_READ, 0, c->l, c->s, c->t.addr ? c->t.addr : 1, 4096};
     uint64_t t0 = tu_now_ms();
-    mc_status_t st = mc_transfer(c->e, &r, 1, 5000);
+    mc_status_t st = mc_transfer(c->e, &r, 1, tu_wait_ms(5000));
     uint64_t took = tu_now_ms() - t0;
     /* Refused at submit with PEER_DOWN (or, had a probe just answered, a normal failure). */
     assert_true(st == MC_ERR_PEER_DOWN || st == MC_ERR_TRANSPORT);
-    assert_true(took < 100 * FU_SLACK);
+    assert_true(took < tu_slack_ms(100));
   }
 }
 
@@ -135,7 +135,7 @@ static void kill_before(const struct variant *v) {
   struct ctx c;
   setup_ctx(&c, v, 64 << 20, 11);
   mc_request_t r = {MC_READ, 0, c.l, c.s, c.t.addr, 1 << 20};
-  assert_int_equal(mc_transfer(c.e, &r, 1, 5000), MC_OK); /* connected / mapped */
+  assert_int_equal(mc_transfer(c.e, &r, 1, tu_wait_ms(5000)), MC_OK); /* connected / mapped */
   assert_int_equal(tu_check(c.l, 1 << 20, 11), -1);
   size_t evn = fu_events_count(&g_ev);
   uint64_t t_kill = tu_now_ms();
@@ -175,7 +175,7 @@ static void kill_during(const struct variant *v) {
       mc_request_status_t rs;
       assert_int_equal(mc_batch_status(b, 0, &rs), MC_OK);
       if (rs.state != MC_REQUEST_PENDING) break;
-      assert_true(tu_now_ms() - t0 < 5000);
+      assert_true(tu_now_ms() - t0 < tu_slack_ms(5000));
     }
     size_t evn = fu_events_count(&g_ev);
     uint64_t t_kill = tu_now_ms();
@@ -197,7 +197,7 @@ static void kill_after(const struct variant *v) {
   mc_status_t st;
   mc_batch_t *b = submit_big(&c, n, 0, &st);
   assert_int_equal(st, MC_OK);
-  assert_int_equal(mc_batch_wait(b, 20000), MC_OK);
+  assert_int_equal(mc_batch_wait(b, tu_wait_ms(20000)), MC_OK);
   assert_int_equal(tu_check(c.l, c.len, 14), -1);
   size_t evn = fu_events_count(&g_ev);
   uint64_t t_kill = tu_now_ms();
@@ -219,7 +219,7 @@ static void paused(const struct variant *v) {
   struct ctx c;
   setup_ctx(&c, v, 64 << 20, 15);
   mc_request_t one = {MC_READ, 0, c.l, c.s, c.t.addr, 1 << 20};
-  assert_int_equal(mc_transfer(c.e, &one, 1, 5000), MC_OK);
+  assert_int_equal(mc_transfer(c.e, &one, 1, tu_wait_ms(5000)), MC_OK);
   size_t n = 256 * (size_t)tu_scale();
   size_t evn = fu_events_count(&g_ev);
   mc_status_t st;
@@ -254,18 +254,19 @@ static void paused(const struct variant *v) {
   mc_request_t r = {MC_READ, 0, c.l, c.s, c.t.addr, c.len};
   uint64_t t0 = tu_now_ms();
   mc_status_t st2;
-  while ((st2 = mc_transfer(c.e, &r, 1, 10000)) != MC_OK && tu_now_ms() - t0 < 3000) usleep(50000);
+  while ((st2 = mc_transfer(c.e, &r, 1, tu_wait_ms(10000))) != MC_OK && tu_now_ms() - t0 < tu_slack_ms(3000)) usleep(50000);
   if (st2 != MC_OK)
-    fail_msg("segment OK again (same incarnation) but every transfer fails for 3 s: %s: %s", mc_status_str(st2),
+    fail_msg("segment OK again (same incarnation) but every transfer fails for %d s: %s: %s", 3 * tu_slack(),
+             mc_status_str(st2),
              mc_last_error());
   if (tu_now_ms() - t0 > 100) print_message("  (first transfers after SIGCONT failed for %llu ms)\n",
                                             (unsigned long long)(tu_now_ms() - t0));
   assert_int_equal(tu_check(c.l, c.len, 15), -1);
   tu_fill(c.l, 1 << 20, 99);
   mc_request_t w = {MC_WRITE, 0, c.l, c.s, c.t.addr, 1 << 20};
-  assert_int_equal(mc_transfer(c.e, &w, 1, 10000), MC_OK);
+  assert_int_equal(mc_transfer(c.e, &w, 1, tu_wait_ms(10000)), MC_OK);
   memset(c.l, 0, 1 << 20);
-  assert_int_equal(mc_transfer(c.e, &one, 1, 10000), MC_OK);
+  assert_int_equal(mc_transfer(c.e, &one, 1, tu_wait_ms(10000)), MC_OK);
   assert_int_equal(tu_check(c.l, 1 << 20, 99), -1);
   assert_int_equal(mc_segment_query(c.e, c.s, &info), MC_OK);
   assert_int_equal(info.rejoins, 0);
@@ -278,7 +279,7 @@ static void paused(const struct variant *v) {
 static void expect_untouched(struct ctx *c) {
   memset(c->l, 0, c->len);
   mc_request_t r = {MC_READ, 0, c->l, c->s, c->t.addr, c->len};
-  assert_int_equal(mc_transfer(c->e, &r, 1, 10000), MC_OK);
+  assert_int_equal(mc_transfer(c->e, &r, 1, tu_wait_ms(10000)), MC_OK);
   long long bad = tu_check(c->l, c->len, c->t.seed);
   if (bad >= 0) fail_msg("the restarted target's buffer was written at offset %lld", bad);
 }
@@ -288,7 +289,7 @@ static void expect_untouched(struct ctx *c) {
 static mc_status_t stale_write(struct ctx *c, uint64_t old_addr) {
   tu_fill(c->l, 1 << 20, 4242);
   mc_request_t w = {MC_WRITE, 0, c->l, c->s, old_addr, 1 << 20};
-  mc_status_t st = mc_transfer(c->e, &w, 1, 5000);
+  mc_status_t st = mc_transfer(c->e, &w, 1, tu_wait_ms(5000));
   print_message("  stale WRITE: %s\n", mc_status_str(st));
   assert_int_not_equal(st, MC_OK);
   return st;
@@ -302,7 +303,7 @@ static void restarted(const struct variant *v) {
   mc_segment_t s0 = c.s;
   uint64_t inc0 = c.t.incarnation, addr0 = c.t.addr;
   mc_request_t r = {MC_READ, 0, c.l, c.s, c.t.addr, c.len};
-  assert_int_equal(mc_transfer(c.e, &r, 1, 5000), MC_OK);
+  assert_int_equal(mc_transfer(c.e, &r, 1, tu_wait_ms(5000)), MC_OK);
   assert_int_equal(tu_check(c.l, c.len, 21), -1);
 
   /* 1. Stale requests in flight: WRITEs to the old incarnation queued while it is paused, then
@@ -331,7 +332,7 @@ static void restarted(const struct variant *v) {
    * descriptor); a request to the new address refreshes it once. */
   expect_untouched(&c);
   mc_request_t probe = {MC_READ, 0, c.l, s0, c.t.addr, 64};
-  assert_int_equal(mc_transfer(c.e, &probe, 1, 5000), MC_OK);
+  assert_int_equal(mc_transfer(c.e, &probe, 1, tu_wait_ms(5000)), MC_OK);
   mc_buffer_info_t bi;
   size_t cnt;
   assert_int_equal(mc_segment_buffers(c.e, s0, &bi, 1, &cnt), MC_OK);
@@ -349,9 +350,9 @@ static void restarted(const struct variant *v) {
   /* New requests land right, through the same handle. */
   tu_fill(c.l, c.len, 23);
   mc_request_t w = {MC_WRITE, 0, c.l, s0, c.t.addr, c.len};
-  assert_int_equal(mc_transfer(c.e, &w, 1, 10000), MC_OK);
+  assert_int_equal(mc_transfer(c.e, &w, 1, tu_wait_ms(10000)), MC_OK);
   memset(c.l, 0, c.len);
-  assert_int_equal(mc_transfer(c.e, &(mc_request_t){MC_READ, 0, c.l, s0, c.t.addr, c.len}, 1, 10000), MC_OK);
+  assert_int_equal(mc_transfer(c.e, &(mc_request_t){MC_READ, 0, c.l, s0, c.t.addr, c.len}, 1, tu_wait_ms(10000)), MC_OK);
   assert_int_equal(tu_check(c.l, c.len, 23), -1);
 
   /* 3. A quick restart, faster than any probe, and a WRITE to the old address submitted at

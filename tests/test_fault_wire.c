@@ -41,9 +41,9 @@ static struct hdr mk(uint16_t type, uint64_t addr, uint64_t len) {
 
 #define TARGET_TIMEOUT_MS 1000
 /* How long a garbage connection may stay without an answer or a close. */
-#define ANSWER_BOUND_MS (3000 * FU_SLACK)
+#define ANSWER_BOUND_MS tu_slack_ms(3000)
 /* Held-open truncated headers: the listener's handshake bound min(timeout_ms, 5000) + slack. */
-#define HELD_BOUND_MS (TARGET_TIMEOUT_MS + 2000 * FU_SLACK)
+#define HELD_BOUND_MS (TARGET_TIMEOUT_MS + tu_slack_ms(2000))
 
 static mc_engine_t *g_tgt, *g_ini;
 static char *g_tbuf;
@@ -145,8 +145,8 @@ static void *traffic(void *arg) {
     memset(r, 0, g_tlen);
     mc_request_t wr = {MC_WRITE, 0, w, s, (uint64_t)(uintptr_t)g_tbuf, g_tlen};
     mc_request_t rd = {MC_READ, 0, r, s, (uint64_t)(uintptr_t)g_tbuf, g_tlen};
-    mc_status_t a = mc_transfer(g_ini, &wr, 1, 10000);
-    mc_status_t b = a == MC_OK ? mc_transfer(g_ini, &rd, 1, 10000) : a;
+    mc_status_t a = mc_transfer(g_ini, &wr, 1, tu_wait_ms(10000));
+    mc_status_t b = a == MC_OK ? mc_transfer(g_ini, &rd, 1, tu_wait_ms(10000)) : a;
     if (a != MC_OK || b != MC_OK) {
       if (!g_fail++) snprintf(g_fail_msg, sizeof g_fail_msg, "%s", mc_last_error());
     } else if (tu_check(r, g_tlen, k) != -1) {
@@ -316,7 +316,7 @@ static void test_garbage(void **state) {
   mc_segment_t s2;
   assert_int_equal(mc_segment_open(e2, mc_engine_name(g_tgt), &s2), MC_OK);
   mc_request_t r = {MC_READ, 0, p, s2, (uint64_t)(uintptr_t)g_tbuf, 4096};
-  assert_int_equal(mc_transfer(e2, &r, 1, 5000), MC_OK);
+  assert_int_equal(mc_transfer(e2, &r, 1, tu_wait_ms(5000)), MC_OK);
   mc_engine_destroy(e2);
   mc_segment_close(g_ini, s);
 }
@@ -406,7 +406,7 @@ static void test_garbage_peer(void **state) {
                   (unsigned long long)took, st ? mc_last_error() : "", fu_rss_kb() - rss0);
     assert_int_not_equal(st, MC_OK);
     assert_true(mc_last_error()[0] != 0);
-    assert_true(took < 1000 + 1000 * FU_SLACK);
+    assert_true(took < 1000 + tu_slack_ms(1000));
     mc_engine_destroy(e);
     __atomic_store_n(&f.stop, 1, __ATOMIC_RELEASE);
     pthread_join(f.th, NULL);

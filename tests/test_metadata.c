@@ -210,7 +210,7 @@ static void server_start(struct store *s, int wipe) {
   assert_true(s->pid > 0);
   uint64_t t0 = tu_now_ms();
   while (!server_ready(s)) {
-    if (tu_now_ms() - t0 > 10000) {
+    if (tu_now_ms() - t0 > tu_slack_ms(10000)) {
       fprintf(stderr, "%s did not come up on port %d; see %s\n", backend_name[s->kind], s->port, log);
       fail();
     }
@@ -268,13 +268,11 @@ static int teardown_store(void **state) {
 static struct store *need(void **state, int p2p_too) {
   struct store *s = *state;
   if (s->kind != P2P && !s->available) {
-    printf("[  SKIPPED ] %s-server is not installed (scripts/install-deps.sh installs it)\n",
-           backend_name[s->kind]);
-    skip();
+    TU_SKIP_REQUIRED("%s-server is not installed (scripts/install-deps.sh installs it)",
+                     backend_name[s->kind]);
   }
   if (s->kind == P2P && !p2p_too) {
-    printf("[  SKIPPED ] p2p has no metadata server: this case does not apply\n");
-    skip();
+    TU_SKIP("p2p has no metadata server: this case does not apply");
   }
   return s;
 }
@@ -338,21 +336,21 @@ static void roundtrip(mc_engine_t *e, mc_segment_t seg, char *local, uint64_t se
   uint64_t r = remote_addr(e, seg);
   mc_request_t req = {MC_READ, 0, local, seg, r, BUF_LEN};
   memset(local, 0, BUF_LEN);
-  mc_status_t rc = mc_transfer(e, &req, 1, 5000);
+  mc_status_t rc = mc_transfer(e, &req, 1, tu_wait_ms(5000));
   if (rc != MC_OK) fprintf(stderr, "read: %s\n", mc_last_error());
   assert_int_equal(rc, MC_OK);
   assert_int_equal(tu_check(local, BUF_LEN, seed), -1);
   tu_fill(local, BUF_LEN, seed + 1);
   req.opcode = MC_WRITE;
-  assert_int_equal(mc_transfer(e, &req, 1, 5000), MC_OK);
+  assert_int_equal(mc_transfer(e, &req, 1, tu_wait_ms(5000)), MC_OK);
   memset(local, 0, BUF_LEN);
   req.opcode = MC_READ;
-  assert_int_equal(mc_transfer(e, &req, 1, 5000), MC_OK);
+  assert_int_equal(mc_transfer(e, &req, 1, tu_wait_ms(5000)), MC_OK);
   assert_int_equal(tu_check(local, BUF_LEN, seed + 1), -1);
   /* put the original pattern back for the next round */
   tu_fill(local, BUF_LEN, seed);
   req.opcode = MC_WRITE;
-  assert_int_equal(mc_transfer(e, &req, 1, 5000), MC_OK);
+  assert_int_equal(mc_transfer(e, &req, 1, tu_wait_ms(5000)), MC_OK);
 }
 
 static char *buffer(mc_engine_t *e, uint64_t seed) {
@@ -584,12 +582,12 @@ static void test_crash_expires(void **state) {
   uint64_t t0 = tu_now_ms();
   mc_status_t want = s->kind == P2P ? MC_ERR_PEER_DOWN : MC_ERR_NOT_FOUND;
   /* etcd leases count whole seconds (1500 ms -> 2 s) and expire on a ~500 ms tick */
-  mc_status_t rc = open_until(b, c.name, want, 6000, NULL);
+  mc_status_t rc = open_until(b, c.name, want, tu_slack_ms(6000), NULL);
   uint64_t took = tu_now_ms() - t0;
   printf("[ INFO     ] %s: crashed engine's descriptor gone after %llu ms (ttl %d ms)\n",
          backend_name[s->kind], (unsigned long long)took, TTL_MS);
   assert_int_equal(rc, want);
-  assert_true(took < (s->kind == P2P ? 1000u : 5000u));
+  assert_true(took < (s->kind == P2P ? 1000u : 5000u) * (uint64_t)tu_slack());
   mc_engine_destroy(b);
 }
 
@@ -618,7 +616,7 @@ static void test_restart_new_incarnation(void **state) {
   /* the open handle still holds the old descriptor until a refresh: reopen */
   assert_int_equal(mc_segment_close(b, seg), MC_OK);
   uint64_t inc2 = 0;
-  for (uint64_t t1 = tu_now_ms(); tu_now_ms() - t1 < 2000;) {
+  for (uint64_t t1 = tu_now_ms(); tu_now_ms() - t1 < tu_slack_ms(2000);) {
     assert_int_equal(open_until(b, c2.name, MC_OK, 1000, &seg), MC_OK);
     inc2 = seg_incarnation(b, seg);
     mc_segment_info_t info = {.size = sizeof info};

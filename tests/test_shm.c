@@ -113,14 +113,14 @@ static void roundtrip(mc_engine_t *e, mc_segment_t s, char *l, uint64_t remote, 
   /* READ the target's pattern, then WRITE a new one and READ it back. */
   memset(l, 0, len);
   mc_request_t r = {MC_READ, 0, l, s, remote, len};
-  assert_int_equal(mc_transfer(e, &r, 1, 10000), MC_OK);
+  assert_int_equal(mc_transfer(e, &r, 1, tu_wait_ms(10000)), MC_OK);
   assert_int_equal(tu_check(l, len, expect_seed), -1);
   tu_fill(l, len, new_seed);
   mc_request_t w[8];
   for (int i = 0; i < 8; i++) w[i] = (mc_request_t){MC_WRITE, 0, l + i * (len / 8), s, remote + i * (len / 8), len / 8};
-  assert_int_equal(mc_transfer(e, w, 8, 10000), MC_OK);
+  assert_int_equal(mc_transfer(e, w, 8, tu_wait_ms(10000)), MC_OK);
   memset(l, 0, len);
-  assert_int_equal(mc_transfer(e, &r, 1, 10000), MC_OK);
+  assert_int_equal(mc_transfer(e, &r, 1, tu_wait_ms(10000)), MC_OK);
   assert_int_equal(tu_check(l, len, new_seed), -1);
 }
 
@@ -145,10 +145,10 @@ static void test_both_memory_kinds(void **state) {
   for (int i = 0; i < 4; i++) {
     tu_fill(l, sizes[i], 40 + i);
     mc_request_t w = {MC_WRITE, 0, l, s, t.alloc + 4096 * i, sizes[i]};
-    assert_int_equal(mc_transfer(e, &w, 1, 10000), MC_OK);
+    assert_int_equal(mc_transfer(e, &w, 1, tu_wait_ms(10000)), MC_OK);
     memset(l, 0, sizes[i]);
     mc_request_t r = {MC_READ, 0, l, s, t.alloc + 4096 * i, sizes[i]};
-    assert_int_equal(mc_transfer(e, &r, 1, 10000), MC_OK);
+    assert_int_equal(mc_transfer(e, &r, 1, tu_wait_ms(10000)), MC_OK);
     assert_int_equal(tu_check(l, sizes[i], 40 + i), -1);
   }
   /* The bytes went through shm (memcpy for the memfd buffer, CMA for the plain one), not TCP. */
@@ -194,7 +194,7 @@ static void test_scattered_small_requests(void **state) {
     mc_batch_t *b = NULL;
     assert_int_equal(mc_batch_create(e, 2 * kN, &b), MC_OK);
     assert_int_equal(mc_batch_submit(b, r, kN), MC_OK);
-    assert_int_equal(mc_batch_wait(b, 10000), MC_OK);
+    assert_int_equal(mc_batch_wait(b, tu_wait_ms(10000)), MC_OK);
     for (int i = 0; i < kN; i++) {
       mc_request_status_t st;
       assert_int_equal(mc_batch_status(b, (size_t)i, &st), MC_OK);
@@ -217,11 +217,11 @@ static void test_scattered_small_requests(void **state) {
       }
     }
     assert_int_equal(mc_batch_submit(b, r, kN), MC_OK);
-    assert_int_equal(mc_batch_wait(b, 10000), MC_OK);
+    assert_int_equal(mc_batch_wait(b, tu_wait_ms(10000)), MC_OK);
     for (int i = 0; i < kN; i += 2) assert_int_equal(tu_check(back + i * kStride, kLen, 100 + kind * kN + i), -1);
     for (int i = 1; i < kN; i += 2) {
       mc_request_t rr = {MC_READ, 0, back + i * kStride, s, rb + (uint64_t)(kN - 1 - i) * kStride + 2048, kLen};
-      assert_int_equal(mc_transfer(e, &rr, 1, 10000), MC_OK);
+      assert_int_equal(mc_transfer(e, &rr, 1, tu_wait_ms(10000)), MC_OK);
       assert_int_equal(tu_check(back + i * kStride, kLen, 500 + kind * kN + i), -1);
     }
     assert_int_equal(mc_batch_destroy(b), MC_OK);
@@ -258,10 +258,10 @@ static void test_single_slice_split(void **state) {
         const uint64_t rem = bases[kind] + (uint64_t)(k % 2) * (2 << 20) + 64 * (uint64_t)round;
         tu_fill(l, n, seed);
         mc_request_t w = {MC_WRITE, 0, l, s, rem, n};
-        assert_int_equal(mc_transfer(e, &w, 1, 10000), MC_OK);
+        assert_int_equal(mc_transfer(e, &w, 1, tu_wait_ms(10000)), MC_OK);
         memset(l + (2 << 20), 0, n);
         mc_request_t r = {MC_READ, 0, l + (2 << 20), s, rem, n};
-        assert_int_equal(mc_transfer(e, &r, 1, 10000), MC_OK);
+        assert_int_equal(mc_transfer(e, &r, 1, tu_wait_ms(10000)), MC_OK);
         assert_int_equal(tu_check(l + (2 << 20), n, seed), -1);
       }
     }
@@ -296,14 +296,14 @@ static void test_batch_shared_by_halves(void **state) {
         tu_fill(l + i * kStride, n, 2000 + (uint64_t)(kind * 1000 + round * kN + i));
         r[i] = (mc_request_t){MC_WRITE, 0, l + i * kStride, s, bases[kind] + (uint64_t)(kN - 1 - i) * kStride + 64 * (uint64_t)round, n};
       }
-      assert_int_equal(mc_transfer(e, r, kN, 10000), MC_OK);
+      assert_int_equal(mc_transfer(e, r, kN, tu_wait_ms(10000)), MC_OK);
       /* READ them back in one batch */
       memset(back, 0, (size_t)kN * kStride);
       for (int i = 0; i < kN; i++) {
         r[i].opcode = MC_READ;
         r[i].local = back + i * kStride;
       }
-      assert_int_equal(mc_transfer(e, r, kN, 10000), MC_OK);
+      assert_int_equal(mc_transfer(e, r, kN, tu_wait_ms(10000)), MC_OK);
       for (int i = 0; i < kN; i++)
         assert_int_equal(tu_check(back + i * kStride, lens[i % 3], 2000 + (uint64_t)(kind * 1000 + round * kN + i)), -1);
     }
@@ -327,15 +327,15 @@ static void test_out_of_range(void **state) {
   mc_request_t w1 = {MC_WRITE, 0, l, s, t.alloc + len - 16, 32};
   mc_request_t w2 = {MC_WRITE, 0, l, s, t.plain + len - 16, 32};
   mc_request_t w3 = {MC_WRITE, 0, l, s, t.alloc - 16, 32};
-  assert_int_equal(mc_transfer(e, &w1, 1, 5000), MC_ERR_OUT_OF_RANGE);
-  assert_int_equal(mc_transfer(e, &w2, 1, 5000), MC_ERR_OUT_OF_RANGE);
-  assert_int_equal(mc_transfer(e, &w3, 1, 5000), MC_ERR_OUT_OF_RANGE);
+  assert_int_equal(mc_transfer(e, &w1, 1, tu_wait_ms(5000)), MC_ERR_OUT_OF_RANGE);
+  assert_int_equal(mc_transfer(e, &w2, 1, tu_wait_ms(5000)), MC_ERR_OUT_OF_RANGE);
+  assert_int_equal(mc_transfer(e, &w3, 1, tu_wait_ms(5000)), MC_ERR_OUT_OF_RANGE);
   /* The target's patterns are intact. */
   mc_request_t r = {MC_READ, 0, l, s, t.alloc, len};
-  assert_int_equal(mc_transfer(e, &r, 1, 5000), MC_OK);
+  assert_int_equal(mc_transfer(e, &r, 1, tu_wait_ms(5000)), MC_OK);
   assert_int_equal(tu_check(l, len, 5), -1);
   r.remote = t.plain;
-  assert_int_equal(mc_transfer(e, &r, 1, 5000), MC_OK);
+  assert_int_equal(mc_transfer(e, &r, 1, tu_wait_ms(5000)), MC_OK);
   assert_int_equal(tu_check(l, len, 6), -1);
   stop_target(&t, SIGTERM);
   mc_engine_destroy(e);
@@ -352,25 +352,25 @@ static void test_killed_while_mapped(void **state) {
   mc_segment_t s;
   assert_int_equal(mc_segment_open(e, t.name, &s), MC_OK);
   mc_request_t r = {MC_READ, 0, l, s, t.alloc, len};
-  assert_int_equal(mc_transfer(e, &r, 1, 5000), MC_OK); /* mapped now */
+  assert_int_equal(mc_transfer(e, &r, 1, tu_wait_ms(5000)), MC_OK); /* mapped now */
   stop_target(&t, SIGKILL);
   uint64_t t0 = tu_now_ms();
   /* No SIGBUS, no hang: requests fail with PEER_DOWN and the segment becomes unreachable. */
   mc_status_t st = MC_OK;
   mc_segment_info_t info = {.size = sizeof info};
   for (;;) {
-    st = mc_transfer(e, &r, 1, 5000);
+    st = mc_transfer(e, &r, 1, tu_wait_ms(5000));
     assert_int_equal(mc_segment_query(e, s, &info), MC_OK);
     if (st != MC_OK && info.state == MC_SEGMENT_UNREACHABLE) break;
-    assert_true(tu_now_ms() - t0 < 3000);
+    assert_true(tu_now_ms() - t0 < tu_slack_ms(3000));
     usleep(5000);
   }
   assert_int_equal(st, MC_ERR_PEER_DOWN);
   print_message("peer death seen after %llu ms\n", (unsigned long long)(tu_now_ms() - t0));
   /* New submits fail at once while unreachable. */
   uint64_t t1 = tu_now_ms();
-  assert_int_equal(mc_transfer(e, &r, 1, 5000), MC_ERR_PEER_DOWN);
-  assert_true(tu_now_ms() - t1 < 100);
+  assert_int_equal(mc_transfer(e, &r, 1, tu_wait_ms(5000)), MC_ERR_PEER_DOWN);
+  assert_true(tu_now_ms() - t1 < tu_slack_ms(100));
   mc_engine_destroy(e);
 }
 
@@ -389,7 +389,7 @@ static void test_restart_same_name(void **state) {
   uint64_t inc0 = info.incarnation;
   uint64_t old_alloc = t.alloc;
   mc_request_t r = {MC_READ, 0, l, s, t.alloc, len};
-  assert_int_equal(mc_transfer(e, &r, 1, 5000), MC_OK);
+  assert_int_equal(mc_transfer(e, &r, 1, tu_wait_ms(5000)), MC_OK);
   assert_int_equal(tu_check(l, len, 100), -1);
   /* Restart under the same HOST:PORT with a different pattern (new buffer addresses too). */
   char name[320];
@@ -402,18 +402,18 @@ static void test_restart_same_name(void **state) {
   for (;;) {
     assert_int_equal(mc_segment_query(e, s, &info), MC_OK);
     if (info.incarnation != inc0 && info.state == MC_SEGMENT_OK) break;
-    assert_true(tu_now_ms() - t0 < 5000);
+    assert_true(tu_now_ms() - t0 < tu_slack_ms(5000));
     usleep(10000);
   }
   assert_int_equal(info.rejoins, 1);
   mc_request_t r2 = {MC_READ, 0, l, s, t.alloc, len};
-  assert_int_equal(mc_transfer(e, &r2, 1, 5000), MC_OK);
+  assert_int_equal(mc_transfer(e, &r2, 1, tu_wait_ms(5000)), MC_OK);
   assert_int_equal(tu_check(l, len, 200), -1);
   print_message("rejoin seen and used after %llu ms\n", (unsigned long long)(tu_now_ms() - t0));
   if (old_alloc != t.alloc) {
     /* A stale address (old incarnation's buffer) is refused, never written. */
     mc_request_t stale = {MC_WRITE, 0, l, s, old_alloc, 4096};
-    assert_int_equal(mc_transfer(e, &stale, 1, 5000), MC_ERR_OUT_OF_RANGE);
+    assert_int_equal(mc_transfer(e, &stale, 1, tu_wait_ms(5000)), MC_ERR_OUT_OF_RANGE);
   }
   stop_target(&t, SIGTERM);
   mc_engine_destroy(e);
@@ -458,10 +458,10 @@ static void test_unregister_while_peer_copies(void **state) {
   assert_int_equal(mc_segment_query(ini, s, &info), MC_OK);
   assert_string_equal(info.transport, "shm");
   mc_request_t w = {MC_WRITE, 0, lb, s, (uint64_t)(uintptr_t)tb, len};
-  assert_int_equal(mc_transfer(ini, &w, 1, 5000), MC_OK);
+  assert_int_equal(mc_transfer(ini, &w, 1, tu_wait_ms(5000)), MC_OK);
   assert_int_equal(mc_buffer_free(tgt, tb), MC_OK);
   /* The initiator's descriptor is stale, but the shm path refuses the freed range. */
-  assert_int_equal(mc_transfer(ini, &w, 1, 5000), MC_ERR_TRANSPORT);
+  assert_int_equal(mc_transfer(ini, &w, 1, tu_wait_ms(5000)), MC_ERR_TRANSPORT);
   mc_engine_destroy(ini);
   mc_engine_destroy(tgt);
 }

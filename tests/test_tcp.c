@@ -68,11 +68,11 @@ static void test_sizes(void **state) {
     tu_fill(p.lbuf, n, 100 + i);
     memset(p.rbuf + off, 0, n);
     mc_request_t w = {MC_WRITE, 0, p.lbuf, p.seg, raddr(&p, off), n};
-    assert_int_equal(mc_transfer(p.ini, &w, 1, 10000), MC_OK);
+    assert_int_equal(mc_transfer(p.ini, &w, 1, tu_wait_ms(10000)), MC_OK);
     assert_int_equal(tu_check(p.rbuf + off, n, 100 + i), -1);
     memset(p.lbuf, 0, n);
     mc_request_t r = {MC_READ, 0, p.lbuf, p.seg, raddr(&p, off), n};
-    assert_int_equal(mc_transfer(p.ini, &r, 1, 10000), MC_OK);
+    assert_int_equal(mc_transfer(p.ini, &r, 1, tu_wait_ms(10000)), MC_OK);
     assert_int_equal(tu_check(p.lbuf, n, 100 + i), -1);
   }
   /* The initiator's counters saw it. */
@@ -99,7 +99,7 @@ static void test_many_small_in_one_batch(void **state) {
   mc_batch_t *b;
   assert_int_equal(mc_batch_create(p.ini, n, &b), MC_OK);
   assert_int_equal(mc_batch_submit(b, rq, n), MC_OK);
-  assert_int_equal(mc_batch_wait(b, 20000), MC_OK);
+  assert_int_equal(mc_batch_wait(b, tu_wait_ms(20000)), MC_OK);
   for (size_t i = 0; i < n; i++) {
     mc_request_status_t st;
     assert_int_equal(mc_batch_status(b, i, &st), MC_OK);
@@ -112,7 +112,7 @@ static void test_many_small_in_one_batch(void **state) {
   for (size_t i = 0; i < n; i++) rq[i].opcode = MC_READ;
   assert_int_equal(mc_batch_reset(b), MC_OK);
   assert_int_equal(mc_batch_submit(b, rq, n), MC_OK);
-  assert_int_equal(mc_batch_wait(b, 20000), MC_OK);
+  assert_int_equal(mc_batch_wait(b, tu_wait_ms(20000)), MC_OK);
   assert_int_equal(tu_check(p.lbuf, n * 4096, 77), -1);
   assert_int_equal(mc_batch_destroy(b), MC_OK);
   free(rq);
@@ -133,7 +133,7 @@ static void test_spans_and_refresh(void **state) {
   assert_int_equal(mc_buffer_register(p.tgt, more + (1 << 20), 1 << 20, NULL), MC_OK);
   tu_fill(p.lbuf, 1 << 20, 5);
   mc_request_t w = {MC_WRITE, 0, p.lbuf, p.seg, (uint64_t)(uintptr_t)(more + (1 << 19)), 1 << 20};
-  assert_int_equal(mc_transfer(p.ini, &w, 1, 10000), MC_OK);
+  assert_int_equal(mc_transfer(p.ini, &w, 1, tu_wait_ms(10000)), MC_OK);
   assert_int_equal(tu_check(more + (1 << 19), 1 << 20, 5), -1);
   size_t count;
   mc_buffer_info_t bi[4];
@@ -143,17 +143,17 @@ static void test_spans_and_refresh(void **state) {
    * request is sent and the target refuses it (nothing written, FAILED with TRANSPORT). */
   assert_int_equal(mc_buffer_unregister(p.tgt, more + (1 << 20)), MC_OK);
   memset(more, 0, 2 << 20);
-  assert_int_equal(mc_transfer(p.ini, &w, 1, 10000), MC_ERR_TRANSPORT);
+  assert_int_equal(mc_transfer(p.ini, &w, 1, tu_wait_ms(10000)), MC_ERR_TRANSPORT);
   for (size_t i = 0; i < (2 << 20); i++)
     if (more[i]) fail_msg("byte %zu written by a refused request", i);
   /* A range wholly outside every buffer it knows makes the initiator refresh and refuse. */
   mc_request_t w2 = {MC_WRITE, 0, p.lbuf, p.seg, (uint64_t)(uintptr_t)(more + (1 << 20) - 100), 4096};
-  assert_int_equal(mc_transfer(p.ini, &w2, 1, 10000), MC_ERR_TRANSPORT); /* still "known" */
+  assert_int_equal(mc_transfer(p.ini, &w2, 1, tu_wait_ms(10000)), MC_ERR_TRANSPORT); /* still "known" */
   mc_request_t w3 = {MC_WRITE, 0, p.lbuf, p.seg, (uint64_t)(uintptr_t)(more + (2 << 20) - 100), 4096};
-  assert_int_equal(mc_transfer(p.ini, &w3, 1, 10000), MC_ERR_OUT_OF_RANGE);
+  assert_int_equal(mc_transfer(p.ini, &w3, 1, tu_wait_ms(10000)), MC_ERR_OUT_OF_RANGE);
   assert_int_equal(mc_segment_buffers(p.ini, p.seg, bi, 4, &count), MC_OK);
   assert_int_equal(count, 2); /* the refresh happened */
-  assert_int_equal(mc_transfer(p.ini, &w2, 1, 10000), MC_ERR_OUT_OF_RANGE); /* now known */
+  assert_int_equal(mc_transfer(p.ini, &w2, 1, tu_wait_ms(10000)), MC_ERR_OUT_OF_RANGE); /* now known */
   for (size_t i = 0; i < (2 << 20); i++)
     if (more[i]) fail_msg("byte %zu written by a refused request", i);
   munmap(more, 2 << 20);
@@ -171,7 +171,7 @@ static void test_target_checks(void **state) {
   /* The initiator learns of it... */
   mc_request_t w = {MC_WRITE, 0, p.lbuf, p.seg, (uint64_t)(uintptr_t)extra, 4096};
   tu_fill(p.lbuf, 4096, 9);
-  assert_int_equal(mc_transfer(p.ini, &w, 1, 10000), MC_OK);
+  assert_int_equal(mc_transfer(p.ini, &w, 1, tu_wait_ms(10000)), MC_OK);
   /* ...then the target drops it without the initiator knowing: the target refuses. */
   assert_int_equal(mc_buffer_unregister(p.tgt, extra), MC_OK);
   memset(extra, 0, 1 << 20);
@@ -179,7 +179,7 @@ static void test_target_checks(void **state) {
   assert_int_equal(mc_batch_create(p.ini, 2, &b), MC_OK);
   mc_request_t both[2] = {w, {MC_READ, 0, p.lbuf, p.seg, (uint64_t)(uintptr_t)extra, 4096}};
   assert_int_equal(mc_batch_submit(b, both, 2), MC_OK);
-  assert_int_equal(mc_batch_wait(b, 10000), MC_ERR_TRANSPORT);
+  assert_int_equal(mc_batch_wait(b, tu_wait_ms(10000)), MC_ERR_TRANSPORT);
   mc_request_status_t st;
   assert_int_equal(mc_batch_status(b, 0, &st), MC_OK);
   assert_int_equal(st.state, MC_REQUEST_FAILED);
@@ -191,7 +191,7 @@ static void test_target_checks(void **state) {
   assert_int_equal(mc_batch_destroy(b), MC_OK);
   /* The connection survived the refusals: a good request still works. */
   mc_request_t ok = {MC_WRITE, 0, p.lbuf, p.seg, raddr(&p, 0), 4096};
-  assert_int_equal(mc_transfer(p.ini, &ok, 1, 10000), MC_OK);
+  assert_int_equal(mc_transfer(p.ini, &ok, 1, tu_wait_ms(10000)), MC_OK);
   assert_int_equal(tu_check(p.rbuf, 4096, 9), -1);
   munmap(extra, 1 << 20);
   pair_done(&p);
@@ -219,11 +219,11 @@ static void *thread_main(void *arg) {
     uint64_t seed = (uint64_t)t->id * 1000003u + (uint64_t)it;
     tu_fill(l, n, seed);
     mc_request_t w = {MC_WRITE, 0, l, t->p->seg, r, n};
-    if (mc_batch_submit(b, &w, 1) != MC_OK || mc_batch_wait(b, 20000) != MC_OK) t->errors++;
+    if (mc_batch_submit(b, &w, 1) != MC_OK || mc_batch_wait(b, tu_wait_ms(20000)) != MC_OK) t->errors++;
     mc_batch_reset(b);
     memset(l, 0, n);
     mc_request_t rd = {MC_READ, 0, l, t->p->seg, r, n};
-    if (mc_transfer(t->p->ini, &rd, 1, 20000) != MC_OK) t->errors++;
+    if (mc_transfer(t->p->ini, &rd, 1, tu_wait_ms(20000)) != MC_OK) t->errors++;
     if (tu_check(l, n, seed) != -1) t->errors++;
   }
   mc_batch_destroy(b);
@@ -256,13 +256,13 @@ static void test_large_transfer(void **state) {
   tu_fill(p.lbuf, len, 4242);
   uint64_t t0 = tu_now_ms();
   mc_request_t w = {MC_WRITE, 0, p.lbuf, p.seg, raddr(&p, 0), len};
-  assert_int_equal(mc_transfer(p.ini, &w, 1, 60000), MC_OK);
+  assert_int_equal(mc_transfer(p.ini, &w, 1, tu_wait_ms(60000)), MC_OK);
   uint64_t t1 = tu_now_ms();
   long long bad = tu_check(p.rbuf, len, 4242);
   if (bad != -1) fail_msg("remote byte %lld differs after a %zu-byte WRITE", bad, len);
   memset(p.lbuf, 0, len);
   mc_request_t r = {MC_READ, 0, p.lbuf, p.seg, raddr(&p, 0), len};
-  assert_int_equal(mc_transfer(p.ini, &r, 1, 60000), MC_OK);
+  assert_int_equal(mc_transfer(p.ini, &r, 1, tu_wait_ms(60000)), MC_OK);
   bad = tu_check(p.lbuf, len, 4242);
   if (bad != -1) fail_msg("local byte %lld differs after a %zu-byte READ", bad, len);
   print_message("%zu MiB WRITE in %llu ms\n", len >> 20, (unsigned long long)(t1 - t0));
@@ -303,15 +303,15 @@ static void test_peer_destroyed_mid_transfer(void **state) {
     mc_status_t s = mc_batch_submit(b, rq, n);
     if (s != MC_OK) break;
     rounds++;
-    last = mc_batch_wait(b, 10000);
+    last = mc_batch_wait(b, tu_wait_ms(10000));
     assert_int_not_equal(last, MC_ERR_TIMEOUT);
     if (last != MC_OK) break;
   }
   pthread_join(th, NULL);
   p.tgt = NULL;
   /* Whatever happened, every submitted request ended, within the timeout. */
-  assert_int_equal(mc_batch_wait(b, 10000) == MC_ERR_TIMEOUT, 0);
-  assert_true(tu_now_ms() - t0 < 10000);
+  assert_int_equal(mc_batch_wait(b, tu_wait_ms(10000)) == MC_ERR_TIMEOUT, 0);
+  assert_true(tu_now_ms() - t0 < tu_slack_ms(10000));
   size_t failed = 0, done = 0;
   for (size_t i = 0; i < (size_t)rounds * n; i++) {
     mc_request_status_t st;
@@ -326,12 +326,16 @@ static void test_peer_destroyed_mid_transfer(void **state) {
     }
   }
   print_message("%zu completed, %zu failed after the peer was destroyed\n", done, failed);
+  /* The case is about transfers that the destruction cut: at least one round ran, and at least
+   * one of its requests failed (the kill lands 5 ms in, each round moves 64 MiB). */
+  assert_true(rounds >= 1);
+  assert_true(failed >= 1);
   /* New transfers to the dead peer fail promptly, never hang. */
   uint64_t t1 = tu_now_ms();
   mc_request_t one = rq[0];
-  mc_status_t s = mc_transfer(p.ini, &one, 1, 10000);
+  mc_status_t s = mc_transfer(p.ini, &one, 1, tu_wait_ms(10000));
   assert_true(s == MC_ERR_PEER_DOWN || s == MC_ERR_TRANSPORT);
-  assert_true(tu_now_ms() - t1 < 4000);
+  assert_true(tu_now_ms() - t1 < tu_slack_ms(4000));
   assert_int_equal(mc_batch_destroy(b), MC_OK);
   free(rq);
   mc_engine_destroy(p.ini);
@@ -375,7 +379,7 @@ static void test_busy(void **state) {
   for (int i = 0; i < 64; i++) rq[i] = (mc_request_t){MC_WRITE, 0, p.lbuf + i * (1 << 20), p.seg, raddr(&p, i * (1 << 20)), 1 << 20};
   assert_int_equal(mc_batch_submit(b, rq, 64), MC_OK);
   mc_status_t s1 = mc_batch_reset(b), s2 = mc_batch_destroy(b), s3 = mc_buffer_unregister(p.ini, p.lbuf);
-  mc_status_t w = mc_batch_wait(b, 20000);
+  mc_status_t w = mc_batch_wait(b, tu_wait_ms(20000));
   assert_int_equal(w, MC_OK);
   /* 64 MiB take tens of milliseconds: the calls above ran while requests were pending. */
   assert_int_equal(s1, MC_ERR_BUSY);

@@ -1,6 +1,7 @@
 #define _GNU_SOURCE
 #include "testutil.h"
 
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +12,36 @@ int tu_scale(void) {
   const char *s = getenv("MC_TEST_SCALE");
   int v = s ? atoi(s) : 1;
   return v > 0 ? v : 1;
+}
+
+/* A sanitizer build compiled without MC_TEST_SLACK in its environment still gets slack. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define TU_DEFAULT_SLACK 4
+#else
+#define TU_DEFAULT_SLACK 1
+#endif
+
+int tu_slack(void) {
+  const char *s = getenv("MC_TEST_SLACK");
+  int v = s && *s ? atoi(s) : TU_DEFAULT_SLACK;
+  return v > 0 ? v : 1;
+}
+
+uint64_t tu_slack_ms(uint64_t ms) { return ms * (uint64_t)tu_slack(); }
+
+int tu_wait_ms(int ms) {
+  uint64_t v = tu_slack_ms(ms > 0 ? (uint64_t)ms : 0);
+  return ms < 0 ? ms : v > INT_MAX ? INT_MAX : (int)v;
+}
+
+void tu_skip_note(int required, const char *fmt, ...) {
+  char msg[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  printf("%s: %s\n", required ? "MC-SKIP-REQUIRED" : "MC-SKIP", msg);
+  fflush(stdout);
 }
 
 uint64_t tu_now_ms(void) {

@@ -7,6 +7,21 @@
 
 /* MC_TEST_SCALE from the environment (1 in `make test`, larger in `make test-long`). */
 int tu_scale(void);
+/* MC_TEST_SLACK from the environment (default 1, 4 in a sanitizer build; make test-asan,
+ * test-tsan and test-valgrind set MC_TEST_SLACK=4): every
+ * time limit a test asserts on or waits for is multiplied by it, so that a loaded or instrumented
+ * machine never fails a correct build. tu_slack_ms(ms) is ms * tu_slack(). */
+int tu_slack(void);
+uint64_t tu_slack_ms(uint64_t ms);
+/* The same for the int timeout_ms of mc_batch_wait and mc_transfer where a test waits for
+ * requests to end (not for a timeout): ms * tu_slack(), at most INT_MAX. */
+int tu_wait_ms(int ms);
+/* Prints the line scripts/run-tests.sh reads for why a case skipped: "MC-SKIP: reason", or with
+ * required != 0 "MC-SKIP-REQUIRED: reason" for a suite that must run where `make test` runs (the
+ * runner then fails unless MC_ALLOW_SKIP=1). Use TU_SKIP / TU_SKIP_REQUIRED (after cmocka.h). */
+void tu_skip_note(int required, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+#define TU_SKIP(...) do { tu_skip_note(0, __VA_ARGS__); skip(); } while (0)
+#define TU_SKIP_REQUIRED(...) do { tu_skip_note(1, __VA_ARGS__); skip(); } while (0)
 /* Monotonic milliseconds. */
 uint64_t tu_now_ms(void);
 /* Fills buf with a pattern derived from seed; tu_check returns the first mismatching index or -1. */

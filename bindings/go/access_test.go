@@ -60,7 +60,7 @@ func TestRegisterBatchTransferIntoLast(t *testing.T) {
 	for i := range src {
 		src[i] = byte(i*7 + 1)
 	}
-	must(t, a.Write(src, seg, last, 5*time.Second))
+	must(t, a.Write(src, seg, last, within(5*time.Second)))
 	if !bytes.Equal(mem[(n-1)*size:], src) {
 		t.Fatal("write into the last buffer mismatch")
 	}
@@ -107,13 +107,13 @@ func TestSetAccessDeniesPeerWrite(t *testing.T) {
 	remote := uint64(uintptr(unsafePtr(target)))
 
 	must(t, b.SetAccess(unsafePtr(target), AccessRead))
-	if err := a.Write(src, seg, remote, 5*time.Second); !errors.Is(err, ErrDenied) {
+	if err := a.Write(src, seg, remote, within(5*time.Second)); !errors.Is(err, ErrDenied) {
 		t.Fatalf("WRITE into a read-only buffer: %v", err)
 	}
 	if !bytes.Equal(target, bytes.Repeat([]byte{'r'}, n)) {
 		t.Fatal("a denied WRITE changed the target")
 	}
-	must(t, a.Read(src, seg, remote, 5*time.Second))
+	must(t, a.Read(src, seg, remote, within(5*time.Second)))
 	if !bytes.Equal(src, target) {
 		t.Fatal("READ of a read-only buffer mismatch")
 	}
@@ -122,7 +122,7 @@ func TestSetAccessDeniesPeerWrite(t *testing.T) {
 	bt, err := a.NewBatch(4)
 	must(t, err)
 	if _, err := bt.Submit([]Request{{Op: Read, Local: src, Segment: seg, Remote: remote}}); err == nil {
-		if err := bt.Wait(5 * time.Second); !errors.Is(err, ErrDenied) {
+		if err := bt.Wait(within(5 * time.Second)); !errors.Is(err, ErrDenied) {
 			t.Fatalf("READ of a no-access buffer: %v", err)
 		}
 	} else if !errors.Is(err, ErrDenied) {
@@ -148,7 +148,7 @@ func TestSetAccessDeniesPeerWrite(t *testing.T) {
 					}
 					continue
 				}
-				err := a.Write(src[i*1024:(i+1)*1024], seg, remote+uint64(i*1024), 5*time.Second)
+				err := a.Write(src[i*1024:(i+1)*1024], seg, remote+uint64(i*1024), within(5*time.Second))
 				if err != nil && !errors.Is(err, ErrDenied) {
 					t.Error(err)
 				}
@@ -157,7 +157,7 @@ func TestSetAccessDeniesPeerWrite(t *testing.T) {
 	}
 	wg.Wait()
 	must(t, b.SetAccess(unsafePtr(target), AccessReadWrite))
-	must(t, a.Write(src, seg, remote, 5*time.Second))
+	must(t, a.Write(src, seg, remote, within(5*time.Second)))
 
 	if err := b.SetAccess(unsafePtr(target), 4); !errors.Is(err, ErrInvalidArg) {
 		t.Fatalf("unknown bits: %v", err)
@@ -193,7 +193,7 @@ func TestAuthTokenMismatchDenied(t *testing.T) {
 	src[0] = 'k'
 	seg, err := d.Open(a.Name())
 	must(t, err)
-	must(t, d.Write(src, seg, uint64(uintptr(unsafePtr(dst))), 5*time.Second))
+	must(t, d.Write(src, seg, uint64(uintptr(unsafePtr(dst))), within(5*time.Second)))
 	if dst[0] != 'k' {
 		t.Fatal("write with the same token mismatch")
 	}

@@ -139,7 +139,7 @@ func TestLoopback(t *testing.T) {
 		t.Fatalf("buffers %+v", bufs)
 	}
 	remote := bufs[0].Addr
-	must(t, a.Write(src, seg, remote, 5*time.Second))
+	must(t, a.Write(src, seg, remote, within(5*time.Second)))
 	if !bytes.Equal(src, dst) {
 		t.Fatal("write mismatch")
 	}
@@ -162,7 +162,7 @@ func TestLoopback(t *testing.T) {
 	for i := range dst[:65536] {
 		dst[i] = byte(i)
 	}
-	must(t, a.Transfer(reqs, 5*time.Second))
+	must(t, a.Transfer(reqs, within(5*time.Second)))
 	if !bytes.Equal(src[:65536], dst[:65536]) {
 		t.Fatal("transfer mismatch")
 	}
@@ -217,7 +217,7 @@ func TestBatch(t *testing.T) {
 	if first != 0 || second != n/2 || batch.Len() != n {
 		t.Fatalf("indexes %d %d len %d", first, second, batch.Len())
 	}
-	must(t, batch.Wait(5*time.Second))
+	must(t, batch.Wait(within(5*time.Second)))
 	for i := range n {
 		st, err := batch.Status(i)
 		must(t, err)
@@ -265,7 +265,7 @@ func TestConcurrent(t *testing.T) {
 			for i := range 10 {
 				var err error
 				if i%2 == 0 {
-					err = a.Write(part, seg, remote+uint64(w*size), 5*time.Second)
+					err = a.Write(part, seg, remote+uint64(w*size), within(5*time.Second))
 				} else {
 					_, err = batch.Submit([]Request{{Write, part, seg, remote + uint64(w*size)}})
 				}
@@ -277,7 +277,7 @@ func TestConcurrent(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	must(t, batch.Wait(10*time.Second))
+	must(t, batch.Wait(within(10*time.Second)))
 	if !bytes.Equal(src, dst) {
 		t.Fatal("mismatch")
 	}
@@ -302,19 +302,57 @@ func TestCloseWhileBatchAlive(t *testing.T) {
 	must(t, a.Close())
 }
 
+// openFDs is the number of open descriptors of this process.
+func openFDs(t *testing.T) int {
+	ents, err := os.ReadDir("/proc/self/fd")
+	must(t, err)
+	return len(ents)
+}
+
+// TestCleanupBackstop drops engines (each with a batch and a heap) without Close: the runtime
+// cleanup must destroy them, so their listening ports refuse connections and the descriptors
+// they held are given back.
 func TestCleanupBackstop(t *testing.T) {
-	for range 20 {
-		e, err := NewEngine(map[string]string{"listen": "127.0.0.1:0"})
-		must(t, err)
-		_, err = e.NewBatch(4)
-		must(t, err)
-		h, err := NewHeap(1 << 20)
-		must(t, err)
-		_ = h
+	before := openFDs(t)
+	var names []string
+	func() {
+		for range 20 {
+			e, err := NewEngine(map[string]string{"listen": "127.0.0.1:0"})
+			must(t, err)
+			_, err = e.NewBatch(4)
+			must(t, err)
+			_, err = NewHeap(1 << 20)
+			must(t, err)
+			names = append(names, e.Name())
+		}
+	}()
+	if n := openFDs(t); n < before+20 {
+		t.Fatalf("20 engines hold %d descriptors more than none: the check below would prove nothing", n-before)
 	}
-	runtime.GC()
-	runtime.GC()
-	time.Sleep(100 * time.Millisecond)
+	listening := func() []string {
+		var open []string
+		for _, name := range names {
+			if c, err := net.DialTimeout("tcp", name, time.Second); err == nil {
+				c.Close()
+				open = append(open, name)
+			}
+		}
+		return open
+	}
+	deadline := time.Now().Add(within(10 * time.Second))
+	for {
+		runtime.GC()
+		open := listening()
+		fds := openFDs(t)
+		if len(open) == 0 && fds <= before+2 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("engines never closed are not cleaned up: %d still listen (%v), %d descriptors more than before",
+				len(open), open, fds-before)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 func TestHeap(t *testing.T) {
@@ -404,8 +442,8 @@ func TestTwoProcess(t *testing.T) {
 	}
 	src, dst := alloc(t, e, n), alloc(t, e, n)
 	rand.Read(src)
-	must(t, e.Write(src, seg, bufs[0].Addr, 10*time.Second))
-	must(t, e.Read(dst, seg, bufs[0].Addr, 10*time.Second))
+	must(t, e.Write(src, seg, bufs[0].Addr, within(10*time.Second)))
+	must(t, e.Read(dst, seg, bufs[0].Addr, within(10*time.Second)))
 	if !bytes.Equal(src, dst) {
 		t.Fatal("mismatch")
 	}

@@ -62,7 +62,7 @@ func TestTransferErrors(t *testing.T) {
 	if _, err := batch.Submit(reqs[:2]); err != nil {
 		t.Fatal(err)
 	}
-	must(t, batch.Wait(5*time.Second))
+	must(t, batch.Wait(within(5*time.Second)))
 	a.Close()
 	wantErr(t, "Write on a closed engine", a.Write(src[:8], seg, remote, NoTimeout), ErrInvalidArg, "closed")
 	wantErr(t, "Transfer on a closed engine", a.Transfer(reqs[:2], NoTimeout), ErrInvalidArg, "closed")
@@ -85,13 +85,13 @@ func TestTransferPooledArrays(t *testing.T) {
 	}
 	for _, k := range []int{n, 16, 3, maxPooledReqs, 2, n} {
 		clear(dst)
-		must(t, a.Transfer(mk(k, Write, src), 5*time.Second))
+		must(t, a.Transfer(mk(k, Write, src), within(5*time.Second)))
 		if !bytes.Equal(dst[:k*8], src[:k*8]) || bytes.ContainsFunc(dst[k*8:], func(r rune) bool { return r != 0 }) {
 			t.Fatalf("Transfer of %d requests wrote the wrong bytes", k)
 		}
 	}
 	back := alloc(t, a, n*8)
-	must(t, a.Transfer(mk(n, Read, back), 5*time.Second))
+	must(t, a.Transfer(mk(n, Read, back), within(5*time.Second)))
 	if !bytes.Equal(back, dst) {
 		t.Fatal("Read back mismatch")
 	}
@@ -119,22 +119,22 @@ func TestTransferConcurrent(t *testing.T) {
 				var err error
 				switch i % 4 {
 				case 0:
-					err = a.Write(part, seg, rem, 5*time.Second)
+					err = a.Write(part, seg, rem, within(5*time.Second))
 				case 1:
-					err = a.Transfer([]Request{{Write, part, seg, rem}}, 5*time.Second)
+					err = a.Transfer([]Request{{Write, part, seg, rem}}, within(5*time.Second))
 				case 2:
-					err = a.Transfer([]Request{{Write, part[:size/2], seg, rem}, {Write, part[size/2:], seg, rem + size/2}}, 5*time.Second)
+					err = a.Transfer([]Request{{Write, part[:size/2], seg, rem}, {Write, part[size/2:], seg, rem + size/2}}, within(5*time.Second))
 				case 3:
 					// Fails: request w%3 of three lies past the end of the peer's buffer.
 					reqs := []Request{{Write, part[:8], seg, rem}, {Write, part[8:16], seg, rem + 8}, {Write, part[16:24], seg, rem + 16}}
 					reqs[w%3].Remote = remote + workers*size
-					err = a.Transfer(reqs, 5*time.Second)
+					err = a.Transfer(reqs, within(5*time.Second))
 					var me *Error
 					if !errors.As(err, &me) || me.Status != StatusOutOfRange || !strings.Contains(me.Message, fmt.Sprintf("request %d", w%3)) {
 						t.Errorf("worker %d: failing Transfer gave %v", w, err)
 						return
 					}
-					err = a.Read(goMem, seg, rem, 5*time.Second)
+					err = a.Read(goMem, seg, rem, within(5*time.Second))
 					if !errors.Is(err, ErrOutOfRange) || !strings.Contains(err.Error(), "mc_transfer") {
 						t.Errorf("worker %d: failing Read gave %v", w, err)
 						return
@@ -145,7 +145,7 @@ func TestTransferConcurrent(t *testing.T) {
 					t.Errorf("worker %d round %d: %v", w, i, err)
 					return
 				}
-				if err := a.Read(mine, seg, rem, 5*time.Second); err != nil || !bytes.Equal(mine, part) {
+				if err := a.Read(mine, seg, rem, within(5*time.Second)); err != nil || !bytes.Equal(mine, part) {
 					t.Errorf("worker %d round %d: read back: %v", w, i, err)
 					return
 				}
@@ -236,7 +236,7 @@ func TestWriteNilSegmentLeavesNoLock(t *testing.T) {
 	}()
 	select {
 	case <-done:
-	case <-time.After(10 * time.Second):
+	case <-time.After(within(10 * time.Second)):
 		t.Fatal("Close blocked after the panic")
 	}
 }

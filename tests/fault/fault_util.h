@@ -7,13 +7,13 @@
 #define MC_FAULT_UTIL_H
 #define FU_UNUSED __attribute__((unused))
 /* Sanitizer builds (make test-asan / test-tsan) run everything several times slower and ASan's
- * quarantine grows RSS: time bounds get FU_SLACK times their slack, RSS checks only print. */
+ * quarantine grows RSS: RSS checks only print there. Time bounds get tu_slack() (testutil.h:
+ * MC_TEST_SLACK, 4 by default in a sanitizer build) times their slack. */
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 #define FU_SANITIZED 1
 #else
 #define FU_SANITIZED 0
 #endif
-#define FU_SLACK (FU_SANITIZED ? 5 : 1)
 
 #include <dirent.h>
 #include <errno.h>
@@ -162,7 +162,7 @@ static FU_UNUSED int fu_start_target(struct fu_target *t, size_t size, uint64_t 
   close(fds[1]);
   fu_child_add(pid);
   char line[400];
-  uint64_t deadline = tu_now_ms() + 10000;
+  uint64_t deadline = tu_now_ms() + tu_slack_ms(10000);
   int ok = fu_read_line(fds[0], line, sizeof line, deadline) == 0 && strncmp(line, "segment: ", 9) == 0;
   if (ok) {
     t->up_ms = tu_now_ms();
@@ -281,10 +281,10 @@ static FU_UNUSED void fu_on_segment(mc_segment_t seg, uint32_t state, uint64_t i
 }
 
 /* Waits for an event at index >= from with the given state (and incarnation, unless 0).
- * Returns its index or -1 after timeout_ms. */
+ * Returns its index or -1 after timeout_ms (times tu_slack()). */
 static FU_UNUSED long fu_wait_event(struct fu_events *e, size_t from, uint32_t state, uint64_t inc,
                                     int timeout_ms) {
-  uint64_t deadline = tu_now_ms() + (uint64_t)timeout_ms;
+  uint64_t deadline = tu_now_ms() + tu_slack_ms((uint64_t)timeout_ms);
   pthread_mutex_lock(&e->mu);
   for (;;) {
     for (size_t i = from; i < e->n; i++)
@@ -313,10 +313,11 @@ static FU_UNUSED size_t fu_events_count(struct fu_events *e) {
   return n;
 }
 
-/* Polls mc_segment_query until state (and incarnation unless 0) or timeout. 0 or -1. */
+/* Polls mc_segment_query until state (and incarnation unless 0) or timeout_ms (times
+ * tu_slack()). 0 or -1. */
 static FU_UNUSED int fu_wait_state(mc_engine_t *e, mc_segment_t s, uint32_t state, uint64_t inc,
                                    int timeout_ms, mc_segment_info_t *out) {
-  uint64_t deadline = tu_now_ms() + (uint64_t)timeout_ms;
+  uint64_t deadline = tu_now_ms() + tu_slack_ms((uint64_t)timeout_ms);
   mc_segment_info_t info = {.size = sizeof info};
   for (;;) {
     if (mc_segment_query(e, s, &info) == MC_OK && info.state == state &&
@@ -586,7 +587,7 @@ static FU_UNUSED int fu_cycles(mc_engine_t *e, mc_segment_t seg, struct fu_event
     for (;;) {
       fu_traffic_last_ok(tr, &inc, &ms);
       if (inc == t->incarnation && ms > t->up_ms) break;
-      if (tu_now_ms() - t0 > 10000) {
+      if (tu_now_ms() - t0 > tu_slack_ms(10000)) {
         snprintf(res->error, sizeof res->error, "cycle %d: no verified transfer to incarnation %llu within 10 s",
                  c, (unsigned long long)t->incarnation);
         rc = -1;
@@ -627,7 +628,7 @@ static FU_UNUSED int fu_cycles(mc_engine_t *e, mc_segment_t seg, struct fu_event
     for (;;) {
       fu_traffic_last_ok(tr, &inc, &ms);
       if (inc == t->incarnation) break;
-      if (tu_now_ms() - t0 > 10000) {
+      if (tu_now_ms() - t0 > tu_slack_ms(10000)) {
         mc_segment_info_t qi = {.size = sizeof qi};
         mc_segment_query(e, seg, &qi);
         snprintf(res->error, sizeof res->error,
