@@ -36,13 +36,6 @@ struct hdr {
 #pragma pack(pop)
 enum { WRITE = 5, WRITE_ACK = 6, HELLO = 12 };
 
-/* The slack factor for time limits (MC_TEST_SLACK, 1 by default). */
-static int slack(void) {
-  const char *v = getenv("MC_TEST_SLACK");
-  int s = v ? atoi(v) : 1;
-  return s > 0 ? s : 1;
-}
-
 static int dial(const char *name) {
   char host[64];
   const char *colon = strrchr(name, ':');
@@ -83,7 +76,7 @@ static void *trickle_main(void *arg) {
 
 static void test_set_access_timeout(void **state) {
   (void)state;
-  int tmo = 300 * slack();
+  int tmo = 300 * tu_slack();
   char tmo_s[16];
   snprintf(tmo_s, sizeof tmo_s, "%d", tmo);
   mc_engine_t *e = tu_engine("timeout_ms", tmo_s, "transports", "tcp", NULL);
@@ -122,9 +115,9 @@ static void test_set_access_timeout(void **state) {
   mc_segment_t seg;
   assert_int_equal(mc_segment_open(peer, mc_engine_name(e), &seg), MC_OK);
   mc_request_t w = {MC_WRITE, 0, mine, seg, (uint64_t)(uintptr_t)buf, 4096};
-  assert_int_equal(mc_transfer(peer, &w, 1, 5000 * slack()), MC_ERR_DENIED);
+  assert_int_equal(mc_transfer(peer, &w, 1, 5000 * tu_slack()), MC_ERR_DENIED);
   mc_request_t r = {MC_READ, 0, mine, seg, (uint64_t)(uintptr_t)buf, 4096};
-  assert_int_equal(mc_transfer(peer, &r, 1, 5000 * slack()), MC_OK);
+  assert_int_equal(mc_transfer(peer, &r, 1, 5000 * tu_slack()), MC_OK);
   /* A change with no peer request running returns MC_OK. */
   assert_int_equal(mc_buffer_set_access(e, buf, 0), MC_OK);
   mc_engine_destroy(peer);
@@ -146,11 +139,11 @@ static void own_name_over(const char *transports, const char *route) {
   if (st != MC_OK) print_message("own name with transports=%s: %s\n", transports, mc_last_error());
   assert_int_equal(st, MC_OK);
   mc_request_t w = {MC_WRITE, 0, a, self, (uint64_t)(uintptr_t)b, len};
-  assert_int_equal(mc_transfer(e, &w, 1, 5000 * slack()), MC_OK);
+  assert_int_equal(mc_transfer(e, &w, 1, 5000 * tu_slack()), MC_OK);
   assert_int_equal(tu_check(b, len, 7), -1);
   memset(a, 0, len);
   mc_request_t r = {MC_READ, 0, a, self, (uint64_t)(uintptr_t)b, len};
-  assert_int_equal(mc_transfer(e, &r, 1, 5000 * slack()), MC_OK);
+  assert_int_equal(mc_transfer(e, &r, 1, 5000 * tu_slack()), MC_OK);
   assert_int_equal(tu_check(a, len, 7), -1);
   char stats[16384];
   size_t need = 0;

@@ -22,12 +22,6 @@
 
 #define MAX_PEERS 256
 
-static int slack(void) {
-  const char *v = getenv("MC_TEST_SLACK");
-  int s = v ? atoi(v) : 1;
-  return s > 0 ? s : 1;
-}
-
 static int threads_now(void) {
   DIR *d = opendir("/proc/self/task");
   if (!d) return -1;
@@ -132,9 +126,9 @@ static void test_threads_do_not_grow_with_segments(void **state) {
   /* The peers' process dies: every segment is unreachable within peer_timeout_ms plus one
    * heartbeat (here the ports refuse at once). */
   peers_kill(&p);
-  uint64_t t0 = tu_now_ms(), limit = (500 + 100 + 200) * (uint64_t)slack();
+  uint64_t t0 = tu_now_ms(), limit = (500 + 100 + 200) * (uint64_t)tu_slack();
   int down = 0;
-  while (tu_now_ms() - t0 < 5000 * (uint64_t)slack()) {
+  while (tu_now_ms() - t0 < 5000 * (uint64_t)tu_slack()) {
     down = 0;
     for (int i = 0; i < n; i++) {
       mc_segment_info_t info = {.size = sizeof info};
