@@ -10,7 +10,8 @@
 //    to ERR, outstanding work FAILED through the flushes, QPs destroyed) and new ones are made
 //    on the next use. Nothing else is rebuilt.
 //
-// Connection setup (over the engine's control channel, channel "rdma", JSON both ways):
+// Connection setup (over the engine's control channel, channel "rdma", JSON both ways; the
+// messages and the descriptor blobs are decoded only through src/proto/rdma_msg.h):
 //   initiator -> target {"op":"connect","from":NAME,"inc":INC,"to_inc":TARGET_INC,
 //                        "lnic":INITIATOR_NIC,"rnic":TARGET_NIC,"lid":L,"gid":HEX,"mtu":M,
 //                        "qps":[{"qpn":Q,"psn":P},...]}
@@ -72,6 +73,7 @@
 #include "common/cuda_loader.h"
 #include "common/log.h"
 #include "common/net.h"
+#include "proto/rdma_msg.h"
 #include "transport/rdma/nic.h"
 
 namespace mc {
@@ -222,28 +224,29 @@ struct LocalMr {
   LocalMr &operator=(LocalMr &&) = default;
 };
 
-std::string hex16(const uint8_t *g) {
-  static const char *d = "0123456789abcdef";
-  std::string s(32, '0');
-  for (int i = 0; i < 16; i++) {
-    s[2 * i] = d[g[i] >> 4];
-    s[2 * i + 1] = d[g[i] & 15];
+// The QP destinations of a connect message: one address, a QPN and PSN per QP.
+std::vector<QpDest> dests_of(const proto::RdmaAddr &a, const std::vector<proto::RdmaQpInfo> &qps) {
+  std::vector<QpDest> v;
+  for (auto &q : qps) {
+    QpDest d;
+    d.qpn = q.qpn;
+    d.psn = q.psn;
+    d.lid = a.lid;
+    std::memcpy(d.gid, a.gid, 16);
+    v.push_back(d);
   }
-  return s;
+  return v;
 }
-bool unhex16(const std::string &s, uint8_t *g) {
-  if (s.size() != 32) return false;
-  auto v = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    return -1;
-  };
-  for (int i = 0; i < 16; i++) {
-    int h = v(s[2 * i]), l = v(s[2 * i + 1]);
-    if (h < 0 || l < 0) return false;
-    g[i] = static_cast<uint8_t>(h << 4 | l);
+
+// Who sent a connect request, for the message when it does not decode: its "from" when that
+// much is readable, else a placeholder.
+std::string peek_from(const std::string &request) {
+  json j = json::parse(request, nullptr, false);
+  if (j.is_object()) {
+    auto it = j.find("from");
+    if (it != j.end() && it->is_string() && it->get_ref<const std::string &>().size() <= 256) return it->get<std::string>();
   }
-  return true;
+  return "(unnamed: the request does not say)";
 }
 
 uint32_t mr_access(uint32_t mc_access) {
@@ -475,55 +478,67 @@ bool RdmaTransport::reachable(const Descriptor &d) {
   if (nics_.empty()) return false;
   auto it = d.transports.find("rdma");
   if (it == d.transports.end()) return false;
-  json j = json::parse(it->second, nullptr, false);
-  if (!j.is_object() || !j.contains("fabric") || !j["fabric"].is_string()) return false;
-  return j["fabric"].get<std::string>() == fabric_ && j.contains("nics") && j["nics"].is_array() && !j["nics"].empty();
+  proto::RdmaFabricDesc f;
+  if (!proto::decode(it->second, d.name, MC_ERR_METADATA, &f).ok()) return false;
+  return f.fabric == fabric_ && !f.nics.empty();
 }
 
 void RdmaTransport::describe(Descriptor &d) {
-  json nics = json::array();
-  for (auto &n : nics_)
-    nics.push_back({{"name", n->dev->name()}, {"lid", n->port.lid}, {"gid", hex16(n->port.gid)}, {"mtu", n->port.mtu}});
-  d.transports["rdma"] = json{{"fabric", fabric_}, {"nics", std::move(nics)}}.dump();
+  proto::RdmaFabricDesc f;
+  f.fabric = fabric_;
+  for (auto &n : nics_) {
+    proto::RdmaNicDesc nd;
+    nd.name = n->dev->name();
+    nd.addr.lid = n->port.lid;
+    std::memcpy(nd.addr.gid, n->port.gid, 16);
+    nd.addr.mtu = n->port.mtu;
+    f.nics.push_back(std::move(nd));
+  }
+  d.transports["rdma"] = f.to_json();
   std::shared_lock<std::shared_mutex> lk(mr_mu_);
   for (auto &b : d.buffers) {
     auto it = mrs_.find(b.addr);
     if (it == mrs_.end()) continue;
-    json keys = json::array();
-    for (auto &m : it->second.mrs) keys.push_back(m->rkey());
-    b.ext["rdma"] = json{{"rkeys", std::move(keys)}}.dump();
+    proto::RdmaBufExt e;
+    for (auto &m : it->second.mrs) e.rkeys.push_back(m->rkey());
+    b.ext["rdma"] = e.to_json();
   }
 }
 
+// Every field of the peer's rdma blobs goes through its codec: a malformed one is
+// MC_ERR_METADATA naming the peer and the field, and only that peer loses RDMA.
 Status RdmaTransport::parse_remote(const Descriptor &d, std::shared_ptr<const RemoteInfo> *out) const {
   auto it = d.transports.find("rdma");
   if (it == d.transports.end()) return Err(MC_ERR_UNSUPPORTED, "the peer has no RDMA NICs");
-  json j = json::parse(it->second, nullptr, false);
+  proto::RdmaFabricDesc f;
+  Status st = proto::decode(it->second, d.name, MC_ERR_METADATA, &f);
+  if (!st.ok()) return st;
   auto ri = std::make_shared<RemoteInfo>();
-  try {
-    ri->fabric = j.at("fabric").get<std::string>();
-    for (auto &n : j.at("nics")) {
-      RemoteNic rn;
-      rn.name = n.at("name").get<std::string>();
-      rn.lid = n.at("lid").get<uint16_t>();
-      rn.mtu = n.at("mtu").get<uint32_t>();
-      if (!unhex16(n.at("gid").get<std::string>(), rn.gid)) return Err(MC_ERR_METADATA, "bad GID in the peer's descriptor");
-      ri->nics.push_back(std::move(rn));
+  ri->fabric = std::move(f.fabric);
+  for (auto &n : f.nics) {
+    RemoteNic rn;
+    rn.name = std::move(n.name);
+    rn.lid = n.addr.lid;
+    rn.mtu = n.addr.mtu;
+    std::memcpy(rn.gid, n.addr.gid, 16);
+    ri->nics.push_back(std::move(rn));
+  }
+  for (auto &b : d.buffers) {
+    RemoteBuf rb;
+    rb.addr = b.addr;
+    rb.len = b.length;
+    auto e = b.ext.find("rdma");
+    if (e != b.ext.end()) {
+      proto::RdmaBufExt ext;
+      st = proto::decode(e->second, d.name, MC_ERR_METADATA, &ext);
+      if (!st.ok()) return Err(st.code(), st.message() + " (buffer at " + std::to_string(b.addr) + ")");
+      if (ext.rkeys.size() != ri->nics.size())
+        return Err(MC_ERR_METADATA, "rdma buffer keys from peer " + d.name + ": field 'rkeys' has " +
+                                        std::to_string(ext.rkeys.size()) + " keys for " +
+                                        std::to_string(ri->nics.size()) + " NICs (buffer at " + std::to_string(b.addr) + ")");
+      rb.rkeys = std::move(ext.rkeys);
     }
-    for (auto &b : d.buffers) {
-      RemoteBuf rb;
-      rb.addr = b.addr;
-      rb.len = b.length;
-      auto e = b.ext.find("rdma");
-      if (e != b.ext.end()) {
-        json bj = json::parse(e->second, nullptr, false);
-        for (auto &k : bj.at("rkeys")) rb.rkeys.push_back(k.get<uint32_t>());
-        if (rb.rkeys.size() != ri->nics.size()) rb.rkeys.clear();
-      }
-      ri->bufs.push_back(std::move(rb));
-    }
-  } catch (const std::exception &e) {
-    return Err(MC_ERR_METADATA, std::string("the peer's rdma descriptor is malformed: ") + e.what());
+    ri->bufs.push_back(std::move(rb));
   }
   std::sort(ri->bufs.begin(), ri->bufs.end(), [](const RemoteBuf &a, const RemoteBuf &b) { return a.addr < b.addr; });
   *out = std::move(ri);
@@ -612,7 +627,12 @@ void RdmaTransport::on_access_change(const LocalRegion &r) {
 std::shared_ptr<PeerPath> RdmaTransport::connect(const Descriptor &d) {
   if (stopping_.load()) return nullptr;
   std::shared_ptr<const RemoteInfo> info;
-  if (!parse_remote(d, &info).ok() || info->fabric != fabric_ || info->nics.empty()) return nullptr;
+  Status pst = parse_remote(d, &info);
+  if (!pst.ok()) {
+    if (pst.code() != MC_ERR_UNSUPPORTED) MC_LOGW("rdma: not using RDMA to " << d.name << ": " << pst.message());
+    return nullptr;
+  }
+  if (info->fabric != fabric_ || info->nics.empty()) return nullptr;
   HostPort hp;
   if (!parse_host_port(d.tcp, &hp).ok()) return nullptr;
   std::shared_ptr<PeerState> ps, old;
@@ -644,7 +664,11 @@ std::shared_ptr<PeerPath> RdmaTransport::connect(const Descriptor &d) {
 void RdmaTransport::update(PeerPath &peer, const Descriptor &d) {
   auto &p = static_cast<RdmaPeer &>(peer);
   std::shared_ptr<const RemoteInfo> info;
-  if (!parse_remote(d, &info).ok()) return;
+  Status pst = parse_remote(d, &info);
+  if (!pst.ok()) {  // keep the last good view; the next update may be well formed again
+    MC_LOGW("rdma: ignoring the new descriptor of " << d.name << ": " << pst.message());
+    return;
+  }
   std::lock_guard<std::mutex> lk(p.ps->mu);
   p.ps->info = std::move(info);
 }
@@ -934,14 +958,19 @@ void RdmaTransport::run_connect(std::shared_ptr<Endpoint> ep, std::shared_ptr<Pe
   Status st = make_qps(nic, &qps);
   if (!st.ok()) return fail(st, true);
   uint32_t mtu = std::min({nic.port.mtu, rn.mtu, opts_.rdma_mtu});
-  json req{{"op", "connect"}, {"from", name_}, {"inc", inc_}, {"to_inc", ps->inc}, {"lnic", nic.dev->name()},
-           {"rnic", ep->rnic}, {"lid", nic.port.lid}, {"gid", hex16(nic.port.gid)}, {"mtu", mtu}};
-  json jq = json::array();
-  for (auto &q : qps) jq.push_back({{"qpn", q->qp->qpn()}, {"psn", q->psn}});
-  req["qps"] = std::move(jq);
+  proto::RdmaConnectReq req;
+  req.from = name_;
+  req.inc = inc_;
+  req.to_inc = ps->inc;
+  req.lnic = nic.dev->name();
+  req.rnic = ep->rnic;
+  req.addr.lid = nic.port.lid;
+  std::memcpy(req.addr.gid, nic.port.gid, 16);
+  req.addr.mtu = mtu;
+  for (auto &q : qps) req.qps.push_back({q->qp->qpn(), q->psn});
   std::string reply;
   uint64_t their_inc = 0;
-  st = control_call(addr, opts_.auth_token, "rdma", req.dump(), opts_.timeout_ms, &reply, &their_inc);
+  st = control_call(addr, opts_.auth_token, "rdma", req.to_json(), opts_.timeout_ms, &reply, &their_inc);
   if (st.code() == MC_ERR_BUSY) {
     // Simultaneous open, and the peer's request wins: it arrives here and connects this
     // endpoint; wait for that instead of building a second connection.
@@ -962,24 +991,14 @@ void RdmaTransport::run_connect(std::shared_ptr<Endpoint> ep, std::shared_ptr<Pe
     bool retry = st.code() != MC_ERR_PEER_DOWN && st.code() != MC_ERR_DENIED && st.code() != MC_ERR_METADATA;
     return fail(st, retry);
   }
-  std::vector<QpDest> dst;
-  uint32_t path_mtu = 0;
-  try {
-    json r = json::parse(reply);
-    path_mtu = r.at("mtu").get<uint32_t>();
-    QpDest base;
-    base.lid = r.at("lid").get<uint16_t>();
-    if (!unhex16(r.at("gid").get<std::string>(), base.gid)) throw std::runtime_error("bad gid");
-    for (auto &q : r.at("qps")) {
-      QpDest d = base;
-      d.qpn = q.at("qpn").get<uint32_t>();
-      d.psn = q.at("psn").get<uint32_t>();
-      dst.push_back(d);
-    }
-  } catch (const std::exception &e) {
+  proto::RdmaConnectReply rep;
+  st = proto::decode(reply, ps->name, MC_ERR_TRANSPORT, &rep);
+  if (!st.ok()) {
     destroy_qps(qps);
-    return fail(Err(MC_ERR_TRANSPORT, std::string("malformed answer: ") + e.what()), true);
+    return fail(st, true);
   }
+  std::vector<QpDest> dst = dests_of(rep.addr, rep.qps);
+  uint32_t path_mtu = rep.addr.mtu;
   if (path_mtu > mtu) path_mtu = mtu;
   st = connect_qps(nic, qps, dst, path_mtu);
   if (!st.ok()) {
@@ -991,33 +1010,17 @@ void RdmaTransport::run_connect(std::shared_ptr<Endpoint> ep, std::shared_ptr<Pe
 
 Status RdmaTransport::handle_control(const std::string &request, std::string *reply) {
   if (stopping_.load()) return Err(MC_ERR_PEER_DOWN, "the engine is shutting down");
-  json r = json::parse(request, nullptr, false);
-  std::string from, lnic, rnic;
-  uint64_t inc, to_inc;
-  uint32_t mtu;
-  QpDest base;
-  std::vector<QpDest> dst;
-  try {
-    if (r.at("op").get<std::string>() != "connect") return Err(MC_ERR_INVALID_ARG, "unknown rdma control request");
-    from = r.at("from").get<std::string>();
-    inc = r.at("inc").get<uint64_t>();
-    to_inc = r.at("to_inc").get<uint64_t>();
-    lnic = r.at("lnic").get<std::string>();
-    rnic = r.at("rnic").get<std::string>();
-    mtu = r.at("mtu").get<uint32_t>();
-    base.lid = r.at("lid").get<uint16_t>();
-    if (!unhex16(r.at("gid").get<std::string>(), base.gid)) return Err(MC_ERR_INVALID_ARG, "bad GID");
-    for (auto &q : r.at("qps")) {
-      QpDest d = base;
-      d.qpn = q.at("qpn").get<uint32_t>();
-      d.psn = q.at("psn").get<uint32_t>();
-      dst.push_back(d);
-    }
-  } catch (const std::exception &e) {
-    return Err(MC_ERR_INVALID_ARG, std::string("malformed rdma control request: ") + e.what());
+  proto::RdmaConnectReq req;
+  Status dst_st = proto::decode(request, peek_from(request), MC_ERR_TRANSPORT, &req);
+  if (!dst_st.ok()) {
+    MC_LOGW("rdma: refused a connect request: " << dst_st.message());
+    return dst_st;
   }
+  const std::string &from = req.from, &lnic = req.lnic, &rnic = req.rnic;
+  uint64_t inc = req.inc, to_inc = req.to_inc;
+  uint32_t mtu = req.addr.mtu;
+  std::vector<QpDest> dst = dests_of(req.addr, req.qps);
   if (to_inc != inc_) return Err(MC_ERR_PEER_DOWN, "the request is for another incarnation of " + name_);
-  if (dst.empty() || dst.size() > 64) return Err(MC_ERR_INVALID_ARG, "bad QP count");
   Nic *nic = nullptr;
   for (auto &n : nics_)
     if (n->dev->name() == rnic) nic = n.get();
@@ -1063,10 +1066,11 @@ Status RdmaTransport::handle_control(const std::string &request, std::string *re
     destroy_qps(qps);
     return st;
   }
-  json out{{"lid", nic->port.lid}, {"gid", hex16(nic->port.gid)}, {"mtu", path_mtu}};
-  json jq = json::array();
-  for (auto &q : qps) jq.push_back({{"qpn", q->qp->qpn()}, {"psn", q->psn}});
-  out["qps"] = std::move(jq);
+  proto::RdmaConnectReply out;
+  out.addr.lid = nic->port.lid;
+  std::memcpy(out.addr.gid, nic->port.gid, 16);
+  out.addr.mtu = path_mtu;
+  for (auto &q : qps) out.qps.push_back({q->qp->qpn(), q->psn});
 
   std::shared_ptr<Endpoint> target, replaced;
   {
@@ -1108,7 +1112,7 @@ Status RdmaTransport::handle_control(const std::string &request, std::string *re
   if (replaced) retire_ep(replaced, MC_ERR_TRANSPORT, "the peer reconnected this pair", true);
   pump(target);
   maybe_evict();
-  *reply = out.dump();
+  *reply = out.to_json();
   return Status::Ok();
 }
 
