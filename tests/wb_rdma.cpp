@@ -244,6 +244,40 @@ void test_sim_keys_and_access(void **) {
     assert_int_equal(w.a->post(&x, 1, &posted).code(), MC_OK);
     assert_int_equal(poll_n(*w.cq0, 1).at(0).status, WcStatus::kLocProtErr);
   }
+  {  // an lkey is no rkey: the responder's own lkey names no remote-accessible MR
+    Wire w;
+    wire_up(w);
+    assert_int_not_equal(w.rmr->lkey(), w.rmr->rkey());
+    SendWr x = wr(w, 1, Opcode::kWrite, 0, 0, 64, w.rmr->lkey());
+    fill(w.lbuf.data(), 64, 3);
+    size_t posted;
+    assert_int_equal(w.a->post(&x, 1, &posted).code(), MC_OK);
+    assert_int_equal(poll_n(*w.cq0, 1).at(0).status, WcStatus::kRemAccessErr);
+    for (int i = 0; i < 64; i++) assert_int_equal(w.rbuf[i], 0);
+  }
+  {  // an access change gives the MR a new rkey: the old one is refused even where the rights
+     // are granted again; the new one works; a failed rereg changes neither rights nor keys
+    Wire w;
+    wire_up(w);
+    uint32_t old = w.rmr->rkey();
+    assert_int_equal(w.rmr->set_access(kRemoteRead | kRemoteWrite).code(), MC_OK);
+    assert_int_not_equal(w.rmr->rkey(), old);
+    fill(w.lbuf.data(), 64, 4);
+    SendWr ok = wr(w, 1, Opcode::kWrite, 0, 0, 64);
+    size_t posted;
+    assert_int_equal(w.a->post(&ok, 1, &posted).code(), MC_OK);
+    assert_int_equal(poll_n(*w.cq0, 1).at(0).status, WcStatus::kSuccess);
+    assert_true(check(w.rbuf.data(), 64, 4));
+    uint32_t cur = w.rmr->rkey();
+    assert_true(sim::fail_next_set_access(w.devs[1]->name()));
+    assert_int_not_equal(w.rmr->set_access(kRemoteRead).code(), MC_OK);
+    assert_int_equal(w.rmr->rkey(), cur);
+    fill(w.lbuf.data(), 64, 6);
+    SendWr stale = wr(w, 2, Opcode::kWrite, 0, 128, 64, old);
+    assert_int_equal(w.a->post(&stale, 1, &posted).code(), MC_OK);
+    assert_int_equal(poll_n(*w.cq0, 1).at(0).status, WcStatus::kRemAccessErr);
+    for (int i = 128; i < 192; i++) assert_int_equal(w.rbuf[i], 0);
+  }
   {  // access taken away on a live MR
     Wire w;
     wire_up(w);
@@ -605,6 +639,50 @@ void test_span_and_range(void **) {
   munmap(ltwo, 2 << 20);
 }
 
+// mc_buffer_set_access and RDMA keys. The target's access change gives its MRs new rkeys; the
+// initiator's cached descriptor (kept stale here: no heartbeat refresh) still has the old one.
+//  1. rights granted again: the refused rkey is refreshed once from the target, the WRITE lands;
+//  2. rights taken away: the refreshed rkey is refused too, MC_ERR_DENIED, nothing written;
+//  3. the NIC fails the rereg: mc_buffer_set_access fails (naming the NIC), the buffer's MRs are
+//     deregistered, and a WRITE with the old rkey fails with nothing written.
+void test_access_change_keys(void **) {
+  Node a = node("sim", 1 << 20, {{"heartbeat_ms", "60000"}}), b = node("sim", 1 << 20);
+  std::string bnic = stats(b.e)["rdma"]["devices"][0].get<std::string>();
+  mc_segment_t seg;
+  assert_int_equal(mc_segment_open(a.e, mc_engine_name(b.e), &seg), MC_OK);
+  fill(a.buf, 4096, 1);
+  mc_request_t w{MC_WRITE, 0, a.buf, seg, at(b, 0), 4096};
+  assert_int_equal(mc_transfer(a.e, &w, 1, 10000), MC_OK);
+  assert_true(check(b.buf, 4096, 1));
+  // 1.
+  assert_int_equal(mc_buffer_set_access(b.e, b.buf, MC_ACCESS_READ), MC_OK);
+  assert_int_equal(mc_buffer_set_access(b.e, b.buf, MC_ACCESS_READ | MC_ACCESS_WRITE), MC_OK);
+  fill(a.buf, 4096, 2);
+  assert_int_equal(mc_transfer(a.e, &w, 1, 10000), MC_OK);
+  assert_true(check(b.buf, 4096, 2));
+  assert_true(stats(a.e)["rdma"]["key_refreshes"].get<uint64_t>() >= 1);
+  // 2.
+  assert_int_equal(mc_buffer_set_access(b.e, b.buf, MC_ACCESS_READ), MC_OK);
+  fill(a.buf, 4096, 3);
+  assert_int_equal(mc_transfer(a.e, &w, 1, 10000), MC_ERR_DENIED);
+  assert_true(check(b.buf, 4096, 2));
+  // 3.
+  assert_int_equal(mc_buffer_set_access(b.e, b.buf, MC_ACCESS_READ | MC_ACCESS_WRITE), MC_OK);
+  fill(a.buf, 4096, 4);
+  assert_int_equal(mc_transfer(a.e, &w, 1, 10000), MC_OK);
+  assert_true(check(b.buf, 4096, 4));
+  assert_true(sim::fail_next_set_access(bnic));
+  assert_int_equal(mc_buffer_set_access(b.e, b.buf, MC_ACCESS_READ), MC_ERR_TRANSPORT);
+  assert_non_null(strstr(mc_last_error(), bnic.c_str()));
+  assert_int_equal(stats(b.e)["rdma"]["access_failures"].get<uint64_t>(), 1);
+  fill(a.buf, 4096, 5);
+  assert_int_not_equal(mc_transfer(a.e, &w, 1, 10000), MC_OK);
+  assert_true(check(b.buf, 4096, 4));
+  assert_int_equal(mc_segment_close(a.e, seg), MC_OK);
+  drop(a);
+  drop(b);
+}
+
 void test_peer_destroyed_mid_transfer(void **) {
   Node a = node("sim:2", 32 << 20), b = node("sim:2", 32 << 20);
   mc_segment_t seg;
@@ -886,6 +964,7 @@ int main(void) {
       cmocka_unit_test(test_config),
       cmocka_unit_test(test_sizes_1nic_2nic_3engines),
       cmocka_unit_test(test_span_and_range),
+      cmocka_unit_test(test_access_change_keys),
       cmocka_unit_test(test_peer_destroyed_mid_transfer),
       cmocka_unit_test(test_rejoin),
       cmocka_unit_test(test_descriptor_during_start),

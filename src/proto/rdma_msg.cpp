@@ -74,6 +74,34 @@ std::string RdmaConnectReply::to_json() const {
   return j.dump();
 }
 
+bool RdmaKeysReq::read(Reader &r, const json &root) {
+  std::string op;
+  if (!r.get(root, "", "op", &op)) return false;
+  if (op != "keys") return r.fail("op", "is not \"keys\"");
+  return r.get(root, "", "from", &from) && r.get(root, "", "to_inc", &to_inc) && r.get(root, "", "addr", &addr);
+}
+
+std::string RdmaKeysReq::to_json() const {
+  return json{{"op", "keys"}, {"from", from}, {"to_inc", to_inc}, {"addr", addr}}.dump();
+}
+
+bool RdmaKeysReply::read(Reader &r, const json &root) {
+  if (!r.get(root, "", "addr", &addr) || !r.get(root, "", "len", &len)) return false;
+  if (len == 0 || addr + len < addr) return r.fail("len", "is not a buffer length (zero, or the range wraps)");
+  const json *a = r.array(root, "", "rkeys", kRdmaMaxNics);
+  if (!a) return false;
+  rkeys.resize(a->size());
+  for (size_t i = 0; i < a->size(); i++)
+    if (!r.at(*a, "rkeys", i, &rkeys[i])) return false;
+  return true;
+}
+
+std::string RdmaKeysReply::to_json() const { return json{{"addr", addr}, {"len", len}, {"rkeys", rkeys}}.dump(); }
+
+bool RdmaOp::read(Reader &r, const json &root) {
+  return r.get(root, "", "op", &op) && r.opt(root, "", "from", &from);
+}
+
 bool RdmaFabricDesc::read(Reader &r, const json &root) {
   if (!r.get(root, "", "fabric", &fabric)) return false;
   const json *a = r.array(root, "", "nics", kRdmaMaxNics);

@@ -5,6 +5,8 @@
 //   connect request  {"op":"connect","from":NAME,"inc":INC,"to_inc":INC,"lnic":S,"rnic":S,
 //                     "lid":L,"gid":HEX32,"mtu":M,"qps":[{"qpn":Q,"psn":P},...]}
 //   connect reply    {"lid":L,"gid":HEX32,"mtu":M,"qps":[{"qpn":Q,"psn":P},...]}
+//   keys request     {"op":"keys","from":NAME,"to_inc":INC,"addr":A}
+//   keys reply       {"addr":BUFFER_ADDR,"len":BUFFER_LEN,"rkeys":[K,...]}
 //   transports.rdma  {"fabric":S,"nics":[{"name":S,"lid":L,"gid":HEX32,"mtu":M},...]}
 //   buffer ext.rdma  {"rkeys":[K,...]}
 // Every number is range checked here (LID 16 bits, QPN and PSN 24 bits, MTU a power of two in
@@ -50,6 +52,34 @@ struct RdmaConnectReply {
   std::vector<RdmaQpInfo> qps;
   bool read(Reader &r, const json &root);
   std::string to_json() const;
+};
+
+// Asks the target for the current rkeys of the buffer holding addr: a peer whose cached rkey
+// was refused (the target changed the buffer's access, which gives it new keys) refreshes them
+// once before failing the request.
+struct RdmaKeysReq {
+  static constexpr const char *kWhat = "rdma keys request";
+  std::string from;
+  uint64_t to_inc = 0;
+  uint64_t addr = 0;
+  bool read(Reader &r, const json &root);
+  std::string to_json() const;
+};
+
+struct RdmaKeysReply {
+  static constexpr const char *kWhat = "rdma keys reply";
+  uint64_t addr = 0, len = 0;
+  std::vector<uint32_t> rkeys;
+  bool read(Reader &r, const json &root);
+  std::string to_json() const;
+};
+
+// The "op" of a control request on channel "rdma" ("connect" or "keys"), to pick its codec.
+struct RdmaOp {
+  static constexpr const char *kWhat = "rdma control request";
+  std::string op;
+  std::string from;  // when present, for messages
+  bool read(Reader &r, const json &root);
 };
 
 struct RdmaNicDesc {

@@ -74,6 +74,7 @@
 #include "common/log.h"
 #include "common/net.h"
 #include "proto/rdma_msg.h"
+#include "util/hex.h"
 #include "transport/rdma/nic.h"
 
 namespace mc {
@@ -101,6 +102,7 @@ struct Op {
   std::atomic<uint32_t> pieces{0};      // a parent's pieces still running
   std::atomic<int32_t> status{MC_OK};   // a parent's first failure
   uint32_t attempts = 0;
+  bool refreshed = false;               // its rkey was refused once and refreshed from the target
   uint32_t lkey = 0, rkey = 0;
   std::shared_ptr<PeerState> peer;      // where a retry goes
   QpCtx *qp = nullptr;                  // where it is posted
@@ -266,7 +268,7 @@ class RdmaTransport : public Transport {
   void describe(Descriptor &d) override;
   Status on_register(const LocalRegion &r) override;
   void on_unregister(const LocalRegion &r) override;
-  void on_access_change(const LocalRegion &r) override;
+  Status on_access_change(const LocalRegion &r) override;
   std::shared_ptr<PeerPath> connect(const Descriptor &d) override;
   void update(PeerPath &peer, const Descriptor &d) override;
   void fail_path(PeerPath &peer, mc_status_t status, const std::string &why) override;
@@ -301,6 +303,9 @@ class RdmaTransport : public Transport {
   void dispatch(const std::shared_ptr<PeerState> &ps, Op **ops, size_t n);
   void finish(Op *op, mc_status_t st);
   void retry_or_fail(Op *op, mc_status_t st);
+  void refused(Op *op);
+  void refresh_keys(Op *op);
+  Status handle_keys(const std::string &request, std::string *reply);
   std::shared_ptr<Endpoint> get_ep(const std::shared_ptr<PeerState> &ps, uint32_t l, const std::string &rnic, bool *created);
   std::shared_ptr<Endpoint> new_ep(const std::shared_ptr<PeerState> &ps, uint32_t l, const std::string &rnic);
   void enqueue(const std::shared_ptr<Endpoint> &ep, std::vector<Op *> &ops);
@@ -365,6 +370,7 @@ class RdmaTransport : public Transport {
   int threads_ = 0;
 
   std::atomic<uint64_t> qps_created_{0}, qps_destroyed_{0}, wr_posted_{0}, wr_failed_{0}, retries_{0};
+  std::atomic<uint64_t> access_failures_{0}, key_refreshes_{0};
   std::atomic<uint64_t> evictions_{0}, connects_{0}, accepts_{0}, setup_failed_{0}, nic_failovers_{0};
   // GPU memory: whether every NIC can register dma-bufs (set in start), GPUs whose buffers could
   // not be registered (bit per ordinal), and counters.
@@ -612,14 +618,33 @@ void RdmaTransport::on_unregister(const LocalRegion &r) {
   // Deregistered here: after this no NIC touches the memory.
 }
 
-void RdmaTransport::on_access_change(const LocalRegion &r) {
-  std::unique_lock<std::shared_mutex> lk(mr_mu_);
-  auto it = mrs_.find(r.addr);
-  if (it == mrs_.end()) return;
-  for (auto &m : it->second.mrs) {
-    Status st = m->set_access(mr_access(r.access));
-    if (!st.ok()) MC_LOGW("rdma: changing the access of a memory region failed: " << st.message());
+// New rights on every NIC's MR (rereg: the NIC hands out new keys, so a peer's cached rkey
+// stops working until it refreshes). When one NIC refuses, the buffer's MRs are deregistered:
+// an MR whose rights are unknown must not stay reachable, and neither may the other NICs' MRs
+// that already took the new rights (the engine rolls back to the old ones). The buffer then
+// has no rkeys in the descriptor and its transfers take another transport.
+Status RdmaTransport::on_access_change(const LocalRegion &r) {
+  LocalMr gone;
+  Status st;
+  std::string nic;
+  {
+    std::unique_lock<std::shared_mutex> lk(mr_mu_);
+    auto it = mrs_.find(r.addr);
+    if (it == mrs_.end()) return Status::Ok();
+    for (size_t i = 0; i < it->second.mrs.size() && st.ok(); i++) {
+      st = it->second.mrs[i]->set_access(mr_access(r.access));
+      if (!st.ok()) nic = nics_[i]->dev->name();
+    }
+    if (st.ok()) return Status::Ok();
+    gone = std::move(it->second);
+    mrs_.erase(it);
   }
+  access_failures_++;
+  gone.mrs.clear();  // deregistered: no key of this buffer works on any NIC any more
+  std::string why = "rdma: changing the access of the buffer at 0x" + hex::u64(r.addr) + " on NIC " + nic + " failed (" +
+                    st.message() + "); its memory regions were deregistered, so RDMA no longer reaches it";
+  MC_LOGW(why);
+  return Err(st.code() == MC_OK ? MC_ERR_TRANSPORT : st.code(), why);
 }
 
 // ------------------------------------------------------------------------------ peers
@@ -1010,8 +1035,11 @@ void RdmaTransport::run_connect(std::shared_ptr<Endpoint> ep, std::shared_ptr<Pe
 
 Status RdmaTransport::handle_control(const std::string &request, std::string *reply) {
   if (stopping_.load()) return Err(MC_ERR_PEER_DOWN, "the engine is shutting down");
+  proto::RdmaOp op;
+  Status dst_st = proto::decode(request, peek_from(request), MC_ERR_TRANSPORT, &op);
+  if (dst_st.ok() && op.op == "keys") return handle_keys(request, reply);
   proto::RdmaConnectReq req;
-  Status dst_st = proto::decode(request, peek_from(request), MC_ERR_TRANSPORT, &req);
+  if (dst_st.ok()) dst_st = proto::decode(request, peek_from(request), MC_ERR_TRANSPORT, &req);
   if (!dst_st.ok()) {
     MC_LOGW("rdma: refused a connect request: " << dst_st.message());
     return dst_st;
@@ -1142,6 +1170,79 @@ void RdmaTransport::retry_or_fail(Op *op, mc_status_t st) {
   retries_++;
   auto ps = op->peer;
   dispatch(ps, &op, 1);
+}
+
+// The target's NIC refused op's rkey or range. The target gives a buffer new keys when its
+// access changes, so a cached rkey may just be stale: the first refusal asks the target for
+// the buffer's current keys (off the poller: it blocks on the control channel) and posts again
+// with them; a second refusal, or keys that did not change, is MC_ERR_DENIED.
+void RdmaTransport::refused(Op *op) {
+  if (op->refreshed || !op->peer || stopping_.load()) return finish(op, MC_ERR_DENIED);
+  op->refreshed = true;
+  if (!spawn([this, op] { refresh_keys(op); })) finish(op, MC_ERR_DENIED);
+}
+
+void RdmaTransport::refresh_keys(Op *op) {
+  auto ps = op->peer;
+  HostPort addr;
+  bool has_addr;
+  std::shared_ptr<const RemoteInfo> info;
+  {
+    std::lock_guard<std::mutex> lk(ps->mu);
+    if (ps->retired) return finish(op, ps->retire_status);
+    addr = ps->addr;
+    has_addr = ps->has_addr;
+    info = ps->info;
+  }
+  const RemoteBuf *rb = info ? info->find(op->s.remote) : nullptr;
+  if (!rb || !has_addr) return finish(op, MC_ERR_DENIED);
+  proto::RdmaKeysReq req;
+  req.from = name_;
+  req.to_inc = ps->inc;
+  req.addr = op->s.remote;
+  std::string reply;
+  uint64_t their_inc = 0;
+  Status st = control_call(addr, opts_.auth_token, "rdma", req.to_json(), opts_.timeout_ms, &reply, &their_inc);
+  proto::RdmaKeysReply rep;
+  if (st.ok()) st = proto::decode(reply, ps->name, MC_ERR_TRANSPORT, &rep);
+  if (!st.ok()) {
+    MC_LOGD("rdma: refreshing the keys of " << ps->name << " failed: " << st.message());
+    return finish(op, MC_ERR_DENIED);  // the refusal stands
+  }
+  if (rep.addr != rb->addr || rep.len != rb->len || rep.rkeys.size() != info->nics.size() || rep.rkeys == rb->rkeys)
+    return finish(op, MC_ERR_DENIED);  // same keys (or another buffer now): the refusal was meant
+  {
+    std::lock_guard<std::mutex> lk(ps->mu);
+    if (ps->info == info) {  // else a newer descriptor came meanwhile: the retry uses it
+      auto ni = std::make_shared<RemoteInfo>(*info);
+      for (auto &b : ni->bufs)
+        if (b.addr == rep.addr) b.rkeys = rep.rkeys;
+      ps->info = std::move(ni);
+    }
+  }
+  key_refreshes_++;
+  dispatch(ps, &op, 1);
+}
+
+// A peer's keys request: the current rkeys (one per NIC) of the buffer holding addr.
+Status RdmaTransport::handle_keys(const std::string &request, std::string *reply) {
+  proto::RdmaKeysReq req;
+  Status st = proto::decode(request, peek_from(request), MC_ERR_TRANSPORT, &req);
+  if (!st.ok()) return st;
+  if (req.to_inc != inc_) return Err(MC_ERR_PEER_DOWN, "the keys request is for another incarnation of " + name_);
+  proto::RdmaKeysReply rep;
+  {
+    std::shared_lock<std::shared_mutex> lk(mr_mu_);
+    auto it = mrs_.upper_bound(req.addr);
+    if (it == mrs_.begin() || req.addr - std::prev(it)->first >= std::prev(it)->second.len)
+      return Err(MC_ERR_DENIED, "no buffer of " + name_ + " at 0x" + hex::u64(req.addr) + " is reachable over RDMA");
+    --it;
+    rep.addr = it->first;
+    rep.len = it->second.len;
+    for (auto &m : it->second.mrs) rep.rkeys.push_back(m->rkey());
+  }
+  *reply = rep.to_json();
+  return Status::Ok();
 }
 
 void RdmaTransport::submit(PeerPath &path, Slice *slices, size_t n) {
@@ -1471,8 +1572,10 @@ void RdmaTransport::poll_loop(Nic *nic) {
                            << wc_status_name(ws));
         }
         if (!dead) retire_ep(self, MC_ERR_TRANSPORT, std::string("work request failed: ") + wc_status_name(ws), true);
-        if (ws == WcStatus::kRemAccessErr || ws == WcStatus::kRemInvReqErr) {
-          fst = MC_ERR_DENIED;  // the target's NIC refused this range: no retry changes that
+        if (ws == WcStatus::kRemAccessErr) {
+          refused(op);  // maybe a stale rkey: refreshed once, then DENIED
+        } else if (ws == WcStatus::kRemInvReqErr) {
+          fst = MC_ERR_DENIED;  // the target's QP refused the operation: no retry changes that
           finish(op, fst);
         } else if (ws == WcStatus::kLocProtErr || ws == WcStatus::kLocLenErr) {
           finish(op, MC_ERR_TRANSPORT);
@@ -1606,7 +1709,9 @@ std::string RdmaTransport::stats_json() {
          {"wr_posted", wr_posted_.load()},
          {"wr_failed", wr_failed_.load()},
          {"retries", retries_.load()},
-         {"nic_failovers", nic_failovers_.load()}};
+         {"nic_failovers", nic_failovers_.load()},
+         {"access_failures", access_failures_.load()},
+         {"key_refreshes", key_refreshes_.load()}};
   return j.dump();
 }
 

@@ -112,7 +112,7 @@ uint64_t seal_of(const Cqe &c) { return mix64(c.wr_id ^ mix64((uint64_t(c.byte_l
 struct SimMr {
   enum Kind : uint8_t { kHost, kDmabufMapped, kDmabufGpu };
   uint64_t addr = 0, len = 0;
-  uint32_t key = 0;
+  uint32_t lkey = 0, rkey = 0;  // distinct, as on hardware: an lkey is no rkey
   std::atomic<uint32_t> access{0};
   std::atomic<int64_t> users{0};
   Kind kind = kHost;
@@ -196,10 +196,12 @@ struct DevCore {
   std::atomic<bool> port_up{true};
   std::atomic<bool> gone{false};
   std::atomic<int> fail_modify{0};
+  std::atomic<int> fail_access{0};
   std::atomic<uint32_t> delay_us{0};
-  // mr_mu guards mrs and next_key.
+  // mr_mu guards lmrs, rmrs, next_key and every SimMr's keys.
   std::shared_mutex mr_mu;
-  std::unordered_map<uint32_t, SimMr *> mrs;
+  std::unordered_map<uint32_t, SimMr *> lmrs;  // by lkey
+  std::unordered_map<uint32_t, SimMr *> rmrs;  // by rkey
   uint32_t next_key = 1;
   // qp_mu guards qps and next_qpn.
   std::mutex qp_mu;
@@ -216,12 +218,25 @@ struct DevCore {
   ~DevCore() {
     if (ctrl) ::munmap(ctrl, ctrl_len);
   }
-  SimMr *pin(uint32_t key) {
+  // The MR of a key, held against deregistration until unpin: local keys (the requester's
+  // lkey) and remote keys (the responder's rkey) are looked up in their own tables.
+  SimMr *pin(uint32_t key, bool remote) {
     std::shared_lock<std::shared_mutex> lk(mr_mu);
-    auto it = mrs.find(key);
-    if (it == mrs.end()) return nullptr;
+    auto &m = remote ? rmrs : lmrs;
+    auto it = m.find(key);
+    if (it == m.end()) return nullptr;
     it->second->users.fetch_add(1, std::memory_order_acquire);
     return it->second;
+  }
+  // A key no MR of this NIC uses yet: a fresh index in the upper 24 bits, a per-NIC byte in
+  // the lower 8 (as mlx5 does), so that a key of one NIC is not valid on another. Caller holds
+  // mr_mu exclusively.
+  uint32_t new_key() {
+    uint32_t k;
+    do {
+      k = (next_key++ << 8) | (id & 0xff);
+    } while (k == 0 || lmrs.count(k) || rmrs.count(k));
+    return k;
   }
   static void unpin(SimMr *m) { m->users.fetch_sub(1, std::memory_order_release); }
   void event(AsyncEvent::Kind k, uint32_t qpn = 0) {
@@ -305,7 +320,7 @@ bool inside(uint64_t a, uint64_t len, const SimMr &m) {
 WcStatus execute(QpCore &q, const Wqe &w, const std::shared_ptr<DevCore> &rdev, const std::shared_ptr<QpCore> &rq) {
   if (w.len > (1u << 31)) return WcStatus::kLocLenErr;
   bool read = w.op == static_cast<uint8_t>(Opcode::kRead);
-  SimMr *lm = q.dev->pin(w.lkey);
+  SimMr *lm = q.dev->pin(w.lkey, false);
   if (!lm) return WcStatus::kLocProtErr;
   if (!inside(w.local, w.len, *lm) || (read && !(lm->access.load() & kLocalWrite))) {
     DevCore::unpin(lm);
@@ -321,7 +336,7 @@ WcStatus execute(QpCore &q, const Wqe &w, const std::shared_ptr<DevCore> &rdev, 
   } else if (!(rq->access.load() & (read ? kRemoteRead : kRemoteWrite))) {
     st = WcStatus::kRemInvReqErr;
   } else {
-    rm = rdev->pin(w.rkey);
+    rm = rdev->pin(w.rkey, true);
     if (!rm || !inside(w.remote, w.len, *rm) || !(rm->access.load() & (read ? kRemoteRead : kRemoteWrite)))
       st = WcStatus::kRemAccessErr;
   }
@@ -432,17 +447,34 @@ class SimMrHandle : public Mr {
   ~SimMrHandle() override {
     {
       std::unique_lock<std::shared_mutex> lk(dev_->mr_mu);
-      dev_->mrs.erase(mr_->key);
+      dev_->lmrs.erase(mr_->lkey);
+      dev_->rmrs.erase(mr_->rkey);
     }
     // No new access can find it; wait for the ones running (copies are short).
     while (mr_->users.load(std::memory_order_acquire) != 0) std::this_thread::yield();
     delete mr_;
   }
-  uint32_t lkey() const override { return mr_->key; }
-  uint32_t rkey() const override { return mr_->key; }
+  uint32_t lkey() const override {
+    std::shared_lock<std::shared_mutex> lk(dev_->mr_mu);
+    return mr_->lkey;
+  }
+  uint32_t rkey() const override {
+    std::shared_lock<std::shared_mutex> lk(dev_->mr_mu);
+    return mr_->rkey;
+  }
+  // As ibv_rereg_mr(IBV_REREG_MR_CHANGE_ACCESS): new rights and a new rkey (a peer holding the
+  // old one gets a remote access error); the lkey stays, so local work posted before keeps
+  // working. A failure (injected: fail_next_set_access) changes nothing.
   Status set_access(uint32_t access) override {
+    int n = dev_->fail_access.load();
+    while (n > 0 && !dev_->fail_access.compare_exchange_weak(n, n - 1)) {
+    }
+    if (n > 0) return Err(MC_ERR_TRANSPORT, "rereg_mr(access) on " + dev_->name + " failed (injected fault)");
     {
       std::unique_lock<std::shared_mutex> lk(dev_->mr_mu);
+      dev_->rmrs.erase(mr_->rkey);
+      mr_->rkey = dev_->new_key();
+      dev_->rmrs[mr_->rkey] = mr_;
       mr_->access.store(access | kLocalWrite);
     }
     while (mr_->users.load(std::memory_order_acquire) != 0) std::this_thread::yield();
@@ -750,12 +782,10 @@ class SimDevice : public Device {
   Status install(SimMr *m, std::unique_ptr<Mr> *out) {
     {
       std::unique_lock<std::shared_mutex> lk(d_->mr_mu);
-      // Keys: a fresh index in the upper 24 bits, a per-NIC byte in the lower 8 (as mlx5 does),
-      // so that a key of one NIC is not valid on another.
-      do {
-        m->key = (d_->next_key++ << 8) | (d_->id & 0xff);
-      } while (m->key == 0 || d_->mrs.count(m->key));
-      d_->mrs[m->key] = m;
+      m->lkey = d_->new_key();
+      d_->lmrs[m->lkey] = m;
+      m->rkey = d_->new_key();
+      d_->rmrs[m->rkey] = m;
     }
     *out = std::make_unique<SimMrHandle>(d_, m);
     return Status::Ok();
@@ -876,6 +906,13 @@ bool fail_next_modify(const std::string &nic, int count) {
   auto d = dev_by_name(nic);
   if (!d) return false;
   d->fail_modify.store(count);
+  return true;
+}
+
+bool fail_next_set_access(const std::string &nic, int count) {
+  auto d = dev_by_name(nic);
+  if (!d) return false;
+  d->fail_access.store(count);
   return true;
 }
 

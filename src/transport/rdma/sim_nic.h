@@ -4,6 +4,7 @@
 // What it enforces, as hardware does:
 //  - QP states RESET/INIT/RTR/RTS/ERR with the legal transitions only; posting to a QP that is
 //    not in RTS fails (in ERR it is accepted and flushed, as on real NICs).
+//  - An MR has an lkey and a distinct rkey; an access change (rereg) gives it a new rkey.
 //  - Every WR: lkey and rkey exist on their NIC, the ranges lie inside their MRs, the MRs grant
 //    the access (local write for a READ's sink, remote read/write), the responder QP is in
 //    RTR/RTS, connected back to the requester, and allows the operation. A remote violation
@@ -35,6 +36,7 @@ bool kill_nic(const std::string &nic);    // port down: its QPs to ERR, a kPortE
 bool revive_nic(const std::string &nic);  // port up again: a kPortActive event
 bool fail_next_modify(const std::string &nic, int count = 1);  // the next modify_qp calls fail
 bool set_completion_delay(const std::string &nic, uint32_t us);  // every WR runs this late
+bool fail_next_set_access(const std::string &nic, int count = 1);  // the next rereg (access) calls fail
 // Scribbles on the ring header (what=0) or the oldest outstanding WQE (what=1) of a QP.
 bool corrupt_ring(const std::string &nic, uint32_t qpn, int what = 0);
 
