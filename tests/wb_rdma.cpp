@@ -89,8 +89,10 @@ ConnAttr attr_to(const PortInfo &p, uint32_t qpn) {
   c.remote.psn = 1;
   c.remote.lid = p.lid;
   std::memcpy(c.remote.gid, p.gid, 16);
+  c.local_psn = 1;  // both ends of a Wire start at PSN 1, so each one's sq_psn is the other's rq_psn
   c.mtu = 4096;
   c.use_grh = true;
+  c.gid_index = 0;
   return c;
 }
 

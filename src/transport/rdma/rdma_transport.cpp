@@ -103,6 +103,7 @@ struct Op {
   std::atomic<int32_t> status{MC_OK};   // a parent's first failure
   uint32_t attempts = 0;
   bool refreshed = false;               // its rkey was refused once and refreshed from the target
+  uint64_t posted_ms = 0;               // when it was last posted (the deadline's start)
   uint32_t lkey = 0, rkey = 0;
   std::shared_ptr<PeerState> peer;      // where a retry goes
   QpCtx *qp = nullptr;                  // where it is posted
@@ -197,6 +198,7 @@ struct Nic {
   std::unique_ptr<Cq> cq;
   std::thread poller;
   std::atomic<bool> up{true};
+  std::atomic<bool> cq_lost{false};  // the CQ overran (CQ error event): never used again
   std::atomic<int64_t> outstanding{0};
   int64_t cq_cap = 0;
   std::mutex mu;  // guards starved
@@ -328,6 +330,8 @@ class RdmaTransport : public Transport {
   void poll_loop(Nic *nic);
   void async_loop();
   void nic_down(Nic &nic, const std::string &why);
+  void nic_back(Nic &nic);
+  void check_deadlines();
   void check_nic(Nic &nic);
   std::shared_ptr<PeerState> passive_peer(const std::string &name, uint64_t inc);
 
@@ -370,7 +374,7 @@ class RdmaTransport : public Transport {
   int threads_ = 0;
 
   std::atomic<uint64_t> qps_created_{0}, qps_destroyed_{0}, wr_posted_{0}, wr_failed_{0}, retries_{0};
-  std::atomic<uint64_t> access_failures_{0}, key_refreshes_{0};
+  std::atomic<uint64_t> access_failures_{0}, key_refreshes_{0}, deadline_expired_{0}, cq_errors_{0};
   std::atomic<uint64_t> evictions_{0}, connects_{0}, accepts_{0}, setup_failed_{0}, nic_failovers_{0};
   // GPU memory: whether every NIC can register dma-bufs (set in start), GPUs whose buffers could
   // not be registered (bit per ordinal), and counters.
@@ -422,7 +426,9 @@ ConnAttr RdmaTransport::attr_for(Nic &nic, uint32_t mtu) const {
   while (t < 30 && (4096ull << (t + 1)) <= budget_ns) t++;
   a.timeout = t;
   a.rnr_retry = 0;
-  a.max_rd_atomic = 16;
+  // 16 READs in flight each way, or what the device allows (RTR/RTS fail above its limits).
+  a.max_rd_atomic = std::min<uint8_t>(16, nic.dev->max_init_rd_atom());
+  a.max_dest_rd_atomic = std::min<uint8_t>(16, nic.dev->max_dest_rd_atom());
   a.min_rnr_timer = 12;
   return a;
 }
@@ -1447,7 +1453,10 @@ void RdmaTransport::pump(const std::shared_ptr<Endpoint> &ep) {
         starved = true;
         break;
       }
-      size_t room = std::min<size_t>(kPostBatch, kSqDepth - q->posted.load(std::memory_order_relaxed));
+      // Never more outstanding than the CQ holds: one more is an overrun, which loses the CQ.
+      size_t room = std::min<size_t>({kPostBatch, kSqDepth - q->posted.load(std::memory_order_relaxed),
+                                      static_cast<size_t>(nic.cq_cap - nic.outstanding.load(std::memory_order_relaxed))});
+      uint64_t now = now_ms();
       size_t k = 0;
       while (k < room && !ep->backlog.empty()) {
         Op *op = ep->backlog.front();
@@ -1457,6 +1466,7 @@ void RdmaTransport::pump(const std::shared_ptr<Endpoint> &ep) {
           continue;
         }
         op->qp = q;
+        op->posted_ms = now;
         batch[k] = op;
         wrs[k] = {reinterpret_cast<uint64_t>(op), op->s.op == MC_READ ? Opcode::kRead : Opcode::kWrite,
                   reinterpret_cast<uint64_t>(op->s.local), op->lkey, static_cast<uint32_t>(op->s.len), op->s.remote,
@@ -1599,6 +1609,44 @@ void RdmaTransport::poll_loop(Nic *nic) {
   }
 }
 
+void RdmaTransport::nic_back(Nic &nic) {
+  if (nic.cq_lost.load()) return;
+  PortInfo p;
+  if (nic.dev->query_port(opts_.rdma_gid_index, &p).ok() && p.active && !nic.up.exchange(true))
+    MC_LOGI("rdma: NIC " << nic.dev->name() << " is back in use");
+}
+
+// Every posted WR is bounded by timeout_ms: a QP whose oldest WR has had no completion that
+// long (a wedged NIC, a path that drops everything while the control channel still answers)
+// fails its endpoint with MC_ERR_TIMEOUT and no retry - its QPs go to ERR, so what they hold
+// comes back as flushes and fails with that status, and nothing waits on them forever.
+void RdmaTransport::check_deadlines() {
+  std::vector<std::shared_ptr<Endpoint>> eps, late;
+  {
+    std::lock_guard<std::mutex> lk(live_mu_);
+    for (auto &[p, ep] : live_) eps.push_back(ep);
+  }
+  uint64_t now = now_ms();
+  for (auto &ep : eps) {
+    std::lock_guard<std::mutex> lk(ep->mu);
+    if (ep->st != Endpoint::kReady) continue;
+    for (auto &q : ep->qps) {
+      std::lock_guard<std::mutex> ql(q->mu);
+      if (!q->fifo.empty() && now - q->fifo.front()->posted_ms > opts_.timeout_ms) {
+        late.push_back(ep);
+        break;
+      }
+    }
+  }
+  for (auto &ep : late) {
+    deadline_expired_++;
+    retire_ep(ep, MC_ERR_TIMEOUT,
+              "no RDMA completion within timeout_ms (" + std::to_string(opts_.timeout_ms) + " ms) on NIC " +
+                  nics_[ep->lnic]->dev->name() + " to " + ep->peer_name + "'s " + ep->rnic,
+              false);
+  }
+}
+
 void RdmaTransport::async_loop() {
   uint64_t last_check = 0;
   while (!pollers_stop_.load()) {
@@ -1607,24 +1655,26 @@ void RdmaTransport::async_loop() {
       while (n->dev->next_event(&ev, 0)) {
         if (ev.kind == AsyncEvent::kPortError || ev.kind == AsyncEvent::kDeviceFatal) {
           nic_down(*n, ev.kind == AsyncEvent::kPortError ? "port error event" : "device fatal event");
+        } else if (ev.kind == AsyncEvent::kCqErr) {
+          // The CQ overran: completions were lost and its QPs are in ERR. Work still posted
+          // comes back as flushes or is failed when the endpoints are reaped; the NIC stays
+          // out of use (its CQ cannot be trusted again).
+          cq_errors_++;
+          n->cq_lost.store(true);
+          nic_down(*n, "its completion queue overran (CQ error event)");
         } else if (ev.kind == AsyncEvent::kPortActive) {
           check_nic(*n);
-          PortInfo p;
-          if (n->dev->query_port(opts_.rdma_gid_index, &p).ok() && p.active && !n->up.exchange(true))
-            MC_LOGI("rdma: NIC " << n->dev->name() << " is back in use");
+          nic_back(*n);
         }
       }
     }
     uint64_t now = now_ms();
     if (now - last_check >= 200) {  // a NIC that came back without an event
       last_check = now;
-      for (auto &n : nics_) {
-        if (n->up.load()) continue;
-        PortInfo p;
-        if (n->dev->query_port(opts_.rdma_gid_index, &p).ok() && p.active && !n->up.exchange(true))
-          MC_LOGI("rdma: NIC " << n->dev->name() << " is back in use");
-      }
+      for (auto &n : nics_)
+        if (!n->up.load()) nic_back(*n);
     }
+    check_deadlines();
     std::unique_lock<std::mutex> lk(async_mu_);
     async_cv_.wait_for(lk, std::chrono::milliseconds(20), [&] { return pollers_stop_.load(); });
   }
@@ -1711,7 +1761,9 @@ std::string RdmaTransport::stats_json() {
          {"retries", retries_.load()},
          {"nic_failovers", nic_failovers_.load()},
          {"access_failures", access_failures_.load()},
-         {"key_refreshes", key_refreshes_.load()}};
+         {"key_refreshes", key_refreshes_.load()},
+         {"deadline_expired", deadline_expired_.load()},
+         {"cq_errors", cq_errors_.load()}};
   return j.dump();
 }
 
@@ -1743,7 +1795,7 @@ std::unique_ptr<Transport> make_rdma_transport(const EngineOptions &opts, Target
   // The simulated NIC's control region: room for every QP of a full endpoint cache.
   uint64_t blk = 64 + uint64_t(kSqDepth) * 96;
   uint64_t ctrl = std::min<uint64_t>(blk * opts.rdma_max_endpoints * opts.rdma_qps_per_endpoint * 2 + (1 << 20), 1ull << 30);
-  Status s = open_devices(opts.rdma_devices, ctrl, &devs);
+  Status s = open_devices(opts.rdma_devices, ctrl, opts.rdma_port, &devs);
   bool named = opts.rdma_devices != "auto" && !opts.rdma_devices.empty();
   if (!s.ok()) {
     if (named) *st = Err(s.code(), "rdma_devices=" + opts.rdma_devices + ": " + s.message());
