@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include <atomic>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -288,6 +289,151 @@ void test_sim_keys_and_access(void **) {
     size_t posted;
     assert_int_equal(w.a->post(&x, 1, &posted).code(), MC_OK);
     assert_int_equal(poll_n(*w.cq0, 1).at(0).status, WcStatus::kRemAccessErr);
+  }
+}
+
+// Connects a Wire's two QPs with per-end attributes (tweak changes them) on RoCE or IB NICs.
+void wire_with(Wire &w, bool ib, const std::function<void(ConnAttr &, int end)> &tweak, uint32_t cq_depth = 1024) {
+  assert_int_equal(sim::open(2, 4 << 20, &w.devs, ib).code(), MC_OK);
+  assert_int_equal(w.devs[0]->create_cq(cq_depth, &w.cq0).code(), MC_OK);
+  assert_int_equal(w.devs[1]->create_cq(1024, &w.cq1).code(), MC_OK);
+  assert_int_equal(w.devs[0]->create_qp(w.cq0.get(), 64, &w.a).code(), MC_OK);
+  assert_int_equal(w.devs[1]->create_qp(w.cq1.get(), 64, &w.b).code(), MC_OK);
+  w.lbuf.assign(1 << 16, 0);
+  w.rbuf.assign(1 << 16, 0);
+  assert_int_equal(w.devs[0]->reg_mr(w.lbuf.data(), w.lbuf.size(), kLocalWrite, &w.lmr).code(), MC_OK);
+  assert_int_equal(w.devs[1]->reg_mr(w.rbuf.data(), w.rbuf.size(), kLocalWrite | kRemoteRead | kRemoteWrite, &w.rmr).code(),
+                   MC_OK);
+  PortInfo pa, pb;
+  assert_int_equal(w.devs[0]->query_port(-1, &pa).code(), MC_OK);
+  assert_int_equal(w.devs[1]->query_port(-1, &pb).code(), MC_OK);
+  assert_int_equal(pa.ethernet, !ib);
+  int end = 0;
+  for (auto [q, p, peer] : {std::tuple{w.a.get(), &pb, w.b.get()}, std::tuple{w.b.get(), &pa, w.a.get()}}) {
+    ConnAttr c = attr_to(*p, peer->qpn());
+    c.timeout = 8;  // ~1 ms ACK timeout: unanswered requests give up in ~8 ms
+    tweak(c, end++);
+    assert_int_equal(q->to_init(kRemoteRead | kRemoteWrite | kLocalWrite).code(), MC_OK);
+    assert_int_equal(q->to_rtr(c).code(), MC_OK);
+    assert_int_equal(q->to_rts(c).code(), MC_OK);
+  }
+}
+
+// One WRITE of len bytes from lbuf to rbuf + 256: its completion status.
+WcStatus write_once(Wire &w, uint64_t id, uint32_t len) {
+  fill(w.lbuf.data(), len, id);
+  SendWr x = wr(w, id, Opcode::kWrite, 0, 256, len);
+  size_t posted;
+  assert_int_equal(w.a->post(&x, 1, &posted).code(), MC_OK);
+  auto wc = poll_n(*w.cq0, 1);
+  assert_int_equal(wc.size(), 1);
+  return wc[0].status;
+}
+bool untouched(const Wire &w, size_t off, size_t len) {
+  for (size_t i = off; i < off + len; i++)
+    if (w.rbuf[i]) return false;
+  return true;
+}
+
+// The rules the simulated NIC enforces as hardware does, each with the case it refuses.
+void test_sim_strict_rules(void **) {
+  {  // agreeing PSNs and MTUs work (the baseline for the two cases below)
+    Wire w;
+    wire_with(w, false, [](ConnAttr &, int) {});
+    assert_int_equal(write_once(w, 1, 4096), WcStatus::kSuccess);
+    assert_true(check(w.rbuf.data() + 256, 4096, 1));
+  }
+  {  // the requester starts at a PSN the responder's RTR does not expect: no answer, RETRY_EXC
+    Wire w;
+    wire_with(w, false, [](ConnAttr &c, int end) { if (end == 0) c.local_psn = 5; });
+    assert_int_equal(write_once(w, 2, 64), WcStatus::kRetryExcErr);
+    assert_true(untouched(w, 256, 64));
+    assert_int_equal(w.a->state(), QpState::kErr);
+  }
+  {  // path MTUs disagree: what fits the smaller one gets through, a larger message does not
+    Wire w;
+    wire_with(w, false, [](ConnAttr &c, int end) { if (end == 0) c.mtu = 1024; });
+    assert_int_equal(write_once(w, 3, 1024), WcStatus::kSuccess);
+    std::memset(w.rbuf.data(), 0, w.rbuf.size());
+    assert_int_equal(write_once(w, 4, 4096), WcStatus::kRetryExcErr);
+    assert_true(untouched(w, 256, 4096));
+  }
+  {  // RoCE without a GRH is refused at RTR; RTR/RTS above the device's rd_atomic limits too
+    std::vector<std::unique_ptr<Device>> devs;
+    assert_int_equal(sim::open(1, 1 << 20, &devs).code(), MC_OK);
+    std::unique_ptr<Cq> cq;
+    std::unique_ptr<Qp> q;
+    assert_int_equal(devs[0]->create_cq(64, &cq).code(), MC_OK);
+    assert_int_equal(devs[0]->create_qp(cq.get(), 16, &q).code(), MC_OK);
+    PortInfo p;
+    assert_int_equal(devs[0]->query_port(-1, &p).code(), MC_OK);
+    assert_int_equal(q->to_init(kRemoteWrite).code(), MC_OK);
+    ConnAttr c = attr_to(p, q->qpn());
+    c.use_grh = false;
+    assert_int_equal(q->to_rtr(c).code(), MC_ERR_INVALID_ARG);
+    assert_int_equal(q->state(), QpState::kInit);
+    c.use_grh = true;
+    c.max_dest_rd_atomic = devs[0]->max_dest_rd_atom() + 1;
+    assert_int_equal(q->to_rtr(c).code(), MC_ERR_INVALID_ARG);
+    c.max_dest_rd_atomic = devs[0]->max_dest_rd_atom();
+    assert_int_equal(q->to_rtr(c).code(), MC_OK);
+    c.max_rd_atomic = devs[0]->max_init_rd_atom() + 1;
+    assert_int_equal(q->to_rts(c).code(), MC_ERR_INVALID_ARG);
+    assert_int_equal(q->state(), QpState::kRtr);
+  }
+  {  // InfiniBand: routed by LID without a GRH; an IB port cannot reach a RoCE one
+    Wire w;
+    wire_with(w, true, [](ConnAttr &c, int) {
+      c.use_grh = false;
+      std::memset(c.remote.gid, 0, 16);
+    });
+    assert_int_equal(write_once(w, 5, 4096), WcStatus::kSuccess);
+    assert_true(check(w.rbuf.data() + 256, 4096, 5));
+    std::vector<std::unique_ptr<Device>> roce;
+    assert_int_equal(sim::open(1, 1 << 20, &roce).code(), MC_OK);
+    PortInfo pr;
+    assert_int_equal(roce[0]->query_port(-1, &pr).code(), MC_OK);
+    std::unique_ptr<Qp> q;
+    assert_int_equal(w.devs[0]->create_qp(w.cq0.get(), 16, &q).code(), MC_OK);
+    assert_int_equal(q->to_init(kRemoteWrite).code(), MC_OK);
+    ConnAttr c = attr_to(pr, 0x100);
+    assert_int_equal(q->to_rtr(c).code(), MC_ERR_INVALID_ARG);  // by GID
+    c.use_grh = false;
+    assert_int_equal(q->to_rtr(c).code(), MC_ERR_INVALID_ARG);  // by LID
+  }
+  {  // a CQ of depth 4: four outstanding WRs complete; eight overrun it (CQ error event, QP in ERR)
+    Wire w;
+    wire_with(w, false, [](ConnAttr &, int) {}, 4);
+    SendWr x[8];
+    for (int i = 0; i < 8; i++) x[i] = wr(w, 10 + i, Opcode::kWrite, 0, 256 + 64 * i, 64);
+    size_t posted;
+    assert_int_equal(w.a->post(x, 4, &posted).code(), MC_OK);
+    auto wc = poll_n(*w.cq0, 4);
+    assert_int_equal(wc.size(), 4);
+    for (auto &c : wc) assert_int_equal(c.status, WcStatus::kSuccess);
+    AsyncEvent ev;
+    assert_false(w.devs[0]->next_event(&ev, 0));
+    assert_int_equal(w.a->post(x, 8, &posted).code(), MC_OK);
+    wc = poll_n(*w.cq0, 8);
+    assert_int_equal(wc.size(), 8);
+    assert_int_not_equal(wc[0].status, WcStatus::kSuccess);
+    assert_true(w.devs[0]->next_event(&ev, 100));
+    assert_int_equal(ev.kind, AsyncEvent::kCqErr);
+    assert_int_equal(w.a->state(), QpState::kErr);
+  }
+  {  // RETRY_EXC comes after ACK timeout * (retry_cnt + 1), not at once: 4.096 us * 2^14 * 8 = 537 ms
+    Wire w;
+    wire_with(w, false, [](ConnAttr &c, int) { c.timeout = 14; });
+    w.b.reset();
+    SendWr x = wr(w, 1, Opcode::kWrite, 0, 0, 64);
+    size_t posted;
+    uint64_t t0 = now_ms();
+    assert_int_equal(w.a->post(&x, 1, &posted).code(), MC_OK);
+    assert_int_equal(poll_n(*w.cq0, 1, 300).size(), 0);
+    auto wc = poll_n(*w.cq0, 1, 3000);
+    assert_int_equal(wc.size(), 1);
+    assert_int_equal(wc[0].status, WcStatus::kRetryExcErr);
+    assert_true(now_ms() - t0 >= 530);
   }
 }
 
@@ -939,6 +1085,22 @@ void test_config(void **) {
   assert_int_equal(mc_config_set(cfg, "rdma_mtu", "3000"), MC_ERR_INVALID_ARG);
   assert_int_equal(mc_config_set(cfg, "rdma_qps_per_endpoint", "0"), MC_ERR_INVALID_ARG);
   assert_int_equal(mc_config_set(cfg, "rdma_gid_index", "auto"), MC_OK);
+  assert_int_equal(mc_config_set(cfg, "rdma_port", "0"), MC_ERR_INVALID_ARG);
+  assert_int_equal(mc_config_set(cfg, "rdma_port", "x"), MC_ERR_INVALID_ARG);
+  assert_int_equal(mc_config_set(cfg, "rdma_port", "auto"), MC_OK);
+  {  // a port the device does not have fails engine creation and says so; port 1 works
+    assert_int_equal(mc_config_set(cfg, "transports", "rdma"), MC_OK);
+    assert_int_equal(mc_config_set(cfg, "rdma_devices", "sim"), MC_OK);
+    assert_int_equal(mc_config_set(cfg, "rdma_port", "2"), MC_OK);
+    mc_engine_t *p = nullptr;
+    assert_int_not_equal(mc_engine_create(cfg, &p), MC_OK);
+    assert_non_null(strstr(mc_last_error(), "rdma_port"));
+    assert_int_equal(mc_config_set(cfg, "rdma_port", "1"), MC_OK);
+    assert_int_equal(mc_engine_create(cfg, &p), MC_OK);
+    mc_engine_destroy(p);
+    assert_int_equal(mc_config_set(cfg, "rdma_port", "auto"), MC_OK);
+    assert_int_equal(mc_config_set(cfg, "transports", "auto"), MC_OK);
+  }
   // A named device that does not exist fails engine creation and says which.
   assert_int_equal(mc_config_set(cfg, "rdma_devices", "mlx5_0"), MC_OK);
   mc_engine_t *e = nullptr;
@@ -959,6 +1121,7 @@ int main(void) {
       cmocka_unit_test(test_sim_state_machine),
       cmocka_unit_test(test_sim_data_and_errors),
       cmocka_unit_test(test_sim_keys_and_access),
+      cmocka_unit_test(test_sim_strict_rules),
       cmocka_unit_test(test_sim_dmabuf),
       cmocka_unit_test(test_sim_peer_vanished_and_delay),
       cmocka_unit_test(test_sim_kill_nic),
