@@ -831,6 +831,51 @@ void test_access_change_keys(void **) {
   drop(b);
 }
 
+// The RDMA path goes silent while the control channel still answers (the target's NIC hangs):
+// a WRITE fails with MC_ERR_TIMEOUT after about timeout_ms, nothing is written, and the path
+// works again once the NIC does (new QPs).
+void test_rdma_deadline(void **) {
+  Node a = node("sim", 1 << 20, {{"timeout_ms", "400"}}), b = node("sim", 1 << 20, {{"timeout_ms", "400"}});
+  std::string bnic = stats(b.e)["rdma"]["devices"][0].get<std::string>();
+  mc_segment_t seg;
+  assert_int_equal(mc_segment_open(a.e, mc_engine_name(b.e), &seg), MC_OK);
+  fill(a.buf, 4096, 1);
+  mc_request_t w{MC_WRITE, 0, a.buf, seg, at(b, 0), 4096};
+  assert_int_equal(mc_transfer(a.e, &w, 1, 10000), MC_OK);
+  assert_true(sim::stall_nic(bnic, true));
+  fill(a.buf, 4096, 2);
+  uint64_t t0 = now_ms();
+  assert_int_equal(mc_transfer(a.e, &w, 1, 10000), MC_ERR_TIMEOUT);
+  uint64_t took = now_ms() - t0;
+  assert_true(took >= 380 && took < 3000);
+  assert_true(check(b.buf, 4096, 1));
+  assert_true(stats(a.e)["rdma"]["deadline_expired"].get<uint64_t>() >= 1);
+  assert_true(sim::stall_nic(bnic, false));
+  assert_int_equal(mc_transfer(a.e, &w, 1, 10000), MC_OK);
+  assert_true(check(b.buf, 4096, 2));
+  assert_int_equal(mc_segment_close(a.e, seg), MC_OK);
+  drop(a);
+  drop(b);
+}
+
+// Engines on InfiniBand ports (sim-ib): QPs addressed by LID without a GRH move data.
+void test_infiniband_engines(void **) {
+  Node a = node("sim-ib", 1 << 20), b = node("sim-ib", 1 << 20);
+  mc_segment_t seg;
+  assert_int_equal(mc_segment_open(a.e, mc_engine_name(b.e), &seg), MC_OK);
+  fill(a.buf, 100000, 7);
+  mc_request_t w{MC_WRITE, 0, a.buf, seg, at(b, 123), 100000};
+  assert_int_equal(mc_transfer(a.e, &w, 1, 10000), MC_OK);
+  assert_true(check(b.buf + 123, 100000, 7));
+  std::memset(a.buf, 0, 100000);
+  mc_request_t r{MC_READ, 0, a.buf, seg, at(b, 123), 100000};
+  assert_int_equal(mc_transfer(a.e, &r, 1, 10000), MC_OK);
+  assert_true(check(a.buf, 100000, 7));
+  assert_int_equal(mc_segment_close(a.e, seg), MC_OK);
+  drop(a);
+  drop(b);
+}
+
 void test_peer_destroyed_mid_transfer(void **) {
   Node a = node("sim:2", 32 << 20), b = node("sim:2", 32 << 20);
   mc_segment_t seg;
@@ -1130,6 +1175,8 @@ int main(void) {
       cmocka_unit_test(test_sizes_1nic_2nic_3engines),
       cmocka_unit_test(test_span_and_range),
       cmocka_unit_test(test_access_change_keys),
+      cmocka_unit_test(test_rdma_deadline),
+      cmocka_unit_test(test_infiniband_engines),
       cmocka_unit_test(test_peer_destroyed_mid_transfer),
       cmocka_unit_test(test_rejoin),
       cmocka_unit_test(test_descriptor_during_start),
