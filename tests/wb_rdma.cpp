@@ -21,6 +21,7 @@
 #include "common/descriptor.h"
 #include "common/net.h"
 #include "mc.h"
+#include "proto/rdma_msg.h"
 #include "transport/rdma/nic.h"
 #include "transport/rdma/sim_nic.h"
 
@@ -876,6 +877,81 @@ void test_infiniband_engines(void **) {
   drop(b);
 }
 
+// Bytes from peers and metadata go through the rdma codecs: each malformed message is refused
+// with MC_ERR_TRANSPORT (QP exchange) or MC_ERR_METADATA (descriptor blobs) naming the peer
+// and the field, and the engine goes on serving everyone else.
+void test_malformed_peer_messages(void **) {
+  Node a = node("sim", 1 << 20), b = node("sim", 1 << 20);
+  HostPort hp;
+  assert_int_equal(parse_host_port(mc_engine_name(b.e), &hp).code(), MC_OK);
+  json good = json::parse(R"({"op":"connect","from":"evil","inc":1,"to_inc":1,"lnic":"x","rnic":"y","lid":1,
+                              "gid":"00000000000000000000ffff0a000001","mtu":4096,"qps":[{"qpn":300,"psn":1}]})");
+  struct Case {
+    const char *field;
+    std::function<void(json &)> spoil;
+  } cases[] = {
+      {"'lid'", [](json &j) { j["lid"] = 70000; }},
+      {"'gid'", [](json &j) { j["gid"] = "zz"; }},
+      {"'mtu'", [](json &j) { j["mtu"] = 3000; }},
+      {"'qps'", [](json &j) { j["qps"] = json::array(); }},
+      {"'qps[0].qpn'", [](json &j) { j["qps"][0]["qpn"] = 0; }},
+      {"'qps[0].psn'", [](json &j) { j["qps"][0]["psn"] = "1"; }},
+      {"'inc'", [](json &j) { j["inc"] = -1; }},
+      {"'to_inc'", [](json &j) { j.erase("to_inc"); }},
+  };
+  for (auto &c : cases) {
+    json j = good;
+    c.spoil(j);
+    std::string reply;
+    uint64_t inc = 0;
+    Status st = control_call(hp, "", "rdma", j.dump(), 2000, &reply, &inc);
+    if (st.code() != MC_ERR_TRANSPORT || st.message().find(c.field) == std::string::npos ||
+        st.message().find("evil") == std::string::npos)
+      fprintf(stderr, "case %s: %d %s\n", c.field, st.code(), st.message().c_str());
+    assert_int_equal(st.code(), MC_ERR_TRANSPORT);
+    assert_non_null(strstr(st.message().c_str(), c.field));
+    assert_non_null(strstr(st.message().c_str(), "evil"));
+  }
+  std::string reply;
+  uint64_t inc = 0;
+  Status st = control_call(hp, "", "rdma", "{not json", 2000, &reply, &inc);
+  assert_int_equal(st.code(), MC_ERR_TRANSPORT);
+  st = control_call(hp, "", "rdma", R"({"op":"keys","from":"evil","to_inc":1})", 2000, &reply, &inc);
+  assert_int_equal(st.code(), MC_ERR_TRANSPORT);
+  assert_non_null(strstr(st.message().c_str(), "'addr'"));
+  // The engine still serves a well-formed peer.
+  mc_segment_t seg;
+  assert_int_equal(mc_segment_open(a.e, mc_engine_name(b.e), &seg), MC_OK);
+  fill(a.buf, 8192, 3);
+  mc_request_t w{MC_WRITE, 0, a.buf, seg, at(b, 0), 8192};
+  assert_int_equal(mc_transfer(a.e, &w, 1, 10000), MC_OK);
+  assert_true(check(b.buf, 8192, 3));
+  assert_int_equal(mc_segment_close(a.e, seg), MC_OK);
+  // Descriptor blobs and the connect reply.
+  proto::RdmaFabricDesc f;
+  st = proto::decode(R"({"fabric":"sim:1","nics":[{"name":"n","lid":1,"gid":"00","mtu":4096}]})", "peerX", MC_ERR_METADATA, &f);
+  assert_int_equal(st.code(), MC_ERR_METADATA);
+  assert_non_null(strstr(st.message().c_str(), "'nics[0].gid'"));
+  assert_non_null(strstr(st.message().c_str(), "peerX"));
+  proto::RdmaBufExt e;
+  st = proto::decode(R"({"rkeys":[1,-2]})", "peerX", MC_ERR_METADATA, &e);
+  assert_int_equal(st.code(), MC_ERR_METADATA);
+  assert_non_null(strstr(st.message().c_str(), "rkeys[1]"));
+  proto::RdmaConnectReply r;
+  st = proto::decode(R"({"lid":1,"gid":"00000000000000000000ffff0a000001","mtu":4096,"qps":[{"qpn":16777216,"psn":0}]})",
+                     "peerY", MC_ERR_TRANSPORT, &r);
+  assert_int_equal(st.code(), MC_ERR_TRANSPORT);
+  assert_non_null(strstr(st.message().c_str(), "'qps[0].qpn'"));
+  // What the encoders write, the decoders read back.
+  proto::RdmaConnectReq q;
+  assert_int_equal(proto::decode(good.dump(), "evil", MC_ERR_TRANSPORT, &q).code(), MC_OK);
+  proto::RdmaConnectReq q2;
+  assert_int_equal(proto::decode(q.to_json(), "evil", MC_ERR_TRANSPORT, &q2).code(), MC_OK);
+  assert_string_equal(q2.to_json().c_str(), q.to_json().c_str());
+  drop(a);
+  drop(b);
+}
+
 void test_peer_destroyed_mid_transfer(void **) {
   Node a = node("sim:2", 32 << 20), b = node("sim:2", 32 << 20);
   mc_segment_t seg;
@@ -1176,6 +1252,7 @@ int main(void) {
       cmocka_unit_test(test_span_and_range),
       cmocka_unit_test(test_access_change_keys),
       cmocka_unit_test(test_rdma_deadline),
+      cmocka_unit_test(test_malformed_peer_messages),
       cmocka_unit_test(test_infiniband_engines),
       cmocka_unit_test(test_peer_destroyed_mid_transfer),
       cmocka_unit_test(test_rejoin),
