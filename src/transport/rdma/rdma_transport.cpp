@@ -22,8 +22,13 @@
 // pair at once, the request of the engine whose name sorts first wins, and the other one
 // waits for that connection to arrive instead of building its own, so one connection results.
 //
+// A second request on the same channel, {"op":"keys","from":NAME,"to_inc":INC,"addr":A}, answers
+// the current rkeys of the buffer holding A: a WR refused with a remote access error (the target
+// changed that buffer's access, and rereg gave it new keys) refreshes them once and is posted
+// again; refused again, it fails with MC_ERR_DENIED and nothing written.
+//
 // QP attributes (RESET -> INIT -> RTR -> RTS), and why:
-//   INIT: port 1, pkey index 0, access REMOTE_READ|REMOTE_WRITE|LOCAL_WRITE: the QP itself
+//   INIT: port rdma_port (default: the device's first ACTIVE port), pkey index 0, access REMOTE_READ|REMOTE_WRITE|LOCAL_WRITE: the QP itself
 //         allows both directions; what a peer may touch is decided per buffer by the MR's
 //         rights (mc_buffer_set_access changes them with rereg), which the NIC enforces.
 //   RTR:  path MTU = min(local port's active MTU, peer port's active MTU, rdma_mtu of both
@@ -31,13 +36,20 @@
 //         and answers the result, so both ends use one value. Addressing by GID (a GRH) on
 //         RoCE, by LID on InfiniBand; the local GID is rdma_gid_index when set, else the first
 //         RoCE v2 GID with an IPv4-mapped address, then any RoCE v2 GID, then index 0.
-//         max_dest_rd_atomic 16 (outstanding READs we answer), min_rnr_timer 12 (unused: no
+//         PSN: rq_psn = the peer's sq_psn from the exchange (a responder drops packets out of
+//         sequence). max_dest_rd_atomic 16 (outstanding READs we answer), clamped to the
+//         device's max_qp_rd_atom (above it modify_qp fails), min_rnr_timer 12 (unused: no
 //         receives are ever posted).
 //   RTS:  retry_cnt 7 and a local ACK timeout exponent t chosen so that (retry_cnt + 1) *
 //         4.096 us * 2^t stays under half the engine's timeout_ms: a dead peer or NIC
 //         completes our work with a retry-exceeded error well before the engine's timeout
 //         (hardware may stretch the timer up to 4x; half leaves room for that and the retry).
-//         rnr_retry 0 (RNR cannot happen without SENDs), max_rd_atomic 16, random 24-bit PSNs.
+//         rnr_retry 0 (RNR cannot happen without SENDs), max_rd_atomic 16 clamped to the
+//         device's max_qp_init_rd_atom, random 24-bit PSNs.
+//   Deadline: ACK timeouts cover a peer that stops answering, not a NIC that never completes;
+//         so every posted WR is also bounded by timeout_ms (check_deadlines): past it the
+//         endpoint's QPs go to ERR and its work fails with MC_ERR_TIMEOUT. A CQ error event
+//         (overrun) takes the NIC out of use for good; posts never exceed the CQ's depth.
 // GPU memory ("cuda:N" buffers): registered with every NIC through dma-buf: the CUDA driver
 // exports the buffer's page-aligned span as a dma-buf fd (cuMemGetHandleForAddressRange) and
 // each NIC registers [offset, offset+length) of it at iova = the buffer's device address
