@@ -1644,7 +1644,8 @@ void RdmaTransport::check_deadlines() {
     if (ep->st != Endpoint::kReady) continue;
     for (auto &q : ep->qps) {
       std::lock_guard<std::mutex> ql(q->mu);
-      if (!q->fifo.empty() && now - q->fifo.front()->posted_ms > opts_.timeout_ms) {
+      // (posted_ms may be later than now: posted since now was read.)
+      if (!q->fifo.empty() && q->fifo.front()->posted_ms + opts_.timeout_ms < now) {
         late.push_back(ep);
         break;
       }
