@@ -123,11 +123,14 @@ MC_API const char *mc_last_error(void);
  *                    where there is no RDMA stack), a comma-separated list of device names
  *                    (each must open, or engine creation fails naming it), "sim" or "sim:N"
  *                    (N 1..16 simulated NICs on an in-process fabric shared by the engines of
- *                    this process; for tests). libibverbs is loaded at run time.
+ *                    this process; for tests), "sim-ib" (one simulated InfiniBand NIC, routed
+ *                    by LID). libibverbs is loaded at run time.
  *   rdma_qps_per_endpoint  RC queue pairs per (peer, local NIC, peer NIC), 1..64 (2).
  *   rdma_max_endpoints     endpoints kept connected, 1..1048576 (4096); the least recently
  *                    used one is drained and closed beyond that.
  *   rdma_gid_index   "auto" (default: RoCE v2 preferred) or a GID table index 0..255.
+ *   rdma_port        "auto" (default: each device's first active port) or a port number
+ *                    1..255 used on every device (one without that port fails engine creation).
  *   rdma_mtu         largest path MTU to use: 256, 512, 1024, 2048 or 4096 (4096).
  *   timeout_ms       how long a request may make no progress before it fails, 1..3600000 (5000);
  *                    also bounds connects and descriptor fetches.

@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include <atomic>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -20,6 +21,7 @@
 #include "common/descriptor.h"
 #include "common/net.h"
 #include "mc.h"
+#include "proto/rdma_msg.h"
 #include "transport/rdma/nic.h"
 #include "transport/rdma/sim_nic.h"
 
@@ -89,8 +91,10 @@ ConnAttr attr_to(const PortInfo &p, uint32_t qpn) {
   c.remote.psn = 1;
   c.remote.lid = p.lid;
   std::memcpy(c.remote.gid, p.gid, 16);
+  c.local_psn = 1;  // both ends of a Wire start at PSN 1, so each one's sq_psn is the other's rq_psn
   c.mtu = 4096;
   c.use_grh = true;
+  c.gid_index = 0;
   return c;
 }
 
@@ -244,6 +248,40 @@ void test_sim_keys_and_access(void **) {
     assert_int_equal(w.a->post(&x, 1, &posted).code(), MC_OK);
     assert_int_equal(poll_n(*w.cq0, 1).at(0).status, WcStatus::kLocProtErr);
   }
+  {  // an lkey is no rkey: the responder's own lkey names no remote-accessible MR
+    Wire w;
+    wire_up(w);
+    assert_int_not_equal(w.rmr->lkey(), w.rmr->rkey());
+    SendWr x = wr(w, 1, Opcode::kWrite, 0, 0, 64, w.rmr->lkey());
+    fill(w.lbuf.data(), 64, 3);
+    size_t posted;
+    assert_int_equal(w.a->post(&x, 1, &posted).code(), MC_OK);
+    assert_int_equal(poll_n(*w.cq0, 1).at(0).status, WcStatus::kRemAccessErr);
+    for (int i = 0; i < 64; i++) assert_int_equal(w.rbuf[i], 0);
+  }
+  {  // an access change gives the MR a new rkey: the old one is refused even where the rights
+     // are granted again; the new one works; a failed rereg changes neither rights nor keys
+    Wire w;
+    wire_up(w);
+    uint32_t old = w.rmr->rkey();
+    assert_int_equal(w.rmr->set_access(kRemoteRead | kRemoteWrite).code(), MC_OK);
+    assert_int_not_equal(w.rmr->rkey(), old);
+    fill(w.lbuf.data(), 64, 4);
+    SendWr ok = wr(w, 1, Opcode::kWrite, 0, 0, 64);
+    size_t posted;
+    assert_int_equal(w.a->post(&ok, 1, &posted).code(), MC_OK);
+    assert_int_equal(poll_n(*w.cq0, 1).at(0).status, WcStatus::kSuccess);
+    assert_true(check(w.rbuf.data(), 64, 4));
+    uint32_t cur = w.rmr->rkey();
+    assert_true(sim::fail_next_set_access(w.devs[1]->name()));
+    assert_int_not_equal(w.rmr->set_access(kRemoteRead).code(), MC_OK);
+    assert_int_equal(w.rmr->rkey(), cur);
+    fill(w.lbuf.data(), 64, 6);
+    SendWr stale = wr(w, 2, Opcode::kWrite, 0, 128, 64, old);
+    assert_int_equal(w.a->post(&stale, 1, &posted).code(), MC_OK);
+    assert_int_equal(poll_n(*w.cq0, 1).at(0).status, WcStatus::kRemAccessErr);
+    for (int i = 128; i < 192; i++) assert_int_equal(w.rbuf[i], 0);
+  }
   {  // access taken away on a live MR
     Wire w;
     wire_up(w);
@@ -252,6 +290,151 @@ void test_sim_keys_and_access(void **) {
     size_t posted;
     assert_int_equal(w.a->post(&x, 1, &posted).code(), MC_OK);
     assert_int_equal(poll_n(*w.cq0, 1).at(0).status, WcStatus::kRemAccessErr);
+  }
+}
+
+// Connects a Wire's two QPs with per-end attributes (tweak changes them) on RoCE or IB NICs.
+void wire_with(Wire &w, bool ib, const std::function<void(ConnAttr &, int end)> &tweak, uint32_t cq_depth = 1024) {
+  assert_int_equal(sim::open(2, 4 << 20, &w.devs, ib).code(), MC_OK);
+  assert_int_equal(w.devs[0]->create_cq(cq_depth, &w.cq0).code(), MC_OK);
+  assert_int_equal(w.devs[1]->create_cq(1024, &w.cq1).code(), MC_OK);
+  assert_int_equal(w.devs[0]->create_qp(w.cq0.get(), 64, &w.a).code(), MC_OK);
+  assert_int_equal(w.devs[1]->create_qp(w.cq1.get(), 64, &w.b).code(), MC_OK);
+  w.lbuf.assign(1 << 16, 0);
+  w.rbuf.assign(1 << 16, 0);
+  assert_int_equal(w.devs[0]->reg_mr(w.lbuf.data(), w.lbuf.size(), kLocalWrite, &w.lmr).code(), MC_OK);
+  assert_int_equal(w.devs[1]->reg_mr(w.rbuf.data(), w.rbuf.size(), kLocalWrite | kRemoteRead | kRemoteWrite, &w.rmr).code(),
+                   MC_OK);
+  PortInfo pa, pb;
+  assert_int_equal(w.devs[0]->query_port(-1, &pa).code(), MC_OK);
+  assert_int_equal(w.devs[1]->query_port(-1, &pb).code(), MC_OK);
+  assert_int_equal(pa.ethernet, !ib);
+  int end = 0;
+  for (auto [q, p, peer] : {std::tuple{w.a.get(), &pb, w.b.get()}, std::tuple{w.b.get(), &pa, w.a.get()}}) {
+    ConnAttr c = attr_to(*p, peer->qpn());
+    c.timeout = 8;  // ~1 ms ACK timeout: unanswered requests give up in ~8 ms
+    tweak(c, end++);
+    assert_int_equal(q->to_init(kRemoteRead | kRemoteWrite | kLocalWrite).code(), MC_OK);
+    assert_int_equal(q->to_rtr(c).code(), MC_OK);
+    assert_int_equal(q->to_rts(c).code(), MC_OK);
+  }
+}
+
+// One WRITE of len bytes from lbuf to rbuf + 256: its completion status.
+WcStatus write_once(Wire &w, uint64_t id, uint32_t len) {
+  fill(w.lbuf.data(), len, id);
+  SendWr x = wr(w, id, Opcode::kWrite, 0, 256, len);
+  size_t posted;
+  assert_int_equal(w.a->post(&x, 1, &posted).code(), MC_OK);
+  auto wc = poll_n(*w.cq0, 1);
+  assert_int_equal(wc.size(), 1);
+  return wc[0].status;
+}
+bool untouched(const Wire &w, size_t off, size_t len) {
+  for (size_t i = off; i < off + len; i++)
+    if (w.rbuf[i]) return false;
+  return true;
+}
+
+// The rules the simulated NIC enforces as hardware does, each with the case it refuses.
+void test_sim_strict_rules(void **) {
+  {  // agreeing PSNs and MTUs work (the baseline for the two cases below)
+    Wire w;
+    wire_with(w, false, [](ConnAttr &, int) {});
+    assert_int_equal(write_once(w, 1, 4096), WcStatus::kSuccess);
+    assert_true(check(w.rbuf.data() + 256, 4096, 1));
+  }
+  {  // the requester starts at a PSN the responder's RTR does not expect: no answer, RETRY_EXC
+    Wire w;
+    wire_with(w, false, [](ConnAttr &c, int end) { if (end == 0) c.local_psn = 5; });
+    assert_int_equal(write_once(w, 2, 64), WcStatus::kRetryExcErr);
+    assert_true(untouched(w, 256, 64));
+    assert_int_equal(w.a->state(), QpState::kErr);
+  }
+  {  // path MTUs disagree: what fits the smaller one gets through, a larger message does not
+    Wire w;
+    wire_with(w, false, [](ConnAttr &c, int end) { if (end == 0) c.mtu = 1024; });
+    assert_int_equal(write_once(w, 3, 1024), WcStatus::kSuccess);
+    std::memset(w.rbuf.data(), 0, w.rbuf.size());
+    assert_int_equal(write_once(w, 4, 4096), WcStatus::kRetryExcErr);
+    assert_true(untouched(w, 256, 4096));
+  }
+  {  // RoCE without a GRH is refused at RTR; RTR/RTS above the device's rd_atomic limits too
+    std::vector<std::unique_ptr<Device>> devs;
+    assert_int_equal(sim::open(1, 1 << 20, &devs).code(), MC_OK);
+    std::unique_ptr<Cq> cq;
+    std::unique_ptr<Qp> q;
+    assert_int_equal(devs[0]->create_cq(64, &cq).code(), MC_OK);
+    assert_int_equal(devs[0]->create_qp(cq.get(), 16, &q).code(), MC_OK);
+    PortInfo p;
+    assert_int_equal(devs[0]->query_port(-1, &p).code(), MC_OK);
+    assert_int_equal(q->to_init(kRemoteWrite).code(), MC_OK);
+    ConnAttr c = attr_to(p, q->qpn());
+    c.use_grh = false;
+    assert_int_equal(q->to_rtr(c).code(), MC_ERR_INVALID_ARG);
+    assert_int_equal(q->state(), QpState::kInit);
+    c.use_grh = true;
+    c.max_dest_rd_atomic = devs[0]->max_dest_rd_atom() + 1;
+    assert_int_equal(q->to_rtr(c).code(), MC_ERR_INVALID_ARG);
+    c.max_dest_rd_atomic = devs[0]->max_dest_rd_atom();
+    assert_int_equal(q->to_rtr(c).code(), MC_OK);
+    c.max_rd_atomic = devs[0]->max_init_rd_atom() + 1;
+    assert_int_equal(q->to_rts(c).code(), MC_ERR_INVALID_ARG);
+    assert_int_equal(q->state(), QpState::kRtr);
+  }
+  {  // InfiniBand: routed by LID without a GRH; an IB port cannot reach a RoCE one
+    Wire w;
+    wire_with(w, true, [](ConnAttr &c, int) {
+      c.use_grh = false;
+      std::memset(c.remote.gid, 0, 16);
+    });
+    assert_int_equal(write_once(w, 5, 4096), WcStatus::kSuccess);
+    assert_true(check(w.rbuf.data() + 256, 4096, 5));
+    std::vector<std::unique_ptr<Device>> roce;
+    assert_int_equal(sim::open(1, 1 << 20, &roce).code(), MC_OK);
+    PortInfo pr;
+    assert_int_equal(roce[0]->query_port(-1, &pr).code(), MC_OK);
+    std::unique_ptr<Qp> q;
+    assert_int_equal(w.devs[0]->create_qp(w.cq0.get(), 16, &q).code(), MC_OK);
+    assert_int_equal(q->to_init(kRemoteWrite).code(), MC_OK);
+    ConnAttr c = attr_to(pr, 0x100);
+    assert_int_equal(q->to_rtr(c).code(), MC_ERR_INVALID_ARG);  // by GID
+    c.use_grh = false;
+    assert_int_equal(q->to_rtr(c).code(), MC_ERR_INVALID_ARG);  // by LID
+  }
+  {  // a CQ of depth 4: four outstanding WRs complete; eight overrun it (CQ error event, QP in ERR)
+    Wire w;
+    wire_with(w, false, [](ConnAttr &, int) {}, 4);
+    SendWr x[8];
+    for (int i = 0; i < 8; i++) x[i] = wr(w, 10 + i, Opcode::kWrite, 0, 256 + 64 * i, 64);
+    size_t posted;
+    assert_int_equal(w.a->post(x, 4, &posted).code(), MC_OK);
+    auto wc = poll_n(*w.cq0, 4);
+    assert_int_equal(wc.size(), 4);
+    for (auto &c : wc) assert_int_equal(c.status, WcStatus::kSuccess);
+    AsyncEvent ev;
+    assert_false(w.devs[0]->next_event(&ev, 0));
+    assert_int_equal(w.a->post(x, 8, &posted).code(), MC_OK);
+    wc = poll_n(*w.cq0, 8);
+    assert_int_equal(wc.size(), 8);
+    assert_int_not_equal(wc[0].status, WcStatus::kSuccess);
+    assert_true(w.devs[0]->next_event(&ev, 100));
+    assert_int_equal(ev.kind, AsyncEvent::kCqErr);
+    assert_int_equal(w.a->state(), QpState::kErr);
+  }
+  {  // RETRY_EXC comes after ACK timeout * (retry_cnt + 1), not at once: 4.096 us * 2^14 * 8 = 537 ms
+    Wire w;
+    wire_with(w, false, [](ConnAttr &c, int) { c.timeout = 14; });
+    w.b.reset();
+    SendWr x = wr(w, 1, Opcode::kWrite, 0, 0, 64);
+    size_t posted;
+    uint64_t t0 = now_ms();
+    assert_int_equal(w.a->post(&x, 1, &posted).code(), MC_OK);
+    assert_int_equal(poll_n(*w.cq0, 1, 300).size(), 0);
+    auto wc = poll_n(*w.cq0, 1, 3000);
+    assert_int_equal(wc.size(), 1);
+    assert_int_equal(wc[0].status, WcStatus::kRetryExcErr);
+    assert_true(now_ms() - t0 >= 530);
   }
 }
 
@@ -605,6 +788,170 @@ void test_span_and_range(void **) {
   munmap(ltwo, 2 << 20);
 }
 
+// mc_buffer_set_access and RDMA keys. The target's access change gives its MRs new rkeys; the
+// initiator's cached descriptor (kept stale here: no heartbeat refresh) still has the old one.
+//  1. rights granted again: the refused rkey is refreshed once from the target, the WRITE lands;
+//  2. rights taken away: the refreshed rkey is refused too, MC_ERR_DENIED, nothing written;
+//  3. the NIC fails the rereg: mc_buffer_set_access fails (naming the NIC), the buffer's MRs are
+//     deregistered, and a WRITE with the old rkey fails with nothing written.
+void test_access_change_keys(void **) {
+  Node a = node("sim", 1 << 20, {{"heartbeat_ms", "60000"}}), b = node("sim", 1 << 20);
+  std::string bnic = stats(b.e)["rdma"]["devices"][0].get<std::string>();
+  mc_segment_t seg;
+  assert_int_equal(mc_segment_open(a.e, mc_engine_name(b.e), &seg), MC_OK);
+  fill(a.buf, 4096, 1);
+  mc_request_t w{MC_WRITE, 0, a.buf, seg, at(b, 0), 4096};
+  assert_int_equal(mc_transfer(a.e, &w, 1, 10000), MC_OK);
+  assert_true(check(b.buf, 4096, 1));
+  // 1.
+  assert_int_equal(mc_buffer_set_access(b.e, b.buf, MC_ACCESS_READ), MC_OK);
+  assert_int_equal(mc_buffer_set_access(b.e, b.buf, MC_ACCESS_READ | MC_ACCESS_WRITE), MC_OK);
+  fill(a.buf, 4096, 2);
+  assert_int_equal(mc_transfer(a.e, &w, 1, 10000), MC_OK);
+  assert_true(check(b.buf, 4096, 2));
+  assert_true(stats(a.e)["rdma"]["key_refreshes"].get<uint64_t>() >= 1);
+  // 2.
+  assert_int_equal(mc_buffer_set_access(b.e, b.buf, MC_ACCESS_READ), MC_OK);
+  fill(a.buf, 4096, 3);
+  assert_int_equal(mc_transfer(a.e, &w, 1, 10000), MC_ERR_DENIED);
+  assert_true(check(b.buf, 4096, 2));
+  // 3.
+  assert_int_equal(mc_buffer_set_access(b.e, b.buf, MC_ACCESS_READ | MC_ACCESS_WRITE), MC_OK);
+  fill(a.buf, 4096, 4);
+  assert_int_equal(mc_transfer(a.e, &w, 1, 10000), MC_OK);
+  assert_true(check(b.buf, 4096, 4));
+  assert_true(sim::fail_next_set_access(bnic));
+  assert_int_equal(mc_buffer_set_access(b.e, b.buf, MC_ACCESS_READ), MC_ERR_TRANSPORT);
+  assert_non_null(strstr(mc_last_error(), bnic.c_str()));
+  assert_int_equal(stats(b.e)["rdma"]["access_failures"].get<uint64_t>(), 1);
+  fill(a.buf, 4096, 5);
+  assert_int_not_equal(mc_transfer(a.e, &w, 1, 10000), MC_OK);
+  assert_true(check(b.buf, 4096, 4));
+  assert_int_equal(mc_segment_close(a.e, seg), MC_OK);
+  drop(a);
+  drop(b);
+}
+
+// The RDMA path goes silent while the control channel still answers (the target's NIC hangs):
+// a WRITE fails with MC_ERR_TIMEOUT after about timeout_ms, nothing is written, and the path
+// works again once the NIC does (new QPs).
+void test_rdma_deadline(void **) {
+  Node a = node("sim", 1 << 20, {{"timeout_ms", "400"}}), b = node("sim", 1 << 20, {{"timeout_ms", "400"}});
+  std::string bnic = stats(b.e)["rdma"]["devices"][0].get<std::string>();
+  mc_segment_t seg;
+  assert_int_equal(mc_segment_open(a.e, mc_engine_name(b.e), &seg), MC_OK);
+  fill(a.buf, 4096, 1);
+  mc_request_t w{MC_WRITE, 0, a.buf, seg, at(b, 0), 4096};
+  assert_int_equal(mc_transfer(a.e, &w, 1, 10000), MC_OK);
+  assert_true(sim::stall_nic(bnic, true));
+  fill(a.buf, 4096, 2);
+  uint64_t t0 = now_ms();
+  assert_int_equal(mc_transfer(a.e, &w, 1, 10000), MC_ERR_TIMEOUT);
+  uint64_t took = now_ms() - t0;
+  assert_true(took >= 380 && took < 3000);
+  assert_true(check(b.buf, 4096, 1));
+  assert_true(stats(a.e)["rdma"]["deadline_expired"].get<uint64_t>() >= 1);
+  assert_true(sim::stall_nic(bnic, false));
+  assert_int_equal(mc_transfer(a.e, &w, 1, 10000), MC_OK);
+  assert_true(check(b.buf, 4096, 2));
+  assert_int_equal(mc_segment_close(a.e, seg), MC_OK);
+  drop(a);
+  drop(b);
+}
+
+// Engines on InfiniBand ports (sim-ib): QPs addressed by LID without a GRH move data.
+void test_infiniband_engines(void **) {
+  Node a = node("sim-ib", 1 << 20), b = node("sim-ib", 1 << 20);
+  mc_segment_t seg;
+  assert_int_equal(mc_segment_open(a.e, mc_engine_name(b.e), &seg), MC_OK);
+  fill(a.buf, 100000, 7);
+  mc_request_t w{MC_WRITE, 0, a.buf, seg, at(b, 123), 100000};
+  assert_int_equal(mc_transfer(a.e, &w, 1, 10000), MC_OK);
+  assert_true(check(b.buf + 123, 100000, 7));
+  std::memset(a.buf, 0, 100000);
+  mc_request_t r{MC_READ, 0, a.buf, seg, at(b, 123), 100000};
+  assert_int_equal(mc_transfer(a.e, &r, 1, 10000), MC_OK);
+  assert_true(check(a.buf, 100000, 7));
+  assert_int_equal(mc_segment_close(a.e, seg), MC_OK);
+  drop(a);
+  drop(b);
+}
+
+// Bytes from peers and metadata go through the rdma codecs: each malformed message is refused
+// with MC_ERR_TRANSPORT (QP exchange) or MC_ERR_METADATA (descriptor blobs) naming the peer
+// and the field, and the engine goes on serving everyone else.
+void test_malformed_peer_messages(void **) {
+  Node a = node("sim", 1 << 20), b = node("sim", 1 << 20);
+  HostPort hp;
+  assert_int_equal(parse_host_port(mc_engine_name(b.e), &hp).code(), MC_OK);
+  json good = json::parse(R"({"op":"connect","from":"evil","inc":1,"to_inc":1,"lnic":"x","rnic":"y","lid":1,
+                              "gid":"00000000000000000000ffff0a000001","mtu":4096,"qps":[{"qpn":300,"psn":1}]})");
+  struct Case {
+    const char *field;
+    std::function<void(json &)> spoil;
+  } cases[] = {
+      {"'lid'", [](json &j) { j["lid"] = 70000; }},
+      {"'gid'", [](json &j) { j["gid"] = "zz"; }},
+      {"'mtu'", [](json &j) { j["mtu"] = 3000; }},
+      {"'qps'", [](json &j) { j["qps"] = json::array(); }},
+      {"'qps[0].qpn'", [](json &j) { j["qps"][0]["qpn"] = 0; }},
+      {"'qps[0].psn'", [](json &j) { j["qps"][0]["psn"] = "1"; }},
+      {"'inc'", [](json &j) { j["inc"] = -1; }},
+      {"'to_inc'", [](json &j) { j.erase("to_inc"); }},
+  };
+  for (auto &c : cases) {
+    json j = good;
+    c.spoil(j);
+    std::string reply;
+    uint64_t inc = 0;
+    Status st = control_call(hp, "", "rdma", j.dump(), 2000, &reply, &inc);
+    if (st.code() != MC_ERR_TRANSPORT || st.message().find(c.field) == std::string::npos ||
+        st.message().find("evil") == std::string::npos)
+      fprintf(stderr, "case %s: %d %s\n", c.field, st.code(), st.message().c_str());
+    assert_int_equal(st.code(), MC_ERR_TRANSPORT);
+    assert_non_null(strstr(st.message().c_str(), c.field));
+    assert_non_null(strstr(st.message().c_str(), "evil"));
+  }
+  std::string reply;
+  uint64_t inc = 0;
+  Status st = control_call(hp, "", "rdma", "{not json", 2000, &reply, &inc);
+  assert_int_equal(st.code(), MC_ERR_TRANSPORT);
+  st = control_call(hp, "", "rdma", R"({"op":"keys","from":"evil","to_inc":1})", 2000, &reply, &inc);
+  assert_int_equal(st.code(), MC_ERR_TRANSPORT);
+  assert_non_null(strstr(st.message().c_str(), "'addr'"));
+  // The engine still serves a well-formed peer.
+  mc_segment_t seg;
+  assert_int_equal(mc_segment_open(a.e, mc_engine_name(b.e), &seg), MC_OK);
+  fill(a.buf, 8192, 3);
+  mc_request_t w{MC_WRITE, 0, a.buf, seg, at(b, 0), 8192};
+  assert_int_equal(mc_transfer(a.e, &w, 1, 10000), MC_OK);
+  assert_true(check(b.buf, 8192, 3));
+  assert_int_equal(mc_segment_close(a.e, seg), MC_OK);
+  // Descriptor blobs and the connect reply.
+  proto::RdmaFabricDesc f;
+  st = proto::decode(R"({"fabric":"sim:1","nics":[{"name":"n","lid":1,"gid":"00","mtu":4096}]})", "peerX", MC_ERR_METADATA, &f);
+  assert_int_equal(st.code(), MC_ERR_METADATA);
+  assert_non_null(strstr(st.message().c_str(), "'nics[0].gid'"));
+  assert_non_null(strstr(st.message().c_str(), "peerX"));
+  proto::RdmaBufExt e;
+  st = proto::decode(R"({"rkeys":[1,-2]})", "peerX", MC_ERR_METADATA, &e);
+  assert_int_equal(st.code(), MC_ERR_METADATA);
+  assert_non_null(strstr(st.message().c_str(), "rkeys[1]"));
+  proto::RdmaConnectReply r;
+  st = proto::decode(R"({"lid":1,"gid":"00000000000000000000ffff0a000001","mtu":4096,"qps":[{"qpn":16777216,"psn":0}]})",
+                     "peerY", MC_ERR_TRANSPORT, &r);
+  assert_int_equal(st.code(), MC_ERR_TRANSPORT);
+  assert_non_null(strstr(st.message().c_str(), "'qps[0].qpn'"));
+  // What the encoders write, the decoders read back.
+  proto::RdmaConnectReq q;
+  assert_int_equal(proto::decode(good.dump(), "evil", MC_ERR_TRANSPORT, &q).code(), MC_OK);
+  proto::RdmaConnectReq q2;
+  assert_int_equal(proto::decode(q.to_json(), "evil", MC_ERR_TRANSPORT, &q2).code(), MC_OK);
+  assert_string_equal(q2.to_json().c_str(), q.to_json().c_str());
+  drop(a);
+  drop(b);
+}
+
 void test_peer_destroyed_mid_transfer(void **) {
   Node a = node("sim:2", 32 << 20), b = node("sim:2", 32 << 20);
   mc_segment_t seg;
@@ -859,6 +1206,22 @@ void test_config(void **) {
   assert_int_equal(mc_config_set(cfg, "rdma_mtu", "3000"), MC_ERR_INVALID_ARG);
   assert_int_equal(mc_config_set(cfg, "rdma_qps_per_endpoint", "0"), MC_ERR_INVALID_ARG);
   assert_int_equal(mc_config_set(cfg, "rdma_gid_index", "auto"), MC_OK);
+  assert_int_equal(mc_config_set(cfg, "rdma_port", "0"), MC_ERR_INVALID_ARG);
+  assert_int_equal(mc_config_set(cfg, "rdma_port", "x"), MC_ERR_INVALID_ARG);
+  assert_int_equal(mc_config_set(cfg, "rdma_port", "auto"), MC_OK);
+  {  // a port the device does not have fails engine creation and says so; port 1 works
+    assert_int_equal(mc_config_set(cfg, "transports", "rdma"), MC_OK);
+    assert_int_equal(mc_config_set(cfg, "rdma_devices", "sim"), MC_OK);
+    assert_int_equal(mc_config_set(cfg, "rdma_port", "2"), MC_OK);
+    mc_engine_t *p = nullptr;
+    assert_int_not_equal(mc_engine_create(cfg, &p), MC_OK);
+    assert_non_null(strstr(mc_last_error(), "rdma_port"));
+    assert_int_equal(mc_config_set(cfg, "rdma_port", "1"), MC_OK);
+    assert_int_equal(mc_engine_create(cfg, &p), MC_OK);
+    mc_engine_destroy(p);
+    assert_int_equal(mc_config_set(cfg, "rdma_port", "auto"), MC_OK);
+    assert_int_equal(mc_config_set(cfg, "transports", "auto"), MC_OK);
+  }
   // A named device that does not exist fails engine creation and says which.
   assert_int_equal(mc_config_set(cfg, "rdma_devices", "mlx5_0"), MC_OK);
   mc_engine_t *e = nullptr;
@@ -879,6 +1242,7 @@ int main(void) {
       cmocka_unit_test(test_sim_state_machine),
       cmocka_unit_test(test_sim_data_and_errors),
       cmocka_unit_test(test_sim_keys_and_access),
+      cmocka_unit_test(test_sim_strict_rules),
       cmocka_unit_test(test_sim_dmabuf),
       cmocka_unit_test(test_sim_peer_vanished_and_delay),
       cmocka_unit_test(test_sim_kill_nic),
@@ -886,6 +1250,10 @@ int main(void) {
       cmocka_unit_test(test_config),
       cmocka_unit_test(test_sizes_1nic_2nic_3engines),
       cmocka_unit_test(test_span_and_range),
+      cmocka_unit_test(test_access_change_keys),
+      cmocka_unit_test(test_rdma_deadline),
+      cmocka_unit_test(test_malformed_peer_messages),
+      cmocka_unit_test(test_infiniband_engines),
       cmocka_unit_test(test_peer_destroyed_mid_transfer),
       cmocka_unit_test(test_rejoin),
       cmocka_unit_test(test_descriptor_during_start),

@@ -148,9 +148,9 @@ const std::vector<KeySpec> &specs() {
          return !v.empty() && v.size() <= 4096 &&
                 std::all_of(v.begin(), v.end(), [](char c) { return c >= 32 && c < 127; });
        }},
-      {"rdma_devices", "\"auto\", \"sim\", \"sim:N\" (N 1..16) or a comma-separated list of RDMA device names",
+      {"rdma_devices", "\"auto\", \"sim\", \"sim:N\" (N 1..16), \"sim-ib\" or a comma-separated list of RDMA device names",
        [](const std::string &v) {
-         if (v == "auto" || v == "sim") return true;
+         if (v == "auto" || v == "sim" || v == "sim-ib") return true;
          if (v.rfind("sim:", 0) == 0) return int_in(v.substr(4), 1, 16);
          auto parts = split(v, ',');
          if (parts.empty() || v.back() == ',') return false;
@@ -167,6 +167,8 @@ const std::vector<KeySpec> &specs() {
        [](const std::string &v) { return int_in(v, 1, 1048576); }},
       {"rdma_gid_index", "\"auto\" or an integer 0..255",
        [](const std::string &v) { return v == "auto" || int_in(v, 0, 255); }},
+      {"rdma_port", "\"auto\" or a port number 1..255",
+       [](const std::string &v) { return v == "auto" || int_in(v, 1, 255); }},
       {"rdma_mtu", "256, 512, 1024, 2048 or 4096",
        [](const std::string &v) {
          return v == "256" || v == "512" || v == "1024" || v == "2048" || v == "4096";
@@ -297,6 +299,13 @@ Status resolve_options(const Config &cfg, EngineOptions *o) {
     else {
       parse_int(v, 0, 255, &i);
       o->rdma_gid_index = static_cast<int>(i);
+    }
+  }
+  MC_GET("rdma_port") {
+    if (v == "auto") o->rdma_port = 0;
+    else {
+      parse_int(v, 1, 255, &i);
+      o->rdma_port = static_cast<int>(i);
     }
   }
   MC_GET("rdma_mtu") {

@@ -48,6 +48,7 @@ struct EngineOptions {
   uint32_t rdma_qps_per_endpoint = 2;
   uint32_t rdma_max_endpoints = 4096;
   int rdma_gid_index = -1;
+  int rdma_port = 0;  // 0: each device's first active port
   uint32_t rdma_mtu = 4096;
   bool transport_allowed(const std::string &t) const;
 };

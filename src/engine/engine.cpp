@@ -709,7 +709,27 @@ Status EngineCore::set_access(void *addr, uint32_t access) {
     narrowed = (old & ~access) != 0;
     it->second->access.store(access);
     LocalRegion region{it->first, it->second->length, it->second->location, it->second->memfd, access};
-    for (auto *t : data_transports_) t->on_access_change(region);
+    // A transport that cannot put the new rights in place fails the change: the ones already
+    // changed get the old rights back and the buffer keeps them.
+    // (A failed transport may have withdrawn that buffer from itself: the descriptor changed.)
+    size_t changed = 0;
+    Status st;
+    for (auto *t : data_transports_) {
+      st = t->on_access_change(region);
+      if (!st.ok()) break;
+      changed++;
+    }
+    if (!st.ok()) {
+      it->second->access.store(old);
+      region.access = old;
+      for (size_t i = 0; i < changed; i++) {
+        Status rb = data_transports_[i]->on_access_change(region);
+        if (!rb.ok()) MC_LOGW("engine " << name_ << ": restoring the old access after a failed change: " << rb.message());
+      }
+      desc_version_++;
+      note_change(a);
+      return st;
+    }
     desc_version_++;
     note_change(a);
   }

@@ -125,7 +125,11 @@ class Transport {
   // lock held exclusively, like on_unregister. A transport whose peers reach memory without
   // asking the target (mappings, memory regions) must make the old rights unusable before it
   // returns: no copy that started under them may still run (shm: bump the epoch and wait).
-  virtual void on_access_change(const LocalRegion &r) { (void)r; }
+  // A failure means the new rights could not be put in place; the transport must then leave
+  // nothing reachable under rights it cannot enforce (rdma: deregisters that buffer's memory
+  // regions), and the engine restores the old access in the transports already changed and
+  // returns the error from mc_buffer_set_access.
+  virtual Status on_access_change(const LocalRegion &r) { (void)r; return Status::Ok(); }
   // The path to the peer described by d; never blocks on the network. The engine drops the
   // old path when the peer's incarnation changes (its destructor tears that peer's state down:
   // connections, mappings, queue pairs) and asks for a new one; nothing else is rebuilt.

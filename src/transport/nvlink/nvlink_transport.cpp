@@ -227,7 +227,7 @@ class NvTransport : public Transport {
   void describe(Descriptor &d) override;
   Status on_register(const LocalRegion &r) override;
   void on_unregister(const LocalRegion &r) override;
-  void on_access_change(const LocalRegion &r) override;
+  Status on_access_change(const LocalRegion &r) override;
   std::shared_ptr<PeerPath> connect(const Descriptor &d) override;
   void update(PeerPath &peer, const Descriptor &d) override {
     (void)d;
@@ -447,15 +447,16 @@ void NvTransport::on_unregister(const LocalRegion &r) {
   }
 }
 
-void NvTransport::on_access_change(const LocalRegion &r) {
+Status NvTransport::on_access_change(const LocalRegion &r) {
   {
     std::unique_lock<std::shared_mutex> lk(mu_);
     auto it = exports_.find(r.addr);
-    if (it == exports_.end()) return;
+    if (it == exports_.end()) return Status::Ok();
     it->second.access = r.access;
     ctrl_->epoch.fetch_add(1, std::memory_order_seq_cst);
   }
   drain();
+  return Status::Ok();
 }
 
 // Waits for peer copies that started before they could see the new epoch.

@@ -81,7 +81,8 @@ struct ConnAttr {
   uint8_t timeout = 14;      // local ACK timeout: 4.096 us * 2^timeout
   uint8_t retry_cnt = 7;
   uint8_t rnr_retry = 0;
-  uint8_t max_rd_atomic = 16;
+  uint8_t max_rd_atomic = 16;       // READs we issue at once (RTS)
+  uint8_t max_dest_rd_atomic = 16;  // READs we answer at once (RTR)
   uint8_t min_rnr_timer = 12;
 };
 
@@ -123,7 +124,8 @@ class Qp {
 };
 
 struct AsyncEvent {
-  enum Kind { kPortActive, kPortError, kDeviceFatal, kQpFatal, kOther } kind = kOther;
+  // kCqErr: a CQ overran (IBV_EVENT_CQ_ERR); its QPs are in ERR and it cannot be trusted.
+  enum Kind { kPortActive, kPortError, kDeviceFatal, kQpFatal, kCqErr, kOther } kind = kOther;
   uint32_t qpn = 0;
 };
 
@@ -160,6 +162,10 @@ class Device {
   virtual Status create_qp(Cq *cq, uint32_t max_wr, std::unique_ptr<Qp> *out) = 0;
   // Largest number of outstanding completions a CQ of this device can hold.
   virtual uint32_t max_cqe() const = 0;
+  // Outstanding RDMA READs a QP may issue (max_qp_init_rd_atom, the limit of RTS's
+  // max_rd_atomic) and answer (max_qp_rd_atom, the limit of RTR's max_dest_rd_atomic).
+  virtual uint8_t max_init_rd_atom() const = 0;
+  virtual uint8_t max_dest_rd_atom() const = 0;
   // Next asynchronous event, if one is ready within timeout_ms (0: just look).
   virtual bool next_event(AsyncEvent *ev, int timeout_ms) = 0;
 };
@@ -169,10 +175,12 @@ class Device {
 // process's simulated fabric), or a comma-separated list of verbs device names (each must
 // exist: MC_ERR_NOT_FOUND / MC_ERR_UNSUPPORTED naming it). ctrl_bytes sizes the simulated
 // NIC's QP control region.
-Status open_devices(const std::string &spec, uint64_t ctrl_bytes, std::vector<std::unique_ptr<Device>> *out);
+// "sim-ib" is one simulated InfiniBand NIC. port is the rdma_port key: 0 for each device's
+// first ACTIVE port, else that port number (a simulated NIC has only port 1).
+Status open_devices(const std::string &spec, uint64_t ctrl_bytes, int port, std::vector<std::unique_ptr<Device>> *out);
 
 // libibverbs, loaded with dlopen on first use.
-Status open_verbs_devices(const std::vector<std::string> &names, bool all,
+Status open_verbs_devices(const std::vector<std::string> &names, bool all, int port,
                           std::vector<std::unique_ptr<Device>> *out);
 
 }  // namespace mc::rdma

@@ -10,7 +10,8 @@
 //    to ERR, outstanding work FAILED through the flushes, QPs destroyed) and new ones are made
 //    on the next use. Nothing else is rebuilt.
 //
-// Connection setup (over the engine's control channel, channel "rdma", JSON both ways):
+// Connection setup (over the engine's control channel, channel "rdma", JSON both ways; the
+// messages and the descriptor blobs are decoded only through src/proto/rdma_msg.h):
 //   initiator -> target {"op":"connect","from":NAME,"inc":INC,"to_inc":TARGET_INC,
 //                        "lnic":INITIATOR_NIC,"rnic":TARGET_NIC,"lid":L,"gid":HEX,"mtu":M,
 //                        "qps":[{"qpn":Q,"psn":P},...]}
@@ -21,8 +22,13 @@
 // pair at once, the request of the engine whose name sorts first wins, and the other one
 // waits for that connection to arrive instead of building its own, so one connection results.
 //
+// A second request on the same channel, {"op":"keys","from":NAME,"to_inc":INC,"addr":A}, answers
+// the current rkeys of the buffer holding A: a WR refused with a remote access error (the target
+// changed that buffer's access, and rereg gave it new keys) refreshes them once and is posted
+// again; refused again, it fails with MC_ERR_DENIED and nothing written.
+//
 // QP attributes (RESET -> INIT -> RTR -> RTS), and why:
-//   INIT: port 1, pkey index 0, access REMOTE_READ|REMOTE_WRITE|LOCAL_WRITE: the QP itself
+//   INIT: port rdma_port (default: the device's first ACTIVE port), pkey index 0, access REMOTE_READ|REMOTE_WRITE|LOCAL_WRITE: the QP itself
 //         allows both directions; what a peer may touch is decided per buffer by the MR's
 //         rights (mc_buffer_set_access changes them with rereg), which the NIC enforces.
 //   RTR:  path MTU = min(local port's active MTU, peer port's active MTU, rdma_mtu of both
@@ -30,13 +36,20 @@
 //         and answers the result, so both ends use one value. Addressing by GID (a GRH) on
 //         RoCE, by LID on InfiniBand; the local GID is rdma_gid_index when set, else the first
 //         RoCE v2 GID with an IPv4-mapped address, then any RoCE v2 GID, then index 0.
-//         max_dest_rd_atomic 16 (outstanding READs we answer), min_rnr_timer 12 (unused: no
+//         PSN: rq_psn = the peer's sq_psn from the exchange (a responder drops packets out of
+//         sequence). max_dest_rd_atomic 16 (outstanding READs we answer), clamped to the
+//         device's max_qp_rd_atom (above it modify_qp fails), min_rnr_timer 12 (unused: no
 //         receives are ever posted).
 //   RTS:  retry_cnt 7 and a local ACK timeout exponent t chosen so that (retry_cnt + 1) *
 //         4.096 us * 2^t stays under half the engine's timeout_ms: a dead peer or NIC
 //         completes our work with a retry-exceeded error well before the engine's timeout
 //         (hardware may stretch the timer up to 4x; half leaves room for that and the retry).
-//         rnr_retry 0 (RNR cannot happen without SENDs), max_rd_atomic 16, random 24-bit PSNs.
+//         rnr_retry 0 (RNR cannot happen without SENDs), max_rd_atomic 16 clamped to the
+//         device's max_qp_init_rd_atom, random 24-bit PSNs.
+//   Deadline: ACK timeouts cover a peer that stops answering, not a NIC that never completes;
+//         so every posted WR is also bounded by timeout_ms (check_deadlines): past it the
+//         endpoint's QPs go to ERR and its work fails with MC_ERR_TIMEOUT. A CQ error event
+//         (overrun) takes the NIC out of use for good; posts never exceed the CQ's depth.
 // GPU memory ("cuda:N" buffers): registered with every NIC through dma-buf: the CUDA driver
 // exports the buffer's page-aligned span as a dma-buf fd (cuMemGetHandleForAddressRange) and
 // each NIC registers [offset, offset+length) of it at iova = the buffer's device address
@@ -72,6 +85,8 @@
 #include "common/cuda_loader.h"
 #include "common/log.h"
 #include "common/net.h"
+#include "proto/rdma_msg.h"
+#include "util/hex.h"
 #include "transport/rdma/nic.h"
 
 namespace mc {
@@ -99,6 +114,8 @@ struct Op {
   std::atomic<uint32_t> pieces{0};      // a parent's pieces still running
   std::atomic<int32_t> status{MC_OK};   // a parent's first failure
   uint32_t attempts = 0;
+  bool refreshed = false;               // its rkey was refused once and refreshed from the target
+  uint64_t posted_ms = 0;               // when it was last posted (the deadline's start)
   uint32_t lkey = 0, rkey = 0;
   std::shared_ptr<PeerState> peer;      // where a retry goes
   QpCtx *qp = nullptr;                  // where it is posted
@@ -193,6 +210,7 @@ struct Nic {
   std::unique_ptr<Cq> cq;
   std::thread poller;
   std::atomic<bool> up{true};
+  std::atomic<bool> cq_lost{false};  // the CQ overran (CQ error event): never used again
   std::atomic<int64_t> outstanding{0};
   int64_t cq_cap = 0;
   std::mutex mu;  // guards starved
@@ -222,28 +240,29 @@ struct LocalMr {
   LocalMr &operator=(LocalMr &&) = default;
 };
 
-std::string hex16(const uint8_t *g) {
-  static const char *d = "0123456789abcdef";
-  std::string s(32, '0');
-  for (int i = 0; i < 16; i++) {
-    s[2 * i] = d[g[i] >> 4];
-    s[2 * i + 1] = d[g[i] & 15];
+// The QP destinations of a connect message: one address, a QPN and PSN per QP.
+std::vector<QpDest> dests_of(const proto::RdmaAddr &a, const std::vector<proto::RdmaQpInfo> &qps) {
+  std::vector<QpDest> v;
+  for (auto &q : qps) {
+    QpDest d;
+    d.qpn = q.qpn;
+    d.psn = q.psn;
+    d.lid = a.lid;
+    std::memcpy(d.gid, a.gid, 16);
+    v.push_back(d);
   }
-  return s;
+  return v;
 }
-bool unhex16(const std::string &s, uint8_t *g) {
-  if (s.size() != 32) return false;
-  auto v = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    return -1;
-  };
-  for (int i = 0; i < 16; i++) {
-    int h = v(s[2 * i]), l = v(s[2 * i + 1]);
-    if (h < 0 || l < 0) return false;
-    g[i] = static_cast<uint8_t>(h << 4 | l);
+
+// Who sent a connect request, for the message when it does not decode: its "from" when that
+// much is readable, else a placeholder.
+std::string peek_from(const std::string &request) {
+  json j = json::parse(request, nullptr, false);
+  if (j.is_object()) {
+    auto it = j.find("from");
+    if (it != j.end() && it->is_string() && it->get_ref<const std::string &>().size() <= 256) return it->get<std::string>();
   }
-  return true;
+  return "(unnamed: the request does not say)";
 }
 
 uint32_t mr_access(uint32_t mc_access) {
@@ -263,7 +282,7 @@ class RdmaTransport : public Transport {
   void describe(Descriptor &d) override;
   Status on_register(const LocalRegion &r) override;
   void on_unregister(const LocalRegion &r) override;
-  void on_access_change(const LocalRegion &r) override;
+  Status on_access_change(const LocalRegion &r) override;
   std::shared_ptr<PeerPath> connect(const Descriptor &d) override;
   void update(PeerPath &peer, const Descriptor &d) override;
   void fail_path(PeerPath &peer, mc_status_t status, const std::string &why) override;
@@ -298,6 +317,9 @@ class RdmaTransport : public Transport {
   void dispatch(const std::shared_ptr<PeerState> &ps, Op **ops, size_t n);
   void finish(Op *op, mc_status_t st);
   void retry_or_fail(Op *op, mc_status_t st);
+  void refused(Op *op);
+  void refresh_keys(Op *op);
+  Status handle_keys(const std::string &request, std::string *reply);
   std::shared_ptr<Endpoint> get_ep(const std::shared_ptr<PeerState> &ps, uint32_t l, const std::string &rnic, bool *created);
   std::shared_ptr<Endpoint> new_ep(const std::shared_ptr<PeerState> &ps, uint32_t l, const std::string &rnic);
   void enqueue(const std::shared_ptr<Endpoint> &ep, std::vector<Op *> &ops);
@@ -320,6 +342,8 @@ class RdmaTransport : public Transport {
   void poll_loop(Nic *nic);
   void async_loop();
   void nic_down(Nic &nic, const std::string &why);
+  void nic_back(Nic &nic);
+  void check_deadlines();
   void check_nic(Nic &nic);
   std::shared_ptr<PeerState> passive_peer(const std::string &name, uint64_t inc);
 
@@ -362,6 +386,7 @@ class RdmaTransport : public Transport {
   int threads_ = 0;
 
   std::atomic<uint64_t> qps_created_{0}, qps_destroyed_{0}, wr_posted_{0}, wr_failed_{0}, retries_{0};
+  std::atomic<uint64_t> access_failures_{0}, key_refreshes_{0}, deadline_expired_{0}, cq_errors_{0};
   std::atomic<uint64_t> evictions_{0}, connects_{0}, accepts_{0}, setup_failed_{0}, nic_failovers_{0};
   // GPU memory: whether every NIC can register dma-bufs (set in start), GPUs whose buffers could
   // not be registered (bit per ordinal), and counters.
@@ -413,7 +438,9 @@ ConnAttr RdmaTransport::attr_for(Nic &nic, uint32_t mtu) const {
   while (t < 30 && (4096ull << (t + 1)) <= budget_ns) t++;
   a.timeout = t;
   a.rnr_retry = 0;
-  a.max_rd_atomic = 16;
+  // 16 READs in flight each way, or what the device allows (RTR/RTS fail above its limits).
+  a.max_rd_atomic = std::min<uint8_t>(16, nic.dev->max_init_rd_atom());
+  a.max_dest_rd_atomic = std::min<uint8_t>(16, nic.dev->max_dest_rd_atom());
   a.min_rnr_timer = 12;
   return a;
 }
@@ -475,55 +502,67 @@ bool RdmaTransport::reachable(const Descriptor &d) {
   if (nics_.empty()) return false;
   auto it = d.transports.find("rdma");
   if (it == d.transports.end()) return false;
-  json j = json::parse(it->second, nullptr, false);
-  if (!j.is_object() || !j.contains("fabric") || !j["fabric"].is_string()) return false;
-  return j["fabric"].get<std::string>() == fabric_ && j.contains("nics") && j["nics"].is_array() && !j["nics"].empty();
+  proto::RdmaFabricDesc f;
+  if (!proto::decode(it->second, d.name, MC_ERR_METADATA, &f).ok()) return false;
+  return f.fabric == fabric_ && !f.nics.empty();
 }
 
 void RdmaTransport::describe(Descriptor &d) {
-  json nics = json::array();
-  for (auto &n : nics_)
-    nics.push_back({{"name", n->dev->name()}, {"lid", n->port.lid}, {"gid", hex16(n->port.gid)}, {"mtu", n->port.mtu}});
-  d.transports["rdma"] = json{{"fabric", fabric_}, {"nics", std::move(nics)}}.dump();
+  proto::RdmaFabricDesc f;
+  f.fabric = fabric_;
+  for (auto &n : nics_) {
+    proto::RdmaNicDesc nd;
+    nd.name = n->dev->name();
+    nd.addr.lid = n->port.lid;
+    std::memcpy(nd.addr.gid, n->port.gid, 16);
+    nd.addr.mtu = n->port.mtu;
+    f.nics.push_back(std::move(nd));
+  }
+  d.transports["rdma"] = f.to_json();
   std::shared_lock<std::shared_mutex> lk(mr_mu_);
   for (auto &b : d.buffers) {
     auto it = mrs_.find(b.addr);
     if (it == mrs_.end()) continue;
-    json keys = json::array();
-    for (auto &m : it->second.mrs) keys.push_back(m->rkey());
-    b.ext["rdma"] = json{{"rkeys", std::move(keys)}}.dump();
+    proto::RdmaBufExt e;
+    for (auto &m : it->second.mrs) e.rkeys.push_back(m->rkey());
+    b.ext["rdma"] = e.to_json();
   }
 }
 
+// Every field of the peer's rdma blobs goes through its codec: a malformed one is
+// MC_ERR_METADATA naming the peer and the field, and only that peer loses RDMA.
 Status RdmaTransport::parse_remote(const Descriptor &d, std::shared_ptr<const RemoteInfo> *out) const {
   auto it = d.transports.find("rdma");
   if (it == d.transports.end()) return Err(MC_ERR_UNSUPPORTED, "the peer has no RDMA NICs");
-  json j = json::parse(it->second, nullptr, false);
+  proto::RdmaFabricDesc f;
+  Status st = proto::decode(it->second, d.name, MC_ERR_METADATA, &f);
+  if (!st.ok()) return st;
   auto ri = std::make_shared<RemoteInfo>();
-  try {
-    ri->fabric = j.at("fabric").get<std::string>();
-    for (auto &n : j.at("nics")) {
-      RemoteNic rn;
-      rn.name = n.at("name").get<std::string>();
-      rn.lid = n.at("lid").get<uint16_t>();
-      rn.mtu = n.at("mtu").get<uint32_t>();
-      if (!unhex16(n.at("gid").get<std::string>(), rn.gid)) return Err(MC_ERR_METADATA, "bad GID in the peer's descriptor");
-      ri->nics.push_back(std::move(rn));
+  ri->fabric = std::move(f.fabric);
+  for (auto &n : f.nics) {
+    RemoteNic rn;
+    rn.name = std::move(n.name);
+    rn.lid = n.addr.lid;
+    rn.mtu = n.addr.mtu;
+    std::memcpy(rn.gid, n.addr.gid, 16);
+    ri->nics.push_back(std::move(rn));
+  }
+  for (auto &b : d.buffers) {
+    RemoteBuf rb;
+    rb.addr = b.addr;
+    rb.len = b.length;
+    auto e = b.ext.find("rdma");
+    if (e != b.ext.end()) {
+      proto::RdmaBufExt ext;
+      st = proto::decode(e->second, d.name, MC_ERR_METADATA, &ext);
+      if (!st.ok()) return Err(st.code(), st.message() + " (buffer at " + std::to_string(b.addr) + ")");
+      if (ext.rkeys.size() != ri->nics.size())
+        return Err(MC_ERR_METADATA, "rdma buffer keys from peer " + d.name + ": field 'rkeys' has " +
+                                        std::to_string(ext.rkeys.size()) + " keys for " +
+                                        std::to_string(ri->nics.size()) + " NICs (buffer at " + std::to_string(b.addr) + ")");
+      rb.rkeys = std::move(ext.rkeys);
     }
-    for (auto &b : d.buffers) {
-      RemoteBuf rb;
-      rb.addr = b.addr;
-      rb.len = b.length;
-      auto e = b.ext.find("rdma");
-      if (e != b.ext.end()) {
-        json bj = json::parse(e->second, nullptr, false);
-        for (auto &k : bj.at("rkeys")) rb.rkeys.push_back(k.get<uint32_t>());
-        if (rb.rkeys.size() != ri->nics.size()) rb.rkeys.clear();
-      }
-      ri->bufs.push_back(std::move(rb));
-    }
-  } catch (const std::exception &e) {
-    return Err(MC_ERR_METADATA, std::string("the peer's rdma descriptor is malformed: ") + e.what());
+    ri->bufs.push_back(std::move(rb));
   }
   std::sort(ri->bufs.begin(), ri->bufs.end(), [](const RemoteBuf &a, const RemoteBuf &b) { return a.addr < b.addr; });
   *out = std::move(ri);
@@ -597,14 +636,33 @@ void RdmaTransport::on_unregister(const LocalRegion &r) {
   // Deregistered here: after this no NIC touches the memory.
 }
 
-void RdmaTransport::on_access_change(const LocalRegion &r) {
-  std::unique_lock<std::shared_mutex> lk(mr_mu_);
-  auto it = mrs_.find(r.addr);
-  if (it == mrs_.end()) return;
-  for (auto &m : it->second.mrs) {
-    Status st = m->set_access(mr_access(r.access));
-    if (!st.ok()) MC_LOGW("rdma: changing the access of a memory region failed: " << st.message());
+// New rights on every NIC's MR (rereg: the NIC hands out new keys, so a peer's cached rkey
+// stops working until it refreshes). When one NIC refuses, the buffer's MRs are deregistered:
+// an MR whose rights are unknown must not stay reachable, and neither may the other NICs' MRs
+// that already took the new rights (the engine rolls back to the old ones). The buffer then
+// has no rkeys in the descriptor and its transfers take another transport.
+Status RdmaTransport::on_access_change(const LocalRegion &r) {
+  LocalMr gone;
+  Status st;
+  std::string nic;
+  {
+    std::unique_lock<std::shared_mutex> lk(mr_mu_);
+    auto it = mrs_.find(r.addr);
+    if (it == mrs_.end()) return Status::Ok();
+    for (size_t i = 0; i < it->second.mrs.size() && st.ok(); i++) {
+      st = it->second.mrs[i]->set_access(mr_access(r.access));
+      if (!st.ok()) nic = nics_[i]->dev->name();
+    }
+    if (st.ok()) return Status::Ok();
+    gone = std::move(it->second);
+    mrs_.erase(it);
   }
+  access_failures_++;
+  gone.mrs.clear();  // deregistered: no key of this buffer works on any NIC any more
+  std::string why = "rdma: changing the access of the buffer at 0x" + hex::u64(r.addr) + " on NIC " + nic + " failed (" +
+                    st.message() + "); its memory regions were deregistered, so RDMA no longer reaches it";
+  MC_LOGW(why);
+  return Err(st.code() == MC_OK ? MC_ERR_TRANSPORT : st.code(), why);
 }
 
 // ------------------------------------------------------------------------------ peers
@@ -612,7 +670,12 @@ void RdmaTransport::on_access_change(const LocalRegion &r) {
 std::shared_ptr<PeerPath> RdmaTransport::connect(const Descriptor &d) {
   if (stopping_.load()) return nullptr;
   std::shared_ptr<const RemoteInfo> info;
-  if (!parse_remote(d, &info).ok() || info->fabric != fabric_ || info->nics.empty()) return nullptr;
+  Status pst = parse_remote(d, &info);
+  if (!pst.ok()) {
+    if (pst.code() != MC_ERR_UNSUPPORTED) MC_LOGW("rdma: not using RDMA to " << d.name << ": " << pst.message());
+    return nullptr;
+  }
+  if (info->fabric != fabric_ || info->nics.empty()) return nullptr;
   HostPort hp;
   if (!parse_host_port(d.tcp, &hp).ok()) return nullptr;
   std::shared_ptr<PeerState> ps, old;
@@ -644,7 +707,11 @@ std::shared_ptr<PeerPath> RdmaTransport::connect(const Descriptor &d) {
 void RdmaTransport::update(PeerPath &peer, const Descriptor &d) {
   auto &p = static_cast<RdmaPeer &>(peer);
   std::shared_ptr<const RemoteInfo> info;
-  if (!parse_remote(d, &info).ok()) return;
+  Status pst = parse_remote(d, &info);
+  if (!pst.ok()) {  // keep the last good view; the next update may be well formed again
+    MC_LOGW("rdma: ignoring the new descriptor of " << d.name << ": " << pst.message());
+    return;
+  }
   std::lock_guard<std::mutex> lk(p.ps->mu);
   p.ps->info = std::move(info);
 }
@@ -934,14 +1001,19 @@ void RdmaTransport::run_connect(std::shared_ptr<Endpoint> ep, std::shared_ptr<Pe
   Status st = make_qps(nic, &qps);
   if (!st.ok()) return fail(st, true);
   uint32_t mtu = std::min({nic.port.mtu, rn.mtu, opts_.rdma_mtu});
-  json req{{"op", "connect"}, {"from", name_}, {"inc", inc_}, {"to_inc", ps->inc}, {"lnic", nic.dev->name()},
-           {"rnic", ep->rnic}, {"lid", nic.port.lid}, {"gid", hex16(nic.port.gid)}, {"mtu", mtu}};
-  json jq = json::array();
-  for (auto &q : qps) jq.push_back({{"qpn", q->qp->qpn()}, {"psn", q->psn}});
-  req["qps"] = std::move(jq);
+  proto::RdmaConnectReq req;
+  req.from = name_;
+  req.inc = inc_;
+  req.to_inc = ps->inc;
+  req.lnic = nic.dev->name();
+  req.rnic = ep->rnic;
+  req.addr.lid = nic.port.lid;
+  std::memcpy(req.addr.gid, nic.port.gid, 16);
+  req.addr.mtu = mtu;
+  for (auto &q : qps) req.qps.push_back({q->qp->qpn(), q->psn});
   std::string reply;
   uint64_t their_inc = 0;
-  st = control_call(addr, opts_.auth_token, "rdma", req.dump(), opts_.timeout_ms, &reply, &their_inc);
+  st = control_call(addr, opts_.auth_token, "rdma", req.to_json(), opts_.timeout_ms, &reply, &their_inc);
   if (st.code() == MC_ERR_BUSY) {
     // Simultaneous open, and the peer's request wins: it arrives here and connects this
     // endpoint; wait for that instead of building a second connection.
@@ -962,24 +1034,14 @@ void RdmaTransport::run_connect(std::shared_ptr<Endpoint> ep, std::shared_ptr<Pe
     bool retry = st.code() != MC_ERR_PEER_DOWN && st.code() != MC_ERR_DENIED && st.code() != MC_ERR_METADATA;
     return fail(st, retry);
   }
-  std::vector<QpDest> dst;
-  uint32_t path_mtu = 0;
-  try {
-    json r = json::parse(reply);
-    path_mtu = r.at("mtu").get<uint32_t>();
-    QpDest base;
-    base.lid = r.at("lid").get<uint16_t>();
-    if (!unhex16(r.at("gid").get<std::string>(), base.gid)) throw std::runtime_error("bad gid");
-    for (auto &q : r.at("qps")) {
-      QpDest d = base;
-      d.qpn = q.at("qpn").get<uint32_t>();
-      d.psn = q.at("psn").get<uint32_t>();
-      dst.push_back(d);
-    }
-  } catch (const std::exception &e) {
+  proto::RdmaConnectReply rep;
+  st = proto::decode(reply, ps->name, MC_ERR_TRANSPORT, &rep);
+  if (!st.ok()) {
     destroy_qps(qps);
-    return fail(Err(MC_ERR_TRANSPORT, std::string("malformed answer: ") + e.what()), true);
+    return fail(st, true);
   }
+  std::vector<QpDest> dst = dests_of(rep.addr, rep.qps);
+  uint32_t path_mtu = rep.addr.mtu;
   if (path_mtu > mtu) path_mtu = mtu;
   st = connect_qps(nic, qps, dst, path_mtu);
   if (!st.ok()) {
@@ -991,33 +1053,20 @@ void RdmaTransport::run_connect(std::shared_ptr<Endpoint> ep, std::shared_ptr<Pe
 
 Status RdmaTransport::handle_control(const std::string &request, std::string *reply) {
   if (stopping_.load()) return Err(MC_ERR_PEER_DOWN, "the engine is shutting down");
-  json r = json::parse(request, nullptr, false);
-  std::string from, lnic, rnic;
-  uint64_t inc, to_inc;
-  uint32_t mtu;
-  QpDest base;
-  std::vector<QpDest> dst;
-  try {
-    if (r.at("op").get<std::string>() != "connect") return Err(MC_ERR_INVALID_ARG, "unknown rdma control request");
-    from = r.at("from").get<std::string>();
-    inc = r.at("inc").get<uint64_t>();
-    to_inc = r.at("to_inc").get<uint64_t>();
-    lnic = r.at("lnic").get<std::string>();
-    rnic = r.at("rnic").get<std::string>();
-    mtu = r.at("mtu").get<uint32_t>();
-    base.lid = r.at("lid").get<uint16_t>();
-    if (!unhex16(r.at("gid").get<std::string>(), base.gid)) return Err(MC_ERR_INVALID_ARG, "bad GID");
-    for (auto &q : r.at("qps")) {
-      QpDest d = base;
-      d.qpn = q.at("qpn").get<uint32_t>();
-      d.psn = q.at("psn").get<uint32_t>();
-      dst.push_back(d);
-    }
-  } catch (const std::exception &e) {
-    return Err(MC_ERR_INVALID_ARG, std::string("malformed rdma control request: ") + e.what());
+  proto::RdmaOp op;
+  Status dst_st = proto::decode(request, peek_from(request), MC_ERR_TRANSPORT, &op);
+  if (dst_st.ok() && op.op == "keys") return handle_keys(request, reply);
+  proto::RdmaConnectReq req;
+  if (dst_st.ok()) dst_st = proto::decode(request, peek_from(request), MC_ERR_TRANSPORT, &req);
+  if (!dst_st.ok()) {
+    MC_LOGW("rdma: refused a connect request: " << dst_st.message());
+    return dst_st;
   }
+  const std::string &from = req.from, &lnic = req.lnic, &rnic = req.rnic;
+  uint64_t inc = req.inc, to_inc = req.to_inc;
+  uint32_t mtu = req.addr.mtu;
+  std::vector<QpDest> dst = dests_of(req.addr, req.qps);
   if (to_inc != inc_) return Err(MC_ERR_PEER_DOWN, "the request is for another incarnation of " + name_);
-  if (dst.empty() || dst.size() > 64) return Err(MC_ERR_INVALID_ARG, "bad QP count");
   Nic *nic = nullptr;
   for (auto &n : nics_)
     if (n->dev->name() == rnic) nic = n.get();
@@ -1063,10 +1112,11 @@ Status RdmaTransport::handle_control(const std::string &request, std::string *re
     destroy_qps(qps);
     return st;
   }
-  json out{{"lid", nic->port.lid}, {"gid", hex16(nic->port.gid)}, {"mtu", path_mtu}};
-  json jq = json::array();
-  for (auto &q : qps) jq.push_back({{"qpn", q->qp->qpn()}, {"psn", q->psn}});
-  out["qps"] = std::move(jq);
+  proto::RdmaConnectReply out;
+  out.addr.lid = nic->port.lid;
+  std::memcpy(out.addr.gid, nic->port.gid, 16);
+  out.addr.mtu = path_mtu;
+  for (auto &q : qps) out.qps.push_back({q->qp->qpn(), q->psn});
 
   std::shared_ptr<Endpoint> target, replaced;
   {
@@ -1108,7 +1158,7 @@ Status RdmaTransport::handle_control(const std::string &request, std::string *re
   if (replaced) retire_ep(replaced, MC_ERR_TRANSPORT, "the peer reconnected this pair", true);
   pump(target);
   maybe_evict();
-  *reply = out.dump();
+  *reply = out.to_json();
   return Status::Ok();
 }
 
@@ -1138,6 +1188,79 @@ void RdmaTransport::retry_or_fail(Op *op, mc_status_t st) {
   retries_++;
   auto ps = op->peer;
   dispatch(ps, &op, 1);
+}
+
+// The target's NIC refused op's rkey or range. The target gives a buffer new keys when its
+// access changes, so a cached rkey may just be stale: the first refusal asks the target for
+// the buffer's current keys (off the poller: it blocks on the control channel) and posts again
+// with them; a second refusal, or keys that did not change, is MC_ERR_DENIED.
+void RdmaTransport::refused(Op *op) {
+  if (op->refreshed || !op->peer || stopping_.load()) return finish(op, MC_ERR_DENIED);
+  op->refreshed = true;
+  if (!spawn([this, op] { refresh_keys(op); })) finish(op, MC_ERR_DENIED);
+}
+
+void RdmaTransport::refresh_keys(Op *op) {
+  auto ps = op->peer;
+  HostPort addr;
+  bool has_addr;
+  std::shared_ptr<const RemoteInfo> info;
+  {
+    std::lock_guard<std::mutex> lk(ps->mu);
+    if (ps->retired) return finish(op, ps->retire_status);
+    addr = ps->addr;
+    has_addr = ps->has_addr;
+    info = ps->info;
+  }
+  const RemoteBuf *rb = info ? info->find(op->s.remote) : nullptr;
+  if (!rb || !has_addr) return finish(op, MC_ERR_DENIED);
+  proto::RdmaKeysReq req;
+  req.from = name_;
+  req.to_inc = ps->inc;
+  req.addr = op->s.remote;
+  std::string reply;
+  uint64_t their_inc = 0;
+  Status st = control_call(addr, opts_.auth_token, "rdma", req.to_json(), opts_.timeout_ms, &reply, &their_inc);
+  proto::RdmaKeysReply rep;
+  if (st.ok()) st = proto::decode(reply, ps->name, MC_ERR_TRANSPORT, &rep);
+  if (!st.ok()) {
+    MC_LOGD("rdma: refreshing the keys of " << ps->name << " failed: " << st.message());
+    return finish(op, MC_ERR_DENIED);  // the refusal stands
+  }
+  if (rep.addr != rb->addr || rep.len != rb->len || rep.rkeys.size() != info->nics.size() || rep.rkeys == rb->rkeys)
+    return finish(op, MC_ERR_DENIED);  // same keys (or another buffer now): the refusal was meant
+  {
+    std::lock_guard<std::mutex> lk(ps->mu);
+    if (ps->info == info) {  // else a newer descriptor came meanwhile: the retry uses it
+      auto ni = std::make_shared<RemoteInfo>(*info);
+      for (auto &b : ni->bufs)
+        if (b.addr == rep.addr) b.rkeys = rep.rkeys;
+      ps->info = std::move(ni);
+    }
+  }
+  key_refreshes_++;
+  dispatch(ps, &op, 1);
+}
+
+// A peer's keys request: the current rkeys (one per NIC) of the buffer holding addr.
+Status RdmaTransport::handle_keys(const std::string &request, std::string *reply) {
+  proto::RdmaKeysReq req;
+  Status st = proto::decode(request, peek_from(request), MC_ERR_TRANSPORT, &req);
+  if (!st.ok()) return st;
+  if (req.to_inc != inc_) return Err(MC_ERR_PEER_DOWN, "the keys request is for another incarnation of " + name_);
+  proto::RdmaKeysReply rep;
+  {
+    std::shared_lock<std::shared_mutex> lk(mr_mu_);
+    auto it = mrs_.upper_bound(req.addr);
+    if (it == mrs_.begin() || req.addr - std::prev(it)->first >= std::prev(it)->second.len)
+      return Err(MC_ERR_DENIED, "no buffer of " + name_ + " at 0x" + hex::u64(req.addr) + " is reachable over RDMA");
+    --it;
+    rep.addr = it->first;
+    rep.len = it->second.len;
+    for (auto &m : it->second.mrs) rep.rkeys.push_back(m->rkey());
+  }
+  *reply = rep.to_json();
+  return Status::Ok();
 }
 
 void RdmaTransport::submit(PeerPath &path, Slice *slices, size_t n) {
@@ -1342,7 +1465,10 @@ void RdmaTransport::pump(const std::shared_ptr<Endpoint> &ep) {
         starved = true;
         break;
       }
-      size_t room = std::min<size_t>(kPostBatch, kSqDepth - q->posted.load(std::memory_order_relaxed));
+      // Never more outstanding than the CQ holds: one more is an overrun, which loses the CQ.
+      size_t room = std::min<size_t>({kPostBatch, kSqDepth - q->posted.load(std::memory_order_relaxed),
+                                      static_cast<size_t>(nic.cq_cap - nic.outstanding.load(std::memory_order_relaxed))});
+      uint64_t now = now_ms();
       size_t k = 0;
       while (k < room && !ep->backlog.empty()) {
         Op *op = ep->backlog.front();
@@ -1352,6 +1478,7 @@ void RdmaTransport::pump(const std::shared_ptr<Endpoint> &ep) {
           continue;
         }
         op->qp = q;
+        op->posted_ms = now;
         batch[k] = op;
         wrs[k] = {reinterpret_cast<uint64_t>(op), op->s.op == MC_READ ? Opcode::kRead : Opcode::kWrite,
                   reinterpret_cast<uint64_t>(op->s.local), op->lkey, static_cast<uint32_t>(op->s.len), op->s.remote,
@@ -1467,8 +1594,10 @@ void RdmaTransport::poll_loop(Nic *nic) {
                            << wc_status_name(ws));
         }
         if (!dead) retire_ep(self, MC_ERR_TRANSPORT, std::string("work request failed: ") + wc_status_name(ws), true);
-        if (ws == WcStatus::kRemAccessErr || ws == WcStatus::kRemInvReqErr) {
-          fst = MC_ERR_DENIED;  // the target's NIC refused this range: no retry changes that
+        if (ws == WcStatus::kRemAccessErr) {
+          refused(op);  // maybe a stale rkey: refreshed once, then DENIED
+        } else if (ws == WcStatus::kRemInvReqErr) {
+          fst = MC_ERR_DENIED;  // the target's QP refused the operation: no retry changes that
           finish(op, fst);
         } else if (ws == WcStatus::kLocProtErr || ws == WcStatus::kLocLenErr) {
           finish(op, MC_ERR_TRANSPORT);
@@ -1492,6 +1621,45 @@ void RdmaTransport::poll_loop(Nic *nic) {
   }
 }
 
+void RdmaTransport::nic_back(Nic &nic) {
+  if (nic.cq_lost.load()) return;
+  PortInfo p;
+  if (nic.dev->query_port(opts_.rdma_gid_index, &p).ok() && p.active && !nic.up.exchange(true))
+    MC_LOGI("rdma: NIC " << nic.dev->name() << " is back in use");
+}
+
+// Every posted WR is bounded by timeout_ms: a QP whose oldest WR has had no completion that
+// long (a wedged NIC, a path that drops everything while the control channel still answers)
+// fails its endpoint with MC_ERR_TIMEOUT and no retry - its QPs go to ERR, so what they hold
+// comes back as flushes and fails with that status, and nothing waits on them forever.
+void RdmaTransport::check_deadlines() {
+  std::vector<std::shared_ptr<Endpoint>> eps, late;
+  {
+    std::lock_guard<std::mutex> lk(live_mu_);
+    for (auto &[p, ep] : live_) eps.push_back(ep);
+  }
+  uint64_t now = now_ms();
+  for (auto &ep : eps) {
+    std::lock_guard<std::mutex> lk(ep->mu);
+    if (ep->st != Endpoint::kReady) continue;
+    for (auto &q : ep->qps) {
+      std::lock_guard<std::mutex> ql(q->mu);
+      // (posted_ms may be later than now: posted since now was read.)
+      if (!q->fifo.empty() && q->fifo.front()->posted_ms + opts_.timeout_ms < now) {
+        late.push_back(ep);
+        break;
+      }
+    }
+  }
+  for (auto &ep : late) {
+    deadline_expired_++;
+    retire_ep(ep, MC_ERR_TIMEOUT,
+              "no RDMA completion within timeout_ms (" + std::to_string(opts_.timeout_ms) + " ms) on NIC " +
+                  nics_[ep->lnic]->dev->name() + " to " + ep->peer_name + "'s " + ep->rnic,
+              false);
+  }
+}
+
 void RdmaTransport::async_loop() {
   uint64_t last_check = 0;
   while (!pollers_stop_.load()) {
@@ -1500,24 +1668,26 @@ void RdmaTransport::async_loop() {
       while (n->dev->next_event(&ev, 0)) {
         if (ev.kind == AsyncEvent::kPortError || ev.kind == AsyncEvent::kDeviceFatal) {
           nic_down(*n, ev.kind == AsyncEvent::kPortError ? "port error event" : "device fatal event");
+        } else if (ev.kind == AsyncEvent::kCqErr) {
+          // The CQ overran: completions were lost and its QPs are in ERR. Work still posted
+          // comes back as flushes or is failed when the endpoints are reaped; the NIC stays
+          // out of use (its CQ cannot be trusted again).
+          cq_errors_++;
+          n->cq_lost.store(true);
+          nic_down(*n, "its completion queue overran (CQ error event)");
         } else if (ev.kind == AsyncEvent::kPortActive) {
           check_nic(*n);
-          PortInfo p;
-          if (n->dev->query_port(opts_.rdma_gid_index, &p).ok() && p.active && !n->up.exchange(true))
-            MC_LOGI("rdma: NIC " << n->dev->name() << " is back in use");
+          nic_back(*n);
         }
       }
     }
     uint64_t now = now_ms();
     if (now - last_check >= 200) {  // a NIC that came back without an event
       last_check = now;
-      for (auto &n : nics_) {
-        if (n->up.load()) continue;
-        PortInfo p;
-        if (n->dev->query_port(opts_.rdma_gid_index, &p).ok() && p.active && !n->up.exchange(true))
-          MC_LOGI("rdma: NIC " << n->dev->name() << " is back in use");
-      }
+      for (auto &n : nics_)
+        if (!n->up.load()) nic_back(*n);
     }
+    check_deadlines();
     std::unique_lock<std::mutex> lk(async_mu_);
     async_cv_.wait_for(lk, std::chrono::milliseconds(20), [&] { return pollers_stop_.load(); });
   }
@@ -1602,7 +1772,11 @@ std::string RdmaTransport::stats_json() {
          {"wr_posted", wr_posted_.load()},
          {"wr_failed", wr_failed_.load()},
          {"retries", retries_.load()},
-         {"nic_failovers", nic_failovers_.load()}};
+         {"nic_failovers", nic_failovers_.load()},
+         {"access_failures", access_failures_.load()},
+         {"key_refreshes", key_refreshes_.load()},
+         {"deadline_expired", deadline_expired_.load()},
+         {"cq_errors", cq_errors_.load()}};
   return j.dump();
 }
 
@@ -1634,7 +1808,7 @@ std::unique_ptr<Transport> make_rdma_transport(const EngineOptions &opts, Target
   // The simulated NIC's control region: room for every QP of a full endpoint cache.
   uint64_t blk = 64 + uint64_t(kSqDepth) * 96;
   uint64_t ctrl = std::min<uint64_t>(blk * opts.rdma_max_endpoints * opts.rdma_qps_per_endpoint * 2 + (1 << 20), 1ull << 30);
-  Status s = open_devices(opts.rdma_devices, ctrl, &devs);
+  Status s = open_devices(opts.rdma_devices, ctrl, opts.rdma_port, &devs);
   bool named = opts.rdma_devices != "auto" && !opts.rdma_devices.empty();
   if (!s.ok()) {
     if (named) *st = Err(s.code(), "rdma_devices=" + opts.rdma_devices + ": " + s.message());

@@ -59,6 +59,7 @@ namespace {
 
 constexpr uint64_t kHdrMagic = 0x4d4353494d515031ull;  // "MCSIMQP1"
 constexpr uint32_t kMaxDepth = 1u << 15;
+constexpr uint8_t kMaxRdAtomic = 16;  // the device's max_qp_rd_atom / max_qp_init_rd_atom
 
 uint64_t mix64(uint64_t x) {
   x ^= x >> 33;
@@ -112,7 +113,7 @@ uint64_t seal_of(const Cqe &c) { return mix64(c.wr_id ^ mix64((uint64_t(c.byte_l
 struct SimMr {
   enum Kind : uint8_t { kHost, kDmabufMapped, kDmabufGpu };
   uint64_t addr = 0, len = 0;
-  uint32_t key = 0;
+  uint32_t lkey = 0, rkey = 0;  // distinct, as on hardware: an lkey is no rkey
   std::atomic<uint32_t> access{0};
   std::atomic<int64_t> users{0};
   Kind kind = kHost;
@@ -160,6 +161,11 @@ struct CqCore {
   bool woken = false;
   std::mutex exec_mu;  // one executor at a time; a QP's destroy waits for the running one
   std::atomic<bool> delayed{false};  // some WQE waits for its due time
+  // Finite depth, as on hardware: more WRs outstanding (posted, completion not polled yet) on
+  // the QPs of this CQ than it holds is an overrun: a CQ error event and its QPs go to ERR.
+  uint32_t depth = 0;
+  std::atomic<int64_t> outstanding{0};
+  std::atomic<bool> overrun{false};
 };
 
 struct QpCore {
@@ -184,7 +190,13 @@ struct QpCore {
   uint64_t sq_tail = 0, sq_head = 0, cq_head = 0;  // the NIC's own copy of the indices
   std::vector<uint64_t> shadow;                     // wr_id by slot
   std::deque<Wc> fatal_wcs;                         // completions after corruption
-  uint32_t mtu = 0;
+  // Set by modify_qp, read by the peer's executor: what both ends must agree on.
+  std::atomic<uint32_t> path_mtu{0};
+  std::atomic<uint32_t> rq_psn{0};  // RTR: the PSN the responder expects first
+  std::atomic<uint32_t> sq_psn{0};  // RTS: the PSN the requester sends first
+  std::atomic<uint64_t> ack_ns{0};  // RTS: local ACK timeout (0: none, waits forever)
+  std::atomic<uint32_t> retry_cnt{0};
+  uint64_t stall_since = 0;         // (exec_mu) when the head WQE first went unanswered
   std::shared_ptr<DevCore> rdev;
   std::shared_ptr<QpCore> rqp;
 };
@@ -195,11 +207,15 @@ struct DevCore {
   uint8_t gid[16] = {};
   std::atomic<bool> port_up{true};
   std::atomic<bool> gone{false};
+  bool ib = false;                      // InfiniBand port (LID routed) rather than RoCE
+  std::atomic<bool> stalled{false};     // its engine hangs: WQEs neither run nor complete
   std::atomic<int> fail_modify{0};
+  std::atomic<int> fail_access{0};
   std::atomic<uint32_t> delay_us{0};
-  // mr_mu guards mrs and next_key.
+  // mr_mu guards lmrs, rmrs, next_key and every SimMr's keys.
   std::shared_mutex mr_mu;
-  std::unordered_map<uint32_t, SimMr *> mrs;
+  std::unordered_map<uint32_t, SimMr *> lmrs;  // by lkey
+  std::unordered_map<uint32_t, SimMr *> rmrs;  // by rkey
   uint32_t next_key = 1;
   // qp_mu guards qps and next_qpn.
   std::mutex qp_mu;
@@ -216,12 +232,25 @@ struct DevCore {
   ~DevCore() {
     if (ctrl) ::munmap(ctrl, ctrl_len);
   }
-  SimMr *pin(uint32_t key) {
+  // The MR of a key, held against deregistration until unpin: local keys (the requester's
+  // lkey) and remote keys (the responder's rkey) are looked up in their own tables.
+  SimMr *pin(uint32_t key, bool remote) {
     std::shared_lock<std::shared_mutex> lk(mr_mu);
-    auto it = mrs.find(key);
-    if (it == mrs.end()) return nullptr;
+    auto &m = remote ? rmrs : lmrs;
+    auto it = m.find(key);
+    if (it == m.end()) return nullptr;
     it->second->users.fetch_add(1, std::memory_order_acquire);
     return it->second;
+  }
+  // A key no MR of this NIC uses yet: a fresh index in the upper 24 bits, a per-NIC byte in
+  // the lower 8 (as mlx5 does), so that a key of one NIC is not valid on another. Caller holds
+  // mr_mu exclusively.
+  uint32_t new_key() {
+    uint32_t k;
+    do {
+      k = (next_key++ << 8) | (id & 0xff);
+    } while (k == 0 || lmrs.count(k) || rmrs.count(k));
+    return k;
   }
   static void unpin(SimMr *m) { m->users.fetch_sub(1, std::memory_order_release); }
   void event(AsyncEvent::Kind k, uint32_t qpn = 0) {
@@ -305,7 +334,7 @@ bool inside(uint64_t a, uint64_t len, const SimMr &m) {
 WcStatus execute(QpCore &q, const Wqe &w, const std::shared_ptr<DevCore> &rdev, const std::shared_ptr<QpCore> &rq) {
   if (w.len > (1u << 31)) return WcStatus::kLocLenErr;
   bool read = w.op == static_cast<uint8_t>(Opcode::kRead);
-  SimMr *lm = q.dev->pin(w.lkey);
+  SimMr *lm = q.dev->pin(w.lkey, false);
   if (!lm) return WcStatus::kLocProtErr;
   if (!inside(w.local, w.len, *lm) || (read && !(lm->access.load() & kLocalWrite))) {
     DevCore::unpin(lm);
@@ -318,10 +347,15 @@ WcStatus execute(QpCore &q, const Wqe &w, const std::shared_ptr<DevCore> &rdev, 
       rq->destroyed.load() || (rs != QpState::kRtr && rs != QpState::kRts) || rq->dest_qpn.load() != q.qpn ||
       rq->dest_dev.load() != q.dev->id) {
     st = WcStatus::kRetryExcErr;
+  } else if (rq->rq_psn.load() != q.sq_psn.load() ||
+             (q.path_mtu.load() != rq->path_mtu.load() && w.len > std::min(q.path_mtu.load(), rq->path_mtu.load()))) {
+    // The responder drops packets out of sequence, or larger than its path MTU: the requester
+    // hears nothing back and retries until its retry count runs out.
+    st = WcStatus::kRetryExcErr;
   } else if (!(rq->access.load() & (read ? kRemoteRead : kRemoteWrite))) {
     st = WcStatus::kRemInvReqErr;
   } else {
-    rm = rdev->pin(w.rkey);
+    rm = rdev->pin(w.rkey, true);
     if (!rm || !inside(w.remote, w.len, *rm) || !(rm->access.load() & (read ? kRemoteRead : kRemoteWrite)))
       st = WcStatus::kRemAccessErr;
   }
@@ -339,6 +373,31 @@ WcStatus execute(QpCore &q, const Wqe &w, const std::shared_ptr<DevCore> &rdev, 
   if (rm) DevCore::unpin(rm);
   DevCore::unpin(lm);
   return st;
+}
+
+// A request nobody answers completes with RETRY_EXC only after the requester's ACK timeout
+// ran out retry_cnt + 1 times (4.096 us * 2^timeout each), as on hardware; true while that has
+// not happened yet (the WQE stays queued). No ACK timeout (0) waits forever. Caller holds
+// q.cq->exec_mu.
+bool unanswered_wait(QpCore &q, uint64_t now) {
+  uint64_t ack = q.ack_ns.load();
+  if (!q.stall_since) q.stall_since = now;
+  if (!ack || now - q.stall_since < ack * (uint64_t(q.retry_cnt.load()) + 1)) return true;
+  q.stall_since = 0;
+  return false;
+}
+
+// More completions pending than the CQ holds: as hardware, a CQ error event, and every QP that
+// completes into this CQ goes to ERR (its outstanding work flushes).
+void cq_overrun(QpCore &q) {
+  for (auto &o : q.dev->live_qps()) {
+    if (o->cq != q.cq) continue;
+    o->state.store(QpState::kErr);
+    if (o.get() == &q) continue;  // the caller's, scheduled by its own run
+    std::lock_guard<std::mutex> lk(o->mu);
+    schedule(o);
+  }
+  q.dev->event(AsyncEvent::kCqErr);
 }
 
 // Executes what is due on q and moves up to room completions to out. Returns whether q still
@@ -380,17 +439,25 @@ bool run_qp(const std::shared_ptr<QpCore> &qp, Wc *out, int room, int *got) {
       break;
     }
     WcStatus st;
+    if (q.cq->outstanding.load() > q.cq->depth && !q.cq->overrun.exchange(true)) cq_overrun(q);
     if (q.state.load() == QpState::kErr) {
       st = WcStatus::kWrFlushErr;
+      q.stall_since = 0;
     } else {
-      if (w.due_ns) {
-        if (!now) now = now_ns();
-        if (w.due_ns > now) {
-          delayed = true;
-          break;
-        }
+      if (!now) now = now_ns();
+      if (w.due_ns && w.due_ns > now) {
+        delayed = true;
+        break;
+      }
+      if (q.dev->stalled.load() || (rdev && rdev->stalled.load())) {  // hung: looked at again later
+        delayed = true;
+        break;
       }
       st = execute(q, w, rdev, rq);
+      if (st == WcStatus::kRetryExcErr && unanswered_wait(q, now)) {
+        delayed = true;
+        break;
+      }
       if (st != WcStatus::kSuccess) q.state.store(QpState::kErr);
     }
     Cqe &c = q.cqr[i % q.depth];
@@ -432,17 +499,34 @@ class SimMrHandle : public Mr {
   ~SimMrHandle() override {
     {
       std::unique_lock<std::shared_mutex> lk(dev_->mr_mu);
-      dev_->mrs.erase(mr_->key);
+      dev_->lmrs.erase(mr_->lkey);
+      dev_->rmrs.erase(mr_->rkey);
     }
     // No new access can find it; wait for the ones running (copies are short).
     while (mr_->users.load(std::memory_order_acquire) != 0) std::this_thread::yield();
     delete mr_;
   }
-  uint32_t lkey() const override { return mr_->key; }
-  uint32_t rkey() const override { return mr_->key; }
+  uint32_t lkey() const override {
+    std::shared_lock<std::shared_mutex> lk(dev_->mr_mu);
+    return mr_->lkey;
+  }
+  uint32_t rkey() const override {
+    std::shared_lock<std::shared_mutex> lk(dev_->mr_mu);
+    return mr_->rkey;
+  }
+  // As ibv_rereg_mr(IBV_REREG_MR_CHANGE_ACCESS): new rights and a new rkey (a peer holding the
+  // old one gets a remote access error); the lkey stays, so local work posted before keeps
+  // working. A failure (injected: fail_next_set_access) changes nothing.
   Status set_access(uint32_t access) override {
+    int n = dev_->fail_access.load();
+    while (n > 0 && !dev_->fail_access.compare_exchange_weak(n, n - 1)) {
+    }
+    if (n > 0) return Err(MC_ERR_TRANSPORT, "rereg_mr(access) on " + dev_->name + " failed (injected fault)");
     {
       std::unique_lock<std::shared_mutex> lk(dev_->mr_mu);
+      dev_->rmrs.erase(mr_->rkey);
+      mr_->rkey = dev_->new_key();
+      dev_->rmrs[mr_->rkey] = mr_;
       mr_->access.store(access | kLocalWrite);
     }
     while (mr_->users.load(std::memory_order_acquire) != 0) std::this_thread::yield();
@@ -485,6 +569,7 @@ class SimCq : public Cq {
         }
       }
     }
+    c_->outstanding.fetch_sub(got);
     return got;
   }
   void wait(int timeout_ms) override {
@@ -520,6 +605,7 @@ class SimQp : public Qp {
     QpCore &q = *q_;
     {
       std::lock_guard<std::mutex> lk(q.mu);
+      q.cq->outstanding.fetch_sub(static_cast<int64_t>(q.sq_tail - q.cq_head + q.fatal_wcs.size()));
       q.destroyed.store(true);
       q.state.store(QpState::kErr);
       q.rqp.reset();
@@ -557,14 +643,31 @@ class SimQp : public Qp {
         return Err(MC_ERR_INVALID_ARG, "modify_qp(RTR): path MTU " + std::to_string(a.mtu) + " is not 256..4096");
       if (a.remote.qpn == 0 || a.remote.qpn >= (1u << 24))
         return Err(MC_ERR_INVALID_ARG, "modify_qp(RTR): bad destination QP number");
+      if (a.max_dest_rd_atomic > kMaxRdAtomic)
+        return Err(MC_ERR_INVALID_ARG, "modify_qp(RTR): max_dest_rd_atomic " + std::to_string(a.max_dest_rd_atomic) +
+                                           " is above the device's max_qp_rd_atom " + std::to_string(kMaxRdAtomic));
+      if (a.remote.psn >= (1u << 24)) return Err(MC_ERR_INVALID_ARG, "modify_qp(RTR): rq_psn is not 24 bits");
       if (!q_->dev->port_up.load()) return Err(MC_ERR_TRANSPORT, "modify_qp(RTR): port of " + q_->dev->name + " is down");
-      uint32_t id = uint32_t(a.remote.gid[13]) << 16 | uint32_t(a.remote.gid[14]) << 8 | a.remote.gid[15];
-      auto rdev = dev_by_id(id);
-      if (!rdev || (a.remote.lid && a.remote.lid != (id & 0xffff)))
-        return Err(MC_ERR_INVALID_ARG, "modify_qp(RTR): the destination GID/LID is not on the fabric");
+      // RoCE has no LIDs: every packet carries a GRH (ah_attr.is_global) with the GID. An
+      // InfiniBand port routes by LID; a GRH is optional there.
+      if (!a.use_grh && !q_->dev->ib)
+        return Err(MC_ERR_INVALID_ARG, "modify_qp(RTR): " + q_->dev->name + " is a RoCE port: the address needs a GRH");
+      if (a.use_grh && a.gid_index != 0)
+        return Err(MC_ERR_INVALID_ARG, "modify_qp(RTR): sgid_index " + std::to_string(a.gid_index) + " is not in the GID table");
+      uint32_t id;
+      if (a.use_grh) {
+        id = uint32_t(a.remote.gid[13]) << 16 | uint32_t(a.remote.gid[14]) << 8 | a.remote.gid[15];
+        if (a.remote.lid && a.remote.lid != (id & 0xffff)) id = 0;
+      } else {
+        id = a.remote.lid;  // 0 is no LID
+      }
+      auto rdev = id ? dev_by_id(id) : nullptr;
+      if (!rdev || rdev->ib != q_->dev->ib)
+        return Err(MC_ERR_INVALID_ARG, "modify_qp(RTR): the destination GID/LID is not on the fabric (or on another link layer)");
       q_->rdev = std::move(rdev);
       q_->rqp.reset();
-      q_->mtu = a.mtu;
+      q_->path_mtu.store(a.mtu);
+      q_->rq_psn.store(a.remote.psn);
       q_->dest_qpn.store(a.remote.qpn);
       q_->dest_dev.store(id);
       q_->state.store(QpState::kRtr);
@@ -576,6 +679,13 @@ class SimQp : public Qp {
       if (cur != QpState::kRtr && cur != QpState::kRts) return illegal(cur, "RTS");
       if (a.retry_cnt > 7 || a.rnr_retry > 7 || a.timeout > 31)
         return Err(MC_ERR_INVALID_ARG, "modify_qp(RTS): timeout/retry out of range");
+      if (a.local_psn >= (1u << 24)) return Err(MC_ERR_INVALID_ARG, "modify_qp(RTS): sq_psn is not 24 bits");
+      if (a.max_rd_atomic > kMaxRdAtomic)
+        return Err(MC_ERR_INVALID_ARG, "modify_qp(RTS): max_rd_atomic " + std::to_string(a.max_rd_atomic) +
+                                           " is above the device's max_qp_init_rd_atom " + std::to_string(kMaxRdAtomic));
+      q_->sq_psn.store(a.local_psn);
+      q_->ack_ns.store(a.timeout ? 4096ull << a.timeout : 0);
+      q_->retry_cnt.store(a.retry_cnt);
       q_->state.store(QpState::kRts);
       return Status::Ok();
     });
@@ -590,6 +700,7 @@ class SimQp : public Qp {
   Status to_reset() override {
     return modify("RESET", [&](QpState) -> Status {
       // RESET drops the queues without completions, as hardware does.
+      q_->cq->outstanding.fetch_sub(static_cast<int64_t>(q_->sq_tail - q_->cq_head + q_->fatal_wcs.size()));
       q_->sq_head = q_->cq_head = q_->sq_tail;
       q_->hdr->sq_head = q_->hdr->cq_head = q_->sq_tail;
       q_->fatal_wcs.clear();
@@ -635,6 +746,7 @@ class SimQp : public Qp {
       q.sq_tail++;
     }
     q.hdr->sq_tail = q.sq_tail;
+    q.cq->outstanding.fetch_add(static_cast<int64_t>(k));
     *posted = k;
     if (k) schedule(q_);
     if (k < n) return Err(MC_ERR_NO_MEMORY, "post_send: send queue of QP " + std::to_string(q.qpn) + " is full");
@@ -675,8 +787,8 @@ class SimDevice : public Device {
     if (gid_index > 0) return Err(MC_ERR_INVALID_ARG, "simulated NIC " + d_->name + " has one GID (index 0)");
     PortInfo p;
     p.active = d_->port_up.load();
-    p.ethernet = true;
-    p.roce_v2 = true;
+    p.ethernet = !d_->ib;
+    p.roce_v2 = !d_->ib;
     p.lid = static_cast<uint16_t>(d_->id & 0xffff);
     p.mtu = 4096;
     p.gid_index = 0;
@@ -750,19 +862,19 @@ class SimDevice : public Device {
   Status install(SimMr *m, std::unique_ptr<Mr> *out) {
     {
       std::unique_lock<std::shared_mutex> lk(d_->mr_mu);
-      // Keys: a fresh index in the upper 24 bits, a per-NIC byte in the lower 8 (as mlx5 does),
-      // so that a key of one NIC is not valid on another.
-      do {
-        m->key = (d_->next_key++ << 8) | (d_->id & 0xff);
-      } while (m->key == 0 || d_->mrs.count(m->key));
-      d_->mrs[m->key] = m;
+      m->lkey = d_->new_key();
+      d_->lmrs[m->lkey] = m;
+      m->rkey = d_->new_key();
+      d_->rmrs[m->rkey] = m;
     }
     *out = std::make_unique<SimMrHandle>(d_, m);
     return Status::Ok();
   }
   Status create_cq(uint32_t depth, std::unique_ptr<Cq> *out) override {
-    (void)depth;
-    *out = std::make_unique<SimCq>(std::make_shared<CqCore>());
+    if (depth == 0 || depth > max_cqe()) return Err(MC_ERR_INVALID_ARG, "create_cq: depth " + std::to_string(depth) + " is not 1..max_cqe");
+    auto c = std::make_shared<CqCore>();
+    c->depth = depth;
+    *out = std::make_unique<SimCq>(std::move(c));
     return Status::Ok();
   }
   Status create_qp(Cq *cq, uint32_t max_wr, std::unique_ptr<Qp> *out) override {
@@ -802,6 +914,8 @@ class SimDevice : public Device {
     return Status::Ok();
   }
   uint32_t max_cqe() const override { return 1u << 22; }
+  uint8_t max_init_rd_atom() const override { return kMaxRdAtomic; }
+  uint8_t max_dest_rd_atom() const override { return kMaxRdAtomic; }
   bool next_event(AsyncEvent *ev, int timeout_ms) override {
     std::unique_lock<std::mutex> lk(d_->ev_mu);
     if (d_->events.empty() && timeout_ms > 0)
@@ -818,7 +932,7 @@ class SimDevice : public Device {
 
 }  // namespace
 
-Status open(int n, uint64_t ctrl_bytes, std::vector<std::unique_ptr<Device>> *out) {
+Status open(int n, uint64_t ctrl_bytes, std::vector<std::unique_ptr<Device>> *out, bool infiniband) {
   ctrl_bytes = std::max<uint64_t>(ctrl_bytes, 1 << 20);
   ctrl_bytes = (ctrl_bytes + 4095) & ~uint64_t(4095);
   std::vector<std::unique_ptr<Device>> v;
@@ -835,9 +949,14 @@ Status open(int n, uint64_t ctrl_bytes, std::vector<std::unique_ptr<Device>> *ou
       d->id = the_fabric().next_id++;
       if (the_fabric().next_id >= (1u << 24)) the_fabric().next_id = 1;
       d->name = "mcsim" + std::to_string(d->id);
-      // A RoCE v2 GID: the IPv4-mapped address 10.x.y.z carrying the NIC id.
-      d->gid[10] = d->gid[11] = 0xff;
-      d->gid[12] = 10;
+      d->ib = infiniband;
+      if (infiniband) {  // link-local prefix fe80::/64 and a GUID carrying the NIC id
+        d->gid[0] = 0xfe;
+        d->gid[1] = 0x80;
+      } else {  // a RoCE v2 GID: the IPv4-mapped address 10.x.y.z carrying the NIC id
+        d->gid[10] = d->gid[11] = 0xff;
+        d->gid[12] = 10;
+      }
       d->gid[13] = static_cast<uint8_t>(d->id >> 16);
       d->gid[14] = static_cast<uint8_t>(d->id >> 8);
       d->gid[15] = static_cast<uint8_t>(d->id);
@@ -876,6 +995,20 @@ bool fail_next_modify(const std::string &nic, int count) {
   auto d = dev_by_name(nic);
   if (!d) return false;
   d->fail_modify.store(count);
+  return true;
+}
+
+bool stall_nic(const std::string &nic, bool on) {
+  auto d = dev_by_name(nic);
+  if (!d) return false;
+  d->stalled.store(on);
+  return true;
+}
+
+bool fail_next_set_access(const std::string &nic, int count) {
+  auto d = dev_by_name(nic);
+  if (!d) return false;
+  d->fail_access.store(count);
   return true;
 }
 

@@ -4,11 +4,19 @@
 // What it enforces, as hardware does:
 //  - QP states RESET/INIT/RTR/RTS/ERR with the legal transitions only; posting to a QP that is
 //    not in RTS fails (in ERR it is accepted and flushed, as on real NICs).
+//  - An MR has an lkey and a distinct rkey; an access change (rereg) gives it a new rkey.
 //  - Every WR: lkey and rkey exist on their NIC, the ranges lie inside their MRs, the MRs grant
 //    the access (local write for a READ's sink, remote read/write), the responder QP is in
 //    RTR/RTS, connected back to the requester, and allows the operation. A remote violation
 //    completes with kRemAccessErr and moves the QP to ERR; a local one with kLocProtErr.
-//  - A QP whose peer QP, NIC or port is gone completes with kRetryExcErr and goes to ERR.
+//  - A QP whose peer QP, NIC or port is gone, whose first PSN is not the one the responder's
+//    RTR expects, or whose path MTU disagrees with the responder's (for a message larger than
+//    the smaller one) completes with kRetryExcErr - only after its ACK timeout ran out
+//    retry_cnt + 1 times - and goes to ERR.
+//  - RTR: a RoCE port needs a GRH; an InfiniBand port routes by LID; PSNs are 24 bits;
+//    max_rd_atomic / max_dest_rd_atomic within the device's limit (16).
+//  - A CQ holds `depth` completions: more WRs outstanding on its QPs is an overrun (a kCqErr
+//    event, its QPs to ERR).
 //  - Completions in order per QP; on ERR every outstanding WR completes with kWrFlushErr.
 //  - Each QP's send and completion rings live in the NIC's control region, carved with a
 //    MemHeap: destroying a QP returns its block, creating one reuses it. Ring headers, WQEs and
@@ -27,14 +35,19 @@
 
 namespace mc::rdma::sim {
 
-// n new NICs named "mcsimK" (K unique in the process).
-Status open(int n, uint64_t ctrl_bytes, std::vector<std::unique_ptr<Device>> *out);
+// n new NICs named "mcsimK" (K unique in the process); RoCE v2 ports, or InfiniBand ones
+// (routed by LID, GRH optional) when infiniband is set. RoCE and IB ports cannot talk.
+Status open(int n, uint64_t ctrl_bytes, std::vector<std::unique_ptr<Device>> *out, bool infiniband = false);
 
 // Fault injection and inspection, for white-box tests. Each returns false for an unknown NIC.
 bool kill_nic(const std::string &nic);    // port down: its QPs to ERR, a kPortError event
 bool revive_nic(const std::string &nic);  // port up again: a kPortActive event
 bool fail_next_modify(const std::string &nic, int count = 1);  // the next modify_qp calls fail
 bool set_completion_delay(const std::string &nic, uint32_t us);  // every WR runs this late
+bool fail_next_set_access(const std::string &nic, int count = 1);  // the next rereg (access) calls fail
+// Its engine hangs (on) or runs again (off): WQEs to or from it neither run nor complete; a
+// QP moved to ERR still flushes. What a wedged NIC or a black-holed path looks like.
+bool stall_nic(const std::string &nic, bool on);
 // Scribbles on the ring header (what=0) or the oldest outstanding WQE (what=1) of a QP.
 bool corrupt_ring(const std::string &nic, uint32_t qpn, int what = 0);
 

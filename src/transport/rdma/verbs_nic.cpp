@@ -21,6 +21,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -122,6 +123,30 @@ Status verr(const std::string &what, int err) {
   return Err(MC_ERR_TRANSPORT, what + ": " + std::strerror(err ? err : EIO));
 }
 
+uint8_t clamp_u8(int v) { return static_cast<uint8_t>(std::clamp(v, 0, 255)); }
+
+// The port a device is used on: `want` (rdma_port) when given, which must exist; else the first
+// ACTIVE one (1 when none is: the device is then skipped or reported down like any other).
+Status pick_port(const Api &a, ibv_context *ctx, const ibv_device_attr &attr, const std::string &nm, int want,
+                 uint8_t *out) {
+  if (want > 0) {
+    if (want > attr.phys_port_cnt)
+      return Err(MC_ERR_INVALID_ARG, "rdma_port " + std::to_string(want) + ": " + nm + " has " +
+                                         std::to_string(attr.phys_port_cnt) + " port(s)");
+    *out = static_cast<uint8_t>(want);
+    return Status::Ok();
+  }
+  *out = 1;
+  for (int p = 1; p <= attr.phys_port_cnt; p++) {
+    ibv_port_attr pa{};
+    if (a.query_port(ctx, static_cast<uint8_t>(p), &pa) == 0 && pa.state == IBV_PORT_ACTIVE) {
+      *out = static_cast<uint8_t>(p);
+      break;
+    }
+  }
+  return Status::Ok();
+}
+
 ibv_mtu to_ibv_mtu(uint32_t bytes) {
   switch (bytes) {
     case 256: return IBV_MTU_256;
@@ -201,6 +226,7 @@ class VerbsCq : public Cq {
     if (::pipe2(wake_, O_NONBLOCK | O_CLOEXEC) != 0) wake_[0] = wake_[1] = -1;
     ibv_req_notify_cq(cq_, 0);
   }
+  // Only the NIC's poller thread calls poll() and wait().
   ~VerbsCq() override {
     if (unacked_) api().ack_cq_events(cq_, unacked_);
     api().destroy_cq(cq_);
@@ -212,6 +238,11 @@ class VerbsCq : public Cq {
   int poll(Wc *out, int max) override {
     ibv_wc wc[64];
     int got = 0;
+    while (got < max && stash_n_ > 0) {  // what wait() found after arming
+      const ibv_wc &w = stash_[stash_i_++];
+      out[got++] = {w.wr_id, w.qp_num, w.byte_len, to_status(w.status)};
+      if (stash_i_ == stash_n_) stash_i_ = stash_n_ = 0;
+    }
     while (got < max) {
       int n = ibv_poll_cq(cq_, std::min(64, max - got), wc);
       if (n <= 0) break;
@@ -221,8 +252,17 @@ class VerbsCq : public Cq {
     return got;
   }
   void wait(int timeout_ms) override {
-    // Arm, look once more (a completion may have raced the arming), then sleep on the channel.
+    // Arm, then poll once more before sleeping: a completion that landed after the caller's
+    // last poll but before the arming raises no event, and would wait out the whole timeout.
+    // What that poll finds is kept for the next poll().
+    if (stash_n_ > 0) return;
     ibv_req_notify_cq(cq_, 0);
+    int n = ibv_poll_cq(cq_, kStash, stash_);
+    if (n > 0) {
+      stash_i_ = 0;
+      stash_n_ = n;
+      return;
+    }
     pollfd p[2] = {{ch_->fd, POLLIN, 0}, {wake_[0], POLLIN, 0}};
     if (::poll(p, 2, timeout_ms) <= 0) return;
     if (p[1].revents) {
@@ -242,10 +282,13 @@ class VerbsCq : public Cq {
   void wake() override { (void)!::write(wake_[1], "w", 1); }
 
  private:
+  static constexpr int kStash = 64;
   ibv_cq *cq_;
   ibv_comp_channel *ch_;
   int wake_[2] = {-1, -1};
   unsigned unacked_ = 0;
+  ibv_wc stash_[kStash];
+  int stash_i_ = 0, stash_n_ = 0;
 };
 
 class VerbsQp : public Qp {
@@ -268,7 +311,7 @@ class VerbsQp : public Qp {
     a.path_mtu = to_ibv_mtu(c.mtu);
     a.dest_qp_num = c.remote.qpn;
     a.rq_psn = c.remote.psn;
-    a.max_dest_rd_atomic = c.max_rd_atomic;
+    a.max_dest_rd_atomic = c.max_dest_rd_atomic;
     a.min_rnr_timer = c.min_rnr_timer;
     a.ah_attr.dlid = c.remote.lid;
     a.ah_attr.sl = 0;
@@ -354,8 +397,8 @@ class VerbsQp : public Qp {
 
 class VerbsDevice : public Device {
  public:
-  VerbsDevice(std::string name, ibv_context *ctx, ibv_pd *pd, const ibv_device_attr &attr)
-      : name_(std::move(name)), ctx_(ctx), pd_(pd), attr_(attr) {
+  VerbsDevice(std::string name, ibv_context *ctx, ibv_pd *pd, const ibv_device_attr &attr, uint8_t port)
+      : name_(std::move(name)), ctx_(ctx), pd_(pd), attr_(attr), port_(port) {
     ::fcntl(ctx_->async_fd, F_SETFL, ::fcntl(ctx_->async_fd, F_GETFL) | O_NONBLOCK);
   }
   ~VerbsDevice() override {
@@ -460,6 +503,8 @@ class VerbsDevice : public Device {
     return Status::Ok();
   }
   uint32_t max_cqe() const override { return static_cast<uint32_t>(attr_.max_cqe); }
+  uint8_t max_init_rd_atom() const override { return clamp_u8(attr_.max_qp_init_rd_atom); }
+  uint8_t max_dest_rd_atom() const override { return clamp_u8(attr_.max_qp_rd_atom); }
   bool next_event(AsyncEvent *ev, int timeout_ms) override {
     pollfd p{ctx_->async_fd, POLLIN, 0};
     if (::poll(&p, 1, timeout_ms) <= 0) return false;
@@ -470,6 +515,7 @@ class VerbsDevice : public Device {
       case IBV_EVENT_PORT_ACTIVE: out.kind = AsyncEvent::kPortActive; break;
       case IBV_EVENT_PORT_ERR: out.kind = AsyncEvent::kPortError; break;
       case IBV_EVENT_DEVICE_FATAL: out.kind = AsyncEvent::kDeviceFatal; break;
+      case IBV_EVENT_CQ_ERR: out.kind = AsyncEvent::kCqErr; break;  // overrun: the CQ is lost
       case IBV_EVENT_QP_FATAL:
       case IBV_EVENT_QP_ACCESS_ERR:
       case IBV_EVENT_QP_REQ_ERR:
@@ -490,7 +536,8 @@ class VerbsDevice : public Device {
       if (api().query_gid_ex(ctx_, port_, static_cast<uint32_t>(i), &ge, 0, sizeof ge) == 0)
         return ge.gid_type == IBV_GID_TYPE_ROCE_V2;
     }
-    std::ifstream f("/sys/class/infiniband/" + name_ + "/ports/1/gid_attrs/types/" + std::to_string(i));
+    std::ifstream f("/sys/class/infiniband/" + name_ + "/ports/" + std::to_string(port_) + "/gid_attrs/types/" +
+                    std::to_string(i));
     std::string t;
     std::getline(f, t);
     return t.find("v2") != std::string::npos;
@@ -499,12 +546,13 @@ class VerbsDevice : public Device {
   ibv_context *ctx_;
   ibv_pd *pd_;
   ibv_device_attr attr_;
-  uint8_t port_ = 1;
+  uint8_t port_;
 };
 
 }  // namespace
 
-Status open_verbs_devices(const std::vector<std::string> &names, bool all, std::vector<std::unique_ptr<Device>> *out) {
+Status open_verbs_devices(const std::vector<std::string> &names, bool all, int port,
+                          std::vector<std::unique_ptr<Device>> *out) {
   const Api &a = api();
   if (!a.lib) return Err(MC_ERR_UNSUPPORTED, a.error);
   int n = 0;
@@ -525,13 +573,19 @@ Status open_verbs_devices(const std::vector<std::string> &names, bool all, std::
       a.close_device(ctx);
       return verr("ibv_query_device(" + nm + ")", rc);
     }
+    uint8_t pn = 1;
+    Status ps = pick_port(a, ctx, attr, nm, port, &pn);
+    if (!ps.ok()) {
+      a.close_device(ctx);
+      return ps;
+    }
     ibv_pd *pd = a.alloc_pd(ctx);
     if (!pd) {
       int e = errno;
       a.close_device(ctx);
       return verr("ibv_alloc_pd(" + nm + ")", e);
     }
-    devs.push_back(std::make_unique<VerbsDevice>(nm, ctx, pd, attr));
+    devs.push_back(std::make_unique<VerbsDevice>(nm, ctx, pd, attr, pn));
     return Status::Ok();
   };
   if (all) {
@@ -560,8 +614,11 @@ Status open_verbs_devices(const std::vector<std::string> &names, bool all, std::
   return Status::Ok();
 }
 
-Status open_devices(const std::string &spec, uint64_t ctrl_bytes, std::vector<std::unique_ptr<Device>> *out) {
+Status open_devices(const std::string &spec, uint64_t ctrl_bytes, int port, std::vector<std::unique_ptr<Device>> *out) {
+  if (spec.rfind("sim", 0) == 0 && port > 1)
+    return Err(MC_ERR_INVALID_ARG, "rdma_port " + std::to_string(port) + ": a simulated NIC has one port (1)");
   if (spec == "sim") return sim::open(1, ctrl_bytes, out);
+  if (spec == "sim-ib") return sim::open(1, ctrl_bytes, out, true);
   if (spec.rfind("sim:", 0) == 0) {
     int n = std::atoi(spec.c_str() + 4);
     if (n < 1 || n > 16) return Err(MC_ERR_INVALID_ARG, "rdma_devices: sim:N takes N in 1..16");
@@ -571,7 +628,7 @@ Status open_devices(const std::string &spec, uint64_t ctrl_bytes, std::vector<st
     // No kernel RDMA stack, no devices: do not even load the library.
     struct stat sb;
     if (::stat("/sys/class/infiniband", &sb) != 0) return Status::Ok();
-    Status st = open_verbs_devices({}, true, out);
+    Status st = open_verbs_devices({}, true, port, out);
     return st.code() == MC_ERR_UNSUPPORTED ? Status::Ok() : st;
   }
   std::vector<std::string> names;
@@ -582,7 +639,7 @@ Status open_devices(const std::string &spec, uint64_t ctrl_bytes, std::vector<st
     if (c > p) names.push_back(spec.substr(p, c - p));
     p = c + 1;
   }
-  return open_verbs_devices(names, false, out);
+  return open_verbs_devices(names, false, port, out);
 }
 
 }  // namespace mc::rdma

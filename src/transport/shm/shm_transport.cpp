@@ -308,7 +308,7 @@ class ShmTransport : public Transport {
   void describe(Descriptor &d) override;
   Status on_register(const LocalRegion &r) override;
   void on_unregister(const LocalRegion &r) override;
-  void on_access_change(const LocalRegion &r) override;
+  Status on_access_change(const LocalRegion &r) override;
   std::shared_ptr<PeerPath> connect(const Descriptor &d) override;
   void update(PeerPath &peer, const Descriptor &d) override {
     (void)d;
@@ -476,7 +476,7 @@ void ShmTransport::on_unregister(const LocalRegion &r) {
   wait_for_copies("an unregister");
 }
 
-void ShmTransport::on_access_change(const LocalRegion &r) {
+Status ShmTransport::on_access_change(const LocalRegion &r) {
   {
     std::lock_guard<std::mutex> lk(mu_);
     auto it = regions_.find(r.addr);
@@ -484,6 +484,7 @@ void ShmTransport::on_access_change(const LocalRegion &r) {
     ctrl_->epoch.fetch_add(1, std::memory_order_seq_cst);  // with the change, as LIST reads both
   }
   wait_for_copies("an access change");
+  return Status::Ok();
 }
 
 void ShmTransport::wait_for_copies(const char *why) {
