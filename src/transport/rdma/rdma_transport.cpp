@@ -314,6 +314,11 @@ class RdmaTransport : public Transport {
   }
   Status register_gpu(const LocalRegion &r, LocalMr *lm);
   Status parse_remote(const Descriptor &d, std::shared_ptr<const RemoteInfo> *out) const;
+  Status check_descriptor(const Descriptor &d) override {
+    if (!d.transports.count("rdma")) return Status::Ok();
+    std::shared_ptr<const RemoteInfo> info;
+    return parse_remote(d, &info);
+  }
   void dispatch(const std::shared_ptr<PeerState> &ps, Op **ops, size_t n);
   void finish(Op *op, mc_status_t st);
   void retry_or_fail(Op *op, mc_status_t st);
