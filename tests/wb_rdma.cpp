@@ -1105,11 +1105,16 @@ void test_nic_killed_mid_transfer(void **) {
   std::vector<mc_request_t> rq(n);
   fill(a.buf, 32 << 20, 55);
   for (size_t i = 0; i < n; i++) rq[i] = {MC_WRITE, 0, a.buf + i * 32768, seg, at(b, (n - 1 - i) * 32768), 32768};
-  for (auto &nm : nics) sim::set_completion_delay(nm, 300);
+  // Every WR posted before the kill completes no sooner than 200 ms after its post, so the
+  // kill 10 ms in lands while the batch is in flight on both NICs.
+  for (auto &nm : nics) sim::set_completion_delay(nm, 200000);
   mc_batch_t *bt;
   assert_int_equal(mc_batch_create(a.e, n, &bt), MC_OK);
   assert_int_equal(mc_batch_submit(bt, rq.data(), n), MC_OK);
   std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  // The kill must land mid-batch: otherwise this checks nothing about failover.
+  assert_int_equal(mc_batch_wait(bt, 0), MC_ERR_TIMEOUT);
+  uint64_t failovers0 = s0["rdma"]["nic_failovers"].get<uint64_t>();
   assert_true(sim::kill_nic(nics[0]));
   for (auto &nm : nics) sim::set_completion_delay(nm, 0);
   assert_int_equal(mc_batch_wait(bt, 10000), MC_OK);  // everything finished on the other NIC
@@ -1122,7 +1127,7 @@ void test_nic_killed_mid_transfer(void **) {
     s = stats(a.e);
   }
   assert_int_equal(s["rdma"]["devices_up"].get<uint64_t>(), 1);
-  assert_true(s["rdma"]["nic_failovers"].get<uint64_t>() >= 1);
+  assert_true(s["rdma"]["nic_failovers"].get<uint64_t>() > failovers0);  // this batch failed over
   // More work while it is down, then it comes back and is used again.
   assert_int_equal(mc_batch_reset(bt), MC_OK);
   assert_int_equal(mc_batch_submit(bt, rq.data(), 64), MC_OK);
