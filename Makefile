@@ -114,6 +114,7 @@ test-c: all $(TEST_BINS) $(TEST_HELPERS)
 test: deps
 	$(MAKE) test-c
 	./scripts/check-abi.sh $(BUILD)
+	./scripts/check-layers.sh
 	./scripts/test-bindings.sh $(BUILD)
 	./scripts/check-bindings-coverage.sh $(BUILD)
 	$(MAKE) test-hardening

@@ -18,8 +18,8 @@
 
 #include <mc.h>
 
-#include "common/cuda_loader.h"
-#include "common/gpu_staging.h"
+#include "gpu/cuda_loader.h"
+#include "gpu/gpu_staging.h"
 
 using namespace mc::cuda;
 

@@ -1,7 +1,7 @@
 /* A fake same-host peer for test_hostile_peer: it looks like an mc engine on this host (a
  * control listener on TCP loopback that answers GET_DESC with a descriptor naming this host's
  * boot id, so the initiator picks the shm path) and speaks the shm protocol on an abstract Unix
- * socket (4-byte little-endian length + text, an fd riding the first byte; src/common/unix_msg.h)
+ * socket (4-byte little-endian length + text, an fd riding the first byte; src/proto/unix_msg.h)
  * but sends one malformed message, chosen by argv[1]:
  *   blob_array, blob_number     the descriptor's transports.shm is {"socket":[1]} / {"socket":5}
  *   hello_pid_string, hello_pid_neg, hello_truncated   the admission reply after HELLO

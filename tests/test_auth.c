@@ -4,7 +4,7 @@
  *
  * The raw-protocol cases play a client (or a server) by hand: they compute the HMACs with the
  * libcrypto that libmc already loaded (looked up with dlsym), so they can record a good exchange
- * and replay it. Wire format and handshake: src/common/wire.h. */
+ * and replay it. Wire format and handshake: src/proto/wire.h. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <dlfcn.h>
@@ -32,7 +32,7 @@
 #define TOKEN "correct horse battery staple 0123456789"
 #define OTHER "a different secret of enough length 98765"
 
-/* ------------------------------------------------------------------ wire (see src/common/wire.h) */
+/* ------------------------------------------------------------------ wire (see src/proto/wire.h) */
 
 #pragma pack(push, 1)
 struct hdr {

@@ -3,7 +3,7 @@
  *    the old rights still runs after timeout_ms, and the new rights hold for new requests;
  *  - the engine's own name always opens, also when `transports` excludes "local" (the segment
  *    is then reached over an allowed transport: tcp to the engine's own listener).
- * The slow peer is played by hand on the wire (src/common/wire.h): a WRITE whose payload
+ * The slow peer is played by hand on the wire (src/proto/wire.h): a WRITE whose payload
  * trickles in one byte at a time keeps its request admitted for as long as the test wants. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>

@@ -4,7 +4,7 @@
  * incarnation. Each gets an error reply or a closed connection; meanwhile a verified transfer
  * between two engines keeps working, and the target's RSS does not grow. Also the other
  * direction: mc_segment_open against a listener that answers garbage or nothing fails cleanly
- * within timeout_ms. The wire header (src/common/wire.h) is restated here on purpose: the test
+ * within timeout_ms. The wire header (src/proto/wire.h) is restated here on purpose: the test
  * pins the format as seen from outside. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>

@@ -765,7 +765,7 @@ static void test_malformed_descriptors(void **state) {
 }
 
 /* A forked process that answers the control channel's PING with PONG(incarnation) on port and
- * closes any other connection after its first message (wire: src/common/wire.h). It plays an
+ * closes any other connection after its first message (wire: src/proto/wire.h). It plays an
  * engine that answers probes with another incarnation than its descriptor says, so a peer that
  * has its segment open reads the descriptor from the store again at every probe. */
 static pid_t fake_pinger(int port, uint64_t incarnation) {

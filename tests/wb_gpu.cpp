@@ -30,7 +30,7 @@
 #include <vector>
 
 // Before cmocka.h, which defines macros (skip, fail) that clash with these headers.
-#include "common/unix_msg.h"
+#include "proto/unix_msg.h"
 #include "transport/nvlink/nvlink_transport.h"
 
 // cmocka.h declares a volatile-qualified parameter, deprecated in C++20 (g++ 13 warns).
@@ -47,7 +47,7 @@ extern "C" {
 
 #include <mc.h>
 
-#include "common/cuda_loader.h"
+#include "gpu/cuda_loader.h"
 
 using namespace mc::cuda;
 

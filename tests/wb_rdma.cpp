@@ -17,9 +17,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "common/control.h"
-#include "common/descriptor.h"
-#include "common/net.h"
+#include "control/client.h"
+#include "proto/descriptor.h"
+#include "util/net.h"
 #include "mc.h"
 #include "proto/rdma_msg.h"
 #include "transport/rdma/nic.h"

@@ -6,7 +6,7 @@
 #include <new>
 #include <string>
 
-#include "common/status.h"
+#include "util/status.h"
 
 namespace mc::api {
 

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "api/api_util.h"
-#include "common/config.h"
+#include "util/config.h"
 #include "engine/engine.h"
 #include "util/echo.h"
 

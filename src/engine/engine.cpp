@@ -13,10 +13,10 @@
 
 #include <nlohmann/json.hpp>
 
-#include "common/control.h"
-#include "common/cuda_loader.h"
-#include "common/log.h"
-#include "common/net.h"
+#include "control/client.h"
+#include "gpu/cuda_loader.h"
+#include "util/log.h"
+#include "util/net.h"
 #include "transport/local/local_transport.h"
 #include "transport/nvlink/nvlink_transport.h"
 #include "transport/rdma/rdma_transport.h"
@@ -790,7 +790,7 @@ void EngineCore::note_change(uint64_t addr) {
   }
 }
 
-// An incremental descriptor (see common/descriptor.h, "delta") for a peer that knows version
+// An incremental descriptor (see proto/descriptor.h, "delta") for a peer that knows version
 // `since` of this incarnation, or the full one when the log cannot tell what changed.
 std::string EngineCore::descriptor_delta_json(uint64_t inc, uint64_t since) {
   Descriptor d;

@@ -15,9 +15,9 @@
 #include <unordered_map>
 #include <vector>
 
-#include "common/config.h"
-#include "common/descriptor.h"
-#include "common/status.h"
+#include "util/config.h"
+#include "proto/descriptor.h"
+#include "util/status.h"
 #include "engine/health.h"
 #include "metadata/metadata.h"
 #include "transport/transport.h"

@@ -39,7 +39,7 @@
 #include <memory>
 #include <string>
 
-#include "common/status.h"
+#include "util/status.h"
 
 namespace mc {
 

@@ -2,9 +2,9 @@
 // share: the URL forms and the health probe behind a name claim.
 #include <nlohmann/json.hpp>
 
-#include "common/config.h"
-#include "common/control.h"
-#include "common/net.h"
+#include "util/config.h"
+#include "control/client.h"
+#include "util/net.h"
 #include "metadata/etcd/etcd_store.h"
 #include "metadata/metadata.h"
 #include "metadata/redis/redis_store.h"

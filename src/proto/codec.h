@@ -18,7 +18,7 @@
 #include <string>
 #include <string_view>
 
-#include "common/status.h"
+#include "util/status.h"
 
 namespace mc::proto {
 

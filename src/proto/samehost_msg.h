@@ -7,7 +7,7 @@
 // so the transports act only on a list that makes sense: every buffer non-empty, not wrapping
 // the address space, not overlapping the next one.
 //
-// Wire (4-byte length + text on the abstract Unix socket, common/unix_msg.h), after admission:
+// Wire (4-byte length + text on the abstract Unix socket, proto/unix_msg.h), after admission:
 //   descriptor transports.shm / .nvlink   {"socket":"<abstract name>"}
 //   admission reply, shm                  {"pid":P,"ctrl":A}        + the control page's memfd
 //   admission reply, nvlink               {"pid":P}                 + the control page's memfd

@@ -8,7 +8,7 @@
 #include <memory>
 #include <string>
 
-#include "common/descriptor.h"
+#include "proto/descriptor.h"
 
 namespace mc {
 

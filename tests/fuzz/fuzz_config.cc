@@ -1,6 +1,6 @@
 // libFuzzer target for config keys and values: mc::Config::set (and validate), the public
 // mc_config_set, mc::parse_size, mc::parse_int and mc::resolve_options
-// (src/common/config.h).
+// (src/util/config.h).
 //
 // Input: a sequence of (key, value) strings in FuzzedDataProvider's format: each string ends
 // at a backslash followed by any character other than a backslash ("\\\\" is one backslash), so
@@ -19,7 +19,7 @@
 #include <cstring>
 #include <string>
 
-#include "common/config.h"
+#include "util/config.h"
 #include "mc.h"
 
 namespace {

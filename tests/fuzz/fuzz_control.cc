@@ -1,5 +1,5 @@
 // libFuzzer target for the server side of the wire protocol (TcpTransport::serve, the control
-// channel and the TCP data path share it; format in src/common/wire.h).
+// channel and the TCP data path share it; format in src/proto/wire.h).
 //
 // One engine per process, made through the public API, with two adjacent 64 KiB buffers
 // registered at the fixed address 0x10000000 (when that address is free), so that seeds and
@@ -26,7 +26,7 @@
 #include <cstring>
 #include <string>
 
-#include "common/wire.h"
+#include "proto/wire.h"
 #include "mc.h"
 
 namespace {

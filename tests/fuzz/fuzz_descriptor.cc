@@ -1,5 +1,5 @@
 // libFuzzer target for the segment descriptor parser, mc::Descriptor::from_json
-// (src/common/descriptor.h): the input is the JSON text a peer or a metadata store hands us.
+// (src/proto/descriptor.h): the input is the JSON text a peer or a metadata store hands us.
 //
 // Checked per input: no crash, no undefined behaviour, no exception out of from_json; a failure
 // carries MC_ERR_METADATA and a message. When it parses: the buffers are sorted, non-empty and
@@ -10,7 +10,7 @@
 #include <cstdlib>
 #include <string>
 
-#include "common/descriptor.h"
+#include "proto/descriptor.h"
 #include "metadata/metadata.h"
 
 namespace {

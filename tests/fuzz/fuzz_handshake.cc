@@ -1,6 +1,6 @@
 // libFuzzer target for the admission handshake parser (mc::auth::ServerHandshake, the state
 // machine the TCP listener runs on every incoming connection before a thread serves it; format
-// in src/common/wire.h).
+// in src/proto/wire.h).
 //
 // The first input byte picks the setup (bit 0: the engine has an auth_token; bit 1: feed the
 // bytes one at a time instead of in want()-sized pieces; bit 2: splice in a correct client proof
@@ -20,8 +20,8 @@
 #include <cstring>
 #include <string>
 
-#include "common/auth.h"
-#include "common/wire.h"
+#include "proto/auth.h"
+#include "proto/wire.h"
 
 namespace {
 

@@ -10,7 +10,7 @@
  * are base64, 64-bit numbers are JSON strings, and proto3 leaves out fields at their default
  * (a failed transaction has no "succeeded": false, a lost lease's keep-alive no "TTL").
  *
- * Layout: the descriptor (common/descriptor.h, versioned JSON) is the value of
+ * Layout: the descriptor (proto/descriptor.h, versioned JSON) is the value of
  * <prefix>/segments/<name>, attached to a lease of this engine with a TTL of metadata_ttl_ms
  * rounded up to whole seconds. What each operation sends:
  *   claim (first publish)  txn: create_revision == 0 ? put(key, lease) : range(key). When the
@@ -46,8 +46,8 @@
 #include <thread>
 #include <unordered_map>
 
-#include "common/log.h"
-#include "common/net.h"
+#include "util/log.h"
+#include "util/net.h"
 
 namespace mc {
 namespace {

@@ -1,4 +1,4 @@
-#include "common/control.h"
+#include "control/client.h"
 #include "metadata/metadata.h"
 
 namespace mc {

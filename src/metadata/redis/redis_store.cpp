@@ -6,7 +6,7 @@
  * bounded store needs: redisConnectWithTimeout and redisSetTimeout put a limit on the connect
  * and on every reply.
  *
- * Layout: the descriptor (common/descriptor.h, versioned JSON) is the string value of
+ * Layout: the descriptor (proto/descriptor.h, versioned JSON) is the string value of
  * <prefix>/segments/<name> with an expiry of metadata_ttl_ms. Ownership is the incarnation inside
  * the stored descriptor; the scripts below compare it on the server, so a check and its write are
  * one atomic step. What each operation sends:
@@ -37,8 +37,8 @@
 #include <thread>
 #include <vector>
 
-#include "common/log.h"
-#include "common/net.h"
+#include "util/log.h"
+#include "util/net.h"
 
 namespace mc {
 namespace {

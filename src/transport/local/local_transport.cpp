@@ -7,7 +7,7 @@
 #include <thread>
 #include <vector>
 
-#include "common/log.h"
+#include "util/log.h"
 
 namespace mc {
 namespace {

@@ -9,7 +9,7 @@
 // Buffers that cannot be exported still register; peers then reach them over TCP (staging).
 //
 // Every engine listens on an abstract Unix socket ("\0mc-nvl-<pid>-<incarnation>", named in its
-// descriptor). An initiator on the same host connects and is admitted (common/unix_msg.h: it
+// descriptor). An initiator on the same host connects and is admitted (proto/unix_msg.h: it
 // proves it expects the target's current incarnation and, with an auth_token, that it holds the
 // token, by the mutual HMAC challenge-response shm and TCP run); only then does it get the
 // target's control page (a memfd, SCM_RIGHTS); LIST returns the exported buffers with their
@@ -70,12 +70,12 @@
 #include <thread>
 #include <vector>
 
-#include "common/cuda_loader.h"
-#include "common/log.h"
-#include "common/net.h"
-#include "common/unix_msg.h"
+#include "gpu/cuda_loader.h"
+#include "util/log.h"
+#include "util/net.h"
+#include "proto/unix_msg.h"
 #include "proto/samehost_msg.h"
-#include "common/wire.h"
+#include "proto/wire.h"
 
 namespace mc {
 namespace {

@@ -12,7 +12,7 @@ struct NvlinkOptions {
   uint32_t timeout_ms = 5000;
   uint64_t incarnation = 0;
   uint32_t streams = 4;  // copy streams per local GPU
-  // Same-host admission (common/unix_msg.h): no IPC handle, VMM fd or control page is handed to
+  // Same-host admission (proto/unix_msg.h): no IPC handle, VMM fd or control page is handed to
   // a process that has not proved it holds this token (empty: token-less engines only).
   std::string auth_token;
 };

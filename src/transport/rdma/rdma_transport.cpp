@@ -81,10 +81,10 @@
 
 #include <nlohmann/json.hpp>
 
-#include "common/control.h"
-#include "common/cuda_loader.h"
-#include "common/log.h"
-#include "common/net.h"
+#include "control/client.h"
+#include "gpu/cuda_loader.h"
+#include "util/log.h"
+#include "util/net.h"
 #include "proto/rdma_msg.h"
 #include "util/hex.h"
 #include "transport/rdma/nic.h"

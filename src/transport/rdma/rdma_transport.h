@@ -4,7 +4,7 @@
 #include <memory>
 #include <string>
 
-#include "common/config.h"
+#include "util/config.h"
 #include "transport/transport.h"
 
 namespace mc {

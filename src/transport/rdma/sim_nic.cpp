@@ -25,7 +25,7 @@
 #include <thread>
 #include <unordered_map>
 
-#include "common/cuda_loader.h"
+#include "gpu/cuda_loader.h"
 
 namespace mc::rdma {
 

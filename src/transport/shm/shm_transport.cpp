@@ -38,8 +38,8 @@
 // never throws: a bad one fails that peer's path or requests with the field named.
 //
 // Admission: an abstract Unix socket can be reached by any process of the host (whatever its
-// user), so with an auth_token the socket runs the TCP handshake of common/wire.h in text form
-// (common/unix_msg.h: unix_hello / unix_admit, shared with nvlink) before it hands over anything
+// user), so with an auth_token the socket runs the TCP handshake of proto/wire.h in text form
+// (proto/unix_msg.h: unix_hello / unix_admit, shared with nvlink) before it hands over anything
 // (control page, memfds):
 //   "HELLO <incarnation> <nonce_c hex>" -> "CHALLENGE <nonce_s hex> <proof_s hex>"
 //   "AUTH <proof_c hex>"                -> the control page, as without a token
@@ -87,11 +87,11 @@
 #include <immintrin.h>
 #endif
 
-#include "common/auth.h"
-#include "common/log.h"
-#include "common/net.h"
-#include "common/unix_msg.h"
-#include "common/wire.h"
+#include "proto/auth.h"
+#include "util/log.h"
+#include "util/net.h"
+#include "proto/unix_msg.h"
+#include "proto/wire.h"
 #include "proto/samehost_msg.h"
 
 namespace mc {
@@ -224,7 +224,7 @@ struct RemoteBuf {
   bool via_map() const { return memfd && (access & MC_ACCESS_READ); }
 };
 
-// The client side of the admission (common/unix_msg.h); *reply and *fd get the target's answer
+// The client side of the admission (proto/unix_msg.h); *reply and *fd get the target's answer
 // to the admitted HELLO (its control page).
 Status shm_hello(int fd, const std::string &token, uint64_t incarnation, const std::string &peer,
                  std::string *reply, int *got_fd) {

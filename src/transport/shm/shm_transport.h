@@ -12,7 +12,7 @@ struct ShmOptions {
   uint32_t workers = 4;
   uint32_t timeout_ms = 5000;
   uint64_t incarnation = 0;
-  std::string auth_token;  // "" for none: the same admission as on TCP (common/wire.h)
+  std::string auth_token;  // "" for none: the same admission as on TCP (proto/wire.h)
 };
 
 // Starts the engine's same-host listener (an abstract Unix socket). nullptr with *st set when

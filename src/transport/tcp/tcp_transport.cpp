@@ -19,10 +19,10 @@
 #include <thread>
 #include <vector>
 
-#include "common/auth.h"
-#include "common/gpu_staging.h"
-#include "common/log.h"
-#include "common/wire.h"
+#include "proto/auth.h"
+#include "gpu/gpu_staging.h"
+#include "util/log.h"
+#include "proto/wire.h"
 
 namespace mc {
 namespace {
@@ -196,7 +196,7 @@ void TcpConn::check_progress(uint64_t now, uint32_t timeout_ms) {
 
 // GPU memory ("cuda:N" buffers, at either end) cannot meet a socket directly: it moves through
 // pinned host staging buffers, one chunk copied while the previous one is sent or received
-// (common/gpu_staging.h). A CUDA failure reads as EIO.
+// (gpu/gpu_staging.h). A CUDA failure reads as EIO.
 static bool send_device(int fd, const void *dev, uint64_t len) {
   std::string why;
   bool ok = gpu::stage_out(dev, len, [&](const char *p, uint64_t n) { return write_all(fd, p, n); }, &why);
@@ -269,7 +269,7 @@ void TcpConn::run_sender() {
     receiver_started_ = true;
   }
   last_progress_.store(now_ms());
-  // Admission before any request (common/wire.h): with a token this waits for the server's
+  // Admission before any request (proto/wire.h): with a token this waits for the server's
   // challenge (one round trip); without one it only sends HELLO. Reads are bounded here; the
   // data path itself has no socket timeout (the reaper watches progress instead).
   set_io_timeout(fd_.get(), t_->timeout_ms());
@@ -524,7 +524,7 @@ void TcpTransport::submit(PeerPath &path, Slice *slices, size_t n) {
   }
 }
 
-// One incoming connection that has not finished its handshake (common/wire.h). It holds an fd
+// One incoming connection that has not finished its handshake (proto/wire.h). It holds an fd
 // but no thread: the accept loop runs every handshake itself on non-blocking sockets.
 struct TcpTransport::Pending {
   Fd fd;

@@ -3,7 +3,7 @@
 #pragma once
 #include <memory>
 
-#include "common/net.h"
+#include "util/net.h"
 #include "transport/transport.h"
 
 namespace mc {
@@ -12,7 +12,7 @@ struct TcpOptions {
   HostPort listen;
   uint32_t connections = 4;  // data connections per peer
   uint32_t timeout_ms = 5000;  // no progress for this long fails a connection's work
-  std::string auth_token;      // "" for none; see the admission handshake in common/wire.h
+  std::string auth_token;      // "" for none; see the admission handshake in proto/wire.h
 };
 
 // Binds opts.listen (the bound address goes to *bound) and starts serving; target is the

@@ -24,7 +24,7 @@
 // HELLO too (incarnation 0: any). Without auth_tokens there is no reply on success and the
 // client pipelines its requests right behind the HELLO.
 //
-// Admission (engines with an auth_token; common/auth.h). The token never crosses the wire:
+// Admission (engines with an auth_token; proto/auth.h). The token never crosses the wire:
 //
 //   client                                           server
 //   HELLO  addr=incarnation, len=32: nonce_c   ->
@@ -57,10 +57,10 @@
 // pushes the oldest out, closed at once) and closes any that has not finished within
 // min(timeout_ms, kHandshakeMs); only an admitted connection gets a serving thread.
 // GET_DESC with addr = V != 0 and id = an incarnation asks for what changed since version V of
-// that incarnation; the reply is then a "delta" descriptor (common/descriptor.h) when the
+// that incarnation; the reply is then a "delta" descriptor (proto/descriptor.h) when the
 // target still knows, else the full one.
 // Control messages ride the same listener: GET_DESC returns the engine's descriptor (JSON,
-// see common/descriptor.h), PING returns PONG with the incarnation, CONTROL carries a
+// see proto/descriptor.h), PING returns PONG with the incarnation, CONTROL carries a
 // transport's own setup exchange (e.g. RDMA queue-pair numbers) to the engine's handler. The target refuses any
 // range outside its registered buffers with status MC_ERR_OUT_OF_RANGE and writes nothing;
 // it closes a connection that sends a bad header or an oversized control payload.

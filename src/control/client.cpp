@@ -1,13 +1,13 @@
-// The client side of the control channel (see common/wire.h), used by the metadata layer.
-#include "common/control.h"
+// The client side of the control channel (see proto/wire.h), used by the metadata layer.
+#include "control/client.h"
 
 #include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <thread>
 
-#include "common/auth.h"
-#include "common/wire.h"
+#include "proto/auth.h"
+#include "proto/wire.h"
 
 namespace mc {
 

@@ -1,4 +1,4 @@
-#include "common/config.h"
+#include "util/config.h"
 #include "util/echo.h"
 
 #include <algorithm>
@@ -7,7 +7,7 @@
 #include <functional>
 #include <sstream>
 
-#include "common/net.h"
+#include "util/net.h"
 
 namespace mc {
 

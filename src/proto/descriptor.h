@@ -21,7 +21,7 @@
 #include <string>
 #include <vector>
 
-#include "common/status.h"
+#include "util/status.h"
 
 namespace mc {
 

@@ -1,4 +1,4 @@
-#include "common/gpu_staging.h"
+#include "gpu/gpu_staging.h"
 
 #include <algorithm>
 #include <atomic>
@@ -6,8 +6,8 @@
 #include <mutex>
 #include <vector>
 
-#include "common/cuda_loader.h"
-#include "common/log.h"
+#include "gpu/cuda_loader.h"
+#include "util/log.h"
 #include "memheap/memheap.h"
 
 namespace mc::gpu {

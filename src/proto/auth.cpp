@@ -1,5 +1,5 @@
-// Admission handshake (see common/wire.h for the exchange and its reasons).
-#include "common/auth.h"
+// Admission handshake (see proto/wire.h for the exchange and its reasons).
+#include "proto/auth.h"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -9,7 +9,7 @@
 #include <cerrno>
 #include <cstring>
 
-#include "common/net.h"
+#include "util/net.h"
 
 namespace mc::auth {
 

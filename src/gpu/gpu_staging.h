@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <functional>
 
-#include "common/status.h"
+#include "util/status.h"
 
 namespace mc::gpu {
 

@@ -1,4 +1,4 @@
-#include "common/cuda_loader.h"
+#include "gpu/cuda_loader.h"
 
 #include <dlfcn.h>
 #include <sys/stat.h>
@@ -11,7 +11,7 @@
 #include <mutex>
 #include <vector>
 
-#include "common/log.h"
+#include "util/log.h"
 
 namespace mc::cuda {
 namespace {

@@ -1,4 +1,4 @@
-#include "common/unix_msg.h"
+#include "proto/unix_msg.h"
 
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -12,7 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "common/auth.h"
+#include "proto/auth.h"
 #include "util/hex.h"
 
 namespace mc {

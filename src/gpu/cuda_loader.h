@@ -12,7 +12,7 @@
 #include <cstdint>
 #include <string>
 
-#include "common/status.h"
+#include "util/status.h"
 
 namespace mc::cuda {
 

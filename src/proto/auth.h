@@ -1,6 +1,6 @@
 // Admission of peers: the mutual HMAC challenge-response that every TCP connection (control and
 // data) and every same-host socket runs before anything else when the engine has an auth_token.
-// The exchange and why it is built so are in the block comment of common/wire.h.
+// The exchange and why it is built so are in the block comment of proto/wire.h.
 #pragma once
 #include <sys/uio.h>
 
@@ -8,8 +8,8 @@
 #include <cstdint>
 #include <string>
 
-#include "common/status.h"
-#include "common/wire.h"
+#include "util/status.h"
+#include "proto/wire.h"
 
 namespace mc::auth {
 

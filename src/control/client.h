@@ -2,12 +2,12 @@
 #pragma once
 #include <string>
 
-#include "common/net.h"
+#include "util/net.h"
 
 namespace mc {
 
 // Every call below opens a fresh connection and runs the admission handshake first (see
-// common/wire.h): token is this engine's auth_token ("" for none). A peer that does not admit
+// proto/wire.h): token is this engine's auth_token ("" for none). A peer that does not admit
 // us (or that we do not admit: no token, a different one) is MC_ERR_DENIED with the reason.
 
 // One control round trip: GET_DESC to addr, the descriptor's JSON back.

@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <string>
 
-#include "common/net.h"
+#include "util/net.h"
 
 namespace mc {
 
@@ -21,7 +21,7 @@ Status unix_connect(const std::string &name, uint32_t timeout_ms, Fd *out);
 
 // The same-host admission. An abstract Unix socket can be reached by any process of the host,
 // whatever its user, so with an auth_token the socket runs the mutual HMAC challenge-response
-// of common/wire.h (the same proofs as TCP, common/auth.h) in text form:
+// of proto/wire.h (the same proofs as TCP, proto/auth.h) in text form:
 //   client "HELLO <incarnation, 16 hex>[ <nonce_c, 64 hex>]"   (a nonce only with a token)
 //   server "CHALLENGE <nonce_s, 64 hex> <proof_s, 64 hex>"      (token engines only)
 //   client "AUTH <proof_c, 64 hex>"

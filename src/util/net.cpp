@@ -1,4 +1,4 @@
-#include "common/net.h"
+#include "util/net.h"
 
 #include <arpa/inet.h>
 #include <cerrno>
@@ -13,7 +13,7 @@
 
 #include <cstdlib>
 
-#include "common/config.h"
+#include "util/config.h"
 
 namespace mc {
 

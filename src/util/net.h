@@ -7,7 +7,7 @@
 #include <string>
 #include <utility>
 
-#include "common/status.h"
+#include "util/status.h"
 
 namespace mc {
 

@@ -1,4 +1,4 @@
-#include "common/descriptor.h"
+#include "proto/descriptor.h"
 
 #include "proto/codec.h"
 #include "util/hex.h"
