@@ -65,7 +65,8 @@ enum {
   MC_ERR_OUT_OF_RANGE = -4,     /* a range is not inside registered memory */
   MC_ERR_EXISTS = -5,           /* already registered / already claimed */
   MC_ERR_BUSY = -6,             /* pending requests still use the object */
-  MC_ERR_TIMEOUT = -7,          /* only from waits (mc_batch_wait, mc_transfer) that ran out */
+  MC_ERR_TIMEOUT = -7,          /* a wait ran out (mc_batch_wait, mc_transfer, mc_buffer_set_access),
+                                   or a request made no progress for timeout_ms */
   MC_ERR_PEER_DOWN = -8,        /* the peer is unreachable or gone */
   MC_ERR_TRANSPORT = -9,        /* I/O failure on a live connection, or the peer refused the request */
   MC_ERR_UNSUPPORTED = -10,     /* the feature is not available on this machine or build */
