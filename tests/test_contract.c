@@ -9,6 +9,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -57,8 +58,8 @@ static int dial(const char *name) {
 
 struct trickle {
   int fd;
-  volatile int stop;
-  int sent;
+  atomic_int stop;
+  atomic_int sent;
 };
 
 /* Sends one payload byte every 10 ms until told to stop: progress, so the target's reaper

@@ -1076,6 +1076,9 @@ Status EngineCore::open_segment(const std::string &name, mc_segment_t *out) {
     p->name = name;
     p->self = (name == name_);
     p->state_changed_ms.store(now_ms());
+    // Set before anything can reach the peer (a route's on_down kicks it from a transport
+    // thread); a kick before watch() below finds no entry and does nothing.
+    if (!p->self) p->monitor = health_->handle();
     Status st = refresh_peer(*p);
     if (!st.ok()) return Err(st.code(), "cannot open segment " + name + ": " + st.message());
     std::unique_lock<std::shared_mutex> lk(segs_mu_);
@@ -1086,10 +1089,7 @@ Status EngineCore::open_segment(const std::string &name, mc_segment_t *out) {
     } else {
       peers_[name] = p;
       peer = p;
-      if (!p->self) {
-        p->monitor = health_->handle();
-        health_->watch(p, opts_.heartbeat_ms);
-      }
+      if (!p->self) health_->watch(p, opts_.heartbeat_ms);
     }
   }
   std::unique_lock<std::shared_mutex> lk(segs_mu_);
