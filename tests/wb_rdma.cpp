@@ -810,11 +810,22 @@ void test_access_change_keys(void **) {
   assert_int_equal(mc_transfer(a.e, &w, 1, 10000), MC_OK);
   assert_true(check(b.buf, 4096, 2));
   assert_true(stats(a.e)["rdma"]["key_refreshes"].get<uint64_t>() >= 1);
+  // 1b. A batch of 64 WRITEs after the keys changed: every one is refused once, queued for the
+  // one refresher, and lands with the new key (the first refresh serves the rest).
+  assert_int_equal(mc_buffer_set_access(b.e, b.buf, MC_ACCESS_READ), MC_OK);
+  assert_int_equal(mc_buffer_set_access(b.e, b.buf, MC_ACCESS_READ | MC_ACCESS_WRITE), MC_OK);
+  std::vector<mc_request_t> many(64);
+  for (size_t i = 0; i < many.size(); i++) many[i] = {MC_WRITE, 0, a.buf + i * 4096, seg, at(b, i * 4096), 4096};
+  fill(a.buf, 64 * 4096, 6);
+  uint64_t refreshes0 = stats(a.e)["rdma"]["key_refreshes"].get<uint64_t>();
+  assert_int_equal(mc_transfer(a.e, many.data(), many.size(), 10000), MC_OK);
+  assert_true(check(b.buf, 64 * 4096, 6));
+  assert_true(stats(a.e)["rdma"]["key_refreshes"].get<uint64_t>() > refreshes0);
   // 2.
   assert_int_equal(mc_buffer_set_access(b.e, b.buf, MC_ACCESS_READ), MC_OK);
   fill(a.buf, 4096, 3);
   assert_int_equal(mc_transfer(a.e, &w, 1, 10000), MC_ERR_DENIED);
-  assert_true(check(b.buf, 4096, 2));
+  assert_true(check(b.buf, 4096, 6));  // what 1b wrote, untouched
   // 3.
   assert_int_equal(mc_buffer_set_access(b.e, b.buf, MC_ACCESS_READ | MC_ACCESS_WRITE), MC_OK);
   fill(a.buf, 4096, 4);

@@ -324,6 +324,13 @@ class RdmaTransport : public Transport {
   void retry_or_fail(Op *op, mc_status_t st);
   void refused(Op *op);
   void refresh_keys(Op *op);
+  void drain_refreshes();
+  void drain_refreshes_failed();
+  // refresh_mu_ guards refresh_q_ (ops whose rkey was refused once, waiting for a keys
+  // refresh) and refreshing_ (a drain_refreshes thread is running).
+  std::mutex refresh_mu_;
+  std::deque<Op *> refresh_q_;
+  bool refreshing_ = false;
   Status handle_keys(const std::string &request, std::string *reply);
   std::shared_ptr<Endpoint> get_ep(const std::shared_ptr<PeerState> &ps, uint32_t l, const std::string &rnic, bool *created);
   std::shared_ptr<Endpoint> new_ep(const std::shared_ptr<PeerState> &ps, uint32_t l, const std::string &rnic);
@@ -1199,10 +1206,46 @@ void RdmaTransport::retry_or_fail(Op *op, mc_status_t st) {
 // access changes, so a cached rkey may just be stale: the first refusal asks the target for
 // the buffer's current keys (off the poller: it blocks on the control channel) and posts again
 // with them; a second refusal, or keys that did not change, is MC_ERR_DENIED.
+// Refused ops queue up for one refresher thread at a time, however many were refused at once
+// (a batch after an access change): costs in threads do not grow with requests.
 void RdmaTransport::refused(Op *op) {
   if (op->refreshed || !op->peer || stopping_.load()) return finish(op, MC_ERR_DENIED);
   op->refreshed = true;
-  if (!spawn([this, op] { refresh_keys(op); })) finish(op, MC_ERR_DENIED);
+  bool start;
+  {
+    std::lock_guard<std::mutex> lk(refresh_mu_);
+    refresh_q_.push_back(op);
+    start = !refreshing_;
+    refreshing_ = true;
+  }
+  if (start && !spawn([this] { drain_refreshes(); })) drain_refreshes_failed();
+}
+
+void RdmaTransport::drain_refreshes() {
+  for (;;) {
+    Op *op;
+    {
+      std::lock_guard<std::mutex> lk(refresh_mu_);
+      if (refresh_q_.empty()) {
+        refreshing_ = false;
+        return;
+      }
+      op = refresh_q_.front();
+      refresh_q_.pop_front();
+    }
+    if (stopping_.load()) finish(op, MC_ERR_DENIED);
+    else refresh_keys(op);
+  }
+}
+
+void RdmaTransport::drain_refreshes_failed() {
+  std::deque<Op *> q;
+  {
+    std::lock_guard<std::mutex> lk(refresh_mu_);
+    q.swap(refresh_q_);
+    refreshing_ = false;
+  }
+  for (Op *op : q) finish(op, MC_ERR_DENIED);
 }
 
 void RdmaTransport::refresh_keys(Op *op) {
@@ -1219,6 +1262,13 @@ void RdmaTransport::refresh_keys(Op *op) {
   }
   const RemoteBuf *rb = info ? info->find(op->s.remote) : nullptr;
   if (!rb || !has_addr) return finish(op, MC_ERR_DENIED);
+  auto holds = [&](const std::vector<uint32_t> &keys) {
+    return std::find(keys.begin(), keys.end(), op->rkey) != keys.end();
+  };
+  if (!holds(rb->rkeys)) {  // an earlier refresh already brought new keys: post again with them
+    key_refreshes_++;
+    return dispatch(ps, &op, 1);
+  }
   proto::RdmaKeysReq req;
   req.from = name_;
   req.to_inc = ps->inc;
@@ -1232,8 +1282,8 @@ void RdmaTransport::refresh_keys(Op *op) {
     MC_LOGD("rdma: refreshing the keys of " << ps->name << " failed: " << st.message());
     return finish(op, MC_ERR_DENIED);  // the refusal stands
   }
-  if (rep.addr != rb->addr || rep.len != rb->len || rep.rkeys.size() != info->nics.size() || rep.rkeys == rb->rkeys)
-    return finish(op, MC_ERR_DENIED);  // same keys (or another buffer now): the refusal was meant
+  if (rep.addr != rb->addr || rep.len != rb->len || rep.rkeys.size() != info->nics.size() || holds(rep.rkeys))
+    return finish(op, MC_ERR_DENIED);  // the key it used is still current (or another buffer now): meant
   {
     std::lock_guard<std::mutex> lk(ps->mu);
     if (ps->info == info) {  // else a newer descriptor came meanwhile: the retry uses it
