@@ -700,6 +700,7 @@ Status EngineCore::set_access(void *addr, uint32_t access) {
     return Err(MC_ERR_INVALID_ARG, "access must be 0 or a combination of MC_ACCESS_READ (1) and MC_ACCESS_WRITE (2)");
   uint64_t a = reinterpret_cast<uint64_t>(addr);
   bool narrowed;
+  Status failed;
   {
     std::unique_lock<std::shared_mutex> lk(buffers_mu_);
     auto it = buffers_.find(a);
@@ -726,12 +727,14 @@ Status EngineCore::set_access(void *addr, uint32_t access) {
         Status rb = data_transports_[i]->on_access_change(region);
         if (!rb.ok()) MC_LOGW("engine " << name_ << ": restoring the old access after a failed change: " << rb.message());
       }
-      desc_version_++;
-      note_change(a);
-      return st;
+      failed = st;
     }
     desc_version_++;
     note_change(a);
+  }
+  if (!failed.ok()) {
+    publish();  // the descriptor changed (a transport may have withdrawn the buffer's keys)
+    return failed;
   }
   if (narrowed) {
     uint64_t deadline = now_ms() + opts_.timeout_ms;
