@@ -59,7 +59,7 @@ static void teardown_pair(struct pair *p) {
 static mc_status_t write_seed(struct pair *p, uint64_t seed) {
   tu_fill(p->bbuf, kLen, seed);
   mc_request_t r = {MC_WRITE, 0, p->bbuf, p->seg, (uint64_t)(uintptr_t)p->abuf, kLen};
-  return mc_transfer(p->b, &r, 1, 10000);
+  return mc_transfer(p->b, &r, 1, tu_wait_ms(10000));
 }
 
 static int all_zero(const void *b, size_t n) {
@@ -98,7 +98,7 @@ static void revoke(const char *transports, int memfd, const char *want) {
   assert_int_equal(tu_check(p.abuf, kLen, 3), -1);
   /* READ is still allowed and sees the old bytes. */
   mc_request_t r = {MC_READ, 0, p.bbuf, p.seg, (uint64_t)(uintptr_t)p.abuf, kLen};
-  assert_int_equal(mc_transfer(p.b, &r, 1, 10000), MC_OK);
+  assert_int_equal(mc_transfer(p.b, &r, 1, tu_wait_ms(10000)), MC_OK);
   assert_int_equal(tu_check(p.bbuf, kLen, 3), -1);
   teardown_pair(&p);
 }
