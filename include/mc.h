@@ -355,7 +355,9 @@ typedef struct mc_batch mc_batch_t;
  *  1. Every submitted request reaches COMPLETED or FAILED exactly once, within the engine's
  *     timeout, whatever happens to the peer, the network or the engine itself.
  *  2. COMPLETED for a WRITE means the bytes are in the target's memory.
- *  3. FAILED means unknown: the target range may be partly written; rewrite or drop it.
+ *  3. FAILED means unknown: the target range may be partly written; rewrite or drop it. It
+ *     is settled before anything later is served: a FAILED WRITE never lands after a request
+ *     submitted after it failed (tcp ends the broken connection at the target first).
  *  4. While a segment is MC_SEGMENT_UNREACHABLE, new submits to it fail at once with
  *     MC_ERR_PEER_DOWN. Segments are probed every heartbeat_ms (default 1000); no answer for
  *     peer_timeout_ms (default 3000), or a transport error, makes a segment UNREACHABLE and

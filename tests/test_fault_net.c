@@ -131,8 +131,13 @@ struct net {
   struct fu_events ev;
 };
 
+/* The case that runs now (its struct net is static, so a failed case's engine, whose callback
+ * points at it, can still be destroyed by net_teardown after cmocka left the case). */
+static struct net *g_live;
+
 static void net_start(struct net *x, const char *transports, size_t len) {
   memset(x, 0, sizeof *x);
+  g_live = x;
   x->len = len;
   char listen[64];
   snprintf(listen, sizeof listen, "%s:0", g_addr_b);
@@ -152,7 +157,19 @@ static void net_start(struct net *x, const char *transports, size_t len) {
 
 static void net_stop(struct net *x) {
   mc_engine_destroy(x->e);
+  x->e = NULL;
   fu_signal_target(&x->t, SIGKILL);
+  g_live = NULL;
+}
+
+static int net_teardown(void **state) {
+  if (g_ready) { /* a failed case may have left its fault in place */
+    sh("'%s' heal %s", g_script, g_ns);
+    if (g_have_nft) sh("'%s' clear %s", g_script, g_ns);
+  }
+  if (g_live && g_live->e) net_stop(g_live);
+  g_live = NULL;
+  return fu_teardown(state);
 }
 
 /* WRITE a fresh pattern to [off, off+n) and READ it back; 1 verified, 0 failed, -1 wrong bytes. */
@@ -174,7 +191,7 @@ static int roundtrip(struct net *x, size_t off, size_t n, uint64_t seed, mc_stat
  * segment goes UNREACHABLE within peer_timeout_ms + a heartbeat (+ slack), new submits fail at
  * once; healed, the same incarnation is OK again without a rebuild and data is verified. */
 static void partition(const char *fault, const char *heal) {
-  struct net x;
+  static struct net x;
   net_start(&x, "tcp", 16 << 20);
   mc_status_t err;
   assert_int_equal(roundtrip(&x, 0, x.len, 1, &err), 1);
@@ -254,7 +271,7 @@ static void test_loss(void **s) {
   if (!g_have_nft) {
     TU_SKIP_REQUIRED("nft (nftables) is not installed (scripts/install-deps.sh installs it)");
   }
-  struct net x;
+  static struct net x;
   net_start(&x, "tcp", 4 << 20);
   mc_status_t err;
   assert_int_equal(roundtrip(&x, 0, x.len, 1, &err), 1);
@@ -293,12 +310,60 @@ static void test_loss(void **s) {
   net_stop(&x);
 }
 
+/* A WRITE that failed must never land afterwards. The target drops everything it receives
+ * while a 1 MiB WRITE of pattern A is sent: the request fails, the segment goes UNREACHABLE.
+ * Healed, pattern B is written to the same place and read back after the old connection's
+ * kernel had time to retransmit A (it keeps retransmitting what it had queued): B must be
+ * there. Without a fence, A's retransmission lands after B and B is silently lost. */
+static void test_failed_write_never_lands_late(void **s) {
+  (void)s;
+  NEED_NS();
+  if (!g_have_nft) {
+    TU_SKIP_REQUIRED("nft (nftables) is not installed (scripts/install-deps.sh installs it)");
+  }
+  static struct net x;
+  net_start(&x, "tcp", 4 << 20);
+  mc_status_t err;
+  assert_int_equal(roundtrip(&x, 0, x.len, 1, &err), 1);
+  size_t n = 1 << 20;
+  size_t evn = fu_events_count(&x.ev);
+  assert_int_equal(sh("'%s' blackhole %s", g_script, g_ns), 0);
+  tu_fill(x.l, n, 0xA);
+  mc_request_t w = {MC_WRITE, 0, x.l, x.s, x.t.addr, n};
+  mc_status_t st = mc_transfer(x.e, &w, 1, TIMEOUT_MS + 3000);
+  print_message("  WRITE A during the blackhole: %s\n", mc_status_str(st));
+  assert_true(st == MC_ERR_PEER_DOWN || st == MC_ERR_TRANSPORT);
+  assert_true(fu_wait_event(&x.ev, evn, MC_SEGMENT_UNREACHABLE, 0, PEER_TIMEOUT_MS + HEARTBEAT_MS + 3000) >= 0);
+  evn = fu_events_count(&x.ev);
+  assert_int_equal(sh("'%s' clear %s", g_script, g_ns), 0);
+  assert_true(fu_wait_event(&x.ev, evn, MC_SEGMENT_OK, x.t.incarnation, 10000) >= 0);
+  /* B over a new connection (retried while the old ones are replaced). */
+  tu_fill(x.l, n, 0xB);
+  st = MC_ERR_PEER_DOWN;
+  for (int i = 0; i < 50 && st != MC_OK; i++) {
+    st = mc_transfer(x.e, &w, 1, TIMEOUT_MS + 3000);
+    if (st != MC_OK) usleep(100000);
+  }
+  assert_int_equal(st, MC_OK);
+  /* The old socket's retransmission timer backs off from 200 ms; within 8 s it fires again. */
+  usleep((useconds_t)tu_wait_ms(8000) * 1000);
+  memset(x.l, 0, n);
+  mc_request_t r = {MC_READ, 0, x.l, x.s, x.t.addr, n};
+  assert_int_equal(mc_transfer(x.e, &r, 1, TIMEOUT_MS + 3000), MC_OK);
+  if (tu_check(x.l, n, 0xB) != -1) {
+    int was_a = tu_check(x.l, n, 0xA) == -1;
+    fail_msg("the WRITE that failed landed after a later WRITE had completed (%s)",
+             was_a ? "the whole of pattern A" : "part of it");
+  }
+  net_stop(&x);
+}
+
 /* Default transports between two namespaces of one host: the abstract shm socket is per
  * namespace, so the same-host path cannot work; the segment must still open and move data. */
 static void test_auto_across_namespaces(void **s) {
   (void)s;
   NEED_NS();
-  struct net x;
+  static struct net x;
   net_start(&x, "auto", 4 << 20);
   mc_segment_info_t info = {.size = sizeof info};
   assert_int_equal(mc_segment_query(x.e, x.s, &info), MC_OK);
@@ -318,10 +383,11 @@ int main(void) {
   signal(SIGPIPE, SIG_IGN);
   if (getenv("FAULT_FILTER")) cmocka_set_test_filter(getenv("FAULT_FILTER"));
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test_teardown(test_link_down_up, fu_teardown),
-      cmocka_unit_test_teardown(test_blackhole, fu_teardown),
-      cmocka_unit_test_teardown(test_loss, fu_teardown),
-      cmocka_unit_test_teardown(test_auto_across_namespaces, fu_teardown),
+      cmocka_unit_test_teardown(test_link_down_up, net_teardown),
+      cmocka_unit_test_teardown(test_blackhole, net_teardown),
+      cmocka_unit_test_teardown(test_loss, net_teardown),
+      cmocka_unit_test_teardown(test_failed_write_never_lands_late, net_teardown),
+      cmocka_unit_test_teardown(test_auto_across_namespaces, net_teardown),
   };
   return cmocka_run_group_tests_name("fault_net", tests, group_setup, group_teardown);
 }

@@ -59,6 +59,18 @@
 // GET_DESC with addr = V != 0 and id = an incarnation asks for what changed since version V of
 // that incarnation; the reply is then a "delta" descriptor (proto/descriptor.h) when the
 // target still knows, else the full one.
+// Fencing (why a WRITE reported FAILED never lands later). A connection that broke with WRITEs
+// unanswered may still deliver them: the initiator's kernel retransmits what it had queued, and
+// the target may hold a whole request in its socket buffer. So every data connection names
+// itself right after admission with BIND (id = a random number of the initiator's transport,
+// addr = the connection's number, payload = the numbers of that initiator's broken connections
+// to this target not yet fenced, 8 bytes each, at most kMaxFence). Before the target serves
+// anything after a BIND, it shuts every named connection it serves and waits until each
+// handler stopped touching memory; a named connection it has not seen yet is refused when its
+// own BIND arrives. The initiator sends nothing new over a connection older than its latest
+// breakage (it opens a new one, whose BIND carries the list), so every later request is
+// served after the broken connection is gone. No reply on success: the first reply on the
+// connection confirms the fence; a refusal is ERROR and the connection closes.
 // Control messages ride the same listener: GET_DESC returns the engine's descriptor (JSON,
 // see proto/descriptor.h), PING returns PONG with the incarnation, CONTROL carries a
 // transport's own setup exchange (e.g. RDMA queue-pair numbers) to the engine's handler. The target refuses any
@@ -92,11 +104,14 @@ enum MsgType : uint16_t {
   AUTH_CHALLENGE = 13,  // server -> client; payload: nonce_s (32) | proof_s (32)
   AUTH_RESPONSE = 14,   // client -> server; payload: proof_c (32)
   AUTH_OK = 15,         // server -> client: the client's proof matched; no payload
+  BIND = 16,            // client -> server after admission; id: nonce, addr: connection number,
+                        // payload: numbers of connections to end first (u64 each; see Fencing)
 };
 
 constexpr uint32_t kMaxPending = 64;     // connections still in their handshake, per listener
 constexpr uint32_t kHandshakeMs = 5000;  // a handshake must end within min(timeout_ms, this)
 constexpr uint64_t kMaxErrorText = 4096;  // ERROR payloads longer than this are not read
+constexpr uint64_t kMaxFence = 256;       // connection numbers one BIND may name
 
 #pragma pack(push, 1)
 struct Header {

@@ -15,7 +15,10 @@
 #include <deque>
 #include <functional>
 #include <list>
+#include <map>
 #include <mutex>
+#include <random>
+#include <set>
 #include <thread>
 #include <vector>
 
@@ -32,16 +35,38 @@ constexpr uint64_t kProgressChunk = 8 << 20;  // payloads move in chunks so prog
 
 class TcpTransport;
 
+// The connections to one peer that broke with WRITEs unanswered, whose bytes may still be on the
+// way (proto/wire.h, Fencing). Every connection opened later names them in its BIND; the peer
+// ends them before serving it. epoch grows with each breakage: a connection opened before the
+// latest one takes no new work. mu guards dead and epoch.
+struct Fences {
+  std::mutex mu;
+  std::deque<uint64_t> dead;  // oldest first; at most wire::kMaxFence
+  uint64_t epoch = 0;
+  void add(uint64_t seq, const std::string &peer);
+  // What a new connection carries and the epoch it was opened in, taken together.
+  void snapshot(std::vector<uint64_t> *seqs, uint64_t *epoch_out);
+  uint64_t current() {
+    std::lock_guard<std::mutex> lk(mu);
+    return epoch;
+  }
+  // The peer ended these (a reply came on the connection that named them).
+  void confirmed(const std::vector<uint64_t> &seqs);
+};
+
 // One client connection to a peer. The sender thread connects, then writes requests in order;
 // the receiver thread reads replies in the same order. Whoever sees an error breaks the
 // connection; the receiver (or the sender, if no receiver was started) then fails every slice
 // still owned by the connection, after the other thread stopped touching memory.
 class TcpConn : public std::enable_shared_from_this<TcpConn> {
  public:
-  TcpConn(TcpTransport *t, HostPort addr, uint64_t incarnation)
-      : t_(t), addr_(std::move(addr)), incarnation_(incarnation) {}
-  // Queues slices; false (nothing queued) when the connection is broken.
+  TcpConn(TcpTransport *t, HostPort addr, uint64_t incarnation, std::shared_ptr<Fences> fences);
+  // Queues slices; false (nothing queued) when the connection is broken or retired.
   bool enqueue(const Slice *s, size_t n);
+  // Opened before the latest breakage of a connection to this peer: takes no new work.
+  bool stale() const { return epoch_ < fences_->current(); }
+  // Finishes what it has, then closes cleanly (nothing fails).
+  void retire();
   void start();
   void fail(mc_status_t st, const std::string &why);
   bool broken() {
@@ -57,12 +82,18 @@ class TcpConn : public std::enable_shared_from_this<TcpConn> {
     uint64_t id;
   };
   void run_sender();
+  bool send_bind();
   void run_receiver();
   void fail_all();
 
   TcpTransport *t_;
   HostPort addr_;
   uint64_t incarnation_;
+  std::shared_ptr<Fences> fences_;
+  uint64_t seq_;                  // this connection's number in its BIND
+  uint64_t epoch_ = 0;            // fences_->epoch when it was opened
+  std::vector<uint64_t> carried_;  // broken connections its BIND names (set once, in the ctor)
+  std::atomic<bool> confirmed_{false};  // receiver only: the fence was confirmed
   Fd fd_;
   std::atomic<uint64_t> last_progress_{0};
   // mu_ guards everything below it.
@@ -71,6 +102,7 @@ class TcpConn : public std::enable_shared_from_this<TcpConn> {
   std::deque<Slice> queue_;        // not sent yet
   std::deque<Inflight> inflight_;  // sent or being sent, replies expected in this order
   bool broken_ = false;
+  bool retired_ = false;
   mc_status_t status_ = MC_OK;
   std::string why_;
   bool sender_done_ = false;
@@ -81,7 +113,7 @@ class TcpConn : public std::enable_shared_from_this<TcpConn> {
 class TcpPeer : public PeerPath {
  public:
   TcpPeer(TcpTransport *t, HostPort a, uint64_t inc, uint32_t n)
-      : t_(t), addr(std::move(a)), incarnation(inc), conns(n) {}
+      : t_(t), addr(std::move(a)), incarnation(inc), conns(n), fences(std::make_shared<Fences>()) {}
   std::shared_ptr<TcpConn> conn(size_t i);
   void fail(mc_status_t st, const std::string &why) {
     std::lock_guard<std::mutex> lk(mu);
@@ -93,12 +125,16 @@ class TcpPeer : public PeerPath {
   uint64_t incarnation;
   std::mutex mu;  // guards conns
   std::vector<std::shared_ptr<TcpConn>> conns;
+  std::shared_ptr<Fences> fences;
   std::atomic<uint32_t> rr{0};
 };
 
 class TcpTransport : public Transport {
  public:
-  TcpTransport(const TcpOptions &o, TargetAccess *target) : opts_(o), target_(target) {}
+  TcpTransport(const TcpOptions &o, TargetAccess *target) : opts_(o), target_(target) {
+    std::random_device rd;
+    nonce_ = (static_cast<uint64_t>(rd()) << 32 | rd()) | 1;  // never 0
+  }
   ~TcpTransport() override { shutdown(); }
   Status start(HostPort *bound);
   const char *name() const override { return "tcp"; }
@@ -118,12 +154,16 @@ class TcpTransport : public Transport {
   uint32_t timeout_ms() const { return opts_.timeout_ms; }
   const std::string &token() const { return opts_.auth_token; }
   bool stopping() const { return stopping_.load(); }
+  uint64_t nonce() const { return nonce_; }
+  uint64_t next_conn_seq() { return next_seq_.fetch_add(1); }
 
   std::atomic<uint64_t> bytes_sent{0}, bytes_received{0}, slices_ok{0}, slices_failed{0};
   std::atomic<uint64_t> conns_opened{0}, conns_failed{0}, served_requests{0}, served_refused{0};
   // Incoming connections: admitted, refused by the handshake, closed for missing the handshake
   // deadline, pushed out by newer ones while kMaxPending were pending.
   std::atomic<uint64_t> hs_admitted{0}, hs_denied{0}, hs_expired{0}, hs_evicted{0};
+  // Connections this engine's peers had it end (BIND fences), and fences sent by this engine.
+  std::atomic<uint64_t> served_fenced{0}, fences_sent{0};
 
  private:
   struct Pending;
@@ -132,6 +172,9 @@ class TcpTransport : public Transport {
   bool advance(Pending &p);
   void admit(Pending &p);
   void serve(int fd, const wire::Header *first);
+  // A BIND on connection fd: ends the connections it names, then records fd under (nonce, seq).
+  Status bind(int fd, uint64_t nonce, uint64_t seq, const std::vector<uint64_t> &dead);
+  void unbind(uint64_t nonce, uint64_t seq);
   void reaper_loop();
 
   TcpOptions opts_;
@@ -153,13 +196,64 @@ class TcpTransport : public Transport {
   std::thread reaper_;
   std::mutex reaper_mu_;
   std::condition_variable reaper_cv_;
+  uint64_t nonce_ = 1;
+  std::atomic<uint64_t> next_seq_{1};
+  // bind_mu_ guards bound_ (served connections that sent BIND, by (nonce, number): their fd)
+  // and fenced_ (connections a BIND named, refused if they come later; the oldest forgotten
+  // past kMaxFenced); bind_cv_ is signalled when a bound connection ends.
+  using ConnKey = std::pair<uint64_t, uint64_t>;
+  static constexpr size_t kMaxFenced = 4096;
+  std::mutex bind_mu_;
+  std::condition_variable bind_cv_;
+  std::map<ConnKey, int> bound_;
+  std::set<ConnKey> fenced_;
+  std::deque<ConnKey> fenced_order_;
 };
 
 // ------------------------------------------------------------------------------ client side
 
+void Fences::add(uint64_t seq, const std::string &peer) {
+  std::lock_guard<std::mutex> lk(mu);
+  if (dead.size() >= wire::kMaxFence) {
+    MC_LOGW("tcp: " << dead.size() << " broken connections to " << peer
+                    << " not yet fenced; the oldest is no longer named");
+    dead.pop_front();
+  }
+  dead.push_back(seq);
+  epoch++;
+}
+
+void Fences::snapshot(std::vector<uint64_t> *seqs, uint64_t *epoch_out) {
+  std::lock_guard<std::mutex> lk(mu);
+  seqs->assign(dead.begin(), dead.end());
+  *epoch_out = epoch;
+}
+
+void Fences::confirmed(const std::vector<uint64_t> &seqs) {
+  std::lock_guard<std::mutex> lk(mu);
+  for (uint64_t s : seqs)
+    for (auto it = dead.begin(); it != dead.end(); ++it)
+      if (*it == s) {
+        dead.erase(it);
+        break;
+      }
+}
+
+TcpConn::TcpConn(TcpTransport *t, HostPort addr, uint64_t incarnation, std::shared_ptr<Fences> fences)
+    : t_(t), addr_(std::move(addr)), incarnation_(incarnation), fences_(std::move(fences)),
+      seq_(t->next_conn_seq()) {
+  fences_->snapshot(&carried_, &epoch_);
+}
+
+void TcpConn::retire() {
+  std::lock_guard<std::mutex> lk(mu_);
+  retired_ = true;
+  cv_.notify_all();
+}
+
 bool TcpConn::enqueue(const Slice *s, size_t n) {
   std::lock_guard<std::mutex> lk(mu_);
-  if (broken_) return false;
+  if (broken_ || retired_) return false;
   if (queue_.empty() && inflight_.empty()) last_progress_.store(now_ms());
   for (size_t i = 0; i < n; i++) queue_.push_back(s[i]);
   cv_.notify_one();
@@ -179,14 +273,20 @@ void TcpConn::fail(mc_status_t st, const std::string &why) {
   broken_ = true;
   status_ = st;
   why_ = why;
-  if (fd_.valid()) ::shutdown(fd_.get(), SHUT_RDWR);
+  if (fd_.valid()) {
+    // Closed with a reset, not a FIN behind the queued bytes: the kernel stops sending them.
+    linger l{1, 0};
+    ::setsockopt(fd_.get(), SOL_SOCKET, SO_LINGER, &l, sizeof l);
+    ::shutdown(fd_.get(), SHUT_RDWR);
+  }
   cv_.notify_all();
 }
 
 void TcpConn::check_progress(uint64_t now, uint32_t timeout_ms) {
   {
     std::lock_guard<std::mutex> lk(mu_);
-    if (broken_ || (queue_.empty() && inflight_.empty())) return;
+    // A retired connection with nothing left waits for the peer to close: that wait is timed too.
+    if (broken_ || (!retired_ && queue_.empty() && inflight_.empty())) return;
   }
   uint64_t last = last_progress_.load();
   if (now > last && now - last > timeout_ms)
@@ -235,6 +335,13 @@ void TcpConn::fail_all() {
     f.swap(inflight_);
     st = status_;
   }
+  // WRITEs sent and not answered may still land: fence this connection before anyone learns
+  // they failed (the next connection to the peer names it; proto/wire.h).
+  for (auto &x : f)
+    if (x.s.op == MC_WRITE) {
+      fences_->add(seq_, addr_.str());
+      break;
+    }
   if (!q.empty() || !f.empty())
     MC_LOGI("tcp: failing " << (q.size() + f.size()) << " slices to " << addr_.str() << ": " << why_);
   for (auto &x : f) {
@@ -274,6 +381,10 @@ void TcpConn::run_sender() {
   // data path itself has no socket timeout (the reaper watches progress instead).
   set_io_timeout(fd_.get(), t_->timeout_ms());
   st = auth::client_handshake(fd_.get(), t_->token(), incarnation_, "peer " + addr_.str(), nullptr, 0);
+  if (st.ok() && !send_bind()) {
+    int e = errno;
+    st = Err(io_status(e), "send to " + addr_.str() + ": " + io_text(e));
+  }
   set_io_timeout(fd_.get(), 0);
   if (!st.ok()) {
     t_->conns_failed++;
@@ -298,8 +409,12 @@ void TcpConn::run_sender() {
     canceled.clear();
     {
       std::unique_lock<std::mutex> lk(mu_);
-      cv_.wait(lk, [&] { return broken_ || !queue_.empty(); });
+      cv_.wait(lk, [&] { return broken_ || retired_ || !queue_.empty(); });
       if (broken_) break;
+      if (queue_.empty()) {  // retired and everything sent: the peer answers the rest, then closes
+        ::shutdown(fd_.get(), SHUT_WR);
+        break;
+      }
       while (!queue_.empty() && batch.size() < kMaxSendBatch) {
         Slice s = queue_.front();
         queue_.pop_front();
@@ -391,6 +506,10 @@ void TcpConn::run_receiver() {
       fail(MC_ERR_TRANSPORT, "peer " + addr_.str() + " sent an unexpected reply");
       break;
     }
+    if (!confirmed_.load(std::memory_order_relaxed)) {  // the peer ended what our BIND named
+      confirmed_.store(true, std::memory_order_relaxed);
+      if (!carried_.empty()) fences_->confirmed(carried_);
+    }
     mc_status_t st = MC_OK;
     if (h.status != MC_OK) {
       // The target's access check is reported as such; other refusals are transport errors.
@@ -437,14 +556,24 @@ void TcpConn::run_receiver() {
   fail_all();
 }
 
+// A connection opened before the latest breakage is retired (it finishes its work) and
+// replaced by one whose BIND fences the broken ones.
 std::shared_ptr<TcpConn> TcpPeer::conn(size_t i) {
   std::lock_guard<std::mutex> lk(mu);
   auto &c = conns[i];
-  if (!c || c->broken()) {
-    c = std::make_shared<TcpConn>(t_, addr, incarnation);
+  if (!c || c->broken() || c->stale()) {
+    if (c) c->retire();
+    c = std::make_shared<TcpConn>(t_, addr, incarnation, fences);
     c->start();
   }
   return c;
+}
+
+bool TcpConn::send_bind() {
+  wire::Header h = wire::make(wire::BIND, t_->nonce(), seq_, carried_.size() * sizeof(uint64_t));
+  iovec iov[2] = {{&h, sizeof h}, {carried_.data(), carried_.size() * sizeof(uint64_t)}};
+  if (!carried_.empty()) t_->fences_sent++;
+  return writev_all(fd_.get(), iov, carried_.empty() ? 1 : 2);
 }
 
 // ------------------------------------------------------------------------------ transport
@@ -703,6 +832,8 @@ void TcpTransport::serve(int fd, const wire::Header *first) {
     flush();
   };
   bool started = false;  // wait_started() returned true on this connection
+  bool bound = false;    // a BIND named this connection: key is its (nonce, number)
+  ConnKey key{0, 0};
   for (;;) {
     wire::Header h;
     if (first) {
@@ -731,6 +862,22 @@ void TcpTransport::serve(int fd, const wire::Header *first) {
                MC_ERR_PEER_DOWN);
         break;
       }
+      continue;
+    }
+    if (h.type == wire::BIND) {
+      if (bound || h.len % sizeof(uint64_t) != 0 || h.len > wire::kMaxFence * sizeof(uint64_t)) {
+        refuse("sent a malformed BIND");
+        break;
+      }
+      std::vector<uint64_t> dead(h.len / sizeof(uint64_t));
+      if (!rd.read(dead.data(), h.len)) break;
+      Status bst = bind(fd, h.id, h.addr, dead);
+      if (!bst.ok()) {
+        refuse(bst.message(), bst.code(), false);
+        break;
+      }
+      bound = true;
+      key = {h.id, h.addr};
       continue;
     }
     // A descriptor or control request needs the engine fully started (the listener already
@@ -840,11 +987,48 @@ void TcpTransport::serve(int fd, const wire::Header *first) {
     if (!ok) break;
     bytes_sent += h.len;
   }
+  if (bound) unbind(key.first, key.second);
   {
     std::lock_guard<std::mutex> lk(conns_mu_);
     served_fds_.remove(fd);
   }
   ::close(fd);
+}
+
+Status TcpTransport::bind(int fd, uint64_t nonce, uint64_t seq, const std::vector<uint64_t> &dead) {
+  std::unique_lock<std::mutex> lk(bind_mu_);
+  if (fenced_.count({nonce, seq}))
+    return Err(MC_ERR_PEER_DOWN, "came after a newer connection of the same engine ended it");
+  for (uint64_t d : dead) {
+    ConnKey k{nonce, d};
+    auto it = bound_.find(k);
+    if (it != bound_.end()) {
+      ::shutdown(it->second, SHUT_RDWR);  // its handler stops at its next read or write
+      served_fenced++;
+    }
+    if (fenced_.insert(k).second) {
+      fenced_order_.push_back(k);
+      if (fenced_order_.size() > kMaxFenced) {
+        fenced_.erase(fenced_order_.front());
+        fenced_order_.pop_front();
+      }
+    }
+  }
+  auto gone = [&] {
+    for (uint64_t d : dead)
+      if (bound_.count({nonce, d})) return false;
+    return true;
+  };
+  if (!bind_cv_.wait_for(lk, std::chrono::milliseconds(opts_.timeout_ms), gone))
+    return Err(MC_ERR_PEER_DOWN, "named an older connection that did not end within timeout_ms");
+  bound_[{nonce, seq}] = fd;
+  return Status::Ok();
+}
+
+void TcpTransport::unbind(uint64_t nonce, uint64_t seq) {
+  std::lock_guard<std::mutex> lk(bind_mu_);
+  bound_.erase({nonce, seq});
+  bind_cv_.notify_all();
 }
 
 void TcpTransport::reaper_loop() {
@@ -910,7 +1094,9 @@ std::string TcpTransport::stats_json() {
                   ",\"handshakes_admitted\":" + std::to_string(hs_admitted.load()) +
                   ",\"handshakes_denied\":" + std::to_string(hs_denied.load()) +
                   ",\"handshakes_expired\":" + std::to_string(hs_expired.load()) +
-                  ",\"handshakes_evicted\":" + std::to_string(hs_evicted.load()) + "}";
+                  ",\"handshakes_evicted\":" + std::to_string(hs_evicted.load()) +
+                  ",\"fences_sent\":" + std::to_string(fences_sent.load()) +
+                  ",\"served_fenced\":" + std::to_string(served_fenced.load()) + "}";
   return s;
 }
 
