@@ -17,20 +17,16 @@
 #include "gpu/cuda_loader.h"
 #include "util/log.h"
 #include "util/net.h"
-#include "transport/local/local_transport.h"
-#include "transport/nvlink/nvlink_transport.h"
-#include "transport/rdma/rdma_transport.h"
-#include "transport/shm/shm_transport.h"
-#include "transport/tcp/tcp_transport.h"
+#include "transport/registry.h"
 
 namespace mc {
 
 // ------------------------------------------------------------------------------ completion
 
-void slice_done(const Slice &s, mc_status_t status) {
+void EngineCore::complete(const Slice &s, mc_status_t status) {
   // A merged slice covers `count` whole requests with consecutive slots, all ending now.
   if (s.count > 1 && status == MC_OK) {
-    s.slot->batch->engine->finish_merged(s);
+    finish_merged(s);
     return;
   }
   for (uint32_t k = 0; k < s.count; k++) {
@@ -42,11 +38,11 @@ void slice_done(const Slice &s, mc_status_t status) {
       r->bytes.fetch_add(s.count == 1 ? s.len : r->length, std::memory_order_relaxed);
     }
     if (r->remaining.fetch_sub(1, std::memory_order_acq_rel) == 1)
-      r->batch->engine->finish_request(r, r->error.load());
+      finish_request(r, r->error.load());
   }
 }
 
-void slices_done(const Slice *s, const mc_status_t *st, size_t n) {
+void EngineCore::complete(const Slice *s, const mc_status_t *st, size_t n) {
   for (size_t i = 0; i < n;) {
     // A run of slices that moved whole one-slice requests (a request's slices add up to its
     // length, so len == length means one slice) of one batch.
@@ -55,16 +51,16 @@ void slices_done(const Slice *s, const mc_status_t *st, size_t n) {
            s[j].slot->batch == s[i].slot->batch)
       j++;
     if (j - i > 1) {
-      s[i].slot->batch->engine->finish_whole(s + i, j - i);
+      finish_whole(s + i, j - i);
       i = j;
     } else {
-      slice_done(s[i], st[i]);
+      complete(s[i], st[i]);
       i++;
     }
   }
 }
 
-bool slice_canceled(const Slice &s) { return s.slot->batch->canceled(); }
+bool EngineCore::canceled(const Slice &s) const { return s.slot->batch->canceled(); }
 
 void EngineCore::finish_request(RequestSlot *r, mc_status_t err) {
   BatchCore *b = r->batch;
@@ -261,17 +257,58 @@ Status EngineCore::start() {
     incarnation_ = (uint64_t(rd()) << 32) ^ rd();
   } while (incarnation_ == 0);
 
-  TcpOptions to;
-  Status st = parse_host_port(opts_.listen, &to.listen);
+  // The control listener comes first: the engine's name derives from its address, and the
+  // transports created after it may read that name.
+  const auto &reg = transport_registry();
+  std::vector<std::pair<int, Transport *>> data;  // (preference, transport)
+  Status st;
+  for (auto &e : reg)
+    if (e.control_listener && !(st = start_transport(e, &data)).ok()) return st;
+  st = name_from_listener();
   if (!st.ok()) return st;
-  to.connections = opts_.tcp_connections;
-  to.timeout_ms = opts_.timeout_ms;
-  to.auth_token = opts_.auth_token;
-  HostPort bound;
-  // The TCP listener is also the control channel, so it runs even when tcp is not an allowed
-  // data transport.
-  st = make_tcp_transport(to, this, &tcp_, &bound);
+  for (auto &e : reg)
+    if (!e.control_listener && (e.role == TransportEntry::Role::kSelf || opts_.transport_allowed(e.name)) &&
+        !(st = start_transport(e, &data)).ok())
+      return st;
+  // Data transports in order of preference, fastest first (TCP reaches everything: last).
+  std::stable_sort(data.begin(), data.end(), [](auto &a, auto &b) { return a.first < b.first; });
+  for (auto &d : data) data_transports_.push_back(d.second);
+  st = make_metadata_store(opts_.metadata, name_, opts_.timeout_ms, opts_.metadata_ttl_ms, opts_.auth_token,
+                           &metadata_);
   if (!st.ok()) return st;
+  st = metadata_->publish(local_descriptor());
+  if (!st.ok()) return st;
+  // Two threads probe every open segment however many there are (a probe step is bounded by
+  // 250 ms, so one silent peer delays no other for longer than that).
+  health_ = std::make_unique<HealthMonitor>(kHealthThreads, [this](const std::shared_ptr<Peer> &p) { return probe_peer(p); });
+  MC_LOGI("engine " << name_ << " started, incarnation " << std::hex << incarnation_);
+  set_ready();
+  return Status::Ok();
+}
+
+// Creates one registered transport and files it: as the self transport, as a data transport
+// (when `transports` allows it), or only kept running (the control listener when tcp is not
+// allowed to carry data).
+Status EngineCore::start_transport(const TransportEntry &e, std::vector<std::pair<int, Transport *>> *data) {
+  Status st;
+  auto t = e.create(*this, &st);
+  if (!st.ok()) return st;
+  if (!t) return Status::Ok();  // not available here; the factory said why
+  if (e.role == TransportEntry::Role::kSelf) self_transport_ = t.get();
+  else if (opts_.transport_allowed(e.name)) data->push_back({e.preference, t.get()});
+  transports_.push_back(std::move(t));
+  return Status::Ok();
+}
+
+void EngineCore::control_listening(const HostPort &bound) {
+  listen_host_ = bound.host;
+  listen_port_ = bound.port;
+}
+
+// Our name and the address peers dial, from where the control listener bound.
+Status EngineCore::name_from_listener() {
+  HostPort bound{listen_host_, listen_port_};
+  if (bound.port == 0) return Err(MC_ERR_INTERNAL, "no transport opened the control listener");
   std::string host = bound.host == "0.0.0.0" ? "127.0.0.1" : bound.host;
   std::string self = host + ":" + std::to_string(bound.port);
   bool p2p = opts_.metadata.empty() || opts_.metadata == "p2p";
@@ -294,52 +331,6 @@ Status EngineCore::start() {
   if (!opts_.auth_token.empty() && opts_.auth_token.size() < 16)
     MC_LOGW("engine " << name_ << ": auth_token has only " << opts_.auth_token.size()
                       << " characters; use 32 or more random ones");
-  local_ = make_local_transport(this, opts_.workers);
-  // Data transports in order of preference, fastest first; each is added only when allowed by
-  // `transports` and available here. TCP reaches everything and comes last.
-  auto add = [&](std::unique_ptr<Transport> t) {
-    if (!t) return;
-    data_transports_.push_back(t.get());
-    owned_transports_.push_back(std::move(t));
-  };
-  if (opts_.transport_allowed("shm")) {
-    ShmOptions so;
-    so.workers = opts_.workers;
-    so.timeout_ms = opts_.timeout_ms;
-    so.incarnation = incarnation_;
-    so.auth_token = opts_.auth_token;
-    Status sst;
-    auto shm = make_shm_transport(so, this, &sst);
-    if (!shm) MC_LOGW("shm transport unavailable: " << sst.message() << "; same-host peers use tcp");
-    add(std::move(shm));
-  }
-  if (opts_.transport_allowed("nvlink")) {
-    NvlinkOptions no;
-    no.timeout_ms = opts_.timeout_ms;
-    no.incarnation = incarnation_;
-    no.auth_token = opts_.auth_token;
-    std::string why;
-    auto nv = make_nvlink_transport(no, this, &why);
-    if (!nv) MC_LOGI("nvlink transport unavailable: " << why);
-    add(std::move(nv));
-  }
-  if (opts_.transport_allowed("rdma")) {
-    Status rst;  // failed only when a device named in rdma_devices cannot be used
-    auto rdma = make_rdma_transport(opts_, this, name_, &rst);
-    if (!rst.ok()) return rst;
-    add(std::move(rdma));
-  }
-  if (opts_.transport_allowed("tcp")) data_transports_.push_back(tcp_.get());
-  st = make_metadata_store(opts_.metadata, name_, opts_.timeout_ms, opts_.metadata_ttl_ms, opts_.auth_token,
-                           &metadata_);
-  if (!st.ok()) return st;
-  st = metadata_->publish(local_descriptor());
-  if (!st.ok()) return st;
-  // Two threads probe every open segment however many there are (a probe step is bounded by
-  // 250 ms, so one silent peer delays no other for longer than that).
-  health_ = std::make_unique<HealthMonitor>(kHealthThreads, [this](const std::shared_ptr<Peer> &p) { return probe_peer(p); });
-  MC_LOGI("engine " << name_ << " started, incarnation " << std::hex << incarnation_);
-  set_ready();
   return Status::Ok();
 }
 
@@ -363,9 +354,7 @@ void EngineCore::shutdown() {
   // Stop the health probes first (outside every engine lock: a probe takes segs_mu_).
   if (health_) health_->stop();
   if (metadata_) metadata_->unpublish();
-  if (tcp_) tcp_->shutdown();
-  if (local_) local_->shutdown();
-  for (auto &t : owned_transports_) t->shutdown();
+  for (auto &t : transports_) t->shutdown();
   std::unordered_map<mc_segment_t, std::shared_ptr<Peer>> segs;
   {
     std::unique_lock<std::shared_mutex> lk(segs_mu_);
@@ -891,8 +880,8 @@ Status EngineCore::refresh_peer(Peer &p, bool *rejoined) {
       std::vector<Route> routes;
       // The engine's own name always opens (mc.h): in process when "local" is allowed, else
       // over the allowed transports like any peer (tcp to its own listener, shm to itself).
-      if (p.self && opts_.transport_allowed("local")) {
-        routes.push_back({local_.get(), local_->connect(*nd)});
+      if (p.self && self_transport_ && opts_.transport_allowed(self_transport_->name())) {
+        routes.push_back({self_transport_, self_transport_->connect(*nd)});
       } else {
         for (auto *t : data_transports_) {
           if (!t->reachable(*nd)) continue;
@@ -1382,8 +1371,7 @@ std::string EngineCore::stats_json() {
     std::shared_lock<std::shared_mutex> lk(segs_mu_);
     s += ",\"segments_open\":" + std::to_string(segs_.size());
   }
-  s += ",\"tcp\":" + tcp_->stats_json() + ",\"local\":" + local_->stats_json();
-  for (auto &t : owned_transports_) s += ",\"" + std::string(t->name()) + "\":" + t->stats_json();
+  for (auto &t : transports_) s += ",\"" + std::string(t->name()) + "\":" + t->stats_json();
   // One flat object per open peer, keyed by its name.
   std::vector<std::shared_ptr<Peer>> peers;
   {

@@ -20,6 +20,8 @@
 #include "util/status.h"
 #include "engine/health.h"
 #include "metadata/metadata.h"
+#include "transport/host.h"
+#include "transport/registry.h"
 #include "transport/transport.h"
 
 namespace mc {
@@ -35,7 +37,7 @@ struct LocalBuffer {
   int memfd = -1;  // mc_buffer_alloc memory: the memfd behind the mapping (owned), else -1
   // Requests of this engine and requests served for peers that use the buffer right now.
   std::atomic<int64_t> in_use{0};
-  // Of those, the ones served for peers (TargetAccess::pin), which mc_buffer_set_access waits for.
+  // Of those, the ones served for peers (Host::pin), which mc_buffer_set_access waits for.
   std::atomic<int64_t> peer_in_use{0};
   // What peers may do (MC_ACCESS_* bits); written with buffers_mu_ held exclusively.
   std::atomic<uint32_t> access{MC_ACCESS_READ | MC_ACCESS_WRITE};
@@ -125,7 +127,7 @@ class BatchCore {
   std::condition_variable cv_;
 };
 
-class EngineCore : public TargetAccess, public std::enable_shared_from_this<EngineCore> {
+class EngineCore : public Host, public std::enable_shared_from_this<EngineCore> {
  public:
   static Status create(const EngineOptions &opts, std::shared_ptr<EngineCore> *out);
   ~EngineCore() override;
@@ -162,7 +164,13 @@ class EngineCore : public TargetAccess, public std::enable_shared_from_this<Engi
   Status submit(BatchCore &b, const mc_request_t *reqs, size_t n);
   std::string stats_json();
 
-  // TargetAccess
+  // Host
+  void complete(const Slice &s, mc_status_t status) override;
+  void complete(const Slice *s, const mc_status_t *st, size_t n) override;
+  bool canceled(const Slice &s) const override;
+  const EngineOptions &options() const override { return opts_; }
+  const std::string &engine_name() const override { return name_; }
+  void control_listening(const HostPort &bound) override;
   mc_status_t pin(uint64_t addr, uint64_t len, uint32_t op) override;
   void unpin(uint64_t addr, uint64_t len) override;
   std::string descriptor_json() override;
@@ -171,9 +179,9 @@ class EngineCore : public TargetAccess, public std::enable_shared_from_this<Engi
 
   // Called once per request when its last slice was reported.
   void finish_request(RequestSlot *s, mc_status_t err);
-  // Called by slice_done for a merged slice that succeeded.
+  // Called by complete() for a merged slice that succeeded.
   void finish_merged(const Slice &s);
-  // Called by slices_done for n > 1 slices of one batch, each a whole one-slice request, that
+  // Called by complete() for n > 1 slices of one batch, each a whole one-slice request, that
   // all succeeded.
   void finish_whole(const Slice *s, size_t n);
   template <class SlotAt>
@@ -182,6 +190,8 @@ class EngineCore : public TargetAccess, public std::enable_shared_from_this<Engi
  private:
   explicit EngineCore(const EngineOptions &o) : opts_(o) {}
   Status start();
+  Status start_transport(const TransportEntry &e, std::vector<std::pair<int, Transport *>> *data);
+  Status name_from_listener();
   std::shared_ptr<Peer> find_segment(mc_segment_t seg);
   // Fetches the peer's descriptor and (re)builds its routes. A new incarnation drops every
   // old route (failing what is in flight on it) and counts a rejoin.
@@ -219,12 +229,14 @@ class EngineCore : public TargetAccess, public std::enable_shared_from_this<Engi
   std::unique_ptr<MetadataStore> metadata_;
   static constexpr size_t kHealthThreads = 2;
   std::unique_ptr<HealthMonitor> health_;  // probes every open segment's peer
-  std::unique_ptr<Transport> tcp_;
-  std::unique_ptr<Transport> local_;
-  // Every transport that may carry data to other engines, in order of preference (fastest
-  // first). Fixed after start().
+  // Where the control listener bound (control_listening); port 0 until it did.
+  std::string listen_host_;
+  uint16_t listen_port_ = 0;
+  // Every transport created, in creation order (the control listener first); fixed after start().
+  std::vector<std::unique_ptr<Transport>> transports_;
+  Transport *self_transport_ = nullptr;  // serves the engine's own segment in process
+  // The ones that may carry data to other engines, in order of preference (fastest first).
   std::vector<Transport *> data_transports_;
-  std::vector<std::unique_ptr<Transport>> owned_transports_;  // the ones not named above
 
   // buffers_mu_ guards buffers_ and desc_version_; pins take it shared, (un)register exclusive.
   std::shared_mutex buffers_mu_;

@@ -1,4 +1,4 @@
-// The one interface every transport implements, and the two the engine gives them.
+// The one interface every transport implements (what the engine gives them: host.h).
 #pragma once
 #include <mc.h>
 
@@ -9,63 +9,9 @@
 #include <string>
 
 #include "proto/descriptor.h"
+#include "transport/host.h"
 
 namespace mc {
-
-struct RequestSlot;  // engine-owned; opaque here
-
-// The unit of work: one contiguous piece of one request, or several whole requests that are
-// adjacent both locally and remotely, merged into one piece on the wire (count > 1; their slots
-// are consecutive in one chunk of their batch). A transport may split a slice for its own
-// reasons, but must then report the original slice once, through slice_done.
-struct Slice {
-  void *local;
-  uint64_t remote;
-  uint64_t len;
-  RequestSlot *slot;
-  uint32_t op;         // MC_READ / MC_WRITE
-  uint32_t count = 1;  // requests covered: slot[0..count)
-};
-
-// Completion contract (implemented by the engine): every slice handed to a transport is
-// reported exactly once, after the transport stopped touching its local memory.
-void slice_done(const Slice &s, mc_status_t status);
-// slice_done for n slices at once, st[i] the status of s[i]: consecutive slices that each moved
-// a whole request of one batch end together, with the engine's and the batch's counters changed
-// once for them instead of once per request.
-void slices_done(const Slice *s, const mc_status_t *st, size_t n);
-// True once the slice's batch was canceled: a transport must not start it, and must not write
-// a READ's data into local memory any more (it drains it instead).
-bool slice_canceled(const Slice &s);
-
-// What a transport's target side needs from the engine.
-class TargetAccess {
- public:
-  virtual ~TargetAccess() = default;
-  // Pins the registered buffers covering [addr, addr+len) so they cannot be unregistered while
-  // a peer's request uses them. MC_ERR_OUT_OF_RANGE when not fully registered; MC_ERR_DENIED
-  // when a buffer's access (mc_buffer_set_access) forbids op (MC_READ: the peer reads this
-  // memory; MC_WRITE: it writes it). Nothing is pinned on failure.
-  virtual mc_status_t pin(uint64_t addr, uint64_t len, uint32_t op) = 0;
-  virtual void unpin(uint64_t addr, uint64_t len) = 0;
-  virtual std::string descriptor_json() = 0;
-  // What changed since version `since` of incarnation `incarnation` (a "delta" descriptor), or
-  // the full descriptor when that cannot be told.
-  virtual std::string descriptor_delta_json(uint64_t incarnation, uint64_t since) {
-    (void)incarnation;
-    (void)since;
-    return descriptor_json();
-  }
-  virtual uint64_t incarnation() const = 0;
-  // Waits (bounded) until the engine finished starting: its listener runs before start() has
-  // set its name, transports and metadata, so a peer's GET_DESC or control request that comes
-  // in meanwhile waits here. False when it did not start in time or is being destroyed.
-  virtual bool wait_started() { return true; }
-  // A control request on `channel` (a transport's name, e.g. "rdma") from a peer, answered
-  // with *reply. Used for connection setup that rides the admitted control channel.
-  virtual Status control(const std::string &channel, const std::string &request,
-                         std::string *reply) = 0;
-};
 
 // A transport's view of one registered local buffer.
 struct LocalRegion {
@@ -162,9 +108,9 @@ class Transport {
     (void)remote;
     return true;
   }
-  // Queues slices to a peer; never blocks on the network. Each slice ends in slice_done.
+  // Queues slices to a peer; never blocks on the network. Each slice ends in Host::complete.
   virtual void submit(PeerPath &peer, Slice *slices, size_t n) = 0;
-  // Answers a peer's control request on this transport's channel (see TargetAccess::control).
+  // Answers a peer's control request on this transport's channel (see Host::control).
   virtual Status handle_control(const std::string &request, std::string *reply) {
     (void)request;
     (void)reply;

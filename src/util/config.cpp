@@ -54,8 +54,6 @@ bool parse_size(const std::string &s, uint64_t *out) {
   return true;
 }
 
-namespace {
-
 std::vector<std::string> split(const std::string &s, char sep) {
   std::vector<std::string> out;
   std::string cur;
@@ -64,16 +62,12 @@ std::vector<std::string> split(const std::string &s, char sep) {
   return out;
 }
 
-struct KeySpec {
-  const char *key;
-  const char *what;  // for error messages
-  std::function<bool(const std::string &)> ok;
-};
-
 bool int_in(const std::string &v, int64_t lo, int64_t hi) {
   int64_t x;
   return parse_int(v, lo, hi, &x);
 }
+
+namespace {
 
 // HOST (a DNS name or IPv4 address) ":" PORT (1..65535).
 bool valid_server(const std::string &s) {
@@ -104,102 +98,95 @@ bool valid_metadata_url(const std::string &v) {
          std::all_of(path.begin(), path.end(), [](char c) { return c > 32 && c < 127; });
 }
 
-const std::vector<KeySpec> &specs() {
-  static const std::vector<KeySpec> k = {
+std::vector<ConfigKey> make_engine_keys() {
+  return {
       {"name", "a non-empty name of at most 255 printable characters",
        [](const std::string &v) {
          return !v.empty() && v.size() <= 255 &&
                 std::all_of(v.begin(), v.end(), [](char c) { return c > 32 && c < 127; });
-       }},
+       },
+       "the engine's name (p2p: its HOST:PORT)"},
       {"metadata",
        "\"p2p\", \"etcd://HOST:PORT[,HOST:PORT...][/PREFIX]\" or \"redis://HOST:PORT[/DB]\"",
-       [](const std::string &v) { return v == "p2p" || valid_metadata_url(v); }},
+       [](const std::string &v) { return v == "p2p" || valid_metadata_url(v); },
+       "where descriptors live (p2p)"},
       {"metadata_ttl_ms", "an integer 1000..3600000",
-       [](const std::string &v) { return int_in(v, 1000, 3600000); }},
+       [](const std::string &v) { return int_in(v, 1000, 3600000); },
+       "lease / key expiry with a metadata server (10000)"},
       {"listen", "HOST:PORT with a numeric IPv4 host or \"localhost\" and a port 0..65535",
        [](const std::string &v) {
          HostPort hp;
          return parse_host_port(v, &hp).ok();
-       }},
-      {"transports", "\"auto\" or a comma-separated list of tcp, shm, local, nvlink, rdma",
+       },
+       "the control listener's address (127.0.0.1:0)"},
+      {"transports", "\"auto\" or a comma-separated list of " + transport_names(),
        [](const std::string &v) {
          if (v == "auto") return true;
          auto parts = split(v, ',');
          if (parts.empty()) return false;
          for (auto &p : parts)
-           if (p != "tcp" && p != "shm" && p != "local" && p != "nvlink" && p != "rdma") return false;
+           if (!transport_name_known(p)) return false;
          return true;
-       }},
-      {"workers", "an integer 1..256", [](const std::string &v) { return int_in(v, 1, 256); }},
+       },
+       "the transports this engine may use, fastest first where several reach a peer"},
+      {"workers", "an integer 1..256", [](const std::string &v) { return int_in(v, 1, 256); },
+       "worker threads per transport that has them (4)"},
       {"slice_size", "a size 4K..1G (K/M/G suffixes allowed)",
        [](const std::string &v) {
          uint64_t x;
          return parse_size(v, &x) && x >= 4096 && x <= (1ull << 30);
-       }},
-      {"tcp_connections", "an integer 1..64", [](const std::string &v) { return int_in(v, 1, 64); }},
+       },
+       "the largest piece a request is cut into (1M)"},
       {"timeout_ms", "an integer 1..3600000",
-       [](const std::string &v) { return int_in(v, 1, 3600000); }},
+       [](const std::string &v) { return int_in(v, 1, 3600000); },
+       "no progress for this long fails a request (5000)"},
       {"heartbeat_ms", "an integer 10..600000",
-       [](const std::string &v) { return int_in(v, 10, 600000); }},
+       [](const std::string &v) { return int_in(v, 10, 600000); },
+       "how often open segments are probed (1000)"},
       {"peer_timeout_ms", "an integer 10..3600000",
-       [](const std::string &v) { return int_in(v, 10, 3600000); }},
+       [](const std::string &v) { return int_in(v, 10, 3600000); },
+       "silence after which a segment is unreachable (3000)"},
       {"auth_token", "1..4096 printable characters (the value is not shown here)",
        [](const std::string &v) {
          return !v.empty() && v.size() <= 4096 &&
                 std::all_of(v.begin(), v.end(), [](char c) { return c >= 32 && c < 127; });
-       }},
-      {"rdma_devices", "\"auto\", \"sim\", \"sim:N\" (N 1..16), \"sim-ib\" or a comma-separated list of RDMA device names",
-       [](const std::string &v) {
-         if (v == "auto" || v == "sim" || v == "sim-ib") return true;
-         if (v.rfind("sim:", 0) == 0) return int_in(v.substr(4), 1, 16);
-         auto parts = split(v, ',');
-         if (parts.empty() || v.back() == ',') return false;
-         for (auto &p : parts)
-           if (p.empty() || p.size() > 64 ||
-               !std::all_of(p.begin(), p.end(), [](char c) {
-                 return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.';
-               }))
-             return false;
-         return true;
-       }},
-      {"rdma_qps_per_endpoint", "an integer 1..64", [](const std::string &v) { return int_in(v, 1, 64); }},
-      {"rdma_max_endpoints", "an integer 1..1048576",
-       [](const std::string &v) { return int_in(v, 1, 1048576); }},
-      {"rdma_gid_index", "\"auto\" or an integer 0..255",
-       [](const std::string &v) { return v == "auto" || int_in(v, 0, 255); }},
-      {"rdma_port", "\"auto\" or a port number 1..255",
-       [](const std::string &v) { return v == "auto" || int_in(v, 1, 255); }},
-      {"rdma_mtu", "256, 512, 1024, 2048 or 4096",
-       [](const std::string &v) {
-         return v == "256" || v == "512" || v == "1024" || v == "2048" || v == "4096";
-       }},
+       },
+       "the cluster's shared secret (none)"},
       {"log_level", "error, warn, info, debug or 0..3",
        [](const std::string &v) {
          return v == "error" || v == "warn" || v == "info" || v == "debug" || int_in(v, 0, 3);
-       }},
+       },
+       "the process-wide log level (warn)"},
   };
-  return k;
 }
 
-const KeySpec *find_spec(const std::string &key) {
-  for (auto &s : specs())
+const ConfigKey *find_spec(const std::string &key) {
+  for (auto &s : engine_config_keys())
+    if (key == s.key) return &s;
+  for (auto &s : transport_config_keys())
     if (key == s.key) return &s;
   return nullptr;
 }
 
 }  // namespace
 
+const std::vector<ConfigKey> &engine_config_keys() {
+  static const std::vector<ConfigKey> k = make_engine_keys();
+  return k;
+}
+
 const std::vector<std::string> &Config::keys() {
   static const std::vector<std::string> k = [] {
     std::vector<std::string> v;
-    for (auto &s : specs()) v.push_back(s.key);
+    for (auto &s : engine_config_keys()) v.push_back(s.key);
+    for (auto &s : transport_config_keys()) v.push_back(s.key);
     return v;
   }();
   return k;
 }
 
 Status Config::validate(const std::string &key, const std::string &value) {
-  const KeySpec *s = find_spec(key);
+  const ConfigKey *s = find_spec(key);
   if (!s) {
     std::string known;
     for (auto &k : keys()) known += (known.empty() ? "" : ", ") + k;
@@ -264,10 +251,6 @@ Status resolve_options(const Config &cfg, EngineOptions *o) {
     o->workers = static_cast<uint32_t>(i);
   }
   MC_GET("slice_size") parse_size(v, &o->slice_size);
-  MC_GET("tcp_connections") {
-    parse_int(v, 1, 64, &i);
-    o->tcp_connections = static_cast<uint32_t>(i);
-  }
   MC_GET("timeout_ms") {
     parse_int(v, 1, 3600000, &i);
     o->timeout_ms = static_cast<uint32_t>(i);
@@ -285,33 +268,6 @@ Status resolve_options(const Config &cfg, EngineOptions *o) {
     o->metadata_ttl_ms = static_cast<uint32_t>(i);
   }
   MC_GET("auth_token") o->auth_token = v;
-  MC_GET("rdma_devices") o->rdma_devices = v;
-  MC_GET("rdma_qps_per_endpoint") {
-    parse_int(v, 1, 64, &i);
-    o->rdma_qps_per_endpoint = static_cast<uint32_t>(i);
-  }
-  MC_GET("rdma_max_endpoints") {
-    parse_int(v, 1, 1048576, &i);
-    o->rdma_max_endpoints = static_cast<uint32_t>(i);
-  }
-  MC_GET("rdma_gid_index") {
-    if (v == "auto") o->rdma_gid_index = -1;
-    else {
-      parse_int(v, 0, 255, &i);
-      o->rdma_gid_index = static_cast<int>(i);
-    }
-  }
-  MC_GET("rdma_port") {
-    if (v == "auto") o->rdma_port = 0;
-    else {
-      parse_int(v, 1, 255, &i);
-      o->rdma_port = static_cast<int>(i);
-    }
-  }
-  MC_GET("rdma_mtu") {
-    parse_int(v, 256, 4096, &i);
-    o->rdma_mtu = static_cast<uint32_t>(i);
-  }
   MC_GET("log_level") {
     if (v == "error") o->log_level = 0;
     else if (v == "warn") o->log_level = 1;
@@ -323,6 +279,11 @@ Status resolve_options(const Config &cfg, EngineOptions *o) {
     }
   }
 #undef MC_GET
+  for (auto &k : transport_config_keys()) {
+    st = cfg.get(k.key, &v);
+    if (!st.ok()) return st;
+    if (!v.empty()) o->transport_values[k.key] = v;
+  }
   return Status::Ok();
 }
 

@@ -1,6 +1,7 @@
 // Config: string keys validated when set; typed options read once at engine creation.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -13,6 +14,30 @@ namespace mc {
 bool parse_size(const std::string &s, uint64_t *out);
 // Parses a decimal integer in [lo, hi].
 bool parse_int(const std::string &s, int64_t lo, int64_t hi, int64_t *out);
+// Whether s is a decimal integer in [lo, hi].
+bool int_in(const std::string &s, int64_t lo, int64_t hi);
+// Splits s at sep ("a,,b" gives "a", "", "b").
+std::vector<std::string> split(const std::string &s, char sep);
+
+// One config key: its name, the form it expects (said in the error for a bad value), the
+// validator of that form and a line of documentation.
+struct ConfigKey {
+  std::string key;
+  std::string what;
+  std::function<bool(const std::string &)> ok;
+  std::string doc;
+};
+
+// The keys of the engine itself (name, metadata, listen, workers, ...), `transports` included.
+const std::vector<ConfigKey> &engine_config_keys();
+// Defined by the transport registry (src/transport/registry.cpp), not here: util sits below
+// the transports, so the registry supplies their keys and names at link time, and Config still
+// validates every key in one place. transport_config_keys(): every registered transport's own
+// keys; transport_name_known(): whether `transports` may name it; transport_names(): the
+// registered names, comma-separated, for messages.
+const std::vector<ConfigKey> &transport_config_keys();
+bool transport_name_known(const std::string &name);
+std::string transport_names();
 
 class Config {
  public:
@@ -35,21 +60,19 @@ struct EngineOptions {
   std::vector<std::string> transports;  // empty: auto
   uint32_t workers = 4;
   uint64_t slice_size = 1 << 20;
-  uint32_t tcp_connections = 4;
   uint32_t timeout_ms = 5000;
   uint32_t metadata_ttl_ms = 10000;  // lease / key expiry with a metadata server
   uint32_t heartbeat_ms = 1000;
   uint32_t peer_timeout_ms = 3000;
   int log_level = -1;  // -1: leave the process-wide level alone
   std::string auth_token;  // empty: none (peers are admitted without a handshake)
-  // RDMA (src/transport/rdma): devices ("auto", "sim", "sim:N" or a comma-separated list of
-  // names), QPs per endpoint, the endpoint cache's cap, the GID index (-1: auto) and the MTU cap.
-  std::string rdma_devices = "auto";
-  uint32_t rdma_qps_per_endpoint = 2;
-  uint32_t rdma_max_endpoints = 4096;
-  int rdma_gid_index = -1;
-  int rdma_port = 0;  // 0: each device's first active port
-  uint32_t rdma_mtu = 4096;
+  // Transports' own keys (transport_config_keys) that were set, in the config or as MC_<KEY>,
+  // already validated: each transport reads and types its own through value().
+  std::map<std::string, std::string> transport_values;
+  std::string value(const std::string &key) const {
+    auto it = transport_values.find(key);
+    return it == transport_values.end() ? std::string() : it->second;
+  }
   bool transport_allowed(const std::string &t) const;
 };
 

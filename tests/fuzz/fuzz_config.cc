@@ -132,7 +132,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   CHECK(rs.ok(), rs.message());
   CHECK(o.workers >= 1 && o.workers <= 256, "workers");
   CHECK(o.slice_size >= 4096 && o.slice_size <= (1ull << 30), "slice_size");
-  CHECK(o.tcp_connections >= 1 && o.tcp_connections <= 64, "tcp_connections");
+  int64_t conns = 4;
+  CHECK(o.value("tcp_connections").empty() || mc::parse_int(o.value("tcp_connections"), 1, 64, &conns),
+        "tcp_connections");
   CHECK(o.timeout_ms >= 1 && o.timeout_ms <= 3600000, "timeout_ms");
   CHECK(o.log_level >= -1 && o.log_level <= 3, "log_level");
   mc_config_destroy(pub);

@@ -18,7 +18,7 @@ class LocalPeer : public PeerPath {};
 
 class LocalTransport : public Transport {
  public:
-  LocalTransport(TargetAccess *t, uint32_t workers) : target_(t) {
+  LocalTransport(Host *t, uint32_t workers) : target_(t) {
     for (uint32_t i = 0; i < workers; i++) threads_.emplace_back([this] { run(); });
   }
   ~LocalTransport() override { shutdown(); }
@@ -34,7 +34,7 @@ class LocalTransport : public Transport {
       }
       if (!lk.owns_lock()) lk.lock();
       if (stopping_) {
-        slice_done(s[i], MC_ERR_PEER_DOWN);
+        target_->complete(s[i], MC_ERR_PEER_DOWN);
         continue;
       }
       queue_.push_back(s[i]);
@@ -56,7 +56,7 @@ class LocalTransport : public Transport {
       std::lock_guard<std::mutex> lk(mu_);
       q.swap(queue_);
     }
-    for (auto &s : q) slice_done(s, MC_ERR_PEER_DOWN);
+    for (auto &s : q) target_->complete(s, MC_ERR_PEER_DOWN);
   }
 
   std::string stats_json() override {
@@ -67,16 +67,16 @@ class LocalTransport : public Transport {
 
  private:
   void copy(const Slice &s) {
-    if (slice_canceled(s)) {
+    if (target_->canceled(s)) {
       failed_++;
-      slice_done(s, MC_ERR_CANCELED);
+      target_->complete(s, MC_ERR_CANCELED);
       return;
     }
     // The "remote" side is our own registered memory: same checks a peer's request gets.
     mc_status_t st = target_->pin(s.remote, s.len, s.op);
     if (st != MC_OK) {
       failed_++;
-      slice_done(s, st == MC_ERR_DENIED ? MC_ERR_DENIED : MC_ERR_TRANSPORT);
+      target_->complete(s, st == MC_ERR_DENIED ? MC_ERR_DENIED : MC_ERR_TRANSPORT);
       return;
     }
     void *remote = reinterpret_cast<void *>(s.remote);
@@ -87,7 +87,7 @@ class LocalTransport : public Transport {
     target_->unpin(s.remote, s.len);
     bytes_ += s.len;
     ok_++;
-    slice_done(s, MC_OK);
+    target_->complete(s, MC_OK);
   }
 
   void run() {
@@ -104,7 +104,7 @@ class LocalTransport : public Transport {
     }
   }
 
-  TargetAccess *target_;
+  Host *target_;
   std::vector<std::thread> threads_;
   std::mutex mu_;  // guards queue_ and stopping_
   std::condition_variable cv_;
@@ -115,7 +115,7 @@ class LocalTransport : public Transport {
 
 }  // namespace
 
-std::unique_ptr<Transport> make_local_transport(TargetAccess *target, uint32_t workers) {
+std::unique_ptr<Transport> make_local_transport(Host *target, uint32_t workers) {
   return std::make_unique<LocalTransport>(target, workers);
 }
 

@@ -7,6 +7,6 @@
 
 namespace mc {
 
-std::unique_ptr<Transport> make_local_transport(TargetAccess *target, uint32_t workers);
+std::unique_ptr<Transport> make_local_transport(Host *target, uint32_t workers);
 
 }  // namespace mc

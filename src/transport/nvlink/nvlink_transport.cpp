@@ -209,7 +209,7 @@ struct Op {
 
 class NvTransport : public Transport {
  public:
-  NvTransport(const NvlinkOptions &o, TargetAccess *t) : o_(o), target_(t) {
+  NvTransport(const NvlinkOptions &o, Host *t) : o_(o), target_(t) {
     const char *v = std::getenv("MC_NVLINK_BULK_MIN");
     if (v && std::strtoull(v, nullptr, 10) > 0) bulk_min_ = std::strtoull(v, nullptr, 10);
   }
@@ -279,7 +279,7 @@ class NvTransport : public Transport {
   void finish(std::unique_ptr<Op> op);
 
   NvlinkOptions o_;
-  TargetAccess *target_;
+  Host *target_;
   uint64_t bulk_min_ = kBulkMin;
   std::string sock_name_;
   Fd listen_;
@@ -922,7 +922,7 @@ void NvTransport::submit(PeerPath &path, Slice *s, size_t n) {
   auto report_early = [&] {
     for (auto &[sl, st] : early) {
       (st == MC_OK ? slices_ok : slices_failed)++;
-      slice_done(sl, st);
+      target_->complete(sl, st);
     }
   };
   if (stopping_.load() || peer->dead.load()) {
@@ -969,7 +969,7 @@ void NvTransport::submit(PeerPath &path, Slice *s, size_t n) {
   std::vector<Group> groups;  // one per local GPU, few
   for (size_t i = 0; i < n; i++) {
     const Slice &sl = s[i];
-    if (slice_canceled(sl)) {
+    if (target_->canceled(sl)) {
       early.push_back({sl, MC_ERR_CANCELED});
       continue;
     }
@@ -1091,7 +1091,7 @@ void NvTransport::finish(std::unique_ptr<Op> op) {
   if (op->status == MC_OK) bytes += op->bytes;
   for (auto &sl : op->slices) {
     (op->status == MC_OK ? slices_ok : slices_failed)++;
-    slice_done(sl, op->status);
+    target_->complete(sl, op->status);
   }
 }
 
@@ -1194,7 +1194,7 @@ std::string NvTransport::stats_json() {
 
 }  // namespace
 
-std::unique_ptr<Transport> make_nvlink_transport(const NvlinkOptions &o, TargetAccess *target, std::string *why) {
+std::unique_ptr<Transport> make_nvlink_transport(const NvlinkOptions &o, Host *target, std::string *why) {
   if (!cuda::api()) {
     *why = cuda::why_unavailable();
     return nullptr;

@@ -272,7 +272,7 @@ uint32_t mr_access(uint32_t mc_access) {
 
 class RdmaTransport : public Transport {
  public:
-  RdmaTransport(const EngineOptions &o, TargetAccess *target, std::string name)
+  RdmaTransport(const RdmaOptions &o, Host *target, std::string name)
       : opts_(o), target_(target), name_(std::move(name)) {}
   ~RdmaTransport() override { shutdown(); }
   Status start(std::vector<std::unique_ptr<Device>> devs);
@@ -359,8 +359,8 @@ class RdmaTransport : public Transport {
   void check_nic(Nic &nic);
   std::shared_ptr<PeerState> passive_peer(const std::string &name, uint64_t inc);
 
-  EngineOptions opts_;
-  TargetAccess *target_;
+  RdmaOptions opts_;
+  Host *target_;
   std::string name_;
   uint64_t inc_ = 0;
   std::string fabric_;
@@ -1185,17 +1185,17 @@ void RdmaTransport::finish(Op *op, mc_status_t st) {
     }
     delete op;
     if (p->pieces.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-      slice_done(p->s, p->status.load());
+      target_->complete(p->s, p->status.load());
       delete p;
     }
     return;
   }
-  slice_done(op->s, st);
+  target_->complete(op->s, st);
   delete op;
 }
 
 void RdmaTransport::retry_or_fail(Op *op, mc_status_t st) {
-  if (slice_canceled(op->root())) return finish(op, MC_ERR_CANCELED);
+  if (target_->canceled(op->root())) return finish(op, MC_ERR_CANCELED);
   if (++op->attempts >= kAttempts || stopping_.load() || !op->peer) return finish(op, st);
   retries_++;
   auto ps = op->peer;
@@ -1321,7 +1321,7 @@ Status RdmaTransport::handle_keys(const std::string &request, std::string *reply
 void RdmaTransport::submit(PeerPath &path, Slice *slices, size_t n) {
   auto &p = static_cast<RdmaPeer &>(path);
   if (stopping_.load()) {
-    for (size_t i = 0; i < n; i++) slice_done(slices[i], MC_ERR_PEER_DOWN);
+    for (size_t i = 0; i < n; i++) target_->complete(slices[i], MC_ERR_PEER_DOWN);
     return;
   }
   thread_local std::vector<Op *> ops;
@@ -1528,7 +1528,7 @@ void RdmaTransport::pump(const std::shared_ptr<Endpoint> &ep) {
       while (k < room && !ep->backlog.empty()) {
         Op *op = ep->backlog.front();
         ep->backlog.pop_front();
-        if (slice_canceled(op->root())) {
+        if (target_->canceled(op->root())) {
           canceled.push_back(op);
           continue;
         }
@@ -1856,7 +1856,7 @@ std::string RdmaTransport::peer_stats(const std::string &peer_name, PeerPath &pe
 
 }  // namespace
 
-std::unique_ptr<Transport> make_rdma_transport(const EngineOptions &opts, TargetAccess *target,
+std::unique_ptr<Transport> make_rdma_transport(const RdmaOptions &opts, Host *target,
                                                const std::string &engine_name, Status *st) {
   *st = Status::Ok();
   std::vector<std::unique_ptr<Device>> devs;

@@ -241,7 +241,7 @@ class ShmPeer : public PeerPath, public std::enable_shared_from_this<ShmPeer> {
   Status refresh();
   bool opened_ = false;  // the first LIST is in (set before any other thread sees the peer)
   // Runs slices [0, n) to their end without reporting them: st[i] gets slice i's status. Then
-  // report() ends them (one liveness check for all their WRITEs, then slice_done each).
+  // report() ends them (one liveness check for all their WRITEs, then Host::complete each).
   void run(const Slice *s, size_t n, mc_status_t *st, bool stream = false);
   void report(const Slice *s, size_t n, mc_status_t *st);
   bool cma_ok() const { return cma_ok_; }
@@ -293,7 +293,7 @@ class ShmPeer : public PeerPath, public std::enable_shared_from_this<ShmPeer> {
 
 class ShmTransport : public Transport {
  public:
-  ShmTransport(const ShmOptions &o, TargetAccess *t) : o_(o) { (void)t; }
+  ShmTransport(const ShmOptions &o, Host *t) : target_(t), o_(o) {}
   ~ShmTransport() override { shutdown(); }
   Status start();
   const char *name() const override { return "shm"; }
@@ -334,6 +334,7 @@ class ShmTransport : public Transport {
   const std::string &token() const { return o_.auth_token; }
   std::atomic<uint64_t> bytes_copied{0}, bytes_cma{0}, slices_ok{0}, slices_failed{0}, maps{0};
   std::atomic<uint64_t> hs_denied{0}, hs_dropped{0};
+  Host *target_;  // the engine: completions (ShmPeer reports through it too)
 
  private:
   void accept_loop();
@@ -809,7 +810,7 @@ size_t ShmPeer::run_window(const Slice *s, size_t n, mc_status_t *st, bool strea
       RemoteBuf *b = nullptr;
       for (; k < n && k < kWindowSlices && bytes < kWindowBytes; k++) {
         const Slice &x = s[k];
-        if (k > 0 && slice_canceled(x)) break;
+        if (k > 0 && t_->target_->canceled(x)) break;
         if (!b || x.remote < b->addr || x.remote + x.len > b->addr + b->length) {
           auto it = bufs_.upper_bound(x.remote);
           if (it == bufs_.begin()) break;
@@ -856,7 +857,7 @@ void ShmPeer::run(const Slice *s, size_t n, mc_status_t *st, bool stream) {
       st[i++] = MC_ERR_PEER_DOWN;
       continue;
     }
-    if (slice_canceled(s[i])) {
+    if (t_->target_->canceled(s[i])) {
       st[i++] = MC_ERR_CANCELED;
       continue;
     }
@@ -884,7 +885,7 @@ void ShmPeer::report(const Slice *s, size_t n, mc_status_t *st) {
   for (size_t i = 0; i < n; i++) ok += st[i] == MC_OK;
   if (ok) t_->slices_ok.fetch_add(ok, std::memory_order_relaxed);
   if (ok != n) t_->slices_failed.fetch_add(n - ok, std::memory_order_relaxed);
-  slices_done(s, st, n);
+  t_->target_->complete(s, st, n);
 }
 
 mc_status_t ShmPeer::run_one(const Slice &s) {
@@ -1033,7 +1034,7 @@ void ShmTransport::finish_job(Job &j, std::vector<mc_status_t> &st, bool run, mc
       j.peer->report(j.s.data(), j.s.size(), st.data());
     } else {
       slices_failed += j.s.size();
-      for (size_t i = 0; i < j.s.size(); i++) slice_done(j.s[i], fail);
+      for (size_t i = 0; i < j.s.size(); i++) target_->complete(j.s[i], fail);
     }
     return;
   }
@@ -1084,7 +1085,7 @@ void ShmTransport::end_part(Group &g) {
     for (size_t i = 0; i < m; i++) ok += (end[i] = g.err[i].load()) == MC_OK;
     if (ok) slices_ok += ok;
     if (ok != m) slices_failed += m - ok;
-    slices_done(g.orig.data(), end.data(), m);
+    target_->complete(g.orig.data(), end.data(), m);
   }
 }
 
@@ -1315,7 +1316,7 @@ std::string ShmTransport::stats_json() {
 
 }  // namespace
 
-std::unique_ptr<Transport> make_shm_transport(const ShmOptions &o, TargetAccess *target, Status *st) {
+std::unique_ptr<Transport> make_shm_transport(const ShmOptions &o, Host *target, Status *st) {
   auto t = std::make_unique<ShmTransport>(o, target);
   *st = t->start();
   if (!st->ok()) return nullptr;

@@ -17,6 +17,6 @@ struct ShmOptions {
 
 // Starts the engine's same-host listener (an abstract Unix socket). nullptr with *st set when
 // it cannot (no memfd, no Unix sockets).
-std::unique_ptr<Transport> make_shm_transport(const ShmOptions &o, TargetAccess *target, Status *st);
+std::unique_ptr<Transport> make_shm_transport(const ShmOptions &o, Host *target, Status *st);
 
 }  // namespace mc

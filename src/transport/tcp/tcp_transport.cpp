@@ -131,13 +131,14 @@ class TcpPeer : public PeerPath {
 
 class TcpTransport : public Transport {
  public:
-  TcpTransport(const TcpOptions &o, TargetAccess *target) : opts_(o), target_(target) {
+  TcpTransport(const TcpOptions &o, Host *target) : opts_(o), target_(target) {
     std::random_device rd;
     nonce_ = (static_cast<uint64_t>(rd()) << 32 | rd()) | 1;  // never 0
   }
   ~TcpTransport() override { shutdown(); }
   Status start(HostPort *bound);
   const char *name() const override { return "tcp"; }
+  Host &host() const { return *target_; }  // the engine; the connections complete slices through it
   // Host and GPU memory alike: GPU memory is staged (send_device / recv_device).
   bool accepts(const std::string &, const std::string &) const override { return true; }
   std::shared_ptr<PeerPath> connect(const Descriptor &d) override;
@@ -178,7 +179,7 @@ class TcpTransport : public Transport {
   void reaper_loop();
 
   TcpOptions opts_;
-  TargetAccess *target_;
+  Host *target_;
   Fd listen_fd_;
   Fd wake_fd_;  // an eventfd: shutdown() wakes the accept loop's poll with it
   uint64_t refusals_logged_ms_ = 0;  // accept loop only: refusals are logged at most once a second
@@ -346,11 +347,11 @@ void TcpConn::fail_all() {
     MC_LOGI("tcp: failing " << (q.size() + f.size()) << " slices to " << addr_.str() << ": " << why_);
   for (auto &x : f) {
     t_->slices_failed++;
-    slice_done(x.s, st);
+    t_->host().complete(x.s, st);
   }
   for (auto &s : q) {
     t_->slices_failed++;
-    slice_done(s, st);
+    t_->host().complete(s, st);
   }
 }
 
@@ -418,7 +419,7 @@ void TcpConn::run_sender() {
       while (!queue_.empty() && batch.size() < kMaxSendBatch) {
         Slice s = queue_.front();
         queue_.pop_front();
-        if (slice_canceled(s)) {
+        if (t_->host().canceled(s)) {
           canceled.push_back(s);
           continue;
         }
@@ -429,7 +430,7 @@ void TcpConn::run_sender() {
         batch.push_back(s);
       }
     }
-    for (auto &s : canceled) slice_done(s, MC_ERR_CANCELED);
+    for (auto &s : canceled) t_->host().complete(s, MC_ERR_CANCELED);
     int n = 0;
     uint64_t payload = 0;
     if (batch.empty()) continue;
@@ -523,7 +524,7 @@ void TcpConn::run_receiver() {
         break;
       }
       bool ok = true;
-      if (slice_canceled(f.s)) {
+      if (t_->host().canceled(f.s)) {
         ok = rd.skip(h.len);
         st = MC_ERR_CANCELED;
       } else {
@@ -551,7 +552,7 @@ void TcpConn::run_receiver() {
       t_->slices_ok++;
     else
       t_->slices_failed++;
-    slice_done(f.s, st);
+    t_->host().complete(f.s, st);
   }
   fail_all();
 }
@@ -630,7 +631,7 @@ void TcpTransport::submit(PeerPath &path, Slice *slices, size_t n) {
   auto &peer = static_cast<TcpPeer &>(path);
   size_t nc = peer.conns.size();
   if (stopping_.load()) {
-    for (size_t i = 0; i < n; i++) slice_done(slices[i], MC_ERR_PEER_DOWN);
+    for (size_t i = 0; i < n; i++) target_->complete(slices[i], MC_ERR_PEER_DOWN);
     return;
   }
   // Few slices: one connection each, round robin. Many: one contiguous run per connection, so
@@ -645,7 +646,7 @@ void TcpTransport::submit(PeerPath &path, Slice *slices, size_t n) {
       auto c = peer.conn(ci);
       if (c->enqueue(slices + done, cnt)) break;
       if (attempt > 3) {  // connections keep breaking as we queue: give up on these slices
-        for (size_t i = 0; i < cnt; i++) slice_done(slices[done + i], MC_ERR_TRANSPORT);
+        for (size_t i = 0; i < cnt; i++) target_->complete(slices[done + i], MC_ERR_TRANSPORT);
         break;
       }
     }
@@ -1102,7 +1103,7 @@ std::string TcpTransport::stats_json() {
 
 }  // namespace
 
-Status make_tcp_transport(const TcpOptions &opts, TargetAccess *target,
+Status make_tcp_transport(const TcpOptions &opts, Host *target,
                           std::unique_ptr<Transport> *out, HostPort *bound) {
   auto t = std::make_unique<TcpTransport>(opts, target);
   Status st = t->start(bound);

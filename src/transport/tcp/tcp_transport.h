@@ -17,7 +17,7 @@ struct TcpOptions {
 
 // Binds opts.listen (the bound address goes to *bound) and starts serving; target is the
 // engine's side of incoming requests and must outlive the transport's shutdown().
-Status make_tcp_transport(const TcpOptions &opts, TargetAccess *target,
+Status make_tcp_transport(const TcpOptions &opts, Host *target,
                           std::unique_ptr<Transport> *out, HostPort *bound);
 
 }  // namespace mc

@@ -1,0 +1,206 @@
+// The table of built-in transports. An explicit table rather than self-registration from each
+// transport's file: static initializers of an object nobody references are dropped when a
+// program links libmc.a, and the order here is the creation order the engine relies on.
+#include "transport/registry.h"
+
+#include <algorithm>
+#include <cctype>
+
+#include "transport/local/local_transport.h"
+#include "transport/nvlink/nvlink_transport.h"
+#include "transport/rdma/rdma_transport.h"
+#include "transport/shm/shm_transport.h"
+#include "transport/tcp/tcp_transport.h"
+#include "util/log.h"
+
+namespace mc {
+
+namespace {
+
+// A transport key's value as an integer (validated when set; def when unset).
+int64_t int_value(Host &h, const char *key, int64_t lo, int64_t hi, int64_t def) {
+  int64_t v;
+  return parse_int(h.options().value(key), lo, hi, &v) ? v : def;
+}
+
+// ---------------------------------------------------------------------------------- tcp
+
+std::unique_ptr<Transport> create_tcp(Host &h, Status *st) {
+  const EngineOptions &o = h.options();
+  TcpOptions to;
+  *st = parse_host_port(o.listen, &to.listen);
+  if (!st->ok()) return nullptr;
+  to.connections = static_cast<uint32_t>(int_value(h, "tcp_connections", 1, 64, to.connections));
+  to.timeout_ms = o.timeout_ms;
+  to.auth_token = h.auth_token();
+  std::unique_ptr<Transport> t;
+  HostPort bound;
+  *st = make_tcp_transport(to, &h, &t, &bound);
+  if (!st->ok()) return nullptr;
+  h.control_listening(bound);
+  return t;
+}
+
+TransportEntry tcp_entry() {
+  TransportEntry e;
+  e.name = "tcp";
+  e.preference = 100;  // reaches everything; the slowest
+  e.control_listener = true;
+  e.keys = {{"tcp_connections", "an integer 1..64", [](const std::string &v) { return int_in(v, 1, 64); },
+             "TCP data connections per peer (4)"}};
+  e.create = create_tcp;
+  return e;
+}
+
+// ---------------------------------------------------------------------------------- shm
+
+std::unique_ptr<Transport> create_shm(Host &h, Status *st) {
+  ShmOptions so;
+  so.workers = h.options().workers;
+  so.timeout_ms = h.options().timeout_ms;
+  so.incarnation = h.incarnation();
+  so.auth_token = h.auth_token();
+  Status why;
+  auto t = make_shm_transport(so, &h, &why);
+  if (!t) MC_LOGW("shm transport unavailable: " << why.message() << "; same-host peers use tcp");
+  *st = Status::Ok();
+  return t;
+}
+
+TransportEntry shm_entry() {
+  TransportEntry e;
+  e.name = "shm";
+  e.preference = 10;
+  e.create = create_shm;
+  return e;
+}
+
+// ---------------------------------------------------------------------------------- nvlink
+
+std::unique_ptr<Transport> create_nvlink(Host &h, Status *st) {
+  NvlinkOptions no;
+  no.timeout_ms = h.options().timeout_ms;
+  no.incarnation = h.incarnation();
+  no.auth_token = h.auth_token();
+  std::string why;
+  auto t = make_nvlink_transport(no, &h, &why);
+  if (!t) MC_LOGI("nvlink transport unavailable: " << why);
+  *st = Status::Ok();
+  return t;
+}
+
+TransportEntry nvlink_entry() {
+  TransportEntry e;
+  e.name = "nvlink";
+  e.preference = 20;
+  e.create = create_nvlink;
+  return e;
+}
+
+// ---------------------------------------------------------------------------------- rdma
+
+bool valid_rdma_devices(const std::string &v) {
+  if (v == "auto" || v == "sim" || v == "sim-ib") return true;
+  if (v.rfind("sim:", 0) == 0) return int_in(v.substr(4), 1, 16);
+  auto parts = split(v, ',');
+  if (parts.empty() || v.back() == ',') return false;
+  for (auto &p : parts)
+    if (p.empty() || p.size() > 64 || !std::all_of(p.begin(), p.end(), [](char c) {
+          return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.';
+        }))
+      return false;
+  return true;
+}
+
+std::unique_ptr<Transport> create_rdma(Host &h, Status *st) {
+  RdmaOptions ro;
+  ro.timeout_ms = h.options().timeout_ms;
+  ro.auth_token = h.auth_token();
+  std::string dev = h.options().value("rdma_devices");
+  if (!dev.empty()) ro.rdma_devices = dev;
+  ro.rdma_qps_per_endpoint = static_cast<uint32_t>(int_value(h, "rdma_qps_per_endpoint", 1, 64, ro.rdma_qps_per_endpoint));
+  ro.rdma_max_endpoints = static_cast<uint32_t>(int_value(h, "rdma_max_endpoints", 1, 1048576, ro.rdma_max_endpoints));
+  ro.rdma_gid_index = static_cast<int>(int_value(h, "rdma_gid_index", 0, 255, ro.rdma_gid_index));  // "auto": -1
+  ro.rdma_port = static_cast<int>(int_value(h, "rdma_port", 1, 255, ro.rdma_port));                  // "auto": 0
+  ro.rdma_mtu = static_cast<uint32_t>(int_value(h, "rdma_mtu", 256, 4096, ro.rdma_mtu));
+  *st = Status::Ok();
+  return make_rdma_transport(ro, &h, h.engine_name(), st);
+}
+
+TransportEntry rdma_entry() {
+  TransportEntry e;
+  e.name = "rdma";
+  e.preference = 30;
+  e.keys = {
+      {"rdma_devices", "\"auto\", \"sim\", \"sim:N\" (N 1..16), \"sim-ib\" or a comma-separated list of RDMA device names",
+       valid_rdma_devices, "the RDMA devices to use (auto: every device with an active port)"},
+      {"rdma_qps_per_endpoint", "an integer 1..64", [](const std::string &v) { return int_in(v, 1, 64); },
+       "RC queue pairs per (peer, local NIC, peer NIC) (2)"},
+      {"rdma_max_endpoints", "an integer 1..1048576", [](const std::string &v) { return int_in(v, 1, 1048576); },
+       "endpoints kept connected; the least recently used beyond it are closed (4096)"},
+      {"rdma_gid_index", "\"auto\" or an integer 0..255",
+       [](const std::string &v) { return v == "auto" || int_in(v, 0, 255); }, "the GID table index (auto: RoCE v2 preferred)"},
+      {"rdma_port", "\"auto\" or a port number 1..255", [](const std::string &v) { return v == "auto" || int_in(v, 1, 255); },
+       "the device port (auto: each device's first active port)"},
+      {"rdma_mtu", "256, 512, 1024, 2048 or 4096",
+       [](const std::string &v) { return v == "256" || v == "512" || v == "1024" || v == "2048" || v == "4096"; },
+       "the largest path MTU to use (4096)"},
+  };
+  e.create = create_rdma;
+  return e;
+}
+
+// ---------------------------------------------------------------------------------- local
+
+std::unique_ptr<Transport> create_local(Host &h, Status *st) {
+  *st = Status::Ok();
+  return make_local_transport(&h, h.options().workers);
+}
+
+TransportEntry local_entry() {
+  TransportEntry e;
+  e.name = "local";
+  e.role = TransportEntry::Role::kSelf;
+  e.create = create_local;
+  return e;
+}
+
+std::vector<TransportEntry> make_registry() {
+  std::vector<TransportEntry> r = {shm_entry(), nvlink_entry(), rdma_entry(), tcp_entry(), local_entry()};
+  std::stable_sort(r.begin(), r.end(), [](const TransportEntry &a, const TransportEntry &b) {
+    if (a.control_listener != b.control_listener) return a.control_listener;
+    return a.preference < b.preference;
+  });
+  return r;
+}
+
+}  // namespace
+
+const std::vector<TransportEntry> &transport_registry() {
+  static const std::vector<TransportEntry> r = make_registry();
+  return r;
+}
+
+// Declared in util/config.h (see there why the registry defines them).
+const std::vector<ConfigKey> &transport_config_keys() {
+  static const std::vector<ConfigKey> k = [] {
+    std::vector<ConfigKey> v;
+    for (auto &e : transport_registry()) v.insert(v.end(), e.keys.begin(), e.keys.end());
+    return v;
+  }();
+  return k;
+}
+
+bool transport_name_known(const std::string &name) {
+  for (auto &e : transport_registry())
+    if (e.name == name) return true;
+  return false;
+}
+
+std::string transport_names() {
+  std::string s;
+  for (auto &e : transport_registry()) s += (s.empty() ? "" : ", ") + e.name;
+  return s;
+}
+
+}  // namespace mc
