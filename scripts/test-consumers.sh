@@ -20,7 +20,8 @@ tmp=$(mktemp -d /tmp/mc-consumers.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 prefix="$tmp/prefix"
 unset LD_LIBRARY_PATH MC_LIBRARY
-export GOTOOLCHAIN=local GOFLAGS=-mod=mod
+export GOTOOLCHAIN=local  # never fetch a toolchain
+unset GOFLAGS              # the README's steps alone
 # One cargo target dir for both Rust builds of this run (crates.io deps compile once).
 export CARGO_TARGET_DIR="$tmp/cargo-target"
 
