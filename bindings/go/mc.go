@@ -357,9 +357,10 @@ func closedErr(what string) error {
 	return &Error{Status: StatusInvalidArg, Message: "the " + what + " is closed"}
 }
 
-// timeoutMs converts a Duration to the C timeout: negative is no limit (-1).
+// timeoutMs converts a Duration to the C timeout. Zero (DefaultTimeout) and negative values
+// give -1, the engine's own bound; a positive value is rounded up to whole milliseconds.
 func timeoutMs(d time.Duration) C.int {
-	if d < 0 {
+	if d <= 0 {
 		return -1
 	}
 	ms := (d + time.Millisecond - 1) / time.Millisecond
@@ -369,7 +370,12 @@ func timeoutMs(d time.Duration) C.int {
 	return C.int(ms)
 }
 
-// NoTimeout waits without limit (each request still ends within the engine's timeout_ms).
+// DefaultTimeout is the zero Duration every blocking call takes as its default: no wall-clock
+// limit of the call's own, and every request still ends within the engine's timeout_ms of no
+// progress (so a call never hangs). A positive timeout is a wall-clock limit on top.
+const DefaultTimeout time.Duration = 0
+
+// NoTimeout is DefaultTimeout under its older name (a negative Duration also means the default).
 const NoTimeout time.Duration = -1
 
 // ----------------------------------------------------------------------------- engine
@@ -892,8 +898,8 @@ func resErr(r C.mcgo_res) error {
 	return mkerr(r.status, r.msg)
 }
 
-// Transfer submits the requests on an internal batch and waits (timeout < 0: no limit): nil
-// when all completed, the first failure's error, or ErrTimeout (the rest is canceled).
+// Transfer submits the requests on an internal batch and waits (timeout: DefaultTimeout or a
+// wall-clock limit): nil when all completed, the first failure's error, or ErrTimeout (the rest is canceled).
 func (e *Engine) Transfer(reqs []Request, timeout time.Duration) error {
 	if len(reqs) == 0 {
 		return &Error{Status: StatusInvalidArg, Message: "Transfer: no requests"}
@@ -1064,8 +1070,9 @@ func (b *Batch) Submit(reqs []Request) (int, error) {
 	return int(b.s.submitted.Add(int64(n))) - n, nil
 }
 
-// Wait waits until every submitted request ended (timeout < 0: no limit; 0: poll): nil when all
-// completed, the first failed request's error, or ErrTimeout.
+// Wait waits until every submitted request ended (timeout: DefaultTimeout or a wall-clock limit;
+// Status polls without waiting): nil when all completed, the first failed request's error, or
+// ErrTimeout.
 func (b *Batch) Wait(timeout time.Duration) error {
 	h, err := b.lock()
 	if err != nil {

@@ -7,7 +7,10 @@
  * Every mc_* function of mc.h is wrapped as a static method of mc.Mc under its C name:
  *  - A non-zero mc_status_t becomes a thrown mc.McException(status, message); the message is
  *    mc_last_error(), read in the same JNI call, on the same thread, right after the failing call.
- *    Functions that only return a status return void.
+ *    Functions that only return a status return void. McException.code() names the status as
+ *    the other bindings do (mc.ErrorCode: MC_ERR_INVALID_ARG is ErrorCode.InvalidArg).
+ *  - Timeouts: mc_transfer and mc_batch_wait have an overload without the int timeout_ms, the
+ *    default (the engine's own bound, as in every binding); Mc.write / Mc.read move one request.
  *  - Out-parameters become return values: mc_config_create -> Config, mc_engine_create -> Engine,
  *    mc_batch_create -> Batch, mc_heap_create -> Heap (all owned: destroyed by close()/delete()
  *    or, as a backstop, by the finalizer), mc_segment_open -> long, mc_heap_alloc -> long offset,
@@ -208,6 +211,48 @@ MC_HANDLE(mc_heap, mc_heap_t, Heap, mc_heap_create)
 
   /** The library's version as "major.minor.patch". */
   public static String version() { return mc_version_string(); }
+
+  /*
+   * Timeouts: every blocking call has an overload without the millisecond int, which is the
+   * default: no wall-clock limit of the call's own, and every request still ends within the
+   * engine's timeout_ms of no progress (so a call never hangs). The overload with timeoutMs is a
+   * wall-clock limit on top (MC_ERR_TIMEOUT; a negative value is the default again).
+   */
+
+  /** The C timeout that means the default (the engine's own bound). */
+  public static final int DEFAULT_TIMEOUT = -1;
+
+  /** mc_transfer with the default timeout. */
+  public static void mc_transfer(Engine engine, Request[] requests) {
+    mc_transfer(engine, requests, DEFAULT_TIMEOUT);
+  }
+
+  /** mc_batch_wait with the default timeout. */
+  public static void mc_batch_wait(Batch batch) { mc_batch_wait(batch, DEFAULT_TIMEOUT); }
+
+  /** One WRITE of local's first length bytes (a registered direct buffer) to remote; waits. */
+  public static void write(Engine engine, java.nio.ByteBuffer local, long segment, long remote,
+                           long length, int timeoutMs) {
+    mc_transfer(engine, new Request[] {Request.write(local, segment, remote, length)}, timeoutMs);
+  }
+
+  /** {@link #write(Engine, java.nio.ByteBuffer, long, long, long, int)}, default timeout. */
+  public static void write(Engine engine, java.nio.ByteBuffer local, long segment, long remote,
+                           long length) {
+    write(engine, local, segment, remote, length, DEFAULT_TIMEOUT);
+  }
+
+  /** One READ of length bytes at remote into local (a registered direct buffer); waits. */
+  public static void read(Engine engine, java.nio.ByteBuffer local, long segment, long remote,
+                          long length, int timeoutMs) {
+    mc_transfer(engine, new Request[] {Request.read(local, segment, remote, length)}, timeoutMs);
+  }
+
+  /** {@link #read(Engine, java.nio.ByteBuffer, long, long, long, int)}, default timeout. */
+  public static void read(Engine engine, java.nio.ByteBuffer local, long segment, long remote,
+                          long length) {
+    read(engine, local, segment, remote, length, DEFAULT_TIMEOUT);
+  }
 %}
 
 /* ===================================================================== scalar out-parameters */

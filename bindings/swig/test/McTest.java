@@ -112,6 +112,14 @@ public class McTest implements McConstants {
         same(src, target, n, "written");
         Mc.mc_transfer(a, new Request[] {Request.read(back, seg, remote, n)}, 5000);
         same(src, back, n, "read back");
+        // The helpers, with the default timeout (the engine's own bound) and with one.
+        fill(src, 7);
+        Mc.write(a, src, seg, remote, n);
+        same(src, target, n, "written by Mc.write");
+        fill(back, 0);
+        Mc.read(a, back, seg, remote, n, 5000);
+        same(src, back, n, "read back by Mc.read");
+        Mc.mc_transfer(a, new Request[] {Request.read(back, seg, remote, n)});
 
         // Two requests in a batch: the halves swapped.
         fill(src, 99);
@@ -177,6 +185,8 @@ public class McTest implements McConstants {
         // Nobody listens on port 1.
         McException e = expectStatus(MC_ERR_PEER_DOWN, () -> Mc.mc_segment_open(a, "127.0.0.1:1"));
         expect(e.libraryMessage().contains("127.0.0.1:1"), "message names the peer: " + e.libraryMessage());
+        expect(e.code() == ErrorCode.PeerDown, "code() is ErrorCode.PeerDown: " + e.code());
+        expect(ErrorCode.of(-1000) == ErrorCode.Other, "an unknown status is ErrorCode.Other");
         Mc.mc_segment_close(a, seg);
       }
     });

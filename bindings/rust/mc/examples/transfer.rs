@@ -22,10 +22,10 @@ fn main() -> Result<(), mc::Error> {
     }
     let mut dst = eng.alloc(n)?;
     let t = Instant::now();
-    eng.write(&src, &seg, remote.addr)?;
+    eng.write(&src, &seg, remote.addr, None)?;
     let tw = t.elapsed();
     let t = Instant::now();
-    eng.read(&mut dst, &seg, remote.addr)?;
+    eng.read(&mut dst, &seg, remote.addr, None)?;
     let tr = t.elapsed();
     let ok = src[..] == dst[..];
     println!(

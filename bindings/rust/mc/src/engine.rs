@@ -19,7 +19,8 @@ fn cstring(what: &str, s: &str) -> Result<CString> {
     CString::new(s).map_err(|_| Error::invalid(format!("{what} contains a NUL byte")))
 }
 
-/// `None` is no limit (-1); durations are rounded up to milliseconds.
+/// `None` is the default (-1: no wall-clock limit of the call's own; every request still ends
+/// within the engine's timeout_ms of no progress); durations are rounded up to milliseconds.
 fn timeout_ms(timeout: Option<Duration>) -> i32 {
     match timeout {
         None => -1,
@@ -378,18 +379,35 @@ impl Engine {
         }
     }
 
-    /// Copies `local` (registered) to the peer's address `remote` and waits.
-    pub fn write(&self, local: &[u8], segment: &Segment<'_>, remote: u64) -> Result<()> {
-        self.transfer(&mut [Request::write(local, segment, remote)], None)
+    /// Copies `local` (registered) to the peer's address `remote` and waits (`timeout` as for
+    /// [`Engine::transfer`]).
+    pub fn write(
+        &self,
+        local: &[u8],
+        segment: &Segment<'_>,
+        remote: u64,
+        timeout: Option<Duration>,
+    ) -> Result<()> {
+        self.transfer(&mut [Request::write(local, segment, remote)], timeout)
     }
 
-    /// Copies `[remote, remote + local.len())` of the segment into `local` (registered).
-    pub fn read(&self, local: &mut [u8], segment: &Segment<'_>, remote: u64) -> Result<()> {
-        self.transfer(&mut [Request::read(local, segment, remote)], None)
+    /// Copies `[remote, remote + local.len())` of the segment into `local` (registered) and
+    /// waits (`timeout` as for [`Engine::transfer`]).
+    pub fn read(
+        &self,
+        local: &mut [u8],
+        segment: &Segment<'_>,
+        remote: u64,
+        timeout: Option<Duration>,
+    ) -> Result<()> {
+        self.transfer(&mut [Request::read(local, segment, remote)], timeout)
     }
 
-    /// Runs the requests on an internal batch and waits (`None`: no limit). On a timeout the
-    /// rest is canceled, and this returns only once none of them can touch the memory.
+    /// Runs the requests on an internal batch and waits. `None` is the default: no wall-clock
+    /// limit of the call's own, and every request still ends within the engine's timeout_ms of
+    /// no progress (so a call never hangs); `Some(d)` is a wall-clock limit on top (`Timeout`).
+    /// On a timeout the rest is canceled, and this returns only once none of them can touch the
+    /// memory.
     pub fn transfer(&self, requests: &mut [Request<'_>], timeout: Option<Duration>) -> Result<()> {
         if requests.is_empty() {
             return Err(Error::invalid("transfer: no requests"));
@@ -815,8 +833,9 @@ impl<'e> Batch<'e> {
         Ok(self.submitted.fetch_add(raw.len(), Ordering::AcqRel))
     }
 
-    /// Waits until every submitted request ended (`None`: no limit; zero: poll): `Ok` when all
-    /// completed, the first failure's error, or `Timeout`.
+    /// Waits until every submitted request ended (`None`: the default, as for
+    /// [`Engine::transfer`]; `Some(Duration::ZERO)`: poll): `Ok` when all completed, the first
+    /// failure's error, or `Timeout`.
     pub fn wait(&self, timeout: Option<Duration>) -> Result<()> {
         // SAFETY: live batch.
         check(unsafe { sys::mc_batch_wait(self.raw.as_ptr(), timeout_ms(timeout)) })

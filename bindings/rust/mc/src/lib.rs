@@ -6,8 +6,8 @@
 //! let mut buf = eng.alloc(1 << 20)?;             // registered, page-aligned memory
 //! let seg = eng.open("127.0.0.1:15000")?;        // a peer's segment
 //! let remote = seg.buffers()?[0].addr;           // the peer's address
-//! eng.write(&buf, &seg, remote)?;                // sync one-sided WRITE
-//! eng.read(&mut buf, &seg, remote)?;
+//! eng.write(&buf, &seg, remote, None)?;          // sync one-sided WRITE
+//! eng.read(&mut buf, &seg, remote, None)?;
 //! # Ok::<(), mc::Error>(())
 //! ```
 //!

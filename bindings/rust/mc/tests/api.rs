@@ -123,18 +123,26 @@ fn loopback_write_read() {
     assert_eq!((bufs[0].addr, bufs[0].length), (dst.addr(), n as u64));
     assert!(bufs[0].location.starts_with("cpu"));
 
-    a.write(&src, &seg, dst.addr()).unwrap();
+    a.write(&src, &seg, dst.addr(), None).unwrap();
     assert!(dst[..] == src[..]);
     let mut back = a.register(vec![0u8; 4096]).unwrap();
-    a.read(&mut back, &seg, dst.addr() + 4096).unwrap();
+    a.read(&mut back, &seg, dst.addr() + 4096, None).unwrap();
     assert_eq!(&back[..], &src[4096..8192]);
+    // With a wall-clock limit on top of the engine's own bound.
+    let mut back2 = a.register(vec![0u8; 4096]).unwrap();
+    a.write(&src[8192..12288], &seg, dst.addr(), Some(within(5)))
+        .unwrap();
+    a.read(&mut back2, &seg, dst.addr(), Some(within(5)))
+        .unwrap();
+    assert_eq!(&back2[..], &src[8192..12288]);
+    a.write(&src[..4096], &seg, dst.addr(), None).unwrap();
     let back = back.into_inner();
     assert_eq!(back.len(), 4096);
 
     // Unregistered local memory is refused, not copied.
-    let e = a.write(&[0u8; 64], &seg, dst.addr()).unwrap_err();
+    let e = a.write(&[0u8; 64], &seg, dst.addr(), None).unwrap_err();
     assert_eq!(e.code(), ErrorCode::OutOfRange, "{e}");
-    let e = a.write(&src, &seg, dst.addr() + 1).unwrap_err();
+    let e = a.write(&src, &seg, dst.addr() + 1, None).unwrap_err();
     assert_eq!(e.code(), ErrorCode::OutOfRange);
 
     let stats = a.stats_json().unwrap();
@@ -150,7 +158,7 @@ fn own_segment_is_local() {
     let dst = e.alloc(8192).unwrap();
     let seg = e.open(e.name()).unwrap();
     assert_eq!(seg.info().unwrap().transport, "local");
-    e.write(&src, &seg, dst.addr()).unwrap();
+    e.write(&src, &seg, dst.addr(), None).unwrap();
     assert!(dst.iter().all(|&c| c == b'x'));
 }
 
@@ -227,7 +235,7 @@ fn concurrent_writers() {
                 for k in 0..10 {
                     let r = remote + (i * SIZE) as u64;
                     if k % 2 == 0 {
-                        a.write(chunk, seg, r).unwrap();
+                        a.write(chunk, seg, r, None).unwrap();
                     } else {
                         batch.submit([Request::write(chunk, seg, r)]).unwrap();
                     }
@@ -257,7 +265,7 @@ fn register_batch_and_transfer_into_last() {
         .any(|x| x.addr == last.addr() && x.length == last.len() as u64));
     let mut src = a.alloc(last.len()).unwrap();
     src.copy_from_slice(&pattern(last.len(), 9));
-    a.write(&src, &seg, last.addr()).unwrap();
+    a.write(&src, &seg, last.addr(), None).unwrap();
     assert!(regs[N - 1][..] == src[..]);
     assert!(regs[N - 2].iter().all(|&c| c == 0));
 
@@ -294,32 +302,34 @@ fn set_access_denies_peers() {
     let mut src = a.alloc(n).unwrap();
     src.fill(b'w');
     let seg = a.open(b.name()).unwrap();
-    a.write(&src, &seg, target.addr()).unwrap();
+    a.write(&src, &seg, target.addr(), None).unwrap();
 
     target.set_access(Access::READ).unwrap();
     let mut back = a.alloc(n).unwrap();
-    a.read(&mut back, &seg, target.addr()).unwrap();
+    a.read(&mut back, &seg, target.addr(), None).unwrap();
     assert!(back.iter().all(|&c| c == b'w'));
     src.fill(b'x');
-    let e = a.write(&src, &seg, target.addr()).unwrap_err();
+    let e = a.write(&src, &seg, target.addr(), None).unwrap_err();
     assert_eq!(e.code(), ErrorCode::Denied, "{e}");
     assert!(target.iter().all(|&c| c == b'w'), "a denied WRITE wrote");
 
     b.set_access(target.addr(), Access::NONE).unwrap();
-    let e = a.read(&mut back, &seg, target.addr()).unwrap_err();
+    let e = a.read(&mut back, &seg, target.addr(), None).unwrap_err();
     assert_eq!(e.code(), ErrorCode::Denied, "{e}");
 
     let reg = b.register(vec![0u8; 4096]).unwrap();
     reg.set_access(Access::WRITE).unwrap();
-    a.write(&src[..4096], &seg, reg.addr()).unwrap();
+    a.write(&src[..4096], &seg, reg.addr(), None).unwrap();
     assert!(reg.iter().all(|&c| c == b'x'));
-    let e = a.read(&mut back[..4096], &seg, reg.addr()).unwrap_err();
+    let e = a
+        .read(&mut back[..4096], &seg, reg.addr(), None)
+        .unwrap_err();
     assert_eq!(e.code(), ErrorCode::Denied, "{e}");
 
     target.set_access(Access::READ | Access::WRITE).unwrap();
     assert_eq!(Access::READ | Access::WRITE, Access::READ_WRITE);
     assert!(Access::READ_WRITE.contains(Access::WRITE));
-    a.write(&src, &seg, target.addr()).unwrap();
+    a.write(&src, &seg, target.addr(), None).unwrap();
     assert!(target.iter().all(|&c| c == b'x'));
 
     let e = b
@@ -357,7 +367,7 @@ fn auth_token_mismatch_is_denied() {
     let mut src = d.alloc(4096).unwrap();
     src.fill(b'k');
     let seg = d.open(a.name()).unwrap();
-    d.write(&src, &seg, dst.addr()).unwrap();
+    d.write(&src, &seg, dst.addr(), None).unwrap();
     assert!(dst.iter().all(|&x| x == b'k'));
 }
 
@@ -441,8 +451,8 @@ fn two_process() {
         let mut src = e.alloc(n).unwrap();
         src.copy_from_slice(&pattern(n, 11));
         let mut dst = e.alloc(n).unwrap();
-        e.write(&src, &seg, bufs[0].addr).unwrap();
-        e.read(&mut dst, &seg, bufs[0].addr).unwrap();
+        e.write(&src, &seg, bufs[0].addr, None).unwrap();
+        e.read(&mut dst, &seg, bufs[0].addr, None).unwrap();
         assert!(src[..] == dst[..]);
     });
     child.kill().ok();

@@ -18,6 +18,9 @@ public class McException extends RuntimeException {
   /** The mc_status_t, e.g. McConstants.MC_ERR_INVALID_ARG (-1). Unknown codes pass through. */
   public int status() { return status; }
 
+  /** The status by name ({@link ErrorCode#Other} for a code this binding does not know). */
+  public ErrorCode code() { return ErrorCode.of(status); }
+
   /** The library's message alone (without the status prefix). */
   public String libraryMessage() {
     String m = getMessage();

@@ -1,0 +1,3 @@
+module example.com/mcconsumer
+
+go 1.24
