@@ -117,6 +117,7 @@ test: deps
 	./scripts/check-layers.sh
 	./scripts/test-bindings.sh $(BUILD)
 	./scripts/check-bindings-coverage.sh $(BUILD)
+	./scripts/test-consumers.sh $(BUILD)
 	$(MAKE) test-hardening
 
 test-long: deps

@@ -86,12 +86,13 @@ rust_vendored() (
   set -e
   rust_crate rust-vendored && cd "$tmp/rust-vendored"
   export PKG_CONFIG_PATH= PKG_CONFIG_LIBDIR=/nonexistent
+  local before; before=$(git -C "$root" status --porcelain --ignored -- include src pkgconfig Makefile)
   cargo build -q --features vendored
   bin="$CARGO_TARGET_DIR/debug/mc-consumer"
   if ldd "$bin" | grep -q 'libmc\.so'; then echo "rust-vendored: binary needs libmc.so"; exit 1; fi
   "$bin"
   # The build ran make into OUT_DIR, never into the source tree.
-  [ -z "$(git -C "$root" status --porcelain --ignored -- include src pkgconfig Makefile)" ] ||
+  [ "$(git -C "$root" status --porcelain --ignored -- include src pkgconfig Makefile)" = "$before" ] ||
     { echo "rust-vendored: the source tree changed"; exit 1; }
 )
 
