@@ -10,13 +10,10 @@
 // (process_vm_readv/writev: one system call per slice) when the kernel's ptrace rules allow it,
 // which is checked once at connect; otherwise the engine sends them over TCP.
 //
-// Why the control page: an initiator copies without asking the target, so it must never use a
-// buffer the target already unregistered. Each copy runs inside an "active" window:
-//   initiator: active++ ; if epoch != the epoch of its buffer list -> leave, refresh the list;
-//              else copy ; active--
-//   target unregister: epoch++ ; wait until active == 0 (bounded by timeout_ms)
-// Both sides use sequentially consistent atomics on the shared page, so either the initiator
-// sees the new epoch, or the target waits for the copy to finish before the memory goes.
+// The control page, the epoch window that makes unregister safe, the socket's admission and
+// its one serving thread for all peers, the request connection and the one thread that
+// watches every peer's WATCH connection are the same-host stack's, shared with nvlink
+// (transport/samehost/: ctrl_page.h says why the page exists). This file keeps the copy engine.
 //
 // A second connection ("WATCH") stays open and idle: it closes when the target engine is
 // destroyed or its process dies, and the initiator then fails everything to that peer at once
@@ -44,7 +41,7 @@
 //   "HELLO <incarnation> <nonce_c hex>" -> "CHALLENGE <nonce_s hex> <proof_s hex>"
 //   "AUTH <proof_c hex>"                -> the control page, as without a token
 // A refusal is "ERR DENIED <why>". At most kMaxPending connections may be in their handshake,
-// each for at most min(timeout_ms, kHandshakeMs) per message.
+// each for at most min(timeout_ms, kHandshakeMs) per message (samehost/unix_server.h).
 //
 // Access (mc_buffer_set_access): LIST carries each buffer's access bits; FD hands a buffer that
 // peers may not write as a read-only file (reopened O_RDONLY through /proc/self/fd), which the
