@@ -48,6 +48,7 @@ void UnixServer::loop() {
   // Held until this thread returns (ctrl_page.h); it serves no peer before.
   if (alive_) pthread_mutex_lock(alive_);
   epoll_event ev[64];
+  std::vector<int> closing;
   while (!stopping_.load()) {
     int n = ::epoll_wait(epoll_.get(), ev, 64, -1);
     if (n < 0 && errno != EINTR) break;
@@ -56,10 +57,19 @@ void UnixServer::loop() {
       if (tag == kWakeTag) continue;
       if (tag == kListenTag) {
         accept_ready();
-      } else if (!serve_one(static_cast<int>(tag))) {
-        drop(static_cast<int>(tag));
+        continue;
       }
+      int fd = static_cast<int>(tag);
+      {
+        std::lock_guard<std::mutex> lk(mu_);
+        if (!conns_.count(fd)) continue;  // dropped earlier in this batch
+      }
+      if (!serve_one(fd)) drop(fd, &closing);
     }
+    // Closed only now: a number freed in the middle of a batch could come back from accept()
+    // while a stale event of the batch still names it.
+    for (int fd : closing) ::close(fd);
+    closing.clear();
   }
   std::set<int> conns;
   {
@@ -138,11 +148,11 @@ bool UnixServer::serve_one(int fd) {
   return keep;
 }
 
-void UnixServer::drop(int fd) {
+void UnixServer::drop(int fd, std::vector<int> *closing) {
   std::lock_guard<std::mutex> lk(mu_);
   ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
   conns_.erase(fd);
-  ::close(fd);
+  closing->push_back(fd);
 }
 
 void UnixServer::stop() {

@@ -62,7 +62,8 @@ class UnixServer {
   void handshake(int fd, std::shared_ptr<std::atomic<bool>> done);
   // Reads and answers one request; false when the connection is to close.
   bool serve_one(int fd);
-  void drop(int fd);
+  // Takes fd out of the loop; the loop closes it after the current batch of events.
+  void drop(int fd, std::vector<int> *closing);
 
   Options o_;
   std::string hello_;
