@@ -42,6 +42,7 @@ while IFS= read -r f; do
       if [ "$top" = transport ] && [ -n "$sub" ]; then
         case "$inc" in
           transport/"$sub"/*) ;;
+          transport/samehost/*) ;;  # what shm and nvlink share (samehost itself includes neither)
           transport/*/*) echo "check-layers: $f includes another transport's $inc"; fail=1 ;;
         esac
       elif [ "$rel" = transport/registry.cpp ]; then

@@ -3,6 +3,7 @@
  * nothing, a peer killed while mapped, a peer restarted under the same name, automatic choice,
  * and transports=tcp still working on one host. */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <libgen.h>
 #include <limits.h>
 #include <setjmp.h>
@@ -466,8 +467,135 @@ static void test_unregister_while_peer_copies(void **state) {
   mc_engine_destroy(tgt);
 }
 
-int main(void) {
+/* Threads that do not grow with same-host peers. This process is a target and an initiator
+ * for n peer engines (in a child: this program again, "peers" mode): each peer opens our
+ * segment and reads from it over shm (our side serves its requests and its watch connection),
+ * and we open each peer's segment and read from it (we watch each peer's socket). Our thread
+ * count (/proc/self/task) is printed for 1, 10 and 100 peers; the shm part of it may not grow
+ * by more than a fixed handful from 1 to 100 peers (before the shared same-host loop it grew
+ * by 3 threads a peer: two served connections and one watcher). */
+static int count_tasks(pid_t pid) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+  DIR *d = opendir(path);
+  if (!d) return -1;
+  int n = 0;
+  struct dirent *de;
+  while ((de = readdir(d)) != NULL)
+    if (de->d_name[0] != '.') n++;
+  closedir(d);
+  return n;
+}
+
+static int run_peers(int n, const char *target, uint64_t addr) {
+  mc_engine_t **es = calloc((size_t)n, sizeof *es);
+  for (int i = 0; i < n; i++) {
+    es[i] = tu_engine("timeout_ms", "5000", NULL);
+    void *a = NULL;
+    mc_request_t r = {MC_READ, 0, NULL, 0, addr, 4096};
+    mc_segment_info_t info = {.size = sizeof info};
+    if (!es[i] || mc_buffer_alloc(es[i], 4096, NULL, &a) != MC_OK || !(r.local = a) || mc_segment_open(es[i], target, &r.segment) != MC_OK ||
+        mc_transfer(es[i], &r, 1, 10000) != MC_OK || mc_segment_query(es[i], r.segment, &info) != MC_OK ||
+        strcmp(info.transport, "shm") != 0) {
+      fprintf(stderr, "peer %d: %s (transport %s)\n", i, mc_last_error(), info.transport);
+      return 1;
+    }
+    memset(a, i & 0xff, 4096);
+    printf("%s %p\n", mc_engine_name(es[i]), a);
+  }
+  printf("ready\n");
+  fflush(stdout);
+  while (getchar() != EOF) {
+  }
+  for (int i = 0; i < n; i++) mc_engine_destroy(es[i]);
+  free(es);
+  return 0;
+}
+
+/* Our threads with n peers attached both ways, minus our threads before. */
+static int threads_with_peers(mc_engine_t *e, void *buf, int n) {
+  int before = count_tasks(getpid());
+  char exe[PATH_MAX];
+  ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  assert_true(len > 0);
+  exe[len] = 0;
+  int out[2], in[2];
+  assert_int_equal(pipe(out), 0);
+  assert_int_equal(pipe(in), 0);
+  char ns[16], ad[32];
+  snprintf(ns, sizeof ns, "%d", n);
+  snprintf(ad, sizeof ad, "%p", buf);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    dup2(out[1], 1);
+    dup2(in[0], 0);
+    close(out[0]);
+    close(out[1]);
+    close(in[0]);
+    close(in[1]);
+    execl(exe, exe, "peers", ns, mc_engine_name(e), ad, (char *)NULL);
+    _exit(127);
+  }
+  for (int i = 0; i < 16; i++)
+    if (g_children[i] == 0) {
+      g_children[i] = pid;
+      break;
+    }
+  close(out[1]);
+  close(in[0]);
+  FILE *f = fdopen(out[0], "r");
+  char line[400];
+  char *rb = NULL;
+  assert_int_equal(mc_buffer_alloc(e, 4096, NULL, (void **)&rb), MC_OK);
+  mc_segment_t *segs = calloc((size_t)n, sizeof *segs);
+  for (int i = 0; i < n; i++) {
+    assert_non_null(fgets(line, sizeof line, f));
+    char name[320];
+    void *pa = NULL;
+    assert_int_equal(sscanf(line, "%319s %p", name, &pa), 2);
+    assert_int_equal(mc_segment_open(e, name, &segs[i]), MC_OK);
+    mc_request_t r = {MC_READ, 0, rb, segs[i], (uint64_t)(uintptr_t)pa, 4096};
+    assert_int_equal(mc_transfer(e, &r, 1, tu_wait_ms(10000)), MC_OK);
+    assert_int_equal(rb[100], (char)(i & 0xff));
+    mc_segment_info_t info = {.size = sizeof info};
+    assert_int_equal(mc_segment_query(e, segs[i], &info), MC_OK);
+    assert_string_equal(info.transport, "shm");
+  }
+  assert_non_null(fgets(line, sizeof line, f));
+  assert_string_equal(line, "ready\n");
+  int after = count_tasks(getpid());
+  printf("shm threads: %d peer(s): %d threads before, %d with the peers attached both ways (+%d)\n", n, before, after,
+         after - before);
+  for (int i = 0; i < n; i++) mc_segment_close(e, segs[i]);
+  free(segs);
+  assert_int_equal(mc_buffer_free(e, rb), MC_OK);
+  close(in[1]);
+  fclose(f);
+  waitpid(pid, NULL, 0);
+  for (int i = 0; i < 16; i++)
+    if (g_children[i] == pid) g_children[i] = 0;
+  return after - before;
+}
+
+static void test_threads_constant_in_peers(void **state) {
+  (void)state;
+  mc_engine_t *e = tu_engine("timeout_ms", "5000", NULL);
+  void *buf = NULL;
+  assert_int_equal(mc_buffer_alloc(e, 4096, NULL, &buf), MC_OK);
+  int d1 = threads_with_peers(e, buf, 1);
+  int d10 = threads_with_peers(e, buf, 10);
+  int d100 = threads_with_peers(e, buf, 100);
+  (void)d10;
+  assert_true(d100 <= d1 + 8);
+  mc_engine_destroy(e);
+}
+
+int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
+  if (argc == 5 && strcmp(argv[1], "peers") == 0)
+    return run_peers(atoi(argv[2]), argv[3], strtoull(argv[4], NULL, 16));
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_teardown(test_both_memory_kinds, kill_children),  cmocka_unit_test_teardown(test_scattered_small_requests, kill_children),
       cmocka_unit_test_teardown(test_single_slice_split, kill_children),
@@ -475,6 +603,7 @@ int main(void) {
       cmocka_unit_test_teardown(test_out_of_range, kill_children),
       cmocka_unit_test_teardown(test_killed_while_mapped, kill_children), cmocka_unit_test_teardown(test_restart_same_name, kill_children),
       cmocka_unit_test_teardown(test_forced_tcp, kill_children),          cmocka_unit_test_teardown(test_unregister_while_peer_copies, kill_children),
+      cmocka_unit_test_teardown(test_threads_constant_in_peers, kill_children),
   };
   return cmocka_run_group_tests_name("shm", tests, NULL, NULL);
 }

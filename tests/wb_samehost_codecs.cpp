@@ -3,15 +3,33 @@
 // belongs, negative, float, missing field, wrong type, truncated JSON, huge array, wrapping or
 // empty or overlapping ranges, pid 0 / -1, bad hex) is refused with the status code of its kind
 // and a message naming the peer, the message and the field, and never throws.
+//
+// And the shared same-host stack on a real abstract socket (src/transport/samehost/): the
+// server answers requests of many admitted peers from one thread, drops a hostile one (a huge
+// length, an unknown request) and goes on serving the others; the client closes a descriptor
+// that came with a refusal; the watch loop reports a hang-up once, and never after unwatch.
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 
+#include <dirent.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <memory>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "proto/samehost_msg.h"
+#include "proto/unix_msg.h"
+#include "transport/samehost/peer_conn.h"
+#include "transport/samehost/unix_server.h"
+#include "transport/samehost/watch_loop.h"
 
 extern "C" {
 #include <cmocka.h>
@@ -104,8 +122,16 @@ std::string shm_list(const std::string &bufs) { return R"({"epoch":3,"buffers":[
 void shm_lists(void **) {
   ShmList l;
   l.epoch = 9;
-  l.buffers.push_back({0x1000, 0x1000, true, MC_ACCESS_READ});
-  l.buffers.push_back({0x2000, 0x10, false, MC_ACCESS_READ | MC_ACCESS_WRITE});
+  auto buf = [](uint64_t addr, uint64_t len, bool memfd, uint32_t access) {
+    ShmListBuf b;
+    b.addr = addr;
+    b.len = len;
+    b.memfd = memfd;
+    b.access = access;
+    return b;
+  };
+  l.buffers.push_back(buf(0x1000, 0x1000, true, MC_ACCESS_READ));
+  l.buffers.push_back(buf(0x2000, 0x10, false, MC_ACCESS_READ | MC_ACCESS_WRITE));
   ShmList g = accepted<ShmList>(l.to_json(), MC_ERR_TRANSPORT);
   assert_string_equal(g.to_json().c_str(), l.to_json().c_str());
   assert_int_equal(accepted<ShmList>(shm_list(""), MC_ERR_TRANSPORT).buffers.size(), 0);
@@ -196,12 +222,168 @@ void fd_requests(void **) {
   }
 }
 
+// ------------------------------------------------------------------ the shared same-host stack
+
+int count_dir(const char *path) {
+  DIR *d = opendir(path);
+  if (!d) return -1;
+  int n = 0;
+  while (dirent *e = readdir(d))
+    if (e->d_name[0] != '.') n++;
+  closedir(d);
+  return n;
+}
+
+// The task count once it stopped moving (handshake threads end just after their reply).
+int settled_tasks(int want_at_most) {
+  int n = count_dir("/proc/self/task");
+  for (int i = 0; i < 200 && n > want_at_most; i++) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    n = count_dir("/proc/self/task");
+  }
+  return n;
+}
+
+struct TestServer {
+  mc::samehost::UnixServer srv;
+  int pipe_fds[2] = {-1, -1};
+  std::string name = "mc-wb-samehost-" + std::to_string(getpid());
+  TestServer() {
+    assert_int_equal(pipe(pipe_fds), 0);
+    mc::samehost::UnixServer::Options o{"test", name, "", 7, 2000, 1u << 16};
+    // "LIST" -> "L" + fd; "NO" -> a refusal that (wrongly) carries an fd; "DENY" -> ERR DENIED.
+    auto h = [this](const std::string &q, std::string *r, mc::Fd *f) {
+      if (q == "LIST") {
+        *r = "L";
+        f->reset(dup(pipe_fds[0]));
+      } else if (q == "NO") {
+        *r = "ERR nope";
+        f->reset(dup(pipe_fds[0]));
+      } else if (q == "DENY") {
+        *r = "ERR DENIED not yours";
+      } else if (q == "WATCH") {
+      } else {
+        *r = "ERR unknown request";
+        return false;
+      }
+      return true;
+    };
+    assert_true(srv.start(o, "{\"hi\":1}", pipe_fds[1], h, nullptr).ok());
+  }
+  ~TestServer() {
+    srv.stop();
+    close(pipe_fds[0]);
+    close(pipe_fds[1]);
+  }
+  std::unique_ptr<mc::samehost::PeerConn> conn() {
+    auto c = std::make_unique<mc::samehost::PeerConn>("same-host peer t", 1u << 16);
+    std::string hello;
+    mc::Fd hf;
+    mc::Status st = c->open(name, "", 7, 2000, &hello, &hf);
+    assert_true(st.ok());
+    assert_string_equal(hello.c_str(), "{\"hi\":1}");
+    assert_true(hf.valid());
+    return c;
+  }
+};
+
+void server_one_thread_for_all_peers(void **) {
+  TestServer ts;
+  int before = settled_tasks(0);
+  std::vector<std::unique_ptr<mc::samehost::PeerConn>> conns;
+  for (int i = 0; i < 64; i++) conns.push_back(ts.conn());
+  // Every connection is served, from the one loop thread.
+  for (auto &c : conns) {
+    std::string r;
+    mc::Fd f;
+    assert_true(c->request("LIST", &r, &f).ok());
+    assert_string_equal(r.c_str(), "L");
+    assert_true(f.valid());
+  }
+  int after = settled_tasks(before);
+  std::printf("server: %d threads before 64 admitted peers, %d with them\n", before, after);
+  assert_true(after <= before);
+  // Another incarnation is refused before anything is handed over.
+  mc::samehost::PeerConn wrong("same-host peer t", 1u << 16);
+  std::string hello;
+  mc::Fd hf;
+  assert_false(wrong.open(ts.name, "", 8, 2000, &hello, &hf).ok());
+  assert_false(hf.valid());
+}
+
+void client_closes_fds_of_refusals(void **) {
+  TestServer ts;
+  auto c = ts.conn();
+  int fds = count_dir("/proc/self/fd");
+  for (int i = 0; i < 32; i++) {
+    std::string r;
+    mc::Fd f;
+    mc::Status st = c->request("NO", &r, &f);
+    assert_int_equal(st.code(), MC_ERR_TRANSPORT);
+    assert_true(st.message().find("same-host peer t: nope") != std::string::npos);
+    assert_false(f.valid());
+    st = c->request("DENY", &r, &f);
+    assert_int_equal(st.code(), MC_ERR_DENIED);
+  }
+  assert_int_equal(count_dir("/proc/self/fd"), fds);  // no descriptor leaked
+}
+
+void server_drops_hostile_peers(void **) {
+  TestServer ts;
+  auto good = ts.conn();
+  // An admitted peer that announces a 4 GiB message, one that sends an unknown request, one
+  // that hangs up mid-message: each loses its own connection only.
+  auto huge = ts.conn();
+  const unsigned char len[4] = {0xff, 0xff, 0xff, 0xff};
+  assert_int_equal(send(huge->fd(), len, 4, MSG_NOSIGNAL), 4);
+  auto odd = ts.conn();
+  std::string r;
+  mc::Fd f;
+  assert_int_equal(odd->request("BOGUS", &r, &f).code(), MC_ERR_TRANSPORT);
+  assert_int_equal(odd->request("LIST", &r, &f).code(), MC_ERR_PEER_DOWN);
+  auto cut = ts.conn();
+  const unsigned char part[6] = {10, 0, 0, 0, 'L', 'I'};
+  assert_int_equal(send(cut->fd(), part, 6, MSG_NOSIGNAL), 6);
+  shutdown(cut->fd(), SHUT_WR);
+  char c;
+  assert_true(recv(huge->fd(), &c, 1, 0) <= 0);  // closed by the server
+  assert_true(good->request("LIST", &r, &f).ok());
+  assert_string_equal(r.c_str(), "L");
+}
+
+void watch_loop_reports_hangups(void **) {
+  mc::Status st;
+  auto w = mc::samehost::WatchLoop::create(&st);
+  assert_non_null(w.get());
+  int a[2], b[2];
+  assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, a), 0);
+  assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, b), 0);
+  std::atomic<int> fired_a{0}, fired_b{0};
+  uint64_t ia = 0, ib = 0;
+  assert_true(w->watch(a[0], [&] { fired_a++; }, &ia));
+  assert_true(w->watch(b[0], [&] { fired_b++; }, &ib));
+  assert_int_equal(w->watched(), 2);
+  w->unwatch(ib);  // never fires after this, even when its peer goes
+  close(b[1]);
+  close(a[1]);
+  for (int i = 0; i < 500 && fired_a.load() == 0; i++) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  assert_int_equal(fired_a.load(), 1);
+  assert_int_equal(fired_b.load(), 0);
+  assert_int_equal(w->watched(), 0);
+  w->unwatch(ia);  // after it fired: nothing to do
+  close(a[0]);
+  close(b[0]);
+}
+
 }  // namespace
 
 int main() {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(blobs),        cmocka_unit_test(hellos),      cmocka_unit_test(shm_lists),
       cmocka_unit_test(nvlink_lists), cmocka_unit_test(fd_requests),
+      cmocka_unit_test(server_one_thread_for_all_peers), cmocka_unit_test(client_closes_fds_of_refusals),
+      cmocka_unit_test(server_drops_hostile_peers),      cmocka_unit_test(watch_loop_reports_hangups),
   };
   return cmocka_run_group_tests(tests, nullptr, nullptr);
 }

@@ -64,34 +64,14 @@ std::string ShmHello::to_json() const { return json{{"pid", pid}, {"ctrl", ctrl}
 bool NvlinkHello::read(Reader &r, const json &root) { return read_pid(r, root, &pid); }
 std::string NvlinkHello::to_json() const { return json{{"pid", pid}}.dump(); }
 
-bool ShmList::read(Reader &r, const json &root) {
-  if (!r.get(root, "", "epoch", &epoch)) return false;
-  const json *a = r.array(root, "", "buffers", kMaxSamehostBuffers);
-  if (!a) return false;
-  buffers.resize(a->size());
-  for (size_t i = 0; i < a->size(); i++) {
-    const json &o = (*a)[i];
-    std::string at = Reader::index("buffers", i);
-    ShmListBuf &b = buffers[i];
-    if (!r.get(o, at, "addr", &b.addr) || !r.get(o, at, "len", &b.len) || !r.get(o, at, "memfd", &b.memfd) ||
-        !r.get(o, at, "access", &b.access))
-      return false;
-    if (!check_range(r, at, b.addr, b.len) || !check_access(r, at, b.access)) return false;
-  }
-  return check_disjoint(r, buffers);
-}
+bool ShmListBuf::read_own(Reader &r, const json &o, const std::string &at) { return r.get(o, at, "memfd", &memfd); }
+void ShmListBuf::write_own(json &o) const { o["memfd"] = memfd; }
 
-std::string ShmList::to_json() const {
-  json a = json::array();
-  for (auto &b : buffers) a.push_back({{"addr", b.addr}, {"len", b.len}, {"memfd", b.memfd}, {"access", b.access}});
-  return json{{"epoch", epoch}, {"buffers", std::move(a)}}.dump();
-}
-
-namespace {
-
-bool read_nv_handle(Reader &r, const json &o, const std::string &at, NvListBuf *b) {
-  if (b->access == 0) return true;  // listed without a handle: requests to it fail DENIED
-  if (b->vmm) {
+bool NvListBuf::read_own(Reader &r, const json &o, const std::string &at) {
+  if (!r.get(o, at, "dev", &dev) || !r.get(o, at, "vmm", &vmm)) return false;
+  if (dev < 0) return r.fail_at(at, "dev", "is negative");
+  if (access == 0) return true;  // listed without a handle: requests to it fail DENIED
+  if (vmm) {
     std::string cp = Reader::join(at, "chunks");
     const json *c = r.array(o, at, "chunks", kMaxNvChunks);
     if (!c) return false;
@@ -103,21 +83,34 @@ bool read_nv_handle(Reader &r, const json &o, const std::string &at, NvListBuf *
       uint64_t ca = 0, cs = 0;
       if (!r.at(e, ck, 0, &ca) || !r.at(e, ck, 1, &cs)) return false;
       if (cs == 0 || ca + cs < ca) return r.fail(ck, "is an empty or wrapping range");
-      b->chunks.emplace_back(ca, cs);
+      chunks.emplace_back(ca, cs);
     }
     return true;
   }
   std::string h;
-  if (!r.get(o, at, "ipc", &h) || !r.get(o, at, "base", &b->base)) return false;
-  b->ipc.assign(kIpcHandleBytes, '\0');
-  if (!hex::decode(h, b->ipc.data(), kIpcHandleBytes)) return r.fail_at(at, "ipc", "is not 128 hex digits");
-  if (b->base > b->addr) return r.fail_at(at, "base", "lies above the buffer's address");
+  if (!r.get(o, at, "ipc", &h) || !r.get(o, at, "base", &base)) return false;
+  ipc.assign(kIpcHandleBytes, '\0');
+  if (!hex::decode(h, ipc.data(), kIpcHandleBytes)) return r.fail_at(at, "ipc", "is not 128 hex digits");
+  if (base > addr) return r.fail_at(at, "base", "lies above the buffer's address");
   return true;
 }
 
-}  // namespace
+void NvListBuf::write_own(json &o) const {
+  o["dev"] = dev;
+  o["vmm"] = vmm;
+  if (access == 0) return;
+  if (vmm) {
+    json c = json::array();
+    for (auto &[ca, cs] : chunks) c.push_back({ca, cs});
+    o["chunks"] = std::move(c);
+  } else {
+    o["ipc"] = hex::encode(ipc.data(), ipc.size());
+    o["base"] = base;
+  }
+}
 
-bool NvlinkList::read(Reader &r, const json &root) {
+template <class Buf>
+bool SamehostList<Buf>::read(Reader &r, const json &root) {
   if (!r.get(root, "", "epoch", &epoch)) return false;
   const json *a = r.array(root, "", "buffers", kMaxSamehostBuffers);
   if (!a) return false;
@@ -125,34 +118,27 @@ bool NvlinkList::read(Reader &r, const json &root) {
   for (size_t i = 0; i < a->size(); i++) {
     const json &o = (*a)[i];
     std::string at = Reader::index("buffers", i);
-    NvListBuf &b = buffers[i];
-    if (!r.get(o, at, "addr", &b.addr) || !r.get(o, at, "len", &b.len) || !r.get(o, at, "dev", &b.dev) ||
-        !r.get(o, at, "vmm", &b.vmm) || !r.get(o, at, "access", &b.access))
+    Buf &b = buffers[i];
+    if (!r.get(o, at, "addr", &b.addr) || !r.get(o, at, "len", &b.len) || !r.get(o, at, "access", &b.access))
       return false;
-    if (b.dev < 0) return r.fail_at(at, "dev", "is negative");
-    if (!check_range(r, at, b.addr, b.len) || !check_access(r, at, b.access) || !read_nv_handle(r, o, at, &b))
-      return false;
+    if (!check_range(r, at, b.addr, b.len) || !check_access(r, at, b.access) || !b.read_own(r, o, at)) return false;
   }
   return check_disjoint(r, buffers);
 }
 
-std::string NvlinkList::to_json() const {
+template <class Buf>
+std::string SamehostList<Buf>::to_json() const {
   json a = json::array();
   for (auto &b : buffers) {
-    json o = {{"addr", b.addr}, {"len", b.len}, {"dev", b.dev}, {"vmm", b.vmm}, {"access", b.access}};
-    if (b.access == 0) {
-    } else if (b.vmm) {
-      json c = json::array();
-      for (auto &[ca, cs] : b.chunks) c.push_back({ca, cs});
-      o["chunks"] = std::move(c);
-    } else {
-      o["ipc"] = hex::encode(b.ipc.data(), b.ipc.size());
-      o["base"] = b.base;
-    }
+    json o = {{"addr", b.addr}, {"len", b.len}, {"access", b.access}};
+    b.write_own(o);
     a.push_back(std::move(o));
   }
   return json{{"epoch", epoch}, {"buffers", std::move(a)}}.dump();
 }
+
+template struct SamehostList<ShmListBuf>;
+template struct SamehostList<NvListBuf>;
 
 std::string fd_request(uint64_t addr) { return "FD " + std::to_string(addr); }
 

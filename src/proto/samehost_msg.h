@@ -61,37 +61,45 @@ struct NvlinkHello {
   std::string to_json() const;
 };
 
-struct ShmListBuf {
+// One buffer of a LIST reply: the fields every same-host buffer has, read and checked once by
+// the LIST codec below (non-empty, not wrapping, known access bits, in address order and
+// disjoint); each transport adds its own fields through read_own / write_own.
+struct ListBufBase {
   uint64_t addr = 0, len = 0;
-  bool memfd = false;
   uint32_t access = 0;  // MC_ACCESS_* bits only
 };
 
-struct ShmList {
-  static constexpr const char *kWhat = "shm LIST reply";
-  uint64_t epoch = 0;
-  std::vector<ShmListBuf> buffers;  // sorted by addr, disjoint
-  bool read(Reader &r, const json &root);
-  std::string to_json() const;
+struct ShmListBuf : ListBufBase {
+  static constexpr const char *kListWhat = "shm LIST reply";
+  bool memfd = false;
+  bool read_own(Reader &r, const json &o, const std::string &at);
+  void write_own(json &o) const;
 };
 
-struct NvListBuf {
-  uint64_t addr = 0, len = 0;
+struct NvListBuf : ListBufBase {
+  static constexpr const char *kListWhat = "nvlink LIST reply";
   int dev = 0;
   bool vmm = false;
-  uint32_t access = 0;
   std::vector<std::pair<uint64_t, uint64_t>> chunks;  // vmm and access != 0: (addr, size), non-empty
   std::string ipc;                                    // !vmm and access != 0: kIpcHandleBytes raw bytes
   uint64_t base = 0;                                  // !vmm and access != 0: <= addr
+  bool read_own(Reader &r, const json &o, const std::string &at);
+  void write_own(json &o) const;
 };
 
-struct NvlinkList {
-  static constexpr const char *kWhat = "nvlink LIST reply";
+// The one LIST codec of both transports: {"epoch":E,"buffers":[{named fields}...]}.
+template <class Buf>
+struct SamehostList {
+  static constexpr const char *kWhat = Buf::kListWhat;
   uint64_t epoch = 0;
-  std::vector<NvListBuf> buffers;  // sorted by addr, disjoint
+  std::vector<Buf> buffers;  // sorted by addr, disjoint
   bool read(Reader &r, const json &root);
   std::string to_json() const;
 };
+using ShmList = SamehostList<ShmListBuf>;
+using NvlinkList = SamehostList<NvListBuf>;
+extern template struct SamehostList<ShmListBuf>;
+extern template struct SamehostList<NvListBuf>;
 
 // "FD <addr>" (the same in both transports): the request text, and its strict parse (decimal
 // digits only, no sign, no overflow, nothing after).

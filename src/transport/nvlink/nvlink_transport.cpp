@@ -14,8 +14,9 @@
 // token, by the mutual HMAC challenge-response shm and TCP run); only then does it get the
 // target's control page (a memfd, SCM_RIGHTS); LIST returns the exported buffers with their
 // handles; FD <addr> returns one VMM mapping's fd. A refused process gets no handle of any kind:
-// "ERR DENIED <why>" is all it reads. At most kMaxPending connections may be in their handshake,
-// each for at most min(timeout_ms, kHandshakeMs) per message. Every message read from a peer
+// "ERR DENIED <why>" is all it reads. The socket, its admission and its one serving thread for
+// all peers, the control page and the request connection are the same-host stack's, shared with
+// shm (transport/samehost/); this file keeps the CUDA side: export, import, copies. Every message read from a peer
 // (descriptor entry, admission reply, LIST reply, FD request) goes through its codec in
 // proto/samehost_msg.h (by field name, as shm's), which checks types and ranges, never throws.
 //
@@ -41,11 +42,13 @@
 // reports the slices only after their copies finished. mc's streams do not wait for work the
 // caller queued on its own streams: the caller orders that (as for any copy engine user).
 //
-// Unregister safety, as in the shm transport: the target's control page holds an epoch (bumped
-// on every unregister of an exported buffer) and an "active" count. An initiator bumps active,
+// Unregister safety, as in the shm transport (samehost/ctrl_page.h): the target's control page
+// holds an epoch (bumped on every unregister of an exported buffer) and an "active" count. An
+// initiator opens an EpochWindow (active++),
 // checks the epoch against the one of its buffer list (re-LISTing when it changed), enqueues its
 // copies and drops active only when their events completed; the target's unregister bumps the
-// epoch, then waits (bounded by timeout_ms) for active to reach 0. So after mc_buffer_unregister
+// epoch, then waits (bounded by timeout_ms) for active to reach 0. The window of a copy group
+// travels with its Op to the completion thread and closes there. So after mc_buffer_unregister
 // returns, no peer copy into that memory is running or can start.
 #include "transport/nvlink/nvlink_transport.h"
 
@@ -76,6 +79,10 @@
 #include "proto/unix_msg.h"
 #include "proto/samehost_msg.h"
 #include "proto/wire.h"
+#include "transport/samehost/ctrl_page.h"
+#include "transport/samehost/epoch_window.h"
+#include "transport/samehost/peer_conn.h"
+#include "transport/samehost/unix_server.h"
 
 namespace mc {
 namespace {
@@ -92,13 +99,10 @@ constexpr uint64_t kMaxMerge = 256ull << 20;  // adjacent slices merge into copi
 // over the other streams, where they overlap. MC_NVLINK_BULK_MIN (bytes) overrides it.
 constexpr uint64_t kBulkMin = 1ull << 20;
 
-struct CtrlPage {
-  uint64_t magic;
-  uint64_t incarnation;
-  std::atomic<uint64_t> epoch;   // bumped on every unregister of an exported buffer
-  std::atomic<uint64_t> active;  // initiator copy groups in flight, all peers together
-};
-static_assert(std::atomic<uint64_t>::is_always_lock_free, "shared-memory atomics need lock-free u64");
+// The control page and its epoch protocol are the same-host stack's (samehost/ctrl_page.h);
+// here `active` counts initiator copy groups in flight, all peers together.
+using samehost::CtrlPage;
+using samehost::EpochWindow;
 
 // Messages on the socket: 4-byte length + text; a reply may carry one fd.
 
@@ -166,14 +170,13 @@ class NvPeer : public PeerPath, public std::enable_shared_from_this<NvPeer> {
   std::atomic<bool> dead{false};
   std::atomic<bool> stale{false};
   std::atomic<int64_t> inflight{0};  // copy groups in flight
-  CtrlPage *ctrl = nullptr;
+  CtrlPage *ctrl = nullptr;  // ctrl_view_'s page, once open
   uint64_t epoch() {
     std::shared_lock<std::shared_mutex> lk(mu_);
     return epoch_;
   }
 
  private:
-  Status request(const std::string &req, std::string *reply, int *fd);
   Status import_locked(const RemoteBuf &b, int dev, Import *out);
   void close_import(Import &im);
 
@@ -181,8 +184,8 @@ class NvPeer : public PeerPath, public std::enable_shared_from_this<NvPeer> {
   std::string name_;
   uint64_t incarnation_ = 0;
   bool same_process_ = false;
-  std::mutex req_mu_;  // guards sock_ (one request at a time)
-  Fd sock_;
+  std::unique_ptr<samehost::PeerConn> conn_;
+  samehost::CtrlView ctrl_view_;
   // mu_ guards bufs_, epoch_, imports_, ipc_opens_ and retired_.
   std::shared_mutex mu_;
   std::map<uint64_t, RemoteBuf> bufs_;
@@ -205,6 +208,7 @@ struct Op {
   size_t next_event = 0;  // events before this one completed
   mc_status_t status = MC_OK;
   uint64_t bytes = 0;
+  EpochWindow win;  // the target's active window, open until the events completed
 };
 
 class NvTransport : public Transport {
@@ -259,13 +263,15 @@ class NvTransport : public Transport {
       refreshes{0}, exports{0}, export_failures{0};
   // Same-host admission: refusals of connecting processes (target side), connections dropped
   // over the pending cap, and our own connections a peer refused or we refused (initiator side).
-  std::atomic<uint64_t> hs_denied{0}, hs_dropped{0}, connects_denied{0};
+  std::atomic<uint64_t> connects_denied{0};
   std::atomic<int64_t> imports_open{0};
   const std::string &token() const { return o_.auth_token; }
 
  private:
-  void accept_loop();
-  void serve(int fd, std::shared_ptr<std::atomic<bool>> done);
+  // One request of an admitted same-host connection (samehost::UnixServer::Handler).
+  bool handle(const std::string &req, std::string *reply, Fd *fd);
+  void list_reply(std::string *reply);
+  void fd_reply(uint64_t addr, std::string *reply, Fd *fd);
   void completion_loop();
   void drain();
   Status export_buffer(const LocalRegion &r, Export *e);
@@ -282,21 +288,12 @@ class NvTransport : public Transport {
   Host *target_;
   uint64_t bulk_min_ = kBulkMin;
   std::string sock_name_;
-  Fd listen_;
-  Fd ctrl_fd_;
-  CtrlPage *ctrl_ = nullptr;
+  samehost::CtrlOwner ctrl_;
+  samehost::UnixServer server_;
   std::atomic<bool> stopping_{false};
-  std::thread acceptor_;
-  // mu_ guards exports_, served_ and served_threads_.
+  // mu_ guards exports_.
   std::shared_mutex mu_;
   std::map<uint64_t, Export> exports_;
-  std::list<int> served_;
-  struct Served {
-    std::thread t;
-    std::shared_ptr<std::atomic<bool>> done;  // set when its serve() returned: joined at the next accept
-  };
-  std::vector<Served> served_threads_;
-  std::atomic<uint32_t> pending_{0};  // connections in their handshake
   // gpu_mu_ guards streams_ and events_.
   std::mutex gpu_mu_;
   std::map<int, std::unique_ptr<Streams>> streams_;
@@ -312,24 +309,18 @@ class NvTransport : public Transport {
 // ------------------------------------------------------------------------------ target side
 
 Status NvTransport::start() {
-  int fd = ::memfd_create("mc-nvl-ctrl", MFD_CLOEXEC);
-  if (fd < 0) return Err(MC_ERR_UNSUPPORTED, std::string("memfd_create: ") + std::strerror(errno));
-  ctrl_fd_.reset(fd);
-  if (::ftruncate(fd, 4096) != 0) return Err(MC_ERR_NO_MEMORY, std::string("ftruncate: ") + std::strerror(errno));
-  void *p = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  if (p == MAP_FAILED) return Err(MC_ERR_NO_MEMORY, std::string("mmap: ") + std::strerror(errno));
-  ctrl_ = static_cast<CtrlPage *>(p);
-  ctrl_->magic = kCtrlMagic;
-  ctrl_->incarnation = o_.incarnation;
-  new (&ctrl_->epoch) std::atomic<uint64_t>(1);
-  new (&ctrl_->active) std::atomic<uint64_t>(0);
-
+  Status cs = ctrl_.create("mc-nvl-ctrl", kCtrlMagic, o_.incarnation);
+  if (!cs.ok()) return cs;
   char nm[64];
   std::snprintf(nm, sizeof nm, "mc-nvl-%d-%016" PRIx64, static_cast<int>(getpid()), o_.incarnation);
   sock_name_ = nm;
-  Status ls = unix_listen(sock_name_, &listen_);
+  proto::NvlinkHello h;
+  h.pid = getpid();
+  samehost::UnixServer::Options so{"nvlink", sock_name_, o_.auth_token, o_.incarnation, o_.timeout_ms, kMaxMsg};
+  Status ls = server_.start(
+      so, h.to_json(), ctrl_.fd(), [this](const std::string &q, std::string *r, Fd *f) { return handle(q, r, f); },
+      &ctrl_.page()->alive);
   if (!ls.ok()) return ls;
-  acceptor_ = std::thread([this] { accept_loop(); });
   completer_ = std::thread([this] { completion_loop(); });
   return Status::Ok();
 }
@@ -437,7 +428,7 @@ void NvTransport::on_unregister(const LocalRegion &r) {
     if (it == exports_.end()) return;
     gone = std::move(it->second);
     exports_.erase(it);
-    ctrl_->epoch.fetch_add(1, std::memory_order_seq_cst);
+    ctrl_.bump_epoch();
   }
   drain();
   const Api *a = api();
@@ -453,142 +444,69 @@ Status NvTransport::on_access_change(const LocalRegion &r) {
     auto it = exports_.find(r.addr);
     if (it == exports_.end()) return Status::Ok();
     it->second.access = r.access;
-    ctrl_->epoch.fetch_add(1, std::memory_order_seq_cst);
+    ctrl_.bump_epoch();
   }
   drain();
   return Status::Ok();
 }
 
 // Waits for peer copies that started before they could see the new epoch.
-void NvTransport::drain() {
-  uint64_t deadline = now_ms() + o_.timeout_ms;
-  while (ctrl_->active.load(std::memory_order_seq_cst) != 0) {
-    if (now_ms() > deadline) {
-      MC_LOGW("nvlink: peers' copies did not finish within " << o_.timeout_ms
-                                                             << " ms of an unregister (a peer died mid-copy?)");
-      break;
-    }
-    std::this_thread::sleep_for(std::chrono::microseconds(20));
+void NvTransport::drain() { ctrl_.wait_for_copies(o_.timeout_ms, "nvlink", "an unregister or access change"); }
+
+bool NvTransport::handle(const std::string &req, std::string *reply, Fd *fd) {
+  if (req == "LIST") {
+    list_reply(reply);
+    return true;
   }
+  if (uint64_t a = 0; proto::parse_fd_request(req, &a)) {
+    fd_reply(a, reply, fd);
+    return true;
+  }
+  *reply = "ERR unknown request";
+  return false;
 }
 
-void NvTransport::accept_loop() {
-  for (;;) {
-    int fd = ::accept4(listen_.get(), nullptr, nullptr, SOCK_CLOEXEC);
-    if (stopping_.load()) {
-      if (fd >= 0) ::close(fd);
-      return;
-    }
-    if (fd < 0) {
-      if (errno == EINTR || errno == ECONNABORTED) continue;
-      if (errno == EMFILE || errno == ENFILE) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(20));
-        continue;
-      }
-      return;
-    }
-    // Unadmitted connections are capped; each holds a thread only until its handshake deadline.
-    if (pending_.load() >= wire::kMaxPending) {
-      hs_dropped++;
-      ::close(fd);
-      continue;
-    }
-    pending_++;
-    std::vector<std::thread> finished;
-    {
-      std::unique_lock<std::shared_mutex> lk(mu_);
-      for (auto it = served_threads_.begin(); it != served_threads_.end();) {
-        if (it->done->load()) {
-          finished.push_back(std::move(it->t));
-          it = served_threads_.erase(it);
-        } else {
-          ++it;
-        }
-      }
-      served_.push_back(fd);
-      auto done = std::make_shared<std::atomic<bool>>(false);
-      served_threads_.push_back({std::thread([this, fd, done] { serve(fd, done); }), done});
-    }
-    for (auto &t : finished) t.join();
-  }
-}
-
-void NvTransport::serve(int fd, std::shared_ptr<std::atomic<bool>> done) {
-  std::string req;
-  bool pending = true;
-  // Nothing is handed over before the admission: no control page, no handle, no fd.
-  set_io_timeout(fd, std::min<uint32_t>(o_.timeout_ms, wire::kHandshakeMs));
-  Status adm = unix_admit(fd, o_.auth_token, o_.incarnation, kMaxMsg);
-  if (adm.code() == MC_ERR_DENIED) {
-    hs_denied++;
-    MC_LOGW("nvlink: denied a same-host connection: " << adm.message());
-  }
-  bool admitted = adm.ok();
-  if (admitted) {
-    pending = false;
-    pending_--;
-    set_io_timeout(fd, 0);  // admitted connections may idle
-    proto::NvlinkHello h;
-    h.pid = getpid();
-    admitted = unix_send_msg(fd, h.to_json(), ctrl_fd_.get());
-  }
-  while (admitted && unix_recv_msg(fd, &req, nullptr, kMaxMsg)) {
-    if (req == "LIST") {
-      proto::NvlinkList l;
-      {
-        std::shared_lock<std::shared_mutex> lk(mu_);
-        l.epoch = ctrl_->epoch.load();
-        for (auto &[a, e] : exports_) {
-          proto::NvListBuf b;
-          b.addr = a;
-          b.len = e.length;
-          b.dev = e.dev;
-          b.vmm = e.vmm;
-          b.access = e.access;
-          if (e.access == 0) {
-            // Peers may not touch it: listed (so a request fails DENIED, not "no buffer") but
-            // without a handle.
-          } else if (e.vmm) {
-            for (auto &ch : e.chunks) b.chunks.emplace_back(ch.addr, ch.size);
-          } else {
-            b.ipc.assign(reinterpret_cast<const char *>(&e.ipc), sizeof e.ipc);
-            b.base = e.base;
-          }
-          l.buffers.push_back(std::move(b));
-        }
-      }
-      if (!unix_send_msg(fd, l.to_json())) break;
-    } else if (uint64_t a = 0; proto::parse_fd_request(req, &a)) {
-      int f = -1;
-      bool denied = false;
-      {
-        std::shared_lock<std::shared_mutex> lk(mu_);
-        for (auto &[addr, e] : exports_)
-          for (auto &c : e.chunks)
-            if (c.addr == a && f < 0) {
-              if (e.access == 0)
-                denied = true;
-              else
-                f = ::fcntl(c.fd, F_DUPFD_CLOEXEC, 0);
-            }
-      }
-      bool ok = f >= 0   ? unix_send_msg(fd, "OK", f)
-                : denied ? unix_send_msg(fd, "ERR DENIED peers may not use this buffer")
-                         : unix_send_msg(fd, "ERR no such exported mapping");
-      if (f >= 0) ::close(f);
-      if (!ok) break;
-    } else {
-      unix_send_msg(fd, "ERR unknown request");
-      break;
-    }
-  }
-  if (pending) pending_--;
+void NvTransport::list_reply(std::string *reply) {
+  proto::NvlinkList l;
   {
-    std::unique_lock<std::shared_mutex> lk(mu_);
-    served_.remove(fd);
-    ::close(fd);
+    std::shared_lock<std::shared_mutex> lk(mu_);
+    l.epoch = ctrl_.page()->epoch.load();
+    for (auto &[a, e] : exports_) {
+      proto::NvListBuf b;
+      b.addr = a;
+      b.len = e.length;
+      b.dev = e.dev;
+      b.vmm = e.vmm;
+      b.access = e.access;
+      if (e.access == 0) {
+        // Peers may not touch it: listed (so a request fails DENIED, not "no buffer") but
+        // without a handle.
+      } else if (e.vmm) {
+        for (auto &ch : e.chunks) b.chunks.emplace_back(ch.addr, ch.size);
+      } else {
+        b.ipc.assign(reinterpret_cast<const char *>(&e.ipc), sizeof e.ipc);
+        b.base = e.base;
+      }
+      l.buffers.push_back(std::move(b));
+    }
   }
-  done->store(true);
+  *reply = l.to_json();
+}
+
+void NvTransport::fd_reply(uint64_t a, std::string *reply, Fd *fd) {
+  bool denied = false;
+  {
+    std::shared_lock<std::shared_mutex> lk(mu_);
+    for (auto &[addr, e] : exports_)
+      for (auto &c : e.chunks)
+        if (c.addr == a && !fd->valid() && !denied) {
+          if (e.access == 0)
+            denied = true;
+          else
+            fd->reset(::fcntl(c.fd, F_DUPFD_CLOEXEC, 0));
+        }
+  }
+  *reply = fd->valid() ? "OK" : denied ? "ERR DENIED peers may not use this buffer" : "ERR no such exported mapping";
 }
 
 // ------------------------------------------------------------------------------ initiator side
@@ -597,7 +515,6 @@ NvPeer::~NvPeer() {
   // Only reached once no Op holds the peer: no copy through these mappings is running.
   for (auto &[k, im] : imports_) close_import(im);
   for (auto &im : retired_) close_import(im);
-  if (ctrl) ::munmap(ctrl, 4096);
 }
 
 void NvPeer::close_import(Import &im) {
@@ -621,19 +538,6 @@ void NvPeer::close_import(Import &im) {
   im.dev = -1;
 }
 
-Status NvPeer::request(const std::string &req, std::string *reply, int *fd) {
-  std::lock_guard<std::mutex> lk(req_mu_);
-  if (!unix_send_msg(sock_.get(), req) || !unix_recv_msg(sock_.get(), reply, fd, kMaxMsg))
-    return Err(MC_ERR_PEER_DOWN, "nvlink: peer " + name_ + " closed its same-host socket");
-  if (reply->rfind("ERR", 0) == 0) {
-    if (fd && *fd >= 0) ::close(*fd);
-    if (reply->rfind("ERR DENIED ", 0) == 0)
-      return Err(MC_ERR_DENIED, "nvlink: peer " + name_ + " denied access: " + reply->substr(11));
-    return Err(MC_ERR_TRANSPORT, "nvlink: peer " + name_ + ": " + reply->substr(4));
-  }
-  return Status::Ok();
-}
-
 Status NvPeer::open(const Descriptor &d) {
   name_ = d.name;
   incarnation_ = d.incarnation;
@@ -644,25 +548,18 @@ Status NvPeer::open(const Descriptor &d) {
                   ? Err(MC_ERR_METADATA, "nvlink: the descriptor of " + name_ + " has no nvlink entry")
                   : proto::decode(entry->second, name_, MC_ERR_METADATA, &blob);
   if (!bs.ok()) return bs;
-  Fd fd;
-  Status cs = unix_connect(blob.socket, t_->timeout_ms(), &fd);
-  if (!cs.ok()) return cs;
-  sock_ = std::move(fd);
+  conn_ = std::make_unique<samehost::PeerConn>("nvlink: peer " + name_, kMaxMsg);
   std::string reply;
-  int cfd = -1;
-  Status st = unix_hello(sock_.get(), t_->token(), incarnation_, "nvlink: same-host peer " + name_, kMaxMsg, &reply,
-                         &cfd);
-  Fd cf(cfd);  // closed on every path, as in shm
+  Fd cf;  // closed on every path
+  Status st = conn_->open(blob.socket, t_->token(), incarnation_, t_->timeout_ms(), &reply, &cf);
   if (!st.ok()) return st;
   proto::NvlinkHello hello;
   st = proto::decode(reply, name_, MC_ERR_TRANSPORT, &hello);
   if (!st.ok()) return st;
   if (!cf.valid()) return Err(MC_ERR_TRANSPORT, "nvlink: peer " + name_ + " sent no control page");
-  void *p = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, cf.get(), 0);
-  if (p == MAP_FAILED) return Err(MC_ERR_TRANSPORT, std::string("nvlink: mmap of a control page: ") + std::strerror(errno));
-  ctrl = static_cast<CtrlPage *>(p);
-  if (ctrl->magic != kCtrlMagic || ctrl->incarnation != incarnation_)
-    return Err(MC_ERR_TRANSPORT, "nvlink: peer " + name_ + " sent a bad control page");
+  st = ctrl_view_.map(cf.get(), kCtrlMagic, incarnation_, "nvlink: peer " + name_);
+  if (!st.ok()) return st;
+  ctrl = ctrl_view_.page();
   st = refresh();
   opened_ = st.ok();
   return st;
@@ -670,7 +567,7 @@ Status NvPeer::open(const Descriptor &d) {
 
 Status NvPeer::refresh() {
   std::string reply;
-  Status st = request("LIST", &reply, nullptr);
+  Status st = conn_->request("LIST", &reply, nullptr);
   if (!st.ok()) return st;
   proto::NvlinkList list;
   st = proto::decode(reply, name_, MC_ERR_TRANSPORT, &list);
@@ -766,14 +663,14 @@ Status NvPeer::import_locked(const RemoteBuf &b, int dev, Import *out) {
   uint64_t off = 0, mapped = 0;
   for (auto &c : b.chunks) {
     std::string reply;
-    int fd = -1;
-    st = request(proto::fd_request(c.first), &reply, &fd);
-    if (st.ok() && fd < 0) st = Err(MC_ERR_TRANSPORT, "nvlink: peer " + name_ + " sent no fd");
+    Fd fd;
+    st = conn_->request(proto::fd_request(c.first), &reply, &fd);
+    if (st.ok() && !fd.valid()) st = Err(MC_ERR_TRANSPORT, "nvlink: peer " + name_ + " sent no fd");
     if (!st.ok()) break;
     CUmemGenericAllocationHandle h = 0;
-    CUresult r = a->cuMemImportFromShareableHandle(&h, reinterpret_cast<void *>(static_cast<intptr_t>(fd)),
+    CUresult r = a->cuMemImportFromShareableHandle(&h, reinterpret_cast<void *>(static_cast<intptr_t>(fd.get())),
                                                    CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR);
-    ::close(fd);
+    fd.reset();
     if (r != CUDA_SUCCESS) {
       st = check("cuMemImportFromShareableHandle", r);
       break;
@@ -934,21 +831,21 @@ void NvTransport::submit(PeerPath &path, Slice *s, size_t n) {
   // for the whole call too, so a refresh inside it never closes a mapping this call already uses.
   CtrlPage *pc = peer->ctrl;
   peer->inflight.fetch_add(1);
-  pc->active.fetch_add(1, std::memory_order_seq_cst);
+  EpochWindow win(pc);
   bool entered = false;
   Status rst;
   for (int attempt = 0; attempt < 3; attempt++) {
-    if (!peer->stale.load() && pc->epoch.load(std::memory_order_seq_cst) == peer->epoch()) {
+    if (!peer->stale.load() && win.current(peer->epoch())) {
       entered = true;
       break;
     }
-    pc->active.fetch_sub(1, std::memory_order_seq_cst);
+    win.close();
     rst = peer->refresh();
-    pc->active.fetch_add(1, std::memory_order_seq_cst);
+    win = EpochWindow(pc);
     if (!rst.ok()) break;
   }
   if (!entered) {
-    pc->active.fetch_sub(1, std::memory_order_seq_cst);
+    win.close();
     peer->inflight.fetch_sub(1);
     MC_LOGI("nvlink: cannot reach the buffers of peer: " << (rst.ok() ? "they keep changing" : rst.message()));
     mc_status_t code = rst.code() == MC_ERR_PEER_DOWN ? MC_ERR_PEER_DOWN : MC_ERR_TRANSPORT;
@@ -1067,7 +964,7 @@ void NvTransport::submit(PeerPath &path, Slice *s, size_t n) {
       op.events.push_back(e);
     }
     peer->inflight.fetch_add(1);
-    pc->active.fetch_add(1, std::memory_order_seq_cst);  // held until the events completed
+    op.win = EpochWindow(pc);  // held until the events completed
     std::unique_lock<std::mutex> lk(cmu_);
     if (cstop_) {
       // Shut down while we issued: no completion thread any more, so wait for the copies here.
@@ -1079,7 +976,7 @@ void NvTransport::submit(PeerPath &path, Slice *s, size_t n) {
     ops_.push_back(std::move(g.op));
     ccv_.notify_one();
   }
-  pc->active.fetch_sub(1, std::memory_order_seq_cst);
+  win.close();
   peer->inflight.fetch_sub(1);
   report_early();
 }
@@ -1087,7 +984,7 @@ void NvTransport::submit(PeerPath &path, Slice *s, size_t n) {
 void NvTransport::finish(std::unique_ptr<Op> op) {
   for (auto e : op->events) put_event(op->dev, e);
   op->peer->inflight.fetch_sub(1);
-  op->peer->ctrl->active.fetch_sub(1, std::memory_order_seq_cst);
+  op->win.close();
   if (op->status == MC_OK) bytes += op->bytes;
   for (auto &sl : op->slices) {
     (op->status == MC_OK ? slices_ok : slices_failed)++;
@@ -1156,17 +1053,8 @@ std::shared_ptr<PeerPath> NvTransport::connect(const Descriptor &d) {
 }
 
 void NvTransport::shutdown() {
-  if (!stopping_.exchange(true)) {
-    if (listen_.valid()) ::shutdown(listen_.get(), SHUT_RDWR);
-  }
-  if (acceptor_.joinable()) acceptor_.join();
-  std::vector<Served> served;
-  {
-    std::unique_lock<std::shared_mutex> lk(mu_);
-    for (int fd : served_) ::shutdown(fd, SHUT_RDWR);
-    served.swap(served_threads_);
-  }
-  for (auto &t : served) t.t.join();
+  stopping_.store(true);
+  server_.stop();
   // Copies on the GPU cannot be taken back: the completion thread runs until they ended.
   {
     std::lock_guard<std::mutex> lk(cmu_);
@@ -1174,7 +1062,6 @@ void NvTransport::shutdown() {
     ccv_.notify_all();
   }
   if (completer_.joinable()) completer_.join();
-  listen_.reset();
 }
 
 std::string NvTransport::stats_json() {
@@ -1187,8 +1074,8 @@ std::string NvTransport::stats_json() {
          ",\"imports_open\":" + std::to_string(imports_open.load()) +
          ",\"imports_closed\":" + std::to_string(imports_closed.load()) +
          ",\"list_refreshes\":" + std::to_string(refreshes.load()) +
-         ",\"handshakes_denied\":" + std::to_string(hs_denied.load()) +
-         ",\"handshakes_dropped\":" + std::to_string(hs_dropped.load()) +
+         ",\"handshakes_denied\":" + std::to_string(server_.hs_denied.load()) +
+         ",\"handshakes_dropped\":" + std::to_string(server_.hs_dropped.load()) +
          ",\"connects_denied\":" + std::to_string(connects_denied.load()) + "}";
 }
 

@@ -10,13 +10,10 @@
 // (process_vm_readv/writev: one system call per slice) when the kernel's ptrace rules allow it,
 // which is checked once at connect; otherwise the engine sends them over TCP.
 //
-// Why the control page: an initiator copies without asking the target, so it must never use a
-// buffer the target already unregistered. Each copy runs inside an "active" window:
-//   initiator: active++ ; if epoch != the epoch of its buffer list -> leave, refresh the list;
-//              else copy ; active--
-//   target unregister: epoch++ ; wait until active == 0 (bounded by timeout_ms)
-// Both sides use sequentially consistent atomics on the shared page, so either the initiator
-// sees the new epoch, or the target waits for the copy to finish before the memory goes.
+// The control page, the epoch window that makes unregister safe, the socket's admission and
+// its one serving thread for all peers, the request connection and the one thread that
+// watches every peer's WATCH connection are the same-host stack's, shared with nvlink
+// (transport/samehost/: ctrl_page.h says why the page exists). This file keeps the copy engine.
 //
 // A second connection ("WATCH") stays open and idle: it closes when the target engine is
 // destroyed or its process dies, and the initiator then fails everything to that peer at once
@@ -44,7 +41,7 @@
 //   "HELLO <incarnation> <nonce_c hex>" -> "CHALLENGE <nonce_s hex> <proof_s hex>"
 //   "AUTH <proof_c hex>"                -> the control page, as without a token
 // A refusal is "ERR DENIED <why>". At most kMaxPending connections may be in their handshake,
-// each for at most min(timeout_ms, kHandshakeMs) per message.
+// each for at most min(timeout_ms, kHandshakeMs) per message (samehost/unix_server.h).
 //
 // Access (mc_buffer_set_access): LIST carries each buffer's access bits; FD hands a buffer that
 // peers may not write as a read-only file (reopened O_RDONLY through /proc/self/fd), which the
@@ -93,6 +90,11 @@
 #include "proto/unix_msg.h"
 #include "proto/wire.h"
 #include "proto/samehost_msg.h"
+#include "transport/samehost/ctrl_page.h"
+#include "transport/samehost/epoch_window.h"
+#include "transport/samehost/peer_conn.h"
+#include "transport/samehost/unix_server.h"
+#include "transport/samehost/watch_loop.h"
 
 namespace mc {
 namespace {
@@ -119,23 +121,8 @@ constexpr auto kWorkerSpin = std::chrono::microseconds(50);
 constexpr uint64_t kStreamMin = 128ull << 20;  // slices up to this size run on the submitting thread
 constexpr uint32_t kMaxMsg = 64u << 20;
 
-struct CtrlPage {
-  uint64_t magic;
-  uint64_t incarnation;
-  std::atomic<uint64_t> epoch;   // bumped on every unregister
-  std::atomic<uint64_t> active;  // initiator copies in progress, all peers together
-  // A robust, process-shared mutex that the target's acceptor thread holds for as long as the
-  // transport runs. When that thread ends (engine destroyed, process killed) the mutex is
-  // released, or the kernel marks it FUTEX_OWNER_DIED while the thread exits, which is before
-  // the process closes its files (the watch socket) and before anyone can see it dead. So an
-  // initiator learns that the target is gone with one load of its lock word, no system call.
-  pthread_mutex_t alive;
-};
-static_assert(sizeof(CtrlPage) <= 4096, "the control page is one page");
-#if defined(__GLIBC__)
-static_assert(offsetof(pthread_mutex_t, __data.__lock) == 0, "glibc's mutex starts with its futex word");
-#endif
-static_assert(std::atomic<uint64_t>::is_always_lock_free, "shared-memory atomics need lock-free u64");
+using samehost::CtrlPage;  // ctrl_page.h: the epoch protocol and the alive mutex
+using samehost::EpochWindow;
 
 #if defined(__x86_64__)
 // Runs in this range are copied with an AVX2 loop where the CPU has AVX2. glibc's memcpy
@@ -224,17 +211,10 @@ struct RemoteBuf {
   bool via_map() const { return memfd && (access & MC_ACCESS_READ); }
 };
 
-// The client side of the admission (proto/unix_msg.h); *reply and *fd get the target's answer
-// to the admitted HELLO (its control page).
-Status shm_hello(int fd, const std::string &token, uint64_t incarnation, const std::string &peer,
-                 std::string *reply, int *got_fd) {
-  return unix_hello(fd, token, incarnation, "same-host peer " + peer, kMaxMsg, reply, got_fd);
-}
-
 // One peer on this host.
 class ShmPeer : public PeerPath, public std::enable_shared_from_this<ShmPeer> {
  public:
-  ShmPeer(ShmTransport *t) : t_(t) {}
+  ShmPeer(ShmTransport *t, std::shared_ptr<samehost::WatchLoop> w) : t_(t), watch_loop_(std::move(w)) {}
   ~ShmPeer() override;
   Status open(const Descriptor &d);
   // Re-reads the target's buffer list and epoch.
@@ -247,22 +227,10 @@ class ShmPeer : public PeerPath, public std::enable_shared_from_this<ShmPeer> {
   bool cma_ok() const { return cma_ok_; }
   void set_dead(const std::string &why);
   // Whether the target's transport still runs, as seen after the copies that precede the call.
-  bool target_alive() const {
-#if defined(__GLIBC__)
-    // glibc keeps a mutex's futex word first; a robust one holds the owner's thread id, and
-    // FUTEX_OWNER_DIED once the kernel released it for a dead thread (see CtrlPage::alive).
-    uint32_t w = __atomic_load_n(reinterpret_cast<const uint32_t *>(&ctrl_->alive), __ATOMIC_SEQ_CST);
-    return (w & FUTEX_TID_MASK) != 0 && !(w & FUTEX_OWNER_DIED);
-#else
-    if (!watch_.valid()) return true;
-    pollfd pf{watch_.get(), POLLRDHUP, 0};
-    return !(::poll(&pf, 1, 0) > 0 && (pf.revents & (POLLHUP | POLLRDHUP | POLLERR)));
-#endif
-  }
+  bool target_alive() const { return ctrl_.target_alive(); }
   std::atomic<bool> dead{false};
 
  private:
-  Status request(const std::string &req, std::string *reply, int *fd);
   Status map_buffer(RemoteBuf &b);
   // Copies len bytes between local and the target's [remote, remote+len), which lies in b.
   mc_status_t copy_one(const Slice &s, RemoteBuf &b, uint64_t remote, char *local, uint64_t len);
@@ -277,11 +245,10 @@ class ShmPeer : public PeerPath, public std::enable_shared_from_this<ShmPeer> {
   std::string name_;
   int pid_ = 0;
   uint64_t incarnation_ = 0;
-  std::mutex req_mu_;  // guards sock_ (one request at a time)
-  Fd sock_;
-  Fd watch_;
-  std::thread watcher_;
-  CtrlPage *ctrl_ = nullptr;
+  std::unique_ptr<samehost::PeerConn> conn_, watch_;  // requests; the idle WATCH connection
+  std::shared_ptr<samehost::WatchLoop> watch_loop_;   // the transport's one watching thread
+  uint64_t watch_id_ = 0;
+  samehost::CtrlView ctrl_;
   bool cma_ok_ = false;
   // bufs_mu_ guards bufs_ and epoch_. Mappings are never unmapped before the peer is dropped,
   // so a copy racing with a refresh never touches an unmapped page.
@@ -333,24 +300,27 @@ class ShmTransport : public Transport {
   uint32_t timeout_ms() const { return o_.timeout_ms; }
   const std::string &token() const { return o_.auth_token; }
   std::atomic<uint64_t> bytes_copied{0}, bytes_cma{0}, slices_ok{0}, slices_failed{0}, maps{0};
-  std::atomic<uint64_t> hs_denied{0}, hs_dropped{0};
   Host *target_;  // the engine: completions (ShmPeer reports through it too)
+  // The watching thread of all our peers' WATCH connections, made with the first peer.
+  std::shared_ptr<samehost::WatchLoop> watch_loop(Status *st);
 
  private:
-  void accept_loop();
-  void serve(int fd, std::shared_ptr<std::atomic<bool>> done);
+  // One request of an admitted same-host connection (samehost::UnixServer::Handler).
+  bool handle(const std::string &req, std::string *reply, Fd *fd);
+  void list_reply(std::string *reply);
+  void fd_reply(uint64_t addr, std::string *reply, Fd *fd);
   void worker();
   // After an epoch bump: waits (bounded) until no peer copy that may have missed it still runs.
-  void wait_for_copies(const char *why);
+  void wait_for_copies(const char *why) { ctrl_.wait_for_copies(o_.timeout_ms, "shm", why); }
 
   ShmOptions o_;
   std::string sock_name_;
-  Fd listen_;
-  Fd ctrl_fd_;
-  CtrlPage *ctrl_ = nullptr;
+  samehost::CtrlOwner ctrl_;
+  samehost::UnixServer server_;
   std::atomic<bool> stopping_{false};
-  std::thread acceptor_;
-  // mu_ guards regions_, served_ and served_threads_.
+  std::mutex watch_mu_;  // guards watch_loop_
+  std::shared_ptr<samehost::WatchLoop> watch_loop_;
+  // mu_ guards regions_.
   std::mutex mu_;
   struct Region {
     uint64_t length;
@@ -358,13 +328,6 @@ class ShmTransport : public Transport {
     uint32_t access;  // MC_ACCESS_* for peers
   };
   std::map<uint64_t, Region> regions_;
-  std::list<int> served_;
-  struct Served {
-    std::thread t;
-    std::shared_ptr<std::atomic<bool>> done;  // set when its serve() returned: joined at the next accept
-  };
-  std::vector<Served> served_threads_;
-  std::atomic<uint32_t> pending_{0};  // connections in their handshake
   // Workers for large slices; qmu_ guards queue_ and qstop_.
   std::vector<std::thread> workers_;
   size_t parallel_ = 1;  // workers that can copy at the same time as the submitting thread
@@ -410,31 +373,19 @@ class ShmTransport : public Transport {
 // ------------------------------------------------------------------------------ target side
 
 Status ShmTransport::start() {
-  int fd = ::memfd_create("mc-shm-ctrl", MFD_CLOEXEC);
-  if (fd < 0) return Err(MC_ERR_UNSUPPORTED, std::string("memfd_create: ") + std::strerror(errno));
-  ctrl_fd_.reset(fd);
-  if (::ftruncate(fd, 4096) != 0) return Err(MC_ERR_NO_MEMORY, std::string("ftruncate: ") + std::strerror(errno));
-  void *p = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  if (p == MAP_FAILED) return Err(MC_ERR_NO_MEMORY, std::string("mmap: ") + std::strerror(errno));
-  ctrl_ = static_cast<CtrlPage *>(p);
-  ctrl_->magic = kCtrlMagic;
-  ctrl_->incarnation = o_.incarnation;
-  new (&ctrl_->epoch) std::atomic<uint64_t>(1);
-  new (&ctrl_->active) std::atomic<uint64_t>(0);
-  pthread_mutexattr_t ma;
-  pthread_mutexattr_init(&ma);
-  pthread_mutexattr_setpshared(&ma, PTHREAD_PROCESS_SHARED);
-  pthread_mutexattr_setrobust(&ma, PTHREAD_MUTEX_ROBUST);
-  int me = pthread_mutex_init(&ctrl_->alive, &ma);
-  pthread_mutexattr_destroy(&ma);
-  if (me != 0) return Err(MC_ERR_INTERNAL, std::string("robust mutex: ") + std::strerror(me));
-
+  Status cs = ctrl_.create("mc-shm-ctrl", kCtrlMagic, o_.incarnation);
+  if (!cs.ok()) return cs;
   char nm[64];
   std::snprintf(nm, sizeof nm, "mc-shm-%d-%016" PRIx64, static_cast<int>(getpid()), o_.incarnation);
   sock_name_ = nm;
-  Status ls = unix_listen(sock_name_, &listen_);
+  proto::ShmHello h;
+  h.pid = getpid();
+  h.ctrl = reinterpret_cast<uint64_t>(ctrl_.page());
+  samehost::UnixServer::Options so{"shm", sock_name_, o_.auth_token, o_.incarnation, o_.timeout_ms, kMaxMsg};
+  Status ls = server_.start(
+      so, h.to_json(), ctrl_.fd(), [this](const std::string &q, std::string *r, Fd *f) { return handle(q, r, f); },
+      &ctrl_.page()->alive);
   if (!ls.ok()) return ls;
-  acceptor_ = std::thread([this] { accept_loop(); });
   for (uint32_t i = 0; i < o_.workers; i++) workers_.emplace_back([this] { worker(); });
   // On a host of few CPUs, more copying threads than CPUs only take turns.
   unsigned ncpu = std::max(1u, std::thread::hardware_concurrency());
@@ -472,7 +423,7 @@ void ShmTransport::on_unregister(const LocalRegion &r) {
       if (it->second.fd >= 0) ::close(it->second.fd);
       regions_.erase(it);
     }
-    ctrl_->epoch.fetch_add(1, std::memory_order_seq_cst);
+    ctrl_.bump_epoch();
   }
   wait_for_copies("an unregister");
 }
@@ -482,168 +433,77 @@ Status ShmTransport::on_access_change(const LocalRegion &r) {
     std::lock_guard<std::mutex> lk(mu_);
     auto it = regions_.find(r.addr);
     if (it != regions_.end()) it->second.access = r.access;
-    ctrl_->epoch.fetch_add(1, std::memory_order_seq_cst);  // with the change, as LIST reads both
+    ctrl_.bump_epoch();  // with the change, as LIST reads both
   }
   wait_for_copies("an access change");
   return Status::Ok();
 }
 
-void ShmTransport::wait_for_copies(const char *why) {
-  // Wait for copies that started before they could see the new epoch.
-  uint64_t deadline = now_ms() + o_.timeout_ms;
-  while (ctrl_->active.load(std::memory_order_seq_cst) != 0) {
-    if (now_ms() > deadline) {
-      MC_LOGW("shm: a peer's copy did not finish within " << o_.timeout_ms << " ms of " << why
-                                                          << " (peer died mid-copy?)");
-      break;
-    }
-    std::this_thread::sleep_for(std::chrono::microseconds(50));
+bool ShmTransport::handle(const std::string &req, std::string *reply, Fd *fd) {
+  if (req == "WATCH") return true;  // stays open and idle: closes when this engine or process goes away
+  if (req == "LIST") {
+    list_reply(reply);
+    return true;
   }
+  if (uint64_t a = 0; proto::parse_fd_request(req, &a)) {
+    fd_reply(a, reply, fd);
+    return true;
+  }
+  *reply = "ERR unknown request";
+  return false;
 }
 
-void ShmTransport::accept_loop() {
-  // Held until this thread returns (see CtrlPage::alive); it accepts no peer before.
-  pthread_mutex_lock(&ctrl_->alive);
-  struct Release {
-    pthread_mutex_t *m;
-    ~Release() { pthread_mutex_unlock(m); }
-  } release{&ctrl_->alive};
-  for (;;) {
-    int fd = ::accept4(listen_.get(), nullptr, nullptr, SOCK_CLOEXEC);
-    if (stopping_.load()) {
-      if (fd >= 0) ::close(fd);
-      return;
-    }
-    if (fd < 0) {
-      if (errno == EINTR || errno == ECONNABORTED) continue;
-      if (errno == EMFILE || errno == ENFILE) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(20));
-        continue;
-      }
-      return;
-    }
-    // Unadmitted connections are capped; each holds a thread only until its handshake deadline.
-    if (pending_.load() >= wire::kMaxPending) {
-      hs_dropped++;
-      ::close(fd);
-      continue;
-    }
-    pending_++;
-    std::vector<std::thread> finished;
-    {
-      std::lock_guard<std::mutex> lk(mu_);
-      for (auto it = served_threads_.begin(); it != served_threads_.end();) {
-        if (it->done->load()) {
-          finished.push_back(std::move(it->t));
-          it = served_threads_.erase(it);
-        } else {
-          ++it;
-        }
-      }
-      served_.push_back(fd);
-      auto done = std::make_shared<std::atomic<bool>>(false);
-      served_threads_.push_back({std::thread([this, fd, done] { serve(fd, done); }), done});
-    }
-    for (auto &t : finished) t.join();
-  }
-}
-
-void ShmTransport::serve(int fd, std::shared_ptr<std::atomic<bool>> done) {
-  std::string req;
-  bool pending = true;
-  set_io_timeout(fd, std::min<uint32_t>(o_.timeout_ms, wire::kHandshakeMs));
-  Status adm = unix_admit(fd, o_.auth_token, o_.incarnation, kMaxMsg);
-  if (adm.code() == MC_ERR_DENIED) {
-    hs_denied++;
-    MC_LOGW("shm: denied a same-host connection: " << adm.message());
-  }
-  bool admitted = adm.ok();
-  if (admitted) {
-    pending = false;
-    pending_--;
-    set_io_timeout(fd, 0);  // admitted connections may idle (WATCH)
-    proto::ShmHello h;
-    h.pid = getpid();
-    h.ctrl = reinterpret_cast<uint64_t>(ctrl_);
-    admitted = unix_send_msg(fd, h.to_json(), ctrl_fd_.get());
-  }
-  while (admitted && unix_recv_msg(fd, &req, nullptr, kMaxMsg)) {
-    if (req == "WATCH") {
-      // Stays open and idle: closes when this engine or process goes away.
-      continue;
-    } else if (req == "LIST") {
-      proto::ShmList l;
-      {
-        std::lock_guard<std::mutex> lk(mu_);
-        l.epoch = ctrl_->epoch.load();
-        for (auto &[a, r] : regions_) l.buffers.push_back({a, r.length, r.fd >= 0, r.access});
-      }
-      if (!unix_send_msg(fd, l.to_json())) break;
-    } else if (uint64_t a = 0; proto::parse_fd_request(req, &a)) {
-      int f = -1;
-      bool unreadable = false;
-      {
-        std::lock_guard<std::mutex> lk(mu_);
-        auto it = regions_.find(a);
-        if (it != regions_.end() && it->second.fd >= 0) {
-          if (!(it->second.access & MC_ACCESS_READ)) {
-            unreadable = true;
-          } else if (!(it->second.access & MC_ACCESS_WRITE)) {
-            // A new read-only open file of the same memfd: the peer cannot map it writable.
-            char path[64];
-            std::snprintf(path, sizeof path, "/proc/self/fd/%d", it->second.fd);
-            f = ::open(path, O_RDONLY | O_CLOEXEC);
-          } else {
-            f = ::fcntl(it->second.fd, F_DUPFD_CLOEXEC, 0);
-          }
-        }
-      }
-      bool ok = f >= 0       ? unix_send_msg(fd, "OK", f)
-                : unreadable ? unix_send_msg(fd, "ERR DENIED peers may not read this buffer")
-                             : unix_send_msg(fd, "ERR no such memfd buffer");
-      if (f >= 0) ::close(f);
-      if (!ok) break;
-    } else {
-      unix_send_msg(fd, "ERR unknown request");
-      break;
-    }
-  }
-  if (pending) pending_--;
+void ShmTransport::list_reply(std::string *reply) {
+  proto::ShmList l;
   {
     std::lock_guard<std::mutex> lk(mu_);
-    served_.remove(fd);
-    ::close(fd);
+    l.epoch = ctrl_.page()->epoch.load();
+    for (auto &[a, r] : regions_) {
+      proto::ShmListBuf b;
+      b.addr = a;
+      b.len = r.length;
+      b.access = r.access;
+      b.memfd = r.fd >= 0;
+      l.buffers.push_back(b);
+    }
   }
-  done->store(true);
+  *reply = l.to_json();
+}
+
+void ShmTransport::fd_reply(uint64_t a, std::string *reply, Fd *fd) {
+  std::lock_guard<std::mutex> lk(mu_);
+  auto it = regions_.find(a);
+  if (it == regions_.end() || it->second.fd < 0) {
+    *reply = "ERR no such memfd buffer";
+  } else if (!(it->second.access & MC_ACCESS_READ)) {
+    *reply = "ERR DENIED peers may not read this buffer";
+  } else if (!(it->second.access & MC_ACCESS_WRITE)) {
+    // A new read-only open file of the same memfd: the peer cannot map it writable.
+    char path[64];
+    std::snprintf(path, sizeof path, "/proc/self/fd/%d", it->second.fd);
+    fd->reset(::open(path, O_RDONLY | O_CLOEXEC));
+  } else {
+    fd->reset(::fcntl(it->second.fd, F_DUPFD_CLOEXEC, 0));
+  }
+  if (reply->empty()) *reply = fd->valid() ? "OK" : "ERR cannot reopen the buffer's memfd";
+}
+
+std::shared_ptr<samehost::WatchLoop> ShmTransport::watch_loop(Status *st) {
+  std::lock_guard<std::mutex> lk(watch_mu_);
+  if (!watch_loop_) watch_loop_ = samehost::WatchLoop::create(st);
+  return watch_loop_;
 }
 
 // ------------------------------------------------------------------------------ initiator side
 
 ShmPeer::~ShmPeer() {
   dead.store(true);
-  if (watch_.valid()) ::shutdown(watch_.get(), SHUT_RDWR);
-  if (watcher_.joinable()) watcher_.join();
+  if (watch_loop_ && watch_id_) watch_loop_->unwatch(watch_id_);
   for (auto &[p, n] : maps_) ::munmap(p, n);
-  if (ctrl_) ::munmap(ctrl_, 4096);
 }
 
 void ShmPeer::set_dead(const std::string &why) {
   if (!dead.exchange(true)) MC_LOGI("shm: peer " << name_ << " is gone: " << why);
-}
-
-Status ShmPeer::request(const std::string &req, std::string *reply, int *fd) {
-  std::lock_guard<std::mutex> lk(req_mu_);
-  if (!unix_send_msg(sock_.get(), req) || !unix_recv_msg(sock_.get(), reply, fd, kMaxMsg))
-    return Err(MC_ERR_PEER_DOWN, "same-host peer " + name_ + " closed its socket");
-  if (reply->rfind("ERR", 0) == 0 && fd && *fd >= 0) {
-    // An fd that came with a refusal is not ours to use (as in nvlink): close it, not leak it.
-    ::close(*fd);
-    *fd = -1;
-  }
-  if (reply->rfind("ERR DENIED ", 0) == 0)
-    return Err(MC_ERR_DENIED, "same-host peer " + name_ + " denied access: " + reply->substr(11));
-  if (reply->rfind("ERR", 0) == 0) return Err(MC_ERR_TRANSPORT, "same-host peer " + name_ + ": " + reply->substr(4));
-  return Status::Ok();
 }
 
 Status ShmPeer::open(const Descriptor &d) {
@@ -655,23 +515,18 @@ Status ShmPeer::open(const Descriptor &d) {
                                           : proto::decode(entry->second, name_, MC_ERR_METADATA, &blob);
   if (!st.ok()) return st;
   const std::string &sock = blob.socket;
-  st = unix_connect(sock, t_->timeout_ms(), &sock_);
-  if (!st.ok()) return st;
+  conn_ = std::make_unique<samehost::PeerConn>("same-host peer " + name_, kMaxMsg);
   std::string reply;
-  int cfd = -1;
-  st = shm_hello(sock_.get(), t_->token(), incarnation_, name_, &reply, &cfd);
-  Fd cf(cfd);
+  Fd cf;
+  st = conn_->open(sock, t_->token(), incarnation_, t_->timeout_ms(), &reply, &cf);
   if (!st.ok()) return st;
   proto::ShmHello hello;
   st = proto::decode(reply, name_, MC_ERR_TRANSPORT, &hello);
   if (!st.ok()) return st;
   if (!cf.valid()) return Err(MC_ERR_TRANSPORT, "same-host peer " + name_ + " sent no control page");
   pid_ = static_cast<int>(hello.pid);
-  void *p = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, cf.get(), 0);
-  if (p == MAP_FAILED) return Err(MC_ERR_NO_MEMORY, std::string("mmap of a peer's control page: ") + std::strerror(errno));
-  ctrl_ = static_cast<CtrlPage *>(p);
-  if (ctrl_->magic != kCtrlMagic || ctrl_->incarnation != incarnation_)
-    return Err(MC_ERR_TRANSPORT, "same-host peer " + name_ + " sent a foreign control page");
+  st = ctrl_.map(cf.get(), kCtrlMagic, incarnation_, "same-host peer " + name_);
+  if (!st.ok()) return st;
   // Cross-memory attach: read the target's own view of its control page.
   uint64_t remote_ctrl = hello.ctrl;
   uint64_t magic = 0;
@@ -687,33 +542,30 @@ Status ShmPeer::open(const Descriptor &d) {
   if (!st.ok()) return st;
   opened_ = true;
   // The watch connection: its close tells us at once that the peer is gone.
-  st = unix_connect(sock, t_->timeout_ms(), &watch_);
-  if (!st.ok()) return st;
+  watch_ = std::make_unique<samehost::PeerConn>("same-host peer " + name_, kMaxMsg);
   std::string r2;
-  cfd = -1;
-  st = shm_hello(watch_.get(), t_->token(), incarnation_, name_, &r2, &cfd);
-  if (cfd >= 0) ::close(cfd);
+  Fd wf;
+  st = watch_->open(sock, t_->token(), incarnation_, t_->timeout_ms(), &r2, &wf);
   if (!st.ok()) return Err(st.code(), "watch connection: " + st.message());
-  unix_send_msg(watch_.get(), "WATCH");
-  set_io_timeout(watch_.get(), 0);
-  watcher_ = std::thread([this] {
-    char c;
-    for (;;) {
-      ssize_t r = ::recv(watch_.get(), &c, 1, 0);
-      if (r < 0 && errno == EINTR) continue;
-      break;
-    }
-    if (!dead.load()) {
-      set_dead("its same-host socket closed");
-      fire_down();
-    }
-  });
+  watch_->post("WATCH");
+  set_io_timeout(watch_->fd(), 0);
+  if (!watch_loop_) return Err(MC_ERR_INTERNAL, "shm: no watch loop");
+  bool watching = watch_loop_->watch(
+      watch_->fd(),
+      [this] {
+        if (!dead.load()) {
+          set_dead("its same-host socket closed");
+          fire_down();
+        }
+      },
+      &watch_id_);
+  if (!watching) return Err(MC_ERR_INTERNAL, std::string("shm: epoll of a watch connection: ") + std::strerror(errno));
   return Status::Ok();
 }
 
 Status ShmPeer::refresh() {
   std::string reply;
-  Status st = request("LIST", &reply, nullptr);
+  Status st = conn_->request("LIST", &reply, nullptr);
   if (!st.ok()) return st;
   proto::ShmList list;
   st = proto::decode(reply, name_, MC_ERR_TRANSPORT, &list);
@@ -742,10 +594,9 @@ Status ShmPeer::refresh() {
 
 Status ShmPeer::map_buffer(RemoteBuf &b) {
   std::string reply;
-  int fd = -1;
-  Status st = request(proto::fd_request(b.addr), &reply, &fd);
+  Fd f;
+  Status st = conn_->request(proto::fd_request(b.addr), &reply, &f);
   if (!st.ok()) return st;
-  Fd f(fd);
   if (!f.valid()) return Err(MC_ERR_TRANSPORT, "same-host peer " + name_ + " sent no memfd");
   int prot = (b.access & MC_ACCESS_WRITE) ? PROT_READ | PROT_WRITE : PROT_READ;
   void *p = ::mmap(nullptr, b.length, prot, MAP_SHARED, f.get(), 0);
@@ -803,10 +654,10 @@ size_t ShmPeer::run_window(const Slice *s, size_t n, mc_status_t *st, bool strea
     mapped += run_len;
     run_len = 0;
   };
-  ctrl_->active.fetch_add(1, std::memory_order_seq_cst);
+  EpochWindow win(ctrl_.page());
   {
     std::shared_lock<std::shared_mutex> lk(bufs_mu_);
-    if (ctrl_->epoch.load(std::memory_order_seq_cst) == epoch_) {
+    if (win.current(epoch_)) {
       RemoteBuf *b = nullptr;
       for (; k < n && k < kWindowSlices && bytes < kWindowBytes; k++) {
         const Slice &x = s[k];
@@ -846,7 +697,7 @@ size_t ShmPeer::run_window(const Slice *s, size_t n, mc_status_t *st, bool strea
       flush();
     }
   }
-  ctrl_->active.fetch_sub(1, std::memory_order_seq_cst);
+  win.close();
   if (mapped) t_->bytes_copied.fetch_add(mapped, std::memory_order_relaxed);
   return k;
 }
@@ -930,7 +781,7 @@ mc_status_t ShmPeer::run_one(const Slice &s) {
         bool stale;
         {
           std::shared_lock<std::shared_mutex> rl(bufs_mu_);
-          stale = ctrl_->epoch.load(std::memory_order_seq_cst) != epoch_;
+          stale = ctrl_.page()->epoch.load(std::memory_order_seq_cst) != epoch_;
         }
         if (!stale || attempt >= 2 || st == MC_ERR_PEER_DOWN) break;
         Status rs = refresh();
@@ -942,11 +793,11 @@ mc_status_t ShmPeer::run_one(const Slice &s) {
         continue;
       }
     }
-    ctrl_->active.fetch_add(1, std::memory_order_seq_cst);
+    EpochWindow win(ctrl_.page());
     std::shared_lock<std::shared_mutex> lk(bufs_mu_);
-    if (ctrl_->epoch.load(std::memory_order_seq_cst) != epoch_) {
+    if (!win.current(epoch_)) {
       lk.unlock();
-      ctrl_->active.fetch_sub(1, std::memory_order_seq_cst);
+      win.close();
       if (attempt >= 2) {
         st = MC_ERR_TRANSPORT;
         break;
@@ -998,15 +849,21 @@ mc_status_t ShmPeer::run_one(const Slice &s) {
       }
     }
     lk.unlock();
-    ctrl_->active.fetch_sub(1, std::memory_order_seq_cst);
+    win.close();
     break;
   }
   return st;
 }
 
 std::shared_ptr<PeerPath> ShmTransport::connect(const Descriptor &d) {
-  auto p = std::make_shared<ShmPeer>(this);
-  Status st = p->open(d);
+  Status st;
+  auto w = watch_loop(&st);
+  if (!w) {
+    MC_LOGW("shm: cannot use the same-host path to " << d.name << " (" << st.message() << "); using tcp");
+    return nullptr;
+  }
+  auto p = std::make_shared<ShmPeer>(this, std::move(w));
+  st = p->open(d);
   if (!st.ok()) {
     MC_LOGW("shm: cannot use the same-host path to " << d.name << " (" << st.message() << "); using tcp");
     return nullptr;
@@ -1279,15 +1136,7 @@ void ShmTransport::worker() {
 
 void ShmTransport::shutdown() {
   if (stopping_.exchange(true)) return;
-  if (listen_.valid()) ::shutdown(listen_.get(), SHUT_RDWR);
-  if (acceptor_.joinable()) acceptor_.join();
-  std::vector<Served> served;
-  {
-    std::lock_guard<std::mutex> lk(mu_);
-    for (int fd : served_) ::shutdown(fd, SHUT_RDWR);
-    served.swap(served_threads_);
-  }
-  for (auto &s : served) s.t.join();
+  server_.stop();  // releases the alive mutex and closes every peer's connections
   {
     std::lock_guard<std::mutex> lk(qmu_);
     qstop_ = true;
@@ -1310,8 +1159,8 @@ std::string ShmTransport::stats_json() {
          ",\"slices_completed\":" + std::to_string(slices_ok.load()) +
          ",\"slices_failed\":" + std::to_string(slices_failed.load()) +
          ",\"buffers_mapped\":" + std::to_string(maps.load()) +
-         ",\"handshakes_denied\":" + std::to_string(hs_denied.load()) +
-         ",\"handshakes_dropped\":" + std::to_string(hs_dropped.load()) + "}";
+         ",\"handshakes_denied\":" + std::to_string(server_.hs_denied.load()) +
+         ",\"handshakes_dropped\":" + std::to_string(server_.hs_dropped.load()) + "}";
 }
 
 }  // namespace
