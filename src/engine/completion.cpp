@@ -140,7 +140,7 @@ void EngineCore::finish_merged(const Slice &s) {
   finish_together(s.slot->batch, s.count, [&](size_t k) { return s.slot + k; });
 }
 
-// n slices of one batch that each carried one whole request (see slices_done).
+// n slices of one batch that each carried one whole request (see complete(const Slice *, ...)).
 void EngineCore::finish_whole(const Slice *s, size_t n) {
   finish_together(s[0].slot->batch, n, [&](size_t k) { return s[k].slot; });
 }

@@ -47,7 +47,7 @@ Status EngineCore::start() {
     if (!e.control_listener && (e.role == TransportEntry::Role::kSelf || opts_.transport_allowed(e.name)) &&
         !(st = start_transport(e, &data)).ok())
       return st;
-  // Data transports in order of preference, fastest first (TCP reaches everything: last).
+  // Data transports in order of preference, fastest first (the registry says which is which).
   std::stable_sort(data.begin(), data.end(), [](auto &a, auto &b) { return a.first < b.first; });
   for (auto &d : data) data_transports_.push_back(d.second);
   st = make_metadata_store(opts_.metadata, name_, opts_.timeout_ms, opts_.metadata_ttl_ms, opts_.auth_token,
@@ -64,8 +64,8 @@ Status EngineCore::start() {
 }
 
 // Creates one registered transport and files it: as the self transport, as a data transport
-// (when `transports` allows it), or only kept running (the control listener when tcp is not
-// allowed to carry data).
+// (when `transports` allows it), or only kept running (the control listener when `transports`
+// leaves it out as a data transport).
 Status EngineCore::start_transport(const TransportEntry &e, std::vector<std::pair<int, Transport *>> *data) {
   Status st;
   auto t = e.create(*this, &st);

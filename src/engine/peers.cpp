@@ -45,8 +45,9 @@ Status EngineCore::refresh_peer(Peer &p, bool *rejoined) {
     bool new_peer = !p.desc || p.desc->incarnation != nd->incarnation;
     if (new_peer || p.routes.empty()) {
       std::vector<Route> routes;
-      // The engine's own name always opens (mc.h): in process when "local" is allowed, else
-      // over the allowed transports like any peer (tcp to its own listener, shm to itself).
+      // The engine's own name always opens (mc.h): in process when the self transport is
+      // allowed, else over the allowed transports like any peer (to its own listener or its
+      // own same-host server).
       if (p.self && self_transport_ && opts_.transport_allowed(self_transport_->name())) {
         routes.push_back({self_transport_, self_transport_->connect(*nd)});
       } else {
