@@ -55,7 +55,7 @@ class SubmitPlanner {
   std::vector<Slice> &group_for(uint32_t t, uint8_t r);
   bool merge(size_t i, std::vector<Slice> &v, RequestSlot *s);
   void cut(size_t i, std::vector<Slice> &v, RequestSlot *s);
-  void fill_slot(RequestSlot *s, size_t i, uint32_t remaining, std::shared_ptr<Peer> peer);
+  void fill_slot(RequestSlot *s, size_t i, uint32_t remaining, const std::shared_ptr<Peer> &peer);
 
   EngineCore &e_;
   BatchCore &b_;
@@ -66,6 +66,11 @@ class SubmitPlanner {
   mc_segment_t last_seg_ = 0;
   uint32_t last_t_ = 0;
   size_t ngroups_ = 0;
+  // The per-thread vectors, looked up once per call (in a shared library each lookup of a
+  // thread_local is a call).
+  std::vector<uint8_t> &route_of_ = t_route_of;
+  std::vector<LocalBuffer *> &single_buf_ = t_single_buf;
+  std::vector<Group> &groups_ = t_groups;
 };
 
 Status EngineCore::submit(BatchCore &b, const mc_request_t *reqs, size_t n) {
@@ -174,8 +179,8 @@ Status SubmitPlanner::check_remote(size_t i) {
 // ------------------------------------------------------------------------------ route
 
 Status SubmitPlanner::route() {
-  t_route_of.resize(n_);
-  t_single_buf.resize(n_);
+  route_of_.resize(n_);
+  single_buf_.resize(n_);
   const LocalBuffer *last_lb = nullptr;
   const BufferDesc *last_rb = nullptr;
   std::shared_lock<std::shared_mutex> lk(e_.buffers_mu_);
@@ -189,10 +194,10 @@ Status SubmitPlanner::route() {
       undo(i);
       return Err(MC_ERR_OUT_OF_RANGE, req_prefix(i) + "local range is not inside this engine's registered buffers");
     }
-    t_single_buf[i] = a + reqs_[i].length <= lb->addr + lb->length ? const_cast<LocalBuffer *>(lb) : nullptr;
+    single_buf_[i] = a + reqs_[i].length <= lb->addr + lb->length ? const_cast<LocalBuffer *>(lb) : nullptr;
     const BufferDesc *rb = targets_[tix_[i]].desc->find(reqs_[i].remote);
     if (i > 0 && lb == last_lb && rb == last_rb && tix_[i] == tix_[i - 1]) {
-      t_route_of[i] = t_route_of[i - 1];  // same pair of buffers as the previous request
+      route_of_[i] = route_of_[i - 1];  // same pair of buffers as the previous request
       continue;
     }
     last_lb = lb;
@@ -215,7 +220,7 @@ Status SubmitPlanner::route_one(size_t i, const LocalBuffer *lb, const BufferDes
   if (k == t.routes.size())
     return Err(MC_ERR_UNSUPPORTED, req_prefix(i) + "no transport to segment " + t.peer->name +
                                        " moves data from " + lb->location + " to " + rb->location);
-  t_route_of[i] = static_cast<uint8_t>(k);
+  route_of_[i] = static_cast<uint8_t>(k);
   return Status::Ok();
 }
 
@@ -226,11 +231,11 @@ void SubmitPlanner::slice() {
   // Reserved up front: group_for hands out references that must stay valid for the whole call.
   size_t max_groups = 0;
   for (auto &t : targets_) max_groups += t.routes.size();
-  if (t_groups.size() < max_groups) t_groups.resize(max_groups);
+  if (groups_.size() < max_groups) groups_.resize(max_groups);
   std::vector<Slice> *prev_group = nullptr;  // the group request i-1 went to
   for (size_t i = 0; i < n_; i++) {
     RequestSlot *s = b_.slot(base_ + i);
-    auto &v = group_for(tix_[i], t_route_of[i]);
+    auto &v = group_for(tix_[i], route_of_[i]);
     if (&v == prev_group && merge(i, v, s)) continue;
     prev_group = &v;
     cut(i, v, s);
@@ -239,15 +244,15 @@ void SubmitPlanner::slice() {
 
 std::vector<Slice> &SubmitPlanner::group_for(uint32_t t, uint8_t r) {
   for (size_t g = 0; g < ngroups_; g++)
-    if (t_groups[g].target == t && t_groups[g].route == r) return t_groups[g].slices;
-  Group &g = t_groups[ngroups_++];
+    if (groups_[g].target == t && groups_[g].route == r) return groups_[g].slices;
+  Group &g = groups_[ngroups_++];
   g.target = t;
   g.route = r;
   g.slices.clear();
   return g.slices;
 }
 
-void SubmitPlanner::fill_slot(RequestSlot *s, size_t i, uint32_t remaining, std::shared_ptr<Peer> peer) {
+void SubmitPlanner::fill_slot(RequestSlot *s, size_t i, uint32_t remaining, const std::shared_ptr<Peer> &peer) {
   const mc_request_t &r = reqs_[i];
   s->state.store(MC_REQUEST_PENDING, std::memory_order_relaxed);
   s->error.store(MC_OK, std::memory_order_relaxed);
@@ -257,8 +262,8 @@ void SubmitPlanner::fill_slot(RequestSlot *s, size_t i, uint32_t remaining, std:
   s->local = reinterpret_cast<uint64_t>(r.local);
   s->op = r.opcode;
   s->batch = &b_;
-  s->peer = std::move(peer);
-  s->lbuf = t_single_buf[i];
+  s->peer = peer;
+  s->lbuf = single_buf_[i];
 }
 
 // Merges a small request into the previous slice of its group when both sides are adjacent:
@@ -272,7 +277,8 @@ bool SubmitPlanner::merge(size_t i, std::vector<Slice> &v, RequestSlot *s) {
       last.remote + last.len != r.remote || last.len + r.length > ss || last.slot + last.count != s ||
       (base_ + i) % BatchCore::kChunk == 0 || !(last.count > 1 || last.slot->length == last.len))
     return false;
-  fill_slot(s, i, 1, nullptr);  // the slice's first request holds the peer for all of them
+  static const std::shared_ptr<Peer> kNone;
+  fill_slot(s, i, 1, kNone);  // the slice's first request holds the peer for all of them
   last.len += r.length;
   last.count++;
   return true;
@@ -296,8 +302,8 @@ void SubmitPlanner::cut(size_t i, std::vector<Slice> &v, RequestSlot *s) {
 
 void SubmitPlanner::hand_off() {
   for (size_t g = 0; g < ngroups_; g++) {
-    Route &rt = targets_[t_groups[g].target].routes[t_groups[g].route];
-    rt.transport->submit(*rt.path, t_groups[g].slices.data(), t_groups[g].slices.size());
+    Route &rt = targets_[groups_[g].target].routes[groups_[g].route];
+    rt.transport->submit(*rt.path, groups_[g].slices.data(), groups_[g].slices.size());
   }
 }
 
