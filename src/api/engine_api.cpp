@@ -282,7 +282,7 @@ MC_API mc_status_t mc_batch_submit(mc_batch_t *batch, const mc_request_t *reques
   if (!batch) return null_arg("mc_batch_submit", "batch");
   if (!requests) return null_arg("mc_batch_submit", "requests");
   if (count == 0) return fail(MC_ERR_INVALID_ARG, "mc_batch_submit: count must be > 0");
-  mc::Status st = batch->core->engine->submit(*batch->core, requests, count);
+  mc::Status st = batch->core->engine()->submit(*batch->core, requests, count);
   if (!st.ok()) return fail(st.code(), "mc_batch_submit: " + st.message());
   return MC_OK;
   MC_API_CATCH("mc_batch_submit")

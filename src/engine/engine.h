@@ -18,6 +18,7 @@
 #include "util/config.h"
 #include "proto/descriptor.h"
 #include "util/status.h"
+#include "engine/batch.h"
 #include "engine/health.h"
 #include "metadata/metadata.h"
 #include "transport/host.h"
@@ -41,20 +42,6 @@ struct LocalBuffer {
   std::atomic<int64_t> peer_in_use{0};
   // What peers may do (MC_ACCESS_* bits); written with buffers_mu_ held exclusively.
   std::atomic<uint32_t> access{MC_ACCESS_READ | MC_ACCESS_WRITE};
-};
-
-// Per-request bookkeeping, kept in fixed chunks inside its batch (no allocation per request).
-struct RequestSlot {
-  std::atomic<uint32_t> state{MC_REQUEST_PENDING};
-  std::atomic<int32_t> error{MC_OK};
-  std::atomic<uint32_t> remaining{0};  // slices not yet reported
-  std::atomic<uint64_t> bytes{0};      // bytes of slices that completed
-  uint64_t length = 0;
-  uint64_t local = 0;
-  uint32_t op = 0;
-  BatchCore *batch = nullptr;
-  LocalBuffer *lbuf = nullptr;  // the local buffer pinned, when the range lies in one
-  std::shared_ptr<Peer> peer;  // told about transport failures; released when the request ends
 };
 
 // One way to reach a peer: a transport and its per-peer state.
@@ -92,41 +79,6 @@ struct Peer {
   uint64_t silent_since_ms = 0;
 };
 
-class BatchCore {
- public:
-  BatchCore(std::shared_ptr<EngineCore> e, size_t capacity);
-  ~BatchCore();
-  RequestSlot *slot(size_t i) { return &chunks_[i / kChunk][i % kChunk]; }
-  size_t submitted() const { return submitted_.load(std::memory_order_acquire); }
-  // Waits for every submitted request to end; MC_OK, the first failure, or MC_ERR_TIMEOUT.
-  // Spins up to kWaitSpin (bounded by timeout_ms) before it sleeps on the condition variable.
-  static constexpr std::chrono::microseconds kWaitSpin{30};
-  mc_status_t wait(int timeout_ms);
-  // Every pending request ends FAILED with MC_ERR_CANCELED: queued slices are dropped, READ
-  // data in flight is drained instead of written; returns once nothing pending can touch memory.
-  void cancel_and_wait();
-  bool canceled() const { return canceled_.load(std::memory_order_relaxed); }
-  bool pending() const { return pending_.load() != 0; }
-  // Waits until no completing thread still touches this batch.
-  void quiesce();
-  void reset();
-  void request_done(mc_status_t err);
-  void requests_done(int64_t n);  // n requests ended MC_OK at once
-
-  static constexpr size_t kChunk = 4096;
-  std::shared_ptr<EngineCore> engine;
-  size_t capacity;
-  std::mutex submit_mu;  // serializes submits (index assignment) on one batch
-  std::vector<std::unique_ptr<RequestSlot[]>> chunks_;
-  std::atomic<size_t> submitted_{0};
-  std::atomic<int64_t> pending_{0};
-  std::atomic<int32_t> first_error_{MC_OK};
-  std::atomic<bool> canceled_{false};
-  std::atomic<int32_t> finishing_{0};  // completers between their last touch and their exit
-  std::mutex mu_;                      // pairs with cv_ for waiters
-  std::condition_variable cv_;
-};
-
 class EngineCore : public Host, public std::enable_shared_from_this<EngineCore> {
  public:
   static Status create(const EngineOptions &opts, std::shared_ptr<EngineCore> *out);
@@ -145,6 +97,7 @@ class EngineCore : public Host, public std::enable_shared_from_this<EngineCore> 
     const char *location;
     int memfd;
   };
+  // The buffer registry (engine/buffers.cpp).
   Status register_buffer(void *addr, size_t len, const char *location, int memfd = -1);
   Status register_buffers(const NewBuffer *bufs, size_t n);
   Status unregister_buffer(void *addr, bool memfd_ok = false);
@@ -155,16 +108,19 @@ class EngineCore : public Host, public std::enable_shared_from_this<EngineCore> 
   // mc_buffer_set_access.
   Status set_access(void *addr, uint32_t access);
 
+  // Peers and their segments (engine/peers.cpp).
   Status open_segment(const std::string &name, mc_segment_t *out);
   Status close_segment(mc_segment_t seg);
   Status segment_query(mc_segment_t seg, mc_segment_info_t *info);
   Status segment_buffers(mc_segment_t seg, std::vector<BufferDesc> *out);
   void set_segment_callback(void (*fn)(mc_segment_t, uint32_t, uint64_t, void *), void *user);
 
+  // The submit planner (engine/submit.cpp) and the statistics (engine/stats.cpp).
   Status submit(BatchCore &b, const mc_request_t *reqs, size_t n);
   std::string stats_json();
 
-  // Host
+  // Host: completion in engine/completion.cpp, pins in engine/buffers.cpp, the descriptor and
+  // control in engine/descriptor.cpp, the rest in engine/engine.cpp.
   void complete(const Slice &s, mc_status_t status) override;
   void complete(const Slice *s, const mc_status_t *st, size_t n) override;
   bool canceled(const Slice &s) const override;
@@ -177,17 +133,17 @@ class EngineCore : public Host, public std::enable_shared_from_this<EngineCore> 
   std::string descriptor_delta_json(uint64_t incarnation, uint64_t since) override;
   Status control(const std::string &channel, const std::string &request, std::string *reply) override;
 
-  // Called once per request when its last slice was reported.
+ private:
+  // Completion (engine/completion.cpp). finish_request: once per request when its last slice
+  // was reported. finish_merged: a merged slice that succeeded. finish_whole: n > 1 slices of
+  // one batch, each a whole one-slice request, that all succeeded.
   void finish_request(RequestSlot *s, mc_status_t err);
-  // Called by complete() for a merged slice that succeeded.
   void finish_merged(const Slice &s);
-  // Called by complete() for n > 1 slices of one batch, each a whole one-slice request, that
-  // all succeeded.
   void finish_whole(const Slice *s, size_t n);
   template <class SlotAt>
   void finish_together(BatchCore *b, size_t n, SlotAt slot_at);
 
- private:
+  friend class SubmitPlanner;  // engine/submit.cpp: reads segments, pins, slice_size
   explicit EngineCore(const EngineOptions &o) : opts_(o) {}
   Status start();
   Status start_transport(const TransportEntry &e, std::vector<std::pair<int, Transport *>> *data);

@@ -1,0 +1,91 @@
+// A batch: its request slots, waiting, canceling, resetting.
+#include "engine/engine.h"
+
+#include <algorithm>
+#include <chrono>
+#include <thread>
+
+namespace mc {
+
+BatchCore::BatchCore(std::shared_ptr<EngineCore> e, size_t cap) : engine_(std::move(e)), capacity_(cap) {}
+BatchCore::~BatchCore() = default;
+
+void BatchCore::requests_done(int64_t n) {
+  if (pending_.fetch_sub(n, std::memory_order_acq_rel) == n) {
+    std::lock_guard<std::mutex> lk(mu_);
+    cv_.notify_all();
+  }
+}
+
+void BatchCore::request_done(mc_status_t err) {
+  if (err != MC_OK) {
+    int32_t expect = MC_OK;
+    first_error_.compare_exchange_strong(expect, err);
+  }
+  if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+    std::lock_guard<std::mutex> lk(mu_);
+    cv_.notify_all();
+  }
+}
+
+void BatchCore::quiesce() {
+  while (finishing_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
+}
+
+mc_status_t BatchCore::wait(int timeout_ms) {
+  auto done = [&] { return pending_.load(std::memory_order_acquire) == 0; };
+  // A short watch first (at most kWaitSpin and timeout_ms): a batch whose last part another
+  // thread is finishing (an shm worker's share of a large copy) ends within microseconds, and
+  // being put to sleep and woken would cost tens of microseconds on a VM.
+  if (!done() && timeout_ms != 0) {
+    const auto until = std::chrono::steady_clock::now() +
+                       std::min<std::chrono::microseconds>(
+                           kWaitSpin, std::chrono::microseconds(timeout_ms < 0 ? kWaitSpin.count()
+                                                                               : int64_t(timeout_ms) * 1000));
+    for (unsigned i = 1; !done(); i++) {
+#if defined(__x86_64__)
+      __builtin_ia32_pause();
+#endif
+      if ((i & 63) == 0 && std::chrono::steady_clock::now() >= until) break;
+    }
+  }
+  std::unique_lock<std::mutex> lk(mu_);
+  if (timeout_ms < 0) {
+    cv_.wait(lk, done);
+  } else if (!cv_.wait_for(lk, std::chrono::milliseconds(timeout_ms), done)) {
+    return MC_ERR_TIMEOUT;
+  }
+  lk.unlock();
+  quiesce();
+  return first_error_.load();
+}
+
+void BatchCore::cancel_and_wait() {
+  std::lock_guard<std::mutex> lk(submit_mu_);  // no submit slips in between
+  canceled_.store(true);
+  // Every slice ends within the engine's timeout of no progress (the transports' reapers), so
+  // this wait is bounded.
+  wait(-1);
+  canceled_.store(false);
+}
+
+void BatchCore::reserve_slots(size_t end) {
+  size_t need = (end + kChunk - 1) / kChunk;
+  // A small batch (mc_transfer's internal one, typically) gets a chunk of its own size, not
+  // kChunk slots: the per-call cost of a small transfer stays a few hundred nanoseconds.
+  while (chunks_.size() < need) chunks_.emplace_back(new RequestSlot[std::min(capacity_, kChunk)]);
+}
+
+void BatchCore::add_submitted(size_t base, size_t n) {
+  pending_.fetch_add(static_cast<int64_t>(n), std::memory_order_acq_rel);
+  submitted_.store(base + n, std::memory_order_release);
+}
+
+void BatchCore::reset() {
+  quiesce();
+  submitted_.store(0);
+  first_error_.store(MC_OK);
+  canceled_.store(false);
+}
+
+}  // namespace mc

@@ -1,0 +1,85 @@
+// A batch of requests: their slots, and how a caller waits for, cancels or reuses them.
+#pragma once
+#include <mc.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+namespace mc {
+
+class EngineCore;
+class BatchCore;
+struct LocalBuffer;
+struct Peer;
+
+// Per-request bookkeeping, kept in fixed chunks inside its batch (no allocation per request).
+struct RequestSlot {
+  std::atomic<uint32_t> state{MC_REQUEST_PENDING};
+  std::atomic<int32_t> error{MC_OK};
+  std::atomic<uint32_t> remaining{0};  // slices not yet reported
+  std::atomic<uint64_t> bytes{0};      // bytes of slices that completed
+  uint64_t length = 0;
+  uint64_t local = 0;
+  uint32_t op = 0;
+  BatchCore *batch = nullptr;
+  LocalBuffer *lbuf = nullptr;  // the local buffer pinned, when the range lies in one
+  std::shared_ptr<Peer> peer;  // told about transport failures; released when the request ends
+};
+
+class BatchCore {
+ public:
+  static constexpr size_t kChunk = 4096;
+  // wait() spins up to kWaitSpin (bounded by timeout_ms) before it sleeps.
+  static constexpr std::chrono::microseconds kWaitSpin{30};
+
+  BatchCore(std::shared_ptr<EngineCore> e, size_t capacity);
+  ~BatchCore();
+  const std::shared_ptr<EngineCore> &engine() const { return engine_; }
+  size_t capacity() const { return capacity_; }
+  RequestSlot *slot(size_t i) { return &chunks_[i / kChunk][i % kChunk]; }
+  size_t submitted() const { return submitted_.load(std::memory_order_acquire); }
+  // Waits for every submitted request to end; MC_OK, the first failure, or MC_ERR_TIMEOUT.
+  mc_status_t wait(int timeout_ms);
+  // Every pending request ends FAILED with MC_ERR_CANCELED: queued slices are dropped, READ
+  // data in flight is drained instead of written; returns once nothing pending can touch memory.
+  void cancel_and_wait();
+  bool canceled() const { return canceled_.load(std::memory_order_relaxed); }
+  bool pending() const { return pending_.load() != 0; }
+  // Waits until no completing thread still touches this batch.
+  void quiesce();
+  void reset();
+
+  // The submit side. Submits on one batch are serialized by the lock this returns.
+  std::unique_lock<std::mutex> lock_submits() { return std::unique_lock<std::mutex>(submit_mu_); }
+  // Makes slots [0, end) exist (caller holds lock_submits()).
+  void reserve_slots(size_t end);
+  // Requests [base, base + n) were filled in: they count as pending and become visible.
+  void add_submitted(size_t base, size_t n);
+
+  // The completion side. A completing thread brackets its touches of the batch with these
+  // (quiesce waits for them).
+  void enter_finish() { finishing_.fetch_add(1, std::memory_order_acq_rel); }
+  void leave_finish() { finishing_.fetch_sub(1, std::memory_order_acq_rel); }
+  void request_done(mc_status_t err);
+  void requests_done(int64_t n);  // n requests ended MC_OK at once
+
+ private:
+  std::shared_ptr<EngineCore> engine_;
+  size_t capacity_;
+  std::mutex submit_mu_;  // serializes submits (index assignment) on one batch
+  std::vector<std::unique_ptr<RequestSlot[]>> chunks_;
+  std::atomic<size_t> submitted_{0};
+  std::atomic<int64_t> pending_{0};
+  std::atomic<int32_t> first_error_{MC_OK};
+  std::atomic<bool> canceled_{false};
+  std::atomic<int32_t> finishing_{0};  // completers between their last touch and their exit
+  std::mutex mu_;                      // pairs with cv_ for waiters
+  std::condition_variable cv_;
+};
+
+}  // namespace mc

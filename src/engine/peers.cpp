@@ -1,0 +1,311 @@
+// Peers: opening segments, routes, rejoin, health probes, state changes and the callback.
+#include "engine/engine.h"
+
+#include <algorithm>
+#include <cstring>
+#include <thread>
+
+#include "control/client.h"
+#include "util/log.h"
+
+namespace mc {
+
+Peer::~Peer() {
+  std::lock_guard<std::mutex> lk(alive->mu);
+  alive->ok = false;
+}
+
+void Peer::kick() {
+  if (auto m = monitor.lock()) m->kick(this);
+}
+
+Status EngineCore::refresh_peer(Peer &p, bool *rejoined) {
+  Descriptor d;
+  if (p.self) {
+    d = local_descriptor();
+  } else {
+    std::shared_ptr<const Descriptor> have;
+    {
+      std::lock_guard<std::mutex> lk(p.mu);
+      have = p.desc;
+    }
+    Status st = have ? metadata_->fetch_update(p.name, opts_.timeout_ms, *have, &d)
+                     : metadata_->fetch(p.name, opts_.timeout_ms, &d);
+    if (!st.ok()) return st;
+  }
+  if (!p.self)
+    for (auto *t : data_transports_) {
+      Status cs = t->check_descriptor(d);
+      if (!cs.ok()) return cs;
+    }
+  auto nd = std::make_shared<const Descriptor>(std::move(d));
+  std::vector<Route> dropped;
+  {
+    std::lock_guard<std::mutex> lk(p.mu);
+    bool new_peer = !p.desc || p.desc->incarnation != nd->incarnation;
+    if (new_peer || p.routes.empty()) {
+      std::vector<Route> routes;
+      // The engine's own name always opens (mc.h): in process when the self transport is
+      // allowed, else over the allowed transports like any peer (to its own listener or its
+      // own same-host server).
+      if (p.self && self_transport_ && opts_.transport_allowed(self_transport_->name())) {
+        routes.push_back({self_transport_, self_transport_->connect(*nd)});
+      } else {
+        for (auto *t : data_transports_) {
+          if (!t->reachable(*nd)) continue;
+          auto path = t->connect(*nd);
+          if (!path) continue;
+          Peer *raw = &p;
+          // The path may outlive the peer only inside the transport's own threads, which the
+          // peer's destructor (joining nothing of theirs) cannot see: guard with a flag.
+          auto alive = p.alive;
+          path->set_on_down([raw, alive] {
+            std::lock_guard<std::mutex> lk(alive->mu);
+            if (alive->ok) raw->kick();
+          });
+          routes.push_back({t, std::move(path)});
+        }
+      }
+      if (routes.empty())
+        return Err(MC_ERR_UNSUPPORTED, "no allowed transport reaches segment " + p.name);
+      if (p.desc && new_peer) {
+        MC_LOGI("segment " << p.name << ": new incarnation " << std::hex << nd->incarnation
+                           << " (was " << p.desc->incarnation << "); rebuilding its routes");
+        p.rejoins.fetch_add(1);
+        if (rejoined) *rejoined = true;
+      }
+      dropped.swap(p.routes);
+      p.routes = std::move(routes);
+    } else {
+      for (auto &r : p.routes) r.transport->update(*r.path, *nd);
+    }
+    p.desc = std::move(nd);
+  }
+  // The old incarnation's routes: fail what is still queued or in flight on them, then let
+  // them go (their destructors tear that peer's connections, mappings and QPs down).
+  for (auto &r : dropped) r.transport->fail_path(*r.path, MC_ERR_PEER_DOWN, "peer " + p.name + " restarted");
+  return Status::Ok();
+}
+
+// Back from UNREACHABLE with the same incarnation: nothing is rebuilt, except routes whose
+// transport gave up on its path while the peer was away (e.g. a closed same-host socket).
+void EngineCore::revive_routes(Peer &p) {
+  std::shared_ptr<const Descriptor> d;
+  std::vector<Route> routes;
+  {
+    std::lock_guard<std::mutex> lk(p.mu);
+    d = p.desc;
+    routes = p.routes;
+  }
+  bool changed = false;
+  for (auto &r : routes) {
+    if (r.transport->usable(*r.path)) continue;
+    auto path = r.transport->connect(*d);
+    if (!path) continue;
+    Peer *raw = &p;
+    auto alive = p.alive;
+    path->set_on_down([raw, alive] {
+      std::lock_guard<std::mutex> lk(alive->mu);
+      if (alive->ok) raw->kick();
+    });
+    r.path = std::move(path);
+    changed = true;
+  }
+  if (!changed) return;
+  std::lock_guard<std::mutex> lk(p.mu);
+  if (p.desc == d) p.routes = std::move(routes);
+}
+
+void EngineCore::set_state(Peer &p, uint32_t state, const std::string &why) {
+  uint32_t old = p.state.exchange(state);
+  if (old == state) return;
+  p.state_changed_ms.store(now_ms());
+  if (state == MC_SEGMENT_UNREACHABLE) {
+    MC_LOGW("segment " << p.name << " is unreachable: " << why);
+    std::vector<Route> routes;
+    {
+      std::lock_guard<std::mutex> lk(p.mu);
+      routes = p.routes;
+    }
+    for (auto &r : routes) r.transport->fail_path(*r.path, MC_ERR_PEER_DOWN, "segment " + p.name + " is unreachable: " + why);
+  } else {
+    MC_LOGI("segment " << p.name << " is reachable again");
+  }
+}
+
+void EngineCore::notify(Peer &p) {
+  void (*fn)(mc_segment_t, uint32_t, uint64_t, void *);
+  void *user;
+  {
+    std::lock_guard<std::mutex> lk(cb_mu_);
+    fn = cb_;
+    user = cb_user_;
+  }
+  if (!fn) return;
+  std::vector<mc_segment_t> handles;
+  {
+    std::shared_lock<std::shared_mutex> lk(segs_mu_);
+    for (auto &[h, peer] : segs_)
+      if (peer.get() == &p) handles.push_back(h);
+  }
+  uint64_t inc;
+  {
+    std::lock_guard<std::mutex> lk(p.mu);
+    inc = p.desc->incarnation;
+  }
+  for (auto h : handles) fn(h, p.state.load(), inc, user);
+}
+
+void EngineCore::set_segment_callback(void (*fn)(mc_segment_t, uint32_t, uint64_t, void *), void *user) {
+  std::lock_guard<std::mutex> lk(cb_mu_);
+  cb_ = fn;
+  cb_user_ = user;
+}
+
+// Probes one peer every heartbeat_ms (at once when a transfer to it failed). No answer within
+// peer_timeout_ms, or a refused connection, makes it UNREACHABLE and fails its in-flight work;
+// an answer with the known incarnation makes it OK again; a new incarnation rebuilds it.
+uint64_t EngineCore::probe_peer(const std::shared_ptr<Peer> &sp) {
+  Peer &p = *sp;
+  // While unreachable, probe more often so that a peer that answers again is used within
+  // about 100 ms rather than a whole heartbeat.
+  auto next = [&] {
+    return p.state.load() == MC_SEGMENT_UNREACHABLE ? std::min<uint64_t>(opts_.heartbeat_ms, 100)
+                                                    : opts_.heartbeat_ms;
+  };
+  if (stopping_.load()) return opts_.heartbeat_ms;
+  HostPort addr;
+  uint64_t known;
+  {
+    std::lock_guard<std::mutex> lk(p.mu);
+    known = p.desc->incarnation;
+    if (!parse_host_port(p.desc->tcp, &addr).ok()) return opts_.heartbeat_ms;
+  }
+  // One short attempt: a silent peer is tried again by the next step at once, so it never
+  // holds a monitor thread for its whole peer_timeout_ms; it is unreachable once no attempt
+  // answered for peer_timeout_ms, or at once when its port refuses.
+  uint64_t inc = 0;
+  uint64_t start = now_ms();
+  uint64_t left = opts_.peer_timeout_ms;
+  if (p.silent_since_ms != 0) left = start - p.silent_since_ms < left ? left - (start - p.silent_since_ms) : 1;
+  Status st = control_ping(addr, opts_.auth_token, static_cast<uint32_t>(std::clamp<uint64_t>(left, 1, 250)), &inc);
+  if (stopping_.load()) return opts_.heartbeat_ms;
+  bool changed = false;
+  if (!st.ok()) {
+    uint64_t now = now_ms();
+    if (p.silent_since_ms == 0) p.silent_since_ms = start;  // silent since the attempt began
+    bool final = st.code() != MC_ERR_PEER_DOWN || st.message().find("refused") != std::string::npos ||
+                 now - p.silent_since_ms >= opts_.peer_timeout_ms;
+    if (!final) return 0;
+    changed = p.state.load() != MC_SEGMENT_UNREACHABLE;
+    set_state(p, MC_SEGMENT_UNREACHABLE, st.message());
+  } else if (inc == known) {
+    p.silent_since_ms = 0;
+    changed = p.state.load() != MC_SEGMENT_OK;
+    if (changed) revive_routes(p);
+    set_state(p, MC_SEGMENT_OK, "");
+  } else {
+    p.silent_since_ms = 0;
+    bool rejoined = false;
+    Status rs;
+    // A backstop: the peer's bytes are read through codecs that return a Status, but nothing
+    // that escapes them may end the process on this thread.
+    try {
+      rs = refresh_peer(p, &rejoined);
+    } catch (const std::exception &e) {
+      rs = Err(MC_ERR_INTERNAL, std::string("refreshing the segment failed: ") + e.what());
+      MC_LOGE("segment " << p.name << ": " << rs.message());
+    }
+    changed = rs.ok() || p.state.load() != MC_SEGMENT_UNREACHABLE;
+    set_state(p, rs.ok() ? MC_SEGMENT_OK : MC_SEGMENT_UNREACHABLE, rs.ok() ? "" : rs.message());
+  }
+  if (changed) notify(p);
+  return next();
+}
+
+Status EngineCore::open_segment(const std::string &name, mc_segment_t *out) {
+  if (stopping_.load()) return Err(MC_ERR_PEER_DOWN, "the engine is being destroyed");
+  std::shared_ptr<Peer> peer;
+  {
+    std::shared_lock<std::shared_mutex> lk(segs_mu_);
+    auto it = peers_.find(name);
+    if (it != peers_.end()) peer = it->second.lock();
+  }
+  if (!peer) {
+    auto p = std::make_shared<Peer>();
+    p->name = name;
+    p->self = (name == name_);
+    p->state_changed_ms.store(now_ms());
+    // Set before anything can reach the peer (a route's on_down kicks it from a transport
+    // thread); a kick before watch() below finds no entry and does nothing.
+    if (!p->self) p->monitor = health_->handle();
+    Status st = refresh_peer(*p);
+    if (!st.ok()) return Err(st.code(), "cannot open segment " + name + ": " + st.message());
+    std::unique_lock<std::shared_mutex> lk(segs_mu_);
+    auto it = peers_.find(name);
+    std::shared_ptr<Peer> other = it != peers_.end() ? it->second.lock() : nullptr;
+    if (other) {
+      peer = other;  // another thread opened it meanwhile: share its state
+    } else {
+      peers_[name] = p;
+      peer = p;
+      if (!p->self) health_->watch(p, opts_.heartbeat_ms);
+    }
+  }
+  std::unique_lock<std::shared_mutex> lk(segs_mu_);
+  mc_segment_t h = next_seg_++;
+  segs_[h] = peer;
+  *out = h;
+  return Status::Ok();
+}
+
+std::shared_ptr<Peer> EngineCore::find_segment(mc_segment_t seg) {
+  std::shared_lock<std::shared_mutex> lk(segs_mu_);
+  auto it = segs_.find(seg);
+  return it == segs_.end() ? nullptr : it->second;
+}
+
+Status EngineCore::close_segment(mc_segment_t seg) {
+  std::shared_ptr<Peer> gone;  // released after the lock: its destructor joins a thread
+  std::unique_lock<std::shared_mutex> lk(segs_mu_);
+  auto it = segs_.find(seg);
+  if (it == segs_.end()) return Err(MC_ERR_NOT_FOUND, "unknown or closed segment handle");
+  gone = std::move(it->second);
+  segs_.erase(it);
+  bool last = true;
+  for (auto &[h, p] : segs_)
+    if (p == gone) last = false;
+  if (last) peers_.erase(gone->name);
+  lk.unlock();
+  return Status::Ok();
+}
+
+Status EngineCore::segment_query(mc_segment_t seg, mc_segment_info_t *info) {
+  auto p = find_segment(seg);
+  if (!p) return Err(MC_ERR_NOT_FOUND, "unknown or closed segment handle");
+  mc_segment_info_t v{};
+  {
+    std::lock_guard<std::mutex> lk(p->mu);
+    v.state = p->state.load();
+    v.buffer_count = static_cast<uint32_t>(p->desc->buffers.size());
+    v.incarnation = p->desc->incarnation;
+    v.total_bytes = p->desc->total_bytes();
+    std::snprintf(v.transport, sizeof v.transport, "%s", p->routes.empty() ? "" : p->routes[0].transport->name());
+    v.rejoins = p->rejoins.load();
+    v.state_changed_ms = p->state_changed_ms.load();
+  }
+  size_t n = std::min(info->size, sizeof v);
+  v.size = info->size;
+  std::memcpy(info, &v, n);
+  return Status::Ok();
+}
+
+Status EngineCore::segment_buffers(mc_segment_t seg, std::vector<BufferDesc> *out) {
+  auto p = find_segment(seg);
+  if (!p) return Err(MC_ERR_NOT_FOUND, "unknown or closed segment handle");
+  std::lock_guard<std::mutex> lk(p->mu);
+  *out = p->desc->buffers;
+  return Status::Ok();
+}
+
+}  // namespace mc

@@ -1,0 +1,59 @@
+// The engine's statistics as JSON: its counters, each transport's object, one object per peer.
+#include "engine/engine.h"
+
+#include "util/json_writer.h"
+
+namespace mc {
+
+namespace {
+
+// One peer's flat object: the transport it uses first, its incarnation, state and rejoins, and
+// what each of its routes' transports adds.
+std::string peer_json(Peer &p) {
+  std::vector<Route> routes;
+  uint64_t inc;
+  {
+    std::lock_guard<std::mutex> lk(p.mu);
+    routes = p.routes;
+    inc = p.desc->incarnation;
+  }
+  JsonObject o;
+  o.str("transport", routes.empty() ? "" : routes[0].transport->name());
+  o.num("incarnation", inc);
+  o.str("state", p.state.load() == MC_SEGMENT_OK ? "ok" : "unreachable");
+  o.num("rejoins", p.rejoins.load());
+  for (auto &r : routes) o.members(r.transport->peer_stats(p.name, *r.path));
+  return o.done();
+}
+
+}  // namespace
+
+std::string EngineCore::stats_json() {
+  JsonObject o;
+  o.str("name", name_);
+  o.num("incarnation", incarnation_);
+  o.num("requests_completed", requests_completed_.load());
+  o.num("requests_failed", requests_failed_.load());
+  o.num("bytes_read", bytes_read_.load());
+  o.num("bytes_written", bytes_written_.load());
+  o.num("descriptor_deltas_served", deltas_served_.load());
+  {
+    std::shared_lock<std::shared_mutex> lk(buffers_mu_);
+    o.num("buffers", buffers_.size());
+  }
+  std::vector<std::shared_ptr<Peer>> peers;
+  {
+    std::shared_lock<std::shared_mutex> lk(segs_mu_);
+    o.num("segments_open", segs_.size());
+    for (auto &[n, w] : peers_)
+      if (auto p = w.lock()) peers.push_back(std::move(p));
+  }
+  for (auto &t : transports_) o.raw(t->name(), t->stats_json());
+  // One flat object per open peer, keyed by its name.
+  JsonObject po;
+  for (auto &p : peers) po.raw(p->name, peer_json(*p));
+  o.raw("peers", po.done());
+  return o.done();
+}
+
+}  // namespace mc

@@ -1,0 +1,310 @@
+// The submit planner: one submit call validates its requests, routes them, cuts them into
+// slices, merges small adjacent ones and hands each (peer, route) group to its transport once.
+#include "engine/engine.h"
+
+#include <algorithm>
+
+namespace mc {
+
+namespace {
+
+std::string req_prefix(size_t i) { return "request " + std::to_string(i) + ": "; }
+
+// One group of slices: everything of this call that goes to one peer over one route.
+struct Group {
+  uint32_t target;
+  uint8_t route;
+  std::vector<Slice> slices;
+};
+
+// Kept per thread across calls so that a submit allocates nothing in the steady state. A
+// submit never runs inside another on one thread (transports complete, they do not submit).
+thread_local std::vector<uint8_t> t_route_of;
+thread_local std::vector<LocalBuffer *> t_single_buf;  // the one local buffer a request lies in
+thread_local std::vector<Group> t_groups;
+
+}  // namespace
+
+class SubmitPlanner {
+ public:
+  SubmitPlanner(EngineCore &e, BatchCore &b, const mc_request_t *reqs, size_t n, size_t base)
+      : e_(e), b_(b), reqs_(reqs), n_(n), base_(base), tix_(n) {}
+  // Pass 1: everything but the local pins. Peers whose descriptor lacks a range are refreshed
+  // once per call (this may block up to timeout_ms).
+  Status validate();
+  // Pass 2: pins the local ranges and picks each request's route (the first transport of its
+  // peer that moves data between the two memory kinds). Any failure unpins what was pinned.
+  Status route();
+  // Pass 3: slots and slices, merged and grouped per (peer, route); then one hand-off each.
+  void slice();
+  void hand_off();
+
+ private:
+  struct Target {
+    std::shared_ptr<Peer> peer;
+    std::shared_ptr<const Descriptor> desc;
+    std::vector<Route> routes;
+    bool refreshed = false;
+  };
+  Status check_fields(size_t i) const;
+  Status resolve_target(size_t i);
+  Status check_remote(size_t i);
+  Status refresh_once(Target &t, size_t i);
+  static void snapshot(Target &t);
+  Status route_one(size_t i, const LocalBuffer *lb, const BufferDesc *rb);
+  std::vector<Slice> &group_for(uint32_t t, uint8_t r);
+  bool merge(size_t i, std::vector<Slice> &v, RequestSlot *s);
+  void cut(size_t i, std::vector<Slice> &v, RequestSlot *s);
+  void fill_slot(RequestSlot *s, size_t i, uint32_t remaining, const std::shared_ptr<Peer> &peer);
+
+  EngineCore &e_;
+  BatchCore &b_;
+  const mc_request_t *reqs_;
+  size_t n_, base_;
+  std::vector<Target> targets_;  // distinct peers of this call, few
+  std::vector<uint32_t> tix_;    // request -> its target
+  mc_segment_t last_seg_ = 0;
+  uint32_t last_t_ = 0;
+  size_t ngroups_ = 0;
+  // The per-thread vectors, looked up once per call (in a shared library each lookup of a
+  // thread_local is a call).
+  std::vector<uint8_t> &route_of_ = t_route_of;
+  std::vector<LocalBuffer *> &single_buf_ = t_single_buf;
+  std::vector<Group> &groups_ = t_groups;
+};
+
+Status EngineCore::submit(BatchCore &b, const mc_request_t *reqs, size_t n) {
+  if (stopping_.load()) return Err(MC_ERR_PEER_DOWN, "the engine is being destroyed");
+  auto submit_lk = b.lock_submits();
+  size_t base = b.submitted();
+  if (n > b.capacity() - base)
+    return Err(MC_ERR_INVALID_ARG, "batch capacity " + std::to_string(b.capacity()) + " exceeded: " +
+                                       std::to_string(base) + " submitted, " + std::to_string(n) +
+                                       " more");
+  SubmitPlanner plan(*this, b, reqs, n, base);
+  Status st = plan.validate();
+  if (!st.ok()) return st;
+  st = plan.route();
+  if (!st.ok()) return st;
+  plan.slice();
+  b.add_submitted(base, n);
+  plan.hand_off();
+  return Status::Ok();
+}
+
+// ------------------------------------------------------------------------------ validate
+
+Status SubmitPlanner::validate() {
+  for (size_t i = 0; i < n_; i++) {
+    Status st = check_fields(i);
+    if (st.ok()) st = resolve_target(i);
+    if (st.ok()) st = check_remote(i);
+    if (!st.ok()) return st;
+  }
+  return Status::Ok();
+}
+
+Status SubmitPlanner::check_fields(size_t i) const {
+  const mc_request_t &r = reqs_[i];
+  if (r.opcode != MC_READ && r.opcode != MC_WRITE)
+    return Err(MC_ERR_INVALID_ARG, req_prefix(i) + "opcode must be MC_READ or MC_WRITE");
+  if (r.flags != 0) return Err(MC_ERR_INVALID_ARG, req_prefix(i) + "flags must be 0");
+  if (r.length == 0) return Err(MC_ERR_INVALID_ARG, req_prefix(i) + "length must be > 0");
+  if (!r.local) return Err(MC_ERR_INVALID_ARG, req_prefix(i) + "local is NULL");
+  return Status::Ok();
+}
+
+void SubmitPlanner::snapshot(Target &t) {
+  std::lock_guard<std::mutex> lk(t.peer->mu);
+  t.desc = t.peer->desc;
+  t.routes = t.peer->routes;
+}
+
+// The peer of request i, looked up once per run of requests on one segment handle.
+Status SubmitPlanner::resolve_target(size_t i) {
+  const mc_request_t &r = reqs_[i];
+  if (i == 0 || r.segment != last_seg_) {
+    auto p = e_.find_segment(r.segment);
+    if (!p) return Err(MC_ERR_NOT_FOUND, req_prefix(i) + "unknown or closed segment handle");
+    uint32_t k = 0;
+    while (k < targets_.size() && targets_[k].peer != p) k++;
+    if (k == targets_.size()) {
+      if (p->state.load() == MC_SEGMENT_UNREACHABLE)
+        return Err(MC_ERR_PEER_DOWN, req_prefix(i) + "segment " + p->name + " is unreachable");
+      Target t;
+      t.peer = std::move(p);
+      snapshot(t);
+      targets_.push_back(std::move(t));
+    }
+    last_seg_ = r.segment;
+    last_t_ = k;
+  }
+  tix_[i] = last_t_;
+  return Status::Ok();
+}
+
+Status SubmitPlanner::refresh_once(Target &t, size_t i) {
+  if (t.refreshed) return Status::Ok();
+  t.refreshed = true;
+  Status st = e_.refresh_peer(*t.peer);
+  if (!st.ok()) return Err(st.code(), req_prefix(i) + "refreshing segment " + t.peer->name + ": " + st.message());
+  snapshot(t);
+  return Status::Ok();
+}
+
+// The remote range lies in the peer's registered buffers, which let peers do the operation.
+// A descriptor that says otherwise may be stale: it is refreshed once per call.
+Status SubmitPlanner::check_remote(size_t i) {
+  const mc_request_t &r = reqs_[i];
+  Target &t = targets_[tix_[i]];
+  if (!t.desc->covers(r.remote, r.length)) {
+    Status st = refresh_once(t, i);
+    if (!st.ok()) return st;
+    if (!t.desc->covers(r.remote, r.length))
+      return Err(MC_ERR_OUT_OF_RANGE, req_prefix(i) + "remote range is not inside segment " +
+                                          t.peer->name + "'s registered buffers");
+  }
+  // The peer's buffers say what peers may do (mc_buffer_set_access); its target enforces it too.
+  uint32_t need = r.opcode == MC_READ ? MC_ACCESS_READ : MC_ACCESS_WRITE;
+  if (!(t.desc->min_access & need) && !(t.desc->access_of(r.remote, r.length) & need)) {
+    Status st = refresh_once(t, i);
+    if (!st.ok()) return st;
+    if (!t.desc->covers(r.remote, r.length) || !(t.desc->access_of(r.remote, r.length) & need))
+      return Err(MC_ERR_DENIED, req_prefix(i) + "segment " + t.peer->name + " does not let peers " +
+                                    (r.opcode == MC_READ ? "read" : "write") + " the remote range");
+  }
+  return Status::Ok();
+}
+
+// ------------------------------------------------------------------------------ route
+
+Status SubmitPlanner::route() {
+  route_of_.resize(n_);
+  single_buf_.resize(n_);
+  const LocalBuffer *last_lb = nullptr;
+  const BufferDesc *last_rb = nullptr;
+  std::shared_lock<std::shared_mutex> lk(e_.buffers_mu_);
+  auto undo = [&](size_t upto) {
+    for (size_t j = 0; j < upto; j++) e_.unpin_locked(reinterpret_cast<uint64_t>(reqs_[j].local), reqs_[j].length);
+  };
+  for (size_t i = 0; i < n_; i++) {
+    uint64_t a = reinterpret_cast<uint64_t>(reqs_[i].local);
+    const LocalBuffer *lb = e_.pin_locked(a, reqs_[i].length);
+    if (!lb) {
+      undo(i);
+      return Err(MC_ERR_OUT_OF_RANGE, req_prefix(i) + "local range is not inside this engine's registered buffers");
+    }
+    single_buf_[i] = a + reqs_[i].length <= lb->addr + lb->length ? const_cast<LocalBuffer *>(lb) : nullptr;
+    const BufferDesc *rb = targets_[tix_[i]].desc->find(reqs_[i].remote);
+    if (i > 0 && lb == last_lb && rb == last_rb && tix_[i] == tix_[i - 1]) {
+      route_of_[i] = route_of_[i - 1];  // same pair of buffers as the previous request
+      continue;
+    }
+    last_lb = lb;
+    last_rb = rb;
+    Status st = route_one(i, lb, rb);
+    if (!st.ok()) {
+      undo(i + 1);
+      return st;
+    }
+  }
+  return Status::Ok();
+}
+
+Status SubmitPlanner::route_one(size_t i, const LocalBuffer *lb, const BufferDesc *rb) {
+  Target &t = targets_[tix_[i]];
+  size_t k = 0;
+  while (k < t.routes.size() && !(t.routes[k].transport->accepts(lb->location, rb->location) &&
+                                   t.routes[k].transport->accepts_buffer(*t.routes[k].path, *rb)))
+    k++;
+  if (k == t.routes.size())
+    return Err(MC_ERR_UNSUPPORTED, req_prefix(i) + "no transport to segment " + t.peer->name +
+                                       " moves data from " + lb->location + " to " + rb->location);
+  route_of_[i] = static_cast<uint8_t>(k);
+  return Status::Ok();
+}
+
+// ------------------------------------------------------------------------------ slice, merge, group
+
+void SubmitPlanner::slice() {
+  b_.reserve_slots(base_ + n_);
+  // Reserved up front: group_for hands out references that must stay valid for the whole call.
+  size_t max_groups = 0;
+  for (auto &t : targets_) max_groups += t.routes.size();
+  if (groups_.size() < max_groups) groups_.resize(max_groups);
+  std::vector<Slice> *prev_group = nullptr;  // the group request i-1 went to
+  for (size_t i = 0; i < n_; i++) {
+    RequestSlot *s = b_.slot(base_ + i);
+    auto &v = group_for(tix_[i], route_of_[i]);
+    if (&v == prev_group && merge(i, v, s)) continue;
+    prev_group = &v;
+    cut(i, v, s);
+  }
+}
+
+std::vector<Slice> &SubmitPlanner::group_for(uint32_t t, uint8_t r) {
+  for (size_t g = 0; g < ngroups_; g++)
+    if (groups_[g].target == t && groups_[g].route == r) return groups_[g].slices;
+  Group &g = groups_[ngroups_++];
+  g.target = t;
+  g.route = r;
+  g.slices.clear();
+  return g.slices;
+}
+
+void SubmitPlanner::fill_slot(RequestSlot *s, size_t i, uint32_t remaining, const std::shared_ptr<Peer> &peer) {
+  const mc_request_t &r = reqs_[i];
+  s->state.store(MC_REQUEST_PENDING, std::memory_order_relaxed);
+  s->error.store(MC_OK, std::memory_order_relaxed);
+  s->bytes.store(0, std::memory_order_relaxed);
+  s->remaining.store(remaining, std::memory_order_relaxed);
+  s->length = r.length;
+  s->local = reinterpret_cast<uint64_t>(r.local);
+  s->op = r.opcode;
+  s->batch = &b_;
+  s->peer = peer;
+  s->lbuf = single_buf_[i];
+}
+
+// Merges a small request into the previous slice of its group when both sides are adjacent:
+// a batch of many small pages of one block then costs a few large slices on the wire.
+bool SubmitPlanner::merge(size_t i, std::vector<Slice> &v, RequestSlot *s) {
+  const mc_request_t &r = reqs_[i];
+  uint64_t ss = e_.opts_.slice_size;
+  if (v.empty() || r.length >= ss) return false;
+  Slice &last = v.back();
+  if (last.op != r.opcode || static_cast<char *>(last.local) + last.len != r.local ||
+      last.remote + last.len != r.remote || last.len + r.length > ss || last.slot + last.count != s ||
+      (base_ + i) % BatchCore::kChunk == 0 || !(last.count > 1 || last.slot->length == last.len))
+    return false;
+  static const std::shared_ptr<Peer> kNone;
+  fill_slot(s, i, 1, kNone);  // the slice's first request holds the peer for all of them
+  last.len += r.length;
+  last.count++;
+  return true;
+}
+
+// Cuts request i into slices of at most slice_size.
+void SubmitPlanner::cut(size_t i, std::vector<Slice> &v, RequestSlot *s) {
+  const mc_request_t &r = reqs_[i];
+  uint64_t ss = e_.opts_.slice_size;
+  fill_slot(s, i, static_cast<uint32_t>((r.length + ss - 1) / ss), targets_[tix_[i]].peer);
+  for (uint64_t off = 0; off < r.length; off += ss) {
+    Slice sl;
+    sl.local = static_cast<char *>(r.local) + off;
+    sl.remote = r.remote + off;
+    sl.len = std::min(ss, r.length - off);
+    sl.slot = s;
+    sl.op = r.opcode;
+    v.push_back(sl);
+  }
+}
+
+void SubmitPlanner::hand_off() {
+  for (size_t g = 0; g < ngroups_; g++) {
+    Route &rt = targets_[groups_[g].target].routes[groups_[g].route];
+    rt.transport->submit(*rt.path, groups_[g].slices.data(), groups_[g].slices.size());
+  }
+}
+
+}  // namespace mc
