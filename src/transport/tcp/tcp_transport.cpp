@@ -22,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "control/pool.h"
 #include "proto/auth.h"
 #include "gpu/gpu_staging.h"
 #include "util/log.h"
@@ -1080,6 +1081,9 @@ void TcpTransport::shutdown() {
       break;
   }
   listen_fd_.reset();
+  // The control pool is the process's: an engine going away closes every idle connection in it
+  // (the others only reconnect once), so none of this engine's sockets outlives it.
+  control_pool::clear();
 }
 
 std::string TcpTransport::stats_json() {
@@ -1096,7 +1100,11 @@ std::string TcpTransport::stats_json() {
                   ",\"handshakes_expired\":" + std::to_string(hs_expired.load()) +
                   ",\"handshakes_evicted\":" + std::to_string(hs_evicted.load()) +
                   ",\"fences_sent\":" + std::to_string(fences_sent.load()) +
-                  ",\"served_fenced\":" + std::to_string(served_fenced.load()) + "}";
+                  ",\"served_fenced\":" + std::to_string(served_fenced.load());
+  // The control client's pool is shared by every engine of the process: its figures are too.
+  control_pool::Counters pc = control_pool::counters();
+  s += ",\"control_connects\":" + std::to_string(pc.connects) + ",\"control_reuses\":" + std::to_string(pc.reuses) +
+       ",\"control_discarded\":" + std::to_string(pc.discarded) + "}";
   return s;
 }
 
