@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -509,6 +510,19 @@ static void child_kill(struct child *c) {
   close(c->in);
 }
 
+static int threads_of(pid_t pid) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+  DIR *d = opendir(path);
+  assert_non_null(d);
+  int n = 0;
+  struct dirent *e;
+  while ((e = readdir(d)))
+    if (e->d_name[0] != '.') n++;
+  closedir(d);
+  return n;
+}
+
 static void write_to(mc_engine_t *e, struct child *c, char *l, uint64_t seed) {
   mc_segment_t seg;
   assert_int_equal(mc_segment_open(e, c->name, &seg), MC_OK);
@@ -532,6 +546,16 @@ static void test_control_pool_peer_restarted(void **state) {
   assert_int_equal(mc_buffer_register(ini, l, sizeof l, NULL), MC_OK);
   struct child c;
   child_start("0", &c);
+  /* A descriptor fetch leaves a pooled connection open; the peer serves it from its accept loop's
+   * poll while it is idle, with no thread of its own. */
+  int t0 = threads_of(c.pid), t1 = 0;
+  mc_segment_t seg;
+  assert_int_equal(mc_segment_open(ini, c.name, &seg), MC_OK);
+  assert_int_equal(mc_segment_close(ini, seg), MC_OK);
+  for (uint64_t until = tu_now_ms() + tu_slack_ms(2000); (t1 = threads_of(c.pid)) != t0 && tu_now_ms() < until;)
+    usleep(10 * 1000);
+  print_message("peer threads before any call %d, with a pooled control connection %d\n", t0, t1);
+  assert_int_equal(t1, t0);
   write_to(ini, &c, l, 1);
   uint64_t r0 = tcp_stat(ini, "\"control_reuses\"");
   write_to(ini, &c, l, 2); /* the second open fetches the descriptor over the pooled connection */
