@@ -1,6 +1,8 @@
 /* TCP transfers between two engines in one process: sizes, spans, many threads, a large
  * transfer verified byte for byte, the target refusing what is outside its buffers, a peer
- * destroyed mid-transfer, batches outliving their engine. */
+ * destroyed mid-transfer, batches outliving their engine. The pooled control client: health
+ * probes reuse one admitted connection, and a peer killed and restarted on the same address (this
+ * program re-run with --child) still answers. */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <setjmp.h>
@@ -10,7 +12,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <signal.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -390,7 +396,186 @@ static void test_busy(void **state) {
   pair_done(&p);
 }
 
-int main(void) {
+/* The process-wide control pool figures, from the tcp section of e's stats. */
+static uint64_t tcp_stat(mc_engine_t *e, const char *key) {
+  static char js[1 << 16];
+  size_t need;
+  assert_int_equal(mc_engine_stats_json(e, js, sizeof js, &need), MC_OK);
+  const char *o = strstr(js, "\"tcp\":{");
+  assert_non_null(o);
+  const char *k = strstr(o, key);
+  assert_non_null(k);
+  return strtoull(k + strlen(key) + 1, NULL, 10);
+}
+
+static uint64_t wait_tcp_stat(mc_engine_t *e, const char *key, uint64_t min) {
+  uint64_t v = 0, until = tu_now_ms() + tu_slack_ms(5000);
+  while ((v = tcp_stat(e, key)) < min && tu_now_ms() < until) usleep(10 * 1000);
+  return v;
+}
+
+/* Health probes every 20 ms go over pooled connections: many probes, a handful of connects. */
+static void test_control_pool_reuse(void **state) {
+  (void)state;
+  mc_engine_t *ini = tu_engine("transports", "tcp,local", "heartbeat_ms", "20", NULL);
+  mc_engine_t *tgt = tu_engine(NULL);
+  assert_non_null(ini);
+  assert_non_null(tgt);
+  uint64_t c0 = tcp_stat(ini, "\"control_connects\""), r0 = tcp_stat(ini, "\"control_reuses\"");
+  mc_segment_t seg;
+  assert_int_equal(mc_segment_open(ini, mc_engine_name(tgt), &seg), MC_OK);
+  uint64_t r1 = wait_tcp_stat(ini, "\"control_reuses\"", r0 + 20);
+  uint64_t c1 = tcp_stat(ini, "\"control_connects\"");
+  print_message("control pool: %llu connects, %llu reuses\n", (unsigned long long)(c1 - c0),
+                (unsigned long long)(r1 - r0));
+  assert_true(r1 - r0 >= 20);
+  /* One connection for the descriptor fetch and the probes that follow it; a few more only when
+   * calls overlap (the pool keeps at most 4 a peer). */
+  assert_true(c1 - c0 >= 1);
+  assert_true(c1 - c0 <= 4);
+  mc_engine_destroy(ini);
+  mc_engine_destroy(tgt);
+}
+
+/* --child PORT: an engine listening on 127.0.0.1:PORT (0: any) with one registered buffer; says
+ * "ready <name> <buffer address>" and lives until its stdin closes (or it is killed). */
+static int child_main(const char *port) {
+  char listen[64];
+  snprintf(listen, sizeof listen, "127.0.0.1:%s", port);
+  mc_engine_t *e = tu_engine("listen", listen, NULL);
+  if (!e) {
+    printf("error %s\n", mc_last_error());
+    return 1;
+  }
+  static char buf[4096];
+  if (mc_buffer_register(e, buf, sizeof buf, NULL) != MC_OK) return 1;
+  printf("ready %s %llu\n", mc_engine_name(e), (unsigned long long)(uintptr_t)buf);
+  fflush(stdout);
+  char c;
+  while (read(0, &c, 1) > 0) {
+  }
+  mc_engine_destroy(e);
+  return 0;
+}
+
+struct child {
+  pid_t pid;
+  int in;
+  char name[256];
+  uint64_t buf;
+};
+
+static void child_start(const char *port, struct child *c) {
+  char exe[4096];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  assert_true(n > 0);
+  exe[n] = 0;
+  int out[2], in[2];
+  assert_int_equal(pipe(out), 0);
+  assert_int_equal(pipe(in), 0);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    dup2(out[1], 1);
+    dup2(in[0], 0);
+    close(out[0]);
+    close(out[1]);
+    close(in[0]);
+    close(in[1]);
+    execl(exe, exe, "--child", port, (char *)NULL);
+    _exit(127);
+  }
+  close(out[1]);
+  close(in[0]);
+  FILE *f = fdopen(out[0], "r");
+  char line[512] = {0};
+  char *got = fgets(line, sizeof line, f);
+  fclose(f);
+  c->pid = pid;
+  c->in = in[1];
+  unsigned long long buf = 0;
+  if (!got || sscanf(line, "ready %255s %llu", c->name, &buf) != 2) {
+    fprintf(stderr, "child engine: %s", got ? line : "(no output)\n");
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    fail();
+  }
+  c->buf = buf;
+}
+
+static void child_kill(struct child *c) {
+  kill(c->pid, SIGKILL);
+  waitpid(c->pid, NULL, 0);
+  close(c->in);
+}
+
+static int threads_of(pid_t pid) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+  DIR *d = opendir(path);
+  assert_non_null(d);
+  int n = 0;
+  struct dirent *e;
+  while ((e = readdir(d)))
+    if (e->d_name[0] != '.') n++;
+  closedir(d);
+  return n;
+}
+
+static void write_to(mc_engine_t *e, struct child *c, char *l, uint64_t seed) {
+  mc_segment_t seg;
+  assert_int_equal(mc_segment_open(e, c->name, &seg), MC_OK);
+  tu_fill(l, 4096, seed);
+  mc_request_t w = {MC_WRITE, 0, l, seg, c->buf, 4096};
+  assert_int_equal(mc_transfer(e, &w, 1, tu_wait_ms(10000)), MC_OK);
+  memset(l, 0, 4096);
+  mc_request_t r = {MC_READ, 0, l, seg, c->buf, 4096};
+  assert_int_equal(mc_transfer(e, &r, 1, tu_wait_ms(10000)), MC_OK);
+  assert_int_equal(tu_check(l, 4096, seed), -1);
+  assert_int_equal(mc_segment_close(e, seg), MC_OK);
+}
+
+/* A peer process killed (its pooled connections end without a word) and started again on the
+ * same address, a new incarnation: the pooled ones are dropped, never used, and it answers. */
+static void test_control_pool_peer_restarted(void **state) {
+  (void)state;
+  mc_engine_t *ini = tu_engine("transports", "tcp,local", "heartbeat_ms", "20", NULL);
+  assert_non_null(ini);
+  static char l[4096];
+  assert_int_equal(mc_buffer_register(ini, l, sizeof l, NULL), MC_OK);
+  struct child c;
+  child_start("0", &c);
+  /* A descriptor fetch leaves a pooled connection open; the peer serves it from its accept loop's
+   * poll while it is idle, with no thread of its own. */
+  int t0 = threads_of(c.pid), t1 = 0;
+  mc_segment_t seg;
+  assert_int_equal(mc_segment_open(ini, c.name, &seg), MC_OK);
+  assert_int_equal(mc_segment_close(ini, seg), MC_OK);
+  for (uint64_t until = tu_now_ms() + tu_slack_ms(2000); (t1 = threads_of(c.pid)) != t0 && tu_now_ms() < until;)
+    usleep(10 * 1000);
+  print_message("peer threads before any call %d, with a pooled control connection %d\n", t0, t1);
+  assert_int_equal(t1, t0);
+  write_to(ini, &c, l, 1);
+  uint64_t r0 = tcp_stat(ini, "\"control_reuses\"");
+  write_to(ini, &c, l, 2); /* the second open fetches the descriptor over the pooled connection */
+  assert_true(tcp_stat(ini, "\"control_reuses\"") > r0);
+  uint64_t d0 = tcp_stat(ini, "\"control_discarded\"");
+  char port[16];
+  snprintf(port, sizeof port, "%s", strrchr(c.name, ':') + 1);
+  child_kill(&c);
+  child_start(port, &c);
+  /* The first call after the restart already gets the new engine. */
+  write_to(ini, &c, l, 3);
+  assert_true(tcp_stat(ini, "\"control_discarded\"") > d0);
+  write_to(ini, &c, l, 4);
+  close(c.in);
+  waitpid(c.pid, NULL, 0);
+  mc_engine_destroy(ini);
+}
+
+int main(int argc, char **argv) {
+  if (argc == 3 && strcmp(argv[1], "--child") == 0) return child_main(argv[2]);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_sizes),
       cmocka_unit_test(test_many_small_in_one_batch),
@@ -401,6 +586,8 @@ int main(void) {
       cmocka_unit_test(test_peer_destroyed_mid_transfer),
       cmocka_unit_test(test_batch_outlives_engine),
       cmocka_unit_test(test_busy),
+      cmocka_unit_test(test_control_pool_reuse),
+      cmocka_unit_test(test_control_pool_peer_restarted),
   };
   return cmocka_run_group_tests_name("tcp", tests, NULL, NULL);
 }

@@ -6,9 +6,12 @@
 
 namespace mc {
 
-// Every call below opens a fresh connection and runs the admission handshake first (see
-// proto/wire.h): token is this engine's auth_token ("" for none). A peer that does not admit
-// us (or that we do not admit: no token, a different one) is MC_ERR_DENIED with the reason.
+// Every call below runs over an admitted connection to addr (see proto/wire.h): an idle one from
+// the process's pool (control/pool.h) when one admitted under the same token is there and not
+// ended by the peer, else a fresh one that runs the admission handshake first. token is this
+// engine's auth_token ("" for none). A peer that does not admit us (or that we do not admit: no
+// token, a different one) is MC_ERR_DENIED with the reason. A connection goes back to the pool
+// only after a complete exchange; any failure closes it.
 
 // One control round trip: GET_DESC to addr, the descriptor's JSON back.
 // Blocks at most timeout_ms. Refused or silent: MC_ERR_PEER_DOWN; not an mc peer or a wire

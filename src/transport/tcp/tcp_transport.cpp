@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <condition_variable>
@@ -22,6 +23,7 @@
 #include <thread>
 #include <vector>
 
+#include "control/pool.h"
 #include "proto/auth.h"
 #include "gpu/gpu_staging.h"
 #include "util/log.h"
@@ -173,6 +175,13 @@ class TcpTransport : public Transport {
   bool advance(Pending &p);
   void admit(Pending &p);
   void serve(int fd, const wire::Header *first);
+  // An idle control-only connection goes back to the accept loop's poll instead of holding a
+  // thread; it gets one again when its next request arrives (pooled control clients keep such
+  // connections open between calls).
+  void park(int fd);
+  // Accept loop only: serves the parked connections that became readable (pfds[from..]: idle).
+  void unpark_ready(const std::vector<pollfd> &pfds, size_t from, const std::vector<int> &idle);
+  void close_parked();
   // A BIND on connection fd: ends the connections it names, then records fd under (nonce, seq).
   Status bind(int fd, uint64_t nonce, uint64_t seq, const std::vector<uint64_t> &dead);
   void unbind(uint64_t nonce, uint64_t seq);
@@ -209,6 +218,8 @@ class TcpTransport : public Transport {
   std::map<ConnKey, int> bound_;
   std::set<ConnKey> fenced_;
   std::deque<ConnKey> fenced_order_;
+  std::mutex parked_mu_;  // guards parked_: served control connections waiting for a request
+  std::vector<int> parked_;
 };
 
 // ------------------------------------------------------------------------------ client side
@@ -690,6 +701,13 @@ void TcpTransport::accept_loop() {
     pfds.push_back({wake_fd_.get(), POLLIN, 0});
     pfds.push_back({listen_fd_.get(), POLLIN, 0});
     for (auto &p : pending) pfds.push_back({p.fd.get(), POLLIN, 0});
+    std::vector<int> idle;
+    {
+      std::lock_guard<std::mutex> lk(parked_mu_);
+      idle = parked_;
+    }
+    const size_t idle_from = pfds.size();
+    for (int fd : idle) pfds.push_back({fd, POLLIN, 0});
     int n = ::poll(pfds.data(), pfds.size(), timeout);
     if (stopping_.load()) return;
     if (n < 0) {
@@ -698,6 +716,13 @@ void TcpTransport::accept_loop() {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
       continue;
     }
+    if (pfds[0].revents) {
+      uint64_t v;
+      if (::read(wake_fd_.get(), &v, sizeof v) < 0) {
+        // Nothing to drain: another wake-up already did.
+      }
+    }
+    unpark_ready(pfds, idle_from, idle);
     // Pending handshakes first (indices match pfds before new connections are added).
     size_t np = pending.size();
     std::vector<bool> finished(np, false);
@@ -743,6 +768,43 @@ void TcpTransport::accept_loop() {
       p.hs = std::make_unique<auth::ServerHandshake>(opts_.auth_token, target_->incarnation());
       pending.push_back(std::move(p));
     }
+  }
+}
+
+void TcpTransport::park(int fd) {
+  {
+    std::lock_guard<std::mutex> lk(parked_mu_);
+    parked_.push_back(fd);
+  }
+  uint64_t one = 1;
+  if (::write(wake_fd_.get(), &one, sizeof one) < 0) {
+    // The loop polls it within a second on its own.
+  }
+}
+
+void TcpTransport::unpark_ready(const std::vector<pollfd> &pfds, size_t from, const std::vector<int> &idle) {
+  for (size_t i = 0; i < idle.size(); i++) {
+    if (!pfds[from + i].revents) continue;
+    int fd = idle[i];
+    {
+      std::lock_guard<std::mutex> lk(parked_mu_);
+      parked_.erase(std::find(parked_.begin(), parked_.end(), fd));
+    }
+    spawn([this, fd] { serve(fd, nullptr); });
+  }
+}
+
+// After every thread ended (the accept loop too): the parked connections are closed here.
+void TcpTransport::close_parked() {
+  std::vector<int> fds;
+  {
+    std::lock_guard<std::mutex> lk(parked_mu_);
+    fds.swap(parked_);
+  }
+  std::lock_guard<std::mutex> lk(conns_mu_);
+  for (int fd : fds) {
+    served_fds_.remove(fd);
+    ::close(fd);
   }
 }
 
@@ -834,6 +896,8 @@ void TcpTransport::serve(int fd, const wire::Header *first) {
   };
   bool started = false;  // wait_started() returned true on this connection
   bool bound = false;    // a BIND named this connection: key is its (nonce, number)
+  bool data = false;     // a READ or WRITE came on this connection
+  bool answered = false;  // a control request was answered on it
   ConnKey key{0, 0};
   for (;;) {
     wire::Header h;
@@ -842,6 +906,10 @@ void TcpTransport::serve(int fd, const wire::Header *first) {
       first = nullptr;
     } else {
       if (rd.buffered() < sizeof(wire::Header) && !flush()) break;
+      if (answered && !bound && !data && rd.buffered() == 0 && !stopping_.load()) {
+        park(fd);  // nothing read ahead: the next request waits in the accept loop's poll
+        return;
+      }
       if (!rd.read(&h, sizeof h)) break;
     }
     if (h.magic != wire::kMagic) {
@@ -895,6 +963,7 @@ void TcpTransport::serve(int fd, const wire::Header *first) {
         refuse("sent a control request with a payload");
         break;
       }
+      answered = true;
       if (h.type == wire::PING) {
         wire::Header r = wire::make(wire::PONG, h.id, target_->incarnation(), 0);
         put(&r, sizeof r);
@@ -921,6 +990,7 @@ void TcpTransport::serve(int fd, const wire::Header *first) {
                        ? Err(MC_ERR_INVALID_ARG, "control request without a channel name")
                        : target_->control(body.substr(0, nul), body.substr(nul + 1), &reply);
       if (!cst.ok()) reply = cst.message();
+      answered = true;
       wire::Header r = wire::make(wire::CONTROL_REPLY, h.id, target_->incarnation(), reply.size(), cst.code());
       put(&r, sizeof r);
       put(reply.data(), reply.size());
@@ -931,6 +1001,7 @@ void TcpTransport::serve(int fd, const wire::Header *first) {
       break;
     }
     served_requests++;
+    data = true;
     // The pin checks the buffer's access too: a READ of a buffer peers may not read, or a
     // WRITE of one they may not write, is refused (MC_ERR_DENIED) and nothing is written.
     mc_status_t st = h.len == 0 ? MC_ERR_INVALID_ARG
@@ -1081,6 +1152,10 @@ void TcpTransport::shutdown() {
       break;
   }
   listen_fd_.reset();
+  close_parked();
+  // The control pool is the process's: an engine going away closes every idle connection in it
+  // (the others only reconnect once), so none of this engine's sockets outlives it.
+  control_pool::clear();
 }
 
 std::string TcpTransport::stats_json() {
@@ -1097,7 +1172,11 @@ std::string TcpTransport::stats_json() {
                   ",\"handshakes_expired\":" + std::to_string(hs_expired.load()) +
                   ",\"handshakes_evicted\":" + std::to_string(hs_evicted.load()) +
                   ",\"fences_sent\":" + std::to_string(fences_sent.load()) +
-                  ",\"served_fenced\":" + std::to_string(served_fenced.load()) + "}";
+                  ",\"served_fenced\":" + std::to_string(served_fenced.load());
+  // The control client's pool is shared by every engine of the process: its figures are too.
+  control_pool::Counters pc = control_pool::counters();
+  s += ",\"control_connects\":" + std::to_string(pc.connects) + ",\"control_reuses\":" + std::to_string(pc.reuses) +
+       ",\"control_discarded\":" + std::to_string(pc.discarded) + "}";
   return s;
 }
 
