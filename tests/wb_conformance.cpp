@@ -252,7 +252,7 @@ void cut_while_running(Ctx &c, Mem &local, Mem &remote, const std::function<void
   size_t ok = bt.count_status(MC_OK);
   for (auto &r : bt.reqs)
     if (r->status.load() == MC_OK) assert_true(r->data_in_place.load());
-  print_message("  %zu of %zu ended OK before the cut\n", ok, bt.reqs.size());
+  print_message("  %zu of %zu ended OK, the rest failed\n", ok, bt.reqs.size());
 }
 
 // fail_path ends everything in flight; then the target going away does too.
