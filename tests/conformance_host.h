@@ -10,6 +10,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -45,26 +46,44 @@ struct Req {
   std::atomic<bool> data_in_place{false};
 };
 
-// A batch of requests, one slice each, and the bookkeeping to wait for them.
+// A batch of requests and their slices (one request each, or merged: several adjacent whole
+// requests in one slice, their Reqs consecutive as the engine keeps them), with the
+// bookkeeping to wait for them.
 struct Batch {
-  std::vector<std::unique_ptr<Req>> reqs;
+  static constexpr size_t kMax = 1024;
+  std::unique_ptr<Req[]> store{new Req[kMax]};
+  std::vector<Req *> reqs;
   std::vector<Slice> slices;
   std::atomic<bool> canceled{false};
   std::mutex mu;  // guards reported
   std::condition_variable cv;
   size_t reported = 0;  // requests reported at least once
 
-  void add(void *local, uint64_t remote, uint64_t len, uint32_t op, uint64_t seed) {
-    auto r = std::make_unique<Req>();
+  Req *next(void *local, uint64_t remote, uint64_t len, uint32_t op, uint64_t seed) {
+    if (reqs.size() == kMax) std::abort();  // a case built more requests than a batch holds
+    Req *r = &store[reqs.size()];
     r->batch = this;
     r->local = local;
     r->remote = remote;
     r->len = len;
     r->op = op;
     r->seed = seed;
-    Slice s{local, remote, len, reinterpret_cast<RequestSlot *>(r.get()), op};
-    reqs.push_back(std::move(r));
-    slices.push_back(s);
+    reqs.push_back(r);
+    return r;
+  }
+  void add(void *local, uint64_t remote, uint64_t len, uint32_t op, uint64_t seed) {
+    Req *r = next(local, remote, len, op, seed);
+    slices.push_back(Slice{local, remote, len, reinterpret_cast<RequestSlot *>(r), op});
+  }
+  // k requests of len bytes each, adjacent locally and remotely, as one merged slice; request
+  // i's bytes follow the pattern of seed + i.
+  void add_merged(char *local, uint64_t remote, uint64_t len, uint32_t k, uint32_t op, uint64_t seed) {
+    Req *first = nullptr;
+    for (uint32_t i = 0; i < k; i++) {
+      Req *r = next(local + i * len, remote + i * len, len, op, seed + i);
+      if (!first) first = r;
+    }
+    slices.push_back(Slice{local, remote, len * k, reinterpret_cast<RequestSlot *>(first), op, k});
   }
   // True when every request was reported within ms.
   bool wait(int ms) {
@@ -221,19 +240,7 @@ class TestHost : public Host {
 
   // ---- Host
   void complete(const Slice &s, mc_status_t status) override {
-    Req *r = reinterpret_cast<Req *>(s.slot);
-    if (r->reports.fetch_add(1) != 0) {
-      extra_++;
-      return;
-    }
-    r->status.store(status);
-    if (status == MC_OK) {
-      const void *dst = r->op == MC_READ ? r->local : reinterpret_cast<const void *>(r->remote);
-      r->data_in_place.store(holds(dst, r->len, r->seed));
-    }
-    std::lock_guard<std::mutex> lk(r->batch->mu);
-    r->batch->reported++;
-    r->batch->cv.notify_all();
+    for (uint32_t k = 0; k < s.count; k++) report(reinterpret_cast<Req *>(s.slot) + k, status);
   }
   void complete(const Slice *s, const mc_status_t *st, size_t n) override {
     for (size_t i = 0; i < n; i++) complete(s[i], st[i]);
@@ -281,6 +288,21 @@ class TestHost : public Host {
   }
 
  private:
+  // One request's report: the first sets its status and checks its data; later ones are counted.
+  void report(Req *r, mc_status_t status) {
+    if (r->reports.fetch_add(1) != 0) {
+      extra_++;
+      return;
+    }
+    r->status.store(status);
+    if (status == MC_OK) {
+      const void *dst = r->op == MC_READ ? r->local : reinterpret_cast<const void *>(r->remote);
+      r->data_in_place.store(holds(dst, r->len, r->seed));
+    }
+    std::lock_guard<std::mutex> lk(r->batch->mu);
+    r->batch->reported++;
+    r->batch->cv.notify_all();
+  }
   struct Buf {
     uint64_t len;
     uint32_t access;

@@ -154,7 +154,8 @@ const char *known_deviation(const std::string &transport, const std::string &cas
 
 // ------------------------------------------------------------------------------ cases
 
-// Every slice reported once, after its data is in place; then no byte moves any more.
+// Every slice reported once, after its data is in place; then no byte moves any more. Plain
+// slices of 1 B to 1 MiB, then merged ones.
 void case_exactly_once(Ctx &c) {
   Mem &local = c.mem(kBuf), &remote = c.mem(kBuf);
   assert_int_equal(c.a->add(local.p, local.len).code(), MC_OK);
@@ -178,6 +179,18 @@ void case_exactly_once(Ctx &c) {
     std::memset(local.p, 0, local.len);
     std::memset(remote.p, 0, remote.len);
   }
+  // Merged slices (Slice::count > 1): each of their requests reported once, data in place.
+  Batch &m = c.batch();
+  for (uint32_t g = 0; g < 8; g++) {
+    uint64_t off = g * 262144;
+    uint32_t op = g % 2 ? MC_WRITE : MC_READ;
+    for (uint32_t k = 0; k < 8; k++)
+      fill((op == MC_READ ? remote.p : local.p) + off + k * 4096, 4096, 5000 + g * 8 + k);
+    m.add_merged(local.p + off, remote.addr(off), 4096, 8, op, 5000 + g * 8);
+  }
+  c.run(m);
+  assert_int_equal(m.count_status(MC_OK), m.reqs.size());
+  for (auto &r : m.reqs) assert_true(r->data_in_place.load());
   assert_int_equal(c.target->pinned(), 0);
 }
 
