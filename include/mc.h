@@ -367,7 +367,10 @@ typedef struct mc_batch mc_batch_t;
  *     connections and mappings are dropped and rebuilt (counted in rejoins, reported to the
  *     segment callback), the same mc_segment_t keeps working, and nothing is ever written with
  *     a stale address: data connections carry the incarnation they were validated against and
- *     the target refuses a mismatch. */
+ *     the target refuses a mismatch.
+ *  6. A request whose remote range the target no longer has registered (the initiator's view
+ *     of the segment was stale) is refused by the target with nothing written, and ends FAILED
+ *     with MC_ERR_OUT_OF_RANGE on every transport; one its rights forbid, MC_ERR_DENIED. */
 
 /* Creates a batch for up to capacity (1..16777216) requests. *out is owned by the caller:
  * mc_batch_destroy. Thread-safe, never blocks. */

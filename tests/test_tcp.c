@@ -146,15 +146,15 @@ static void test_spans_and_refresh(void **state) {
   assert_int_equal(mc_segment_buffers(p.ini, p.seg, bi, 4, &count), MC_OK);
   assert_int_equal(count, 3);
   /* After the target unregisters the second half, the initiator's descriptor is stale: the
-   * request is sent and the target refuses it (nothing written, FAILED with TRANSPORT). */
+   * request is sent and the target refuses it (nothing written, FAILED with OUT_OF_RANGE). */
   assert_int_equal(mc_buffer_unregister(p.tgt, more + (1 << 20)), MC_OK);
   memset(more, 0, 2 << 20);
-  assert_int_equal(mc_transfer(p.ini, &w, 1, tu_wait_ms(10000)), MC_ERR_TRANSPORT);
+  assert_int_equal(mc_transfer(p.ini, &w, 1, tu_wait_ms(10000)), MC_ERR_OUT_OF_RANGE);
   for (size_t i = 0; i < (2 << 20); i++)
     if (more[i]) fail_msg("byte %zu written by a refused request", i);
   /* A range wholly outside every buffer it knows makes the initiator refresh and refuse. */
   mc_request_t w2 = {MC_WRITE, 0, p.lbuf, p.seg, (uint64_t)(uintptr_t)(more + (1 << 20) - 100), 4096};
-  assert_int_equal(mc_transfer(p.ini, &w2, 1, tu_wait_ms(10000)), MC_ERR_TRANSPORT); /* still "known" */
+  assert_int_equal(mc_transfer(p.ini, &w2, 1, tu_wait_ms(10000)), MC_ERR_OUT_OF_RANGE); /* still "known" */
   mc_request_t w3 = {MC_WRITE, 0, p.lbuf, p.seg, (uint64_t)(uintptr_t)(more + (2 << 20) - 100), 4096};
   assert_int_equal(mc_transfer(p.ini, &w3, 1, tu_wait_ms(10000)), MC_ERR_OUT_OF_RANGE);
   assert_int_equal(mc_segment_buffers(p.ini, p.seg, bi, 4, &count), MC_OK);
@@ -185,11 +185,11 @@ static void test_target_checks(void **state) {
   assert_int_equal(mc_batch_create(p.ini, 2, &b), MC_OK);
   mc_request_t both[2] = {w, {MC_READ, 0, p.lbuf, p.seg, (uint64_t)(uintptr_t)extra, 4096}};
   assert_int_equal(mc_batch_submit(b, both, 2), MC_OK);
-  assert_int_equal(mc_batch_wait(b, tu_wait_ms(10000)), MC_ERR_TRANSPORT);
+  assert_int_equal(mc_batch_wait(b, tu_wait_ms(10000)), MC_ERR_OUT_OF_RANGE);
   mc_request_status_t st;
   assert_int_equal(mc_batch_status(b, 0, &st), MC_OK);
   assert_int_equal(st.state, MC_REQUEST_FAILED);
-  assert_int_equal(st.error, MC_ERR_TRANSPORT);
+  assert_int_equal(st.error, MC_ERR_OUT_OF_RANGE);
   assert_int_equal(mc_batch_status(b, 1, &st), MC_OK);
   assert_int_equal(st.state, MC_REQUEST_FAILED);
   for (size_t i = 0; i < (1 << 20); i++)

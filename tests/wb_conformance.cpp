@@ -142,10 +142,10 @@ const char *known_deviation(const std::string &transport, const std::string &cas
   struct Dev {
     const char *transport, *case_name, *why;
   };
+  // A transport whose refusal is known to differ from the contract, with why; none today (the
+  // first entry only keeps the array non-empty and matches nothing).
   static const Dev devs[] = {
-      {"tcp", "out_of_range", "the initiator maps every target status but DENIED to TRANSPORT (tcp_transport.cpp)"},
-      {"shm", "out_of_range", "a range the target's LIST does not cover ends TRANSPORT (shm_transport.cpp, the copy path)"},
-      {"local", "out_of_range", "a refused pin ends TRANSPORT unless DENIED (local_transport.cpp copy())"},
+      {"", "", ""},
   };
   for (auto &d : devs)
     if (transport == d.transport && case_name == d.case_name) return d.why;
@@ -370,7 +370,10 @@ void case_out_of_range(Ctx &c) {
   size_t total = 0;
   if (refuse_out_of_range(c, local, remote, &total) == total) return;
   const char *why = known_deviation(c.name, "out_of_range");
-  if (!why) fail_msg("%s reports a refused out-of-range request with another status than OUT_OF_RANGE", c.name.c_str());
+  if (!why) {
+    fail_msg("%s reports a refused out-of-range request with another status than OUT_OF_RANGE", c.name.c_str());
+    return;
+  }
   print_message("MC-SKIP: known deviation, refused but not as OUT_OF_RANGE: %s/out_of_range: %s\n", c.name.c_str(), why);
   skip();
 }

@@ -76,7 +76,7 @@ class LocalTransport : public Transport {
     mc_status_t st = target_->pin(s.remote, s.len, s.op);
     if (st != MC_OK) {
       failed_++;
-      target_->complete(s, st == MC_ERR_DENIED ? MC_ERR_DENIED : MC_ERR_TRANSPORT);
+      target_->complete(s, (st == MC_ERR_DENIED || st == MC_ERR_OUT_OF_RANGE) ? st : MC_ERR_TRANSPORT);
       return;
     }
     void *remote = reinterpret_cast<void *>(s.remote);

@@ -813,24 +813,26 @@ mc_status_t ShmPeer::run_one(const Slice &s) {
     uint64_t cur = s.remote, end = s.remote + s.len;
     char *local = static_cast<char *>(s.local);
     auto it = bufs_.upper_bound(cur);
-    bool covered = it != bufs_.begin(), allowed = true;
+    bool covered = it != bufs_.begin(), reachable = true, allowed = true;
     const uint32_t need = s.op == MC_WRITE ? MC_ACCESS_WRITE : MC_ACCESS_READ;
     if (covered) {
       // Check the whole range before the first byte moves: a refused slice writes nothing.
       // The rights are the target's current ones (this list's epoch is the current epoch).
       auto c = std::prev(it);
       for (uint64_t at = cur; at < end; ++c) {
-        if (c == bufs_.end() || at < c->second.addr || at >= c->second.addr + c->second.length ||
-            (c->second.via_map() ? !c->second.map : !cma_ok_)) {
+        if (c == bufs_.end() || at < c->second.addr || at >= c->second.addr + c->second.length) {
           covered = false;
           break;
         }
+        if (c->second.via_map() ? !c->second.map : !cma_ok_) reachable = false;
         if (!(c->second.access & need)) allowed = false;
         at = c->second.addr + c->second.length;
       }
     }
     if (!covered) {
-      st = MC_ERR_TRANSPORT;  // the target no longer has (all of) this range
+      st = MC_ERR_OUT_OF_RANGE;  // the target has not registered (all of) this range
+    } else if (!reachable) {
+      st = MC_ERR_TRANSPORT;  // registered, but neither mapped here nor reachable by CMA
     } else if (!allowed) {
       st = MC_ERR_DENIED;  // the target's buffer does not let peers do this
     } else {

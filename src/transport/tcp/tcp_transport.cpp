@@ -500,9 +500,10 @@ void TcpConn::run_receiver() {
     }
     if (h.type == wire::ERROR) {
       std::string msg(std::min<uint64_t>(h.len, 4096), '\0');
-      mc_status_t est = h.status == MC_ERR_PEER_DOWN ? MC_ERR_PEER_DOWN
-                        : h.status == MC_ERR_DENIED  ? MC_ERR_DENIED
-                                                     : MC_ERR_TRANSPORT;
+      mc_status_t est = (h.status == MC_ERR_PEER_DOWN || h.status == MC_ERR_DENIED ||
+                         h.status == MC_ERR_OUT_OF_RANGE)
+                            ? mc_status_t(h.status)
+                            : MC_ERR_TRANSPORT;
       if (est == MC_ERR_DENIED && h.len <= 4096 && rd.read(msg.data(), msg.size())) {
         MC_LOGW("tcp: peer " << addr_.str() << " denied access: " << msg);
         fail(est, "peer " + addr_.str() + " denied access: " + msg);
@@ -524,8 +525,10 @@ void TcpConn::run_receiver() {
     }
     mc_status_t st = MC_OK;
     if (h.status != MC_OK) {
-      // The target's access check is reported as such; other refusals are transport errors.
-      st = h.status == MC_ERR_DENIED ? MC_ERR_DENIED : MC_ERR_TRANSPORT;
+      // The target's access and range checks are reported as such; other refusals are
+      // transport errors.
+      st = (h.status == MC_ERR_DENIED || h.status == MC_ERR_OUT_OF_RANGE) ? mc_status_t(h.status)
+                                                                          : MC_ERR_TRANSPORT;
       MC_LOGI("tcp: peer " << addr_.str() << " refused a request at 0x" << std::hex << f.s.remote
                            << std::dec << " (" << mc_status_str(h.status) << ")");
     }
