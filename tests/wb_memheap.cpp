@@ -37,7 +37,7 @@ int scale() {
 
 std::unique_ptr<MemHeap> make_heap(uint64_t cap, unsigned shards) {
   std::unique_ptr<MemHeap> h;
-  const mc::Status s = MemHeap::Create(cap, &h, shards);
+  const mc::Status s = MemHeap::create(cap, &h, shards);
   if (!s.ok()) fail_msg("create %llu / %u: %s", (unsigned long long)cap, shards, s.message().c_str());
   assert_int_equal(h->shards(), shards);
   return h;
@@ -45,7 +45,7 @@ std::unique_ptr<MemHeap> make_heap(uint64_t cap, unsigned shards) {
 
 uint64_t alloc_ok(MemHeap &h, uint64_t size, uint64_t align) {
   uint64_t off = 0;
-  const mc::Status s = h.Alloc(size, align, &off);
+  const mc::Status s = h.alloc(size, align, &off);
   if (!s.ok()) fail_msg("alloc %llu at %llu: %s", (unsigned long long)size, (unsigned long long)align,
                         s.message().c_str());
   assert_int_equal(off % align, 0);
@@ -53,7 +53,7 @@ uint64_t alloc_ok(MemHeap &h, uint64_t size, uint64_t align) {
 }
 
 void check_ok(const MemHeap &h) {
-  const mc::Status s = h.CheckInvariants();
+  const mc::Status s = h.check_invariants();
   if (!s.ok()) fail_msg("%s", s.message().c_str());
 }
 
@@ -107,39 +107,39 @@ void test_span_basics(void **) {
   expect_stats(*h, 3000, 1, 4096 - 3000);
   // The shard boundaries inside it and its inside are no allocations; a second free fails.
   for (uint64_t b : {uint64_t(1024), uint64_t(2048), uint64_t(3072), a + 1, a + 2999})
-    if (b > a && b < a + 3000) assert_int_equal(h->Free(b).code(), MC_ERR_NOT_FOUND);
+    if (b > a && b < a + 3000) assert_int_equal(h->free(b).code(), MC_ERR_NOT_FOUND);
   check_ok(*h);
-  assert_true(h->Free(a).ok());
-  assert_int_equal(h->Free(a).code(), MC_ERR_NOT_FOUND);
+  assert_true(h->free(a).ok());
+  assert_int_equal(h->free(a).code(), MC_ERR_NOT_FOUND);
   check_ok(*h);
   expect_stats(*h, 0, 0, 4096);
 
   // The whole capacity, then nothing; aligned across a boundary.
   assert_int_equal(alloc_ok(*h, 4096, 1), 0);
   uint64_t off = 7;
-  assert_int_equal(h->Alloc(1, 1, &off).code(), MC_ERR_NO_MEMORY);
+  assert_int_equal(h->alloc(1, 1, &off).code(), MC_ERR_NO_MEMORY);
   assert_int_equal(off, 7);  // not written on failure
-  assert_true(h->Free(0).ok());
+  assert_true(h->free(0).ok());
   // One 1000-byte block per shard (24 bytes left at the end of each), then free the two blocks
   // of shards 1 and 2: one free run from 1000 to 3072, across two boundaries.
   std::vector<uint64_t> offs;
   uint64_t o;
-  while (h->Alloc(1000, 8, &o).ok()) offs.push_back(o);
+  while (h->alloc(1000, 8, &o).ok()) offs.push_back(o);
   assert_int_equal(offs.size(), 4);  // 4 x 1000 + 96 left in pieces of 24: no 1000 more
   check_ok(*h);
   std::sort(offs.begin(), offs.end());
-  assert_true(h->Free(offs[1]).ok());  // [1024, 2024)
-  assert_true(h->Free(offs[2]).ok());  // [2048, 3048)
+  assert_true(h->free(offs[1]).ok());  // [1024, 2024)
+  assert_true(h->free(offs[2]).ok());  // [2048, 3048)
   // Free now: [1000, 3072) and 24 bytes at the end of shard 3.
   expect_stats(*h, 2000, 2, 2072);
   const uint64_t s = alloc_ok(*h, 2048, 1024);
   assert_int_equal(s, 1024);
   check_ok(*h);
   expect_stats(*h, 4048, 3, 24);
-  assert_int_equal(h->Alloc(25, 1, &o).code(), MC_ERR_NO_MEMORY);
-  assert_true(h->Free(s).ok());
-  assert_true(h->Free(offs[0]).ok());
-  assert_true(h->Free(offs[3]).ok());
+  assert_int_equal(h->alloc(25, 1, &o).code(), MC_ERR_NO_MEMORY);
+  assert_true(h->free(s).ok());
+  assert_true(h->free(offs[0]).ok());
+  assert_true(h->free(offs[3]).ok());
   check_ok(*h);
   expect_stats(*h, 0, 0, 4096);
 }
@@ -147,9 +147,9 @@ void test_span_basics(void **) {
 // An odd capacity: the last shard takes the rest; shard counts the capacity cannot carry fail.
 void test_shard_layout(void **) {
   std::unique_ptr<MemHeap> h;
-  assert_int_equal(MemHeap::Create(100, &h, 3).code(), MC_ERR_INVALID_ARG);
-  assert_int_equal(MemHeap::Create(100, &h, 128).code(), MC_ERR_INVALID_ARG);
-  assert_int_equal(MemHeap::Create(3, &h, 4).code(), MC_ERR_INVALID_ARG);
+  assert_int_equal(MemHeap::create(100, &h, 3).code(), MC_ERR_INVALID_ARG);
+  assert_int_equal(MemHeap::create(100, &h, 128).code(), MC_ERR_INVALID_ARG);
+  assert_int_equal(MemHeap::create(3, &h, 4).code(), MC_ERR_INVALID_ARG);
   assert_null(h.get());
   h = make_heap(1000, 8);  // shards of 64 bytes, the last one 552
   check_ok(*h);
@@ -157,12 +157,12 @@ void test_shard_layout(void **) {
   assert_int_equal(alloc_ok(*h, 1000, 1), 0);
   check_ok(*h);
   expect_stats(*h, 1000, 1, 0);
-  assert_true(h->Free(0).ok());
+  assert_true(h->free(0).ok());
   expect_stats(*h, 0, 0, 1000);
   // The automatic count: one shard for a small heap, a power of two within bounds for others.
-  assert_int_equal(MemHeap::AutoShards(1 << 20), 1);
+  assert_int_equal(MemHeap::auto_shards(1 << 20), 1);
   for (uint64_t cap : {uint64_t(64) << 20, uint64_t(1) << 30, UINT64_MAX}) {
-    const unsigned n = MemHeap::AutoShards(cap);
+    const unsigned n = MemHeap::auto_shards(cap);
     assert_true(n >= 1 && n <= MemHeap::kMaxShards && (n & (n - 1)) == 0);
     assert_true(cap / n >= MemHeap::kMinShardBytes);
   }
@@ -194,7 +194,7 @@ void test_model_sharded(void **) {
         }
         const uint64_t align = uint64_t(1) << (rng() % 4 == 0 ? rng() % 12 : 0);
         uint64_t off = 0xABCD;
-        const mc::Status s = h->Alloc(size, align, &off);
+        const mc::Status s = h->alloc(size, align, &off);
         if (s.ok()) {
           assert_int_equal(off % align, 0);
           assert_true(off < c.cap && size <= c.cap - off);
@@ -221,17 +221,17 @@ void test_model_sharded(void **) {
           uint64_t inside = off + 1 + rng() % (size - 1);
           const uint64_t b = (off / shard_len + 1) * shard_len;
           if (b < off + size && rng() % 2) inside = b;
-          assert_int_equal(h->Free(inside).code(), MC_ERR_NOT_FOUND);
+          assert_int_equal(h->free(inside).code(), MC_ERR_NOT_FOUND);
           ++refusals;
         } else {
-          assert_true(h->Free(off).ok());
-          assert_int_equal(h->Free(off).code(), MC_ERR_NOT_FOUND);
+          assert_true(h->free(off).ok());
+          assert_int_equal(h->free(off).code(), MC_ERR_NOT_FOUND);
           m.used -= size;
           m.live.erase(it);
         }
       } else {
         const uint64_t off = rng() % (c.cap + 1);
-        const mc::Status s = h->Free(off);
+        const mc::Status s = h->free(off);
         auto it = m.live.find(off);
         if (it != m.live.end()) {
           assert_true(s.ok());
@@ -244,7 +244,7 @@ void test_model_sharded(void **) {
       check_model(*h, m);
       if (step % 64 == 0) check_ok(*h);
     }
-    for (const auto &[off, size] : m.live) assert_true(h->Free(off).ok());
+    for (const auto &[off, size] : m.live) assert_true(h->free(off).ok());
     m.live.clear();
     m.used = 0;
     check_model(*h, m);
@@ -283,7 +283,7 @@ void test_threads_sharded(void **) {
         const uint64_t size = 64 * (1 + (rng() % 4 == 0 ? rng() % (3 * kCap / kShards / 64)
                                                         : rng() % 16));
         uint64_t off;
-        const mc::Status s = h->Alloc(size, 64, &off);
+        const mc::Status s = h->alloc(size, 64, &off);
         if (s.ok()) {
           mark(off, size, 0, id);
           mine.emplace_back(off, size);
@@ -295,15 +295,15 @@ void test_threads_sharded(void **) {
         const size_t k = rng() % mine.size();
         const auto [off, size] = mine[k];
         mark(off, size, id, 0);
-        if (!h->Free(off).ok()) errors.fetch_add(1);
+        if (!h->free(off).ok()) errors.fetch_add(1);
         mine[k] = mine.back();
         mine.pop_back();
       }
-      if (i % 1024 == 0 && !h->CheckInvariants().ok()) errors.fetch_add(1);
+      if (i % 1024 == 0 && !h->check_invariants().ok()) errors.fetch_add(1);
     }
     for (const auto &[off, size] : mine) {
       mark(off, size, id, 0);
-      if (!h->Free(off).ok()) errors.fetch_add(1);
+      if (!h->free(off).ok()) errors.fetch_add(1);
     }
   };
   std::vector<std::thread> th;

@@ -44,7 +44,7 @@ MC_API mc_status_t mc_heap_create(uint64_t capacity, mc_heap_t **out) {
     return mc::api::fail(MC_ERR_INVALID_ARG,
                          "mc_heap_create: capacity is 0; a heap needs at least 1 byte");
   std::unique_ptr<mc::MemHeap> heap;
-  const mc::Status s = mc::MemHeap::Create(capacity, &heap);
+  const mc::Status s = mc::MemHeap::create(capacity, &heap);
   if (!s.ok()) return Fail("mc_heap_create", s);
   auto h = std::make_unique<mc_heap>();
   h->heap = std::move(heap);
@@ -69,7 +69,7 @@ MC_API mc_status_t mc_heap_alloc(mc_heap_t *heap, uint64_t size, uint64_t align,
                                                  " is not a power of two (1, 2, 4, ...)");
   // TryAlloc writes *offset only on success, and builds its reason text only on failure.
   std::string why;
-  const mc_status_t c = heap->heap->TryAlloc(size, align, offset, &why);
+  const mc_status_t c = heap->heap->try_alloc(size, align, offset, &why);
   if (c != MC_OK) [[unlikely]]
     return mc::api::fail(c, "mc_heap_alloc: " + why);
   return mc::api::ok();
@@ -80,7 +80,7 @@ MC_API mc_status_t mc_heap_free(mc_heap_t *heap, uint64_t offset) {
   MC_API_TRY
   if (heap == nullptr) return mc::api::fail(MC_ERR_INVALID_ARG, "mc_heap_free: heap is NULL");
   std::string why;
-  const mc_status_t c = heap->heap->TryFree(offset, &why);
+  const mc_status_t c = heap->heap->try_free(offset, &why);
   if (c != MC_OK) [[unlikely]]
     return mc::api::fail(c, "mc_heap_free: " + why);
   return mc::api::ok();

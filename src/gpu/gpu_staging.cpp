@@ -43,7 +43,7 @@ class Pool {
     const Api *a = api();
     void *p = nullptr;
     CUresult r = a ? a->cuMemHostAlloc(&p, kPoolBytes, CU_MEMHOSTALLOC_PORTABLE) : CUDA_ERROR_NOT_INITIALIZED;
-    Status st = r == CUDA_SUCCESS ? MemHeap::Create(kPoolBytes, &heap_) : Err(MC_ERR_NO_MEMORY, error_text("cuMemHostAlloc", r));
+    Status st = r == CUDA_SUCCESS ? MemHeap::create(kPoolBytes, &heap_) : Err(MC_ERR_NO_MEMORY, error_text("cuMemHostAlloc", r));
     if (!st.ok()) {
       failed_ = true;
       why_ = st.message();
@@ -56,10 +56,10 @@ class Pool {
   }
   char *alloc(uint64_t n) {
     uint64_t off;
-    if (!heap_->Alloc(n, 4096, &off).ok()) return nullptr;
+    if (!heap_->alloc(n, 4096, &off).ok()) return nullptr;
     return base_ + off;
   }
-  void free(char *p) { heap_->Free(static_cast<uint64_t>(p - base_)); }
+  void free(char *p) { heap_->free(static_cast<uint64_t>(p - base_)); }
 
   Lane *lane(int dev, std::string *why) {
     {

@@ -7,14 +7,14 @@
 // Every range, free or allocated, is a Block in one pool (a vector indexed by uint32), linked to
 // its address neighbours. The links make merging on free O(1) without an address-ordered tree.
 //
-// Free ranges are indexed by size the way TLSF does it (two-level segregated fit): a size class
+// free ranges are indexed by size the way TLSF does it (two-level segregated fit): a size class
 // is (fl, sl) where fl is the power of two of the size and sl one of 64 equal steps inside it, so
 // a class spans less than 1/64 of its sizes (sizes below 128 have a class each). Each class is
 // an intrusive doubly linked list (links in the Block, newest first), and two bitmaps say which
 // classes hold ranges, so "the first class at or above X that holds a range" is a couple of bit
 // scans and taking or putting back a range is a few stores.
 //
-// Alloc looks, in this order, each step O(1):
+// alloc looks, in this order, each step O(1):
 //  1. at the newest range of the request's own class: an exact reuse in the common fixed-size
 //     pool case (TLSF alone would split a larger range and leave the freed ones unused);
 //  2. at the newest range of the first class whose every range is >= size (align 1: it fits);
@@ -77,26 +77,26 @@ constexpr uint32_t kSl = 1u << kSlLog;
 // s = log2(size) - 6, it is s * 64 + (size >> s), i.e. fl = s + 1 and sl = the 6 bits below the
 // top one. One formula for both, without a branch: s is 0 for every size below 128.
 // (63 - clz is one bsr; std::bit_width costs a few more instructions without -mlzcnt.)
-inline unsigned ShiftOf(uint64_t size) { return unsigned(63 - __builtin_clzll(size | 64)) - 6; }
-inline uint32_t ClassIndex(uint64_t size) {
-  const unsigned s = ShiftOf(size);
+inline unsigned shift_of(uint64_t size) { return unsigned(63 - __builtin_clzll(size | 64)) - 6; }
+inline uint32_t class_index(uint64_t size) {
+  const unsigned s = shift_of(size);
   return uint32_t((uint64_t(s) << kSlLog) + (size >> s));
 }
 // The first class whose every range is >= size: the class of size, or the next one when size
 // is not the smallest size of its class. (The next class of sl 63 is sl 0 of the next fl.)
-inline uint32_t ClassUpIndex(uint64_t size) {
-  const unsigned s = ShiftOf(size);
+inline uint32_t class_up_index(uint64_t size) {
+  const unsigned s = shift_of(size);
   return uint32_t((uint64_t(s) << kSlLog) + (size >> s)) +
          uint32_t((size & ((uint64_t(1) << s) - 1)) != 0);
 }
 
 // Padding that brings start up to a multiple of align (a power of two); never overflows.
-inline uint64_t PadFor(uint64_t start, uint64_t align) { return (0 - start) & (align - 1); }
+inline uint64_t pad_for(uint64_t start, uint64_t align) { return (0 - start) & (align - 1); }
 
 // Grows v geometrically so that `extra` more elements fit without reallocating.
 // (vector::reserve(size()+1) would allocate exactly that much every time: quadratic.)
 template <class T>
-[[gnu::noinline]] void Grow(std::vector<T> &v, size_t extra) {
+[[gnu::noinline]] void grow(std::vector<T> &v, size_t extra) {
   v.reserve(std::max(v.size() + extra, std::max<size_t>(8, v.capacity() * 2)));
 }
 
@@ -112,17 +112,17 @@ class LiveTable {
   static constexpr uint64_t kEmpty = UINT64_MAX;
   static constexpr size_t npos = SIZE_MAX;
 
-  LiveTable() { Rehash(4); }
+  LiveTable() { rehash(4); }
 
-  // Makes room for one more Insert; may throw bad_alloc, changes nothing visible.
-  void ReserveOne() {
-    if ((size_ + 1) * 2 > buckets_.size() * 4) [[unlikely]] Rehash(buckets_.size() * 2);
+  // Makes room for one more insert; may throw bad_alloc, changes nothing visible.
+  void reserve_one() {
+    if ((size_ + 1) * 2 > buckets_.size() * 4) [[unlikely]] rehash(buckets_.size() * 2);
   }
   // key must be absent and room reserved.
-  void Insert(uint64_t key, uint32_t val) {
-    for (size_t b = Home(key);; b = (b + 1) & mask_) {
+  void insert(uint64_t key, uint32_t val) {
+    for (size_t b = home(key);; b = (b + 1) & mask_) {
       Bucket &k = buckets_[b];
-      const unsigned m = Match(k, kEmpty);
+      const unsigned m = match(k, kEmpty);
       if (m) [[likely]] {
         const unsigned i = unsigned(std::countr_zero(m));
         k.key[i] = key;
@@ -135,28 +135,28 @@ class LiveTable {
   }
   // The slot (bucket * 4 + index) holding key, or npos. key must not be kEmpty.
   // At most one lap: in principle every bucket could have been passed by a live entry.
-  size_t Find(uint64_t key) const {
-    size_t b = Home(key);
+  size_t find(uint64_t key) const {
+    size_t b = home(key);
     for (size_t seen = 0; seen <= mask_; ++seen, b = (b + 1) & mask_) {
       const Bucket &k = buckets_[b];
-      const unsigned m = Match(k, key);
+      const unsigned m = match(k, key);
       if (m) [[likely]] return b * 4 + unsigned(std::countr_zero(m));
       if (k.overflow == 0) return npos;
     }
     return npos;
   }
-  uint32_t ValueAt(size_t slot) const { return buckets_[slot / 4].val[slot % 4]; }
-  void EraseAt(size_t slot) {
+  uint32_t value_at(size_t slot) const { return buckets_[slot / 4].val[slot % 4]; }
+  void erase_at(size_t slot) {
     const size_t at = slot / 4;
     Bucket &k = buckets_[at];
-    for (size_t b = Home(k.key[slot % 4]); b != at; b = (b + 1) & mask_) --buckets_[b].overflow;
+    for (size_t b = home(k.key[slot % 4]); b != at; b = (b + 1) & mask_) --buckets_[b].overflow;
     k.key[slot % 4] = kEmpty;
     --size_;
   }
   size_t size() const { return size_; }
 
   // Recounts every bucket's overflow from the entries and checks that each entry is found.
-  bool Consistent() const {
+  bool consistent() const {
     std::vector<uint32_t> over(buckets_.size(), 0);
     size_t n = 0;
     for (size_t b = 0; b < buckets_.size(); ++b)
@@ -164,8 +164,8 @@ class LiveTable {
         const uint64_t key = buckets_[b].key[i];
         if (key == kEmpty) continue;
         ++n;
-        for (size_t h = Home(key); h != b; h = (h + 1) & mask_) ++over[h];
-        if (Find(key) != b * 4 + i) return false;
+        for (size_t h = home(key); h != b; h = (h + 1) & mask_) ++over[h];
+        if (find(key) != b * 4 + i) return false;
       }
     if (n != size_) return false;
     for (size_t b = 0; b < buckets_.size(); ++b)
@@ -180,14 +180,14 @@ class LiveTable {
     uint32_t overflow = 0;  // entries whose search passed this bucket because it was full
   };
   // Bit i set: slot i holds key. Plain compares, combined without branches.
-  static unsigned Match(const Bucket &k, uint64_t key) {
+  static unsigned match(const Bucket &k, uint64_t key) {
     return unsigned(k.key[0] == key) | unsigned(k.key[1] == key) << 1 |
            unsigned(k.key[2] == key) << 2 | unsigned(k.key[3] == key) << 3;
   }
   // Fibonacci hashing: offsets are often multiples of a large alignment, and the multiply
   // spreads those low-zero keys over the top bits taken here.
-  size_t Home(uint64_t key) const { return size_t((key * 0x9E3779B97F4A7C15ull) >> shift_); }
-  [[gnu::noinline]] void Rehash(size_t n) {
+  size_t home(uint64_t key) const { return size_t((key * 0x9E3779B97F4A7C15ull) >> shift_); }
+  [[gnu::noinline]] void rehash(size_t n) {
     std::vector<Bucket> old(n);
     old.swap(buckets_);
     mask_ = n - 1;
@@ -195,7 +195,7 @@ class LiveTable {
     size_ = 0;
     for (const Bucket &k : old)
       for (unsigned i = 0; i < 4; ++i)
-        if (k.key[i] != kEmpty) Insert(k.key[i], k.val[i]);
+        if (k.key[i] != kEmpty) insert(k.key[i], k.val[i]);
   }
 
   std::vector<Bucket> buckets_;
@@ -219,12 +219,12 @@ class HeapMutex {
  public:
   void lock() {
     if (!state_.exchange(1, std::memory_order_acquire)) [[likely]] return;
-    LockSlow();
+    lock_slow();
   }
   void unlock() { state_.store(0, std::memory_order_release); }
 
  private:
-  [[gnu::noinline]] void LockSlow() {
+  [[gnu::noinline]] void lock_slow() {
     // Spin on a plain load with exponential backoff: polling with writes would pull the lock's
     // cache line away from the owner on every try, and backing off lets the owner run several
     // calls in a row while the heap's lines are in its cache.
@@ -233,7 +233,7 @@ class HeapMutex {
           !state_.exchange(1, std::memory_order_acquire))
         return;
       if (pauses < kMaxBackoff) {
-        for (int i = 0; i < pauses; ++i) Pause();
+        for (int i = 0; i < pauses; ++i) pause();
         continue;
       }
       break;
@@ -249,7 +249,7 @@ class HeapMutex {
       }
     }
   }
-  static void Pause() {
+  static void pause() {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
 #elif defined(__aarch64__)
@@ -289,86 +289,86 @@ struct Arena {
   // The edge sentinel's own links name the first (next) and last (prev) range: every step that
   // changes an end of the address chain writes them through a neighbour link that is kEdge.
   Arena(uint64_t lo_, uint64_t len_)
-      : lo(lo_), len(len_), heads(size_t(ClassIndex(len_) / kSl + 1) * kSl, kListEnd) {
+      : lo(lo_), len(len_), heads(size_t(class_index(len_) / kSl + 1) * kSl, kListEnd) {
     blocks.push_back(Block{0, 0, kEdge, kEdge, kListEnd, kListEnd});            // kListEnd
     blocks.push_back(Block{0, 0, kFirstBlock, kFirstBlock, kUsed, kListEnd});  // kEdge
     blocks.push_back(Block{lo_, len_, kEdge, kEdge, kUsed, kListEnd});
-    Link(kFirstBlock, ClassIndex(len_));
+    link(kFirstBlock, class_index(len_));
   }
 
-  // Alloc without the failure text: MC_OK, MC_ERR_NO_MEMORY (no free range fits) or
+  // alloc without the failure text: MC_OK, MC_ERR_NO_MEMORY (no free range fits) or
   // MC_ERR_NO_MEMORY with *too_many set (the pool is full).
-  mc_status_t Alloc(uint64_t size, uint64_t align, uint64_t *offset, bool *too_many);
+  mc_status_t alloc(uint64_t size, uint64_t align, uint64_t *offset, bool *too_many);
   // Frees the live allocation at offset: MC_OK; MC_ERR_NOT_FOUND when offset starts no
   // allocation of its own (a later piece of a spanning one included). The first piece of a
   // spanning allocation is left alone: *span_head is set and MC_ERR_NOT_FOUND returned.
-  mc_status_t Free(uint64_t offset, bool *span_head);
+  mc_status_t free(uint64_t offset, bool *span_head);
   // Frees the allocated block at offset whatever its kind (spanning allocations' pieces).
-  void FreePiece(uint64_t offset);
+  void free_piece(uint64_t offset);
   // Carves [a, a + size) out of free block f (which holds it) as an allocated block of `kind`.
-  // Room must be reserved (Reserve) first; cannot fail.
-  void Carve(uint32_t f, uint64_t a, uint64_t size, uint32_t kind);
-  // Makes sure that one Carve succeeds: false when the pool would pass kMaxBlocks; may throw
+  // Room must be reserved (reserve) first; cannot fail.
+  void carve(uint32_t f, uint64_t a, uint64_t size, uint32_t kind);
+  // Makes sure that one carve succeeds: false when the pool would pass kMaxBlocks; may throw
   // bad_alloc. Either way nothing visible changes.
-  bool Reserve() {
-    if (!ReserveSlots(2)) return false;
-    live.ReserveOne();
+  bool reserve() {
+    if (!reserve_slots(2)) return false;
+    live.reserve_one();
     return true;
   }
   // The free range at an end of this shard, or kNone.
-  uint32_t FreeHead() const { return IsFree(blocks[kEdge].next) ? blocks[kEdge].next : kNone; }
-  uint32_t FreeTail() const { return IsFree(blocks[kEdge].prev) ? blocks[kEdge].prev : kNone; }
-  bool AllFree() const { return used == 0; }
+  uint32_t free_head() const { return is_free(blocks[kEdge].next) ? blocks[kEdge].next : kNone; }
+  uint32_t free_tail() const { return is_free(blocks[kEdge].prev) ? blocks[kEdge].prev : kNone; }
+  bool all_free() const { return used == 0; }
   // Checks the structures; counts the span pieces (first ones and later ones) it walks past.
-  Status Check(uint64_t *span_heads, uint64_t *span_parts) const;
-  bool HasBlock(uint64_t start, uint64_t size, uint32_t kind) const {
-    const size_t slot = live.Find(start);
+  Status check(uint64_t *span_heads, uint64_t *span_parts) const;
+  bool has_block(uint64_t start, uint64_t size, uint32_t kind) const {
+    const size_t slot = live.find(start);
     if (slot == LiveTable::npos) return false;
-    const Block &b = blocks[live.ValueAt(slot)];
+    const Block &b = blocks[live.value_at(slot)];
     return b.size == size && b.fnext == kind;
   }
 
-  uint32_t FindFit(uint64_t size, uint64_t align) const;
-  uint32_t ScanClass(uint32_t k, uint64_t size, uint64_t align) const;
-  uint32_t FirstFrom(uint32_t k) const;  // the first non-empty class at or after k, or kNone
-  uint64_t Largest() const;
-  bool IsFree(uint32_t b) const { return blocks[b].fprev != kUsed; }  // b is not recycled
+  uint32_t find_fit(uint64_t size, uint64_t align) const;
+  uint32_t scan_class(uint32_t k, uint64_t size, uint64_t align) const;
+  uint32_t first_from(uint32_t k) const;  // the first non-empty class at or after k, or kNone
+  uint64_t largest() const;
+  bool is_free(uint32_t b) const { return blocks[b].fprev != kUsed; }  // b is not recycled
   // Whether block b (free, or kListEnd, which holds nothing) holds size bytes at align.
-  bool Fits(uint32_t b, uint64_t size, uint64_t align) const {
-    const uint64_t pad = PadFor(blocks[b].start, align);
+  bool fits(uint32_t b, uint64_t size, uint64_t align) const {
+    const uint64_t pad = pad_for(blocks[b].start, align);
     return pad <= blocks[b].size && size <= blocks[b].size - pad;
   }
-  // Makes sure that n NewSlot calls succeed: false when the pool would pass kMaxBlocks; may
+  // Makes sure that n new_slot calls succeed: false when the pool would pass kMaxBlocks; may
   // throw bad_alloc. Either way nothing visible changes.
-  bool ReserveSlots(size_t n) {
+  bool reserve_slots(size_t n) {
     if (dead_slots + (blocks.capacity() - blocks.size()) >= n) [[likely]] return true;
     if (blocks.size() + n > kMaxBlocks) return false;
-    Grow(blocks, n);
+    grow(blocks, n);
     return true;
   }
-  uint32_t NewSlot() {
+  uint32_t new_slot() {
     if (free_slot != kNone) {
       const uint32_t i = free_slot;
       free_slot = blocks[i].next;
       --dead_slots;
       return i;
     }
-    blocks.push_back(Block{});  // capacity reserved by ReserveSlots: cannot throw
+    blocks.push_back(Block{});  // capacity reserved by reserve_slots: cannot throw
     return uint32_t(blocks.size() - 1);
   }
-  void Recycle(uint32_t i) {
+  void recycle(uint32_t i) {
     blocks[i].fprev = kDead;
     blocks[i].next = free_slot;
     free_slot = i;
     ++dead_slots;
   }
   // Puts block b (its size set) at the head of class list k / takes it out of its list.
-  void Link(uint32_t b, uint32_t k);
-  void Unlink(uint32_t b);
+  void link(uint32_t b, uint32_t k);
+  void unlink(uint32_t b);
   // Gives free block b the range [start, start+size), moving it to the list of its new class
   // when the class changes.
-  void Reshape(uint32_t b, uint64_t start, uint64_t size);
-  void Release(uint32_t al);  // turns allocated block al back into free space, merging
+  void reshape(uint32_t b, uint64_t start, uint64_t size);
+  void release(uint32_t al);  // turns allocated block al back into free space, merging
 
   // guards everything below. On a cache line of its own: a thread that waits reads the lock
   // over and over, and must not take away the line that the owner is updating counters in.
@@ -387,7 +387,7 @@ struct Arena {
   LiveTable live;
 };
 
-MC_HOT_INLINE void Arena::Link(uint32_t b, uint32_t k) {
+MC_HOT_INLINE void Arena::link(uint32_t b, uint32_t k) {
   const uint32_t h = heads[k];
   blocks[b].fprev = kListEnd;
   blocks[b].fnext = h;
@@ -398,9 +398,9 @@ MC_HOT_INLINE void Arena::Link(uint32_t b, uint32_t k) {
   ++free_ranges;
 }
 
-MC_HOT_INLINE void Arena::Unlink(uint32_t b) {
+MC_HOT_INLINE void Arena::unlink(uint32_t b) {
   const uint32_t p = blocks[b].fprev, n = blocks[b].fnext;
-  const uint32_t k = ClassIndex(blocks[b].size);
+  const uint32_t k = class_index(blocks[b].size);
   blocks[n].fprev = p;
   uint32_t &from = p != kListEnd ? blocks[p].fnext : heads[k];
   from = n;
@@ -411,21 +411,21 @@ MC_HOT_INLINE void Arena::Unlink(uint32_t b) {
   --free_ranges;
 }
 
-MC_HOT_INLINE void Arena::Reshape(uint32_t b, uint64_t start, uint64_t size) {
-  const uint32_t k = ClassIndex(size);
-  if (ClassIndex(blocks[b].size) != k) {
-    Unlink(b);
+MC_HOT_INLINE void Arena::reshape(uint32_t b, uint64_t start, uint64_t size) {
+  const uint32_t k = class_index(size);
+  if (class_index(blocks[b].size) != k) {
+    unlink(b);
     blocks[b].start = start;
     blocks[b].size = size;
-    Link(b, k);
+    link(b, k);
     return;
   }
   blocks[b].start = start;
   blocks[b].size = size;
 }
 
-MC_HOT_INLINE uint32_t Arena::FirstFrom(uint32_t k) const {
-  // k / kSl < 60 for any size (ClassIndex(UINT64_MAX) / kSl is 58), and the bitmaps of classes
+MC_HOT_INLINE uint32_t Arena::first_from(uint32_t k) const {
+  // k / kSl < 60 for any size (class_index(UINT64_MAX) / kSl is 58), and the bitmaps of classes
   // past this heap's last one are 0, so no bound check is needed.
   const uint32_t fl = k / kSl;
   const uint64_t here = sl_bitmap[fl] & (~uint64_t(0) << (k % kSl));
@@ -437,35 +437,35 @@ MC_HOT_INLINE uint32_t Arena::FirstFrom(uint32_t k) const {
 }
 
 // The order of the look-ups and why it keeps "no room means no room": see the file comment.
-MC_HOT_INLINE uint32_t Arena::FindFit(uint64_t size, uint64_t align) const {
+MC_HOT_INLINE uint32_t Arena::find_fit(uint64_t size, uint64_t align) const {
   if (size > len - used) return kNone;
-  const uint32_t own = ClassIndex(size);
+  const uint32_t own = class_index(size);
   const uint32_t h = heads[own];
-  if (Fits(h, size, align)) return h;  // an empty list's kListEnd never fits
-  const uint32_t k = FirstFrom(ClassUpIndex(size));
+  if (fits(h, size, align)) return h;  // an empty list's kListEnd never fits
+  const uint32_t k = first_from(class_up_index(size));
   if (align == 1) {
     if (k != kNone) [[likely]] return heads[k];
     // Every class above `own` is empty: only `own` may hold a range >= size.
-    return ScanClass(own, size, 1);
+    return scan_class(own, size, 1);
   }
-  if (k != kNone && Fits(heads[k], size, align)) return heads[k];
+  if (k != kNone && fits(heads[k], size, align)) return heads[k];
   if (align - 1 > len - size) return kNone;  // size + align - 1 > len: promise kept
   const uint64_t need = size + align - 1;
-  const uint32_t k2 = FirstFrom(ClassUpIndex(need));
+  const uint32_t k2 = first_from(class_up_index(need));
   if (k2 != kNone) return heads[k2];
   // Every class above the class of `need` is empty: only that class may hold a range >= need.
-  return ScanClass(ClassIndex(need), size, align);
+  return scan_class(class_index(need), size, align);
 }
 
-// Walks class list k for a range that holds size bytes at align: the rare case of FindFit.
-[[gnu::noinline]] uint32_t Arena::ScanClass(uint32_t k, uint64_t size, uint64_t align) const {
+// Walks class list k for a range that holds size bytes at align: the rare case of find_fit.
+[[gnu::noinline]] uint32_t Arena::scan_class(uint32_t k, uint64_t size, uint64_t align) const {
   for (uint32_t b = heads[k]; b != kListEnd; b = blocks[b].fnext)
-    if (Fits(b, size, align)) return b;
+    if (fits(b, size, align)) return b;
   return kNone;
 }
 
 // The largest free range is in the highest class that holds any: O(ranges in that class).
-uint64_t Arena::Largest() const {
+uint64_t Arena::largest() const {
   if (fl_bitmap == 0) return 0;
   const uint32_t fl = uint32_t(63 - std::countl_zero(fl_bitmap));
   const uint32_t sl = uint32_t(63 - std::countl_zero(sl_bitmap[fl]));
@@ -476,7 +476,7 @@ uint64_t Arena::Largest() const {
 }
 
 // Failure texts are built out of line, so that the hot paths stay small.
-[[gnu::noinline, gnu::cold]] mc_status_t NoRoom(std::string *why, uint64_t size, uint64_t align,
+[[gnu::noinline, gnu::cold]] mc_status_t no_room(std::string *why, uint64_t size, uint64_t align,
                                                 uint64_t capacity, uint64_t free,
                                                 uint64_t largest) {
   if (why)
@@ -485,18 +485,18 @@ uint64_t Arena::Largest() const {
            ")";
   return MC_ERR_NO_MEMORY;
 }
-[[gnu::noinline, gnu::cold]] mc_status_t TooManyRanges(std::string *why) {
+[[gnu::noinline, gnu::cold]] mc_status_t too_many_ranges(std::string *why) {
   if (why) *why = "too many ranges in one heap shard (" + U(kMaxBlocks) + ")";
   return MC_ERR_NO_MEMORY;
 }
-[[gnu::noinline, gnu::cold]] mc_status_t NotLive(std::string *why, uint64_t offset) {
+[[gnu::noinline, gnu::cold]] mc_status_t not_live(std::string *why, uint64_t offset) {
   if (why)
     *why = "offset " + U(offset) +
            " is not the start of a live allocation (already freed, never allocated, or "
            "inside an allocation)";
   return MC_ERR_NOT_FOUND;
 }
-[[gnu::noinline, gnu::cold]] mc_status_t BadArg(std::string *why, std::string text) {
+[[gnu::noinline, gnu::cold]] mc_status_t bad_arg(std::string *why, std::string text) {
   if (why) *why = std::move(text);
   return MC_ERR_INVALID_ARG;
 }
@@ -505,66 +505,66 @@ uint64_t Arena::Largest() const {
 // and a tail [a+size, start+n); padding and tail stay free. The range's own slot keeps the tail
 // (or else the padding) so that, when its size class does not change, as when a small block is
 // cut from a large range, its class list is not touched at all.
-MC_HOT_INLINE void Arena::Carve(uint32_t f, uint64_t a, uint64_t size, uint32_t kind) {
+MC_HOT_INLINE void Arena::carve(uint32_t f, uint64_t a, uint64_t size, uint32_t kind) {
   const uint64_t start = blocks[f].start;
   const uint64_t n = blocks[f].size;
   const uint64_t pad = a - start;
   const uint64_t tail = n - pad - size;
   uint32_t al;  // the allocation's block
   if (tail) [[likely]] {
-    al = NewSlot();  // [a, a+size) before the tail, which keeps f's slot
+    al = new_slot();  // [a, a+size) before the tail, which keeps f's slot
     uint32_t left = blocks[f].prev;
     if (pad) {
-      const uint32_t p = NewSlot();
+      const uint32_t p = new_slot();
       blocks[p] = Block{start, pad, left, al, kUsed, kListEnd};
       blocks[left].next = p;
       left = p;
-      Link(p, ClassIndex(pad));
+      link(p, class_index(pad));
     } else {
       blocks[left].next = al;
     }
     blocks[al] = Block{a, size, left, f, kUsed, kind};
     blocks[f].prev = al;
-    Reshape(f, a + size, tail);
+    reshape(f, a + size, tail);
   } else if (pad) {
-    al = NewSlot();  // [a, a+size) after the padding, which keeps f's slot
+    al = new_slot();  // [a, a+size) after the padding, which keeps f's slot
     const uint32_t next = blocks[f].next;
     blocks[al] = Block{a, size, f, next, kUsed, kind};
     blocks[next].prev = al;
     blocks[f].next = al;
-    Reshape(f, start, pad);
+    reshape(f, start, pad);
   } else {
-    Unlink(f);
+    unlink(f);
     blocks[f].fnext = kind;
     al = f;
   }
-  live.Insert(a, al);
+  live.insert(a, al);
   used += size;
   ++allocations;
 }
 
-MC_HOT_INLINE mc_status_t Arena::Alloc(uint64_t size, uint64_t align, uint64_t *offset,
+MC_HOT_INLINE mc_status_t Arena::alloc(uint64_t size, uint64_t align, uint64_t *offset,
                                        bool *too_many) {
-  const uint32_t f = FindFit(size, align);
+  const uint32_t f = find_fit(size, align);
   if (f == kNone) [[unlikely]]
     return MC_ERR_NO_MEMORY;
   // Everything that may allocate or fail happens before the first change.
-  if (!Reserve()) [[unlikely]] {
+  if (!reserve()) [[unlikely]] {
     *too_many = true;
     return MC_ERR_NO_MEMORY;
   }
-  const uint64_t a = blocks[f].start + PadFor(blocks[f].start, align);
-  Carve(f, a, size, kWhole);
+  const uint64_t a = blocks[f].start + pad_for(blocks[f].start, align);
+  carve(f, a, size, kWhole);
   *offset = a;
   return MC_OK;
 }
 
-MC_HOT_INLINE void Arena::Release(uint32_t al) {
+MC_HOT_INLINE void Arena::release(uint32_t al) {
   const Block blk = blocks[al];
   used -= blk.size;
   --allocations;
-  const bool merge_prev = IsFree(blk.prev);  // kEdge never is
-  const bool merge_next = IsFree(blk.next);
+  const bool merge_prev = is_free(blk.prev);  // kEdge never is
+  const bool merge_next = is_free(blk.next);
   // A free neighbour grows over the freed range in place (keeping its slot and, when its size
   // class holds, its list position) instead of all three ranges leaving and re-entering lists.
   if (merge_prev) {
@@ -573,47 +573,47 @@ MC_HOT_INLINE void Arena::Release(uint32_t al) {
     uint32_t after = blk.next;
     if (merge_next) {
       merged += blocks[blk.next].size;
-      Unlink(blk.next);
+      unlink(blk.next);
       after = blocks[blk.next].next;
-      Recycle(blk.next);
+      recycle(blk.next);
     }
     blocks[p].next = after;
     blocks[after].prev = p;
-    Reshape(p, blocks[p].start, merged);
-    Recycle(al);
+    reshape(p, blocks[p].start, merged);
+    recycle(al);
   } else if (merge_next) {
     const uint32_t nx = blk.next;
     blocks[nx].prev = blk.prev;
     blocks[blk.prev].next = nx;
-    Reshape(nx, blk.start, blk.size + blocks[nx].size);
-    Recycle(al);
+    reshape(nx, blk.start, blk.size + blocks[nx].size);
+    recycle(al);
   } else {
-    Link(al, ClassIndex(blk.size));
+    link(al, class_index(blk.size));
   }
 }
 
-MC_HOT_INLINE mc_status_t Arena::Free(uint64_t offset, bool *span_head) {
-  const size_t slot = live.Find(offset);
+MC_HOT_INLINE mc_status_t Arena::free(uint64_t offset, bool *span_head) {
+  const size_t slot = live.find(offset);
   if (slot == LiveTable::npos) [[unlikely]]
     return MC_ERR_NOT_FOUND;
-  const uint32_t al = live.ValueAt(slot);
+  const uint32_t al = live.value_at(slot);
   if (blocks[al].fnext != kWhole) [[unlikely]] {
     *span_head = blocks[al].fnext == kSpanHead;
     return MC_ERR_NOT_FOUND;
   }
-  live.EraseAt(slot);
-  Release(al);
+  live.erase_at(slot);
+  release(al);
   return MC_OK;
 }
 
-void Arena::FreePiece(uint64_t offset) {
-  const size_t slot = live.Find(offset);
-  const uint32_t al = live.ValueAt(slot);
-  live.EraseAt(slot);
-  Release(al);
+void Arena::free_piece(uint64_t offset) {
+  const size_t slot = live.find(offset);
+  const uint32_t al = live.value_at(slot);
+  live.erase_at(slot);
+  release(al);
 }
 
-Status Arena::Check(uint64_t *span_heads, uint64_t *span_parts) const {
+Status Arena::check(uint64_t *span_heads, uint64_t *span_parts) const {
   auto bad = [this](const std::string &what) {
     return Err(MC_ERR_INTERNAL, "memheap: shard at " + U(lo) + ": " + what);
   };
@@ -663,13 +663,13 @@ Status Arena::Check(uint64_t *span_heads, uint64_t *span_parts) const {
     at += k.size;
     last = i;
     const bool is_free = k.fprev != kUsed;
-    const size_t slot = live.Find(k.start);
+    const size_t slot = live.find(k.start);
     if (is_free) {
       if (prev_free) return bad("two free ranges touch at offset " + U(k.start));
       if (slot != LiveTable::npos) return bad("free range at " + U(k.start) + " is live");
       ++frees;
     } else {
-      if (slot == LiveTable::npos || live.ValueAt(slot) != i)
+      if (slot == LiveTable::npos || live.value_at(slot) != i)
         return bad("allocation at " + U(k.start) + " is missing from the live table");
       if (k.fnext == kSpanHead) {
         ++*span_heads;
@@ -689,7 +689,7 @@ Status Arena::Check(uint64_t *span_heads, uint64_t *span_parts) const {
   if (used_sum != used) return bad("used is " + U(used) + ", ranges say " + U(used_sum));
   if (allocs != allocations || live.size() != allocations)
     return bad("allocation count disagrees with the ranges or the live table");
-  if (!live.Consistent()) return bad("live table buckets disagree with their entries");
+  if (!live.consistent()) return bad("live table buckets disagree with their entries");
   if (frees != free_ranges) return bad("free range count is off");
 
   // The class lists: each free range exactly once, in the list of its class, links both ways,
@@ -720,7 +720,7 @@ Status Arena::Check(uint64_t *span_heads, uint64_t *span_parts) const {
         seen[b] = 1;
         const Block &blk = blocks[b];
         if (blk.fprev != p) return bad("broken class list back link");
-        if (ClassIndex(blk.size) != k) return bad("range in the wrong class");
+        if (class_index(blk.size) != k) return bad("range in the wrong class");
       }
     }
     if (((fl_bitmap >> fl) & 1) != (sl_bitmap[fl] != 0)) return bad("first-level bitmap is off");
@@ -733,13 +733,13 @@ Status Arena::Check(uint64_t *span_heads, uint64_t *span_parts) const {
 // thread k starts at shard k mod n, so that up to n threads each have a shard of their own.
 std::atomic<uint32_t> g_thread_numbers{0};
 thread_local uint32_t t_thread_number = UINT32_MAX;
-[[gnu::noinline]] uint32_t NumberThisThread() {
+[[gnu::noinline]] uint32_t number_this_thread() {
   t_thread_number = g_thread_numbers.fetch_add(1, std::memory_order_relaxed) & 0x7fffffffu;
   return t_thread_number;
 }
-MC_HOT_INLINE uint32_t ThreadNumber() {
+MC_HOT_INLINE uint32_t thread_number() {
   const uint32_t n = t_thread_number;
-  return n != UINT32_MAX ? n : NumberThisThread();
+  return n != UINT32_MAX ? n : number_this_thread();
 }
 
 }  // namespace
@@ -764,37 +764,37 @@ struct MemHeap::Impl {
     mask = n - 1;
   }
 
-  mc_status_t Alloc(uint64_t size, uint64_t align, uint64_t *offset, std::string *why);
-  mc_status_t Free(uint64_t offset, std::string *why);
-  Stats GetStats() const;
-  Status Check() const;
+  mc_status_t alloc(uint64_t size, uint64_t align, uint64_t *offset, std::string *why);
+  mc_status_t free(uint64_t offset, std::string *why);
+  Stats get_stats() const;
+  Status check() const;
 
-  uint32_t ShardOf(uint64_t offset) const {
+  uint32_t shard_of(uint64_t offset) const {
     return shift >= 64 ? 0 : uint32_t(std::min<uint64_t>(offset >> shift, mask));
   }
   // With every lock held:
-  mc_status_t AllocAll(uint64_t size, uint64_t align, uint64_t *offset, std::string *why);
-  mc_status_t FreeSpan(uint64_t offset, std::string *why);
-  Stats StatsAll() const;
+  mc_status_t alloc_all(uint64_t size, uint64_t align, uint64_t *offset, std::string *why);
+  mc_status_t free_span(uint64_t offset, std::string *why);
+  Stats stats_all() const;
   // Every shard's lock, taken in shard order (a thread holds at most one otherwise), released
-  // on every way out (Reserve and the span table may throw bad_alloc).
-  class AllLocks {
+  // on every way out (reserve and the span table may throw bad_alloc).
+  class all_locks {
    public:
-    explicit AllLocks(const Impl &h) : h_(h) {
+    explicit all_locks(const Impl &h) : h_(h) {
       for (auto &s : h_.shards) s->mu.lock();
     }
-    ~AllLocks() {
+    ~all_locks() {
       for (auto it = h_.shards.rbegin(); it != h_.shards.rend(); ++it) (*it)->mu.unlock();
     }
-    AllLocks(const AllLocks &) = delete;
-    AllLocks &operator=(const AllLocks &) = delete;
+    all_locks(const all_locks &) = delete;
+    all_locks &operator=(const all_locks &) = delete;
 
    private:
     const Impl &h_;
   };
   // The free runs that cross a shard boundary, as [start, end), in address order.
   template <class F>
-  void ForEachBoundaryRun(F &&f) const;
+  void for_each_boundary_run(F &&f) const;
 
   const uint64_t capacity;
   unsigned shift = 64;
@@ -806,7 +806,7 @@ struct MemHeap::Impl {
 };
 
 template <class F>
-void MemHeap::Impl::ForEachBoundaryRun(F &&f) const {
+void MemHeap::Impl::for_each_boundary_run(F &&f) const {
   // A run that crosses a boundary is the free tail of one shard, any number of wholly free
   // shards and the free head of the next.
   uint64_t run_start = 0;
@@ -815,16 +815,16 @@ void MemHeap::Impl::ForEachBoundaryRun(F &&f) const {
   for (size_t k = 0; k < shards.size(); ++k) {
     const Arena &a = *shards[k];
     if (open) {
-      if (a.AllFree()) {
+      if (a.all_free()) {
         ++shards_in;
         continue;
       }
-      const uint32_t h = a.FreeHead();
+      const uint32_t h = a.free_head();
       const uint64_t end = h == kNone ? a.lo : a.lo + a.blocks[h].size;
       if (shards_in > 1 || end > a.lo) f(run_start, end);
       open = false;
     }
-    const uint32_t t = a.FreeTail();  // a wholly free shard: its one range
+    const uint32_t t = a.free_tail();  // a wholly free shard: its one range
     if (t != kNone) {
       run_start = a.blocks[t].start;
       open = true;
@@ -834,33 +834,33 @@ void MemHeap::Impl::ForEachBoundaryRun(F &&f) const {
   if (open && shards_in > 1) f(run_start, capacity);
 }
 
-mc_status_t MemHeap::Impl::AllocAll(uint64_t size, uint64_t align, uint64_t *offset,
+mc_status_t MemHeap::Impl::alloc_all(uint64_t size, uint64_t align, uint64_t *offset,
                                     std::string *why) {
-  const uint32_t home = ThreadNumber() & mask;
+  const uint32_t home = thread_number() & mask;
   bool too_many = false;
   for (uint32_t i = 0; i <= mask; ++i) {
-    const mc_status_t c = shards[(home + i) & mask]->Alloc(size, align, offset, &too_many);
+    const mc_status_t c = shards[(home + i) & mask]->alloc(size, align, offset, &too_many);
     if (c == MC_OK) return MC_OK;
-    if (too_many) return TooManyRanges(why);
+    if (too_many) return too_many_ranges(why);
   }
   // No shard holds it alone: the first run across boundaries that does.
   uint64_t at = 0;
   bool found = false;
-  ForEachBoundaryRun([&](uint64_t start, uint64_t end) {
-    const uint64_t a = start + PadFor(start, align);
+  for_each_boundary_run([&](uint64_t start, uint64_t end) {
+    const uint64_t a = start + pad_for(start, align);
     if (!found && a >= start && a <= end && size <= end - a) {
       at = a;
       found = true;
     }
   });
   if (!found) {
-    const Stats s = StatsAll();
-    return NoRoom(why, size, align, capacity, s.free, s.largest_free);
+    const Stats s = stats_all();
+    return no_room(why, size, align, capacity, s.free, s.largest_free);
   }
-  const uint32_t first = ShardOf(at), last = ShardOf(at + size - 1);
+  const uint32_t first = shard_of(at), last = shard_of(at + size - 1);
   // Everything that may allocate or fail happens before the first change.
   for (uint32_t k = first; k <= last; ++k)
-    if (!shards[k]->Reserve()) return TooManyRanges(why);
+    if (!shards[k]->reserve()) return too_many_ranges(why);
   if (first != last) spans.emplace(at, size);
   for (uint32_t k = first; k <= last; ++k) {
     Arena &a = *shards[k];
@@ -868,112 +868,112 @@ mc_status_t MemHeap::Impl::AllocAll(uint64_t size, uint64_t align, uint64_t *off
     const uint64_t to = k == last ? at + size : a.lo + a.len;
     // The piece lies in this shard's free tail (the first shard), in its free head (the
     // last), or is the whole free shard.
-    const uint32_t t = a.FreeTail(), h = a.FreeHead();
+    const uint32_t t = a.free_tail(), h = a.free_head();
     const uint32_t f =
         t != kNone && a.blocks[t].start <= from && to - a.blocks[t].start <= a.blocks[t].size ? t
                                                                                               : h;
-    a.Carve(f, from, to - from, first == last ? kWhole : k == first ? kSpanHead : kSpanPart);
+    a.carve(f, from, to - from, first == last ? kWhole : k == first ? kSpanHead : kSpanPart);
   }
   span_parts += last - first;
   *offset = at;
   return MC_OK;
 }
 
-mc_status_t MemHeap::Impl::Alloc(uint64_t size, uint64_t align, uint64_t *offset,
+mc_status_t MemHeap::Impl::alloc(uint64_t size, uint64_t align, uint64_t *offset,
                                  std::string *why) {
   bool too_many = false;
   if (mask == 0) {
     Arena &a = *shards[0];
     std::lock_guard<HeapMutex> lock(a.mu);
-    const mc_status_t c = a.Alloc(size, align, offset, &too_many);
+    const mc_status_t c = a.alloc(size, align, offset, &too_many);
     if (c == MC_OK) [[likely]]
       return MC_OK;
-    if (too_many) return TooManyRanges(why);
-    return NoRoom(why, size, align, capacity, a.len - a.used, a.Largest());
+    if (too_many) return too_many_ranges(why);
+    return no_room(why, size, align, capacity, a.len - a.used, a.largest());
   }
-  const uint32_t home = ThreadNumber() & mask;
+  const uint32_t home = thread_number() & mask;
   for (uint32_t i = 0; i <= mask; ++i) {
     Arena &a = *shards[(home + i) & mask];
     std::lock_guard<HeapMutex> lock(a.mu);
-    const mc_status_t c = a.Alloc(size, align, offset, &too_many);
+    const mc_status_t c = a.alloc(size, align, offset, &too_many);
     if (c == MC_OK) [[likely]]
       return MC_OK;
-    if (too_many) return TooManyRanges(why);
+    if (too_many) return too_many_ranges(why);
   }
-  AllLocks all(*this);
-  return AllocAll(size, align, offset, why);
+  all_locks all(*this);
+  return alloc_all(size, align, offset, why);
 }
 
-mc_status_t MemHeap::Impl::FreeSpan(uint64_t offset, std::string *why) {
+mc_status_t MemHeap::Impl::free_span(uint64_t offset, std::string *why) {
   auto it = spans.find(offset);
-  if (it == spans.end()) return NotLive(why, offset);  // freed by another thread meanwhile
+  if (it == spans.end()) return not_live(why, offset);  // freed by another thread meanwhile
   const uint64_t size = it->second;
-  const uint32_t first = ShardOf(offset), last = ShardOf(offset + size - 1);
+  const uint32_t first = shard_of(offset), last = shard_of(offset + size - 1);
   spans.erase(it);
   for (uint32_t k = first; k <= last; ++k) {
     Arena &a = *shards[k];
-    a.FreePiece(std::max(offset, a.lo));
+    a.free_piece(std::max(offset, a.lo));
   }
   span_parts -= last - first;
   return MC_OK;
 }
 
-mc_status_t MemHeap::Impl::Free(uint64_t offset, std::string *why) {
+mc_status_t MemHeap::Impl::free(uint64_t offset, std::string *why) {
   // offset >= capacity can never be live, and is kept from the tables, whose empty key is the
   // one offset no heap can hand out (UINT64_MAX).
   if (offset >= capacity) [[unlikely]]
-    return NotLive(why, offset);
+    return not_live(why, offset);
   bool span_head = false;
   {
-    Arena &a = *shards[ShardOf(offset)];
+    Arena &a = *shards[shard_of(offset)];
     std::lock_guard<HeapMutex> lock(a.mu);
-    const mc_status_t c = a.Free(offset, &span_head);
+    const mc_status_t c = a.free(offset, &span_head);
     if (c == MC_OK) [[likely]]
       return MC_OK;
   }
-  if (!span_head) return NotLive(why, offset);
-  AllLocks all(*this);
-  return FreeSpan(offset, why);
+  if (!span_head) return not_live(why, offset);
+  all_locks all(*this);
+  return free_span(offset, why);
 }
 
-MemHeap::Stats MemHeap::Impl::StatsAll() const {
+MemHeap::Stats MemHeap::Impl::stats_all() const {
   Stats s;
   s.capacity = capacity;
   for (const auto &a : shards) {
     s.used += a->used;
     s.allocations += a->allocations;
-    s.largest_free = std::max(s.largest_free, a->Largest());
+    s.largest_free = std::max(s.largest_free, a->largest());
   }
   s.allocations -= span_parts;
   s.free = capacity - s.used;
-  ForEachBoundaryRun(
+  for_each_boundary_run(
       [&](uint64_t start, uint64_t end) { s.largest_free = std::max(s.largest_free, end - start); });
   return s;
 }
 
-MemHeap::Stats MemHeap::Impl::GetStats() const {
-  AllLocks all(*this);
-  return StatsAll();
+MemHeap::Stats MemHeap::Impl::get_stats() const {
+  all_locks all(*this);
+  return stats_all();
 }
 
-Status MemHeap::Impl::Check() const {
-  AllLocks all(*this);
+Status MemHeap::Impl::check() const {
+  all_locks all(*this);
   Status st = Status::Ok();
   uint64_t heads = 0, parts = 0;
   for (const auto &a : shards) {
-    st = a->Check(&heads, &parts);
+    st = a->check(&heads, &parts);
     if (!st.ok()) break;
   }
   if (st.ok()) {
     uint64_t want_parts = 0;
     for (const auto &[off, size] : spans) {
-      const uint32_t first = ShardOf(off), last = ShardOf(off + size - 1);
+      const uint32_t first = shard_of(off), last = shard_of(off + size - 1);
       bool ok = first != last;
       for (uint32_t k = first; ok && k <= last; ++k) {
         const Arena &a = *shards[k];
         const uint64_t from = std::max(off, a.lo);
         const uint64_t to = k == last ? off + size : a.lo + a.len;
-        ok = a.HasBlock(from, to - from, k == first ? kSpanHead : kSpanPart);
+        ok = a.has_block(from, to - from, k == first ? kSpanHead : kSpanPart);
       }
       if (!ok) {
         st = Err(MC_ERR_INTERNAL, "memheap: the pieces of the spanning allocation at " + U(off) +
@@ -991,7 +991,7 @@ Status MemHeap::Impl::Check() const {
 MemHeap::MemHeap(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 MemHeap::~MemHeap() = default;
 
-unsigned MemHeap::AutoShards(uint64_t capacity) {
+unsigned MemHeap::auto_shards(uint64_t capacity) {
   unsigned hw = std::thread::hardware_concurrency();
   if (hw == 0) hw = 1;
   uint64_t n = std::bit_ceil(uint64_t(std::min(hw, 8u)) * 2);  // a few more than threads
@@ -999,51 +999,51 @@ unsigned MemHeap::AutoShards(uint64_t capacity) {
   return unsigned(n);
 }
 
-Status MemHeap::Create(uint64_t capacity, std::unique_ptr<MemHeap> *out, unsigned shards) {
+Status MemHeap::create(uint64_t capacity, std::unique_ptr<MemHeap> *out, unsigned shards) {
   if (out == nullptr) return Err(MC_ERR_INVALID_ARG, "out is NULL");
   if (capacity == 0) return Err(MC_ERR_INVALID_ARG, "capacity is 0; a heap needs at least 1 byte");
-  if (shards == 0) shards = AutoShards(capacity);
+  if (shards == 0) shards = auto_shards(capacity);
   if (!std::has_single_bit(shards) || shards > kMaxShards || shards > capacity)
     return Err(MC_ERR_INVALID_ARG, "shards " + U(shards) + " is not a power of two from 1 to " +
                                        U(kMaxShards) + " and at most the capacity");
   auto impl = std::make_unique<Impl>(capacity, shards);
-  // The constructor is private (Create is the only way in), so make_unique cannot reach it.
+  // The constructor is private (create is the only way in), so make_unique cannot reach it.
   out->reset(new MemHeap(std::move(impl)));
   return Status::Ok();
 }
 
 unsigned MemHeap::shards() const { return unsigned(impl_->shards.size()); }
 
-mc_status_t MemHeap::TryAlloc(uint64_t size, uint64_t align, uint64_t *offset,
+mc_status_t MemHeap::try_alloc(uint64_t size, uint64_t align, uint64_t *offset,
                               std::string *why) {
   if (size == 0) [[unlikely]]
-    return BadArg(why, "size is 0; ask for at least 1 byte");
+    return bad_arg(why, "size is 0; ask for at least 1 byte");
   // Not std::has_single_bit: without -mpopcnt it becomes a libgcc call on every alloc.
   if (align == 0 || (align & (align - 1)) != 0) [[unlikely]]
-    return BadArg(why, "align " + U(align) + " is not a power of two (1, 2, 4, ...)");
+    return bad_arg(why, "align " + U(align) + " is not a power of two (1, 2, 4, ...)");
   if (offset == nullptr) [[unlikely]]
-    return BadArg(why, "offset is NULL");
-  return impl_->Alloc(size, align, offset, why);
+    return bad_arg(why, "offset is NULL");
+  return impl_->alloc(size, align, offset, why);
 }
 
-mc_status_t MemHeap::TryFree(uint64_t offset, std::string *why) {
-  return impl_->Free(offset, why);
+mc_status_t MemHeap::try_free(uint64_t offset, std::string *why) {
+  return impl_->free(offset, why);
 }
 
-Status MemHeap::Alloc(uint64_t size, uint64_t align, uint64_t *offset) {
+Status MemHeap::alloc(uint64_t size, uint64_t align, uint64_t *offset) {
   std::string why;
-  const mc_status_t c = TryAlloc(size, align, offset, &why);
+  const mc_status_t c = try_alloc(size, align, offset, &why);
   return c == MC_OK ? Status::Ok() : Err(c, std::move(why));
 }
 
-Status MemHeap::Free(uint64_t offset) {
+Status MemHeap::free(uint64_t offset) {
   std::string why;
-  const mc_status_t c = TryFree(offset, &why);
+  const mc_status_t c = try_free(offset, &why);
   return c == MC_OK ? Status::Ok() : Err(c, std::move(why));
 }
 
-MemHeap::Stats MemHeap::stats() const { return impl_->GetStats(); }
+MemHeap::Stats MemHeap::stats() const { return impl_->get_stats(); }
 
-Status MemHeap::CheckInvariants() const { return impl_->Check(); }
+Status MemHeap::check_invariants() const { return impl_->check(); }
 
 }  // namespace mc

@@ -11,19 +11,19 @@
 //
 // Guarantees (shard boundaries are invisible in all of them: a "free range" is a maximal run of
 // free bytes, whichever shards it lies in):
-//  - Alloc returns an offset that is a multiple of align, with [offset, offset+size) inside the
+//  - alloc returns an offset that is a multiple of align, with [offset, offset+size) inside the
 //    heap and outside every other live allocation.
 //  - Alignment padding in front of an allocation stays free, so `used` is exactly the sum of the
 //    live sizes and used + free == capacity at all times.
 //  - Freed neighbours merge at once: freeing everything leaves one free range of the whole
 //    capacity.
-//  - Alloc fails with MC_ERR_NO_MEMORY only when no free range could hold the request at any
+//  - alloc fails with MC_ERR_NO_MEMORY only when no free range could hold the request at any
 //    alignment, i.e. no free range has size + align - 1 bytes (with align 1: no free range has
 //    size bytes). A request with align > 1 may also succeed in a smaller range that happens to be
 //    aligned well; it is not promised to. When no single shard holds a request, the heap takes
 //    every shard's lock and places it on a free run across shard boundaries if one holds it.
-//  - Alloc and Free take O(1) time in the common case (a few bit scans, list links and,
-//    expected, one hash bucket; plus the amortized growth of internal arrays). An Alloc that
+//  - alloc and free take O(1) time in the common case (a few bit scans, list links and,
+//    expected, one hash bucket; plus the amortized growth of internal arrays). An alloc that
 //    its own shard cannot serve tries the others (O(shards)); one that finds no free range in
 //    any size class of a shard above the request's own (for align > 1: above the class of
 //    size + align - 1) walks that one class's free ranges, O(ranges in that class), since one of
@@ -56,12 +56,12 @@ class MemHeap {
   static constexpr uint64_t kMinShardBytes = 16ull << 20;
   static constexpr unsigned kMaxShards = 64;
 
-  // capacity 0 is MC_ERR_INVALID_ARG. shards 0 picks the count (AutoShards); otherwise it must
+  // capacity 0 is MC_ERR_INVALID_ARG. shards 0 picks the count (auto_shards); otherwise it must
   // be a power of two up to kMaxShards and at most capacity (tests force small heaps into many
   // shards this way). *out is written only on success.
-  static Status Create(uint64_t capacity, std::unique_ptr<MemHeap> *out, unsigned shards = 0);
-  // The shard count Create picks for a capacity on this machine.
-  static unsigned AutoShards(uint64_t capacity);
+  static Status create(uint64_t capacity, std::unique_ptr<MemHeap> *out, unsigned shards = 0);
+  // The shard count create picks for a capacity on this machine.
+  static unsigned auto_shards(uint64_t capacity);
 
   ~MemHeap();
   MemHeap(const MemHeap &) = delete;
@@ -69,16 +69,16 @@ class MemHeap {
 
   // size 0 or align not a power of two: MC_ERR_INVALID_ARG; no room: MC_ERR_NO_MEMORY (see the
   // guarantee above). *offset is written only on success.
-  Status Alloc(uint64_t size, uint64_t align, uint64_t *offset);
+  Status alloc(uint64_t size, uint64_t align, uint64_t *offset);
 
   // offset not the start of a live allocation (double free included): MC_ERR_NOT_FOUND.
-  Status Free(uint64_t offset);
+  Status free(uint64_t offset);
 
-  // Alloc and Free for hot paths (the C API): the same checks and results, as a bare status
+  // alloc and free for hot paths (the C API): the same checks and results, as a bare status
   // code; the reason goes to *why (when why is not null) only on failure, so a call that
   // succeeds builds no Status and no string.
-  mc_status_t TryAlloc(uint64_t size, uint64_t align, uint64_t *offset, std::string *why);
-  mc_status_t TryFree(uint64_t offset, std::string *why);
+  mc_status_t try_alloc(uint64_t size, uint64_t align, uint64_t *offset, std::string *why);
+  mc_status_t try_free(uint64_t offset, std::string *why);
 
   Stats stats() const;
   unsigned shards() const;
@@ -88,7 +88,16 @@ class MemHeap {
   // the ranges, the counters match, every allocation across shards has exactly its pieces).
   // O(number of ranges): for tests and fuzzing, not for production paths. Returns
   // MC_ERR_INTERNAL with the first broken rule.
-  Status CheckInvariants() const;
+  Status check_invariants() const;
+
+  // The old PascalCase names, kept only for src/transport/rdma/sim_nic.cpp, which is being
+  // rewritten elsewhere right now; remove them once it calls the names above.
+  static Status Create(uint64_t capacity, std::unique_ptr<MemHeap> *out, unsigned shards = 0) {
+    return create(capacity, out, shards);
+  }
+  Status Alloc(uint64_t size, uint64_t align, uint64_t *offset) { return alloc(size, align, offset); }
+  Status Free(uint64_t offset) { return free(offset); }
+  Status CheckInvariants() const { return check_invariants(); }
 
  private:
   struct Impl;

@@ -4,7 +4,7 @@
 //
 // Checked after every step: the heap's answer (status, offset) against the model, the stats
 // against the model (used, free, allocations, largest_free equal to the largest gap between
-// live ranges), and MemHeap::CheckInvariants() (the internal structures agree with each other;
+// live ranges), and MemHeap::check_invariants() (the internal structures agree with each other;
 // after the first 64 steps only every 8th step, and at the end).
 #include <fuzzer/FuzzedDataProvider.h>
 
@@ -105,7 +105,7 @@ void CheckState(const mc::MemHeap &h, const Model &m, bool deep = true) {
   CHECK(s.largest_free == gap, "heap %llu model %llu", (unsigned long long)s.largest_free,
         (unsigned long long)gap);
   if (!deep) return;
-  const mc::Status inv = h.CheckInvariants();
+  const mc::Status inv = h.check_invariants();
   CHECK(inv.ok(), "%s", inv.message().c_str());
 }
 
@@ -121,9 +121,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   unsigned shards = shard_log < 0 ? 0 : 1u << shard_log;
   while (shards > m.capacity) shards /= 2;
   std::unique_ptr<mc::MemHeap> heap;
-  CHECK(mc::MemHeap::Create(m.capacity, &heap, shards).ok(), "create %llu with %u shards",
+  CHECK(mc::MemHeap::create(m.capacity, &heap, shards).ok(), "create %llu with %u shards",
         (unsigned long long)m.capacity, shards);
-  CHECK(!mc::MemHeap::Create(0, &heap).ok(), "capacity 0 accepted");
+  CHECK(!mc::MemHeap::create(0, &heap).ok(), "capacity 0 accepted");
   mc::MemHeap &h = *heap;
   CheckState(h, m);
 
@@ -133,7 +133,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       const u64 sz = PickSize(in, m);
       const u64 align = PickAlign(in);
       u64 off = 0xFEEDFACE;
-      const mc::Status s = h.Alloc(sz, align, &off);
+      const mc::Status s = h.alloc(sz, align, &off);
       const bool valid = sz != 0 && align != 0 && (align & (align - 1)) == 0;
       if (!valid) {
         CHECK(s.code() == MC_ERR_INVALID_ARG, "size %llu align %llu gave %d",
@@ -165,18 +165,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       const u64 off = it->first;
       if (op == 7 && it->second > 1) {  // inside it instead: must be refused
         const u64 inside = off + in.ConsumeIntegralInRange<u64>(1, it->second - 1);
-        CHECK(h.Free(inside).code() == MC_ERR_NOT_FOUND, "free inside a range accepted");
+        CHECK(h.free(inside).code() == MC_ERR_NOT_FOUND, "free inside a range accepted");
       } else {
-        CHECK(h.Free(off).ok(), "free of live %llu failed", (unsigned long long)off);
+        CHECK(h.free(off).ok(), "free of live %llu failed", (unsigned long long)off);
         m.used -= it->second;
         m.live.erase(it);
-        CHECK(h.Free(off).code() == MC_ERR_NOT_FOUND, "double free accepted");
+        CHECK(h.free(off).code() == MC_ERR_NOT_FOUND, "double free accepted");
       }
     } else {  // free an arbitrary offset
       const u64 off = in.ConsumeIntegral<u64>() % (m.capacity == UINT64_MAX ? m.capacity
                                                                              : m.capacity + 1);
       auto it = m.live.find(off);
-      const mc::Status s = h.Free(off);
+      const mc::Status s = h.free(off);
       if (it != m.live.end()) {
         CHECK(s.ok(), "free of live %llu failed", (unsigned long long)off);
         m.used -= it->second;
@@ -192,7 +192,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   }
 
   // Freeing everything leaves one range of the whole capacity.
-  for (const auto &[off, sz] : m.live) CHECK(h.Free(off).ok(), "final free");
+  for (const auto &[off, sz] : m.live) CHECK(h.free(off).ok(), "final free");
   m.live.clear();
   m.used = 0;
   CheckState(h, m);
