@@ -28,7 +28,7 @@ clean_env=(env -i HOME="$tmp" PATH=/usr/bin:/bin)
 echo "== import mc; mc.Engine() with a clean environment"
 (cd "$tmp" && "${clean_env[@]}" "$py" -c '
 import mc, os
-e = mc.Engine(listen="127.0.0.1:0")
+e = mc.Engine()
 assert mc.library_path == os.path.join(os.path.dirname(mc.__file__), "libmc.so.0"), mc.library_path
 print("   ok:", e.name, "library", mc.library_path)
 e.close()')

@@ -86,6 +86,19 @@ def initiator(TransferEngine, session, remote, size):
     r["async_read_status"] = engine.get_batch_transfer_status([bid2, bid3])
     r["async_roundtrip_equal"] = ctypes.string_at(base + n, n) == pattern(n, 11)
 
+    # submit and poll, as Mooncake's users of transfer_submit_write do
+    ctypes.memmove(base, pattern(4096, 17), 4096)
+    bid = engine.transfer_submit_write(session, base, remote + 3 * n, 4096)
+    r["submit_write_id_nonzero"] = bid != 0
+    deadline = time.monotonic() + 30
+    while (status := engine.transfer_check_status(bid)) == 0 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    r["check_status_completed"] = status
+    bid = engine.transfer_submit_write(session, base, remote + size, 64)
+    while (status := engine.transfer_check_status(bid)) == 0 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    r["check_status_failed"] = status
+
     managed = engine.allocate_managed_buffer(n)
     r["managed_nonzero"] = managed != 0
     ctypes.memmove(managed, pattern(n, 5), n)

@@ -16,8 +16,8 @@ address). Covered:
 initialize (P2PHANDSHAKE, etcd or redis metadata), get_rpc_port, register_memory /
 unregister_memory and their batch forms, transfer_sync(_write/_read), batch_transfer_sync(_write/
 _read), batch_transfer_async(_write/_read) with get_batch_transfer_status,
-allocate_managed_buffer / free_managed_buffer, get_first_buffer_address and
-write/read_bytes_to/from_buffer. Not covered: notifications, the http metadata server,
+transfer_submit_write with transfer_check_status, allocate_managed_buffer / free_managed_buffer,
+get_first_buffer_address and write/read_bytes_to/from_buffer. Not covered: notifications, the http metadata server,
 transport hints (mc picks the transport for each pair of buffers; `protocol` is accepted and
 only "tcp" and "rdma" are), topology queries."""
 
@@ -277,6 +277,31 @@ class TransferEngine:
                                   lengths, transport_hint=""):
         return self.batch_transfer_async(target_hostname, buffers, peer_buffer_addresses,
                                          lengths, TransferOpcode.Read)
+
+    def transfer_submit_write(self, target_hostname, buffer, peer_buffer_address, length,
+                              transport_hint=""):
+        """Submits one WRITE: a batch id for transfer_check_status, or 0."""
+        return self.batch_transfer_async(target_hostname, [buffer], [peer_buffer_address],
+                                         [length], TransferOpcode.Write)
+
+    def transfer_check_status(self, batch_id):
+        """Polls a transfer_submit_write: 1 when it completed, 0 while it runs, -1 when it failed
+        (or the id is unknown); the batch is freed once it ended."""
+        with self._lock:
+            batch = self._batches.get(batch_id)
+        if batch is None:
+            return _failed("transfer_check_status", f"unknown batch id {batch_id}")
+        try:
+            state = batch.status(0).state
+        except mc.Error as e:
+            state = mc.RequestState.FAILED
+            _failed(f"batch {batch_id}", e)
+        if state == mc.RequestState.PENDING:
+            return 0
+        with self._lock:
+            self._batches.pop(batch_id, None)
+        batch.close()
+        return 1 if state == mc.RequestState.COMPLETED else FAILED
 
     def get_batch_transfer_status(self, batch_ids):
         """Waits for every batch of batch_ids and frees them: 0 when all their requests
