@@ -12,7 +12,7 @@ python=${PYTHON:-python3}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/mc-wheel-test.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 
-before=$(git -C "$root" status --porcelain --ignored -- bindings/python)
+before=$(git -C "$root" status --porcelain --ignored)
 
 echo "== venv in $tmp"
 "$python" -m venv "$tmp/venv"
@@ -45,7 +45,7 @@ echo "== pytest against the installed package"
   PYTHONDONTWRITEBYTECODE=1 "$tmp/venv/bin/pytest" -q -p no:cacheprovider -rs \
   "$root/bindings/python/tests")
 
-after=$(git -C "$root" status --porcelain --ignored -- bindings/python)
+after=$(git -C "$root" status --porcelain --ignored)
 if [ "$before" != "$after" ]; then
   echo "FAIL: the install changed the checkout:" >&2
   diff <(echo "$before") <(echo "$after") >&2 || true
