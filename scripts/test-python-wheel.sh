@@ -18,6 +18,14 @@ echo "== venv in $tmp"
 "$python" -m venv "$tmp/venv"
 py="$tmp/venv/bin/python"
 "$py" -m pip install -q --disable-pip-version-check pytest numpy
+# Mooncake's wheel, so that tests/test_mooncake_compat.py runs the same program on Mooncake and
+# on mc.compat.mooncake and compares (no dependencies: only its engine module is used). Pinned;
+# MC_PY_MOONCAKE=0 leaves it out, and where it does not install the comparison skips, saying so.
+if [ "${MC_PY_MOONCAKE:-1}" = 1 ]; then
+  "$py" -m pip install -q --disable-pip-version-check --no-deps \
+    mooncake-transfer-engine-non-cuda==0.3.13.post1 ||
+    echo "   Mooncake's wheel did not install: the comparison with Mooncake will skip"
+fi
 
 echo "== pip install ./bindings/python"
 started=$(date +%s)
