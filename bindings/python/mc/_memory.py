@@ -11,7 +11,7 @@ from . import errors
 
 class _Pin:
     """Memory with its address, and what holds it while it is registered: obj (the user's object)
-    and keep (a ctypes array over a buffer export, or a DLPack capsule)."""
+    and carray (a ctypes array over a buffer export, or a DLPack capsule; None otherwise)."""
 
     __slots__ = ("obj", "carray", "addr", "nbytes")
 

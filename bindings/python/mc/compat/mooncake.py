@@ -17,9 +17,9 @@ initialize (P2PHANDSHAKE, etcd or redis metadata), get_rpc_port, register_memory
 unregister_memory and their batch forms, transfer_sync(_write/_read), batch_transfer_sync(_write/
 _read), batch_transfer_async(_write/_read) with get_batch_transfer_status,
 transfer_submit_write with transfer_check_status, allocate_managed_buffer / free_managed_buffer,
-get_first_buffer_address and write/read_bytes_to/from_buffer. Not covered: notifications, the http metadata server,
-transport hints (mc picks the transport for each pair of buffers; `protocol` is accepted and
-only "tcp" and "rdma" are), topology queries."""
+get_first_buffer_address and write/read_bytes_to/from_buffer. Not covered: notifications, the
+http metadata server, transport hints (mc picks the transport for each pair of buffers;
+`protocol` must be "tcp" or "rdma"), topology queries."""
 
 import ctypes
 import enum
