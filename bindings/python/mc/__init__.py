@@ -6,8 +6,9 @@
         seg = eng.open("127.0.0.1:15000")
         eng.write(buf, seg, seg.buffers[0].addr)
 
-The library is found through MC_LIBRARY, then pkg-config's libdir, then the build tree, then
-the system; its major version must match this package's.
+The library is found through MC_LIBRARY, then the copy the wheel carries, then pkg-config's
+libdir, then the build tree, then the system; its major version must match this package's.
+mc.compat.mooncake is Mooncake's Python TransferEngine API on mc.
 """
 
 from .errors import *  # noqa: F401,F403

@@ -10,6 +10,7 @@ import struct
 import threading
 
 from . import _lib
+from . import _memory
 from . import errors
 
 lib = _lib.lib
@@ -19,7 +20,7 @@ __all__ = [
     "ACCESS_READ_WRITE", "RequestState", "SegmentState", "LogLevel", "Request",
     "RequestStatus", "SegmentInfo", "BufferInfo", "HeapStats", "Buffer", "Engine", "Segment",
     "Batch", "Heap", "set_log_handler", "set_log_level", "status_str", "last_error",
-    "version", "version_string",
+    "version", "version_string", "TIMEOUTS",
 ]
 
 
@@ -93,58 +94,38 @@ def last_error():
     return lib.mc_last_error().decode("utf-8", "replace")
 
 
+TIMEOUTS = """Every blocking call takes timeout=None (float seconds). The default is the engine's
+own bound: the C call gets -1 and every request still ends within the engine's timeout_ms of no
+progress (so a call never hangs). An explicit timeout is a wall-clock limit on top."""
+
+
 def _timeout_ms(timeout):
-    """Seconds (float) or None (no limit) to the C int milliseconds."""
+    """timeout, as every blocking call of this package takes it, to the C int milliseconds.
+    The default is the engine's own bound: None passes -1 and every request still ends within the
+    engine's timeout_ms of no progress (so a call never hangs). An explicit timeout (float
+    seconds, >= 0) is a wall-clock limit on top."""
     if timeout is None:
         return -1
     if timeout < 0:
-        raise errors.InvalidArgument(-1, f"timeout must be >= 0 or None, not {timeout}")
+        raise errors.InvalidArg(-1, f"timeout must be >= 0 or None, not {timeout}")
     return min(int(math.ceil(timeout * 1000)), 2**31 - 1)
 
 
 def _closed(what):
-    return errors.InvalidArgument(-1, f"the {what} is closed")
+    return errors.InvalidArg(-1, f"the {what} is closed")
 
 
 # ----------------------------------------------------------------------------- memory
 
 
-class _Pin:
-    """A buffer-protocol object (or device pointer) with its address, held while registered."""
-
-    __slots__ = ("obj", "carray", "addr", "nbytes")
-
-    def __init__(self, obj, carray, addr, nbytes):
-        self.obj, self.carray, self.addr, self.nbytes = obj, carray, addr, nbytes
+_Pin = _memory._Pin
 
 
 def _pin(obj):
-    """Pins obj's memory and returns a _Pin. Accepts mc.Buffer, writable C-contiguous
-    buffer-protocol objects and objects with __cuda_array_interface__."""
+    """A _Pin for anything register() takes (mc.Buffer: its own)."""
     if isinstance(obj, Buffer):
         return obj._pin_
-    try:
-        view = memoryview(obj)
-    except TypeError:
-        cai = getattr(obj, "__cuda_array_interface__", None)
-        if cai is None:
-            raise TypeError(f"mc: {type(obj).__name__} has neither the buffer protocol nor "
-                            "__cuda_array_interface__") from None
-        if cai.get("strides") is not None:
-            raise ValueError("mc: the device array is not contiguous")
-        itemsize = int(cai["typestr"][2:])
-        nbytes = math.prod(cai["shape"]) * itemsize
-        return _Pin(obj, None, int(cai["data"][0]), nbytes)
-    with view:
-        if view.readonly:
-            raise TypeError(f"mc: {type(obj).__name__} is read-only; peers may write registered "
-                            "memory, so register a writable buffer (bytearray, numpy array, "
-                            "mc.Buffer)")
-        if not view.c_contiguous:
-            raise ValueError("mc: the buffer is not C-contiguous")
-        nbytes = view.nbytes
-    carray = (ctypes.c_char * nbytes).from_buffer(obj)  # holds an export: obj cannot move
-    return _Pin(obj, carray, ctypes.addressof(carray), nbytes)
+    return _memory.pin(obj)
 
 
 class Buffer(mmap.mmap):
@@ -176,7 +157,7 @@ class Buffer(mmap.mmap):
         """What peers may do with this buffer (Engine.set_access)."""
         eng = self._engine
         if eng is None:
-            raise errors.InvalidArgument(-1, "the buffer is not registered")
+            raise errors.InvalidArg(-1, "the buffer is not registered")
         eng.set_access(self, access)
 
     def free(self):
@@ -362,7 +343,7 @@ class Engine:
     def alloc(self, length, location=None):
         """Allocates length bytes of page-aligned memory and registers it: an mc.Buffer."""
         if length <= 0:
-            raise errors.InvalidArgument(-1, f"alloc: length must be > 0, not {length}")
+            raise errors.InvalidArg(-1, f"alloc: length must be > 0, not {length}")
         buf = Buffer(length)
         try:
             self._register_pin(buf._pin_, location)
@@ -373,9 +354,15 @@ class Engine:
         return buf
 
     def register(self, obj, location=None):
-        """Registers the memory of obj (any writable C-contiguous buffer-protocol object: bytearray,
-        numpy array, mmap, memoryview; or an object with __cuda_array_interface__) and keeps obj
-        alive until unregister() or close(). Returns the address of its first byte."""
+        """Registers memory and keeps its object alive until unregister() or close(). obj is any
+        writable C-contiguous buffer-protocol object (bytearray, numpy array, mmap, memoryview),
+        a contiguous torch tensor (CPU or CUDA; a non-contiguous one is refused with
+        mc.InvalidArg), an object with __cuda_array_interface__ or __dlpack__ (CPU or CUDA), an
+        (addr, length) pair of raw memory the caller keeps valid, or a list of any of these,
+        registered in one call as register_batch() does. Returns the address of the first byte
+        (a list of addresses for a list)."""
+        if isinstance(obj, list):
+            return self.register_batch(obj, location)
         pin = _pin(obj)
         self._register_pin(pin, location)
         if isinstance(obj, Buffer) and obj._engine is None:
@@ -404,11 +391,10 @@ class Engine:
         for item in items:
             if isinstance(item, tuple):
                 if len(item) not in (2, 3):
-                    raise errors.InvalidArgument(
+                    raise errors.InvalidArg(
                         -1, f"register_batch: a tuple is (addr, length[, location]), not {item!r}")
-                addr, length = int(item[0]), int(item[1])
+                pins.append(_memory.pair(item[:2]))
                 loc = item[2] if len(item) == 3 else None
-                pins.append(_Pin(None, None, addr, length))
                 locs.append(loc.encode() if loc is not None else loc_default)
             else:
                 pins.append(_pin(item))
@@ -470,7 +456,7 @@ class Engine:
         """(address, length) of local memory for the sync helpers and their slow path."""
         if isinstance(obj, int):
             if length is None:
-                raise errors.InvalidArgument(-1, "length is required with an int address")
+                raise errors.InvalidArg(-1, "length is required with an int address")
             return obj, length
         pin = self._by_id.get(id(obj))
         if pin is None or pin.obj is not obj:
@@ -514,8 +500,9 @@ class Engine:
     # -- transfers
 
     def transfer(self, requests, timeout=None):
-        """Submits requests (mc.Request) on an internal batch and waits (timeout in seconds,
-        None: no limit). Raises the first failure's error, or mc.Timeout."""
+        """Submits requests (mc.Request) on an internal batch and waits (timeout: float
+        seconds, or None for the engine's own bound: see TIMEOUTS). Raises the first failure's
+        error, or mc.Timeout."""
         arr = _requests(requests)
         lib.mc_transfer(self._h(), arr, len(arr), _timeout_ms(timeout))
 
@@ -529,13 +516,14 @@ class Engine:
     write = _sync_helper(
         1, "write", """Copies local memory (registered: mc.Buffer, a registered object, or an int
         address) to the peer's address remote. length defaults to the size of local in bytes.
-        Thread-safe; blocks until the bytes are in the peer's memory (timeout in seconds, None:
-        no limit).""")
+        Thread-safe; blocks until the bytes are in the peer's memory (timeout: float seconds, or
+        None for the engine's own bound: see TIMEOUTS).""")
 
     read = _sync_helper(
         0, "read", """Copies [remote, remote+length) of the segment into local memory
         (registered). length defaults to the size of local in bytes. Thread-safe; blocks until
-        the bytes arrived (timeout in seconds, None: no limit).""")
+        the bytes arrived (timeout: float seconds, or None for the
+        engine's own bound: see TIMEOUTS).""")
 
     def batch(self, capacity=128):
         """A new mc.Batch for up to capacity requests (a context manager)."""
@@ -657,7 +645,7 @@ class Batch:
         """Submits mc.Request tuples; none starts if any is bad. Returns the index of the first."""
         arr = _requests(requests)
         if len(arr) == 0:
-            raise errors.InvalidArgument(-1, "submit: no requests")
+            raise errors.InvalidArg(-1, "submit: no requests")
         with self._lock:
             lib.mc_batch_submit(self._h(), arr, len(arr))
             first = self._submitted
@@ -665,8 +653,9 @@ class Batch:
         return first
 
     def wait(self, timeout=None):
-        """Waits until every submitted request ended (timeout in seconds; None: no limit; 0:
-        poll). Raises the first failed request's error, or mc.Timeout."""
+        """Waits until every submitted request ended (timeout: float seconds, 0 to poll, or
+        None for the engine's own bound: see TIMEOUTS). Raises the first failed request's error,
+        or mc.Timeout."""
         lib.mc_batch_wait(self._h(), _timeout_ms(timeout))
 
     def status(self, index):

@@ -169,12 +169,13 @@ SONAME = "libmc.so.0"
 
 
 def _candidates():
-    """Where libmc is looked for, in order: MC_LIBRARY, pkg-config's libdir, the build tree, the
-    system."""
+    """Where libmc is looked for, in order: MC_LIBRARY, the copy the wheel carries (setup.py),
+    pkg-config's libdir, the build tree, the system."""
     env = os.environ.get("MC_LIBRARY")
     if env:
         yield env, "MC_LIBRARY"
         return  # an explicit choice is not second-guessed
+    yield str(pathlib.Path(__file__).resolve().parent / SONAME), "package"
     if shutil.which("pkg-config"):
         try:
             libdir = subprocess.run(["pkg-config", "--variable=libdir", "mc"], capture_output=True,

@@ -1,7 +1,10 @@
-"""Exceptions raised for mc statuses: one class per MC_ERR_* code, all subclasses of mc.Error."""
+"""Exceptions raised for mc statuses: one class per MC_ERR_* code, all subclasses of mc.Error.
+Each class is named as its code after MC_ERR_ in CamelCase (MC_ERR_INVALID_ARG -> InvalidArg), as
+Go's ErrInvalidArg and Rust's ErrorCode::InvalidArg are; InvalidArgument stays as an alias."""
 
 __all__ = [
-    "Error", "InvalidArgument", "NoMemory", "NotFound", "OutOfRange", "Exists", "Busy",
+    "Error", "InvalidArg", "InvalidArgument", "NoMemory", "NotFound", "OutOfRange", "Exists",
+    "Busy",
     "Timeout", "PeerDown", "Transport", "Unsupported", "Metadata", "Internal",
     "BufferTooSmall", "Canceled", "Denied", "error_class",
 ]
@@ -30,8 +33,11 @@ class Error(Exception):
         return (type(self), (self.status, self.message))
 
 
-class InvalidArgument(Error, ValueError):
+class InvalidArg(Error, ValueError):
     status = -1
+
+
+InvalidArgument = InvalidArg  # the name before the bindings agreed on one shape
 
 
 class NoMemory(Error):
@@ -93,7 +99,7 @@ class Denied(Error):
 
 
 _BY_STATUS = {cls.status: cls for cls in (
-    InvalidArgument, NoMemory, NotFound, OutOfRange, Exists, Busy, Timeout, PeerDown, Transport,
+    InvalidArg, NoMemory, NotFound, OutOfRange, Exists, Busy, Timeout, PeerDown, Transport,
     Unsupported, Metadata, Internal, BufferTooSmall, Canceled, Denied)}
 
 

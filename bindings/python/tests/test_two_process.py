@@ -9,7 +9,7 @@ import pytest
 
 import mc
 
-from conftest import build_dir, repo_root, slack
+from conftest import build_dir, child_env, slack
 
 SIZE = 64 << 20
 
@@ -37,9 +37,7 @@ def target_commands():
 @pytest.fixture(params=[name for name, _ in target_commands()])
 def target(request):
     cmd = dict(target_commands())[request.param]
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(repo_root() / "bindings" / "python") + os.pathsep + \
-        env.get("PYTHONPATH", "")
+    env = child_env()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
     try:
         line = proc.stdout.readline()
@@ -75,7 +73,7 @@ def test_write_read_other_process(target, engine):
 
 def test_peer_killed_fails_cleanly(engine):
     cmd = dict(target_commands())["python"]
-    env = dict(os.environ, PYTHONPATH=str(repo_root() / "bindings" / "python"))
+    env = child_env()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
     try:
         name = proc.stdout.readline().split(":", 1)[1].strip()
@@ -96,7 +94,7 @@ def test_hung_peer_times_out_then_fails():
     import signal
     engine = mc.Engine(listen="127.0.0.1:0", transports="tcp", timeout_ms=3000)
     cmd = dict(target_commands())["python"]
-    env = dict(os.environ, PYTHONPATH=str(repo_root() / "bindings" / "python"))
+    env = child_env()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
     try:
         name = proc.stdout.readline().split(":", 1)[1].strip()
@@ -124,7 +122,7 @@ def test_cancel_on_hung_peer():
     import signal
     engine = mc.Engine(listen="127.0.0.1:0", transports="tcp", timeout_ms=3000)
     cmd = dict(target_commands())["python"]
-    env = dict(os.environ, PYTHONPATH=str(repo_root() / "bindings" / "python"))
+    env = child_env()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
     try:
         name = proc.stdout.readline().split(":", 1)[1].strip()
