@@ -116,6 +116,7 @@ test: deps
 	./scripts/check-abi.sh $(BUILD)
 	./scripts/check-layers.sh
 	./scripts/test-bindings.sh $(BUILD)
+	./scripts/test-python-wheel.sh
 	./scripts/check-bindings-coverage.sh $(BUILD)
 	./scripts/test-consumers.sh $(BUILD)
 	$(MAKE) test-hardening

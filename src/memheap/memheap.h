@@ -90,15 +90,6 @@ class MemHeap {
   // MC_ERR_INTERNAL with the first broken rule.
   Status check_invariants() const;
 
-  // The old PascalCase names, kept only for src/transport/rdma/sim_nic.cpp, which is being
-  // rewritten elsewhere right now; remove them once it calls the names above.
-  static Status Create(uint64_t capacity, std::unique_ptr<MemHeap> *out, unsigned shards = 0) {
-    return create(capacity, out, shards);
-  }
-  Status Alloc(uint64_t size, uint64_t align, uint64_t *offset) { return alloc(size, align, offset); }
-  Status Free(uint64_t offset) { return free(offset); }
-  Status CheckInvariants() const { return check_invariants(); }
-
  private:
   struct Impl;
   explicit MemHeap(std::unique_ptr<Impl> impl);

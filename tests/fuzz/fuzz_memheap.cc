@@ -91,7 +91,7 @@ u64 PickAlign(FuzzedDataProvider &in) {
   }
 }
 
-// deep: also run CheckInvariants, which walks every size class (thousands for a large
+// deep: also run check_invariants, which walks every size class (thousands for a large
 // capacity) and would otherwise dominate the run time.
 void CheckState(const mc::MemHeap &h, const Model &m, bool deep = true) {
   const mc::MemHeap::Stats s = h.stats();

@@ -623,7 +623,7 @@ class SimQp : public Qp {
       q.dev->qps.erase(q.qpn);
     }
     std::memset(q.hdr, 0, sizeof(RingHdr));
-    (void)q.dev->heap->Free(q.off);
+    (void)q.dev->heap->free(q.off);
   }
   uint32_t qpn() const override { return q_->qpn; }
   QpState state() const override { return q_->state.load(); }
@@ -885,7 +885,7 @@ class SimDevice : public Device {
     while (depth < max_wr) depth <<= 1;
     uint64_t blk = sizeof(RingHdr) + uint64_t(depth) * (sizeof(Wqe) + sizeof(Cqe));
     uint64_t off;
-    Status st = d_->heap->Alloc(blk, 64, &off);
+    Status st = d_->heap->alloc(blk, 64, &off);
     if (!st.ok()) return Err(MC_ERR_NO_MEMORY, "create_qp: the control region of " + d_->name + " is full: " + st.message());
     auto q = std::make_shared<QpCore>();
     q->dev = d_.get();
@@ -942,7 +942,7 @@ Status open(int n, uint64_t ctrl_bytes, std::vector<std::unique_ptr<Device>> *ou
     if (p == MAP_FAILED) return Err(MC_ERR_NO_MEMORY, "cannot map a simulated NIC's control region");
     d->ctrl = static_cast<uint8_t *>(p);
     d->ctrl_len = ctrl_bytes;
-    Status st = MemHeap::Create(ctrl_bytes, &d->heap);
+    Status st = MemHeap::create(ctrl_bytes, &d->heap);
     if (!st.ok()) return st;
     {
       std::lock_guard<std::mutex> lk(the_fabric().mu);
@@ -1054,7 +1054,7 @@ bool heap_report(const std::string &nic, HeapReport *out) {
       r.why = "QP blocks at " + std::to_string(ranges[i - 1].first) + " and " + std::to_string(ranges[i].first) + " overlap";
     }
   r.stats = d->heap->stats();
-  Status st = d->heap->CheckInvariants();
+  Status st = d->heap->check_invariants();
   r.invariants_ok = st.ok();
   if (!st.ok()) r.why = st.message();
   *out = r;

@@ -55,7 +55,7 @@ struct HeapReport {
   MemHeap::Stats stats;
   uint64_t live_qps = 0;
   uint64_t block_bytes = 0;   // control bytes per QP
-  bool invariants_ok = false; // MemHeap::CheckInvariants
+  bool invariants_ok = false; // MemHeap::check_invariants
   bool overlap = false;       // two live QPs' blocks overlap
   std::string why;
 };
