@@ -115,6 +115,7 @@ test: deps
 	$(MAKE) test-c
 	./scripts/check-abi.sh $(BUILD)
 	./scripts/check-layers.sh
+	./scripts/check-format.sh
 	./scripts/test-bindings.sh $(BUILD)
 	./scripts/test-python-wheel.sh
 	./scripts/check-bindings-coverage.sh $(BUILD)

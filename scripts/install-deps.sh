@@ -5,7 +5,7 @@
 set -u
 PKGS="build-essential pkg-config libcmocka-dev nlohmann-json3-dev libssl-dev \
 libibverbs-dev libcurl4-openssl-dev libhiredis-dev \
-clang libclang-rt-14-dev valgrind gcovr swig \
+clang clang-format libclang-rt-14-dev valgrind gcovr swig \
 iperf3 ucx-utils etcd-server etcd-client redis-server iproute2 nftables procps"
 missing=""
 for p in $PKGS; do

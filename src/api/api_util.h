@@ -24,11 +24,11 @@ inline mc_status_t ok() { return MC_OK; }
 #define MC_API_CATCH(fn)                                                                        \
   }                                                                                             \
   catch (const std::bad_alloc &) {                                                              \
-    return ::mc::api::fail(MC_ERR_NO_MEMORY, std::string(fn) + ": out of memory");             \
+    return ::mc::api::fail(MC_ERR_NO_MEMORY, std::string(fn) + ": out of memory");              \
   }                                                                                             \
   catch (const std::exception &e) {                                                             \
     return ::mc::api::fail(MC_ERR_INTERNAL, std::string(fn) + ": internal error: " + e.what()); \
   }                                                                                             \
   catch (...) {                                                                                 \
-    return ::mc::api::fail(MC_ERR_INTERNAL, std::string(fn) + ": unknown internal error");     \
+    return ::mc::api::fail(MC_ERR_INTERNAL, std::string(fn) + ": unknown internal error");      \
   }

@@ -88,8 +88,7 @@ MC_API const char *mc_engine_name(const mc_engine_t *engine) {
   return engine ? engine->core->name().c_str() : "";
 }
 
-MC_API mc_status_t mc_engine_stats_json(mc_engine_t *engine, char *buf, size_t capacity,
-                                        size_t *needed) {
+MC_API mc_status_t mc_engine_stats_json(mc_engine_t *engine, char *buf, size_t capacity, size_t *needed) {
   MC_API_TRY
   if (!engine) return null_arg("mc_engine_stats_json", "engine");
   if (!needed) return null_arg("mc_engine_stats_json", "needed");
@@ -97,9 +96,8 @@ MC_API mc_status_t mc_engine_stats_json(mc_engine_t *engine, char *buf, size_t c
   std::string s = engine->core->stats_json();
   if (capacity < s.size() + 1) {
     *needed = s.size() + 1;
-    return fail(MC_ERR_BUFFER_TOO_SMALL, "mc_engine_stats_json: needs " +
-                                             std::to_string(s.size() + 1) + " bytes, got " +
-                                             std::to_string(capacity));
+    return fail(MC_ERR_BUFFER_TOO_SMALL, "mc_engine_stats_json: needs " + std::to_string(s.size() + 1) +
+                                             " bytes, got " + std::to_string(capacity));
   }
   std::memcpy(buf, s.c_str(), s.size() + 1);
   *needed = s.size() + 1;
@@ -109,8 +107,7 @@ MC_API mc_status_t mc_engine_stats_json(mc_engine_t *engine, char *buf, size_t c
 
 // ------------------------------------------------------------------------------ buffers
 
-MC_API mc_status_t mc_buffer_register(mc_engine_t *engine, void *addr, size_t length,
-                                      const char *location) {
+MC_API mc_status_t mc_buffer_register(mc_engine_t *engine, void *addr, size_t length, const char *location) {
   MC_API_TRY
   if (!engine) return null_arg("mc_buffer_register", "engine");
   if (!addr) return null_arg("mc_buffer_register", "addr");
@@ -121,8 +118,7 @@ MC_API mc_status_t mc_buffer_register(mc_engine_t *engine, void *addr, size_t le
   MC_API_CATCH("mc_buffer_register")
 }
 
-MC_API mc_status_t mc_buffer_register_batch(mc_engine_t *engine, const mc_buffer_desc_t *bufs,
-                                            size_t count) {
+MC_API mc_status_t mc_buffer_register_batch(mc_engine_t *engine, const mc_buffer_desc_t *bufs, size_t count) {
   MC_API_TRY
   if (!engine) return null_arg("mc_buffer_register_batch", "engine");
   if (!bufs) return null_arg("mc_buffer_register_batch", "bufs");
@@ -147,8 +143,7 @@ MC_API mc_status_t mc_buffer_unregister_batch(mc_engine_t *engine, void *const *
   MC_API_CATCH("mc_buffer_unregister_batch")
 }
 
-MC_API mc_status_t mc_buffer_alloc(mc_engine_t *engine, size_t length, const char *location,
-                                   void **addr) {
+MC_API mc_status_t mc_buffer_alloc(mc_engine_t *engine, size_t length, const char *location, void **addr) {
   MC_API_TRY
   if (!engine) return null_arg("mc_buffer_alloc", "engine");
   if (!addr) return null_arg("mc_buffer_alloc", "addr");
@@ -223,8 +218,7 @@ MC_API mc_status_t mc_engine_set_segment_callback(mc_engine_t *engine, mc_segmen
   MC_API_CATCH("mc_engine_set_segment_callback")
 }
 
-MC_API mc_status_t mc_segment_query(mc_engine_t *engine, mc_segment_t segment,
-                                    mc_segment_info_t *info) {
+MC_API mc_status_t mc_segment_query(mc_engine_t *engine, mc_segment_t segment, mc_segment_info_t *info) {
   MC_API_TRY
   if (!engine) return null_arg("mc_segment_query", "engine");
   if (!info) return null_arg("mc_segment_query", "info");
@@ -236,8 +230,8 @@ MC_API mc_status_t mc_segment_query(mc_engine_t *engine, mc_segment_t segment,
   MC_API_CATCH("mc_segment_query")
 }
 
-MC_API mc_status_t mc_segment_buffers(mc_engine_t *engine, mc_segment_t segment,
-                                      mc_buffer_info_t *out, size_t capacity, size_t *count) {
+MC_API mc_status_t mc_segment_buffers(mc_engine_t *engine, mc_segment_t segment, mc_buffer_info_t *out,
+                                      size_t capacity, size_t *count) {
   MC_API_TRY
   if (!engine) return null_arg("mc_segment_buffers", "engine");
   if (!count) return null_arg("mc_segment_buffers", "count");
@@ -309,9 +303,8 @@ MC_API mc_status_t mc_batch_status(mc_batch_t *batch, size_t index, mc_request_s
   if (!batch) return null_arg("mc_batch_status", "batch");
   if (!out) return null_arg("mc_batch_status", "out");
   if (index >= batch->core->submitted())
-    return fail(MC_ERR_INVALID_ARG, "mc_batch_status: index " + std::to_string(index) +
-                                        " is past the " + std::to_string(batch->core->submitted()) +
-                                        " submitted requests");
+    return fail(MC_ERR_INVALID_ARG, "mc_batch_status: index " + std::to_string(index) + " is past the " +
+                                        std::to_string(batch->core->submitted()) + " submitted requests");
   mc::RequestSlot *s = batch->core->slot(index);
   uint32_t state = s->state.load(std::memory_order_acquire);
   out->state = state;
@@ -365,15 +358,15 @@ MC_API mc_status_t mc_transfer(mc_engine_t *engine, const mc_request_t *requests
   mc_status_t rc = b.wait(timeout_ms);
   if (rc == MC_ERR_TIMEOUT) {
     b.cancel_and_wait();
-    return fail(MC_ERR_TIMEOUT, "mc_transfer: not done within " + std::to_string(timeout_ms) +
-                                    " ms; the rest was canceled");
+    return fail(MC_ERR_TIMEOUT,
+                "mc_transfer: not done within " + std::to_string(timeout_ms) + " ms; the rest was canceled");
   }
   if (rc != MC_OK) {
     for (size_t i = 0; i < count; i++) {
       mc::RequestSlot *s = b.slot(i);
       if (s->state.load() == MC_REQUEST_FAILED) {
-        return fail(rc, "mc_transfer: request " + std::to_string(i) + " failed: " +
-                            mc_status_str(s->error.load()));
+        return fail(
+            rc, "mc_transfer: request " + std::to_string(i) + " failed: " + mc_status_str(s->error.load()));
       }
     }
     return fail(rc, std::string("mc_transfer: ") + mc_status_str(rc));

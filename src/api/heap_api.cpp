@@ -41,8 +41,7 @@ MC_API mc_status_t mc_heap_create(uint64_t capacity, mc_heap_t **out) {
                          "mc_heap_create: out is NULL; pass the address of an mc_heap_t * "
                          "that receives the heap");
   if (capacity == 0)
-    return mc::api::fail(MC_ERR_INVALID_ARG,
-                         "mc_heap_create: capacity is 0; a heap needs at least 1 byte");
+    return mc::api::fail(MC_ERR_INVALID_ARG, "mc_heap_create: capacity is 0; a heap needs at least 1 byte");
   std::unique_ptr<mc::MemHeap> heap;
   const mc::Status s = mc::MemHeap::create(capacity, &heap);
   if (!s.ok()) return Fail("mc_heap_create", s);
@@ -53,8 +52,7 @@ MC_API mc_status_t mc_heap_create(uint64_t capacity, mc_heap_t **out) {
   MC_API_CATCH("mc_heap_create")
 }
 
-MC_API mc_status_t mc_heap_alloc(mc_heap_t *heap, uint64_t size, uint64_t align,
-                                 uint64_t *offset) {
+MC_API mc_status_t mc_heap_alloc(mc_heap_t *heap, uint64_t size, uint64_t align, uint64_t *offset) {
   MC_API_TRY
   if (heap == nullptr) return mc::api::fail(MC_ERR_INVALID_ARG, "mc_heap_alloc: heap is NULL");
   if (offset == nullptr)
@@ -62,8 +60,7 @@ MC_API mc_status_t mc_heap_alloc(mc_heap_t *heap, uint64_t size, uint64_t align,
                          "mc_heap_alloc: offset is NULL; pass the address of a uint64_t that "
                          "receives the offset");
   if (size == 0)
-    return mc::api::fail(MC_ERR_INVALID_ARG,
-                         "mc_heap_alloc: size is 0; ask for at least 1 byte");
+    return mc::api::fail(MC_ERR_INVALID_ARG, "mc_heap_alloc: size is 0; ask for at least 1 byte");
   if (align == 0 || (align & (align - 1)) != 0)
     return mc::api::fail(MC_ERR_INVALID_ARG, "mc_heap_alloc: align " + std::to_string(align) +
                                                  " is not a power of two (1, 2, 4, ...)");
@@ -90,13 +87,11 @@ MC_API mc_status_t mc_heap_free(mc_heap_t *heap, uint64_t offset) {
 MC_API mc_status_t mc_heap_stats(const mc_heap_t *heap, mc_heap_stats_t *stats) {
   MC_API_TRY
   if (heap == nullptr) return mc::api::fail(MC_ERR_INVALID_ARG, "mc_heap_stats: heap is NULL");
-  if (stats == nullptr)
-    return mc::api::fail(MC_ERR_INVALID_ARG, "mc_heap_stats: stats is NULL");
+  if (stats == nullptr) return mc::api::fail(MC_ERR_INVALID_ARG, "mc_heap_stats: stats is NULL");
   if (stats->size < kMinStatsSize)
-    return mc::api::fail(MC_ERR_INVALID_ARG,
-                         "mc_heap_stats: stats->size is " + std::to_string(stats->size) +
-                             "; set it to sizeof(mc_heap_stats_t) (at least " +
-                             std::to_string(kMinStatsSize) + ")");
+    return mc::api::fail(MC_ERR_INVALID_ARG, "mc_heap_stats: stats->size is " + std::to_string(stats->size) +
+                                                 "; set it to sizeof(mc_heap_stats_t) (at least " +
+                                                 std::to_string(kMinStatsSize) + ")");
   const mc::MemHeap::Stats s = heap->heap->stats();
   CopyIfFits(stats, offsetof(mc_heap_stats_t, capacity), s.capacity);
   CopyIfFits(stats, offsetof(mc_heap_stats_t, used), s.used);

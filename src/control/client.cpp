@@ -39,13 +39,12 @@ Status read_reply(int fd, const HostPort &addr, uint32_t timeout_ms, const char 
   for (int k = 0;; k++) {
     if (!read_all(fd, r, sizeof *r)) {
       int e = errno;
-      return Err(MC_ERR_PEER_DOWN, "no answer to " + std::string(what) + " from " + addr.str() + ": " +
-                                       (e == EAGAIN || e == EWOULDBLOCK
-                                            ? "nothing within " + std::to_string(timeout_ms) + " ms"
-                                            : io_text(e)));
+      return Err(MC_ERR_PEER_DOWN,
+                 "no answer to " + std::string(what) + " from " + addr.str() + ": " +
+                     (e == EAGAIN || e == EWOULDBLOCK ? "nothing within " + std::to_string(timeout_ms) + " ms"
+                                                      : io_text(e)));
     }
-    if (r->magic != wire::kMagic)
-      return Err(MC_ERR_METADATA, addr.str() + " does not speak the mc protocol");
+    if (r->magic != wire::kMagic) return Err(MC_ERR_METADATA, addr.str() + " does not speak the mc protocol");
     if (r->version != wire::kVersion)
       return Err(MC_ERR_METADATA, addr.str() + " speaks mc wire version " + std::to_string(r->version) +
                                       ", this engine speaks " + std::to_string(wire::kVersion));
@@ -89,10 +88,12 @@ Status exchange_fresh(const HostPort &addr, const std::string &token, uint32_t t
   bool connected = false;
   const auto t0 = std::chrono::steady_clock::now();
   Status st = exchange_once(addr, token, timeout_ms, h, payload, what, fd_out, r, &connected);
-  const auto spent = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0);
+  const auto spent =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0);
   // Not after a silent peer ran the clock out: that would double the bound. Only a connection
   // the listener closed early (evicted while its handshake was pending) is tried again.
-  if (st.ok() || !connected || st.code() != MC_ERR_PEER_DOWN || spent.count() * 2 >= static_cast<int64_t>(timeout_ms) ||
+  if (st.ok() || !connected || st.code() != MC_ERR_PEER_DOWN ||
+      spent.count() * 2 >= static_cast<int64_t>(timeout_ms) ||
       st.message().find("nothing within") != std::string::npos)
     return st;
   std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -106,7 +107,8 @@ Status exchange_fresh(const HostPort &addr, const std::string &token, uint32_t t
 // (GET_DESC, PING) goes again on a fresh connection; a CONTROL request, which the peer may have
 // acted on, does not.
 Status exchange(const HostPort &addr, const std::string &token, uint32_t timeout_ms, const wire::Header &h,
-                const std::string &payload, const char *what, bool idempotent, Lease *lease, wire::Header *r) {
+                const std::string &payload, const char *what, bool idempotent, Lease *lease,
+                wire::Header *r) {
   lease->key = control_pool::key(addr, token);
   Fd fd = control_pool::take(lease->key, &lease->generation);
   if (fd.valid()) {
@@ -115,13 +117,14 @@ Status exchange(const HostPort &addr, const std::string &token, uint32_t timeout
                     {const_cast<char *>(payload.data()), payload.size()}};
     Status st = writev_all(fd.get(), req, payload.empty() ? 1 : 2)
                     ? read_reply(fd.get(), addr, timeout_ms, what, false, r)
-                    : Err(MC_ERR_PEER_DOWN, "sending " + std::string(what) + " to " + addr.str() + ": " +
-                                                io_text(errno));
+                    : Err(MC_ERR_PEER_DOWN,
+                          "sending " + std::string(what) + " to " + addr.str() + ": " + io_text(errno));
     if (st.ok()) {
       lease->fd = std::move(fd);
       return st;
     }
-    if (!idempotent || st.code() != MC_ERR_PEER_DOWN || st.message().find("nothing within") != std::string::npos)
+    if (!idempotent || st.code() != MC_ERR_PEER_DOWN ||
+        st.message().find("nothing within") != std::string::npos)
       return st;
   }
   return exchange_fresh(addr, token, timeout_ms, h, payload, what, &lease->fd, r);
@@ -177,7 +180,8 @@ Status control_ping(const HostPort &addr, const std::string &token, uint32_t tim
                     uint64_t *incarnation) {
   Lease lease;
   wire::Header r;
-  Status st = exchange(addr, token, timeout_ms, wire::make(wire::PING, 1, 0, 0), "", "a ping", true, &lease, &r);
+  Status st =
+      exchange(addr, token, timeout_ms, wire::make(wire::PING, 1, 0, 0), "", "a ping", true, &lease, &r);
   if (!st.ok()) return st;
   if (r.type != wire::PONG || r.len != 0)
     return Err(MC_ERR_METADATA, addr.str() + " sent an unexpected reply to a ping");

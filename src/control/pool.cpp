@@ -19,7 +19,7 @@ struct Idle {
 };
 
 struct Pool {
-  std::mutex mu;  // guards idle and generation
+  std::mutex mu;                                 // guards idle and generation
   std::map<std::string, std::deque<Idle>> idle;  // per key, most recently returned last
   uint64_t generation = 1;
   std::atomic<uint64_t> connects{0}, reuses{0}, discarded{0};

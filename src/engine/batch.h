@@ -28,7 +28,7 @@ struct RequestSlot {
   uint32_t op = 0;
   BatchCore *batch = nullptr;
   LocalBuffer *lbuf = nullptr;  // the local buffer pinned, when the range lies in one
-  std::shared_ptr<Peer> peer;  // told about transport failures; released when the request ends
+  std::shared_ptr<Peer> peer;   // told about transport failures; released when the request ends
 };
 
 class BatchCore {

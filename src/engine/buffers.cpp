@@ -33,9 +33,9 @@ Status EngineCore::resolve_location(uint64_t addr, const char *location, std::st
       return Err(MC_ERR_UNSUPPORTED, "location \"" + loc + "\": no CUDA driver: " + cuda::why_unavailable());
     cuda::PointerInfo pi = cuda::pointer_info(reinterpret_cast<const void *>(addr));
     if (!pi.device || pi.ordinal != dev)
-      return Err(MC_ERR_INVALID_ARG, "location \"" + loc + "\": the address is not device memory of GPU " +
-                                         std::to_string(dev) +
-                                         (pi.device ? " (it is on GPU " + std::to_string(pi.ordinal) + ")" : ""));
+      return Err(MC_ERR_INVALID_ARG,
+                 "location \"" + loc + "\": the address is not device memory of GPU " + std::to_string(dev) +
+                     (pi.device ? " (it is on GPU " + std::to_string(pi.ordinal) + ")" : ""));
     *out = std::move(loc);
     return Status::Ok();
   }
@@ -63,8 +63,10 @@ Status EngineCore::check_new_buffers(const NewBuffer *bufs, size_t n, std::vecto
   for (size_t i = 0; i < n; i++) {
     uint64_t a = bufs[i].addr;
     if (a == 0) return Err(MC_ERR_INVALID_ARG, "buffer " + std::to_string(i) + ": addr is NULL");
-    if (bufs[i].length == 0) return Err(MC_ERR_INVALID_ARG, "buffer " + std::to_string(i) + ": length must be > 0");
-    if (a + bufs[i].length < a) return Err(MC_ERR_INVALID_ARG, "buffer " + std::to_string(i) + " wraps around the address space");
+    if (bufs[i].length == 0)
+      return Err(MC_ERR_INVALID_ARG, "buffer " + std::to_string(i) + ": length must be > 0");
+    if (a + bufs[i].length < a)
+      return Err(MC_ERR_INVALID_ARG, "buffer " + std::to_string(i) + " wraps around the address space");
     std::string loc;
     Status st = resolve_location(a, bufs[i].location, &loc);
     if (st.ok() && loc.rfind("cuda", 0) == 0) {
@@ -80,11 +82,13 @@ Status EngineCore::check_new_buffers(const NewBuffer *bufs, size_t n, std::vecto
   }
   std::vector<size_t> order(n);
   for (size_t i = 0; i < n; i++) order[i] = i;
-  std::sort(order.begin(), order.end(), [&](size_t x, size_t y) { return (*regions)[x].addr < (*regions)[y].addr; });
+  std::sort(order.begin(), order.end(),
+            [&](size_t x, size_t y) { return (*regions)[x].addr < (*regions)[y].addr; });
   for (size_t k = 1; k < n; k++) {
     auto &p = (*regions)[order[k - 1]], &c = (*regions)[order[k]];
     if (p.addr + p.length > c.addr)
-      return Err(MC_ERR_EXISTS, "buffers " + std::to_string(order[k - 1]) + " and " + std::to_string(order[k]) + " overlap");
+      return Err(MC_ERR_EXISTS,
+                 "buffers " + std::to_string(order[k - 1]) + " and " + std::to_string(order[k]) + " overlap");
   }
   return Status::Ok();
 }
@@ -111,13 +115,17 @@ Status EngineCore::reserve_ranges(const std::vector<LocalRegion> &regions) {
     uint64_t at = 0;
     auto b = overlapping(buffers_, a, len, [](const std::unique_ptr<LocalBuffer> &x) { return x->length; });
     auto r = overlapping(reserved_, a, len, [](uint64_t l) { return l; });
-    if (b != buffers_.end()) at = b->first;
-    else if (r != reserved_.end()) at = r->first;
-    else continue;
+    if (b != buffers_.end())
+      at = b->first;
+    else if (r != reserved_.end())
+      at = r->first;
+    else
+      continue;
     char h[32];
     std::snprintf(h, sizeof h, "%" PRIx64, at);
     return Err(MC_ERR_EXISTS, (regions.size() == 1 ? std::string("buffer") : "buffer " + std::to_string(i)) +
-                                  " overlaps the " + (b != buffers_.end() ? "registered" : "being registered") +
+                                  " overlaps the " +
+                                  (b != buffers_.end() ? "registered" : "being registered") +
                                   " buffer at 0x" + h);
   }
   for (auto &r : regions) reserved_.emplace(r.addr, r.length);
@@ -181,12 +189,14 @@ Status EngineCore::unregister_buffers(void *const *addrs, size_t n, bool memfd_o
     std::string who = n == 1 ? std::string() : "buffer " + std::to_string(i) + ": ";
     if (!addrs[i]) return Err(MC_ERR_INVALID_ARG, who + "address is NULL");
     auto it = buffers_.find(reinterpret_cast<uint64_t>(addrs[i]));
-    if (it == buffers_.end()) return Err(MC_ERR_NOT_FOUND, who + "no registered buffer starts at this address");
+    if (it == buffers_.end())
+      return Err(MC_ERR_NOT_FOUND, who + "no registered buffer starts at this address");
     if (it->second->in_use.load() != 0)
       return Err(MC_ERR_BUSY, who + "the buffer is used by " + std::to_string(it->second->in_use.load()) +
                                   " pending request(s); wait for them first");
     if (it->second->memfd >= 0 && !memfd_ok)
-      return Err(MC_ERR_INVALID_ARG, who + "this buffer came from mc_buffer_alloc: release it with mc_buffer_free");
+      return Err(MC_ERR_INVALID_ARG,
+                 who + "this buffer came from mc_buffer_alloc: release it with mc_buffer_free");
     its.push_back(it);
   }
   if (n > 1) {
@@ -324,7 +334,8 @@ void EngineCore::unpin(uint64_t addr, uint64_t len) {
 // unpin takes it shared). Peers learn it from the descriptor (version bump).
 Status EngineCore::set_access(void *addr, uint32_t access) {
   if (access & ~uint32_t(MC_ACCESS_READ | MC_ACCESS_WRITE))
-    return Err(MC_ERR_INVALID_ARG, "access must be 0 or a combination of MC_ACCESS_READ (1) and MC_ACCESS_WRITE (2)");
+    return Err(MC_ERR_INVALID_ARG,
+               "access must be 0 or a combination of MC_ACCESS_READ (1) and MC_ACCESS_WRITE (2)");
   uint64_t a = reinterpret_cast<uint64_t>(addr);
   bool narrowed;
   Status failed;
@@ -352,7 +363,8 @@ Status EngineCore::set_access(void *addr, uint32_t access) {
       region.access = old;
       for (size_t i = 0; i < changed; i++) {
         Status rb = data_transports_[i]->on_access_change(region);
-        if (!rb.ok()) MC_LOGW("engine " << name_ << ": restoring the old access after a failed change: " << rb.message());
+        if (!rb.ok())
+          MC_LOGW("engine " << name_ << ": restoring the old access after a failed change: " << rb.message());
       }
       failed = st;
     }
@@ -376,7 +388,8 @@ Status EngineCore::set_access(void *addr, uint32_t access) {
         // still be moving bytes under the old rights.
         Status pub = publish();
         std::string m = "a peer request admitted before the access change still runs after " +
-                        std::to_string(opts_.timeout_ms) + " ms (timeout_ms); the new rights hold for new requests";
+                        std::to_string(opts_.timeout_ms) +
+                        " ms (timeout_ms); the new rights hold for new requests";
         if (!pub.ok()) m += "; publishing the descriptor failed too: " + pub.message();
         return Err(MC_ERR_TIMEOUT, std::move(m));
       }

@@ -20,8 +20,7 @@ void EngineCore::complete(const Slice &s, mc_status_t status) {
     } else {
       r->bytes.fetch_add(s.count == 1 ? s.len : r->length, std::memory_order_relaxed);
     }
-    if (r->remaining.fetch_sub(1, std::memory_order_acq_rel) == 1)
-      finish_request(r, r->error.load());
+    if (r->remaining.fetch_sub(1, std::memory_order_acq_rel) == 1) finish_request(r, r->error.load());
   }
 }
 

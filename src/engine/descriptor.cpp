@@ -72,8 +72,9 @@ std::string EngineCore::descriptor_delta_json(uint64_t inc, uint64_t since) {
     d.tcp = tcp_addr_;
     d.version = desc_version_;
     std::vector<uint64_t> touched;
-    auto it = std::upper_bound(changes_.begin(), changes_.end(), since,
-                               [](uint64_t v, const std::pair<uint64_t, uint64_t> &c) { return v < c.first; });
+    auto it =
+        std::upper_bound(changes_.begin(), changes_.end(), since,
+                         [](uint64_t v, const std::pair<uint64_t, uint64_t> &c) { return v < c.first; });
     for (; it != changes_.end(); ++it) touched.push_back(it->second);
     std::sort(touched.begin(), touched.end());
     touched.erase(std::unique(touched.begin(), touched.end()), touched.end());

@@ -57,7 +57,8 @@ Status EngineCore::start() {
   if (!st.ok()) return st;
   // Two threads probe every open segment however many there are (a probe step is bounded by
   // 250 ms, so one silent peer delays no other for longer than that).
-  health_ = std::make_unique<HealthMonitor>(kHealthThreads, [this](const std::shared_ptr<Peer> &p) { return probe_peer(p); });
+  health_ = std::make_unique<HealthMonitor>(kHealthThreads,
+                                            [this](const std::shared_ptr<Peer> &p) { return probe_peer(p); });
   MC_LOGI("engine " << name_ << " started, incarnation " << std::hex << incarnation_);
   set_ready();
   return Status::Ok();
@@ -71,8 +72,10 @@ Status EngineCore::start_transport(const TransportEntry &e, std::vector<std::pai
   auto t = e.create(*this, &st);
   if (!st.ok()) return st;
   if (!t) return Status::Ok();  // not available here; the factory said why
-  if (e.role == TransportEntry::Role::kSelf) self_transport_ = t.get();
-  else if (opts_.transport_allowed(e.name)) data->push_back({e.preference, t.get()});
+  if (e.role == TransportEntry::Role::kSelf)
+    self_transport_ = t.get();
+  else if (opts_.transport_allowed(e.name))
+    data->push_back({e.preference, t.get()});
   transports_.push_back(std::move(t));
   return Status::Ok();
 }
@@ -92,9 +95,8 @@ Status EngineCore::name_from_listener() {
   if (!opts_.name.empty() && p2p) {
     HostPort np;
     if (!parse_host_port(opts_.name, &np).ok() || np.port != bound.port)
-      return Err(MC_ERR_INVALID_ARG,
-                 "with metadata=p2p the engine's name is its HOST:PORT (" + self + "); \"" +
-                     opts_.name + "\" does not match");
+      return Err(MC_ERR_INVALID_ARG, "with metadata=p2p the engine's name is its HOST:PORT (" + self +
+                                         "); \"" + opts_.name + "\" does not match");
     self = np.str();
   }
   tcp_addr_ = self;

@@ -66,11 +66,10 @@ Status EngineCore::refresh_peer(Peer &p, bool *rejoined) {
           routes.push_back({t, std::move(path)});
         }
       }
-      if (routes.empty())
-        return Err(MC_ERR_UNSUPPORTED, "no allowed transport reaches segment " + p.name);
+      if (routes.empty()) return Err(MC_ERR_UNSUPPORTED, "no allowed transport reaches segment " + p.name);
       if (p.desc && new_peer) {
-        MC_LOGI("segment " << p.name << ": new incarnation " << std::hex << nd->incarnation
-                           << " (was " << p.desc->incarnation << "); rebuilding its routes");
+        MC_LOGI("segment " << p.name << ": new incarnation " << std::hex << nd->incarnation << " (was "
+                           << p.desc->incarnation << "); rebuilding its routes");
         p.rejoins.fetch_add(1);
         if (rejoined) *rejoined = true;
       }
@@ -127,7 +126,8 @@ void EngineCore::set_state(Peer &p, uint32_t state, const std::string &why) {
       std::lock_guard<std::mutex> lk(p.mu);
       routes = p.routes;
     }
-    for (auto &r : routes) r.transport->fail_path(*r.path, MC_ERR_PEER_DOWN, "segment " + p.name + " is unreachable: " + why);
+    for (auto &r : routes)
+      r.transport->fail_path(*r.path, MC_ERR_PEER_DOWN, "segment " + p.name + " is unreachable: " + why);
   } else {
     MC_LOGI("segment " << p.name << " is reachable again");
   }
@@ -187,8 +187,10 @@ uint64_t EngineCore::probe_peer(const std::shared_ptr<Peer> &sp) {
   uint64_t inc = 0;
   uint64_t start = now_ms();
   uint64_t left = opts_.peer_timeout_ms;
-  if (p.silent_since_ms != 0) left = start - p.silent_since_ms < left ? left - (start - p.silent_since_ms) : 1;
-  Status st = control_ping(addr, opts_.auth_token, static_cast<uint32_t>(std::clamp<uint64_t>(left, 1, 250)), &inc);
+  if (p.silent_since_ms != 0)
+    left = start - p.silent_since_ms < left ? left - (start - p.silent_since_ms) : 1;
+  Status st =
+      control_ping(addr, opts_.auth_token, static_cast<uint32_t>(std::clamp<uint64_t>(left, 1, 250)), &inc);
   if (stopping_.load()) return opts_.heartbeat_ms;
   bool changed = false;
   if (!st.ok()) {
@@ -290,7 +292,8 @@ Status EngineCore::segment_query(mc_segment_t seg, mc_segment_info_t *info) {
     v.buffer_count = static_cast<uint32_t>(p->desc->buffers.size());
     v.incarnation = p->desc->incarnation;
     v.total_bytes = p->desc->total_bytes();
-    std::snprintf(v.transport, sizeof v.transport, "%s", p->routes.empty() ? "" : p->routes[0].transport->name());
+    std::snprintf(v.transport, sizeof v.transport, "%s",
+                  p->routes.empty() ? "" : p->routes[0].transport->name());
     v.rejoins = p->rejoins.load();
     v.state_changed_ms = p->state_changed_ms.load();
   }

@@ -79,8 +79,7 @@ Status EngineCore::submit(BatchCore &b, const mc_request_t *reqs, size_t n) {
   size_t base = b.submitted();
   if (n > b.capacity() - base)
     return Err(MC_ERR_INVALID_ARG, "batch capacity " + std::to_string(b.capacity()) + " exceeded: " +
-                                       std::to_string(base) + " submitted, " + std::to_string(n) +
-                                       " more");
+                                       std::to_string(base) + " submitted, " + std::to_string(n) + " more");
   SubmitPlanner plan(*this, b, reqs, n, base);
   Status st = plan.validate();
   if (!st.ok()) return st;
@@ -147,7 +146,8 @@ Status SubmitPlanner::refresh_once(Target &t, size_t i) {
   if (t.refreshed) return Status::Ok();
   t.refreshed = true;
   Status st = e_.refresh_peer(*t.peer);
-  if (!st.ok()) return Err(st.code(), req_prefix(i) + "refreshing segment " + t.peer->name + ": " + st.message());
+  if (!st.ok())
+    return Err(st.code(), req_prefix(i) + "refreshing segment " + t.peer->name + ": " + st.message());
   snapshot(t);
   return Status::Ok();
 }
@@ -161,8 +161,8 @@ Status SubmitPlanner::check_remote(size_t i) {
     Status st = refresh_once(t, i);
     if (!st.ok()) return st;
     if (!t.desc->covers(r.remote, r.length))
-      return Err(MC_ERR_OUT_OF_RANGE, req_prefix(i) + "remote range is not inside segment " +
-                                          t.peer->name + "'s registered buffers");
+      return Err(MC_ERR_OUT_OF_RANGE, req_prefix(i) + "remote range is not inside segment " + t.peer->name +
+                                          "'s registered buffers");
   }
   // The peer's buffers say what peers may do (mc_buffer_set_access); its target enforces it too.
   uint32_t need = r.opcode == MC_READ ? MC_ACCESS_READ : MC_ACCESS_WRITE;
@@ -185,14 +185,16 @@ Status SubmitPlanner::route() {
   const BufferDesc *last_rb = nullptr;
   std::shared_lock<std::shared_mutex> lk(e_.buffers_mu_);
   auto undo = [&](size_t upto) {
-    for (size_t j = 0; j < upto; j++) e_.unpin_locked(reinterpret_cast<uint64_t>(reqs_[j].local), reqs_[j].length);
+    for (size_t j = 0; j < upto; j++)
+      e_.unpin_locked(reinterpret_cast<uint64_t>(reqs_[j].local), reqs_[j].length);
   };
   for (size_t i = 0; i < n_; i++) {
     uint64_t a = reinterpret_cast<uint64_t>(reqs_[i].local);
     const LocalBuffer *lb = e_.pin_locked(a, reqs_[i].length);
     if (!lb) {
       undo(i);
-      return Err(MC_ERR_OUT_OF_RANGE, req_prefix(i) + "local range is not inside this engine's registered buffers");
+      return Err(MC_ERR_OUT_OF_RANGE,
+                 req_prefix(i) + "local range is not inside this engine's registered buffers");
     }
     single_buf_[i] = a + reqs_[i].length <= lb->addr + lb->length ? const_cast<LocalBuffer *>(lb) : nullptr;
     const BufferDesc *rb = targets_[tix_[i]].desc->find(reqs_[i].remote);
@@ -215,7 +217,7 @@ Status SubmitPlanner::route_one(size_t i, const LocalBuffer *lb, const BufferDes
   Target &t = targets_[tix_[i]];
   size_t k = 0;
   while (k < t.routes.size() && !(t.routes[k].transport->accepts(lb->location, rb->location) &&
-                                   t.routes[k].transport->accepts_buffer(*t.routes[k].path, *rb)))
+                                  t.routes[k].transport->accepts_buffer(*t.routes[k].path, *rb)))
     k++;
   if (k == t.routes.size())
     return Err(MC_ERR_UNSUPPORTED, req_prefix(i) + "no transport to segment " + t.peer->name +
@@ -252,7 +254,8 @@ std::vector<Slice> &SubmitPlanner::group_for(uint32_t t, uint8_t r) {
   return g.slices;
 }
 
-void SubmitPlanner::fill_slot(RequestSlot *s, size_t i, uint32_t remaining, const std::shared_ptr<Peer> &peer) {
+void SubmitPlanner::fill_slot(RequestSlot *s, size_t i, uint32_t remaining,
+                              const std::shared_ptr<Peer> &peer) {
   const mc_request_t &r = reqs_[i];
   s->state.store(MC_REQUEST_PENDING, std::memory_order_relaxed);
   s->error.store(MC_OK, std::memory_order_relaxed);

@@ -19,11 +19,19 @@ namespace {
 // Functions whose absence does not make the driver unusable (older drivers): callers check the
 // pointer before use.
 bool optional_fn(const char *name) {
-  static const char *const opt[] = {"cuEventElapsedTime", "cuMemAddressReserve", "cuMemAddressFree",
-                                     "cuMemCreate", "cuMemRelease", "cuMemMap", "cuMemUnmap",
-                                     "cuMemSetAccess", "cuMemGetAllocationGranularity",
-                                     "cuMemRetainAllocationHandle", "cuMemExportToShareableHandle",
-                                     "cuMemImportFromShareableHandle", "cuMemGetHandleForAddressRange"};
+  static const char *const opt[] = {"cuEventElapsedTime",
+                                    "cuMemAddressReserve",
+                                    "cuMemAddressFree",
+                                    "cuMemCreate",
+                                    "cuMemRelease",
+                                    "cuMemMap",
+                                    "cuMemUnmap",
+                                    "cuMemSetAccess",
+                                    "cuMemGetAllocationGranularity",
+                                    "cuMemRetainAllocationHandle",
+                                    "cuMemExportToShareableHandle",
+                                    "cuMemImportFromShareableHandle",
+                                    "cuMemGetHandleForAddressRange"};
   for (auto *o : opt)
     if (std::strcmp(o, name) == 0) return true;
   return false;
@@ -51,11 +59,11 @@ Loaded &loaded() {
       x->why = std::string("no CUDA driver (libcuda.so.1 not loadable: ") + (e ? e : "?") + ")";
       return x;
     }
-#define MC_CUDA_LOAD(name, sym, params)                                                        \
-  x->api.name = reinterpret_cast<decltype(x->api.name)>(::dlsym(h, sym));                     \
-  if (!x->api.name && !optional_fn(#name)) {                                                   \
-    x->why = std::string("the CUDA driver lacks ") + sym + " (driver too old)";                \
-    return x;                                                                                  \
+#define MC_CUDA_LOAD(name, sym, params)                                         \
+  x->api.name = reinterpret_cast<decltype(x->api.name)>(::dlsym(h, sym));       \
+  if (!x->api.name && !optional_fn(#name)) {                                    \
+    x->why = std::string("the CUDA driver lacks ") + sym + " (driver too old)"; \
+    return x;                                                                   \
   }
     MC_CUDA_FUNCS(MC_CUDA_LOAD)
 #undef MC_CUDA_LOAD
@@ -150,7 +158,8 @@ PointerInfo pointer_info(const void *p) {
     return info;
   // Managed memory is host-accessible: treat it as host memory (plain loads and stores work).
   int managed = 0;
-  a->cuPointerGetAttribute(&managed, 8 /* CU_POINTER_ATTRIBUTE_IS_MANAGED */, reinterpret_cast<CUdeviceptr>(p));
+  a->cuPointerGetAttribute(&managed, 8 /* CU_POINTER_ATTRIBUTE_IS_MANAGED */,
+                           reinterpret_cast<CUdeviceptr>(p));
   if (managed) return info;
   info.device = true;
   info.ordinal = ord;
@@ -164,7 +173,7 @@ struct DmabufRec {
   int dev;
   uint64_t base, length;
 };
-std::mutex g_dmabuf_mu;  // guards g_dmabufs
+std::mutex g_dmabuf_mu;                                        // guards g_dmabufs
 std::map<std::pair<uint64_t, uint64_t>, DmabufRec> g_dmabufs;  // (st_dev, st_ino) -> range
 
 bool inode_of(int fd, std::pair<uint64_t, uint64_t> *key) {
@@ -237,8 +246,9 @@ Status export_dmabuf(int dev, CUdeviceptr p, uint64_t len, DmabufRange *out) {
     }
   }
   if (!ok)
-    return Err(MC_ERR_UNSUPPORTED, error_text("cuMemGetHandleForAddressRange(DMA_BUF_FD)", r2 != CUDA_SUCCESS ? r2 : r1) +
-                                       " (the page-aligned range must be device memory of one allocation)");
+    return Err(MC_ERR_UNSUPPORTED,
+               error_text("cuMemGetHandleForAddressRange(DMA_BUF_FD)", r2 != CUDA_SUCCESS ? r2 : r1) +
+                   " (the page-aligned range must be device memory of one allocation)");
   std::pair<uint64_t, uint64_t> key;
   if (inode_of(out->fd, &key)) {
     std::lock_guard<std::mutex> lk(g_dmabuf_mu);

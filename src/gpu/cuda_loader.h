@@ -53,7 +53,12 @@ enum : int {
   CU_POINTER_ATTRIBUTE_MAPPING_BASE_ADDR = 19,
 };
 // CUmemorytype
-enum : unsigned { CU_MEMORYTYPE_HOST = 1, CU_MEMORYTYPE_DEVICE = 2, CU_MEMORYTYPE_ARRAY = 3, CU_MEMORYTYPE_UNIFIED = 4 };
+enum : unsigned {
+  CU_MEMORYTYPE_HOST = 1,
+  CU_MEMORYTYPE_DEVICE = 2,
+  CU_MEMORYTYPE_ARRAY = 3,
+  CU_MEMORYTYPE_UNIFIED = 4
+};
 
 // CUdevice_attribute: the one mc reads (CUDA 11.7+ drivers know it; older ones fail the call).
 constexpr int CU_DEVICE_ATTRIBUTE_DMA_BUF_SUPPORTED = 124;
@@ -94,64 +99,64 @@ struct CUmemAccessDesc {
 };
 
 // The function table. X(name, symbol in libcuda, return, parameters).
-#define MC_CUDA_FUNCS(X)                                                                           \
-  X(cuInit, "cuInit", (unsigned))                                                                \
-  X(cuDriverGetVersion, "cuDriverGetVersion", (int *))                                           \
-  X(cuGetErrorString, "cuGetErrorString", (CUresult, const char **))                             \
-  X(cuDeviceGetCount, "cuDeviceGetCount", (int *))                                               \
-  X(cuDeviceGet, "cuDeviceGet", (CUdevice *, int))                                               \
-  X(cuDeviceCanAccessPeer, "cuDeviceCanAccessPeer", (int *, CUdevice, CUdevice))                 \
-  X(cuDeviceGetAttribute, "cuDeviceGetAttribute", (int *, int, CUdevice))                        \
-  X(cuDevicePrimaryCtxRetain, "cuDevicePrimaryCtxRetain", (CUcontext *, CUdevice))               \
-  X(cuDevicePrimaryCtxRelease, "cuDevicePrimaryCtxRelease_v2", (CUdevice))                       \
-  X(cuCtxSetCurrent, "cuCtxSetCurrent", (CUcontext))                                             \
-  X(cuCtxGetCurrent, "cuCtxGetCurrent", (CUcontext *))                                           \
-  X(cuCtxEnablePeerAccess, "cuCtxEnablePeerAccess", (CUcontext, unsigned))                       \
-  X(cuCtxSynchronize, "cuCtxSynchronize", ())                                                    \
-  X(cuPointerGetAttribute, "cuPointerGetAttribute", (void *, int, CUdeviceptr))                  \
-  X(cuMemGetAddressRange, "cuMemGetAddressRange_v2", (CUdeviceptr *, size_t *, CUdeviceptr))     \
-  X(cuMemAlloc, "cuMemAlloc_v2", (CUdeviceptr *, size_t))                                        \
-  X(cuMemFree, "cuMemFree_v2", (CUdeviceptr))                                                    \
-  X(cuMemHostAlloc, "cuMemHostAlloc", (void **, size_t, unsigned))                               \
-  X(cuMemFreeHost, "cuMemFreeHost", (void *))                                                    \
-  X(cuMemsetD8, "cuMemsetD8_v2", (CUdeviceptr, unsigned char, size_t))                           \
-  X(cuMemcpy, "cuMemcpy", (CUdeviceptr, CUdeviceptr, size_t))                                    \
-  X(cuMemcpyAsync, "cuMemcpyAsync", (CUdeviceptr, CUdeviceptr, size_t, CUstream))                \
-  X(cuMemcpyPeerAsync, "cuMemcpyPeerAsync",                                                      \
-    (CUdeviceptr, CUcontext, CUdeviceptr, CUcontext, size_t, CUstream))                          \
-  X(cuMemcpyHtoD, "cuMemcpyHtoD_v2", (CUdeviceptr, const void *, size_t))                        \
-  X(cuMemcpyDtoH, "cuMemcpyDtoH_v2", (void *, CUdeviceptr, size_t))                              \
-  X(cuMemcpyHtoDAsync, "cuMemcpyHtoDAsync_v2", (CUdeviceptr, const void *, size_t, CUstream))    \
-  X(cuMemcpyDtoHAsync, "cuMemcpyDtoHAsync_v2", (void *, CUdeviceptr, size_t, CUstream))          \
-  X(cuIpcGetMemHandle, "cuIpcGetMemHandle", (CUipcMemHandle *, CUdeviceptr))                     \
-  X(cuIpcOpenMemHandle, "cuIpcOpenMemHandle_v2", (CUdeviceptr *, CUipcMemHandle, unsigned))      \
-  X(cuIpcCloseMemHandle, "cuIpcCloseMemHandle", (CUdeviceptr))                                   \
-  X(cuStreamCreate, "cuStreamCreate", (CUstream *, unsigned))                                    \
-  X(cuStreamDestroy, "cuStreamDestroy_v2", (CUstream))                                           \
-  X(cuStreamSynchronize, "cuStreamSynchronize", (CUstream))                                      \
-  X(cuEventCreate, "cuEventCreate", (CUevent *, unsigned))                                       \
-  X(cuEventDestroy, "cuEventDestroy_v2", (CUevent))                                              \
-  X(cuEventRecord, "cuEventRecord", (CUevent, CUstream))                                         \
-  X(cuEventQuery, "cuEventQuery", (CUevent))                                                     \
-  X(cuEventSynchronize, "cuEventSynchronize", (CUevent))                                         \
-  X(cuEventElapsedTime, "cuEventElapsedTime", (float *, CUevent, CUevent))                       \
-  X(cuMemAddressReserve, "cuMemAddressReserve",                                                  \
-    (CUdeviceptr *, size_t, size_t, CUdeviceptr, unsigned long long))                            \
-  X(cuMemAddressFree, "cuMemAddressFree", (CUdeviceptr, size_t))                                 \
-  X(cuMemCreate, "cuMemCreate",                                                                  \
-    (CUmemGenericAllocationHandle *, size_t, const CUmemAllocationProp *, unsigned long long))   \
-  X(cuMemRelease, "cuMemRelease", (CUmemGenericAllocationHandle))                                \
+#define MC_CUDA_FUNCS(X)                                                                                   \
+  X(cuInit, "cuInit", (unsigned))                                                                          \
+  X(cuDriverGetVersion, "cuDriverGetVersion", (int *))                                                     \
+  X(cuGetErrorString, "cuGetErrorString", (CUresult, const char **))                                       \
+  X(cuDeviceGetCount, "cuDeviceGetCount", (int *))                                                         \
+  X(cuDeviceGet, "cuDeviceGet", (CUdevice *, int))                                                         \
+  X(cuDeviceCanAccessPeer, "cuDeviceCanAccessPeer", (int *, CUdevice, CUdevice))                           \
+  X(cuDeviceGetAttribute, "cuDeviceGetAttribute", (int *, int, CUdevice))                                  \
+  X(cuDevicePrimaryCtxRetain, "cuDevicePrimaryCtxRetain", (CUcontext *, CUdevice))                         \
+  X(cuDevicePrimaryCtxRelease, "cuDevicePrimaryCtxRelease_v2", (CUdevice))                                 \
+  X(cuCtxSetCurrent, "cuCtxSetCurrent", (CUcontext))                                                       \
+  X(cuCtxGetCurrent, "cuCtxGetCurrent", (CUcontext *))                                                     \
+  X(cuCtxEnablePeerAccess, "cuCtxEnablePeerAccess", (CUcontext, unsigned))                                 \
+  X(cuCtxSynchronize, "cuCtxSynchronize", ())                                                              \
+  X(cuPointerGetAttribute, "cuPointerGetAttribute", (void *, int, CUdeviceptr))                            \
+  X(cuMemGetAddressRange, "cuMemGetAddressRange_v2", (CUdeviceptr *, size_t *, CUdeviceptr))               \
+  X(cuMemAlloc, "cuMemAlloc_v2", (CUdeviceptr *, size_t))                                                  \
+  X(cuMemFree, "cuMemFree_v2", (CUdeviceptr))                                                              \
+  X(cuMemHostAlloc, "cuMemHostAlloc", (void **, size_t, unsigned))                                         \
+  X(cuMemFreeHost, "cuMemFreeHost", (void *))                                                              \
+  X(cuMemsetD8, "cuMemsetD8_v2", (CUdeviceptr, unsigned char, size_t))                                     \
+  X(cuMemcpy, "cuMemcpy", (CUdeviceptr, CUdeviceptr, size_t))                                              \
+  X(cuMemcpyAsync, "cuMemcpyAsync", (CUdeviceptr, CUdeviceptr, size_t, CUstream))                          \
+  X(cuMemcpyPeerAsync, "cuMemcpyPeerAsync",                                                                \
+    (CUdeviceptr, CUcontext, CUdeviceptr, CUcontext, size_t, CUstream))                                    \
+  X(cuMemcpyHtoD, "cuMemcpyHtoD_v2", (CUdeviceptr, const void *, size_t))                                  \
+  X(cuMemcpyDtoH, "cuMemcpyDtoH_v2", (void *, CUdeviceptr, size_t))                                        \
+  X(cuMemcpyHtoDAsync, "cuMemcpyHtoDAsync_v2", (CUdeviceptr, const void *, size_t, CUstream))              \
+  X(cuMemcpyDtoHAsync, "cuMemcpyDtoHAsync_v2", (void *, CUdeviceptr, size_t, CUstream))                    \
+  X(cuIpcGetMemHandle, "cuIpcGetMemHandle", (CUipcMemHandle *, CUdeviceptr))                               \
+  X(cuIpcOpenMemHandle, "cuIpcOpenMemHandle_v2", (CUdeviceptr *, CUipcMemHandle, unsigned))                \
+  X(cuIpcCloseMemHandle, "cuIpcCloseMemHandle", (CUdeviceptr))                                             \
+  X(cuStreamCreate, "cuStreamCreate", (CUstream *, unsigned))                                              \
+  X(cuStreamDestroy, "cuStreamDestroy_v2", (CUstream))                                                     \
+  X(cuStreamSynchronize, "cuStreamSynchronize", (CUstream))                                                \
+  X(cuEventCreate, "cuEventCreate", (CUevent *, unsigned))                                                 \
+  X(cuEventDestroy, "cuEventDestroy_v2", (CUevent))                                                        \
+  X(cuEventRecord, "cuEventRecord", (CUevent, CUstream))                                                   \
+  X(cuEventQuery, "cuEventQuery", (CUevent))                                                               \
+  X(cuEventSynchronize, "cuEventSynchronize", (CUevent))                                                   \
+  X(cuEventElapsedTime, "cuEventElapsedTime", (float *, CUevent, CUevent))                                 \
+  X(cuMemAddressReserve, "cuMemAddressReserve",                                                            \
+    (CUdeviceptr *, size_t, size_t, CUdeviceptr, unsigned long long))                                      \
+  X(cuMemAddressFree, "cuMemAddressFree", (CUdeviceptr, size_t))                                           \
+  X(cuMemCreate, "cuMemCreate",                                                                            \
+    (CUmemGenericAllocationHandle *, size_t, const CUmemAllocationProp *, unsigned long long))             \
+  X(cuMemRelease, "cuMemRelease", (CUmemGenericAllocationHandle))                                          \
   X(cuMemMap, "cuMemMap", (CUdeviceptr, size_t, size_t, CUmemGenericAllocationHandle, unsigned long long)) \
-  X(cuMemUnmap, "cuMemUnmap", (CUdeviceptr, size_t))                                             \
-  X(cuMemSetAccess, "cuMemSetAccess", (CUdeviceptr, size_t, const CUmemAccessDesc *, size_t))    \
-  X(cuMemGetAllocationGranularity, "cuMemGetAllocationGranularity",                              \
-    (size_t *, const CUmemAllocationProp *, int))                                                \
-  X(cuMemRetainAllocationHandle, "cuMemRetainAllocationHandle", (CUmemGenericAllocationHandle *, void *)) \
-  X(cuMemExportToShareableHandle, "cuMemExportToShareableHandle",                                \
-    (void *, CUmemGenericAllocationHandle, int, unsigned long long))                             \
-  X(cuMemImportFromShareableHandle, "cuMemImportFromShareableHandle",                            \
-    (CUmemGenericAllocationHandle *, void *, int))                                               \
-  X(cuMemGetHandleForAddressRange, "cuMemGetHandleForAddressRange",                              \
+  X(cuMemUnmap, "cuMemUnmap", (CUdeviceptr, size_t))                                                       \
+  X(cuMemSetAccess, "cuMemSetAccess", (CUdeviceptr, size_t, const CUmemAccessDesc *, size_t))              \
+  X(cuMemGetAllocationGranularity, "cuMemGetAllocationGranularity",                                        \
+    (size_t *, const CUmemAllocationProp *, int))                                                          \
+  X(cuMemRetainAllocationHandle, "cuMemRetainAllocationHandle", (CUmemGenericAllocationHandle *, void *))  \
+  X(cuMemExportToShareableHandle, "cuMemExportToShareableHandle",                                          \
+    (void *, CUmemGenericAllocationHandle, int, unsigned long long))                                       \
+  X(cuMemImportFromShareableHandle, "cuMemImportFromShareableHandle",                                      \
+    (CUmemGenericAllocationHandle *, void *, int))                                                         \
+  X(cuMemGetHandleForAddressRange, "cuMemGetHandleForAddressRange",                                        \
     (void *, CUdeviceptr, size_t, int, unsigned long long))
 
 struct Api {

@@ -43,7 +43,8 @@ class Pool {
     const Api *a = api();
     void *p = nullptr;
     CUresult r = a ? a->cuMemHostAlloc(&p, kPoolBytes, CU_MEMHOSTALLOC_PORTABLE) : CUDA_ERROR_NOT_INITIALIZED;
-    Status st = r == CUDA_SUCCESS ? MemHeap::create(kPoolBytes, &heap_) : Err(MC_ERR_NO_MEMORY, error_text("cuMemHostAlloc", r));
+    Status st = r == CUDA_SUCCESS ? MemHeap::create(kPoolBytes, &heap_)
+                                  : Err(MC_ERR_NO_MEMORY, error_text("cuMemHostAlloc", r));
     if (!st.ok()) {
       failed_ = true;
       why_ = st.message();
@@ -75,7 +76,8 @@ class Pool {
     auto l = std::make_unique<Lane>();
     l->dev = dev;
     CUresult r = a->cuStreamCreate(&l->stream, CU_STREAM_NON_BLOCKING);
-    for (int i = 0; r == CUDA_SUCCESS && i < kMaxBufs; i++) r = a->cuEventCreate(&l->ev[i], CU_EVENT_DISABLE_TIMING);
+    for (int i = 0; r == CUDA_SUCCESS && i < kMaxBufs; i++)
+      r = a->cuEventCreate(&l->ev[i], CU_EVENT_DISABLE_TIMING);
     if (r != CUDA_SUCCESS) {
       *why = error_text("creating a staging stream", r);
       for (auto e : l->ev)
@@ -214,7 +216,8 @@ bool stage_out(const void *dev, uint64_t len, const std::function<bool(const cha
   return ok;
 }
 
-bool stage_in(void *dev, uint64_t len, const std::function<bool(char *, uint64_t)> &source, std::string *why) {
+bool stage_in(void *dev, uint64_t len, const std::function<bool(char *, uint64_t)> &source,
+              std::string *why) {
   PointerInfo pi = pointer_info(dev);
   Status st = use_device(pi.ordinal);
   if (!st.ok()) {

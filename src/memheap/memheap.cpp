@@ -86,8 +86,7 @@ inline uint32_t class_index(uint64_t size) {
 // is not the smallest size of its class. (The next class of sl 63 is sl 0 of the next fl.)
 inline uint32_t class_up_index(uint64_t size) {
   const unsigned s = shift_of(size);
-  return uint32_t((uint64_t(s) << kSlLog) + (size >> s)) +
-         uint32_t((size & ((uint64_t(1) << s) - 1)) != 0);
+  return uint32_t((uint64_t(s) << kSlLog) + (size >> s)) + uint32_t((size & ((uint64_t(1) << s) - 1)) != 0);
 }
 
 // Padding that brings start up to a multiple of align (a power of two); never overflows.
@@ -116,7 +115,8 @@ class LiveTable {
 
   // Makes room for one more insert; may throw bad_alloc, changes nothing visible.
   void reserve_one() {
-    if ((size_ + 1) * 2 > buckets_.size() * 4) [[unlikely]] rehash(buckets_.size() * 2);
+    if ((size_ + 1) * 2 > buckets_.size() * 4) [[unlikely]]
+      rehash(buckets_.size() * 2);
   }
   // key must be absent and room reserved.
   void insert(uint64_t key, uint32_t val) {
@@ -140,7 +140,8 @@ class LiveTable {
     for (size_t seen = 0; seen <= mask_; ++seen, b = (b + 1) & mask_) {
       const Bucket &k = buckets_[b];
       const unsigned m = match(k, key);
-      if (m) [[likely]] return b * 4 + unsigned(std::countr_zero(m));
+      if (m) [[likely]]
+        return b * 4 + unsigned(std::countr_zero(m));
       if (k.overflow == 0) return npos;
     }
     return npos;
@@ -181,8 +182,8 @@ class LiveTable {
   };
   // Bit i set: slot i holds key. Plain compares, combined without branches.
   static unsigned match(const Bucket &k, uint64_t key) {
-    return unsigned(k.key[0] == key) | unsigned(k.key[1] == key) << 1 |
-           unsigned(k.key[2] == key) << 2 | unsigned(k.key[3] == key) << 3;
+    return unsigned(k.key[0] == key) | unsigned(k.key[1] == key) << 1 | unsigned(k.key[2] == key) << 2 |
+           unsigned(k.key[3] == key) << 3;
   }
   // Fibonacci hashing: offsets are often multiples of a large alignment, and the multiply
   // spreads those low-zero keys over the top bits taken here.
@@ -218,7 +219,8 @@ std::string U(uint64_t v) { return std::to_string(v); }
 class HeapMutex {
  public:
   void lock() {
-    if (!state_.exchange(1, std::memory_order_acquire)) [[likely]] return;
+    if (!state_.exchange(1, std::memory_order_acquire)) [[likely]]
+      return;
     lock_slow();
   }
   void unlock() { state_.store(0, std::memory_order_release); }
@@ -229,9 +231,7 @@ class HeapMutex {
     // cache line away from the owner on every try, and backing off lets the owner run several
     // calls in a row while the heap's lines are in its cache.
     for (int pauses = 1;; pauses = pauses < kMaxBackoff ? pauses * 2 : pauses) {
-      if (!state_.load(std::memory_order_relaxed) &&
-          !state_.exchange(1, std::memory_order_acquire))
-        return;
+      if (!state_.load(std::memory_order_relaxed) && !state_.exchange(1, std::memory_order_acquire)) return;
       if (pauses < kMaxBackoff) {
         for (int i = 0; i < pauses; ++i) pause();
         continue;
@@ -239,9 +239,7 @@ class HeapMutex {
       break;
     }
     for (unsigned tries = 0;; ++tries) {
-      if (!state_.load(std::memory_order_relaxed) &&
-          !state_.exchange(1, std::memory_order_acquire))
-        return;
+      if (!state_.load(std::memory_order_relaxed) && !state_.exchange(1, std::memory_order_acquire)) return;
       if (tries < kYields) {
         std::this_thread::yield();
       } else {
@@ -280,7 +278,7 @@ struct Arena {
   struct Block {
     uint64_t start;
     uint64_t size;
-    uint32_t prev;   // address neighbours (kEdge at the ends); `next` chains recycled slots too
+    uint32_t prev;  // address neighbours (kEdge at the ends); `next` chains recycled slots too
     uint32_t next;
     uint32_t fprev;  // free: class list links (kListEnd at the ends); kUsed; kDead
     uint32_t fnext;  // allocated: kWhole, kSpanHead or kSpanPart
@@ -290,7 +288,7 @@ struct Arena {
   // changes an end of the address chain writes them through a neighbour link that is kEdge.
   Arena(uint64_t lo_, uint64_t len_)
       : lo(lo_), len(len_), heads(size_t(class_index(len_) / kSl + 1) * kSl, kListEnd) {
-    blocks.push_back(Block{0, 0, kEdge, kEdge, kListEnd, kListEnd});            // kListEnd
+    blocks.push_back(Block{0, 0, kEdge, kEdge, kListEnd, kListEnd});           // kListEnd
     blocks.push_back(Block{0, 0, kFirstBlock, kFirstBlock, kUsed, kListEnd});  // kEdge
     blocks.push_back(Block{lo_, len_, kEdge, kEdge, kUsed, kListEnd});
     link(kFirstBlock, class_index(len_));
@@ -341,7 +339,8 @@ struct Arena {
   // Makes sure that n new_slot calls succeed: false when the pool would pass kMaxBlocks; may
   // throw bad_alloc. Either way nothing visible changes.
   bool reserve_slots(size_t n) {
-    if (dead_slots + (blocks.capacity() - blocks.size()) >= n) [[likely]] return true;
+    if (dead_slots + (blocks.capacity() - blocks.size()) >= n) [[likely]]
+      return true;
     if (blocks.size() + n > kMaxBlocks) return false;
     grow(blocks, n);
     return true;
@@ -429,7 +428,8 @@ MC_HOT_INLINE uint32_t Arena::first_from(uint32_t k) const {
   // past this heap's last one are 0, so no bound check is needed.
   const uint32_t fl = k / kSl;
   const uint64_t here = sl_bitmap[fl] & (~uint64_t(0) << (k % kSl));
-  if (here) [[likely]] return fl * kSl + uint32_t(std::countr_zero(here));
+  if (here) [[likely]]
+    return fl * kSl + uint32_t(std::countr_zero(here));
   const uint64_t above = fl_bitmap & (~uint64_t(0) << (fl + 1));
   if (!above) return kNone;
   const uint32_t f = uint32_t(std::countr_zero(above));
@@ -444,7 +444,8 @@ MC_HOT_INLINE uint32_t Arena::find_fit(uint64_t size, uint64_t align) const {
   if (fits(h, size, align)) return h;  // an empty list's kListEnd never fits
   const uint32_t k = first_from(class_up_index(size));
   if (align == 1) {
-    if (k != kNone) [[likely]] return heads[k];
+    if (k != kNone) [[likely]]
+      return heads[k];
     // Every class above `own` is empty: only `own` may hold a range >= size.
     return scan_class(own, size, 1);
   }
@@ -477,12 +478,10 @@ uint64_t Arena::largest() const {
 
 // Failure texts are built out of line, so that the hot paths stay small.
 [[gnu::noinline, gnu::cold]] mc_status_t no_room(std::string *why, uint64_t size, uint64_t align,
-                                                uint64_t capacity, uint64_t free,
-                                                uint64_t largest) {
+                                                 uint64_t capacity, uint64_t free, uint64_t largest) {
   if (why)
-    *why = "no free range holds " + U(size) + " bytes aligned to " + U(align) + " (capacity " +
-           U(capacity) + ", " + U(free) + " bytes free, the largest free range " + U(largest) +
-           ")";
+    *why = "no free range holds " + U(size) + " bytes aligned to " + U(align) + " (capacity " + U(capacity) +
+           ", " + U(free) + " bytes free, the largest free range " + U(largest) + ")";
   return MC_ERR_NO_MEMORY;
 }
 [[gnu::noinline, gnu::cold]] mc_status_t too_many_ranges(std::string *why) {
@@ -543,8 +542,7 @@ MC_HOT_INLINE void Arena::carve(uint32_t f, uint64_t a, uint64_t size, uint32_t 
   ++allocations;
 }
 
-MC_HOT_INLINE mc_status_t Arena::alloc(uint64_t size, uint64_t align, uint64_t *offset,
-                                       bool *too_many) {
+MC_HOT_INLINE mc_status_t Arena::alloc(uint64_t size, uint64_t align, uint64_t *offset, bool *too_many) {
   const uint32_t f = find_fit(size, align);
   if (f == kNone) [[unlikely]]
     return MC_ERR_NO_MEMORY;
@@ -620,8 +618,7 @@ Status Arena::check(uint64_t *span_heads, uint64_t *span_parts) const {
 
   // The sentinels keep what the hot paths rely on.
   if (blocks.size() < kFirstBlock + 1) return bad("pool too small");
-  if (blocks[kListEnd].size != 0 || blocks[kListEnd].start != 0)
-    return bad("the list sentinel got a range");
+  if (blocks[kListEnd].size != 0 || blocks[kListEnd].start != 0) return bad("the list sentinel got a range");
   if (blocks[kEdge].fprev != kUsed) return bad("the edge sentinel looks free");
 
   // The pool: exactly one live block has no left neighbour; recycled slots are counted.
@@ -703,8 +700,7 @@ Status Arena::check(uint64_t *span_heads, uint64_t *span_parts) const {
     // Most first levels are empty: one compare of their heads (this walk is most of the time of
     // a fuzzing run, under coverage instrumentation).
     if (sl_bitmap[fl] == 0 && ((fl_bitmap >> fl) & 1) == 0 &&
-        (fl >= fl_count ||
-         std::memcmp(&heads[size_t(fl) * kSl], kNoHeads.data(), sizeof kNoHeads) == 0))
+        (fl >= fl_count || std::memcmp(&heads[size_t(fl) * kSl], kNoHeads.data(), sizeof kNoHeads) == 0))
       continue;
     for (uint32_t sl = 0; sl < kSl; ++sl) {
       const bool bit = (sl_bitmap[fl] >> sl) & 1;
@@ -834,8 +830,7 @@ void MemHeap::Impl::for_each_boundary_run(F &&f) const {
   if (open && shards_in > 1) f(run_start, capacity);
 }
 
-mc_status_t MemHeap::Impl::alloc_all(uint64_t size, uint64_t align, uint64_t *offset,
-                                    std::string *why) {
+mc_status_t MemHeap::Impl::alloc_all(uint64_t size, uint64_t align, uint64_t *offset, std::string *why) {
   const uint32_t home = thread_number() & mask;
   bool too_many = false;
   for (uint32_t i = 0; i <= mask; ++i) {
@@ -870,8 +865,7 @@ mc_status_t MemHeap::Impl::alloc_all(uint64_t size, uint64_t align, uint64_t *of
     // last), or is the whole free shard.
     const uint32_t t = a.free_tail(), h = a.free_head();
     const uint32_t f =
-        t != kNone && a.blocks[t].start <= from && to - a.blocks[t].start <= a.blocks[t].size ? t
-                                                                                              : h;
+        t != kNone && a.blocks[t].start <= from && to - a.blocks[t].start <= a.blocks[t].size ? t : h;
     a.carve(f, from, to - from, first == last ? kWhole : k == first ? kSpanHead : kSpanPart);
   }
   span_parts += last - first;
@@ -879,8 +873,7 @@ mc_status_t MemHeap::Impl::alloc_all(uint64_t size, uint64_t align, uint64_t *of
   return MC_OK;
 }
 
-mc_status_t MemHeap::Impl::alloc(uint64_t size, uint64_t align, uint64_t *offset,
-                                 std::string *why) {
+mc_status_t MemHeap::Impl::alloc(uint64_t size, uint64_t align, uint64_t *offset, std::string *why) {
   bool too_many = false;
   if (mask == 0) {
     Arena &a = *shards[0];
@@ -976,8 +969,8 @@ Status MemHeap::Impl::check() const {
         ok = a.has_block(from, to - from, k == first ? kSpanHead : kSpanPart);
       }
       if (!ok) {
-        st = Err(MC_ERR_INTERNAL, "memheap: the pieces of the spanning allocation at " + U(off) +
-                                      " do not match the shards");
+        st = Err(MC_ERR_INTERNAL,
+                 "memheap: the pieces of the spanning allocation at " + U(off) + " do not match the shards");
         break;
       }
       want_parts += last - first;
@@ -1014,8 +1007,7 @@ Status MemHeap::create(uint64_t capacity, std::unique_ptr<MemHeap> *out, unsigne
 
 unsigned MemHeap::shards() const { return unsigned(impl_->shards.size()); }
 
-mc_status_t MemHeap::try_alloc(uint64_t size, uint64_t align, uint64_t *offset,
-                              std::string *why) {
+mc_status_t MemHeap::try_alloc(uint64_t size, uint64_t align, uint64_t *offset, std::string *why) {
   if (size == 0) [[unlikely]]
     return bad_arg(why, "size is 0; ask for at least 1 byte");
   // Not std::has_single_bit: without -mpopcnt it becomes a libgcc call on every alloc.
@@ -1026,9 +1018,7 @@ mc_status_t MemHeap::try_alloc(uint64_t size, uint64_t align, uint64_t *offset,
   return impl_->alloc(size, align, offset, why);
 }
 
-mc_status_t MemHeap::try_free(uint64_t offset, std::string *why) {
-  return impl_->free(offset, why);
-}
+mc_status_t MemHeap::try_free(uint64_t offset, std::string *why) { return impl_->free(offset, why); }
 
 Status MemHeap::alloc(uint64_t size, uint64_t align, uint64_t *offset) {
   std::string why;

@@ -43,9 +43,8 @@ std::unique_ptr<MetadataStore> make_p2p_store(const std::string &token);
 // "redis://HOST:PORT[/DB]". self_name is the engine's name; timeout_ms bounds every store
 // operation; ttl_ms is how long a descriptor outlives its engine's last refresh; token is the
 // engine's auth_token ("" for none), used to reach peers' listeners.
-Status make_metadata_store(const std::string &url, const std::string &self_name,
-                           uint32_t timeout_ms, uint32_t ttl_ms, const std::string &token,
-                           std::unique_ptr<MetadataStore> *out);
+Status make_metadata_store(const std::string &url, const std::string &self_name, uint32_t timeout_ms,
+                           uint32_t ttl_ms, const std::string &token, std::unique_ptr<MetadataStore> *out);
 
 // The health probe behind a name claim: pings the "tcp" address of a stored descriptor (read
 // loosely, so that a newer major version is probed too). True when an engine answers there with

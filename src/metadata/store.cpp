@@ -39,9 +39,8 @@ bool split_server(const std::string &s, std::string *host, uint16_t *port) {
 
 }  // namespace
 
-Status make_metadata_store(const std::string &url, const std::string &self_name,
-                           uint32_t timeout_ms, uint32_t ttl_ms, const std::string &token,
-                           std::unique_ptr<MetadataStore> *out) {
+Status make_metadata_store(const std::string &url, const std::string &self_name, uint32_t timeout_ms,
+                           uint32_t ttl_ms, const std::string &token, std::unique_ptr<MetadataStore> *out) {
   if (url.empty() || url == "p2p") {
     *out = make_p2p_store(token);
     return Status::Ok();

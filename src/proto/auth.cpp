@@ -132,8 +132,7 @@ void ServerHandshake::on_unit() {
       if (h.len != kNonce)
         return refuse(MC_ERR_TRANSPORT, "sent a HELLO with a payload of " + std::to_string(h.len) + " bytes");
       if (!have_token)
-        return refuse(MC_ERR_DENIED,
-                      "this engine has no auth_token and the connecting engine requires one");
+        return refuse(MC_ERR_DENIED, "this engine has no auth_token and the connecting engine requires one");
       return need(kHelloNonce, kNonce);
     }
     case kHelloNonce: {
@@ -196,20 +195,19 @@ Status client_handshake(int fd, const std::string &token, uint64_t expect_incarn
   wire::Header hello = wire::make(wire::HELLO, 0, expect_incarnation, kNonce);
   iov[0] = {&hello, sizeof hello};
   iov[1] = {nonce_c, kNonce};
-  if (!writev_all(fd, iov, 2))
-    return Err(MC_ERR_PEER_DOWN, "cannot reach " + peer + ": " + io_text(errno));
+  if (!writev_all(fd, iov, 2)) return Err(MC_ERR_PEER_DOWN, "cannot reach " + peer + ": " + io_text(errno));
   wire::Header r;
   if (!read_all(fd, &r, sizeof r)) {
     int e = errno;
-    return Err(MC_ERR_PEER_DOWN, "no answer to the auth_token handshake from " + peer + ": " +
-                                     (e == EAGAIN || e == EWOULDBLOCK ? std::string("timed out") : io_text(e)));
+    return Err(MC_ERR_PEER_DOWN,
+               "no answer to the auth_token handshake from " + peer + ": " +
+                   (e == EAGAIN || e == EWOULDBLOCK ? std::string("timed out") : io_text(e)));
   }
   if (r.magic != wire::kMagic || r.version != wire::kVersion)
     return Err(MC_ERR_METADATA, peer + " does not speak this mc wire version");
   if (r.type == wire::ERROR)
-    return check_verdict(r, peer, [](void *c, void *b, size_t n) {
-      return read_all(*static_cast<int *>(c), b, n);
-    }, &fd);
+    return check_verdict(
+        r, peer, [](void *c, void *b, size_t n) { return read_all(*static_cast<int *>(c), b, n); }, &fd);
   if (r.type != wire::AUTH_CHALLENGE || r.len != kNonce + kMac)
     return Err(MC_ERR_TRANSPORT, peer + " sent an unexpected reply to the auth_token handshake");
   uint8_t body[kNonce + kMac];
@@ -223,8 +221,9 @@ Status client_handshake(int fd, const std::string &token, uint64_t expect_incarn
     iov[0] = {&e, sizeof e};
     iov[1] = {const_cast<char *>(why.data()), why.size()};
     writev_all(fd, iov, 2);  // best effort: the server learns why we hang up
-    return Err(MC_ERR_DENIED, peer + " holds a different auth_token (its proof did not match): "
-                                     "refusing it");
+    return Err(MC_ERR_DENIED, peer +
+                                  " holds a different auth_token (its proof did not match): "
+                                  "refusing it");
   }
   uint8_t pc[kMac];
   client_proof(token, body, nonce_c, pc);

@@ -65,7 +65,8 @@ bool Reader::value(const json &v, std::string_view path, uint64_t *out) {
 
 bool Reader::value(const json &v, std::string_view path, int64_t *out) {
   if (!v.is_number_integer()) return fail(path, "is not an integer");
-  if (v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
+  if (v.is_number_unsigned() &&
+      v.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
     return fail(path, "is out of range");
   *out = v.get<int64_t>();
   return true;
@@ -100,10 +101,10 @@ bool Reader::value(const json &v, std::string_view path, std::string *out) {
   return true;
 }
 
-#define MC_READER_GET(T)                                                                  \
-  bool Reader::get(const json &o, std::string_view path, const char *key, T *out) {      \
-    const json *v = field(o, path, key);                                                  \
-    return v && value(*v, join(path, key), out);                                          \
+#define MC_READER_GET(T)                                                            \
+  bool Reader::get(const json &o, std::string_view path, const char *key, T *out) { \
+    const json *v = field(o, path, key);                                            \
+    return v && value(*v, join(path, key), out);                                    \
   }
 MC_READER_GET(uint64_t)
 MC_READER_GET(int64_t)
@@ -113,10 +114,10 @@ MC_READER_GET(bool)
 MC_READER_GET(std::string)
 #undef MC_READER_GET
 
-#define MC_READER_AT(T)                                                                   \
-  bool Reader::at(const json &a, std::string_view path, size_t i, T *out) {              \
-    if (!a.is_array() || i >= a.size()) return fail(index(path, i), "is missing");        \
-    return value(a[i], index(path, i), out);                                              \
+#define MC_READER_AT(T)                                                            \
+  bool Reader::at(const json &a, std::string_view path, size_t i, T *out) {        \
+    if (!a.is_array() || i >= a.size()) return fail(index(path, i), "is missing"); \
+    return value(a[i], index(path, i), out);                                       \
   }
 MC_READER_AT(uint64_t)
 MC_READER_AT(uint32_t)
@@ -134,7 +135,8 @@ const json *Reader::array(const json &o, std::string_view path, const char *key,
     return nullptr;
   }
   if (v->size() > max) {
-    fail_at(path, key, "has " + std::to_string(v->size()) + " elements (at most " + std::to_string(max) + ")");
+    fail_at(path, key,
+            "has " + std::to_string(v->size()) + " elements (at most " + std::to_string(max) + ")");
     return nullptr;
   }
   return v;

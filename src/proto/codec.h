@@ -93,7 +93,8 @@ Status decode(std::string_view text, std::string_view peer, mc_status_t code, Ms
     Reader r(Msg::kWhat, peer, code);
     if (!r.parse(text)) return r.status();
     Msg m;
-    if (!m.read(r, r.root()) || !r.ok()) return r.ok() ? decode_failed(Msg::kWhat, peer, code, "rejected") : r.status();
+    if (!m.read(r, r.root()) || !r.ok())
+      return r.ok() ? decode_failed(Msg::kWhat, peer, code, "rejected") : r.status();
     *out = std::move(m);
     return Status::Ok();
   } catch (const std::exception &e) {

@@ -15,7 +15,6 @@ namespace mc {
 
 using nlohmann::json;
 
-
 std::string Descriptor::to_json() const {
   json j;
   j["major"] = kMajor;
@@ -95,9 +94,11 @@ struct DescriptorMsg {
     if (!r.get(b, path, "addr", &bd.addr) || !r.get(b, path, "length", &bd.length) ||
         !r.opt(b, path, "location", &bd.location) || !r.opt(b, path, "access", &bd.access))
       return false;
-    if (bd.access > 3) return r.fail_at(path, "access", "is not a combination of MC_ACCESS_READ and MC_ACCESS_WRITE");
+    if (bd.access > 3)
+      return r.fail_at(path, "access", "is not a combination of MC_ACCESS_READ and MC_ACCESS_WRITE");
     if (bd.length == 0) return r.fail_at(path, "length", "is 0");
-    if (bd.addr + bd.length < bd.addr) return r.fail_at(path, "length", "runs past the end of the address space");
+    if (bd.addr + bd.length < bd.addr)
+      return r.fail_at(path, "length", "runs past the end of the address space");
     const json *ext = r.object(b, path, "ext", /*required=*/false);
     if (!ext) return false;
     for (auto &[k, v] : ext->items()) bd.ext[k] = v.dump();
@@ -123,7 +124,8 @@ Status check_layout(Descriptor &d, const std::string &peer) {
             [](const BufferDesc &a, const BufferDesc &b) { return a.addr < b.addr; });
   for (size_t i = 1; i < d.buffers.size(); i++)
     if (d.buffers[i - 1].addr + d.buffers[i - 1].length > d.buffers[i].addr)
-      return Err(MC_ERR_METADATA, "segment descriptor from peer " + peer + ": field 'buffers' has overlapping buffers");
+      return Err(MC_ERR_METADATA,
+                 "segment descriptor from peer " + peer + ": field 'buffers' has overlapping buffers");
   d.set_min_access();
   return Status::Ok();
 }

@@ -30,7 +30,7 @@ struct BufferDesc {
   uint64_t length = 0;
   std::string location;
   std::map<std::string, std::string> ext;  // transport name -> JSON text
-  uint32_t access = 3;  // MC_ACCESS_READ | MC_ACCESS_WRITE: what peers may do
+  uint32_t access = 3;                     // MC_ACCESS_READ | MC_ACCESS_WRITE: what peers may do
 };
 
 struct Descriptor {
@@ -42,7 +42,7 @@ struct Descriptor {
   std::string host_id;
   int64_t pid = 0;
   std::string tcp;
-  std::vector<BufferDesc> buffers;  // sorted by addr, non-overlapping
+  std::vector<BufferDesc> buffers;                // sorted by addr, non-overlapping
   std::map<std::string, std::string> transports;  // transport name -> JSON text
   // The access bits every buffer has (AND over buffers), so a submit skips the per-buffer
   // check when they allow the request. 0 until computed (set_min_access): check per buffer.

@@ -9,10 +9,12 @@ namespace {
 bool read_addr(Reader &r, const json &o, std::string_view path, RdmaAddr *a) {
   uint32_t lid = 0, mtu = 0;
   std::string gid;
-  if (!r.get(o, path, "lid", &lid) || !r.get(o, path, "gid", &gid) || !r.get(o, path, "mtu", &mtu)) return false;
+  if (!r.get(o, path, "lid", &lid) || !r.get(o, path, "gid", &gid) || !r.get(o, path, "mtu", &mtu))
+    return false;
   if (lid > 0xffff) return r.fail_at(path, "lid", "is not a 16-bit LID");
   if (!hex::decode(gid, a->gid, 16)) return r.fail_at(path, "gid", "is not 32 hex digits");
-  if (mtu < 256 || mtu > 4096 || (mtu & (mtu - 1))) return r.fail_at(path, "mtu", "is not a path MTU (256..4096, a power of two)");
+  if (mtu < 256 || mtu > 4096 || (mtu & (mtu - 1)))
+    return r.fail_at(path, "mtu", "is not a path MTU (256..4096, a power of two)");
   a->lid = static_cast<uint16_t>(lid);
   a->mtu = mtu;
   return true;
@@ -51,9 +53,9 @@ bool RdmaConnectReq::read(Reader &r, const json &root) {
   std::string op;
   if (!r.get(root, "", "op", &op)) return false;
   if (op != "connect") return r.fail("op", "is not \"connect\"");
-  return r.get(root, "", "from", &from) && r.get(root, "", "inc", &inc) && r.get(root, "", "to_inc", &to_inc) &&
-         r.get(root, "", "lnic", &lnic) && r.get(root, "", "rnic", &rnic) && read_addr(r, root, "", &addr) &&
-         read_qps(r, root, &qps);
+  return r.get(root, "", "from", &from) && r.get(root, "", "inc", &inc) &&
+         r.get(root, "", "to_inc", &to_inc) && r.get(root, "", "lnic", &lnic) &&
+         r.get(root, "", "rnic", &rnic) && read_addr(r, root, "", &addr) && read_qps(r, root, &qps);
 }
 
 std::string RdmaConnectReq::to_json() const {
@@ -78,7 +80,8 @@ bool RdmaKeysReq::read(Reader &r, const json &root) {
   std::string op;
   if (!r.get(root, "", "op", &op)) return false;
   if (op != "keys") return r.fail("op", "is not \"keys\"");
-  return r.get(root, "", "from", &from) && r.get(root, "", "to_inc", &to_inc) && r.get(root, "", "addr", &addr);
+  return r.get(root, "", "from", &from) && r.get(root, "", "to_inc", &to_inc) &&
+         r.get(root, "", "addr", &addr);
 }
 
 std::string RdmaKeysReq::to_json() const {
@@ -87,7 +90,8 @@ std::string RdmaKeysReq::to_json() const {
 
 bool RdmaKeysReply::read(Reader &r, const json &root) {
   if (!r.get(root, "", "addr", &addr) || !r.get(root, "", "len", &len)) return false;
-  if (len == 0 || addr + len < addr) return r.fail("len", "is not a buffer length (zero, or the range wraps)");
+  if (len == 0 || addr + len < addr)
+    return r.fail("len", "is not a buffer length (zero, or the range wraps)");
   const json *a = r.array(root, "", "rkeys", kRdmaMaxNics);
   if (!a) return false;
   rkeys.resize(a->size());
@@ -96,7 +100,9 @@ bool RdmaKeysReply::read(Reader &r, const json &root) {
   return true;
 }
 
-std::string RdmaKeysReply::to_json() const { return json{{"addr", addr}, {"len", len}, {"rkeys", rkeys}}.dump(); }
+std::string RdmaKeysReply::to_json() const {
+  return json{{"addr", addr}, {"len", len}, {"rkeys", rkeys}}.dump();
+}
 
 bool RdmaOp::read(Reader &r, const json &root) {
   return r.get(root, "", "op", &op) && r.opt(root, "", "from", &from);

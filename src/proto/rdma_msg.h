@@ -21,8 +21,8 @@
 
 namespace mc::proto {
 
-constexpr size_t kRdmaMaxQps = 64;    // QPs per endpoint either side accepts
-constexpr size_t kRdmaMaxNics = 64;   // NICs one engine may publish
+constexpr size_t kRdmaMaxQps = 64;   // QPs per endpoint either side accepts
+constexpr size_t kRdmaMaxNics = 64;  // NICs one engine may publish
 
 struct RdmaQpInfo {
   uint32_t qpn = 0;

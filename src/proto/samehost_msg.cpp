@@ -13,7 +13,8 @@ namespace {
 // (the name would silently end there and reach another socket).
 bool read_socket(Reader &r, const json &root, std::string *out) {
   if (!r.get(root, "", "socket", out)) return false;
-  if (out->empty() || out->size() > 100) return r.fail("socket", "is not an abstract socket name of 1 to 100 bytes");
+  if (out->empty() || out->size() > 100)
+    return r.fail("socket", "is not an abstract socket name of 1 to 100 bytes");
   if (out->find('\0') != std::string::npos) return r.fail("socket", "holds a NUL byte");
   return true;
 }
@@ -33,7 +34,8 @@ bool check_range(Reader &r, const std::string &at, uint64_t addr, uint64_t len) 
 }
 
 bool check_access(Reader &r, const std::string &at, uint32_t access) {
-  if (access & ~uint32_t(MC_ACCESS_READ | MC_ACCESS_WRITE)) return r.fail_at(at, "access", "has unknown bits");
+  if (access & ~uint32_t(MC_ACCESS_READ | MC_ACCESS_WRITE))
+    return r.fail_at(at, "access", "has unknown bits");
   return true;
 }
 
@@ -64,7 +66,9 @@ std::string ShmHello::to_json() const { return json{{"pid", pid}, {"ctrl", ctrl}
 bool NvlinkHello::read(Reader &r, const json &root) { return read_pid(r, root, &pid); }
 std::string NvlinkHello::to_json() const { return json{{"pid", pid}}.dump(); }
 
-bool ShmListBuf::read_own(Reader &r, const json &o, const std::string &at) { return r.get(o, at, "memfd", &memfd); }
+bool ShmListBuf::read_own(Reader &r, const json &o, const std::string &at) {
+  return r.get(o, at, "memfd", &memfd);
+}
 void ShmListBuf::write_own(json &o) const { o["memfd"] = memfd; }
 
 bool NvListBuf::read_own(Reader &r, const json &o, const std::string &at) {
@@ -121,7 +125,8 @@ bool SamehostList<Buf>::read(Reader &r, const json &root) {
     Buf &b = buffers[i];
     if (!r.get(o, at, "addr", &b.addr) || !r.get(o, at, "len", &b.len) || !r.get(o, at, "access", &b.access))
       return false;
-    if (!check_range(r, at, b.addr, b.len) || !check_access(r, at, b.access) || !b.read_own(r, o, at)) return false;
+    if (!check_range(r, at, b.addr, b.len) || !check_access(r, at, b.access) || !b.read_own(r, o, at))
+      return false;
   }
   return check_disjoint(r, buffers);
 }

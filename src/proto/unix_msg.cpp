@@ -121,7 +121,8 @@ Status ask(int fd, const std::string &m, const std::string &who, uint32_t max_le
     ::close(*got_fd);
     *got_fd = -1;
   }
-  if (reply->rfind("ERR DENIED ", 0) == 0) return Err(MC_ERR_DENIED, who + " denied access: " + reply->substr(11));
+  if (reply->rfind("ERR DENIED ", 0) == 0)
+    return Err(MC_ERR_DENIED, who + " denied access: " + reply->substr(11));
   return Err(MC_ERR_TRANSPORT, who + ": " + (reply->size() > 4 ? reply->substr(4) : std::string("refused")));
 }
 }  // namespace
@@ -155,11 +156,13 @@ Status unix_hello(int fd, const std::string &token, uint64_t incarnation, const 
   if (reply->size() != 10 + 2 * auth::kNonce + 1 + 2 * auth::kMac || reply->rfind("CHALLENGE ", 0) != 0 ||
       !hex::decode(reply->substr(10, 2 * auth::kNonce), nonce_s, auth::kNonce) ||
       !hex::decode(reply->substr(11 + 2 * auth::kNonce), ps, auth::kMac))
-    return Err(MC_ERR_DENIED, who + " sent no auth_token challenge (it has no auth_token, or is no mc engine): "
-                                    "refusing it");
+    return Err(MC_ERR_DENIED, who +
+                                  " sent no auth_token challenge (it has no auth_token, or is no mc engine): "
+                                  "refusing it");
   auth::server_proof(token, nonce_c, nonce_s, want);
   if (!auth::same(want, ps, auth::kMac)) {
-    unix_send_msg(fd, "ERR DENIED the connecting engine's auth_token differs (this engine's proof did not match)");
+    unix_send_msg(
+        fd, "ERR DENIED the connecting engine's auth_token differs (this engine's proof did not match)");
     return Err(MC_ERR_DENIED, who + " holds a different auth_token (its proof did not match): refusing it");
   }
   uint8_t pc[auth::kMac];
@@ -203,18 +206,22 @@ Status unix_admit(int fd, const std::string &token, uint64_t incarnation, uint32
     return Err(MC_ERR_INTERNAL, "could not draw a random nonce (OpenSSL RAND_bytes failed)");
   }
   auth::server_proof(token, nonce_c, nonce_s, ps);
-  if (!unix_send_msg(fd, "CHALLENGE " + hex::encode(nonce_s, auth::kNonce) + " " + hex::encode(ps, auth::kMac)))
+  if (!unix_send_msg(fd,
+                     "CHALLENGE " + hex::encode(nonce_s, auth::kNonce) + " " + hex::encode(ps, auth::kMac)))
     return Err(MC_ERR_PEER_DOWN, "the connecting process hung up during the handshake");
   if (!unix_recv_msg(fd, &req, nullptr, max_len))
-    return Err(MC_ERR_PEER_DOWN, "the connecting process hung up or timed out before answering the challenge");
-  if (req.rfind("ERR", 0) == 0) return deny("the connecting engine refused this engine's proof of the auth_token", false);
+    return Err(MC_ERR_PEER_DOWN,
+               "the connecting process hung up or timed out before answering the challenge");
+  if (req.rfind("ERR", 0) == 0)
+    return deny("the connecting engine refused this engine's proof of the auth_token", false);
   uint8_t pc[auth::kMac], expect[auth::kMac];
   auth::client_proof(token, nonce_s, nonce_c, expect);
-  if (req.size() != 5 + 2 * auth::kMac || req.rfind("AUTH ", 0) != 0 || !hex::decode(req.substr(5), pc, auth::kMac) ||
-      !auth::same(pc, expect, auth::kMac))
-    return deny("the connecting engine's proof of the auth_token does not match (a different token, or a replayed "
-                "handshake)",
-                true);
+  if (req.size() != 5 + 2 * auth::kMac || req.rfind("AUTH ", 0) != 0 ||
+      !hex::decode(req.substr(5), pc, auth::kMac) || !auth::same(pc, expect, auth::kMac))
+    return deny(
+        "the connecting engine's proof of the auth_token does not match (a different token, or a replayed "
+        "handshake)",
+        true);
   return Status::Ok();
 }
 

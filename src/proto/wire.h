@@ -73,9 +73,9 @@
 // connection confirms the fence; a refusal is ERROR and the connection closes.
 // Control messages ride the same listener: GET_DESC returns the engine's descriptor (JSON,
 // see proto/descriptor.h), PING returns PONG with the incarnation, CONTROL carries a
-// transport's own setup exchange (e.g. RDMA queue-pair numbers) to the engine's handler. The target refuses any
-// range outside its registered buffers with status MC_ERR_OUT_OF_RANGE and writes nothing;
-// it closes a connection that sends a bad header or an oversized control payload.
+// transport's own setup exchange (e.g. RDMA queue-pair numbers) to the engine's handler. The target refuses
+// any range outside its registered buffers with status MC_ERR_OUT_OF_RANGE and writes nothing; it closes a
+// connection that sends a bad header or an oversized control payload.
 #pragma once
 #include <cstdint>
 #include <cstring>
@@ -85,7 +85,7 @@ namespace mc::wire {
 constexpr uint32_t kMagic = 0x3157434d;
 constexpr uint16_t kVersion = 1;
 constexpr uint64_t kMaxControlPayload = 64ull << 20;  // descriptors, error texts
-constexpr uint64_t kMaxDrain = 1ull << 20;  // a refused WRITE's payload is skipped up to this
+constexpr uint64_t kMaxDrain = 1ull << 20;            // a refused WRITE's payload is skipped up to this
 
 enum MsgType : uint16_t {
   GET_DESC = 1,
@@ -97,8 +97,8 @@ enum MsgType : uint16_t {
   READ = 7,
   READ_DATA = 8,
   ERROR = 9,
-  CONTROL = 10,        // payload: channel name, NUL, request bytes (transport setup)
-  CONTROL_REPLY = 11,  // payload: reply bytes; status: the handler's verdict
+  CONTROL = 10,         // payload: channel name, NUL, request bytes (transport setup)
+  CONTROL_REPLY = 11,   // payload: reply bytes; status: the handler's verdict
   HELLO = 12,           // first message of a connection; addr: the incarnation expected (0:
                         // any); len: 0, or 32 (nonce_c) from an engine with an auth_token
   AUTH_CHALLENGE = 13,  // server -> client; payload: nonce_s (32) | proof_s (32)
@@ -108,8 +108,8 @@ enum MsgType : uint16_t {
                         // payload: numbers of connections to end first (u64 each; see Fencing)
 };
 
-constexpr uint32_t kMaxPending = 64;     // connections still in their handshake, per listener
-constexpr uint32_t kHandshakeMs = 5000;  // a handshake must end within min(timeout_ms, this)
+constexpr uint32_t kMaxPending = 64;      // connections still in their handshake, per listener
+constexpr uint32_t kHandshakeMs = 5000;   // a handshake must end within min(timeout_ms, this)
 constexpr uint64_t kMaxErrorText = 4096;  // ERROR payloads longer than this are not read
 constexpr uint64_t kMaxFence = 256;       // connection numbers one BIND may name
 

@@ -65,8 +65,7 @@ class Host {
   virtual bool wait_started() { return true; }
   // A control request on `channel` (a transport's name, e.g. "rdma") from a peer, answered
   // with *reply. Used for connection setup that rides the admitted control channel.
-  virtual Status control(const std::string &channel, const std::string &request,
-                         std::string *reply) = 0;
+  virtual Status control(const std::string &channel, const std::string &request, std::string *reply) = 0;
 
   // ---- the engine's identity and settings
   virtual uint64_t incarnation() const = 0;

@@ -118,10 +118,13 @@ std::unique_ptr<Transport> create_rdma(Host &h, Status *st) {
   ro.auth_token = h.auth_token();
   std::string dev = h.options().value("rdma_devices");
   if (!dev.empty()) ro.rdma_devices = dev;
-  ro.rdma_qps_per_endpoint = static_cast<uint32_t>(int_value(h, "rdma_qps_per_endpoint", 1, 64, ro.rdma_qps_per_endpoint));
-  ro.rdma_max_endpoints = static_cast<uint32_t>(int_value(h, "rdma_max_endpoints", 1, 1048576, ro.rdma_max_endpoints));
-  ro.rdma_gid_index = static_cast<int>(int_value(h, "rdma_gid_index", 0, 255, ro.rdma_gid_index));  // "auto": -1
-  ro.rdma_port = static_cast<int>(int_value(h, "rdma_port", 1, 255, ro.rdma_port));                  // "auto": 0
+  ro.rdma_qps_per_endpoint =
+      static_cast<uint32_t>(int_value(h, "rdma_qps_per_endpoint", 1, 64, ro.rdma_qps_per_endpoint));
+  ro.rdma_max_endpoints =
+      static_cast<uint32_t>(int_value(h, "rdma_max_endpoints", 1, 1048576, ro.rdma_max_endpoints));
+  ro.rdma_gid_index =
+      static_cast<int>(int_value(h, "rdma_gid_index", 0, 255, ro.rdma_gid_index));   // "auto": -1
+  ro.rdma_port = static_cast<int>(int_value(h, "rdma_port", 1, 255, ro.rdma_port));  // "auto": 0
   ro.rdma_mtu = static_cast<uint32_t>(int_value(h, "rdma_mtu", 256, 4096, ro.rdma_mtu));
   *st = Status::Ok();
   return make_rdma_transport(ro, &h, h.engine_name(), st);
@@ -132,18 +135,24 @@ TransportEntry rdma_entry() {
   e.name = "rdma";
   e.preference = 30;
   e.keys = {
-      {"rdma_devices", "\"auto\", \"sim\", \"sim:N\" (N 1..16), \"sim-ib\" or a comma-separated list of RDMA device names",
+      {"rdma_devices",
+       "\"auto\", \"sim\", \"sim:N\" (N 1..16), \"sim-ib\" or a comma-separated list of RDMA device names",
        valid_rdma_devices, "the RDMA devices to use (auto: every device with an active port)"},
       {"rdma_qps_per_endpoint", "an integer 1..64", [](const std::string &v) { return int_in(v, 1, 64); },
        "RC queue pairs per (peer, local NIC, peer NIC) (2)"},
-      {"rdma_max_endpoints", "an integer 1..1048576", [](const std::string &v) { return int_in(v, 1, 1048576); },
+      {"rdma_max_endpoints", "an integer 1..1048576",
+       [](const std::string &v) { return int_in(v, 1, 1048576); },
        "endpoints kept connected; the least recently used beyond it are closed (4096)"},
       {"rdma_gid_index", "\"auto\" or an integer 0..255",
-       [](const std::string &v) { return v == "auto" || int_in(v, 0, 255); }, "the GID table index (auto: RoCE v2 preferred)"},
-      {"rdma_port", "\"auto\" or a port number 1..255", [](const std::string &v) { return v == "auto" || int_in(v, 1, 255); },
+       [](const std::string &v) { return v == "auto" || int_in(v, 0, 255); },
+       "the GID table index (auto: RoCE v2 preferred)"},
+      {"rdma_port", "\"auto\" or a port number 1..255",
+       [](const std::string &v) { return v == "auto" || int_in(v, 1, 255); },
        "the device port (auto: each device's first active port)"},
       {"rdma_mtu", "256, 512, 1024, 2048 or 4096",
-       [](const std::string &v) { return v == "256" || v == "512" || v == "1024" || v == "2048" || v == "4096"; },
+       [](const std::string &v) {
+         return v == "256" || v == "512" || v == "1024" || v == "2048" || v == "4096";
+       },
        "the largest path MTU to use (4096)"},
   };
   e.create = create_rdma;

@@ -17,8 +17,8 @@ namespace mc {
 struct LocalRegion {
   uint64_t addr;
   uint64_t length;
-  std::string location;  // "cpu", "cpu:N", "cuda:N"
-  int memfd = -1;        // the memfd behind it (mc_buffer_alloc), or -1
+  std::string location;                                // "cpu", "cpu:N", "cuda:N"
+  int memfd = -1;                                      // the memfd behind it (mc_buffer_alloc), or -1
   uint32_t access = MC_ACCESS_READ | MC_ACCESS_WRITE;  // what peers may do (mc_buffer_set_access)
 };
 
@@ -53,19 +53,28 @@ class Transport {
   virtual ~Transport() = default;
   virtual const char *name() const = 0;
   // Whether this transport can move data to the peer described by d (same host, NICs, ...).
-  virtual bool reachable(const Descriptor &d) { (void)d; return true; }
+  virtual bool reachable(const Descriptor &d) {
+    (void)d;
+    return true;
+  }
   // Reads this transport's parts of a peer's descriptor (d.transports[name()], the buffers'
   // ext[name()]) through its codecs: MC_ERR_METADATA naming the peer and the field when one is
   // malformed, and the engine then refuses the descriptor whole (a peer that publishes garbage
   // is not used over any transport). Parts that are absent are fine.
-  virtual Status check_descriptor(const Descriptor &d) { (void)d; return Status::Ok(); }
+  virtual Status check_descriptor(const Descriptor &d) {
+    (void)d;
+    return Status::Ok();
+  }
   // Adds this transport's part to the local descriptor: d.transports[name()] (JSON text) and,
   // per buffer, d.buffers[i].ext[name()] (JSON text). Called with the engine's buffer lock
   // held shared: must not block.
   virtual void describe(Descriptor &d) { (void)d; }
   // Called when a buffer is registered / unregistered (e.g. to register an MR on every NIC).
   // A failing register undoes the registration.
-  virtual Status on_register(const LocalRegion &r) { (void)r; return Status::Ok(); }
+  virtual Status on_register(const LocalRegion &r) {
+    (void)r;
+    return Status::Ok();
+  }
   virtual void on_unregister(const LocalRegion &r) { (void)r; }
   // Called when a buffer's access changes (r.access is the new one), with the engine's buffer
   // lock held exclusively, like on_unregister. A transport whose peers reach memory without
@@ -75,14 +84,20 @@ class Transport {
   // nothing reachable under rights it cannot enforce (rdma: deregisters that buffer's memory
   // regions), and the engine restores the old access in the transports already changed and
   // returns the error from mc_buffer_set_access.
-  virtual Status on_access_change(const LocalRegion &r) { (void)r; return Status::Ok(); }
+  virtual Status on_access_change(const LocalRegion &r) {
+    (void)r;
+    return Status::Ok();
+  }
   // The path to the peer described by d; never blocks on the network. The engine drops the
   // old path when the peer's incarnation changes (its destructor tears that peer's state down:
   // connections, mappings, queue pairs) and asks for a new one; nothing else is rebuilt.
   // Returns nullptr when d has nothing this transport can use.
   virtual std::shared_ptr<PeerPath> connect(const Descriptor &d) = 0;
   // The peer's descriptor changed but its incarnation did not (buffers added or removed).
-  virtual void update(PeerPath &peer, const Descriptor &d) { (void)peer; (void)d; }
+  virtual void update(PeerPath &peer, const Descriptor &d) {
+    (void)peer;
+    (void)d;
+  }
   // Fails everything queued or in flight on this path (the peer is unreachable or was
   // replaced); later submits on the path may try again.
   virtual void fail_path(PeerPath &peer, mc_status_t status, const std::string &why) {

@@ -106,8 +106,7 @@ std::vector<ConfigKey> make_engine_keys() {
                 std::all_of(v.begin(), v.end(), [](char c) { return c > 32 && c < 127; });
        },
        "the engine's name (p2p: its HOST:PORT)"},
-      {"metadata",
-       "\"p2p\", \"etcd://HOST:PORT[,HOST:PORT...][/PREFIX]\" or \"redis://HOST:PORT[/DB]\"",
+      {"metadata", "\"p2p\", \"etcd://HOST:PORT[,HOST:PORT...][/PREFIX]\" or \"redis://HOST:PORT[/DB]\"",
        [](const std::string &v) { return v == "p2p" || valid_metadata_url(v); },
        "where descriptors live (p2p)"},
       {"metadata_ttl_ms", "an integer 1000..3600000",
@@ -137,11 +136,9 @@ std::vector<ConfigKey> make_engine_keys() {
          return parse_size(v, &x) && x >= 4096 && x <= (1ull << 30);
        },
        "the largest piece a request is cut into (1M)"},
-      {"timeout_ms", "an integer 1..3600000",
-       [](const std::string &v) { return int_in(v, 1, 3600000); },
+      {"timeout_ms", "an integer 1..3600000", [](const std::string &v) { return int_in(v, 1, 3600000); },
        "no progress for this long fails a request (5000)"},
-      {"heartbeat_ms", "an integer 10..600000",
-       [](const std::string &v) { return int_in(v, 10, 600000); },
+      {"heartbeat_ms", "an integer 10..600000", [](const std::string &v) { return int_in(v, 10, 600000); },
        "how often open segments are probed (1000)"},
       {"peer_timeout_ms", "an integer 10..3600000",
        [](const std::string &v) { return int_in(v, 10, 3600000); },
@@ -235,9 +232,9 @@ bool EngineOptions::transport_allowed(const std::string &t) const {
 Status resolve_options(const Config &cfg, EngineOptions *o) {
   std::string v;
   Status st;
-#define MC_GET(key)                 \
-  st = cfg.get(key, &v);            \
-  if (!st.ok()) return st;          \
+#define MC_GET(key)        \
+  st = cfg.get(key, &v);   \
+  if (!st.ok()) return st; \
   if (!v.empty())
   MC_GET("name") o->name = v;
   MC_GET("metadata") o->metadata = v;
@@ -269,10 +266,14 @@ Status resolve_options(const Config &cfg, EngineOptions *o) {
   }
   MC_GET("auth_token") o->auth_token = v;
   MC_GET("log_level") {
-    if (v == "error") o->log_level = 0;
-    else if (v == "warn") o->log_level = 1;
-    else if (v == "info") o->log_level = 2;
-    else if (v == "debug") o->log_level = 3;
+    if (v == "error")
+      o->log_level = 0;
+    else if (v == "warn")
+      o->log_level = 1;
+    else if (v == "info")
+      o->log_level = 2;
+    else if (v == "debug")
+      o->log_level = 3;
     else {
       parse_int(v, 0, 3, &i);
       o->log_level = static_cast<int>(i);

@@ -14,10 +14,14 @@ mc_log_fn g_fn = nullptr;
 void *g_user = nullptr;
 const char *level_name(int l) {
   switch (l) {
-    case MC_LOG_ERROR: return "error";
-    case MC_LOG_WARN: return "warn";
-    case MC_LOG_INFO: return "info";
-    default: return "debug";
+    case MC_LOG_ERROR:
+      return "error";
+    case MC_LOG_WARN:
+      return "warn";
+    case MC_LOG_INFO:
+      return "info";
+    default:
+      return "debug";
   }
 }
 }  // namespace

@@ -14,13 +14,13 @@ void log_set_handler(mc_log_fn fn, void *user);
 
 }  // namespace mc
 
-#define MC_LOG(level, expr)                                   \
-  do {                                                        \
-    if (::mc::log_enabled(level)) {                           \
-      std::ostringstream mc_log_os_;                          \
-      mc_log_os_ << expr;                                     \
-      ::mc::log_write(level, mc_log_os_.str());               \
-    }                                                         \
+#define MC_LOG(level, expr)                     \
+  do {                                          \
+    if (::mc::log_enabled(level)) {             \
+      std::ostringstream mc_log_os_;            \
+      mc_log_os_ << expr;                       \
+      ::mc::log_write(level, mc_log_os_.str()); \
+    }                                           \
   } while (0)
 #define MC_LOGE(expr) MC_LOG(MC_LOG_ERROR, expr)
 #define MC_LOGW(expr) MC_LOG(MC_LOG_WARN, expr)

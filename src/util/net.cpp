@@ -117,8 +117,7 @@ Status tcp_connect(const HostPort &addr, uint32_t timeout_ms, Fd *out) {
     int err = 0;
     socklen_t el = sizeof err;
     getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &el);
-    if (err != 0)
-      return Err(MC_ERR_PEER_DOWN, "cannot connect to " + addr.str() + ": " + std::strerror(err));
+    if (err != 0) return Err(MC_ERR_PEER_DOWN, "cannot connect to " + addr.str() + ": " + std::strerror(err));
   }
   int fl = fcntl(fd.get(), F_GETFL);
   fcntl(fd.get(), F_SETFL, fl & ~O_NONBLOCK);

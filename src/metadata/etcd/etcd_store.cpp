@@ -180,7 +180,8 @@ class EtcdStore : public MetadataStore {
       // Revoking deletes the key with it, but only while the key is still under our lease.
       json r;
       Status st = call("/v3/lease/revoke", json{{"ID", std::to_string(lease_)}}, o_.timeout_ms, &r);
-      if (!st.ok()) MC_LOGW("metadata: withdrawing " << key_ << " failed (it expires with its lease): " << st.message());
+      if (!st.ok())
+        MC_LOGW("metadata: withdrawing " << key_ << " failed (it expires with its lease): " << st.message());
       lease_ = 0;
     }
     claimed_ = false;
@@ -237,8 +238,8 @@ class EtcdStore : public MetadataStore {
     }
     Status st = Descriptor::from_json(text, out, name);
     if (!st.ok())
-      return Err(MC_ERR_METADATA,
-                 "the descriptor published under \"" + name + "\" in " + o_.url + " is unusable: " + st.message());
+      return Err(MC_ERR_METADATA, "the descriptor published under \"" + name + "\" in " + o_.url +
+                                      " is unusable: " + st.message());
     return Status::Ok();
   }
 
@@ -319,8 +320,8 @@ class EtcdStore : public MetadataStore {
         const json &e = err ? *err : j;
         int code = static_cast<int>(jint(e, "code") ? jint(e, "code") : jint(e, "grpc_code"));
         if (grpc_code) *grpc_code = code;
-        std::string msg = e.contains("message") && e["message"].is_string() ? e["message"].get<std::string>()
-                                                                             : j.dump();
+        std::string msg =
+            e.contains("message") && e["message"].is_string() ? e["message"].get<std::string>() : j.dump();
         return Err(MC_ERR_METADATA, "etcd at " + o_.endpoints[i] + " refused " + path + ": " + msg);
       }
       *resp = std::move(j);
@@ -335,12 +336,14 @@ class EtcdStore : public MetadataStore {
   // ---------------------------------------------------------------- publishing (write_mu_ held)
 
   json put_op(const std::string &value) const {
-    return json{{"request_put",
-                 json{{"key", b64_encode(key_)}, {"value", b64_encode(value)}, {"lease", std::to_string(lease_)}}}};
+    return json{
+        {"request_put",
+         json{{"key", b64_encode(key_)}, {"value", b64_encode(value)}, {"lease", std::to_string(lease_)}}}};
   }
   json range_op() const { return json{{"request_range", json{{"key", b64_encode(key_)}}}}; }
   json compare(const char *target, const char *field, int64_t v) const {
-    return json{{"key", b64_encode(key_)}, {"result", "EQUAL"}, {"target", target}, {field, std::to_string(v)}};
+    return json{
+        {"key", b64_encode(key_)}, {"result", "EQUAL"}, {"target", target}, {field, std::to_string(v)}};
   }
 
   Status grant_locked() {
@@ -393,8 +396,8 @@ class EtcdStore : public MetadataStore {
       if (!st.ok()) return st;
       if (r.value("succeeded", false)) return Status::Ok();
     }
-    return Err(MC_ERR_METADATA, "could not claim \"" + o_.self_name + "\" in " + o_.url +
-                                    ": the key kept changing under us");
+    return Err(MC_ERR_METADATA,
+               "could not claim \"" + o_.self_name + "\" in " + o_.url + ": the key kept changing under us");
   }
 
   // Puts latest_ while the key is still under our lease (empty put: only checks that).
@@ -406,9 +409,12 @@ class EtcdStore : public MetadataStore {
              {"success", check_only ? json::array() : json::array({put_op(latest_)})},
              {"failure", json::array()}};
     Status st = call("/v3/kv/txn", txn, o_.timeout_ms, &r, &code);
-    if (code == kGrpcNotFound) lease_ = 0;
-    else if (!st.ok()) return st;
-    else if (r.value("succeeded", false)) return Status::Ok();
+    if (code == kGrpcNotFound)
+      lease_ = 0;
+    else if (!st.ok())
+      return st;
+    else if (r.value("succeeded", false))
+      return Status::Ok();
     // The key expired, the store lost it, or another engine holds it now: claim it again.
     return claim_locked();
   }
@@ -540,9 +546,9 @@ class EtcdStore : public MetadataStore {
   void watch_loop() {
     std::string prefix_end = seg_prefix_;
     prefix_end.back() = static_cast<char>(prefix_end.back() + 1);  // '/' + 1: the prefix's range end
-    std::string body =
-        json{{"create_request", json{{"key", b64_encode(seg_prefix_)}, {"range_end", b64_encode(prefix_end)}}}}
-            .dump();
+    std::string body = json{{"create_request",
+                             json{{"key", b64_encode(seg_prefix_)}, {"range_end", b64_encode(prefix_end)}}}}
+                           .dump();
     size_t ep = ep_.load(std::memory_order_relaxed);
     bool warned = false;
     while (!stopping()) {
@@ -585,7 +591,7 @@ class EtcdStore : public MetadataStore {
   EtcdOptions o_;
   std::string seg_prefix_, key_;
   uint32_t lease_ttl_s_;
-  SlistPtr headers_;  // immutable after construction
+  SlistPtr headers_;           // immutable after construction
   std::atomic<size_t> ep_{0};  // the endpoint that answered last
 
   std::mutex pool_mu_;
@@ -595,10 +601,10 @@ class EtcdStore : public MetadataStore {
   // keep-alive tick, unpublish), so that an older descriptor never overwrites a newer one; fetch
   // never takes it.
   std::mutex write_mu_;
-  std::string latest_;   // guarded by write_mu_: the descriptor to publish
+  std::string latest_;        // guarded by write_mu_: the descriptor to publish
   uint64_t incarnation_ = 0;  // guarded by write_mu_: ours, in what we publish
-  int64_t lease_ = 0;    // guarded by write_mu_: 0 = none
-  bool claimed_ = false; // guarded by write_mu_: the first claim succeeded
+  int64_t lease_ = 0;         // guarded by write_mu_: 0 = none
+  bool claimed_ = false;      // guarded by write_mu_: the first claim succeeded
 
   std::mutex stop_mu_;  // guards stop_, the threads' start, multi_'s creation
   std::condition_variable stop_cv_;

@@ -48,7 +48,8 @@ namespace {
 const char *kUpdate =
     "local v = redis.call('GET', KEYS[1]) "
     "if not v then return -1 end "
-    "if string.find(v, ARGV[1], 1, true) then redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) return 1 end "
+    "if string.find(v, ARGV[1], 1, true) then redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) return 1 "
+    "end "
     "return 0";
 const char *kRefresh =
     "local v = redis.call('GET', KEYS[1]) "
@@ -61,7 +62,8 @@ const char *kDelete =
     "return 0";
 // ARGV[1] the exact value seen (a dead holder's), ARGV[2] ours, ARGV[3] the expiry in ms.
 const char *kTakeOver =
-    "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) return 1 end "
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) return "
+    "1 end "
     "return 0";
 
 struct ReplyFree {
@@ -108,7 +110,8 @@ class RedisStore : public MetadataStore {
     if (claimed_) {
       Reply r;
       Status st = command({"EVAL", kDelete, "1", key_, mark_}, o_.timeout_ms, &r);
-      if (!st.ok()) MC_LOGW("metadata: withdrawing " << key_ << " failed (it expires on its own): " << st.message());
+      if (!st.ok())
+        MC_LOGW("metadata: withdrawing " << key_ << " failed (it expires on its own): " << st.message());
       claimed_ = false;
     }
   }
@@ -122,12 +125,12 @@ class RedisStore : public MetadataStore {
       return Err(MC_ERR_NOT_FOUND, "no segment named \"" + name + "\" is published in " + o_.url +
                                        " (never published, withdrawn, or its engine died)");
     if (r->type != REDIS_REPLY_STRING)
-      return Err(MC_ERR_METADATA, "the store " + o_.url + " holds something that is not a string under \"" +
-                                      name + "\"");
+      return Err(MC_ERR_METADATA,
+                 "the store " + o_.url + " holds something that is not a string under \"" + name + "\"");
     st = Descriptor::from_json(std::string(r->str, r->len), out, name);
     if (!st.ok())
-      return Err(MC_ERR_METADATA,
-                 "the descriptor published under \"" + name + "\" in " + o_.url + " is unusable: " + st.message());
+      return Err(MC_ERR_METADATA, "the descriptor published under \"" + name + "\" in " + o_.url +
+                                      " is unusable: " + st.message());
     return Status::Ok();
   }
 
@@ -199,7 +202,8 @@ class RedisStore : public MetadataStore {
       if (pool_.size() < 4) pool_.push_back(std::move(c));
     }
     if (r->type == REDIS_REPLY_ERROR)
-      return Err(MC_ERR_METADATA, "redis at " + o_.url + " refused " + args[0] + ": " + std::string(r->str, r->len));
+      return Err(MC_ERR_METADATA,
+                 "redis at " + o_.url + " refused " + args[0] + ": " + std::string(r->str, r->len));
     *out = std::move(r);
     return Status::Ok();
   }
@@ -229,14 +233,14 @@ class RedisStore : public MetadataStore {
       if (!st.ok()) return st;
       if (r->type == REDIS_REPLY_INTEGER && r->integer == 1) return Status::Ok();
     }
-    return Err(MC_ERR_METADATA, "could not claim \"" + o_.self_name + "\" in " + o_.url +
-                                    ": the key kept changing under us");
+    return Err(MC_ERR_METADATA,
+               "could not claim \"" + o_.self_name + "\" in " + o_.url + ": the key kept changing under us");
   }
 
   Status update_locked() {
     Reply r;
-    Status st = command({"EVAL", kUpdate, "1", key_, mark_, latest_, std::to_string(o_.ttl_ms)},
-                        o_.timeout_ms, &r);
+    Status st =
+        command({"EVAL", kUpdate, "1", key_, mark_, latest_, std::to_string(o_.ttl_ms)}, o_.timeout_ms, &r);
     if (!st.ok()) return st;
     if (r->type == REDIS_REPLY_INTEGER && r->integer == 1) return Status::Ok();
     // Missing (expired, or the server restarted empty) or held by someone else: claim again.
@@ -288,10 +292,10 @@ class RedisStore : public MetadataStore {
   // refresh tick, unpublish), so that an older descriptor never overwrites a newer one; fetch
   // never takes it.
   std::mutex write_mu_;
-  std::string latest_;    // guarded by write_mu_: the descriptor to publish
-  std::string mark_;      // guarded by write_mu_: "incarnation":"<hex>", our ownership mark
+  std::string latest_;        // guarded by write_mu_: the descriptor to publish
+  std::string mark_;          // guarded by write_mu_: "incarnation":"<hex>", our ownership mark
   uint64_t incarnation_ = 0;  // guarded by write_mu_: ours, in what we publish
-  bool claimed_ = false;  // guarded by write_mu_: the first claim succeeded
+  bool claimed_ = false;      // guarded by write_mu_: the first claim succeeded
 
   std::mutex stop_mu_;  // guards stop_ and the refresh thread's start
   std::condition_variable stop_cv_;

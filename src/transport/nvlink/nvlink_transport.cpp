@@ -16,8 +16,8 @@
 // handles; FD <addr> returns one VMM mapping's fd. A refused process gets no handle of any kind:
 // "ERR DENIED <why>" is all it reads. The socket, its admission and its one serving thread for
 // all peers, the control page and the request connection are the same-host stack's, shared with
-// shm (transport/samehost/); this file keeps the CUDA side: export, import, copies. Every message read from a peer
-// (descriptor entry, admission reply, LIST reply, FD request) goes through its codec in
+// shm (transport/samehost/); this file keeps the CUDA side: export, import, copies. Every message read from a
+// peer (descriptor entry, admission reply, LIST reply, FD request) goes through its codec in
 // proto/samehost_msg.h (by field name, as shm's), which checks types and ranges, never throws.
 //
 // Access (mc_buffer_set_access). A CUDA IPC mapping cannot be made read-only by its exporter
@@ -106,7 +106,6 @@ using samehost::EpochWindow;
 
 // Messages on the socket: 4-byte length + text; a reply may carry one fd.
 
-
 // ------------------------------------------------------------------------------ structures
 
 // One exported buffer (target side).
@@ -131,7 +130,7 @@ struct RemoteBuf {
   int dev = -1;
   bool vmm = false;
   uint32_t access = 0;  // enforced here: an IPC mapping cannot be made read-only by its owner
-  std::string ipc;  // 64 raw bytes
+  std::string ipc;      // 64 raw bytes
   uint64_t base = 0;
   std::vector<std::pair<uint64_t, uint64_t>> chunks;
   bool same_as(const RemoteBuf &o) const {
@@ -170,7 +169,7 @@ class NvPeer : public PeerPath, public std::enable_shared_from_this<NvPeer> {
   std::atomic<bool> dead{false};
   std::atomic<bool> stale{false};
   std::atomic<int64_t> inflight{0};  // copy groups in flight
-  CtrlPage *ctrl = nullptr;  // ctrl_view_'s page, once open
+  CtrlPage *ctrl = nullptr;          // ctrl_view_'s page, once open
   uint64_t epoch() {
     std::shared_lock<std::shared_mutex> lk(mu_);
     return epoch_;
@@ -316,10 +315,11 @@ Status NvTransport::start() {
   sock_name_ = nm;
   proto::NvlinkHello h;
   h.pid = getpid();
-  samehost::UnixServer::Options so{"nvlink", sock_name_, o_.auth_token, o_.incarnation, o_.timeout_ms, kMaxMsg};
+  samehost::UnixServer::Options so{"nvlink",       sock_name_,    o_.auth_token,
+                                   o_.incarnation, o_.timeout_ms, kMaxMsg};
   Status ls = server_.start(
-      so, h.to_json(), ctrl_.fd(), [this](const std::string &q, std::string *r, Fd *f) { return handle(q, r, f); },
-      &ctrl_.page()->alive);
+      so, h.to_json(), ctrl_.fd(),
+      [this](const std::string &q, std::string *r, Fd *f) { return handle(q, r, f); }, &ctrl_.page()->alive);
   if (!ls.ok()) return ls;
   completer_ = std::thread([this] { completion_loop(); });
   return Status::Ok();
@@ -332,8 +332,7 @@ void NvTransport::describe(Descriptor &d) {
   std::shared_lock<std::shared_mutex> lk(mu_);
   for (auto &b : d.buffers) {
     auto it = exports_.find(b.addr);
-    if (it != exports_.end())
-      b.ext["nvlink"] = json{{"dev", it->second.dev}, {"vmm", it->second.vmm}}.dump();
+    if (it != exports_.end()) b.ext["nvlink"] = json{{"dev", it->second.dev}, {"vmm", it->second.vmm}}.dump();
   }
 }
 
@@ -353,7 +352,8 @@ Status NvTransport::export_buffer(const LocalRegion &r, Export *e) {
     st = check("cuMemGetAddressRange", a->cuMemGetAddressRange(&base, &size, r.addr));
     if (st.ok()) st = check("cuIpcGetMemHandle", a->cuIpcGetMemHandle(&e->ipc, r.addr));
     if (!st.ok()) return st;
-    if (base + size < r.addr + r.length) return Err(MC_ERR_INVALID_ARG, "the buffer spans several cudaMalloc allocations");
+    if (base + size < r.addr + r.length)
+      return Err(MC_ERR_INVALID_ARG, "the buffer spans several cudaMalloc allocations");
     e->base = base;
     return Status::Ok();
   }
@@ -451,7 +451,9 @@ Status NvTransport::on_access_change(const LocalRegion &r) {
 }
 
 // Waits for peer copies that started before they could see the new epoch.
-void NvTransport::drain() { ctrl_.wait_for_copies(o_.timeout_ms, "nvlink", "an unregister or access change"); }
+void NvTransport::drain() {
+  ctrl_.wait_for_copies(o_.timeout_ms, "nvlink", "an unregister or access change");
+}
 
 bool NvTransport::handle(const std::string &req, std::string *reply, Fd *fd) {
   if (req == "LIST") {
@@ -506,7 +508,9 @@ void NvTransport::fd_reply(uint64_t a, std::string *reply, Fd *fd) {
             fd->reset(::fcntl(c.fd, F_DUPFD_CLOEXEC, 0));
         }
   }
-  *reply = fd->valid() ? "OK" : denied ? "ERR DENIED peers may not use this buffer" : "ERR no such exported mapping";
+  *reply = fd->valid() ? "OK"
+           : denied    ? "ERR DENIED peers may not use this buffer"
+                       : "ERR no such exported mapping";
 }
 
 // ------------------------------------------------------------------------------ initiator side
@@ -668,8 +672,9 @@ Status NvPeer::import_locked(const RemoteBuf &b, int dev, Import *out) {
     if (st.ok() && !fd.valid()) st = Err(MC_ERR_TRANSPORT, "nvlink: peer " + name_ + " sent no fd");
     if (!st.ok()) break;
     CUmemGenericAllocationHandle h = 0;
-    CUresult r = a->cuMemImportFromShareableHandle(&h, reinterpret_cast<void *>(static_cast<intptr_t>(fd.get())),
-                                                   CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR);
+    CUresult r =
+        a->cuMemImportFromShareableHandle(&h, reinterpret_cast<void *>(static_cast<intptr_t>(fd.get())),
+                                          CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR);
     fd.reset();
     if (r != CUDA_SUCCESS) {
       st = check("cuMemImportFromShareableHandle", r);
@@ -847,7 +852,8 @@ void NvTransport::submit(PeerPath &path, Slice *s, size_t n) {
   if (!entered) {
     win.close();
     peer->inflight.fetch_sub(1);
-    MC_LOGI("nvlink: cannot reach the buffers of peer: " << (rst.ok() ? "they keep changing" : rst.message()));
+    MC_LOGI(
+        "nvlink: cannot reach the buffers of peer: " << (rst.ok() ? "they keep changing" : rst.message()));
     mc_status_t code = rst.code() == MC_ERR_PEER_DOWN ? MC_ERR_PEER_DOWN : MC_ERR_TRANSPORT;
     for (size_t i = 0; i < n; i++) early.push_back({s[i], code});
     report_early();
@@ -1046,7 +1052,8 @@ std::shared_ptr<PeerPath> NvTransport::connect(const Descriptor &d) {
   Status st = p->open(d);
   if (!st.ok()) {
     if (st.code() == MC_ERR_DENIED) connects_denied++;
-    MC_LOGW("nvlink: cannot reach " << d.name << " over CUDA IPC (" << st.message() << "); GPU buffers go over tcp");
+    MC_LOGW("nvlink: cannot reach " << d.name << " over CUDA IPC (" << st.message()
+                                    << "); GPU buffers go over tcp");
     return nullptr;
   }
   return p;
@@ -1065,7 +1072,8 @@ void NvTransport::shutdown() {
 }
 
 std::string NvTransport::stats_json() {
-  return "{\"bytes_copied\":" + std::to_string(bytes.load()) + ",\"copies\":" + std::to_string(copies.load()) +
+  return "{\"bytes_copied\":" + std::to_string(bytes.load()) +
+         ",\"copies\":" + std::to_string(copies.load()) +
          ",\"slices_completed\":" + std::to_string(slices_ok.load()) +
          ",\"slices_failed\":" + std::to_string(slices_failed.load()) +
          ",\"exports\":" + std::to_string(exports.load()) +

@@ -19,7 +19,6 @@ struct NvlinkOptions {
 
 // nullptr with *why set when this process has no CUDA driver or no GPU (then "cuda:N" buffers
 // still register when the driver is there, and move over TCP through staging).
-std::unique_ptr<Transport> make_nvlink_transport(const NvlinkOptions &o, Host *target,
-                                                 std::string *why);
+std::unique_ptr<Transport> make_nvlink_transport(const NvlinkOptions &o, Host *target, std::string *why);
 
 }  // namespace mc

@@ -27,13 +27,13 @@ enum class Opcode : uint8_t { kRead, kWrite };
 
 enum class WcStatus : uint8_t {
   kSuccess,
-  kLocLenErr,      // a length the QP cannot carry
-  kLocProtErr,     // lkey unknown, range outside the local MR, or missing local access
-  kWrFlushErr,     // the QP went to ERR before this request ran
-  kRemAccessErr,   // rkey unknown, range outside the remote MR, or missing remote access
-  kRemInvReqErr,   // the responder QP does not allow the operation
-  kRetryExcErr,    // the responder did not answer (peer QP, NIC or port gone)
-  kFatalErr,       // the QP's rings are corrupted or the device failed
+  kLocLenErr,     // a length the QP cannot carry
+  kLocProtErr,    // lkey unknown, range outside the local MR, or missing local access
+  kWrFlushErr,    // the QP went to ERR before this request ran
+  kRemAccessErr,  // rkey unknown, range outside the remote MR, or missing remote access
+  kRemInvReqErr,  // the responder QP does not allow the operation
+  kRetryExcErr,   // the responder did not answer (peer QP, NIC or port gone)
+  kFatalErr,      // the QP's rings are corrupted or the device failed
 };
 const char *wc_status_name(WcStatus s);
 
@@ -59,7 +59,7 @@ struct PortInfo {
   bool ethernet = false;  // RoCE (addressed by GID) rather than InfiniBand (by LID)
   bool roce_v2 = false;   // the chosen GID is a RoCE v2 one
   uint16_t lid = 0;
-  uint32_t mtu = 0;       // active MTU in bytes (256..4096)
+  uint32_t mtu = 0;  // active MTU in bytes (256..4096)
   int gid_index = -1;
   uint8_t gid[16] = {};
 };
@@ -75,10 +75,10 @@ struct QpDest {
 struct ConnAttr {
   QpDest remote;
   uint32_t local_psn = 0;
-  uint32_t mtu = 1024;       // path MTU in bytes
-  int gid_index = -1;        // local GID index (RoCE, or IB with a GRH)
+  uint32_t mtu = 1024;  // path MTU in bytes
+  int gid_index = -1;   // local GID index (RoCE, or IB with a GRH)
   bool use_grh = false;
-  uint8_t timeout = 14;      // local ACK timeout: 4.096 us * 2^timeout
+  uint8_t timeout = 14;  // local ACK timeout: 4.096 us * 2^timeout
   uint8_t retry_cnt = 7;
   uint8_t rnr_retry = 0;
   uint8_t max_rd_atomic = 16;       // READs we issue at once (RTS)
@@ -177,7 +177,8 @@ class Device {
 // NIC's QP control region.
 // "sim-ib" is one simulated InfiniBand NIC. port is the rdma_port key: 0 for each device's
 // first ACTIVE port, else that port number (a simulated NIC has only port 1).
-Status open_devices(const std::string &spec, uint64_t ctrl_bytes, int port, std::vector<std::unique_ptr<Device>> *out);
+Status open_devices(const std::string &spec, uint64_t ctrl_bytes, int port,
+                    std::vector<std::unique_ptr<Device>> *out);
 
 // libibverbs, loaded with dlopen on first use.
 Status open_verbs_devices(const std::vector<std::string> &names, bool all, int port,

@@ -28,7 +28,8 @@
 // again; refused again, it fails with MC_ERR_DENIED and nothing written.
 //
 // QP attributes (RESET -> INIT -> RTR -> RTS), and why:
-//   INIT: port rdma_port (default: the device's first ACTIVE port), pkey index 0, access REMOTE_READ|REMOTE_WRITE|LOCAL_WRITE: the QP itself
+//   INIT: port rdma_port (default: the device's first ACTIVE port), pkey index 0, access
+//   REMOTE_READ|REMOTE_WRITE|LOCAL_WRITE: the QP itself
 //         allows both directions; what a peer may touch is decided per buffer by the MR's
 //         rights (mc_buffer_set_access changes them with rereg), which the NIC enforces.
 //   RTR:  path MTU = min(local port's active MTU, peer port's active MTU, rdma_mtu of both
@@ -95,11 +96,11 @@ namespace {
 using json = nlohmann::json;
 using namespace rdma;
 
-constexpr uint32_t kSqDepth = 256;         // WRs per QP
-constexpr uint32_t kAttempts = 4;          // a slice is posted at most this many times
+constexpr uint32_t kSqDepth = 256;  // WRs per QP
+constexpr uint32_t kAttempts = 4;   // a slice is posted at most this many times
 constexpr int kPollBatch = 64;
 constexpr size_t kPostBatch = 32;
-constexpr uint64_t kNicBackoffMs = 500;    // a peer NIC that refused setup is skipped this long
+constexpr uint64_t kNicBackoffMs = 500;  // a peer NIC that refused setup is skipped this long
 constexpr uint32_t kMaxWr = 1u << 30;
 
 class RdmaTransport;
@@ -110,15 +111,15 @@ struct QpCtx;
 // One slice, or one piece of a slice cut at a buffer boundary (its own keys).
 struct Op {
   Slice s;
-  Op *parent = nullptr;                 // a piece's slice
-  std::atomic<uint32_t> pieces{0};      // a parent's pieces still running
-  std::atomic<int32_t> status{MC_OK};   // a parent's first failure
+  Op *parent = nullptr;                // a piece's slice
+  std::atomic<uint32_t> pieces{0};     // a parent's pieces still running
+  std::atomic<int32_t> status{MC_OK};  // a parent's first failure
   uint32_t attempts = 0;
-  bool refreshed = false;               // its rkey was refused once and refreshed from the target
-  uint64_t posted_ms = 0;               // when it was last posted (the deadline's start)
+  bool refreshed = false;  // its rkey was refused once and refreshed from the target
+  uint64_t posted_ms = 0;  // when it was last posted (the deadline's start)
   uint32_t lkey = 0, rkey = 0;
-  std::shared_ptr<PeerState> peer;      // where a retry goes
-  QpCtx *qp = nullptr;                  // where it is posted
+  std::shared_ptr<PeerState> peer;  // where a retry goes
+  QpCtx *qp = nullptr;              // where it is posted
   const Slice &root() const { return parent ? parent->s : s; }
 };
 
@@ -171,7 +172,8 @@ struct RemoteInfo {
   std::vector<RemoteNic> nics;
   std::vector<RemoteBuf> bufs;  // sorted by addr
   const RemoteBuf *find(uint64_t a) const {
-    auto it = std::upper_bound(bufs.begin(), bufs.end(), a, [](uint64_t x, const RemoteBuf &b) { return x < b.addr; });
+    auto it = std::upper_bound(bufs.begin(), bufs.end(), a,
+                               [](uint64_t x, const RemoteBuf &b) { return x < b.addr; });
     if (it == bufs.begin()) return nullptr;
     --it;
     return a - it->addr < it->len ? &*it : nullptr;
@@ -213,7 +215,7 @@ struct Nic {
   std::atomic<bool> cq_lost{false};  // the CQ overran (CQ error event): never used again
   std::atomic<int64_t> outstanding{0};
   int64_t cq_cap = 0;
-  std::mutex mu;  // guards starved
+  std::mutex mu;                                   // guards starved
   std::vector<std::shared_ptr<Endpoint>> starved;  // waiting for room in the CQ
 };
 
@@ -260,7 +262,8 @@ std::string peek_from(const std::string &request) {
   json j = json::parse(request, nullptr, false);
   if (j.is_object()) {
     auto it = j.find("from");
-    if (it != j.end() && it->is_string() && it->get_ref<const std::string &>().size() <= 256) return it->get<std::string>();
+    if (it != j.end() && it->is_string() && it->get_ref<const std::string &>().size() <= 256)
+      return it->get<std::string>();
   }
   return "(unnamed: the request does not say)";
 }
@@ -332,7 +335,8 @@ class RdmaTransport : public Transport {
   std::deque<Op *> refresh_q_;
   bool refreshing_ = false;
   Status handle_keys(const std::string &request, std::string *reply);
-  std::shared_ptr<Endpoint> get_ep(const std::shared_ptr<PeerState> &ps, uint32_t l, const std::string &rnic, bool *created);
+  std::shared_ptr<Endpoint> get_ep(const std::shared_ptr<PeerState> &ps, uint32_t l, const std::string &rnic,
+                                   bool *created);
   std::shared_ptr<Endpoint> new_ep(const std::shared_ptr<PeerState> &ps, uint32_t l, const std::string &rnic);
   void enqueue(const std::shared_ptr<Endpoint> &ep, std::vector<Op *> &ops);
   void pump(const std::shared_ptr<Endpoint> &ep);
@@ -344,7 +348,8 @@ class RdmaTransport : public Transport {
   void lru_remove(Endpoint *ep);
   void note_qps(const std::string &peer, uint64_t inc);
   Status make_qps(Nic &nic, std::vector<std::unique_ptr<QpCtx>> *out);
-  Status connect_qps(Nic &nic, std::vector<std::unique_ptr<QpCtx>> &qps, const std::vector<QpDest> &dst, uint32_t mtu);
+  Status connect_qps(Nic &nic, std::vector<std::unique_ptr<QpCtx>> &qps, const std::vector<QpDest> &dst,
+                     uint32_t mtu);
   ConnAttr attr_for(Nic &nic, uint32_t mtu) const;
   void destroy_qps(std::vector<std::unique_ptr<QpCtx>> &qps);
   void install(const std::shared_ptr<PeerState> &ps, const std::shared_ptr<Endpoint> &ep,
@@ -478,10 +483,11 @@ Status RdmaTransport::make_qps(Nic &nic, std::vector<std::unique_ptr<QpCtx>> *ou
   return Status::Ok();
 }
 
-Status RdmaTransport::connect_qps(Nic &nic, std::vector<std::unique_ptr<QpCtx>> &qps, const std::vector<QpDest> &dst,
-                                  uint32_t mtu) {
+Status RdmaTransport::connect_qps(Nic &nic, std::vector<std::unique_ptr<QpCtx>> &qps,
+                                  const std::vector<QpDest> &dst, uint32_t mtu) {
   if (dst.size() != qps.size())
-    return Err(MC_ERR_TRANSPORT, "the peer answered " + std::to_string(dst.size()) + " QPs for " + std::to_string(qps.size()));
+    return Err(MC_ERR_TRANSPORT,
+               "the peer answered " + std::to_string(dst.size()) + " QPs for " + std::to_string(qps.size()));
   for (size_t i = 0; i < qps.size(); i++) {
     ConnAttr a = attr_for(nic, mtu);
     a.remote = dst[i];
@@ -571,12 +577,14 @@ Status RdmaTransport::parse_remote(const Descriptor &d, std::shared_ptr<const Re
       if (ext.rkeys.size() != ri->nics.size())
         return Err(MC_ERR_METADATA, "rdma buffer keys from peer " + d.name + ": field 'rkeys' has " +
                                         std::to_string(ext.rkeys.size()) + " keys for " +
-                                        std::to_string(ri->nics.size()) + " NICs (buffer at " + std::to_string(b.addr) + ")");
+                                        std::to_string(ri->nics.size()) + " NICs (buffer at " +
+                                        std::to_string(b.addr) + ")");
       rb.rkeys = std::move(ext.rkeys);
     }
     ri->bufs.push_back(std::move(rb));
   }
-  std::sort(ri->bufs.begin(), ri->bufs.end(), [](const RemoteBuf &a, const RemoteBuf &b) { return a.addr < b.addr; });
+  std::sort(ri->bufs.begin(), ri->bufs.end(),
+            [](const RemoteBuf &a, const RemoteBuf &b) { return a.addr < b.addr; });
   *out = std::move(ri);
   return Status::Ok();
 }
@@ -613,7 +621,8 @@ Status RdmaTransport::on_register(const LocalRegion &r) {
       gpu_mr_failures_++;
       uint64_t bit = dev >= 0 && dev < 64 ? 1ull << dev : 0;
       if (bit && !(gpu_bad_.fetch_or(bit) & bit))
-        MC_LOGW("rdma: GPU memory of " << r.location << " cannot be registered with the NICs (" << st.message()
+        MC_LOGW("rdma: GPU memory of " << r.location << " cannot be registered with the NICs ("
+                                       << st.message()
                                        << "); its transfers go over other transports (tcp with staging)");
       return Status::Ok();
     }
@@ -628,7 +637,8 @@ Status RdmaTransport::on_register(const LocalRegion &r) {
   for (auto &n : nics_) {
     std::unique_ptr<Mr> m;
     Status st = n->dev->reg_mr(reinterpret_cast<void *>(r.addr), r.length, mr_access(r.access), &m);
-    if (!st.ok()) return Err(st.code(), "registering memory on RDMA device " + n->dev->name() + ": " + st.message());
+    if (!st.ok())
+      return Err(st.code(), "registering memory on RDMA device " + n->dev->name() + ": " + st.message());
     lm.mrs.push_back(std::move(m));
   }
   std::unique_lock<std::shared_mutex> lk(mr_mu_);
@@ -671,8 +681,9 @@ Status RdmaTransport::on_access_change(const LocalRegion &r) {
   }
   access_failures_++;
   gone.mrs.clear();  // deregistered: no key of this buffer works on any NIC any more
-  std::string why = "rdma: changing the access of the buffer at 0x" + hex::u64(r.addr) + " on NIC " + nic + " failed (" +
-                    st.message() + "); its memory regions were deregistered, so RDMA no longer reaches it";
+  std::string why = "rdma: changing the access of the buffer at 0x" + hex::u64(r.addr) + " on NIC " + nic +
+                    " failed (" + st.message() +
+                    "); its memory regions were deregistered, so RDMA no longer reaches it";
   MC_LOGW(why);
   return Err(st.code() == MC_OK ? MC_ERR_TRANSPORT : st.code(), why);
 }
@@ -684,7 +695,8 @@ std::shared_ptr<PeerPath> RdmaTransport::connect(const Descriptor &d) {
   std::shared_ptr<const RemoteInfo> info;
   Status pst = parse_remote(d, &info);
   if (!pst.ok()) {
-    if (pst.code() != MC_ERR_UNSUPPORTED) MC_LOGW("rdma: not using RDMA to " << d.name << ": " << pst.message());
+    if (pst.code() != MC_ERR_UNSUPPORTED)
+      MC_LOGW("rdma: not using RDMA to " << d.name << ": " << pst.message());
     return nullptr;
   }
   if (info->fabric != fabric_ || info->nics.empty()) return nullptr;
@@ -773,7 +785,8 @@ void RdmaTransport::note_qps(const std::string &peer, uint64_t inc) {
   ns.last_inc = inc;
 }
 
-void RdmaTransport::retire_peer(const std::shared_ptr<PeerState> &ps, mc_status_t st, const std::string &why) {
+void RdmaTransport::retire_peer(const std::shared_ptr<PeerState> &ps, mc_status_t st,
+                                const std::string &why) {
   std::map<std::pair<uint32_t, std::string>, std::shared_ptr<Endpoint>> eps;
   {
     std::lock_guard<std::mutex> lk(ps->mu);
@@ -807,7 +820,8 @@ void RdmaTransport::fail_path(PeerPath &peer, mc_status_t status, const std::str
 
 // ------------------------------------------------------------------------------ endpoints
 
-std::shared_ptr<Endpoint> RdmaTransport::new_ep(const std::shared_ptr<PeerState> &ps, uint32_t l, const std::string &rnic) {
+std::shared_ptr<Endpoint> RdmaTransport::new_ep(const std::shared_ptr<PeerState> &ps, uint32_t l,
+                                                const std::string &rnic) {
   auto ep = std::make_shared<Endpoint>();
   ep->peer = ps;
   ep->peer_name = ps->name;
@@ -828,8 +842,8 @@ std::shared_ptr<Endpoint> RdmaTransport::new_ep(const std::shared_ptr<PeerState>
 }
 
 // Caller holds ps->mu.
-std::shared_ptr<Endpoint> RdmaTransport::get_ep(const std::shared_ptr<PeerState> &ps, uint32_t l, const std::string &rnic,
-                                                bool *created) {
+std::shared_ptr<Endpoint> RdmaTransport::get_ep(const std::shared_ptr<PeerState> &ps, uint32_t l,
+                                                const std::string &rnic, bool *created) {
   auto key = std::make_pair(l, rnic);
   auto it = ps->eps.find(key);
   if (it != ps->eps.end()) return it->second;
@@ -887,7 +901,8 @@ void RdmaTransport::maybe_evict() {
   }
 }
 
-void RdmaTransport::retire_ep(const std::shared_ptr<Endpoint> &ep, mc_status_t st, const std::string &why, bool retry) {
+void RdmaTransport::retire_ep(const std::shared_ptr<Endpoint> &ep, mc_status_t st, const std::string &why,
+                              bool retry) {
   std::deque<Op *> queued;
   bool reap_now;
   {
@@ -1005,8 +1020,10 @@ void RdmaTransport::run_connect(std::shared_ptr<Endpoint> ep, std::shared_ptr<Pe
   auto fail = [&](const Status &st, bool retry) {
     setup_failed_++;
     check_nic(nic);
-    retire_ep(ep, st.code(), "connecting to " + ps->name + " over " + nic.dev->name() + " -> " + ep->rnic + ": " + st.message(),
-              retry);
+    retire_ep(
+        ep, st.code(),
+        "connecting to " + ps->name + " over " + nic.dev->name() + " -> " + ep->rnic + ": " + st.message(),
+        retry);
   };
   if (!found) return fail(Err(MC_ERR_PEER_DOWN, "the peer's NIC is not known"), false);
   std::vector<std::unique_ptr<QpCtx>> qps;
@@ -1031,7 +1048,8 @@ void RdmaTransport::run_connect(std::shared_ptr<Endpoint> ep, std::shared_ptr<Pe
     // endpoint; wait for that instead of building a second connection.
     destroy_qps(qps);
     std::unique_lock<std::mutex> lk(ep->mu);
-    ep->cv.wait_for(lk, std::chrono::milliseconds(opts_.timeout_ms), [&] { return ep->st != Endpoint::kConnecting; });
+    ep->cv.wait_for(lk, std::chrono::milliseconds(opts_.timeout_ms),
+                    [&] { return ep->st != Endpoint::kConnecting; });
     bool still = ep->st == Endpoint::kConnecting;
     lk.unlock();
     if (still) fail(Err(MC_ERR_TRANSPORT, "the peer's side of a simultaneous open never arrived"), true);
@@ -1233,8 +1251,10 @@ void RdmaTransport::drain_refreshes() {
       op = refresh_q_.front();
       refresh_q_.pop_front();
     }
-    if (stopping_.load()) finish(op, MC_ERR_DENIED);
-    else refresh_keys(op);
+    if (stopping_.load())
+      finish(op, MC_ERR_DENIED);
+    else
+      refresh_keys(op);
   }
 }
 
@@ -1275,7 +1295,8 @@ void RdmaTransport::refresh_keys(Op *op) {
   req.addr = op->s.remote;
   std::string reply;
   uint64_t their_inc = 0;
-  Status st = control_call(addr, opts_.auth_token, "rdma", req.to_json(), opts_.timeout_ms, &reply, &their_inc);
+  Status st =
+      control_call(addr, opts_.auth_token, "rdma", req.to_json(), opts_.timeout_ms, &reply, &their_inc);
   proto::RdmaKeysReply rep;
   if (st.ok()) st = proto::decode(reply, ps->name, MC_ERR_TRANSPORT, &rep);
   if (!st.ok()) {
@@ -1302,13 +1323,15 @@ Status RdmaTransport::handle_keys(const std::string &request, std::string *reply
   proto::RdmaKeysReq req;
   Status st = proto::decode(request, peek_from(request), MC_ERR_TRANSPORT, &req);
   if (!st.ok()) return st;
-  if (req.to_inc != inc_) return Err(MC_ERR_PEER_DOWN, "the keys request is for another incarnation of " + name_);
+  if (req.to_inc != inc_)
+    return Err(MC_ERR_PEER_DOWN, "the keys request is for another incarnation of " + name_);
   proto::RdmaKeysReply rep;
   {
     std::shared_lock<std::shared_mutex> lk(mr_mu_);
     auto it = mrs_.upper_bound(req.addr);
     if (it == mrs_.begin() || req.addr - std::prev(it)->first >= std::prev(it)->second.len)
-      return Err(MC_ERR_DENIED, "no buffer of " + name_ + " at 0x" + hex::u64(req.addr) + " is reachable over RDMA");
+      return Err(MC_ERR_DENIED,
+                 "no buffer of " + name_ + " at 0x" + hex::u64(req.addr) + " is reachable over RDMA");
     --it;
     rep.addr = it->first;
     rep.len = it->second.len;
@@ -1521,8 +1544,9 @@ void RdmaTransport::pump(const std::shared_ptr<Endpoint> &ep) {
         break;
       }
       // Never more outstanding than the CQ holds: one more is an overrun, which loses the CQ.
-      size_t room = std::min<size_t>({kPostBatch, kSqDepth - q->posted.load(std::memory_order_relaxed),
-                                      static_cast<size_t>(nic.cq_cap - nic.outstanding.load(std::memory_order_relaxed))});
+      size_t room = std::min<size_t>(
+          {kPostBatch, kSqDepth - q->posted.load(std::memory_order_relaxed),
+           static_cast<size_t>(nic.cq_cap - nic.outstanding.load(std::memory_order_relaxed))});
       uint64_t now = now_ms();
       size_t k = 0;
       while (k < room && !ep->backlog.empty()) {
@@ -1535,8 +1559,12 @@ void RdmaTransport::pump(const std::shared_ptr<Endpoint> &ep) {
         op->qp = q;
         op->posted_ms = now;
         batch[k] = op;
-        wrs[k] = {reinterpret_cast<uint64_t>(op), op->s.op == MC_READ ? Opcode::kRead : Opcode::kWrite,
-                  reinterpret_cast<uint64_t>(op->s.local), op->lkey, static_cast<uint32_t>(op->s.len), op->s.remote,
+        wrs[k] = {reinterpret_cast<uint64_t>(op),
+                  op->s.op == MC_READ ? Opcode::kRead : Opcode::kWrite,
+                  reinterpret_cast<uint64_t>(op->s.local),
+                  op->lkey,
+                  static_cast<uint32_t>(op->s.len),
+                  op->s.remote,
                   op->rkey};
         k++;
       }
@@ -1578,7 +1606,8 @@ void RdmaTransport::check_nic(Nic &nic) {
 void RdmaTransport::nic_down(Nic &nic, const std::string &why) {
   if (!nic.up.exchange(false)) return;
   nic_failovers_++;
-  MC_LOGW("rdma: NIC " << nic.dev->name() << " taken out of use (" << why << "); its work moves to the other NICs");
+  MC_LOGW("rdma: NIC " << nic.dev->name() << " taken out of use (" << why
+                       << "); its work moves to the other NICs");
   std::vector<std::shared_ptr<Endpoint>> eps;
   {
     std::lock_guard<std::mutex> lk(live_mu_);
@@ -1648,7 +1677,8 @@ void RdmaTransport::poll_loop(Nic *nic) {
           MC_LOGD("rdma: " << nic->dev->name() << " QP " << wcs[i].qpn << " to " << ep->peer_name << ": "
                            << wc_status_name(ws));
         }
-        if (!dead) retire_ep(self, MC_ERR_TRANSPORT, std::string("work request failed: ") + wc_status_name(ws), true);
+        if (!dead)
+          retire_ep(self, MC_ERR_TRANSPORT, std::string("work request failed: ") + wc_status_name(ws), true);
         if (ws == WcStatus::kRemAccessErr) {
           refused(op);  // maybe a stale rkey: refreshed once, then DENIED
         } else if (ws == WcStatus::kRemInvReqErr) {
@@ -1668,8 +1698,10 @@ void RdmaTransport::poll_loop(Nic *nic) {
         ep->inflight--;
         reap_now = (ep->st == Endpoint::kDead || ep->draining) && ep->inflight == 0 && ep->backlog.empty();
       }
-      if (reap_now) reap(self, false);
-      else if (std::find(touched.begin(), touched.end(), self) == touched.end()) touched.push_back(std::move(self));
+      if (reap_now)
+        reap(self, false);
+      else if (std::find(touched.begin(), touched.end(), self) == touched.end())
+        touched.push_back(std::move(self));
     }
     for (auto &ep : touched) pump(ep);
     touched.clear();
@@ -1772,7 +1804,8 @@ void RdmaTransport::shutdown() {
   {
     // The pollers collect the flushes; bounded, since ERR flushes at once.
     std::unique_lock<std::mutex> lk(live_mu_);
-    live_cv_.wait_for(lk, std::chrono::milliseconds(std::max<uint32_t>(opts_.timeout_ms, 100)), [&] { return live_.empty(); });
+    live_cv_.wait_for(lk, std::chrono::milliseconds(std::max<uint32_t>(opts_.timeout_ms, 100)),
+                      [&] { return live_.empty(); });
     for (auto &[p, ep] : live_) rest.push_back(ep);
   }
   pollers_stop_.store(true);
@@ -1862,7 +1895,8 @@ std::unique_ptr<Transport> make_rdma_transport(const RdmaOptions &opts, Host *ta
   std::vector<std::unique_ptr<Device>> devs;
   // The simulated NIC's control region: room for every QP of a full endpoint cache.
   uint64_t blk = 64 + uint64_t(kSqDepth) * 96;
-  uint64_t ctrl = std::min<uint64_t>(blk * opts.rdma_max_endpoints * opts.rdma_qps_per_endpoint * 2 + (1 << 20), 1ull << 30);
+  uint64_t ctrl = std::min<uint64_t>(
+      blk * opts.rdma_max_endpoints * opts.rdma_qps_per_endpoint * 2 + (1 << 20), 1ull << 30);
   Status s = open_devices(opts.rdma_devices, ctrl, opts.rdma_port, &devs);
   bool named = opts.rdma_devices != "auto" && !opts.rdma_devices.empty();
   if (!s.ok()) {
@@ -1877,8 +1911,10 @@ std::unique_ptr<Transport> make_rdma_transport(const RdmaOptions &opts, Host *ta
   s = t->start(std::move(devs));
   if (!s.ok()) {
     t->shutdown();
-    if (named) *st = s;
-    else MC_LOGW("rdma transport unavailable: " << s.message());
+    if (named)
+      *st = s;
+    else
+      MC_LOGW("rdma transport unavailable: " << s.message());
     return nullptr;
   }
   return t;

@@ -31,25 +31,38 @@ namespace mc::rdma {
 
 const char *qp_state_name(QpState s) {
   switch (s) {
-    case QpState::kReset: return "RESET";
-    case QpState::kInit: return "INIT";
-    case QpState::kRtr: return "RTR";
-    case QpState::kRts: return "RTS";
-    case QpState::kErr: return "ERR";
+    case QpState::kReset:
+      return "RESET";
+    case QpState::kInit:
+      return "INIT";
+    case QpState::kRtr:
+      return "RTR";
+    case QpState::kRts:
+      return "RTS";
+    case QpState::kErr:
+      return "ERR";
   }
   return "?";
 }
 
 const char *wc_status_name(WcStatus s) {
   switch (s) {
-    case WcStatus::kSuccess: return "success";
-    case WcStatus::kLocLenErr: return "local length error";
-    case WcStatus::kLocProtErr: return "local protection error";
-    case WcStatus::kWrFlushErr: return "flushed";
-    case WcStatus::kRemAccessErr: return "remote access error";
-    case WcStatus::kRemInvReqErr: return "remote invalid request";
-    case WcStatus::kRetryExcErr: return "transport retry counter exceeded";
-    case WcStatus::kFatalErr: return "fatal error";
+    case WcStatus::kSuccess:
+      return "success";
+    case WcStatus::kLocLenErr:
+      return "local length error";
+    case WcStatus::kLocProtErr:
+      return "local protection error";
+    case WcStatus::kWrFlushErr:
+      return "flushed";
+    case WcStatus::kRemAccessErr:
+      return "remote access error";
+    case WcStatus::kRemInvReqErr:
+      return "remote invalid request";
+    case WcStatus::kRetryExcErr:
+      return "transport retry counter exceeded";
+    case WcStatus::kFatalErr:
+      return "fatal error";
   }
   return "?";
 }
@@ -100,10 +113,13 @@ static_assert(sizeof(RingHdr) == 64 && sizeof(Wqe) == 64 && sizeof(Cqe) == 32);
 
 uint64_t seal_of(const RingHdr &h) { return mix64(h.magic ^ (uint64_t(h.qpn) << 32 | h.depth)); }
 uint64_t seal_of(const Wqe &w) {
-  return mix64(w.wr_id ^ mix64(w.local ^ mix64(w.remote ^ mix64((uint64_t(w.lkey) << 32 | w.rkey) ^
-                                                                  mix64((uint64_t(w.len) << 8 | w.op) ^ w.due_ns)))));
+  return mix64(w.wr_id ^
+               mix64(w.local ^ mix64(w.remote ^ mix64((uint64_t(w.lkey) << 32 | w.rkey) ^
+                                                      mix64((uint64_t(w.len) << 8 | w.op) ^ w.due_ns)))));
 }
-uint64_t seal_of(const Cqe &c) { return mix64(c.wr_id ^ mix64((uint64_t(c.byte_len) << 8) | c.status) ^ 0x5a5a); }
+uint64_t seal_of(const Cqe &c) {
+  return mix64(c.wr_id ^ mix64((uint64_t(c.byte_len) << 8) | c.status) ^ 0x5a5a);
+}
 
 // An MR. addr is what work requests use (the VA of host memory, the iova of a dma-buf). Where
 // its bytes are: host memory at addr itself; a dma-buf the sim could mmap (host-backed) at
@@ -117,12 +133,12 @@ struct SimMr {
   std::atomic<uint32_t> access{0};
   std::atomic<int64_t> users{0};
   Kind kind = kHost;
-  uint8_t *cpu = nullptr;      // kDmabufMapped
-  uint64_t gpu = 0;            // kDmabufGpu
+  uint8_t *cpu = nullptr;  // kDmabufMapped
+  uint64_t gpu = 0;        // kDmabufGpu
   int gpu_dev = -1;
-  void *map = nullptr;         // the mapping to undo
+  void *map = nullptr;  // the mapping to undo
   size_t map_len = 0;
-  int fd = -1;                 // our reference on the dma-buf, as the kernel holds one
+  int fd = -1;  // our reference on the dma-buf, as the kernel holds one
   ~SimMr() {
     if (map) ::munmap(map, map_len);
     if (fd >= 0) ::close(fd);
@@ -130,9 +146,12 @@ struct SimMr {
   // Where the byte that work requests address at a lives; for kDmabufGpu a device address.
   uint64_t at(uint64_t a) const {
     switch (kind) {
-      case kDmabufMapped: return reinterpret_cast<uint64_t>(cpu) + (a - addr);
-      case kDmabufGpu: return gpu + (a - addr);
-      default: return a;
+      case kDmabufMapped:
+        return reinterpret_cast<uint64_t>(cpu) + (a - addr);
+      case kDmabufGpu:
+        return gpu + (a - addr);
+      default:
+        return a;
     }
   }
 };
@@ -148,7 +167,8 @@ bool gpu_copy(int dev, uint64_t dst, uint64_t src, uint64_t len) {
     st = nullptr;
     return false;
   }
-  return a->cuMemcpyAsync(dst, src, len, st) == cuda::CUDA_SUCCESS && a->cuStreamSynchronize(st) == cuda::CUDA_SUCCESS;
+  return a->cuMemcpyAsync(dst, src, len, st) == cuda::CUDA_SUCCESS &&
+         a->cuStreamSynchronize(st) == cuda::CUDA_SUCCESS;
 }
 
 struct DevCore;
@@ -159,7 +179,7 @@ struct CqCore {
   std::deque<std::shared_ptr<struct QpCore>> active;  // QPs with work or completions pending
   bool sleeping = false;
   bool woken = false;
-  std::mutex exec_mu;  // one executor at a time; a QP's destroy waits for the running one
+  std::mutex exec_mu;                // one executor at a time; a QP's destroy waits for the running one
   std::atomic<bool> delayed{false};  // some WQE waits for its due time
   // Finite depth, as on hardware: more WRs outstanding (posted, completion not polled yet) on
   // the QPs of this CQ than it holds is an overrun: a CQ error event and its QPs go to ERR.
@@ -188,15 +208,15 @@ struct QpCore {
   bool in_active = false;  // (CqCore::mu)
   bool fatal = false;
   uint64_t sq_tail = 0, sq_head = 0, cq_head = 0;  // the NIC's own copy of the indices
-  std::vector<uint64_t> shadow;                     // wr_id by slot
-  std::deque<Wc> fatal_wcs;                         // completions after corruption
+  std::vector<uint64_t> shadow;                    // wr_id by slot
+  std::deque<Wc> fatal_wcs;                        // completions after corruption
   // Set by modify_qp, read by the peer's executor: what both ends must agree on.
   std::atomic<uint32_t> path_mtu{0};
   std::atomic<uint32_t> rq_psn{0};  // RTR: the PSN the responder expects first
   std::atomic<uint32_t> sq_psn{0};  // RTS: the PSN the requester sends first
   std::atomic<uint64_t> ack_ns{0};  // RTS: local ACK timeout (0: none, waits forever)
   std::atomic<uint32_t> retry_cnt{0};
-  uint64_t stall_since = 0;         // (exec_mu) when the head WQE first went unanswered
+  uint64_t stall_since = 0;  // (exec_mu) when the head WQE first went unanswered
   std::shared_ptr<DevCore> rdev;
   std::shared_ptr<QpCore> rqp;
 };
@@ -207,8 +227,8 @@ struct DevCore {
   uint8_t gid[16] = {};
   std::atomic<bool> port_up{true};
   std::atomic<bool> gone{false};
-  bool ib = false;                      // InfiniBand port (LID routed) rather than RoCE
-  std::atomic<bool> stalled{false};     // its engine hangs: WQEs neither run nor complete
+  bool ib = false;                   // InfiniBand port (LID routed) rather than RoCE
+  std::atomic<bool> stalled{false};  // its engine hangs: WQEs neither run nor complete
   std::atomic<int> fail_modify{0};
   std::atomic<int> fail_access{0};
   std::atomic<uint32_t> delay_us{0};
@@ -321,7 +341,8 @@ void make_fatal(QpCore &q, const char *why) {
   if (q.fatal) return;
   q.fatal = true;
   q.state.store(QpState::kErr);
-  for (uint64_t i = q.cq_head; i < q.sq_tail; i++) q.fatal_wcs.push_back({q.shadow[i % q.depth], q.qpn, 0, WcStatus::kFatalErr});
+  for (uint64_t i = q.cq_head; i < q.sq_tail; i++)
+    q.fatal_wcs.push_back({q.shadow[i % q.depth], q.qpn, 0, WcStatus::kFatalErr});
   q.cq_head = q.sq_head = q.sq_tail;
   q.dev->event(AsyncEvent::kQpFatal, q.qpn);
 }
@@ -331,7 +352,8 @@ bool inside(uint64_t a, uint64_t len, const SimMr &m) {
 }
 
 // Runs one WQE as the requester's and the responder's NICs would.
-WcStatus execute(QpCore &q, const Wqe &w, const std::shared_ptr<DevCore> &rdev, const std::shared_ptr<QpCore> &rq) {
+WcStatus execute(QpCore &q, const Wqe &w, const std::shared_ptr<DevCore> &rdev,
+                 const std::shared_ptr<QpCore> &rq) {
   if (w.len > (1u << 31)) return WcStatus::kLocLenErr;
   bool read = w.op == static_cast<uint8_t>(Opcode::kRead);
   SimMr *lm = q.dev->pin(w.lkey, false);
@@ -348,7 +370,8 @@ WcStatus execute(QpCore &q, const Wqe &w, const std::shared_ptr<DevCore> &rdev, 
       rq->dest_dev.load() != q.dev->id) {
     st = WcStatus::kRetryExcErr;
   } else if (rq->rq_psn.load() != q.sq_psn.load() ||
-             (q.path_mtu.load() != rq->path_mtu.load() && w.len > std::min(q.path_mtu.load(), rq->path_mtu.load()))) {
+             (q.path_mtu.load() != rq->path_mtu.load() &&
+              w.len > std::min(q.path_mtu.load(), rq->path_mtu.load()))) {
     // The responder drops packets out of sequence, or larger than its path MTU: the requester
     // hears nothing back and retries until its retry count runs out.
     st = WcStatus::kRetryExcErr;
@@ -584,7 +607,8 @@ class SimCq : public Cq {
       return;
     }
     c_->sleeping = true;
-    c_->cv.wait_for(lk, std::chrono::milliseconds(timeout_ms), [&] { return !c_->active.empty() || c_->woken; });
+    c_->cv.wait_for(lk, std::chrono::milliseconds(timeout_ms),
+                    [&] { return !c_->active.empty() || c_->woken; });
     c_->sleeping = false;
     c_->woken = false;
   }
@@ -640,20 +664,25 @@ class SimQp : public Qp {
     return modify("RTR", [&](QpState cur) -> Status {
       if (cur != QpState::kInit) return illegal(cur, "RTR");
       if (a.mtu < 256 || a.mtu > 4096 || (a.mtu & (a.mtu - 1)))
-        return Err(MC_ERR_INVALID_ARG, "modify_qp(RTR): path MTU " + std::to_string(a.mtu) + " is not 256..4096");
+        return Err(MC_ERR_INVALID_ARG,
+                   "modify_qp(RTR): path MTU " + std::to_string(a.mtu) + " is not 256..4096");
       if (a.remote.qpn == 0 || a.remote.qpn >= (1u << 24))
         return Err(MC_ERR_INVALID_ARG, "modify_qp(RTR): bad destination QP number");
       if (a.max_dest_rd_atomic > kMaxRdAtomic)
-        return Err(MC_ERR_INVALID_ARG, "modify_qp(RTR): max_dest_rd_atomic " + std::to_string(a.max_dest_rd_atomic) +
-                                           " is above the device's max_qp_rd_atom " + std::to_string(kMaxRdAtomic));
+        return Err(MC_ERR_INVALID_ARG,
+                   "modify_qp(RTR): max_dest_rd_atomic " + std::to_string(a.max_dest_rd_atomic) +
+                       " is above the device's max_qp_rd_atom " + std::to_string(kMaxRdAtomic));
       if (a.remote.psn >= (1u << 24)) return Err(MC_ERR_INVALID_ARG, "modify_qp(RTR): rq_psn is not 24 bits");
-      if (!q_->dev->port_up.load()) return Err(MC_ERR_TRANSPORT, "modify_qp(RTR): port of " + q_->dev->name + " is down");
+      if (!q_->dev->port_up.load())
+        return Err(MC_ERR_TRANSPORT, "modify_qp(RTR): port of " + q_->dev->name + " is down");
       // RoCE has no LIDs: every packet carries a GRH (ah_attr.is_global) with the GID. An
       // InfiniBand port routes by LID; a GRH is optional there.
       if (!a.use_grh && !q_->dev->ib)
-        return Err(MC_ERR_INVALID_ARG, "modify_qp(RTR): " + q_->dev->name + " is a RoCE port: the address needs a GRH");
+        return Err(MC_ERR_INVALID_ARG,
+                   "modify_qp(RTR): " + q_->dev->name + " is a RoCE port: the address needs a GRH");
       if (a.use_grh && a.gid_index != 0)
-        return Err(MC_ERR_INVALID_ARG, "modify_qp(RTR): sgid_index " + std::to_string(a.gid_index) + " is not in the GID table");
+        return Err(MC_ERR_INVALID_ARG,
+                   "modify_qp(RTR): sgid_index " + std::to_string(a.gid_index) + " is not in the GID table");
       uint32_t id;
       if (a.use_grh) {
         id = uint32_t(a.remote.gid[13]) << 16 | uint32_t(a.remote.gid[14]) << 8 | a.remote.gid[15];
@@ -663,7 +692,8 @@ class SimQp : public Qp {
       }
       auto rdev = id ? dev_by_id(id) : nullptr;
       if (!rdev || rdev->ib != q_->dev->ib)
-        return Err(MC_ERR_INVALID_ARG, "modify_qp(RTR): the destination GID/LID is not on the fabric (or on another link layer)");
+        return Err(MC_ERR_INVALID_ARG,
+                   "modify_qp(RTR): the destination GID/LID is not on the fabric (or on another link layer)");
       q_->rdev = std::move(rdev);
       q_->rqp.reset();
       q_->path_mtu.store(a.mtu);
@@ -682,7 +712,8 @@ class SimQp : public Qp {
       if (a.local_psn >= (1u << 24)) return Err(MC_ERR_INVALID_ARG, "modify_qp(RTS): sq_psn is not 24 bits");
       if (a.max_rd_atomic > kMaxRdAtomic)
         return Err(MC_ERR_INVALID_ARG, "modify_qp(RTS): max_rd_atomic " + std::to_string(a.max_rd_atomic) +
-                                           " is above the device's max_qp_init_rd_atom " + std::to_string(kMaxRdAtomic));
+                                           " is above the device's max_qp_init_rd_atom " +
+                                           std::to_string(kMaxRdAtomic));
       q_->sq_psn.store(a.local_psn);
       q_->ack_ns.store(a.timeout ? 4096ull << a.timeout : 0);
       q_->retry_cnt.store(a.retry_cnt);
@@ -723,10 +754,12 @@ class SimQp : public Qp {
       make_fatal(q, "ring header corrupted");
       schedule(q_);
     }
-    if (q.fatal) return Err(MC_ERR_TRANSPORT, "post_send: QP " + std::to_string(q.qpn) + "'s rings are corrupted");
+    if (q.fatal)
+      return Err(MC_ERR_TRANSPORT, "post_send: QP " + std::to_string(q.qpn) + "'s rings are corrupted");
     QpState st = q.state.load();
     if (st != QpState::kRts && st != QpState::kErr)
-      return Err(MC_ERR_INVALID_ARG, std::string("post_send on a QP in state ") + qp_state_name(st) + " (needs RTS)");
+      return Err(MC_ERR_INVALID_ARG,
+                 std::string("post_send on a QP in state ") + qp_state_name(st) + " (needs RTS)");
     uint32_t delay = q.dev->delay_us.load(std::memory_order_relaxed);
     uint64_t due = delay ? now_ns() + uint64_t(delay) * 1000 : 0;
     size_t k = 0;
@@ -749,7 +782,8 @@ class SimQp : public Qp {
     q.cq->outstanding.fetch_add(static_cast<int64_t>(k));
     *posted = k;
     if (k) schedule(q_);
-    if (k < n) return Err(MC_ERR_NO_MEMORY, "post_send: send queue of QP " + std::to_string(q.qpn) + " is full");
+    if (k < n)
+      return Err(MC_ERR_NO_MEMORY, "post_send: send queue of QP " + std::to_string(q.qpn) + " is full");
     return Status::Ok();
   }
 
@@ -757,7 +791,8 @@ class SimQp : public Qp {
 
  private:
   static Status illegal(QpState cur, const char *to) {
-    return Err(MC_ERR_INVALID_ARG, std::string("modify_qp: ") + qp_state_name(cur) + " -> " + to + " is not a legal transition");
+    return Err(MC_ERR_INVALID_ARG,
+               std::string("modify_qp: ") + qp_state_name(cur) + " -> " + to + " is not a legal transition");
   }
   template <class F>
   Status modify(const char *what, F f) {
@@ -821,7 +856,9 @@ class SimDevice : public Device {
     if ((access & kRemoteWrite) && !(access & kLocalWrite))
       return Err(MC_ERR_INVALID_ARG, "reg_dmabuf_mr: remote write needs local write (as in verbs)");
     off_t size = ::lseek(fd, 0, SEEK_END);
-    if (size < 0) return Err(MC_ERR_INVALID_ARG, std::string("reg_dmabuf_mr: the fd is not a dma-buf (lseek: ") + std::strerror(errno) + ")");
+    if (size < 0)
+      return Err(MC_ERR_INVALID_ARG,
+                 std::string("reg_dmabuf_mr: the fd is not a dma-buf (lseek: ") + std::strerror(errno) + ")");
     uint64_t sz = static_cast<uint64_t>(size);
     if (offset > sz || len > sz - offset)
       return Err(MC_ERR_INVALID_ARG, "reg_dmabuf_mr: [offset, offset+length) lies outside the dma-buf (" +
@@ -847,9 +884,11 @@ class SimDevice : public Device {
       size_t mlen = static_cast<size_t>(offset + len - moff);
       void *p = ::mmap(nullptr, mlen, PROT_READ | PROT_WRITE, MAP_SHARED, fd, static_cast<off_t>(moff));
       if (p == MAP_FAILED)
-        return Err(MC_ERR_UNSUPPORTED, std::string("reg_dmabuf_mr: the simulated NIC cannot reach this dma-buf's "
-                                                   "memory (not exported by this process's CUDA driver, and mmap "
-                                                   "failed: ") + std::strerror(errno) + ")");
+        return Err(MC_ERR_UNSUPPORTED,
+                   std::string("reg_dmabuf_mr: the simulated NIC cannot reach this dma-buf's "
+                               "memory (not exported by this process's CUDA driver, and mmap "
+                               "failed: ") +
+                       std::strerror(errno) + ")");
       m->kind = SimMr::kDmabufMapped;
       m->map = p;
       m->map_len = mlen;
@@ -871,7 +910,8 @@ class SimDevice : public Device {
     return Status::Ok();
   }
   Status create_cq(uint32_t depth, std::unique_ptr<Cq> *out) override {
-    if (depth == 0 || depth > max_cqe()) return Err(MC_ERR_INVALID_ARG, "create_cq: depth " + std::to_string(depth) + " is not 1..max_cqe");
+    if (depth == 0 || depth > max_cqe())
+      return Err(MC_ERR_INVALID_ARG, "create_cq: depth " + std::to_string(depth) + " is not 1..max_cqe");
     auto c = std::make_shared<CqCore>();
     c->depth = depth;
     *out = std::make_unique<SimCq>(std::move(c));
@@ -886,7 +926,9 @@ class SimDevice : public Device {
     uint64_t blk = sizeof(RingHdr) + uint64_t(depth) * (sizeof(Wqe) + sizeof(Cqe));
     uint64_t off;
     Status st = d_->heap->alloc(blk, 64, &off);
-    if (!st.ok()) return Err(MC_ERR_NO_MEMORY, "create_qp: the control region of " + d_->name + " is full: " + st.message());
+    if (!st.ok())
+      return Err(MC_ERR_NO_MEMORY,
+                 "create_qp: the control region of " + d_->name + " is full: " + st.message());
     auto q = std::make_shared<QpCore>();
     q->dev = d_.get();
     q->cq = scq->core();
@@ -938,7 +980,8 @@ Status open(int n, uint64_t ctrl_bytes, std::vector<std::unique_ptr<Device>> *ou
   std::vector<std::unique_ptr<Device>> v;
   for (int i = 0; i < n; i++) {
     auto d = std::make_shared<DevCore>();
-    void *p = ::mmap(nullptr, ctrl_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    void *p = ::mmap(nullptr, ctrl_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                     -1, 0);
     if (p == MAP_FAILED) return Err(MC_ERR_NO_MEMORY, "cannot map a simulated NIC's control region");
     d->ctrl = static_cast<uint8_t *>(p);
     d->ctrl_len = ctrl_bytes;
@@ -1051,7 +1094,8 @@ bool heap_report(const std::string &nic, HeapReport *out) {
   for (size_t i = 1; i < ranges.size(); i++)
     if (ranges[i - 1].first + ranges[i - 1].second > ranges[i].first) {
       r.overlap = true;
-      r.why = "QP blocks at " + std::to_string(ranges[i - 1].first) + " and " + std::to_string(ranges[i].first) + " overlap";
+      r.why = "QP blocks at " + std::to_string(ranges[i - 1].first) + " and " +
+              std::to_string(ranges[i].first) + " overlap";
     }
   r.stats = d->heap->stats();
   Status st = d->heap->check_invariants();

@@ -42,8 +42,8 @@ Status open(int n, uint64_t ctrl_bytes, std::vector<std::unique_ptr<Device>> *ou
 // Fault injection and inspection, for white-box tests. Each returns false for an unknown NIC.
 bool kill_nic(const std::string &nic);    // port down: its QPs to ERR, a kPortError event
 bool revive_nic(const std::string &nic);  // port up again: a kPortActive event
-bool fail_next_modify(const std::string &nic, int count = 1);  // the next modify_qp calls fail
-bool set_completion_delay(const std::string &nic, uint32_t us);  // every WR runs this late
+bool fail_next_modify(const std::string &nic, int count = 1);      // the next modify_qp calls fail
+bool set_completion_delay(const std::string &nic, uint32_t us);    // every WR runs this late
 bool fail_next_set_access(const std::string &nic, int count = 1);  // the next rereg (access) calls fail
 // Its engine hangs (on) or runs again (off): WQEs to or from it neither run nor complete; a
 // QP moved to ERR still flushes. What a wedged NIC or a black-holed path looks like.
@@ -54,9 +54,9 @@ bool corrupt_ring(const std::string &nic, uint32_t qpn, int what = 0);
 struct HeapReport {
   MemHeap::Stats stats;
   uint64_t live_qps = 0;
-  uint64_t block_bytes = 0;   // control bytes per QP
-  bool invariants_ok = false; // MemHeap::check_invariants
-  bool overlap = false;       // two live QPs' blocks overlap
+  uint64_t block_bytes = 0;    // control bytes per QP
+  bool invariants_ok = false;  // MemHeap::check_invariants
+  bool overlap = false;        // two live QPs' blocks overlap
   std::string why;
 };
 bool heap_report(const std::string &nic, HeapReport *out);

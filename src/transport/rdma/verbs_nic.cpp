@@ -72,7 +72,8 @@ const Api &api() {
     x->lib = ::dlopen("libibverbs.so.1", RTLD_NOW | RTLD_LOCAL);
     if (!x->lib) {
       const char *e = ::dlerror();
-      x->error = std::string("cannot load libibverbs.so.1 (install rdma-core's libibverbs1): ") + (e ? e : "");
+      x->error =
+          std::string("cannot load libibverbs.so.1 (install rdma-core's libibverbs1): ") + (e ? e : "");
       return x;
     }
     bool ok = true;
@@ -149,26 +150,39 @@ Status pick_port(const Api &a, ibv_context *ctx, const ibv_device_attr &attr, co
 
 ibv_mtu to_ibv_mtu(uint32_t bytes) {
   switch (bytes) {
-    case 256: return IBV_MTU_256;
-    case 512: return IBV_MTU_512;
-    case 1024: return IBV_MTU_1024;
-    case 2048: return IBV_MTU_2048;
-    default: return IBV_MTU_4096;
+    case 256:
+      return IBV_MTU_256;
+    case 512:
+      return IBV_MTU_512;
+    case 1024:
+      return IBV_MTU_1024;
+    case 2048:
+      return IBV_MTU_2048;
+    default:
+      return IBV_MTU_4096;
   }
 }
 uint32_t mtu_bytes(ibv_mtu m) { return 128u << static_cast<int>(m); }
 
 WcStatus to_status(ibv_wc_status s) {
   switch (s) {
-    case IBV_WC_SUCCESS: return WcStatus::kSuccess;
-    case IBV_WC_LOC_LEN_ERR: return WcStatus::kLocLenErr;
-    case IBV_WC_LOC_PROT_ERR: return WcStatus::kLocProtErr;
-    case IBV_WC_WR_FLUSH_ERR: return WcStatus::kWrFlushErr;
-    case IBV_WC_REM_ACCESS_ERR: return WcStatus::kRemAccessErr;
-    case IBV_WC_REM_INV_REQ_ERR: return WcStatus::kRemInvReqErr;
+    case IBV_WC_SUCCESS:
+      return WcStatus::kSuccess;
+    case IBV_WC_LOC_LEN_ERR:
+      return WcStatus::kLocLenErr;
+    case IBV_WC_LOC_PROT_ERR:
+      return WcStatus::kLocProtErr;
+    case IBV_WC_WR_FLUSH_ERR:
+      return WcStatus::kWrFlushErr;
+    case IBV_WC_REM_ACCESS_ERR:
+      return WcStatus::kRemAccessErr;
+    case IBV_WC_REM_INV_REQ_ERR:
+      return WcStatus::kRemInvReqErr;
     case IBV_WC_RETRY_EXC_ERR:
-    case IBV_WC_RNR_RETRY_EXC_ERR: return WcStatus::kRetryExcErr;
-    default: return WcStatus::kFatalErr;
+    case IBV_WC_RNR_RETRY_EXC_ERR:
+      return WcStatus::kRetryExcErr;
+    default:
+      return WcStatus::kFatalErr;
   }
 }
 
@@ -181,7 +195,8 @@ class VerbsMr : public Mr {
   Status set_access(uint32_t access) override {
     // ibv_rereg_mr returns once the HCA uses the new rights (the MR is invalid in between).
     if (!api().rereg_mr) return Err(MC_ERR_UNSUPPORTED, "libibverbs lacks ibv_rereg_mr");
-    int rc = api().rereg_mr(m_, IBV_REREG_MR_CHANGE_ACCESS, pd_, nullptr, 0, static_cast<int>(access | kLocalWrite));
+    int rc = api().rereg_mr(m_, IBV_REREG_MR_CHANGE_ACCESS, pd_, nullptr, 0,
+                            static_cast<int>(access | kLocalWrite));
     return rc ? verr("ibv_rereg_mr", rc) : Status::Ok();
   }
 
@@ -303,7 +318,8 @@ class VerbsQp : public Qp {
     a.pkey_index = 0;
     a.port_num = port_;
     a.qp_access_flags = access;
-    return mod(a, IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT | IBV_QP_ACCESS_FLAGS, QpState::kInit, "INIT");
+    return mod(a, IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT | IBV_QP_ACCESS_FLAGS, QpState::kInit,
+               "INIT");
   }
   Status to_rtr(const ConnAttr &c) override {
     ibv_qp_attr a{};
@@ -438,7 +454,8 @@ class VerbsDevice : public Device {
       }
     }
     if (gid_index >= 0 && best < 0)
-      return Err(MC_ERR_INVALID_ARG, "rdma_gid_index " + std::to_string(gid_index) + " is not a valid GID of " + name_);
+      return Err(MC_ERR_INVALID_ARG,
+                 "rdma_gid_index " + std::to_string(gid_index) + " is not a valid GID of " + name_);
     p.gid_index = best;
     p.roce_v2 = v2;
     *out = p;
@@ -452,7 +469,8 @@ class VerbsDevice : public Device {
   }
   bool dmabuf_capable(std::string *why) const override {
     if (api().reg_dmabuf_mr) return true;
-    *why = "libibverbs.so.1 lacks ibv_reg_dmabuf_mr (rdma-core 34 or newer is needed for GPU memory over RDMA)";
+    *why =
+        "libibverbs.so.1 lacks ibv_reg_dmabuf_mr (rdma-core 34 or newer is needed for GPU memory over RDMA)";
     return false;
   }
   Status reg_dmabuf_mr(int fd, uint64_t offset, uint64_t len, uint64_t iova, uint32_t access,
@@ -476,7 +494,8 @@ class VerbsDevice : public Device {
   Status create_cq(uint32_t depth, std::unique_ptr<Cq> *out) override {
     ibv_comp_channel *ch = api().create_comp_channel(ctx_);
     if (!ch) return verr("ibv_create_comp_channel", errno);
-    ibv_cq *cq = api().create_cq(ctx_, static_cast<int>(std::min<uint32_t>(depth, max_cqe())), nullptr, ch, 0);
+    ibv_cq *cq =
+        api().create_cq(ctx_, static_cast<int>(std::min<uint32_t>(depth, max_cqe())), nullptr, ch, 0);
     if (!cq) {
       int e = errno;
       api().destroy_comp_channel(ch);
@@ -512,17 +531,26 @@ class VerbsDevice : public Device {
     if (api().get_async_event(ctx_, &e) != 0) return false;
     AsyncEvent out;
     switch (e.event_type) {
-      case IBV_EVENT_PORT_ACTIVE: out.kind = AsyncEvent::kPortActive; break;
-      case IBV_EVENT_PORT_ERR: out.kind = AsyncEvent::kPortError; break;
-      case IBV_EVENT_DEVICE_FATAL: out.kind = AsyncEvent::kDeviceFatal; break;
-      case IBV_EVENT_CQ_ERR: out.kind = AsyncEvent::kCqErr; break;  // overrun: the CQ is lost
+      case IBV_EVENT_PORT_ACTIVE:
+        out.kind = AsyncEvent::kPortActive;
+        break;
+      case IBV_EVENT_PORT_ERR:
+        out.kind = AsyncEvent::kPortError;
+        break;
+      case IBV_EVENT_DEVICE_FATAL:
+        out.kind = AsyncEvent::kDeviceFatal;
+        break;
+      case IBV_EVENT_CQ_ERR:
+        out.kind = AsyncEvent::kCqErr;
+        break;  // overrun: the CQ is lost
       case IBV_EVENT_QP_FATAL:
       case IBV_EVENT_QP_ACCESS_ERR:
       case IBV_EVENT_QP_REQ_ERR:
         out.kind = AsyncEvent::kQpFatal;
         out.qpn = e.element.qp ? e.element.qp->qp_num : 0;
         break;
-      default: out.kind = AsyncEvent::kOther;
+      default:
+        out.kind = AsyncEvent::kOther;
     }
     api().ack_async_event(&e);
     *ev = out;
@@ -536,8 +564,8 @@ class VerbsDevice : public Device {
       if (api().query_gid_ex(ctx_, port_, static_cast<uint32_t>(i), &ge, 0, sizeof ge) == 0)
         return ge.gid_type == IBV_GID_TYPE_ROCE_V2;
     }
-    std::ifstream f("/sys/class/infiniband/" + name_ + "/ports/" + std::to_string(port_) + "/gid_attrs/types/" +
-                    std::to_string(i));
+    std::ifstream f("/sys/class/infiniband/" + name_ + "/ports/" + std::to_string(port_) +
+                    "/gid_attrs/types/" + std::to_string(i));
     std::string t;
     std::getline(f, t);
     return t.find("v2") != std::string::npos;
@@ -614,9 +642,11 @@ Status open_verbs_devices(const std::vector<std::string> &names, bool all, int p
   return Status::Ok();
 }
 
-Status open_devices(const std::string &spec, uint64_t ctrl_bytes, int port, std::vector<std::unique_ptr<Device>> *out) {
+Status open_devices(const std::string &spec, uint64_t ctrl_bytes, int port,
+                    std::vector<std::unique_ptr<Device>> *out) {
   if (spec.rfind("sim", 0) == 0 && port > 1)
-    return Err(MC_ERR_INVALID_ARG, "rdma_port " + std::to_string(port) + ": a simulated NIC has one port (1)");
+    return Err(MC_ERR_INVALID_ARG,
+               "rdma_port " + std::to_string(port) + ": a simulated NIC has one port (1)");
   if (spec == "sim") return sim::open(1, ctrl_bytes, out);
   if (spec == "sim-ib") return sim::open(1, ctrl_bytes, out, true);
   if (spec.rfind("sim:", 0) == 0) {

@@ -27,7 +27,8 @@ Status CtrlOwner::create(const char *memfd_name, uint64_t magic, uint64_t incarn
   int fd = ::memfd_create(memfd_name, MFD_CLOEXEC);
   if (fd < 0) return Err(MC_ERR_UNSUPPORTED, std::string("memfd_create: ") + std::strerror(errno));
   fd_.reset(fd);
-  if (::ftruncate(fd, 4096) != 0) return Err(MC_ERR_NO_MEMORY, std::string("ftruncate: ") + std::strerror(errno));
+  if (::ftruncate(fd, 4096) != 0)
+    return Err(MC_ERR_NO_MEMORY, std::string("ftruncate: ") + std::strerror(errno));
   void *p = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (p == MAP_FAILED) return Err(MC_ERR_NO_MEMORY, std::string("mmap: ") + std::strerror(errno));
   page_ = static_cast<CtrlPage *>(p);

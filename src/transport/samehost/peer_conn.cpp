@@ -22,8 +22,10 @@ Status PeerConn::request(const std::string &req, std::string *reply, Fd *fd) {
   bool ok = unix_send_msg(sock_.get(), req) && unix_recv_msg(sock_.get(), reply, &got, max_msg_);
   Fd f(got);
   if (!ok) return Err(MC_ERR_PEER_DOWN, who_ + " closed its same-host socket");
-  if (reply->rfind("ERR DENIED ", 0) == 0) return Err(MC_ERR_DENIED, who_ + " denied access: " + reply->substr(11));
-  if (reply->rfind("ERR", 0) == 0) return Err(MC_ERR_TRANSPORT, who_ + ": " + reply->substr(reply->size() > 3 ? 4 : 3));
+  if (reply->rfind("ERR DENIED ", 0) == 0)
+    return Err(MC_ERR_DENIED, who_ + " denied access: " + reply->substr(11));
+  if (reply->rfind("ERR", 0) == 0)
+    return Err(MC_ERR_TRANSPORT, who_ + ": " + reply->substr(reply->size() > 3 ? 4 : 3));
   if (fd) *fd = std::move(f);
   return Status::Ok();
 }

@@ -22,7 +22,8 @@ constexpr uint64_t kListenTag = ~0ull;
 constexpr uint64_t kWakeTag = ~0ull - 1;
 }  // namespace
 
-Status UnixServer::start(const Options &o, std::string hello, int hello_fd, Handler h, pthread_mutex_t *alive) {
+Status UnixServer::start(const Options &o, std::string hello, int hello_fd, Handler h,
+                         pthread_mutex_t *alive) {
   o_ = o;
   hello_ = std::move(hello);
   hello_fd_ = hello_fd;

@@ -14,7 +14,8 @@ std::shared_ptr<WatchLoop> WatchLoop::create(Status *st) {
   w->epoll_.reset(::epoll_create1(EPOLL_CLOEXEC));
   w->wake_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   epoll_event we{EPOLLIN, {.u64 = 0}};
-  if (!w->epoll_.valid() || !w->wake_.valid() || ::epoll_ctl(w->epoll_.get(), EPOLL_CTL_ADD, w->wake_.get(), &we) != 0) {
+  if (!w->epoll_.valid() || !w->wake_.valid() ||
+      ::epoll_ctl(w->epoll_.get(), EPOLL_CTL_ADD, w->wake_.get(), &we) != 0) {
     *st = Err(MC_ERR_INTERNAL, std::string("same-host watch loop: ") + std::strerror(errno));
     return nullptr;
   }

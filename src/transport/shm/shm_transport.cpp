@@ -102,7 +102,8 @@ namespace {
 using nlohmann::json;
 
 constexpr uint64_t kCtrlMagic = 0x4d43534852434c32ull;  // "MCSHRCL2"
-constexpr uint64_t kInline = 256 * 1024;  // runs of slices up to this size are copied on the submitting thread
+constexpr uint64_t kInline =
+    256 * 1024;  // runs of slices up to this size are copied on the submitting thread
 // A larger run of contiguous slices is cut into parts of about kPart bytes, shared out at run
 // time between the submitting thread and the workers that can run beside it.
 constexpr uint64_t kPart = 4ull << 20;
@@ -324,7 +325,7 @@ class ShmTransport : public Transport {
   std::mutex mu_;
   struct Region {
     uint64_t length;
-    int fd;  // our dup of its memfd, or -1
+    int fd;           // our dup of its memfd, or -1
     uint32_t access;  // MC_ACCESS_* for peers
   };
   std::map<uint64_t, Region> regions_;
@@ -383,8 +384,8 @@ Status ShmTransport::start() {
   h.ctrl = reinterpret_cast<uint64_t>(ctrl_.page());
   samehost::UnixServer::Options so{"shm", sock_name_, o_.auth_token, o_.incarnation, o_.timeout_ms, kMaxMsg};
   Status ls = server_.start(
-      so, h.to_json(), ctrl_.fd(), [this](const std::string &q, std::string *r, Fd *f) { return handle(q, r, f); },
-      &ctrl_.page()->alive);
+      so, h.to_json(), ctrl_.fd(),
+      [this](const std::string &q, std::string *r, Fd *f) { return handle(q, r, f); }, &ctrl_.page()->alive);
   if (!ls.ok()) return ls;
   for (uint32_t i = 0; i < o_.workers; i++) workers_.emplace_back([this] { worker(); });
   // On a host of few CPUs, more copying threads than CPUs only take turns.
@@ -511,8 +512,9 @@ Status ShmPeer::open(const Descriptor &d) {
   incarnation_ = d.incarnation;
   proto::ShmBlob blob;
   auto entry = d.transports.find("shm");
-  Status st = entry == d.transports.end() ? Err(MC_ERR_METADATA, "the descriptor of " + name_ + " has no shm entry")
-                                          : proto::decode(entry->second, name_, MC_ERR_METADATA, &blob);
+  Status st = entry == d.transports.end()
+                  ? Err(MC_ERR_METADATA, "the descriptor of " + name_ + " has no shm entry")
+                  : proto::decode(entry->second, name_, MC_ERR_METADATA, &blob);
   if (!st.ok()) return st;
   const std::string &sock = blob.socket;
   conn_ = std::make_unique<samehost::PeerConn>("same-host peer " + name_, kMaxMsg);
@@ -559,7 +561,8 @@ Status ShmPeer::open(const Descriptor &d) {
         }
       },
       &watch_id_);
-  if (!watching) return Err(MC_ERR_INTERNAL, std::string("shm: epoll of a watch connection: ") + std::strerror(errno));
+  if (!watching)
+    return Err(MC_ERR_INTERNAL, std::string("shm: epoll of a watch connection: ") + std::strerror(errno));
   return Status::Ok();
 }
 
@@ -600,7 +603,8 @@ Status ShmPeer::map_buffer(RemoteBuf &b) {
   if (!f.valid()) return Err(MC_ERR_TRANSPORT, "same-host peer " + name_ + " sent no memfd");
   int prot = (b.access & MC_ACCESS_WRITE) ? PROT_READ | PROT_WRITE : PROT_READ;
   void *p = ::mmap(nullptr, b.length, prot, MAP_SHARED, f.get(), 0);
-  if (p == MAP_FAILED) return Err(MC_ERR_NO_MEMORY, std::string("mmap of a peer's buffer: ") + std::strerror(errno));
+  if (p == MAP_FAILED)
+    return Err(MC_ERR_NO_MEMORY, std::string("mmap of a peer's buffer: ") + std::strerror(errno));
   b.map = static_cast<char *>(p);
   maps_.emplace_back(b.map, b.length);
   t_->maps++;
@@ -1109,8 +1113,8 @@ void ShmTransport::worker() {
       // Just finished a part: more may follow at once (a stream of large requests). Only as
       // many workers watch as can copy beside the submitting thread: more would take CPU from it.
       const auto until = std::chrono::steady_clock::now() + kWorkerSpin;
-      for (unsigned i = 0; queued_.load(std::memory_order_acquire) == 0 &&
-                           !qstop_seen_.load(std::memory_order_relaxed);
+      for (unsigned i = 0;
+           queued_.load(std::memory_order_acquire) == 0 && !qstop_seen_.load(std::memory_order_relaxed);
            i++) {
 #if defined(__x86_64__)
         _mm_pause();

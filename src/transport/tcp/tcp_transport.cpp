@@ -32,7 +32,7 @@
 namespace mc {
 namespace {
 
-constexpr size_t kMaxSendBatch = 64;        // slices per writev
+constexpr size_t kMaxSendBatch = 64;          // slices per writev
 constexpr uint64_t kProgressChunk = 8 << 20;  // payloads move in chunks so progress is seen
 
 class TcpTransport;
@@ -92,9 +92,9 @@ class TcpConn : public std::enable_shared_from_this<TcpConn> {
   HostPort addr_;
   uint64_t incarnation_;
   std::shared_ptr<Fences> fences_;
-  uint64_t seq_;                  // this connection's number in its BIND
-  uint64_t epoch_ = 0;            // fences_->epoch when it was opened
-  std::vector<uint64_t> carried_;  // broken connections its BIND names (set once, in the ctor)
+  uint64_t seq_;                        // this connection's number in its BIND
+  uint64_t epoch_ = 0;                  // fences_->epoch when it was opened
+  std::vector<uint64_t> carried_;       // broken connections its BIND names (set once, in the ctor)
   std::atomic<bool> confirmed_{false};  // receiver only: the fence was confirmed
   Fd fd_;
   std::atomic<uint64_t> last_progress_{0};
@@ -190,7 +190,7 @@ class TcpTransport : public Transport {
   TcpOptions opts_;
   Host *target_;
   Fd listen_fd_;
-  Fd wake_fd_;  // an eventfd: shutdown() wakes the accept loop's poll with it
+  Fd wake_fd_;                       // an eventfd: shutdown() wakes the accept loop's poll with it
   uint64_t refusals_logged_ms_ = 0;  // accept loop only: refusals are logged at most once a second
   uint64_t refusals_quiet_ = 0;
   std::atomic<bool> stopping_{false};
@@ -252,7 +252,10 @@ void Fences::confirmed(const std::vector<uint64_t> &seqs) {
 }
 
 TcpConn::TcpConn(TcpTransport *t, HostPort addr, uint64_t incarnation, std::shared_ptr<Fences> fences)
-    : t_(t), addr_(std::move(addr)), incarnation_(incarnation), fences_(std::move(fences)),
+    : t_(t),
+      addr_(std::move(addr)),
+      incarnation_(incarnation),
+      fences_(std::move(fences)),
       seq_(t->next_conn_seq()) {
   fences_->snapshot(&carried_, &epoch_);
 }
@@ -302,8 +305,8 @@ void TcpConn::check_progress(uint64_t now, uint32_t timeout_ms) {
   }
   uint64_t last = last_progress_.load();
   if (now > last && now - last > timeout_ms)
-    fail(MC_ERR_PEER_DOWN, "peer " + addr_.str() + " made no progress for " +
-                               std::to_string(now - last) + " ms");
+    fail(MC_ERR_PEER_DOWN,
+         "peer " + addr_.str() + " made no progress for " + std::to_string(now - last) + " ms");
 }
 
 // GPU memory ("cuda:N" buffers, at either end) cannot meet a socket directly: it moves through
@@ -311,7 +314,8 @@ void TcpConn::check_progress(uint64_t now, uint32_t timeout_ms) {
 // (gpu/gpu_staging.h). A CUDA failure reads as EIO.
 static bool send_device(int fd, const void *dev, uint64_t len) {
   std::string why;
-  bool ok = gpu::stage_out(dev, len, [&](const char *p, uint64_t n) { return write_all(fd, p, n); }, &why);
+  bool ok = gpu::stage_out(
+      dev, len, [&](const char *p, uint64_t n) { return write_all(fd, p, n); }, &why);
   if (!ok && !why.empty()) {
     MC_LOGW("tcp: staging GPU memory: " << why);
     errno = EIO;
@@ -320,7 +324,8 @@ static bool send_device(int fd, const void *dev, uint64_t len) {
 }
 static bool recv_device(BufferedReader &rd, void *dev, uint64_t len) {
   std::string why;
-  bool ok = gpu::stage_in(dev, len, [&](char *p, uint64_t n) { return rd.read(p, n); }, &why);
+  bool ok = gpu::stage_in(
+      dev, len, [&](char *p, uint64_t n) { return rd.read(p, n); }, &why);
   if (!ok && !why.empty()) {
     MC_LOGW("tcp: staging GPU memory: " << why);
     errno = EIO;
@@ -435,8 +440,8 @@ void TcpConn::run_sender() {
           continue;
         }
         inflight_.push_back({s, next_id_});
-        hdrs[batch.size()] = wire::make(s.op == MC_WRITE ? wire::WRITE : wire::READ, next_id_,
-                                        s.remote, s.len);
+        hdrs[batch.size()] =
+            wire::make(s.op == MC_WRITE ? wire::WRITE : wire::READ, next_id_, s.remote, s.len);
         next_id_++;
         batch.push_back(s);
       }
@@ -500,10 +505,10 @@ void TcpConn::run_receiver() {
     }
     if (h.type == wire::ERROR) {
       std::string msg(std::min<uint64_t>(h.len, 4096), '\0');
-      mc_status_t est = (h.status == MC_ERR_PEER_DOWN || h.status == MC_ERR_DENIED ||
-                         h.status == MC_ERR_OUT_OF_RANGE)
-                            ? mc_status_t(h.status)
-                            : MC_ERR_TRANSPORT;
+      mc_status_t est =
+          (h.status == MC_ERR_PEER_DOWN || h.status == MC_ERR_DENIED || h.status == MC_ERR_OUT_OF_RANGE)
+              ? mc_status_t(h.status)
+              : MC_ERR_TRANSPORT;
       if (est == MC_ERR_DENIED && h.len <= 4096 && rd.read(msg.data(), msg.size())) {
         MC_LOGW("tcp: peer " << addr_.str() << " denied access: " << msg);
         fail(est, "peer " + addr_.str() + " denied access: " + msg);
@@ -513,8 +518,7 @@ void TcpConn::run_receiver() {
         fail(est, "peer " + addr_.str() + " sent an error");
       break;
     }
-    if (f.id == 0 || h.id != f.id ||
-        (h.type != wire::WRITE_ACK && h.type != wire::READ_DATA) ||
+    if (f.id == 0 || h.id != f.id || (h.type != wire::WRITE_ACK && h.type != wire::READ_DATA) ||
         (h.type == wire::WRITE_ACK) != (f.s.op == MC_WRITE)) {
       fail(MC_ERR_TRANSPORT, "peer " + addr_.str() + " sent an unexpected reply");
       break;
@@ -529,8 +533,8 @@ void TcpConn::run_receiver() {
       // transport errors.
       st = (h.status == MC_ERR_DENIED || h.status == MC_ERR_OUT_OF_RANGE) ? mc_status_t(h.status)
                                                                           : MC_ERR_TRANSPORT;
-      MC_LOGI("tcp: peer " << addr_.str() << " refused a request at 0x" << std::hex << f.s.remote
-                           << std::dec << " (" << mc_status_str(h.status) << ")");
+      MC_LOGI("tcp: peer " << addr_.str() << " refused a request at 0x" << std::hex << f.s.remote << std::dec
+                           << " (" << mc_status_str(h.status) << ")");
     }
     if (h.type == wire::READ_DATA && h.status == MC_OK) {
       if (h.len != f.s.len) {
@@ -694,12 +698,13 @@ void TcpTransport::accept_loop() {
     uint64_t now = now_ms();
     while (!pending.empty() && pending.front().deadline <= now) {
       hs_expired++;
-      MC_LOGD("tcp: closing a connection from " << pending.front().peer << " that did not finish its handshake within "
-                                                << hs_ms << " ms");
+      MC_LOGD("tcp: closing a connection from "
+              << pending.front().peer << " that did not finish its handshake within " << hs_ms << " ms");
       pending.pop_front();
     }
     int timeout = 1000;
-    if (!pending.empty()) timeout = static_cast<int>(std::min<uint64_t>(1000, pending.front().deadline - now + 1));
+    if (!pending.empty())
+      timeout = static_cast<int>(std::min<uint64_t>(1000, pending.front().deadline - now + 1));
     pfds.clear();
     pfds.push_back({wake_fd_.get(), POLLIN, 0});
     pfds.push_back({listen_fd_.get(), POLLIN, 0});
@@ -737,7 +742,8 @@ void TcpTransport::accept_loop() {
     for (uint32_t k = 0; k < wire::kMaxPending / 4; k++) {
       sockaddr_in sa{};
       socklen_t sl = sizeof sa;
-      int fd = ::accept4(listen_fd_.get(), reinterpret_cast<sockaddr *>(&sa), &sl, SOCK_CLOEXEC | SOCK_NONBLOCK);
+      int fd =
+          ::accept4(listen_fd_.get(), reinterpret_cast<sockaddr *>(&sa), &sl, SOCK_CLOEXEC | SOCK_NONBLOCK);
       if (fd < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK) break;
         if (errno == EINTR || errno == ECONNABORTED) continue;
@@ -757,7 +763,8 @@ void TcpTransport::accept_loop() {
         for (auto it = pending.begin(); it != pending.end(); ++it)
           if (it->last_us < victim->last_us) victim = it;
         hs_evicted++;
-        MC_LOGD("tcp: " << wire::kMaxPending << " connections in their handshake; closing the longest silent, from "
+        MC_LOGD("tcp: " << wire::kMaxPending
+                        << " connections in their handshake; closing the longest silent, from "
                         << victim->peer);
         pending.erase(victim);
       }
@@ -822,8 +829,8 @@ bool TcpTransport::advance(Pending &p) {
     p.last_us = now_us();
     auto state = p.hs->feed(buf, static_cast<size_t>(r));
     std::string out = p.hs->take_output();
-    if (!out.empty() &&
-        ::send(p.fd.get(), out.data(), out.size(), MSG_NOSIGNAL | MSG_DONTWAIT) != static_cast<ssize_t>(out.size()))
+    if (!out.empty() && ::send(p.fd.get(), out.data(), out.size(), MSG_NOSIGNAL | MSG_DONTWAIT) !=
+                            static_cast<ssize_t>(out.size()))
       return false;  // a few dozen bytes on a fresh socket: a short send means a dead peer
     if (state == auth::ServerHandshake::kAdmitted) {
       admit(p);
@@ -833,7 +840,8 @@ bool TcpTransport::advance(Pending &p) {
       hs_denied++;
       uint64_t now = now_ms();
       if (now - refusals_logged_ms_ >= 1000) {
-        std::string more = refusals_quiet_ ? " (and " + std::to_string(refusals_quiet_) + " more refusals)" : "";
+        std::string more =
+            refusals_quiet_ ? " (and " + std::to_string(refusals_quiet_) + " more refusals)" : "";
         if (p.hs->code() == MC_ERR_DENIED)
           MC_LOGW("tcp: denied a connection from " << p.peer << ": " << p.hs->why() << more);
         else
@@ -890,16 +898,18 @@ void TcpTransport::serve(int fd, const wire::Header *first) {
     out.insert(out.end(), c, c + n);
   };
   auto refuse = [&](const std::string &why, mc_status_t code = MC_ERR_TRANSPORT, bool warn = true) {
-    if (warn) MC_LOGW("tcp: closing a connection that " << why);
-    else MC_LOGI("tcp: closing a connection that " << why);
+    if (warn)
+      MC_LOGW("tcp: closing a connection that " << why);
+    else
+      MC_LOGI("tcp: closing a connection that " << why);
     wire::Header h = wire::make(wire::ERROR, 0, 0, why.size(), code);
     put(&h, sizeof h);
     put(why.data(), why.size());
     flush();
   };
-  bool started = false;  // wait_started() returned true on this connection
-  bool bound = false;    // a BIND named this connection: key is its (nonce, number)
-  bool data = false;     // a READ or WRITE came on this connection
+  bool started = false;   // wait_started() returned true on this connection
+  bool bound = false;     // a BIND named this connection: key is its (nonce, number)
+  bool data = false;      // a READ or WRITE came on this connection
   bool answered = false;  // a control request was answered on it
   ConnKey key{0, 0};
   for (;;) {
@@ -972,7 +982,8 @@ void TcpTransport::serve(int fd, const wire::Header *first) {
         put(&r, sizeof r);
       } else {
         // addr != 0: the peer knows version addr of incarnation id and takes a delta.
-        std::string d = h.addr != 0 ? target_->descriptor_delta_json(h.id, h.addr) : target_->descriptor_json();
+        std::string d =
+            h.addr != 0 ? target_->descriptor_delta_json(h.id, h.addr) : target_->descriptor_json();
         wire::Header r = wire::make(wire::DESC, h.id, target_->incarnation(), d.size());
         put(&r, sizeof r);
         put(d.data(), d.size());
@@ -994,7 +1005,8 @@ void TcpTransport::serve(int fd, const wire::Header *first) {
                        : target_->control(body.substr(0, nul), body.substr(nul + 1), &reply);
       if (!cst.ok()) reply = cst.message();
       answered = true;
-      wire::Header r = wire::make(wire::CONTROL_REPLY, h.id, target_->incarnation(), reply.size(), cst.code());
+      wire::Header r =
+          wire::make(wire::CONTROL_REPLY, h.id, target_->incarnation(), reply.size(), cst.code());
       put(&r, sizeof r);
       put(reply.data(), reply.size());
       continue;
@@ -1021,8 +1033,8 @@ void TcpTransport::serve(int fd, const wire::Header *first) {
         if (ok) bytes_received += h.len;
       } else {
         served_refused++;
-        MC_LOGI("tcp: refused a WRITE of " << h.len << " bytes at 0x" << std::hex << h.addr
-                                           << std::dec << ": " << mc_status_str(st));
+        MC_LOGI("tcp: refused a WRITE of " << h.len << " bytes at 0x" << std::hex << h.addr << std::dec
+                                           << ": " << mc_status_str(st));
         if (h.len > wire::kMaxDrain) {
           // Not worth draining (and maybe garbage): answer, then close.
           wire::Header r = wire::make(wire::WRITE_ACK, h.id, h.addr, 0, st);
@@ -1047,7 +1059,8 @@ void TcpTransport::serve(int fd, const wire::Header *first) {
     wire::Header r = wire::make(wire::READ_DATA, h.id, h.addr, h.len);
     bool ok;
     if (gpu::is_device_memory(reinterpret_cast<const void *>(h.addr))) {
-      ok = flush() && write_all(fd, &r, sizeof r) && send_device(fd, reinterpret_cast<const void *>(h.addr), h.len);
+      ok = flush() && write_all(fd, &r, sizeof r) &&
+           send_device(fd, reinterpret_cast<const void *>(h.addr), h.len);
     } else if (h.len <= 16 * 1024) {
       put(&r, sizeof r);
       put(reinterpret_cast<const void *>(h.addr), h.len);
@@ -1151,8 +1164,7 @@ void TcpTransport::shutdown() {
     for (auto &c : live) c->fail(MC_ERR_PEER_DOWN, "engine is shutting down");
     live.clear();
     std::unique_lock<std::mutex> lk(threads_mu_);
-    if (threads_cv_.wait_for(lk, std::chrono::milliseconds(20), [&] { return threads_ == 0; }))
-      break;
+    if (threads_cv_.wait_for(lk, std::chrono::milliseconds(20), [&] { return threads_ == 0; })) break;
   }
   listen_fd_.reset();
   close_parked();
@@ -1178,15 +1190,16 @@ std::string TcpTransport::stats_json() {
                   ",\"served_fenced\":" + std::to_string(served_fenced.load());
   // The control client's pool is shared by every engine of the process: its figures are too.
   control_pool::Counters pc = control_pool::counters();
-  s += ",\"control_connects\":" + std::to_string(pc.connects) + ",\"control_reuses\":" + std::to_string(pc.reuses) +
+  s += ",\"control_connects\":" + std::to_string(pc.connects) +
+       ",\"control_reuses\":" + std::to_string(pc.reuses) +
        ",\"control_discarded\":" + std::to_string(pc.discarded) + "}";
   return s;
 }
 
 }  // namespace
 
-Status make_tcp_transport(const TcpOptions &opts, Host *target,
-                          std::unique_ptr<Transport> *out, HostPort *bound) {
+Status make_tcp_transport(const TcpOptions &opts, Host *target, std::unique_ptr<Transport> *out,
+                          HostPort *bound) {
   auto t = std::make_unique<TcpTransport>(opts, target);
   Status st = t->start(bound);
   if (!st.ok()) return st;
