@@ -1,6 +1,7 @@
-// Idle admitted control connections (control/pool.h). No thread of its own: expiry happens on
-// every take() and give(), and clear() (run when an engine's TCP transport shuts down) closes
-// the rest, so an engine destroyed leaves no socket behind.
+// Idle admitted control connections (control/pool.h). No thread of its own: take() and give()
+// sweep out what idled too long, at most once every kSweepMs (a sweep walks every peer's queue,
+// so sweeping on every call made each probe cost O(peers)), and clear() (run when an engine's TCP transport
+// shuts down) closes the rest, so an engine destroyed leaves no socket behind.
 #include "control/pool.h"
 
 #include <poll.h>
@@ -22,6 +23,7 @@ struct Pool {
   std::mutex mu;                                 // guards idle and generation
   std::map<std::string, std::deque<Idle>> idle;  // per key, most recently returned last
   uint64_t generation = 1;
+  uint64_t swept_ms = 0;  // when expire() last walked the whole map
   std::atomic<uint64_t> connects{0}, reuses{0}, discarded{0};
 };
 
@@ -36,8 +38,14 @@ bool ended(int fd) {
   return ::poll(&p, 1, 0) != 0;
 }
 
-// Drops what idled too long. Caller holds mu.
+// How often take()/give() walk the whole pool: an idle connection closes within
+// kIdleMs + kSweepMs of its last use.
+constexpr uint64_t kSweepMs = 1000;
+
+// Drops what idled too long, when the last sweep is kSweepMs old. Caller holds mu.
 void expire(Pool &p, uint64_t now) {
+  if (now - p.swept_ms < kSweepMs) return;
+  p.swept_ms = now;
   for (auto it = p.idle.begin(); it != p.idle.end();) {
     auto &q = it->second;
     while (!q.empty() && now - q.front().since_ms >= kIdleMs) {
