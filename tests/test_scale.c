@@ -59,31 +59,14 @@ struct peers {
 };
 
 static void peers_start(struct peers *p, int n) {
-  char exe[4096];
-  ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
-  assert_true(len > 0);
-  exe[len] = 0;
-  int out[2], in[2];
-  assert_int_equal(pipe(out), 0);
-  assert_int_equal(pipe(in), 0);
   char ns[16];
   snprintf(ns, sizeof ns, "%d", n);
-  pid_t pid = fork();
-  assert_true(pid >= 0);
-  if (pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    dup2(out[1], 1);
-    dup2(in[0], 0);
-    close(out[0]);
-    close(in[1]);
-    execl(exe, exe, "--peers", ns, (char *)NULL);
-    _exit(127);
-  }
-  close(out[1]);
-  close(in[0]);
-  FILE *f = fdopen(out[0], "r");
+  int to_child;
+  FILE *f = NULL;
+  pid_t pid = tu_spawn_self(&to_child, &f, "--peers", ns, (char *)NULL);
+  assert_true(pid > 0);
   p->pid = pid;
-  p->in = in[1];
+  p->in = to_child;
   p->n = 0;
   char line[128];
   while (fgets(line, sizeof line, f)) {

@@ -515,37 +515,18 @@ static int run_peers(int n, const char *target, uint64_t addr) {
 /* Our threads with n peers attached both ways, minus our threads before. */
 static int threads_with_peers(mc_engine_t *e, void *buf, int n) {
   int before = count_tasks(getpid());
-  char exe[PATH_MAX];
-  ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
-  assert_true(len > 0);
-  exe[len] = 0;
-  int out[2], in[2];
-  assert_int_equal(pipe(out), 0);
-  assert_int_equal(pipe(in), 0);
   char ns[16], ad[32];
   snprintf(ns, sizeof ns, "%d", n);
   snprintf(ad, sizeof ad, "%p", buf);
-  pid_t pid = fork();
-  assert_true(pid >= 0);
-  if (pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    dup2(out[1], 1);
-    dup2(in[0], 0);
-    close(out[0]);
-    close(out[1]);
-    close(in[0]);
-    close(in[1]);
-    execl(exe, exe, "peers", ns, mc_engine_name(e), ad, (char *)NULL);
-    _exit(127);
-  }
+  int to_child;
+  FILE *f = NULL;
+  pid_t pid = tu_spawn_self(&to_child, &f, "peers", ns, mc_engine_name(e), ad, (char *)NULL);
+  assert_true(pid > 0);
   for (int i = 0; i < 16; i++)
     if (g_children[i] == 0) {
       g_children[i] = pid;
       break;
     }
-  close(out[1]);
-  close(in[0]);
-  FILE *f = fdopen(out[0], "r");
   char line[400];
   char *rb = NULL;
   assert_int_equal(mc_buffer_alloc(e, 4096, NULL, (void **)&rb), MC_OK);
@@ -571,7 +552,7 @@ static int threads_with_peers(mc_engine_t *e, void *buf, int n) {
   for (int i = 0; i < n; i++) mc_segment_close(e, segs[i]);
   free(segs);
   assert_int_equal(mc_buffer_free(e, rb), MC_OK);
-  close(in[1]);
+  close(to_child);
   fclose(f);
   waitpid(pid, NULL, 0);
   for (int i = 0; i < 16; i++)

@@ -466,34 +466,15 @@ struct child {
 };
 
 static void child_start(const char *port, struct child *c) {
-  char exe[4096];
-  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-  assert_true(n > 0);
-  exe[n] = 0;
-  int out[2], in[2];
-  assert_int_equal(pipe(out), 0);
-  assert_int_equal(pipe(in), 0);
-  pid_t pid = fork();
-  assert_true(pid >= 0);
-  if (pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    dup2(out[1], 1);
-    dup2(in[0], 0);
-    close(out[0]);
-    close(out[1]);
-    close(in[0]);
-    close(in[1]);
-    execl(exe, exe, "--child", port, (char *)NULL);
-    _exit(127);
-  }
-  close(out[1]);
-  close(in[0]);
-  FILE *f = fdopen(out[0], "r");
+  int to_child;
+  FILE *f = NULL;
+  pid_t pid = tu_spawn_self(&to_child, &f, "--child", port, (char *)NULL);
+  assert_true(pid > 0);
   char line[512] = {0};
   char *got = fgets(line, sizeof line, f);
   fclose(f);
   c->pid = pid;
-  c->in = in[1];
+  c->in = to_child;
   unsigned long long buf = 0;
   if (!got || sscanf(line, "ready %255s %llu", c->name, &buf) != 2) {
     fprintf(stderr, "child engine: %s", got ? line : "(no output)\n");

@@ -7,6 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <unistd.h>
 
 int tu_scale(void) {
   const char *s = getenv("MC_TEST_SCALE");
@@ -100,4 +103,46 @@ mc_engine_t *tu_engine(const char *key, ...) {
   }
   mc_config_destroy(cfg);
   return e;
+}
+
+pid_t tu_spawn_self(int *to_child, FILE **from_child, const char *arg, ...) {
+  char exe[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n <= 0) return -1;
+  exe[n] = 0;
+  const char *argv[16] = {exe};
+  size_t argc = 1;
+  va_list ap;
+  va_start(ap, arg);
+  for (const char *a = arg; a && argc < 15; a = va_arg(ap, const char *)) argv[argc++] = a;
+  va_end(ap);
+  int out[2], in[2];
+  if (pipe(out) != 0) return -1;
+  if (pipe(in) != 0) {
+    close(out[0]);
+    close(out[1]);
+    return -1;
+  }
+  pid_t pid = fork();
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    dup2(out[1], 1);
+    dup2(in[0], 0);
+    close(out[0]);
+    close(out[1]);
+    close(in[0]);
+    close(in[1]);
+    execv(exe, (char *const *)argv);
+    _exit(127);
+  }
+  close(out[1]);
+  close(in[0]);
+  if (pid < 0) {
+    close(out[0]);
+    close(in[1]);
+    return -1;
+  }
+  *to_child = in[1];
+  *from_child = fdopen(out[0], "r");
+  return pid;
 }

@@ -4,6 +4,8 @@
 #include <stdint.h>
 #include <stddef.h>
 #include <mc.h>
+#include <stdio.h>
+#include <sys/types.h>
 
 /* MC_TEST_SCALE from the environment (1 in `make test`, larger in `make test-long`). */
 int tu_scale(void);
@@ -29,4 +31,9 @@ void tu_fill(void *buf, size_t len, uint64_t seed);
 long long tu_check(const void *buf, size_t len, uint64_t seed);
 /* Creates an engine on 127.0.0.1:0 with optional extra key/value pairs (NULL-terminated). */
 mc_engine_t *tu_engine(const char *key, ...);
+/* Runs this test program again as a child with the given arguments (NULL-terminated; argv[0] is
+ * /proc/self/exe), its stdin and stdout on pipes; the child gets SIGKILL when this process dies.
+ * Returns the child's pid, or -1 when it could not be started. *to_child (write end of the
+ * child's stdin) and *from_child (reads its stdout) are the caller's to close. */
+pid_t tu_spawn_self(int *to_child, FILE **from_child, const char *arg, ...);
 #endif
