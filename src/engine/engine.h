@@ -19,6 +19,7 @@
 #include "proto/descriptor.h"
 #include "util/status.h"
 #include "engine/batch.h"
+#include "control/server.h"
 #include "engine/health.h"
 #include "metadata/metadata.h"
 #include "transport/host.h"
@@ -26,6 +27,11 @@
 #include "transport/transport.h"
 
 namespace mc {
+
+struct HostPort;  // util/net.h
+namespace control {
+class Listener;  // control/listener.h
+}
 
 class EngineCore;
 class BatchCore;
@@ -79,7 +85,8 @@ struct Peer {
   uint64_t silent_since_ms = 0;
 };
 
-class EngineCore : public Host, public std::enable_shared_from_this<EngineCore> {
+// The engine serves transports (Host) and its listener (control::Target) with the same methods.
+class EngineCore : public Host, public control::Target, public std::enable_shared_from_this<EngineCore> {
  public:
   static Status create(const EngineOptions &opts, std::shared_ptr<EngineCore> *out);
   ~EngineCore() override;
@@ -126,7 +133,7 @@ class EngineCore : public Host, public std::enable_shared_from_this<EngineCore> 
   bool canceled(const Slice &s) const override;
   const EngineOptions &options() const override { return opts_; }
   const std::string &engine_name() const override { return name_; }
-  void control_listening(const HostPort &bound) override;
+  void serve_data(std::function<void(Fd fd, std::string readahead)> h) override;
   mc_status_t pin(uint64_t addr, uint64_t len, uint32_t op) override;
   void unpin(uint64_t addr, uint64_t len) override;
   std::string descriptor_json() override;
@@ -144,10 +151,11 @@ class EngineCore : public Host, public std::enable_shared_from_this<EngineCore> 
   void finish_together(BatchCore *b, size_t n, SlotAt slot_at);
 
   friend class SubmitPlanner;  // engine/submit.cpp: reads segments, pins, slice_size
-  explicit EngineCore(const EngineOptions &o) : opts_(o) {}
+  explicit EngineCore(const EngineOptions &o);
   Status start();
   Status start_transport(const TransportEntry &e, std::vector<std::pair<int, Transport *>> *data);
-  Status name_from_listener();
+  Status start_listener();
+  Status name_from_listener(const HostPort &bound);
   std::shared_ptr<Peer> find_segment(mc_segment_t seg);
   // Fetches the peer's descriptor and (re)builds its routes. A new incarnation drops every
   // old route (failing what is in flight on it) and counts a rejoin.
@@ -185,10 +193,9 @@ class EngineCore : public Host, public std::enable_shared_from_this<EngineCore> 
   std::unique_ptr<MetadataStore> metadata_;
   static constexpr size_t kHealthThreads = 2;
   std::unique_ptr<HealthMonitor> health_;  // probes every open segment's peer
-  // Where the control listener bound (control_listening); port 0 until it did.
-  std::string listen_host_;
-  uint16_t listen_port_ = 0;
-  // Every transport created, in creation order (the control listener first); fixed after start().
+  // The engine's one port: control channel, and data connections for the tcp transport.
+  std::unique_ptr<control::Listener> listener_;
+  // Every transport created, in creation order; fixed after start().
   std::vector<std::unique_ptr<Transport>> transports_;
   Transport *self_transport_ = nullptr;  // serves the engine's own segment in process
   // The ones that may carry data to other engines, in order of preference (fastest first).

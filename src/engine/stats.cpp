@@ -1,6 +1,7 @@
 // The engine's statistics as JSON: its counters, each transport's object, one object per peer.
 #include "engine/engine.h"
 
+#include "control/listener.h"
 #include "util/json_writer.h"
 
 namespace mc {
@@ -48,6 +49,7 @@ std::string EngineCore::stats_json() {
     for (auto &[n, w] : peers_)
       if (auto p = w.lock()) peers.push_back(std::move(p));
   }
+  if (listener_) o.raw("control", listener_->stats_json());
   for (auto &t : transports_) o.raw(t->name(), t->stats_json());
   // One flat object per open peer, keyed by its name.
   JsonObject po;
