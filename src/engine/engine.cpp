@@ -94,8 +94,8 @@ void EngineCore::serve_data(std::function<void(Fd fd, std::string readahead)> h)
 
 // Our name and the address peers dial, from where the listener bound.
 Status EngineCore::name_from_listener(const HostPort &bound) {
-  std::string host = bound.host == "0.0.0.0" ? "127.0.0.1" : bound.host;
-  std::string self = host + ":" + std::to_string(bound.port);
+  std::string host = bound.host == "0.0.0.0" ? "127.0.0.1" : bound.host == "::" ? "::1" : bound.host;
+  std::string self = HostPort{host, bound.port, 0}.str();
   bool p2p = opts_.metadata.empty() || opts_.metadata == "p2p";
   if (!opts_.name.empty() && p2p) {
     HostPort np;
@@ -107,7 +107,7 @@ Status EngineCore::name_from_listener(const HostPort &bound) {
   tcp_addr_ = self;
   // With a metadata server the name is free-form; peers find our address in the descriptor.
   name_ = (!p2p && !opts_.name.empty()) ? opts_.name : self;
-  if ((bound.host == "0.0.0.0" || bound.host != "127.0.0.1") && opts_.auth_token.empty())
+  if (bound.host != "127.0.0.1" && bound.host != "::1" && opts_.auth_token.empty())
     MC_LOGW("engine " << name_ << " listens on " << bound.str()
                       << " without an auth_token: any host that reaches this port can read and write "
                          "every registered buffer (set auth_token or MC_AUTH_TOKEN on every engine "

@@ -138,9 +138,32 @@ bool RdmaBufExt::read(Reader &r, const json &root) {
   rkeys.resize(a->size());
   for (size_t i = 0; i < a->size(); i++)
     if (!r.at(*a, "rkeys", i, &rkeys[i])) return false;
+  if (!r.opt(root, "", "region", &region)) return false;
+  const json *m = r.array(root, "", "more", kRdmaMaxRegions - 1, false);
+  if (!m) return false;
+  if (m->empty()) return true;
+  if (region < kRdmaMinRegion)
+    return r.fail("region", "is missing or below 4096 while \"more\" lists regions");
+  more.resize(m->size());
+  for (size_t i = 0; i < m->size(); i++) {
+    std::string p = Reader::index("more", i);
+    const json &e = (*m)[i];
+    if (!e.is_array()) return r.fail(p, "is not an array");
+    if (e.size() != rkeys.size()) return r.fail(p, "has another number of keys than rkeys");
+    more[i].resize(e.size());
+    for (size_t k = 0; k < e.size(); k++)
+      if (!r.at(e, p, k, &more[i][k])) return false;
+  }
   return true;
 }
 
-std::string RdmaBufExt::to_json() const { return json{{"rkeys", rkeys}}.dump(); }
+std::string RdmaBufExt::to_json() const {
+  json j{{"rkeys", rkeys}};
+  if (!more.empty()) {
+    j["region"] = region;
+    j["more"] = more;
+  }
+  return j.dump();
+}
 
 }  // namespace mc::proto

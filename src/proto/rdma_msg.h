@@ -8,7 +8,12 @@
 //   keys request     {"op":"keys","from":NAME,"to_inc":INC,"addr":A}
 //   keys reply       {"addr":BUFFER_ADDR,"len":BUFFER_LEN,"rkeys":[K,...]}
 //   transports.rdma  {"fabric":S,"nics":[{"name":S,"lid":L,"gid":HEX32,"mtu":M},...]}
-//   buffer ext.rdma  {"rkeys":[K,...]}
+//   buffer ext.rdma  {"rkeys":[K,...]}, and for a buffer registered as several regions (a NIC's
+//                    max_mr_size, or rdma_max_mr_size, below its length) also
+//                    "region":R,"more":[[K,...],...]: region i>0 covers [addr+i*R, addr+(i+1)*R)
+//                    (the last one ends with the buffer) and has the keys more[i-1]. A peer that
+//                    predates regions reads only rkeys: its requests past the first region are
+//                    refused by the NIC (remote access error, then MC_ERR_DENIED), never misplaced.
 // Every number is range checked here (LID 16 bits, QPN and PSN 24 bits, MTU a power of two in
 // 256..4096, QP and NIC counts bounded), so the transport never sees a value hardware would
 // reject or misread.
@@ -21,8 +26,10 @@
 
 namespace mc::proto {
 
-constexpr size_t kRdmaMaxQps = 64;   // QPs per endpoint either side accepts
-constexpr size_t kRdmaMaxNics = 64;  // NICs one engine may publish
+constexpr size_t kRdmaMaxQps = 64;           // QPs per endpoint either side accepts
+constexpr size_t kRdmaMaxNics = 64;          // NICs one engine may publish
+constexpr size_t kRdmaMaxRegions = 1 << 16;  // memory regions of one buffer
+constexpr uint64_t kRdmaMinRegion = 4096;    // the smallest region a buffer is cut into
 
 struct RdmaQpInfo {
   uint32_t qpn = 0;
@@ -97,7 +104,9 @@ struct RdmaFabricDesc {
 
 struct RdmaBufExt {
   static constexpr const char *kWhat = "rdma buffer keys";
-  std::vector<uint32_t> rkeys;
+  std::vector<uint32_t> rkeys;              // the first region's, one per NIC
+  uint64_t region = 0;                      // 0: one region, the whole buffer
+  std::vector<std::vector<uint32_t>> more;  // regions 1.., each as many keys as rkeys
   bool read(Reader &r, const json &root);
   std::string to_json() const;
 };

@@ -120,6 +120,8 @@ std::unique_ptr<Transport> create_rdma(Host &h, Status *st) {
       static_cast<int>(int_value(h, "rdma_gid_index", 0, 255, ro.rdma_gid_index));   // "auto": -1
   ro.rdma_port = static_cast<int>(int_value(h, "rdma_port", 1, 255, ro.rdma_port));  // "auto": 0
   ro.rdma_mtu = static_cast<uint32_t>(int_value(h, "rdma_mtu", 256, 4096, ro.rdma_mtu));
+  uint64_t mr = 0;
+  if (parse_size(h.options().value("rdma_max_mr_size"), &mr)) ro.rdma_max_mr_size = mr;
   *st = Status::Ok();
   return make_rdma_transport(ro, &h, h.engine_name(), st);
 }
@@ -148,6 +150,13 @@ TransportEntry rdma_entry() {
          return v == "256" || v == "512" || v == "1024" || v == "2048" || v == "4096";
        },
        "the largest path MTU to use (4096)"},
+      {"rdma_max_mr_size", "a size of 4K or more (K/M/G suffixes allowed)",
+       [](const std::string &v) {
+         uint64_t x;
+         return parse_size(v, &x) && x >= 4096 && x <= (1ull << 50);
+       },
+       "the largest memory region a buffer is registered as; longer buffers become several (unset: "
+       "the NIC's max_mr_size)"},
   };
   e.create = create_rdma;
   return e;

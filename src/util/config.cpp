@@ -112,7 +112,9 @@ std::vector<ConfigKey> make_engine_keys() {
       {"metadata_ttl_ms", "an integer 1000..3600000",
        [](const std::string &v) { return int_in(v, 1000, 3600000); },
        "lease / key expiry with a metadata server (10000)"},
-      {"listen", "HOST:PORT with a numeric IPv4 host or \"localhost\" and a port 0..65535",
+      {"listen",
+       "HOST:PORT with a numeric IPv4 host, an IPv6 one in brackets ([::1]) or \"localhost\", and a port "
+       "0..65535 or a range LO-HI (the first free one is taken)",
        [](const std::string &v) {
          HostPort hp;
          return parse_host_port(v, &hp).ok();

@@ -11,13 +11,19 @@
 
 namespace mc {
 
+// host is a numeric IPv4 or IPv6 address, without brackets. port_hi > port: a listen range
+// [port, port_hi] (tcp_listen takes the first free one; nothing can dial a range).
 struct HostPort {
   std::string host;
   uint16_t port = 0;
-  std::string str() const { return host + ":" + std::to_string(port); }
+  uint16_t port_hi = 0;
+  bool v6() const { return host.find(':') != std::string::npos; }
+  // "A.B.C.D:PORT" or "[V6]:PORT", with "-HI" after a range's first port.
+  std::string str() const;
 };
 
-// "A.B.C.D:PORT" or "localhost:PORT" (localhost becomes 127.0.0.1).
+// "A.B.C.D:PORT", "[IPV6]:PORT" or "localhost:PORT" (localhost becomes 127.0.0.1); PORT may be
+// a range "LO-HI" (LO <= HI, LO >= 1), for tcp_listen.
 Status parse_host_port(const std::string &s, HostPort *out);
 
 // Owns a file descriptor; closes it on destruction.
@@ -45,10 +51,11 @@ class Fd {
 uint64_t now_ms();  // monotonic
 uint64_t now_us();  // monotonic
 
-// Binds and listens; *bound gets the actual address (port 0 resolved).
+// Binds and listens; *bound gets the actual address (port 0 resolved). A range binds its first
+// free port; every port taken: MC_ERR_TRANSPORT naming the range.
 Status tcp_listen(const HostPort &addr, Fd *out, HostPort *bound);
-// Connects within timeout_ms. Refused: MC_ERR_PEER_DOWN at once; no answer in time:
-// MC_ERR_PEER_DOWN after the timeout. The socket is blocking, TCP_NODELAY, large buffers.
+// Connects within timeout_ms. A port range is MC_ERR_INVALID_ARG. Refused: MC_ERR_PEER_DOWN at once; no
+// answer in time: MC_ERR_PEER_DOWN after the timeout. The socket is blocking, TCP_NODELAY, large buffers.
 Status tcp_connect(const HostPort &addr, uint32_t timeout_ms, Fd *out);
 // TCP_NODELAY, SO_SNDBUF/SO_RCVBUF, keep-alive.
 void tune_socket(int fd);

@@ -31,7 +31,12 @@ void check(const proto::RdmaFabricDesc &f) {
     CHECK(n.addr.mtu >= 256 && n.addr.mtu <= 4096 && (n.addr.mtu & (n.addr.mtu - 1)) == 0);
   }
 }
-void check(const proto::RdmaBufExt &e) { CHECK(e.rkeys.size() <= proto::kRdmaMaxNics); }
+void check(const proto::RdmaBufExt &e) {
+  CHECK(e.rkeys.size() <= proto::kRdmaMaxNics);
+  CHECK(e.more.size() < proto::kRdmaMaxRegions);
+  CHECK(e.more.empty() || e.region >= proto::kRdmaMinRegion);
+  for (auto &k : e.more) CHECK(k.size() == e.rkeys.size());
+}
 
 template <class Msg>
 void one(const std::string &text) {

@@ -160,6 +160,9 @@ class Device {
   }
   virtual Status create_cq(uint32_t depth, std::unique_ptr<Cq> *out) = 0;
   virtual Status create_qp(Cq *cq, uint32_t max_wr, std::unique_ptr<Qp> *out) = 0;
+  // Largest memory region the device registers (ibv_device_attr.max_mr_size): a larger buffer
+  // is registered as several regions.
+  virtual uint64_t max_mr_size() const { return UINT64_MAX; }
   // Largest number of outstanding completions a CQ of this device can hold.
   virtual uint32_t max_cqe() const = 0;
   // Outstanding RDMA READs a QP may issue (max_qp_init_rd_atom, the limit of RTS's

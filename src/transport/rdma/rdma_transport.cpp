@@ -232,10 +232,12 @@ struct Dmabuf {
   }
 };
 
+// One memory region of a registered buffer (a buffer longer than the NICs' largest region is
+// several, each in mrs_ under its own start).
 struct LocalMr {
   uint64_t len = 0;
   std::vector<std::unique_ptr<Mr>> mrs;  // per NIC
-  std::unique_ptr<Dmabuf> dmabuf;        // GPU memory: the dma-buf behind mrs
+  std::shared_ptr<Dmabuf> dmabuf;        // GPU memory: the dma-buf behind mrs (shared by regions)
   ~LocalMr() { mrs.clear(); }            // the MRs go before the dma-buf's fd
   LocalMr() = default;
   LocalMr(LocalMr &&) = default;
@@ -315,7 +317,12 @@ class RdmaTransport : public Transport {
   bool gpu_ok(int dev) const {
     return gpu_capable_ && (dev < 0 || dev >= 64 || !(gpu_bad_.load() & (1ull << dev)));
   }
-  Status register_gpu(const LocalRegion &r, LocalMr *lm);
+  Status register_gpu(const LocalRegion &r, std::vector<std::pair<uint64_t, LocalMr>> *regs);
+  std::vector<std::pair<uint64_t, uint64_t>> regions_of(uint64_t addr, uint64_t len) const;
+  std::vector<LocalMr> take_regions(uint64_t addr, uint64_t len);
+  void insert_regions(std::vector<std::pair<uint64_t, LocalMr>> regs);
+  static Status add_regions(const std::string &peer, size_t nics, uint64_t addr, uint64_t len,
+                            proto::RdmaBufExt ext, std::vector<RemoteBuf> *out);
   Status parse_remote(const Descriptor &d, std::shared_ptr<const RemoteInfo> *out) const;
   Status check_descriptor(const Descriptor &d) override {
     if (!d.transports.count("rdma")) return Status::Ok();
@@ -411,6 +418,11 @@ class RdmaTransport : public Transport {
   std::string gpu_why_;
   std::atomic<uint64_t> gpu_bad_{0};
   std::atomic<uint64_t> gpu_mrs_{0}, gpu_mr_failures_{0};
+  // The largest region a buffer is registered as (every NIC's max_mr_size and rdma_max_mr_size;
+  // set in start), and how many regions are registered now.
+  uint64_t region_ = UINT64_MAX;
+  std::atomic<uint64_t> regions_{0};
+  std::atomic<uint64_t> paths_closed_{0};  // endpoints closed because their peer went down
 };
 
 RdmaPeer::~RdmaPeer() { t_->release(ps); }
@@ -433,6 +445,8 @@ Status RdmaTransport::start(std::vector<std::unique_ptr<Device>> devs) {
     nics_.push_back(std::move(n));
   }
   gpu_capable_ = !nics_.empty();
+  for (auto &n : nics_) region_ = std::min(region_, n->dev->max_mr_size());
+  if (opts_.rdma_max_mr_size) region_ = std::min(region_, opts_.rdma_max_mr_size);
   for (auto &n : nics_)
     if (gpu_capable_ && !n->dev->dmabuf_capable(&gpu_why_)) {
       gpu_capable_ = false;
@@ -543,6 +557,11 @@ void RdmaTransport::describe(Descriptor &d) {
     if (it == mrs_.end()) continue;
     proto::RdmaBufExt e;
     for (auto &m : it->second.mrs) e.rkeys.push_back(m->rkey());
+    for (++it; it != mrs_.end() && it->first - b.addr < b.length; ++it) {
+      e.region = region_;
+      e.more.emplace_back();
+      for (auto &m : it->second.mrs) e.more.back().push_back(m->rkey());
+    }
     b.ext["rdma"] = e.to_json();
   }
 }
@@ -566,22 +585,15 @@ Status RdmaTransport::parse_remote(const Descriptor &d, std::shared_ptr<const Re
     ri->nics.push_back(std::move(rn));
   }
   for (auto &b : d.buffers) {
-    RemoteBuf rb;
-    rb.addr = b.addr;
-    rb.len = b.length;
     auto e = b.ext.find("rdma");
-    if (e != b.ext.end()) {
-      proto::RdmaBufExt ext;
-      st = proto::decode(e->second, d.name, MC_ERR_METADATA, &ext);
-      if (!st.ok()) return Err(st.code(), st.message() + " (buffer at " + std::to_string(b.addr) + ")");
-      if (ext.rkeys.size() != ri->nics.size())
-        return Err(MC_ERR_METADATA, "rdma buffer keys from peer " + d.name + ": field 'rkeys' has " +
-                                        std::to_string(ext.rkeys.size()) + " keys for " +
-                                        std::to_string(ri->nics.size()) + " NICs (buffer at " +
-                                        std::to_string(b.addr) + ")");
-      rb.rkeys = std::move(ext.rkeys);
+    if (e == b.ext.end()) {  // reachable over RDMA only through another transport: no keys
+      ri->bufs.push_back(RemoteBuf{b.addr, b.length, {}});
+      continue;
     }
-    ri->bufs.push_back(std::move(rb));
+    proto::RdmaBufExt ext;
+    st = proto::decode(e->second, d.name, MC_ERR_METADATA, &ext);
+    if (st.ok()) st = add_regions(d.name, ri->nics.size(), b.addr, b.length, std::move(ext), &ri->bufs);
+    if (!st.ok()) return Err(st.code(), st.message() + " (buffer at " + std::to_string(b.addr) + ")");
   }
   std::sort(ri->bufs.begin(), ri->bufs.end(),
             [](const RemoteBuf &a, const RemoteBuf &b) { return a.addr < b.addr; });
@@ -589,20 +601,76 @@ Status RdmaTransport::parse_remote(const Descriptor &d, std::shared_ptr<const Re
   return Status::Ok();
 }
 
+// One buffer's regions from its ext.rdma: region i at addr + i * ext.region, the last one
+// ending with the buffer, each with one key per NIC.
+Status RdmaTransport::add_regions(const std::string &peer, size_t nics, uint64_t addr, uint64_t len,
+                                  proto::RdmaBufExt ext, std::vector<RemoteBuf> *out) {
+  std::string what = "rdma buffer keys from peer " + peer + ": ";
+  if (ext.rkeys.size() != nics)
+    return Err(MC_ERR_METADATA, what + "field 'rkeys' has " + std::to_string(ext.rkeys.size()) +
+                                    " keys for " + std::to_string(nics) + " NICs");
+  if (ext.more.empty()) {
+    out->push_back(RemoteBuf{addr, len, std::move(ext.rkeys)});
+    return Status::Ok();
+  }
+  uint64_t count = (len - 1) / ext.region + 1;  // the codec made region >= 4096
+  if (count != ext.more.size() + 1)
+    return Err(MC_ERR_METADATA, what + "field 'more' lists " + std::to_string(ext.more.size() + 1) +
+                                    " regions where a buffer of " + std::to_string(len) + " bytes has " +
+                                    std::to_string(count) + " of " + std::to_string(ext.region) + " bytes");
+  out->push_back(RemoteBuf{addr, ext.region, std::move(ext.rkeys)});
+  for (uint64_t i = 1; i < count; i++) {
+    uint64_t a = addr + i * ext.region;
+    out->push_back(RemoteBuf{a, std::min(ext.region, addr + len - a), std::move(ext.more[i - 1])});
+  }
+  return Status::Ok();
+}
+
 // ------------------------------------------------------------------------------ memory
 
-Status RdmaTransport::register_gpu(const LocalRegion &r, LocalMr *lm) {
+// [addr, addr + len) as regions of at most region_ bytes: (start, length) each.
+std::vector<std::pair<uint64_t, uint64_t>> RdmaTransport::regions_of(uint64_t addr, uint64_t len) const {
+  std::vector<std::pair<uint64_t, uint64_t>> v;
+  for (uint64_t off = 0; off < len; off += region_) v.emplace_back(addr + off, std::min(region_, len - off));
+  return v;
+}
+
+// Every region of the buffer at addr (len bytes) moved out of mrs_; the caller holds mr_mu_.
+std::vector<LocalMr> RdmaTransport::take_regions(uint64_t addr, uint64_t len) {
+  std::vector<LocalMr> gone;
+  auto it = mrs_.lower_bound(addr);
+  while (it != mrs_.end() && it->first - addr < len) {
+    gone.push_back(std::move(it->second));
+    it = mrs_.erase(it);
+  }
+  return gone;
+}
+
+void RdmaTransport::insert_regions(std::vector<std::pair<uint64_t, LocalMr>> regs) {
+  std::unique_lock<std::shared_mutex> lk(mr_mu_);
+  for (auto &[a, lm] : regs) mrs_[a] = std::move(lm);
+}
+
+// Regions cut where the offset within the dma-buf and the iova move together, so each keeps
+// the page offset the NIC needs.
+Status RdmaTransport::register_gpu(const LocalRegion &r, std::vector<std::pair<uint64_t, LocalMr>> *regs) {
   int dev = gpu_of(r.location);
   if (!gpu_capable_) return Err(MC_ERR_UNSUPPORTED, gpu_why_);
   cuda::DmabufRange ex;
   Status st = cuda::export_dmabuf(dev, r.addr, r.length, &ex);
   if (!st.ok()) return st;
-  lm->dmabuf = std::make_unique<Dmabuf>(ex.fd);
-  for (auto &n : nics_) {
-    std::unique_ptr<Mr> m;
-    st = n->dev->reg_dmabuf_mr(ex.fd, ex.offset, r.length, r.addr, mr_access(r.access), &m);
-    if (!st.ok()) return Err(st.code(), "RDMA device " + n->dev->name() + ": " + st.message());
-    lm->mrs.push_back(std::move(m));
+  auto dmabuf = std::make_shared<Dmabuf>(ex.fd);
+  for (auto [a, l] : regions_of(r.addr, r.length)) {
+    LocalMr lm;
+    lm.len = l;
+    lm.dmabuf = dmabuf;
+    for (auto &n : nics_) {
+      std::unique_ptr<Mr> m;
+      st = n->dev->reg_dmabuf_mr(ex.fd, ex.offset + (a - r.addr), l, a, mr_access(r.access), &m);
+      if (!st.ok()) return Err(st.code(), "RDMA device " + n->dev->name() + ": " + st.message());
+      lm.mrs.push_back(std::move(m));
+    }
+    regs->emplace_back(a, std::move(lm));
   }
   return Status::Ok();
 }
@@ -612,9 +680,8 @@ Status RdmaTransport::on_register(const LocalRegion &r) {
     if (nics_.empty()) return Status::Ok();
     int dev = gpu_of(r.location);
     if (!gpu_ok(dev)) return Status::Ok();  // known not to work here: other transports carry it
-    LocalMr lm;
-    lm.len = r.length;
-    Status st = register_gpu(r, &lm);
+    std::vector<std::pair<uint64_t, LocalMr>> regs;
+    Status st = register_gpu(r, &regs);
     if (!st.ok()) {
       // Still registered: its transfers take another transport. Every buffer of this GPU does
       // from now on, so a request never picks rdma for a GPU buffer without an MR.
@@ -627,34 +694,36 @@ Status RdmaTransport::on_register(const LocalRegion &r) {
       return Status::Ok();
     }
     gpu_mrs_++;
-    std::unique_lock<std::shared_mutex> lk(mr_mu_);
-    mrs_[r.addr] = std::move(lm);
+    regions_ += regs.size();
+    insert_regions(std::move(regs));
     return Status::Ok();
   }
   if (r.location.rfind("cpu", 0) != 0) return Status::Ok();
-  LocalMr lm;
-  lm.len = r.length;
-  for (auto &n : nics_) {
-    std::unique_ptr<Mr> m;
-    Status st = n->dev->reg_mr(reinterpret_cast<void *>(r.addr), r.length, mr_access(r.access), &m);
-    if (!st.ok())
-      return Err(st.code(), "registering memory on RDMA device " + n->dev->name() + ": " + st.message());
-    lm.mrs.push_back(std::move(m));
+  std::vector<std::pair<uint64_t, LocalMr>> regs;
+  for (auto [a, l] : regions_of(r.addr, r.length)) {
+    LocalMr lm;
+    lm.len = l;
+    for (auto &n : nics_) {
+      std::unique_ptr<Mr> m;
+      Status st = n->dev->reg_mr(reinterpret_cast<void *>(a), l, mr_access(r.access), &m);
+      if (!st.ok())
+        return Err(st.code(), "registering memory on RDMA device " + n->dev->name() + ": " + st.message());
+      lm.mrs.push_back(std::move(m));
+    }
+    regs.emplace_back(a, std::move(lm));
   }
-  std::unique_lock<std::shared_mutex> lk(mr_mu_);
-  mrs_[r.addr] = std::move(lm);
+  regions_ += regs.size();
+  insert_regions(std::move(regs));
   return Status::Ok();
 }
 
 void RdmaTransport::on_unregister(const LocalRegion &r) {
-  LocalMr gone;
+  std::vector<LocalMr> gone;
   {
     std::unique_lock<std::shared_mutex> lk(mr_mu_);
-    auto it = mrs_.find(r.addr);
-    if (it == mrs_.end()) return;
-    gone = std::move(it->second);
-    mrs_.erase(it);
+    gone = take_regions(r.addr, r.length);
   }
+  regions_ -= gone.size();
   // Deregistered here: after this no NIC touches the memory.
 }
 
@@ -664,23 +733,23 @@ void RdmaTransport::on_unregister(const LocalRegion &r) {
 // that already took the new rights (the engine rolls back to the old ones). The buffer then
 // has no rkeys in the descriptor and its transfers take another transport.
 Status RdmaTransport::on_access_change(const LocalRegion &r) {
-  LocalMr gone;
+  std::vector<LocalMr> gone;
   Status st;
   std::string nic;
   {
     std::unique_lock<std::shared_mutex> lk(mr_mu_);
-    auto it = mrs_.find(r.addr);
-    if (it == mrs_.end()) return Status::Ok();
-    for (size_t i = 0; i < it->second.mrs.size() && st.ok(); i++) {
-      st = it->second.mrs[i]->set_access(mr_access(r.access));
-      if (!st.ok()) nic = nics_[i]->dev->name();
-    }
+    for (auto it = mrs_.lower_bound(r.addr); it != mrs_.end() && it->first - r.addr < r.length && st.ok();
+         ++it)
+      for (size_t i = 0; i < it->second.mrs.size() && st.ok(); i++) {
+        st = it->second.mrs[i]->set_access(mr_access(r.access));
+        if (!st.ok()) nic = nics_[i]->dev->name();
+      }
     if (st.ok()) return Status::Ok();
-    gone = std::move(it->second);
-    mrs_.erase(it);
+    gone = take_regions(r.addr, r.length);
   }
   access_failures_++;
-  gone.mrs.clear();  // deregistered: no key of this buffer works on any NIC any more
+  regions_ -= gone.size();
+  gone.clear();  // deregistered: no key of this buffer works on any NIC any more
   std::string why = "rdma: changing the access of the buffer at 0x" + hex::u64(r.addr) + " on NIC " + nic +
                     " failed (" + st.message() +
                     "); its memory regions were deregistered, so RDMA no longer reaches it";
@@ -806,16 +875,12 @@ void RdmaTransport::fail_path(PeerPath &peer, mc_status_t status, const std::str
     std::lock_guard<std::mutex> lk(p.ps->mu);
     for (auto &[k, ep] : p.ps->eps) eps.push_back(ep);
   }
-  // Endpoints with nothing queued or in flight keep their QPs (a peer that was unreachable for
-  // a while keeps its connections); the others go to ERR so their work can be failed.
-  for (auto &ep : eps) {
-    bool busy;
-    {
-      std::lock_guard<std::mutex> lk(ep->mu);
-      busy = ep->st == Endpoint::kConnecting || ep->inflight > 0 || !ep->backlog.empty();
-    }
-    if (busy) retire_ep(ep, status, why, false);
-  }
+  // Every endpoint goes, idle ones too: a peer that went down may never answer again, and QPs
+  // to it hold NIC resources (QP contexts, control memory) until something closes them. One that
+  // comes back is reconnected by its next request (a QP exchange). Busy ones go to ERR first so
+  // their work is failed.
+  for (auto &ep : eps) retire_ep(ep, status, why, false);
+  paths_closed_ += eps.size();
 }
 
 // ------------------------------------------------------------------------------ endpoints
@@ -1854,6 +1919,9 @@ std::string RdmaTransport::stats_json() {
          {"connects", connects_.load()},
          {"accepts", accepts_.load()},
          {"gpu_mrs", gpu_mrs_.load()},
+         {"mr_regions", regions_.load()},
+         {"mr_region_max", region_},
+         {"paths_closed", paths_closed_.load()},
          {"gpu_mr_failures", gpu_mr_failures_.load()},
          {"gpu_direct", gpu_capable_ && gpu_bad_.load() == 0},
          {"setup_failed", setup_failed_.load()},

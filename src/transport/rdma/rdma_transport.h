@@ -19,6 +19,7 @@ struct RdmaOptions {
   int rdma_gid_index = -1;             // -1: auto
   int rdma_port = 0;                   // 0: each device's first active port
   uint32_t rdma_mtu = 4096;
+  uint64_t rdma_max_mr_size = 0;  // 0: the devices' max_mr_size; else at most this per region
 };
 
 // The transport for opts.rdma_devices, or nullptr: with *st OK when no device is usable and

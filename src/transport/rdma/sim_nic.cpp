@@ -18,6 +18,7 @@
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <mutex>
@@ -26,6 +27,7 @@
 #include <unordered_map>
 
 #include "gpu/cuda_loader.h"
+#include "util/config.h"
 
 namespace mc::rdma {
 
@@ -224,6 +226,7 @@ struct QpCore {
 struct DevCore {
   uint32_t id = 0;
   std::string name;
+  uint64_t max_mr = UINT64_MAX;  // max_mr_size: MC_SIM_MAX_MR_SIZE when the NIC was opened
   uint8_t gid[16] = {};
   std::atomic<bool> port_up{true};
   std::atomic<bool> gone{false};
@@ -831,8 +834,10 @@ class SimDevice : public Device {
     *out = p;
     return Status::Ok();
   }
+  uint64_t max_mr_size() const override { return d_->max_mr; }
   Status reg_mr(void *addr, uint64_t len, uint32_t access, std::unique_ptr<Mr> *out) override {
     if (!addr || !len) return Err(MC_ERR_INVALID_ARG, "reg_mr: empty range");
+    if (len > d_->max_mr) return too_large("reg_mr", len);
     if ((access & (kRemoteWrite)) && !(access & kLocalWrite))
       return Err(MC_ERR_INVALID_ARG, "reg_mr: remote write needs local write (as in verbs)");
     auto *m = new SimMr;
@@ -853,6 +858,7 @@ class SimDevice : public Device {
   Status reg_dmabuf_mr(int fd, uint64_t offset, uint64_t len, uint64_t iova, uint32_t access,
                        std::unique_ptr<Mr> *out) override {
     if (fd < 0 || !len) return Err(MC_ERR_INVALID_ARG, "reg_dmabuf_mr: no fd or an empty range");
+    if (len > d_->max_mr) return too_large("reg_dmabuf_mr", len);
     if ((access & kRemoteWrite) && !(access & kLocalWrite))
       return Err(MC_ERR_INVALID_ARG, "reg_dmabuf_mr: remote write needs local write (as in verbs)");
     off_t size = ::lseek(fd, 0, SEEK_END);
@@ -969,6 +975,11 @@ class SimDevice : public Device {
   }
 
  private:
+  // As verbs: a region above the device's max_mr_size is EINVAL.
+  Status too_large(const char *what, uint64_t len) const {
+    return Err(MC_ERR_INVALID_ARG, std::string(what) + ": " + std::to_string(len) + " bytes is above " +
+                                       d_->name + "'s max_mr_size " + std::to_string(d_->max_mr));
+  }
   std::shared_ptr<DevCore> d_;
 };
 
@@ -978,8 +989,14 @@ Status open(int n, uint64_t ctrl_bytes, std::vector<std::unique_ptr<Device>> *ou
   ctrl_bytes = std::max<uint64_t>(ctrl_bytes, 1 << 20);
   ctrl_bytes = (ctrl_bytes + 4095) & ~uint64_t(4095);
   std::vector<std::unique_ptr<Device>> v;
+  uint64_t max_mr = UINT64_MAX;
+  if (const char *e = std::getenv("MC_SIM_MAX_MR_SIZE"); e && *e) {
+    if (!parse_size(e, &max_mr) || max_mr < 4096)
+      return Err(MC_ERR_INVALID_ARG, std::string("MC_SIM_MAX_MR_SIZE=") + e + " is not a size of 4K or more");
+  }
   for (int i = 0; i < n; i++) {
     auto d = std::make_shared<DevCore>();
+    d->max_mr = max_mr;
     void *p = ::mmap(nullptr, ctrl_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
                      -1, 0);
     if (p == MAP_FAILED) return Err(MC_ERR_NO_MEMORY, "cannot map a simulated NIC's control region");

@@ -522,6 +522,7 @@ class VerbsDevice : public Device {
     return Status::Ok();
   }
   uint32_t max_cqe() const override { return static_cast<uint32_t>(attr_.max_cqe); }
+  uint64_t max_mr_size() const override { return attr_.max_mr_size ? attr_.max_mr_size : UINT64_MAX; }
   uint8_t max_init_rd_atom() const override { return clamp_u8(attr_.max_qp_init_rd_atom); }
   uint8_t max_dest_rd_atom() const override { return clamp_u8(attr_.max_qp_rd_atom); }
   bool next_event(AsyncEvent *ev, int timeout_ms) override {
