@@ -29,6 +29,7 @@ Status EngineCore::create(const EngineOptions &opts, std::shared_ptr<EngineCore>
 
 Status EngineCore::start() {
   if (opts_.log_level >= 0) log_set_level(opts_.log_level);
+  start_notify();  // before the listener: a peer's NOTIFY may come as soon as it runs
   std::random_device rd;
   do {
     incarnation_ = (uint64_t(rd()) << 32) ^ rd();
@@ -132,6 +133,7 @@ void EngineCore::shutdown() {
   set_ready();  // wakes listener threads waiting in wait_started (they answer "being destroyed")
   // Stop the health probes first (outside every engine lock: a probe takes segs_mu_).
   if (health_) health_->stop();
+  stop_notify();  // NOTIFYs not sent yet fail with MC_ERR_PEER_DOWN
   if (metadata_) metadata_->unpublish();
   for (auto &t : transports_) t->shutdown();
   std::unordered_map<mc_segment_t, std::shared_ptr<Peer>> segs;
@@ -140,7 +142,8 @@ void EngineCore::shutdown() {
     segs.swap(segs_);
     peers_.clear();
   }
-  segs.clear();  // peers die here, outside the lock
+  segs.clear();                    // peers die here, outside the lock
+  if (inbox_) inbox_->close_fd();  // mc.h: mc_engine_destroy closes the event fd
 }
 
 }  // namespace mc
