@@ -437,6 +437,55 @@ static void test_invalid_at_submit(void **s) {
   pair_down(&p);
 }
 
+/* Four threads, each with its own batch, send 250 NOTIFYs each to one peer while a fifth drains
+ * the peer's queue: every notification arrives once, and each thread's in its submit order. */
+struct sender {
+  struct pair *p;
+  uint32_t id;
+};
+
+static void *send_many(void *arg) {
+  struct sender *s = arg;
+  mc_batch_t *b;
+  assert_int_equal(mc_batch_create(s->p->from, 1, &b), MC_OK);
+  for (uint32_t i = 0; i < 250; i++) {
+    uint32_t msg[2] = {s->id, i};
+    mc_request_t r = notify_req(s->p->seg, msg, sizeof msg);
+    assert_int_equal(mc_batch_submit(b, &r, 1), MC_OK);
+    assert_int_equal(mc_batch_wait(b, tu_wait_ms(10000)), MC_OK);
+    assert_int_equal(mc_batch_reset(b), MC_OK);
+  }
+  mc_batch_destroy(b);
+  return NULL;
+}
+
+static void test_threads_each_in_order(void **s) {
+  (void)s;
+  struct pair p;
+  assert_int_equal(pair_up(&p, "tcp", NULL), 0);
+  int ep = epoll_on(p.to);
+  struct sender snd[4];
+  pthread_t th[4];
+  for (uint32_t k = 0; k < 4; k++) {
+    snd[k] = (struct sender){&p, k};
+    pthread_create(&th[k], NULL, send_many, &snd[k]);
+  }
+  uint32_t next[4] = {0, 0, 0, 0};
+  for (int n = 0; n < 1000; n++) {
+    mc_notification_t info;
+    uint32_t msg[2];
+    assert_int_equal(recv_one(p.to, ep, &info, msg, sizeof msg, 10000), 0);
+    assert_true(msg[0] < 4);
+    assert_int_equal(msg[1], next[msg[0]]);
+    next[msg[0]]++;
+  }
+  for (int k = 0; k < 4; k++) pthread_join(th[k], NULL);
+  mc_notification_t info = {.size = sizeof info};
+  assert_int_equal(mc_notify_recv(p.to, &info, NULL, 0), MC_ERR_NOT_FOUND);
+  close(ep);
+  pair_down(&p);
+}
+
 /* ---------------------------------------------------------------- restart, event fd */
 
 /* A NOTIFY submitted against the descriptor of an engine that restarted (same name, new
@@ -517,6 +566,7 @@ int main(void) {
       cmocka_unit_test(test_failed_rdma),
       cmocka_unit_test(test_canceled_never_delivered),
       cmocka_unit_test(test_full_queue_busy),
+      cmocka_unit_test(test_threads_each_in_order),
       cmocka_unit_test(test_restarted_peer),
       cmocka_unit_test(test_event_fd_batch_end),
   };
