@@ -17,7 +17,7 @@
 
 #include "testutil.h"
 
-#define BUF (8u << 20)
+#define BUF (32u << 20)
 
 /* Two ends: `from` submits, `to` receives. For "local" both are one engine (its own segment). */
 struct pair {
@@ -199,10 +199,11 @@ static void order_over_many(const char *transport) {
     for (int i = 0; i < kPer; i++) {
       uint32_t n = (uint32_t)(k * kPer + i);
       msgs[n] = n;
-      /* Larger WRITEs in early batches: later batches' requests end first. */
-      uint64_t len = (uint64_t)(kBatches - k) * 4096;
-      req[2 * i] = (mc_request_t){.opcode = MC_WRITE, .local = p.src, .segment = p.seg,
-                                  .remote = (uint64_t)(uintptr_t)p.dst + (uint64_t)i * 65536, .length = len};
+      /* Larger WRITEs in early batches: later batches' requests end first. Each WRITE has a
+       * range of its own (WRITEs in flight together never overlap). */
+      uint64_t len = (uint64_t)(kBatches - k) * 2048;
+      req[2 * i] = (mc_request_t){.opcode = MC_WRITE, .local = p.src + (size_t)n * 32768, .segment = p.seg,
+                                  .remote = (uint64_t)(uintptr_t)p.dst + (uint64_t)n * 32768, .length = len};
       req[2 * i + 1] = notify_req(p.seg, &msgs[n], sizeof msgs[n]);
     }
     assert_int_equal(mc_batch_submit(b[k], req, 2 * kPer), MC_OK);
@@ -293,9 +294,9 @@ static void test_canceled_never_delivered(void **s) {
     assert_int_equal(mc_batch_create(p.from, 1, &b2), MC_OK);
     const char m1[] = "canceled", m2[] = "behind it";
     mc_request_t req[5];
-    for (int i = 0; i < 4; i++)
-      req[i] = (mc_request_t){.opcode = MC_WRITE, .local = p.src, .segment = p.seg,
-                              .remote = (uint64_t)(uintptr_t)p.dst, .length = BUF};
+    for (int i = 0; i < 4; i++) /* four quarters: WRITEs in flight together never overlap */
+      req[i] = (mc_request_t){.opcode = MC_WRITE, .local = p.src + (size_t)i * (BUF / 4), .segment = p.seg,
+                              .remote = (uint64_t)(uintptr_t)p.dst + (uint64_t)i * (BUF / 4), .length = BUF / 4};
     req[4] = notify_req(p.seg, m1, sizeof m1);
     assert_int_equal(mc_batch_submit(b, req, 5), MC_OK);
     mc_request_t n2 = notify_req(p.seg, m2, sizeof m2);
