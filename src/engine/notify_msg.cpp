@@ -50,6 +50,9 @@ Status NotifyMsg::decode(std::string_view b, NotifyMsg *out) {
       return Err(MC_ERR_INVALID_ARG, "notification message of a bad length");
     out->sender_incarnation = get<uint64_t>(b.data() + 8);
     out->target_incarnation = get<uint64_t>(b.data() + 16);
+    // Incarnations are never 0 (engine start draws until it is not): a 0 is not a live engine's.
+    if (out->sender_incarnation == 0 || out->target_incarnation == 0)
+      return Err(MC_ERR_INVALID_ARG, "notification with a zero incarnation");
     out->sender.assign(b.data() + kHeader, name_len);
     if (out->sender.find('\0') != std::string::npos)
       return Err(MC_ERR_INVALID_ARG, "notification sender name holds a NUL");
