@@ -31,6 +31,7 @@ Status EngineCore::create(const EngineOptions &opts, std::shared_ptr<EngineCore>
 
 Status EngineCore::start() {
   if (opts_.log_level >= 0) log_set_level(opts_.log_level);
+  start_notify();  // before the listener: a peer's NOTIFY may come as soon as it runs
   std::random_device rd;
   do {
     incarnation_ = (uint64_t(rd()) << 32) ^ rd();
@@ -139,6 +140,7 @@ void EngineCore::shutdown() {
   set_ready();  // wakes listener threads waiting in wait_started (they answer "being destroyed")
   // Stop the health probes first (outside every engine lock: a probe takes segs_mu_).
   if (health_) health_->stop();
+  stop_notify();  // NOTIFYs not sent yet fail with MC_ERR_PEER_DOWN
   if (metadata_) metadata_->unpublish();
   // The listener first: no request or data connection reaches a transport that stops.
   if (listener_) listener_->shutdown();
@@ -152,7 +154,8 @@ void EngineCore::shutdown() {
     segs.swap(segs_);
     peers_.clear();
   }
-  segs.clear();  // peers die here, outside the lock
+  segs.clear();                    // peers die here, outside the lock
+  if (inbox_) inbox_->close_fd();  // mc.h: mc_engine_destroy closes the event fd
 }
 
 }  // namespace mc

@@ -21,6 +21,8 @@
 #include "engine/batch.h"
 #include "control/server.h"
 #include "engine/health.h"
+#include "engine/notify_inbox.h"
+#include "engine/notify_sender.h"
 #include "metadata/metadata.h"
 #include "transport/host.h"
 #include "transport/registry.h"
@@ -126,6 +128,12 @@ class EngineCore : public Host, public control::Target, public std::enable_share
   Status submit(BatchCore &b, const mc_request_t *reqs, size_t n);
   std::string stats_json();
 
+  // Notifications (engine/notify_engine.cpp): mc_notify_recv, mc_engine_event_fd, and the
+  // sender's wake-up when a batch with waiting NOTIFYs was canceled.
+  mc_status_t notify_recv(mc_notification_t *info, void *buf, size_t capacity, std::string *err);
+  Status event_fd(int *fd);
+  void poke_notifies();
+
   // Host: completion in engine/completion.cpp, pins in engine/buffers.cpp, the descriptor and
   // control in engine/descriptor.cpp, the rest in engine/engine.cpp.
   void complete(const Slice &s, mc_status_t status) override;
@@ -149,6 +157,16 @@ class EngineCore : public Host, public control::Target, public std::enable_share
   void finish_whole(const Slice *s, size_t n);
   template <class SlotAt>
   void finish_together(BatchCore *b, size_t n, SlotAt slot_at);
+  // After a request of b ended (last: it was b's last pending one): pokes the NOTIFY sender
+  // when b has NOTIFYs waiting, ticks the event fd when b is idle.
+  void after_request_done(BatchCore *b, bool last);
+  // Ends a NOTIFY request (it holds no pin and no slices).
+  void finish_notify(RequestSlot *r, mc_status_t err);
+  // engine/notify_engine.cpp: the sender's delivery and the "notify" control channel.
+  mc_status_t send_notify(NotifyJob &j);
+  Status receive_notify(const std::string &request, std::string *reply);
+  void start_notify();
+  void stop_notify();
 
   friend class SubmitPlanner;  // engine/submit.cpp: reads segments, pins, slice_size
   explicit EngineCore(const EngineOptions &o);
@@ -231,6 +249,9 @@ class EngineCore : public Host, public control::Target, public std::enable_share
   std::mutex cb_mu_;
   void (*cb_)(mc_segment_t, uint32_t, uint64_t, void *) = nullptr;
   void *cb_user_ = nullptr;
+
+  std::unique_ptr<NotifyInbox> inbox_;
+  std::unique_ptr<NotifySender> notify_sender_;
 
   std::atomic<uint64_t> requests_completed_{0}, requests_failed_{0};
   std::atomic<uint64_t> bytes_read_{0}, bytes_written_{0};
