@@ -8,6 +8,12 @@ BINDIR      ?= $(PREFIX)/bin
 PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
 DESTDIR     ?=
 
+# Builds use every core unless -j was given (CI runs a plain `make test` on 2 cores, and the
+# sanitizer, fuzz and binding builds compile the library again). Tests still run one at a time.
+ifeq ($(filter -j%,$(MAKEFLAGS)),)
+MAKEFLAGS += -j$(shell nproc)
+endif
+
 # The version lives once, in the header.
 VERSION_MAJOR := $(shell sed -n 's/^\#define MC_VERSION_MAJOR \([0-9]*\)/\1/p' include/mc.h)
 VERSION_MINOR := $(shell sed -n 's/^\#define MC_VERSION_MINOR \([0-9]*\)/\1/p' include/mc.h)
