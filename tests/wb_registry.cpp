@@ -36,7 +36,7 @@ void table_shape(void **) {
     const TransportEntry &e = reg[i];
     assert_false(e.name.empty());
     assert_true(names.insert(e.name).second);  // unique
-    assert_non_null(e.create);
+    assert_true(static_cast<bool>(e.create));
     listeners += e.control_listener;
     selves += e.role == TransportEntry::Role::kSelf;
     // The control listener is created first: the engine's name comes from its address.
