@@ -6,6 +6,8 @@
 #             install through PKG_CONFIG_PATH alone; tests/plugin/bad_version.c and e2e.c the same
 #   conformance  `mc_conformance --transport uds --plugin <it>` (installed binary): every case
 #   version   `mc_conformance --plugin <bad_version>` is refused, naming both versions
+#   liar      a plugin that reports OK and moves nothing (tests/plugin/liar.c) fails
+#             mc_conformance (exit 1, every case failed): qualification can fail
 #   e2e       two processes, engines with plugins=<it> transports=uds: READ and WRITE checked
 #             byte for byte; plugin key validation; a missing and a mismatched plugin fail
 #             mc_engine_create with MC_ERR_UNSUPPORTED
@@ -36,8 +38,10 @@ install_mc() {
 build_all() (
   set -e
   cp -r "$root/examples/plugin" "$tmp/uds" && make -s -C "$tmp/uds" CFLAGS="-O2 -g -Werror"
-  cd "$tmp" && cp "$root"/tests/plugin/{bad_version.c,e2e.c} .
-  cc -std=c11 -Wall -Wextra -Werror -fPIC -shared $(pkg-config --cflags mc) bad_version.c -o bad_version.so
+  cd "$tmp" && cp "$root"/tests/plugin/{bad_version.c,liar.c,e2e.c} .
+  for p in bad_version liar; do
+    cc -std=c11 -Wall -Wextra -Werror -fPIC -shared $(pkg-config --cflags mc) $p.c -o $p.so
+  done
   cc -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror e2e.c $(pkg-config --cflags --libs mc) \
     -Wl,-rpath,"$(pkg-config --variable=libdir mc)" -o e2e
 )
@@ -51,15 +55,22 @@ version() {
     echo "$out" | grep -q "loads plugin interface versions 1..1"
 }
 
+liar() {
+  out=$("$prefix/bin/mc_conformance" --transport liar --plugin "$tmp/liar.so" 2>&1); rc=$?
+  echo "$out" | grep -E '^(\[  FAILED  \]|=== summary)' | head -3
+  [ "$rc" -eq 1 ] && echo "$out" | grep -q "=== summary (mc_conformance liar): 0 cases passed, 7 failed"
+}
+
 e2e() { "$tmp/e2e" "$tmp/uds/mc_transport_uds.so" "$tmp/bad_version.so" "$tmp/missing.so"; }
 
 export root build tmp prefix
-export -f install_mc build_all conformance version e2e
+export -f install_mc build_all conformance version liar e2e
 step install install_mc
 step build build_all
 if [ "$fail" -eq 0 ]; then
   step conformance conformance
   step version version
+  step liar liar
   step e2e e2e
 fi
 echo "plugin: $pass passed, $fail failed${failed[*]:+ (${failed[*]})}"
