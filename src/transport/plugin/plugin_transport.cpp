@@ -2,10 +2,12 @@
 // error status (or a logged error where the op returns nothing), never an exception in libmc.
 #include "transport/plugin/plugin_transport.h"
 
+#include <atomic>
 #include <map>
 #include <mutex>
 #include <vector>
 
+#include "proto/codec.h"
 #include "transport/plugin/plugin_host.h"
 #include "util/log.h"
 
@@ -90,7 +92,15 @@ class PluginTransport : public Transport {
     } catch (...) {
       MC_LOGE("transport plugin " << h_.name << ": describe threw");
     }
-    if (!s.empty()) d.transports[h_.name] = s;
+    if (s.empty()) return;
+    // The text is embedded in the descriptor as JSON: anything but an object would make the
+    // whole descriptor unreadable to every peer, so it is left out (and said, once).
+    proto::Reader r("transport plugin " + h_.name + "'s describe()", "", MC_ERR_INTERNAL);
+    if (r.parse(s)) {
+      d.transports[h_.name] = s;
+    } else if (!bad_describe_.exchange(true)) {
+      MC_LOGE(r.status().message() << "; this transport is left out of the descriptor");
+    }
   }
   Status on_register(const LocalRegion &r) override { return region_op(o_.on_register, r, "on_register"); }
   void on_unregister(const LocalRegion &r) override {
@@ -196,7 +206,8 @@ class PluginTransport : public Transport {
   const mc_tp_ops_t &o_;
   mc_tp_host h_;
   std::shared_ptr<Shared> s_;
-  std::mutex paths_mu_;  // guards paths_
+  std::atomic<bool> bad_describe_{false};  // describe() returned junk once (logged once)
+  std::mutex paths_mu_;                    // guards paths_
   std::map<void *, std::weak_ptr<PluginPath>> paths_;
 };
 
