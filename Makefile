@@ -44,7 +44,8 @@ SONAME := $(BUILD)/lib/libmc.so.$(VERSION_MAJOR)
 SOLINK := $(BUILD)/lib/libmc.so
 ALIB   := $(BUILD)/lib/libmc.a
 BENCH  := $(BUILD)/bin/mc_bench
-# The transport conformance suite for any transport by name (a plugin's too), installed.
+# The transport conformance suite for any transport by name (a plugin's too): built by `install`
+# (and `make conformance`), not by `all`, so the sanitizer builds do not compile it again.
 CONFORMANCE := $(BUILD)/bin/mc_conformance
 
 # Tests: tests/test_*.c use the public API and link the shared library; tests/wb_*.cpp are
@@ -54,8 +55,8 @@ WB_TESTS  := $(patsubst tests/%.cpp,$(BUILD)/tests/%,$(sort $(wildcard tests/wb_
 TEST_BINS := $(API_TESTS) $(WB_TESTS)
 TEST_HELPERS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(sort $(wildcard tests/helper_*.c)))
 
-.PHONY: all lib deps test test-c test-long demo bench install uninstall clean
-all: lib $(BENCH) $(CONFORMANCE)
+.PHONY: all lib deps test test-c test-long demo bench install uninstall clean conformance
+all: lib $(BENCH)
 lib: $(SOLINK) $(ALIB)
 
 deps:
@@ -89,6 +90,7 @@ $(BENCH): $(BUILD)/obj/bench/mc_bench.o $(SOLINK)
 $(BUILD)/obj/tools/%.o: tools/%.cpp
 	@mkdir -p $(dir $@)
 	$(CXX) $(filter-out -fvisibility=hidden -fvisibility-inlines-hidden,$(CXXFLAGS)) -c $< -o $@
+conformance: $(CONFORMANCE)
 $(CONFORMANCE): $(BUILD)/obj/tools/mc_conformance.o $(ALIB)
 	@mkdir -p $(dir $@)
 	$(CXX) $(SAN) $(LDFLAGS) -o $@ $< $(ALIB) -lcmocka $(LIBS_PRIVATE)
@@ -155,7 +157,7 @@ $(BUILD)/mc.pc: pkgconfig/mc.pc.in include/mc.h FORCE
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' \
 	    -e 's|@VERSION@|$(VERSION)|' -e 's|@LIBS_PRIVATE@|$(LIBS_PRIVATE)|' $< > $@
 
-install: all $(BUILD)/mc.pc
+install: all $(CONFORMANCE) $(BUILD)/mc.pc
 	install -d $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(PKGCONFIGDIR)
 	install -m 644 include/mc.h $(DESTDIR)$(INCLUDEDIR)/mc.h
 	install -m 644 include/mc_transport_plugin.h $(DESTDIR)$(INCLUDEDIR)/mc_transport_plugin.h
