@@ -50,6 +50,9 @@ SONAME := $(BUILD)/lib/libmc.so.$(VERSION_MAJOR)
 SOLINK := $(BUILD)/lib/libmc.so
 ALIB   := $(BUILD)/lib/libmc.a
 BENCH  := $(BUILD)/bin/mc_bench
+# The transport conformance suite for any transport by name (a plugin's too): built by `install`
+# (and `make conformance`), not by `all`, so the sanitizer builds do not compile it again.
+CONFORMANCE := $(BUILD)/bin/mc_conformance
 
 # Tests: tests/test_*.c use the public API and link the shared library; tests/wb_*.cpp are
 # white-box tests of internals and link the static one.
@@ -58,7 +61,7 @@ WB_TESTS  := $(patsubst tests/%.cpp,$(BUILD)/tests/%,$(sort $(wildcard tests/wb_
 TEST_BINS := $(API_TESTS) $(WB_TESTS)
 TEST_HELPERS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(sort $(wildcard tests/helper_*.c)))
 
-.PHONY: all lib deps test test-c test-long demo bench install uninstall clean
+.PHONY: all lib deps test test-c test-long demo bench install uninstall clean conformance
 all: lib $(BENCH)
 lib: $(SOLINK) $(ALIB)
 
@@ -89,6 +92,14 @@ $(BUILD)/obj/bench/%.o: bench/%.cpp
 $(BENCH): $(BUILD)/obj/bench/mc_bench.o $(SOLINK)
 	@mkdir -p $(dir $@)
 	$(CXX) $(SAN) $(LDFLAGS) -o $@ $< -L$(BUILD)/lib -lmc -Wl,-rpath,'$$ORIGIN/../lib' -lpthread
+
+$(BUILD)/obj/tools/%.o: tools/%.cpp
+	@mkdir -p $(dir $@)
+	$(CXX) $(filter-out -fvisibility=hidden -fvisibility-inlines-hidden,$(CXXFLAGS)) -c $< -o $@
+conformance: $(CONFORMANCE)
+$(CONFORMANCE): $(BUILD)/obj/tools/mc_conformance.o $(ALIB)
+	@mkdir -p $(dir $@)
+	$(CXX) $(SAN) $(LDFLAGS) -o $@ $< $(ALIB) -lcmocka $(LIBS_PRIVATE)
 
 $(BUILD)/obj/tests/%.o: tests/%.c
 	@mkdir -p $(dir $@)
@@ -127,6 +138,7 @@ test: deps
 	./scripts/check-bindings-coverage.sh $(BUILD)
 	./scripts/test-consumers.sh $(BUILD)
 	./examples/kv_handoff/run.sh $(BUILD) --requests 16 --blocks 4
+	./scripts/test-plugin.sh $(BUILD)
 	$(MAKE) test-hardening
 
 test-long: deps
@@ -152,19 +164,22 @@ $(BUILD)/mc.pc: pkgconfig/mc.pc.in include/mc.h FORCE
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' \
 	    -e 's|@VERSION@|$(VERSION)|' -e 's|@LIBS_PRIVATE@|$(LIBS_PRIVATE)|' $< > $@
 
-install: all $(BUILD)/mc.pc
+install: all $(CONFORMANCE) $(BUILD)/mc.pc
 	install -d $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(PKGCONFIGDIR)
 	install -m 644 include/mc.h $(DESTDIR)$(INCLUDEDIR)/mc.h
+	install -m 644 include/mc_transport_plugin.h $(DESTDIR)$(INCLUDEDIR)/mc_transport_plugin.h
 	install -m 755 $(SOLIB) $(DESTDIR)$(LIBDIR)/
 	ln -sf libmc.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libmc.so.$(VERSION_MAJOR)
 	ln -sf libmc.so.$(VERSION_MAJOR) $(DESTDIR)$(LIBDIR)/libmc.so
 	install -m 644 $(ALIB) $(DESTDIR)$(LIBDIR)/
 	install -m 755 $(BENCH) $(DESTDIR)$(BINDIR)/mc_bench
+	install -m 755 $(CONFORMANCE) $(DESTDIR)$(BINDIR)/mc_conformance
 	install -m 644 $(BUILD)/mc.pc $(DESTDIR)$(PKGCONFIGDIR)/mc.pc
 
 uninstall:
-	rm -f $(DESTDIR)$(INCLUDEDIR)/mc.h $(DESTDIR)$(LIBDIR)/libmc.so* $(DESTDIR)$(LIBDIR)/libmc.a \
-	  $(DESTDIR)$(BINDIR)/mc_bench $(DESTDIR)$(PKGCONFIGDIR)/mc.pc
+	rm -f $(DESTDIR)$(INCLUDEDIR)/mc.h $(DESTDIR)$(INCLUDEDIR)/mc_transport_plugin.h \
+	  $(DESTDIR)$(LIBDIR)/libmc.so* $(DESTDIR)$(LIBDIR)/libmc.a $(DESTDIR)$(BINDIR)/mc_bench \
+	  $(DESTDIR)$(BINDIR)/mc_conformance $(DESTDIR)$(PKGCONFIGDIR)/mc.pc
 
 clean:
 	rm -rf build build-*

@@ -148,6 +148,15 @@ MC_API const char *mc_last_error(void);
  *                    with and one without, refuse each other: MC_ERR_DENIED. Use 32 or more
  *                    random characters; prefer MC_AUTH_TOKEN over putting it in code. Error
  *                    messages never echo it.
+ *   plugins          transport plugins to load (include/mc_transport_plugin.h): a comma-separated
+ *                    list of files, or of names looked up as NAME or NAME.so in the directories
+ *                    of MC_PLUGIN_PATH, then in <libdir>/mc/plugins. Each adds a transport that
+ *                    `transports` may name and keys "<plugin>_<key>" validated like these. Set it
+ *                    before them: a key unknown so far is looked up after loading the plugins.
+ *                    A plugin that cannot be found, loaded or initialised, or that was built
+ *                    against another plugin interface version, fails mc_engine_create (and such
+ *                    an mc_config_set) with MC_ERR_UNSUPPORTED naming the file and the reason.
+ *                    A loaded plugin stays loaded until the process ends.
  * A key that is not set is taken from the environment variable MC_<KEY upper-cased> (for example
  * MC_TIMEOUT_MS) when the engine is created; other MC_* variables are ignored. */
 typedef struct mc_config mc_config_t;

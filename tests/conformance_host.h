@@ -30,6 +30,13 @@ namespace conf {
 
 using namespace mc;
 
+// The plugin files a program loaded (mc_conformance --plugin): a test host lists them in its
+// options, as an engine created with `plugins` does, so their transports create instances.
+inline std::vector<std::string> &plugin_files() {
+  static std::vector<std::string> v;
+  return v;
+}
+
 struct Batch;
 
 // One request of a test batch; a Slice's slot points at it (the host casts it back).
@@ -148,6 +155,7 @@ class TestHost : public Host, public control::Target {
     opts_.timeout_ms = timeout_ms;
     opts_.workers = 2;
     opts_.transport_values["rdma_devices"] = "sim";
+    opts_.plugins = plugin_files();
     std::random_device rd;
     do incarnation_ = (uint64_t(rd()) << 32) ^ rd();
     while (incarnation_ == 0);
@@ -176,6 +184,9 @@ class TestHost : public Host, public control::Target {
     return Status::Ok();
   }
   // Shuts every transport down (the target going away); idempotent.
+  // The listener stops first: a peer's control request served while a transport shuts down
+  // would reach a transport being torn down (seen as a hang in rdma/fail_path under load: a
+  // connect request inside the simulated NIC's freed heap).
   void stop() {
     if (listener_) listener_->shutdown();
     for (auto it = transports_.rbegin(); it != transports_.rend(); ++it) (*it)->shutdown();

@@ -36,7 +36,7 @@ void table_shape(void **) {
     const TransportEntry &e = reg[i];
     assert_false(e.name.empty());
     assert_true(names.insert(e.name).second);  // unique
-    assert_non_null(e.create);
+    assert_true(static_cast<bool>(e.create));
     selves += e.role == TransportEntry::Role::kSelf;
     // Created in order of preference (the listener is the engine's, not a transport's).
     if (i > 0) assert_true(reg[i - 1].preference <= e.preference);

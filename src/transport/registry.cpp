@@ -8,6 +8,8 @@
 
 #include "transport/local/local_transport.h"
 #include "transport/nvlink/nvlink_transport.h"
+#include "transport/plugin/plugin_loader.h"
+#include "transport/plugin/plugin_transport.h"
 #include "transport/rdma/rdma_transport.h"
 #include "transport/shm/shm_transport.h"
 #include "transport/tcp/tcp_transport.h"
@@ -185,21 +187,42 @@ std::vector<TransportEntry> make_registry() {
   return r;
 }
 
-}  // namespace
-
-const std::vector<TransportEntry> &transport_registry() {
+const std::vector<TransportEntry> &builtin_registry() {
   static const std::vector<TransportEntry> r = make_registry();
   return r;
 }
 
+// ---------------------------------------------------------------------------------- plugins
+
+TransportEntry plugin_entry(const PluginLib &lib) {
+  TransportEntry e;
+  e.name = lib.ops.name;
+  e.preference = lib.ops.preference;
+  e.keys = lib.keys;
+  e.create = [&lib](Host &h, Status *st) -> std::unique_ptr<Transport> {
+    *st = Status::Ok();
+    auto &mine = h.options().plugins;
+    if (std::find(mine.begin(), mine.end(), lib.path) == mine.end()) return nullptr;  // not this engine's
+    return make_plugin_transport(lib, h, st);
+  };
+  return e;
+}
+
+}  // namespace
+
+std::vector<TransportEntry> transport_registry() {
+  std::vector<TransportEntry> r = builtin_registry();
+  for (const PluginLib *l : loaded_plugins())
+    if (std::none_of(r.begin(), r.end(), [&](const TransportEntry &b) { return b.name == l->ops.name; }))
+      r.push_back(plugin_entry(*l));  // a clash was refused by load_transport_plugins
+  return r;
+}
+
 // Declared in util/config.h (see there why the registry defines them).
-const std::vector<ConfigKey> &transport_config_keys() {
-  static const std::vector<ConfigKey> k = [] {
-    std::vector<ConfigKey> v;
-    for (auto &e : transport_registry()) v.insert(v.end(), e.keys.begin(), e.keys.end());
-    return v;
-  }();
-  return k;
+std::vector<ConfigKey> transport_config_keys() {
+  std::vector<ConfigKey> v;
+  for (auto &e : transport_registry()) v.insert(v.end(), e.keys.begin(), e.keys.end());
+  return v;
 }
 
 bool transport_name_known(const std::string &name) {
@@ -212,6 +235,21 @@ std::string transport_names() {
   std::string s;
   for (auto &e : transport_registry()) s += (s.empty() ? "" : ", ") + e.name;
   return s;
+}
+
+Status load_transport_plugins(const std::string &list, std::vector<std::string> *paths) {
+  for (auto &entry : split(list, ',')) {
+    const PluginLib *lib = nullptr;
+    Status st = load_plugin(entry, &lib);
+    if (!st.ok()) return st;
+    for (auto &b : builtin_registry())
+      if (b.name == lib->ops.name)
+        return Err(MC_ERR_UNSUPPORTED, "transport plugin " + lib->path + ": its name \"" + b.name +
+                                           "\" is a built-in transport's");
+    if (paths && std::find(paths->begin(), paths->end(), lib->path) == paths->end())
+      paths->push_back(lib->path);
+  }
+  return Status::Ok();
 }
 
 }  // namespace mc

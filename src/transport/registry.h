@@ -2,6 +2,7 @@
 // engine starts transports and config validates `transports` and each transport's keys by
 // iterating this table; no other place names a transport.
 #pragma once
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -25,10 +26,13 @@ struct TransportEntry {
   // The one factory signature. nullptr with *st OK: not available on this machine (the
   // factory says why in the log); nullptr with *st failed: the engine must not start (e.g. a
   // device named in the config cannot be opened). host outlives the transport's shutdown().
-  std::unique_ptr<Transport> (*create)(Host &host, Status *st) = nullptr;
+  std::function<std::unique_ptr<Transport>(Host &host, Status *st)> create;
 };
 
-// Every transport built into the library, in the order the engine creates them (by preference).
-const std::vector<TransportEntry> &transport_registry();
+// Every transport built into the library, in the order the engine creates them (by preference);
+// then the transport plugins loaded in this process (transport/plugin), each creating an
+// instance only for an engine whose `plugins` lists it. A snapshot: plugins loaded later appear
+// in later calls.
+std::vector<TransportEntry> transport_registry();
 
 }  // namespace mc

@@ -130,6 +130,17 @@ std::vector<ConfigKey> make_engine_keys() {
          return true;
        },
        "the transports this engine may use, fastest first where several reach a peer"},
+      {"plugins", "a comma-separated list of transport plugin files or names (each 1..4096 characters)",
+       [](const std::string &v) {
+         auto parts = split(v, ',');
+         if (parts.empty() || v.back() == ',') return false;
+         for (auto &p : parts)
+           if (p.empty() || p.size() > 4096 ||
+               !std::all_of(p.begin(), p.end(), [](char c) { return c >= 32 && c < 127; }))
+             return false;
+         return true;
+       },
+       "transport plugins to load: paths, or names found in MC_PLUGIN_PATH and <libdir>/mc/plugins"},
       {"workers", "an integer 1..256", [](const std::string &v) { return int_in(v, 1, 256); },
        "worker threads per transport that has them (4)"},
       {"slice_size", "a size 4K..1G (K/M/G suffixes allowed)",
@@ -161,12 +172,13 @@ std::vector<ConfigKey> make_engine_keys() {
   };
 }
 
-const ConfigKey *find_spec(const std::string &key) {
+// A copy: the transports' keys grow when a plugin loads.
+bool find_spec(const std::string &key, ConfigKey *out) {
   for (auto &s : engine_config_keys())
-    if (key == s.key) return &s;
+    if (key == s.key) return *out = s, true;
   for (auto &s : transport_config_keys())
-    if (key == s.key) return &s;
-  return nullptr;
+    if (key == s.key) return *out = s, true;
+  return false;
 }
 
 }  // namespace
@@ -176,18 +188,16 @@ const std::vector<ConfigKey> &engine_config_keys() {
   return k;
 }
 
-const std::vector<std::string> &Config::keys() {
-  static const std::vector<std::string> k = [] {
-    std::vector<std::string> v;
-    for (auto &s : engine_config_keys()) v.push_back(s.key);
-    for (auto &s : transport_config_keys()) v.push_back(s.key);
-    return v;
-  }();
-  return k;
+std::vector<std::string> Config::keys() {
+  std::vector<std::string> v;
+  for (auto &s : engine_config_keys()) v.push_back(s.key);
+  for (auto &s : transport_config_keys()) v.push_back(s.key);
+  return v;
 }
 
 Status Config::validate(const std::string &key, const std::string &value) {
-  const ConfigKey *s = find_spec(key);
+  ConfigKey spec;
+  const ConfigKey *s = find_spec(key, &spec) ? &spec : nullptr;
   if (!s) {
     std::string known;
     for (auto &k : keys()) known += (known.empty() ? "" : ", ") + k;
@@ -204,6 +214,12 @@ Status Config::validate(const std::string &key, const std::string &value) {
 
 Status Config::set(const std::string &key, const std::string &value) {
   Status st = validate(key, value);
+  auto plugins = values_.find("plugins");
+  if (!st.ok() && key != "plugins" && plugins != values_.end()) {
+    Status ls = load_transport_plugins(plugins->second, nullptr);
+    if (!ls.ok()) return ls;
+    st = validate(key, value);
+  }
   if (!st.ok()) return st;
   values_[key] = value;
   return Status::Ok();
@@ -240,6 +256,11 @@ Status resolve_options(const Config &cfg, EngineOptions *o) {
   st = cfg.get(key, &v);   \
   if (!st.ok()) return st; \
   if (!v.empty())
+  // Plugins first: their keys and names are known only once they are loaded.
+  MC_GET("plugins") {
+    st = load_transport_plugins(v, &o->plugins);
+    if (!st.ok()) return st;
+  }
   MC_GET("name") o->name = v;
   MC_GET("metadata") o->metadata = v;
   MC_GET("listen") o->listen = v;

@@ -35,18 +35,24 @@ const std::vector<ConfigKey> &engine_config_keys();
 // validates every key in one place. transport_config_keys(): every registered transport's own
 // keys; transport_name_known(): whether `transports` may name it; transport_names(): the
 // registered names, comma-separated, for messages.
-const std::vector<ConfigKey> &transport_config_keys();
+std::vector<ConfigKey> transport_config_keys();
 bool transport_name_known(const std::string &name);
 std::string transport_names();
+// Also the registry's: loads the transport plugins of a `plugins` value (transport/plugin), so
+// their names and keys join the three above; *paths (may be NULL) gets their files.
+// MC_ERR_UNSUPPORTED naming the file and the reason when one cannot be loaded.
+Status load_transport_plugins(const std::string &list, std::vector<std::string> *paths);
 
 class Config {
  public:
-  // Validates key and value; unknown key or bad value leaves the config unchanged.
+  // Validates key and value; unknown key or bad value leaves the config unchanged. A plugin's
+  // keys and names are known once it is loaded: a key or `transports` value unknown so far,
+  // set after `plugins`, loads those plugins first (their failure is this call's error).
   Status set(const std::string &key, const std::string &value);
   // The value set, else MC_<KEY> from the environment (validated), else "" (caller's default).
   Status get(const std::string &key, std::string *out) const;
   static Status validate(const std::string &key, const std::string &value);
-  static const std::vector<std::string> &keys();
+  static std::vector<std::string> keys();
 
  private:
   std::map<std::string, std::string> values_;
@@ -58,6 +64,7 @@ struct EngineOptions {
   std::string metadata = "p2p";
   std::string listen = "127.0.0.1:0";
   std::vector<std::string> transports;  // empty: auto
+  std::vector<std::string> plugins;     // the files `plugins` loaded (resolved paths)
   uint32_t workers = 4;
   uint64_t slice_size = 1 << 20;
   uint32_t timeout_ms = 5000;
