@@ -120,6 +120,7 @@ test: deps
 	./scripts/test-python-wheel.sh
 	./scripts/check-bindings-coverage.sh $(BUILD)
 	./scripts/test-consumers.sh $(BUILD)
+	./examples/kv_handoff/run.sh $(BUILD) --requests 16 --blocks 4
 	$(MAKE) test-hardening
 
 test-long: deps

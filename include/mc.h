@@ -149,6 +149,8 @@ MC_API const char *mc_last_error(void);
  *   peer_timeout_ms  no answer to a probe for this long makes a segment unreachable,
  *                    10..3600000 (3000).
  *   log_level        "error", "warn", "info", "debug" or 0..3 (warn).
+ *   notify_queue     notifications kept unread per engine, 1..1048576 (65536); an MC_NOTIFY
+ *                    that finds the queue full fails MC_ERR_BUSY at its sender.
  *   auth_token       the cluster's shared secret, 1..4096 printable characters (unset: none).
  *                    With a token, every connection to and from this engine (control, data,
  *                    same-host) is admitted only after a mutual HMAC-SHA256 challenge-response;
@@ -193,7 +195,9 @@ MC_API const char *mc_engine_name(const mc_engine_t *engine);
 
 /* Writes a JSON object with the engine's counters into buf: at least "name", "incarnation",
  * "requests_completed", "requests_failed", "bytes_read" and "bytes_written" (bytes this engine
- * read from and wrote into peers as initiator) and one object per transport. *needed is set to
+ * read from and wrote into peers as initiator), the notification counters ("notify_sent",
+ * "notify_failed", "notify_received", "notify_refused_busy", "notify_refused_stale",
+ * "notify_queued") and one object per transport. *needed is set to
  * the size including the terminating NUL. buf may be NULL when capacity is 0; when capacity is
  * too small, returns MC_ERR_BUFFER_TOO_SMALL with *needed set and buf untouched.
  * Thread-safe, never blocks. */
@@ -329,11 +333,31 @@ MC_API mc_status_t mc_segment_buffers(mc_engine_t *engine, mc_segment_t segment,
 
 /* ======================================================================== batches */
 
-typedef enum mc_opcode { MC_READ = 0, MC_WRITE = 1 } mc_opcode_t;
+typedef enum mc_opcode { MC_READ = 0, MC_WRITE = 1, MC_NOTIFY = 2 } mc_opcode_t;
+
+/* The largest message one MC_NOTIFY request carries. */
+#define MC_NOTIFY_MAX_BYTES 4096
 
 /* One one-sided transfer: READ copies [remote, remote+length) of the segment into local; WRITE
  * copies local into it. local must lie in buffers registered with this engine; remote in the
- * peer's registered buffers (a range may span adjacent buffers on either side). */
+ * peer's registered buffers (a range may span adjacent buffers on either side).
+ *
+ * NOTIFY sends the message [local, local+length) (1..MC_NOTIFY_MAX_BYTES bytes; local need not
+ * be registered and is copied at submit; remote must be 0, flags 0) to the engine behind segment
+ * (this engine's own segment included), which queues it for mc_notify_recv. It is sent only
+ * after every request submitted to the same batch before it ended COMPLETED, over the engine's
+ * control channel: every transport ends a WRITE only once its bytes are in the peer's memory
+ * (tcp: the target's acknowledgement after the write; shm and nvlink: after the copy and the
+ * memory fence; rdma: the RC completion; local: the copy), so when the peer receives it every
+ * byte those WRITEs carried is in its memory and those READs have finished. It ends COMPLETED
+ * once the peer's engine queued it; FAILED with MC_ERR_CANCELED, never delivered, when an
+ * earlier request of its batch failed or the batch was canceled before it was sent; MC_ERR_BUSY
+ * when the peer's queue (notify_queue) is full; MC_ERR_PEER_DOWN when the peer is unreachable or
+ * is no longer the incarnation the segment's descriptor named at submit (it is never delivered
+ * to a later incarnation). It is delivered at most once: a send whose answer was lost ends FAILED
+ * and is not sent again. Notifications from one engine to another arrive in the order their
+ * NOTIFY requests were submitted (within a batch, and across batches submitted one after another
+ * by one thread). One thread per engine sends them; a silent peer holds it up to timeout_ms. */
 typedef struct mc_request {
   uint32_t opcode;          /* mc_opcode_t */
   uint32_t flags;           /* reserved, must be 0 */
@@ -433,6 +457,33 @@ MC_API mc_status_t mc_batch_destroy(mc_batch_t *batch);
  * Blocks up to timeout_ms plus the engine's timeout_ms. */
 MC_API mc_status_t mc_transfer(mc_engine_t *engine, const mc_request_t *requests, size_t count,
                                int timeout_ms);
+
+/* ======================================================================== notifications */
+
+/* What mc_notify_recv says about a notification. */
+typedef struct mc_notification {
+  size_t size;              /* caller sets sizeof(mc_notification_t); the library fills what fits */
+  char peer[256];           /* the sending engine's name, NUL-terminated */
+  uint64_t incarnation;     /* the sender's incarnation */
+  uint64_t length;          /* the message's length in bytes */
+} mc_notification_t;
+
+/* Takes the oldest queued notification (one an MC_NOTIFY request of a peer, or of this engine,
+ * sent here), copies its message into buf[0..capacity) and fills *info (up to info->size bytes).
+ * None queued: MC_ERR_NOT_FOUND. capacity below the message's length: MC_ERR_BUFFER_TOO_SMALL
+ * with info->length set and the notification left queued (buf may be NULL when capacity is 0).
+ * At most notify_queue notifications wait unread; a sender whose NOTIFY finds the queue full
+ * gets MC_ERR_BUSY. buf and info are borrowed for the call. Thread-safe, never blocks. */
+MC_API mc_status_t mc_notify_recv(mc_engine_t *engine, mc_notification_t *info, void *buf,
+                                  size_t capacity);
+
+/* Sets *fd to a file descriptor owned by the engine (the same one on every call; closed by
+ * mc_engine_destroy: do not close it) that polls readable after a notification was queued, or
+ * after a batch's submitted requests all ended, each time that happens. Reading 8 bytes drains
+ * it (eventfd semantics; it is non-blocking). After a wake-up, call mc_notify_recv until
+ * MC_ERR_NOT_FOUND and mc_batch_wait(b, 0) on the batches of interest. Thread-safe, never
+ * blocks. MC_ERR_UNSUPPORTED where the system has no eventfd. */
+MC_API mc_status_t mc_engine_event_fd(mc_engine_t *engine, int *fd);
 
 /* ======================================================================== heap */
 

@@ -33,7 +33,7 @@ if grep -qv '^mc_' "$tmp/exported"; then say "non-mc_ symbols exported:"; grep -
 # must carry the version of the node that lists it.
 sed 's|/\*.*\*/||g' src/libmc.map | awk '
   /^[ \t]*MC_[0-9_.]+[ \t]*\{/ { node=$1; sub(/\{.*/, "", node); next }
-  /global:/ { g=1; next } /local:/ { g=0; next }
+  /global:/ { g=1; next } /local:/ || /^[ \t]*\}/ { g=0; next }
   g && /;/ { s=$0; gsub(/[ \t;]/, "", s); if (s != "") print s, node }' | sort -u > "$tmp/mapped"
 cut -d' ' -f1 "$tmp/mapped" | sort -u > "$tmp/mapped_names"
 if grep -E '[*?]' "$tmp/mapped_names" >/dev/null; then

@@ -19,8 +19,10 @@ sum_field() { grep -aE "$1" "$tmp" | sed -E 's/[^0-9]*([0-9]+).*/\1/' | awk '{s 
 for t in "$@"; do
   name=$(basename "$t")
   echo "=== $name"
+  t0=$(date +%s.%N)
   timeout --signal=KILL "$limit" "$t" 2>&1 | tee "$tmp"
   rc=${PIPESTATUS[0]}
+  secs=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f s", b - a}')
   npass=$(sum_field '^\[  PASSED  \] [0-9]+ test')
   nskip=$(sum_field '^\[  SKIPPED \] [0-9]+ test\(s\)')
   reason=$(grep -aoE 'MC-SKIP(-REQUIRED)?: .*' "$tmp" | sed -E 's/^MC-SKIP(-REQUIRED)?: //' |
@@ -36,13 +38,13 @@ for t in "$@"; do
     skip_notes+=("$name: $nskip [${short:-no reason printed}]")
   fi
   if [ "$rc" -ne 0 ]; then
-    echo "--- $name FAILED (exit $rc): $npass passed, $nskip skipped"
+    echo "--- $name FAILED (exit $rc): $npass passed, $nskip skipped [$secs]"
     fail=$((fail + 1)); failed+=("$name")
   elif [ "$nskip" -gt 0 ] && [ "$npass" -eq 0 ]; then
-    echo "--- $name SKIPPED: every case ($nskip) skipped: ${reason:-no reason printed}"
+    echo "--- $name SKIPPED: every case ($nskip) skipped: ${reason:-no reason printed} [$secs]"
     skipped_progs+=("$name")
   else
-    echo "--- $name: $npass passed, $nskip skipped${reason:+ ($reason)}"
+    echo "--- $name: $npass passed, $nskip skipped${reason:+ ($reason)} [$secs]"
     pass=$((pass + 1))
   fi
 done

@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "control/listener.h"
 #include "proto/descriptor.h"
 #include "transport/host.h"
 #include "transport/registry.h"
@@ -139,7 +140,7 @@ struct Mem {
   size_t len;
 };
 
-class TestHost : public Host {
+class TestHost : public Host, public control::Target {
  public:
   // listen: where the control listener binds ("127.0.0.1:0" for any port).
   TestHost(const std::string &listen, uint32_t timeout_ms) {
@@ -153,17 +154,21 @@ class TestHost : public Host {
   }
   ~TestHost() override { stop(); }
 
-  // Creates the control listener's transport, then `name` (when another). *avail false: the
-  // factory said `name` is not available on this machine.
+  // Starts the listener (control channel; tcp data connections), then `name`. *avail false:
+  // the factory said `name` is not available on this machine.
   Status start(const std::string &name, bool *avail) {
     *avail = true;
+    control::ListenerOptions lo;
+    Status ls = parse_host_port(opts_.listen, &lo.listen);
+    if (!ls.ok()) return ls;
+    lo.timeout_ms = opts_.timeout_ms;
+    HostPort bound;
+    ls = control::Listener::start(lo, this, &listener_, &bound);
+    if (!ls.ok()) return ls;
+    tcp_ = bound.str();
+    name_ = tcp_;
     for (auto &e : transport_registry())
-      if (e.control_listener) {
-        Status st = create(e);
-        if (!st.ok()) return st;
-      }
-    for (auto &e : transport_registry())
-      if (e.name == name && !e.control_listener) {
+      if (e.name == name) {
         Status st = create(e);
         if (!st.ok()) return st;
       }
@@ -172,6 +177,7 @@ class TestHost : public Host {
   }
   // Shuts every transport down (the target going away); idempotent.
   void stop() {
+    if (listener_) listener_->shutdown();
     for (auto it = transports_.rbegin(); it != transports_.rend(); ++it) (*it)->shutdown();
     transports_.clear();
   }
@@ -282,9 +288,10 @@ class TestHost : public Host {
   uint64_t incarnation() const override { return incarnation_; }
   const EngineOptions &options() const override { return opts_; }
   const std::string &engine_name() const override { return name_; }
-  void control_listening(const HostPort &bound) override {
-    tcp_ = bound.str();
-    name_ = tcp_;
+  bool wait_started() override { return true; }
+  std::string descriptor_delta_json(uint64_t, uint64_t) override { return descriptor_json(); }
+  void serve_data(std::function<void(Fd fd, std::string readahead)> h) override {
+    if (listener_) listener_->set_data_handler(std::move(h));
   }
 
  private:
@@ -319,6 +326,7 @@ class TestHost : public Host {
   EngineOptions opts_;
   uint64_t incarnation_ = 0;
   std::string name_ = "conformance", tcp_;
+  std::unique_ptr<control::Listener> listener_;
   std::vector<std::unique_ptr<Transport>> transports_;
   mutable std::mutex mu_;  // guards bufs_ and version_
   std::map<uint64_t, Buf> bufs_;

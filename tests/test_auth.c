@@ -193,8 +193,8 @@ static void test_same_token_admitted(void **state) {
   roundtrip(c, sc, lc, (uint64_t)(uintptr_t)ta, len, 2);
   assert_true(stat_u64(b, "\"tcp\":{", "\"bytes_sent\"") >= len);
   assert_true(stat_u64(c, "\"shm\":{", "\"bytes_copied\"") >= 2 * len);
-  assert_true(stat_u64(a, "\"tcp\":{", "\"handshakes_admitted\"") >= 3);
-  assert_int_equal(stat_u64(a, "\"tcp\":{", "\"handshakes_denied\""), 0);
+  assert_true(stat_u64(a, "\"control\":{", "\"handshakes_admitted\"") >= 3);
+  assert_int_equal(stat_u64(a, "\"control\":{", "\"handshakes_denied\""), 0);
   mc_engine_destroy(b);
   mc_engine_destroy(c);
   mc_engine_destroy(a);
@@ -222,9 +222,9 @@ static void test_wrong_or_missing_token_denied(void **state) {
   expect_denied(a, none, "has no auth_token");       /* and the reverse */
   assert_string_equal(mc_status_str(MC_ERR_DENIED), "access denied");
   /* The server learned each outcome too. */
-  assert_true(wait_stat(a, "\"tcp\":{", "\"handshakes_denied\"", 2) >= 2);
-  assert_true(wait_stat(none, "\"tcp\":{", "\"handshakes_denied\"", 1) >= 1);
-  assert_int_equal(stat_u64(a, "\"tcp\":{", "\"handshakes_admitted\""), 0);
+  assert_true(wait_stat(a, "\"control\":{", "\"handshakes_denied\"", 2) >= 2);
+  assert_true(wait_stat(none, "\"control\":{", "\"handshakes_denied\"", 1) >= 1);
+  assert_int_equal(stat_u64(a, "\"control\":{", "\"handshakes_admitted\""), 0);
   mc_engine_destroy(wrong);
   mc_engine_destroy(none);
   mc_engine_destroy(a);
@@ -342,7 +342,7 @@ static void test_tcp_raw_handshake_and_replay(void **state) {
   assert_int_equal(h.status, MC_ERR_DENIED);
   assert_non_null(strstr(text, "requires an auth_token"));
   close(fd);
-  assert_true(wait_stat(a, "\"tcp\":{", "\"handshakes_denied\"", 4) >= 4);
+  assert_true(wait_stat(a, "\"control\":{", "\"handshakes_denied\"", 4) >= 4);
   mc_engine_destroy(a);
 }
 
@@ -738,14 +738,14 @@ static void test_half_open_flood(void **state) {
                 (unsigned long long)(tu_now_ms() - t0), threads0, threads1, fds0, fds1, N);
   assert_true(threads1 - threads0 < 40); /* engine c's own threads and connections */
   assert_true(fds1 - fds0 < N + 64 + 40);
-  assert_true(stat_u64(a, "\"tcp\":{", "\"handshakes_evicted\"") >= N - 64 - 10);
+  assert_true(stat_u64(a, "\"control\":{", "\"handshakes_evicted\"") >= N - 64 - 10);
   /* The survivors are closed at their deadline (min(timeout_ms, 5000) = 2000 ms). */
   uint64_t until = tu_now_ms() + tu_slack_ms(4000);
-  while (stat_u64(a, "\"tcp\":{", "\"handshakes_expired\"") == 0 && tu_now_ms() < until) {
+  while (stat_u64(a, "\"control\":{", "\"handshakes_expired\"") == 0 && tu_now_ms() < until) {
     roundtrip(b, s, lb, (uint64_t)(uintptr_t)ta, len, 7);
     usleep(100 * 1000);
   }
-  assert_true(stat_u64(a, "\"tcp\":{", "\"handshakes_expired\"") >= 1);
+  assert_true(stat_u64(a, "\"control\":{", "\"handshakes_expired\"") >= 1);
   /* Every flood connection is closed by the engine by now: each reads EOF (or a reset). */
   usleep(300 * 1000 * (unsigned)tu_slack());
   int open_left = 0;

@@ -443,6 +443,37 @@ static void test_forced_tcp(void **state) {
   munmap(l, len);
 }
 
+/* An engine whose transports leave tcp out still has its listener (control channel, descriptor,
+ * health) and moves data over shm; its descriptor says it serves no tcp data, so a tcp-only
+ * peer is refused at open with a message instead of failing at the first transfer. */
+static void test_shm_only_engine(void **state) {
+  (void)state;
+  size_t len = 1 << 20;
+  struct target t;
+  start_target(&t, len, 310, NULL);
+  mc_engine_t *e = tu_engine("timeout_ms", "2000", "transports", "shm", NULL);
+  assert_non_null(e);
+  char *l = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  assert_int_equal(mc_buffer_register(e, l, len, NULL), MC_OK);
+  mc_segment_t s;
+  assert_int_equal(mc_segment_open(e, t.name, &s), MC_OK);
+  mc_segment_info_t info = {.size = sizeof info};
+  assert_int_equal(mc_segment_query(e, s, &info), MC_OK);
+  assert_string_equal(info.transport, "shm");
+  roundtrip(e, s, l, t.alloc, len, 310, 311);
+  char *js = stats(e);
+  assert_null(strstr(js, "\"tcp\":{"));
+  assert_non_null(strstr(js, "\"control\":{"));
+  mc_engine_t *f = tu_engine("timeout_ms", "2000", "transports", "tcp", NULL);
+  mc_segment_t fs;
+  assert_int_equal(mc_segment_open(f, mc_engine_name(e), &fs), MC_ERR_UNSUPPORTED);
+  print_message("  tcp-only peer opening it: %s\n", mc_last_error());
+  mc_engine_destroy(f);
+  stop_target(&t, SIGTERM);
+  mc_engine_destroy(e);
+  munmap(l, len);
+}
+
 static void test_unregister_while_peer_copies(void **state) {
   (void)state;
   /* In one process: a peer engine copies into our alloc buffer over shm while we free it.
@@ -583,7 +614,9 @@ int main(int argc, char **argv) {
       cmocka_unit_test_teardown(test_batch_shared_by_halves, kill_children),
       cmocka_unit_test_teardown(test_out_of_range, kill_children),
       cmocka_unit_test_teardown(test_killed_while_mapped, kill_children), cmocka_unit_test_teardown(test_restart_same_name, kill_children),
-      cmocka_unit_test_teardown(test_forced_tcp, kill_children),          cmocka_unit_test_teardown(test_unregister_while_peer_copies, kill_children),
+      cmocka_unit_test_teardown(test_forced_tcp, kill_children),
+      cmocka_unit_test_teardown(test_shm_only_engine, kill_children),
+      cmocka_unit_test_teardown(test_unregister_while_peer_copies, kill_children),
       cmocka_unit_test_teardown(test_threads_constant_in_peers, kill_children),
   };
   return cmocka_run_group_tests_name("shm", tests, NULL, NULL);

@@ -396,21 +396,21 @@ static void test_busy(void **state) {
   pair_done(&p);
 }
 
-/* The process-wide control pool figures, from the tcp section of e's stats. */
-static uint64_t tcp_stat(mc_engine_t *e, const char *key) {
+/* The process-wide control pool figures, from the control section of e's stats. */
+static uint64_t control_stat(mc_engine_t *e, const char *key) {
   static char js[1 << 16];
   size_t need;
   assert_int_equal(mc_engine_stats_json(e, js, sizeof js, &need), MC_OK);
-  const char *o = strstr(js, "\"tcp\":{");
+  const char *o = strstr(js, "\"control\":{");
   assert_non_null(o);
   const char *k = strstr(o, key);
   assert_non_null(k);
   return strtoull(k + strlen(key) + 1, NULL, 10);
 }
 
-static uint64_t wait_tcp_stat(mc_engine_t *e, const char *key, uint64_t min) {
+static uint64_t wait_control_stat(mc_engine_t *e, const char *key, uint64_t min) {
   uint64_t v = 0, until = tu_now_ms() + tu_slack_ms(5000);
-  while ((v = tcp_stat(e, key)) < min && tu_now_ms() < until) usleep(10 * 1000);
+  while ((v = control_stat(e, key)) < min && tu_now_ms() < until) usleep(10 * 1000);
   return v;
 }
 
@@ -421,11 +421,11 @@ static void test_control_pool_reuse(void **state) {
   mc_engine_t *tgt = tu_engine(NULL);
   assert_non_null(ini);
   assert_non_null(tgt);
-  uint64_t c0 = tcp_stat(ini, "\"control_connects\""), r0 = tcp_stat(ini, "\"control_reuses\"");
+  uint64_t c0 = control_stat(ini, "\"control_connects\""), r0 = control_stat(ini, "\"control_reuses\"");
   mc_segment_t seg;
   assert_int_equal(mc_segment_open(ini, mc_engine_name(tgt), &seg), MC_OK);
-  uint64_t r1 = wait_tcp_stat(ini, "\"control_reuses\"", r0 + 20);
-  uint64_t c1 = tcp_stat(ini, "\"control_connects\"");
+  uint64_t r1 = wait_control_stat(ini, "\"control_reuses\"", r0 + 20);
+  uint64_t c1 = control_stat(ini, "\"control_connects\"");
   print_message("control pool: %llu connects, %llu reuses\n", (unsigned long long)(c1 - c0),
                 (unsigned long long)(r1 - r0));
   assert_true(r1 - r0 >= 20);
@@ -538,17 +538,17 @@ static void test_control_pool_peer_restarted(void **state) {
   print_message("peer threads before any call %d, with a pooled control connection %d\n", t0, t1);
   assert_int_equal(t1, t0);
   write_to(ini, &c, l, 1);
-  uint64_t r0 = tcp_stat(ini, "\"control_reuses\"");
+  uint64_t r0 = control_stat(ini, "\"control_reuses\"");
   write_to(ini, &c, l, 2); /* the second open fetches the descriptor over the pooled connection */
-  assert_true(tcp_stat(ini, "\"control_reuses\"") > r0);
-  uint64_t d0 = tcp_stat(ini, "\"control_discarded\"");
+  assert_true(control_stat(ini, "\"control_reuses\"") > r0);
+  uint64_t d0 = control_stat(ini, "\"control_discarded\"");
   char port[16];
   snprintf(port, sizeof port, "%s", strrchr(c.name, ':') + 1);
   child_kill(&c);
   child_start(port, &c);
   /* The first call after the restart already gets the new engine. */
   write_to(ini, &c, l, 3);
-  assert_true(tcp_stat(ini, "\"control_discarded\"") > d0);
+  assert_true(control_stat(ini, "\"control_discarded\"") > d0);
   write_to(ini, &c, l, 4);
   close(c.in);
   waitpid(c.pid, NULL, 0);

@@ -470,6 +470,41 @@ MC_RETURNS(mc_segment_query, jlong, long, SegmentInfo, { return new SegmentInfo(
 %typemap(freearg) mc_heap_stats_t *stats %{ free($1); %}
 MC_RETURNS(mc_heap_stats, jlong, long, HeapStats, { return new HeapStats($jnicall, true); })
 
+/* mc_notify_recv(engine, ByteBuffer buf) -> Notification (owned, like SegmentInfo): the message
+ * lands in buf (a direct ByteBuffer, its whole capacity). Nothing queued throws
+ * McException(NotFound); a buffer too small throws BufferTooSmall and leaves it queued. */
+%nodefaultctor mc_notification;
+%rename("Notification", %$isclass) mc_notification;
+%immutable mc_notification::size;
+%immutable mc_notification::peer;
+%immutable mc_notification::incarnation;
+%immutable mc_notification::length;
+%typemap(in, numinputs=0) mc_notification_t *info %{
+  $1 = (mc_notification_t *)calloc(1, sizeof(mc_notification_t));
+  if (!$1) { mcj_throw_msg(jenv, MC_ERR_NO_MEMORY, "out of memory"); return $null; }
+  $1->size = sizeof(mc_notification_t);
+%}
+%typemap(argout) mc_notification_t *info %{ *(mc_notification_t **)&jresult = $1; $1 = NULL; %}
+%typemap(freearg) mc_notification_t *info %{ free($1); %}
+%typemap(jni) (void *buf, size_t capacity) "jobject"
+%typemap(jtype) (void *buf, size_t capacity) "java.nio.ByteBuffer"
+%typemap(jstype) (void *buf, size_t capacity) "java.nio.ByteBuffer"
+%typemap(javain) (void *buf, size_t capacity) "$javainput"
+%typemap(in) (void *buf, size_t capacity) %{
+  $1 = $input ? (*jenv)->GetDirectBufferAddress(jenv, $input) : NULL;
+  if (!$1) {
+    mcj_throw_msg(jenv, MC_ERR_INVALID_ARG, "not a direct ByteBuffer (use ByteBuffer.allocateDirect)");
+    return $null;
+  }
+  $2 = (size_t)(*jenv)->GetDirectBufferCapacity(jenv, $input);
+%}
+MC_RETURNS(mc_notify_recv, jlong, long, Notification, { return new Notification($jnicall, true); })
+
+/* mc_engine_event_fd(engine) -> int: the engine's event fd (owned by the engine). */
+%typemap(in, numinputs=0) int *fd (int tmp = -1) %{ $1 = &tmp; %}
+%typemap(argout) int *fd %{ jresult = (jint)tmp$argnum; %}
+MC_RETURNS(mc_engine_event_fd, jint, int, int, { return $jnicall; })
+
 /* ===================================================================== sized outputs */
 
 /* mc_engine_stats_json(engine) -> String: asks for the size, then fills (again if it grew). */

@@ -218,6 +218,32 @@ MC_API mc_status_t mc_engine_set_segment_callback(mc_engine_t *engine, mc_segmen
   MC_API_CATCH("mc_engine_set_segment_callback")
 }
 
+// ------------------------------------------------------------------------------ notifications
+
+MC_API mc_status_t mc_notify_recv(mc_engine_t *engine, mc_notification_t *info, void *buf, size_t capacity) {
+  MC_API_TRY
+  if (!engine) return null_arg("mc_notify_recv", "engine");
+  if (!info) return null_arg("mc_notify_recv", "info");
+  if (info->size < sizeof(size_t))
+    return fail(MC_ERR_INVALID_ARG, "mc_notify_recv: info->size must be set to sizeof(mc_notification_t)");
+  if (!buf && capacity) return null_arg("mc_notify_recv", "buf (with capacity > 0)");
+  std::string err;
+  mc_status_t st = engine->core->notify_recv(info, buf, capacity, &err);
+  if (st != MC_OK) return fail(st, "mc_notify_recv: " + err);
+  return MC_OK;
+  MC_API_CATCH("mc_notify_recv")
+}
+
+MC_API mc_status_t mc_engine_event_fd(mc_engine_t *engine, int *fd) {
+  MC_API_TRY
+  if (!engine) return null_arg("mc_engine_event_fd", "engine");
+  if (!fd) return null_arg("mc_engine_event_fd", "fd");
+  mc::Status st = engine->core->event_fd(fd);
+  if (!st.ok()) return fail(st.code(), "mc_engine_event_fd: " + st.message());
+  return MC_OK;
+  MC_API_CATCH("mc_engine_event_fd")
+}
+
 MC_API mc_status_t mc_segment_query(mc_engine_t *engine, mc_segment_t segment, mc_segment_info_t *info) {
   MC_API_TRY
   if (!engine) return null_arg("mc_segment_query", "engine");

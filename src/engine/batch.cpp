@@ -7,17 +7,21 @@
 
 namespace mc {
 
-BatchCore::BatchCore(std::shared_ptr<EngineCore> e, size_t cap) : engine_(std::move(e)), capacity_(cap) {}
+BatchCore::BatchCore(std::shared_ptr<EngineCore> e, size_t cap) : engine_(std::move(e)), capacity_(cap) {
+  chunks_.reserve((cap + kChunk - 1) / kChunk);
+}
 BatchCore::~BatchCore() = default;
 
-void BatchCore::requests_done(int64_t n) {
+bool BatchCore::requests_done(int64_t n) {
   if (pending_.fetch_sub(n, std::memory_order_acq_rel) == n) {
     std::lock_guard<std::mutex> lk(mu_);
     cv_.notify_all();
+    return true;
   }
+  return false;
 }
 
-void BatchCore::request_done(mc_status_t err) {
+bool BatchCore::request_done(mc_status_t err) {
   if (err != MC_OK) {
     int32_t expect = MC_OK;
     first_error_.compare_exchange_strong(expect, err);
@@ -25,7 +29,9 @@ void BatchCore::request_done(mc_status_t err) {
   if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
     std::lock_guard<std::mutex> lk(mu_);
     cv_.notify_all();
+    return true;
   }
+  return false;
 }
 
 void BatchCore::quiesce() {
@@ -63,6 +69,7 @@ mc_status_t BatchCore::wait(int timeout_ms) {
 void BatchCore::cancel_and_wait() {
   std::lock_guard<std::mutex> lk(submit_mu_);  // no submit slips in between
   canceled_.store(true);
+  if (notifies_waiting()) engine_->poke_notifies();  // its waiting NOTIFYs end now, unsent
   // Every slice ends within the engine's timeout of no progress (the transports' reapers), so
   // this wait is bounded.
   wait(-1);

@@ -65,20 +65,29 @@ class BatchCore {
   // (quiesce waits for them).
   void enter_finish() { finishing_.fetch_add(1, std::memory_order_acq_rel); }
   void leave_finish() { finishing_.fetch_sub(1, std::memory_order_acq_rel); }
-  void request_done(mc_status_t err);
-  void requests_done(int64_t n);  // n requests ended MC_OK at once
+  // Both return true when they ended the batch's last pending request.
+  bool request_done(mc_status_t err);
+  bool requests_done(int64_t n);  // n requests ended MC_OK at once
+
+  // NOTIFY requests of this batch waiting in the engine's sender for earlier requests to end:
+  // while there are any, each ending request pokes the sender.
+  void notify_waiting(int32_t d) { notify_waiting_.fetch_add(d, std::memory_order_acq_rel); }
+  bool notifies_waiting() const { return notify_waiting_.load(std::memory_order_acquire) != 0; }
 
  private:
   std::shared_ptr<EngineCore> engine_;
   size_t capacity_;
   std::mutex submit_mu_;  // serializes submits (index assignment) on one batch
+  // Reserved whole at creation so that it never moves: the NOTIFY sender reads slots of a batch
+  // while another thread may submit more into it.
   std::vector<std::unique_ptr<RequestSlot[]>> chunks_;
   std::atomic<size_t> submitted_{0};
   std::atomic<int64_t> pending_{0};
   std::atomic<int32_t> first_error_{MC_OK};
   std::atomic<bool> canceled_{false};
   std::atomic<int32_t> finishing_{0};  // completers between their last touch and their exit
-  std::mutex mu_;                      // pairs with cv_ for waiters
+  std::atomic<int32_t> notify_waiting_{0};
+  std::mutex mu_;  // pairs with cv_ for waiters
   std::condition_variable cv_;
 };
 

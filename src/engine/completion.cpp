@@ -72,7 +72,32 @@ void EngineCore::finish_request(RequestSlot *r, mc_status_t err) {
     requests_failed_.fetch_add(1, std::memory_order_relaxed);
     r->state.store(MC_REQUEST_FAILED, std::memory_order_release);
   }
-  b->request_done(err);
+  after_request_done(b, b->request_done(err));
+  b->leave_finish();
+}
+
+void EngineCore::after_request_done(BatchCore *b, bool last) {
+  if (b->notifies_waiting()) notify_sender_->poke();
+  if (last) inbox_->wake();
+}
+
+// A NOTIFY ends as its send did: one already delivered stays COMPLETED even if its batch was
+// canceled meanwhile (its message is in the peer's queue).
+void EngineCore::finish_notify(RequestSlot *r, mc_status_t err) {
+  BatchCore *b = r->batch;
+  b->enter_finish();
+  if (err == MC_ERR_PEER_DOWN && r->peer) r->peer->kick();
+  r->peer.reset();
+  r->error.store(err);
+  if (err == MC_OK) {
+    r->bytes.store(r->length, std::memory_order_relaxed);
+    requests_completed_.fetch_add(1, std::memory_order_relaxed);
+    r->state.store(MC_REQUEST_COMPLETED, std::memory_order_release);
+  } else {
+    requests_failed_.fetch_add(1, std::memory_order_relaxed);
+    r->state.store(MC_REQUEST_FAILED, std::memory_order_release);
+  }
+  after_request_done(b, b->request_done(err));
   b->leave_finish();
 }
 
@@ -128,7 +153,7 @@ void EngineCore::finish_together(BatchCore *b, size_t n, SlotAt slot_at) {
       if (r->state.load(std::memory_order_relaxed) == MC_REQUEST_PENDING)
         r->state.store(MC_REQUEST_COMPLETED, std::memory_order_release);
     }
-    b->requests_done(ended);
+    after_request_done(b, b->requests_done(ended));
   }
   b->leave_finish();
 }

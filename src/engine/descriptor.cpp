@@ -1,5 +1,6 @@
 // The descriptor service: the local descriptor, its deltas, publishing, control requests.
 #include "engine/engine.h"
+#include "engine/notify_msg.h"
 
 #include <unistd.h>
 #include <algorithm>
@@ -38,6 +39,7 @@ Descriptor EngineCore::local_descriptor() {
 
 Status EngineCore::control(const std::string &channel, const std::string &request, std::string *reply) {
   if (stopping_.load()) return Err(MC_ERR_PEER_DOWN, "the engine is being destroyed");
+  if (channel == kNotifyChannel) return receive_notify(request, reply);
   for (auto *t : data_transports_)
     if (channel == t->name()) return t->handle_control(request, reply);
   return Err(MC_ERR_UNSUPPORTED, "no transport \"" + channel + "\" in this engine");

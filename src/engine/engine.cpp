@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <random>
 
+#include "control/listener.h"
+#include "control/pool.h"
 #include "transport/registry.h"
 #include "util/log.h"
 #include "util/net.h"
@@ -29,22 +31,19 @@ Status EngineCore::create(const EngineOptions &opts, std::shared_ptr<EngineCore>
 
 Status EngineCore::start() {
   if (opts_.log_level >= 0) log_set_level(opts_.log_level);
+  start_notify();  // before the listener: a peer's NOTIFY may come as soon as it runs
   std::random_device rd;
   do {
     incarnation_ = (uint64_t(rd()) << 32) ^ rd();
   } while (incarnation_ == 0);
 
-  // The control listener comes first: the engine's name derives from its address, and the
-  // transports created after it may read that name.
-  const auto &reg = transport_registry();
-  std::vector<std::pair<int, Transport *>> data;  // (preference, transport)
-  Status st;
-  for (auto &e : reg)
-    if (e.control_listener && !(st = start_transport(e, &data)).ok()) return st;
-  st = name_from_listener();
+  // The listener comes first: the engine's name derives from its address, and the transports
+  // created after it may read that name.
+  Status st = start_listener();
   if (!st.ok()) return st;
-  for (auto &e : reg)
-    if (!e.control_listener && (e.role == TransportEntry::Role::kSelf || opts_.transport_allowed(e.name)) &&
+  std::vector<std::pair<int, Transport *>> data;  // (preference, transport)
+  for (auto &e : transport_registry())
+    if ((e.role == TransportEntry::Role::kSelf || opts_.transport_allowed(e.name)) &&
         !(st = start_transport(e, &data)).ok())
       return st;
   // Data transports in order of preference, fastest first (the registry says which is which).
@@ -64,9 +63,7 @@ Status EngineCore::start() {
   return Status::Ok();
 }
 
-// Creates one registered transport and files it: as the self transport, as a data transport
-// (when `transports` allows it), or only kept running (the control listener when `transports`
-// leaves it out as a data transport).
+// Creates one registered transport and files it: as the self transport, or as a data transport.
 Status EngineCore::start_transport(const TransportEntry &e, std::vector<std::pair<int, Transport *>> *data) {
   Status st;
   auto t = e.create(*this, &st);
@@ -80,15 +77,24 @@ Status EngineCore::start_transport(const TransportEntry &e, std::vector<std::pai
   return Status::Ok();
 }
 
-void EngineCore::control_listening(const HostPort &bound) {
-  listen_host_ = bound.host;
-  listen_port_ = bound.port;
+Status EngineCore::start_listener() {
+  control::ListenerOptions lo;
+  Status st = parse_host_port(opts_.listen, &lo.listen);
+  if (!st.ok()) return st;
+  lo.timeout_ms = opts_.timeout_ms;
+  lo.auth_token = opts_.auth_token;
+  HostPort bound;
+  st = control::Listener::start(lo, this, &listener_, &bound);
+  if (!st.ok()) return st;
+  return name_from_listener(bound);
 }
 
-// Our name and the address peers dial, from where the control listener bound.
-Status EngineCore::name_from_listener() {
-  HostPort bound{listen_host_, listen_port_};
-  if (bound.port == 0) return Err(MC_ERR_INTERNAL, "no transport opened the control listener");
+void EngineCore::serve_data(std::function<void(Fd fd, std::string readahead)> h) {
+  if (listener_) listener_->set_data_handler(std::move(h));
+}
+
+// Our name and the address peers dial, from where the listener bound.
+Status EngineCore::name_from_listener(const HostPort &bound) {
   std::string host = bound.host == "0.0.0.0" ? "127.0.0.1" : bound.host == "::" ? "::1" : bound.host;
   std::string self = HostPort{host, bound.port, 0}.str();
   bool p2p = opts_.metadata.empty() || opts_.metadata == "p2p";
@@ -125,6 +131,8 @@ bool EngineCore::wait_started() {
   return ready_ && !stopping_.load();
 }
 
+EngineCore::EngineCore(const EngineOptions &o) : opts_(o) {}
+
 EngineCore::~EngineCore() { shutdown(); }
 
 void EngineCore::shutdown() {
@@ -132,15 +140,22 @@ void EngineCore::shutdown() {
   set_ready();  // wakes listener threads waiting in wait_started (they answer "being destroyed")
   // Stop the health probes first (outside every engine lock: a probe takes segs_mu_).
   if (health_) health_->stop();
+  stop_notify();  // NOTIFYs not sent yet fail with MC_ERR_PEER_DOWN
   if (metadata_) metadata_->unpublish();
+  // The listener first: no request or data connection reaches a transport that stops.
+  if (listener_) listener_->shutdown();
   for (auto &t : transports_) t->shutdown();
+  // The control pool is the process's: an engine going away closes every idle connection in it
+  // (the others only reconnect once), so none of this engine's sockets outlives it.
+  control_pool::clear();
   std::unordered_map<mc_segment_t, std::shared_ptr<Peer>> segs;
   {
     std::unique_lock<std::shared_mutex> lk(segs_mu_);
     segs.swap(segs_);
     peers_.clear();
   }
-  segs.clear();  // peers die here, outside the lock
+  segs.clear();                    // peers die here, outside the lock
+  if (inbox_) inbox_->close_fd();  // mc.h: mc_engine_destroy closes the event fd
 }
 
 }  // namespace mc

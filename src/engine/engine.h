@@ -19,13 +19,21 @@
 #include "proto/descriptor.h"
 #include "util/status.h"
 #include "engine/batch.h"
+#include "control/server.h"
 #include "engine/health.h"
+#include "engine/notify_inbox.h"
+#include "engine/notify_sender.h"
 #include "metadata/metadata.h"
 #include "transport/host.h"
 #include "transport/registry.h"
 #include "transport/transport.h"
 
 namespace mc {
+
+struct HostPort;  // util/net.h
+namespace control {
+class Listener;  // control/listener.h
+}
 
 class EngineCore;
 class BatchCore;
@@ -79,7 +87,8 @@ struct Peer {
   uint64_t silent_since_ms = 0;
 };
 
-class EngineCore : public Host, public std::enable_shared_from_this<EngineCore> {
+// The engine serves transports (Host) and its listener (control::Target) with the same methods.
+class EngineCore : public Host, public control::Target, public std::enable_shared_from_this<EngineCore> {
  public:
   static Status create(const EngineOptions &opts, std::shared_ptr<EngineCore> *out);
   ~EngineCore() override;
@@ -119,6 +128,12 @@ class EngineCore : public Host, public std::enable_shared_from_this<EngineCore> 
   Status submit(BatchCore &b, const mc_request_t *reqs, size_t n);
   std::string stats_json();
 
+  // Notifications (engine/notify_engine.cpp): mc_notify_recv, mc_engine_event_fd, and the
+  // sender's wake-up when a batch with waiting NOTIFYs was canceled.
+  mc_status_t notify_recv(mc_notification_t *info, void *buf, size_t capacity, std::string *err);
+  Status event_fd(int *fd);
+  void poke_notifies();
+
   // Host: completion in engine/completion.cpp, pins in engine/buffers.cpp, the descriptor and
   // control in engine/descriptor.cpp, the rest in engine/engine.cpp.
   void complete(const Slice &s, mc_status_t status) override;
@@ -126,7 +141,7 @@ class EngineCore : public Host, public std::enable_shared_from_this<EngineCore> 
   bool canceled(const Slice &s) const override;
   const EngineOptions &options() const override { return opts_; }
   const std::string &engine_name() const override { return name_; }
-  void control_listening(const HostPort &bound) override;
+  void serve_data(std::function<void(Fd fd, std::string readahead)> h) override;
   mc_status_t pin(uint64_t addr, uint64_t len, uint32_t op) override;
   void unpin(uint64_t addr, uint64_t len) override;
   std::string descriptor_json() override;
@@ -142,12 +157,23 @@ class EngineCore : public Host, public std::enable_shared_from_this<EngineCore> 
   void finish_whole(const Slice *s, size_t n);
   template <class SlotAt>
   void finish_together(BatchCore *b, size_t n, SlotAt slot_at);
+  // After a request of b ended (last: it was b's last pending one): pokes the NOTIFY sender
+  // when b has NOTIFYs waiting, ticks the event fd when b is idle.
+  void after_request_done(BatchCore *b, bool last);
+  // Ends a NOTIFY request (it holds no pin and no slices).
+  void finish_notify(RequestSlot *r, mc_status_t err);
+  // engine/notify_engine.cpp: the sender's delivery and the "notify" control channel.
+  mc_status_t send_notify(NotifyJob &j);
+  Status receive_notify(const std::string &request, std::string *reply);
+  void start_notify();
+  void stop_notify();
 
   friend class SubmitPlanner;  // engine/submit.cpp: reads segments, pins, slice_size
-  explicit EngineCore(const EngineOptions &o) : opts_(o) {}
+  explicit EngineCore(const EngineOptions &o);
   Status start();
   Status start_transport(const TransportEntry &e, std::vector<std::pair<int, Transport *>> *data);
-  Status name_from_listener();
+  Status start_listener();
+  Status name_from_listener(const HostPort &bound);
   std::shared_ptr<Peer> find_segment(mc_segment_t seg);
   // Fetches the peer's descriptor and (re)builds its routes. A new incarnation drops every
   // old route (failing what is in flight on it) and counts a rejoin.
@@ -185,10 +211,9 @@ class EngineCore : public Host, public std::enable_shared_from_this<EngineCore> 
   std::unique_ptr<MetadataStore> metadata_;
   static constexpr size_t kHealthThreads = 2;
   std::unique_ptr<HealthMonitor> health_;  // probes every open segment's peer
-  // Where the control listener bound (control_listening); port 0 until it did.
-  std::string listen_host_;
-  uint16_t listen_port_ = 0;
-  // Every transport created, in creation order (the control listener first); fixed after start().
+  // The engine's one port: control channel, and data connections for the tcp transport.
+  std::unique_ptr<control::Listener> listener_;
+  // Every transport created, in creation order; fixed after start().
   std::vector<std::unique_ptr<Transport>> transports_;
   Transport *self_transport_ = nullptr;  // serves the engine's own segment in process
   // The ones that may carry data to other engines, in order of preference (fastest first).
@@ -224,6 +249,9 @@ class EngineCore : public Host, public std::enable_shared_from_this<EngineCore> 
   std::mutex cb_mu_;
   void (*cb_)(mc_segment_t, uint32_t, uint64_t, void *) = nullptr;
   void *cb_user_ = nullptr;
+
+  std::unique_ptr<NotifyInbox> inbox_;
+  std::unique_ptr<NotifySender> notify_sender_;
 
   std::atomic<uint64_t> requests_completed_{0}, requests_failed_{0};
   std::atomic<uint64_t> bytes_read_{0}, bytes_written_{0};

@@ -1,6 +1,7 @@
 // The engine's statistics as JSON: its counters, each transport's object, one object per peer.
 #include "engine/engine.h"
 
+#include "control/listener.h"
 #include "util/json_writer.h"
 
 namespace mc {
@@ -37,6 +38,12 @@ std::string EngineCore::stats_json() {
   o.num("bytes_read", bytes_read_.load());
   o.num("bytes_written", bytes_written_.load());
   o.num("descriptor_deltas_served", deltas_served_.load());
+  o.num("notify_sent", notify_sender_->sent());
+  o.num("notify_failed", notify_sender_->failed());
+  o.num("notify_received", inbox_->received());
+  o.num("notify_refused_busy", inbox_->refused_busy());
+  o.num("notify_refused_stale", inbox_->refused_stale());
+  o.num("notify_queued", inbox_->queued());
   {
     std::shared_lock<std::shared_mutex> lk(buffers_mu_);
     o.num("buffers", buffers_.size());
@@ -48,6 +55,7 @@ std::string EngineCore::stats_json() {
     for (auto &[n, w] : peers_)
       if (auto p = w.lock()) peers.push_back(std::move(p));
   }
+  if (listener_) o.raw("control", listener_->stats_json());
   for (auto &t : transports_) o.raw(t->name(), t->stats_json());
   // One flat object per open peer, keyed by its name.
   JsonObject po;

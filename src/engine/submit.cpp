@@ -38,6 +38,8 @@ class SubmitPlanner {
   // Pass 3: slots and slices, merged and grouped per (peer, route); then one hand-off each.
   void slice();
   void hand_off();
+  // The NOTIFY requests of this call, in order, for the engine's sender.
+  std::deque<NotifyJob> &jobs() { return jobs_; }
 
  private:
   struct Target {
@@ -47,6 +49,8 @@ class SubmitPlanner {
     bool refreshed = false;
   };
   Status check_fields(size_t i) const;
+  Status check_notify(size_t i) const;
+  void add_job(size_t i, RequestSlot *s);
   Status resolve_target(size_t i);
   Status check_remote(size_t i);
   Status refresh_once(Target &t, size_t i);
@@ -66,6 +70,7 @@ class SubmitPlanner {
   mc_segment_t last_seg_ = 0;
   uint32_t last_t_ = 0;
   size_t ngroups_ = 0;
+  std::deque<NotifyJob> jobs_;
   // The per-thread vectors, looked up once per call (in a shared library each lookup of a
   // thread_local is a call).
   std::vector<uint8_t> &route_of_ = t_route_of;
@@ -88,6 +93,8 @@ Status EngineCore::submit(BatchCore &b, const mc_request_t *reqs, size_t n) {
   plan.slice();
   b.add_submitted(base, n);
   plan.hand_off();
+  // Still under the submit lock: the sender's per-destination order is the order of submits.
+  if (!plan.jobs().empty()) notify_sender_->enqueue(std::move(plan.jobs()));
   return Status::Ok();
 }
 
@@ -97,7 +104,7 @@ Status SubmitPlanner::validate() {
   for (size_t i = 0; i < n_; i++) {
     Status st = check_fields(i);
     if (st.ok()) st = resolve_target(i);
-    if (st.ok()) st = check_remote(i);
+    if (st.ok() && reqs_[i].opcode != MC_NOTIFY) st = check_remote(i);
     if (!st.ok()) return st;
   }
   return Status::Ok();
@@ -105,11 +112,27 @@ Status SubmitPlanner::validate() {
 
 Status SubmitPlanner::check_fields(size_t i) const {
   const mc_request_t &r = reqs_[i];
+  if (r.opcode == MC_NOTIFY) return check_notify(i);
   if (r.opcode != MC_READ && r.opcode != MC_WRITE)
-    return Err(MC_ERR_INVALID_ARG, req_prefix(i) + "opcode must be MC_READ or MC_WRITE");
+    return Err(MC_ERR_INVALID_ARG, req_prefix(i) + "opcode must be MC_READ, MC_WRITE or MC_NOTIFY");
   if (r.flags != 0) return Err(MC_ERR_INVALID_ARG, req_prefix(i) + "flags must be 0");
   if (r.length == 0) return Err(MC_ERR_INVALID_ARG, req_prefix(i) + "length must be > 0");
   if (!r.local) return Err(MC_ERR_INVALID_ARG, req_prefix(i) + "local is NULL");
+  return Status::Ok();
+}
+
+Status SubmitPlanner::check_notify(size_t i) const {
+  const mc_request_t &r = reqs_[i];
+  if (r.flags != 0) return Err(MC_ERR_INVALID_ARG, req_prefix(i) + "flags must be 0");
+  if (r.remote != 0) return Err(MC_ERR_INVALID_ARG, req_prefix(i) + "a NOTIFY's remote must be 0");
+  if (r.length == 0 || r.length > MC_NOTIFY_MAX_BYTES)
+    return Err(MC_ERR_INVALID_ARG, req_prefix(i) + "a NOTIFY's length must be 1.." +
+                                       std::to_string(MC_NOTIFY_MAX_BYTES) + ", got " +
+                                       std::to_string(r.length));
+  if (!r.local) return Err(MC_ERR_INVALID_ARG, req_prefix(i) + "local is NULL");
+  if (e_.name_.size() > 255)
+    return Err(MC_ERR_INVALID_ARG,
+               req_prefix(i) + "this engine's name is longer than a notification names (255)");
   return Status::Ok();
 }
 
@@ -186,9 +209,16 @@ Status SubmitPlanner::route() {
   std::shared_lock<std::shared_mutex> lk(e_.buffers_mu_);
   auto undo = [&](size_t upto) {
     for (size_t j = 0; j < upto; j++)
-      e_.unpin_locked(reinterpret_cast<uint64_t>(reqs_[j].local), reqs_[j].length);
+      if (reqs_[j].opcode != MC_NOTIFY)
+        e_.unpin_locked(reinterpret_cast<uint64_t>(reqs_[j].local), reqs_[j].length);
   };
   for (size_t i = 0; i < n_; i++) {
+    if (reqs_[i].opcode == MC_NOTIFY) {  // no pin, no route: its message is copied at submit
+      single_buf_[i] = nullptr;
+      last_lb = nullptr;
+      last_rb = nullptr;
+      continue;
+    }
     uint64_t a = reinterpret_cast<uint64_t>(reqs_[i].local);
     const LocalBuffer *lb = e_.pin_locked(a, reqs_[i].length);
     if (!lb) {
@@ -237,6 +267,11 @@ void SubmitPlanner::slice() {
   std::vector<Slice> *prev_group = nullptr;  // the group request i-1 went to
   for (size_t i = 0; i < n_; i++) {
     RequestSlot *s = b_.slot(base_ + i);
+    if (reqs_[i].opcode == MC_NOTIFY) {
+      add_job(i, s);
+      prev_group = nullptr;
+      continue;
+    }
     auto &v = group_for(tix_[i], route_of_[i]);
     if (&v == prev_group && merge(i, v, s)) continue;
     prev_group = &v;
@@ -267,6 +302,21 @@ void SubmitPlanner::fill_slot(RequestSlot *s, size_t i, uint32_t remaining,
   s->batch = &b_;
   s->peer = peer;
   s->lbuf = single_buf_[i];
+}
+
+void SubmitPlanner::add_job(size_t i, RequestSlot *s) {
+  const mc_request_t &r = reqs_[i];
+  const Target &t = targets_[tix_[i]];
+  fill_slot(s, i, 1, t.peer);
+  NotifyJob j;
+  j.slot = s;
+  j.batch = &b_;
+  j.index = base_ + i;
+  j.peer = t.peer;
+  j.addr = t.desc->tcp;
+  j.target_inc = t.desc->incarnation;
+  j.body.assign(static_cast<const char *>(r.local), r.length);
+  jobs_.push_back(std::move(j));
 }
 
 // Merges a small request into the previous slice of its group when both sides are adjacent:

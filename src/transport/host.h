@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "util/config.h"
@@ -14,7 +15,7 @@
 namespace mc {
 
 struct RequestSlot;  // the engine's per-request bookkeeping; opaque to transports
-struct HostPort;     // util/net.h
+class Fd;            // util/net.h
 
 // The unit of work: one contiguous piece of one request, or several whole requests that are
 // adjacent both locally and remotely, merged into one piece on the wire (count > 1; their slots
@@ -73,13 +74,17 @@ class Host {
   virtual const EngineOptions &options() const = 0;
   // The cluster's shared secret ("" for none).
   virtual const std::string &auth_token() const { return options().auth_token; }
-  // The engine's name as peers know it; final once the control listener was created (see
-  // control_listening), so every transport created after it may read it in its factory.
+  // The engine's name as peers know it; final before any transport is created, so a
+  // transport may read it in its factory.
   virtual const std::string &engine_name() const = 0;
-  // Told by the transport whose listener also carries the control channel (today tcp's; the
-  // control plane moves to src/control later): where it listens. The engine's name and
-  // descriptor derive from it.
-  virtual void control_listening(const HostPort &bound) { (void)bound; }
+
+  // ---- the engine's listener (control/listener.h)
+  // Connections the listener admitted whose first message is a data one (BIND, READ, WRITE)
+  // go to h: fd admitted and O_NONBLOCK, owned by h from then on; readahead the bytes already
+  // read from it, beginning at a message header. h must not block. nullptr stops the handing
+  // over (returns once no call to the old h runs); a transport that set one does so in its
+  // shutdown(). Without one, such connections are refused.
+  virtual void serve_data(std::function<void(Fd fd, std::string readahead)> h) { (void)h; }
 };
 
 }  // namespace mc

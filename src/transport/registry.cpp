@@ -27,18 +27,13 @@ int64_t int_value(Host &h, const char *key, int64_t lo, int64_t hi, int64_t def)
 // ---------------------------------------------------------------------------------- tcp
 
 std::unique_ptr<Transport> create_tcp(Host &h, Status *st) {
-  const EngineOptions &o = h.options();
   TcpOptions to;
-  *st = parse_host_port(o.listen, &to.listen);
-  if (!st->ok()) return nullptr;
   to.connections = static_cast<uint32_t>(int_value(h, "tcp_connections", 1, 64, to.connections));
-  to.timeout_ms = o.timeout_ms;
+  to.timeout_ms = h.options().timeout_ms;
   to.auth_token = h.auth_token();
   std::unique_ptr<Transport> t;
-  HostPort bound;
-  *st = make_tcp_transport(to, &h, &t, &bound);
+  *st = make_tcp_transport(to, &h, &t);
   if (!st->ok()) return nullptr;
-  h.control_listening(bound);
   return t;
 }
 
@@ -46,7 +41,6 @@ TransportEntry tcp_entry() {
   TransportEntry e;
   e.name = "tcp";
   e.preference = 100;  // reaches everything; the slowest
-  e.control_listener = true;
   e.keys = {{"tcp_connections", "an integer 1..64", [](const std::string &v) { return int_in(v, 1, 64); },
              "TCP data connections per peer (4)"}};
   e.create = create_tcp;
@@ -199,7 +193,6 @@ TransportEntry local_entry() {
 std::vector<TransportEntry> make_registry() {
   std::vector<TransportEntry> r = {shm_entry(), nvlink_entry(), rdma_entry(), tcp_entry(), local_entry()};
   std::stable_sort(r.begin(), r.end(), [](const TransportEntry &a, const TransportEntry &b) {
-    if (a.control_listener != b.control_listener) return a.control_listener;
     return a.preference < b.preference;
   });
   return r;

@@ -20,11 +20,6 @@ struct TransportEntry {
   // kData: may carry slices to other engines (when `transports` allows it). kSelf: serves the
   // engine's own segment only, and is always created.
   enum class Role { kData, kSelf } role = Role::kData;
-  // The one exception to `transports`: this transport's listener also carries the control
-  // channel (GET_DESC, PING, CONTROL), so it is created first and always, and tells the host
-  // where it listens (Host::control_listening); it carries data only when allowed. Goes away
-  // when src/control owns the listener.
-  bool control_listener = false;
   // Its own config keys (names, validators and docs; mc.h documents them for users).
   std::vector<ConfigKey> keys;
   // The one factory signature. nullptr with *st OK: not available on this machine (the
@@ -33,8 +28,7 @@ struct TransportEntry {
   std::unique_ptr<Transport> (*create)(Host &host, Status *st) = nullptr;
 };
 
-// Every transport built into the library, in the order the engine creates them: the control
-// listener first, then by preference.
+// Every transport built into the library, in the order the engine creates them (by preference).
 const std::vector<TransportEntry> &transport_registry();
 
 }  // namespace mc

@@ -145,6 +145,8 @@ std::vector<ConfigKey> make_engine_keys() {
       {"peer_timeout_ms", "an integer 10..3600000",
        [](const std::string &v) { return int_in(v, 10, 3600000); },
        "silence after which a segment is unreachable (3000)"},
+      {"notify_queue", "an integer 1..1048576", [](const std::string &v) { return int_in(v, 1, 1048576); },
+       "notifications kept unread (65536)"},
       {"auth_token", "1..4096 printable characters (the value is not shown here)",
        [](const std::string &v) {
          return !v.empty() && v.size() <= 4096 &&
@@ -265,6 +267,10 @@ Status resolve_options(const Config &cfg, EngineOptions *o) {
   MC_GET("metadata_ttl_ms") {
     parse_int(v, 1000, 3600000, &i);
     o->metadata_ttl_ms = static_cast<uint32_t>(i);
+  }
+  MC_GET("notify_queue") {
+    parse_int(v, 1, 1048576, &i);
+    o->notify_queue = static_cast<uint32_t>(i);
   }
   MC_GET("auth_token") o->auth_token = v;
   MC_GET("log_level") {

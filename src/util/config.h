@@ -64,8 +64,9 @@ struct EngineOptions {
   uint32_t metadata_ttl_ms = 10000;  // lease / key expiry with a metadata server
   uint32_t heartbeat_ms = 1000;
   uint32_t peer_timeout_ms = 3000;
-  int log_level = -1;      // -1: leave the process-wide level alone
-  std::string auth_token;  // empty: none (peers are admitted without a handshake)
+  uint32_t notify_queue = 65536;  // notifications kept unread
+  int log_level = -1;             // -1: leave the process-wide level alone
+  std::string auth_token;         // empty: none (peers are admitted without a handshake)
   // Transports' own keys (transport_config_keys) that were set, in the config or as MC_<KEY>,
   // already validated: each transport reads and types its own through value().
   std::map<std::string, std::string> transport_values;

@@ -308,6 +308,24 @@ bool BufferedReader::read(void *dst, size_t len) {
   return true;
 }
 
+void BufferedReader::preload(const std::string &bytes) {
+  size_t have = end_ - pos_;
+  if (have + bytes.size() > cap_) {
+    char *nb = static_cast<char *>(std::malloc(have + bytes.size()));
+    if (!nb) throw std::bad_alloc();
+    std::memcpy(nb, buf_ + pos_, have);
+    std::free(buf_);
+    buf_ = nb;
+    cap_ = have + bytes.size();
+  } else {
+    std::memmove(buf_, buf_ + pos_, have);
+  }
+  pos_ = 0;
+  end_ = have;
+  std::memcpy(buf_ + end_, bytes.data(), bytes.size());
+  end_ += bytes.size();
+}
+
 bool BufferedReader::skip(size_t len) {
   while (len > 0) {
     size_t have = end_ - pos_;

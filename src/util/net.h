@@ -80,6 +80,8 @@ class BufferedReader {
   bool read(void *dst, size_t len);
   // Discards len bytes.
   bool skip(size_t len);
+  // Bytes already read from the socket by someone else, handed out before any new read.
+  void preload(const std::string &bytes);
   size_t buffered() const { return end_ - pos_; }
 
  private:

@@ -11,6 +11,8 @@ import threading
 
 from . import _lib
 from . import _memory
+from . import _notify
+from ._notify import Notification, NOTIFY_MAX_BYTES
 from . import errors
 
 lib = _lib.lib
@@ -20,17 +22,19 @@ __all__ = [
     "ACCESS_READ_WRITE", "RequestState", "SegmentState", "LogLevel", "Request",
     "RequestStatus", "SegmentInfo", "BufferInfo", "HeapStats", "Buffer", "Engine", "Segment",
     "Batch", "Heap", "set_log_handler", "set_log_level", "status_str", "last_error",
-    "version", "version_string", "TIMEOUTS",
+    "version", "version_string", "TIMEOUTS", "NOTIFY", "NOTIFY_MAX_BYTES", "Notification",
 ]
 
 
 class Opcode(enum.IntEnum):
     READ = 0
     WRITE = 1
+    NOTIFY = 2  # a message to the segment's engine, after the batch's earlier requests
 
 
 READ = Opcode.READ
 WRITE = Opcode.WRITE
+NOTIFY = Opcode.NOTIFY
 
 
 class Access(enum.IntFlag):
@@ -529,6 +533,13 @@ class Engine:
         """A new mc.Batch for up to capacity requests (a context manager)."""
         return Batch(self, capacity)
 
+    # -- notifications (mc_notify_recv, mc_engine_event_fd)
+
+    event_fd = _notify.event_fd
+    notify_recv = _notify.notify_recv
+    notifications = _notify.notifications
+    wait_notification = _notify.wait_notification
+
     # -- stats
 
     def stats(self):
@@ -651,6 +662,9 @@ class Batch:
             first = self._submitted
             self._submitted += len(arr)
         return first
+
+    notify = _notify.notify
+    wait_async = _notify.wait_async
 
     def wait(self, timeout=None):
         """Waits until every submitted request ended (timeout: float seconds, 0 to poll, or

@@ -99,6 +99,16 @@ class RequestStatusC(ctypes.Structure):
     ]
 
 
+class NotificationC(ctypes.Structure):
+    """mc_notification_t, for mc_notify_recv."""
+    _fields_ = [
+        ("size", ctypes.c_size_t),
+        ("peer", ctypes.c_char * 256),
+        ("incarnation", ctypes.c_uint64),
+        ("length", ctypes.c_uint64),
+    ]
+
+
 class HeapStatsC(ctypes.Structure):
     _fields_ = [
         ("size", ctypes.c_size_t),
@@ -151,6 +161,8 @@ _FUNCTIONS = [
     ("mc_batch_reset", [P(BatchHandle)], S),
     ("mc_batch_destroy", [P(BatchHandle)], S),
     ("mc_transfer", [P(EngineHandle), P(RequestC), ctypes.c_size_t, ctypes.c_int], S),
+    ("mc_notify_recv", [P(EngineHandle), P(NotificationC), ctypes.c_void_p, ctypes.c_size_t], S),
+    ("mc_engine_event_fd", [P(EngineHandle), P(ctypes.c_int)], S),
     ("mc_heap_create", [ctypes.c_uint64, P(P(HeapHandle))], S),
     ("mc_heap_alloc", [P(HeapHandle), ctypes.c_uint64, ctypes.c_uint64, P(ctypes.c_uint64)], S),
     ("mc_heap_free", [P(HeapHandle), ctypes.c_uint64], S),

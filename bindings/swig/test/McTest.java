@@ -258,6 +258,42 @@ public class McTest implements McConstants {
       }
     });
 
+    check("notifications: WRITE then NOTIFY, mc_notify_recv, the event fd", () -> {
+      try (Engine a = engine(); Engine b = engine()) {
+        int n = 64 * 1024;
+        ByteBuffer src = ByteBuffer.allocateDirect(n), dst = ByteBuffer.allocateDirect(n);
+        fill(src, 3);
+        Mc.mc_buffer_register(a, src, null);
+        Mc.mc_buffer_register(b, dst, null);
+        long seg = Mc.mc_segment_open(a, Mc.mc_engine_name(b));
+        int fd = Mc.mc_engine_event_fd(b);
+        expect(fd >= 0 && fd == Mc.mc_engine_event_fd(b), "event fd " + fd);
+        ByteBuffer msg = ByteBuffer.allocateDirect(5);
+        for (int i = 0; i < 5; i++) msg.put(i, (byte) ('a' + i));
+        Mc.mc_transfer(a, new Request[] {Request.write(src, seg, Mc.addressOf(dst), n),
+            Request.notify(msg, seg, 5)});
+        ByteBuffer got = ByteBuffer.allocateDirect(MC_NOTIFY_MAX_BYTES);
+        Notification info = Mc.mc_notify_recv(b, got);
+        expect(info.getLength() == 5, "length " + info.getLength());
+        expect(info.getPeer().equals(Mc.mc_engine_name(a)), "peer " + info.getPeer());
+        same(msg, got, 5, "message");
+        same(src, dst, n, "the WRITE before it");
+        try {
+          Mc.mc_notify_recv(b, got);
+          throw new AssertionError("an empty queue gave a notification");
+        } catch (McException e) {
+          expect(e.code() == ErrorCode.NotFound, "empty queue: " + e.code());
+        }
+        try {
+          Mc.mc_transfer(a, new Request[] {new Request(MC_NOTIFY, Mc.addressOf(msg), seg, 8, 5)});
+          throw new AssertionError("a NOTIFY with remote != 0 was accepted");
+        } catch (McException e) {
+          expect(e.code() == ErrorCode.InvalidArg, "bad NOTIFY: " + e.code());
+        }
+        Mc.mc_buffer_unregister(a, src);
+        Mc.mc_buffer_unregister(b, dst);
+      }
+    });
     check("heap", () -> {
       try (Heap h = Mc.mc_heap_create(1 << 20)) {
         long a = Mc.mc_heap_alloc(h, 4096, 64);

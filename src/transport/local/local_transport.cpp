@@ -7,6 +7,7 @@
 #include <thread>
 #include <vector>
 
+#include "util/json_writer.h"
 #include "util/log.h"
 
 namespace mc {
@@ -60,9 +61,11 @@ class LocalTransport : public Transport {
   }
 
   std::string stats_json() override {
-    return "{\"bytes_copied\":" + std::to_string(bytes_.load()) +
-           ",\"slices_completed\":" + std::to_string(ok_.load()) +
-           ",\"slices_failed\":" + std::to_string(failed_.load()) + "}";
+    JsonObject o;
+    o.num("bytes_copied", bytes_.load());
+    o.num("slices_completed", ok_.load());
+    o.num("slices_failed", failed_.load());
+    return o.done();
   }
 
  private:

@@ -74,6 +74,7 @@
 #include <vector>
 
 #include "gpu/cuda_loader.h"
+#include "util/json_writer.h"
 #include "util/log.h"
 #include "util/net.h"
 #include "proto/unix_msg.h"
@@ -1072,19 +1073,21 @@ void NvTransport::shutdown() {
 }
 
 std::string NvTransport::stats_json() {
-  return "{\"bytes_copied\":" + std::to_string(bytes.load()) +
-         ",\"copies\":" + std::to_string(copies.load()) +
-         ",\"slices_completed\":" + std::to_string(slices_ok.load()) +
-         ",\"slices_failed\":" + std::to_string(slices_failed.load()) +
-         ",\"exports\":" + std::to_string(exports.load()) +
-         ",\"export_failures\":" + std::to_string(export_failures.load()) +
-         ",\"imports\":" + std::to_string(imports.load()) +
-         ",\"imports_open\":" + std::to_string(imports_open.load()) +
-         ",\"imports_closed\":" + std::to_string(imports_closed.load()) +
-         ",\"list_refreshes\":" + std::to_string(refreshes.load()) +
-         ",\"handshakes_denied\":" + std::to_string(server_.hs_denied.load()) +
-         ",\"handshakes_dropped\":" + std::to_string(server_.hs_dropped.load()) +
-         ",\"connects_denied\":" + std::to_string(connects_denied.load()) + "}";
+  JsonObject o;
+  o.num("bytes_copied", bytes.load());
+  o.num("copies", copies.load());
+  o.num("slices_completed", slices_ok.load());
+  o.num("slices_failed", slices_failed.load());
+  o.num("exports", exports.load());
+  o.num("export_failures", export_failures.load());
+  o.num("imports", imports.load());
+  o.num("imports_open", imports_open.load());
+  o.num("imports_closed", imports_closed.load());
+  o.num("list_refreshes", refreshes.load());
+  o.num("handshakes_denied", server_.hs_denied.load());
+  o.num("handshakes_dropped", server_.hs_dropped.load());
+  o.num("connects_denied", connects_denied.load());
+  return o.done();
 }
 
 }  // namespace

@@ -85,6 +85,7 @@
 #endif
 
 #include "proto/auth.h"
+#include "util/json_writer.h"
 #include "util/log.h"
 #include "util/net.h"
 #include "proto/unix_msg.h"
@@ -1160,13 +1161,15 @@ void ShmTransport::shutdown() {
 }
 
 std::string ShmTransport::stats_json() {
-  return "{\"bytes_copied\":" + std::to_string(bytes_copied.load()) +
-         ",\"bytes_cma\":" + std::to_string(bytes_cma.load()) +
-         ",\"slices_completed\":" + std::to_string(slices_ok.load()) +
-         ",\"slices_failed\":" + std::to_string(slices_failed.load()) +
-         ",\"buffers_mapped\":" + std::to_string(maps.load()) +
-         ",\"handshakes_denied\":" + std::to_string(server_.hs_denied.load()) +
-         ",\"handshakes_dropped\":" + std::to_string(server_.hs_dropped.load()) + "}";
+  JsonObject o;
+  o.num("bytes_copied", bytes_copied.load());
+  o.num("bytes_cma", bytes_cma.load());
+  o.num("slices_completed", slices_ok.load());
+  o.num("slices_failed", slices_failed.load());
+  o.num("buffers_mapped", maps.load());
+  o.num("handshakes_denied", server_.hs_denied.load());
+  o.num("handshakes_dropped", server_.hs_dropped.load());
+  return o.done();
 }
 
 }  // namespace

@@ -23,9 +23,9 @@
 #include <thread>
 #include <vector>
 
-#include "control/pool.h"
 #include "proto/auth.h"
 #include "gpu/gpu_staging.h"
+#include "util/json_writer.h"
 #include "util/log.h"
 #include "proto/wire.h"
 
@@ -138,11 +138,14 @@ class TcpTransport : public Transport {
     nonce_ = (static_cast<uint64_t>(rd()) << 32 | rd()) | 1;  // never 0
   }
   ~TcpTransport() override { shutdown(); }
-  Status start(HostPort *bound);
+  Status start();
   const char *name() const override { return "tcp"; }
   Host &host() const { return *target_; }  // the engine; the connections complete slices through it
   // Host and GPU memory alike: GPU memory is staged (send_device / recv_device).
   bool accepts(const std::string &, const std::string &) const override { return true; }
+  // A peer serves TCP data only where its `transports` allow tcp: its descriptor says so.
+  bool reachable(const Descriptor &d) override { return !d.tcp.empty() && d.transports.count("tcp"); }
+  void describe(Descriptor &d) override { d.transports["tcp"] = "{}"; }
   std::shared_ptr<PeerPath> connect(const Descriptor &d) override;
   void submit(PeerPath &peer, Slice *slices, size_t n) override;
   void shutdown() override;
@@ -162,26 +165,13 @@ class TcpTransport : public Transport {
 
   std::atomic<uint64_t> bytes_sent{0}, bytes_received{0}, slices_ok{0}, slices_failed{0};
   std::atomic<uint64_t> conns_opened{0}, conns_failed{0}, served_requests{0}, served_refused{0};
-  // Incoming connections: admitted, refused by the handshake, closed for missing the handshake
-  // deadline, pushed out by newer ones while kMaxPending were pending.
-  std::atomic<uint64_t> hs_admitted{0}, hs_denied{0}, hs_expired{0}, hs_evicted{0};
   // Connections this engine's peers had it end (BIND fences), and fences sent by this engine.
   std::atomic<uint64_t> served_fenced{0}, fences_sent{0};
 
  private:
-  struct Pending;
-  void accept_loop();
-  // Reads what the handshake of p asks for; false when p is finished (admitted or closed).
-  bool advance(Pending &p);
-  void admit(Pending &p);
-  void serve(int fd, const wire::Header *first);
-  // An idle control-only connection goes back to the accept loop's poll instead of holding a
-  // thread; it gets one again when its next request arrives (pooled control clients keep such
-  // connections open between calls).
-  void park(int fd);
-  // Accept loop only: serves the parked connections that became readable (pfds[from..]: idle).
-  void unpark_ready(const std::vector<pollfd> &pfds, size_t from, const std::vector<int> &idle);
-  void close_parked();
+  // Serves one data connection handed over by the engine's listener (a thread each, for now).
+  void adopt(Fd fd, std::string readahead);
+  void serve(int fd, std::string readahead);
   // A BIND on connection fd: ends the connections it names, then records fd under (nonce, seq).
   Status bind(int fd, uint64_t nonce, uint64_t seq, const std::vector<uint64_t> &dead);
   void unbind(uint64_t nonce, uint64_t seq);
@@ -189,10 +179,6 @@ class TcpTransport : public Transport {
 
   TcpOptions opts_;
   Host *target_;
-  Fd listen_fd_;
-  Fd wake_fd_;                       // an eventfd: shutdown() wakes the accept loop's poll with it
-  uint64_t refusals_logged_ms_ = 0;  // accept loop only: refusals are logged at most once a second
-  uint64_t refusals_quiet_ = 0;
   std::atomic<bool> stopping_{false};
   // threads_mu_ guards threads_ and the cv used by shutdown() to wait for detached threads.
   std::mutex threads_mu_;
@@ -218,8 +204,6 @@ class TcpTransport : public Transport {
   std::map<ConnKey, int> bound_;
   std::set<ConnKey> fenced_;
   std::deque<ConnKey> fenced_order_;
-  std::mutex parked_mu_;  // guards parked_: served control connections waiting for a request
-  std::vector<int> parked_;
 };
 
 // ------------------------------------------------------------------------------ client side
@@ -597,16 +581,8 @@ bool TcpConn::send_bind() {
 
 // ------------------------------------------------------------------------------ transport
 
-Status TcpTransport::start(HostPort *bound) {
-  Status st = tcp_listen(opts_.listen, &listen_fd_, bound);
-  if (!st.ok()) return st;
-  // The accept loop polls the listener with every pending handshake: accept must not block.
-  int fl = ::fcntl(listen_fd_.get(), F_GETFL);
-  if (fl < 0 || ::fcntl(listen_fd_.get(), F_SETFL, fl | O_NONBLOCK) != 0)
-    return Err(MC_ERR_TRANSPORT, std::string("fcntl(O_NONBLOCK) on the listener: ") + std::strerror(errno));
-  wake_fd_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-  if (!wake_fd_.valid()) return Err(MC_ERR_TRANSPORT, std::string("eventfd: ") + std::strerror(errno));
-  spawn([this] { accept_loop(); });
+Status TcpTransport::start() {
+  target_->serve_data([this](Fd fd, std::string readahead) { adopt(std::move(fd), std::move(readahead)); });
   reaper_ = std::thread([this] { reaper_loop(); });
   return Status::Ok();
 }
@@ -672,219 +648,26 @@ void TcpTransport::submit(PeerPath &path, Slice *slices, size_t n) {
   }
 }
 
-// One incoming connection that has not finished its handshake (proto/wire.h). It holds an fd
-// but no thread: the accept loop runs every handshake itself on non-blocking sockets.
-struct TcpTransport::Pending {
-  Fd fd;
-  uint64_t deadline;
-  uint64_t last_us;  // when it last sent something (accept, or a handshake message)
-  std::string peer;  // "HOST:PORT" of the client, for the log
-  std::unique_ptr<auth::ServerHandshake> hs;
-};
-
-// Accepts connections and runs their handshakes. At most wire::kMaxPending are pending: one
-// more pushes out the one that has been silent longest (closed at once), so a flood of silent
-// or stalled connections holds a bounded number of fds and no thread, while a real peer, whose
-// handshake moves every few dozen microseconds, still gets through; each is closed when it
-// misses min(timeout_ms, kHandshakeMs). Accepts are taken a few at a time between rounds of
-// reading, so a burst cannot push out a connection before its HELLO was even read. Only
-// admitted connections get a serving thread.
-void TcpTransport::accept_loop() {
-  const uint32_t hs_ms = std::min<uint32_t>(opts_.timeout_ms, wire::kHandshakeMs);
-  std::deque<Pending> pending;  // oldest first; all share hs_ms, so deadlines are in order too
-  std::vector<pollfd> pfds;
-  for (;;) {
-    if (stopping_.load()) return;
-    uint64_t now = now_ms();
-    while (!pending.empty() && pending.front().deadline <= now) {
-      hs_expired++;
-      MC_LOGD("tcp: closing a connection from "
-              << pending.front().peer << " that did not finish its handshake within " << hs_ms << " ms");
-      pending.pop_front();
-    }
-    int timeout = 1000;
-    if (!pending.empty())
-      timeout = static_cast<int>(std::min<uint64_t>(1000, pending.front().deadline - now + 1));
-    pfds.clear();
-    pfds.push_back({wake_fd_.get(), POLLIN, 0});
-    pfds.push_back({listen_fd_.get(), POLLIN, 0});
-    for (auto &p : pending) pfds.push_back({p.fd.get(), POLLIN, 0});
-    std::vector<int> idle;
-    {
-      std::lock_guard<std::mutex> lk(parked_mu_);
-      idle = parked_;
-    }
-    const size_t idle_from = pfds.size();
-    for (int fd : idle) pfds.push_back({fd, POLLIN, 0});
-    int n = ::poll(pfds.data(), pfds.size(), timeout);
-    if (stopping_.load()) return;
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      MC_LOGE("tcp: poll failed: " << std::strerror(errno));
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-      continue;
-    }
-    if (pfds[0].revents) {
-      uint64_t v;
-      if (::read(wake_fd_.get(), &v, sizeof v) < 0) {
-        // Nothing to drain: another wake-up already did.
-      }
-    }
-    unpark_ready(pfds, idle_from, idle);
-    // Pending handshakes first (indices match pfds before new connections are added).
-    size_t np = pending.size();
-    std::vector<bool> finished(np, false);
-    for (size_t i = 0; i < np; i++)
-      if (pfds[2 + i].revents) finished[i] = !advance(pending[i]);
-    for (size_t i = np; i-- > 0;)
-      if (finished[i]) pending.erase(pending.begin() + static_cast<std::ptrdiff_t>(i));
-    if (!(pfds[1].revents & (POLLIN | POLLERR | POLLHUP))) continue;
-    for (uint32_t k = 0; k < wire::kMaxPending / 4; k++) {
-      sockaddr_in sa{};
-      socklen_t sl = sizeof sa;
-      int fd =
-          ::accept4(listen_fd_.get(), reinterpret_cast<sockaddr *>(&sa), &sl, SOCK_CLOEXEC | SOCK_NONBLOCK);
-      if (fd < 0) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK) break;
-        if (errno == EINTR || errno == ECONNABORTED) continue;
-        if (errno == EMFILE || errno == ENFILE) {
-          MC_LOGW("tcp: cannot accept a connection: " << std::strerror(errno)
-                                                      << " (raise the file descriptor limit)");
-          std::this_thread::sleep_for(std::chrono::milliseconds(50));
-          break;
-        }
-        if (stopping_.load()) return;
-        MC_LOGE("tcp: accept failed: " << std::strerror(errno));
-        return;
-      }
-      tune_socket(fd);
-      if (pending.size() >= wire::kMaxPending) {
-        auto victim = pending.begin();
-        for (auto it = pending.begin(); it != pending.end(); ++it)
-          if (it->last_us < victim->last_us) victim = it;
-        hs_evicted++;
-        MC_LOGD("tcp: " << wire::kMaxPending
-                        << " connections in their handshake; closing the longest silent, from "
-                        << victim->peer);
-        pending.erase(victim);
-      }
-      char ip[INET_ADDRSTRLEN] = "?";
-      ::inet_ntop(AF_INET, &sa.sin_addr, ip, sizeof ip);
-      Pending p;
-      p.fd.reset(fd);
-      p.deadline = now_ms() + hs_ms;
-      p.last_us = now_us();
-      p.peer = std::string(ip) + ":" + std::to_string(ntohs(sa.sin_port));
-      p.hs = std::make_unique<auth::ServerHandshake>(opts_.auth_token, target_->incarnation());
-      pending.push_back(std::move(p));
-    }
-  }
-}
-
-void TcpTransport::park(int fd) {
-  {
-    std::lock_guard<std::mutex> lk(parked_mu_);
-    parked_.push_back(fd);
-  }
-  uint64_t one = 1;
-  if (::write(wake_fd_.get(), &one, sizeof one) < 0) {
-    // The loop polls it within a second on its own.
-  }
-}
-
-void TcpTransport::unpark_ready(const std::vector<pollfd> &pfds, size_t from, const std::vector<int> &idle) {
-  for (size_t i = 0; i < idle.size(); i++) {
-    if (!pfds[from + i].revents) continue;
-    int fd = idle[i];
-    {
-      std::lock_guard<std::mutex> lk(parked_mu_);
-      parked_.erase(std::find(parked_.begin(), parked_.end(), fd));
-    }
-    spawn([this, fd] { serve(fd, nullptr); });
-  }
-}
-
-// After every thread ended (the accept loop too): the parked connections are closed here.
-void TcpTransport::close_parked() {
-  std::vector<int> fds;
-  {
-    std::lock_guard<std::mutex> lk(parked_mu_);
-    fds.swap(parked_);
-  }
-  std::lock_guard<std::mutex> lk(conns_mu_);
-  for (int fd : fds) {
-    served_fds_.remove(fd);
-    ::close(fd);
-  }
-}
-
-bool TcpTransport::advance(Pending &p) {
-  uint8_t buf[wire::kMaxErrorText];
-  for (;;) {
-    size_t want = std::min(p.hs->want(), sizeof buf);
-    ssize_t r = ::recv(p.fd.get(), buf, want, 0);
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
-    if (r <= 0) return false;  // closed or reset before the handshake ended
-    p.last_us = now_us();
-    auto state = p.hs->feed(buf, static_cast<size_t>(r));
-    std::string out = p.hs->take_output();
-    if (!out.empty() && ::send(p.fd.get(), out.data(), out.size(), MSG_NOSIGNAL | MSG_DONTWAIT) !=
-                            static_cast<ssize_t>(out.size()))
-      return false;  // a few dozen bytes on a fresh socket: a short send means a dead peer
-    if (state == auth::ServerHandshake::kAdmitted) {
-      admit(p);
-      return false;
-    }
-    if (state == auth::ServerHandshake::kRefused) {
-      hs_denied++;
-      uint64_t now = now_ms();
-      if (now - refusals_logged_ms_ >= 1000) {
-        std::string more =
-            refusals_quiet_ ? " (and " + std::to_string(refusals_quiet_) + " more refusals)" : "";
-        if (p.hs->code() == MC_ERR_DENIED)
-          MC_LOGW("tcp: denied a connection from " << p.peer << ": " << p.hs->why() << more);
-        else
-          MC_LOGI("tcp: refused a connection from " << p.peer << ": " << p.hs->why() << more);
-        refusals_logged_ms_ = now;
-        refusals_quiet_ = 0;
-      } else {
-        refusals_quiet_++;
-      }
-      // Read what the client already pipelined (bounded), so that closing does not reset the
-      // connection before the client read our ERROR.
-      ::shutdown(p.fd.get(), SHUT_WR);
-      for (int i = 0; i < 16 && ::recv(p.fd.get(), buf, sizeof buf, MSG_DONTWAIT) > 0; i++) {
-      }
-      return false;
-    }
-  }
-}
-
-void TcpTransport::admit(Pending &p) {
-  int fd = p.fd.release();
-  int fl = ::fcntl(fd, F_GETFL);
-  if (fl >= 0) ::fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
-  hs_admitted++;
+void TcpTransport::adopt(Fd fd, std::string readahead) {
+  int raw = fd.release();
+  int fl = ::fcntl(raw, F_GETFL);
+  if (fl >= 0) ::fcntl(raw, F_SETFL, fl & ~O_NONBLOCK);
   {
     std::lock_guard<std::mutex> lk(conns_mu_);
-    served_fds_.push_back(fd);
+    served_fds_.push_back(raw);
   }
-  if (p.hs->has_first()) {
-    wire::Header first = p.hs->first();
-    spawn([this, fd, first] { serve(fd, &first); });
-  } else {
-    spawn([this, fd] { serve(fd, nullptr); });
-  }
+  spawn([this, raw, ra = std::move(readahead)]() mutable { serve(raw, std::move(ra)); });
 }
 
-// Serves one admitted connection: control messages and READ/WRITE against registered memory.
-// first: a bare request a token-less engine admitted the connection on (served first), or NULL.
-// Replies are gathered in `out` and flushed when no further request is already buffered, so a
-// burst of small requests costs one send per burst, not per request.
-void TcpTransport::serve(int fd, const wire::Header *first) {
+// Serves one data connection: BIND, then READ/WRITE against registered memory (control
+// messages belong to the engine's listener, control/listener.h). readahead: bytes the listener
+// already read from it. Replies are gathered in `out` and flushed when no further request is
+// already buffered, so a burst of small requests costs one send per burst, not per request.
+void TcpTransport::serve(int fd, std::string readahead) {
   BufferedReader rd;
   rd.attach(fd);
+  rd.preload(readahead);
+  readahead.clear();
   std::vector<char> out;
   out.reserve(64 * 1024);
   auto flush = [&]() -> bool {
@@ -907,44 +690,15 @@ void TcpTransport::serve(int fd, const wire::Header *first) {
     put(why.data(), why.size());
     flush();
   };
-  bool started = false;   // wait_started() returned true on this connection
-  bool bound = false;     // a BIND named this connection: key is its (nonce, number)
-  bool data = false;      // a READ or WRITE came on this connection
-  bool answered = false;  // a control request was answered on it
+  bool bound = false;  // a BIND named this connection: key is its (nonce, number)
   ConnKey key{0, 0};
   for (;;) {
     wire::Header h;
-    if (first) {
-      h = *first;
-      first = nullptr;
-    } else {
-      if (rd.buffered() < sizeof(wire::Header) && !flush()) break;
-      if (answered && !bound && !data && rd.buffered() == 0 && !stopping_.load()) {
-        park(fd);  // nothing read ahead: the next request waits in the accept loop's poll
-        return;
-      }
-      if (!rd.read(&h, sizeof h)) break;
-    }
-    if (h.magic != wire::kMagic) {
-      refuse("sent bytes that are not an mc message (bad magic)");
+    if (rd.buffered() < sizeof(wire::Header) && !flush()) break;
+    if (!rd.read(&h, sizeof h)) break;
+    if (h.magic != wire::kMagic || h.version != wire::kVersion) {
+      refuse("sent bytes that are not an mc message of this wire version");
       break;
-    }
-    if (h.version != wire::kVersion) {
-      refuse("speaks wire version " + std::to_string(h.version) + "; this engine speaks " +
-             std::to_string(wire::kVersion));
-      break;
-    }
-    if (h.type == wire::HELLO) {
-      if (h.len != 0) {
-        refuse("sent a HELLO with a payload");
-        break;
-      }
-      if (h.addr != 0 && h.addr != target_->incarnation()) {
-        refuse("expected another incarnation of this engine (it restarted); refresh the segment",
-               MC_ERR_PEER_DOWN);
-        break;
-      }
-      continue;
     }
     if (h.type == wire::BIND) {
       if (bound || h.len % sizeof(uint64_t) != 0 || h.len > wire::kMaxFence * sizeof(uint64_t)) {
@@ -962,61 +716,16 @@ void TcpTransport::serve(int fd, const wire::Header *first) {
       key = {h.id, h.addr};
       continue;
     }
-    // A descriptor or control request needs the engine fully started (the listener already
-    // runs during start): wait for that once per connection.
-    if ((h.type == wire::GET_DESC || h.type == wire::CONTROL) && !started) {
-      if (!target_->wait_started()) {
-        refuse("came in while this engine was starting or being destroyed", MC_ERR_PEER_DOWN, false);
-        break;
-      }
-      started = true;
-    }
-    if (h.type == wire::GET_DESC || h.type == wire::PING) {
-      if (h.len != 0) {
-        refuse("sent a control request with a payload");
-        break;
-      }
-      answered = true;
-      if (h.type == wire::PING) {
-        wire::Header r = wire::make(wire::PONG, h.id, target_->incarnation(), 0);
-        put(&r, sizeof r);
-      } else {
-        // addr != 0: the peer knows version addr of incarnation id and takes a delta.
-        std::string d =
-            h.addr != 0 ? target_->descriptor_delta_json(h.id, h.addr) : target_->descriptor_json();
-        wire::Header r = wire::make(wire::DESC, h.id, target_->incarnation(), d.size());
-        put(&r, sizeof r);
-        put(d.data(), d.size());
-      }
-      continue;
-    }
-    if (h.type == wire::CONTROL) {
-      if (h.len > wire::kMaxControlPayload) {
-        refuse("sent a control payload of " + std::to_string(h.len) + " bytes (limit " +
-               std::to_string(wire::kMaxControlPayload) + ")");
-        break;
-      }
-      std::string body(h.len, '\0');
-      if (!rd.read(body.data(), body.size())) break;
-      auto nul = body.find('\0');
-      std::string reply;
-      Status cst = nul == std::string::npos
-                       ? Err(MC_ERR_INVALID_ARG, "control request without a channel name")
-                       : target_->control(body.substr(0, nul), body.substr(nul + 1), &reply);
-      if (!cst.ok()) reply = cst.message();
-      answered = true;
-      wire::Header r =
-          wire::make(wire::CONTROL_REPLY, h.id, target_->incarnation(), reply.size(), cst.code());
+    if (h.type == wire::PING && h.len == 0) {  // answers on the data connection itself
+      wire::Header r = wire::make(wire::PONG, h.id, target_->incarnation(), 0);
       put(&r, sizeof r);
-      put(reply.data(), reply.size());
       continue;
     }
     if (h.type != wire::WRITE && h.type != wire::READ) {
-      refuse("sent an unknown message type " + std::to_string(h.type));
+      refuse("sent a message of type " + std::to_string(h.type) + " on a data connection");
       break;
     }
     served_requests++;
-    data = true;
     // The pin checks the buffer's access too: a READ of a buffer peers may not read, or a
     // WRITE of one they may not write, is refused (MC_ERR_DENIED) and nothing is written.
     mc_status_t st = h.len == 0 ? MC_ERR_INVALID_ARG
@@ -1138,13 +847,7 @@ void TcpTransport::shutdown() {
   if (stopping_.exchange(true)) {
     // Already stopping (or stopped): just wait for the threads.
   } else {
-    if (listen_fd_.valid()) ::shutdown(listen_fd_.get(), SHUT_RDWR);
-    if (wake_fd_.valid()) {
-      uint64_t one = 1;
-      if (::write(wake_fd_.get(), &one, sizeof one) < 0) {
-        // The loop also wakes within a second on its own.
-      }
-    }
+    target_->serve_data(nullptr);  // no connection is handed over any more
     {
       std::lock_guard<std::mutex> lk(reaper_mu_);
       reaper_cv_.notify_all();
@@ -1166,42 +869,28 @@ void TcpTransport::shutdown() {
     std::unique_lock<std::mutex> lk(threads_mu_);
     if (threads_cv_.wait_for(lk, std::chrono::milliseconds(20), [&] { return threads_ == 0; })) break;
   }
-  listen_fd_.reset();
-  close_parked();
-  // The control pool is the process's: an engine going away closes every idle connection in it
-  // (the others only reconnect once), so none of this engine's sockets outlives it.
-  control_pool::clear();
 }
 
 std::string TcpTransport::stats_json() {
-  std::string s = "{\"bytes_sent\":" + std::to_string(bytes_sent.load()) +
-                  ",\"bytes_received\":" + std::to_string(bytes_received.load()) +
-                  ",\"slices_completed\":" + std::to_string(slices_ok.load()) +
-                  ",\"slices_failed\":" + std::to_string(slices_failed.load()) +
-                  ",\"connections_opened\":" + std::to_string(conns_opened.load()) +
-                  ",\"connections_failed\":" + std::to_string(conns_failed.load()) +
-                  ",\"served_requests\":" + std::to_string(served_requests.load()) +
-                  ",\"served_refused\":" + std::to_string(served_refused.load()) +
-                  ",\"handshakes_admitted\":" + std::to_string(hs_admitted.load()) +
-                  ",\"handshakes_denied\":" + std::to_string(hs_denied.load()) +
-                  ",\"handshakes_expired\":" + std::to_string(hs_expired.load()) +
-                  ",\"handshakes_evicted\":" + std::to_string(hs_evicted.load()) +
-                  ",\"fences_sent\":" + std::to_string(fences_sent.load()) +
-                  ",\"served_fenced\":" + std::to_string(served_fenced.load());
-  // The control client's pool is shared by every engine of the process: its figures are too.
-  control_pool::Counters pc = control_pool::counters();
-  s += ",\"control_connects\":" + std::to_string(pc.connects) +
-       ",\"control_reuses\":" + std::to_string(pc.reuses) +
-       ",\"control_discarded\":" + std::to_string(pc.discarded) + "}";
-  return s;
+  JsonObject o;
+  o.num("bytes_sent", bytes_sent.load());
+  o.num("bytes_received", bytes_received.load());
+  o.num("slices_completed", slices_ok.load());
+  o.num("slices_failed", slices_failed.load());
+  o.num("connections_opened", conns_opened.load());
+  o.num("connections_failed", conns_failed.load());
+  o.num("served_requests", served_requests.load());
+  o.num("served_refused", served_refused.load());
+  o.num("fences_sent", fences_sent.load());
+  o.num("served_fenced", served_fenced.load());
+  return o.done();
 }
 
 }  // namespace
 
-Status make_tcp_transport(const TcpOptions &opts, Host *target, std::unique_ptr<Transport> *out,
-                          HostPort *bound) {
+Status make_tcp_transport(const TcpOptions &opts, Host *target, std::unique_ptr<Transport> *out) {
   auto t = std::make_unique<TcpTransport>(opts, target);
-  Status st = t->start(bound);
+  Status st = t->start();
   if (!st.ok()) return st;
   *out = std::move(t);
   return Status::Ok();

@@ -12,6 +12,10 @@ use mc_sys as sys;
 
 use crate::error::{check, Error, Result};
 
+#[path = "notify.rs"]
+mod notify;
+pub use notify::{Notification, NOTIFY_MAX_BYTES};
+
 const BUSY: i32 = sys::MC_ERR_BUSY as i32;
 const BUFFER_TOO_SMALL: i32 = sys::MC_ERR_BUFFER_TOO_SMALL as i32;
 

@@ -30,8 +30,9 @@ mod heap;
 mod log;
 
 pub use engine::{
-    Access, Batch, Buffer, BufferInfo, Config, Engine, Registered, Request, RequestState,
-    RequestStatus, Segment, SegmentEvent, SegmentInfo, SegmentState,
+    Access, Batch, Buffer, BufferInfo, Config, Engine, Notification, Registered, Request,
+    RequestState, RequestStatus, Segment, SegmentEvent, SegmentInfo, SegmentState,
+    NOTIFY_MAX_BYTES,
 };
 pub use error::{status_str, Error, ErrorCode, Result};
 pub use heap::{Heap, HeapStats};

@@ -37,6 +37,14 @@ public final class Request {
     return new Request(McConstants.MC_READ, Mc.addressOf(local), segment, remote, length);
   }
 
+  /**
+   * NOTIFY of msg's bytes [0, length) (1..MC_NOTIFY_MAX_BYTES; any direct buffer, copied at
+   * submit) to the segment's engine, sent once the batch's earlier requests all COMPLETED.
+   */
+  public static Request notify(ByteBuffer msg, long segment, long length) {
+    return new Request(McConstants.MC_NOTIFY, Mc.addressOf(msg), segment, 0, length);
+  }
+
   /** The layout the JNI wrapper reads: opcode | flags << 32, local, segment, remote, length. */
   static long[] pack(Request[] requests) {
     if (requests == null) throw new McException(McConstants.MC_ERR_INVALID_ARG, "requests is null");
