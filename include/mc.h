@@ -105,6 +105,9 @@ MC_API const char *mc_last_error(void);
  *                    a crashed engine's name is free again after this long (sooner when a
  *                    new engine finds that the holder does not answer its probe).
  *   listen           HOST:PORT the engine serves on ("127.0.0.1:0"; port 0 picks a free port).
+ *                    HOST is a numeric IPv4 address, an IPv6 one in brackets ("[::1]:0") or
+ *                    "localhost"; PORT may be a range LO-HI: the first free port of it is taken,
+ *                    and a range with none free fails engine creation naming the range.
  *   transports       "auto" (default) or a comma-separated list of "tcp", "shm", "local",
  *                    "nvlink", "rdma". "rdma" is one-sided READ/WRITE over RC queue pairs on
  *                    the NICs of rdma_devices, striped over them; host memory, and "cuda:N"
@@ -122,10 +125,17 @@ MC_API const char *mc_last_error(void);
  *   tcp_connections  TCP data connections per peer, 1..64 (4).
  *   rdma_devices     "auto" (default: every RDMA device with an active port; none and no error
  *                    where there is no RDMA stack), a comma-separated list of device names
- *                    (each must open, or engine creation fails naming it), "sim" or "sim:N"
+ *                    (each must open, or engine creation fails naming it), a comma-separated
+ *                    list of glob patterns and exclusions ("mlx5_*,!mlx5_3": the devices that
+ *                    match a pattern and no "!" one; none matching fails engine creation with
+ *                    the list of devices seen), "sim" or "sim:N"
  *                    (N 1..16 simulated NICs on an in-process fabric shared by the engines of
- *                    this process; for tests), "sim-ib" (one simulated InfiniBand NIC, routed
- *                    by LID). libibverbs is loaded at run time.
+ *                    this process; for tests), "sim:PATTERNS" (of the simulated NICs named in
+ *                    MC_SIM_NIC_NAMES, those PATTERNS pick), "sim-ib" (one simulated
+ *                    InfiniBand NIC, routed by LID). libibverbs is loaded at run time.
+ *   rdma_max_mr_size largest memory region a buffer is registered as, 4K or more with K/M/G
+ *                    suffixes (unset: each NIC's max_mr_size); a longer buffer becomes several
+ *                    regions with their own keys, and requests are cut at their edges.
  *   rdma_qps_per_endpoint  RC queue pairs per (peer, local NIC, peer NIC), 1..64 (2).
  *   rdma_max_endpoints     endpoints kept connected, 1..1048576 (4096); the least recently
  *                    used one is drained and closed beyond that.

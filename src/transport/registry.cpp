@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstring>
 
 #include "transport/local/local_transport.h"
 #include "transport/nvlink/nvlink_transport.h"
@@ -95,17 +96,28 @@ TransportEntry nvlink_entry() {
 
 // ---------------------------------------------------------------------------------- rdma
 
-bool valid_rdma_devices(const std::string &v) {
-  if (v == "auto" || v == "sim" || v == "sim-ib") return true;
-  if (v.rfind("sim:", 0) == 0) return int_in(v.substr(4), 1, 16);
+// Device names, glob patterns (* ? [...]) and exclusions ("!pattern"), comma-separated.
+bool valid_device_list(const std::string &v) {
   auto parts = split(v, ',');
   if (parts.empty() || v.back() == ',') return false;
-  for (auto &p : parts)
-    if (p.empty() || p.size() > 64 || !std::all_of(p.begin(), p.end(), [](char c) {
-          return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.';
+  for (auto &p : parts) {
+    std::string body = !p.empty() && p[0] == '!' ? p.substr(1) : p;
+    if (body.empty() || body.size() > 64 || !std::all_of(body.begin(), body.end(), [](char c) {
+          return std::isalnum(static_cast<unsigned char>(c)) || std::strchr("_-.*?[]", c);
         }))
       return false;
+  }
   return true;
+}
+
+bool valid_rdma_devices(const std::string &v) {
+  if (v == "auto" || v == "sim" || v == "sim-ib") return true;
+  if (v.rfind("sim:", 0) == 0) {
+    std::string rest = v.substr(4);
+    bool pattern = rest.find_first_of("*?[!") != std::string::npos;
+    return pattern ? valid_device_list(rest) : int_in(rest, 1, 16);
+  }
+  return valid_device_list(v);
 }
 
 std::unique_ptr<Transport> create_rdma(Host &h, Status *st) {
@@ -134,7 +146,8 @@ TransportEntry rdma_entry() {
   e.preference = 30;
   e.keys = {
       {"rdma_devices",
-       "\"auto\", \"sim\", \"sim:N\" (N 1..16), \"sim-ib\" or a comma-separated list of RDMA device names",
+       "\"auto\", \"sim\", \"sim:N\" (N 1..16), \"sim-ib\", \"sim:PATTERNS\" or a comma-separated list of "
+       "RDMA device names, glob patterns and !exclusions (mlx5_*,!mlx5_3)",
        valid_rdma_devices, "the RDMA devices to use (auto: every device with an active port)"},
       {"rdma_qps_per_endpoint", "an integer 1..64", [](const std::string &v) { return int_in(v, 1, 64); },
        "RC queue pairs per (peer, local NIC, peer NIC) (2)"},

@@ -175,13 +175,18 @@ class Device {
 
 // Opens the devices named by spec: "auto" (every verbs device with an active port; none when
 // there is no RDMA stack: *out empty and OK), "sim" / "sim:N" (N new simulated NICs on the
-// process's simulated fabric), or a comma-separated list of verbs device names (each must
-// exist: MC_ERR_NOT_FOUND / MC_ERR_UNSUPPORTED naming it). ctrl_bytes sizes the simulated
-// NIC's QP control region.
+// process's simulated fabric), "sim:PATTERNS" (the simulated NICs named in MC_SIM_NIC_NAMES
+// that PATTERNS pick, as below), a comma-separated list of verbs device names (each must
+// exist: MC_ERR_NOT_FOUND / MC_ERR_UNSUPPORTED naming it), or of patterns and exclusions
+// (nic_select.h: "mlx5_*,!mlx5_3"; none matching is MC_ERR_NOT_FOUND listing the devices
+// seen). ctrl_bytes sizes the simulated NIC's QP control region.
 // "sim-ib" is one simulated InfiniBand NIC. port is the rdma_port key: 0 for each device's
 // first ACTIVE port, else that port number (a simulated NIC has only port 1).
 Status open_devices(const std::string &spec, uint64_t ctrl_bytes, int port,
                     std::vector<std::unique_ptr<Device>> *out);
+
+// The names of the host's verbs devices (MC_ERR_UNSUPPORTED without an RDMA stack).
+Status list_verbs_devices(std::vector<std::string> *names);
 
 // libibverbs, loaded with dlopen on first use.
 Status open_verbs_devices(const std::vector<std::string> &names, bool all, int port,

@@ -985,7 +985,9 @@ class SimDevice : public Device {
 
 }  // namespace
 
-Status open(int n, uint64_t ctrl_bytes, std::vector<std::unique_ptr<Device>> *out, bool infiniband) {
+Status open(int n, uint64_t ctrl_bytes, std::vector<std::unique_ptr<Device>> *out, bool infiniband,
+            const std::vector<std::string> *names) {
+  if (names) n = static_cast<int>(names->size());
   ctrl_bytes = std::max<uint64_t>(ctrl_bytes, 1 << 20);
   ctrl_bytes = (ctrl_bytes + 4095) & ~uint64_t(4095);
   std::vector<std::unique_ptr<Device>> v;
@@ -1008,7 +1010,9 @@ Status open(int n, uint64_t ctrl_bytes, std::vector<std::unique_ptr<Device>> *ou
       std::lock_guard<std::mutex> lk(the_fabric().mu);
       d->id = the_fabric().next_id++;
       if (the_fabric().next_id >= (1u << 24)) the_fabric().next_id = 1;
-      d->name = "mcsim" + std::to_string(d->id);
+      d->name = names ? (*names)[i] : "mcsim" + std::to_string(d->id);
+      if (the_fabric().by_name.count(d->name))
+        return Err(MC_ERR_EXISTS, "a simulated NIC named " + d->name + " is already open in this process");
       d->ib = infiniband;
       if (infiniband) {  // link-local prefix fe80::/64 and a GUID carrying the NIC id
         d->gid[0] = 0xfe;

@@ -35,9 +35,12 @@
 
 namespace mc::rdma::sim {
 
-// n new NICs named "mcsimK" (K unique in the process); RoCE v2 ports, or InfiniBand ones
-// (routed by LID, GRH optional) when infiniband is set. RoCE and IB ports cannot talk.
-Status open(int n, uint64_t ctrl_bytes, std::vector<std::unique_ptr<Device>> *out, bool infiniband = false);
+// n new NICs named "mcsimK" (K unique in the process), or one per entry of names (each must not
+// be open already: MC_ERR_EXISTS); RoCE v2 ports, or InfiniBand ones (routed by LID, GRH
+// optional) when infiniband is set. RoCE and IB ports cannot talk. Each NIC's max_mr_size is
+// MC_SIM_MAX_MR_SIZE (a size, 4K or more) when set, else unlimited.
+Status open(int n, uint64_t ctrl_bytes, std::vector<std::unique_ptr<Device>> *out, bool infiniband = false,
+            const std::vector<std::string> *names = nullptr);
 
 // Fault injection and inspection, for white-box tests. Each returns false for an unknown NIC.
 bool kill_nic(const std::string &nic);    // port down: its QPs to ERR, a kPortError event

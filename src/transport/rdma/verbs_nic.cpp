@@ -23,12 +23,15 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <mutex>
 
 #include "transport/rdma/nic.h"
+#include "transport/rdma/nic_select.h"
 #include "transport/rdma/sim_nic.h"
+#include "util/config.h"
 
 namespace mc::rdma {
 namespace {
@@ -643,6 +646,37 @@ Status open_verbs_devices(const std::vector<std::string> &names, bool all, int p
   return Status::Ok();
 }
 
+Status list_verbs_devices(std::vector<std::string> *names) {
+  const Api &a = api();
+  if (!a.lib) return Err(MC_ERR_UNSUPPORTED, a.error);
+  int n = 0;
+  ibv_device **list = a.get_device_list(&n);
+  if (!list) {
+    int e = errno;
+    return Err(MC_ERR_UNSUPPORTED, std::string("ibv_get_device_list: ") + std::strerror(e ? e : ENODEV));
+  }
+  for (int i = 0; i < n; i++) names->push_back(a.get_device_name(list[i]));
+  a.free_device_list(list);
+  return Status::Ok();
+}
+
+// "sim:PATTERNS": of the simulated NICs named in MC_SIM_NIC_NAMES (comma-separated), the ones
+// PATTERNS pick are opened.
+static Status open_sim_named(const std::string &patterns, uint64_t ctrl_bytes,
+                             std::vector<std::unique_ptr<Device>> *out) {
+  const char *env = std::getenv("MC_SIM_NIC_NAMES");
+  if (!env || !*env)
+    return Err(MC_ERR_INVALID_ARG,
+               "rdma_devices: sim:PATTERNS selects among the simulated NICs named in "
+               "MC_SIM_NIC_NAMES, which is not set");
+  std::vector<std::string> seen, chosen;
+  for (auto &nm : split(env, ','))
+    if (!nm.empty()) seen.push_back(nm);
+  Status st = select_devices(patterns, seen, &chosen);
+  if (!st.ok()) return st;
+  return sim::open(0, ctrl_bytes, out, false, &chosen);
+}
+
 Status open_devices(const std::string &spec, uint64_t ctrl_bytes, int port,
                     std::vector<std::unique_ptr<Device>> *out) {
   if (spec.rfind("sim", 0) == 0 && port > 1)
@@ -650,6 +684,8 @@ Status open_devices(const std::string &spec, uint64_t ctrl_bytes, int port,
                "rdma_port " + std::to_string(port) + ": a simulated NIC has one port (1)");
   if (spec == "sim") return sim::open(1, ctrl_bytes, out);
   if (spec == "sim-ib") return sim::open(1, ctrl_bytes, out, true);
+  if (spec.rfind("sim:", 0) == 0 && is_device_pattern(spec.substr(4)))
+    return open_sim_named(spec.substr(4), ctrl_bytes, out);
   if (spec.rfind("sim:", 0) == 0) {
     int n = std::atoi(spec.c_str() + 4);
     if (n < 1 || n > 16) return Err(MC_ERR_INVALID_ARG, "rdma_devices: sim:N takes N in 1..16");
@@ -663,6 +699,13 @@ Status open_devices(const std::string &spec, uint64_t ctrl_bytes, int port,
     return st.code() == MC_ERR_UNSUPPORTED ? Status::Ok() : st;
   }
   std::vector<std::string> names;
+  if (is_device_pattern(spec)) {
+    std::vector<std::string> seen;
+    Status st = list_verbs_devices(&seen);
+    if (st.ok()) st = select_devices(spec, seen, &names);
+    if (!st.ok()) return st;
+    return open_verbs_devices(names, false, port, out);
+  }
   size_t p = 0;
   while (p <= spec.size()) {
     size_t c = spec.find(',', p);
