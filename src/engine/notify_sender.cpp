@@ -11,7 +11,7 @@ NotifySender::NotifySender(Send send, Finish finish) : send_(std::move(send)), f
   thread_ = std::thread([this] { run(); });
 }
 
-void NotifySender::enqueue(std::deque<NotifyJob> jobs) {
+void NotifySender::enqueue(std::vector<NotifyJob> jobs) {
   {
     std::lock_guard<std::mutex> lk(mu_);
     if (!stop_) {

@@ -13,6 +13,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 namespace mc {
 
@@ -42,7 +43,7 @@ class NotifySender {
 
   // Queues jobs in submit order (called under the batch's submit lock, so the FIFO order is
   // the order of submits). Never blocks on the network.
-  void enqueue(std::deque<NotifyJob> jobs);
+  void enqueue(std::vector<NotifyJob> jobs);
   // Something a waiting job may depend on changed (a request ended, a batch was canceled).
   void poke() {
     if (!poked_.exchange(true, std::memory_order_acq_rel)) {
@@ -69,7 +70,7 @@ class NotifySender {
   Finish finish_;
   std::mutex mu_;  // guards fifos_ and stop_; never held while a job is sent or finished
   std::condition_variable cv_;
-  std::map<std::string, std::deque<NotifyJob>> fifos_;  // by destination address
+  std::map<std::string, std::deque<NotifyJob>> fifos_;  // by destination engine name
   bool stop_ = false;
   std::atomic<bool> poked_{false};
   std::atomic<uint64_t> sent_{0}, failed_{0};

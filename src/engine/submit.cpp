@@ -39,7 +39,7 @@ class SubmitPlanner {
   void slice();
   void hand_off();
   // The NOTIFY requests of this call, in order, for the engine's sender.
-  std::deque<NotifyJob> &jobs() { return jobs_; }
+  std::vector<NotifyJob> &jobs() { return jobs_; }
 
  private:
   struct Target {
@@ -70,7 +70,7 @@ class SubmitPlanner {
   mc_segment_t last_seg_ = 0;
   uint32_t last_t_ = 0;
   size_t ngroups_ = 0;
-  std::deque<NotifyJob> jobs_;
+  std::vector<NotifyJob> jobs_;  // a vector: constructing an empty one allocates nothing
   // The per-thread vectors, looked up once per call (in a shared library each lookup of a
   // thread_local is a call).
   std::vector<uint8_t> &route_of_ = t_route_of;
