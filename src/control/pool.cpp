@@ -102,6 +102,8 @@ void clear() {
 
 void count_connect() { pool().connects++; }
 
+void count_reuse() { pool().reuses++; }
+
 Counters counters() {
   Pool &p = pool();
   return Counters{p.connects.load(), p.reuses.load(), p.discarded.load()};

@@ -13,7 +13,7 @@ constexpr uint64_t kIdleMs = 15000;      // above the default heartbeat, so prob
 // Counters for the whole process (every engine's calls share the pool).
 struct Counters {
   uint64_t connects;   // fresh connections that were admitted
-  uint64_t reuses;     // calls served over a pooled connection
+  uint64_t reuses;     // calls served over a pooled connection (or a PING on one the prober keeps)
   uint64_t discarded;  // pooled connections closed: idle too long, ended by the peer, or cleared
 };
 
@@ -31,6 +31,7 @@ void give(const std::string &key, Fd fd, uint64_t generation);
 void clear();
 
 void count_connect();
+void count_reuse();  // a call served over a connection kept outside the pool (control/prober.h)
 Counters counters();
 
 }  // namespace mc::control_pool
