@@ -38,7 +38,8 @@ struct HealthMonitor::Shared {
     uint64_t silent_since_ms = 0;  // handed to the next slow step
   };
   std::mutex mu;
-  std::condition_variable cv;  // workers wait here for `slow`
+  std::condition_variable cv;    // workers wait here for `slow`
+  std::condition_variable tick;  // the pinger waits here instead when the prober has no epoll
   bool stop = false;
   std::multimap<uint64_t, const Peer *> due;
   std::deque<const Peer *> slow;
@@ -58,7 +59,10 @@ struct HealthMonitor::Shared {
     unqueue(e);
     e.at = due.emplace(when, key);
     e.mode = Mode::kDue;
-    if (e.at == due.begin()) prober.wake();
+    if (e.at == due.begin()) {
+      prober.wake();
+      tick.notify_one();
+    }
   }
   void to_slow(const Peer *key, Entry &e) {
     if (e.mode == Mode::kSlow || e.mode == Mode::kBusy) return;
@@ -217,6 +221,7 @@ void HealthMonitor::stop() {
     std::lock_guard<std::mutex> lk(s_->mu);
     s_->stop = true;
     s_->cv.notify_all();
+    s_->tick.notify_all();
     s_->prober.wake();
   }
   for (auto &t : threads_)
@@ -249,6 +254,9 @@ void HealthMonitor::watch(const std::shared_ptr<Peer> &p, uint64_t delay_ms) {
   std::lock_guard<std::mutex> lk(s_->mu);
   if (s_->stop) return;
   const Peer *key = p.get();
+  // An entry left by a destroyed peer that had the same address: nothing of it applies.
+  auto old = s_->entries.find(key);
+  if (old != s_->entries.end() && old->second.peer.expired()) s_->forget(key);
   auto &e = s_->entries[key];
   e.peer = p;
   if (e.mode == Shared::Mode::kIdle || e.mode == Shared::Mode::kDue)
@@ -276,6 +284,10 @@ void HealthMonitor::pinger() {
   std::unique_lock<std::mutex> lk(s.mu);
   while (!s.stop) {
     int wait = s.dispatch(mono_ms());
+    if (!s.prober.ok()) {  // no epoll (descriptors exhausted at start): a plain timer
+      s.tick.wait_for(lk, std::chrono::milliseconds(wait < 0 ? 1000 : wait));
+      continue;
+    }
     lk.unlock();
     s.prober.wait(wait, &ids);
     lk.lock();
