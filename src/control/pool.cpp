@@ -100,6 +100,12 @@ void clear() {
   p.idle.clear();
 }
 
+uint64_t generation() {
+  Pool &p = pool();
+  std::lock_guard<std::mutex> lk(p.mu);
+  return p.generation;
+}
+
 void count_connect() { pool().connects++; }
 
 void count_reuse() { pool().reuses++; }

@@ -29,6 +29,9 @@ Fd take(const std::string &key, uint64_t *generation);
 void give(const std::string &key, Fd fd, uint64_t generation);
 // Closes every idle connection; ones in use are closed when handed back.
 void clear();
+// What take() would give in *generation now: for a connection admitted outside take() that may
+// be handed back later.
+uint64_t generation();
 
 void count_connect();
 void count_reuse();  // a call served over a connection kept outside the pool (control/prober.h)

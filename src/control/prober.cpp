@@ -59,6 +59,7 @@ void Prober::adopt(const std::string &key, Fd fd) {
   Conn &c = conns_[id];
   c.key = key;
   c.fd = std::move(fd);
+  c.generation = control_pool::generation();
   by_key_[key] = id;
 }
 
@@ -67,6 +68,17 @@ void Prober::close(const std::string &key) {
   if (it == by_key_.end()) return;
   conns_.erase(it->second);  // closing the fd takes it out of the epoll set
   by_key_.erase(it);
+}
+
+void Prober::release(const std::string &key) {
+  auto it = by_key_.find(key);
+  if (it == by_key_.end()) return;
+  Conn &c = conns_[it->second];
+  ::epoll_ctl(ep_.get(), EPOLL_CTL_DEL, c.fd.get(), nullptr);
+  // A PING still unanswered leaves its PONG to come: the pool's take() finds the connection
+  // readable and drops it.
+  control_pool::give(key, std::move(c.fd), c.generation);
+  close(key);
 }
 
 void Prober::clear() {

@@ -49,6 +49,8 @@ class Prober {
   // way; an id no longer kept gives kNothing.
   Got read(uint64_t id, std::string *key, uint64_t *incarnation, std::string *why, uint64_t now);
   void close(const std::string &key);
+  // Hands key's connection back to the control pool (control/pool.h) for the next call there.
+  void release(const std::string &key);
   void clear();  // closes every kept connection
   size_t size() const { return by_key_.size(); }
   uint64_t pings_sent() const { return pings_; }
@@ -60,6 +62,7 @@ class Prober {
     uint64_t sent_ms = 0;  // the unanswered PING's send time (0: none)
     uint64_t pong_ms = 0;
     uint64_t incarnation = 0;
+    uint64_t generation = 0;                  // the pool's when adopted: a clear() since then closes it
     size_t have = 0;                          // bytes of a PONG header read so far
     unsigned char buf[sizeof(uint64_t) * 5];  // one wire header (40 bytes)
   };

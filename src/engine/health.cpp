@@ -77,7 +77,7 @@ struct HealthMonitor::Shared {
       auto it = users.find(e.key);
       if (it != users.end() && (it->second.erase(pk), it->second.empty())) {
         users.erase(it);
-        prober.close(e.key);  // nobody probes that address any more
+        prober.release(e.key);  // nobody probes that address any more: back to the pool
       }
     }
     e.key = key;
