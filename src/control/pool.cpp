@@ -110,6 +110,8 @@ void count_connect() { pool().connects++; }
 
 void count_reuse() { pool().reuses++; }
 
+void count_discard() { pool().discarded++; }
+
 Counters counters() {
   Pool &p = pool();
   return Counters{p.connects.load(), p.reuses.load(), p.discarded.load()};

@@ -14,7 +14,7 @@ constexpr uint64_t kIdleMs = 15000;      // above the default heartbeat, so prob
 struct Counters {
   uint64_t connects;   // fresh connections that were admitted
   uint64_t reuses;     // calls served over a pooled connection (or a PING on one the prober keeps)
-  uint64_t discarded;  // pooled connections closed: idle too long, ended by the peer, or cleared
+  uint64_t discarded;  // pooled (or kept) connections closed: idle too long, ended by the peer, or cleared
 };
 
 // The key of one pool: a peer address seen with one token (a connection admitted under one
@@ -34,7 +34,8 @@ void clear();
 uint64_t generation();
 
 void count_connect();
-void count_reuse();  // a call served over a connection kept outside the pool (control/prober.h)
+void count_discard();  // a kept connection (control/prober.h) closed because it ended or broke
+void count_reuse();    // a call served over a connection kept outside the pool (control/prober.h)
 Counters counters();
 
 }  // namespace mc::control_pool

@@ -95,6 +95,7 @@ bool Prober::ping(const std::string &key, uint64_t now) {
   wire::Header h = wire::make(wire::PING, 1, 0, 0);
   if (::send(c.fd.get(), &h, sizeof h, MSG_DONTWAIT | MSG_NOSIGNAL) != static_cast<ssize_t>(sizeof h)) {
     close(key);  // a short send of 40 bytes on an idle connection only happens when it broke
+    control_pool::count_discard();
     return false;
   }
   c.sent_ms = now;
@@ -129,6 +130,7 @@ std::vector<std::pair<std::string, uint64_t>> Prober::expire(uint64_t before, ui
     sent_.pop_front();
     gone.emplace_back(it->second.key, when);
     close(gone.back().first);
+    control_pool::count_discard();
   }
   return gone;
 }
@@ -144,6 +146,7 @@ Prober::Got Prober::read(uint64_t id, std::string *key, uint64_t *incarnation, s
   if (n <= 0) {
     *why = n == 0 ? "connection closed by peer" : std::strerror(errno);
     close(*key);
+    control_pool::count_discard();
     return Got::kEnded;
   }
   c.have += static_cast<size_t>(n);
@@ -155,6 +158,7 @@ Prober::Got Prober::read(uint64_t id, std::string *key, uint64_t *incarnation, s
       c.sent_ms == 0) {
     *why = "sent something other than the PONG awaited";
     close(*key);
+    control_pool::count_discard();
     return Got::kEnded;
   }
   c.sent_ms = 0;
