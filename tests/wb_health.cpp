@@ -12,12 +12,13 @@
 #include <thread>
 #include <vector>
 
+// Before cmocka.h, whose skip() macro would clash with BufferedReader::skip (util/net.h).
+#include "engine/engine.h"
+#include "engine/health.h"
+
 extern "C" {
 #include <cmocka.h>
 }
-
-#include "engine/engine.h"
-#include "engine/health.h"
 
 using namespace mc;
 using Clock = std::chrono::steady_clock;
@@ -42,7 +43,7 @@ struct Counts {
 static void test_many_peers_two_threads(void **) {
   Counts c;
   const Peer *slow = nullptr;
-  HealthMonitor m(2, [&](const std::shared_ptr<Peer> &p) -> uint64_t {
+  HealthMonitor m(2, [&](const std::shared_ptr<Peer> &p, HealthMonitor::Step *) -> uint64_t {
     {
       std::lock_guard<std::mutex> lk(c.mu);
       c.probes[p.get()]++;
@@ -70,7 +71,7 @@ static void test_many_peers_two_threads(void **) {
 
 static void test_kick(void **) {
   Counts c;
-  HealthMonitor m(2, [&](const std::shared_ptr<Peer> &p) -> uint64_t {
+  HealthMonitor m(2, [&](const std::shared_ptr<Peer> &p, HealthMonitor::Step *) -> uint64_t {
     std::lock_guard<std::mutex> lk(c.mu);
     c.probes[p.get()]++;
     return 60000;  // next step in a minute unless kicked

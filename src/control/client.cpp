@@ -178,6 +178,11 @@ Status control_call(const HostPort &addr, const std::string &token, const std::s
 
 Status control_ping(const HostPort &addr, const std::string &token, uint32_t timeout_ms,
                     uint64_t *incarnation) {
+  return control_ping_keep(addr, token, timeout_ms, incarnation, nullptr);
+}
+
+Status control_ping_keep(const HostPort &addr, const std::string &token, uint32_t timeout_ms,
+                         uint64_t *incarnation, Fd *conn) {
   Lease lease;
   wire::Header r;
   Status st =
@@ -185,7 +190,10 @@ Status control_ping(const HostPort &addr, const std::string &token, uint32_t tim
   if (!st.ok()) return st;
   if (r.type != wire::PONG || r.len != 0)
     return Err(MC_ERR_METADATA, addr.str() + " sent an unexpected reply to a ping");
-  lease.done();
+  if (conn)
+    *conn = std::move(lease.fd);
+  else
+    lease.done();
   *incarnation = r.addr;  // a PONG carries the incarnation in its addr field
   return Status::Ok();
 }

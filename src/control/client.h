@@ -31,6 +31,11 @@ Status control_fetch_descriptor_since(const HostPort &addr, const std::string &t
 Status control_ping(const HostPort &addr, const std::string &token, uint32_t timeout_ms,
                     uint64_t *incarnation);
 
+// The same PING, the connection it was answered on kept in *conn (not handed back to the pool)
+// for a caller that pings again on it (control/prober.h). *conn is left invalid on failure.
+Status control_ping_keep(const HostPort &addr, const std::string &token, uint32_t timeout_ms,
+                         uint64_t *incarnation, Fd *conn);
+
 // One CONTROL round trip: request on `channel` (a transport's name), the handler's reply back.
 // *incarnation (may be NULL) gets the peer's incarnation. The handler's refusal comes back as
 // its status with its message. Blocks at most timeout_ms.

@@ -100,7 +100,17 @@ void clear() {
   p.idle.clear();
 }
 
+uint64_t generation() {
+  Pool &p = pool();
+  std::lock_guard<std::mutex> lk(p.mu);
+  return p.generation;
+}
+
 void count_connect() { pool().connects++; }
+
+void count_reuse() { pool().reuses++; }
+
+void count_discard() { pool().discarded++; }
 
 Counters counters() {
   Pool &p = pool();

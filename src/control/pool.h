@@ -13,8 +13,8 @@ constexpr uint64_t kIdleMs = 15000;      // above the default heartbeat, so prob
 // Counters for the whole process (every engine's calls share the pool).
 struct Counters {
   uint64_t connects;   // fresh connections that were admitted
-  uint64_t reuses;     // calls served over a pooled connection
-  uint64_t discarded;  // pooled connections closed: idle too long, ended by the peer, or cleared
+  uint64_t reuses;     // calls served over a pooled connection (or a PING on one the prober keeps)
+  uint64_t discarded;  // pooled (or kept) connections closed: idle too long, ended by the peer, or cleared
 };
 
 // The key of one pool: a peer address seen with one token (a connection admitted under one
@@ -29,8 +29,13 @@ Fd take(const std::string &key, uint64_t *generation);
 void give(const std::string &key, Fd fd, uint64_t generation);
 // Closes every idle connection; ones in use are closed when handed back.
 void clear();
+// What take() would give in *generation now: for a connection admitted outside take() that may
+// be handed back later.
+uint64_t generation();
 
 void count_connect();
+void count_discard();  // a kept connection (control/prober.h) closed because it ended or broke
+void count_reuse();    // a call served over a connection kept outside the pool (control/prober.h)
 Counters counters();
 
 }  // namespace mc::control_pool

@@ -56,8 +56,14 @@ Status EngineCore::start() {
   if (!st.ok()) return st;
   // Two threads probe every open segment however many there are (a probe step is bounded by
   // 250 ms, so one silent peer delays no other for longer than that).
-  health_ = std::make_unique<HealthMonitor>(kHealthThreads,
-                                            [this](const std::shared_ptr<Peer> &p) { return probe_peer(p); });
+  // A healthy peer costs one batched PING a heartbeat; an unanswered one goes back to a probe
+  // step after 250 ms, as a step's own attempt would.
+  HealthMonitor::Batch batch{
+      opts_.auth_token, opts_.heartbeat_ms, 250,
+      [this](const std::shared_ptr<Peer> &p, HostPort *a, uint64_t *i) { return probe_target(p, a, i); }};
+  health_ = std::make_unique<HealthMonitor>(
+      kHealthThreads,
+      [this](const std::shared_ptr<Peer> &p, HealthMonitor::Step *s) { return probe_peer(p, s); }, &batch);
   MC_LOGI("engine " << name_ << " started, incarnation " << std::hex << incarnation_);
   set_ready();
   return Status::Ok();

@@ -181,7 +181,9 @@ class EngineCore : public Host, public control::Target, public std::enable_share
   // One health step of a peer (HealthMonitor::Probe): one ping attempt, the state changes it
   // implies, a refresh when the peer answers with another incarnation. Returns the delay until
   // the next step.
-  uint64_t probe_peer(const std::shared_ptr<Peer> &p);
+  uint64_t probe_peer(const std::shared_ptr<Peer> &p, HealthMonitor::Step *step);
+  // Where the batched probes reach p and as whom (HealthMonitor::Target): only while it is OK.
+  bool probe_target(const std::shared_ptr<Peer> &p, HostPort *addr, uint64_t *incarnation);
   void set_state(Peer &p, uint32_t state, const std::string &why);
   void revive_routes(Peer &p);
   void notify(Peer &p);

@@ -1,6 +1,11 @@
 #include "engine/health.h"
 
 #include <chrono>
+#include <deque>
+#include <set>
+
+#include "control/pool.h"
+#include "control/prober.h"
 
 namespace mc {
 namespace {
@@ -11,36 +16,202 @@ uint64_t mono_ms() {
 }
 }  // namespace
 
-// mu guards everything here. Each watched peer has one entry, keyed by its address (a peer
-// destroyed and another made at the same address replaces the entry in watch()). An entry is
-// either queued in `due` or being probed (busy), never both, so a peer is probed by one thread
-// at a time.
+// mu guards everything here but the prober's wait() (see control/prober.h). Each watched peer
+// has one entry, keyed by its address (a peer destroyed and another made at the same address
+// replaces the entry in watch()). An entry is in exactly one place at a time: idle, due (in
+// `due`), waiting for a PONG on its kept connection, queued for a worker (`slow`), or busy on
+// one, so a peer is probed by one thread at a time. Peers are only held (weak) here: the
+// pinger never locks one, so no peer is destroyed under mu.
 struct HealthMonitor::Shared {
+  enum class Mode { kIdle, kDue, kWaiting, kSlow, kBusy };
   struct Entry {
     std::weak_ptr<Peer> peer;
     std::multimap<uint64_t, const Peer *>::iterator at;
-    bool queued = false;
-    bool busy = false;
+    Mode mode = Mode::kIdle;
     bool kicked = false;  // kicked while busy: due again as soon as the probe returns
+    // Filled after each slow step: whether the batched way may check it, on which connection
+    // (key), expecting which incarnation.
+    bool batched = false;
+    std::string key;
+    uint64_t known = 0;
+    uint64_t last_ok_ms = 0;       // its last answer with the known incarnation
+    uint64_t silent_since_ms = 0;  // handed to the next slow step
   };
   std::mutex mu;
-  std::condition_variable cv;
+  std::condition_variable cv;    // workers wait here for `slow`
+  std::condition_variable tick;  // the pinger waits here instead when the prober has no epoll
   bool stop = false;
   std::multimap<uint64_t, const Peer *> due;
+  std::deque<const Peer *> slow;
   std::map<const Peer *, Entry> entries;
+  std::map<std::string, std::set<const Peer *>> users;  // kept-connection key -> its peers
+  Prober prober;
   Probe probe;
+  bool batch_on = false;
+  Batch batch{};
+  uint64_t slow_steps = 0, ended = 0;
 
-  void queue_locked(const Peer *key, Entry &e, uint64_t when) {
-    if (e.queued) due.erase(e.at);
-    e.at = due.emplace(when, key);
-    e.queued = true;
+  void unqueue(Entry &e) {
+    if (e.mode == Mode::kDue) due.erase(e.at);
+    e.mode = Mode::kIdle;
   }
+  void queue_due(const Peer *key, Entry &e, uint64_t when) {
+    unqueue(e);
+    e.at = due.emplace(when, key);
+    e.mode = Mode::kDue;
+    if (e.at == due.begin()) {
+      prober.wake();
+      tick.notify_one();
+    }
+  }
+  void to_slow(const Peer *key, Entry &e) {
+    if (e.mode == Mode::kSlow || e.mode == Mode::kBusy) return;
+    unqueue(e);
+    e.mode = Mode::kSlow;
+    slow.push_back(key);
+    cv.notify_one();
+  }
+  void set_key(const Peer *pk, Entry &e, const std::string &key) {
+    if (e.key == key) return;
+    if (!e.key.empty()) {
+      auto it = users.find(e.key);
+      if (it != users.end() && (it->second.erase(pk), it->second.empty())) {
+        users.erase(it);
+        prober.release(e.key);  // nobody probes that address any more: back to the pool
+      }
+    }
+    e.key = key;
+    if (!key.empty()) users[key].insert(pk);
+  }
+  void forget(const Peer *pk) {
+    auto it = entries.find(pk);
+    if (it == entries.end()) return;
+    unqueue(it->second);
+    set_key(pk, it->second, "");
+    entries.erase(it);
+  }
+  void answered(const std::string &key, uint64_t inc, uint64_t now);
+  void lost(const std::string &key, uint64_t silent_since);
+  void check(const Peer *pk, Entry &e, uint64_t now);
+  int dispatch(uint64_t now);
+  void after_step(const Peer *pk, Step &step, bool batched, const HostPort &addr, uint64_t inc,
+                  uint64_t delay);
 };
 
-HealthMonitor::HealthMonitor(size_t threads, Probe probe) : s_(std::make_shared<Shared>()) {
+// A PONG (or a slow step's answer) on key's connection answers every peer waiting on it.
+void HealthMonitor::Shared::answered(const std::string &key, uint64_t inc, uint64_t now) {
+  auto u = users.find(key);
+  if (u == users.end()) return;
+  for (const Peer *pk : u->second) {
+    Entry &e = entries[pk];
+    if (e.mode != Mode::kWaiting) continue;
+    e.mode = Mode::kIdle;
+    if (inc != e.known) {
+      to_slow(pk, e);  // someone new answers there: the slow step refreshes the descriptor
+      continue;
+    }
+    e.last_ok_ms = now;
+    e.silent_since_ms = 0;
+    queue_due(pk, e, now + batch.heartbeat_ms);
+  }
+}
+
+// key's connection ended or its PING went unanswered: its peers go the slow way now.
+void HealthMonitor::Shared::lost(const std::string &key, uint64_t silent_since) {
+  auto u = users.find(key);
+  if (u == users.end()) return;
+  for (const Peer *pk : u->second) {
+    Entry &e = entries[pk];
+    if (e.mode != Mode::kWaiting && e.mode != Mode::kDue) continue;
+    if (e.mode == Mode::kWaiting) e.silent_since_ms = silent_since;
+    to_slow(pk, e);
+  }
+}
+
+// One due peer, the batched way when it can: no PING when its address answered within the
+// last heartbeat (another peer there asked), else one PING on the kept connection.
+void HealthMonitor::Shared::check(const Peer *pk, Entry &e, uint64_t now) {
+  if (!batch_on || !e.batched || !prober.has(e.key)) return to_slow(pk, e);
+  uint64_t inc = 0, pong = prober.last_pong_ms(e.key, &inc);
+  if (pong > e.last_ok_ms && pong + batch.heartbeat_ms > now && inc == e.known) {
+    e.last_ok_ms = pong;
+    return queue_due(pk, e, pong + batch.heartbeat_ms);
+  }
+  if (!prober.ping(e.key, now)) {
+    ended++;
+    lost(e.key, 0);
+    return to_slow(pk, e);
+  }
+  e.mode = Mode::kWaiting;
+}
+
+// Probes what is due (and what falls due within a small slack, so a thousand peers cost tens
+// of wake-ups a second rather than a thousand; early is always safe) and closes connections
+// whose PING went unanswered. Returns the ms until the next thing to do (-1: none).
+int HealthMonitor::Shared::dispatch(uint64_t now) {
+  const uint64_t slack = batch_on ? std::min<uint64_t>(batch.heartbeat_ms / 16, 50) : 0;
+  while (!due.empty() && due.begin()->first <= now + slack) {
+    const Peer *pk = due.begin()->second;
+    Entry &e = entries[pk];
+    due.erase(due.begin());
+    e.mode = Mode::kIdle;
+    if (e.peer.expired()) {  // every handle of the segment was closed
+      forget(pk);
+      continue;
+    }
+    check(pk, e, now);
+  }
+  // After the sends, so that the PING just sent bounds the wait.
+  uint64_t oldest = 0;
+  if (batch_on)
+    for (auto &[key, sent] : prober.expire(now >= batch.answer_ms ? now - batch.answer_ms + 1 : 0, &oldest))
+      lost(key, sent);
+  int64_t wait = -1;
+  if (!due.empty()) wait = static_cast<int64_t>(due.begin()->first - now);
+  if (oldest != 0) {
+    int64_t w = static_cast<int64_t>(oldest + batch.answer_ms) - static_cast<int64_t>(now);
+    wait = wait < 0 ? std::max<int64_t>(w, 0) : std::max<int64_t>(std::min(wait, w), 0);
+  }
+  return static_cast<int>(std::min<int64_t>(wait, 60000));
+}
+
+// Files what a slow step found: how the batched way checks the peer from now on, the
+// connection it was answered on, and when it is due next.
+void HealthMonitor::Shared::after_step(const Peer *pk, Step &step, bool batched, const HostPort &addr,
+                                       uint64_t inc, uint64_t delay) {
+  auto it = entries.find(pk);
+  if (it == entries.end()) return;  // stop() cleared it
+  Entry &e = it->second;
+  e.mode = Mode::kIdle;
+  if (e.peer.expired()) return forget(pk);
+  uint64_t now = mono_ms();
+  e.batched = batch_on && batched;
+  e.known = inc;
+  set_key(pk, e, e.batched ? control_pool::key(addr, batch.token) : "");
+  if (e.batched && step.conn.valid()) {
+    std::string key = control_pool::key(step.addr, batch.token);
+    prober.adopt(key, std::move(step.conn));
+    e.last_ok_ms = now;
+    answered(key, inc, now);  // peers that waited on the connection it replaces
+  }
+  if (e.kicked) delay = 0;
+  e.kicked = false;
+  if (delay == 0)
+    to_slow(pk, e);
+  else
+    queue_due(pk, e, now + delay);
+}
+
+HealthMonitor::HealthMonitor(size_t threads, Probe probe, const Batch *batch)
+    : s_(std::make_shared<Shared>()) {
   s_->probe = std::move(probe);
+  if (batch && s_->prober.ok()) {
+    s_->batch = *batch;
+    s_->batch_on = true;
+  }
   handle_ = std::make_shared<Handle>(s_);
-  for (size_t i = 0; i < threads; i++) threads_.emplace_back([this] { run(); });
+  threads_.emplace_back([this] { pinger(); });
+  for (size_t i = 0; i < threads; i++) threads_.emplace_back([this] { worker(); });
 }
 
 HealthMonitor::~HealthMonitor() { stop(); }
@@ -50,6 +221,8 @@ void HealthMonitor::stop() {
     std::lock_guard<std::mutex> lk(s_->mu);
     s_->stop = true;
     s_->cv.notify_all();
+    s_->tick.notify_all();
+    s_->prober.wake();
   }
   for (auto &t : threads_)
     if (t.joinable()) t.join();
@@ -58,6 +231,9 @@ void HealthMonitor::stop() {
   {
     std::lock_guard<std::mutex> lk(s_->mu);
     s_->due.clear();
+    s_->slow.clear();
+    s_->users.clear();
+    s_->prober.clear();
     gone.swap(s_->entries);
   }
 }
@@ -69,14 +245,22 @@ size_t HealthMonitor::watched() const {
   return s_->entries.size();
 }
 
+HealthMonitor::Counters HealthMonitor::counters() const {
+  std::lock_guard<std::mutex> lk(s_->mu);
+  return Counters{s_->prober.pings_sent(), s_->slow_steps, s_->ended, s_->prober.size()};
+}
+
 void HealthMonitor::watch(const std::shared_ptr<Peer> &p, uint64_t delay_ms) {
   std::lock_guard<std::mutex> lk(s_->mu);
   if (s_->stop) return;
   const Peer *key = p.get();
+  // An entry left by a destroyed peer that had the same address: nothing of it applies.
+  auto old = s_->entries.find(key);
+  if (old != s_->entries.end() && old->second.peer.expired()) s_->forget(key);
   auto &e = s_->entries[key];
   e.peer = p;
-  if (!e.busy) s_->queue_locked(key, e, mono_ms() + delay_ms);
-  s_->cv.notify_one();
+  if (e.mode == Shared::Mode::kIdle || e.mode == Shared::Mode::kDue)
+    s_->queue_due(key, e, mono_ms() + delay_ms);
 }
 
 void HealthMonitor::Handle::kick(const Peer *p) {
@@ -85,53 +269,73 @@ void HealthMonitor::Handle::kick(const Peer *p) {
   std::lock_guard<std::mutex> lk(s->mu);
   auto it = s->entries.find(p);
   if (it == s->entries.end() || s->stop) return;
-  if (it->second.busy) {
+  if (it->second.mode == Shared::Mode::kBusy) {
     it->second.kicked = true;
     return;
   }
-  s->queue_locked(p, it->second, mono_ms());
-  s->cv.notify_one();
+  s->to_slow(p, it->second);
 }
 
-void HealthMonitor::run() {
+// The one thread of the batched way: sends what is due, then waits on every kept connection
+// (and the wake-up) at once.
+void HealthMonitor::pinger() {
+  Shared &s = *s_;
+  std::vector<uint64_t> ids;
+  std::unique_lock<std::mutex> lk(s.mu);
+  while (!s.stop) {
+    int wait = s.dispatch(mono_ms());
+    if (!s.prober.ok()) {  // no epoll (descriptors exhausted at start): a plain timer
+      s.tick.wait_for(lk, std::chrono::milliseconds(wait < 0 ? 1000 : wait));
+      continue;
+    }
+    lk.unlock();
+    s.prober.wait(wait, &ids);
+    lk.lock();
+    if (s.stop) break;
+    uint64_t now = mono_ms();
+    for (uint64_t id : ids) {
+      if (id == 0) continue;
+      std::string key, why;
+      uint64_t inc = 0;
+      Prober::Got got = s.prober.read(id, &key, &inc, &why, now);
+      if (got == Prober::Got::kPong) s.answered(key, inc, now);
+      if (got == Prober::Got::kEnded) {
+        s.ended++;
+        s.lost(key, 0);
+      }
+    }
+  }
+}
+
+void HealthMonitor::worker() {
   Shared &s = *s_;
   std::unique_lock<std::mutex> lk(s.mu);
   while (!s.stop) {
-    if (s.due.empty()) {
+    if (s.slow.empty()) {
       s.cv.wait(lk);
       continue;
     }
-    auto first = s.due.begin();
-    uint64_t now = mono_ms();
-    if (first->first > now) {
-      s.cv.wait_for(lk, std::chrono::milliseconds(first->first - now));
-      continue;
-    }
-    const Peer *key = first->second;
-    s.due.erase(first);
-    auto &e = s.entries[key];
-    e.queued = false;
-    std::shared_ptr<Peer> p = e.peer.lock();
+    const Peer *key = s.slow.front();
+    s.slow.pop_front();
+    auto it = s.entries.find(key);
+    if (it == s.entries.end() || it->second.mode != Shared::Mode::kSlow) continue;
+    std::shared_ptr<Peer> p = it->second.peer.lock();
     if (!p) {  // every handle of the segment was closed
-      s.entries.erase(key);
+      s.forget(key);
       continue;
     }
-    e.busy = true;
+    it->second.mode = Shared::Mode::kBusy;
+    Step step;
+    step.silent_since_ms = std::exchange(it->second.silent_since_ms, 0);
+    s.slow_steps++;
     lk.unlock();
-    uint64_t delay = s.probe(p);
+    uint64_t delay = s.probe(p, &step);
+    HostPort addr;
+    uint64_t inc = 0;
+    bool batched = s.batch_on && s.batch.target(p, &addr, &inc);
     p.reset();  // may destroy the peer: outside the lock
     lk.lock();
-    auto it = s.entries.find(key);
-    if (it == s.entries.end()) continue;  // stop() cleared it
-    it->second.busy = false;
-    if (it->second.peer.expired()) {
-      s.entries.erase(it);
-      continue;
-    }
-    if (it->second.kicked) delay = 0;
-    it->second.kicked = false;
-    s.queue_locked(key, it->second, mono_ms() + delay);
-    if (delay == 0) s.cv.notify_one();
+    s.after_step(key, step, batched, addr, inc, delay);
   }
 }
 

@@ -165,7 +165,7 @@ void EngineCore::set_segment_callback(void (*fn)(mc_segment_t, uint32_t, uint64_
 // Probes one peer every heartbeat_ms (at once when a transfer to it failed). No answer within
 // peer_timeout_ms, or a refused connection, makes it UNREACHABLE and fails its in-flight work;
 // an answer with the known incarnation makes it OK again; a new incarnation rebuilds it.
-uint64_t EngineCore::probe_peer(const std::shared_ptr<Peer> &sp) {
+uint64_t EngineCore::probe_peer(const std::shared_ptr<Peer> &sp, HealthMonitor::Step *step) {
   Peer &p = *sp;
   // While unreachable, probe more often so that a peer that answers again is used within
   // about 100 ms rather than a whole heartbeat.
@@ -187,10 +187,14 @@ uint64_t EngineCore::probe_peer(const std::shared_ptr<Peer> &sp) {
   uint64_t inc = 0;
   uint64_t start = now_ms();
   uint64_t left = opts_.peer_timeout_ms;
+  // A batched PING went unanswered: the peer has been silent since it was sent.
+  if (p.silent_since_ms == 0 && step) p.silent_since_ms = std::min(step->silent_since_ms, start);
   if (p.silent_since_ms != 0)
     left = start - p.silent_since_ms < left ? left - (start - p.silent_since_ms) : 1;
   Status st =
-      control_ping(addr, opts_.auth_token, static_cast<uint32_t>(std::clamp<uint64_t>(left, 1, 250)), &inc);
+      control_ping_keep(addr, opts_.auth_token, static_cast<uint32_t>(std::clamp<uint64_t>(left, 1, 250)),
+                        &inc, step ? &step->conn : nullptr);
+  if (step) step->addr = addr;
   if (stopping_.load()) return opts_.heartbeat_ms;
   bool changed = false;
   if (!st.ok()) {
@@ -223,6 +227,13 @@ uint64_t EngineCore::probe_peer(const std::shared_ptr<Peer> &sp) {
   }
   if (changed) notify(p);
   return next();
+}
+
+bool EngineCore::probe_target(const std::shared_ptr<Peer> &p, HostPort *addr, uint64_t *incarnation) {
+  if (stopping_.load() || p->state.load() != MC_SEGMENT_OK) return false;
+  std::lock_guard<std::mutex> lk(p->mu);
+  *incarnation = p->desc->incarnation;
+  return parse_host_port(p->desc->tcp, addr).ok();
 }
 
 Status EngineCore::open_segment(const std::string &name, mc_segment_t *out) {

@@ -56,6 +56,15 @@ std::string EngineCore::stats_json() {
       if (auto p = w.lock()) peers.push_back(std::move(p));
   }
   if (listener_) o.raw("control", listener_->stats_json());
+  if (health_) {
+    HealthMonitor::Counters hc = health_->counters();
+    JsonObject ho;
+    ho.num("batched_pings", hc.batched_pings);
+    ho.num("probe_steps", hc.slow_steps);
+    ho.num("connections_ended", hc.ended);
+    ho.num("connections_kept", hc.kept);
+    o.raw("health", ho.done());
+  }
   for (auto &t : transports_) o.raw(t->name(), t->stats_json());
   // One flat object per open peer, keyed by its name.
   JsonObject po;
