@@ -16,7 +16,6 @@
 namespace mc::tcp {
 namespace {
 
-constexpr size_t kReadBuf = 256 * 1024;  // replies' headers and small payloads are read into this
 constexpr uint32_t kIn = EPOLLIN | EPOLLRDHUP;
 
 mc_status_t io_status(int err) {
@@ -169,7 +168,7 @@ void ClientConn::handshake_done() {
   need_ok_ = !env_->token.empty();
   phase_ = kReady;
   hs_.reset();
-  rbuf_.resize(kReadBuf);
+  rbuf_.reset(new char[kReadBuf]);
   try_send();
 }
 

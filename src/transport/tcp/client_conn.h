@@ -20,6 +20,8 @@
 
 namespace mc::tcp {
 
+constexpr size_t kReadBuf = 256 * 1024;  // replies' headers and small payloads are read into this
+
 // The transport's counters (stats_json), shared by its connections.
 struct Counters {
   std::atomic<uint64_t> bytes_sent{0}, bytes_received{0}, slices_ok{0}, slices_failed{0};
@@ -138,7 +140,7 @@ class ClientConn : public IoHandler, public std::enable_shared_from_this<ClientC
   std::string pending_out_;  // handshake bytes a short send left over
   std::vector<char> sbounce_;
   uint64_t sb_len_ = 0, sb_off_ = 0;
-  std::vector<char> rbuf_;
+  std::unique_ptr<char[]> rbuf_;  // kReadBuf bytes, not zeroed: an idle connection touches none of it
   size_t rpos_ = 0, rend_ = 0;
   RecvPhase rphase_ = kHeader;
   wire::Header rh_{};

@@ -172,7 +172,7 @@ void ClientConn::try_send() {
 ssize_t ClientConn::pull(char *dst, size_t n) {
   if (rend_ > rpos_) {
     size_t k = std::min(n, rend_ - rpos_);
-    std::memcpy(dst, rbuf_.data() + rpos_, k);
+    std::memcpy(dst, rbuf_.get() + rpos_, k);
     rpos_ += k;
     return static_cast<ssize_t>(k);
   }
@@ -184,7 +184,7 @@ ssize_t ClientConn::pull(char *dst, size_t n) {
   ssize_t r;
   do {
     r = direct ? ::recv(fd_.get(), dst, n, MSG_DONTWAIT)
-               : ::recv(fd_.get(), rbuf_.data(), rbuf_.size(), MSG_DONTWAIT);
+               : ::recv(fd_.get(), rbuf_.get(), kReadBuf, MSG_DONTWAIT);
   } while (r < 0 && errno == EINTR);
   if (r == 0) errno = 0;
   if (r <= 0) return -1;
