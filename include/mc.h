@@ -123,6 +123,8 @@ MC_API const char *mc_last_error(void);
  *   workers          worker threads for in-process copies, 1..256 (4).
  *   slice_size       bytes per slice on the wire, 4K..1G, with K/M/G suffixes (1M).
  *   tcp_connections  TCP data connections per peer, 1..64 (4).
+ *   tcp_io_threads   event-loop threads serving every TCP data connection, 1..64 (2); the
+ *                    number of threads does not grow with peers.
  *   rdma_devices     "auto" (default: every RDMA device with an active port; none and no error
  *                    where there is no RDMA stack), a comma-separated list of device names
  *                    (each must open, or engine creation fails naming it), a comma-separated

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -555,6 +556,74 @@ static void test_control_pool_peer_restarted(void **state) {
   mc_engine_destroy(ini);
 }
 
+/* Threads do not grow with peers over tcp: an engine with transfers in flight to 8, then 64 peer
+ * engines (this program re-run with --child) has as many threads at 64 as at 8; its connections
+ * are served by its tcp_io_threads event loops. */
+#define NPEERS 64
+static int opened[NPEERS];
+static int batch_to(mc_engine_t *e, struct child *c, mc_segment_t *seg, char (*l)[4096], int from, int to) {
+  mc_batch_t *b;
+  assert_int_equal(mc_batch_create(e, 2 * NPEERS, &b), MC_OK);
+  mc_request_t r[2 * NPEERS];
+  int n = 0;
+  for (int i = from; i < to; i++) {
+    if (!opened[i]) assert_int_equal(mc_segment_open(e, c[i].name, &seg[i]), MC_OK);
+    opened[i] = 1;
+    tu_fill(l[i], 4096, (uint64_t)i + 7);
+    r[n++] = (mc_request_t){MC_WRITE, 0, l[i], seg[i], c[i].buf, 4096};
+  }
+  assert_int_equal(mc_batch_submit(b, r, (size_t)n), MC_OK);
+  int during = threads_of(getpid()); /* the WRITEs may still be in flight */
+  assert_int_equal(mc_batch_wait(b, tu_wait_ms(20000)), MC_OK);
+  assert_int_equal(mc_batch_destroy(b), MC_OK);
+  for (int i = from; i < to; i++) {
+    memset(l[i], 0, 4096);
+    mc_request_t rd = {MC_READ, 0, l[i], seg[i], c[i].buf, 4096};
+    assert_int_equal(mc_transfer(e, &rd, 1, tu_wait_ms(10000)), MC_OK);
+    assert_int_equal(tu_check(l[i], 4096, (uint64_t)i + 7), -1);
+  }
+  int after = threads_of(getpid());
+  return during > after ? during : after;
+}
+
+static void test_threads_flat_with_peers(void **state) {
+  (void)state;
+  mc_engine_t *ini = tu_engine("transports", "tcp,local", "tcp_io_threads", "2", NULL);
+  assert_non_null(ini);
+  static char l[NPEERS][4096];
+  assert_int_equal(mc_buffer_register(ini, l, sizeof l, NULL), MC_OK);
+  static struct child c[NPEERS];
+  FILE *f[NPEERS];
+  for (int i = 0; i < NPEERS; i++) {
+    c[i].pid = tu_spawn_self(&c[i].in, &f[i], "--child", "0", (char *)NULL);
+    assert_true(c[i].pid > 0);
+    /* Not inherited by the children spawned next: each child's stdin closes with our end. */
+    fcntl(c[i].in, F_SETFD, FD_CLOEXEC);
+    fcntl(fileno(f[i]), F_SETFD, FD_CLOEXEC);
+  }
+  for (int i = 0; i < NPEERS; i++) {
+    char line[512] = {0};
+    unsigned long long buf = 0;
+    assert_non_null(fgets(line, sizeof line, f[i]));
+    fclose(f[i]);
+    assert_int_equal(sscanf(line, "ready %255s %llu", c[i].name, &buf), 2);
+    c[i].buf = buf;
+  }
+  static mc_segment_t seg[NPEERS];
+  int t0 = threads_of(getpid());
+  int t8 = batch_to(ini, c, seg, l, 0, 8);
+  int t64 = batch_to(ini, c, seg, l, 0, NPEERS);
+  print_message("observer threads: %d with no peer, %d with 8 peers, %d with %d peers\n", t0, t8, t64, NPEERS);
+  assert_true(t64 <= t8);
+  assert_true(t8 <= t0 + 4); /* the loops exist from the start; a fixed handful more at most */
+  for (int i = 0; i < NPEERS; i++) assert_int_equal(mc_segment_close(ini, seg[i]), MC_OK);
+  mc_engine_destroy(ini);
+  for (int i = 0; i < NPEERS; i++) {
+    close(c[i].in);
+    waitpid(c[i].pid, NULL, 0);
+  }
+}
+
 int main(int argc, char **argv) {
   if (argc == 3 && strcmp(argv[1], "--child") == 0) return child_main(argv[2]);
   const struct CMUnitTest tests[] = {
@@ -569,6 +638,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_busy),
       cmocka_unit_test(test_control_pool_reuse),
       cmocka_unit_test(test_control_pool_peer_restarted),
+      cmocka_unit_test(test_threads_flat_with_peers),
   };
   return cmocka_run_group_tests_name("tcp", tests, NULL, NULL);
 }

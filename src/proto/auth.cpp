@@ -236,6 +236,94 @@ Status client_handshake(int fd, const std::string &token, uint64_t expect_incarn
   return Status::Ok();
 }
 
+ClientHandshake::ClientHandshake(const std::string &token, uint64_t expect_incarnation,
+                                 const std::string &peer)
+    : token_(token), peer_(peer) {
+  if (token_.empty()) {
+    wire::Header hello = wire::make(wire::HELLO, 0, expect_incarnation, 0);
+    out_.assign(reinterpret_cast<const char *>(&hello), sizeof hello);
+    state_ = kDone;
+    return;
+  }
+  if (!random_bytes(nonce_c_, kNonce)) {
+    fail(Err(MC_ERR_INTERNAL, "could not draw a random nonce (OpenSSL RAND_bytes failed)"));
+    return;
+  }
+  wire::Header hello = wire::make(wire::HELLO, 0, expect_incarnation, kNonce);
+  out_.assign(reinterpret_cast<const char *>(&hello), sizeof hello);
+  out_.append(reinterpret_cast<const char *>(nonce_c_), kNonce);
+}
+
+std::string ClientHandshake::take_output() {
+  std::string o;
+  o.swap(out_);
+  return o;
+}
+
+void ClientHandshake::fail(Status st) {
+  state_ = kFailed;
+  status_ = std::move(st);
+}
+
+ClientHandshake::State ClientHandshake::feed(const uint8_t *p, size_t n) {
+  if (state_ != kReading) return state_;
+  size_t take = std::min(n, want());
+  buf_.append(reinterpret_cast<const char *>(p), take);
+  if (buf_.size() == need_) on_unit();
+  return state_;
+}
+
+void ClientHandshake::on_unit() {
+  if (phase_ == kHeader) {
+    wire::Header r;
+    std::memcpy(&r, buf_.data(), sizeof r);
+    buf_.clear();
+    if (r.magic != wire::kMagic || r.version != wire::kVersion)
+      return fail(Err(MC_ERR_METADATA, peer_ + " does not speak this mc wire version"));
+    if (r.type == wire::ERROR) {
+      err_ = r;
+      if (r.len == 0 || r.len > wire::kMaxErrorText)
+        return fail(check_verdict(
+            r, peer_, [](void *, void *, size_t) { return false; }, nullptr));
+      phase_ = kErrorText;
+      need_ = r.len;
+      return;
+    }
+    if (r.type != wire::AUTH_CHALLENGE || r.len != kNonce + kMac)
+      return fail(Err(MC_ERR_TRANSPORT, peer_ + " sent an unexpected reply to the auth_token handshake"));
+    phase_ = kChallenge;
+    need_ = kNonce + kMac;
+    return;
+  }
+  if (phase_ == kErrorText) {
+    std::string text = buf_;
+    return fail(check_verdict(
+        err_, peer_,
+        [](void *c, void *b, size_t n) {
+          std::memcpy(b, static_cast<std::string *>(c)->data(), n);
+          return true;
+        },
+        &text));
+  }
+  const uint8_t *body = reinterpret_cast<const uint8_t *>(buf_.data());
+  uint8_t want_mac[kMac];
+  server_proof(token_, nonce_c_, body, want_mac);
+  if (!same(want_mac, body + kNonce, kMac)) {
+    const std::string why = "the connecting engine's auth_token differs (this engine's proof did not match)";
+    wire::Header e = wire::make(wire::ERROR, 0, 0, why.size(), MC_ERR_DENIED);
+    out_.append(reinterpret_cast<const char *>(&e), sizeof e);
+    out_ += why;  // best effort: the server learns why we hang up
+    return fail(
+        Err(MC_ERR_DENIED, peer_ + " holds a different auth_token (its proof did not match): refusing it"));
+  }
+  uint8_t pc[kMac];
+  client_proof(token_, body, nonce_c_, pc);
+  wire::Header resp = wire::make(wire::AUTH_RESPONSE, 0, 0, kMac);
+  out_.append(reinterpret_cast<const char *>(&resp), sizeof resp);
+  out_.append(reinterpret_cast<const char *>(pc), kMac);
+  state_ = kDone;
+}
+
 Status check_verdict(const wire::Header &h, const std::string &peer,
                      bool (*read_text)(void *ctx, void *buf, size_t n), void *ctx) {
   if (h.magic != wire::kMagic || h.version != wire::kVersion)

@@ -75,6 +75,38 @@ class ServerHandshake {
   uint8_t nonce_s_[kNonce] = {};
 };
 
+// The client side as a state machine over the bytes the server sends, for callers on
+// non-blocking sockets (the TCP transport's event loops). Send take_output() after construction
+// and after each feed; feed exactly want() bytes at a time (fewer is fine). kDone: requests may
+// follow at once (with a token the server's first message is then AUTH_OK, as with
+// client_handshake). kFailed: status() says why; send take_output() (best effort) and close.
+class ClientHandshake {
+ public:
+  enum State { kReading, kDone, kFailed };
+  ClientHandshake(const std::string &token, uint64_t expect_incarnation, const std::string &peer);
+  State state() const { return state_; }
+  size_t want() const { return state_ == kReading ? need_ - buf_.size() : 0; }
+  State feed(const uint8_t *p, size_t n);
+  std::string take_output();
+  const Status &status() const { return status_; }
+
+ private:
+  enum Phase { kHeader, kChallenge, kErrorText };
+  void fail(Status st);
+  void on_unit();
+
+  std::string token_;
+  std::string peer_;
+  State state_ = kReading;
+  Phase phase_ = kHeader;
+  size_t need_ = sizeof(wire::Header);
+  std::string buf_;
+  std::string out_;
+  Status status_;
+  wire::Header err_{};
+  uint8_t nonce_c_[kNonce] = {};
+};
+
 // The client side over a connected blocking socket (its I/O timeout set by the caller). Sends
 // HELLO (expect_incarnation: 0 for any) and, with a token, answers the server's challenge after
 // checking the server's proof. `extra` (may be empty) goes out in the same write as the last

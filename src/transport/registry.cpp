@@ -32,6 +32,7 @@ std::unique_ptr<Transport> create_tcp(Host &h, Status *st) {
   TcpOptions to;
   to.connections = static_cast<uint32_t>(int_value(h, "tcp_connections", 1, 64, to.connections));
   to.timeout_ms = h.options().timeout_ms;
+  to.io_threads = static_cast<uint32_t>(int_value(h, "tcp_io_threads", 1, 64, to.io_threads));
   to.auth_token = h.auth_token();
   std::unique_ptr<Transport> t;
   *st = make_tcp_transport(to, &h, &t);
@@ -44,7 +45,9 @@ TransportEntry tcp_entry() {
   e.name = "tcp";
   e.preference = 100;  // reaches everything; the slowest
   e.keys = {{"tcp_connections", "an integer 1..64", [](const std::string &v) { return int_in(v, 1, 64); },
-             "TCP data connections per peer (4)"}};
+             "TCP data connections per peer (4)"},
+            {"tcp_io_threads", "an integer 1..64", [](const std::string &v) { return int_in(v, 1, 64); },
+             "event-loop threads serving every TCP connection, whatever the number of peers (2)"}};
   e.create = create_tcp;
   return e;
 }

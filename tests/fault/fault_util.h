@@ -187,10 +187,16 @@ static FU_UNUSED int fu_start_target(struct fu_target *t, size_t size, uint64_t 
   return 0;
 }
 
-/* Sends sig and, unless it is SIGSTOP/SIGCONT, reaps the child. */
+/* Sends sig and, unless it is SIGSTOP/SIGCONT, reaps the child. SIGSTOP returns once the child
+ * is stopped: kill() only queues it, and a request sent right after could still be served. */
 static FU_UNUSED void fu_signal_target(struct fu_target *t, int sig) {
   if (t->pid <= 0) return;
   kill(t->pid, sig);
+  if (sig == SIGSTOP) {
+    int st;
+    while (waitpid(t->pid, &st, WUNTRACED) < 0 && errno == EINTR) {
+    }
+  }
   if (sig == SIGSTOP || sig == SIGCONT) return;
   if (sig != SIGKILL) kill(t->pid, SIGCONT);
   waitpid(t->pid, NULL, 0);
