@@ -97,7 +97,8 @@ MC_API const char *mc_last_error(void);
  *                    fetched from the peer itself, and a segment's name is its HOST:PORT),
  *                    "etcd://HOST:PORT[,HOST:PORT...][/PREFIX]" (etcd v3.4 or newer through its
  *                    HTTP/JSON gateway; several endpoints are tried in turn) or
- *                    "redis://HOST:PORT[/DB]". With a server the name is free-form (the `name`
+ *                    "redis://HOST:PORT[/DB]" (an IPv6 HOST in brackets: "redis://[::1]:6379").
+ *                    With a server the name is free-form (the `name`
  *                    key; unset: HOST:PORT), each engine's descriptor lives under
  *                    PREFIX/segments/NAME (PREFIX "/mc") with an expiry it keeps refreshing,
  *                    and a name held by a live engine cannot be taken (MC_ERR_EXISTS).

@@ -48,6 +48,7 @@ struct store {
   int port, peer_port;
   char dir[256];     /* scratch directory (etcd data, logs) */
   char url[128];     /* the `metadata` config value */
+  int v6;            /* the server listens on [::1] only, and the URL names it so */
 };
 
 /* ------------------------------------------------------------------ process bookkeeping */
@@ -151,16 +152,21 @@ static int run_cmd(char *const argv[]) {
 }
 
 /* One request/response on a fresh loopback connection; 1 when the answer contains expect. */
-static int probe(int port, const char *req, const char *expect) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
+static int probe(int port, int v6, const char *req, const char *expect) {
+  int fd = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM, 0);
   struct sockaddr_in sa = {0};
+  struct sockaddr_in6 sa6 = {0};
   sa.sin_family = AF_INET;
   sa.sin_port = htons((uint16_t)port);
   sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  sa6.sin6_family = AF_INET6;
+  sa6.sin6_port = htons((uint16_t)port);
+  sa6.sin6_addr = in6addr_loopback;
   struct timeval tv = {1, 0};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   int ok = 0;
-  if (connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0 && write(fd, req, strlen(req)) == (ssize_t)strlen(req)) {
+  int c = v6 ? connect(fd, (struct sockaddr *)&sa6, sizeof sa6) : connect(fd, (struct sockaddr *)&sa, sizeof sa);
+  if (c == 0 && write(fd, req, strlen(req)) == (ssize_t)strlen(req)) {
     char buf[4096];
     size_t got = 0;
     ssize_t n;
@@ -179,8 +185,8 @@ static int probe(int port, const char *req, const char *expect) {
 
 static int server_ready(struct store *s) {
   if (s->kind == ETCD)
-    return probe(s->port, "GET /health HTTP/1.0\r\n\r\n", "\"health\":\"true\"");
-  return probe(s->port, "PING\r\n", "+PONG");
+    return probe(s->port, s->v6, "GET /health HTTP/1.0\r\n\r\n", "\"health\":\"true\"");
+  return probe(s->port, s->v6, "PING\r\n", "+PONG");
 }
 
 /* Starts the store's server on its ports (chosen on first start); wipe empties its data first. */
@@ -192,7 +198,7 @@ static void server_start(struct store *s, int wipe) {
     char *rm[] = {"rm", "-rf", data, NULL};
     run_cmd(rm);
   }
-  snprintf(client, sizeof client, "http://127.0.0.1:%d", s->port);
+  snprintf(client, sizeof client, "http://%s:%d", s->v6 ? "[::1]" : "127.0.0.1", s->port);
   snprintf(peer, sizeof peer, "http://127.0.0.1:%d", s->peer_port);
   snprintf(cluster, sizeof cluster, "mc=%s", peer);
   snprintf(port, sizeof port, "%d", s->port);
@@ -203,7 +209,7 @@ static void server_start(struct store *s, int wipe) {
     s->pid = spawn(argv, log);
   } else {
     mkdir(data, 0755);
-    char *argv[] = {"redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly",
+    char *argv[] = {"redis-server", "--port", port, "--bind", s->v6 ? "::1" : "127.0.0.1", "--save", "", "--appendonly",
                     "no", "--dir", data, NULL};
     s->pid = spawn(argv, log);
   }
@@ -240,10 +246,11 @@ static int setup_store(void **state) {
     }
   s->port = free_port();
   s->peer_port = free_port();
+  const char *host = s->v6 ? "[::1]" : "127.0.0.1";
   if (s->kind == ETCD)
-    snprintf(s->url, sizeof s->url, "etcd://127.0.0.1:%d", s->port);
+    snprintf(s->url, sizeof s->url, "etcd://%s:%d", host, s->port);
   else
-    snprintf(s->url, sizeof s->url, "redis://127.0.0.1:%d", s->port);
+    snprintf(s->url, sizeof s->url, "redis://%s:%d", host, s->port);
   server_start(s, 1);
   return 0;
 }
@@ -916,10 +923,17 @@ static void test_config_values(void **state) {
   (void)state;
   mc_config_t *cfg;
   assert_int_equal(mc_config_create(&cfg), MC_OK);
-  const char *good[] = {"p2p", "etcd://127.0.0.1:2379", "etcd://a:1,b.example:2/my/prefix",
-                        "etcd://localhost:2379/", "redis://127.0.0.1:6379", "redis://h:6379/3"};
-  const char *bad[] = {"", "etcd://", "etcd://host", "etcd://h:0", "etcd://h:1,", "redis://h:1,h:2",
-                       "redis://h:1/x", "http://h:1", "etcd://h:1/a b", "redis://:1"};
+  const char *good[] = {"p2p",
+                        "etcd://127.0.0.1:2379",
+                        "etcd://a:1,b.example:2/my/prefix",
+                        "etcd://localhost:2379/",
+                        "redis://127.0.0.1:6379",
+                        "redis://h:6379/3",
+                        "etcd://[::1]:2379,[fd00::2]:2379/p",
+                        "redis://[::1]:6379/2"};
+  const char *bad[] = {"",           "etcd://",         "etcd://host",    "etcd://h:0",      "etcd://h:1,",
+                       "redis://h:1,h:2", "redis://h:1/x", "http://h:1", "etcd://h:1/a b", "redis://:1",
+                       "etcd://[::1:2379", "etcd://::1:2379", "redis://[xyz]:1", "redis://[]:1"};
   for (size_t i = 0; i < sizeof good / sizeof *good; i++)
     assert_int_equal(mc_config_set(cfg, "metadata", good[i]), MC_OK);
   for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
@@ -957,10 +971,21 @@ int main(int argc, char **argv) {
   const struct CMUnitTest p2p_tests[] = {SUITE(&p2p)};
   const struct CMUnitTest etcd_tests[] = {SUITE(&etcd)};
   const struct CMUnitTest redis_tests[] = {SUITE(&redis)};
+  /* The metadata servers on IPv6 loopback only: the same publish/open/transfer and store-down
+   * cases through etcd://[::1]:PORT and redis://[::1]:PORT. */
+  static struct store etcd6 = {.kind = ETCD, .v6 = 1};
+  static struct store redis6 = {.kind = REDIS, .v6 = 1};
+  etcd6.available = etcd.available;
+  redis6.available = redis.available;
+  const struct CMUnitTest v6_tests[] = {
+      cmocka_unit_test_prestate_setup_teardown(test_publish_open_transfer, setup_store, teardown_store, &etcd6),
+      cmocka_unit_test_prestate_setup_teardown(test_publish_open_transfer, setup_store, teardown_store, &redis6),
+  };
   int failed = 0;
   failed += cmocka_run_group_tests_name("metadata_config", config_tests, NULL, NULL);
   failed += cmocka_run_group_tests_name("metadata_p2p", p2p_tests, NULL, NULL);
   failed += cmocka_run_group_tests_name("metadata_etcd", etcd_tests, NULL, NULL);
   failed += cmocka_run_group_tests_name("metadata_redis", redis_tests, NULL, NULL);
+  failed += cmocka_run_group_tests_name("metadata_ipv6", v6_tests, NULL, NULL);
   return failed ? 1 : 0;
 }

@@ -26,15 +26,23 @@ std::vector<std::string> split_commas(const std::string &s) {
   return out;
 }
 
-// HOST:PORT with a port 1..65535 (the config validator already checked the characters).
+// HOST:PORT or [IPV6]:PORT with a port 1..65535 (the config validator already checked the
+// characters); *host gets an IPv6 address without its brackets.
 bool split_server(const std::string &s, std::string *host, uint16_t *port) {
   size_t c = s.rfind(':');
   if (c == std::string::npos || c == 0) return false;
   int64_t p;
   if (!parse_int(s.substr(c + 1), 1, 65535, &p)) return false;
   *host = s.substr(0, c);
+  if (host->size() > 2 && host->front() == '[' && host->back() == ']')
+    *host = host->substr(1, host->size() - 2);
   *port = static_cast<uint16_t>(p);
   return true;
+}
+
+// A URL's authority: an IPv6 address goes back in brackets.
+std::string authority(const std::string &host, uint16_t port) {
+  return (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" + std::to_string(port);
 }
 
 }  // namespace
@@ -60,7 +68,7 @@ Status make_metadata_store(const std::string &url, const std::string &self_name,
       std::string host;
       uint16_t port;
       if (!split_server(s, &host, &port)) return bad("\"" + s + "\" is not HOST:PORT");
-      o.endpoints.push_back("http://" + host + ":" + std::to_string(port));
+      o.endpoints.push_back("http://" + authority(host, port));
     }
     o.url = url;
     o.self_name = self_name;

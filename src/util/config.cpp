@@ -70,12 +70,17 @@ bool int_in(const std::string &v, int64_t lo, int64_t hi) {
 namespace {
 
 // HOST (a DNS name or IPv4 address) ":" PORT (1..65535).
+// HOST:PORT (a name or IPv4 address) or [IPV6]:PORT, port 1..65535.
 bool valid_server(const std::string &s) {
   size_t c = s.rfind(':');
   if (c == std::string::npos || c == 0 || c > 253) return false;
-  for (size_t i = 0; i < c; i++) {
+  bool v6 = s[0] == '[';
+  if (v6 && (c < 3 || s[c - 1] != ']')) return false;
+  for (size_t i = v6 ? 1 : 0; i < (v6 ? c - 1 : c); i++) {
     char ch = s[i];
-    if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '.' && ch != '-') return false;
+    bool ok = v6 ? (std::isxdigit(static_cast<unsigned char>(ch)) || ch == ':' || ch == '.')
+                 : (std::isalnum(static_cast<unsigned char>(ch)) || ch == '.' || ch == '-');
+    if (!ok) return false;
   }
   return int_in(s.substr(c + 1), 1, 65535);
 }
@@ -106,7 +111,9 @@ std::vector<ConfigKey> make_engine_keys() {
                 std::all_of(v.begin(), v.end(), [](char c) { return c > 32 && c < 127; });
        },
        "the engine's name (p2p: its HOST:PORT)"},
-      {"metadata", "\"p2p\", \"etcd://HOST:PORT[,HOST:PORT...][/PREFIX]\" or \"redis://HOST:PORT[/DB]\"",
+      {"metadata",
+       "\"p2p\", \"etcd://HOST:PORT[,HOST:PORT...][/PREFIX]\" or \"redis://HOST:PORT[/DB]\" (an IPv6 HOST in "
+       "brackets)",
        [](const std::string &v) { return v == "p2p" || valid_metadata_url(v); },
        "where descriptors live (p2p)"},
       {"metadata_ttl_ms", "an integer 1000..3600000",
