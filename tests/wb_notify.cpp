@@ -14,7 +14,7 @@
 #include <string>
 
 #include "engine/notify_inbox.h"
-#include "engine/notify_msg.h"
+#include "proto/notify_msg.h"
 
 extern "C" {
 #include <cmocka.h>

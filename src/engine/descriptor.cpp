@@ -1,6 +1,6 @@
 // The descriptor service: the local descriptor, its deltas, publishing, control requests.
 #include "engine/engine.h"
-#include "engine/notify_msg.h"
+#include "proto/notify_msg.h"
 
 #include <unistd.h>
 #include <algorithm>

@@ -2,7 +2,7 @@
 // over the control channel, serving the "notify" channel, mc_notify_recv and the event fd.
 #include "control/client.h"
 #include "engine/engine.h"
-#include "engine/notify_msg.h"
+#include "proto/notify_msg.h"
 #include "util/log.h"
 #include "util/net.h"
 

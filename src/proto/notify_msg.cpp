@@ -1,5 +1,5 @@
 // The NOTIFY wire message (see notify_msg.h).
-#include "engine/notify_msg.h"
+#include "proto/notify_msg.h"
 
 #include <mc.h>
 
