@@ -104,6 +104,14 @@ static socklen_t to_sockaddr(const HostPort &hp, uint16_t port, sockaddr_storage
   return sizeof *sa;
 }
 
+Status socket_address(const HostPort &hp, sockaddr_storage *ss, socklen_t *len) {
+  *len = to_sockaddr(hp, hp.port, ss);
+  unsigned char probe[16];
+  if (inet_pton(hp.v6() ? AF_INET6 : AF_INET, hp.host.c_str(), probe) != 1)
+    return Err(MC_ERR_INVALID_ARG, "\"" + hp.host + "\" is not a numeric IPv4 or IPv6 address");
+  return Status::Ok();
+}
+
 static uint16_t port_of(const sockaddr_storage &ss) {
   if (ss.ss_family == AF_INET6) return ntohs(reinterpret_cast<const sockaddr_in6 *>(&ss)->sin6_port);
   return ntohs(reinterpret_cast<const sockaddr_in *>(&ss)->sin_port);

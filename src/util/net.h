@@ -1,5 +1,6 @@
 // Socket utilities: addresses, RAII file descriptors, connect with a deadline, exact I/O.
 #pragma once
+#include <sys/socket.h>
 #include <sys/uio.h>
 
 #include <cstddef>
@@ -54,6 +55,9 @@ uint64_t now_us();  // monotonic
 // Binds and listens; *bound gets the actual address (port 0 resolved). A range binds its first
 // free port; every port taken: MC_ERR_TRANSPORT naming the range.
 Status tcp_listen(const HostPort &addr, Fd *out, HostPort *bound);
+// The socket address of hp (IPv4, or IPv6 when its host has a ':'), for a non-blocking connect
+// of one's own; MC_ERR_INVALID_ARG when the host is not a numeric address.
+Status socket_address(const HostPort &hp, struct sockaddr_storage *ss, socklen_t *len);
 // Connects within timeout_ms. A port range is MC_ERR_INVALID_ARG. Refused: MC_ERR_PEER_DOWN at once; no
 // answer in time: MC_ERR_PEER_DOWN after the timeout. The socket is blocking, TCP_NODELAY, large buffers.
 Status tcp_connect(const HostPort &addr, uint32_t timeout_ms, Fd *out);

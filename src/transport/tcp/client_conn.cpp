@@ -112,7 +112,14 @@ void ClientConn::begin() {
   last_progress_ = now_ms();
   deadline_ = last_progress_ + env_->timeout_ms;
   if (broken()) return teardown();
-  fd_.reset(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  sockaddr_storage sa{};
+  socklen_t sl = 0;
+  Status as = socket_address(addr_, &sa, &sl);
+  if (!as.ok()) {
+    env_->counters->conns_failed++;
+    return break_now(MC_ERR_PEER_DOWN, "cannot connect to " + who() + ": " + as.message());
+  }
+  fd_.reset(::socket(sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
   if (!fd_.valid()) {
     int e = errno;
     env_->counters->conns_failed++;
@@ -120,14 +127,7 @@ void ClientConn::begin() {
                      "cannot connect to " + who() + ": socket: " + std::strerror(e));
   }
   tune_socket(fd_.get());
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_port = htons(addr_.port);
-  if (::inet_pton(AF_INET, addr_.host.c_str(), &sa.sin_addr) != 1) {
-    env_->counters->conns_failed++;
-    return break_now(MC_ERR_PEER_DOWN, "cannot connect to " + who() + ": not an IPv4 address");
-  }
-  int rc = ::connect(fd_.get(), reinterpret_cast<sockaddr *>(&sa), sizeof sa);
+  int rc = ::connect(fd_.get(), reinterpret_cast<sockaddr *>(&sa), sl);
   if (rc != 0 && errno != EINPROGRESS) {
     int e = errno;
     env_->counters->conns_failed++;
