@@ -58,7 +58,7 @@ version() {
 liar() {
   out=$("$prefix/bin/mc_conformance" --transport liar --plugin "$tmp/liar.so" 2>&1); rc=$?
   echo "$out" | grep -E '^(\[  FAILED  \]|=== summary)' | head -3
-  [ "$rc" -eq 1 ] && echo "$out" | grep -q "=== summary (mc_conformance liar): 0 cases passed, 7 failed"
+  [ "$rc" -eq 1 ] && echo "$out" | grep -qE "=== summary \(mc_conformance liar\): 0 cases passed, [1-9][0-9]* failed"
 }
 
 e2e() { "$tmp/e2e" "$tmp/uds/mc_transport_uds.so" "$tmp/bad_version.so" "$tmp/missing.so"; }

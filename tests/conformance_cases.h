@@ -7,6 +7,7 @@
 // Included by one file of each program that runs it: tests/wb_conformance.cpp (every built-in
 // transport) and tools/mc_conformance.cpp (one transport by name, installed).
 #pragma once
+#include <dirent.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -451,6 +452,43 @@ void case_spans(Ctx &c) {
   assert_int_equal(c.target->pinned(), 0);
 }
 
+// Descriptors open in this process (/proc/self/fd).
+int open_fds() {
+  int n = 0;
+  if (DIR *d = opendir("/proc/self/fd")) {
+    while (readdir(d)) n++;
+    closedir(d);
+  }
+  return n;
+}
+
+// A peer that goes down: once the engine dropped the path (after fail_path), the transport keeps
+// nothing of it: the path object is freed and the descriptors it opened are closed, within a
+// bound (a transport may release them from its own threads).
+void case_peer_down_cleanup(Ctx &c) {
+  Mem &local = c.mem(kBuf), &remote = c.mem(kBuf);
+  assert_int_equal(c.a->add(local.p, local.len).code(), MC_OK);
+  assert_int_equal(c.target->add(remote.p, remote.len).code(), MC_OK);
+  int before = open_fds();
+  c.connect();
+  Batch &b = c.batch();
+  mixed(b, local, remote, 64);
+  c.run(b);
+  assert_int_equal(b.count_status(MC_OK), b.reqs.size());
+  for (auto &r : b.reqs) assert_true(r->data_in_place.load());
+  c.target->stop();
+  c.t->fail_path(*c.path, MC_ERR_PEER_DOWN, "conformance: peer down");
+  std::weak_ptr<PeerPath> gone = c.path;
+  c.path.reset();
+  auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(5000 * slack());
+  while ((!gone.expired() || open_fds() > before) && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  print_message("  after the peer went down: path %s, fds %d (%d before connecting)\n",
+                gone.expired() ? "freed" : "STILL HELD", open_fds(), before);
+  assert_true(gone.expired());
+  assert_true(open_fds() <= before);
+}
+
 // ------------------------------------------------------------------------------ the table
 
 struct CaseDef {
@@ -463,6 +501,7 @@ const CaseDef kCases[] = {
     {"fail_path", case_fail_path, true},        {"rejoin", case_rejoin, true},
     {"out_of_range", case_out_of_range, false}, {"access", case_access, false},
     {"spans", case_spans, false},
+    {"peer_down_cleanup", case_peer_down_cleanup, true},
 };
 
 struct Arg {
