@@ -147,7 +147,8 @@ class FakeHost : public mc::Host {
 // their slices with the matching status and move nothing.
 void self_transport_through_host(void **) {
   const TransportEntry *self = nullptr;
-  for (auto &e : mc::transport_registry())
+  const auto reg = mc::transport_registry();  // a snapshot by value: keep it while self is used
+  for (auto &e : reg)
     if (e.role == TransportEntry::Role::kSelf) self = &e;
   assert_non_null(self);
   FakeHost h;
