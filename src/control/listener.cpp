@@ -13,6 +13,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <deque>
+#include <functional>
 #include <mutex>
 #include <set>
 #include <shared_mutex>
@@ -86,6 +87,16 @@ void close_gently(int fd) {
   ::shutdown(fd, SHUT_WR);
   char buf[4096];
   for (int i = 0; i < 16 && ::recv(fd, buf, sizeof buf, MSG_DONTWAIT) > 0; i++) {
+  }
+}
+
+// A thread's body: an exception (bad_alloc while buffering a request) ends that thread with a
+// log line, never the process.
+void guarded(const char *what, const std::function<void()> &fn) {
+  try {
+    fn();
+  } catch (const std::exception &e) {
+    MC_LOGE("control: the listener's " << what << " thread ended by exception: " << e.what());
   }
 }
 
@@ -489,9 +500,9 @@ Status Listener::start(const ListenerOptions &o, Target *t, std::unique_ptr<List
   im->watch(im->wake_fd.get());
   im->watch(im->listen_fd.get());
   Impl *raw = im.get();
-  im->loop_thread = std::thread([raw] { raw->run(); });
+  im->loop_thread = std::thread([raw] { guarded("event loop", [raw] { raw->run(); }); });
   for (uint32_t i = 0; i < std::max<uint32_t>(1, o.workers); i++)
-    im->workers.emplace_back([raw] { raw->work(); });
+    im->workers.emplace_back([raw] { guarded("worker", [raw] { raw->work(); }); });
   out->reset(new Listener(std::move(im)));
   return Status::Ok();
 }
