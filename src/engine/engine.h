@@ -186,6 +186,8 @@ class EngineCore : public Host, public control::Target, public std::enable_share
   bool probe_target(const std::shared_ptr<Peer> &p, HostPort *addr, uint64_t *incarnation);
   void set_state(Peer &p, uint32_t state, const std::string &why);
   void revive_routes(Peer &p);
+  // Moves p.silent_since_ms past the last bytes any of its routes received from the peer.
+  void count_heard(Peer &p);
   void notify(Peer &p);
   Descriptor local_descriptor();
   Status publish();

@@ -162,6 +162,21 @@ void EngineCore::set_segment_callback(void (*fn)(mc_segment_t, uint32_t, uint64_
   cb_user_ = user;
 }
 
+// A peer whose bytes arrive on a route is alive, whatever its pings: on a loaded machine (or
+// under valgrind) its listener may answer late while the transfer itself goes on. Its silence
+// starts after the last bytes heard, so peer_timeout_ms without bytes and without an answer
+// still makes it unreachable.
+void EngineCore::count_heard(Peer &p) {
+  if (p.silent_since_ms == 0) return;
+  uint64_t heard = 0;
+  {
+    std::lock_guard<std::mutex> lk(p.mu);
+    for (auto &r : p.routes)
+      if (r.path) heard = std::max(heard, r.path->heard_ms->load(std::memory_order_relaxed));
+  }
+  if (heard > p.silent_since_ms) p.silent_since_ms = heard;
+}
+
 // Probes one peer every heartbeat_ms (at once when a transfer to it failed). No answer within
 // peer_timeout_ms, or a refused connection, makes it UNREACHABLE and fails its in-flight work;
 // an answer with the known incarnation makes it OK again; a new incarnation rebuilds it.
@@ -189,6 +204,7 @@ uint64_t EngineCore::probe_peer(const std::shared_ptr<Peer> &sp, HealthMonitor::
   uint64_t left = opts_.peer_timeout_ms;
   // A batched PING went unanswered: the peer has been silent since it was sent.
   if (p.silent_since_ms == 0 && step) p.silent_since_ms = std::min(step->silent_since_ms, start);
+  count_heard(p);
   if (p.silent_since_ms != 0)
     left = start - p.silent_since_ms < left ? left - (start - p.silent_since_ms) : 1;
   Status st =
@@ -200,6 +216,7 @@ uint64_t EngineCore::probe_peer(const std::shared_ptr<Peer> &sp, HealthMonitor::
   if (!st.ok()) {
     uint64_t now = now_ms();
     if (p.silent_since_ms == 0) p.silent_since_ms = start;  // silent since the attempt began
+    count_heard(p);
     bool final = st.code() != MC_ERR_PEER_DOWN || st.message().find("refused") != std::string::npos ||
                  now - p.silent_since_ms >= opts_.peer_timeout_ms;
     if (!final) return 0;

@@ -3,6 +3,7 @@
 #include <mc.h>
 
 #include <cstdint>
+#include <atomic>
 #include <functional>
 #include <mutex>
 #include <memory>
@@ -43,6 +44,12 @@ class PeerPath {
     }
     if (fn) fn();
   }
+  // When data last moved on this path (now_ms(); 0: never, or a transport that does not track
+  // it): bytes from the peer arrived, or the peer took ours (once its socket buffer is full a
+  // send only progresses as the peer reads). Health counts it as an answer: a peer that is
+  // moving our data is alive even when a loaded machine delays its answer to a ping. Shared
+  // with the path's connections, which may outlive it.
+  std::shared_ptr<std::atomic<uint64_t>> heard_ms = std::make_shared<std::atomic<uint64_t>>(0);
 
  private:
   std::mutex on_down_mu_;

@@ -30,13 +30,14 @@ bool would_block(int e) { return e == EAGAIN || e == EWOULDBLOCK; }
 }  // namespace
 
 ClientConn::ClientConn(const ClientEnv *env, IoLoop *loop, HostPort addr, uint64_t incarnation, uint64_t seq,
-                       std::shared_ptr<Fences> fences)
+                       std::shared_ptr<Fences> fences, std::shared_ptr<std::atomic<uint64_t>> heard)
     : env_(env),
       loop_(loop),
       addr_(std::move(addr)),
       incarnation_(incarnation),
       seq_(seq),
-      fences_(std::move(fences)) {
+      fences_(std::move(fences)),
+      heard_(std::move(heard)) {
   fences_->snapshot(&carried_, &epoch_);
 }
 

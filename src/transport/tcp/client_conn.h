@@ -40,7 +40,7 @@ struct ClientEnv {
 class ClientConn : public IoHandler, public std::enable_shared_from_this<ClientConn> {
  public:
   ClientConn(const ClientEnv *env, IoLoop *loop, HostPort addr, uint64_t incarnation, uint64_t seq,
-             std::shared_ptr<Fences> fences);
+             std::shared_ptr<Fences> fences, std::shared_ptr<std::atomic<uint64_t>> heard);
   ~ClientConn() override;
   // Any thread. Connects on the loop; false when the loop no longer runs (the connection is
   // then broken and empty).
@@ -111,8 +111,9 @@ class ClientConn : public IoHandler, public std::enable_shared_from_this<ClientC
   uint64_t incarnation_;
   uint64_t seq_;  // this connection's number in its BIND
   std::shared_ptr<Fences> fences_;
-  uint64_t epoch_ = 0;             // fences_->epoch when it was opened
-  std::vector<uint64_t> carried_;  // broken connections its BIND names (set once, in the ctor)
+  std::shared_ptr<std::atomic<uint64_t>> heard_;  // the path's heard_ms: set on every receive
+  uint64_t epoch_ = 0;                            // fences_->epoch when it was opened
+  std::vector<uint64_t> carried_;                 // broken connections its BIND names (set once, in the ctor)
 
   // mu_ guards the fields up to the blank line: what other threads hand to the loop.
   std::mutex mu_;

@@ -159,6 +159,7 @@ void ClientConn::try_send() {
       return break_now(io_status(e), "send to " + who() + ": " + io_text(e));
     }
     last_progress_ = now_ms();
+    heard_->store(last_progress_, std::memory_order_relaxed);  // its kernel took them: see heard_ms
     sent += static_cast<uint64_t>(r);
     if (sent >= kBudget) return want_out(true);  // other connections of this loop get a turn
   }
@@ -190,6 +191,7 @@ ssize_t ClientConn::pull(char *dst, size_t n) {
   if (r <= 0) return -1;
   rpulled_ += static_cast<uint64_t>(r);
   last_progress_ = now_ms();
+  heard_->store(last_progress_, std::memory_order_relaxed);
   if (direct) return r;
   rpos_ = 0;
   rend_ = static_cast<size_t>(r);

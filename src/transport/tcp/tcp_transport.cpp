@@ -85,7 +85,8 @@ class TcpTransport : public Transport {
   void spawn(std::function<void()> fn);
   // A new client connection on the next loop (round robin), connecting.
   std::shared_ptr<tcp::ClientConn> open_conn(const HostPort &addr, uint64_t incarnation,
-                                             std::shared_ptr<tcp::Fences> fences);
+                                             std::shared_ptr<tcp::Fences> fences,
+                                             std::shared_ptr<std::atomic<uint64_t>> heard);
 
   tcp::Counters ctr_;
   std::atomic<uint64_t> served_requests{0}, served_refused{0};
@@ -139,7 +140,7 @@ std::shared_ptr<tcp::ClientConn> TcpPeer::conn(size_t i) {
   auto &c = conns[i];
   if (!c || c->broken() || c->stale()) {
     if (c) c->retire();
-    c = t_->open_conn(addr, incarnation, fences);
+    c = t_->open_conn(addr, incarnation, fences, heard_ms);
   }
   return c;
 }
@@ -203,10 +204,11 @@ void TcpTransport::spawn(std::function<void()> fn) {
 }
 
 std::shared_ptr<tcp::ClientConn> TcpTransport::open_conn(const HostPort &addr, uint64_t incarnation,
-                                                         std::shared_ptr<tcp::Fences> fences) {
+                                                         std::shared_ptr<tcp::Fences> fences,
+                                                         std::shared_ptr<std::atomic<uint64_t>> heard) {
   tcp::IoLoop *loop = loops_[next_loop_.fetch_add(1) % loops_.size()].get();
   auto c = std::make_shared<tcp::ClientConn>(&env_, loop, addr, incarnation, next_seq_.fetch_add(1),
-                                             std::move(fences));
+                                             std::move(fences), std::move(heard));
   {
     std::lock_guard<std::mutex> lk(conns_mu_);
     for (auto it = conns_.begin(); it != conns_.end();) {
