@@ -48,19 +48,25 @@ void BatchCore::quiesce() {
 
 mc_status_t BatchCore::wait(int timeout_ms) {
   auto done = [&] { return pending_.load(std::memory_order_acquire) == 0; };
-  // A short watch first (at most kWaitSpin and timeout_ms): a batch whose last part another
-  // thread is finishing (an shm worker's share of a large copy) ends within microseconds, and
-  // being put to sleep and woken would cost tens of microseconds on a VM.
+  // A short watch first (the engine's adaptive budget, at most kWaitSpin, and timeout_ms): a
+  // batch whose last part another thread is finishing (an shm worker's share of a large copy)
+  // ends within microseconds, and being put to sleep and woken would cost tens of microseconds
+  // on a VM; but where no core is idle the watch takes the core that thread needs
+  // (util/spin.h).
   if (!done() && timeout_ms != 0) {
-    const auto until = std::chrono::steady_clock::now() +
-                       std::min<std::chrono::microseconds>(
-                           kWaitSpin, std::chrono::microseconds(timeout_ms < 0 ? kWaitSpin.count()
-                                                                               : int64_t(timeout_ms) * 1000));
-    for (unsigned i = 1; !done(); i++) {
+    AdaptiveSpin &spin = engine_->wait_spin();
+    auto budget = spin.budget();
+    if (timeout_ms > 0)
+      budget = std::min<std::chrono::microseconds>(budget, std::chrono::milliseconds(timeout_ms));
+    if (budget.count() > 0) {
+      const auto until = std::chrono::steady_clock::now() + budget;
+      for (unsigned i = 1; !done(); i++) {
 #if defined(__x86_64__)
-      __builtin_ia32_pause();
+        __builtin_ia32_pause();
 #endif
-      if ((i & 63) == 0 && std::chrono::steady_clock::now() >= until) break;
+        if ((i & 63) == 0 && std::chrono::steady_clock::now() >= until) break;
+      }
+      done() ? spin.paid() : spin.wasted();
     }
   }
   std::unique_lock<std::mutex> lk(mu_);

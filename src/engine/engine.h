@@ -17,6 +17,7 @@
 
 #include "util/config.h"
 #include "proto/descriptor.h"
+#include "util/spin.h"
 #include "util/status.h"
 #include "engine/batch.h"
 #include "control/server.h"
@@ -91,6 +92,8 @@ struct Peer {
 class EngineCore : public Host, public control::Target, public std::enable_shared_from_this<EngineCore> {
  public:
   static Status create(const EngineOptions &opts, std::shared_ptr<EngineCore> *out);
+  // How long BatchCore::wait watches before it sleeps (util/spin.h).
+  AdaptiveSpin &wait_spin() { return wait_spin_; }
   ~EngineCore() override;
   // Fails everything pending and stops all threads (idempotent).
   void shutdown();
@@ -258,6 +261,7 @@ class EngineCore : public Host, public control::Target, public std::enable_share
   std::unique_ptr<NotifySender> notify_sender_;
 
   std::atomic<uint64_t> requests_completed_{0}, requests_failed_{0};
+  AdaptiveSpin wait_spin_{static_cast<uint32_t>(BatchCore::kWaitSpin.count())};  // BatchCore::wait
   std::atomic<uint64_t> bytes_read_{0}, bytes_written_{0};
 };
 

@@ -34,6 +34,9 @@ std::string EngineCore::stats_json() {
   o.str("name", name_);
   o.num("incarnation", incarnation_);
   o.num("requests_completed", requests_completed_.load());
+  // The adaptive watch of waits (util/spin.h): its budget now, and how often it ran out.
+  o.num("wait_spin_us", wait_spin_.current_us());
+  o.num("wait_spins_wasted", wait_spin_.wasted_count());
   o.num("requests_failed", requests_failed_.load());
   o.num("bytes_read", bytes_read_.load());
   o.num("bytes_written", bytes_written_.load());
