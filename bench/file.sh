@@ -28,8 +28,9 @@ command -v fio >/dev/null || { echo "file.sh: fio is missing (scripts/install-de
 tmp=$(mktemp -d /tmp/mc-file-bench.XXXXXX)
 trap 'rm -rf "$tmp"; rm -f "$FILE"' EXIT
 
-drop=no
-drop_caches() { sync; if echo 3 2>/dev/null >/proc/sys/vm/drop_caches; then drop=yes; else drop="not permitted"; fi; }
+# Tried once here (a run's $(...) subshell could not report back).
+if sync && echo 3 2>/dev/null >/proc/sys/vm/drop_caches; then drop=yes; else drop="no: not permitted here"; fi
+drop_caches() { sync; [ "$drop" = yes ] && echo 3 >/proc/sys/vm/drop_caches; }
 
 # fio's figure for one job: "bw" (bytes/s) or "iops" of its read or write part.
 fio_num() { python3 -c 'import json,sys; j=json.load(open(sys.argv[1]))["jobs"][0][sys.argv[2]]; print(j["bw_bytes"] if sys.argv[3]=="bw" else j["iops"])' "$@"; }
@@ -67,6 +68,7 @@ print(f, "close")
 PY
 
 rows=()
+each=()
 case_run() {  # LABEL KIND mc-args... -- fio-args...
   local label=$1; KIND=$2; shift 2
   local mcargs=() fioargs=() m=() f=()
@@ -75,8 +77,8 @@ case_run() {  # LABEL KIND mc-args... -- fio-args...
   local mm ff; mm=$(median "${m[@]}"); ff=$(median "${f[@]}")
   rows+=("$(python3 -c 'import sys; l,k,m,f=sys.argv[1:]; m=float(m); f=float(f)
 fmt=(lambda v: "%.3f GB/s" % (v/1e9)) if k=="bw" else (lambda v: "%.0f IOPS" % v)
-print("%-34s %16s %16s %7.2fx   rounds mc %s fio %s" % (l, fmt(m), fmt(f), m/f if f else 0, sys.argv[3], sys.argv[4]))' \
-    "$label" "$KIND" "$mm" "$ff") (each: mc ${m[*]}; fio ${f[*]})")
+print("%-34s %16s %16s %7.2fx" % (l, fmt(m), fmt(f), m/f if f else 0))' "$label" "$KIND" "$mm" "$ff")")
+  each+=("$label: mc $(printf '%.4g ' "${m[@]}")/ fio $(printf '%.4g ' "${f[@]}")")
 }
 T="--time_based --runtime=$DUR"
 case_run "seq READ 1 MiB QD32 O_DIRECT" bw read 1M 32 32 -- seqr read 1M 32 $T
@@ -97,4 +99,7 @@ case_run "100,000 scattered 4 KiB READs" iops read 4K 64 100000 --random -- page
   echo
   printf "%-34s %16s %16s %8s\n" "case" "mc" "fio" "mc/fio"
   for r in "${rows[@]}"; do echo "$r"; done
+  echo
+  echo "each round (bytes/s or IOPS):"
+  for r in "${each[@]}"; do echo "  $r"; done
 } | tee "$OUT"
