@@ -37,6 +37,10 @@ bool Ring::start(std::string *why) {
     return false;
   }
   ring_ok_ = true;
+  if (env_.fixed && FixedTable::prepare(&ring_)) {
+    env_.fixed->attach(index_, &ring_);
+    fixed_ok_ = true;
+  }
   slots_.resize(depth_);
   for (uint32_t i = depth_; i-- > 0;) free_.push_back(i);
   th_ = std::thread([this] { run(); });
@@ -164,6 +168,8 @@ void Ring::fill() {
     free_.pop_back();
     slots_[slot] = op;
     slots_[slot].since_ms = mono_ms();
+    slots_[slot].fixed =
+        fixed_ok_ ? env_.fixed->lookup(index_, reinterpret_cast<uint64_t>(op.s.local), op.s.len) : -1;
     prep(slot);
   }
 }
@@ -195,12 +201,18 @@ void Ring::prep(uint32_t slot) {
   (direct ? env_.direct_ops : env_.buffered_ops).fetch_add(1, std::memory_order_relaxed);
   int fd = direct ? f.dfd : f.fd;
   io_uring_sqe *s = sqe();
-  if (op.s.op == MC_READ) {
+  if (op.fixed >= 0) {
+    env_.fixed_ops.fetch_add(1, std::memory_order_relaxed);
+    if (op.s.op == MC_READ)
+      io_uring_prep_read_fixed(s, fd, p, n, off, op.fixed);
+    else
+      io_uring_prep_write_fixed(s, fd, p, n, off, op.fixed);
+  } else if (op.s.op == MC_READ) {
     io_uring_prep_read(s, fd, p, n, off);
   } else {
     io_uring_prep_write(s, fd, p, n, off);
-    if (f.u.sync) s->rw_flags = RWF_DSYNC;
   }
+  if (op.s.op == MC_WRITE && f.u.sync) s->rw_flags = RWF_DSYNC;
   io_uring_sqe_set_data64(s, slot + 1);
 }
 
@@ -216,6 +228,10 @@ void Ring::on_cqe(uint64_t data, int res) {
   uint32_t slot = static_cast<uint32_t>(data - 1);
   Op &op = slots_[slot];
   if ((res == -EINTR || res == -EAGAIN) && op.abort == MC_OK) return prep(slot);
+  if (res == -EFAULT && op.fixed >= 0 && op.abort == MC_OK) {  // the fixed buffer went: plainly
+    op.fixed = -1;
+    return prep(slot);
+  }
   if (res < 0) {
     if (op.abort != MC_OK) return release(slot, op.abort);
     io_error(op, -res);

@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "transport/file/file_fixed.h"
 #include "transport/file/file_seg.h"
 
 namespace mc::file {
@@ -24,6 +25,8 @@ struct RingEnv {
   uint32_t timeout_ms = 5000;  // a slice that makes no progress this long ends MC_ERR_TIMEOUT
   std::atomic<uint64_t> bytes_read{0}, bytes_written{0}, slices_ok{0}, slices_failed{0};
   std::atomic<uint64_t> direct_ops{0}, buffered_ops{0};
+  FixedTable *fixed = nullptr;  // local memory as io_uring fixed buffers
+  std::atomic<uint64_t> fixed_ops{0};
   std::mutex err_mu;       // guards last_error
   std::string last_error;  // the last I/O error, with its errno (stats_json)
   void log(int32_t level, const std::string &m) { ops->log(host, level, m.c_str()); }
@@ -37,11 +40,12 @@ struct Op {
   uint64_t done = 0;          // bytes moved so far (short reads and writes go on from here)
   uint64_t since_ms = 0;      // when it last started or progressed
   mc_status_t abort = MC_OK;  // set when an async cancel was sent for it: the status it ends with
+  int fixed = -1;             // the fixed buffer holding its local memory in this ring, or -1
 };
 
 class Ring {
  public:
-  Ring(RingEnv &env, unsigned depth) : env_(env), depth_(depth) {}
+  Ring(RingEnv &env, unsigned depth, unsigned index) : env_(env), depth_(depth), index_(index) {}
   ~Ring() { stop(); }
   // Sets up the ring and starts the thread; false with *why when io_uring is not available.
   bool start(std::string *why);
@@ -69,8 +73,10 @@ class Ring {
 
   RingEnv &env_;
   unsigned depth_;
+  unsigned index_;  // this ring's number among the instance's (FixedTable)
   io_uring ring_{};
   bool ring_ok_ = false;
+  bool fixed_ok_ = false;       // the ring has a fixed-buffer table
   int efd_ = -1;                // pushes wake the thread through a poll on it
   std::vector<Op> slots_;       // in flight, indexed by user_data - 1
   std::vector<uint32_t> free_;  // free slot indexes

@@ -21,6 +21,7 @@ constexpr unsigned kDefaultDepth = 64;
 
 struct Instance {
   RingEnv env;
+  FixedTable fixed;
   uint32_t workers = 4, depth = kDefaultDepth;
   std::mutex mu;  // guards rings (written once, before started is set), segs and stopped
   std::vector<std::unique_ptr<Ring>> rings;
@@ -62,6 +63,7 @@ mc_status_t create(mc_tp_host_t *host, const mc_tp_host_ops_t *ops, mc_tp_transp
   auto *in = new Instance;
   in->env.host = host;
   in->env.ops = ops;
+  in->env.fixed = &in->fixed;
   in->env.timeout_ms = static_cast<uint32_t>(int_key(in->env, "timeout_ms", 5000));
   in->workers = static_cast<uint32_t>(int_key(in->env, "workers", 4));
   in->depth = static_cast<uint32_t>(int_key(in->env, "queue_depth", kDefaultDepth));
@@ -88,7 +90,7 @@ bool start_rings(Instance &in, std::string *why) {
   std::lock_guard<std::mutex> lk(in.mu);
   if (in.started.load()) return true;
   for (uint32_t i = 0; i < in.workers; i++) {
-    auto r = std::make_unique<Ring>(in.env, in.depth);
+    auto r = std::make_unique<Ring>(in.env, in.depth, i);
     if (!r->start(why)) return false;
     in.rings.push_back(std::move(r));
   }
@@ -174,6 +176,16 @@ void disconnect(mc_tp_transport_t *t, mc_tp_path_t *p) {
   delete f;
 }
 
+// Host memory becomes a fixed-buffer candidate (registered with a ring at its first use there).
+mc_status_t on_register(mc_tp_transport_t *t, const mc_tp_region_t *r) {
+  if (std::strncmp(r->location, "cpu", 3) == 0) static_cast<Instance *>(t)->fixed.add(r->addr, r->length);
+  return MC_OK;
+}
+
+void on_unregister(mc_tp_transport_t *t, const mc_tp_region_t *r) {
+  static_cast<Instance *>(t)->fixed.remove(r->addr);
+}
+
 mc_status_t connect(mc_tp_transport_t *, const mc_tp_peer_t *, mc_tp_path_t **out) {
   *out = nullptr;  // reaches no engine: only the segments it opens itself
   return MC_OK;
@@ -204,7 +216,8 @@ char *stats_json(mc_tp_transport_t *t) {
                   ",\"slices_completed\":" + std::to_string(e.slices_ok.load()) +
                   ",\"slices_failed\":" + std::to_string(e.slices_failed.load()) +
                   ",\"direct_ops\":" + std::to_string(e.direct_ops.load()) +
-                  ",\"buffered_ops\":" + std::to_string(e.buffered_ops.load()) + ",\"last_error\":\"" + err +
+                  ",\"buffered_ops\":" + std::to_string(e.buffered_ops.load()) +
+                  ",\"fixed_buffer_ops\":" + std::to_string(e.fixed_ops.load()) + ",\"last_error\":\"" + err +
                   "\"}";
   return dup(j);
 }
@@ -226,6 +239,8 @@ mc_tp_ops_t make_ops() {
   o.submit = submit;
   o.fail_path = fail_path;
   o.stats_json = stats_json;
+  o.on_register = on_register;
+  o.on_unregister = on_unregister;
   o.scheme = "file";
   o.open_segment = open_segment;
   return o;

@@ -20,6 +20,9 @@ namespace {
 struct Shared {
   std::mutex mu;  // guards destroyed; held across disconnect and destroy so they never overlap
   bool destroyed = false;
+  // Set before destroy: a buffer (un)registered while or after the engine shuts down must not
+  // reach the freed instance (the hooks run under the engine's buffer lock, not mu).
+  std::atomic<bool> gone{false};
   const mc_tp_ops_t *ops = nullptr;
   void *t = nullptr;
 };
@@ -104,7 +107,7 @@ class PluginTransport : public Transport {
   }
   Status on_register(const LocalRegion &r) override { return region_op(o_.on_register, r, "on_register"); }
   void on_unregister(const LocalRegion &r) override {
-    if (!o_.on_unregister) return;
+    if (!o_.on_unregister || s_->gone.load()) return;
     mc_tp_region_t c = c_region(r);
     try {
       o_.on_unregister(s_->t, &c);
@@ -155,6 +158,7 @@ class PluginTransport : public Transport {
     std::lock_guard<std::mutex> lk(s_->mu);
     if (s_->destroyed || !s_->t) return;
     s_->destroyed = true;
+    s_->gone.store(true);
     try {
       o_.destroy(s_->t);
     } catch (...) {
@@ -183,7 +187,7 @@ class PluginTransport : public Transport {
   }
   Status region_op(mc_status_t (*fn)(void *, const mc_tp_region_t *), const LocalRegion &r,
                    const char *what) {
-    if (!fn) return Status::Ok();
+    if (!fn || s_->gone.load()) return Status::Ok();
     mc_tp_region_t c = c_region(r);
     mc_status_t st;
     try {
