@@ -392,6 +392,41 @@ static void test_cancel_in_flight(void **state) {
   free(buf);
 }
 
+/* The segment closed while its requests run: they run to their end (mc_segment_close), and the
+ * last one, whose report releases the segment on a worker thread, closes the file there. */
+static void test_close_while_running(void **state) {
+  (void)state;
+  mc_engine_t *e = tu_engine("file_queue_depth", "2", "workers", "1", NULL);
+  enum { kN = 64, kLen = 256 << 10 };
+  char u[512];
+  uri(u, sizeof u, "closing", "?size=16M");
+  mc_segment_t seg;
+  assert_int_equal(mc_segment_open(e, u, &seg), MC_OK);
+  char *buf = aligned_mem((size_t)kN * kLen);
+  assert_int_equal(mc_buffer_register(e, buf, (size_t)kN * kLen, "cpu"), MC_OK);
+  tu_fill(buf, (size_t)kN * kLen, 77);
+  mc_request_t reqs[kN];
+  for (size_t i = 0; i < kN; i++) reqs[i] = (mc_request_t){MC_WRITE, 0, buf + i * kLen, seg, i * (uint64_t)kLen, kLen};
+  mc_batch_t *b;
+  assert_int_equal(mc_batch_create(e, kN, &b), MC_OK);
+  assert_int_equal(mc_batch_submit(b, reqs, kN), MC_OK);
+  assert_int_equal(mc_segment_close(e, seg), MC_OK);
+  assert_int_equal(mc_batch_wait(b, tu_wait_ms(20000)), MC_OK);
+  assert_int_equal(mc_batch_destroy(b), MC_OK);
+  assert_int_equal(stat_num(e, "segments_open"), 0);
+  char p[512];
+  path_of(p, sizeof p, "closing");
+  int fd = open(p, O_RDONLY);
+  assert_true(fd >= 0);
+  char *back = malloc(kLen);
+  assert_int_equal(pread(fd, back, kLen, (kN - 1) * (off_t)kLen), kLen);
+  assert_memory_equal(back, buf + (size_t)(kN - 1) * kLen, kLen);
+  close(fd);
+  free(back);
+  mc_engine_destroy(e);
+  free(buf);
+}
+
 /* ------------------------------------------------------------------ a full file system */
 
 static char g_log[1024];
@@ -498,7 +533,8 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_create_grow),     cmocka_unit_test(test_bad_names),
       cmocka_unit_test(test_bounds),          cmocka_unit_test(test_read_only),
       cmocka_unit_test(test_aligned_unaligned), cmocka_unit_test(test_many_pages),
-      cmocka_unit_test(test_cancel_in_flight), cmocka_unit_test(test_enospc),
+      cmocka_unit_test(test_cancel_in_flight), cmocka_unit_test(test_close_while_running),
+      cmocka_unit_test(test_enospc),
   };
   return cmocka_run_group_tests_name("file", tests, make_dir, remove_dir);
 }

@@ -271,10 +271,9 @@ void Ring::io_error(Op &op, int e) {
 }
 
 void Ring::finish(Op &op, mc_status_t st) {
-  FileSeg *f = op.f;
-  env_.ops->complete(env_.host, &op.s, st);
+  op.f->one_done();  // the last touch of the segment: disconnect may free it from here on
   (st == MC_OK ? env_.slices_ok : env_.slices_failed).fetch_add(1, std::memory_order_relaxed);
-  f->one_done();  // the last touch of f: disconnect may free it now
+  env_.ops->complete(env_.host, &op.s, st);
 }
 
 void Ring::release(uint32_t slot, mc_status_t st) {

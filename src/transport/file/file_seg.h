@@ -36,12 +36,13 @@ struct FileSeg {
   // The last I/O error (errno), so that one failing file logs once per errno, not per request.
   std::atomic<int> last_errno{0};
 
-  // One slice of this segment ended (after its report): wakes disconnect at the last one.
+  // One slice of this segment is done with the file (called before its report: the report may
+  // end the last request holding the segment, whose path's disconnect then runs on this very
+  // thread and waits for active == 0). Under done_mu, so that disconnect cannot free the
+  // segment between the count and the wake-up.
   void one_done() {
-    if (active.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-      std::lock_guard<std::mutex> lk(done_mu);
-      done_cv.notify_all();
-    }
+    std::lock_guard<std::mutex> lk(done_mu);
+    if (active.fetch_sub(1, std::memory_order_acq_rel) == 1) done_cv.notify_all();
   }
 };
 

@@ -131,8 +131,8 @@ void submit(mc_tp_transport_t *t, mc_tp_path_t *p, const mc_tp_slice_t *s, size_
   size_t rings = in->rings.size();
   if (rings == 0) {  // the instance is being destroyed: nothing runs any more
     for (size_t i = 0; i < n; i++) {
-      in->env.ops->complete(in->env.host, &s[i], MC_ERR_PEER_DOWN);
       f->one_done();
+      in->env.ops->complete(in->env.host, &s[i], MC_ERR_PEER_DOWN);
     }
     return;
   }
