@@ -502,6 +502,8 @@ static int enospc_child(void) {
   if (one(e, MC_READ, back, seg, 0, kLen) != MC_OK || tu_check(back, kLen, 5) != -1) return 28;
   if (one(e, MC_WRITE, buf + kLen, seg, 0, kLen) != MC_OK) return 29;  // rewriting allocated space
   mc_engine_destroy(e);
+  free(buf);
+  free(back);
   umount(dir);
   rmdir(dir);
   return 0;
