@@ -39,7 +39,7 @@ override CXXFLAGS += -std=c++20 $(OPT) -g -Wall -Wextra $(WERROR) -fPIC -pthread
   -fvisibility=hidden -fvisibility-inlines-hidden -Iinclude -Isrc -MMD -MP $(SAN)
 override CFLAGS += -std=c11 $(OPT) -g -Wall -Wextra $(WERROR) -pthread -Iinclude -MMD -MP $(SAN)
 # Libraries libmc itself needs (also Libs.private in mc.pc for static linking).
-LIBS_PRIVATE := -lpthread -ldl -lstdc++ -lm -lcurl -lhiredis -lcrypto
+LIBS_PRIVATE := -lpthread -ldl -lstdc++ -lm -lcurl -lhiredis -lcrypto -luring
 LIB_LDFLAGS := -shared -Wl,-soname,libmc.so.$(VERSION_MAJOR) -Wl,--version-script=src/libmc.map \
   -Wl,-z,defs $(SAN)
 

@@ -60,6 +60,12 @@ const char kUsage[] =
     "      --verify     checks every byte: a WRITE is read back, a READ reads a pattern\n"
     "                   written first; extra transfers make the figures no throughput measure\n"
     "      --json       one JSON object per block size and line instead of the table\n"
+    "      --file PATH  the target is a file segment instead of --segment: file://PATH, created\n"
+    "                   or grown to --file-size BYTES (default 1G); requests use the page cache\n"
+    "                   unless --direct (O_DIRECT where aligned, as every block of a Mapping is)\n"
+    "      --random     each request at a scattered block of the thread's part (a permutation\n"
+    "                   walk: slot (k * 48271 + 11) mod slots for the k-th request), not in order\n"
+    "      --workers N, --queue-depth N   the engine's workers and file_queue_depth keys\n"
     "  mc_bench --help\n"
     "Sizes take K, M, G suffixes (2^10, 2^20, 2^30). GB/s means 10^9 bytes per second.\n";
 
@@ -242,6 +248,11 @@ struct Options {
   bool reuse = false;  // --reuse: the same batch of remote (and local) blocks every time
   bool one_block = false;  // --one-block: every request on the thread's first block, both sides
   bool transfer = false;  // --transfer: mc_transfer instead of the batch calls
+  std::string file;       // --file PATH: a file segment
+  uint64_t file_size = 1ull << 30;
+  bool direct = false;    // --direct: O_DIRECT where aligned
+  bool random = false;    // --random: scattered blocks
+  const char *workers = nullptr, *queue_depth = nullptr;
 };
 
 Options parse_initiator(int argc, char **argv) {
@@ -301,11 +312,32 @@ Options parse_initiator(int argc, char **argv) {
       o.verify = true;
     } else if (a == "--json") {
       o.json = true;
+    } else if (a == "--file") {
+      o.file = value();
+    } else if (a == "--file-size") {
+      std::string_view v = value();
+      if (!parse_size(v, &o.file_size) || o.file_size == 0)
+        die("--file-size: bad size '%.*s'", static_cast<int>(v.size()), v.data());
+    } else if (a == "--direct") {
+      o.direct = true;
+    } else if (a == "--random") {
+      o.random = true;
+    } else if (a == "--workers") {
+      o.workers = value();
+    } else if (a == "--queue-depth") {
+      o.queue_depth = value();
     } else {
       die("initiator: unknown argument '%s' (see --help)", argv[i]);
     }
   }
-  if (o.segment.empty()) die("initiator: --segment is required");
+  if (!o.file.empty()) {
+    if (!o.segment.empty()) die("initiator: --file and --segment exclude each other");
+    if (o.file[0] != '/') die("--file: '%s' is not an absolute path", o.file.c_str());
+    o.segment = "file://" + o.file + "?size=" + std::to_string(o.file_size) + (o.direct ? "" : "&direct=0");
+  } else if (o.direct) {
+    die("initiator: --direct needs --file");
+  }
+  if (o.segment.empty()) die("initiator: --segment (or --file) is required");
   if (!o.op_set) die("initiator: --op is required");
   if (o.blocks.empty()) die("initiator: --block is required");
   if (o.batch == 0) die("initiator: --batch is required");
@@ -445,6 +477,7 @@ void worker(Run *run, uint64_t t, mc_engine_t *engine, int wait_ms, ThreadResult
     for (uint64_t i = 0; i < batch_n; ++i) {
       const uint64_t lane = o.one_block ? 0 : i;
       uint64_t slot = ((o.reuse ? 0 : next_slot) + lane) % run->slots;
+      if (o.random) slot = ((iteration * batch_n + i) * 48271 + 11) % run->slots;
       uint64_t remote = region + slot * block;
       reqs[i] = mc_request_t{static_cast<uint32_t>(o.op), 0, local + lane * block, run->segment,
                              remote, block};
@@ -581,6 +614,8 @@ int run_initiator(int argc, char **argv) {
   check(mc_config_set(cfg, "listen", o.listen), "--listen");
   if (o.transport != nullptr) check(mc_config_set(cfg, "transports", o.transport), "--transport");
   if (o.timeout_ms != nullptr) check(mc_config_set(cfg, "timeout_ms", o.timeout_ms), "--timeout-ms");
+  if (o.workers != nullptr) check(mc_config_set(cfg, "workers", o.workers), "--workers");
+  if (o.queue_depth != nullptr) check(mc_config_set(cfg, "file_queue_depth", o.queue_depth), "--queue-depth");
   mc_engine_t *engine = nullptr;
   check(mc_engine_create(cfg, &engine), "engine create");
   mc_config_destroy(cfg);

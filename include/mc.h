@@ -110,7 +110,7 @@ MC_API const char *mc_last_error(void);
  *                    "localhost"; PORT may be a range LO-HI: the first free port of it is taken,
  *                    and a range with none free fails engine creation naming the range.
  *   transports       "auto" (default) or a comma-separated list of "tcp", "shm", "local",
- *                    "nvlink", "rdma". "rdma" is one-sided READ/WRITE over RC queue pairs on
+ *                    "nvlink", "rdma", "file". "rdma" is one-sided READ/WRITE over RC queue pairs on
  *                    the NICs of rdma_devices, striped over them; host memory, and "cuda:N"
  *                    memory registered through dma-buf where the driver and NIC allow it
  *                    (else such buffers go over tcp through staging). "shm" is the same-host path (memfd mappings and cross-memory
@@ -118,11 +118,14 @@ MC_API const char *mc_last_error(void);
  *                    memory to GPU memory of another process on this host through CUDA IPC
  *                    (copy engines over NVLink or PCIe, no host bounce; needs a CUDA driver,
  *                    found at run time); "local" is the in-process path used when a segment is
- *                    opened by the engine's own name; "auto" allows everything available.
+ *                    opened by the engine's own name; "file" serves file:/// segments
+ *                    (mc_segment_open); "auto" allows everything available.
  *                    GPU memory to or from host memory, or to another host, goes over "tcp"
  *                    through pinned staging buffers.
  *   workers          worker threads for in-process copies, 1..256 (4).
  *   slice_size       bytes per slice on the wire, 4K..1G, with K/M/G suffixes (1M).
+ *   file_queue_depth requests each file worker's io_uring keeps in flight, 1..4096 (64); the
+ *                    file transport has `workers` such rings, started with the first file segment.
  *   tcp_connections  TCP data connections per peer, 1..64 (4).
  *   tcp_io_threads   event-loop threads serving every TCP data connection, 1..64 (2); the
  *                    number of threads does not grow with peers.
@@ -312,7 +315,20 @@ typedef struct mc_buffer_info {
   char location[32];        /* "cpu", "cpu:N", "cuda:N" */
 } mc_buffer_info_t;
 
-/* Opens the segment published under name (in p2p mode "HOST:PORT"). This engine's own name
+/* Opens the segment published under name (in p2p mode "HOST:PORT"), or a file: a name
+ * "file:///abs/path" opens that regular file or block device as a segment of one buffer
+ * [0, size) at address 0, location "file" (a request's remote is the file offset);
+ * "file:///abs/path?size=N" (K/M/G suffixes) creates it or grows it to N bytes first (never
+ * shrinks it). Query keys: sync=1 (a WRITE completes once durable: RWF_DSYNC), direct=0 (never
+ * O_DIRECT; by default requests whose address, offset and length are aligned to the file
+ * system's direct-I/O alignment bypass the page cache). A file this process may only read gives
+ * a READ-only segment (WRITE: MC_ERR_DENIED). A missing file without size=: MC_ERR_NOT_FOUND; a
+ * relative path, a directory or other non-regular file, an empty file or a bad query key:
+ * MC_ERR_INVALID_ARG; the message names the path and the reason. File segments are served by
+ * the "file" transport (io_uring, `workers` rings of file_queue_depth), blocks on the file
+ * system while opening, and are never probed (always MC_SEGMENT_OK). A WRITE that finds the
+ * file system full ends FAILED with MC_ERR_TRANSPORT, the errno logged and kept in the
+ * engine's stats ("file": "last_error"). This engine's own name
  * always works: copies stay in process when `transports` allows "local", else they take an
  * allowed transport to the engine itself (shm, or tcp over its own listener). A descriptor
  * with a malformed part (any part a transport of this engine reads) is refused whole:

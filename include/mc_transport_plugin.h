@@ -87,6 +87,15 @@ typedef struct mc_tp_peer {
                                  "" when it published nothing under this plugin's name */
 } mc_tp_peer_t;
 
+/* A segment a transport serves itself, named by URI (open_segment): one buffer [0, length) at
+ * remote address 0, e.g. a file whose offsets are the remote addresses. */
+typedef struct mc_tp_segment {
+  uint32_t size;     /* sizeof(mc_tp_segment_t) of the library */
+  uint32_t access;   /* MC_ACCESS_* bits: what requests may do with it */
+  uint64_t length;   /* the buffer's length in bytes (> 0) */
+  char location[32]; /* the buffer's location as mc_segment_buffers reports it, e.g. "file" */
+} mc_tp_segment_t;
+
 /* One config key of a plugin. Users set it as "<plugin name>_<key>", validated when set. */
 typedef struct mc_tp_config_key {
   const char *key;  /* without the prefix: [a-z0-9_], e.g. "connections" */
@@ -216,6 +225,21 @@ typedef struct mc_tp_ops {
                                 size_t *reply_len);
   /* This instance's counters as a JSON object text (freed with free_string), or NULL. */
   char *(*stats_json)(mc_tp_transport_t *t);
+
+  /* ---- segments named by URI (appended to version 1's first table: a library whose table
+   * ends before them never reads them). The URI scheme this transport claims ([a-z0-9], e.g. "file"), or NULL:
+   * mc_segment_open of a name "<scheme>://..." is answered by open_segment instead of the
+   * metadata store, when `transports` allows this transport. Unique among loaded transports. */
+  const char *scheme;
+  /* Opens the segment `uri` ("<scheme>://...", valid during the call): fills *info (its size
+   * field set by libmc) and *out, a path that libmc then uses like one connect() gave (submit,
+   * fail_path, usable, disconnect when the last handle on it is closed). A slice's `remote` is
+   * an offset into the segment's one buffer, already checked against info->length and
+   * info->access. A failing status is mc_segment_open's, with *why (freed with free_string)
+   * naming the uri and the reason. May block (file systems); called on mc_segment_open's thread.
+   * Required when scheme is set. */
+  mc_status_t (*open_segment)(mc_tp_transport_t *t, const char *uri, mc_tp_segment_t *info, mc_tp_path_t **out,
+                              char **why);
 } mc_tp_ops_t;
 
 /* ============================================================================ entry point */

@@ -8,6 +8,7 @@
 // transport) and tools/mc_conformance.cpp (one transport by name, installed).
 #pragma once
 #include <dirent.h>
+#include <sys/stat.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -65,6 +66,7 @@ struct Ctx {
   TestHost *target = nullptr;
   Transport *t = nullptr;
   std::shared_ptr<PeerPath> path;
+  char *view = nullptr;  // a transport's own segment (file): the mapping batches check against
 
   ~Ctx() {
     path.reset();
@@ -77,9 +79,27 @@ struct Ctx {
     assert_non_null(mems.back()->p);
     return *mems.back();
   }
+  // A new file of n zero bytes, mapped: the target of a transport that serves file segments.
+  Mem &file(size_t n) {
+    mems.push_back(std::make_unique<Mem>(n, "/tmp"));
+    assert_non_null(mems.back()->p);
+    return *mems.back();
+  }
   Batch &batch() {
     batches.push_back(std::make_unique<Batch>());
+    batches.back()->view = view;
     return *batches.back();
+  }
+  // The transport's own segment over file f (t->open_uri): the path to it, f its view.
+  void open_own(Mem &f) {
+    Descriptor d;
+    // direct=0: a shared mapping sees the transport's bytes through the page cache.
+    std::string uri = t->scheme() + "://" + f.path + "?direct=0";
+    assert_int_equal(t->open_uri(uri, &d, &path).code(), MC_OK);
+    assert_non_null(path.get());
+    assert_int_equal(d.buffers.size(), 1);
+    assert_int_equal(d.buffers[0].length, f.len);
+    view = f.p;
   }
   // The path to the target's current descriptor; fails the case when there is none.
   void connect() {
@@ -109,6 +129,7 @@ std::string setup(Ctx &c, const std::string &name) {
   assert_int_equal(c.a->start(name, &avail).code(), MC_OK);
   if (!avail) return name + " is not available on this machine (its factory logged why)";
   c.t = c.a->transport(name);
+  if (!c.t->scheme().empty()) return "";  // it serves segments of its own: the target is a file
   // The suite's hosts live in this process and register host memory. A transport that moves
   // only device memory (nvlink: CUDA IPC, which a process cannot open from itself) needs a
   // target in another process with GPU buffers, which this suite does not have yet.
@@ -489,19 +510,162 @@ void case_peer_down_cleanup(Ctx &c) {
   assert_true(open_fds() <= before);
 }
 
+// ------------------------------------------------------------------------------ own segments
+// A transport that serves segments of its own (a scheme: file://) has no target host: its
+// target is a file, read through a shared mapping. The same promises, where they apply.
+
+void own_exactly_once(Ctx &c) {
+  Mem &local = c.mem(kBuf), &remote = c.file(kBuf);
+  assert_int_equal(c.a->add(local.p, local.len).code(), MC_OK);
+  c.open_own(remote);
+  for (int round = 0; round < 2; round++) {
+    Batch &bt = c.batch();
+    mixed(bt, local, remote, 1000 * (round + 1));
+    c.run(bt);
+    assert_int_equal(bt.count_status(MC_OK), bt.reqs.size());
+    for (auto &r : bt.reqs) {
+      assert_true(r->data_in_place.load());
+      std::memset(r->op == MC_READ ? static_cast<char *>(r->local) : remote.p + r->remote, 0xA5, r->len);
+    }
+    std::vector<char> l(local.p, local.p + local.len), m(remote.p, remote.p + remote.len);
+    Ctx::settle();
+    assert_memory_equal(l.data(), local.p, local.len);
+    assert_memory_equal(m.data(), remote.p, remote.len);
+    std::memset(local.p, 0, local.len);
+    std::memset(remote.p, 0, remote.len);
+  }
+  Batch &m = c.batch();
+  for (uint32_t g = 0; g < 8; g++) {
+    uint64_t off = g * 262144;
+    uint32_t op = g % 2 ? MC_WRITE : MC_READ;
+    for (uint32_t k = 0; k < 8; k++)
+      fill((op == MC_READ ? remote.p : local.p) + off + k * 4096, 4096, 5000 + g * 8 + k);
+    m.add_merged(local.p + off, remote.addr(off), 4096, 8, op, 5000 + g * 8);
+  }
+  c.run(m);
+  assert_int_equal(m.count_status(MC_OK), m.reqs.size());
+  for (auto &r : m.reqs) assert_true(r->data_in_place.load());
+}
+
+void own_cancel(Ctx &c) {
+  Mem &local = c.mem(kBuf), &remote = c.file(kBuf);
+  assert_int_equal(c.a->add(local.p, local.len).code(), MC_OK);
+  c.open_own(remote);
+  Batch &before = c.batch();
+  for (int i = 0; i < 8; i++) {
+    uint64_t off = uint64_t(i) * (kBuf / 8), len = kBuf / 8 - 4096;
+    uint32_t op = i % 2 ? MC_WRITE : MC_READ;
+    fill(op == MC_READ ? remote.p + off : local.p + off, len, 50 + i);
+    before.add(local.p + off, remote.addr(off), len, op, 50 + i);
+  }
+  std::vector<char> l0(local.p, local.p + local.len), r0(remote.p, remote.p + remote.len);
+  before.canceled = true;
+  c.run(before);
+  assert_int_equal(before.count_status(MC_ERR_CANCELED), before.reqs.size());
+  assert_memory_equal(l0.data(), local.p, local.len);
+  assert_memory_equal(r0.data(), remote.p, remote.len);
+  Batch &during = c.batch();
+  std::memset(local.p, 0, local.len);
+  for (int i = 0; i < 16; i++) {
+    uint64_t off = uint64_t(i) * (kBuf / 16);
+    fill(remote.p + off, kBuf / 16, 70 + i);
+    during.add(local.p + off, remote.addr(off), kBuf / 16, MC_READ, 70 + i);
+  }
+  std::thread canceler([&] {
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+    during.canceled = true;
+  });
+  c.t->submit(*c.path, during.slices.data(), during.slices.size());
+  canceler.join();
+  assert_true(during.wait(bound_ms()));
+  std::vector<char> l1(local.p, local.p + local.len);
+  Ctx::settle();
+  assert_true(during.each_reported_once());
+  assert_int_equal(during.count_status(MC_OK) + during.count_status(MC_ERR_CANCELED), during.reqs.size());
+  for (auto &r : during.reqs)
+    if (r->status.load() == MC_OK) assert_true(r->data_in_place.load());
+  assert_memory_equal(l1.data(), local.p, local.len);
+}
+
+// fail_path ends what is queued or in flight; later submits on the path run again.
+void own_fail_path(Ctx &c) {
+  Mem &local = c.mem(kBuf), &remote = c.file(kBuf);
+  assert_int_equal(c.a->add(local.p, local.len).code(), MC_OK);
+  c.open_own(remote);
+  cut_while_running(c, local, remote, [&] { c.t->fail_path(*c.path, MC_ERR_PEER_DOWN, "conformance: path failed"); });
+  Batch &after = c.batch();
+  fill(local.p, 65536, 9);
+  after.add(local.p, remote.addr(), 65536, MC_WRITE, 9);
+  c.run(after);
+  assert_int_equal(after.count_status(MC_OK), 1);
+  assert_true(after.reqs[0]->data_in_place.load());
+}
+
+// Past the end of the file: OUT_OF_RANGE, nothing written, the file not grown.
+void own_out_of_range(Ctx &c) {
+  Mem &local = c.mem(kBuf), &remote = c.file(kBuf);
+  assert_int_equal(c.a->add(local.p, local.len).code(), MC_OK);
+  c.open_own(remote);
+  fill(local.p, kBuf, 11);
+  std::vector<char> src(local.p, local.p + kBuf);
+  Batch &bt = c.batch();
+  bt.add(local.p, remote.addr(kBuf - 100), 200, MC_WRITE, 11);
+  bt.add(local.p + 4096, remote.addr(kBuf + 4096), 4096, MC_WRITE, 11);
+  bt.add(local.p + 65536, remote.addr(kBuf - 8), 4096, MC_READ, 12);
+  bt.add(local.p + 131072, remote.addr(kBuf + 8192), 4096, MC_READ, 12);
+  c.run(bt);
+  for (auto &r : bt.reqs) assert_int_equal(r->status.load(), MC_ERR_OUT_OF_RANGE);
+  assert_true(all_zero(remote.p, kBuf));
+  assert_memory_equal(src.data(), local.p, kBuf);
+  struct stat sb {};
+  assert_int_equal(::stat(remote.path.c_str(), &sb), 0);
+  assert_int_equal(sb.st_size, kBuf);
+}
+
+int open_fds();
+// The path dropped after fail_path: freed, and the file's descriptors closed, within a bound.
+void own_cleanup(Ctx &c) {
+  Mem &local = c.mem(kBuf), &remote = c.file(kBuf);
+  assert_int_equal(c.a->add(local.p, local.len).code(), MC_OK);
+  c.open_own(c.file(4096));  // the transport's own threads and rings start with its first segment
+  c.path.reset();
+  int before = open_fds();
+  c.open_own(remote);
+  Batch &b = c.batch();
+  mixed(b, local, remote, 64);
+  c.run(b);
+  assert_int_equal(b.count_status(MC_OK), b.reqs.size());
+  c.t->fail_path(*c.path, MC_ERR_PEER_DOWN, "conformance: closed");
+  std::weak_ptr<PeerPath> gone = c.path;
+  c.path.reset();
+  auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(5000 * slack());
+  while ((!gone.expired() || open_fds() > before) && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  assert_true(gone.expired());
+  assert_true(open_fds() <= before);
+}
+
 // ------------------------------------------------------------------------------ the table
 
 struct CaseDef {
   const char *name;
   void (*fn)(Ctx &);
   bool needs_peer;  // a case a transport that serves only its own engine cannot have
+  // The case against a transport's own segment (a file), or nullptr with own_skip saying why.
+  void (*own)(Ctx &);
+  const char *own_skip;
 };
 const CaseDef kCases[] = {
-    {"exactly_once", case_exactly_once, false}, {"cancel", case_cancel, false},
-    {"fail_path", case_fail_path, true},        {"rejoin", case_rejoin, true},
-    {"out_of_range", case_out_of_range, false}, {"access", case_access, false},
-    {"spans", case_spans, false},
-    {"peer_down_cleanup", case_peer_down_cleanup, true},
+    {"exactly_once", case_exactly_once, false, own_exactly_once, nullptr},
+    {"cancel", case_cancel, false, own_cancel, nullptr},
+    {"fail_path", case_fail_path, true, own_fail_path, nullptr},
+    {"rejoin", case_rejoin, true, nullptr, "a file has no incarnation: no engine behind it restarts"},
+    {"out_of_range", case_out_of_range, false, own_out_of_range, nullptr},
+    {"access", case_access, false, nullptr,
+     "a file's rights are the file system's (read-only files: tests/test_file.c test_read_only, as a "
+     "non-root user)"},
+    {"spans", case_spans, false, nullptr, "a file segment is one buffer: there is no boundary to span"},
+    {"peer_down_cleanup", case_peer_down_cleanup, true, own_cleanup, nullptr},
 };
 
 struct Arg {
@@ -534,6 +698,15 @@ void run_case(void **state) {
   if (skipping) {
     g_skipped++;
     skip();
+  }
+  if (!c.t->scheme().empty()) {
+    if (!arg->c->own) {
+      print_message("MC-SKIP: %s/%s: %s\n", arg->transport.c_str(), arg->c->name, arg->c->own_skip);
+      g_skipped++;
+      skip();
+    }
+    arg->c->own(c);
+    return;
   }
   arg->c->fn(c);
 }

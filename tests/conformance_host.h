@@ -63,6 +63,9 @@ struct Batch {
   std::vector<Req *> reqs;
   std::vector<Slice> slices;
   std::atomic<bool> canceled{false};
+  // A transport's own segment (a file): remote addresses are offsets into this view of it
+  // (a shared mapping of the file), where the host checks a WRITE's bytes. nullptr: memory.
+  char *view = nullptr;
   std::mutex mu;  // guards reported
   std::condition_variable cv;
   size_t reported = 0;  // requests reported at least once
@@ -131,20 +134,33 @@ inline bool all_zero(const void *p, size_t n) {
   return std::all_of(b, b + n, [](unsigned char c) { return c == 0; });
 }
 
-// Anonymous memory, page aligned and zeroed, unmapped when it goes.
+// Anonymous memory, page aligned and zeroed, unmapped when it goes. Or, for a transport that
+// serves segments of its own (file://), a new file of n zero bytes mapped shared: addr() is
+// then the file offset, and p sees what the transport wrote (through the page cache).
 struct Mem {
   explicit Mem(size_t n) : len(n) {
     void *m = ::mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     p = m == MAP_FAILED ? nullptr : static_cast<char *>(m);
   }
+  Mem(size_t n, const char *dir) : len(n) {
+    path = std::string(dir) + "/mc-conformance.XXXXXX";
+    int fd = ::mkstemp(path.data());
+    void *m = MAP_FAILED;
+    if (fd >= 0 && ::ftruncate(fd, static_cast<off_t>(n)) == 0)
+      m = ::mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (fd >= 0) ::close(fd);
+    p = m == MAP_FAILED ? nullptr : static_cast<char *>(m);
+  }
   ~Mem() {
     if (p) ::munmap(p, len);
+    if (!path.empty()) ::unlink(path.c_str());
   }
   Mem(const Mem &) = delete;
   Mem &operator=(const Mem &) = delete;
-  uint64_t addr(size_t off = 0) const { return reinterpret_cast<uint64_t>(p + off); }
+  uint64_t addr(size_t off = 0) const { return path.empty() ? reinterpret_cast<uint64_t>(p + off) : off; }
   char *p;
   size_t len;
+  std::string path;  // the file, or "" for memory
 };
 
 class TestHost : public Host, public control::Target {
@@ -314,7 +330,9 @@ class TestHost : public Host, public control::Target {
     }
     r->status.store(status);
     if (status == MC_OK) {
-      const void *dst = r->op == MC_READ ? r->local : reinterpret_cast<const void *>(r->remote);
+      const void *dst = r->op == MC_READ     ? r->local
+                        : r->batch->view ? r->batch->view + r->remote
+                                         : reinterpret_cast<const void *>(r->remote);
       r->data_in_place.store(holds(dst, r->len, r->seed));
     }
     std::lock_guard<std::mutex> lk(r->batch->mu);

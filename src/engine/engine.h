@@ -74,6 +74,7 @@ struct Peer {
 
   std::string name;
   bool self = false;
+  bool uri = false;  // a segment its transport serves itself (file://): fixed descriptor, no probes
   // mu guards desc and routes.
   std::mutex mu;
   std::shared_ptr<const Descriptor> desc;
@@ -178,6 +179,8 @@ class EngineCore : public Host, public control::Target, public std::enable_share
   Status start_listener();
   Status name_from_listener(const HostPort &bound);
   std::shared_ptr<Peer> find_segment(mc_segment_t seg);
+  Transport *scheme_transport(const std::string &name, Status *st);
+  Status open_uri_segment(Transport *t, Peer &p);
   // Fetches the peer's descriptor and (re)builds its routes. A new incarnation drops every
   // old route (failing what is in flight on it) and counts a rejoin.
   Status refresh_peer(Peer &p, bool *rejoined = nullptr);

@@ -20,6 +20,7 @@ void Peer::kick() {
 }
 
 Status EngineCore::refresh_peer(Peer &p, bool *rejoined) {
+  if (p.uri) return Status::Ok();  // its transport fixed its descriptor when it opened it
   Descriptor d;
   if (p.self) {
     d = local_descriptor();
@@ -253,6 +254,35 @@ bool EngineCore::probe_target(const std::shared_ptr<Peer> &p, HostPort *addr, ui
   return parse_host_port(p->desc->tcp, addr).ok();
 }
 
+// The transport that claims the scheme of a name "<scheme>://..." (file:///...), or nullptr;
+// MC_ERR_UNSUPPORTED in *st when one claims it but `transports` leaves it out.
+Transport *EngineCore::scheme_transport(const std::string &name, Status *st) {
+  size_t pos = name.find("://");
+  if (pos == std::string::npos || pos == 0) return nullptr;
+  std::string scheme = name.substr(0, pos);
+  for (auto *t : data_transports_)
+    if (t->scheme() == scheme) return t;
+  for (auto &t : transports_)
+    if (t->scheme() == scheme)
+      *st = Err(MC_ERR_UNSUPPORTED, std::string("the transport that serves ") + scheme + ":// segments (" +
+                                        t->name() + ") is not in this engine's `transports`");
+  return nullptr;
+}
+
+// A segment a transport serves itself (a file): its descriptor and route come from the
+// transport once; nothing probes it, as no engine behind it can go away or come back.
+Status EngineCore::open_uri_segment(Transport *t, Peer &p) {
+  Descriptor d;
+  std::shared_ptr<PeerPath> path;
+  Status st = t->open_uri(p.name, &d, &path);
+  if (!st.ok()) return st;
+  std::lock_guard<std::mutex> lk(p.mu);
+  p.uri = true;
+  p.desc = std::make_shared<const Descriptor>(std::move(d));
+  p.routes = {{t, std::move(path)}};
+  return Status::Ok();
+}
+
 Status EngineCore::open_segment(const std::string &name, mc_segment_t *out) {
   if (stopping_.load()) return Err(MC_ERR_PEER_DOWN, "the engine is being destroyed");
   std::shared_ptr<Peer> peer;
@@ -268,9 +298,17 @@ Status EngineCore::open_segment(const std::string &name, mc_segment_t *out) {
     p->state_changed_ms.store(now_ms());
     // Set before anything can reach the peer (a route's on_down kicks it from a transport
     // thread); a kick before watch() below finds no entry and does nothing.
-    if (!p->self) p->monitor = health_->handle();
-    Status st = refresh_peer(*p);
+    Status st;
+    Transport *ut = p->self ? nullptr : scheme_transport(name, &st);
     if (!st.ok()) return Err(st.code(), "cannot open segment " + name + ": " + st.message());
+    if (ut) {
+      st = open_uri_segment(ut, *p);
+      if (!st.ok()) return Err(st.code(), "cannot open segment " + st.message());
+    } else {
+      if (!p->self) p->monitor = health_->handle();
+      st = refresh_peer(*p);
+      if (!st.ok()) return Err(st.code(), "cannot open segment " + name + ": " + st.message());
+    }
     std::unique_lock<std::shared_mutex> lk(segs_mu_);
     auto it = peers_.find(name);
     std::shared_ptr<Peer> other = it != peers_.end() ? it->second.lock() : nullptr;
@@ -279,7 +317,7 @@ Status EngineCore::open_segment(const std::string &name, mc_segment_t *out) {
     } else {
       peers_[name] = p;
       peer = p;
-      if (!p->self) health_->watch(p, opts_.heartbeat_ms);
+      if (!p->self && !p->uri) health_->watch(p, opts_.heartbeat_ms);
     }
   }
   std::unique_lock<std::shared_mutex> lk(segs_mu_);

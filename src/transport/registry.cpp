@@ -7,6 +7,7 @@
 #include <cctype>
 #include <cstring>
 
+#include "transport/file/file_transport.h"
 #include "transport/local/local_transport.h"
 #include "transport/nvlink/nvlink_transport.h"
 #include "transport/plugin/plugin_loader.h"
@@ -195,8 +196,28 @@ TransportEntry local_entry() {
   return e;
 }
 
+// ---------------------------------------------------------------------------------- file
+
+// Written against the plugin interface alone and wrapped like a loaded plugin, but built in:
+// every engine has it (when `transports` allows it), whatever its `plugins`.
+std::vector<TransportEntry> file_entry() {
+  const PluginLib *lib = nullptr;
+  Status st = builtin_plugin("the built-in file transport", file::file_transport_init, &lib);
+  if (!st.ok()) {
+    MC_LOGE(st.message());
+    return {};
+  }
+  TransportEntry e;
+  e.name = lib->ops.name;
+  e.preference = lib->ops.preference;
+  e.keys = lib->keys;
+  e.create = [lib](Host &h, Status *st) { return make_plugin_transport(*lib, h, st); };
+  return {e};
+}
+
 std::vector<TransportEntry> make_registry() {
   std::vector<TransportEntry> r = {shm_entry(), nvlink_entry(), rdma_entry(), tcp_entry(), local_entry()};
+  for (auto &e : file_entry()) r.push_back(std::move(e));
   std::stable_sort(r.begin(), r.end(), [](const TransportEntry &a, const TransportEntry &b) {
     return a.preference < b.preference;
   });

@@ -138,6 +138,17 @@ class Transport {
     (void)reply;
     return Err(MC_ERR_UNSUPPORTED, std::string("transport ") + name() + " takes no control requests");
   }
+  // The URI scheme of segments this transport serves itself ("file" for "file:///..."), or ""
+  // for none: mc_segment_open of such a name calls open_uri instead of the metadata store.
+  virtual std::string scheme() const { return ""; }
+  // Opens the segment `uri`: *d gets its descriptor (name, buffers; no endpoint) and *path the
+  // path its requests take. May block on the file system.
+  virtual Status open_uri(const std::string &uri, Descriptor *d, std::shared_ptr<PeerPath> *path) {
+    (void)d;
+    (void)path;
+    return Err(MC_ERR_UNSUPPORTED,
+               std::string("transport ") + name() + " opens no segment by URI (" + uri + ")");
+  }
   // Fails everything queued or in flight and stops all threads; blocks until they stopped.
   virtual void shutdown() = 0;
   // This transport's counters as a JSON object text.

@@ -88,6 +88,31 @@ public class McTest implements McConstants {
       expect(Mc.mc_last_error() != null, "mc_last_error never null");
     });
 
+    check("file segment by name: file:///abs?size=N, one buffer at 0, write and read back", () -> {
+      java.io.File f = java.io.File.createTempFile("mc-java-file", ".bin");
+      f.delete();
+      try (Engine a = engine()) {
+        int n = 4096;
+        ByteBuffer src = ByteBuffer.allocateDirect(n), back = ByteBuffer.allocateDirect(n);
+        fill(src, 5);
+        Mc.mc_buffer_register(a, src, null);
+        Mc.mc_buffer_register(a, back, null);
+        long seg = Mc.mc_segment_open(a, "file://" + f.getAbsolutePath() + "?size=64K");
+        BufferInfo[] bufs = Mc.mc_segment_buffers(a, seg);
+        expectEq(1, bufs.length, "file segment buffers");
+        expectEq(0, bufs[0].getAddr(), "file segment address");
+        expectEq(65536, bufs[0].getLength(), "file segment length");
+        Mc.mc_transfer(a, new Request[] {Request.write(src, seg, 1000, n)}, 5000);
+        Mc.mc_transfer(a, new Request[] {Request.read(back, seg, 1000, n)}, 5000);
+        same(src, back, n, "read back from the file");
+        expectEq(65536, f.length(), "file size");
+        Mc.mc_segment_close(a, seg);
+        expectStatus(MC_ERR_NOT_FOUND, () -> Mc.mc_segment_open(a, "file://" + f.getAbsolutePath() + "-missing"));
+      } finally {
+        f.delete();
+      }
+    });
+
     check("loopback: register, open by name, write, read back, batch, stats", () -> {
       try (Engine a = engine(); Engine b = engine()) {
         String nameB = Mc.mc_engine_name(b);

@@ -18,8 +18,11 @@ namespace mc {
 
 namespace {
 
-std::mutex g_mu;                                 // guards g_libs
-std::vector<std::unique_ptr<PluginLib>> g_libs;  // never shrinks: pointers stay valid
+std::mutex g_mu;                                    // guards g_libs and g_builtin
+std::vector<std::unique_ptr<PluginLib>> g_libs;     // never shrinks: pointers stay valid
+std::vector<std::unique_ptr<PluginLib>> g_builtin;  // transports built in against the plugin interface
+
+Status init_plugin(const std::string &path, mc_transport_plugin_init_fn init, PluginLib *lib);
 
 bool is_file(const std::string &p) {
   struct stat sb;
@@ -86,6 +89,8 @@ Status check_table(const std::string &path, PluginLib *lib) {
   if (!o.free_string || !o.create || !o.destroy || !o.connect || !o.disconnect || !o.submit)
     return bad("its table lacks a required op (free_string, create, destroy, connect, disconnect, submit)");
   if (o.key_count && !o.keys) return bad("key_count is set but keys is NULL");
+  if (o.scheme && (!name_ok(o.scheme, 31) || !o.open_segment))
+    return bad("its scheme is not 1..31 characters of [a-z0-9_], or it has no open_segment");
   for (uint32_t i = 0; i < o.key_count; i++) {
     const mc_tp_config_key_t &k = o.keys[i];
     if (!name_ok(k.key, 64) || !k.valid)
@@ -110,6 +115,14 @@ Status open_plugin(const std::string &path, PluginLib *lib) {
   }
   auto init = reinterpret_cast<mc_transport_plugin_init_fn>(dlsym(h, "mc_transport_plugin_init"));
   if (!init) return bad("it exports no mc_transport_plugin_init");
+  return init_plugin(path, init, lib);
+}
+
+// Calls a plugin's init and applies the version rule. *lib filled on success.
+Status init_plugin(const std::string &path, mc_transport_plugin_init_fn init, PluginLib *lib) {
+  auto bad = [&](const std::string &why) {
+    return Err(MC_ERR_UNSUPPORTED, "transport plugin " + path + ": " + why);
+  };
   const mc_tp_ops_t *ops = nullptr;
   const char *why = nullptr;
   mc_status_t st;
@@ -158,6 +171,21 @@ Status load_plugin(const std::string &entry, const PluginLib **out) {
                               << lib->ops.version << ")");
   *out = lib.get();
   g_libs.push_back(std::move(lib));
+  return Status::Ok();
+}
+
+Status builtin_plugin(const std::string &label, mc_transport_plugin_init_fn init, const PluginLib **out) {
+  std::lock_guard<std::mutex> lk(g_mu);
+  for (auto &l : g_builtin)
+    if (l->path == label) {
+      *out = l.get();
+      return Status::Ok();
+    }
+  auto lib = std::make_unique<PluginLib>();
+  Status st = init_plugin(label, init, lib.get());
+  if (!st.ok()) return st;
+  *out = lib.get();
+  g_builtin.push_back(std::move(lib));
   return Status::Ok();
 }
 

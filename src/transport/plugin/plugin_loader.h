@@ -28,6 +28,11 @@ struct PluginLib {
 // Thread-safe; blocks on dlopen and the plugin's init.
 Status load_plugin(const std::string &entry, const PluginLib **out);
 
+// A transport built into libmc but written against the plugin interface alone (the file
+// transport): its init called once, the same checks as a loaded plugin's; label names it in
+// errors. Not among loaded_plugins(). Thread-safe.
+Status builtin_plugin(const std::string &label, mc_transport_plugin_init_fn init, const PluginLib **out);
+
 // Every plugin loaded so far in this process, in load order.
 std::vector<const PluginLib *> loaded_plugins();
 

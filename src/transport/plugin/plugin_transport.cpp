@@ -20,6 +20,9 @@ namespace {
 struct Shared {
   std::mutex mu;  // guards destroyed; held across disconnect and destroy so they never overlap
   bool destroyed = false;
+  // Set before destroy: a buffer (un)registered while or after the engine shuts down must not
+  // reach the freed instance (the hooks run under the engine's buffer lock, not mu).
+  std::atomic<bool> gone{false};
   const mc_tp_ops_t *ops = nullptr;
   void *t = nullptr;
 };
@@ -104,7 +107,7 @@ class PluginTransport : public Transport {
   }
   Status on_register(const LocalRegion &r) override { return region_op(o_.on_register, r, "on_register"); }
   void on_unregister(const LocalRegion &r) override {
-    if (!o_.on_unregister) return;
+    if (!o_.on_unregister || s_->gone.load()) return;
     mc_tp_region_t c = c_region(r);
     try {
       o_.on_unregister(s_->t, &c);
@@ -149,10 +152,13 @@ class PluginTransport : public Transport {
     }
   }
   Status handle_control(const std::string &request, std::string *reply) override;
+  std::string scheme() const override { return o_.scheme && o_.open_segment ? o_.scheme : ""; }
+  Status open_uri(const std::string &uri, Descriptor *d, std::shared_ptr<PeerPath> *path) override;
   void shutdown() override {
     std::lock_guard<std::mutex> lk(s_->mu);
     if (s_->destroyed || !s_->t) return;
     s_->destroyed = true;
+    s_->gone.store(true);
     try {
       o_.destroy(s_->t);
     } catch (...) {
@@ -181,7 +187,7 @@ class PluginTransport : public Transport {
   }
   Status region_op(mc_status_t (*fn)(void *, const mc_tp_region_t *), const LocalRegion &r,
                    const char *what) {
-    if (!fn) return Status::Ok();
+    if (!fn || s_->gone.load()) return Status::Ok();
     mc_tp_region_t c = c_region(r);
     mc_status_t st;
     try {
@@ -192,6 +198,7 @@ class PluginTransport : public Transport {
     if (st == MC_OK) return Status::Ok();
     return Err(st, "transport plugin " + h_.name + ": " + what + " failed (" + mc_status_str(st) + ")");
   }
+  std::shared_ptr<PluginPath> keep_path(void *p);
   void path_down(void *p) {
     std::shared_ptr<PluginPath> path;
     {
@@ -234,11 +241,50 @@ std::shared_ptr<PeerPath> PluginTransport::connect(const Descriptor &d) {
       MC_LOGW("transport plugin " << h_.name << ": connect to " << d.name << ": " << mc_status_str(st));
     return nullptr;
   }
+  return keep_path(p);
+}
+
+std::shared_ptr<PluginPath> PluginTransport::keep_path(void *p) {
   auto path = std::make_shared<PluginPath>(s_, p);
   std::lock_guard<std::mutex> lk(paths_mu_);
   for (auto i = paths_.begin(); i != paths_.end();) i = i->second.expired() ? paths_.erase(i) : std::next(i);
   paths_[p] = path;
   return path;
+}
+
+// The plugin's segment becomes a descriptor of one buffer [0, length) at address 0, named by
+// its URI, with no endpoint: nothing probes it and no other transport reaches it.
+Status PluginTransport::open_uri(const std::string &uri, Descriptor *d, std::shared_ptr<PeerPath> *path) {
+  if (scheme().empty()) return Transport::open_uri(uri, d, path);
+  mc_tp_segment_t info{};
+  info.size = sizeof info;
+  void *p = nullptr;
+  char *why = nullptr;
+  mc_status_t st;
+  try {
+    st = o_.open_segment(s_->t, uri.c_str(), &info, &p, &why);
+  } catch (...) {
+    st = MC_ERR_INTERNAL;
+  }
+  std::string reason = take(why);
+  if (st != MC_OK) return Err(st, reason.empty() ? uri + ": " + mc_status_str(st) : reason);
+  if (!p || info.length == 0) {
+    if (p) keep_path(p);  // disconnected at once
+    return Err(MC_ERR_INTERNAL,
+               "transport plugin " + h_.name + " opened " + uri + " without a path or length");
+  }
+  info.location[sizeof info.location - 1] = 0;
+  d->name = uri;
+  BufferDesc b;
+  b.addr = 0;
+  b.length = info.length;
+  b.location = info.location[0] ? info.location : h_.name.c_str();
+  b.access = info.access & (MC_ACCESS_READ | MC_ACCESS_WRITE);
+  d->buffers = {b};
+  d->transports[h_.name] = "{}";
+  d->set_min_access();
+  *path = keep_path(p);
+  return Status::Ok();
 }
 
 Status PluginTransport::handle_control(const std::string &request, std::string *reply) {

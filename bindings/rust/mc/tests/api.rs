@@ -472,3 +472,27 @@ fn helper_target() {
         std::thread::sleep(Duration::from_secs(3600));
     }
 }
+
+#[test]
+fn file_segment_by_name() {
+    let e = engine();
+    let path = std::env::temp_dir().join(format!("mc-rust-file-{}.bin", std::process::id()));
+    let seg = e
+        .open(&format!("file://{}?size=64K", path.display()))
+        .unwrap();
+    assert_eq!(seg.info().unwrap().transport, "file");
+    let bufs = seg.buffers().unwrap();
+    assert_eq!((bufs[0].addr, bufs[0].length), (0, 65536));
+    assert_eq!(bufs[0].location, "file");
+    let mut src = e.alloc(4096).unwrap();
+    src.copy_from_slice(&pattern(4096, 9));
+    let mut back = e.register(vec![0u8; 4096]).unwrap();
+    e.write(&src, &seg, 1000, None).unwrap();
+    e.read(&mut back, &seg, 1000, None).unwrap();
+    assert_eq!(&back[..], &src[..]);
+    assert_eq!(&std::fs::read(&path).unwrap()[1000..5096], &src[..]);
+    drop(seg);
+    let _ = std::fs::remove_file(&path);
+    let err = e.open("file://relative/x").unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidArg, "{err}");
+}

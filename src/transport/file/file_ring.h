@@ -1,0 +1,92 @@
+// One worker thread and its io_uring: takes slices of any open file segment, keeps up to
+// `depth` of them in flight, and reports each once through the host. No thread per request or
+// per file: an engine has `workers` rings, started with its first file segment.
+#pragma once
+#include <liburing.h>
+#include <mc_transport_plugin.h>
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "transport/file/file_fixed.h"
+#include "transport/file/file_seg.h"
+
+namespace mc::file {
+
+// What every ring of one transport instance shares: the host, settings and counters.
+struct RingEnv {
+  mc_tp_host_t *host = nullptr;
+  const mc_tp_host_ops_t *ops = nullptr;
+  uint32_t timeout_ms = 5000;  // a slice that makes no progress this long ends MC_ERR_TIMEOUT
+  std::atomic<uint64_t> bytes_read{0}, bytes_written{0}, slices_ok{0}, slices_failed{0};
+  std::atomic<uint64_t> direct_ops{0}, buffered_ops{0};
+  FixedTable *fixed = nullptr;  // local memory as io_uring fixed buffers
+  std::atomic<uint64_t> fixed_ops{0};
+  std::mutex err_mu;       // guards last_error
+  std::string last_error;  // the last I/O error, with its errno (stats_json)
+  void log(int32_t level, const std::string &m) { ops->log(host, level, m.c_str()); }
+};
+
+// A slice on its way: where it stands and what ends it.
+struct Op {
+  mc_tp_slice_t s;
+  FileSeg *f = nullptr;
+  uint32_t gen = 0;           // f->gen at submit: fail_path ends older ones
+  uint64_t done = 0;          // bytes moved so far (short reads and writes go on from here)
+  uint64_t since_ms = 0;      // when it last started or progressed
+  mc_status_t abort = MC_OK;  // set when an async cancel was sent for it: the status it ends with
+  int fixed = -1;             // the fixed buffer holding its local memory in this ring, or -1
+};
+
+class Ring {
+ public:
+  Ring(RingEnv &env, unsigned depth, unsigned index) : env_(env), depth_(depth), index_(index) {}
+  ~Ring() { stop(); }
+  // Sets up the ring and starts the thread; false with *why when io_uring is not available.
+  bool start(std::string *why);
+  // Queues ops (copied); never blocks on I/O.
+  void push(const Op *ops, size_t n);
+  // Fails what is queued (MC_ERR_PEER_DOWN), waits for what is in flight, joins the thread.
+  void stop();
+
+ private:
+  void run();
+  bool take();               // the queue into pending_; true once stopping
+  void fill();               // starts pending ops while slots are free
+  bool begin(Op &op);        // the checks before a start; false when it ended at once
+  void prep(uint32_t slot);  // one read or write SQE for the rest of slots_[slot]
+  void on_cqe(uint64_t data, int res);
+  void on_progress(uint32_t slot, int res);
+  void finish(Op &op, mc_status_t st);
+  void release(uint32_t slot, mc_status_t st);
+  void tick(uint64_t now);  // cancels in-flight ops that were canceled, failed or timed out
+  void cancel_slot(uint32_t slot, mc_status_t why);
+  void arm_poll();
+  io_uring_sqe *sqe();
+  void drain();
+  void io_error(Op &op, int e);
+
+  RingEnv &env_;
+  unsigned depth_;
+  unsigned index_;  // this ring's number among the instance's (FixedTable)
+  io_uring ring_{};
+  bool ring_ok_ = false;
+  bool fixed_ok_ = false;       // the ring has a fixed-buffer table
+  int efd_ = -1;                // pushes wake the thread through a poll on it
+  std::vector<Op> slots_;       // in flight, indexed by user_data - 1
+  std::vector<uint32_t> free_;  // free slot indexes
+  std::deque<Op> pending_;      // taken from the queue, not yet started (thread only)
+  std::mutex mu_;               // guards queue_ and stopping_
+  std::deque<Op> queue_;
+  bool stopping_ = false;
+  std::thread th_;
+};
+
+uint64_t mono_ms();
+
+}  // namespace mc::file
