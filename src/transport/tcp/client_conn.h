@@ -14,6 +14,7 @@
 #include "proto/auth.h"
 #include "proto/wire.h"
 #include "transport/host.h"
+#include "transport/tcp/counters.h"
 #include "transport/tcp/fences.h"
 #include "transport/tcp/io_loop.h"
 #include "util/net.h"
@@ -21,12 +22,6 @@
 namespace mc::tcp {
 
 constexpr size_t kReadBuf = 256 * 1024;  // replies' headers and small payloads are read into this
-
-// The transport's counters (stats_json), shared by its connections.
-struct Counters {
-  std::atomic<uint64_t> bytes_sent{0}, bytes_received{0}, slices_ok{0}, slices_failed{0};
-  std::atomic<uint64_t> conns_opened{0}, conns_failed{0}, fences_sent{0};
-};
 
 // What a connection needs from its transport; outlives every connection.
 struct ClientEnv {
