@@ -59,9 +59,11 @@ void ServedConn::begin() {
 
 void ServedConn::on_events(uint32_t ev) {
   if (phase_ == kClosed) return;
+  // A reset (the initiator failed what it had in flight here) or a BIND's fence (shutdown):
+  // whatever requests are still queued must not touch memory any more.
+  if (ev & (EPOLLERR | EPOLLHUP)) return close_now();
   if (ev & EPOLLOUT) try_send();
   if (phase_ == kClosed) return;
-  if ((ev & (EPOLLERR | EPOLLHUP)) && !reading()) return close_now();  // nothing more can come or go
   pump();
 }
 
@@ -88,6 +90,7 @@ void ServedConn::on_tick(uint64_t now) {
 // Ends: the socket reads are bounded per wake-up and a send that blocks leaves it paused.
 void ServedConn::pump() {
   rpulled_ = 0;
+  rdrained_ = false;
   while (phase_ != kClosed) {
     if (reading() && !paused()) process();
     if (phase_ == kClosed) return;
@@ -157,17 +160,29 @@ ssize_t ServedConn::pull(char *dst, size_t n) {
     rpos_ += k;
     return static_cast<ssize_t>(k);
   }
-  if (rpulled_ >= kBudget) {  // other connections of this loop get a turn; epoll calls again
+  // Other connections of this loop get a turn after kBudget; and a short read emptied the
+  // socket, so the next one would only say EAGAIN: epoll (level-triggered) calls again.
+  if (rpulled_ >= kBudget || rdrained_) {
     errno = EAGAIN;
     return -1;
   }
+  // A reset leaves the bytes queued before it readable; they belong to requests the initiator
+  // already failed, so none of them may land (the loop may be behind a socket by a few MiB).
+  int err = 0;
+  socklen_t el = sizeof err;
+  if (::getsockopt(fd_.get(), SOL_SOCKET, SO_ERROR, &err, &el) == 0 && err != 0) {
+    errno = err;
+    return -1;
+  }
   bool direct = n >= kDirect;
+  size_t want = direct ? n : rbuf_.size();
   ssize_t r;
   do {
-    r = direct ? ::recv(fd_.get(), dst, n, MSG_DONTWAIT) : ::recv(fd_.get(), rbuf_.data(), rbuf_.size(), MSG_DONTWAIT);
+    r = ::recv(fd_.get(), direct ? dst : rbuf_.data(), want, MSG_DONTWAIT);
   } while (r < 0 && errno == EINTR);
   if (r == 0) errno = 0;
   if (r <= 0) return -1;
+  rdrained_ = static_cast<size_t>(r) < want;
   rpulled_ += static_cast<uint64_t>(r);
   last_progress_ = now_ms();
   if (direct) return r;

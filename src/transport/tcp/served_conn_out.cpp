@@ -66,8 +66,11 @@ void ServedConn::advance(uint64_t n) {
 ssize_t ServedConn::send_host() {
   iovec iov[kMaxIov];
   int n = 0;
-  for (auto it = out_.begin(); it != out_.end() && n < kMaxIov && !it->device; ++it)
+  uint64_t want = 0;
+  for (auto it = out_.begin(); it != out_.end() && n < kMaxIov && !it->device; ++it) {
     iov[n++] = {const_cast<char *>(it->data()), it->size()};
+    want += it->size();
+  }
   msghdr m{};
   m.msg_iov = iov;
   m.msg_iovlen = static_cast<size_t>(n);
@@ -76,6 +79,7 @@ ssize_t ServedConn::send_host() {
     r = ::sendmsg(fd_.get(), &m, MSG_NOSIGNAL | MSG_DONTWAIT);
   } while (r < 0 && errno == EINTR);
   if (r > 0) advance(static_cast<uint64_t>(r));
+  sfull_ = r >= 0 && static_cast<uint64_t>(r) < want;  // the next send would say EAGAIN
   return r;
 }
 
@@ -130,6 +134,10 @@ void ServedConn::try_send() {
     }
     last_progress_ = now_ms();
     sent += static_cast<uint64_t>(r);
+    if (sfull_) {  // EPOLLOUT says when the socket's buffer has room again
+      sfull_ = false;
+      break;
+    }
   }
   if (out_.empty() && phase_ == kClosing) close_now();
 }
