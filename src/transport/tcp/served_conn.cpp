@@ -119,8 +119,8 @@ void ServedConn::process() {
     if (r == 0) return;
     int e = errno;
     if (phase_ != kHeader || rdone_ > 0)  // between requests, a close or reset is the peer's way to end
-      MC_LOGI("tcp: a served connection ended mid-request: "
-              << (e == 0 ? std::string("closed by peer") : std::string(std::strerror(e))));
+      MC_LOGI("tcp: a served connection ended mid-request: " << (e == 0 ? std::string("closed by peer")
+                                                                        : std::string(std::strerror(e))));
     return close_now();
   }
 }

@@ -79,7 +79,9 @@ class ServedConn : public IoHandler, public std::enable_shared_from_this<ServedC
   void advance(uint64_t n);
   void drop_front();
   bool paused() const;
-  bool reading() const { return phase_ == kHeader || phase_ == kBindList || phase_ == kWriteData || phase_ == kDrain; }
+  bool reading() const {
+    return phase_ == kHeader || phase_ == kBindList || phase_ == kWriteData || phase_ == kDrain;
+  }
   bool mid_request() const { return phase_ != kHeader || rdone_ > 0 || !out_.empty(); }
   void update_events();
   void close_now();
@@ -94,11 +96,11 @@ class ServedConn : public IoHandler, public std::enable_shared_from_this<ServedC
   // Requests in.
   std::vector<char> rbuf_;
   size_t rpos_ = 0, rend_ = 0;
-  uint64_t rpulled_ = 0;  // bytes read from the socket in this wake-up
-  bool rdrained_ = false; // a read in this wake-up came back short: the socket is empty
-  bool sfull_ = false;    // the last send came back short: the socket's buffer is full
-  wire::Header rh_{};     // the request being read
-  uint64_t rdone_ = 0;    // bytes of the current unit (header, BIND list, payload) read
+  uint64_t rpulled_ = 0;   // bytes read from the socket in this wake-up
+  bool rdrained_ = false;  // a read in this wake-up came back short: the socket is empty
+  bool sfull_ = false;     // the last send came back short: the socket's buffer is full
+  wire::Header rh_{};      // the request being read
+  uint64_t rdone_ = 0;     // bytes of the current unit (header, BIND list, payload) read
   std::vector<uint64_t> dead_;
   bool bound_ = false;
   ServedBinds::Key key_{0, 0};

@@ -14,9 +14,9 @@
 namespace mc::tcp {
 namespace {
 
-constexpr uint64_t kBudget = 16 << 20;      // bytes sent per wake-up, for fairness between connections
-constexpr uint64_t kBounce = 1 << 20;       // GPU memory is staged in chunks of this
-constexpr size_t kCoalesce = 256 * 1024;    // small replies share one buffer up to this
+constexpr uint64_t kBudget = 16 << 20;    // bytes sent per wake-up, for fairness between connections
+constexpr uint64_t kBounce = 1 << 20;     // GPU memory is staged in chunks of this
+constexpr size_t kCoalesce = 256 * 1024;  // small replies share one buffer up to this
 constexpr int kMaxIov = 128;
 
 bool would_block(int e) { return e == EAGAIN || e == EWOULDBLOCK; }
