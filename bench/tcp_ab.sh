@@ -3,8 +3,11 @@
 # interleaved (the order of the builds alternating), so load from elsewhere on the machine hits
 # both alike. Each side runs its own target and initiator (mc_bench, --transport tcp) for READ and
 # WRITE at 64K, 1M and 16M with one fixed batch x threads (no selection pass: the same shape for
-# both builds), plus one iperf3 single stream per round as a load reference.
-# Prints "side round op size gbps p50_us" lines and a table of medians with min..max.
+# both builds), plus one iperf3 single stream per round as a load reference. Under load from
+# elsewhere, GB/s also measures how much CPU the scheduler gives each build's threads (a build
+# with fewer threads gets less of a busy machine); the CPU seconds both processes spend per GB
+# moved (_cpu_s_per_GB, lower is better) measures the work itself.
+# Writes a table of medians with min..max, and every raw figure, to OUT.
 # Knobs: ROUNDS (3), DURATION (seconds per run, 2), SHAPE ("8x1": batch x threads), SIZES
 # ("64K 1M 16M"), OUT (bench/results/tcp_ab.txt).
 set -euo pipefail
@@ -32,6 +35,7 @@ start_target() {  # build
   echo "tcp_ab.sh: target did not start: $(cat "$TMP/t.err")" >&2
   exit 1
 }
+tcpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }  # the target's CPU time in clock ticks
 stop_target() { kill "$TPID" 2>/dev/null; wait "$TPID" 2>/dev/null || true; TPID=; }
 
 RAW=$TMP/raw
@@ -47,13 +51,20 @@ for ((r = 1; r <= ROUNDS; r++)); do
     echo "round $r: $side, load $(cut -d' ' -f1 /proc/loadavg)" | tee -a "$OUT"
     start_target "${B[$side]}"
     for op in read write; do
-      blocks=$(echo $SIZES | tr ' ' ',')
-      "${B[$side]}/bin/mc_bench" initiator --segment "$SEG" --op $op --block "$blocks" --batch "$BATCH" \
-        --threads "$THREADS" --duration "$DURATION" --transport tcp --json >"$TMP/i.out" 2>"$TMP/i.err" ||
-        { echo "tcp_ab.sh: initiator failed: $(tail -3 "$TMP/i.err")" >&2; exit 1; }
-      sed -E 's/.*"block":([0-9]+).*"gbps":([0-9.]+),"p50_us":([0-9.]+).*/\1 \2 \3/' "$TMP/i.out" |
-        awk -v s=$side -v r=$r -v op=$op '{sz = $1 >= 1048576 ? $1 / 1048576 "M" : $1 / 1024 "K";
-          printf "%s %s tcp_%s_%s_gbps %s\n%s %s tcp_%s_%s_p50_us %s\n", s, r, op, sz, $2, s, r, op, sz, $3}' >>"$RAW"
+      for size in $SIZES; do
+        t0=$(tcpu "$TPID")
+        /usr/bin/time -f "%U %S" -o "$TMP/i.time" "${B[$side]}/bin/mc_bench" initiator --segment "$SEG" \
+          --op $op --block "$size" --batch "$BATCH" --threads "$THREADS" --duration "$DURATION" \
+          --transport tcp --json >"$TMP/i.out" 2>"$TMP/i.err" ||
+          { echo "tcp_ab.sh: initiator failed: $(tail -3 "$TMP/i.err")" >&2; exit 1; }
+        t1=$(tcpu "$TPID")
+        # CPU seconds of both processes per GB moved: what the load on the machine does not change.
+        sed -E 's/.*"bytes":([0-9]+).*"gbps":([0-9.]+),"p50_us":([0-9.]+).*/\1 \2 \3/' "$TMP/i.out" |
+          awk -v s=$side -v r=$r -v f="tcp_${op}_$size" -v tc=$((t1 - t0)) -v it="$(cat "$TMP/i.time")" '
+            {split(it, u, " "); cpu = tc / 100 + u[1] + u[2]
+             printf "%s %s %s_gbps %s\n%s %s %s_p50_us %s\n", s, r, f, $2, s, r, f, $3
+             if ($1 > 0) printf "%s %s %s_cpu_s_per_GB %.4f\n", s, r, f, cpu / ($1 / 1e9)}' >>"$RAW"
+      done
     done
     stop_target
   done
