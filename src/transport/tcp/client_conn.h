@@ -141,11 +141,12 @@ class ClientConn : public IoHandler, public std::enable_shared_from_this<ClientC
   RecvPhase rphase_ = kHeader;
   wire::Header rh_{};
   uint64_t rdone_ = 0;
-  bool rskip_ = false;     // a canceled READ's data: drained, never written
-  bool rdev_ = false;      // the READ's destination is GPU memory: staged through rbounce_
-  uint64_t rpulled_ = 0;   // bytes read from the socket in this wake-up
-  bool rdrained_ = false;  // a read in this wake-up came back short: the socket is empty
-  bool sfull_ = false;     // the last send came back short: the socket's buffer is full
+  bool rskip_ = false;      // a canceled READ's data: drained, never written
+  bool rdev_ = false;       // the READ's destination is GPU memory: staged through rbounce_
+  uint64_t rpulled_ = 0;    // bytes read from the socket in this wake-up
+  bool exact_hdr_ = false;  // the last reply carried a large payload: read the next header alone
+  bool rdrained_ = false;   // a read in this wake-up came back short: the socket is empty
+  bool sfull_ = false;      // the last send came back short: the socket's buffer is full
   std::string rtext_;
   std::vector<char> rbounce_;
 };

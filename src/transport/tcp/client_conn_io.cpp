@@ -193,7 +193,9 @@ ssize_t ClientConn::pull(char *dst, size_t n) {
     return -1;
   }
   bool direct = n >= kDirect;
-  size_t want = direct ? n : kReadBuf;
+  // Behind a large payload the next one is likely large too: read only the header, so that
+  // the payload goes straight to memory instead of through rbuf_ (a copy more).
+  size_t want = direct ? n : (exact_hdr_ && rphase_ == kHeader ? n : kReadBuf);
   ssize_t r;
   do {
     r = ::recv(fd_.get(), direct ? dst : rbuf_.get(), want, MSG_DONTWAIT);
@@ -283,6 +285,7 @@ void ClientConn::on_header() {
     MC_LOGI("tcp: peer " << who() << " refused a request at 0x" << std::hex << s.remote << std::dec << " ("
                          << mc_status_str(h.status) << ")");
   }
+  exact_hdr_ = false;
   complete_front(st);
 }
 
@@ -320,6 +323,7 @@ int ClientConn::recv_payload() {
   env_->counters->bytes_received += rh_.len;
   rphase_ = kHeader;
   rdone_ = 0;
+  exact_hdr_ = rh_.len >= kDirect;
   complete_front(rskip_ ? MC_ERR_CANCELED : MC_OK);
   return 1;
 }

@@ -96,11 +96,12 @@ class ServedConn : public IoHandler, public std::enable_shared_from_this<ServedC
   // Requests in.
   std::vector<char> rbuf_;
   size_t rpos_ = 0, rend_ = 0;
-  uint64_t rpulled_ = 0;   // bytes read from the socket in this wake-up
-  bool rdrained_ = false;  // a read in this wake-up came back short: the socket is empty
-  bool sfull_ = false;     // the last send came back short: the socket's buffer is full
-  wire::Header rh_{};      // the request being read
-  uint64_t rdone_ = 0;     // bytes of the current unit (header, BIND list, payload) read
+  uint64_t rpulled_ = 0;    // bytes read from the socket in this wake-up
+  bool exact_hdr_ = false;  // the last WRITE carried a large payload: read the next header alone
+  bool rdrained_ = false;   // a read in this wake-up came back short: the socket is empty
+  bool sfull_ = false;      // the last send came back short: the socket's buffer is full
+  wire::Header rh_{};       // the request being read
+  uint64_t rdone_ = 0;      // bytes of the current unit (header, BIND list, payload) read
   std::vector<uint64_t> dead_;
   bool bound_ = false;
   ServedBinds::Key key_{0, 0};
