@@ -56,7 +56,12 @@ for ((r = 1; r <= ROUNDS; r++)); do
         /usr/bin/time -f "%U %S" -o "$TMP/i.time" "${B[$side]}/bin/mc_bench" initiator --segment "$SEG" \
           --op $op --block "$size" --batch "$BATCH" --threads "$THREADS" --duration "$DURATION" \
           --transport tcp --json >"$TMP/i.out" 2>"$TMP/i.err" ||
-          { echo "tcp_ab.sh: initiator failed: $(tail -3 "$TMP/i.err")" >&2; exit 1; }
+          { echo "tcp_ab.sh: $side initiator failed: $(tail -3 "$TMP/i.err")" >&2
+            if ! kill -0 "$TPID" 2>/dev/null; then
+              st=0; wait "$TPID" || st=$?
+              echo "tcp_ab.sh: $side target ended with status $st" >&2; TPID=
+            fi
+            echo "tcp_ab.sh: $side target's stderr: $(tail -5 "$TMP/t.err")" >&2; exit 1; }
         t1=$(tcpu "$TPID")
         # CPU seconds of both processes per GB moved: what the load on the machine does not change.
         sed -E 's/.*"bytes":([0-9]+).*"gbps":([0-9.]+),"p50_us":([0-9.]+).*/\1 \2 \3/' "$TMP/i.out" |
