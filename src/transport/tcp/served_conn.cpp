@@ -209,7 +209,8 @@ void ServedConn::on_request() {
     if (bound_ || h.len % sizeof(uint64_t) != 0 || h.len > wire::kMaxFence * sizeof(uint64_t))
       return refuse("sent a malformed BIND");
     dead_.assign(h.len / sizeof(uint64_t), 0);
-    key_ = {h.id, h.addr};
+    uint64_t nonce = h.id, number = h.addr;  // copies: the header is packed, no reference may bind to it
+    key_ = {nonce, number};
     if (dead_.empty()) return do_bind(true);
     phase_ = kBindList;
     return;
