@@ -265,8 +265,26 @@ void case_cancel(Ctx &c) {
   print_message("  %zu of %zu READs ended CANCELED\n", during.count_status(MC_ERR_CANCELED), during.reqs.size());
 }
 
+// The target's memory after a cut, against its copy m taken at the reports: unchanged, except
+// that a WRITE reported FAILED may still land its own bytes in its own range. That is the
+// failure contract (README: FAILED means the range may be partly written; later requests are
+// fenced from it), and over tcp an initiator's cut cannot stop what the target's socket had
+// already queued: the reset may reach the target after the initiator reported.
+void expect_remote_settled(Batch &bt, const std::vector<char> &m, Mem &remote) {
+  std::vector<char> want(m);
+  for (Req *r : bt.reqs) {
+    if (r->op != MC_WRITE || r->status.load() == MC_OK) continue;
+    uint64_t off = r->remote - remote.addr();
+    const char *src = static_cast<const char *>(r->local);
+    for (uint64_t i = 0; i < r->len; i++)
+      if (remote.p[off + i] == src[i]) want[off + i] = src[i];
+  }
+  assert_memory_equal(want.data(), remote.p, remote.len);
+}
+
 // Submits 32 requests of 128 KiB, runs `cut` at once and expects every one reported once
-// within the bound, OK or failed, with no byte moving after its report.
+// within the bound, OK or failed, with no byte moving after its report (a failed WRITE's own
+// range aside, expect_remote_settled).
 void cut_while_running(Ctx &c, Mem &local, Mem &remote, const std::function<void()> &cut) {
   Batch &bt = c.batch();
   for (int i = 0; i < 32; i++) {
@@ -286,7 +304,7 @@ void cut_while_running(Ctx &c, Mem &local, Mem &remote, const std::function<void
   assert_true(bt.each_reported_once());
   assert_int_equal(c.a->extra_reports(), 0);
   assert_memory_equal(l.data(), local.p, local.len);
-  assert_memory_equal(m.data(), remote.p, remote.len);
+  expect_remote_settled(bt, m, remote);
   size_t ok = bt.count_status(MC_OK);
   for (auto &r : bt.reqs)
     if (r->status.load() == MC_OK) assert_true(r->data_in_place.load());

@@ -556,6 +556,52 @@ static void test_control_pool_peer_restarted(void **state) {
   mc_engine_destroy(ini);
 }
 
+/* The served side does not grow in threads either: a peer engine serving 64 data connections
+ * from this engine (tcp_connections=64, all busy with one batch) runs the threads it ran before
+ * any connection came; its tcp_io_threads event loops serve them. */
+static uint64_t tcp_stat(mc_engine_t *e, const char *key) {
+  static char js[1 << 16];
+  size_t need;
+  assert_int_equal(mc_engine_stats_json(e, js, sizeof js, &need), MC_OK);
+  const char *k = strstr(js, key);
+  assert_non_null(k);
+  return strtoull(k + strlen(key) + 1, NULL, 10);
+}
+
+static void test_served_threads_flat(void **state) {
+  (void)state;
+  enum { kConns = 64, kLen = 32 };
+  mc_engine_t *ini = tu_engine("transports", "tcp,local", "tcp_connections", "64", NULL);
+  assert_non_null(ini);
+  static char l[kConns][4096];
+  assert_int_equal(mc_buffer_register(ini, l, sizeof l, NULL), MC_OK);
+  struct child c;
+  child_start("0", &c);
+  int t0 = threads_of(c.pid), t64 = 0;
+  mc_segment_t seg;
+  assert_int_equal(mc_segment_open(ini, c.name, &seg), MC_OK);
+  for (int round = 0; round < 3; round++) {
+    /* Neither side adjacent to the next: 64 slices, one on each connection. */
+    mc_request_t r[kConns];
+    for (int i = 0; i < kConns; i++) {
+      tu_fill(l[i], kLen, (uint64_t)(round * kConns + i));
+      r[i] = (mc_request_t){round == 1 ? MC_READ : MC_WRITE, 0, l[i], seg, c.buf + (uint64_t)i * 64, kLen};
+    }
+    assert_int_equal(mc_transfer(ini, r, kConns, tu_wait_ms(20000)), MC_OK);
+    int t = threads_of(c.pid);
+    if (t > t64) t64 = t;
+  }
+  uint64_t opened = tcp_stat(ini, "\"connections_opened\"");
+  print_message("peer threads: %d before any data connection, %d serving %llu\n", t0, t64,
+                (unsigned long long)opened);
+  assert_true(opened >= kConns);
+  assert_true(t64 <= t0 + 2); /* the listener may start a worker; never one per connection */
+  assert_int_equal(mc_segment_close(ini, seg), MC_OK);
+  close(c.in);
+  waitpid(c.pid, NULL, 0);
+  mc_engine_destroy(ini);
+}
+
 /* Threads do not grow with peers over tcp: an engine with transfers in flight to 8, then 64 peer
  * engines (this program re-run with --child) has as many threads at 64 as at 8; its connections
  * are served by its tcp_io_threads event loops. */
@@ -639,6 +685,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_control_pool_reuse),
       cmocka_unit_test(test_control_pool_peer_restarted),
       cmocka_unit_test(test_threads_flat_with_peers),
+      cmocka_unit_test(test_served_threads_flat),
   };
   return cmocka_run_group_tests_name("tcp", tests, NULL, NULL);
 }

@@ -14,6 +14,7 @@
 #include "proto/auth.h"
 #include "proto/wire.h"
 #include "transport/host.h"
+#include "transport/tcp/counters.h"
 #include "transport/tcp/fences.h"
 #include "transport/tcp/io_loop.h"
 #include "util/net.h"
@@ -21,12 +22,6 @@
 namespace mc::tcp {
 
 constexpr size_t kReadBuf = 256 * 1024;  // replies' headers and small payloads are read into this
-
-// The transport's counters (stats_json), shared by its connections.
-struct Counters {
-  std::atomic<uint64_t> bytes_sent{0}, bytes_received{0}, slices_ok{0}, slices_failed{0};
-  std::atomic<uint64_t> conns_opened{0}, conns_failed{0}, fences_sent{0};
-};
 
 // What a connection needs from its transport; outlives every connection.
 struct ClientEnv {
@@ -147,9 +142,12 @@ class ClientConn : public IoHandler, public std::enable_shared_from_this<ClientC
   RecvPhase rphase_ = kHeader;
   wire::Header rh_{};
   uint64_t rdone_ = 0;
-  bool rskip_ = false;    // a canceled READ's data: drained, never written
-  bool rdev_ = false;     // the READ's destination is GPU memory: staged through rbounce_
-  uint64_t rpulled_ = 0;  // bytes read from the socket in this wake-up
+  bool rskip_ = false;      // a canceled READ's data: drained, never written
+  bool rdev_ = false;       // the READ's destination is GPU memory: staged through rbounce_
+  uint64_t rpulled_ = 0;    // bytes read from the socket in this wake-up
+  bool exact_hdr_ = false;  // the last reply carried a large payload: read the next header alone
+  bool rdrained_ = false;   // a read in this wake-up came back short: the socket is empty
+  bool sfull_ = false;      // the last send came back short: the socket's buffer is full
   std::string rtext_;
   std::vector<char> rbounce_;
 };

@@ -83,8 +83,11 @@ void ClientConn::advance_sent(uint64_t n) {
 ssize_t ClientConn::send_host_pieces() {
   iovec iov[kMaxIov];
   int n = 0;
-  for (auto it = pieces_.begin(); it != pieces_.end() && n < kMaxIov && !it->device; ++it)
+  uint64_t want = 0;
+  for (auto it = pieces_.begin(); it != pieces_.end() && n < kMaxIov && !it->device; ++it) {
     iov[n++] = {const_cast<char *>(it->p), it->n};
+    want += it->n;
+  }
   msghdr m{};
   m.msg_iov = iov;
   m.msg_iovlen = static_cast<size_t>(n);
@@ -93,6 +96,7 @@ ssize_t ClientConn::send_host_pieces() {
     r = ::sendmsg(fd_.get(), &m, MSG_NOSIGNAL | MSG_DONTWAIT);
   } while (r < 0 && errno == EINTR);
   if (r > 0) advance_sent(static_cast<uint64_t>(r));
+  sfull_ = r >= 0 && static_cast<uint64_t>(r) < want;  // the next send would say EAGAIN
   return r;
 }
 
@@ -161,7 +165,12 @@ void ClientConn::try_send() {
     last_progress_ = now_ms();
     heard_->store(last_progress_, std::memory_order_relaxed);  // its kernel took them: see heard_ms
     sent += static_cast<uint64_t>(r);
-    if (sent >= kBudget) return want_out(true);  // other connections of this loop get a turn
+    // Other connections of this loop get a turn; or the socket's buffer is full: EPOLLOUT says
+    // when it has room again.
+    if (sent >= kBudget || sfull_) {
+      sfull_ = false;
+      return want_out(true);
+    }
   }
   want_out(true);
 }
@@ -177,18 +186,23 @@ ssize_t ClientConn::pull(char *dst, size_t n) {
     rpos_ += k;
     return static_cast<ssize_t>(k);
   }
-  if (rpulled_ >= kBudget) {  // other connections of this loop get a turn; epoll calls again
+  // Other connections of this loop get a turn after kBudget; and a short read emptied the
+  // socket, so the next one would only say EAGAIN: epoll (level-triggered) calls again.
+  if (rpulled_ >= kBudget || rdrained_) {
     errno = EAGAIN;
     return -1;
   }
   bool direct = n >= kDirect;
+  // Behind a large payload the next one is likely large too: read only the header, so that
+  // the payload goes straight to memory instead of through rbuf_ (a copy more).
+  size_t want = direct ? n : (exact_hdr_ && rphase_ == kHeader ? n : kReadBuf);
   ssize_t r;
   do {
-    r = direct ? ::recv(fd_.get(), dst, n, MSG_DONTWAIT)
-               : ::recv(fd_.get(), rbuf_.get(), kReadBuf, MSG_DONTWAIT);
+    r = ::recv(fd_.get(), direct ? dst : rbuf_.get(), want, MSG_DONTWAIT);
   } while (r < 0 && errno == EINTR);
   if (r == 0) errno = 0;
   if (r <= 0) return -1;
+  rdrained_ = static_cast<size_t>(r) < want;
   rpulled_ += static_cast<uint64_t>(r);
   last_progress_ = now_ms();
   heard_->store(last_progress_, std::memory_order_relaxed);
@@ -200,6 +214,7 @@ ssize_t ClientConn::pull(char *dst, size_t n) {
 
 void ClientConn::on_readable() {
   rpulled_ = 0;
+  rdrained_ = false;
   while (phase_ == kReady) {
     int more = rphase_ == kPayload ? recv_payload() : recv_unit();
     if (more == 0) return;
@@ -270,6 +285,7 @@ void ClientConn::on_header() {
     MC_LOGI("tcp: peer " << who() << " refused a request at 0x" << std::hex << s.remote << std::dec << " ("
                          << mc_status_str(h.status) << ")");
   }
+  exact_hdr_ = false;
   complete_front(st);
 }
 
@@ -307,6 +323,7 @@ int ClientConn::recv_payload() {
   env_->counters->bytes_received += rh_.len;
   rphase_ = kHeader;
   rdone_ = 0;
+  exact_hdr_ = rh_.len >= kDirect;
   complete_front(rskip_ ? MC_ERR_CANCELED : MC_OK);
   return 1;
 }

@@ -93,10 +93,11 @@ void IoLoop::set_ticking(IoHandler *h, bool on) {
     ticking_.insert(h);
 }
 
-void IoLoop::run_posted() {
-  // Drained before taking the list: a post after the swap writes a new wake-up.
+void IoLoop::run_posted(bool woken) {
+  // Drained before taking the list (a post after the swap writes a new wake-up), and only when
+  // epoll reported it: no read per round that finds nothing.
   uint64_t v;
-  if (::read(wake_.get(), &v, sizeof v) < 0) {
+  if (woken && ::read(wake_.get(), &v, sizeof v) < 0) {
     // Already drained by an earlier round.
   }
   std::vector<std::function<void()>> fns;
@@ -131,17 +132,21 @@ void IoLoop::run() {
       MC_LOGE("tcp: epoll_wait failed: " << std::strerror(errno));
       break;
     }
+    bool woken = false;
     for (int i = 0; i < n; i++) {
       auto *h = static_cast<IoHandler *>(evs[i].data.ptr);
-      if (!h) continue;  // the wake-up: posted functions run below
+      if (!h) {  // the wake-up: posted functions run below
+        woken = true;
+        continue;
+      }
       if (live_.count(h)) h->on_events(evs[i].events);
     }
-    run_posted();
+    run_posted(woken);
     tick();
     graveyard_.clear();
     if (quit_.load()) break;
   }
-  run_posted();  // what was posted before stop() (stop refuses later posts)
+  run_posted(true);  // what was posted before stop() (stop refuses later posts)
   std::vector<std::shared_ptr<IoHandler>> all;
   for (auto &kv : live_) all.push_back(kv.second);
   for (auto &h : all)

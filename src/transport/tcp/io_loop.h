@@ -57,7 +57,7 @@ class IoLoop {
 
  private:
   void run();
-  void run_posted();
+  void run_posted(bool woken);
   void tick();
 
   Fd ep_, wake_;

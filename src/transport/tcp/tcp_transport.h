@@ -1,6 +1,6 @@
 // The TCP transport: moves slices to peers over a few pipelined connections each, and serves
 // the data connections the engine's listener (control/listener.h) hands it; a fixed set of
-// event loops (transport/tcp/io_loop.h) serves its client connections.
+// event loops (transport/tcp/io_loop.h) serves both, client_conn.h and served_conn.h.
 #pragma once
 #include <memory>
 
@@ -11,7 +11,7 @@ namespace mc {
 
 struct TcpOptions {
   uint32_t connections = 4;    // data connections per peer
-  uint32_t io_threads = 2;     // event loops serving every client connection (tcp_io_threads)
+  uint32_t io_threads = 2;     // event loops serving every connection (tcp_io_threads)
   uint32_t timeout_ms = 5000;  // no progress for this long fails a connection's work
   std::string auth_token;      // "" for none; see the admission handshake in proto/wire.h
 };
