@@ -89,6 +89,7 @@
 #include "proto/rdma_msg.h"
 #include "util/hex.h"
 #include "transport/rdma/nic.h"
+#include "transport/rdma/nic_topo.h"
 
 namespace mc {
 namespace {
@@ -102,6 +103,7 @@ constexpr int kPollBatch = 64;
 constexpr size_t kPostBatch = 32;
 constexpr uint64_t kNicBackoffMs = 500;  // a peer NIC that refused setup is skipped this long
 constexpr uint32_t kMaxWr = 1u << 30;
+constexpr uint64_t kParallelRegBytes = 4ull << 20;  // a buffer this large registers on the NICs at once
 
 class RdmaTransport;
 struct Endpoint;
@@ -214,7 +216,9 @@ struct Nic {
   std::atomic<bool> up{true};
   std::atomic<bool> cq_lost{false};  // the CQ overran (CQ error event): never used again
   std::atomic<int64_t> outstanding{0};
+  std::atomic<uint64_t> bytes{0};  // posted on this NIC (for the stats: which NICs carry what)
   int64_t cq_cap = 0;
+  Place place;                                     // where it sits (nic_topo.h)
   std::mutex mu;                                   // guards starved
   std::vector<std::shared_ptr<Endpoint>> starved;  // waiting for room in the CQ
 };
@@ -236,6 +240,7 @@ struct Dmabuf {
 // several, each in mrs_ under its own start).
 struct LocalMr {
   uint64_t len = 0;
+  uint64_t near = 0;                     // the NICs its transfers prefer (bit per NIC; 0: any)
   std::vector<std::unique_ptr<Mr>> mrs;  // per NIC
   std::shared_ptr<Dmabuf> dmabuf;        // GPU memory: the dma-buf behind mrs (shared by regions)
   ~LocalMr() { mrs.clear(); }            // the MRs go before the dma-buf's fd
@@ -318,6 +323,12 @@ class RdmaTransport : public Transport {
     return gpu_capable_ && (dev < 0 || dev >= 64 || !(gpu_bad_.load() & (1ull << dev)));
   }
   Status register_gpu(const LocalRegion &r, std::vector<std::pair<uint64_t, LocalMr>> *regs);
+  using RegFn = std::function<Status(Nic &, uint64_t addr, uint64_t len, std::unique_ptr<Mr> *)>;
+  Status register_regions(const LocalRegion &r, const RegFn &reg, const std::shared_ptr<Dmabuf> &dmabuf,
+                          std::vector<std::pair<uint64_t, LocalMr>> *regs);
+  void per_nic(uint64_t len, const std::function<void(size_t)> &fn);
+  Status set_affinity();
+  uint64_t near_of(const std::string &location) const;
   std::vector<std::pair<uint64_t, uint64_t>> regions_of(uint64_t addr, uint64_t len) const;
   std::vector<LocalMr> take_regions(uint64_t addr, uint64_t len);
   void insert_regions(std::vector<std::pair<uint64_t, LocalMr>> regs);
@@ -423,6 +434,8 @@ class RdmaTransport : public Transport {
   uint64_t region_ = UINT64_MAX;
   std::atomic<uint64_t> regions_{0};
   std::atomic<uint64_t> paths_closed_{0};  // endpoints closed because their peer went down
+  // rdma_affinity: the NICs (bit per NIC) pinned to a memory location; set in start.
+  std::map<std::string, uint64_t> affinity_;
 };
 
 RdmaPeer::~RdmaPeer() { t_->release(ps); }
@@ -444,6 +457,8 @@ Status RdmaTransport::start(std::vector<std::unique_ptr<Device>> devs) {
     n->dev = std::move(d);
     nics_.push_back(std::move(n));
   }
+  Status ast = set_affinity();
+  if (!ast.ok()) return ast;
   gpu_capable_ = !nics_.empty();
   for (auto &n : nics_) region_ = std::min(region_, n->dev->max_mr_size());
   if (opts_.rdma_max_mr_size) region_ = std::min(region_, opts_.rdma_max_mr_size);
@@ -455,6 +470,36 @@ Status RdmaTransport::start(std::vector<std::unique_ptr<Device>> devs) {
   for (auto &n : nics_) n->poller = std::thread([this, raw = n.get()] { poll_loop(raw); });
   async_ = std::thread([this] { async_loop(); });
   return Status::Ok();
+}
+
+// Where each NIC sits, and rdma_affinity's NICs by name (each must be one of ours).
+Status RdmaTransport::set_affinity() {
+  for (auto &n : nics_) n->place = nic_place(n->dev->name());
+  std::map<std::string, std::vector<std::string>> aff;
+  if (!parse_affinity(opts_.rdma_affinity, &aff))
+    return Err(MC_ERR_INVALID_ARG, "rdma_affinity=" + opts_.rdma_affinity + " is malformed");
+  for (auto &[loc, names] : aff) {
+    uint64_t m = 0;
+    for (auto &name : names) {
+      size_t i = 0;
+      while (i < nics_.size() && nics_[i]->dev->name() != name) i++;
+      if (i == nics_.size() || i >= 64)
+        return Err(MC_ERR_NOT_FOUND, "rdma_affinity names NIC " + name + " for " + loc +
+                                         ", which is not one of the engine's RDMA devices");
+      m |= 1ull << i;
+    }
+    affinity_[loc] = m;
+  }
+  return Status::Ok();
+}
+
+// The NICs a buffer at location prefers: rdma_affinity's, else the nearest ones (0: any).
+uint64_t RdmaTransport::near_of(const std::string &location) const {
+  auto it = affinity_.find(location);
+  if (it != affinity_.end()) return it->second;
+  std::vector<Place> places;
+  for (auto &n : nics_) places.push_back(n->place);
+  return nearest(memory_place(location), places);
 }
 
 ConnAttr RdmaTransport::attr_for(Nic &nic, uint32_t mtu) const {
@@ -660,17 +705,74 @@ Status RdmaTransport::register_gpu(const LocalRegion &r, std::vector<std::pair<u
   Status st = cuda::export_dmabuf(dev, r.addr, r.length, &ex);
   if (!st.ok()) return st;
   auto dmabuf = std::make_shared<Dmabuf>(ex.fd);
-  for (auto [a, l] : regions_of(r.addr, r.length)) {
-    LocalMr lm;
-    lm.len = l;
-    lm.dmabuf = dmabuf;
-    for (auto &n : nics_) {
-      std::unique_ptr<Mr> m;
-      st = n->dev->reg_dmabuf_mr(ex.fd, ex.offset + (a - r.addr), l, a, mr_access(r.access), &m);
-      if (!st.ok()) return Err(st.code(), "RDMA device " + n->dev->name() + ": " + st.message());
-      lm.mrs.push_back(std::move(m));
+  uint32_t access = mr_access(r.access);
+  return register_regions(
+      r,
+      [&](Nic &n, uint64_t a, uint64_t l, std::unique_ptr<Mr> *m) {
+        return n.dev->reg_dmabuf_mr(ex.fd, ex.offset + (a - r.addr), l, a, access, m);
+      },
+      dmabuf, regs);
+}
+
+// Runs fn(i) for every NIC i. A buffer of kParallelRegBytes or more is registered on the NICs at
+// once, one thread per NIC (rdma_register_threads at most; the calling thread is one of them),
+// all joined before this returns: a NIC's registration pins and maps every page, so N NICs
+// cost about one NIC's time where there are cores for them. Smaller ones (and a thread that
+// cannot be started) go one NIC after another: a thread costs more than their registration.
+void RdmaTransport::per_nic(uint64_t len, const std::function<void(size_t)> &fn) {
+  size_t n = nics_.size(), t = opts_.rdma_register_threads ? opts_.rdma_register_threads : n;
+  t = std::min(t, n);
+  if (t <= 1 || len < kParallelRegBytes) {
+    for (size_t i = 0; i < n; i++) fn(i);
+    return;
+  }
+  auto share = [&](size_t k) {
+    for (size_t i = k; i < n; i += t) fn(i);
+  };
+  std::vector<std::thread> th;
+  for (size_t k = 1; k < t; k++) {
+    try {
+      th.emplace_back(share, k);
+    } catch (const std::system_error &) {
+      share(k);
     }
-    regs->emplace_back(a, std::move(lm));
+  }
+  share(0);
+  for (auto &x : th) x.join();
+}
+
+// Each region of r registered with every NIC by reg, into regs (nothing on failure).
+Status RdmaTransport::register_regions(const LocalRegion &r, const RegFn &reg,
+                                       const std::shared_ptr<Dmabuf> &dmabuf,
+                                       std::vector<std::pair<uint64_t, LocalMr>> *regs) {
+  auto spans = regions_of(r.addr, r.length);
+  size_t n = nics_.size();
+  std::vector<std::vector<std::unique_ptr<Mr>>> mrs(n);  // per NIC, per region
+  std::vector<Status> sts(n);
+  per_nic(r.length, [&](size_t i) {
+    try {
+      for (auto [a, l] : spans) {
+        std::unique_ptr<Mr> m;
+        sts[i] = reg(*nics_[i], a, l, &m);
+        if (!sts[i].ok()) return;
+        mrs[i].push_back(std::move(m));
+      }
+    } catch (const std::bad_alloc &) {
+      sts[i] = Err(MC_ERR_NO_MEMORY, "out of memory");
+    }
+  });
+  for (size_t i = 0; i < n; i++)
+    if (!sts[i].ok())
+      return Err(sts[i].code(),
+                 "registering memory on RDMA device " + nics_[i]->dev->name() + ": " + sts[i].message());
+  uint64_t near = near_of(r.location);
+  for (size_t k = 0; k < spans.size(); k++) {
+    LocalMr lm;
+    lm.len = spans[k].second;
+    lm.near = near;
+    lm.dmabuf = dmabuf;
+    for (size_t i = 0; i < n; i++) lm.mrs.push_back(std::move(mrs[i][k]));
+    regs->emplace_back(spans[k].first, std::move(lm));
   }
   return Status::Ok();
 }
@@ -700,18 +802,14 @@ Status RdmaTransport::on_register(const LocalRegion &r) {
   }
   if (r.location.rfind("cpu", 0) != 0) return Status::Ok();
   std::vector<std::pair<uint64_t, LocalMr>> regs;
-  for (auto [a, l] : regions_of(r.addr, r.length)) {
-    LocalMr lm;
-    lm.len = l;
-    for (auto &n : nics_) {
-      std::unique_ptr<Mr> m;
-      Status st = n->dev->reg_mr(reinterpret_cast<void *>(a), l, mr_access(r.access), &m);
-      if (!st.ok())
-        return Err(st.code(), "registering memory on RDMA device " + n->dev->name() + ": " + st.message());
-      lm.mrs.push_back(std::move(m));
-    }
-    regs.emplace_back(a, std::move(lm));
-  }
+  uint32_t access = mr_access(r.access);
+  Status st = register_regions(
+      r,
+      [&](Nic &n, uint64_t a, uint64_t l, std::unique_ptr<Mr> *m) {
+        return n.dev->reg_mr(reinterpret_cast<void *>(a), l, access, m);
+      },
+      nullptr, &regs);
+  if (!st.ok()) return st;
   regions_ += regs.size();
   insert_regions(std::move(regs));
   return Status::Ok();
@@ -1470,6 +1568,17 @@ void RdmaTransport::dispatch(const std::shared_ptr<PeerState> &ps, Op **ops, siz
     start = ps->rr;
     ps->rr += static_cast<uint32_t>(n);
   }
+  // The turn-th usable pair among those whose local NIC is in near (the buffer's nearest or
+  // pinned NICs), or among all when none of those is up.
+  auto pick_pair = [&](uint64_t near, size_t turn) -> size_t {
+    size_t c = 0;
+    for (auto &p : pairs) c += p.l < 64 && (near >> p.l & 1);
+    if (!near || !c) return turn % pairs.size();
+    size_t want = turn % c;
+    for (size_t k = 0; k < pairs.size(); k++)
+      if (pairs[k].l < 64 && (near >> pairs[k].l & 1) && want-- == 0) return k;
+    return turn % pairs.size();
+  };
   // Not thread_local: retries dispatch again from inside this call (enqueue -> pump -> retire).
   std::vector<std::vector<Op *>> per_pair(pairs.size());
   std::vector<Op *> bad;
@@ -1485,8 +1594,6 @@ void RdmaTransport::dispatch(const std::shared_ptr<PeerState> &ps, Op **ops, siz
     };
     for (size_t i = 0; i < n; i++) {
       Op *op = ops[i];
-      size_t k = (start + i) % pairs.size();
-      Pair pr = pairs[k];
       uint64_t la = reinterpret_cast<uint64_t>(op->s.local), ra = op->s.remote, len = op->s.len;
       uint64_t lend = 0;
       const LocalMr *lm = local_mr(la, &lend);
@@ -1495,6 +1602,8 @@ void RdmaTransport::dispatch(const std::shared_ptr<PeerState> &ps, Op **ops, siz
         bad.push_back(op);
         continue;
       }
+      size_t k = pick_pair(lm->near, start + i);
+      Pair pr = pairs[k];
       if (la + len <= lend && ra + len <= rb->addr + rb->len) {  // the common case: one buffer each side
         op->lkey = lm->mrs[pr.l]->lkey();
         op->rkey = rb->rkeys[pr.r];
@@ -1646,6 +1755,9 @@ void RdmaTransport::pump(const std::shared_ptr<Endpoint> &ep) {
       ep->inflight += static_cast<int64_t>(posted);
       nic.outstanding.fetch_add(static_cast<int64_t>(posted), std::memory_order_relaxed);
       wr_posted_.fetch_add(posted, std::memory_order_relaxed);
+      uint64_t b = 0;
+      for (size_t i = 0; i < posted; i++) b += batch[i]->s.len;
+      nic.bytes.fetch_add(b, std::memory_order_relaxed);
       if (posted < k) {
         for (size_t i = k; i-- > posted;) ep->backlog.push_front(batch[i]);
         broken = true;
@@ -1891,10 +2003,11 @@ void RdmaTransport::shutdown() {
 }
 
 std::string RdmaTransport::stats_json() {
-  json devs = json::array();
+  json devs = json::array(), nic_bytes = json::object();
   uint64_t up = 0;
   for (auto &n : nics_) {
     devs.push_back(n->dev ? n->dev->name() : std::string());
+    if (n->dev) nic_bytes[n->dev->name()] = n->bytes.load();
     up += n->up.load();
   }
   size_t live;
@@ -1910,6 +2023,7 @@ std::string RdmaTransport::stats_json() {
   uint64_t c = qps_created_.load(), d = qps_destroyed_.load();
   json j{{"devices", devs},
          {"devices_up", up},
+         {"nic_bytes", nic_bytes},
          {"qps_live", c - d},
          {"qps_created", c},
          {"qps_destroyed", d},
