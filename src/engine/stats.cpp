@@ -35,6 +35,8 @@ std::string EngineCore::stats_json() {
   o.num("incarnation", incarnation_);
   o.num("requests_completed", requests_completed_.load());
   o.num("requests_failed", requests_failed_.load());
+  o.num("failover_requests", failover_requests_.load());
+  o.num("failover_slices", failover_slices_.load());
   o.num("bytes_read", bytes_read_.load());
   o.num("bytes_written", bytes_written_.load());
   o.num("descriptor_deltas_served", deltas_served_.load());

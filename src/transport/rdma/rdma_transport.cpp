@@ -296,6 +296,7 @@ class RdmaTransport : public Transport {
   std::shared_ptr<PeerPath> connect(const Descriptor &d) override;
   void update(PeerPath &peer, const Descriptor &d) override;
   void fail_path(PeerPath &peer, mc_status_t status, const std::string &why) override;
+  bool carries(PeerPath &peer) override;
   // Host memory on both sides, and GPU memory on either side where it has an MR: a local GPU's
   // buffers when dma-buf registration works for that GPU here, a remote buffer when its
   // descriptor carries rkeys (accepts_buffer).
@@ -343,6 +344,8 @@ class RdmaTransport : public Transport {
   void dispatch(const std::shared_ptr<PeerState> &ps, Op **ops, size_t n);
   void finish(Op *op, mc_status_t st);
   void retry_or_fail(Op *op, mc_status_t st);
+  void hand_over(Op **ops, size_t n, mc_status_t st);
+  bool peer_nic_for(PeerState &ps, Nic &nic, uint64_t *now, uint32_t *r) const;
   void refused(Op *op);
   void refresh_keys(Op *op);
   void drain_refreshes();
@@ -434,6 +437,7 @@ class RdmaTransport : public Transport {
   uint64_t region_ = UINT64_MAX;
   std::atomic<uint64_t> regions_{0};
   std::atomic<uint64_t> paths_closed_{0};  // endpoints closed because their peer went down
+  std::atomic<uint64_t> handed_over_{0};   // slices given to another transport (failover)
   // rdma_affinity: the NICs (bit per NIC) pinned to a memory location; set in start.
   std::map<std::string, uint64_t> affinity_;
 };
@@ -1377,10 +1381,63 @@ void RdmaTransport::finish(Op *op, mc_status_t st) {
 
 void RdmaTransport::retry_or_fail(Op *op, mc_status_t st) {
   if (target_->canceled(op->root())) return finish(op, MC_ERR_CANCELED);
-  if (++op->attempts >= kAttempts || stopping_.load() || !op->peer) return finish(op, st);
+  if (stopping_.load() || !op->peer) return finish(op, st);
+  if (++op->attempts >= kAttempts) return hand_over(&op, 1, st);  // tried enough here
   retries_++;
   auto ps = op->peer;
   dispatch(ps, &op, 1);
+}
+
+// Whether local NIC nic has a peer NIC to pair with: the one of the same rank (rails), else
+// any that is not backing off (*r: its index). Caller holds ps.mu; *now is read once, lazily.
+bool RdmaTransport::peer_nic_for(PeerState &ps, Nic &nic, uint64_t *now, uint32_t *r) const {
+  if (!nic.up.load() || !ps.info) return false;
+  uint32_t R = static_cast<uint32_t>(ps.info->nics.size());
+  for (uint32_t j = 0; j < R; j++) {
+    uint32_t k = (nic.idx + j) % R;
+    auto d = ps.rnic_down_until.find(ps.info->nics[k].name);
+    if (d != ps.rnic_down_until.end()) {
+      if (!*now) *now = now_ms();
+      if (d->second > *now) continue;
+    }
+    *r = k;
+    return true;
+  }
+  return false;
+}
+
+bool RdmaTransport::carries(PeerPath &peer) {
+  auto &p = static_cast<RdmaPeer &>(peer);
+  std::lock_guard<std::mutex> lk(p.ps->mu);
+  if (p.ps->retired || !p.ps->info) return true;  // not a matter of NICs: as before
+  uint64_t now = 0;
+  uint32_t r;
+  for (auto &nic : nics_)
+    if (peer_nic_for(*p.ps, *nic, &now, &r)) return true;
+  return false;
+}
+
+// Ops this transport cannot move (no NIC pair up, or out of attempts) go to another transport
+// of their peer through the engine (Host::fail_over); what none takes fails with st. A piece of
+// a slice cut at a buffer boundary cannot leave alone: it fails, and its slice with it.
+void RdmaTransport::hand_over(Op **ops, size_t n, mc_status_t st) {
+  std::vector<Slice> slices;
+  std::vector<Op *> whole;
+  for (size_t i = 0; i < n; i++) {
+    if (ops[i]->parent || stopping_.load()) {
+      finish(ops[i], st);
+      continue;
+    }
+    slices.push_back(ops[i]->s);
+    whole.push_back(ops[i]);
+  }
+  if (whole.empty()) return;
+  if (target_->fail_over(*this, slices.data(), slices.size())) {
+    handed_over_ += whole.size();
+    for (Op *op : whole) delete op;  // the other transport reports them now
+    return;
+  }
+  for (Op *op : whole) finish(op, st);
 }
 
 // The target's NIC refused op's rkey or range. The target gives a buffer new keys when its
@@ -1540,24 +1597,13 @@ void RdmaTransport::dispatch(const std::shared_ptr<PeerState> &ps, Op **ops, siz
     } else {
       info = ps->info;
       uint64_t now = 0;
-      uint32_t R = static_cast<uint32_t>(info->nics.size());
-      for (auto &nic : nics_) {
-        if (!nic->up.load()) continue;
-        // Prefer the peer NIC of the same rank (rails), else any that is not backing off.
-        for (uint32_t j = 0; j < R; j++) {
-          uint32_t r = (nic->idx + j) % R;
-          auto d = ps->rnic_down_until.find(info->nics[r].name);
-          if (d != ps->rnic_down_until.end()) {
-            if (!now) now = now_ms();
-            if (d->second > now) continue;
-          }
-          pairs.push_back({nic->idx, r});
-          break;
-        }
-      }
+      uint32_t r;
+      for (auto &nic : nics_)
+        if (peer_nic_for(*ps, *nic, &now, &r)) pairs.push_back({nic->idx, r});
       if (pairs.empty()) fail_st = MC_ERR_PEER_DOWN;
     }
   }
+  if (fail_st == MC_ERR_PEER_DOWN && info) return hand_over(ops, n, fail_st);  // no NIC pair is up
   if (fail_st != MC_OK) {
     for (size_t i = 0; i < n; i++) finish(ops[i], fail_st);
     return;
@@ -2036,6 +2082,7 @@ std::string RdmaTransport::stats_json() {
          {"mr_regions", regions_.load()},
          {"mr_region_max", region_},
          {"paths_closed", paths_closed_.load()},
+         {"handed_over", handed_over_.load()},
          {"gpu_mr_failures", gpu_mr_failures_.load()},
          {"gpu_direct", gpu_capable_ && gpu_bad_.load() == 0},
          {"setup_failed", setup_failed_.load()},
