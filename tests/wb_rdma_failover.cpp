@@ -36,9 +36,10 @@ using nlohmann::json;
 
 namespace {
 
-mc_engine_t *create(const char *devices) {
+mc_engine_t *create(const char *devices, const char *timeout_ms = nullptr) {
   mc_config_t *cfg;
   assert_int_equal(mc_config_create(&cfg), MC_OK);
+  if (timeout_ms) assert_int_equal(mc_config_set(cfg, "timeout_ms", timeout_ms), MC_OK);
   assert_int_equal(mc_config_set(cfg, "transports", "rdma,tcp"), MC_OK);
   assert_int_equal(mc_config_set(cfg, "rdma_devices", devices), MC_OK);
   mc_engine_t *e = nullptr;
@@ -111,11 +112,7 @@ void wait_rounds(Traffic &t, int n) {
   for (int i = 0; i < 2000 && t.rounds.load() < until && !t.bad.load(); i++) usleep(5000);
 }
 
-void test_failover_under_traffic(void **) {
-  setenv("MC_SIM_NIC_NAMES", "fo_0,fo_1", 1);
-  Traffic t;
-  t.a = create("sim:fo_*");
-  t.b = create("sim:2");
+void start(Traffic &t) {
   t.src.resize(kLen);
   t.back.resize(kLen);
   t.dst.resize(kLen);
@@ -123,13 +120,34 @@ void test_failover_under_traffic(void **) {
   assert_int_equal(mc_buffer_register(t.a, t.back.data(), kLen, nullptr), MC_OK);
   assert_int_equal(mc_buffer_register(t.b, t.dst.data(), kLen, nullptr), MC_OK);
   assert_int_equal(mc_segment_open(t.a, mc_engine_name(t.b), &t.seg), MC_OK);
+}
+
+// Stops the traffic; every round completed and checked, none failed; the engine's counters.
+json stop(Traffic &t, std::thread &th) {
+  t.stop = true;
+  th.join();
+  if (t.bad.load()) fail_msg("%s", t.why.c_str());
+  json s = stats(t.a);
+  assert_int_equal(s["requests_failed"].get<uint64_t>(), 0);
+  fprintf(stderr, "rounds %d, failover_requests %llu, failover_slices %llu, handed_over %llu\n", t.rounds.load(),
+          (unsigned long long)s["failover_requests"].get<uint64_t>(),
+          (unsigned long long)s["failover_slices"].get<uint64_t>(),
+          (unsigned long long)s["rdma"]["handed_over"].get<uint64_t>());
+  mc_segment_close(t.a, t.seg);
+  mc_engine_destroy(t.a);
+  mc_engine_destroy(t.b);
+  return s;
+}
+
+void test_failover_under_traffic(void **) {
+  setenv("MC_SIM_NIC_NAMES", "fo_0,fo_1", 1);
+  Traffic t;
+  t.a = create("sim:fo_*");
+  t.b = create("sim:2");
+  start(t);
   std::thread th([&] { t.run(); });
   wait_rounds(t, 2);
-  if (t.bad.load()) {
-    t.stop = true;
-    th.join();
-    fail_msg("%s", t.why.c_str());
-  }
+  if (t.bad.load()) stop(t, th);
   uint64_t before = rdma_bytes(t.a);
   if (before == 0) fprintf(stderr, "%s\n", stats(t.a).dump().c_str());
   assert_true(before > 0);  // rdma carries at first
@@ -148,20 +166,41 @@ void test_failover_under_traffic(void **) {
     assert_true(rdma_bytes(t.a) > down);  // back on rdma
     wait_rounds(t, 2);
   }
-  t.stop = true;
-  th.join();
-  if (t.bad.load()) fail_msg("%s", t.why.c_str());
-  json s = stats(t.a);
+  json s = stop(t, th);
   assert_true(s["failover_requests"].get<uint64_t>() > 0);
-  assert_int_equal(s["requests_failed"].get<uint64_t>(), 0);
-  assert_true(s["tcp"].dump().size() > 2);
-  fprintf(stderr, "rounds %d, failover_requests %llu, failover_slices %llu, handed_over %llu\n", t.rounds.load(),
-          (unsigned long long)s["failover_requests"].get<uint64_t>(),
-          (unsigned long long)s["failover_slices"].get<uint64_t>(),
-          (unsigned long long)s["rdma"]["handed_over"].get<uint64_t>());
-  mc_segment_close(t.a, t.seg);
-  mc_engine_destroy(t.a);
-  mc_engine_destroy(t.b);
+  unsetenv("MC_SIM_NIC_NAMES");
+}
+
+// The peer's NICs die instead: our QPs time out (ACK retries), its NICs refuse new connections
+// and back off, and with no peer NIC left the work goes over tcp; back on rdma once they return.
+void test_peer_nics_die(void **) {
+  setenv("MC_SIM_NIC_NAMES", "fp_a0,fp_a1,fp_b0,fp_b1", 1);
+  Traffic t;
+  t.a = create("sim:fp_a*", "1000");
+  t.b = create("sim:fp_b*", "1000");
+  start(t);
+  std::thread th([&] { t.run(); });
+  wait_rounds(t, 2);
+  if (t.bad.load()) stop(t, th);
+  assert_true(rdma::sim::kill_nic("fp_b0"));
+  assert_true(rdma::sim::kill_nic("fp_b1"));
+  json s0 = stats(t.a);
+  for (int i = 0; i < 1000 && !t.bad.load(); i++) {
+    json s1 = stats(t.a);
+    if (s1["failover_requests"].get<uint64_t>() + s1["failover_slices"].get<uint64_t>() >
+        s0["failover_requests"].get<uint64_t>() + s0["failover_slices"].get<uint64_t>())
+      break;
+    usleep(5000);
+  }
+  wait_rounds(t, 3);  // over tcp
+  uint64_t down = rdma_bytes(t.a);
+  assert_true(rdma::sim::revive_nic("fp_b0"));
+  assert_true(rdma::sim::revive_nic("fp_b1"));
+  for (int i = 0; i < 600 && rdma_bytes(t.a) == down && !t.bad.load(); i++) usleep(5000);
+  assert_true(rdma_bytes(t.a) > down);  // back on rdma
+  wait_rounds(t, 2);
+  json s = stop(t, th);
+  assert_true(s["failover_requests"].get<uint64_t>() + s["failover_slices"].get<uint64_t>() > 0);
   unsetenv("MC_SIM_NIC_NAMES");
 }
 
@@ -170,6 +209,7 @@ void test_failover_under_traffic(void **) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_failover_under_traffic),
+      cmocka_unit_test(test_peer_nics_die),
   };
   return cmocka_run_group_tests(tests, nullptr, nullptr);
 }

@@ -62,7 +62,8 @@ bool EngineCore::fail_over(const Transport &from, Slice *s, size_t n) {
   const Route *to = nullptr;
   for (size_t i = 0; i < n; i++) {
     const BufferDesc *rb = desc ? desc->find(s[i].remote) : nullptr;
-    std::string lloc = location_at(reinterpret_cast<uint64_t>(s[i].local));
+    const LocalBuffer *lb = s[i].slot->lbuf;  // the request's one buffer, when it lies in one
+    std::string lloc = lb ? lb->location : location_at(reinterpret_cast<uint64_t>(s[i].local));
     if (!rb || lloc.empty()) return false;
     const Route *r = nullptr;
     for (auto &c : routes)

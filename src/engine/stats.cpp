@@ -23,6 +23,7 @@ std::string peer_json(Peer &p) {
   o.num("incarnation", inc);
   o.str("state", p.state.load() == MC_SEGMENT_OK ? "ok" : "unreachable");
   o.num("rejoins", p.rejoins.load());
+  o.raw("failed_over", p.failed_over.load() ? "true" : "false");  // a later route carries (failover.cpp)
   for (auto &r : routes) o.members(r.transport->peer_stats(p.name, *r.path));
   return o.done();
 }

@@ -249,6 +249,11 @@ struct LocalMr {
   LocalMr &operator=(LocalMr &&) = default;
 };
 
+// A local NIC and the peer NIC it sends to (indices into nics_ and the peer's NICs).
+struct NicPair {
+  uint32_t l, r;
+};
+
 // The QP destinations of a connect message: one address, a QPN and PSN per QP.
 std::vector<QpDest> dests_of(const proto::RdmaAddr &a, const std::vector<proto::RdmaQpInfo> &qps) {
   std::vector<QpDest> v;
@@ -342,6 +347,15 @@ class RdmaTransport : public Transport {
     return parse_remote(d, &info);
   }
   void dispatch(const std::shared_ptr<PeerState> &ps, Op **ops, size_t n);
+  mc_status_t usable_pairs(PeerState &ps, std::shared_ptr<const RemoteInfo> *info,
+                           std::vector<NicPair> *pairs, uint32_t *start, size_t n);
+  static size_t pick_pair(const std::vector<NicPair> &pairs, uint64_t near, size_t turn);
+  const LocalMr *local_mr(uint64_t a, uint64_t *end) const;
+  bool cut_op(Op *op, const RemoteInfo &info, NicPair pr, std::vector<Op *> *pieces) const;
+  void place_ops(const RemoteInfo &info, const std::vector<NicPair> &pairs, uint32_t start, Op **ops,
+                 size_t n, std::vector<std::vector<Op *>> *per_pair, std::vector<Op *> *bad);
+  void queue_on(const std::shared_ptr<PeerState> &ps, const std::string &rnic, uint32_t l,
+                std::vector<Op *> &ops);
   void finish(Op *op, mc_status_t st);
   void retry_or_fail(Op *op, mc_status_t st);
   void hand_over(Op **ops, size_t n, mc_status_t st);
@@ -1578,147 +1592,158 @@ void RdmaTransport::submit(PeerPath &path, Slice *slices, size_t n) {
   dispatch(p.ps, ops.data(), n);
 }
 
-// Picks a NIC pair per op (round robin over usable pairs), cuts ops at buffer boundaries,
-// sets keys, and queues them on their endpoints.
-void RdmaTransport::dispatch(const std::shared_ptr<PeerState> &ps, Op **ops, size_t n) {
-  struct Pair {
-    uint32_t l, r;
-  };
-  std::shared_ptr<const RemoteInfo> info;
-  std::vector<Pair> pairs;
-  mc_status_t fail_st = MC_OK;
-  std::string why;
-  {
-    std::lock_guard<std::mutex> lk(ps->mu);
-    if (ps->retired) {
-      fail_st = ps->retire_status;
-    } else if (!ps->info) {
-      fail_st = MC_ERR_INTERNAL;
-    } else {
-      info = ps->info;
-      uint64_t now = 0;
-      uint32_t r;
-      for (auto &nic : nics_)
-        if (peer_nic_for(*ps, *nic, &now, &r)) pairs.push_back({nic->idx, r});
-      if (pairs.empty()) fail_st = MC_ERR_PEER_DOWN;
+// The NIC pairs usable to ps now, one per local NIC that is up (into *pairs, with *info the
+// peer's view); MC_OK, or the status ops to it fail with (MC_ERR_PEER_DOWN with *info set: no
+// pair is up, the case for failover).
+mc_status_t RdmaTransport::usable_pairs(PeerState &ps, std::shared_ptr<const RemoteInfo> *info,
+                                        std::vector<NicPair> *pairs, uint32_t *start, size_t n) {
+  std::lock_guard<std::mutex> lk(ps.mu);
+  if (ps.retired) return ps.retire_status;
+  if (!ps.info) return MC_ERR_INTERNAL;
+  *info = ps.info;
+  uint64_t now = 0;
+  uint32_t r;
+  for (auto &nic : nics_)
+    if (peer_nic_for(ps, *nic, &now, &r)) pairs->push_back({nic->idx, r});
+  if (pairs->empty()) return MC_ERR_PEER_DOWN;
+  *start = ps.rr;
+  ps.rr += static_cast<uint32_t>(n);
+  return MC_OK;
+}
+
+// The turn-th of pairs among those whose local NIC is in near (the buffer's nearest or pinned
+// NICs), or of all when none of those is up (or near is 0: no preference).
+size_t RdmaTransport::pick_pair(const std::vector<NicPair> &pairs, uint64_t near, size_t turn) {
+  size_t c = 0;
+  for (auto &p : pairs) c += p.l < 64 && (near >> p.l & 1);
+  if (!near || !c) return turn % pairs.size();
+  size_t want = turn % c;
+  for (size_t k = 0; k < pairs.size(); k++)
+    if (pairs[k].l < 64 && (near >> pairs[k].l & 1) && want-- == 0) return k;
+  return turn % pairs.size();
+}
+
+// The local MR holding a (*end: where it ends); caller holds mr_mu_.
+const LocalMr *RdmaTransport::local_mr(uint64_t a, uint64_t *end) const {
+  auto it = mrs_.upper_bound(a);
+  if (it == mrs_.begin()) return nullptr;
+  --it;
+  if (a - it->first >= it->second.len) return nullptr;
+  *end = it->first + it->second.len;
+  return &it->second;
+}
+
+// op cut at every local and remote buffer boundary into *pieces, each with its own keys on
+// pair pr; false (nothing made) when a part lies outside registered memory. Caller holds mr_mu_.
+bool RdmaTransport::cut_op(Op *op, const RemoteInfo &info, NicPair pr, std::vector<Op *> *pieces) const {
+  uint64_t la = reinterpret_cast<uint64_t>(op->s.local), ra = op->s.remote, len = op->s.len, off = 0;
+  while (off < len) {
+    uint64_t le = 0;
+    const LocalMr *m = local_mr(la + off, &le);
+    const RemoteBuf *b = info.find(ra + off);
+    if (!m || !b || b->rkeys.empty()) {
+      for (Op *pc : *pieces) delete pc;
+      pieces->clear();
+      return false;
     }
+    uint64_t chunk = std::min({len - off, le - (la + off), b->addr + b->len - (ra + off)});
+    Op *pc = new Op;
+    pc->s = op->s;
+    pc->s.local = reinterpret_cast<void *>(la + off);
+    pc->s.remote = ra + off;
+    pc->s.len = chunk;
+    pc->parent = op;
+    pc->peer = op->peer;
+    pc->attempts = op->attempts;
+    pc->lkey = m->mrs[pr.l]->lkey();
+    pc->rkey = b->rkeys[pr.r];
+    pieces->push_back(pc);
+    off += chunk;
   }
+  op->pieces.store(static_cast<uint32_t>(pieces->size()));
+  return true;
+}
+
+// Sets each op's keys for its pair and puts it in per_pair (pieces for one that crosses a
+// buffer boundary); ops outside registered memory go to bad.
+void RdmaTransport::place_ops(const RemoteInfo &info, const std::vector<NicPair> &pairs, uint32_t start,
+                              Op **ops, size_t n, std::vector<std::vector<Op *>> *per_pair,
+                              std::vector<Op *> *bad) {
+  std::shared_lock<std::shared_mutex> lk(mr_mu_);
+  std::vector<Op *> pieces;
+  for (size_t i = 0; i < n; i++) {
+    Op *op = ops[i];
+    uint64_t la = reinterpret_cast<uint64_t>(op->s.local), ra = op->s.remote, len = op->s.len;
+    uint64_t lend = 0;
+    const LocalMr *lm = local_mr(la, &lend);
+    const RemoteBuf *rb = info.find(ra);
+    if (!lm || !rb || rb->rkeys.empty() || len > kMaxWr) {
+      bad->push_back(op);
+      continue;
+    }
+    size_t k = pick_pair(pairs, lm->near, start + i);
+    NicPair pr = pairs[k];
+    if (la + len <= lend && ra + len <= rb->addr + rb->len) {  // the common case: one buffer each side
+      op->lkey = lm->mrs[pr.l]->lkey();
+      op->rkey = rb->rkeys[pr.r];
+      (*per_pair)[k].push_back(op);
+      continue;
+    }
+    pieces.clear();
+    // A piece lies in one buffer on each side; those changed under it: it fails.
+    if (op->parent || !cut_op(op, info, pr, &pieces)) {
+      bad->push_back(op);
+      continue;
+    }
+    for (Op *pc : pieces) (*per_pair)[k].push_back(pc);
+  }
+}
+
+// Picks a NIC pair per op (round robin over usable pairs, the buffer's nearest NICs first),
+// cuts ops at buffer boundaries, sets keys, and queues them on their endpoints. With no pair
+// up, the ops go to another transport (hand_over).
+void RdmaTransport::dispatch(const std::shared_ptr<PeerState> &ps, Op **ops, size_t n) {
+  std::shared_ptr<const RemoteInfo> info;
+  std::vector<NicPair> pairs;
+  uint32_t start = 0;
+  mc_status_t fail_st = usable_pairs(*ps, &info, &pairs, &start, n);
   if (fail_st == MC_ERR_PEER_DOWN && info) return hand_over(ops, n, fail_st);  // no NIC pair is up
   if (fail_st != MC_OK) {
     for (size_t i = 0; i < n; i++) finish(ops[i], fail_st);
     return;
   }
-  uint32_t start;
-  {
-    std::lock_guard<std::mutex> lk(ps->mu);
-    start = ps->rr;
-    ps->rr += static_cast<uint32_t>(n);
-  }
-  // The turn-th usable pair among those whose local NIC is in near (the buffer's nearest or
-  // pinned NICs), or among all when none of those is up.
-  auto pick_pair = [&](uint64_t near, size_t turn) -> size_t {
-    size_t c = 0;
-    for (auto &p : pairs) c += p.l < 64 && (near >> p.l & 1);
-    if (!near || !c) return turn % pairs.size();
-    size_t want = turn % c;
-    for (size_t k = 0; k < pairs.size(); k++)
-      if (pairs[k].l < 64 && (near >> pairs[k].l & 1) && want-- == 0) return k;
-    return turn % pairs.size();
-  };
   // Not thread_local: retries dispatch again from inside this call (enqueue -> pump -> retire).
   std::vector<std::vector<Op *>> per_pair(pairs.size());
   std::vector<Op *> bad;
-  {
-    std::shared_lock<std::shared_mutex> lk(mr_mu_);
-    auto local_mr = [&](uint64_t a, uint64_t *end) -> const LocalMr * {
-      auto it = mrs_.upper_bound(a);
-      if (it == mrs_.begin()) return nullptr;
-      --it;
-      if (a - it->first >= it->second.len) return nullptr;
-      *end = it->first + it->second.len;
-      return &it->second;
-    };
-    for (size_t i = 0; i < n; i++) {
-      Op *op = ops[i];
-      uint64_t la = reinterpret_cast<uint64_t>(op->s.local), ra = op->s.remote, len = op->s.len;
-      uint64_t lend = 0;
-      const LocalMr *lm = local_mr(la, &lend);
-      const RemoteBuf *rb = info->find(ra);
-      if (!lm || !rb || rb->rkeys.empty() || len > kMaxWr) {
-        bad.push_back(op);
-        continue;
-      }
-      size_t k = pick_pair(lm->near, start + i);
-      Pair pr = pairs[k];
-      if (la + len <= lend && ra + len <= rb->addr + rb->len) {  // the common case: one buffer each side
-        op->lkey = lm->mrs[pr.l]->lkey();
-        op->rkey = rb->rkeys[pr.r];
-        per_pair[k].push_back(op);
-        continue;
-      }
-      if (op->parent) {  // a piece lies in one buffer on each side; those changed under it
-        bad.push_back(op);
-        continue;
-      }
-      // Cut at every local and remote buffer boundary; each piece carries its own keys.
-      std::vector<Op *> pieces;
-      uint64_t off = 0;
-      bool ok = true;
-      while (off < len) {
-        uint64_t le = 0;
-        const LocalMr *m = local_mr(la + off, &le);
-        const RemoteBuf *b = info->find(ra + off);
-        if (!m || !b || b->rkeys.empty()) {
-          ok = false;
-          break;
-        }
-        uint64_t chunk = std::min({len - off, le - (la + off), b->addr + b->len - (ra + off)});
-        Op *pc = new Op;
-        pc->s = op->s;
-        pc->s.local = reinterpret_cast<void *>(la + off);
-        pc->s.remote = ra + off;
-        pc->s.len = chunk;
-        pc->parent = op;
-        pc->peer = op->peer;
-        pc->attempts = op->attempts;
-        pc->lkey = m->mrs[pr.l]->lkey();
-        pc->rkey = b->rkeys[pr.r];
-        pieces.push_back(pc);
-        off += chunk;
-      }
-      if (!ok) {
-        for (Op *pc : pieces) delete pc;
-        bad.push_back(op);
-        continue;
-      }
-      op->pieces.store(static_cast<uint32_t>(pieces.size()));
-      for (Op *pc : pieces) per_pair[k].push_back(pc);
-    }
-  }
+  place_ops(*info, pairs, start, ops, n, &per_pair, &bad);
   for (Op *op : bad) finish(op, MC_ERR_OUT_OF_RANGE);
-  for (size_t k = 0; k < pairs.size(); k++) {
-    if (per_pair[k].empty()) continue;
-    std::shared_ptr<Endpoint> ep;
-    bool created = false;
-    {
-      std::lock_guard<std::mutex> lk(ps->mu);
-      if (ps->retired) {
-        for (Op *op : per_pair[k]) finish(op, ps->retire_status);
-        continue;
-      }
-      ep = get_ep(ps, pairs[k].l, info->nics[pairs[k].r].name, &created);
+  for (size_t k = 0; k < pairs.size(); k++)
+    if (!per_pair[k].empty()) queue_on(ps, info->nics[pairs[k].r].name, pairs[k].l, per_pair[k]);
+}
+
+// Queues ops on ps's endpoint for (local NIC l, peer NIC rnic), connecting it first if new.
+void RdmaTransport::queue_on(const std::shared_ptr<PeerState> &ps, const std::string &rnic, uint32_t l,
+                             std::vector<Op *> &ops) {
+  std::shared_ptr<Endpoint> ep;
+  bool created = false;
+  {
+    std::lock_guard<std::mutex> lk(ps->mu);
+    if (ps->retired) {
+      for (Op *op : ops) finish(op, ps->retire_status);
+      return;
     }
-    std::vector<Op *> mine;
-    mine.swap(per_pair[k]);
-    if (created) {
-      if (!spawn([this, ep, ps] { run_connect(ep, ps); }))
-        retire_ep(ep, MC_ERR_PEER_DOWN, "the engine is shutting down", false);
-      maybe_evict();
-    } else {
-      touch(ep.get());
-    }
-    enqueue(ep, mine);
+    ep = get_ep(ps, l, rnic, &created);
   }
+  std::vector<Op *> mine;
+  mine.swap(ops);
+  if (created) {
+    if (!spawn([this, ep, ps] { run_connect(ep, ps); }))
+      retire_ep(ep, MC_ERR_PEER_DOWN, "the engine is shutting down", false);
+    maybe_evict();
+  } else {
+    touch(ep.get());
+  }
+  enqueue(ep, mine);
 }
 
 void RdmaTransport::enqueue(const std::shared_ptr<Endpoint> &ep, std::vector<Op *> &ops) {
