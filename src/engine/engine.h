@@ -198,6 +198,8 @@ class EngineCore : public Host, public control::Target, public std::enable_share
   // noting on p when that is not the first one.
   int pick_route(Peer &p, const std::vector<Route> &routes, const std::string &lloc, const BufferDesc &rb);
   void note_failover(Peer &p, bool on, const char *from, const char *to);
+  static bool later_accepts(const std::vector<Route> &routes, size_t k, const std::string &lloc,
+                            const BufferDesc &rb);
   std::string location_at(uint64_t addr);
   Descriptor local_descriptor();
   Status publish();

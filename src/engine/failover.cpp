@@ -20,12 +20,22 @@ int EngineCore::pick_route(Peer &p, const std::vector<Route> &routes, const std:
     if (static_cast<int>(k) != first) {
       failover_requests_.fetch_add(1, std::memory_order_relaxed);
       note_failover(p, true, routes[first].transport->name(), r.transport->name());
-    } else if (p.failed_over.load(std::memory_order_relaxed)) {
-      note_failover(p, false, r.transport->name(), nullptr);
+    } else if (p.failed_over.load(std::memory_order_relaxed) && later_accepts(routes, k, lloc, rb)) {
+      note_failover(p, false, r.transport->name(), nullptr);  // it could have failed over, and did not
     }
     return static_cast<int>(k);
   }
   return first;  // nothing carries: the first that accepts fails it as before
+}
+
+// Whether a route after k moves a request between these locations.
+bool EngineCore::later_accepts(const std::vector<Route> &routes, size_t k, const std::string &lloc,
+                               const BufferDesc &rb) {
+  for (size_t j = k + 1; j < routes.size(); j++)
+    if (routes[j].transport->accepts(lloc, rb.location) &&
+        routes[j].transport->accepts_buffer(*routes[j].path, rb))
+      return true;
+  return false;
 }
 
 void EngineCore::note_failover(Peer &p, bool on, const char *from, const char *to) {
@@ -48,8 +58,9 @@ std::string EngineCore::location_at(uint64_t addr) {
 
 bool EngineCore::fail_over(const Transport &from, Slice *s, size_t n) {
   if (n == 0) return true;
-  if (stopping_.load() || !s[0].slot->peer) return false;
-  Peer &p = *s[0].slot->peer;
+  std::shared_ptr<Peer> peer = s[0].slot->peer;  // held: the slices may end before this returns
+  if (stopping_.load() || !peer) return false;
+  Peer &p = *peer;
   std::vector<Route> routes;
   std::shared_ptr<const Descriptor> desc;
   {
