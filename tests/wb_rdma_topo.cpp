@@ -121,9 +121,11 @@ void test_parse_affinity(void **) {
     assert_false(rdma::parse_affinity(bad, &m));
 }
 
-mc_engine_t *create(const char *devices, const char *affinity, mc_status_t want = MC_OK) {
+mc_engine_t *create(const char *devices, const char *affinity, mc_status_t want = MC_OK,
+                    const char *reg_threads = nullptr) {
   mc_config_t *cfg;
   assert_int_equal(mc_config_create(&cfg), MC_OK);
+  if (reg_threads) assert_int_equal(mc_config_set(cfg, "rdma_register_threads", reg_threads), MC_OK);
   assert_int_equal(mc_config_set(cfg, "transports", "rdma"), MC_OK);
   assert_int_equal(mc_config_set(cfg, "rdma_devices", devices), MC_OK);
   if (affinity) assert_int_equal(mc_config_set(cfg, "rdma_affinity", affinity), MC_OK);
@@ -212,6 +214,26 @@ void test_engine_near(void **) {
   unsetenv("MC_SIM_NIC_NAMES");
 }
 
+// Registration on the NICs at once (one thread per NIC, or 3 threads for 4 NICs) or one after
+// another gives every NIC its keys: transfers over each NIC move the right bytes.
+void test_register_threads(void **) {
+  setenv("MC_SIM_NIC_NAMES", "mlx5_0,mlx5_1,mlx5_2,mlx5_3", 1);
+  mc_engine_t *b = create("sim:2", nullptr);
+  for (const char *th : {"1", "3", "auto"}) {
+    mc_engine_t *a = create("sim:mlx5_*", nullptr, MC_OK, th);
+    auto v = moved(a, b, "cpu", 8 << 20);
+    for (auto x : v) assert_true(x > 0);
+    mc_engine_destroy(a);
+  }
+  mc_config_t *cfg;
+  assert_int_equal(mc_config_create(&cfg), MC_OK);
+  for (const char *bad : {"0", "65", "x"})
+    assert_int_equal(mc_config_set(cfg, "rdma_register_threads", bad), MC_ERR_INVALID_ARG);
+  mc_config_destroy(cfg);
+  mc_engine_destroy(b);
+  unsetenv("MC_SIM_NIC_NAMES");
+}
+
 }  // namespace
 
 int main(void) {
@@ -219,6 +241,7 @@ int main(void) {
       cmocka_unit_test(test_nearest),
       cmocka_unit_test(test_parse_affinity),
       cmocka_unit_test(test_engine_near),
+      cmocka_unit_test(test_register_threads),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

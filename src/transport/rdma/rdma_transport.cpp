@@ -1827,7 +1827,7 @@ void RdmaTransport::pump(const std::shared_ptr<Endpoint> &ep) {
       nic.outstanding.fetch_add(static_cast<int64_t>(posted), std::memory_order_relaxed);
       wr_posted_.fetch_add(posted, std::memory_order_relaxed);
       uint64_t b = 0;
-      for (size_t i = 0; i < posted; i++) b += batch[i]->s.len;
+      for (size_t i = 0; i < posted; i++) b += wrs[i].len;  // (the ops may have ended already)
       nic.bytes.fetch_add(b, std::memory_order_relaxed);
       if (posted < k) {
         for (size_t i = k; i-- > posted;) ep->backlog.push_front(batch[i]);
