@@ -122,6 +122,11 @@ MC_API const char *mc_last_error(void);
  *                    (mc_segment_open); "auto" allows everything available.
  *                    GPU memory to or from host memory, or to another host, goes over "tcp"
  *                    through pinned staging buffers.
+ *                    Failover: while every rdma path to a peer is down (no NIC of this engine up,
+ *                    or every NIC of the peer refusing) and another allowed transport ("tcp")
+ *                    reaches it, new requests and the slices in flight go over that one (logged
+ *                    once; "failover_requests" and "failover_slices" in mc_engine_stats_json),
+ *                    and back over rdma once a NIC is up again.
  *   workers          worker threads for in-process copies, 1..256 (4).
  *   slice_size       bytes per slice on the wire, 4K..1G, with K/M/G suffixes (1M).
  *   file_queue_depth requests each file worker's io_uring keeps in flight, 1..4096 (64); the
@@ -149,6 +154,16 @@ MC_API const char *mc_last_error(void);
  *   rdma_port        "auto" (default: each device's first active port) or a port number
  *                    1..255 used on every device (one without that port fails engine creation).
  *   rdma_mtu         largest path MTU to use: 256, 512, 1024, 2048 or 4096 (4096).
+ *   rdma_affinity    the NICs that carry each memory location's transfers, pinned:
+ *                    "LOC=NIC,NIC;LOC=..." with LOC "cuda:N" or "cpu:N" ("cuda:0=mlx5_0,mlx5_1;
+ *                    cuda:1=mlx5_2"); a named NIC the engine does not use fails engine creation.
+ *                    Locations not listed (and every location when unset) prefer the NICs
+ *                    nearest their GPU or NUMA node, read from sysfs: under one PCIe switch,
+ *                    then one host bridge, then one NUMA node; equally near ones share the work,
+ *                    and when none of them is up the others carry it.
+ *   rdma_register_threads  threads registering one buffer of 4 MiB or more with the NICs,
+ *                    started for the call and joined before it returns: "auto" (default: one per
+ *                    NIC) or 1..64 (1: one NIC after another).
  *   timeout_ms       how long a request may make no progress before it fails, 1..3600000 (5000);
  *                    also bounds connects and descriptor fetches.
  *   heartbeat_ms     how often open segments are probed, 10..600000 (1000).

@@ -82,6 +82,9 @@ struct Peer {
   std::atomic<uint32_t> state{MC_SEGMENT_OK};
   std::atomic<uint64_t> rejoins{0};
   std::atomic<uint64_t> state_changed_ms{0};
+  // Set while its requests go over a later route because an earlier one does not carry
+  // (engine/failover.cpp): logged once when it begins and once when it ends.
+  std::atomic<bool> failed_over{false};
   // Where kick() asks for a probe (empty for the engine's own segment).
   std::weak_ptr<HealthMonitor::Handle> monitor;
   // When the current run of unanswered probes began (0: the last probe was answered). Touched
@@ -143,6 +146,7 @@ class EngineCore : public Host, public control::Target, public std::enable_share
   void complete(const Slice &s, mc_status_t status) override;
   void complete(const Slice *s, const mc_status_t *st, size_t n) override;
   bool canceled(const Slice &s) const override;
+  bool fail_over(const Transport &from, Slice *s, size_t n) override;
   const EngineOptions &options() const override { return opts_; }
   const std::string &engine_name() const override { return name_; }
   void serve_data(std::function<void(Fd fd, std::string readahead)> h) override;
@@ -195,6 +199,14 @@ class EngineCore : public Host, public control::Target, public std::enable_share
   // Moves p.silent_since_ms past the last bytes any of its routes received from the peer.
   void count_heard(Peer &p);
   void notify(Peer &p);
+  // Failover (engine/failover.cpp): the route a request between these locations takes among
+  // routes (the first that accepts it and carries, else the first that accepts; -1: none),
+  // noting on p when that is not the first one.
+  int pick_route(Peer &p, const std::vector<Route> &routes, const std::string &lloc, const BufferDesc &rb);
+  void note_failover(Peer &p, bool on, const char *from, const char *to);
+  static bool later_accepts(const std::vector<Route> &routes, size_t k, const std::string &lloc,
+                            const BufferDesc &rb);
+  std::string location_at(uint64_t addr);
   Descriptor local_descriptor();
   Status publish();
   void note_change(uint64_t addr);
@@ -265,6 +277,9 @@ class EngineCore : public Host, public control::Target, public std::enable_share
 
   std::atomic<uint64_t> requests_completed_{0}, requests_failed_{0};
   AdaptiveSpin wait_spin_{static_cast<uint32_t>(BatchCore::kWaitSpin.count())};  // BatchCore::wait
+  // Failover (engine/failover.cpp): requests routed past a transport that did not carry, and
+  // slices a transport handed back to go over another one.
+  std::atomic<uint64_t> failover_requests_{0}, failover_slices_{0};
   std::atomic<uint64_t> bytes_read_{0}, bytes_written_{0};
 };
 

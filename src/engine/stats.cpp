@@ -23,6 +23,7 @@ std::string peer_json(Peer &p) {
   o.num("incarnation", inc);
   o.str("state", p.state.load() == MC_SEGMENT_OK ? "ok" : "unreachable");
   o.num("rejoins", p.rejoins.load());
+  o.raw("failed_over", p.failed_over.load() ? "true" : "false");  // a later route carries (failover.cpp)
   for (auto &r : routes) o.members(r.transport->peer_stats(p.name, *r.path));
   return o.done();
 }
@@ -38,6 +39,8 @@ std::string EngineCore::stats_json() {
   o.num("wait_spin_us", wait_spin_.current_us());
   o.num("wait_spins_wasted", wait_spin_.wasted_count());
   o.num("requests_failed", requests_failed_.load());
+  o.num("failover_requests", failover_requests_.load());
+  o.num("failover_slices", failover_slices_.load());
   o.num("bytes_read", bytes_read_.load());
   o.num("bytes_written", bytes_written_.load());
   o.num("descriptor_deltas_served", deltas_served_.load());

@@ -261,13 +261,12 @@ Status SubmitPlanner::route() {
   return Status::Ok();
 }
 
+// The first route that moves the request and carries now; past one that does not carry (every
+// path it has is down) to the next that accepts: failover (engine/failover.cpp).
 Status SubmitPlanner::route_one(size_t i, const LocalBuffer *lb, const BufferDesc *rb) {
   Target &t = targets_[tix_[i]];
-  size_t k = 0;
-  while (k < t.routes.size() && !(t.routes[k].transport->accepts(lb->location, rb->location) &&
-                                  t.routes[k].transport->accepts_buffer(*t.routes[k].path, *rb)))
-    k++;
-  if (k == t.routes.size())
+  int k = e_.pick_route(*t.peer, t.routes, lb->location, *rb);
+  if (k < 0)
     return Err(MC_ERR_UNSUPPORTED, req_prefix(i) + "no transport to segment " + t.peer->name +
                                        " moves data from " + lb->location + " to " + rb->location);
   route_of_[i] = static_cast<uint8_t>(k);

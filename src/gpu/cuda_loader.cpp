@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <map>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -183,6 +184,21 @@ bool inode_of(int fd, std::pair<uint64_t, uint64_t> *key) {
   return true;
 }
 }  // namespace
+
+bool pci_address(int dev, std::string *out) {
+  const Api *a = api();
+  CUdevice d;
+  if (!a || a->cuDeviceGet(&d, dev) != CUDA_SUCCESS) return false;
+  int v[3] = {0, 0, 0};
+  const int attrs[3] = {CU_DEVICE_ATTRIBUTE_PCI_DOMAIN_ID, CU_DEVICE_ATTRIBUTE_PCI_BUS_ID,
+                        CU_DEVICE_ATTRIBUTE_PCI_DEVICE_ID};
+  for (int k = 0; k < 3; k++)
+    if (a->cuDeviceGetAttribute(&v[k], attrs[k], d) != CUDA_SUCCESS) return false;
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%04x:%02x:%02x.0", v[0] & 0xffff, v[1] & 0xff, v[2] & 0x1f);
+  *out = buf;
+  return true;
+}
 
 bool dmabuf_supported(int dev, std::string *why) {
   const Api *a = api();

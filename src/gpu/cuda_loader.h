@@ -62,6 +62,10 @@ enum : unsigned {
 
 // CUdevice_attribute: the one mc reads (CUDA 11.7+ drivers know it; older ones fail the call).
 constexpr int CU_DEVICE_ATTRIBUTE_DMA_BUF_SUPPORTED = 124;
+// Where a GPU sits on PCI (for NIC choice by topology).
+constexpr int CU_DEVICE_ATTRIBUTE_PCI_BUS_ID = 33;
+constexpr int CU_DEVICE_ATTRIBUTE_PCI_DEVICE_ID = 34;
+constexpr int CU_DEVICE_ATTRIBUTE_PCI_DOMAIN_ID = 50;
 // CUmemRangeHandleType for cuMemGetHandleForAddressRange.
 constexpr int CU_MEM_RANGE_HANDLE_TYPE_DMA_BUF_FD = 1;
 
@@ -210,6 +214,8 @@ struct DmabufRange {
 // Whether GPU dev can export dma-bufs (CU_DEVICE_ATTRIBUTE_DMA_BUF_SUPPORTED, CUDA 11.7+ and a
 // kernel and driver with dma-buf support); *why says what is missing when not.
 bool dmabuf_supported(int dev, std::string *why);
+// GPU dev's PCI address as sysfs names it ("0000:3b:00.0"); false without a driver or GPU dev.
+bool pci_address(int dev, std::string *out);
 // Exports [p, p+len) of GPU dev's memory. When the page-aligned span of the buffer is refused
 // (it may reach past its allocation) the whole allocation, page-aligned, is tried. MC_ERR_
 // UNSUPPORTED with the driver's reason when it cannot.

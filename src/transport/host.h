@@ -16,6 +16,7 @@ namespace mc {
 
 struct RequestSlot;  // the engine's per-request bookkeeping; opaque to transports
 class Fd;            // util/net.h
+class Transport;     // transport.h
 
 // The unit of work: one contiguous piece of one request, or several whole requests that are
 // adjacent both locally and remotely, merged into one piece on the wire (count > 1; their slots
@@ -44,6 +45,17 @@ class Host {
   // True once the slice's batch was canceled: a transport must not start it, and must not
   // write a READ's data into local memory any more (it drains it instead).
   virtual bool canceled(const Slice &s) const = 0;
+  // Failover: hands n slices that `from` cannot move any more (every path it has to their
+  // peer is down; all n go to one peer) to the next transport of that peer that accepts their
+  // memory and carries() now. True: they belong to that transport from now on, and `from`
+  // reports nothing for them; false: none could take them, `from` still owns them (and fails
+  // them). Thread-safe; never blocks on the network; counted in the engine's stats.
+  virtual bool fail_over(const Transport &from, Slice *s, size_t n) {
+    (void)from;
+    (void)s;
+    (void)n;
+    return false;
+  }
 
   // ---- target side: a peer's requests against this engine's memory
   // Pins the registered buffers covering [addr, addr+len) so they cannot be unregistered while

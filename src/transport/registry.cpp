@@ -6,12 +6,14 @@
 #include <algorithm>
 #include <cctype>
 #include <cstring>
+#include <map>
 
 #include "transport/file/file_transport.h"
 #include "transport/local/local_transport.h"
 #include "transport/nvlink/nvlink_transport.h"
 #include "transport/plugin/plugin_loader.h"
 #include "transport/plugin/plugin_transport.h"
+#include "transport/rdma/nic_topo.h"
 #include "transport/rdma/rdma_transport.h"
 #include "transport/shm/shm_transport.h"
 #include "transport/tcp/tcp_transport.h"
@@ -140,6 +142,9 @@ std::unique_ptr<Transport> create_rdma(Host &h, Status *st) {
   ro.rdma_mtu = static_cast<uint32_t>(int_value(h, "rdma_mtu", 256, 4096, ro.rdma_mtu));
   uint64_t mr = 0;
   if (parse_size(h.options().value("rdma_max_mr_size"), &mr)) ro.rdma_max_mr_size = mr;
+  ro.rdma_affinity = h.options().value("rdma_affinity");
+  ro.rdma_register_threads = static_cast<uint32_t>(
+      int_value(h, "rdma_register_threads", 1, 64, ro.rdma_register_threads));  // "auto": 0
   *st = Status::Ok();
   return make_rdma_transport(ro, &h, h.engine_name(), st);
 }
@@ -176,6 +181,16 @@ TransportEntry rdma_entry() {
        },
        "the largest memory region a buffer is registered as; longer buffers become several (unset: "
        "the NIC's max_mr_size)"},
+      {"rdma_affinity", "LOC=NIC,NIC;LOC=... with LOC cuda:N or cpu:N (cuda:0=mlx5_0,mlx5_1;cuda:1=mlx5_2)",
+       [](const std::string &v) {
+         std::map<std::string, std::vector<std::string>> m;
+         return rdma::parse_affinity(v, &m);
+       },
+       "the NICs that carry each memory location's transfers (unset: the nearest by PCIe and NUMA)"},
+      {"rdma_register_threads", "\"auto\" or an integer 1..64",
+       [](const std::string &v) { return v == "auto" || int_in(v, 1, 64); },
+       "threads registering one buffer with the NICs, for the call only (auto: one per NIC; 1: one "
+       "NIC after another)"},
   };
   e.create = create_rdma;
   return e;

@@ -118,6 +118,14 @@ class Transport {
     (void)peer;
     return true;
   }
+  // Whether the path can take new work now. False while every way it has to the peer is down
+  // (rdma: no local NIC up, or every peer NIC refusing connections); the engine then routes new
+  // requests over the next of the peer's transports that accepts them, and comes back once this
+  // is true again. Called on every submit: must be cheap and must not block.
+  virtual bool carries(PeerPath &peer) {
+    (void)peer;
+    return true;
+  }
   // Whether this transport moves data between memory at these locations ("cpu", "cpu:N",
   // "cuda:N"); the engine picks the first transport of a peer that accepts a request.
   virtual bool accepts(const std::string &local_loc, const std::string &remote_loc) const {

@@ -89,6 +89,7 @@
 #include "proto/rdma_msg.h"
 #include "util/hex.h"
 #include "transport/rdma/nic.h"
+#include "transport/rdma/nic_topo.h"
 
 namespace mc {
 namespace {
@@ -102,6 +103,7 @@ constexpr int kPollBatch = 64;
 constexpr size_t kPostBatch = 32;
 constexpr uint64_t kNicBackoffMs = 500;  // a peer NIC that refused setup is skipped this long
 constexpr uint32_t kMaxWr = 1u << 30;
+constexpr uint64_t kParallelRegBytes = 4ull << 20;  // a buffer this large registers on the NICs at once
 
 class RdmaTransport;
 struct Endpoint;
@@ -214,7 +216,9 @@ struct Nic {
   std::atomic<bool> up{true};
   std::atomic<bool> cq_lost{false};  // the CQ overran (CQ error event): never used again
   std::atomic<int64_t> outstanding{0};
+  std::atomic<uint64_t> bytes{0};  // posted on this NIC (for the stats: which NICs carry what)
   int64_t cq_cap = 0;
+  Place place;                                     // where it sits (nic_topo.h)
   std::mutex mu;                                   // guards starved
   std::vector<std::shared_ptr<Endpoint>> starved;  // waiting for room in the CQ
 };
@@ -236,12 +240,18 @@ struct Dmabuf {
 // several, each in mrs_ under its own start).
 struct LocalMr {
   uint64_t len = 0;
+  uint64_t near = 0;                     // the NICs its transfers prefer (bit per NIC; 0: any)
   std::vector<std::unique_ptr<Mr>> mrs;  // per NIC
   std::shared_ptr<Dmabuf> dmabuf;        // GPU memory: the dma-buf behind mrs (shared by regions)
   ~LocalMr() { mrs.clear(); }            // the MRs go before the dma-buf's fd
   LocalMr() = default;
   LocalMr(LocalMr &&) = default;
   LocalMr &operator=(LocalMr &&) = default;
+};
+
+// A local NIC and the peer NIC it sends to (indices into nics_ and the peer's NICs).
+struct NicPair {
+  uint32_t l, r;
 };
 
 // The QP destinations of a connect message: one address, a QPN and PSN per QP.
@@ -291,6 +301,7 @@ class RdmaTransport : public Transport {
   std::shared_ptr<PeerPath> connect(const Descriptor &d) override;
   void update(PeerPath &peer, const Descriptor &d) override;
   void fail_path(PeerPath &peer, mc_status_t status, const std::string &why) override;
+  bool carries(PeerPath &peer) override;
   // Host memory on both sides, and GPU memory on either side where it has an MR: a local GPU's
   // buffers when dma-buf registration works for that GPU here, a remote buffer when its
   // descriptor carries rkeys (accepts_buffer).
@@ -318,6 +329,12 @@ class RdmaTransport : public Transport {
     return gpu_capable_ && (dev < 0 || dev >= 64 || !(gpu_bad_.load() & (1ull << dev)));
   }
   Status register_gpu(const LocalRegion &r, std::vector<std::pair<uint64_t, LocalMr>> *regs);
+  using RegFn = std::function<Status(Nic &, uint64_t addr, uint64_t len, std::unique_ptr<Mr> *)>;
+  Status register_regions(const LocalRegion &r, const RegFn &reg, const std::shared_ptr<Dmabuf> &dmabuf,
+                          std::vector<std::pair<uint64_t, LocalMr>> *regs);
+  void per_nic(uint64_t len, const std::function<void(size_t)> &fn);
+  Status set_affinity();
+  uint64_t near_of(const std::string &location) const;
   std::vector<std::pair<uint64_t, uint64_t>> regions_of(uint64_t addr, uint64_t len) const;
   std::vector<LocalMr> take_regions(uint64_t addr, uint64_t len);
   void insert_regions(std::vector<std::pair<uint64_t, LocalMr>> regs);
@@ -330,8 +347,19 @@ class RdmaTransport : public Transport {
     return parse_remote(d, &info);
   }
   void dispatch(const std::shared_ptr<PeerState> &ps, Op **ops, size_t n);
+  mc_status_t usable_pairs(PeerState &ps, std::shared_ptr<const RemoteInfo> *info,
+                           std::vector<NicPair> *pairs, uint32_t *start, size_t n);
+  static size_t pick_pair(const std::vector<NicPair> &pairs, uint64_t near, size_t turn);
+  const LocalMr *local_mr(uint64_t a, uint64_t *end) const;
+  bool cut_op(Op *op, const RemoteInfo &info, NicPair pr, std::vector<Op *> *pieces) const;
+  void place_ops(const RemoteInfo &info, const std::vector<NicPair> &pairs, uint32_t start, Op **ops,
+                 size_t n, std::vector<std::vector<Op *>> *per_pair, std::vector<Op *> *bad);
+  void queue_on(const std::shared_ptr<PeerState> &ps, const std::string &rnic, uint32_t l,
+                std::vector<Op *> &ops);
   void finish(Op *op, mc_status_t st);
   void retry_or_fail(Op *op, mc_status_t st);
+  void hand_over(Op **ops, size_t n, mc_status_t st);
+  bool peer_nic_for(PeerState &ps, Nic &nic, uint64_t *now, uint32_t *r) const;
   void refused(Op *op);
   void refresh_keys(Op *op);
   void drain_refreshes();
@@ -423,6 +451,9 @@ class RdmaTransport : public Transport {
   uint64_t region_ = UINT64_MAX;
   std::atomic<uint64_t> regions_{0};
   std::atomic<uint64_t> paths_closed_{0};  // endpoints closed because their peer went down
+  std::atomic<uint64_t> handed_over_{0};   // slices given to another transport (failover)
+  // rdma_affinity: the NICs (bit per NIC) pinned to a memory location; set in start.
+  std::map<std::string, uint64_t> affinity_;
 };
 
 RdmaPeer::~RdmaPeer() { t_->release(ps); }
@@ -444,6 +475,8 @@ Status RdmaTransport::start(std::vector<std::unique_ptr<Device>> devs) {
     n->dev = std::move(d);
     nics_.push_back(std::move(n));
   }
+  Status ast = set_affinity();
+  if (!ast.ok()) return ast;
   gpu_capable_ = !nics_.empty();
   for (auto &n : nics_) region_ = std::min(region_, n->dev->max_mr_size());
   if (opts_.rdma_max_mr_size) region_ = std::min(region_, opts_.rdma_max_mr_size);
@@ -455,6 +488,36 @@ Status RdmaTransport::start(std::vector<std::unique_ptr<Device>> devs) {
   for (auto &n : nics_) n->poller = std::thread([this, raw = n.get()] { poll_loop(raw); });
   async_ = std::thread([this] { async_loop(); });
   return Status::Ok();
+}
+
+// Where each NIC sits, and rdma_affinity's NICs by name (each must be one of ours).
+Status RdmaTransport::set_affinity() {
+  for (auto &n : nics_) n->place = nic_place(n->dev->name());
+  std::map<std::string, std::vector<std::string>> aff;
+  if (!parse_affinity(opts_.rdma_affinity, &aff))
+    return Err(MC_ERR_INVALID_ARG, "rdma_affinity=" + opts_.rdma_affinity + " is malformed");
+  for (auto &[loc, names] : aff) {
+    uint64_t m = 0;
+    for (auto &name : names) {
+      size_t i = 0;
+      while (i < nics_.size() && nics_[i]->dev->name() != name) i++;
+      if (i == nics_.size() || i >= 64)
+        return Err(MC_ERR_NOT_FOUND, "rdma_affinity names NIC " + name + " for " + loc +
+                                         ", which is not one of the engine's RDMA devices");
+      m |= 1ull << i;
+    }
+    affinity_[loc] = m;
+  }
+  return Status::Ok();
+}
+
+// The NICs a buffer at location prefers: rdma_affinity's, else the nearest ones (0: any).
+uint64_t RdmaTransport::near_of(const std::string &location) const {
+  auto it = affinity_.find(location);
+  if (it != affinity_.end()) return it->second;
+  std::vector<Place> places;
+  for (auto &n : nics_) places.push_back(n->place);
+  return nearest(memory_place(location), places);
 }
 
 ConnAttr RdmaTransport::attr_for(Nic &nic, uint32_t mtu) const {
@@ -660,17 +723,74 @@ Status RdmaTransport::register_gpu(const LocalRegion &r, std::vector<std::pair<u
   Status st = cuda::export_dmabuf(dev, r.addr, r.length, &ex);
   if (!st.ok()) return st;
   auto dmabuf = std::make_shared<Dmabuf>(ex.fd);
-  for (auto [a, l] : regions_of(r.addr, r.length)) {
-    LocalMr lm;
-    lm.len = l;
-    lm.dmabuf = dmabuf;
-    for (auto &n : nics_) {
-      std::unique_ptr<Mr> m;
-      st = n->dev->reg_dmabuf_mr(ex.fd, ex.offset + (a - r.addr), l, a, mr_access(r.access), &m);
-      if (!st.ok()) return Err(st.code(), "RDMA device " + n->dev->name() + ": " + st.message());
-      lm.mrs.push_back(std::move(m));
+  uint32_t access = mr_access(r.access);
+  return register_regions(
+      r,
+      [&](Nic &n, uint64_t a, uint64_t l, std::unique_ptr<Mr> *m) {
+        return n.dev->reg_dmabuf_mr(ex.fd, ex.offset + (a - r.addr), l, a, access, m);
+      },
+      dmabuf, regs);
+}
+
+// Runs fn(i) for every NIC i. A buffer of kParallelRegBytes or more is registered on the NICs at
+// once, one thread per NIC (rdma_register_threads at most; the calling thread is one of them),
+// all joined before this returns: a NIC's registration pins and maps every page, so N NICs
+// cost about one NIC's time where there are cores for them. Smaller ones (and a thread that
+// cannot be started) go one NIC after another: a thread costs more than their registration.
+void RdmaTransport::per_nic(uint64_t len, const std::function<void(size_t)> &fn) {
+  size_t n = nics_.size(), t = opts_.rdma_register_threads ? opts_.rdma_register_threads : n;
+  t = std::min(t, n);
+  if (t <= 1 || len < kParallelRegBytes) {
+    for (size_t i = 0; i < n; i++) fn(i);
+    return;
+  }
+  auto share = [&](size_t k) {
+    for (size_t i = k; i < n; i += t) fn(i);
+  };
+  std::vector<std::thread> th;
+  for (size_t k = 1; k < t; k++) {
+    try {
+      th.emplace_back(share, k);
+    } catch (const std::system_error &) {
+      share(k);
     }
-    regs->emplace_back(a, std::move(lm));
+  }
+  share(0);
+  for (auto &x : th) x.join();
+}
+
+// Each region of r registered with every NIC by reg, into regs (nothing on failure).
+Status RdmaTransport::register_regions(const LocalRegion &r, const RegFn &reg,
+                                       const std::shared_ptr<Dmabuf> &dmabuf,
+                                       std::vector<std::pair<uint64_t, LocalMr>> *regs) {
+  auto spans = regions_of(r.addr, r.length);
+  size_t n = nics_.size();
+  std::vector<std::vector<std::unique_ptr<Mr>>> mrs(n);  // per NIC, per region
+  std::vector<Status> sts(n);
+  per_nic(r.length, [&](size_t i) {
+    try {
+      for (auto [a, l] : spans) {
+        std::unique_ptr<Mr> m;
+        sts[i] = reg(*nics_[i], a, l, &m);
+        if (!sts[i].ok()) return;
+        mrs[i].push_back(std::move(m));
+      }
+    } catch (const std::bad_alloc &) {
+      sts[i] = Err(MC_ERR_NO_MEMORY, "out of memory");
+    }
+  });
+  for (size_t i = 0; i < n; i++)
+    if (!sts[i].ok())
+      return Err(sts[i].code(),
+                 "registering memory on RDMA device " + nics_[i]->dev->name() + ": " + sts[i].message());
+  uint64_t near = near_of(r.location);
+  for (size_t k = 0; k < spans.size(); k++) {
+    LocalMr lm;
+    lm.len = spans[k].second;
+    lm.near = near;
+    lm.dmabuf = dmabuf;
+    for (size_t i = 0; i < n; i++) lm.mrs.push_back(std::move(mrs[i][k]));
+    regs->emplace_back(spans[k].first, std::move(lm));
   }
   return Status::Ok();
 }
@@ -700,18 +820,14 @@ Status RdmaTransport::on_register(const LocalRegion &r) {
   }
   if (r.location.rfind("cpu", 0) != 0) return Status::Ok();
   std::vector<std::pair<uint64_t, LocalMr>> regs;
-  for (auto [a, l] : regions_of(r.addr, r.length)) {
-    LocalMr lm;
-    lm.len = l;
-    for (auto &n : nics_) {
-      std::unique_ptr<Mr> m;
-      Status st = n->dev->reg_mr(reinterpret_cast<void *>(a), l, mr_access(r.access), &m);
-      if (!st.ok())
-        return Err(st.code(), "registering memory on RDMA device " + n->dev->name() + ": " + st.message());
-      lm.mrs.push_back(std::move(m));
-    }
-    regs.emplace_back(a, std::move(lm));
-  }
+  uint32_t access = mr_access(r.access);
+  Status st = register_regions(
+      r,
+      [&](Nic &n, uint64_t a, uint64_t l, std::unique_ptr<Mr> *m) {
+        return n.dev->reg_mr(reinterpret_cast<void *>(a), l, access, m);
+      },
+      nullptr, &regs);
+  if (!st.ok()) return st;
   regions_ += regs.size();
   insert_regions(std::move(regs));
   return Status::Ok();
@@ -1279,10 +1395,63 @@ void RdmaTransport::finish(Op *op, mc_status_t st) {
 
 void RdmaTransport::retry_or_fail(Op *op, mc_status_t st) {
   if (target_->canceled(op->root())) return finish(op, MC_ERR_CANCELED);
-  if (++op->attempts >= kAttempts || stopping_.load() || !op->peer) return finish(op, st);
+  if (stopping_.load() || !op->peer) return finish(op, st);
+  if (++op->attempts >= kAttempts) return hand_over(&op, 1, st);  // tried enough here
   retries_++;
   auto ps = op->peer;
   dispatch(ps, &op, 1);
+}
+
+// Whether local NIC nic has a peer NIC to pair with: the one of the same rank (rails), else
+// any that is not backing off (*r: its index). Caller holds ps.mu; *now is read once, lazily.
+bool RdmaTransport::peer_nic_for(PeerState &ps, Nic &nic, uint64_t *now, uint32_t *r) const {
+  if (!nic.up.load() || !ps.info) return false;
+  uint32_t R = static_cast<uint32_t>(ps.info->nics.size());
+  for (uint32_t j = 0; j < R; j++) {
+    uint32_t k = (nic.idx + j) % R;
+    auto d = ps.rnic_down_until.find(ps.info->nics[k].name);
+    if (d != ps.rnic_down_until.end()) {
+      if (!*now) *now = now_ms();
+      if (d->second > *now) continue;
+    }
+    *r = k;
+    return true;
+  }
+  return false;
+}
+
+bool RdmaTransport::carries(PeerPath &peer) {
+  auto &p = static_cast<RdmaPeer &>(peer);
+  std::lock_guard<std::mutex> lk(p.ps->mu);
+  if (p.ps->retired || !p.ps->info) return true;  // not a matter of NICs: as before
+  uint64_t now = 0;
+  uint32_t r;
+  for (auto &nic : nics_)
+    if (peer_nic_for(*p.ps, *nic, &now, &r)) return true;
+  return false;
+}
+
+// Ops this transport cannot move (no NIC pair up, or out of attempts) go to another transport
+// of their peer through the engine (Host::fail_over); what none takes fails with st. A piece of
+// a slice cut at a buffer boundary cannot leave alone: it fails, and its slice with it.
+void RdmaTransport::hand_over(Op **ops, size_t n, mc_status_t st) {
+  std::vector<Slice> slices;
+  std::vector<Op *> whole;
+  for (size_t i = 0; i < n; i++) {
+    if (ops[i]->parent || stopping_.load()) {
+      finish(ops[i], st);
+      continue;
+    }
+    slices.push_back(ops[i]->s);
+    whole.push_back(ops[i]);
+  }
+  if (whole.empty()) return;
+  if (target_->fail_over(*this, slices.data(), slices.size())) {
+    handed_over_ += whole.size();
+    for (Op *op : whole) delete op;  // the other transport reports them now
+    return;
+  }
+  for (Op *op : whole) finish(op, st);
 }
 
 // The target's NIC refused op's rkey or range. The target gives a buffer new keys when its
@@ -1423,147 +1592,158 @@ void RdmaTransport::submit(PeerPath &path, Slice *slices, size_t n) {
   dispatch(p.ps, ops.data(), n);
 }
 
-// Picks a NIC pair per op (round robin over usable pairs), cuts ops at buffer boundaries,
-// sets keys, and queues them on their endpoints.
-void RdmaTransport::dispatch(const std::shared_ptr<PeerState> &ps, Op **ops, size_t n) {
-  struct Pair {
-    uint32_t l, r;
-  };
-  std::shared_ptr<const RemoteInfo> info;
-  std::vector<Pair> pairs;
-  mc_status_t fail_st = MC_OK;
-  std::string why;
-  {
-    std::lock_guard<std::mutex> lk(ps->mu);
-    if (ps->retired) {
-      fail_st = ps->retire_status;
-    } else if (!ps->info) {
-      fail_st = MC_ERR_INTERNAL;
-    } else {
-      info = ps->info;
-      uint64_t now = 0;
-      uint32_t R = static_cast<uint32_t>(info->nics.size());
-      for (auto &nic : nics_) {
-        if (!nic->up.load()) continue;
-        // Prefer the peer NIC of the same rank (rails), else any that is not backing off.
-        for (uint32_t j = 0; j < R; j++) {
-          uint32_t r = (nic->idx + j) % R;
-          auto d = ps->rnic_down_until.find(info->nics[r].name);
-          if (d != ps->rnic_down_until.end()) {
-            if (!now) now = now_ms();
-            if (d->second > now) continue;
-          }
-          pairs.push_back({nic->idx, r});
-          break;
-        }
-      }
-      if (pairs.empty()) fail_st = MC_ERR_PEER_DOWN;
+// The NIC pairs usable to ps now, one per local NIC that is up (into *pairs, with *info the
+// peer's view); MC_OK, or the status ops to it fail with (MC_ERR_PEER_DOWN with *info set: no
+// pair is up, the case for failover).
+mc_status_t RdmaTransport::usable_pairs(PeerState &ps, std::shared_ptr<const RemoteInfo> *info,
+                                        std::vector<NicPair> *pairs, uint32_t *start, size_t n) {
+  std::lock_guard<std::mutex> lk(ps.mu);
+  if (ps.retired) return ps.retire_status;
+  if (!ps.info) return MC_ERR_INTERNAL;
+  *info = ps.info;
+  uint64_t now = 0;
+  uint32_t r;
+  for (auto &nic : nics_)
+    if (peer_nic_for(ps, *nic, &now, &r)) pairs->push_back({nic->idx, r});
+  if (pairs->empty()) return MC_ERR_PEER_DOWN;
+  *start = ps.rr;
+  ps.rr += static_cast<uint32_t>(n);
+  return MC_OK;
+}
+
+// The turn-th of pairs among those whose local NIC is in near (the buffer's nearest or pinned
+// NICs), or of all when none of those is up (or near is 0: no preference).
+size_t RdmaTransport::pick_pair(const std::vector<NicPair> &pairs, uint64_t near, size_t turn) {
+  size_t c = 0;
+  for (auto &p : pairs) c += p.l < 64 && (near >> p.l & 1);
+  if (!near || !c) return turn % pairs.size();
+  size_t want = turn % c;
+  for (size_t k = 0; k < pairs.size(); k++)
+    if (pairs[k].l < 64 && (near >> pairs[k].l & 1) && want-- == 0) return k;
+  return turn % pairs.size();
+}
+
+// The local MR holding a (*end: where it ends); caller holds mr_mu_.
+const LocalMr *RdmaTransport::local_mr(uint64_t a, uint64_t *end) const {
+  auto it = mrs_.upper_bound(a);
+  if (it == mrs_.begin()) return nullptr;
+  --it;
+  if (a - it->first >= it->second.len) return nullptr;
+  *end = it->first + it->second.len;
+  return &it->second;
+}
+
+// op cut at every local and remote buffer boundary into *pieces, each with its own keys on
+// pair pr; false (nothing made) when a part lies outside registered memory. Caller holds mr_mu_.
+bool RdmaTransport::cut_op(Op *op, const RemoteInfo &info, NicPair pr, std::vector<Op *> *pieces) const {
+  uint64_t la = reinterpret_cast<uint64_t>(op->s.local), ra = op->s.remote, len = op->s.len, off = 0;
+  while (off < len) {
+    uint64_t le = 0;
+    const LocalMr *m = local_mr(la + off, &le);
+    const RemoteBuf *b = info.find(ra + off);
+    if (!m || !b || b->rkeys.empty()) {
+      for (Op *pc : *pieces) delete pc;
+      pieces->clear();
+      return false;
     }
+    uint64_t chunk = std::min({len - off, le - (la + off), b->addr + b->len - (ra + off)});
+    Op *pc = new Op;
+    pc->s = op->s;
+    pc->s.local = reinterpret_cast<void *>(la + off);
+    pc->s.remote = ra + off;
+    pc->s.len = chunk;
+    pc->parent = op;
+    pc->peer = op->peer;
+    pc->attempts = op->attempts;
+    pc->lkey = m->mrs[pr.l]->lkey();
+    pc->rkey = b->rkeys[pr.r];
+    pieces->push_back(pc);
+    off += chunk;
   }
+  op->pieces.store(static_cast<uint32_t>(pieces->size()));
+  return true;
+}
+
+// Sets each op's keys for its pair and puts it in per_pair (pieces for one that crosses a
+// buffer boundary); ops outside registered memory go to bad.
+void RdmaTransport::place_ops(const RemoteInfo &info, const std::vector<NicPair> &pairs, uint32_t start,
+                              Op **ops, size_t n, std::vector<std::vector<Op *>> *per_pair,
+                              std::vector<Op *> *bad) {
+  std::shared_lock<std::shared_mutex> lk(mr_mu_);
+  std::vector<Op *> pieces;
+  for (size_t i = 0; i < n; i++) {
+    Op *op = ops[i];
+    uint64_t la = reinterpret_cast<uint64_t>(op->s.local), ra = op->s.remote, len = op->s.len;
+    uint64_t lend = 0;
+    const LocalMr *lm = local_mr(la, &lend);
+    const RemoteBuf *rb = info.find(ra);
+    if (!lm || !rb || rb->rkeys.empty() || len > kMaxWr) {
+      bad->push_back(op);
+      continue;
+    }
+    size_t k = pick_pair(pairs, lm->near, start + i);
+    NicPair pr = pairs[k];
+    if (la + len <= lend && ra + len <= rb->addr + rb->len) {  // the common case: one buffer each side
+      op->lkey = lm->mrs[pr.l]->lkey();
+      op->rkey = rb->rkeys[pr.r];
+      (*per_pair)[k].push_back(op);
+      continue;
+    }
+    pieces.clear();
+    // A piece lies in one buffer on each side; those changed under it: it fails.
+    if (op->parent || !cut_op(op, info, pr, &pieces)) {
+      bad->push_back(op);
+      continue;
+    }
+    for (Op *pc : pieces) (*per_pair)[k].push_back(pc);
+  }
+}
+
+// Picks a NIC pair per op (round robin over usable pairs, the buffer's nearest NICs first),
+// cuts ops at buffer boundaries, sets keys, and queues them on their endpoints. With no pair
+// up, the ops go to another transport (hand_over).
+void RdmaTransport::dispatch(const std::shared_ptr<PeerState> &ps, Op **ops, size_t n) {
+  std::shared_ptr<const RemoteInfo> info;
+  std::vector<NicPair> pairs;
+  uint32_t start = 0;
+  mc_status_t fail_st = usable_pairs(*ps, &info, &pairs, &start, n);
+  if (fail_st == MC_ERR_PEER_DOWN && info) return hand_over(ops, n, fail_st);  // no NIC pair is up
   if (fail_st != MC_OK) {
     for (size_t i = 0; i < n; i++) finish(ops[i], fail_st);
     return;
   }
-  uint32_t start;
-  {
-    std::lock_guard<std::mutex> lk(ps->mu);
-    start = ps->rr;
-    ps->rr += static_cast<uint32_t>(n);
-  }
   // Not thread_local: retries dispatch again from inside this call (enqueue -> pump -> retire).
   std::vector<std::vector<Op *>> per_pair(pairs.size());
   std::vector<Op *> bad;
-  {
-    std::shared_lock<std::shared_mutex> lk(mr_mu_);
-    auto local_mr = [&](uint64_t a, uint64_t *end) -> const LocalMr * {
-      auto it = mrs_.upper_bound(a);
-      if (it == mrs_.begin()) return nullptr;
-      --it;
-      if (a - it->first >= it->second.len) return nullptr;
-      *end = it->first + it->second.len;
-      return &it->second;
-    };
-    for (size_t i = 0; i < n; i++) {
-      Op *op = ops[i];
-      size_t k = (start + i) % pairs.size();
-      Pair pr = pairs[k];
-      uint64_t la = reinterpret_cast<uint64_t>(op->s.local), ra = op->s.remote, len = op->s.len;
-      uint64_t lend = 0;
-      const LocalMr *lm = local_mr(la, &lend);
-      const RemoteBuf *rb = info->find(ra);
-      if (!lm || !rb || rb->rkeys.empty() || len > kMaxWr) {
-        bad.push_back(op);
-        continue;
-      }
-      if (la + len <= lend && ra + len <= rb->addr + rb->len) {  // the common case: one buffer each side
-        op->lkey = lm->mrs[pr.l]->lkey();
-        op->rkey = rb->rkeys[pr.r];
-        per_pair[k].push_back(op);
-        continue;
-      }
-      if (op->parent) {  // a piece lies in one buffer on each side; those changed under it
-        bad.push_back(op);
-        continue;
-      }
-      // Cut at every local and remote buffer boundary; each piece carries its own keys.
-      std::vector<Op *> pieces;
-      uint64_t off = 0;
-      bool ok = true;
-      while (off < len) {
-        uint64_t le = 0;
-        const LocalMr *m = local_mr(la + off, &le);
-        const RemoteBuf *b = info->find(ra + off);
-        if (!m || !b || b->rkeys.empty()) {
-          ok = false;
-          break;
-        }
-        uint64_t chunk = std::min({len - off, le - (la + off), b->addr + b->len - (ra + off)});
-        Op *pc = new Op;
-        pc->s = op->s;
-        pc->s.local = reinterpret_cast<void *>(la + off);
-        pc->s.remote = ra + off;
-        pc->s.len = chunk;
-        pc->parent = op;
-        pc->peer = op->peer;
-        pc->attempts = op->attempts;
-        pc->lkey = m->mrs[pr.l]->lkey();
-        pc->rkey = b->rkeys[pr.r];
-        pieces.push_back(pc);
-        off += chunk;
-      }
-      if (!ok) {
-        for (Op *pc : pieces) delete pc;
-        bad.push_back(op);
-        continue;
-      }
-      op->pieces.store(static_cast<uint32_t>(pieces.size()));
-      for (Op *pc : pieces) per_pair[k].push_back(pc);
-    }
-  }
+  place_ops(*info, pairs, start, ops, n, &per_pair, &bad);
   for (Op *op : bad) finish(op, MC_ERR_OUT_OF_RANGE);
-  for (size_t k = 0; k < pairs.size(); k++) {
-    if (per_pair[k].empty()) continue;
-    std::shared_ptr<Endpoint> ep;
-    bool created = false;
-    {
-      std::lock_guard<std::mutex> lk(ps->mu);
-      if (ps->retired) {
-        for (Op *op : per_pair[k]) finish(op, ps->retire_status);
-        continue;
-      }
-      ep = get_ep(ps, pairs[k].l, info->nics[pairs[k].r].name, &created);
+  for (size_t k = 0; k < pairs.size(); k++)
+    if (!per_pair[k].empty()) queue_on(ps, info->nics[pairs[k].r].name, pairs[k].l, per_pair[k]);
+}
+
+// Queues ops on ps's endpoint for (local NIC l, peer NIC rnic), connecting it first if new.
+void RdmaTransport::queue_on(const std::shared_ptr<PeerState> &ps, const std::string &rnic, uint32_t l,
+                             std::vector<Op *> &ops) {
+  std::shared_ptr<Endpoint> ep;
+  bool created = false;
+  {
+    std::lock_guard<std::mutex> lk(ps->mu);
+    if (ps->retired) {
+      for (Op *op : ops) finish(op, ps->retire_status);
+      return;
     }
-    std::vector<Op *> mine;
-    mine.swap(per_pair[k]);
-    if (created) {
-      if (!spawn([this, ep, ps] { run_connect(ep, ps); }))
-        retire_ep(ep, MC_ERR_PEER_DOWN, "the engine is shutting down", false);
-      maybe_evict();
-    } else {
-      touch(ep.get());
-    }
-    enqueue(ep, mine);
+    ep = get_ep(ps, l, rnic, &created);
   }
+  std::vector<Op *> mine;
+  mine.swap(ops);
+  if (created) {
+    if (!spawn([this, ep, ps] { run_connect(ep, ps); }))
+      retire_ep(ep, MC_ERR_PEER_DOWN, "the engine is shutting down", false);
+    maybe_evict();
+  } else {
+    touch(ep.get());
+  }
+  enqueue(ep, mine);
 }
 
 void RdmaTransport::enqueue(const std::shared_ptr<Endpoint> &ep, std::vector<Op *> &ops) {
@@ -1646,6 +1826,9 @@ void RdmaTransport::pump(const std::shared_ptr<Endpoint> &ep) {
       ep->inflight += static_cast<int64_t>(posted);
       nic.outstanding.fetch_add(static_cast<int64_t>(posted), std::memory_order_relaxed);
       wr_posted_.fetch_add(posted, std::memory_order_relaxed);
+      uint64_t b = 0;
+      for (size_t i = 0; i < posted; i++) b += wrs[i].len;  // (the ops may have ended already)
+      nic.bytes.fetch_add(b, std::memory_order_relaxed);
       if (posted < k) {
         for (size_t i = k; i-- > posted;) ep->backlog.push_front(batch[i]);
         broken = true;
@@ -1891,10 +2074,11 @@ void RdmaTransport::shutdown() {
 }
 
 std::string RdmaTransport::stats_json() {
-  json devs = json::array();
+  json devs = json::array(), nic_bytes = json::object();
   uint64_t up = 0;
   for (auto &n : nics_) {
     devs.push_back(n->dev ? n->dev->name() : std::string());
+    if (n->dev) nic_bytes[n->dev->name()] = n->bytes.load();
     up += n->up.load();
   }
   size_t live;
@@ -1910,6 +2094,7 @@ std::string RdmaTransport::stats_json() {
   uint64_t c = qps_created_.load(), d = qps_destroyed_.load();
   json j{{"devices", devs},
          {"devices_up", up},
+         {"nic_bytes", nic_bytes},
          {"qps_live", c - d},
          {"qps_created", c},
          {"qps_destroyed", d},
@@ -1922,6 +2107,7 @@ std::string RdmaTransport::stats_json() {
          {"mr_regions", regions_.load()},
          {"mr_region_max", region_},
          {"paths_closed", paths_closed_.load()},
+         {"handed_over", handed_over_.load()},
          {"gpu_mr_failures", gpu_mr_failures_.load()},
          {"gpu_direct", gpu_capable_ && gpu_bad_.load() == 0},
          {"setup_failed", setup_failed_.load()},

@@ -19,7 +19,9 @@ struct RdmaOptions {
   int rdma_gid_index = -1;             // -1: auto
   int rdma_port = 0;                   // 0: each device's first active port
   uint32_t rdma_mtu = 4096;
-  uint64_t rdma_max_mr_size = 0;  // 0: the devices' max_mr_size; else at most this per region
+  uint64_t rdma_max_mr_size = 0;       // 0: the devices' max_mr_size; else at most this per region
+  std::string rdma_affinity;           // "LOC=NIC,NIC;...": pinned NICs per memory location
+  uint32_t rdma_register_threads = 0;  // threads registering a buffer with the NICs (0: one per NIC)
 };
 
 // The transport for opts.rdma_devices, or nullptr: with *st OK when no device is usable and

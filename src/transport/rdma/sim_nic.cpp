@@ -72,6 +72,20 @@ const char *wc_status_name(WcStatus s) {
 namespace sim {
 namespace {
 
+// What ibv_reg_mr costs the host, when MC_SIM_REG_PAGE_NS models it (benchmarks): the kernel
+// walks and pins every page (each is read here) and spends page_ns of CPU per page on it.
+void pin_pages(void *addr, uint64_t len, uint64_t page_ns) {
+  if (!page_ns) return;
+  auto *p = static_cast<volatile const uint8_t *>(addr);
+  uint64_t pages = (len + 4095) / 4096;
+  auto until = std::chrono::steady_clock::now() + std::chrono::nanoseconds(pages * page_ns);
+  uint8_t x = 0;
+  for (uint64_t off = 0; off < len; off += 4096) x ^= p[off];
+  (void)x;
+  while (std::chrono::steady_clock::now() < until) {
+  }
+}
+
 constexpr uint64_t kHdrMagic = 0x4d4353494d515031ull;  // "MCSIMQP1"
 constexpr uint32_t kMaxDepth = 1u << 15;
 constexpr uint8_t kMaxRdAtomic = 16;  // the device's max_qp_rd_atom / max_qp_init_rd_atom
@@ -227,6 +241,7 @@ struct DevCore {
   uint32_t id = 0;
   std::string name;
   uint64_t max_mr = UINT64_MAX;  // max_mr_size: MC_SIM_MAX_MR_SIZE when the NIC was opened
+  uint64_t reg_page_ns = 0;      // MC_SIM_REG_PAGE_NS: CPU time reg_mr spends per 4 KiB page
   uint8_t gid[16] = {};
   std::atomic<bool> port_up{true};
   std::atomic<bool> gone{false};
@@ -840,6 +855,7 @@ class SimDevice : public Device {
     if (len > d_->max_mr) return too_large("reg_mr", len);
     if ((access & (kRemoteWrite)) && !(access & kLocalWrite))
       return Err(MC_ERR_INVALID_ARG, "reg_mr: remote write needs local write (as in verbs)");
+    pin_pages(addr, len, d_->reg_page_ns);
     auto *m = new SimMr;
     m->addr = reinterpret_cast<uint64_t>(addr);
     m->len = len;
@@ -996,9 +1012,18 @@ Status open(int n, uint64_t ctrl_bytes, std::vector<std::unique_ptr<Device>> *ou
     if (!parse_size(e, &max_mr) || max_mr < 4096)
       return Err(MC_ERR_INVALID_ARG, std::string("MC_SIM_MAX_MR_SIZE=") + e + " is not a size of 4K or more");
   }
+  uint64_t page_ns = 0;
+  if (const char *e = std::getenv("MC_SIM_REG_PAGE_NS"); e && *e) {
+    int64_t v;
+    if (!parse_int(e, 0, 1000000, &v))
+      return Err(MC_ERR_INVALID_ARG,
+                 std::string("MC_SIM_REG_PAGE_NS=") + e + " is not an integer 0..1000000");
+    page_ns = static_cast<uint64_t>(v);
+  }
   for (int i = 0; i < n; i++) {
     auto d = std::make_shared<DevCore>();
     d->max_mr = max_mr;
+    d->reg_page_ns = page_ns;
     void *p = ::mmap(nullptr, ctrl_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
                      -1, 0);
     if (p == MAP_FAILED) return Err(MC_ERR_NO_MEMORY, "cannot map a simulated NIC's control region");
