@@ -19,6 +19,7 @@
 #include "proto/descriptor.h"
 #include "util/status.h"
 #include "engine/batch.h"
+#include "engine/counters.h"
 #include "control/server.h"
 #include "engine/health.h"
 #include "engine/notify_inbox.h"
@@ -33,6 +34,9 @@ namespace mc {
 struct HostPort;  // util/net.h
 namespace control {
 class Listener;  // control/listener.h
+}
+namespace metrics {
+class HttpServer;  // metrics/http_server.h
 }
 
 class EngineCore;
@@ -127,6 +131,11 @@ class EngineCore : public Host, public control::Target, public std::enable_share
   // The submit planner (engine/submit.cpp) and the statistics (engine/stats.cpp).
   Status submit(BatchCore &b, const mc_request_t *reqs, size_t n);
   std::string stats_json();
+  // GET /metrics (engine/metrics.cpp): the same figures as stats_json, in the Prometheus text
+  // format, with every transport's counters.
+  std::string metrics_text();
+  // A batch's busy period ended (engine/completion.cpp).
+  void batch_done(uint64_t ns, bool ok) { counters_.batch_done(ns, ok); }
 
   // Notifications (engine/notify_engine.cpp): mc_notify_recv, mc_engine_event_fd, and the
   // sender's wake-up when a batch with waiting NOTIFYs was canceled.
@@ -173,6 +182,16 @@ class EngineCore : public Host, public control::Target, public std::enable_share
   Status start();
   Status start_transport(const TransportEntry &e, std::vector<std::pair<int, Transport *>> *data);
   Status start_listener();
+  Status start_metrics();
+  // One reading of the engine's figures (engine/stats.cpp), rendered by stats_json and
+  // metrics_text.
+  Figures figures();
+  // The counters slot of a transport: its index in transports_ (fixed after start()).
+  uint8_t slot_of(const Transport *t) const {
+    for (size_t i = 0; i < transports_.size() && i < EngineCounters::kNotifySlot; i++)
+      if (transports_[i].get() == t) return static_cast<uint8_t>(i);
+    return EngineCounters::kNotifySlot;
+  }
   Status name_from_listener(const HostPort &bound);
   std::shared_ptr<Peer> find_segment(mc_segment_t seg);
   // Fetches the peer's descriptor and (re)builds its routes. A new incarnation drops every
@@ -257,8 +276,10 @@ class EngineCore : public Host, public control::Target, public std::enable_share
   std::unique_ptr<NotifyInbox> inbox_;
   std::unique_ptr<NotifySender> notify_sender_;
 
-  std::atomic<uint64_t> requests_completed_{0}, requests_failed_{0};
-  std::atomic<uint64_t> bytes_read_{0}, bytes_written_{0};
+  // Requests by transport, direction and outcome, failures by status, batch latency, rejoins.
+  EngineCounters counters_;
+  // GET /metrics on metrics_listen (null when unset); stopped first at shutdown.
+  std::unique_ptr<metrics::HttpServer> metrics_;
 };
 
 }  // namespace mc
