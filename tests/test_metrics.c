@@ -264,6 +264,20 @@ static int parse_exposition(const char *text) {
   return samples;
 }
 
+/* Prometheus's own parser and linter on the page: `promtool check metrics` (same package). */
+static void promtool_check(const char *text) {
+  char path[] = "/tmp/mc-metrics-XXXXXX";
+  int fd = mkstemp(path);
+  assert_true(fd >= 0);
+  assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+  close(fd);
+  char cmd[256];
+  snprintf(cmd, sizeof cmd, "promtool check metrics < %s", path);
+  int rc = system(cmd);
+  unlink(path);
+  if (rc != 0) fail_msg("promtool check metrics failed (%d) on the page (promtool: Debian's prometheus)", rc);
+}
+
 /* The value of the sample written exactly as `series` (NAME{labels in order}), or -1. */
 static double sample(const char *text, const char *series) {
   size_t n = strlen(series);
@@ -282,10 +296,12 @@ struct pair {
 
 static const size_t kBuf = 1 << 20;
 
-static void pair_up(struct pair *p, const char *metrics_listen) {
-  p->init = tu_engine("transports", "tcp", "metrics_listen", metrics_listen, NULL);
+/* transport "tcp", or "rdma" on two simulated NICs. */
+static void pair_up_on(struct pair *p, const char *metrics_listen, const char *transport) {
+  const char *nics = strcmp(transport, "rdma") == 0 ? "sim:2" : "auto";
+  p->init = tu_engine("transports", transport, "rdma_devices", nics, "metrics_listen", metrics_listen, NULL);
   assert_non_null(p->init);
-  p->target = tu_engine("transports", "tcp", "notify_queue", "1", NULL);
+  p->target = tu_engine("transports", transport, "rdma_devices", nics, "notify_queue", "1", NULL);
   assert_non_null(p->target);
   p->src = malloc(kBuf);
   p->dst = malloc(kBuf);
@@ -294,6 +310,8 @@ static void pair_up(struct pair *p, const char *metrics_listen) {
   assert_int_equal(mc_buffer_register(p->target, p->dst, kBuf, "cpu"), MC_OK);
   assert_int_equal(mc_segment_open(p->init, mc_engine_name(p->target), &p->seg), MC_OK);
 }
+
+static void pair_up(struct pair *p, const char *metrics_listen) { pair_up_on(p, metrics_listen, "tcp"); }
 
 static void pair_down(struct pair *p) {
   mc_engine_destroy(p->init);
@@ -331,6 +349,7 @@ static void test_format_and_agreement(void **state) {
   assert_non_null(strstr(resp, "Content-Type: text/plain; version=0.0.4"));
   const char *t = body_of(resp);
   assert_true(parse_exposition(t) > 50);
+  promtool_check(t);
   char *s = stats(p.init);
   /* Nothing moves now: the page and the stats read the same counters. */
   assert_true(sample(t, "mc_requests_total{transport=\"tcp\",direction=\"write\",outcome=\"completed\"}") == 12);
@@ -364,6 +383,34 @@ static void test_format_and_agreement(void **state) {
   assert_int_equal(jnum(s, "notify_queued", NULL), 1);
   assert_null(strstr(s, "\"metrics\":"));  /* no metrics_listen: no endpoint */
   free(s);
+  pair_down(&p);
+}
+
+/* The simulated NIC's counters: per-NIC state and the QP and work-request counts, as the rdma
+ * transport's stats object has them. */
+static void test_rdma_sim_counters(void **state) {
+  (void)state;
+  struct pair p;
+  pair_up_on(&p, "127.0.0.1:0", "rdma");
+  traffic(&p, 6, 3);
+  char *r = get(metrics_port(p.init), 0, "/metrics");
+  const char *t = body_of(r);
+  parse_exposition(t);
+  char *s = stats(p.init);
+  assert_true(sample(t, "mc_requests_total{transport=\"rdma\",direction=\"write\",outcome=\"completed\"}") == 6);
+  assert_true(sample(t, "mc_bytes_total{transport=\"rdma\",direction=\"read\"}") == 3 * 65536.0);
+  assert_int_equal(jnum(s, "requests", "rdma", "read", "completed", NULL), 3);
+  double qps = sample(t, "mc_transport_qps_created{transport=\"rdma\"}");
+  assert_true(qps > 0 && qps == (double)jnum(s, "qps_created", NULL));
+  assert_true(sample(t, "mc_transport_qps_live{transport=\"rdma\"}") == (double)jnum(s, "qps_live", NULL));
+  assert_true(sample(t, "mc_transport_wr_posted{transport=\"rdma\"}") == (double)jnum(s, "wr_posted", NULL));
+  assert_true(sample(t, "mc_transport_wr_posted{transport=\"rdma\"}") >= 9);
+  assert_true(sample(t, "mc_transport_nic_up{transport=\"rdma\",nic=\"mcsim1\"}") == 1);
+  assert_true(sample(t, "mc_transport_nic_up{transport=\"rdma\",nic=\"mcsim2\"}") == 1);
+  assert_true(sample(t, "mc_transport_nic_outstanding{transport=\"rdma\",nic=\"mcsim1\"}") == 0);
+  assert_non_null(strstr(s, "\"nics\":[{"));
+  free(s);
+  free(r);
   pair_down(&p);
 }
 
@@ -562,6 +609,7 @@ int main(void) {
   signal(SIGPIPE, SIG_IGN);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_format_and_agreement),
+      cmocka_unit_test(test_rdma_sim_counters),
       cmocka_unit_test(test_http_edges_and_no_growth),
       cmocka_unit_test(test_config),
       cmocka_unit_test(test_prometheus_scrapes),

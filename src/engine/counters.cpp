@@ -31,22 +31,38 @@ void EngineCounters::read(const std::vector<std::string> &names, Figures *f) con
 
 const char *status_name(mc_status_t s) {
   switch (s) {
-    case MC_OK: return "MC_OK";
-    case MC_ERR_INVALID_ARG: return "MC_ERR_INVALID_ARG";
-    case MC_ERR_NO_MEMORY: return "MC_ERR_NO_MEMORY";
-    case MC_ERR_NOT_FOUND: return "MC_ERR_NOT_FOUND";
-    case MC_ERR_OUT_OF_RANGE: return "MC_ERR_OUT_OF_RANGE";
-    case MC_ERR_EXISTS: return "MC_ERR_EXISTS";
-    case MC_ERR_BUSY: return "MC_ERR_BUSY";
-    case MC_ERR_TIMEOUT: return "MC_ERR_TIMEOUT";
-    case MC_ERR_PEER_DOWN: return "MC_ERR_PEER_DOWN";
-    case MC_ERR_TRANSPORT: return "MC_ERR_TRANSPORT";
-    case MC_ERR_UNSUPPORTED: return "MC_ERR_UNSUPPORTED";
-    case MC_ERR_METADATA: return "MC_ERR_METADATA";
-    case MC_ERR_INTERNAL: return "MC_ERR_INTERNAL";
-    case MC_ERR_BUFFER_TOO_SMALL: return "MC_ERR_BUFFER_TOO_SMALL";
-    case MC_ERR_CANCELED: return "MC_ERR_CANCELED";
-    case MC_ERR_DENIED: return "MC_ERR_DENIED";
+    case MC_OK:
+      return "MC_OK";
+    case MC_ERR_INVALID_ARG:
+      return "MC_ERR_INVALID_ARG";
+    case MC_ERR_NO_MEMORY:
+      return "MC_ERR_NO_MEMORY";
+    case MC_ERR_NOT_FOUND:
+      return "MC_ERR_NOT_FOUND";
+    case MC_ERR_OUT_OF_RANGE:
+      return "MC_ERR_OUT_OF_RANGE";
+    case MC_ERR_EXISTS:
+      return "MC_ERR_EXISTS";
+    case MC_ERR_BUSY:
+      return "MC_ERR_BUSY";
+    case MC_ERR_TIMEOUT:
+      return "MC_ERR_TIMEOUT";
+    case MC_ERR_PEER_DOWN:
+      return "MC_ERR_PEER_DOWN";
+    case MC_ERR_TRANSPORT:
+      return "MC_ERR_TRANSPORT";
+    case MC_ERR_UNSUPPORTED:
+      return "MC_ERR_UNSUPPORTED";
+    case MC_ERR_METADATA:
+      return "MC_ERR_METADATA";
+    case MC_ERR_INTERNAL:
+      return "MC_ERR_INTERNAL";
+    case MC_ERR_BUFFER_TOO_SMALL:
+      return "MC_ERR_BUFFER_TOO_SMALL";
+    case MC_ERR_CANCELED:
+      return "MC_ERR_CANCELED";
+    case MC_ERR_DENIED:
+      return "MC_ERR_DENIED";
   }
   return "MC_ERR_OTHER";
 }

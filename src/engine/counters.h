@@ -61,9 +61,9 @@ const char *status_name(mc_status_t s);
 // One reading of everything the engine reports about itself.
 struct Figures {
   // Requests.
-  std::vector<EngineCounters::TxFigures> tx;            // transports that carried any, and notify
-  uint64_t requests_completed = 0, requests_failed = 0;  // sums over tx
-  uint64_t bytes_read = 0, bytes_written = 0;            // sums over tx (READ, WRITE)
+  std::vector<EngineCounters::TxFigures> tx;               // transports that carried any, and notify
+  uint64_t requests_completed = 0, requests_failed = 0;    // sums over tx
+  uint64_t bytes_read = 0, bytes_written = 0;              // sums over tx (READ, WRITE)
   std::vector<std::pair<mc_status_t, uint64_t>> failures;  // by status, those seen
   Histogram::Snapshot batch_completed, batch_failed;       // submit on an idle batch -> its last end
   // Segments.

@@ -100,7 +100,8 @@ Status EngineCore::start_listener() {
 
 Status EngineCore::start_metrics() {
   if (opts_.metrics_listen.empty()) return Status::Ok();
-  return metrics::HttpServer::start(opts_.metrics_listen, [this] { return metrics_text(); }, &metrics_);
+  return metrics::HttpServer::start(
+      opts_.metrics_listen, [this] { return metrics_text(); }, &metrics_);
 }
 
 void EngineCore::serve_data(std::function<void(Fd fd, std::string readahead)> h) {
@@ -151,7 +152,7 @@ EngineCore::~EngineCore() { shutdown(); }
 
 void EngineCore::shutdown() {
   if (stopping_.exchange(true)) return;
-  set_ready();  // wakes listener threads waiting in wait_started (they answer "being destroyed")
+  set_ready();       // wakes listener threads waiting in wait_started (they answer "being destroyed")
   metrics_.reset();  // joins its thread: no scrape reads the engine from here on
   // Stop the health probes first (outside every engine lock: a probe takes segs_mu_).
   if (health_) health_->stop();

@@ -186,6 +186,7 @@ class EngineCore : public Host, public control::Target, public std::enable_share
   // One reading of the engine's figures (engine/stats.cpp), rendered by stats_json and
   // metrics_text.
   Figures figures();
+  std::string health_json();  // the health monitor's counters (stats "health", mc_health_*)
   // The counters slot of a transport: its index in transports_ (fixed after start()).
   uint8_t slot_of(const Transport *t) const {
     for (size_t i = 0; i < transports_.size() && i < EngineCounters::kNotifySlot; i++)

@@ -45,8 +45,10 @@ void engine_gauges(PromText &m, const Figures &f) {
   m.add("mc_heaps", "gauge", "offset-allocator heaps alive in the process", {}, f.heaps);
   m.add("mc_heap_capacity_bytes", "gauge", "capacity of every heap in the process", {}, f.heap_capacity);
   m.add("mc_heap_used_bytes", "gauge", "bytes allocated from every heap in the process", {}, f.heap_used);
-  m.add("mc_staging_pool_bytes", "gauge", "pinned GPU staging pool size (0 until used)", {}, f.staging_pool_bytes);
-  m.add("mc_staging_pool_used_bytes", "gauge", "pinned GPU staging pool lent out now", {}, f.staging_pool_used);
+  m.add("mc_staging_pool_bytes", "gauge", "pinned GPU staging pool size (0 until used)", {},
+        f.staging_pool_bytes);
+  m.add("mc_staging_pool_used_bytes", "gauge", "pinned GPU staging pool lent out now", {},
+        f.staging_pool_used);
   m.add("mc_staging_bytes_total", "counter", "bytes staged between GPU and host", {{"direction", "in"}},
         f.staging_bytes_in);
   m.add("mc_staging_bytes_total", "counter", "bytes staged between GPU and host", {{"direction", "out"}},
@@ -63,7 +65,8 @@ void engine_gauges(PromText &m, const Figures &f) {
 }
 
 // A number or boolean of a stats object as a sample; other kinds are skipped.
-void stat_sample(PromText &m, const std::string &name, const L &labels, const std::string &key, const json &v) {
+void stat_sample(PromText &m, const std::string &name, const L &labels, const std::string &key,
+                 const json &v) {
   std::string help = "\"" + key + "\" of mc_engine_stats_json";
   if (v.is_boolean())
     m.add(name, "gauge", help, labels, v.get<bool>() ? 1 : 0);
@@ -108,6 +111,7 @@ std::string EngineCore::metrics_text() {
     m.add("mc_metrics_scrapes_total", "counter", "GET /metrics answered before this one", {}, c.scrapes);
   }
   if (listener_) stats_object(m, "mc_control", {}, listener_->stats_json());
+  if (health_) stats_object(m, "mc_health", {}, health_json());
   for (auto &t : transports_) stats_object(m, "mc_transport", {{"transport", t->name()}}, t->stats_json());
   return m.text();
 }

@@ -59,6 +59,16 @@ std::string latency_json(const Histogram::Snapshot &h) {
 
 }  // namespace
 
+std::string EngineCore::health_json() {
+  HealthMonitor::Counters hc = health_->counters();
+  JsonObject ho;
+  ho.num("batched_pings", hc.batched_pings);
+  ho.num("probe_steps", hc.slow_steps);
+  ho.num("connections_ended", hc.ended);
+  ho.num("connections_kept", hc.kept);
+  return ho.done();
+}
+
 Figures EngineCore::figures() {
   Figures f;
   std::vector<std::string> names;
@@ -150,15 +160,7 @@ std::string EngineCore::stats_json() {
       if (auto p = w.lock()) peers.push_back(std::move(p));
   }
   if (listener_) o.raw("control", listener_->stats_json());
-  if (health_) {
-    HealthMonitor::Counters hc = health_->counters();
-    JsonObject ho;
-    ho.num("batched_pings", hc.batched_pings);
-    ho.num("probe_steps", hc.slow_steps);
-    ho.num("connections_ended", hc.ended);
-    ho.num("connections_kept", hc.kept);
-    o.raw("health", ho.done());
-  }
+  if (health_) o.raw("health", health_json());
   for (auto &t : transports_) o.raw(t->name(), t->stats_json());
   // One flat object per open peer, keyed by its name.
   JsonObject po;

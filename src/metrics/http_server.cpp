@@ -63,8 +63,8 @@ Result on_request(void *cls, MHD_Connection *c, const char *url, const char *met
   try {
     text = im->page();
   } catch (const std::exception &e) {
-    return answer(c, MHD_HTTP_INTERNAL_SERVER_ERROR, std::string("metrics: ") + e.what() + "\n",
-                  "text/plain", head);
+    return answer(c, MHD_HTTP_INTERNAL_SERVER_ERROR, std::string("metrics: ") + e.what() + "\n", "text/plain",
+                  head);
   }
   im->scrapes.fetch_add(1, std::memory_order_relaxed);
   return answer(c, MHD_HTTP_OK, text, "text/plain; version=0.0.4; charset=utf-8", head);
@@ -85,12 +85,13 @@ Status HttpServer::start(const std::string &listen, Page page, std::unique_ptr<H
   s->bound_ = bound.str();
   unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL;
   int lfd = fd.get();
-  s->im_->daemon = MHD_start_daemon(
-      flags, 0, nullptr, nullptr, &on_request, s->im_.get(), MHD_OPTION_LISTEN_SOCKET, lfd,
-      MHD_OPTION_CONNECTION_LIMIT, static_cast<unsigned>(kMaxConnections), MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-      static_cast<size_t>(kMaxRequestBytes), MHD_OPTION_CONNECTION_TIMEOUT, static_cast<unsigned>(kIdleSeconds),
-      MHD_OPTION_END);
-  if (!s->im_->daemon) return Err(MC_ERR_INTERNAL, "metrics_listen=" + listen + ": libmicrohttpd did not start");
+  s->im_->daemon =
+      MHD_start_daemon(flags, 0, nullptr, nullptr, &on_request, s->im_.get(), MHD_OPTION_LISTEN_SOCKET, lfd,
+                       MHD_OPTION_CONNECTION_LIMIT, static_cast<unsigned>(kMaxConnections),
+                       MHD_OPTION_CONNECTION_MEMORY_LIMIT, static_cast<size_t>(kMaxRequestBytes),
+                       MHD_OPTION_CONNECTION_TIMEOUT, static_cast<unsigned>(kIdleSeconds), MHD_OPTION_END);
+  if (!s->im_->daemon)
+    return Err(MC_ERR_INTERNAL, "metrics_listen=" + listen + ": libmicrohttpd did not start");
   fd.release();  // the daemon owns and closes it
   *out = std::move(s);
   return Status::Ok();

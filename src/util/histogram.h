@@ -14,8 +14,8 @@ class Histogram {
   // Upper bounds in nanoseconds (10 us .. 10 s, roughly 1-2.5-5 per decade); one more bucket
   // takes everything above the last.
   static constexpr std::array<uint64_t, 15> kBoundsNs = {
-      10'000,      25'000,      50'000,      100'000,       250'000,       500'000,       1'000'000,    2'500'000,
-      5'000'000,   10'000'000,  25'000'000,  100'000'000,   500'000'000,   1'000'000'000, 10'000'000'000};
+      10'000,    25'000,     50'000,     100'000,     250'000,     500'000,       1'000'000,     2'500'000,
+      5'000'000, 10'000'000, 25'000'000, 100'000'000, 500'000'000, 1'000'000'000, 10'000'000'000};
   static constexpr size_t kBuckets = kBoundsNs.size() + 1;
 
   struct Snapshot {

@@ -109,6 +109,15 @@ void PromText::add_double(std::string_view name, std::string_view type, std::str
   f->body += '\n';
 }
 
+// A bucket bound in plain decimal seconds: 10000 ns -> "0.00001", 10 s -> "10".
+static std::string seconds(uint64_t ns) {
+  std::string s =
+      std::to_string(ns / 1000000000) + "." + std::to_string(1000000000 + ns % 1000000000).substr(1);
+  while (s.back() == '0') s.pop_back();
+  if (s.back() == '.') s.pop_back();
+  return s;
+}
+
 void PromText::histogram(std::string_view name, std::string_view help, const Labels &labels,
                          const Histogram::Snapshot &h) {
   Family *f = family(name, "histogram", help);
@@ -116,7 +125,7 @@ void PromText::histogram(std::string_view name, std::string_view help, const Lab
   std::string n(name);
   for (size_t i = 0; i < Histogram::kBuckets; i++) {
     f->body += n + "_bucket";
-    std::string le = i < Histogram::kBoundsNs.size() ? num(double(Histogram::kBoundsNs[i]) / 1e9) : "+Inf";
+    std::string le = i < Histogram::kBoundsNs.size() ? seconds(Histogram::kBoundsNs[i]) : "+Inf";
     labels_text(f->body, labels, "le", le);
     f->body += ' ' + std::to_string(h.cumulative[i]) + '\n';
   }
