@@ -109,6 +109,16 @@ MC_API const char *mc_last_error(void);
  *                    HOST is a numeric IPv4 address, an IPv6 one in brackets ("[::1]:0") or
  *                    "localhost"; PORT may be a range LO-HI: the first free port of it is taken,
  *                    and a range with none free fails engine creation naming the range.
+ *   metrics_listen   HOST:PORT where GET /metrics is served in the Prometheus text format
+ *                    (version 0.0.4), written as `listen` is (IPv6 in brackets, port 0 or a range
+ *                    picks a free one: mc_engine_stats_json's "metrics":{"listen":...} tells
+ *                    which); unset (default): no metrics endpoint. Requests and bytes by transport
+ *                    and direction, failures by status, batch latency histograms, segments by
+ *                    state, rejoins, NIC and QP counters, heap and staging-pool use, notify queue
+ *                    depth: the figures mc_engine_stats_json reports (README, "Operating a
+ *                    cluster"). One server thread per engine, whatever the number of scrapers;
+ *                    a port that cannot be bound fails engine creation. Serve it on a trusted
+ *                    network: it is not behind auth_token.
  *   transports       "auto" (default) or a comma-separated list of "tcp", "shm", "local",
  *                    "nvlink", "rdma". "rdma" is one-sided READ/WRITE over RC queue pairs on
  *                    the NICs of rdma_devices, striped over them; host memory, and "cuda:N"
