@@ -101,7 +101,8 @@ Status EngineCore::start_listener() {
 Status EngineCore::start_metrics() {
   if (opts_.metrics_listen.empty()) return Status::Ok();
   return metrics::HttpServer::start(
-      opts_.metrics_listen, [this] { return metrics_text(); }, &metrics_);
+      opts_.metrics_listen, [this](const metrics::HttpServer::Counters &c) { return metrics_text(c); },
+      &metrics_);
 }
 
 void EngineCore::serve_data(std::function<void(Fd fd, std::string readahead)> h) {

@@ -25,6 +25,7 @@
 #include "engine/notify_inbox.h"
 #include "engine/notify_sender.h"
 #include "metadata/metadata.h"
+#include "metrics/http_server.h"
 #include "transport/host.h"
 #include "transport/registry.h"
 #include "transport/transport.h"
@@ -34,9 +35,6 @@ namespace mc {
 struct HostPort;  // util/net.h
 namespace control {
 class Listener;  // control/listener.h
-}
-namespace metrics {
-class HttpServer;  // metrics/http_server.h
 }
 
 class EngineCore;
@@ -133,7 +131,8 @@ class EngineCore : public Host, public control::Target, public std::enable_share
   std::string stats_json();
   // GET /metrics (engine/metrics.cpp): the same figures as stats_json, in the Prometheus text
   // format, with every transport's counters.
-  std::string metrics_text();
+  // c: the metrics server's own counters (the page is built on its thread).
+  std::string metrics_text(const metrics::HttpServer::Counters &c);
   // A batch's busy period ended (engine/completion.cpp).
   void batch_done(uint64_t ns, bool ok) { counters_.batch_done(ns, ok); }
 

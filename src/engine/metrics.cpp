@@ -99,17 +99,14 @@ void stats_object(PromText &m, const std::string &prefix, const L &labels, const
 
 }  // namespace
 
-std::string EngineCore::metrics_text() {
+std::string EngineCore::metrics_text(const metrics::HttpServer::Counters &c) {
   Figures f = figures();
   PromText m;
   m.add("mc_engine_info", "gauge", "this engine (value 1)",
         {{"name", name_}, {"incarnation", std::to_string(incarnation_)}}, 1);
   requests(m, f);
   engine_gauges(m, f);
-  if (metrics_) {
-    metrics::HttpServer::Counters c = metrics_->counters();
-    m.add("mc_metrics_scrapes_total", "counter", "GET /metrics answered before this one", {}, c.scrapes);
-  }
+  m.add("mc_metrics_scrapes_total", "counter", "GET /metrics answered before this one", {}, c.scrapes);
   if (listener_) stats_object(m, "mc_control", {}, listener_->stats_json());
   if (health_) stats_object(m, "mc_health", {}, health_json());
   for (auto &t : transports_) stats_object(m, "mc_transport", {{"transport", t->name()}}, t->stats_json());

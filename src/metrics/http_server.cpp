@@ -61,7 +61,7 @@ Result on_request(void *cls, MHD_Connection *c, const char *url, const char *met
   }
   std::string text;
   try {
-    text = im->page();
+    text = im->page({im->scrapes.load(), im->not_found.load(), im->bad_method.load()});
   } catch (const std::exception &e) {
     return answer(c, MHD_HTTP_INTERNAL_SERVER_ERROR, std::string("metrics: ") + e.what() + "\n", "text/plain",
                   head);

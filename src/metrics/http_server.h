@@ -20,13 +20,15 @@ class HttpServer {
   static constexpr unsigned kMaxConnections = 16;
   static constexpr unsigned kIdleSeconds = 10;
 
-  // Returns the exposition text; called on the server's thread, one scrape at a time.
-  using Page = std::function<std::string()>;
   struct Counters {
     uint64_t scrapes = 0;     // 200 answers to GET /metrics
     uint64_t not_found = 0;   // 404: another path
     uint64_t bad_method = 0;  // 405: a method other than GET or HEAD
   };
+  // Returns the exposition text, given the server's counters so far (the page reads them from
+  // here, never through the server's owner, which may be setting up or tearing down the
+  // server); called on the server's thread, one scrape at a time.
+  using Page = std::function<std::string(const Counters &)>;
 
   // Binds listen (HOST:PORT as the `listen` key takes it; port 0 or a range picks a free one)
   // and starts the thread. MC_ERR_UNSUPPORTED when the library was built without
