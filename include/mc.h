@@ -219,7 +219,11 @@ MC_API const char *mc_engine_name(const mc_engine_t *engine);
  * "requests_completed", "requests_failed", "bytes_read" and "bytes_written" (bytes this engine
  * read from and wrote into peers as initiator), the notification counters ("notify_sent",
  * "notify_failed", "notify_received", "notify_refused_busy", "notify_refused_stale",
- * "notify_queued") and one object per transport. *needed is set to
+ * "notify_queued"), "requests_by_transport" (an array of {"transport", "direction",
+ * "completed", "failed", "bytes"}), "failures" (failed requests by status name),
+ * "batch_latency", "segments" ({"ok", "unreachable"}), "rejoins_total", "memory" (heaps and the
+ * GPU staging pool), "metrics" ({"listen": HOST:PORT, ...} when metrics_listen is set: the
+ * same figures GET /metrics serves) and one object per transport. *needed is set to
  * the size including the terminating NUL. buf may be NULL when capacity is 0; when capacity is
  * too small, returns MC_ERR_BUFFER_TOO_SMALL with *needed set and buf untouched.
  * Thread-safe, never blocks. */

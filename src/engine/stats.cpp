@@ -30,24 +30,25 @@ std::string peer_json(Peer &p) {
   return o.done();
 }
 
-// Requests by transport and direction: {"tcp":{"read":{"completed":..,"failed":..,"bytes":..},..},..}.
+// Requests by transport and direction, one flat object each (no member named after a
+// transport, so "tcp":{ still finds the tcp transport's own object):
+// [{"transport":"tcp","direction":"read","completed":..,"failed":..,"bytes":..},..].
 std::string requests_json(const Figures &f) {
   static const char *const kOp[] = {"read", "write", "notify"};
-  JsonObject o;
-  for (auto &t : f.tx) {
-    JsonObject to;
+  std::string a = "[";
+  for (auto &t : f.tx)
     for (size_t op = 0; op < EngineCounters::kOps; op++) {
-      bool notify = t.transport == "notify";
-      if (notify != (op == MC_NOTIFY)) continue;
+      if ((t.transport == "notify") != (op == MC_NOTIFY)) continue;
       JsonObject d;
+      d.str("transport", t.transport);
+      d.str("direction", kOp[op]);
       d.num("completed", t.completed[op]);
       d.num("failed", t.failed[op]);
       d.num("bytes", t.bytes[op]);
-      to.raw(kOp[op], d.done());
+      if (a.size() > 1) a += ',';
+      a += d.done();
     }
-    o.raw(t.transport, to.done());
-  }
-  return o.done();
+  return a + "]";
 }
 
 std::string latency_json(const Histogram::Snapshot &h) {
@@ -112,7 +113,7 @@ std::string EngineCore::stats_json() {
   o.num("requests_failed", f.requests_failed);
   o.num("bytes_read", f.bytes_read);
   o.num("bytes_written", f.bytes_written);
-  o.raw("requests", requests_json(f));
+  o.raw("requests_by_transport", requests_json(f));
   JsonObject fo;
   for (auto &[st, n] : f.failures) fo.num(status_name(st), n);
   o.raw("failures", fo.done());
@@ -134,7 +135,7 @@ std::string EngineCore::stats_json() {
   so.num("ok", f.segments_ok);
   so.num("unreachable", f.segments_unreachable);
   o.raw("segments", so.done());
-  o.num("rejoins", f.rejoins);
+  o.num("rejoins_total", f.rejoins);
   JsonObject mo;
   mo.num("heaps", f.heaps);
   mo.num("heap_capacity", f.heap_capacity);
