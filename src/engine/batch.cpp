@@ -8,14 +8,23 @@
 namespace mc {
 
 BatchCore::BatchCore(std::shared_ptr<EngineCore> e, size_t cap) : engine_(std::move(e)), capacity_(cap) {
-  chunks_.reserve((cap + kChunk - 1) / kChunk);
+  if (cap > kInlineSlots) chunks_.reserve((cap + kChunk - 1) / kChunk);
 }
 BatchCore::~BatchCore() = default;
 
+// The last request's completer wakes sleepers only where there are any: most waits end in
+// wait()'s watch, or find the batch done, and a lock and notify per batch would cost them.
+// seq_cst on pending_ and sleepers_ on both sides: either the completer sees the sleeper, or the
+// sleeper sees pending_ at 0 before it sleeps.
+void BatchCore::wake_sleepers() {
+  if (sleepers_.load(std::memory_order_seq_cst) == 0) return;
+  std::lock_guard<std::mutex> lk(mu_);
+  cv_.notify_all();
+}
+
 bool BatchCore::requests_done(int64_t n) {
-  if (pending_.fetch_sub(n, std::memory_order_acq_rel) == n) {
-    std::lock_guard<std::mutex> lk(mu_);
-    cv_.notify_all();
+  if (pending_.fetch_sub(n, std::memory_order_seq_cst) == n) {
+    wake_sleepers();
     return true;
   }
   return false;
@@ -26,9 +35,8 @@ bool BatchCore::request_done(mc_status_t err) {
     int32_t expect = MC_OK;
     first_error_.compare_exchange_strong(expect, err);
   }
-  if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-    std::lock_guard<std::mutex> lk(mu_);
-    cv_.notify_all();
+  if (pending_.fetch_sub(1, std::memory_order_seq_cst) == 1) {
+    wake_sleepers();
     return true;
   }
   return false;
@@ -40,27 +48,37 @@ void BatchCore::quiesce() {
 
 mc_status_t BatchCore::wait(int timeout_ms) {
   auto done = [&] { return pending_.load(std::memory_order_acquire) == 0; };
-  // A short watch first (at most kWaitSpin and timeout_ms): a batch whose last part another
-  // thread is finishing (an shm worker's share of a large copy) ends within microseconds, and
-  // being put to sleep and woken would cost tens of microseconds on a VM.
+  // A short watch first (the engine's adaptive budget, at most kWaitSpin, and timeout_ms): a
+  // batch whose last part another thread is finishing (an shm worker's share of a large copy)
+  // ends within microseconds, and being put to sleep and woken would cost tens of microseconds
+  // on a VM; but where no core is idle the watch takes the core that thread needs
+  // (util/spin.h).
   if (!done() && timeout_ms != 0) {
-    const auto until = std::chrono::steady_clock::now() +
-                       std::min<std::chrono::microseconds>(
-                           kWaitSpin, std::chrono::microseconds(timeout_ms < 0 ? kWaitSpin.count()
-                                                                               : int64_t(timeout_ms) * 1000));
-    for (unsigned i = 1; !done(); i++) {
+    AdaptiveSpin &spin = engine_->wait_spin();
+    auto budget = spin.budget();
+    if (timeout_ms > 0)
+      budget = std::min<std::chrono::microseconds>(budget, std::chrono::milliseconds(timeout_ms));
+    if (budget.count() > 0) {
+      const auto until = std::chrono::steady_clock::now() + budget;
+      for (unsigned i = 1; !done(); i++) {
 #if defined(__x86_64__)
-      __builtin_ia32_pause();
+        __builtin_ia32_pause();
 #endif
-      if ((i & 63) == 0 && std::chrono::steady_clock::now() >= until) break;
+        if ((i & 63) == 0 && std::chrono::steady_clock::now() >= until) break;
+      }
+      done() ? spin.paid() : spin.wasted();
     }
   }
   std::unique_lock<std::mutex> lk(mu_);
-  if (timeout_ms < 0) {
-    cv_.wait(lk, done);
-  } else if (!cv_.wait_for(lk, std::chrono::milliseconds(timeout_ms), done)) {
-    return MC_ERR_TIMEOUT;
-  }
+  sleepers_.fetch_add(1, std::memory_order_seq_cst);
+  auto drained = [&] { return pending_.load(std::memory_order_seq_cst) == 0; };
+  bool ended = true;
+  if (timeout_ms < 0)
+    cv_.wait(lk, drained);
+  else
+    ended = cv_.wait_for(lk, std::chrono::milliseconds(timeout_ms), drained);
+  sleepers_.fetch_sub(1, std::memory_order_seq_cst);
+  if (!ended) return MC_ERR_TIMEOUT;
   lk.unlock();
   quiesce();
   return first_error_.load();
@@ -77,6 +95,7 @@ void BatchCore::cancel_and_wait() {
 }
 
 void BatchCore::reserve_slots(size_t end) {
+  if (capacity_ <= kInlineSlots) return;
   size_t need = (end + kChunk - 1) / kChunk;
   // A small batch (mc_transfer's internal one, typically) gets a chunk of its own size, not
   // kChunk slots: the per-call cost of a small transfer stays a few hundred nanoseconds.

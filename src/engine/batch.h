@@ -35,6 +35,9 @@ struct RequestSlot {
 class BatchCore {
  public:
   static constexpr size_t kChunk = 4096;
+  // A batch of at most this many requests (mc_transfer of one request, typically) keeps its
+  // slots inside itself: no allocation per call.
+  static constexpr size_t kInlineSlots = 4;
   // wait() spins up to kWaitSpin (bounded by timeout_ms) before it sleeps.
   static constexpr std::chrono::microseconds kWaitSpin{30};
 
@@ -42,7 +45,9 @@ class BatchCore {
   ~BatchCore();
   const std::shared_ptr<EngineCore> &engine() const { return engine_; }
   size_t capacity() const { return capacity_; }
-  RequestSlot *slot(size_t i) { return &chunks_[i / kChunk][i % kChunk]; }
+  RequestSlot *slot(size_t i) {
+    return capacity_ <= kInlineSlots ? &inline_[i] : &chunks_[i / kChunk][i % kChunk];
+  }
   size_t submitted() const { return submitted_.load(std::memory_order_acquire); }
   // Waits for every submitted request to end; MC_OK, the first failure, or MC_ERR_TIMEOUT.
   mc_status_t wait(int timeout_ms);
@@ -85,7 +90,8 @@ class BatchCore {
   std::mutex submit_mu_;  // serializes submits (index assignment) on one batch
   // Reserved whole at creation so that it never moves: the NOTIFY sender reads slots of a batch
   // while another thread may submit more into it.
-  std::vector<std::unique_ptr<RequestSlot[]>> chunks_;
+  std::vector<std::unique_ptr<RequestSlot[]>> chunks_;  // capacity_ > kInlineSlots
+  RequestSlot inline_[kInlineSlots];                    // capacity_ <= kInlineSlots
   std::atomic<size_t> submitted_{0};
   std::atomic<int64_t> pending_{0};
   std::atomic<int32_t> first_error_{MC_OK};
@@ -95,6 +101,8 @@ class BatchCore {
   std::atomic<uint64_t> busy_since_ns_{0};
   std::mutex mu_;  // pairs with cv_ for waiters
   std::condition_variable cv_;
+  std::atomic<int32_t> sleepers_{0};  // waiters in (or about to enter) cv_
+  void wake_sleepers();
 };
 
 }  // namespace mc

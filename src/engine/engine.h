@@ -17,6 +17,7 @@
 
 #include "util/config.h"
 #include "proto/descriptor.h"
+#include "util/spin.h"
 #include "util/status.h"
 #include "engine/batch.h"
 #include "engine/counters.h"
@@ -93,6 +94,8 @@ struct Peer {
 class EngineCore : public Host, public control::Target, public std::enable_shared_from_this<EngineCore> {
  public:
   static Status create(const EngineOptions &opts, std::shared_ptr<EngineCore> *out);
+  // How long BatchCore::wait watches before it sleeps (util/spin.h).
+  AdaptiveSpin &wait_spin() { return wait_spin_; }
   ~EngineCore() override;
   // Fails everything pending and stops all threads (idempotent).
   void shutdown();
@@ -280,6 +283,7 @@ class EngineCore : public Host, public control::Target, public std::enable_share
   EngineCounters counters_;
   // GET /metrics on metrics_listen (null when unset); stopped first at shutdown.
   std::unique_ptr<metrics::HttpServer> metrics_;
+  AdaptiveSpin wait_spin_{static_cast<uint32_t>(BatchCore::kWaitSpin.count())};  // BatchCore::wait
 };
 
 }  // namespace mc

@@ -3,12 +3,15 @@
 #include <chrono>
 #include <deque>
 #include <set>
+#include <thread>
 
 #include "control/pool.h"
 #include "control/prober.h"
 
 namespace mc {
 namespace {
+constexpr int kGatherMs = 2;
+
 uint64_t mono_ms() {
   return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
                                    std::chrono::steady_clock::now().time_since_epoch())
@@ -283,12 +286,17 @@ void HealthMonitor::pinger() {
   std::vector<uint64_t> ids;
   std::unique_lock<std::mutex> lk(s.mu);
   while (!s.stop) {
+    uint64_t sent = s.prober.pings_sent();
     int wait = s.dispatch(mono_ms());
     if (!s.prober.ok()) {  // no epoll (descriptors exhausted at start): a plain timer
       s.tick.wait_for(lk, std::chrono::milliseconds(wait < 0 ? 1000 : wait));
       continue;
     }
+    // The PONGs of a burst of PINGs come back within a round trip: reading them together costs
+    // one wake-up for the burst instead of one for each peer.
+    bool burst = s.prober.pings_sent() != sent;
     lk.unlock();
+    if (burst) std::this_thread::sleep_for(std::chrono::milliseconds(kGatherMs));
     s.prober.wait(wait, &ids);
     lk.lock();
     if (s.stop) break;

@@ -110,6 +110,9 @@ std::string EngineCore::stats_json() {
   o.str("name", name_);
   o.num("incarnation", incarnation_);
   o.num("requests_completed", f.requests_completed);
+  // The adaptive watch of waits (util/spin.h): its budget now, and how often it ran out.
+  o.num("wait_spin_us", wait_spin_.current_us());
+  o.num("wait_spins_wasted", wait_spin_.wasted_count());
   o.num("requests_failed", f.requests_failed);
   o.num("bytes_read", f.bytes_read);
   o.num("bytes_written", f.bytes_written);

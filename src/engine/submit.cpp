@@ -23,12 +23,34 @@ thread_local std::vector<uint8_t> t_route_of;
 thread_local std::vector<LocalBuffer *> t_single_buf;  // the one local buffer a request lies in
 thread_local std::vector<Group> t_groups;
 
+// A distinct peer of one submit call: its descriptor and routes as they were at the call.
+struct PlanTarget {
+  std::shared_ptr<Peer> peer;
+  std::shared_ptr<const Descriptor> desc;
+  std::vector<Route> routes;
+  bool refreshed = false;
+};
+// Reused like the vectors above: a call's targets are released when it ends (~SubmitPlanner)
+// but their vectors keep their capacity, so a steady stream of submits allocates nothing.
+thread_local std::vector<PlanTarget> t_targets;
+thread_local std::vector<uint32_t> t_tix;
+
 }  // namespace
 
 class SubmitPlanner {
  public:
   SubmitPlanner(EngineCore &e, BatchCore &b, const mc_request_t *reqs, size_t n, size_t base)
-      : e_(e), b_(b), reqs_(reqs), n_(n), base_(base), tix_(n) {}
+      : e_(e), b_(b), reqs_(reqs), n_(n), base_(base) {
+    tix_.resize(n);
+  }
+  ~SubmitPlanner() {
+    for (size_t k = 0; k < ntargets_; k++) {
+      targets_[k].peer.reset();
+      targets_[k].desc.reset();
+      targets_[k].routes.clear();
+      targets_[k].refreshed = false;
+    }
+  }
   // Pass 1: everything but the local pins. Peers whose descriptor lacks a range are refreshed
   // once per call (this may block up to timeout_ms).
   Status validate();
@@ -42,12 +64,7 @@ class SubmitPlanner {
   std::vector<NotifyJob> &jobs() { return jobs_; }
 
  private:
-  struct Target {
-    std::shared_ptr<Peer> peer;
-    std::shared_ptr<const Descriptor> desc;
-    std::vector<Route> routes;
-    bool refreshed = false;
-  };
+  using Target = PlanTarget;
   Status check_fields(size_t i) const;
   Status check_notify(size_t i) const;
   void add_job(size_t i, RequestSlot *s);
@@ -66,8 +83,7 @@ class SubmitPlanner {
   BatchCore &b_;
   const mc_request_t *reqs_;
   size_t n_, base_;
-  std::vector<Target> targets_;  // distinct peers of this call, few
-  std::vector<uint32_t> tix_;    // request -> its target
+  size_t ntargets_ = 0;  // targets_[0, ntargets_): the distinct peers of this call, few
   mc_segment_t last_seg_ = 0;
   uint32_t last_t_ = 0;
   size_t ngroups_ = 0;
@@ -79,6 +95,8 @@ class SubmitPlanner {
   std::vector<uint8_t> &route_of_ = t_route_of;
   std::vector<LocalBuffer *> &single_buf_ = t_single_buf;
   std::vector<Group> &groups_ = t_groups;
+  std::vector<Target> &targets_ = t_targets;
+  std::vector<uint32_t> &tix_ = t_tix;  // request -> its target
 };
 
 Status EngineCore::submit(BatchCore &b, const mc_request_t *reqs, size_t n) {
@@ -152,14 +170,14 @@ Status SubmitPlanner::resolve_target(size_t i) {
     auto p = e_.find_segment(r.segment);
     if (!p) return Err(MC_ERR_NOT_FOUND, req_prefix(i) + "unknown or closed segment handle");
     uint32_t k = 0;
-    while (k < targets_.size() && targets_[k].peer != p) k++;
-    if (k == targets_.size()) {
+    while (k < ntargets_ && targets_[k].peer != p) k++;
+    if (k == ntargets_) {
       if (p->state.load() == MC_SEGMENT_UNREACHABLE)
         return Err(MC_ERR_PEER_DOWN, req_prefix(i) + "segment " + p->name + " is unreachable");
-      Target t;
+      if (ntargets_ == targets_.size()) targets_.emplace_back();
+      Target &t = targets_[ntargets_++];
       t.peer = std::move(p);
       snapshot(t);
-      targets_.push_back(std::move(t));
     }
     last_seg_ = r.segment;
     last_t_ = k;
@@ -265,7 +283,7 @@ void SubmitPlanner::slice() {
   b_.reserve_slots(base_ + n_);
   // Reserved up front: group_for hands out references that must stay valid for the whole call.
   size_t max_groups = 0;
-  for (auto &t : targets_) max_groups += t.routes.size();
+  for (size_t k = 0; k < ntargets_; k++) max_groups += targets_[k].routes.size();
   if (groups_.size() < max_groups) groups_.resize(max_groups);
   std::vector<Slice> *prev_group = nullptr;  // the group request i-1 went to
   for (size_t i = 0; i < n_; i++) {

@@ -85,6 +85,7 @@
 #endif
 
 #include "proto/auth.h"
+#include "util/spin.h"
 #include "util/json_writer.h"
 #include "util/log.h"
 #include "util/net.h"
@@ -312,6 +313,8 @@ class ShmTransport : public Transport {
   void list_reply(std::string *reply);
   void fd_reply(uint64_t addr, std::string *reply, Fd *fd);
   void worker();
+  void watch_for_work();
+  AdaptiveSpin worker_spin_{static_cast<uint32_t>(kWorkerSpin.count())};
   // After an epoch bump: waits (bounded) until no peer copy that may have missed it still runs.
   void wait_for_copies(const char *why) { ctrl_.wait_for_copies(o_.timeout_ms, "shm", why); }
 
@@ -1106,22 +1109,31 @@ void ShmTransport::submit(PeerPath &path, Slice *slices, size_t n) {
   if (help) claim_items(*help, peer, true, !stopping_.load(), MC_ERR_PEER_DOWN);
 }
 
+void ShmTransport::watch_for_work() {
+  const auto budget = worker_spin_.budget();
+  if (budget.count() == 0) return;
+  auto waiting = [&] {
+    return queued_.load(std::memory_order_acquire) == 0 && !qstop_seen_.load(std::memory_order_relaxed);
+  };
+  const auto until = std::chrono::steady_clock::now() + budget;
+  for (unsigned i = 0; waiting(); i++) {
+#if defined(__x86_64__)
+    _mm_pause();
+#endif
+    if ((i & 63) == 63 && std::chrono::steady_clock::now() >= until) break;
+  }
+  waiting() ? worker_spin_.wasted() : worker_spin_.paid();
+}
+
 void ShmTransport::worker() {
   std::vector<mc_status_t> st;
   bool worked = false;
   for (;;) {
     if (worked && spinners_.fetch_add(1, std::memory_order_acq_rel) < parallel_) {
       // Just finished a part: more may follow at once (a stream of large requests). Only as
-      // many workers watch as can copy beside the submitting thread: more would take CPU from it.
-      const auto until = std::chrono::steady_clock::now() + kWorkerSpin;
-      for (unsigned i = 0;
-           queued_.load(std::memory_order_acquire) == 0 && !qstop_seen_.load(std::memory_order_relaxed);
-           i++) {
-#if defined(__x86_64__)
-        _mm_pause();
-#endif
-        if ((i & 63) == 63 && std::chrono::steady_clock::now() >= until) break;
-      }
+      // many workers watch as can copy beside the submitting thread: more would take CPU from it,
+      // and only as long as watching paid lately (util/spin.h: not where no core is idle).
+      watch_for_work();
       spinners_.fetch_sub(1, std::memory_order_acq_rel);
     } else if (worked) {
       spinners_.fetch_sub(1, std::memory_order_acq_rel);
@@ -1166,6 +1178,8 @@ std::string ShmTransport::stats_json() {
   o.num("bytes_cma", bytes_cma.load());
   o.num("slices_completed", slices_ok.load());
   o.num("slices_failed", slices_failed.load());
+  o.num("worker_spin_us", worker_spin_.current_us());
+  o.num("worker_spins_wasted", worker_spin_.wasted_count());
   o.num("buffers_mapped", maps.load());
   o.num("handshakes_denied", server_.hs_denied.load());
   o.num("handshakes_dropped", server_.hs_dropped.load());

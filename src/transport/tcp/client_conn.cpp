@@ -103,6 +103,10 @@ void ClientConn::kick() {
   loop_->post([self] {
     self->kick_pending_.store(false);
     if (self->inflight_.empty() && self->pieces_.empty()) self->last_progress_ = now_ms();
+    if (!self->ticking_) {
+      self->ticking_ = true;
+      self->loop_->set_ticking(self.get(), true);
+    }
     self->try_send();
   });
 }
@@ -265,6 +269,8 @@ void ClientConn::on_tick(uint64_t now) {
   }
   if (idle && inflight_.empty() && pieces_.empty()) {
     last_progress_ = now;
+    ticking_ = false;  // no deadline to watch until work comes (kick() turns ticks back on)
+    loop_->set_ticking(this, false);
     return;
   }
   if (now > last_progress_ && now - last_progress_ > env_->timeout_ms)

@@ -131,6 +131,7 @@ class ClientConn : public IoHandler, public std::enable_shared_from_this<ClientC
   uint64_t last_progress_ = 0;  // ms
   std::unique_ptr<auth::ClientHandshake> hs_;
   bool out_armed_ = false;
+  bool ticking_ = true;  // the loop calls on_tick (it does from add() on)
   bool wr_shut_ = false;
   bool confirmed_ = false;
   bool need_ok_ = false;  // with a token, the server's verdict (AUTH_OK) comes first

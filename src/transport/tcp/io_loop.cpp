@@ -65,6 +65,7 @@ bool IoLoop::add(int fd, uint32_t events, std::shared_ptr<IoHandler> h) {
   ev.events = events;
   ev.data.ptr = h.get();
   if (::epoll_ctl(ep_.get(), EPOLL_CTL_ADD, fd, &ev) != 0) return false;
+  ticking_.insert(h.get());
   live_[h.get()] = std::move(h);
   return true;
 }
@@ -78,10 +79,18 @@ void IoLoop::modify(int fd, uint32_t events, IoHandler *h) {
 
 void IoLoop::remove(int fd, IoHandler *h) {
   ::epoll_ctl(ep_.get(), EPOLL_CTL_DEL, fd, nullptr);
+  ticking_.erase(h);
   auto it = live_.find(h);
   if (it == live_.end()) return;
   graveyard_.push_back(std::move(it->second));
   live_.erase(it);
+}
+
+void IoLoop::set_ticking(IoHandler *h, bool on) {
+  if (!on)
+    ticking_.erase(h);
+  else if (live_.count(h))
+    ticking_.insert(h);
 }
 
 void IoLoop::run_posted() {
@@ -102,11 +111,13 @@ void IoLoop::tick() {
   uint64_t now = now_ms();
   if (now < next_tick_) return;
   next_tick_ = now + kTickMs;
-  std::vector<std::shared_ptr<IoHandler>> all;
-  all.reserve(live_.size());
-  for (auto &kv : live_) all.push_back(kv.second);
-  for (auto &h : all)
-    if (live_.count(h.get())) h->on_tick(now);
+  if (ticking_.empty()) return;
+  // A handler's on_tick may remove or un-tick itself or others: walk a copy.
+  std::vector<std::shared_ptr<IoHandler>> due;
+  due.reserve(ticking_.size());
+  for (IoHandler *h : ticking_) due.push_back(live_.at(h));
+  for (auto &h : due)
+    if (ticking_.count(h.get())) h->on_tick(now);
 }
 
 void IoLoop::run() {
@@ -136,6 +147,7 @@ void IoLoop::run() {
   for (auto &h : all)
     if (live_.count(h.get())) h->on_stop();
   live_.clear();
+  ticking_.clear();
   graveyard_.clear();
 }
 

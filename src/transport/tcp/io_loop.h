@@ -1,6 +1,8 @@
 // A fixed set of event-loop threads for the TCP transport: each owns an epoll instance, runs the
 // functions posted to it in order, dispatches socket readiness to the handlers registered with
-// it and calls every handler's on_tick() every kTickMs (the progress and handshake deadlines).
+// it and calls on_tick() every kTickMs of the handlers that asked for ticks (the progress and
+// handshake deadlines of connections with work). An idle connection costs no tick, so an idle
+// engine's loops wake kTickMs apart whatever the number of peers, and touch nothing per peer.
 // The number of loops is fixed by configuration (tcp_io_threads), never by the number of peers.
 #pragma once
 #include <atomic>
@@ -11,6 +13,7 @@
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "util/net.h"
@@ -48,6 +51,8 @@ class IoLoop {
   void modify(int fd, uint32_t events, IoHandler *h);
   // Forgets fd (the caller closes it). h stays alive until the current dispatch round ends.
   void remove(int fd, IoHandler *h);
+  // Whether h's on_tick() is called (a handler added is ticked until it says otherwise).
+  void set_ticking(IoHandler *h, bool on);
   size_t handlers() const { return live_.size(); }
 
  private:
@@ -64,6 +69,7 @@ class IoLoop {
   std::atomic<bool> quit_{false};
   // Loop thread only: registered handlers, and removed ones kept until the round ends.
   std::unordered_map<IoHandler *, std::shared_ptr<IoHandler>> live_;
+  std::unordered_set<IoHandler *> ticking_;  // a subset of live_
   std::vector<std::shared_ptr<IoHandler>> graveyard_;
   uint64_t next_tick_ = 0;
 };
