@@ -39,7 +39,10 @@ override CXXFLAGS += -std=c++20 $(OPT) -g -Wall -Wextra $(WERROR) -fPIC -pthread
   -fvisibility=hidden -fvisibility-inlines-hidden -Iinclude -Isrc -MMD -MP $(SAN)
 override CFLAGS += -std=c11 $(OPT) -g -Wall -Wextra $(WERROR) -pthread -Iinclude -MMD -MP $(SAN)
 # Libraries libmc itself needs (also Libs.private in mc.pc for static linking).
-LIBS_PRIVATE := -lpthread -ldl -lstdc++ -lm -lcurl -lhiredis -lcrypto -luring
+# libmicrohttpd serves metrics_listen; a machine without it (`make deps` installs it) builds a
+# library whose metrics_listen fails MC_ERR_UNSUPPORTED (src/metrics/http_server.cpp).
+MHD_LIBS := $(shell pkg-config --libs libmicrohttpd 2>/dev/null)
+LIBS_PRIVATE := -lpthread -ldl -lstdc++ -lm -lcurl -lhiredis -lcrypto -luring $(MHD_LIBS)
 LIB_LDFLAGS := -shared -Wl,-soname,libmc.so.$(VERSION_MAJOR) -Wl,--version-script=src/libmc.map \
   -Wl,-z,defs $(SAN)
 

@@ -10,7 +10,7 @@ export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVL
 mkdir -p bench/results "$build/bin"
 out=bench/results/gpu.txt
 ${CXX:-g++} -std=c++20 -O2 -Wall -Wextra -Werror -pthread -Iinclude -Isrc bench/gpu_bench.cpp \
-  "$build/lib/libmc.a" -o "$build/bin/gpu_bench" -lpthread -ldl -lstdc++ -lm -lcurl -lhiredis -lcrypto -luring || exit 1
+  "$build/lib/libmc.a" -o "$build/bin/gpu_bench" -lpthread -ldl -lstdc++ -lm -lcurl -lhiredis -lcrypto -luring $(pkg-config --libs libmicrohttpd 2>/dev/null) || exit 1
 {
   echo "# bench/gpu.sh on $(hostname), $(date -u +%Y-%m-%dT%H:%MZ)"
   nvidia-smi --query-gpu=index,name,driver_version --format=csv,noheader 2>/dev/null

@@ -109,6 +109,16 @@ MC_API const char *mc_last_error(void);
  *                    HOST is a numeric IPv4 address, an IPv6 one in brackets ("[::1]:0") or
  *                    "localhost"; PORT may be a range LO-HI: the first free port of it is taken,
  *                    and a range with none free fails engine creation naming the range.
+ *   metrics_listen   HOST:PORT where GET /metrics is served in the Prometheus text format
+ *                    (version 0.0.4), written as `listen` is (IPv6 in brackets, port 0 or a range
+ *                    picks a free one: mc_engine_stats_json's "metrics":{"listen":...} tells
+ *                    which); unset (default): no metrics endpoint. Requests and bytes by transport
+ *                    and direction, failures by status, batch latency histograms, segments by
+ *                    state, rejoins, NIC and QP counters, heap and staging-pool use, notify queue
+ *                    depth: the figures mc_engine_stats_json reports (README, "Operating a
+ *                    cluster"). One server thread per engine, whatever the number of scrapers;
+ *                    a port that cannot be bound fails engine creation. Serve it on a trusted
+ *                    network: it is not behind auth_token.
  *   transports       "auto" (default) or a comma-separated list of "tcp", "shm", "local",
  *                    "nvlink", "rdma", "file". "rdma" is one-sided READ/WRITE over RC queue pairs on
  *                    the NICs of rdma_devices, striped over them; host memory, and "cuda:N"
@@ -227,7 +237,11 @@ MC_API const char *mc_engine_name(const mc_engine_t *engine);
  * "requests_completed", "requests_failed", "bytes_read" and "bytes_written" (bytes this engine
  * read from and wrote into peers as initiator), the notification counters ("notify_sent",
  * "notify_failed", "notify_received", "notify_refused_busy", "notify_refused_stale",
- * "notify_queued") and one object per transport. *needed is set to
+ * "notify_queued"), "requests_by_transport" (an array of {"transport", "direction",
+ * "completed", "failed", "bytes"}), "failures" (failed requests by status name),
+ * "batch_latency", "segments" ({"ok", "unreachable"}), "rejoins_total", "memory" (heaps and the
+ * GPU staging pool), "metrics" ({"listen": HOST:PORT, ...} when metrics_listen is set: the
+ * same figures GET /metrics serves) and one object per transport. *needed is set to
  * the size including the terminating NUL. buf may be NULL when capacity is 0; when capacity is
  * too small, returns MC_ERR_BUFFER_TOO_SMALL with *needed set and buf untouched.
  * Thread-safe, never blocks. */

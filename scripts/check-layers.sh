@@ -3,7 +3,7 @@
 #
 #   api                        50  the C shim
 #   engine                     40
-#   transport metadata control 30  (transport/X may include transport/*.h, never transport/Y/;
+#   transport metadata control metrics 30  (transport/X may include transport/*.h, never transport/Y/;
 #                                   transport/registry.cpp alone includes every transport/X/;
 #                                   metadata and transport may include control)
 #   proto gpu                  20
@@ -18,7 +18,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 level() {
   case "$1" in
-    api) echo 50 ;; engine) echo 40 ;; transport | metadata | control) echo 30 ;;
+    api) echo 50 ;; engine) echo 40 ;; transport | metadata | control | metrics) echo 30 ;;
     proto | gpu) echo 20 ;; memheap) echo 15 ;; util) echo 10 ;; *) echo 0 ;;
   esac
 }

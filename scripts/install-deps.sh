@@ -7,7 +7,7 @@ PKGS="build-essential pkg-config libcmocka-dev nlohmann-json3-dev libssl-dev \
 libibverbs-dev libcurl4-openssl-dev libhiredis-dev \
 clang clang-format libclang-rt-14-dev valgrind gcovr swig \
 iperf3 ucx-utils etcd-server etcd-client redis-server iproute2 nftables procps \
-liburing-dev fio"
+liburing-dev fio libmicrohttpd-dev prometheus"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

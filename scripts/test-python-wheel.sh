@@ -43,7 +43,7 @@ e.close()')
 
 echo "== no unbundled dependency: ldd of the installed library"
 libdir=$("$py" -c 'import mc, os; print(os.path.dirname(mc.library_path))')
-if ldd "$libdir/libmc.so.0" | grep -E 'libcurl|libhiredis|libcrypto' | grep -v "$libdir/_libs/"; then
+if ldd "$libdir/libmc.so.0" | grep -E 'libcurl|libhiredis|libcrypto|libmicrohttpd' | grep -v "$libdir/_libs/"; then
   echo "FAIL: libmc resolves a dependency outside the package" >&2
   exit 1
 fi

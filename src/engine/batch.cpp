@@ -103,6 +103,12 @@ void BatchCore::reserve_slots(size_t end) {
 }
 
 void BatchCore::add_submitted(size_t base, size_t n) {
+  // Before the slices are handed off (EngineCore::submit), so no completion precedes it.
+  if (pending_.load(std::memory_order_acquire) == 0)
+    busy_since_ns_.store(static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                                   std::chrono::steady_clock::now().time_since_epoch())
+                                                   .count()),
+                         std::memory_order_relaxed);
   pending_.fetch_add(static_cast<int64_t>(n), std::memory_order_acq_rel);
   submitted_.store(base + n, std::memory_order_release);
 }

@@ -26,6 +26,7 @@ struct RequestSlot {
   uint64_t length = 0;
   uint64_t local = 0;
   uint32_t op = 0;
+  uint8_t tx = 0;  // its transport's counters slot (EngineCounters)
   BatchCore *batch = nullptr;
   LocalBuffer *lbuf = nullptr;  // the local buffer pinned, when the range lies in one
   std::shared_ptr<Peer> peer;   // told about transport failures; released when the request ends
@@ -73,6 +74,10 @@ class BatchCore {
   // Both return true when they ended the batch's last pending request.
   bool request_done(mc_status_t err);
   bool requests_done(int64_t n);  // n requests ended MC_OK at once
+  // When the batch last went from idle to busy (steady clock, ns), and whether a request of it
+  // failed: what the batch latency histogram records when its last request ends.
+  uint64_t busy_since_ns() const { return busy_since_ns_.load(std::memory_order_relaxed); }
+  bool failed() const { return first_error_.load(std::memory_order_relaxed) != MC_OK; }
 
   // NOTIFY requests of this batch waiting in the engine's sender for earlier requests to end:
   // while there are any, each ending request pokes the sender.
@@ -93,6 +98,7 @@ class BatchCore {
   std::atomic<bool> canceled_{false};
   std::atomic<int32_t> finishing_{0};  // completers between their last touch and their exit
   std::atomic<int32_t> notify_waiting_{0};
+  std::atomic<uint64_t> busy_since_ns_{0};
   std::mutex mu_;  // pairs with cv_ for waiters
   std::condition_variable cv_;
   std::atomic<int32_t> sleepers_{0};  // waiters in (or about to enter) cv_

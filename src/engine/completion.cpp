@@ -1,6 +1,7 @@
 // Completion: slices reported by transports end their requests and batches.
 #include "engine/engine.h"
 
+#include <chrono>
 #include <mutex>
 #include <shared_mutex>
 
@@ -65,11 +66,10 @@ void EngineCore::finish_request(RequestSlot *r, mc_status_t err) {
     unpin_locked(r->local, r->length);
   }
   if (err == MC_OK) {
-    requests_completed_.fetch_add(1, std::memory_order_relaxed);
-    (r->op == MC_READ ? bytes_read_ : bytes_written_).fetch_add(r->length, std::memory_order_relaxed);
+    counters_.completed(r->tx, r->op, 1, r->length);
     r->state.store(MC_REQUEST_COMPLETED, std::memory_order_release);
   } else {
-    requests_failed_.fetch_add(1, std::memory_order_relaxed);
+    counters_.failed(r->tx, r->op, err);
     r->state.store(MC_REQUEST_FAILED, std::memory_order_release);
   }
   after_request_done(b, b->request_done(err));
@@ -78,7 +78,15 @@ void EngineCore::finish_request(RequestSlot *r, mc_status_t err) {
 
 void EngineCore::after_request_done(BatchCore *b, bool last) {
   if (b->notifies_waiting()) notify_sender_->poke();
-  if (last) inbox_->wake();
+  if (last) {
+    // The batch's busy period ended: its latency, from the submit that found it idle.
+    auto now = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                         std::chrono::steady_clock::now().time_since_epoch())
+                                         .count());
+    uint64_t since = b->busy_since_ns();
+    counters_.batch_done(now > since ? now - since : 0, !b->failed());
+    inbox_->wake();
+  }
 }
 
 // A NOTIFY ends as its send did: one already delivered stays COMPLETED even if its batch was
@@ -91,10 +99,10 @@ void EngineCore::finish_notify(RequestSlot *r, mc_status_t err) {
   r->error.store(err);
   if (err == MC_OK) {
     r->bytes.store(r->length, std::memory_order_relaxed);
-    requests_completed_.fetch_add(1, std::memory_order_relaxed);
+    counters_.completed(r->tx, r->op, 1, r->length);
     r->state.store(MC_REQUEST_COMPLETED, std::memory_order_release);
   } else {
-    requests_failed_.fetch_add(1, std::memory_order_relaxed);
+    counters_.failed(r->tx, r->op, err);
     r->state.store(MC_REQUEST_FAILED, std::memory_order_release);
   }
   after_request_done(b, b->request_done(err));
@@ -110,7 +118,14 @@ template <class SlotAt>
 void EngineCore::finish_together(BatchCore *b, size_t n, SlotAt slot_at) {
   b->enter_finish();
   int64_t ended = 0;
-  uint64_t bytes_r = 0, bytes_w = 0;
+  // Counted per run of requests of one transport and direction (usually the whole call).
+  uint8_t run_tx = 0;
+  uint32_t run_op = 0;
+  uint64_t run_reqs = 0, run_bytes = 0;
+  auto flush = [&] {
+    if (run_reqs) counters_.completed(run_tx, run_op, run_reqs, run_bytes);
+    run_reqs = run_bytes = 0;
+  };
   LocalBuffer *run_buf = nullptr;
   uint32_t run_n = 0;
   for (size_t k = 0; k < n; k++) {
@@ -138,14 +153,16 @@ void EngineCore::finish_together(BatchCore *b, size_t n, SlotAt slot_at) {
         unpin_locked(r->local, r->length);
       }
     }
-    (r->op == MC_READ ? bytes_r : bytes_w) += r->length;
+    if (run_reqs && (r->tx != run_tx || r->op != run_op)) flush();
+    run_tx = r->tx;
+    run_op = r->op;
+    run_reqs++;
+    run_bytes += r->length;
     ended++;
   }
   if (run_n) run_buf->in_use.fetch_sub(run_n, std::memory_order_release);
   if (ended > 0) {
-    requests_completed_.fetch_add(static_cast<uint64_t>(ended), std::memory_order_relaxed);
-    if (bytes_r) bytes_read_.fetch_add(bytes_r, std::memory_order_relaxed);
-    if (bytes_w) bytes_written_.fetch_add(bytes_w, std::memory_order_relaxed);
+    flush();
     // States last, as in finish_request: a request seen COMPLETED is already counted. Those
     // that ended through finish_request are no longer PENDING.
     for (size_t k = 0; k < n; k++) {

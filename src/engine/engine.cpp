@@ -8,6 +8,7 @@
 
 #include "control/listener.h"
 #include "control/pool.h"
+#include "metrics/http_server.h"
 #include "transport/registry.h"
 #include "util/log.h"
 #include "util/net.h"
@@ -64,6 +65,8 @@ Status EngineCore::start() {
   health_ = std::make_unique<HealthMonitor>(
       kHealthThreads,
       [this](const std::shared_ptr<Peer> &p, HealthMonitor::Step *s) { return probe_peer(p, s); }, &batch);
+  st = start_metrics();
+  if (!st.ok()) return st;
   MC_LOGI("engine " << name_ << " started, incarnation " << std::hex << incarnation_);
   set_ready();
   return Status::Ok();
@@ -93,6 +96,13 @@ Status EngineCore::start_listener() {
   st = control::Listener::start(lo, this, &listener_, &bound);
   if (!st.ok()) return st;
   return name_from_listener(bound);
+}
+
+Status EngineCore::start_metrics() {
+  if (opts_.metrics_listen.empty()) return Status::Ok();
+  return metrics::HttpServer::start(
+      opts_.metrics_listen, [this](const metrics::HttpServer::Counters &c) { return metrics_text(c); },
+      &metrics_);
 }
 
 void EngineCore::serve_data(std::function<void(Fd fd, std::string readahead)> h) {
@@ -143,7 +153,8 @@ EngineCore::~EngineCore() { shutdown(); }
 
 void EngineCore::shutdown() {
   if (stopping_.exchange(true)) return;
-  set_ready();  // wakes listener threads waiting in wait_started (they answer "being destroyed")
+  set_ready();       // wakes listener threads waiting in wait_started (they answer "being destroyed")
+  metrics_.reset();  // joins its thread: no scrape reads the engine from here on
   // Stop the health probes first (outside every engine lock: a probe takes segs_mu_).
   if (health_) health_->stop();
   stop_notify();  // NOTIFYs not sent yet fail with MC_ERR_PEER_DOWN

@@ -20,11 +20,13 @@
 #include "util/spin.h"
 #include "util/status.h"
 #include "engine/batch.h"
+#include "engine/counters.h"
 #include "control/server.h"
 #include "engine/health.h"
 #include "engine/notify_inbox.h"
 #include "engine/notify_sender.h"
 #include "metadata/metadata.h"
+#include "metrics/http_server.h"
 #include "transport/host.h"
 #include "transport/registry.h"
 #include "transport/transport.h"
@@ -134,6 +136,12 @@ class EngineCore : public Host, public control::Target, public std::enable_share
   // The submit planner (engine/submit.cpp) and the statistics (engine/stats.cpp).
   Status submit(BatchCore &b, const mc_request_t *reqs, size_t n);
   std::string stats_json();
+  // GET /metrics (engine/metrics.cpp): the same figures as stats_json, in the Prometheus text
+  // format, with every transport's counters.
+  // c: the metrics server's own counters (the page is built on its thread).
+  std::string metrics_text(const metrics::HttpServer::Counters &c);
+  // A batch's busy period ended (engine/completion.cpp).
+  void batch_done(uint64_t ns, bool ok) { counters_.batch_done(ns, ok); }
 
   // Notifications (engine/notify_engine.cpp): mc_notify_recv, mc_engine_event_fd, and the
   // sender's wake-up when a batch with waiting NOTIFYs was canceled.
@@ -181,6 +189,17 @@ class EngineCore : public Host, public control::Target, public std::enable_share
   Status start();
   Status start_transport(const TransportEntry &e, std::vector<std::pair<int, Transport *>> *data);
   Status start_listener();
+  Status start_metrics();
+  // One reading of the engine's figures (engine/stats.cpp), rendered by stats_json and
+  // metrics_text.
+  Figures figures();
+  std::string health_json();  // the health monitor's counters (stats "health", mc_health_*)
+  // The counters slot of a transport: its index in transports_ (fixed after start()).
+  uint8_t slot_of(const Transport *t) const {
+    for (size_t i = 0; i < transports_.size() && i < EngineCounters::kNotifySlot; i++)
+      if (transports_[i].get() == t) return static_cast<uint8_t>(i);
+    return EngineCounters::kNotifySlot;
+  }
   Status name_from_listener(const HostPort &bound);
   std::shared_ptr<Peer> find_segment(mc_segment_t seg);
   Transport *scheme_transport(const std::string &name, Status *st);
@@ -275,12 +294,14 @@ class EngineCore : public Host, public control::Target, public std::enable_share
   std::unique_ptr<NotifyInbox> inbox_;
   std::unique_ptr<NotifySender> notify_sender_;
 
-  std::atomic<uint64_t> requests_completed_{0}, requests_failed_{0};
+  // Requests by transport, direction and outcome, failures by status, batch latency, rejoins.
+  EngineCounters counters_;
+  // GET /metrics on metrics_listen (null when unset); stopped first at shutdown.
+  std::unique_ptr<metrics::HttpServer> metrics_;
   AdaptiveSpin wait_spin_{static_cast<uint32_t>(BatchCore::kWaitSpin.count())};  // BatchCore::wait
   // Failover (engine/failover.cpp): requests routed past a transport that did not carry, and
   // slices a transport handed back to go over another one.
   std::atomic<uint64_t> failover_requests_{0}, failover_slices_{0};
-  std::atomic<uint64_t> bytes_read_{0}, bytes_written_{0};
 };
 
 }  // namespace mc

@@ -72,6 +72,7 @@ Status EngineCore::refresh_peer(Peer &p, bool *rejoined) {
         MC_LOGI("segment " << p.name << ": new incarnation " << std::hex << nd->incarnation << " (was "
                            << p.desc->incarnation << "); rebuilding its routes");
         p.rejoins.fetch_add(1);
+        counters_.rejoin();
         if (rejoined) *rejoined = true;
       }
       dropped.swap(p.routes);

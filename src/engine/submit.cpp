@@ -77,6 +77,7 @@ class SubmitPlanner {
   bool merge(size_t i, std::vector<Slice> &v, RequestSlot *s);
   void cut(size_t i, std::vector<Slice> &v, RequestSlot *s);
   void fill_slot(RequestSlot *s, size_t i, uint32_t remaining, const std::shared_ptr<Peer> &peer);
+  uint8_t slot_of(size_t i);  // the counters slot of request i's transport
 
   EngineCore &e_;
   BatchCore &b_;
@@ -86,6 +87,8 @@ class SubmitPlanner {
   mc_segment_t last_seg_ = 0;
   uint32_t last_t_ = 0;
   size_t ngroups_ = 0;
+  const Transport *last_tx_ = nullptr;  // slot_of's one-entry cache
+  uint8_t last_slot_ = 0;
   std::vector<NotifyJob> jobs_;  // a vector: constructing an empty one allocates nothing
   // The per-thread vectors, looked up once per call (in a shared library each lookup of a
   // thread_local is a call).
@@ -316,9 +319,19 @@ void SubmitPlanner::fill_slot(RequestSlot *s, size_t i, uint32_t remaining,
   s->length = r.length;
   s->local = reinterpret_cast<uint64_t>(r.local);
   s->op = r.opcode;
+  s->tx = r.opcode == MC_NOTIFY ? EngineCounters::kNotifySlot : slot_of(i);
   s->batch = &b_;
   s->peer = peer;
   s->lbuf = single_buf_[i];
+}
+
+uint8_t SubmitPlanner::slot_of(size_t i) {
+  const Transport *t = targets_[tix_[i]].routes[route_of_[i]].transport;
+  if (t != last_tx_) {
+    last_tx_ = t;
+    last_slot_ = e_.slot_of(t);
+  }
+  return last_slot_;
 }
 
 void SubmitPlanner::add_job(size_t i, RequestSlot *s) {

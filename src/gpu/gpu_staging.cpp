@@ -61,6 +61,15 @@ class Pool {
     return base_ + off;
   }
   void free(char *p) { heap_->free(static_cast<uint64_t>(p - base_)); }
+  // The pinned pool's capacity and bytes lent out (0, 0 before first use).
+  void usage(uint64_t *capacity, uint64_t *used) {
+    std::lock_guard<std::mutex> lk(mu_);
+    *capacity = *used = 0;
+    if (!base_) return;
+    MemHeap::Stats s = heap_->stats();
+    *capacity = s.capacity;
+    *used = s.used;
+  }
 
   Lane *lane(int dev, std::string *why) {
     {
@@ -289,6 +298,8 @@ StagingStats staging_stats() {
   StagingStats s;
   s.bytes_out = pool().out.load();
   s.bytes_in = pool().in.load();
+  s.fallbacks = pool().fallbacks.load();
+  pool().usage(&s.pool_bytes, &s.pool_used);
   return s;
 }
 

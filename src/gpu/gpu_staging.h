@@ -26,11 +26,14 @@ bool stage_out(const void *dev, uint64_t len, const std::function<bool(const cha
 // is copied to [dev, dev+len) while the next one is filled. Returns once every byte landed.
 bool stage_in(void *dev, uint64_t len, const std::function<bool(char *, uint64_t)> &source, std::string *why);
 
-// The pool's counters for stats: bytes staged each way.
+// The pool's counters for stats: bytes staged each way, the pinned pool's size (0 until first
+// used) and what of it is lent out now, and stagings that found no room and went pageable.
 struct StagingStats {
   uint64_t bytes_out = 0;
   uint64_t bytes_in = 0;
   uint64_t pool_bytes = 0;
+  uint64_t pool_used = 0;
+  uint64_t fallbacks = 0;
 };
 StagingStats staging_stats();
 

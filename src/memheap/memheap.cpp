@@ -981,8 +981,40 @@ Status MemHeap::Impl::check() const {
   return st;
 }
 
-MemHeap::MemHeap(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-MemHeap::~MemHeap() = default;
+namespace {
+// The live heaps, for process_totals. Never destroyed: heaps may outlive static destruction.
+std::mutex &live_mu() {
+  static auto *m = new std::mutex;
+  return *m;
+}
+std::vector<const MemHeap *> &live_heaps() {
+  static auto *v = new std::vector<const MemHeap *>;
+  return *v;
+}
+}  // namespace
+
+MemHeap::MemHeap(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {
+  std::lock_guard<std::mutex> lk(live_mu());
+  live_heaps().push_back(this);
+}
+MemHeap::~MemHeap() {
+  std::lock_guard<std::mutex> lk(live_mu());
+  auto &v = live_heaps();
+  v.erase(std::find(v.begin(), v.end(), this));
+}
+
+MemHeap::Totals MemHeap::process_totals() {
+  Totals t;
+  std::lock_guard<std::mutex> lk(live_mu());
+  for (const MemHeap *h : live_heaps()) {
+    Stats s = h->stats();
+    t.heaps++;
+    t.capacity += s.capacity;
+    t.used += s.used;
+    t.allocations += s.allocations;
+  }
+  return t;
+}
 
 unsigned MemHeap::auto_shards(uint64_t capacity) {
   unsigned hw = std::thread::hardware_concurrency();

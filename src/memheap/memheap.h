@@ -83,6 +83,17 @@ class MemHeap {
   Stats stats() const;
   unsigned shards() const;
 
+  // Every heap alive in this process, summed (mc_heap_create's, the GPU staging pool's, the
+  // simulated NICs' control regions): for the engine's stats and metrics. Takes each heap's
+  // locks briefly, one heap at a time.
+  struct Totals {
+    uint64_t heaps = 0;
+    uint64_t capacity = 0;
+    uint64_t used = 0;
+    uint64_t allocations = 0;
+  };
+  static Totals process_totals();
+
   // Walks every internal structure and checks that they agree (each shard's ranges tile its part
   // of [0, capacity), no two free ranges of a shard touch, the size index and the live table match
   // the ranges, the counters match, every allocation across shards has exactly its pieces).

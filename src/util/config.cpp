@@ -127,6 +127,14 @@ std::vector<ConfigKey> make_engine_keys() {
          return parse_host_port(v, &hp).ok();
        },
        "the control listener's address (127.0.0.1:0)"},
+      {"metrics_listen",
+       "HOST:PORT with a numeric IPv4 host, an IPv6 one in brackets ([::1]) or \"localhost\", and a port "
+       "0..65535 or a range LO-HI (the first free one is taken)",
+       [](const std::string &v) {
+         HostPort hp;
+         return parse_host_port(v, &hp).ok();
+       },
+       "where GET /metrics (Prometheus text format) is served (unset: off)"},
       {"transports", "\"auto\" or a comma-separated list of " + transport_names(),
        [](const std::string &v) {
          if (v == "auto") return true;
@@ -271,6 +279,7 @@ Status resolve_options(const Config &cfg, EngineOptions *o) {
   MC_GET("name") o->name = v;
   MC_GET("metadata") o->metadata = v;
   MC_GET("listen") o->listen = v;
+  MC_GET("metrics_listen") o->metrics_listen = v;
   MC_GET("transports") {
     if (v != "auto") o->transports = split(v, ',');
   }

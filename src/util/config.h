@@ -63,6 +63,7 @@ struct EngineOptions {
   std::string name;
   std::string metadata = "p2p";
   std::string listen = "127.0.0.1:0";
+  std::string metrics_listen;           // empty: no metrics endpoint
   std::vector<std::string> transports;  // empty: auto
   std::vector<std::string> plugins;     // the files `plugins` loaded (resolved paths)
   uint32_t workers = 4;

@@ -2074,12 +2074,19 @@ void RdmaTransport::shutdown() {
 }
 
 std::string RdmaTransport::stats_json() {
-  json devs = json::array(), nic_bytes = json::object();
+  json devs = json::array(), nics = json::array(), nic_bytes = json::object();
   uint64_t up = 0;
   for (auto &n : nics_) {
-    devs.push_back(n->dev ? n->dev->name() : std::string());
-    if (n->dev) nic_bytes[n->dev->name()] = n->bytes.load();
+    std::string name = n->dev ? n->dev->name() : std::string();
+    devs.push_back(name);
+    if (n->dev) nic_bytes[name] = n->bytes.load();
     up += n->up.load();
+    // Per NIC (GET /metrics labels them nic=NAME): whether it carries traffic, work requests in
+    // flight on its CQ, and whether that CQ was lost to an overrun.
+    nics.push_back({{"name", name},
+                    {"up", n->up.load()},
+                    {"outstanding", std::max<int64_t>(0, n->outstanding.load())},
+                    {"cq_lost", n->cq_lost.load()}});
   }
   size_t live;
   {
@@ -2093,6 +2100,7 @@ std::string RdmaTransport::stats_json() {
   }
   uint64_t c = qps_created_.load(), d = qps_destroyed_.load();
   json j{{"devices", devs},
+         {"nics", nics},
          {"devices_up", up},
          {"nic_bytes", nic_bytes},
          {"qps_live", c - d},

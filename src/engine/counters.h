@@ -1,0 +1,81 @@
+// The engine's request counters (by transport, direction and outcome; failures by status; batch
+// latency) and the Figures snapshot that mc_engine_stats_json and GET /metrics both render, so
+// the two always come from the same numbers. Counting is lock-free: relaxed atomic adds on the
+// completion path, no lock and no allocation.
+#pragma once
+#include <mc.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "util/histogram.h"
+
+namespace mc {
+
+class EngineCounters {
+ public:
+  // A request's transport slot: the index of its transport in the engine's list, or
+  // kNotifySlot for MC_NOTIFY (sent over the control channel).
+  static constexpr size_t kSlots = 16;
+  static constexpr uint8_t kNotifySlot = kSlots - 1;
+  static constexpr size_t kOps = 3;        // MC_READ, MC_WRITE, MC_NOTIFY
+  static constexpr size_t kStatuses = 32;  // -status; anything beyond lands in the last
+
+  void completed(uint8_t slot, uint32_t op, uint64_t n, uint64_t bytes) {
+    Tx &t = tx_[slot % kSlots];
+    t.completed[op % kOps].fetch_add(n, std::memory_order_relaxed);
+    t.bytes[op % kOps].fetch_add(bytes, std::memory_order_relaxed);
+  }
+  void failed(uint8_t slot, uint32_t op, mc_status_t err) {
+    tx_[slot % kSlots].failed[op % kOps].fetch_add(1, std::memory_order_relaxed);
+    size_t i = err < 0 ? std::min<size_t>(size_t(-int64_t(err)), kStatuses - 1) : 0;
+    by_status_[i].fetch_add(1, std::memory_order_relaxed);
+  }
+  void batch_done(uint64_t ns, bool ok) { (ok ? batch_ok_ : batch_failed_).observe(ns); }
+  void rejoin() { rejoins_.fetch_add(1, std::memory_order_relaxed); }
+
+  struct TxFigures {
+    std::string transport;  // "notify" for the notify slot
+    uint64_t completed[kOps] = {}, failed[kOps] = {}, bytes[kOps] = {};
+  };
+  // Fills the request part of a snapshot; names[i] is slot i's transport (empty: unused).
+  void read(const std::vector<std::string> &names, struct Figures *f) const;
+
+ private:
+  struct Tx {
+    std::array<std::atomic<uint64_t>, kOps> completed{}, failed{}, bytes{};
+  };
+  std::array<Tx, kSlots> tx_{};
+  std::array<std::atomic<uint64_t>, kStatuses> by_status_{};
+  Histogram batch_ok_, batch_failed_;
+  std::atomic<uint64_t> rejoins_{0};
+};
+
+// "MC_ERR_TIMEOUT" for MC_ERR_TIMEOUT: the stable name stats and metrics label failures with.
+const char *status_name(mc_status_t s);
+
+// One reading of everything the engine reports about itself.
+struct Figures {
+  // Requests.
+  std::vector<EngineCounters::TxFigures> tx;               // transports that carried any, and notify
+  uint64_t requests_completed = 0, requests_failed = 0;    // sums over tx
+  uint64_t bytes_read = 0, bytes_written = 0;              // sums over tx (READ, WRITE)
+  std::vector<std::pair<mc_status_t, uint64_t>> failures;  // by status, those seen
+  Histogram::Snapshot batch_completed, batch_failed;       // submit on an idle batch -> its last end
+  // Segments.
+  uint64_t segments_open = 0, segments_ok = 0, segments_unreachable = 0, rejoins = 0;
+  // Memory: registered buffers, every MemHeap of the process, the pinned GPU staging pool.
+  uint64_t buffers = 0, buffer_bytes = 0;
+  uint64_t heaps = 0, heap_capacity = 0, heap_used = 0;
+  uint64_t staging_pool_bytes = 0, staging_pool_used = 0, staging_bytes_in = 0, staging_bytes_out = 0;
+  // Notifications.
+  uint64_t notify_sent = 0, notify_failed = 0, notify_received = 0, notify_refused_busy = 0,
+           notify_refused_stale = 0, notify_queued = 0;
+  uint64_t descriptor_deltas_served = 0;
+};
+
+}  // namespace mc

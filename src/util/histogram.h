@@ -1,0 +1,51 @@
+// A latency histogram with fixed bounds that any thread may add to without a lock: one relaxed
+// atomic add per bucket and one for the sum. Read as a snapshot whose count is the sum of its
+// buckets, so a reader never sees a +Inf bucket that disagrees with the count (Prometheus
+// requires them equal).
+#pragma once
+#include <array>
+#include <atomic>
+#include <cstdint>
+
+namespace mc {
+
+class Histogram {
+ public:
+  // Upper bounds in nanoseconds (10 us .. 10 s, roughly 1-2.5-5 per decade); one more bucket
+  // takes everything above the last.
+  static constexpr std::array<uint64_t, 15> kBoundsNs = {
+      10'000,    25'000,     50'000,     100'000,     250'000,     500'000,       1'000'000,     2'500'000,
+      5'000'000, 10'000'000, 25'000'000, 100'000'000, 500'000'000, 1'000'000'000, 10'000'000'000};
+  static constexpr size_t kBuckets = kBoundsNs.size() + 1;
+
+  struct Snapshot {
+    std::array<uint64_t, kBuckets> cumulative{};  // observations <= each bound; the last is +Inf
+    uint64_t count = 0;
+    uint64_t sum_ns = 0;
+  };
+
+  void observe(uint64_t ns) {
+    size_t i = 0;
+    while (i < kBoundsNs.size() && ns > kBoundsNs[i]) i++;
+    buckets_[i].fetch_add(1, std::memory_order_relaxed);
+    sum_ns_.fetch_add(ns, std::memory_order_relaxed);
+  }
+
+  Snapshot snapshot() const {
+    Snapshot s;
+    uint64_t run = 0;
+    for (size_t i = 0; i < kBuckets; i++) {
+      run += buckets_[i].load(std::memory_order_relaxed);
+      s.cumulative[i] = run;
+    }
+    s.count = run;
+    s.sum_ns = sum_ns_.load(std::memory_order_relaxed);
+    return s;
+  }
+
+ private:
+  std::array<std::atomic<uint64_t>, kBuckets> buckets_{};
+  std::atomic<uint64_t> sum_ns_{0};
+};
+
+}  // namespace mc
