@@ -40,8 +40,10 @@ override CXXFLAGS += -std=c++20 $(OPT) -g -Wall -Wextra $(WERROR) -fPIC -pthread
 override CFLAGS += -std=c11 $(OPT) -g -Wall -Wextra $(WERROR) -pthread -Iinclude -MMD -MP $(SAN)
 # Libraries libmc itself needs (also Libs.private in mc.pc for static linking).
 # libmicrohttpd serves metrics_listen; a machine without it (`make deps` installs it) builds a
-# library whose metrics_listen fails MC_ERR_UNSUPPORTED (src/metrics/http_server.cpp).
-MHD_LIBS := $(shell pkg-config --libs libmicrohttpd 2>/dev/null)
+# library whose metrics_listen fails MC_ERR_UNSUPPORTED (src/metrics/http_server.cpp). Linked
+# when the compiler finds its header, the test the source makes (__has_include), so compile and
+# link agree whatever pkg-config's environment (the vendored Rust build empties it).
+MHD_LIBS := $(shell echo '\#include <microhttpd.h>' | $(CXX) -E -x c++ - >/dev/null 2>&1 && echo -lmicrohttpd)
 LIBS_PRIVATE := -lpthread -ldl -lstdc++ -lm -lcurl -lhiredis -lcrypto -luring $(MHD_LIBS)
 LIB_LDFLAGS := -shared -Wl,-soname,libmc.so.$(VERSION_MAJOR) -Wl,--version-script=src/libmc.map \
   -Wl,-z,defs $(SAN)
