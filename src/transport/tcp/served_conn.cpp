@@ -262,7 +262,7 @@ void ServedConn::on_read(mc_status_t st) {
   put_header(wire::make(wire::READ_DATA, rh_.id, rh_.addr, rh_.len));
   bool dev = gpu::is_device_memory(reinterpret_cast<const void *>(rh_.addr));
   if (!dev && rh_.len <= kSmallRead) {
-    put(reinterpret_cast<const void *>(rh_.addr), rh_.len);
+    put_user(reinterpret_cast<const void *>(rh_.addr), rh_.len);
     env_->host->unpin(rh_.addr, rh_.len);
     env_->counters->bytes_sent += rh_.len;
     return;

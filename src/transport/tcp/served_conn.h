@@ -71,6 +71,7 @@ class ServedConn : public IoHandler, public std::enable_shared_from_this<ServedC
   void retry_bind();
   void refuse(const std::string &why, mc_status_t code = MC_ERR_TRANSPORT, bool warn = true);
   void put(const void *p, size_t n);
+  void put_user(const void *p, size_t n);  // put() of registered memory (see its comment)
   void put_header(const wire::Header &h) { put(&h, sizeof h); }
   void put_ref(uint64_t addr, uint64_t len, bool device);
   void try_send();
