@@ -481,8 +481,10 @@ static void test_http_edges_and_no_growth(void **state) {
     th = count_dir("/proc/self/task");
     if (fds <= fds0 && th <= th0) break;
   }
-  assert_int_equal(fds, fds0);
-  assert_int_equal(th, th0);
+  /* At most as many: a connection of the refused request above may still have been open when
+   * fds0 was counted and closed since. */
+  assert_true(fds <= fds0);
+  assert_true(th <= th0);
   s = stats(p.init);
   assert_true(jnum(s, "metrics", "scrapes", NULL) >= 101);
   assert_int_equal(jnum(s, "metrics", "not_found", NULL), 1);

@@ -48,12 +48,17 @@ void BatchCore::quiesce() {
 
 mc_status_t BatchCore::wait(int timeout_ms) {
   auto done = [&] { return pending_.load(std::memory_order_acquire) == 0; };
+  // Already ended (an in-process or same-host copy finishes inside submit): no lock, no clock.
+  if (done()) {
+    quiesce();
+    return first_error_.load();
+  }
   // A short watch first (the engine's adaptive budget, at most kWaitSpin, and timeout_ms): a
   // batch whose last part another thread is finishing (an shm worker's share of a large copy)
   // ends within microseconds, and being put to sleep and woken would cost tens of microseconds
   // on a VM; but where no core is idle the watch takes the core that thread needs
   // (util/spin.h).
-  if (!done() && timeout_ms != 0) {
+  if (timeout_ms != 0) {
     AdaptiveSpin &spin = engine_->wait_spin();
     auto budget = spin.budget();
     if (timeout_ms > 0)
