@@ -914,7 +914,13 @@ void test_file_gpu(void **) {
     assert_int_equal(mc_transfer(e, reqs.data(), reqs.size(), 60000), MC_OK);
     assert_int_equal(m.check(seed, 0, size), -1);
     uint64_t staged = stat_of(e, "file", "staged_ops");
-    std::printf("  file <-> %s GPU memory: %llu pieces staged\n", kind, static_cast<unsigned long long>(staged));
+    char js[1 << 16];
+    size_t jn = 0;
+    assert_int_equal(mc_engine_stats_json(e, js, sizeof js, &jn), MC_OK);
+    const char *cf = std::strstr(js, "\"cufile\":\"");
+    std::string cufile = cf ? std::string(cf + 10, std::strcspn(cf + 10, "\"")) : "?";
+    std::printf("  file <-> %s GPU memory: %llu pieces staged; cuFile: %s\n", kind,
+                static_cast<unsigned long long>(staged), cufile.c_str());
     assert_true(staged > 0 && staged != ~0ull);
     assert_int_equal(mc_segment_close(e, s), MC_OK);
     mc_engine_destroy(e);
