@@ -66,6 +66,10 @@ const char kUsage[] =
     "      --random     each request at a scattered block of the thread's part (a permutation\n"
     "                   walk: slot (k * 48271 + 11) mod slots for the k-th request), not in order\n"
     "      --workers N, --queue-depth N   the engine's workers and file_queue_depth keys\n"
+    "      --inflight N each thread keeps N batches submitted (default 1: submit, wait, submit):\n"
+    "                   it waits for the oldest and resubmits it with the next blocks at once,\n"
+    "                   so the engine never runs dry between batches (a streaming application);\n"
+    "                   p50/p99 are then submit-to-end times, queueing behind the others included\n"
     "  mc_bench --help\n"
     "Sizes take K, M, G suffixes (2^10, 2^20, 2^30). GB/s means 10^9 bytes per second.\n";
 
@@ -253,6 +257,7 @@ struct Options {
   bool direct = false;    // --direct: O_DIRECT where aligned
   bool random = false;    // --random: scattered blocks
   const char *workers = nullptr, *queue_depth = nullptr;
+  uint64_t inflight = 1;  // --inflight N: batches each thread keeps submitted
 };
 
 Options parse_initiator(int argc, char **argv) {
@@ -326,6 +331,8 @@ Options parse_initiator(int argc, char **argv) {
       o.workers = value();
     } else if (a == "--queue-depth") {
       o.queue_depth = value();
+    } else if (a == "--inflight") {
+      o.inflight = parse_u64("--inflight", value(), 1, 64);
     } else {
       die("initiator: unknown argument '%s' (see --help)", argv[i]);
     }
@@ -343,6 +350,8 @@ Options parse_initiator(int argc, char **argv) {
   if (o.batch == 0) die("initiator: --batch is required");
   if (o.threads == 0) die("initiator: --threads is required");
   if (o.duration <= 0) die("initiator: --duration is required");
+  if (o.inflight > 1 && (o.verify || o.transfer || o.one_block))
+    die("initiator: --inflight goes with neither --verify, --transfer nor --one-block");
   return o;
 }
 
@@ -580,6 +589,68 @@ void worker(Run *run, uint64_t t, mc_engine_t *engine, int wait_ms, ThreadResult
     res->error = std::string("batch destroy: ") + mc_last_error();
 }
 
+// --inflight N: the thread keeps N batches submitted, each with its own local blocks; it waits
+// for the oldest, counts it and resubmits it with the next blocks at once (after one untimed
+// round of all N). Requests ending after the deadline are waited for but not counted.
+void worker_pipelined(Run *run, uint64_t t, mc_engine_t *engine, int wait_ms, ThreadResult *res) {
+  const Options &o = *run->opt;
+  const uint64_t block = run->block, batch_n = o.batch, depth = o.inflight;
+  uint8_t *local = run->local + t * depth * batch_n * block;
+  const uint64_t region = run->remote_base + t * run->stride;
+  std::vector<mc_batch_t *> batches(depth, nullptr);
+  std::vector<std::vector<mc_request_t>> reqs(depth, std::vector<mc_request_t>(batch_n));
+  std::vector<Clock::time_point> t0(depth);
+  uint64_t iteration = 0, next_slot = 0;
+  std::string err;
+  auto submit = [&](uint64_t k) {
+    for (uint64_t i = 0; i < batch_n; ++i) {
+      uint64_t slot = o.random ? ((iteration * batch_n + i) * 48271 + 11) % run->slots
+                               : (next_slot + i) % run->slots;
+      reqs[k][i] = mc_request_t{static_cast<uint32_t>(o.op), 0, local + (k * batch_n + i) * block,
+                                run->segment, region + slot * block, block};
+    }
+    next_slot = (next_slot + batch_n) % run->slots;
+    ++iteration;
+    t0[k] = Clock::now();
+    if (mc_batch_reset(batches[k]) != MC_OK || mc_batch_submit(batches[k], reqs[k].data(), batch_n) != MC_OK)
+      err = std::string("submit: ") + mc_last_error();
+  };
+  auto wait = [&](uint64_t k) {
+    if (err.empty() && mc_batch_wait(batches[k], wait_ms) != MC_OK)
+      err = std::string(op_name(o.op)) + " wait: " + mc_last_error();
+  };
+  for (auto &b : batches)
+    if (err.empty() && mc_batch_create(engine, batch_n, &b) != MC_OK)
+      err = std::string("batch create: ") + mc_last_error();
+  for (uint64_t k = 0; k < depth && err.empty(); ++k) submit(k);  // the untimed round
+  for (uint64_t k = 0; k < depth; ++k) wait(k);
+  if (!err.empty()) run->stop = true;
+  run->ready.fetch_add(1);
+  run->ready.notify_all();
+  run->go.wait(false);
+  for (uint64_t k = 0; k < depth && err.empty() && !run->stop.load(); ++k) submit(k);
+  auto now = Clock::now();
+  for (uint64_t k = 0; err.empty() && !run->stop.load(std::memory_order_relaxed); k = (k + 1) % depth) {
+    wait(k);
+    now = Clock::now();
+    if (!err.empty()) break;
+    res->latencies_us.push_back(std::chrono::duration<double, std::micro>(now - t0[k]).count());
+    res->requests += batch_n;
+    res->bytes += batch_n * block;
+    if (now >= run->deadline) break;
+    submit(k);
+  }
+  res->end = now;
+  for (uint64_t k = 0; k < depth; ++k) wait(k);  // the rest, not counted
+  if (!err.empty()) {
+    res->error = "thread " + std::to_string(t) + ": " + err;
+    run->stop = true;
+  }
+  for (auto b : batches)
+    if (b && mc_batch_destroy(b) != MC_OK && res->error.empty())
+      res->error = std::string("batch destroy: ") + mc_last_error();
+}
+
 double percentile(std::vector<double> &v, double p) {
   if (v.empty()) return 0;
   size_t k = static_cast<size_t>(p * static_cast<double>(v.size() - 1) + 0.5);
@@ -692,8 +763,8 @@ int run_initiator(int argc, char **argv) {
     }
     run.slots = run.region / block;
 
-    const uint64_t per_thread = o.batch * block;
-    if (per_thread / block != o.batch || per_thread * o.threads / o.threads != per_thread)
+    const uint64_t per_thread = o.batch * block * o.inflight;
+    if (per_thread / block / o.inflight != o.batch || per_thread * o.threads / o.threads != per_thread)
       die("batch x block x threads overflows");
     Mapping local(o.alloc ? 0 : per_thread * o.threads);
     Mapping check_buf(o.verify && !o.alloc ? per_thread * o.threads : 0);
@@ -718,7 +789,7 @@ int run_initiator(int argc, char **argv) {
     std::vector<std::thread> threads;
     threads.reserve(o.threads);
     for (uint64_t t = 0; t < o.threads; ++t)
-      threads.emplace_back(worker, &run, t, engine, wait_ms, &results[t]);
+      threads.emplace_back(o.inflight > 1 ? worker_pipelined : worker, &run, t, engine, wait_ms, &results[t]);
     for (uint64_t n = run.ready.load(); n < o.threads; n = run.ready.load()) run.ready.wait(n);
     run.start = Clock::now();
     run.deadline = run.start + std::chrono::duration_cast<Clock::duration>(
@@ -755,9 +826,9 @@ int run_initiator(int argc, char **argv) {
       std::printf("{\"transport\":\"%s\",\"op\":\"%s\",\"block\":%" PRIu64 ",\"batch\":%" PRIu64
                   ",\"threads\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"seconds\":%.6f,\"gbps\":%.4f"
                   ",\"p50_us\":%.2f,\"p99_us\":%.2f,\"requests\":%" PRIu64
-                  ",\"verified\":%s}\n",
+                  ",\"inflight\":%" PRIu64 ",\"verified\":%s}\n",
                   json_escape(transport).c_str(), op_name(o.op), block, o.batch, o.threads,
-                  bytes, seconds, gbps, p50, p99, requests, o.verify ? "true" : "false");
+                  bytes, seconds, gbps, p50, p99, requests, o.inflight, o.verify ? "true" : "false");
     } else {
       std::printf("%-9s %-5s %8s %6" PRIu64 " %7" PRIu64 " %9.3f %12.1f %10.1f %10.1f\n",
                   transport, op_name(o.op), format_size(block).c_str(), o.batch, o.threads, gbps,

@@ -1,5 +1,6 @@
 /* File segments (file:///abs/path): create and grow, bad names, bounds, read-only files,
  * aligned (O_DIRECT) and unaligned requests, sync=1, a 100,000-request batch, cancel in flight,
+ * a request that times out (and one canceled while stalled),
  * and a full file system (a small tmpfs this test mounts in a mount namespace of its own). */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -392,6 +393,93 @@ static void test_cancel_in_flight(void **state) {
   free(buf);
 }
 
+/* A file request that makes no progress ends FAILED with MC_ERR_TIMEOUT after the engine's
+ * timeout_ms, like any other, and nothing else is hurt: the other requests of its batch complete
+ * with their bytes, the ring's slot is free again, later requests run. Also a stalled request
+ * canceled in flight. The stall is the file transport's test hook (MC_FILE_TEST_STALL=OFFSET
+ * when the engine is made: a slice covering OFFSET waits on an empty pipe until canceled),
+ * since a regular file cannot be made slow at will. */
+static mc_engine_t *stalled_engine(const char *timeout_ms) {
+  setenv("MC_FILE_TEST_STALL", "1048576", 1);
+  mc_engine_t *e = tu_engine("file_queue_depth", "4", "workers", "1", "timeout_ms", timeout_ms, NULL);
+  unsetenv("MC_FILE_TEST_STALL");
+  return e;
+}
+
+static void test_timeout(void **state) {
+  (void)state;
+  enum { kN = 8, kLen = 1 << 20 };
+  mc_engine_t *e = stalled_engine("300");
+  char u[512];
+  uri(u, sizeof u, "timeout", "?size=8M");
+  mc_segment_t seg;
+  assert_int_equal(mc_segment_open(e, u, &seg), MC_OK);
+  unsigned char *buf = aligned_mem((size_t)kN * kLen);
+  assert_int_equal(mc_buffer_register(e, buf, (size_t)kN * kLen, "cpu"), MC_OK);
+  for (size_t i = 0; i < (size_t)kN * kLen; i++) buf[i] = (unsigned char)(i * 7 + i / 4099);
+  mc_request_t reqs[kN];
+  for (int i = 0; i < kN; i++) reqs[i] = (mc_request_t){MC_WRITE, 0, buf + (size_t)i * kLen, seg, (uint64_t)i * kLen, kLen};
+  for (int op = 0; op < 2; op++) {  /* WRITE, then READ back into a cleared buffer */
+    if (op == 1) {
+      for (int i = 0; i < kN; i++) reqs[i].opcode = MC_READ;
+      memset(buf, 0, (size_t)kN * kLen);
+    }
+    mc_batch_t *b;
+    assert_int_equal(mc_batch_create(e, kN, &b), MC_OK);
+    uint64_t t0 = tu_now_ms();
+    assert_int_equal(mc_batch_submit(b, reqs, kN), MC_OK);
+    assert_int_equal(mc_batch_wait(b, tu_wait_ms(10000)), MC_ERR_TIMEOUT);
+    uint64_t took = tu_now_ms() - t0;
+    for (int i = 0; i < kN; i++) {
+      mc_request_status_t s;
+      assert_int_equal(mc_batch_status(b, (size_t)i, &s), MC_OK);
+      assert_int_equal(s.state, i == 1 ? MC_REQUEST_FAILED : MC_REQUEST_COMPLETED);
+      if (i == 1) assert_int_equal(s.error, MC_ERR_TIMEOUT);
+    }
+    print_message("  %s: the stalled request timed out after %llu ms (timeout_ms 300)\n", op ? "READ" : "WRITE",
+                  (unsigned long long)took);
+    assert_true(took >= 300);
+    assert_true(took < 300 + tu_slack_ms(3000));
+    assert_int_equal(mc_batch_destroy(b), MC_OK);
+  }
+  for (size_t i = 0; i < (size_t)kN * kLen; i++)
+    if (i / kLen != 1 && buf[i] != (unsigned char)(i * 7 + i / 4099)) fail_msg("READ back: byte %zu differs", i);
+  /* The ring goes on: every slot (depth 4) serves again, the stalled range aside. */
+  for (int k = 0; k < 3; k++)
+    for (int i = 0; i < kN; i++)
+      if (i != 1) assert_int_equal(one(e, MC_READ, buf + (size_t)i * kLen, seg, (uint64_t)i * kLen, kLen), MC_OK);
+  assert_int_equal(stat_num(e, "slices_failed"), 2);
+  mc_engine_destroy(e);
+
+  /* Canceled while stalled (timeout_ms far away): ends CANCELED soon, not TIMEOUT. */
+  e = stalled_engine("60000");
+  assert_int_equal(mc_segment_open(e, u, &seg), MC_OK);
+  assert_int_equal(mc_buffer_register(e, buf, (size_t)kN * kLen, "cpu"), MC_OK);
+  mc_batch_t *b;
+  assert_int_equal(mc_batch_create(e, 2, &b), MC_OK);
+  assert_int_equal(mc_batch_submit(b, reqs, 2), MC_OK);
+  mc_request_status_t s;
+  uint64_t until = tu_now_ms() + tu_slack_ms(5000);
+  do {  /* the one at 0 completed: the stalled one is in the kernel's hands */
+    assert_int_equal(mc_batch_status(b, 0, &s), MC_OK);
+  } while (s.state == MC_REQUEST_PENDING && tu_now_ms() < until);
+  assert_int_equal(s.state, MC_REQUEST_COMPLETED);
+  usleep(100000);
+  assert_int_equal(mc_batch_status(b, 1, &s), MC_OK);
+  assert_int_equal(s.state, MC_REQUEST_PENDING);
+  uint64_t t0 = tu_now_ms();
+  assert_int_equal(mc_batch_cancel(b), MC_OK);
+  assert_int_equal(mc_batch_wait(b, tu_wait_ms(10000)), MC_ERR_CANCELED);
+  assert_int_equal(mc_batch_status(b, 1, &s), MC_OK);
+  assert_int_equal(s.state, MC_REQUEST_FAILED);
+  assert_int_equal(s.error, MC_ERR_CANCELED);
+  print_message("  canceled in flight: ended after %llu ms\n", (unsigned long long)(tu_now_ms() - t0));
+  assert_true(tu_now_ms() - t0 < tu_slack_ms(3000));
+  assert_int_equal(mc_batch_destroy(b), MC_OK);
+  mc_engine_destroy(e);
+  free(buf);
+}
+
 /* The segment closed while its requests run: they run to their end (mc_segment_close), and the
  * last one, whose report releases the segment on a worker thread, closes the file there. */
 static void test_close_while_running(void **state) {
@@ -536,7 +624,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_bounds),          cmocka_unit_test(test_read_only),
       cmocka_unit_test(test_aligned_unaligned), cmocka_unit_test(test_many_pages),
       cmocka_unit_test(test_cancel_in_flight), cmocka_unit_test(test_close_while_running),
-      cmocka_unit_test(test_enospc),
+      cmocka_unit_test(test_timeout),         cmocka_unit_test(test_enospc),
   };
   return cmocka_run_group_tests_name("file", tests, make_dir, remove_dir);
 }

@@ -3,12 +3,17 @@
 #include "transport/file/file_ring.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
+
+#include "gpu/gpu_staging.h"
 
 namespace mc::file {
 
@@ -16,7 +21,20 @@ namespace {
 constexpr uint64_t kPollTag = 1ull << 62;    // the eventfd poll's user_data
 constexpr uint64_t kCancelTag = 1ull << 63;  // an async cancel's own completion
 constexpr uint64_t kTickMs = 50;
-constexpr uint64_t kMaxOp = 1ull << 30;  // bytes per read or write SQE
+constexpr uint64_t kMaxOp = 1ull << 30;   // bytes per read or write SQE
+constexpr uint64_t kBounce = 1ull << 20;  // GPU memory: bytes per piece through the host
+
+// The ring's flags: fio's io_uring engine sets COOP_TASKRUN too (completions are run when the
+// thread enters the kernel, which it does to wait for them, instead of interrupting it).
+int init_ring(unsigned entries, io_uring *ring) {
+#ifdef IORING_SETUP_COOP_TASKRUN
+  io_uring_params p{};
+  p.flags = IORING_SETUP_COOP_TASKRUN;
+  int r = io_uring_queue_init_params(entries, ring, &p);
+  if (r != -EINVAL) return r;
+#endif
+  return io_uring_queue_init(entries, ring, 0);  // a kernel before 5.19
+}
 }  // namespace
 
 uint64_t mono_ms() {
@@ -31,7 +49,11 @@ bool Ring::start(std::string *why) {
     *why = std::string("eventfd: ") + std::strerror(errno);
     return false;
   }
-  int r = io_uring_queue_init(depth_ * 2 + 8, &ring_, 0);
+  if (env_.stall_at >= 0 && pipe2(stall_, O_CLOEXEC) != 0) {
+    *why = std::string("pipe2: ") + std::strerror(errno);
+    return false;
+  }
+  int r = init_ring(depth_ * 2 + 8, &ring_);
   if (r < 0) {
     *why = std::string("io_uring_queue_init: ") + std::strerror(-r);
     return false;
@@ -83,6 +105,10 @@ void Ring::stop() {
   ring_ok_ = false;
   if (efd_ >= 0) close(efd_);
   efd_ = -1;
+  for (int &fd : stall_) {
+    if (fd >= 0) close(fd);
+    fd = -1;
+  }
 }
 
 io_uring_sqe *Ring::sqe() {
@@ -166,10 +192,19 @@ void Ring::fill() {
     if (!begin(op)) continue;
     uint32_t slot = free_.back();
     free_.pop_back();
-    slots_[slot] = op;
-    slots_[slot].since_ms = mono_ms();
-    slots_[slot].fixed =
-        fixed_ok_ ? env_.fixed->lookup(index_, reinterpret_cast<uint64_t>(op.s.local), op.s.len) : -1;
+    Op &o = slots_[slot];
+    o = op;
+    o.since_ms = mono_ms();
+    if (gpu::is_device_memory(o.s.local)) {  // through a host bounce, piece by piece
+      void *b = nullptr;
+      if (posix_memalign(&b, 4096, std::min(o.s.len, kBounce)) != 0) {
+        release(slot, MC_ERR_NO_MEMORY);
+        continue;
+      }
+      o.bounce = static_cast<char *>(b);
+    } else if (fixed_ok_) {
+      o.fixed = env_.fixed->lookup(index_, reinterpret_cast<uint64_t>(o.s.local), o.s.len);
+    }
     prep(slot);
   }
 }
@@ -193,9 +228,17 @@ bool Ring::begin(Op &op) {
 void Ring::prep(uint32_t slot) {
   Op &op = slots_[slot];
   FileSeg &f = *op.f;
-  char *p = static_cast<char *>(op.s.local) + op.done;
   uint64_t off = op.s.remote + op.done, len = op.s.len - op.done;
-  unsigned n = static_cast<unsigned>(len < kMaxOp ? len : kMaxOp);
+  if (env_.stall_at >= 0 && static_cast<uint64_t>(env_.stall_at) - off < len) {
+    io_uring_sqe *s = sqe();  // tests: waits on the empty pipe until canceled
+    io_uring_prep_read(s, stall_[0], &stall_byte_, 1, static_cast<uint64_t>(-1));
+    io_uring_sqe_set_data64(s, slot + 1);
+    return;
+  }
+  char *p = op.bounce ? op.bounce : static_cast<char *>(op.s.local) + op.done;
+  unsigned n = static_cast<unsigned>(std::min(len, op.bounce ? kBounce : kMaxOp));
+  if (op.bounce && op.s.op == MC_WRITE && !stage(slot, true, n)) return;
+  op.piece = n;
   bool direct = f.dfd >= 0 && reinterpret_cast<uintptr_t>(p) % f.mem_align == 0 && off % f.off_align == 0 &&
                 n % f.off_align == 0;
   (direct ? env_.direct_ops : env_.buffered_ops).fetch_add(1, std::memory_order_relaxed);
@@ -246,6 +289,11 @@ void Ring::on_cqe(uint64_t data, int res) {
 
 void Ring::on_progress(uint32_t slot, int res) {
   Op &op = slots_[slot];
+  if (op.bounce && op.s.op == MC_READ) {  // the piece is in the bounce: on to the GPU
+    if (op.abort != MC_OK) return release(slot, op.abort);
+    if (env_.ops->canceled(env_.host, &op.s)) return release(slot, MC_ERR_CANCELED);
+    if (!stage(slot, false, static_cast<uint64_t>(res))) return;
+  }
   op.done += static_cast<uint64_t>(res);
   (op.s.op == MC_READ ? env_.bytes_read : env_.bytes_written).fetch_add(res, std::memory_order_relaxed);
   if (op.done >= op.s.len) return release(slot, MC_OK);
@@ -270,6 +318,45 @@ void Ring::io_error(Op &op, int e) {
   if (op.f->last_errno.exchange(e ? e : -1) != (e ? e : -1)) env_.log(MC_TP_LOG_WARN, what);
 }
 
+// GPU memory at op.done to the bounce (out) or n bytes of the bounce to it, through the
+// pinned staging pool (gpu/gpu_staging.h); on a CUDA error the slice ends MC_ERR_TRANSPORT.
+// Synchronous on this thread: a piece is at most kBounce.
+bool Ring::stage(uint32_t slot, bool out, uint64_t n) {
+  Op &op = slots_[slot];
+  char *dev = static_cast<char *>(op.s.local) + op.done;
+  uint64_t at = 0;
+  std::string why;
+  bool ok = out ? gpu::stage_out(
+                      dev, n,
+                      [&](const char *c, uint64_t k) {
+                        std::memcpy(op.bounce + at, c, k);
+                        at += k;
+                        return true;
+                      },
+                      &why)
+                : gpu::stage_in(
+                      dev, n,
+                      [&](char *c, uint64_t k) {
+                        std::memcpy(c, op.bounce + at, k);
+                        at += k;
+                        return true;
+                      },
+                      &why);
+  if (ok) {
+    env_.staged_ops.fetch_add(1, std::memory_order_relaxed);
+    return true;
+  }
+  std::string what = "staging GPU memory for " + std::string(op.s.op == MC_READ ? "a READ" : "a WRITE") +
+                     " of " + op.f->u.path + ": " + why;
+  {
+    std::lock_guard<std::mutex> lk(env_.err_mu);
+    env_.last_error = what;
+  }
+  env_.log(MC_TP_LOG_WARN, what);
+  release(slot, MC_ERR_TRANSPORT);
+  return false;
+}
+
 void Ring::finish(Op &op, mc_status_t st) {
   op.f->one_done();  // the last touch of the segment: disconnect may free it from here on
   (st == MC_OK ? env_.slices_ok : env_.slices_failed).fetch_add(1, std::memory_order_relaxed);
@@ -279,7 +366,9 @@ void Ring::finish(Op &op, mc_status_t st) {
 void Ring::release(uint32_t slot, mc_status_t st) {
   Op op = slots_[slot];
   slots_[slot].f = nullptr;
+  slots_[slot].bounce = nullptr;
   free_.push_back(slot);
+  std::free(op.bounce);
   finish(op, st);
 }
 

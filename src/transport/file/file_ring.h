@@ -27,8 +27,13 @@ struct RingEnv {
   std::atomic<uint64_t> direct_ops{0}, buffered_ops{0};
   FixedTable *fixed = nullptr;  // local memory as io_uring fixed buffers
   std::atomic<uint64_t> fixed_ops{0};
-  std::mutex err_mu;       // guards last_error
-  std::string last_error;  // the last I/O error, with its errno (stats_json)
+  // Tests only (MC_FILE_TEST_STALL=OFFSET in the environment when the engine is made): a slice
+  // covering this file offset never moves (it waits on an empty pipe) until it is canceled or
+  // times out, so that both can be tested on a regular file. -1: off.
+  int64_t stall_at = -1;
+  std::atomic<uint64_t> staged_ops{0};  // pieces moved through a host bounce (GPU memory)
+  std::mutex err_mu;                    // guards last_error
+  std::string last_error;               // the last I/O error, with its errno (stats_json)
   void log(int32_t level, const std::string &m) { ops->log(host, level, m.c_str()); }
 };
 
@@ -41,6 +46,8 @@ struct Op {
   uint64_t since_ms = 0;      // when it last started or progressed
   mc_status_t abort = MC_OK;  // set when an async cancel was sent for it: the status it ends with
   int fixed = -1;             // the fixed buffer holding its local memory in this ring, or -1
+  char *bounce = nullptr;     // GPU local memory: the host buffer a piece goes through (owned)
+  uint32_t piece = 0;         // bytes of the piece in the bounce now
 };
 
 class Ring {
@@ -56,10 +63,11 @@ class Ring {
 
  private:
   void run();
-  bool take();               // the queue into pending_; true once stopping
-  void fill();               // starts pending ops while slots are free
-  bool begin(Op &op);        // the checks before a start; false when it ended at once
-  void prep(uint32_t slot);  // one read or write SQE for the rest of slots_[slot]
+  bool take();                                      // the queue into pending_; true once stopping
+  void fill();                                      // starts pending ops while slots are free
+  bool begin(Op &op);                               // the checks before a start; false when it ended at once
+  void prep(uint32_t slot);                         // one read or write SQE for the rest of slots_[slot]
+  bool stage(uint32_t slot, bool out, uint64_t n);  // GPU memory <-> the op's bounce
   void on_cqe(uint64_t data, int res);
   void on_progress(uint32_t slot, int res);
   void finish(Op &op, mc_status_t st);
@@ -76,8 +84,10 @@ class Ring {
   unsigned index_;  // this ring's number among the instance's (FixedTable)
   io_uring ring_{};
   bool ring_ok_ = false;
-  bool fixed_ok_ = false;       // the ring has a fixed-buffer table
-  int efd_ = -1;                // pushes wake the thread through a poll on it
+  bool fixed_ok_ = false;    // the ring has a fixed-buffer table
+  int efd_ = -1;             // pushes wake the thread through a poll on it
+  int stall_[2] = {-1, -1};  // the empty pipe of env_.stall_at (tests)
+  char stall_byte_ = 0;
   std::vector<Op> slots_;       // in flight, indexed by user_data - 1
   std::vector<uint32_t> free_;  // free slot indexes
   std::deque<Op> pending_;      // taken from the queue, not yet started (thread only)

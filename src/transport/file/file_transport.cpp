@@ -2,6 +2,8 @@
 // file segment, paths that are open files. Only include/mc_transport_plugin.h and this folder.
 #include "transport/file/file_transport.h"
 
+#include <dlfcn.h>
+
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -29,7 +31,23 @@ struct Instance {
   bool stopped = false;
   std::set<FileSeg *> segs;  // open segments (paths): freed by disconnect, or by destroy
   std::atomic<uint64_t> rr{0};
+  bool cufile = false;  // libcufile was found (not used: see probe_cufile)
 };
+
+// GPUDirect Storage: cuFile is looked for at run time, never linked. Where it is found it is
+// not used yet (GPU memory goes through the pinned staging pool, which is tested); the log and
+// stats say which. Not found on the machines mc is built and tested on.
+bool probe_cufile(RingEnv &e) {
+  for (const char *name : {"libcufile.so.0", "libcufile.so"}) {
+    void *h = dlopen(name, RTLD_NOW | RTLD_LOCAL);
+    if (!h) continue;
+    dlclose(h);
+    e.log(MC_TP_LOG_INFO,
+          std::string(name) + " found; GPU memory still goes through the pinned staging pool (GDS not used)");
+    return true;
+  }
+  return false;
+}
 
 char *dup(const std::string &s) {
   char *p = static_cast<char *>(std::malloc(s.size() + 1));
@@ -67,6 +85,10 @@ mc_status_t create(mc_tp_host_t *host, const mc_tp_host_ops_t *ops, mc_tp_transp
   in->env.timeout_ms = static_cast<uint32_t>(int_key(in->env, "timeout_ms", 5000));
   in->workers = static_cast<uint32_t>(int_key(in->env, "workers", 4));
   in->depth = static_cast<uint32_t>(int_key(in->env, "queue_depth", kDefaultDepth));
+  if (const char *v = std::getenv("MC_FILE_TEST_STALL"); v && *v) {  // tests: see RingEnv
+    in->env.stall_at = std::strtoll(v, nullptr, 10);
+    in->env.log(MC_TP_LOG_WARN, std::string("MC_FILE_TEST_STALL=") + v + ": slices covering it stall");
+  }
   *out = in;
   return MC_OK;
 }
@@ -94,6 +116,7 @@ bool start_rings(Instance &in, std::string *why) {
     if (!r->start(why)) return false;
     in.rings.push_back(std::move(r));
   }
+  in.cufile = probe_cufile(in.env);
   in.started.store(true, std::memory_order_release);
   return true;
 }
@@ -192,7 +215,8 @@ mc_status_t connect(mc_tp_transport_t *, const mc_tp_peer_t *, mc_tp_path_t **ou
 }
 
 int accepts(mc_tp_transport_t *, const char *local, const char *remote) {
-  return std::strcmp(remote, "file") == 0 && std::strncmp(local, "cpu", 3) == 0;
+  return std::strcmp(remote, "file") == 0 &&
+         (std::strncmp(local, "cpu", 3) == 0 || std::strncmp(local, "cuda", 4) == 0);
 }
 
 char *stats_json(mc_tp_transport_t *t) {
@@ -217,8 +241,10 @@ char *stats_json(mc_tp_transport_t *t) {
                   ",\"slices_failed\":" + std::to_string(e.slices_failed.load()) +
                   ",\"direct_ops\":" + std::to_string(e.direct_ops.load()) +
                   ",\"buffered_ops\":" + std::to_string(e.buffered_ops.load()) +
-                  ",\"fixed_buffer_ops\":" + std::to_string(e.fixed_ops.load()) + ",\"last_error\":\"" + err +
-                  "\"}";
+                  ",\"fixed_buffer_ops\":" + std::to_string(e.fixed_ops.load()) +
+                  ",\"staged_ops\":" + std::to_string(e.staged_ops.load()) +
+                  ",\"cufile\":" + (in->cufile ? "\"found, not used\"" : "\"absent\"") +
+                  ",\"last_error\":\"" + err + "\"}";
   return dup(j);
 }
 
