@@ -462,12 +462,14 @@ static FU_UNUSED void *fu_traffic_main(void *arg) {
     mc_segment_info_t q1 = {.size = sizeof q1}, q2 = {.size = sizeof q2};
     mc_segment_query(t->e, t->seg, &q1);
     if (q1.state != MC_SEGMENT_OK) {
-      /* New submits must fail at once while unreachable. */
-      uint64_t t0 = tu_now_ms();
+      /* New submits must fail at once while unreachable (the submit alone is timed, with the
+       * slack a loaded machine needs: at load ~27 on 2 cores a thread waited 144-357 ms). */
       mc_request_t r = {MC_READ, 0, t->zbuf, t->seg, 0, 1};
       if (mc_segment_buffers(t->e, t->seg, bi, 4, &nb) == MC_OK && nb > 0) r.remote = bi[0].addr;
       mc_batch_reset(b);
+      uint64_t t0 = tu_now_ms();
       mc_status_t st = mc_batch_submit(b, &r, 1);
+      uint64_t took = tu_now_ms() - t0;
       if (st == MC_OK) {
         t->submitted++;
         mc_batch_wait(b, -1);
@@ -481,9 +483,9 @@ static FU_UNUSED void *fu_traffic_main(void *arg) {
           snprintf(t->first_error, sizeof t->first_error, "submit to an unreachable segment: %s",
                    mc_status_str(st));
       }
-      if (tu_now_ms() - t0 > 100 && st != MC_OK && !t->first_error[0])
+      if (took > tu_slack_ms(100) && st != MC_OK && !t->first_error[0])
         snprintf(t->first_error, sizeof t->first_error, "a submit to an unreachable segment took %llu ms",
-                 (unsigned long long)(tu_now_ms() - t0));
+                 (unsigned long long)took);
       usleep(1000);
       continue;
     }
