@@ -63,7 +63,19 @@ int main(int argc, char **argv) {
       fprintf(stderr, "helper_fault_target: %s\n", mc_last_error());
       return 1;
     }
-    tu_fill(buf, size, seed);
+    /* Registered (and in the descriptor peers fetch) from here on, before it holds the pattern:
+     * peers can reach it while it is filled. MC_FAULT_SLOW_FILL=1 fills it in 64 KiB steps 1 ms
+     * apart, as a loaded machine may (test_fault_proc's cycles_shm_slow_fill). */
+    const char *slow = getenv("MC_FAULT_SLOW_FILL");
+    if (slow && strcmp(slow, "1") == 0) {
+      for (size_t off = 0; off < size; off += 64 << 10) {
+        size_t n = size - off < (64 << 10) ? size - off : (64 << 10);
+        tu_fill((char *)buf + off, n, seed + off); /* the pattern at off: mix(seed + off + i) */
+        usleep(1000);
+      }
+    } else {
+      tu_fill(buf, size, seed);
+    }
   } else {
     buf = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     tu_fill(buf, size, seed);
