@@ -31,8 +31,8 @@ import time
 
 SCALES = {
     # phase: seconds of traffic before the kill and after the rejoin
-    "small": dict(phase=1.5, block_kib=64, heartbeat_ms=100, peer_timeout_ms=600, timeout_ms=1500),
-    "full": dict(phase=5.0, block_kib=1024, heartbeat_ms=250, peer_timeout_ms=1500, timeout_ms=3000),
+    "small": dict(phase=1.5, block_kib=64, heartbeat_ms=200, peer_timeout_ms=1500, timeout_ms=3000),
+    "full": dict(phase=5.0, block_kib=1024, heartbeat_ms=250, peer_timeout_ms=2000, timeout_ms=4000),
 }
 NODES = 4
 VICTIM = 3
@@ -60,10 +60,13 @@ class Fabric:
 
     @staticmethod
     def reap():
-        """Removes namespaces of earlier demos whose process is gone."""
+        """Removes namespaces of earlier demos whose process is gone (killed with SIGKILL, say),
+        and ends what still runs in them (their etcd: the nodes die with their demo)."""
         out = sh("ip", "netns", "list", check=False).stdout
         for m in re.finditer(rf"^({PREFIX}(\d+)-(hub|n\d+))\b", out, re.M):
             if not os.path.exists(f"/proc/{m.group(2)}"):
+                for pid in sh("ip", "netns", "pids", m.group(1), check=False).stdout.split():
+                    os.kill(int(pid), signal.SIGKILL)
                 sh("ip", "netns", "del", m.group(1), check=False)
 
     def up(self):
@@ -116,8 +119,9 @@ class Node:
         cmd = ["ip", "netns", "exec", d.fab.ns[self.i], d.node_bin, "--name", self.name,
                "--nodes", ",".join(f"node{j}" for j in range(NODES)), "--listen", f"{ip}:7400",
                "--metadata", d.etcd_url, "--metrics", f"{ip}:9464", "--block-kib", str(d.cfg["block_kib"])]
-        for k in ("heartbeat_ms", "peer_timeout_ms", "timeout_ms"):
-            cmd += ["--set", f"{k}={d.cfg[k]}"]
+        cmd += ["--set", f"heartbeat_ms={d.cfg['heartbeat_ms']}"]
+        for k in ("peer_timeout_ms", "timeout_ms"):  # longer on a loaded machine (MC_TEST_SLACK)
+            cmd += ["--set", f"{k}={int(d.cfg[k] * d.slack)}"]
         cmd += ["--set", "transports=tcp", "--set", "metadata_ttl_ms=2000"]
         err = open(os.path.join(d.tmp, f"{self.name}.err"), "a")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=d.env)
@@ -367,7 +371,10 @@ class Demo:
                 self.etcd.kill()
                 self.etcd.wait()
         self.fab.down()
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        if os.environ.get("MC_DEMO_KEEP"):
+            print(f"demo-cluster: logs kept in {self.tmp}")
+        else:
+            shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def main():
@@ -383,7 +390,9 @@ def main():
         print(f"demo-cluster: {args.build}/bin/mc_cluster_node not found; run 'make all' first", file=sys.stderr)
         return 2
     Fabric.reap()
-    # SIGTERM and SIGHUP end the demo as Ctrl-C does: through cleanup.
+    # Ctrl-C, SIGTERM and SIGHUP end the demo through cleanup (SIGINT too when started where it
+    # was ignored, as a background job of a script is).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda s, f: (_ for _ in ()).throw(KeyboardInterrupt()))
     demo = Demo(args)

@@ -16,6 +16,7 @@
 #include <inttypes.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sys/prctl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,13 +29,14 @@
 #define MAX_NODES 16
 #define SLOTS 4
 #define CTL 8 /* small batches per peer for hellos and acks */
-#define ACK_TIMEOUT_MS 3000
+#define ACK_TIMEOUT_MS 10000
 
 enum slot_state { FREE, INFLIGHT, WAITACK };
 
 struct slot {
   int state, acked, drop;
-  uint64_t seq, t_ms;
+  uint64_t seq, t_ms, inc; /* inc: the peer's incarnation the block was sent to */
+  uint64_t epoch;          /* the peer's rejoins this node had seen when the block was sent */
   mc_batch_t *b;
 };
 
@@ -124,10 +126,13 @@ static int send_msg(struct peer *p, const char *msg) {
   return mc_batch_submit(b, &r, 1) == MC_OK ? 0 : -1;
 }
 
-/* Slots of a peer that came back as a new process: what was in flight to the old one is lost. */
-static void forget_slots(struct peer *p) {
+/* Slots of a peer that came back as a new process (incarnation inc): what was in flight to the
+ * old one is lost. Blocks already sent to the new one (its hello may come before the callback)
+ * stay: their slots are free only once checked. */
+static void forget_slots(struct peer *p, uint64_t inc) {
   for (int i = 0; i < SLOTS; i++) {
     struct slot *s = &p->s[i];
+    if (s->inc == inc) continue;
     if (s->state == WAITACK) s->state = FREE, p->lost++;
     if (s->state == INFLIGHT) s->drop = 1;
   }
@@ -146,7 +151,7 @@ static void drain_events(void) {
       if (j == g.me || p->seg != ev[i].seg) continue;
       int rejoin = p->cb_inc && ev[i].inc != p->cb_inc;
       p->cb_inc = ev[i].inc;
-      if (rejoin) p->rejoins++, p->rejoin_ms = ev[i].ms, forget_slots(p);
+      if (rejoin) p->rejoins++, p->rejoin_ms = ev[i].ms, forget_slots(p, ev[i].inc);
       printf("EV %" PRIu64 " %s %s %016" PRIx64 "%s\n", ev[i].ms, p->name,
              ev[i].state == MC_SEGMENT_OK ? "OK" : "UNREACHABLE", ev[i].inc, rejoin ? " rejoin" : "");
     }
@@ -164,7 +169,13 @@ static void on_data(int from, uint64_t seq, int slot) {
   int ok = 1;
   for (size_t k = 0; k < g.block / 8 && ok; k++) ok = w[k] == word(from, seq, k);
   ok ? g.verified++ : g.verify_bad++;
-  if (!ok) fprintf(stderr, "%s: block %" PRIu64 " from %s: bytes differ\n", g.name, seq, g.nodes[from]);
+  if (!ok) {
+    size_t k = 0, diff = 0;
+    while (k < g.block / 8 && w[k] == word(from, seq, k)) k++;
+    for (size_t i = k; i < g.block / 8; i++) diff += w[i] != word(from, seq, i);
+    fprintf(stderr, "%s: block %" PRIu64 " from %s (slot %d): bytes differ from word %zu on, %zu of %zu words\n",
+            g.name, seq, g.nodes[from], slot, k, diff, g.block / 8);
+  }
   char msg[64];
   snprintf(msg, sizeof msg, "A %" PRIu64 " %d %d", seq, slot, ok);
   if (g.p[from].seg) send_msg(&g.p[from], msg);
@@ -174,7 +185,8 @@ static void on_ack(struct peer *p, uint64_t seq, int slot, int ok) {
   struct slot *s = &p->s[slot];
   if (s->state == FREE || s->seq != seq) return; /* late: the slot was given up */
   ok ? p->acked++ : p->bad++;
-  if (ok && p->rejoin_ms && s->t_ms >= p->rejoin_ms) p->after_acked++;
+  if (!ok) fprintf(stderr, "%s: %s found block %" PRIu64 " (slot %d) wrong\n", g.name, p->name, seq, slot);
+  if (ok && s->epoch) p->after_acked++;
   if (s->state == WAITACK) s->state = FREE;
   else s->acked = 1;
 }
@@ -210,12 +222,15 @@ static void poll_slots(struct peer *p, uint64_t now) {
     if (s->state != INFLIGHT) continue;
     mc_status_t st = mc_batch_wait(s->b, 0);
     if (st == MC_ERR_TIMEOUT) continue;
-    int after = p->rejoin_ms && s->t_ms >= p->rejoin_ms;
+    int after = s->epoch > 0; /* sent after this node saw the peer rejoin */
     if (st == MC_OK) {
       p->completed++, p->after_ok += after;
       s->state = s->acked || s->drop ? FREE : WAITACK;
     } else {
       p->failed++, p->after_failed += after;
+      if (after)
+        fprintf(stderr, "%s: block %" PRIu64 " to %s sent %" PRIu64 " ms after its rejoin failed: %s\n", g.name,
+                s->seq, p->name, s->t_ms - p->rejoin_ms, mc_status_str(st));
       s->state = FREE;
     }
   }
@@ -232,7 +247,7 @@ static void send_block(struct peer *p, int j, int i) {
                        {MC_NOTIFY, 0, msg, p->seg, 0, strlen(msg)}};
   if (!s->b && mc_batch_create(g.e, 2, &s->b) != MC_OK) die("mc_batch_create", MC_ERR_NO_MEMORY);
   mc_batch_reset(s->b);
-  *s = (struct slot){INFLIGHT, 0, 0, seq, now_ms(), s->b};
+  *s = (struct slot){INFLIGHT, 0, 0, seq, now_ms(), p->inc, p->rejoins, s->b};
   if (mc_batch_submit(s->b, r, 2) != MC_OK) s->state = FREE, p->failed++;
 }
 
@@ -372,6 +387,9 @@ static void parse_args(int argc, char **argv) {
 
 int main(int argc, char **argv) {
   setvbuf(stdout, NULL, _IOLBF, 0);
+  /* The demo started us (ip netns exec execs this program): when it dies, so do we. */
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (getppid() == 1) return 1;
   parse_args(argc, argv);
   signal(SIGUSR1, on_sig);
   signal(SIGTERM, on_sig);
