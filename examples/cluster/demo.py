@@ -288,15 +288,16 @@ class Demo:
         print()
         print(f"What each node saw ({self.cfg['block_kib']} KiB blocks, tcp across the bridge; "
               f"node3 killed and restarted: incarnation {old[:8]}.. -> {new[:8]}..):")
-        hdr = (f"{'node':6} {'completed':>9} {'failed':>6} {'failures':24} {'rejoins':>7} "
-               f"{'segments ok/unr':>15} {'written MB/s':>12} {'blocks checked':>14}")
+        hdr = (f"{'node':6} {'requests ok':>11} {'failed':>6} {'failures':26} {'state changes':>13} "
+               f"{'rejoins':>7} {'segments ok/unr':>15} {'written MB/s':>12} {'blocks checked':>14}")
         print(hdr)
         problems = []
         for n, m in zip(self.nodes, metrics):
             s, st = n.summary, n.summary["stats"]
             secs = max(1e-3, (s["t_end"] - s["t_start"]) / 1000)
             fails = ",".join(f"{k.replace('MC_ERR_', '')}:{v}" for k, v in st["failures"].items()) or "-"
-            print(f"{n.name:6} {st['requests_completed']:>9} {st['requests_failed']:>6} {fails:24} "
+            changes = self.state_changes(n)
+            print(f"{n.name:6} {st['requests_completed']:>11} {st['requests_failed']:>6} {fails:26} {changes:>13} "
                   f"{st['rejoins_total']:>7} {st['segments']['ok']:>7}/{st['segments']['unreachable']:<7} "
                   f"{st['bytes_written'] / secs / 1e6:>12.1f} {s['verified']:>14}")
             problems += self.check(n, m)
@@ -326,6 +327,16 @@ class Demo:
         print("demo-cluster: ok (every block checked, node3 rejoined in every peer's view, requests after "
               "the rejoin completed, /metrics agrees with mc_engine_stats_json)")
         return 0
+
+    @staticmethod
+    def state_changes(n):
+        """OK <-> UNREACHABLE changes among node n's segment callbacks (a rejoin's callback says
+        OK: it counts when the segment was UNREACHABLE before)."""
+        last, changes = {}, 0
+        for f in (line.split() for line in n.lines if line.startswith("EV ")):
+            changes += last.get(f[2], "OK") != f[3]
+            last[f[2]] = f[3]
+        return changes
 
     def check(self, n, m):
         s, st, bad = n.summary, n.summary["stats"], []
