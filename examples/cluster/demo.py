@@ -288,7 +288,7 @@ class Demo:
         print()
         print(f"What each node saw ({self.cfg['block_kib']} KiB blocks, tcp across the bridge; "
               f"node3 killed and restarted: incarnation {old[:8]}.. -> {new[:8]}..):")
-        hdr = (f"{'node':6} {'requests ok':>11} {'failed':>6} {'failures':26} {'state changes':>13} "
+        hdr = (f"{'node':6} {'requests ok':>11} {'failed':>6} {'failures':34} {'state changes':>13} "
                f"{'rejoins':>7} {'segments ok/unr':>15} {'written MB/s':>12} {'blocks checked':>14}")
         print(hdr)
         problems = []
@@ -297,7 +297,7 @@ class Demo:
             secs = max(1e-3, (s["t_end"] - s["t_start"]) / 1000)
             fails = ",".join(f"{k.replace('MC_ERR_', '')}:{v}" for k, v in st["failures"].items()) or "-"
             changes = self.state_changes(n)
-            print(f"{n.name:6} {st['requests_completed']:>11} {st['requests_failed']:>6} {fails:26} {changes:>13} "
+            print(f"{n.name:6} {st['requests_completed']:>11} {st['requests_failed']:>6} {fails:34} {changes:>13} "
                   f"{st['rejoins_total']:>7} {st['segments']['ok']:>7}/{st['segments']['unreachable']:<7} "
                   f"{st['bytes_written'] / secs / 1e6:>12.1f} {s['verified']:>14}")
             problems += self.check(n, m)
