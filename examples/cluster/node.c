@@ -193,7 +193,7 @@ static void on_ack(struct peer *p, uint64_t seq, int slot, int ok) {
 
 static void drain_notifications(void) {
   mc_notification_t info;
-  char buf[256];
+  char buf[MC_NOTIFY_MAX_BYTES + 1]; /* any message fits: none can stay queued */
   for (;;) {
     info.size = sizeof info;
     mc_status_t st = mc_notify_recv(g.e, &info, buf, sizeof buf - 1);
