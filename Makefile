@@ -103,6 +103,8 @@ $(BENCH): $(BUILD)/obj/bench/mc_bench.o $(SOLINK)
 $(BUILD)/obj/examples/cluster/%.o: examples/cluster/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
+# Kept (not an intermediate make deletes), so `make all` does not relink it every time.
+.SECONDARY: $(BUILD)/obj/examples/cluster/node.o
 $(CLUSTER_NODE): $(BUILD)/obj/examples/cluster/node.o $(SOLINK)
 	@mkdir -p $(dir $@)
 	$(CC) $(SAN) $(LDFLAGS) -o $@ $< -L$(BUILD)/lib -lmc -Wl,-rpath,'$$ORIGIN/../lib' -lpthread
