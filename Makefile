@@ -55,6 +55,8 @@ SONAME := $(BUILD)/lib/libmc.so.$(VERSION_MAJOR)
 SOLINK := $(BUILD)/lib/libmc.so
 ALIB   := $(BUILD)/lib/libmc.a
 BENCH  := $(BUILD)/bin/mc_bench
+# One engine of the cluster demo (examples/cluster): public API only, like any consumer.
+CLUSTER_NODE := $(BUILD)/bin/mc_cluster_node
 # The transport conformance suite for any transport by name (a plugin's too): built by `install`
 # (and `make conformance`), not by `all`, so the sanitizer builds do not compile it again.
 CONFORMANCE := $(BUILD)/bin/mc_conformance
@@ -66,8 +68,8 @@ WB_TESTS  := $(patsubst tests/%.cpp,$(BUILD)/tests/%,$(sort $(wildcard tests/wb_
 TEST_BINS := $(API_TESTS) $(WB_TESTS)
 TEST_HELPERS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(sort $(wildcard tests/helper_*.c)))
 
-.PHONY: all lib deps test test-c test-long demo bench install uninstall clean conformance
-all: lib $(BENCH)
+.PHONY: all lib deps test test-c test-long demo demo-cluster bench install uninstall clean conformance
+all: lib $(BENCH) $(CLUSTER_NODE)
 lib: $(SOLINK) $(ALIB)
 
 deps:
@@ -97,6 +99,15 @@ $(BUILD)/obj/bench/%.o: bench/%.cpp
 $(BENCH): $(BUILD)/obj/bench/mc_bench.o $(SOLINK)
 	@mkdir -p $(dir $@)
 	$(CXX) $(SAN) $(LDFLAGS) -o $@ $< -L$(BUILD)/lib -lmc -Wl,-rpath,'$$ORIGIN/../lib' -lpthread
+
+$(BUILD)/obj/examples/cluster/%.o: examples/cluster/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+# Kept (not an intermediate make deletes), so `make all` does not relink it every time.
+.SECONDARY: $(BUILD)/obj/examples/cluster/node.o
+$(CLUSTER_NODE): $(BUILD)/obj/examples/cluster/node.o $(SOLINK)
+	@mkdir -p $(dir $@)
+	$(CC) $(SAN) $(LDFLAGS) -o $@ $< -L$(BUILD)/lib -lmc -Wl,-rpath,'$$ORIGIN/../lib' -lpthread
 
 $(BUILD)/obj/tools/%.o: tools/%.cpp
 	@mkdir -p $(dir $@)
@@ -143,6 +154,7 @@ test: deps
 	./scripts/check-bindings-coverage.sh $(BUILD)
 	./scripts/test-consumers.sh $(BUILD)
 	./examples/kv_handoff/run.sh $(BUILD) --requests 16 --blocks 4
+	./examples/cluster/demo.py $(BUILD) --scale small
 	./scripts/test-plugin.sh $(BUILD)
 	$(MAKE) test-hardening
 
@@ -152,6 +164,13 @@ test-long: deps
 demo: deps
 	$(MAKE) all
 	./scripts/demo.sh $(BUILD)
+
+# Four engines in network namespaces on etcd, one killed and restarted (examples/cluster; root).
+# DEMO_SCALE=small is the quick run `make test` makes.
+DEMO_SCALE ?= full
+demo-cluster: deps
+	$(MAKE) all
+	./examples/cluster/demo.py $(BUILD) --scale $(DEMO_SCALE)
 
 bench: deps
 	$(MAKE) all

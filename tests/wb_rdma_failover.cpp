@@ -3,9 +3,12 @@
 // the slices that were in flight go over tcp (failover_requests, failover_slices, the rdma
 // transport's handed_over); once a NIC is back, rdma carries again. Every transfer completes and
 // every byte is checked, both directions.
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -40,6 +43,7 @@ mc_engine_t *create(const char *devices, const char *timeout_ms = nullptr) {
   mc_config_t *cfg;
   assert_int_equal(mc_config_create(&cfg), MC_OK);
   if (timeout_ms) assert_int_equal(mc_config_set(cfg, "timeout_ms", timeout_ms), MC_OK);
+  assert_int_equal(mc_config_set(cfg, "metrics_listen", "127.0.0.1:0"), MC_OK);
   assert_int_equal(mc_config_set(cfg, "transports", "rdma,tcp"), MC_OK);
   assert_int_equal(mc_config_set(cfg, "rdma_devices", devices), MC_OK);
   mc_engine_t *e = nullptr;
@@ -62,6 +66,29 @@ uint64_t rdma_bytes(mc_engine_t *e) {
   json nb = stats(e)["rdma"]["nic_bytes"];
   for (auto &[n, v] : nb.items()) b += v.get<uint64_t>();
   return b;
+}
+
+// The value of the sample NAME (no labels) on the engine's GET /metrics page.
+uint64_t metric(mc_engine_t *e, const char *name) {
+  std::string listen = stats(e)["metrics"]["listen"].get<std::string>();
+  int port = std::atoi(listen.substr(listen.rfind(':') + 1).c_str());
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  assert_true(fd >= 0);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(static_cast<uint16_t>(port));
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  assert_int_equal(connect(fd, reinterpret_cast<sockaddr *>(&sa), sizeof sa), 0);
+  const char req[] = "GET /metrics HTTP/1.0\r\n\r\n";
+  assert_int_equal(send(fd, req, sizeof req - 1, 0), (ssize_t)(sizeof req - 1));
+  std::string page;
+  char buf[4096];
+  for (ssize_t n; (n = recv(fd, buf, sizeof buf, 0)) > 0;) page.append(buf, static_cast<size_t>(n));
+  close(fd);
+  std::string key = std::string("\n") + name + " ";
+  size_t at = page.find(key);
+  if (at == std::string::npos) fail_msg("%s not on the metrics page", name);
+  return std::strtoull(page.c_str() + at + key.size(), nullptr, 10);
 }
 
 constexpr size_t kLen = 4 << 20, kReqs = 32;
@@ -129,6 +156,9 @@ json stop(Traffic &t, std::thread &th) {
   if (t.bad.load()) fail_msg("%s", t.why.c_str());
   json s = stats(t.a);
   assert_int_equal(s["requests_failed"].get<uint64_t>(), 0);
+  // The failover counters are served on /metrics too, with the values the stats report.
+  assert_int_equal(metric(t.a, "mc_failover_requests_total"), s["failover_requests"].get<uint64_t>());
+  assert_int_equal(metric(t.a, "mc_failover_slices_total"), s["failover_slices"].get<uint64_t>());
   fprintf(stderr, "rounds %d, failover_requests %llu, failover_slices %llu, handed_over %llu\n", t.rounds.load(),
           (unsigned long long)s["failover_requests"].get<uint64_t>(),
           (unsigned long long)s["failover_slices"].get<uint64_t>(),

@@ -76,6 +76,8 @@ struct Figures {
   uint64_t notify_sent = 0, notify_failed = 0, notify_received = 0, notify_refused_busy = 0,
            notify_refused_stale = 0, notify_queued = 0;
   uint64_t descriptor_deltas_served = 0;
+  // RDMA -> TCP failover (engine/failover.cpp): requests routed, and slices moved, off rdma.
+  uint64_t failover_requests = 0, failover_slices = 0;
 };
 
 }  // namespace mc

@@ -62,6 +62,10 @@ void engine_gauges(PromText &m, const Figures &f) {
   m.add("mc_notify_total", "counter", nh, {{"event", "refused_stale"}}, f.notify_refused_stale);
   m.add("mc_descriptor_deltas_served_total", "counter", "descriptor deltas served to peers", {},
         f.descriptor_deltas_served);
+  m.add("mc_failover_requests_total", "counter",
+        "requests routed off rdma because every rdma path to the peer was down", {}, f.failover_requests);
+  m.add("mc_failover_slices_total", "counter", "slices in flight moved off rdma to another transport", {},
+        f.failover_slices);
 }
 
 // A number or boolean of a stats object as a sample; other kinds are skipped.

@@ -102,6 +102,8 @@ Figures EngineCore::figures() {
   f.notify_refused_stale = inbox_->refused_stale();
   f.notify_queued = inbox_->queued();
   f.descriptor_deltas_served = deltas_served_.load();
+  f.failover_requests = failover_requests_.load();
+  f.failover_slices = failover_slices_.load();
   return f;
 }
 
@@ -115,8 +117,8 @@ std::string EngineCore::stats_json() {
   o.num("wait_spin_us", wait_spin_.current_us());
   o.num("wait_spins_wasted", wait_spin_.wasted_count());
   o.num("requests_failed", f.requests_failed);
-  o.num("failover_requests", failover_requests_.load());
-  o.num("failover_slices", failover_slices_.load());
+  o.num("failover_requests", f.failover_requests);
+  o.num("failover_slices", f.failover_slices);
   o.num("bytes_read", f.bytes_read);
   o.num("bytes_written", f.bytes_written);
   o.raw("requests_by_transport", requests_json(f));
