@@ -816,6 +816,77 @@ static pid_t fake_pinger(int port, uint64_t incarnation) {
   }
 }
 
+/* Reads name's descriptor from the store with the server's own client (malloc'd, no newline). */
+static char *store_get(struct store *s, const char *name) {
+  char cmd[512];
+  if (s->kind == ETCD)
+    snprintf(cmd, sizeof cmd,
+             "ETCDCTL_API=3 etcdctl --endpoints http://127.0.0.1:%d get /mc/segments/%s --print-value-only",
+             s->port, name);
+  else
+    snprintf(cmd, sizeof cmd, "redis-cli -p %d GET /mc/segments/%s", s->port, name);
+  FILE *f = popen(cmd, "r");
+  assert_non_null(f);
+  char *v = calloc(1, 65536);
+  size_t n = fread(v, 1, 65535, f);
+  pclose(f);
+  while (n > 0 && (v[n - 1] == '\n' || v[n - 1] == '\r')) v[--n] = 0;
+  assert_true(n > 0 && v[0] == '{');
+  return v;
+}
+
+/* A restarted peer answers probes before its new descriptor is in the store (seen in the
+ * cluster demo: a segment was OK again with the dead engine's descriptor for ~50 ms). Here the
+ * store keeps the old descriptor for good (written back without a lease) and the new engine, on
+ * the old address, never publishes (it runs without the store): the segment must go
+ * UNREACHABLE and stay so, never OK with the dead engine's descriptor. */
+static void test_stale_descriptor_not_ok(void **state) {
+  struct store *s = need(state, 0);
+  char listen[64];
+  snprintf(listen, sizeof listen, "127.0.0.1:%d", free_port());
+  struct child c, c2;
+  assert_int_equal(child_start(s, "lagger", listen, 91, &c), MC_OK);
+  mc_config_t *cfg = NULL;
+  assert_int_equal(mc_config_create(&cfg), MC_OK);
+  assert_int_equal(mc_config_set(cfg, "metadata", s->url), MC_OK);
+  assert_int_equal(mc_config_set(cfg, "name", "watcher"), MC_OK);
+  assert_int_equal(mc_config_set(cfg, "timeout_ms", "1000"), MC_OK);
+  assert_int_equal(mc_config_set(cfg, "heartbeat_ms", "50"), MC_OK);
+  mc_engine_t *b = NULL;
+  assert_int_equal(mc_engine_create(cfg, &b), MC_OK);
+  mc_config_destroy(cfg);
+  char *bb = buffer(b, 92);
+  mc_segment_t seg;
+  assert_int_equal(mc_segment_open(b, "lagger", &seg), MC_OK);
+  roundtrip(b, seg, bb, 91);
+  uint64_t inc1 = seg_incarnation(b, seg);
+  char *old = store_get(s, "lagger");
+  child_kill(&c);
+  store_put(s, "lagger", old, 0);
+  struct store bare = {.kind = P2P, .available = 1};
+  snprintf(bare.url, sizeof bare.url, "p2p");
+  assert_int_equal(child_start(&bare, NULL, listen, 93, &c2), MC_OK);
+  assert_int_not_equal(c2.incarnation, inc1);
+  /* From the restart on, every look must find it UNREACHABLE or (never, while the store lags)
+   * OK with the new incarnation; it must be UNREACHABLE within a few heartbeats. */
+  mc_segment_info_t info = {.size = sizeof info};
+  int unreachable = 0;
+  for (uint64_t t0 = tu_now_ms(); tu_now_ms() - t0 < tu_slack_ms(1500); usleep(2000)) {
+    assert_int_equal(mc_segment_query(b, seg, &info), MC_OK);
+    if (info.state == MC_SEGMENT_OK && info.incarnation == inc1 && unreachable)
+      fail_msg("segment OK again with the dead engine's descriptor (incarnation %llx)",
+               (unsigned long long)inc1);
+    if (info.state == MC_SEGMENT_UNREACHABLE) unreachable++;
+  }
+  assert_true(unreachable > 0);
+  assert_int_equal(info.state, MC_SEGMENT_UNREACHABLE);
+  child_kill(&c2);
+  free(old);
+  assert_int_equal(mc_segment_close(b, seg), MC_OK);
+  mc_engine_destroy(b);
+  munmap(bb, BUF_LEN);
+}
+
 /* A peer whose descriptor in the store turns hostile after another engine opened it (seen: a
  * peer restarted under the same name and port, its descriptor in redis then carried
  * "shm":{"socket":[1]}, and the engine that had the segment open died of an uncaught exception
@@ -952,7 +1023,8 @@ static void test_config_values(void **state) {
   cmocka_unit_test_prestate_setup_teardown(test_store_restarted_empty, setup_store, teardown_store, st), \
   cmocka_unit_test_prestate_setup_teardown(test_store_down, setup_store, teardown_store, st),            \
   cmocka_unit_test_prestate_setup_teardown(test_malformed_descriptors, setup_store, teardown_store, st), \
-  cmocka_unit_test_prestate_setup_teardown(test_hostile_descriptor_rewrite, setup_store, teardown_store, st)
+  cmocka_unit_test_prestate_setup_teardown(test_hostile_descriptor_rewrite, setup_store, teardown_store, st), \
+  cmocka_unit_test_prestate_setup_teardown(test_stale_descriptor_not_ok, setup_store, teardown_store, st)
 
 int main(int argc, char **argv) {
   if (argc > 1 && strcmp(argv[1], "--child") == 0) return child_main(argc, argv);

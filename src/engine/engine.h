@@ -215,6 +215,8 @@ class EngineCore : public Host, public control::Target, public std::enable_share
   bool probe_target(const std::shared_ptr<Peer> &p, HostPort *addr, uint64_t *incarnation);
   void set_state(Peer &p, uint32_t state, const std::string &why);
   void revive_routes(Peer &p);
+  // OK when the peer's descriptor names the incarnation that answered its ping, else why not.
+  Status check_incarnation(Peer &p, uint64_t answered);
   // Moves p.silent_since_ms past the last bytes any of its routes received from the peer.
   void count_heard(Peer &p);
   void notify(Peer &p);

@@ -2,6 +2,7 @@
 #include "engine/engine.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <thread>
 
@@ -241,11 +242,24 @@ uint64_t EngineCore::probe_peer(const std::shared_ptr<Peer> &sp, HealthMonitor::
       rs = Err(MC_ERR_INTERNAL, std::string("refreshing the segment failed: ") + e.what());
       MC_LOGE("segment " << p.name << ": " << rs.message());
     }
+    // A metadata store may still hold the descriptor of the incarnation that answered before
+    // (the restarted engine publishes its own a moment after it listens): that one is not OK,
+    // its addresses are the dead engine's. The next probe (within 100 ms) reads it again.
+    if (rs.ok()) rs = check_incarnation(p, inc);
     changed = rs.ok() || p.state.load() != MC_SEGMENT_UNREACHABLE;
     set_state(p, rs.ok() ? MC_SEGMENT_OK : MC_SEGMENT_UNREACHABLE, rs.ok() ? "" : rs.message());
   }
   if (changed) notify(p);
   return next();
+}
+
+Status EngineCore::check_incarnation(Peer &p, uint64_t answered) {
+  std::lock_guard<std::mutex> lk(p.mu);
+  if (p.desc->incarnation == answered) return Status::Ok();
+  char buf[96];
+  snprintf(buf, sizeof buf, "answered as incarnation %016llx, its descriptor still names %016llx",
+           static_cast<unsigned long long>(answered), static_cast<unsigned long long>(p.desc->incarnation));
+  return Err(MC_ERR_PEER_DOWN, "segment " + p.name + " " + buf + "; waiting for the new one");
 }
 
 bool EngineCore::probe_target(const std::shared_ptr<Peer> &p, HostPort *addr, uint64_t *incarnation) {
