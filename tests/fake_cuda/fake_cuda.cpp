@@ -146,8 +146,9 @@ int cuStreamQuery(void *s) { return S(s)->idle() ? 0 : 600; }
 int cuStreamGetCtx(void *, void **c) { return *c = kCtx, 0; }
 int cuStreamWaitValue32_v2(void *st, uintptr_t addr, unsigned v, unsigned) {
   S(st)->push([=] {
-    auto *w = reinterpret_cast<volatile uint32_t *>(addr);
-    while (static_cast<int32_t>(*w - v) < 0) std::this_thread::yield();
+    // Acquire, as the GPU's wait orders the work after it behind the engine's release store.
+    auto *w = reinterpret_cast<uint32_t *>(addr);
+    while (static_cast<int32_t>(__atomic_load_n(w, __ATOMIC_ACQUIRE) - v) < 0) std::this_thread::yield();
   });
   return 0;
 }
