@@ -135,6 +135,13 @@ $(BUILD)/tests/helper_%: $(BUILD)/obj/tests/helper_%.o $(BUILD)/obj/tests/testut
 $(BUILD)/tests/wb_%: $(BUILD)/obj/tests/wb_%.o $(ALIB)
 	@mkdir -p $(dir $@)
 	$(CXX) $(SAN) $(LDFLAGS) -o $@ $< $(ALIB) -lcmocka $(LIBS_PRIVATE)
+# wb_stream_fake runs wb_gpu's stream cases against a fake CUDA driver (tests/fake_cuda), loaded
+# by dlopen into wb_gpu: built with the same sanitizers, so that ThreadSanitizer sees the
+# ordering its streams give (a wait on the engine's flag, an event the engine polls).
+$(BUILD)/tests/wb_stream_fake: $(BUILD)/tests/wb_gpu $(BUILD)/tests/fake_cuda/libcuda.so.1
+$(BUILD)/tests/fake_cuda/libcuda.so.1: tests/fake_cuda/fake_cuda.cpp
+	@mkdir -p $(dir $@)
+	$(CXX) -std=c++20 -O1 -g -shared -fPIC -pthread -Wall -Wextra -Wno-unused-parameter $(SAN) -o $@ $<
 
 # Scale of soak-size cases: 1 in `make test`, larger in `make test-long`.
 MC_TEST_SCALE ?= 1

@@ -483,6 +483,32 @@ MC_API mc_status_t mc_batch_create(mc_engine_t *engine, size_t capacity, mc_batc
  * Thread-safe with other calls on the same batch except reset and destroy. */
 MC_API mc_status_t mc_batch_submit(mc_batch_t *batch, const mc_request_t *requests, size_t count);
 
+/* mc_batch_submit ordered on a CUDA stream. stream is a CUstream / cudaStream_t of the caller
+ * (NULL: the legacy default stream of the context current on the calling thread). The requests
+ * start only after the work queued on stream before this call, and work queued on stream after
+ * this call starts only after every one of them ended (COMPLETED or FAILED: the batch reports
+ * which, through mc_batch_wait / mc_batch_status as for mc_batch_submit; where the engine holds
+ * the stream (every transport but nvlink) the batch reports them ended before the stream goes
+ * on; over nvlink the copies' bytes are in place when the stream goes on and the batch reports
+ * them a moment later: call mc_batch_wait before reusing the batch). The calling thread
+ * never waits for the GPU: over nvlink the copies are queued on stream itself; over the other
+ * transports the engine waits (on its own thread) for an event recorded on stream, then starts
+ * the requests, and stream waits on the device (cuStreamWaitValue32) for a flag the engine
+ * writes when they ended. Validation is mc_batch_submit's (nothing starts and stream is left
+ * as it was when a request is bad); MC_NOTIFY requests are refused (MC_ERR_INVALID_ARG):
+ * submit them with mc_batch_submit after synchronizing. Without a CUDA driver, or with one
+ * that lacks cuStreamWaitValue32: MC_ERR_UNSUPPORTED, nothing changed (should the driver refuse
+ * the wait at run time, the requests that needed it end FAILED and stream is not held). stream
+ * is borrowed: it must stay alive until the requests ended; the requests array is copied and
+ * the memory it points to must stay valid until each request ends. Canceling the batch, or
+ * destroying the engine, ends requests still waiting for stream's earlier work FAILED
+ * (MC_ERR_CANCELED / MC_ERR_PEER_DOWN) and releases stream; copies already queued on stream
+ * itself (nvlink) end only when stream reaches them, and mc_batch_cancel waits for that.
+ * Thread-safe as mc_batch_submit; blocks as mc_batch_submit does (a descriptor refresh at
+ * most), never on the GPU. */
+MC_API mc_status_t mc_batch_submit_on_stream(mc_batch_t *batch, const mc_request_t *requests, size_t count,
+                                             void *stream);
+
 /* Waits until every submitted request ended, or timeout_ms passed (-1: no limit; 0: poll;
  * other negative values: MC_ERR_INVALID_ARG). It may watch the batch on the CPU for a few
  * microseconds before it sleeps (docs/internals.md). Returns MC_OK when all completed, the status of the first request that failed, or

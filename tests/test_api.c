@@ -513,7 +513,38 @@ static void test_busy(void **state) {
   free(dst);
 }
 
+/* mc_batch_submit_on_stream without a CUDA driver (main sets MC_CUDA_DISABLE, as a machine
+ * without one): MC_ERR_UNSUPPORTED with a reason, nothing submitted; bad input first. */
+static void test_submit_on_stream_no_cuda(void **state) {
+  (void)state;
+  mc_engine_t *e = tu_engine(NULL);
+  assert_non_null(e);
+  char *src = malloc(4096), *dst = malloc(4096);
+  assert_int_equal(mc_buffer_register(e, src, 4096, NULL), MC_OK);
+  assert_int_equal(mc_buffer_register(e, dst, 4096, NULL), MC_OK);
+  mc_segment_t s;
+  assert_int_equal(mc_segment_open(e, mc_engine_name(e), &s), MC_OK);
+  mc_batch_t *b;
+  assert_int_equal(mc_batch_create(e, 4, &b), MC_OK);
+  mc_request_t r = {MC_WRITE, 0, src, s, (uint64_t)(uintptr_t)dst, 4096};
+  expect_null(mc_batch_submit_on_stream(NULL, &r, 1, NULL), "mc_batch_submit_on_stream", "batch");
+  expect_null(mc_batch_submit_on_stream(b, NULL, 1, NULL), "mc_batch_submit_on_stream", "requests");
+  assert_int_equal(mc_batch_submit_on_stream(b, &r, 0, NULL), MC_ERR_INVALID_ARG);
+  assert_int_equal(mc_batch_submit_on_stream(b, &r, 1, NULL), MC_ERR_UNSUPPORTED);
+  assert_non_null(strstr(mc_last_error(), "CUDA"));
+  mc_request_status_t rs;
+  assert_int_equal(mc_batch_status(b, 0, &rs), MC_ERR_INVALID_ARG); /* nothing was submitted */
+  assert_int_equal(mc_batch_submit(b, &r, 1), MC_OK);               /* the batch still works */
+  assert_int_equal(mc_batch_wait(b, 10000), MC_OK);
+  assert_int_equal(mc_batch_destroy(b), MC_OK);
+  mc_engine_destroy(e);
+  free(src);
+  free(dst);
+}
+
 int main(void) {
+  /* No CUDA in this program, also where a driver is installed: the no-driver path is tested. */
+  setenv("MC_CUDA_DISABLE", "1", 1);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_version),        cmocka_unit_test(test_status_strings),
       cmocka_unit_test(test_config),         cmocka_unit_test(test_config_env),
@@ -521,6 +552,7 @@ int main(void) {
       cmocka_unit_test(test_register),       cmocka_unit_test(test_segments),
       cmocka_unit_test(test_bad_requests),   cmocka_unit_test(test_local_copies),
       cmocka_unit_test(test_busy),           cmocka_unit_test(test_null_args),
+      cmocka_unit_test(test_submit_on_stream_no_cuda),
   };
   return cmocka_run_group_tests_name("api", tests, NULL, NULL);
 }

@@ -180,6 +180,9 @@ static mc_status_t mcgo_batch_create(mc_engine_t *e, size_t cap, mc_batch_t **ou
 static mcgo_res mcgo_batch_submit(mc_batch_t *b, const void *reqs, size_t n) {
 	return mcgo_res_of(mc_batch_submit(b, (const mc_request_t *)reqs, n));
 }
+static mcgo_res mcgo_batch_submit_on_stream(mc_batch_t *b, const void *reqs, size_t n, uintptr_t stream) {
+	return mcgo_res_of(mc_batch_submit_on_stream(b, (const mc_request_t *)reqs, n, (void *)stream));
+}
 static mcgo_res mcgo_batch_wait(mc_batch_t *b, int timeout) {
 	return mcgo_res_of(mc_batch_wait(b, timeout));
 }
@@ -1065,6 +1068,35 @@ func (b *Batch) Submit(reqs []Request) (int, error) {
 	b.s.submitMu.Lock() // the first index must match the library's numbering
 	defer b.s.submitMu.Unlock()
 	if err := resErr(C.mcgo_batch_submit(h, unsafe.Pointer(unsafe.SliceData(*bp)), C.size_t(n))); err != nil {
+		return 0, err
+	}
+	return int(b.s.submitted.Add(int64(n))) - n, nil
+}
+
+// SubmitOnStream is Submit ordered on a CUDA stream (mc_batch_submit_on_stream): stream is a
+// CUstream / cudaStream_t handle (0: the legacy default stream of the calling thread's current
+// context; lock the goroutine to its OS thread for that, as CUDA contexts are per thread). The
+// requests start after the work queued on the stream before the call, and work queued after
+// waits on the GPU for them to end; this goroutine never waits for the GPU. Without a CUDA
+// driver: StatusUnsupported, nothing submitted. The stream must stay alive until they ended.
+func (b *Batch) SubmitOnStream(reqs []Request, stream uintptr) (int, error) {
+	if len(reqs) == 0 {
+		return 0, &Error{Status: StatusInvalidArg, Message: "SubmitOnStream: no requests"}
+	}
+	bp, err := toC(reqs)
+	if err != nil {
+		return 0, err
+	}
+	defer putReqs(bp)
+	n := len(*bp)
+	h, err := b.lock()
+	if err != nil {
+		return 0, err
+	}
+	defer b.s.mu.RUnlock()
+	b.s.submitMu.Lock()
+	defer b.s.submitMu.Unlock()
+	if err := resErr(C.mcgo_batch_submit_on_stream(h, unsafe.Pointer(unsafe.SliceData(*bp)), C.size_t(n), C.uintptr_t(stream))); err != nil {
 		return 0, err
 	}
 	return int(b.s.submitted.Add(int64(n))) - n, nil

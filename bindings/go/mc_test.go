@@ -245,6 +245,33 @@ func TestBatch(t *testing.T) {
 	}
 }
 
+// SubmitOnStream without a CUDA driver (CI): ErrUnsupported and nothing submitted. Skipped
+// where a driver is installed (the GPU tests of the C suite cover it there).
+func TestSubmitOnStreamNoCuda(t *testing.T) {
+	for _, p := range []string{"/usr/lib/x86_64-linux-gnu/libcuda.so.1", "/usr/lib64/libcuda.so.1", "/usr/lib/libcuda.so.1"} {
+		if _, err := os.Stat(p); err == nil {
+			t.Skip("a CUDA driver is installed: " + p)
+		}
+	}
+	a, b := newEngine(t), newEngine(t)
+	src, dst := alloc(t, a, 4096), alloc(t, b, 4096)
+	seg, err := a.Open(b.Name())
+	must(t, err)
+	batch, err := a.NewBatch(4)
+	must(t, err)
+	defer batch.Close()
+	reqs := []Request{{Write, src, seg, uint64(uintptr(unsafePtr(dst)))}}
+	if _, err := batch.SubmitOnStream(reqs, 0); !errors.Is(err, ErrUnsupported) {
+		t.Fatalf("SubmitOnStream without CUDA: %v", err)
+	}
+	if batch.Len() != 0 {
+		t.Fatalf("len %d after a refused submit", batch.Len())
+	}
+	_, err = batch.Submit(reqs)
+	must(t, err)
+	must(t, batch.Wait(within(5*time.Second)))
+}
+
 func TestConcurrent(t *testing.T) {
 	a, b := newEngine(t), newEngine(t)
 	const workers, size = 8, 1 << 16

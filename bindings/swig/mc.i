@@ -610,6 +610,14 @@ MC_RETURNS(mc_engine_event_fd, jint, int, int, { return $jnicall; })
   }
 %}
 
+/* mc_batch_submit_on_stream's CUDA stream: a CUstream / cudaStream_t handle as a long (0: the
+ * legacy default stream), e.g. from JCuda's CUstream.getNativePointer(). */
+%typemap(jni) void *stream "jlong"
+%typemap(jtype) void *stream "long"
+%typemap(jstype) void *stream "long"
+%typemap(javain) void *stream "$javainput"
+%typemap(in) void *stream %{ $1 = (void *)(intptr_t)$input; %}
+
 /* ===================================================================== the header */
 
 %include "mc.h"

@@ -308,6 +308,18 @@ MC_API mc_status_t mc_batch_submit(mc_batch_t *batch, const mc_request_t *reques
   MC_API_CATCH("mc_batch_submit")
 }
 
+MC_API mc_status_t mc_batch_submit_on_stream(mc_batch_t *batch, const mc_request_t *requests, size_t count,
+                                             void *stream) {
+  MC_API_TRY
+  if (!batch) return null_arg("mc_batch_submit_on_stream", "batch");
+  if (!requests) return null_arg("mc_batch_submit_on_stream", "requests");
+  if (count == 0) return fail(MC_ERR_INVALID_ARG, "mc_batch_submit_on_stream: count must be > 0");
+  mc::Status st = batch->core->engine()->submit_on_stream(*batch->core, requests, count, stream);
+  if (!st.ok()) return fail(st.code(), "mc_batch_submit_on_stream: " + st.message());
+  return MC_OK;
+  MC_API_CATCH("mc_batch_submit_on_stream")
+}
+
 MC_API mc_status_t mc_batch_wait(mc_batch_t *batch, int timeout_ms) {
   MC_API_TRY
   if (!batch) return null_arg("mc_batch_wait", "batch");

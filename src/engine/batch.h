@@ -10,6 +10,10 @@
 #include <mutex>
 #include <vector>
 
+namespace mc::cuda {
+struct StreamHold;
+}
+
 namespace mc {
 
 class EngineCore;
@@ -30,6 +34,9 @@ struct RequestSlot {
   BatchCore *batch = nullptr;
   LocalBuffer *lbuf = nullptr;  // the local buffer pinned, when the range lies in one
   std::shared_ptr<Peer> peer;   // told about transport failures; released when the request ends
+  // mc_batch_submit_on_stream: the caller's stream waits for this request (and the others of
+  // its call) to end; told once when it did.
+  cuda::StreamHold *hold = nullptr;
 };
 
 class BatchCore {

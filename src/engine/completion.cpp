@@ -1,11 +1,28 @@
 // Completion: slices reported by transports end their requests and batches.
 #include "engine/engine.h"
+#include "gpu/stream_gate.h"
 
 #include <chrono>
 #include <mutex>
 #include <shared_mutex>
 
 namespace mc {
+
+namespace {
+// mc_batch_submit_on_stream: the hold a stream waits on, taken from the slot while the request
+// is still pending. Told (StreamHold::ended) only after the batch counted the request ended:
+// the caller's stream may go on at once, and its next work may be a host function or a thread
+// that waits for the stream and then finds the batch not pending (mc_batch_wait(b, 0),
+// mc_batch_reset, mc_batch_destroy). Still inside enter_finish/leave_finish.
+inline cuda::StreamHold *take_hold(RequestSlot *r) {
+  cuda::StreamHold *h = r->hold;
+  r->hold = nullptr;
+  return h;
+}
+inline void release_hold(cuda::StreamHold *h) {
+  if (h) h->ended();
+}
+}  // namespace
 
 void EngineCore::complete(const Slice &s, mc_status_t status) {
   // A merged slice covers `count` whole requests with consecutive slots, all ending now.
@@ -72,7 +89,10 @@ void EngineCore::finish_request(RequestSlot *r, mc_status_t err) {
     counters_.failed(r->tx, r->op, err);
     r->state.store(MC_REQUEST_FAILED, std::memory_order_release);
   }
-  after_request_done(b, b->request_done(err));
+  cuda::StreamHold *h = take_hold(r);
+  bool last = b->request_done(err);
+  release_hold(h);
+  after_request_done(b, last);
   b->leave_finish();
 }
 
@@ -105,7 +125,10 @@ void EngineCore::finish_notify(RequestSlot *r, mc_status_t err) {
     counters_.failed(r->tx, r->op, err);
     r->state.store(MC_REQUEST_FAILED, std::memory_order_release);
   }
-  after_request_done(b, b->request_done(err));
+  cuda::StreamHold *h = take_hold(r);
+  bool last = b->request_done(err);
+  release_hold(h);
+  after_request_done(b, last);
   b->leave_finish();
 }
 
@@ -165,12 +188,18 @@ void EngineCore::finish_together(BatchCore *b, size_t n, SlotAt slot_at) {
     flush();
     // States last, as in finish_request: a request seen COMPLETED is already counted. Those
     // that ended through finish_request are no longer PENDING.
+    bool holds = false;
     for (size_t k = 0; k < n; k++) {
       RequestSlot *r = slot_at(k);
-      if (r->state.load(std::memory_order_relaxed) == MC_REQUEST_PENDING)
+      if (r->state.load(std::memory_order_relaxed) == MC_REQUEST_PENDING) {
         r->state.store(MC_REQUEST_COMPLETED, std::memory_order_release);
+        holds |= r->hold != nullptr;
+      }
     }
-    after_request_done(b, b->requests_done(ended));
+    bool last = b->requests_done(ended);
+    // Holds after the count, as in finish_request; those that ended there are already taken.
+    for (size_t k = 0; holds && k < n; k++) release_hold(take_hold(slot_at(k)));
+    after_request_done(b, last);
   }
   b->leave_finish();
 }

@@ -161,6 +161,7 @@ void EngineCore::shutdown() {
   if (metadata_) metadata_->unpublish();
   // The listener first: no request or data connection reaches a transport that stops.
   if (listener_) listener_->shutdown();
+  stream_gate_.stop();  // requests still waiting for a caller's stream fail, releasing it
   for (auto &t : transports_) t->shutdown();
   // The control pool is the process's: an engine going away closes every idle connection in it
   // (the others only reconnect once), so none of this engine's sockets outlives it.

@@ -25,6 +25,7 @@
 #include "engine/health.h"
 #include "engine/notify_inbox.h"
 #include "engine/notify_sender.h"
+#include "gpu/stream_gate.h"
 #include "metadata/metadata.h"
 #include "metrics/http_server.h"
 #include "transport/host.h"
@@ -135,6 +136,8 @@ class EngineCore : public Host, public control::Target, public std::enable_share
 
   // The submit planner (engine/submit.cpp) and the statistics (engine/stats.cpp).
   Status submit(BatchCore &b, const mc_request_t *reqs, size_t n);
+  // mc_batch_submit_on_stream (engine/stream_submit.cpp).
+  Status submit_on_stream(BatchCore &b, const mc_request_t *reqs, size_t n, void *stream);
   std::string stats_json();
   // GET /metrics (engine/metrics.cpp): the same figures as stats_json, in the Prometheus text
   // format, with every transport's counters.
@@ -185,6 +188,7 @@ class EngineCore : public Host, public control::Target, public std::enable_share
   void stop_notify();
 
   friend class SubmitPlanner;  // engine/submit.cpp: reads segments, pins, slice_size
+  friend class StreamStart;    // engine/stream_submit.cpp
   explicit EngineCore(const EngineOptions &o);
   Status start();
   Status start_transport(const TransportEntry &e, std::vector<std::pair<int, Transport *>> *data);
@@ -295,6 +299,8 @@ class EngineCore : public Host, public control::Target, public std::enable_share
 
   std::unique_ptr<NotifyInbox> inbox_;
   std::unique_ptr<NotifySender> notify_sender_;
+  // mc_batch_submit_on_stream's waits on callers' streams; stopped before the transports.
+  cuda::StreamGate stream_gate_;
 
   // Requests by transport, direction and outcome, failures by status, batch latency, rejoins.
   EngineCounters counters_;

@@ -1,6 +1,6 @@
 // The submit planner: one submit call validates its requests, routes them, cuts them into
 // slices, merges small adjacent ones and hands each (peer, route) group to its transport once.
-#include "engine/engine.h"
+#include "engine/submit_planner.h"
 
 #include <algorithm>
 
@@ -10,94 +10,39 @@ namespace {
 
 std::string req_prefix(size_t i) { return "request " + std::to_string(i) + ": "; }
 
-// One group of slices: everything of this call that goes to one peer over one route.
-struct Group {
-  uint32_t target;
-  uint8_t route;
-  std::vector<Slice> slices;
-};
-
 // Kept per thread across calls so that a submit allocates nothing in the steady state. A
 // submit never runs inside another on one thread (transports complete, they do not submit).
 thread_local std::vector<uint8_t> t_route_of;
 thread_local std::vector<LocalBuffer *> t_single_buf;  // the one local buffer a request lies in
-thread_local std::vector<Group> t_groups;
+thread_local std::vector<PlanGroup> t_groups;
 
-// A distinct peer of one submit call: its descriptor and routes as they were at the call.
-struct PlanTarget {
-  std::shared_ptr<Peer> peer;
-  std::shared_ptr<const Descriptor> desc;
-  std::vector<Route> routes;
-  bool refreshed = false;
-};
-// Reused like the vectors above: a call's targets are released when it ends (~SubmitPlanner)
-// but their vectors keep their capacity, so a steady stream of submits allocates nothing.
-thread_local std::vector<PlanTarget> t_targets;
+thread_local std::vector<PlanTarget> t_targets;  // see SubmitPlanner::targets_
 thread_local std::vector<uint32_t> t_tix;
 
 }  // namespace
 
-class SubmitPlanner {
- public:
-  SubmitPlanner(EngineCore &e, BatchCore &b, const mc_request_t *reqs, size_t n, size_t base)
-      : e_(e), b_(b), reqs_(reqs), n_(n), base_(base) {
-    tix_.resize(n);
-  }
-  ~SubmitPlanner() {
-    for (size_t k = 0; k < ntargets_; k++) {
-      targets_[k].peer.reset();
-      targets_[k].desc.reset();
-      targets_[k].routes.clear();
-      targets_[k].refreshed = false;
-    }
-  }
-  // Pass 1: everything but the local pins. Peers whose descriptor lacks a range are refreshed
-  // once per call (this may block up to timeout_ms).
-  Status validate();
-  // Pass 2: pins the local ranges and picks each request's route (the first transport of its
-  // peer that moves data between the two memory kinds). Any failure unpins what was pinned.
-  Status route();
-  // Pass 3: slots and slices, merged and grouped per (peer, route); then one hand-off each.
-  void slice();
-  void hand_off();
-  // The NOTIFY requests of this call, in order, for the engine's sender.
-  std::vector<NotifyJob> &jobs() { return jobs_; }
+SubmitPlanner::SubmitPlanner(EngineCore &e, BatchCore &b, const mc_request_t *reqs, size_t n, size_t base)
+    : e_(e),
+      b_(b),
+      reqs_(reqs),
+      n_(n),
+      base_(base),
+      route_of_(t_route_of),
+      single_buf_(t_single_buf),
+      groups_(t_groups),
+      targets_(t_targets),
+      tix_(t_tix) {
+  tix_.resize(n);
+}
 
- private:
-  using Target = PlanTarget;
-  Status check_fields(size_t i) const;
-  Status check_notify(size_t i) const;
-  void add_job(size_t i, RequestSlot *s);
-  Status resolve_target(size_t i);
-  Status check_remote(size_t i);
-  Status refresh_once(Target &t, size_t i);
-  static void snapshot(Target &t);
-  Status route_one(size_t i, const LocalBuffer *lb, const BufferDesc *rb);
-  std::vector<Slice> &group_for(uint32_t t, uint8_t r);
-  bool merge(size_t i, std::vector<Slice> &v, RequestSlot *s);
-  void cut(size_t i, std::vector<Slice> &v, RequestSlot *s);
-  void fill_slot(RequestSlot *s, size_t i, uint32_t remaining, const std::shared_ptr<Peer> &peer);
-  uint8_t slot_of(size_t i);  // the counters slot of request i's transport
-
-  EngineCore &e_;
-  BatchCore &b_;
-  const mc_request_t *reqs_;
-  size_t n_, base_;
-  size_t ntargets_ = 0;  // targets_[0, ntargets_): the distinct peers of this call, few
-  mc_segment_t last_seg_ = 0;
-  uint32_t last_t_ = 0;
-  size_t ngroups_ = 0;
-  const Transport *last_tx_ = nullptr;  // slot_of's one-entry cache
-  uint8_t last_slot_ = 0;
-  std::vector<NotifyJob> jobs_;  // a vector: constructing an empty one allocates nothing
-  // The per-thread vectors, looked up once per call (in a shared library each lookup of a
-  // thread_local is a call).
-  std::vector<uint8_t> &route_of_ = t_route_of;
-  std::vector<LocalBuffer *> &single_buf_ = t_single_buf;
-  std::vector<Group> &groups_ = t_groups;
-  std::vector<Target> &targets_ = t_targets;
-  std::vector<uint32_t> &tix_ = t_tix;  // request -> its target
-};
+SubmitPlanner::~SubmitPlanner() {
+  for (size_t k = 0; k < ntargets_; k++) {
+    targets_[k].peer.reset();
+    targets_[k].desc.reset();
+    targets_[k].routes.clear();
+    targets_[k].refreshed = false;
+  }
+}
 
 Status EngineCore::submit(BatchCore &b, const mc_request_t *reqs, size_t n) {
   if (stopping_.load()) return Err(MC_ERR_PEER_DOWN, "the engine is being destroyed");
@@ -302,7 +247,7 @@ void SubmitPlanner::slice() {
 std::vector<Slice> &SubmitPlanner::group_for(uint32_t t, uint8_t r) {
   for (size_t g = 0; g < ngroups_; g++)
     if (groups_[g].target == t && groups_[g].route == r) return groups_[g].slices;
-  Group &g = groups_[ngroups_++];
+  PlanGroup &g = groups_[ngroups_++];
   g.target = t;
   g.route = r;
   g.slices.clear();
@@ -323,6 +268,7 @@ void SubmitPlanner::fill_slot(RequestSlot *s, size_t i, uint32_t remaining,
   s->batch = &b_;
   s->peer = peer;
   s->lbuf = single_buf_[i];
+  s->hold = nullptr;
 }
 
 uint8_t SubmitPlanner::slot_of(size_t i) {
@@ -387,6 +333,15 @@ void SubmitPlanner::hand_off() {
   for (size_t g = 0; g < ngroups_; g++) {
     Route &rt = targets_[groups_[g].target].routes[groups_[g].route];
     rt.transport->submit(*rt.path, groups_[g].slices.data(), groups_[g].slices.size());
+  }
+}
+
+void SubmitPlanner::hand_off_on_stream(void *stream, std::vector<StreamGroup> *later) {
+  for (size_t g = 0; g < ngroups_; g++) {
+    Route &rt = targets_[groups_[g].target].routes[groups_[g].route];
+    auto &v = groups_[g].slices;
+    if (!rt.transport->submit_on_stream(*rt.path, v.data(), v.size(), stream))
+      later->push_back({rt.transport, rt.path, v});
   }
 }
 

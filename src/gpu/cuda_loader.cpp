@@ -32,7 +32,9 @@ bool optional_fn(const char *name) {
                                     "cuMemRetainAllocationHandle",
                                     "cuMemExportToShareableHandle",
                                     "cuMemImportFromShareableHandle",
-                                    "cuMemGetHandleForAddressRange"};
+                                    "cuMemGetHandleForAddressRange",
+                                    "cuStreamWaitValue32",
+                                    "cuMemsetD32Async"};
   for (auto *o : opt)
     if (std::strcmp(o, name) == 0) return true;
   return false;
@@ -68,6 +70,9 @@ Loaded &loaded() {
   }
     MC_CUDA_FUNCS(MC_CUDA_LOAD)
 #undef MC_CUDA_LOAD
+    if (!x->api.cuStreamWaitValue32)  // drivers before CUDA 11.7 have only the first version
+      x->api.cuStreamWaitValue32 =
+          reinterpret_cast<decltype(x->api.cuStreamWaitValue32)>(::dlsym(h, "cuStreamWaitValue32"));
     CUresult r = x->api.cuInit(0);
     if (r != CUDA_SUCCESS) {
       x->why = "no usable GPU: " + error_text("cuInit", r);
@@ -88,6 +93,8 @@ Loaded &loaded() {
 }
 
 std::atomic<bool> g_seen{false};
+// The context this library last made current on this thread (use_device, swap_context).
+thread_local CUcontext t_current = nullptr;
 
 }  // namespace
 
@@ -137,11 +144,34 @@ Status use_device(int dev) {
       l.ctx[static_cast<size_t>(dev)] = c;
     }
   }
-  thread_local CUcontext current = nullptr;
-  if (current == c) return Status::Ok();
+  if (t_current == c) return Status::Ok();
   Status st = check("cuCtxSetCurrent", l.api.cuCtxSetCurrent(c));
-  if (st.ok()) current = c;
+  if (st.ok()) t_current = c;
   return st;
+}
+
+CUcontext swap_context(CUcontext c, Status *st) {
+  Loaded &l = loaded();
+  *st = Status::Ok();
+  if (!l.ok) {
+    *st = Err(MC_ERR_UNSUPPORTED, l.why);
+    return nullptr;
+  }
+  CUcontext prev = nullptr;
+  l.api.cuCtxGetCurrent(&prev);  // the application may have changed it since use_device
+  if (prev != c) {
+    *st = check("cuCtxSetCurrent", l.api.cuCtxSetCurrent(c));
+    t_current = st->ok() ? c : prev;
+  } else {
+    t_current = c;
+  }
+  return prev;
+}
+
+void restore_context(CUcontext prev) {
+  Loaded &l = loaded();
+  if (!l.ok || t_current == prev) return;
+  if (l.api.cuCtxSetCurrent(prev) == CUDA_SUCCESS) t_current = prev;
 }
 
 PointerInfo pointer_info(const void *p) {

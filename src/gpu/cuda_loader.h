@@ -72,6 +72,9 @@ constexpr int CU_MEM_RANGE_HANDLE_TYPE_DMA_BUF_FD = 1;
 constexpr unsigned CU_STREAM_NON_BLOCKING = 0x1;
 constexpr unsigned CU_EVENT_DISABLE_TIMING = 0x2;
 constexpr unsigned CU_MEMHOSTALLOC_PORTABLE = 0x1;
+constexpr unsigned CU_MEMHOSTALLOC_DEVICEMAP = 0x2;
+// cuStreamWaitValue32 flags: GEQ compares cyclically ((int32_t)(*addr - value) >= 0).
+constexpr unsigned CU_STREAM_WAIT_VALUE_GEQ = 0x0;
 
 // Virtual memory management (cuMemCreate and friends).
 enum : int {
@@ -161,7 +164,12 @@ struct CUmemAccessDesc {
   X(cuMemImportFromShareableHandle, "cuMemImportFromShareableHandle",                                      \
     (CUmemGenericAllocationHandle *, void *, int))                                                         \
   X(cuMemGetHandleForAddressRange, "cuMemGetHandleForAddressRange",                                        \
-    (void *, CUdeviceptr, size_t, int, unsigned long long))
+    (void *, CUdeviceptr, size_t, int, unsigned long long))                                                \
+  X(cuStreamGetCtx, "cuStreamGetCtx", (CUstream, CUcontext *))                                             \
+  X(cuStreamQuery, "cuStreamQuery", (CUstream))                                                            \
+  X(cuStreamWaitValue32, "cuStreamWaitValue32_v2", (CUstream, CUdeviceptr, unsigned, unsigned))            \
+  X(cuMemHostGetDevicePointer, "cuMemHostGetDevicePointer_v2", (CUdeviceptr *, void *, unsigned))          \
+  X(cuMemsetD32Async, "cuMemsetD32Async", (CUdeviceptr, unsigned, size_t, CUstream))
 
 struct Api {
 #define MC_CUDA_FIELD(name, sym, params) CUresult(*name) params = nullptr;
@@ -190,6 +198,12 @@ inline Status check(const char *what, CUresult r, mc_status_t code = MC_ERR_TRAN
 // on the calling thread. Every thread that calls the driver sets it first.
 Status use_device(int dev);
 CUcontext primary_context(int dev);  // nullptr if not retained yet
+
+// Makes c current on the calling thread (keeping use_device's record of the current context
+// right) and returns the context that was current, for restore_context. Never fails silently:
+// *st says why when c could not be made current.
+CUcontext swap_context(CUcontext c, Status *st);
+void restore_context(CUcontext prev);
 
 // What a pointer is, from the driver's pointer attributes.
 struct PointerInfo {

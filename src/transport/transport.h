@@ -140,6 +140,19 @@ class Transport {
   }
   // Queues slices to a peer; never blocks on the network. Each slice ends in Host::complete.
   virtual void submit(PeerPath &peer, Slice *slices, size_t n) = 0;
+  // mc_batch_submit_on_stream: queues the slices' copies on the caller's CUDA stream (a
+  // CUstream whose context is current on the calling thread), so that they run after the work
+  // queued on it before and before the work queued after, and reports each slice through
+  // Host::complete once its copy ended, as submit() does. False, with nothing done, when this
+  // transport cannot (the engine then starts the slices itself once the stream's earlier work
+  // finished, and holds the stream until they ended).
+  virtual bool submit_on_stream(PeerPath &peer, Slice *slices, size_t n, void *stream) {
+    (void)peer;
+    (void)slices;
+    (void)n;
+    (void)stream;
+    return false;
+  }
   // Answers a peer's control request on this transport's channel (see Host::control).
   virtual Status handle_control(const std::string &request, std::string *reply) {
     (void)request;

@@ -633,6 +633,15 @@ class Segment:
 # ----------------------------------------------------------------------------- batches
 
 
+def _stream_handle(stream):
+    """The CUstream of a stream object (its cuda_stream attribute) or of an int."""
+    h = getattr(stream, "cuda_stream", stream)
+    if isinstance(h, bool) or not isinstance(h, int) or h < 0:
+        raise errors.InvalidArg(-1, "submit: stream must have an int cuda_stream or be an int "
+                                f"CUstream handle, got {type(stream).__name__}")
+    return h
+
+
 class Batch:
     """Up to capacity requests submitted in one or more calls and waited on together. As a
     context manager it waits for pending requests and frees the batch on exit."""
@@ -652,13 +661,23 @@ class Batch:
             raise _closed("batch")
         return h
 
-    def submit(self, requests):
-        """Submits mc.Request tuples; none starts if any is bad. Returns the index of the first."""
+    def submit(self, requests, stream=None):
+        """Submits mc.Request tuples; none starts if any is bad. Returns the index of the first.
+
+        stream (optional): a CUDA stream the requests are ordered on (mc_batch_submit_on_stream):
+        any object with a ``cuda_stream`` attribute (torch.cuda.Stream, cupy streams) or an int
+        (a CUstream / cudaStream_t handle; 0 is the legacy default stream). The requests then
+        start after the work queued on the stream before, and work queued after waits for them,
+        without this thread waiting for the GPU. Raises mc.Unsupported without a CUDA driver."""
         arr = _requests(requests)
         if len(arr) == 0:
             raise errors.InvalidArg(-1, "submit: no requests")
+        handle = None if stream is None else _stream_handle(stream)
         with self._lock:
-            lib.mc_batch_submit(self._h(), arr, len(arr))
+            if handle is None:
+                lib.mc_batch_submit(self._h(), arr, len(arr))
+            else:
+                lib.mc_batch_submit_on_stream(self._h(), arr, len(arr), ctypes.c_void_p(handle))
             first = self._submitted
             self._submitted += len(arr)
         return first

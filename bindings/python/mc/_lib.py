@@ -155,6 +155,7 @@ _FUNCTIONS = [
                             P(ctypes.c_size_t)], S),
     ("mc_batch_create", [P(EngineHandle), ctypes.c_size_t, P(P(BatchHandle))], S),
     ("mc_batch_submit", [P(BatchHandle), P(RequestC), ctypes.c_size_t], S),
+    ("mc_batch_submit_on_stream", [P(BatchHandle), P(RequestC), ctypes.c_size_t, ctypes.c_void_p], S),
     ("mc_batch_wait", [P(BatchHandle), ctypes.c_int], S),
     ("mc_batch_status", [P(BatchHandle), ctypes.c_size_t, P(RequestStatusC)], S),
     ("mc_batch_cancel", [P(BatchHandle)], S),

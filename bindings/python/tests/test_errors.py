@@ -163,3 +163,39 @@ def test_messages_are_per_thread():
     for i, msgs in results.items():
         assert len(msgs) == 200
         assert all(f"bad_key_{i}" in m for m in msgs), msgs[:3]
+
+
+def _cuda_driver_present():
+    import ctypes
+    try:
+        ctypes.CDLL("libcuda.so.1")
+        return True
+    except OSError:
+        return False
+
+
+def test_submit_on_stream_without_cuda(pair):
+    """batch.submit(requests, stream=...): stream objects are read through cuda_stream or taken
+    as ints; without a CUDA driver the call raises mc.Unsupported and submits nothing."""
+    a, b = pair
+    src = a.alloc(4096)
+    dst = b.alloc(4096)
+    seg = a.open(b.name)
+    reqs = [mc.Request(mc.WRITE, src.addr, seg, dst.addr, 4096)]
+    with mc.Batch(a, 4) as batch:
+        with pytest.raises(mc.InvalidArgument):
+            batch.submit(reqs, stream="not a stream")
+        assert len(batch) == 0
+        if _cuda_driver_present():
+            pytest.skip("a CUDA driver is present: the no-driver path is not reachable here")
+
+        class FakeTorchStream:
+            cuda_stream = 0
+
+        for s in (0, FakeTorchStream()):
+            with pytest.raises(mc.Unsupported) as ei:
+                batch.submit(reqs, stream=s)
+            assert "CUDA" in ei.value.message
+        assert len(batch) == 0
+        batch.submit(reqs)
+        batch.wait()

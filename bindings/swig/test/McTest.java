@@ -161,6 +161,12 @@ public class McTest implements McConstants {
             expectEq(n / 2, st.getBytes(), "request " + i + " bytes");
           }
           expectStatus(MC_ERR_INVALID_ARG, () -> Mc.mc_batch_status(batch, 2));
+          // Ordered on a CUDA stream: without a CUDA driver (CI) UNSUPPORTED, nothing submitted.
+          if (!new java.io.File("/usr/lib/x86_64-linux-gnu/libcuda.so.1").exists()) {
+            expectStatus(MC_ERR_UNSUPPORTED, () -> Mc.mc_batch_submit_on_stream(batch,
+                new Request[] {new Request(MC_WRITE, s, seg, remote, n / 2)}, 0L));
+            expectStatus(MC_ERR_INVALID_ARG, () -> Mc.mc_batch_status(batch, 2));
+          }
           Mc.mc_batch_reset(batch);
           Mc.mc_batch_cancel(batch);
         }

@@ -99,6 +99,9 @@ constexpr uint64_t kMaxMerge = 256ull << 20;  // adjacent slices merge into copi
 // 20-25% less than the same copies back to back. Smaller copies are latency-bound and spread
 // over the other streams, where they overlap. MC_NVLINK_BULK_MIN (bytes) overrides it.
 constexpr uint64_t kBulkMin = 1ull << 20;
+// How long the completion thread keeps polling for new copies after its last completion before
+// it sleeps (see completion_loop).
+constexpr uint64_t kIdleSpinUs = 200;
 
 // The control page and its epoch protocol are the same-host stack's (samehost/ctrl_page.h);
 // here `active` counts initiator copy groups in flight, all peers together.
@@ -199,6 +202,12 @@ class NvPeer : public PeerPath, public std::enable_shared_from_this<NvPeer> {
   std::vector<Import> retired_;  // imports of buffers that changed; closed once nothing is in flight
 };
 
+// One copy: dst <- src, len bytes (device addresses in this process).
+struct NvCopy {
+  CUdeviceptr dst, src;
+  uint64_t len;
+};
+
 // One group of copies issued by one submit call on one local GPU, reported together.
 struct Op {
   std::shared_ptr<NvPeer> peer;
@@ -216,6 +225,8 @@ class NvTransport : public Transport {
   NvTransport(const NvlinkOptions &o, Host *t) : o_(o), target_(t) {
     const char *v = std::getenv("MC_NVLINK_BULK_MIN");
     if (v && std::strtoull(v, nullptr, 10) > 0) bulk_min_ = std::strtoull(v, nullptr, 10);
+    const char *w = std::getenv("MC_NVLINK_IDLE_SPIN_US");
+    if (w && *w) idle_spin_us_ = std::strtoull(w, nullptr, 10);
   }
   ~NvTransport() override { shutdown(); }
   Status start();
@@ -248,7 +259,10 @@ class NvTransport : public Transport {
     (void)peer;
     return remote.ext.count("nvlink") != 0;
   }
-  void submit(PeerPath &peer, Slice *slices, size_t n) override;
+  void submit(PeerPath &peer, Slice *slices, size_t n) override {
+    submit_on(peer, slices, n, false, nullptr);
+  }
+  bool submit_on_stream(PeerPath &peer, Slice *slices, size_t n, void *stream) override;
   void shutdown() override;
   std::string stats_json() override;
   std::string peer_stats(const std::string &peer_name, PeerPath &peer) override {
@@ -283,6 +297,10 @@ class NvTransport : public Transport {
   };
   Streams *streams(int dev, Status *st);
   void finish(std::unique_ptr<Op> op);
+  // submit(), with every copy on the caller's stream `user` when on_user (its context current).
+  void submit_on(PeerPath &peer, Slice *slices, size_t n, bool on_user, CUstream user);
+  // Queues a group's copies (on its GPU's streams, or on user) and one event per stream used.
+  void issue(Op &op, const std::vector<NvCopy> &list, Streams *ss, bool on_user, CUstream user);
 
   NvlinkOptions o_;
   Host *target_;
@@ -304,6 +322,8 @@ class NvTransport : public Transport {
   std::condition_variable ccv_;
   std::vector<std::unique_ptr<Op>> ops_;
   bool cstop_ = false;
+  std::atomic<uint32_t> queued_{0};  // ops_ is not empty (read without cmu_ while spinning)
+  uint64_t idle_spin_us_ = kIdleSpinUs;
 };
 
 // ------------------------------------------------------------------------------ target side
@@ -819,7 +839,32 @@ void NvTransport::put_event(int dev, CUevent e) {
   events_[dev].push_back(e);
 }
 
-void NvTransport::submit(PeerPath &path, Slice *s, size_t n) {
+// The caller's stream can carry the copies when its context is the primary context of the GPU
+// that every slice's local memory is on (the context the imports were made in): then they are
+// ordered by the stream itself, with no hand-off to any thread.
+bool NvTransport::submit_on_stream(PeerPath &path, Slice *s, size_t n, void *stream) {
+  if (n == 0 || stopping_.load()) return false;
+  int dev = -1;
+  for (size_t i = 0; i < n; i++) {
+    uint64_t avail = 0;
+    int d = local_dev(s[i].local, &avail);
+    if (d < 0 || (dev >= 0 && d != dev) || avail < s[i].len) return false;
+    dev = d;
+  }
+  CUcontext cur = nullptr;
+  if (api()->cuCtxGetCurrent(&cur) != CUDA_SUCCESS || !cur) return false;
+  if (!primary_context(dev)) {
+    Status st = use_device(dev);  // retains it (the caller's context is current again below)
+    Status back;
+    swap_context(cur, &back);
+    if (!st.ok() || !back.ok()) return false;
+  }
+  if (cur != primary_context(dev)) return false;
+  submit_on(path, s, n, true, static_cast<CUstream>(stream));
+  return true;
+}
+
+void NvTransport::submit_on(PeerPath &path, Slice *s, size_t n, bool on_user, CUstream user) {
   auto peer = static_cast<NvPeer &>(path).shared_from_this();
   std::vector<std::pair<Slice, mc_status_t>> early;  // reported before returning, no lock held
   auto report_early = [&] {
@@ -862,13 +907,9 @@ void NvTransport::submit(PeerPath &path, Slice *s, size_t n) {
   }
 
   // Cut slices into copies (at buffer ends on either side) and merge runs adjacent on both.
-  struct Copy {
-    CUdeviceptr dst, src;
-    uint64_t len;
-  };
   struct Group {
     std::unique_ptr<Op> op;
-    std::vector<Copy> copies;
+    std::vector<NvCopy> copies;
   };
   std::vector<Group> groups;  // one per local GPU, few
   for (size_t i = 0; i < n; i++) {
@@ -877,7 +918,7 @@ void NvTransport::submit(PeerPath &path, Slice *s, size_t n) {
       early.push_back({sl, MC_ERR_CANCELED});
       continue;
     }
-    std::vector<Copy> mine;
+    std::vector<NvCopy> mine;
     int dev = -1;
     mc_status_t st = MC_OK;
     for (uint64_t off = 0; off < sl.len && st == MC_OK;) {
@@ -920,7 +961,7 @@ void NvTransport::submit(PeerPath &path, Slice *s, size_t n) {
     }
     for (auto &c : mine) {
       if (!g->copies.empty()) {
-        Copy &b = g->copies.back();
+        NvCopy &b = g->copies.back();
         if (b.dst + b.len == c.dst && b.src + b.len == c.src && b.len + c.len <= kMaxMerge) {
           b.len += c.len;
           continue;
@@ -944,32 +985,7 @@ void NvTransport::submit(PeerPath &path, Slice *s, size_t n) {
       op.slices.clear();
       continue;
     }
-    uint32_t ns = static_cast<uint32_t>(ss->s.size());
-    std::vector<bool> used(ns, false);
-    uint32_t rr = ss->rr.fetch_add(1);
-    for (auto &c : g.copies) {
-      uint32_t k = (c.len >= bulk_min_ || ns == 1) ? 0 : 1 + rr++ % (ns - 1);
-      CUresult r = a->cuMemcpyAsync(c.dst, c.src, c.len, ss->s[k]);
-      if (r != CUDA_SUCCESS) {
-        MC_LOGW("nvlink: " << error_text("cuMemcpyAsync", r));
-        op.status = MC_ERR_TRANSPORT;
-        break;
-      }
-      used[k] = true;
-      copies++;
-    }
-    for (uint32_t k = 0; k < ns; k++) {
-      if (!used[k]) continue;
-      CUevent e = get_event(op.dev);
-      if (!e || a->cuEventRecord(e, ss->s[k]) != CUDA_SUCCESS) {
-        // Without an event we cannot tell when the copy ends: wait for the stream here.
-        if (e) put_event(op.dev, e);
-        a->cuStreamSynchronize(ss->s[k]);
-        op.status = MC_ERR_TRANSPORT;
-        continue;
-      }
-      op.events.push_back(e);
-    }
+    issue(op, g.copies, ss, on_user, user);
     peer->inflight.fetch_add(1);
     op.win = EpochWindow(pc);  // held until the events completed
     std::unique_lock<std::mutex> lk(cmu_);
@@ -981,11 +997,43 @@ void NvTransport::submit(PeerPath &path, Slice *s, size_t n) {
       continue;
     }
     ops_.push_back(std::move(g.op));
+    queued_.store(1, std::memory_order_release);
     ccv_.notify_one();
   }
   win.close();
   peer->inflight.fetch_sub(1);
   report_early();
+}
+
+void NvTransport::issue(Op &op, const std::vector<NvCopy> &list, Streams *ss, bool on_user, CUstream user) {
+  const Api *a = api();
+  uint32_t ns = on_user ? 1 : static_cast<uint32_t>(ss->s.size());
+  auto stream_of = [&](uint32_t k) { return on_user ? user : ss->s[k]; };
+  std::vector<bool> used(ns, false);
+  uint32_t rr = on_user ? 0 : ss->rr.fetch_add(1);
+  for (auto &c : list) {
+    uint32_t k = (c.len >= bulk_min_ || ns == 1) ? 0 : 1 + rr++ % (ns - 1);
+    CUresult r = a->cuMemcpyAsync(c.dst, c.src, c.len, stream_of(k));
+    if (r != CUDA_SUCCESS) {
+      MC_LOGW("nvlink: " << error_text("cuMemcpyAsync", r));
+      op.status = MC_ERR_TRANSPORT;
+      break;
+    }
+    used[k] = true;
+    copies++;
+  }
+  for (uint32_t k = 0; k < ns; k++) {
+    if (!used[k]) continue;
+    CUevent e = get_event(op.dev);
+    if (!e || a->cuEventRecord(e, stream_of(k)) != CUDA_SUCCESS) {
+      // Without an event we cannot tell when the copy ends: wait for the stream here.
+      if (e) put_event(op.dev, e);
+      a->cuStreamSynchronize(stream_of(k));
+      op.status = MC_ERR_TRANSPORT;
+      continue;
+    }
+    op.events.push_back(e);
+  }
 }
 
 void NvTransport::finish(std::unique_ptr<Op> op) {
@@ -1006,11 +1054,20 @@ void NvTransport::completion_loop() {
   std::vector<std::unique_ptr<Op>> mine, done;
   uint64_t idle_since = now_us();
   for (;;) {
+    if (mine.empty()) {
+      // Stay awake for a moment after the last completion: the next request of a caller that
+      // submits one at a time then needs no wake-up (a futex wake costs 5-10 us, more than a
+      // small copy). MC_NVLINK_IDLE_SPIN_US sets how long (0: sleep at once).
+      const uint64_t t0 = now_us();
+      while (queued_.load(std::memory_order_acquire) == 0 && now_us() - t0 < idle_spin_us_)
+        std::this_thread::yield();
+    }
     {
       std::unique_lock<std::mutex> lk(cmu_);
       if (mine.empty()) ccv_.wait(lk, [&] { return cstop_ || !ops_.empty(); });
       for (auto &o : ops_) mine.push_back(std::move(o));
       ops_.clear();
+      queued_.store(0, std::memory_order_relaxed);
       if (cstop_ && mine.empty()) return;
     }
     for (auto &op : mine) {

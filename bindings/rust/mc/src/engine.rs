@@ -837,6 +837,29 @@ impl<'e> Batch<'e> {
         Ok(self.submitted.fetch_add(raw.len(), Ordering::AcqRel))
     }
 
+    /// [`Batch::submit`] ordered on a CUDA stream (`mc_batch_submit_on_stream`): `stream` is a
+    /// `CUstream` / `cudaStream_t` handle (null: the legacy default stream of the context
+    /// current on this thread). The requests start after the work queued on the stream before
+    /// the call, and work queued after waits on the GPU until they ended; this thread never
+    /// waits for the GPU. Without a CUDA driver: `ErrorCode::Unsupported`, nothing submitted.
+    ///
+    /// # Safety
+    /// `stream` must be null or a live CUDA stream, and stay alive until the requests ended.
+    pub unsafe fn submit_on_stream(
+        &self,
+        requests: impl IntoIterator<Item = Request<'e>>,
+        stream: *mut std::ffi::c_void,
+    ) -> Result<usize> {
+        let raw: Vec<sys::mc_request_t> = requests.into_iter().map(|mut r| r.to_raw()).collect();
+        if raw.is_empty() {
+            return Err(Error::invalid("submit_on_stream: no requests"));
+        }
+        let _g = self.submit_lock.lock().unwrap_or_else(|e| e.into_inner());
+        // SAFETY: as submit; the stream is the caller's promise.
+        check(unsafe { sys::mc_batch_submit_on_stream(self.raw.as_ptr(), raw.as_ptr(), raw.len(), stream) })?;
+        Ok(self.submitted.fetch_add(raw.len(), Ordering::AcqRel))
+    }
+
     /// Waits until every submitted request ended (`None`: the default, as for
     /// [`Engine::transfer`]; `Some(Duration::ZERO)`: poll): `Ok` when all completed, the first
     /// failure's error, or `Timeout`.

@@ -496,3 +496,34 @@ fn file_segment_by_name() {
     let err = e.open("file://relative/x").unwrap_err();
     assert_eq!(err.code(), ErrorCode::InvalidArg, "{err}");
 }
+
+/// submit_on_stream without a CUDA driver (CI): Unsupported, nothing submitted. Skipped where a
+/// driver is installed (the C suite's GPU tests cover it there).
+#[test]
+fn submit_on_stream_without_cuda() {
+    for p in [
+        "/usr/lib/x86_64-linux-gnu/libcuda.so.1",
+        "/usr/lib64/libcuda.so.1",
+        "/usr/lib/libcuda.so.1",
+    ] {
+        if std::path::Path::new(p).exists() {
+            eprintln!("skipped: a CUDA driver is installed ({p})");
+            return;
+        }
+    }
+    let (a, b) = (engine(), engine());
+    let src = a.alloc(4096).unwrap();
+    let dst = b.alloc(4096).unwrap();
+    let seg = a.open(b.name()).unwrap();
+    let batch = a.batch(4).unwrap();
+    // SAFETY: a null stream is the legacy default stream; nothing runs without a driver.
+    let e = unsafe {
+        batch.submit_on_stream([Request::write(&src, &seg, dst.addr())], std::ptr::null_mut())
+    }
+    .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Unsupported, "{e}");
+    assert!(e.message().contains("CUDA"), "{e}");
+    assert_eq!(batch.len(), 0);
+    batch.submit([Request::write(&src, &seg, dst.addr())]).unwrap();
+    batch.wait(Some(within(5))).unwrap();
+}
