@@ -114,7 +114,11 @@ constexpr uint64_t kPart = 4ull << 20;
 // that can run beside it; the slice ends once, when its last part did.
 constexpr uint64_t kSplitMin = 128ull << 10;
 // Small runs of one call that add up to this many bytes are shared by halves (see submit).
-constexpr uint64_t kShareSmall = 256ull << 10;
+// Measured on a 2-vCPU VM (bench/results/small.txt, 64 KiB blocks): sharing 512 KiB calls gained
+// nothing over one thread with distinct blocks (46 against 40-47 GB/s) and halved the rate where
+// the requests of a call hit the same block (23 against 44 GB/s: both threads take the lines from
+// each other); 1 and 4 MiB calls came out equal either way. From 1 MiB on they are shared.
+constexpr uint64_t kShareSmall = 1ull << 20;
 constexpr uint64_t kHalfMin = 16ull << 10;
 // A worker that finished a part watches the queue this long before it sleeps: waking a sleeping
 // thread costs tens of microseconds on a VM, as long as copying a whole MiB.
