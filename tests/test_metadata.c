@@ -816,6 +816,20 @@ static pid_t fake_pinger(int port, uint64_t incarnation) {
   }
 }
 
+/* An engine on the store that probes its peers every 50 ms. */
+static mc_engine_t *watching_engine(struct store *s, const char *name) {
+  mc_config_t *cfg = NULL;
+  assert_int_equal(mc_config_create(&cfg), MC_OK);
+  assert_int_equal(mc_config_set(cfg, "metadata", s->url), MC_OK);
+  assert_int_equal(mc_config_set(cfg, "name", name), MC_OK);
+  assert_int_equal(mc_config_set(cfg, "timeout_ms", "1000"), MC_OK);
+  assert_int_equal(mc_config_set(cfg, "heartbeat_ms", "50"), MC_OK);
+  mc_engine_t *e = NULL;
+  assert_int_equal(mc_engine_create(cfg, &e), MC_OK);
+  mc_config_destroy(cfg);
+  return e;
+}
+
 /* Reads name's descriptor from the store with the server's own client (malloc'd, no newline). */
 static char *store_get(struct store *s, const char *name) {
   char cmd[512];
@@ -846,15 +860,7 @@ static void test_stale_descriptor_not_ok(void **state) {
   snprintf(listen, sizeof listen, "127.0.0.1:%d", free_port());
   struct child c, c2;
   assert_int_equal(child_start(s, "lagger", listen, 91, &c), MC_OK);
-  mc_config_t *cfg = NULL;
-  assert_int_equal(mc_config_create(&cfg), MC_OK);
-  assert_int_equal(mc_config_set(cfg, "metadata", s->url), MC_OK);
-  assert_int_equal(mc_config_set(cfg, "name", "watcher"), MC_OK);
-  assert_int_equal(mc_config_set(cfg, "timeout_ms", "1000"), MC_OK);
-  assert_int_equal(mc_config_set(cfg, "heartbeat_ms", "50"), MC_OK);
-  mc_engine_t *b = NULL;
-  assert_int_equal(mc_engine_create(cfg, &b), MC_OK);
-  mc_config_destroy(cfg);
+  mc_engine_t *b = watching_engine(s, "watcher");
   char *bb = buffer(b, 92);
   mc_segment_t seg;
   assert_int_equal(mc_segment_open(b, "lagger", &seg), MC_OK);
@@ -916,15 +922,7 @@ static void test_hostile_descriptor_rewrite(void **state) {
   };
   struct child c;
   assert_int_equal(child_start(s, "victim", NULL, 81, &c), MC_OK);
-  mc_config_t *cfg = NULL;
-  assert_int_equal(mc_config_create(&cfg), MC_OK);
-  assert_int_equal(mc_config_set(cfg, "metadata", s->url), MC_OK);
-  assert_int_equal(mc_config_set(cfg, "name", "observer"), MC_OK);
-  assert_int_equal(mc_config_set(cfg, "timeout_ms", "1000"), MC_OK);
-  assert_int_equal(mc_config_set(cfg, "heartbeat_ms", "50"), MC_OK);
-  mc_engine_t *b = NULL;
-  assert_int_equal(mc_engine_create(cfg, &b), MC_OK);
-  mc_config_destroy(cfg);
+  mc_engine_t *b = watching_engine(s, "observer");
   mc_engine_t *healthy = engine(s, "healthy");
   mc_engine_t *fresh = engine(s, "fresh-reader");
   char *hb = buffer(healthy, 82);
