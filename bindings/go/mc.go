@@ -1051,8 +1051,27 @@ func (b *Batch) lock() (*C.mc_batch_t, error) {
 // Submit validates and starts the requests (none starts if any is bad) and returns the index of
 // the first. The memory they use must stay registered until they end.
 func (b *Batch) Submit(reqs []Request) (int, error) {
+	return b.submit("Submit", reqs, func(h *C.mc_batch_t, p unsafe.Pointer, n C.size_t) C.mcgo_res {
+		return C.mcgo_batch_submit(h, p, n)
+	})
+}
+
+// SubmitOnStream is Submit ordered on a CUDA stream (mc_batch_submit_on_stream): stream is a
+// CUstream / cudaStream_t handle (0: the legacy default stream of the calling thread's current
+// context; lock the goroutine to its OS thread for that, as CUDA contexts are per thread). The
+// requests start after the work queued on the stream before the call, and work queued after
+// waits on the GPU for them to end; this goroutine never waits for the GPU. Without a CUDA
+// driver: StatusUnsupported, nothing submitted. The stream must stay alive until they ended.
+func (b *Batch) SubmitOnStream(reqs []Request, stream uintptr) (int, error) {
+	return b.submit("SubmitOnStream", reqs, func(h *C.mc_batch_t, p unsafe.Pointer, n C.size_t) C.mcgo_res {
+		return C.mcgo_batch_submit_on_stream(h, p, n, C.uintptr_t(stream))
+	})
+}
+
+// submit is Submit and SubmitOnStream: call starts the requests in C.
+func (b *Batch) submit(what string, reqs []Request, call func(*C.mc_batch_t, unsafe.Pointer, C.size_t) C.mcgo_res) (int, error) {
 	if len(reqs) == 0 {
-		return 0, &Error{Status: StatusInvalidArg, Message: "Submit: no requests"}
+		return 0, &Error{Status: StatusInvalidArg, Message: what + ": no requests"}
 	}
 	bp, err := toC(reqs)
 	if err != nil {
@@ -1067,36 +1086,7 @@ func (b *Batch) Submit(reqs []Request) (int, error) {
 	defer b.s.mu.RUnlock()
 	b.s.submitMu.Lock() // the first index must match the library's numbering
 	defer b.s.submitMu.Unlock()
-	if err := resErr(C.mcgo_batch_submit(h, unsafe.Pointer(unsafe.SliceData(*bp)), C.size_t(n))); err != nil {
-		return 0, err
-	}
-	return int(b.s.submitted.Add(int64(n))) - n, nil
-}
-
-// SubmitOnStream is Submit ordered on a CUDA stream (mc_batch_submit_on_stream): stream is a
-// CUstream / cudaStream_t handle (0: the legacy default stream of the calling thread's current
-// context; lock the goroutine to its OS thread for that, as CUDA contexts are per thread). The
-// requests start after the work queued on the stream before the call, and work queued after
-// waits on the GPU for them to end; this goroutine never waits for the GPU. Without a CUDA
-// driver: StatusUnsupported, nothing submitted. The stream must stay alive until they ended.
-func (b *Batch) SubmitOnStream(reqs []Request, stream uintptr) (int, error) {
-	if len(reqs) == 0 {
-		return 0, &Error{Status: StatusInvalidArg, Message: "SubmitOnStream: no requests"}
-	}
-	bp, err := toC(reqs)
-	if err != nil {
-		return 0, err
-	}
-	defer putReqs(bp)
-	n := len(*bp)
-	h, err := b.lock()
-	if err != nil {
-		return 0, err
-	}
-	defer b.s.mu.RUnlock()
-	b.s.submitMu.Lock()
-	defer b.s.submitMu.Unlock()
-	if err := resErr(C.mcgo_batch_submit_on_stream(h, unsafe.Pointer(unsafe.SliceData(*bp)), C.size_t(n), C.uintptr_t(stream))); err != nil {
+	if err := resErr(call(h, unsafe.Pointer(unsafe.SliceData(*bp)), C.size_t(n))); err != nil {
 		return 0, err
 	}
 	return int(b.s.submitted.Add(int64(n))) - n, nil
