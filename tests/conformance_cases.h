@@ -481,6 +481,57 @@ void case_access(Ctx &c) {
   denied_both_ways(c, local, ro2, wo2, "changed after connect");
 }
 
+// Rights flipped between READ and READ|WRITE while WRITEs run, as fast as the target can: each
+// request ends OK (its bytes in place) or DENIED. A descriptor that changed under a request is
+// the initiator's to refresh, however often it changes: never a transport error.
+void case_access_flips(Ctx &c) {
+  Mem &local = c.mem(kBuf), &remote = c.mem(1 << 20);
+  assert_int_equal(c.a->add(local.p, local.len).code(), MC_OK);
+  assert_int_equal(c.target->add(remote.p, remote.len).code(), MC_OK);
+  c.connect();
+  constexpr int kRounds = 150, kReqs = 8;
+  constexpr uint64_t kLen = 4096;
+  for (int i = 0; i < kReqs; i++) fill(local.p + i * kLen, kLen, 60 + i);
+  std::atomic<bool> stop{false};
+  std::atomic<int> flips{0}, flip_errors{0};
+  std::thread flipper([&] {
+    for (int k = 0; !stop.load(); k++) {
+      uint32_t acc = k % 2 ? MC_ACCESS_READ | MC_ACCESS_WRITE : MC_ACCESS_READ;
+      if (!c.target->set_access(remote.p, acc).ok()) flip_errors++;
+      flips++;
+      std::this_thread::sleep_for(std::chrono::microseconds(20));
+    }
+  });
+  int ok = 0, denied = 0, other = 0, unreported = 0;
+  mc_status_t first_other = MC_OK;
+  for (int round = 0; round < kRounds; round++) {
+    Batch &bt = c.batch();
+    for (int i = 0; i < kReqs; i++) bt.add(local.p + i * kLen, remote.addr(i * kLen), kLen, MC_WRITE, 60 + i);
+    c.t->submit(*c.path, bt.slices.data(), bt.slices.size());
+    if (!bt.wait(bound_ms())) unreported++;
+    for (auto &r : bt.reqs) {
+      mc_status_t st = mc_status_t(r->status.load());
+      if (st == MC_OK) ok++;
+      else if (st == MC_ERR_DENIED) denied++;
+      else if (!other++) first_other = st;
+    }
+  }
+  stop = true;
+  flipper.join();
+  print_message("  %d rights changes: %d WRITEs OK, %d DENIED, %d other (first: %s), %d batches unreported\n",
+                flips.load(), ok, denied, other, mc_status_str(first_other), unreported);
+  assert_int_equal(flip_errors.load(), 0);
+  assert_int_equal(unreported, 0);
+  assert_int_equal(other, 0);
+  assert_int_equal(ok + denied, kRounds * kReqs);
+  assert_int_equal(c.target->set_access(remote.p, MC_ACCESS_READ | MC_ACCESS_WRITE).code(), MC_OK);
+  Batch &last = c.batch();
+  last.add(local.p, remote.addr(0), kLen, MC_WRITE, 60);
+  c.run(last);
+  assert_int_equal(last.reqs[0]->status.load(), MC_OK);
+  assert_int_equal(c.target->pinned(), 0);
+}
+
 // Requests covering two adjacent registered buffers move all their bytes.
 void case_spans(Ctx &c) {
   Mem &local = c.mem(kBuf), &remote = c.mem(kBuf);
@@ -703,6 +754,8 @@ const CaseDef kCases[] = {
     {"access", case_access, false, nullptr,
      "a file's rights are the file system's (read-only files: tests/test_file.c test_read_only, as a "
      "non-root user)"},
+    {"access_flips", case_access_flips, false, nullptr,
+     "a file's rights are the file system's: nothing changes them under a request"},
     {"spans", case_spans, false, nullptr, "a file segment is one buffer: there is no boundary to span"},
     {"peer_down_cleanup", case_peer_down_cleanup, true, own_cleanup, nullptr},
 };

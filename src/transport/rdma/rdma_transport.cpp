@@ -154,6 +154,11 @@ struct Endpoint : std::enable_shared_from_this<Endpoint> {
   mc_status_t fail_status = MC_OK;
   std::string fail_why;
   bool retry = true;  // whether work failing here is tried again elsewhere
+  // A WR was refused with a remote access error (a stale rkey: the target changed a buffer's
+  // rights): the QP went to ERR for that op alone, and the rest it held are flushed. Those are
+  // bystanders: posted again without counting an attempt (each refusal ends its own op within
+  // two tries, so the reposts are bounded by the refusals).
+  bool access_refused = false;
   // Guarded by the transport's lru_mu_.
   bool in_lru = false;
   std::list<Endpoint *>::iterator lru_it;
@@ -357,7 +362,8 @@ class RdmaTransport : public Transport {
   void queue_on(const std::shared_ptr<PeerState> &ps, const std::string &rnic, uint32_t l,
                 std::vector<Op *> &ops);
   void finish(Op *op, mc_status_t st);
-  void retry_or_fail(Op *op, mc_status_t st);
+  // counted: whether this try counts against kAttempts (not for a bystander of a refusal).
+  void retry_or_fail(Op *op, mc_status_t st, bool counted = true);
   void hand_over(Op **ops, size_t n, mc_status_t st);
   bool peer_nic_for(PeerState &ps, Nic &nic, uint64_t *now, uint32_t *r) const;
   void refused(Op *op);
@@ -1106,7 +1112,7 @@ void RdmaTransport::retire_ep(const std::shared_ptr<Endpoint> &ep, mc_status_t s
   }
   for (Op *op : queued) {
     if (retry)
-      retry_or_fail(op, st);
+      retry_or_fail(op, st, !ep->access_refused);
     else
       finish(op, st);
   }
@@ -1393,10 +1399,10 @@ void RdmaTransport::finish(Op *op, mc_status_t st) {
   delete op;
 }
 
-void RdmaTransport::retry_or_fail(Op *op, mc_status_t st) {
+void RdmaTransport::retry_or_fail(Op *op, mc_status_t st, bool counted) {
   if (target_->canceled(op->root())) return finish(op, MC_ERR_CANCELED);
   if (stopping_.load() || !op->peer) return finish(op, st);
-  if (++op->attempts >= kAttempts) return hand_over(&op, 1, st);  // tried enough here
+  if (counted && ++op->attempts >= kAttempts) return hand_over(&op, 1, st);  // tried enough here
   retries_++;
   auto ps = op->peer;
   dispatch(ps, &op, 1);
@@ -1911,12 +1917,15 @@ void RdmaTransport::poll_loop(Nic *nic) {
         mc_status_t fst;
         bool ep_retry;
         bool dead;
+        bool bystander;  // flushed because another op's key was refused on this endpoint
         mc_status_t dead_st;
         {
           std::lock_guard<std::mutex> lk(ep->mu);
           dead = ep->st == Endpoint::kDead;
           dead_st = ep->fail_status;
           ep_retry = ep->retry;
+          bystander = ws == WcStatus::kWrFlushErr && ep->access_refused;
+          if (ws == WcStatus::kRemAccessErr && !dead) ep->access_refused = true;
         }
         // An error on an endpoint we did not retire ourselves: is it our port? (A killed port
         // shows up as flushes only.) Checked before the retry so it goes to another NIC.
@@ -1936,6 +1945,8 @@ void RdmaTransport::poll_loop(Nic *nic) {
           finish(op, MC_ERR_TRANSPORT);
         } else if (dead && !ep_retry) {
           finish(op, dead_st);
+        } else if (bystander) {
+          retry_or_fail(op, MC_ERR_TRANSPORT, false);
         } else {
           retry_or_fail(op, ws == WcStatus::kRetryExcErr ? MC_ERR_PEER_DOWN : MC_ERR_TRANSPORT);
         }

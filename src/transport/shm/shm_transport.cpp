@@ -244,6 +244,9 @@ class ShmPeer : public PeerPath, public std::enable_shared_from_this<ShmPeer> {
   // One slice the careful way: maps what it needs, refreshes a stale list, checks coverage and
   // access across adjacent buffers.
   mc_status_t run_one(const Slice &s);
+  mc_status_t map_for(const Slice &s);
+  bool again_after_change(uint64_t *deadline, mc_status_t *st);
+  mc_status_t copy_covered(const Slice &s);
   // The common case: consecutive slices that each lie in one mapped (or attachable) buffer the
   // current list lets us use, copied under one active window; returns how many it ran (st[] set).
   size_t run_window(const Slice *s, size_t n, mc_status_t *st, bool stream);
@@ -751,122 +754,114 @@ void ShmPeer::report(const Slice *s, size_t n, mc_status_t *st) {
   t_->target_->complete(s, st, n);
 }
 
-mc_status_t ShmPeer::run_one(const Slice &s) {
-  mc_status_t st = MC_OK;
-  for (int attempt = 0;; attempt++) {
-    if (dead.load()) {
-      st = MC_ERR_PEER_DOWN;
-      break;
-    }
-    // Map what this slice needs before entering the active window (mapping asks the peer).
-    bool need_map = false;
-    {
-      std::shared_lock<std::shared_mutex> lk(bufs_mu_);
-      auto it = bufs_.upper_bound(s.remote);
-      if (it != bufs_.begin()) {
-        --it;
-        for (uint64_t cur = s.remote, end = s.remote + s.len; it != bufs_.end() && cur < end; ++it) {
-          if (it->second.via_map() && !it->second.map) need_map = true;
-          cur = it->second.addr + it->second.length;
-        }
-      }
-    }
-    if (need_map) {
-      std::unique_lock<std::shared_mutex> lk(bufs_mu_);
-      auto it = bufs_.upper_bound(s.remote);
-      if (it != bufs_.begin()) --it;
+// Maps the target's buffers [s.remote, +s.len) crosses that are not mapped yet (mapping asks
+// the target); MC_OK, or the refusal's status. Before the slice's active window opens.
+mc_status_t ShmPeer::map_for(const Slice &s) {
+  bool need_map = false;
+  {
+    std::shared_lock<std::shared_mutex> lk(bufs_mu_);
+    auto it = bufs_.upper_bound(s.remote);
+    if (it != bufs_.begin()) {
+      --it;
       for (uint64_t cur = s.remote, end = s.remote + s.len; it != bufs_.end() && cur < end; ++it) {
-        if (it->second.via_map() && !it->second.map) {
-          Status ms = map_buffer(it->second);
-          if (!ms.ok()) {
-            MC_LOGI("shm: " << ms.message());
-            st = (ms.code() == MC_ERR_PEER_DOWN || ms.code() == MC_ERR_DENIED) ? ms.code() : MC_ERR_TRANSPORT;
-            break;
-          }
-        }
+        if (it->second.via_map() && !it->second.map) need_map = true;
         cur = it->second.addr + it->second.length;
       }
-      if (st != MC_OK) {
-        // Mapped under rights the target has changed since (a read-only file where the stale
-        // list still said writable, or a refusal): refresh the list and try again.
-        lk.unlock();
-        bool stale;
-        {
-          std::shared_lock<std::shared_mutex> rl(bufs_mu_);
-          stale = ctrl_.page()->epoch.load(std::memory_order_seq_cst) != epoch_;
-        }
-        if (!stale || attempt >= 2 || st == MC_ERR_PEER_DOWN) break;
-        Status rs = refresh();
-        if (!rs.ok()) {
-          st = rs.code() == MC_ERR_PEER_DOWN ? MC_ERR_PEER_DOWN : MC_ERR_TRANSPORT;
-          break;
-        }
-        st = MC_OK;
-        continue;
+    }
+  }
+  if (!need_map) return MC_OK;
+  std::unique_lock<std::shared_mutex> lk(bufs_mu_);
+  auto it = bufs_.upper_bound(s.remote);
+  if (it != bufs_.begin()) --it;
+  for (uint64_t cur = s.remote, end = s.remote + s.len; it != bufs_.end() && cur < end; ++it) {
+    if (it->second.via_map() && !it->second.map) {
+      Status ms = map_buffer(it->second);
+      if (!ms.ok()) {
+        MC_LOGI("shm: " << ms.message());
+        return (ms.code() == MC_ERR_PEER_DOWN || ms.code() == MC_ERR_DENIED) ? ms.code() : MC_ERR_TRANSPORT;
       }
+    }
+    cur = it->second.addr + it->second.length;
+  }
+  return MC_OK;
+}
+
+// The target changed its buffer list under a slice (its epoch moved since the list was read):
+// re-reads it so the slice can try again, for as long as timeout_ms allows from the first
+// change (*deadline, 0 until then). A target that changes its rights faster than a refresh
+// completes ends the slice MC_ERR_TIMEOUT: never a loop without end, never a transport error
+// for a change the contract allows.
+bool ShmPeer::again_after_change(uint64_t *deadline, mc_status_t *st) {
+  uint64_t now = now_ms();
+  if (!*deadline) {
+    *deadline = now + t_->timeout_ms();
+  } else if (now >= *deadline) {
+    *st = MC_ERR_TIMEOUT;
+    return false;
+  }
+  Status rs = refresh();
+  if (!rs.ok()) {
+    *st = rs.code() == MC_ERR_PEER_DOWN ? MC_ERR_PEER_DOWN : MC_ERR_TRANSPORT;
+    return false;
+  }
+  *st = MC_OK;
+  return true;
+}
+
+// Checks that the target's current buffers cover the slice and allow its op (adjacent buffers
+// may be crossed), then copies. Caller holds bufs_mu_ shared inside a current active window:
+// the rights checked are the target's current ones.
+mc_status_t ShmPeer::copy_covered(const Slice &s) {
+  uint64_t cur = s.remote, end = s.remote + s.len;
+  char *local = static_cast<char *>(s.local);
+  auto it = bufs_.upper_bound(cur);
+  if (it == bufs_.begin()) return MC_ERR_OUT_OF_RANGE;  // the target has not registered this range
+  const uint32_t need = s.op == MC_WRITE ? MC_ACCESS_WRITE : MC_ACCESS_READ;
+  bool reachable = true, allowed = true;
+  // Check the whole range before the first byte moves: a refused slice writes nothing.
+  for (auto c = std::prev(it); cur < end; ++c) {
+    if (c == bufs_.end() || cur < c->second.addr || cur >= c->second.addr + c->second.length)
+      return MC_ERR_OUT_OF_RANGE;  // the target has not registered (all of) this range
+    if (c->second.via_map() ? !c->second.map : !cma_ok_) reachable = false;
+    if (!(c->second.access & need)) allowed = false;
+    cur = c->second.addr + c->second.length;
+  }
+  if (!reachable) return MC_ERR_TRANSPORT;  // registered, but neither mapped here nor reachable by CMA
+  if (!allowed) return MC_ERR_DENIED;       // the target's buffer does not let peers do this
+  mc_status_t st = MC_OK;
+  cur = s.remote;
+  for (--it; cur < end && st == MC_OK; ++it) {
+    uint64_t n = std::min(end, it->second.addr + it->second.length) - cur;
+    st = copy_one(s, it->second, cur, local + (cur - s.remote), n);
+    cur += n;
+  }
+  return st;
+}
+
+mc_status_t ShmPeer::run_one(const Slice &s) {
+  uint64_t deadline = 0;
+  for (;;) {
+    if (dead.load()) return MC_ERR_PEER_DOWN;
+    mc_status_t st = map_for(s);
+    if (st != MC_OK) {
+      // Mapped under rights the target has changed since (a read-only file where the stale
+      // list still said writable, or a refusal): refresh the list and try again.
+      bool stale;
+      {
+        std::shared_lock<std::shared_mutex> rl(bufs_mu_);
+        stale = ctrl_.page()->epoch.load(std::memory_order_seq_cst) != epoch_;
+      }
+      if (!stale || st == MC_ERR_PEER_DOWN) return st;
+      if (!again_after_change(&deadline, &st)) return st;
+      continue;
     }
     EpochWindow win(ctrl_.page());
     std::shared_lock<std::shared_mutex> lk(bufs_mu_);
-    if (!win.current(epoch_)) {
-      lk.unlock();
-      win.close();
-      if (attempt >= 2) {
-        st = MC_ERR_TRANSPORT;
-        break;
-      }
-      Status rs = refresh();
-      if (!rs.ok()) {
-        st = rs.code() == MC_ERR_PEER_DOWN ? MC_ERR_PEER_DOWN : MC_ERR_TRANSPORT;
-        break;
-      }
-      continue;
-    }
-    // The target's current buffers must cover the range (adjacent buffers may be crossed).
-    uint64_t cur = s.remote, end = s.remote + s.len;
-    char *local = static_cast<char *>(s.local);
-    auto it = bufs_.upper_bound(cur);
-    bool covered = it != bufs_.begin(), reachable = true, allowed = true;
-    const uint32_t need = s.op == MC_WRITE ? MC_ACCESS_WRITE : MC_ACCESS_READ;
-    if (covered) {
-      // Check the whole range before the first byte moves: a refused slice writes nothing.
-      // The rights are the target's current ones (this list's epoch is the current epoch).
-      auto c = std::prev(it);
-      for (uint64_t at = cur; at < end; ++c) {
-        if (c == bufs_.end() || at < c->second.addr || at >= c->second.addr + c->second.length) {
-          covered = false;
-          break;
-        }
-        if (c->second.via_map() ? !c->second.map : !cma_ok_) reachable = false;
-        if (!(c->second.access & need)) allowed = false;
-        at = c->second.addr + c->second.length;
-      }
-    }
-    if (!covered) {
-      st = MC_ERR_OUT_OF_RANGE;  // the target has not registered (all of) this range
-    } else if (!reachable) {
-      st = MC_ERR_TRANSPORT;  // registered, but neither mapped here nor reachable by CMA
-    } else if (!allowed) {
-      st = MC_ERR_DENIED;  // the target's buffer does not let peers do this
-    } else {
-      --it;
-      while (cur < end) {
-        if (it == bufs_.end() || cur < it->second.addr || cur >= it->second.addr + it->second.length ||
-            (it->second.via_map() ? !it->second.map : !cma_ok_)) {
-          st = MC_ERR_TRANSPORT;  // the target no longer has (all of) this range
-          break;
-        }
-        uint64_t n = std::min(end, it->second.addr + it->second.length) - cur;
-        st = copy_one(s, it->second, cur, local + (cur - s.remote), n);
-        if (st != MC_OK) break;
-        cur += n;
-        ++it;
-      }
-    }
+    if (win.current(epoch_)) return copy_covered(s);
     lk.unlock();
     win.close();
-    break;
+    if (!again_after_change(&deadline, &st)) return st;
   }
-  return st;
 }
 
 std::shared_ptr<PeerPath> ShmTransport::connect(const Descriptor &d) {
