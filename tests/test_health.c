@@ -1,6 +1,11 @@
 /* The health monitor's batched probes (engine/health.h) seen from the public API:
- * - many segment handles opened on one peer engine cost one PING per heartbeat per peer
- *   address, not one per handle (counted by mc_engine_stats_json's "health" object);
+ * - many segment handles opened on one peer engine cost one BEAT per heartbeat per peer
+ *   address, not one per handle (counted by mc_engine_stats_json's "health" object), sent by
+ *   the peer on a connection the engine WATCHes (proto/wire.h, Heartbeats);
+ * - the wire side of WATCH: a BEAT at once and every period after, the incarnation in each,
+ *   and a connection that sends anything after WATCH is closed;
+ * - a peer that does not take WATCH (an older engine, MC_TEST_NO_WATCH=1) is PINGed instead,
+ *   and still seen down when it hangs;
  * - a peer that hangs without closing anything (SIGSTOP) is still seen UNREACHABLE within
  *   peer_timeout_ms plus one heartbeat, comes back OK as the same incarnation after SIGCONT,
  *   and a killed one is seen down at once through the end of its kept connection.
@@ -14,6 +19,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <cmocka.h>
@@ -38,7 +47,9 @@ static uint64_t health_stat(mc_engine_t *e, const char *key) {
   return strtoull(v + strlen(k), NULL, 10);
 }
 
-static uint64_t probes(mc_engine_t *e) { return health_stat(e, "batched_pings") + health_stat(e, "probe_steps"); }
+/* Answers heard on kept connections: BEATs seen and PINGs sent. */
+static uint64_t heard(mc_engine_t *e) { return health_stat(e, "batched_pings") + health_stat(e, "beats"); }
+static uint64_t probes(mc_engine_t *e) { return heard(e) + health_stat(e, "probe_steps"); }
 
 static uint32_t state_of(mc_engine_t *e, mc_segment_t s, uint64_t *incarnation, uint64_t *rejoins) {
   mc_segment_info_t info = {.size = sizeof info};
@@ -74,12 +85,13 @@ static void test_one_ping_per_peer_address(void **state) {
   }
   /* Settled: each peer's first probe step made the connection the batched PINGs go on. */
   uint64_t until = tu_now_ms() + tu_slack_ms(3000);
-  while ((health_stat(a, "connections_kept") != 2 || health_stat(a, "batched_pings") < 4) && tu_now_ms() < until)
-    usleep(10000);
+  while ((health_stat(a, "connections_kept") != 2 || heard(a) < 4) && tu_now_ms() < until) usleep(10000);
   assert_int_equal(health_stat(a, "connections_kept"), 2);
-  uint64_t p0 = probes(a), b0 = health_stat(a, "batched_pings"), t0 = tu_now_ms();
+  assert_int_equal(health_stat(a, "connections_watched"), 2);
+  uint64_t p0 = probes(a), b0 = heard(a), t0 = tu_now_ms();
+  uint64_t pings0 = health_stat(a, "batched_pings");
   usleep(1500 * 1000);
-  uint64_t p1 = probes(a), b1 = health_stat(a, "batched_pings"), ms = tu_now_ms() - t0;
+  uint64_t p1 = probes(a), b1 = heard(a), ms = tu_now_ms() - t0;
   /* Sent up to heartbeat/16 early to share a wake-up: at most one per (15/16 heartbeat) per
    * address, plus one in flight at each end of the window. */
   uint64_t most = 2 * (ms * 16 / (HB_MS * 15) + 2);
@@ -89,6 +101,7 @@ static void test_one_ping_per_peer_address(void **state) {
   assert_true(p1 - p0 <= most);
   assert_true(p1 - p0 >= 2 * 3); /* every address is probed: several heartbeats passed */
   assert_true(b1 - b0 > (p1 - p0) / 2); /* mostly the batched way, on the kept connections */
+  assert_int_equal(health_stat(a, "batched_pings"), pings0); /* watched: no PING sent at all */
   for (int i = 0; i < 2 * HANDLES; i++) assert_int_equal(state_of(a, s[i], NULL, NULL), MC_SEGMENT_OK);
   mc_engine_destroy(a);
   mc_engine_destroy(b);
@@ -110,11 +123,14 @@ static int peer_main(void) {
   return 0;
 }
 
-static void test_hung_peer_seen_down(void **state) {
-  (void)state;
+/* old_peer: the peer answers WATCH as an older engine would (MC_TEST_NO_WATCH=1 in its
+ * environment), so this engine PINGs it. */
+static void hung_peer_case(int old_peer) {
   int to_child;
   FILE *from = NULL;
+  if (old_peer) setenv("MC_TEST_NO_WATCH", "1", 1);
   pid_t pid = tu_spawn_self(&to_child, &from, "--peer", (char *)NULL);
+  unsetenv("MC_TEST_NO_WATCH");
   assert_true(pid > 0);
   char name[128] = "";
   assert_non_null(fgets(name, sizeof name, from));
@@ -130,8 +146,12 @@ static void test_hung_peer_seen_down(void **state) {
   uint64_t inc0 = 0, inc = 0, rejoins = 0;
   state_of(a, s, &inc0, NULL);
   uint64_t until = tu_now_ms() + tu_slack_ms(3000);
-  while (health_stat(a, "batched_pings") < 3 && tu_now_ms() < until) usleep(10000);
-  assert_true(health_stat(a, "batched_pings") >= 3);
+  const char *way = old_peer ? "batched_pings" : "beats";
+  while (health_stat(a, way) < 3 && tu_now_ms() < until) usleep(10000);
+  print_message("%s peer: %llu %s, %llu kept connections watched\n", old_peer ? "older" : "current",
+                (unsigned long long)health_stat(a, way), way, (unsigned long long)health_stat(a, "connections_watched"));
+  assert_true(health_stat(a, way) >= 3);
+  assert_int_equal(health_stat(a, "connections_watched"), old_peer ? 0 : 1);
   /* Hung: its kernel still holds the connection open, only the PINGs go unanswered. */
   kill(pid, SIGSTOP);
   long down = wait_state(a, s, MC_SEGMENT_UNREACHABLE, tu_slack_ms(10 * (PTO_MS + HB_MS)));
@@ -147,9 +167,9 @@ static void test_hung_peer_seen_down(void **state) {
   assert_int_equal(inc, inc0);
   assert_int_equal(rejoins, 0);
   /* Back on a kept connection, then killed: its end is seen before any PING is missed. */
-  uint64_t b0 = health_stat(a, "batched_pings");
+  uint64_t b0 = heard(a);
   until = tu_now_ms() + tu_slack_ms(3000);
-  while (health_stat(a, "batched_pings") < b0 + 2 && tu_now_ms() < until) usleep(10000);
+  while (heard(a) < b0 + 2 && tu_now_ms() < until) usleep(10000);
   uint64_t e0 = health_stat(a, "connections_ended");
   kill(pid, SIGKILL);
   waitpid(pid, NULL, 0);
@@ -163,11 +183,107 @@ static void test_hung_peer_seen_down(void **state) {
   mc_engine_destroy(a);
 }
 
+static void test_hung_peer_seen_down(void **state) {
+  (void)state;
+  hung_peer_case(0);
+}
+
+static void test_older_peer_pinged(void **state) {
+  (void)state;
+  hung_peer_case(1);
+}
+
+#pragma pack(push, 1)
+struct wire_hdr {
+  uint32_t magic;
+  uint16_t version, type;
+  uint64_t id, addr, len;
+  int32_t status;
+  uint32_t aux;
+};
+#pragma pack(pop)
+enum { W_MAGIC = 0x3157434d, W_PING = 3, W_ERROR = 9, W_HELLO = 12, W_WATCH = 17, W_BEAT = 18 };
+
+/* A TCP connection to an engine named "host:port" (IPv4). */
+static int tu_connect_name(const char *name) {
+  char host[64];
+  const char *colon = strrchr(name, ':');
+  if (!colon || (size_t)(colon - name) >= sizeof host) return -1;
+  memcpy(host, name, (size_t)(colon - name));
+  host[colon - name] = 0;
+  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1))};
+  if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) return -1;
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+    close(fd);
+    fd = -1;
+  }
+  return fd;
+}
+
+static void send_hdr(int fd, uint16_t type, uint64_t id, uint64_t addr) {
+  struct wire_hdr h = {W_MAGIC, 1, type, id, addr, 0, 0, 0};
+  assert_int_equal(send(fd, &h, sizeof h, MSG_NOSIGNAL), (ssize_t)sizeof h);
+}
+
+/* Reads one header within limit_ms; 0 when the connection ended or nothing came. */
+static int recv_hdr(int fd, struct wire_hdr *h, int limit_ms) {
+  struct timeval tv = {limit_ms / 1000, (limit_ms % 1000) * 1000};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  return recv(fd, h, sizeof *h, MSG_WAITALL) == (ssize_t)sizeof *h;
+}
+
+/* The wire side: WATCH on an admitted control connection of a token-less engine gets a BEAT at
+ * once, then one every period (clamped to 10 ms at least), each with the WATCH's id and the
+ * engine's incarnation; a request sent after WATCH ends the connection. */
+static void test_watch_on_the_wire(void **state) {
+  (void)state;
+  mc_engine_t *b = tu_engine(NULL), *a = tu_engine(NULL);
+  assert_non_null(b);
+  assert_non_null(a);
+  mc_segment_t s;
+  assert_int_equal(mc_segment_open(a, mc_engine_name(b), &s), MC_OK);
+  uint64_t inc = 0;
+  state_of(a, s, &inc, NULL);
+  int fd = tu_connect_name(mc_engine_name(b));
+  assert_true(fd >= 0);
+  send_hdr(fd, W_HELLO, 0, 0);
+  send_hdr(fd, W_WATCH, 77, 1); /* 1 ms: clamped to 10 */
+  struct wire_hdr h;
+  uint64_t t0 = tu_now_ms();
+  int beats = 0;
+  while (beats < 11 && recv_hdr(fd, &h, (int)tu_slack_ms(1000))) {
+    assert_int_equal(h.magic, W_MAGIC);
+    assert_int_equal(h.type, W_BEAT);
+    assert_int_equal(h.id, 77);
+    assert_int_equal(h.addr, inc);
+    assert_int_equal(h.len, 0);
+    beats++;
+  }
+  uint64_t ms = tu_now_ms() - t0;
+  print_message("WATCH with a 1 ms period: %d BEATs in %llu ms (10 ms apart at least)\n", beats,
+                (unsigned long long)ms);
+  assert_int_equal(beats, 11);
+  assert_true(ms >= 10 * 10 - 5); /* the first at once, ten periods for the rest */
+  send_hdr(fd, W_PING, 1, 0);
+  int ended = 0;
+  for (int i = 0; i < 100 && !ended; i++) {
+    if (!recv_hdr(fd, &h, (int)tu_slack_ms(1000))) ended = 1; /* closed (after any ERROR) */
+    else assert_true(h.type == W_BEAT || h.type == W_ERROR);
+  }
+  assert_true(ended);
+  close(fd);
+  mc_engine_destroy(a);
+  mc_engine_destroy(b);
+}
+
 int main(int argc, char **argv) {
   if (argc > 1 && strcmp(argv[1], "--peer") == 0) return peer_main();
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_one_ping_per_peer_address),
       cmocka_unit_test(test_hung_peer_seen_down),
+      cmocka_unit_test(test_older_peer_pinged),
+      cmocka_unit_test(test_watch_on_the_wire),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -14,6 +14,7 @@
 #include <cstring>
 #include <deque>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <set>
 #include <shared_mutex>
@@ -44,7 +45,8 @@ struct Conn {
   Fd fd;
   std::string in;  // read, not yet served
   Session session;
-  uint64_t partial = 0;  // when an incomplete request began arriving (0: none)
+  uint64_t partial = 0;       // when an incomplete request began arriving (0: none)
+  uint64_t watch_serial = 0;  // its place in the BEAT schedule once it sent WATCH (0: none)
 };
 
 std::string peer_text(const sockaddr_storage &sa) {
@@ -114,6 +116,10 @@ struct Listener::Impl {
   std::deque<std::pair<int, uint64_t>> pending_order;  // (fd, serial), oldest first
   uint64_t serial = 0;
   std::unordered_map<int, std::unique_ptr<Conn>> conns;
+  // Watched connections' next BEATs: (due ms, (fd, watch serial)); an entry whose connection
+  // closed (or whose fd now holds another) finds no match and is dropped.
+  std::multimap<uint64_t, std::pair<int, uint64_t>> beats;
+  uint64_t watch_serials = 0;
   uint64_t refusals_logged_ms = 0, refusals_quiet = 0, last_sweep_ms = 0;
   // mu guards jobs (whole requests for the workers), back (connections the workers are done
   // with, for the loop) and busy (fds the workers hold, shut down on stop).
@@ -125,7 +131,7 @@ struct Listener::Impl {
   std::shared_mutex handler_mu;  // guards handler; held shared while a connection is handed over
   DataHandler handler;
   std::atomic<uint64_t> admitted{0}, denied{0}, expired{0}, evicted{0}, requests{0}, handed{0},
-      refused_data{0};
+      refused_data{0}, beats_sent{0}, beats_skipped{0}, watches{0};
 
   uint32_t hs_ms() const { return std::min<uint32_t>(opts.timeout_ms, wire::kHandshakeMs); }
   void wake();
@@ -141,6 +147,9 @@ struct Listener::Impl {
   void dispatch(std::unique_ptr<Conn> c);
   void take_back();
   void sweep(uint64_t now);
+  void schedule_beats(Conn &c, uint64_t now);
+  void send_beats(uint64_t now);
+  int next_timeout(uint64_t now) const;
   void work();
   void serve_one(std::unique_ptr<Conn> c);
   void hand_over(std::unique_ptr<Conn> c);
@@ -167,13 +176,8 @@ void Listener::Impl::run() {
   while (!stopping.load()) {
     uint64_t now = now_ms();
     expire(now);
-    int timeout = 1000;
-    if (!pending_order.empty()) {
-      auto it = pending.find(pending_order.front().first);
-      if (it != pending.end())
-        timeout = static_cast<int>(std::min<uint64_t>(1000, it->second.deadline - now + 1));
-    }
-    int n = ::epoll_wait(ep.get(), evs.data(), static_cast<int>(evs.size()), timeout);
+    send_beats(now);
+    int n = ::epoll_wait(ep.get(), evs.data(), static_cast<int>(evs.size()), next_timeout(now));
     if (stopping.load()) break;
     if (n < 0) {
       if (errno != EINTR) std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -194,6 +198,51 @@ void Listener::Impl::run() {
     }
     take_back();
     sweep(now_ms());
+  }
+}
+
+// Until the oldest handshake's deadline or the next BEAT, at most a second.
+int Listener::Impl::next_timeout(uint64_t now) const {
+  uint64_t t = 1000;
+  if (!pending_order.empty()) {
+    auto it = pending.find(pending_order.front().first);
+    if (it != pending.end())
+      t = std::min<uint64_t>(t, it->second.deadline > now ? it->second.deadline - now + 1 : 0);
+  }
+  if (!beats.empty()) t = std::min<uint64_t>(t, beats.begin()->first > now ? beats.begin()->first - now : 0);
+  return static_cast<int>(t);
+}
+
+// A connection that just sent WATCH (its reply, the first BEAT, is out): its next BEAT is due
+// one period from now.
+void Listener::Impl::schedule_beats(Conn &c, uint64_t now) {
+  if (c.session.watch_ms == 0 || c.watch_serial != 0) return;
+  c.watch_serial = ++watch_serials;
+  watches++;
+  beats.emplace(now + c.session.watch_ms, std::make_pair(c.fd.get(), c.watch_serial));
+}
+
+// The BEATs due now, one non-blocking send of 40 bytes each. A full socket buffer (a watcher
+// that stopped draining) skips that BEAT: the watcher sees silence. A failed send closes.
+void Listener::Impl::send_beats(uint64_t now) {
+  while (!beats.empty() && beats.begin()->first <= now) {
+    auto [due, at] = *beats.begin();
+    beats.erase(beats.begin());
+    auto it = conns.find(at.first);
+    if (it == conns.end() || it->second->watch_serial != at.second) continue;  // closed since
+    Conn &c = *it->second;
+    wire::Header h = wire::make(wire::BEAT, c.session.watch_id, target->incarnation(), 0);
+    ssize_t r = ::send(at.first, &h, sizeof h, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (r == static_cast<ssize_t>(sizeof h)) {
+      beats_sent++;
+    } else if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      beats_skipped++;
+    } else {  // broken (or a short send: the stream is no longer whole messages)
+      conns.erase(it);
+      continue;
+    }
+    uint64_t next = due + c.session.watch_ms;
+    beats.emplace(next > now ? next : now + c.session.watch_ms, at);
   }
 }
 
@@ -270,6 +319,10 @@ void Listener::Impl::on_readable(int fd) {
   auto cit = conns.find(fd);
   if (cit == conns.end()) return;
   Conn &c = *cit->second;
+  if (c.watch_serial != 0) {  // a watcher sends nothing more: anything readable (or its end) closes
+    conns.erase(cit);
+    return;
+  }
   char buf[64 * 1024];
   bool closed = false;
   for (int i = 0; i < 16; i++) {  // bounded: one busy client cannot starve the others
@@ -321,6 +374,7 @@ void Listener::Impl::take_back() {
       continue;
     }
     if (!c->in.empty()) c->partial = now_ms();
+    schedule_beats(*c, now_ms());
     conns[fd] = std::move(c);
     watch(fd);
   }
@@ -544,6 +598,9 @@ std::string Listener::stats_json() {
   o.num("requests_served", im.requests.load());
   o.num("data_connections", im.handed.load());
   o.num("data_connections_refused", im.refused_data.load());
+  o.num("watches", im.watches.load());
+  o.num("beats_sent", im.beats_sent.load());
+  o.num("beats_skipped", im.beats_skipped.load());
   // The control client's pool is shared by every engine of the process: its figures are too.
   control_pool::Counters pc = control_pool::counters();
   o.num("control_connects", pc.connects);

@@ -1,5 +1,7 @@
 #include "control/server.h"
 
+#include <algorithm>
+#include <cstdlib>
 #include <cstring>
 
 #include "util/log.h"
@@ -14,6 +16,16 @@ wire::Header header_of(const std::string &in, size_t at = 0) {
 }
 
 bool is_data(uint16_t type) { return type == wire::BIND || type == wire::READ || type == wire::WRITE; }
+
+// Tests only: MC_TEST_NO_WATCH=1 makes this engine answer WATCH as an engine older than it does
+// (ERROR, unknown message type), so a watcher's fallback to PINGs can be tested. Read once.
+bool watch_known() {
+  static const bool known = [] {
+    const char *v = std::getenv("MC_TEST_NO_WATCH");
+    return !(v && *v == '1');
+  }();
+  return known;
+}
 
 // Why a message that scan() called kBad cannot be served (the text the peer gets).
 std::string bad_reason(const wire::Header &h) {
@@ -41,6 +53,10 @@ bool answer(Target &t, Session &s, const wire::Header &h, const std::string &bod
               MC_ERR_TRANSPORT);
     return false;
   }
+  if (s.watch_ms != 0) {
+    put_error(out, "sent a request on a connection it watches", MC_ERR_TRANSPORT);
+    return false;
+  }
   if (h.type == wire::HELLO) {
     if (h.addr == 0 || h.addr == t.incarnation()) return true;
     put_error(out, "expected another incarnation of this engine (it restarted); refresh the segment",
@@ -49,6 +65,12 @@ bool answer(Target &t, Session &s, const wire::Header &h, const std::string &bod
   }
   if (h.type == wire::PING) {
     put(out, wire::make(wire::PONG, h.id, t.incarnation(), 0));
+    return true;
+  }
+  if (h.type == wire::WATCH) {  // the first BEAT answers it; the listener sends the others
+    s.watch_ms = std::clamp<uint64_t>(h.addr, wire::kMinWatchMs, wire::kMaxWatchMs);
+    s.watch_id = h.id;
+    put(out, wire::make(wire::BEAT, h.id, t.incarnation(), 0));
     return true;
   }
   // A descriptor or control request needs the engine fully started (the listener runs during
@@ -85,6 +107,8 @@ static Next scan_at(const std::string &in, size_t at) {
     case wire::GET_DESC:
     case wire::PING:
       return Next::kControl;
+    case wire::WATCH:
+      return watch_known() ? Next::kControl : Next::kBad;
     case wire::CONTROL:
       if (h.len > wire::kMaxControlPayload) return Next::kBad;
       return in.size() - at - sizeof h >= h.len ? Next::kControl : Next::kNeedMore;
@@ -102,7 +126,7 @@ Next serve(Target &t, Session &s, std::string &in, std::string &out) {
     next = scan_at(in, used);
     if (next != Next::kControl) break;
     wire::Header h = header_of(in, used);
-    // HELLO, GET_DESC and PING have no payload by scan(); answer() refuses one that claims one.
+    // HELLO, GET_DESC, PING and WATCH have no payload by scan(); answer() refuses one that claims one.
     uint64_t plen = h.type == wire::CONTROL ? h.len : 0;
     std::string body = in.substr(used + sizeof h, plen);
     used += sizeof h + plen;

@@ -25,7 +25,7 @@ class Target {
 // The first message buffered in `in` (bytes read from an admitted connection):
 enum class Next {
   kNeedMore,  // not whole yet
-  kControl,   // a whole control message (HELLO, GET_DESC, PING or CONTROL)
+  kControl,   // a whole control message (HELLO, GET_DESC, PING, WATCH or CONTROL)
   kData,      // the header of a data message (BIND, READ, WRITE): the connection is a data one
   kBad,       // cannot be served (bad magic or version, oversized, unknown type)
 };
@@ -33,7 +33,9 @@ Next scan(const std::string &in);
 
 // One admitted connection's state between its messages.
 struct Session {
-  bool started = false;  // wait_started() returned true on it
+  bool started = false;   // wait_started() returned true on it
+  uint64_t watch_ms = 0;  // a WATCH's period (clamped): the listener sends BEATs from now on
+  uint64_t watch_id = 0;  // the WATCH's id, echoed in every BEAT
 };
 
 // Serves the whole control messages at the front of `in` (consuming them) and appends the

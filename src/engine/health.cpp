@@ -93,6 +93,9 @@ struct HealthMonitor::Shared {
     set_key(pk, it->second, "");
     entries.erase(it);
   }
+  std::vector<std::pair<std::string, uint64_t>> beaten;  // collect()'s scratch
+  std::vector<std::pair<std::string, std::string>> gone;
+  void collect(uint64_t now);
   void answered(const std::string &key, uint64_t inc, uint64_t now);
   void lost(const std::string &key, uint64_t silent_since);
   void check(const Peer *pk, Entry &e, uint64_t now);
@@ -193,7 +196,7 @@ void HealthMonitor::Shared::after_step(const Peer *pk, Step &step, bool batched,
   set_key(pk, e, e.batched ? control_pool::key(addr, batch.token) : "");
   if (e.batched && step.conn.valid()) {
     std::string key = control_pool::key(step.addr, batch.token);
-    prober.adopt(key, std::move(step.conn));
+    prober.adopt(key, std::move(step.conn), now);
     e.last_ok_ms = now;
     answered(key, inc, now);  // peers that waited on the connection it replaces
   }
@@ -211,6 +214,7 @@ HealthMonitor::HealthMonitor(size_t threads, Probe probe, const Batch *batch)
   if (batch && s_->prober.ok()) {
     s_->batch = *batch;
     s_->batch_on = true;
+    s_->prober.set_period(batch->heartbeat_ms);  // kept connections are watched: BEATs every heartbeat
   }
   handle_ = std::make_shared<Handle>(s_);
   threads_.emplace_back([this] { pinger(); });
@@ -250,7 +254,8 @@ size_t HealthMonitor::watched() const {
 
 HealthMonitor::Counters HealthMonitor::counters() const {
   std::lock_guard<std::mutex> lk(s_->mu);
-  return Counters{s_->prober.pings_sent(), s_->slow_steps, s_->ended, s_->prober.size()};
+  return Counters{s_->prober.pings_sent(), s_->slow_steps,          s_->ended,
+                  s_->prober.size(),       s_->prober.beats_seen(), s_->prober.watching()};
 }
 
 void HealthMonitor::watch(const std::shared_ptr<Peer> &p, uint64_t delay_ms) {
@@ -279,15 +284,29 @@ void HealthMonitor::Handle::kick(const Peer *p) {
   s->to_slow(p, it->second);
 }
 
-// The one thread of the batched way: sends what is due, then waits on every kept connection
-// (and the wake-up) at once.
+// The BEATs that came on watched connections since the last look, and the watched
+// connections found ended meanwhile.
+void HealthMonitor::Shared::collect(uint64_t now) {
+  prober.collect(now, &beaten, &gone);
+  for (auto &[key, inc] : beaten) answered(key, inc, now);
+  for (auto &g : gone) {
+    ended++;
+    lost(g.first, 0);
+  }
+}
+
+// The one thread of the batched way: looks at the BEATs that came, sends the PINGs that are
+// due (to peers that do not take WATCH), then waits on every kept connection's end, the PONGs
+// and the wake-up at once. BEATs never wake it: it looks at them when something is due.
 void HealthMonitor::pinger() {
   Shared &s = *s_;
   std::vector<uint64_t> ids;
   std::unique_lock<std::mutex> lk(s.mu);
   while (!s.stop) {
     uint64_t sent = s.prober.pings_sent();
-    int wait = s.dispatch(mono_ms());
+    uint64_t now = mono_ms();
+    s.collect(now);
+    int wait = s.dispatch(now);
     if (!s.prober.ok()) {  // no epoll (descriptors exhausted at start): a plain timer
       s.tick.wait_for(lk, std::chrono::milliseconds(wait < 0 ? 1000 : wait));
       continue;
@@ -300,7 +319,7 @@ void HealthMonitor::pinger() {
     s.prober.wait(wait, &ids);
     lk.lock();
     if (s.stop) break;
-    uint64_t now = mono_ms();
+    now = mono_ms();
     for (uint64_t id : ids) {
       if (id == 0) continue;
       std::string key, why;

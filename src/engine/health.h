@@ -3,9 +3,10 @@
 // with ten (the costs of a peer are an entry here, not a thread).
 //
 // Two ways to probe. The batched way (when a Batch is given): one thread keeps an admitted
-// connection per peer address (control/prober.h), sends the due PINGs on them without waiting
-// and collects the PONGs with one epoll; a PONG with the known incarnation is all a healthy
-// peer costs. Everything else goes the slow way: a probe step (Probe) on one of the worker
+// connection per peer address (control/prober.h) on which the peer sends a BEAT every
+// heartbeat (WATCH; a peer older than that is sent PINGs instead), and looks at all of them at
+// once when a peer is due: a BEAT with the known incarnation is all a healthy peer costs, and
+// it wakes no thread here. Everything else goes the slow way: a probe step (Probe) on one of the worker
 // threads: one ping attempt on a pooled or fresh connection, at most a few hundred ms, plus a
 // descriptor refresh when the peer came back as someone new. A peer goes the slow way when it
 // is new, not OK, kicked (a transfer to it failed), when its PING stays unanswered for
@@ -43,8 +44,8 @@ class HealthMonitor {
   using Target = std::function<bool(const std::shared_ptr<Peer> &, HostPort *addr, uint64_t *incarnation)>;
   struct Batch {
     std::string token;      // this engine's auth_token: connections are kept per (address, token)
-    uint64_t heartbeat_ms;  // a healthy peer's PING period
-    uint64_t answer_ms;     // a PING unanswered this long goes the slow way
+    uint64_t heartbeat_ms;  // a healthy peer's BEAT (or PING) period
+    uint64_t answer_ms;     // a PING unanswered (a BEAT late) this long goes the slow way
     Target target;
   };
   struct Counters {
@@ -52,6 +53,8 @@ class HealthMonitor {
     uint64_t slow_steps;     // probe steps run on the worker threads
     uint64_t ended;          // kept connections that ended or broke
     uint64_t kept;           // kept connections now
+    uint64_t beats;          // BEATs seen on watched connections
+    uint64_t watched;        // kept connections watched now (the others are pinged)
   };
   // What a peer keeps to ask for a probe now; safe to use after the monitor stopped.
   class Handle;

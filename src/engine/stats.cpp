@@ -68,6 +68,8 @@ std::string EngineCore::health_json() {
   ho.num("probe_steps", hc.slow_steps);
   ho.num("connections_ended", hc.ended);
   ho.num("connections_kept", hc.kept);
+  ho.num("connections_watched", hc.watched);
+  ho.num("beats", hc.beats);
   return ho.done();
 }
 

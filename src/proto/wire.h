@@ -71,6 +71,14 @@
 // breakage (it opens a new one, whose BIND carries the list), so every later request is
 // served after the broken connection is gone. No reply on success: the first reply on the
 // connection confirms the fence; a refusal is ERROR and the connection closes.
+// Heartbeats. A peer that watches this engine sends WATCH (addr = its heartbeat period) on an
+// admitted control connection; the engine answers with a BEAT at once and then sends one every
+// period from its listener's event loop, until the connection closes. The watcher never has
+// to ask again: it does not wake for each BEAT (it looks at all its watched connections at once,
+// a few times a period) and learns of a closed connection at once. A missing BEAT is silence,
+// as an unanswered PING is. A BEAT that finds the watcher's socket buffer full is skipped (the
+// watcher drains it). Anything a watcher sends after WATCH ends the connection. An engine that
+// does not know WATCH answers ERROR and closes: the watcher then PINGs that peer as before.
 // Control messages ride the same listener: GET_DESC returns the engine's descriptor (JSON,
 // see proto/descriptor.h), PING returns PONG with the incarnation, CONTROL carries a
 // transport's own setup exchange (e.g. RDMA queue-pair numbers) to the engine's handler. The target refuses
@@ -106,7 +114,14 @@ enum MsgType : uint16_t {
   AUTH_OK = 15,         // server -> client: the client's proof matched; no payload
   BIND = 16,            // client -> server after admission; id: nonce, addr: connection number,
                         // payload: numbers of connections to end first (u64 each; see Fencing)
+  WATCH = 17,           // client -> server on a control connection; addr: a period in ms (see
+                        // Heartbeats); the connection carries nothing else afterwards
+  BEAT = 18,            // server -> client, every period of a WATCH; id: the WATCH's, addr:
+                        // the incarnation (as PONG)
 };
+
+constexpr uint64_t kMinWatchMs = 10;      // a WATCH's period is clamped to [kMinWatchMs,
+constexpr uint64_t kMaxWatchMs = 600000;  // kMaxWatchMs] (heartbeat_ms's range)
 
 constexpr uint32_t kMaxPending = 64;      // connections still in their handshake, per listener
 constexpr uint32_t kHandshakeMs = 5000;   // a handshake must end within min(timeout_ms, this)

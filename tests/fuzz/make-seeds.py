@@ -9,7 +9,7 @@ import struct
 
 root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
 MAGIC, VERSION = 0x3157434D, 1
-GET_DESC, PING, WRITE, READ, CONTROL = 1, 3, 5, 7, 10
+GET_DESC, PING, WRITE, READ, CONTROL, WATCH = 1, 3, 5, 7, 10, 17
 BUF = 0x10000000  # fuzz_control registers 2 x 64 KiB here
 BUFLEN = 64 << 10
 
@@ -44,6 +44,10 @@ put("control", "control_rdma", hdr(CONTROL, 14, 0, 10) + b"rdma\0hello")
 put("control", "control_no_channel", hdr(CONTROL, 15, 0, 5) + b"hello")
 put("control", "control_too_big", hdr(CONTROL, 16, 0, (64 << 20) + 1))
 put("control", "half_header", hdr(PING)[:20])
+put("control", "watch", hdr(WATCH, 17, 10))
+put("control", "watch_then_ping", hdr(WATCH, 18, 1) + hdr(PING, 19))
+put("control", "ping_then_watch", hdr(PING, 20) + hdr(WATCH, 21, 1 << 40))
+put("control", "watch_with_payload", hdr(WATCH, 22, 10, 4) + b"abcd")
 put("control", "pipeline", b"".join(hdr(PING, i) + hdr(READ, 100 + i, BUF + i * 512, 512) for i in range(16)))
 
 # ---- descriptor: JSON text
