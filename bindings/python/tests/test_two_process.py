@@ -25,6 +25,14 @@ with mc.Engine(listen="127.0.0.1:0") as eng:
 """
 
 
+def stop(proc):
+    """SIGSTOP, returning once the process is stopped: kill() only queues the signal, and on a
+    busy machine the target still served an 8 MiB READ submitted right after it."""
+    import signal
+    os.kill(proc.pid, signal.SIGSTOP)
+    os.waitpid(proc.pid, os.WUNTRACED)
+
+
 def target_commands():
     cmds = []
     bench = build_dir() / "bin" / "mc_bench"
@@ -91,7 +99,6 @@ def test_peer_killed_fails_cleanly(engine):
 def test_hung_peer_times_out_then_fails():
     """A stopped target: a poll says mc.Timeout, then the request fails within timeout_ms. Over
     TCP: a same-host shm path would not need the stopped peer at all."""
-    import signal
     engine = mc.Engine(listen="127.0.0.1:0", transports="tcp", timeout_ms=3000)
     cmd = dict(target_commands())["python"]
     env = child_env()
@@ -101,7 +108,7 @@ def test_hung_peer_times_out_then_fails():
         seg = engine.open(name)
         remote = seg.buffers[0].addr
         buf = engine.alloc(8 << 20)
-        os.kill(proc.pid, signal.SIGSTOP)
+        stop(proc)
         with engine.batch(4) as b:
             b.submit([mc.Request(mc.READ, buf, seg, remote, 8 << 20)])
             with pytest.raises(mc.Timeout):
@@ -119,7 +126,6 @@ def test_hung_peer_times_out_then_fails():
 
 
 def test_cancel_on_hung_peer():
-    import signal
     engine = mc.Engine(listen="127.0.0.1:0", transports="tcp", timeout_ms=3000)
     cmd = dict(target_commands())["python"]
     env = child_env()
@@ -129,7 +135,7 @@ def test_cancel_on_hung_peer():
         seg = engine.open(name)
         remote = seg.buffers[0].addr
         buf = engine.alloc(8 << 20)
-        os.kill(proc.pid, signal.SIGSTOP)
+        stop(proc)
         with engine.batch(4) as b:
             b.submit([mc.Request(mc.READ, buf, seg, remote, 8 << 20)])
             b.cancel()
