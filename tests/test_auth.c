@@ -34,22 +34,10 @@
 
 /* ------------------------------------------------------------------ wire (see src/proto/wire.h) */
 
-#pragma pack(push, 1)
-struct hdr {
-  uint32_t magic;
-  uint16_t version;
-  uint16_t type;
-  uint64_t id;
-  uint64_t addr;
-  uint64_t len;
-  int32_t status;
-  uint32_t aux;
-};
-#pragma pack(pop)
 enum { PING = 3, PONG = 4, ERROR = 9, HELLO = 12, CHALLENGE = 13, RESPONSE = 14, AUTH_OK = 15 };
 
-static struct hdr mk(uint16_t type, uint64_t addr, uint64_t len) {
-  struct hdr h = {0x3157434d, 1, type, 1, addr, len, 0, 0};
+static struct tu_wire_hdr mk(uint16_t type, uint64_t addr, uint64_t len) {
+  struct tu_wire_hdr h = {0x3157434d, 1, type, 1, addr, len, 0, 0};
   return h;
 }
 
@@ -133,7 +121,7 @@ static int get(int fd, void *p, size_t n) {
 }
 
 /* Reads an ERROR's text into buf. */
-static void get_error(int fd, const struct hdr *h, char *buf, size_t cap) {
+static void get_error(int fd, const struct tu_wire_hdr *h, char *buf, size_t cap) {
   assert_int_equal(h->type, ERROR);
   assert_true(h->len < cap);
   assert_true(get(fd, buf, h->len));
@@ -266,12 +254,12 @@ static void test_tcp_raw_handshake_and_replay(void **state) {
   assert_non_null(a);
   int port = port_of(a);
   char text[4200];
-  struct hdr h;
+  struct tu_wire_hdr h;
 
   /* A good client: HELLO + nonce, check the server's proof, answer, then a PING. */
   int fd = dial(port);
   for (int i = 0; i < 32; i++) g_nonce_c[i] = (uint8_t)(rand() ^ i);
-  struct hdr hello = mk(HELLO, 0, 32);
+  struct tu_wire_hdr hello = mk(HELLO, 0, 32);
   put(fd, &hello, sizeof hello);
   put(fd, g_nonce_c, 32);
   assert_true(get(fd, &h, sizeof h));
@@ -282,7 +270,7 @@ static void test_tcp_raw_handshake_and_replay(void **state) {
   hmac(TOKEN, "mc-auth-1 server", g_nonce_c, g_challenge, want);
   assert_memory_equal(want, g_challenge + 32, 32); /* the server proved the token */
   hmac(TOKEN, "mc-auth-1 client", g_challenge, g_nonce_c, g_response);
-  struct hdr resp = mk(RESPONSE, 0, 32), ping = mk(PING, 0, 0);
+  struct tu_wire_hdr resp = mk(RESPONSE, 0, 32), ping = mk(PING, 0, 0);
   put(fd, &resp, sizeof resp);
   put(fd, g_response, 32);
   put(fd, &ping, sizeof ping); /* pipelined right behind the answer */
@@ -334,7 +322,7 @@ static void test_tcp_raw_handshake_and_replay(void **state) {
   assert_int_equal(h.status, MC_ERR_DENIED);
   close(fd);
   fd = dial(port);
-  struct hdr bare = mk(HELLO, 0, 0);
+  struct tu_wire_hdr bare = mk(HELLO, 0, 0);
   put(fd, &bare, sizeof bare);
   put(fd, &ping, sizeof ping);
   assert_true(get(fd, &h, sizeof h));
@@ -354,10 +342,10 @@ static void *fake_server(void *arg) {
   for (int k = 0; k < 2; k++) {
     int fd = accept(g_fake_listen, NULL, NULL);
     if (fd < 0) return NULL;
-    struct hdr h;
+    struct tu_wire_hdr h;
     uint8_t nonce[32];
     if (get(fd, &h, sizeof h) && h.type == HELLO && h.len == 32 && get(fd, nonce, 32)) {
-      struct hdr c = mk(CHALLENGE, 0, 64);
+      struct tu_wire_hdr c = mk(CHALLENGE, 0, 64);
       send(fd, &c, sizeof c, MSG_NOSIGNAL);
       send(fd, g_challenge, 64, MSG_NOSIGNAL);
       char sink[256];
@@ -710,7 +698,7 @@ static void test_half_open_flood(void **state) {
   enum { N = 1000 };
   static int flood[N];
   int port = port_of(a);
-  struct hdr hello = mk(HELLO, 0, 32);
+  struct tu_wire_hdr hello = mk(HELLO, 0, 32);
   uint8_t nonce[32] = {1};
   uint64_t t0 = tu_now_ms();
   for (int i = 0; i < N; i++) {

@@ -23,38 +23,7 @@
 
 #include "testutil.h"
 
-#pragma pack(push, 1)
-struct hdr {
-  uint32_t magic;
-  uint16_t version;
-  uint16_t type;
-  uint64_t id;
-  uint64_t addr;
-  uint64_t len;
-  int32_t status;
-  uint32_t aux;
-};
-#pragma pack(pop)
 enum { WRITE = 5, WRITE_ACK = 6, HELLO = 12 };
-
-static int dial(const char *name) {
-  char host[64];
-  const char *colon = strrchr(name, ':');
-  if (!colon || (size_t)(colon - name) >= sizeof host) return -1;
-  memcpy(host, name, (size_t)(colon - name));
-  host[colon - name] = 0;
-  struct sockaddr_in sa = {0};
-  sa.sin_family = AF_INET;
-  sa.sin_port = htons((uint16_t)atoi(colon + 1));
-  if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) return -1;
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return -1;
-  if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
-    close(fd);
-    return -1;
-  }
-  return fd;
-}
 
 struct trickle {
   int fd;
@@ -86,9 +55,9 @@ static void test_set_access_timeout(void **state) {
   char *buf = calloc(1, len);
   assert_int_equal(mc_buffer_register(e, buf, len, "cpu"), MC_OK);
 
-  int fd = dial(mc_engine_name(e));
+  int fd = tu_dial(mc_engine_name(e));
   assert_true(fd >= 0);
-  struct hdr h[2] = {{0x3157434d, 1, HELLO, 0, 0, 0, 0, 0}, {0x3157434d, 1, WRITE, 1, (uint64_t)(uintptr_t)buf, len, 0, 0}};
+  struct tu_wire_hdr h[2] = {{0x3157434d, 1, HELLO, 0, 0, 0, 0, 0}, {0x3157434d, 1, WRITE, 1, (uint64_t)(uintptr_t)buf, len, 0, 0}};
   assert_int_equal(send(fd, h, sizeof h, MSG_NOSIGNAL), (ssize_t)sizeof h);
   struct trickle t = {fd, 0, 0};
   pthread_t th;

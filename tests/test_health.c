@@ -193,41 +193,15 @@ static void test_older_peer_pinged(void **state) {
   hung_peer_case(1);
 }
 
-#pragma pack(push, 1)
-struct wire_hdr {
-  uint32_t magic;
-  uint16_t version, type;
-  uint64_t id, addr, len;
-  int32_t status;
-  uint32_t aux;
-};
-#pragma pack(pop)
 enum { W_MAGIC = 0x3157434d, W_PING = 3, W_ERROR = 9, W_HELLO = 12, W_WATCH = 17, W_BEAT = 18 };
 
-/* A TCP connection to an engine named "host:port" (IPv4). */
-static int tu_connect_name(const char *name) {
-  char host[64];
-  const char *colon = strrchr(name, ':');
-  if (!colon || (size_t)(colon - name) >= sizeof host) return -1;
-  memcpy(host, name, (size_t)(colon - name));
-  host[colon - name] = 0;
-  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1))};
-  if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) return -1;
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
-    close(fd);
-    fd = -1;
-  }
-  return fd;
-}
-
 static void send_hdr(int fd, uint16_t type, uint64_t id, uint64_t addr) {
-  struct wire_hdr h = {W_MAGIC, 1, type, id, addr, 0, 0, 0};
+  struct tu_wire_hdr h = {W_MAGIC, 1, type, id, addr, 0, 0, 0};
   assert_int_equal(send(fd, &h, sizeof h, MSG_NOSIGNAL), (ssize_t)sizeof h);
 }
 
 /* Reads one header within limit_ms; 0 when the connection ended or nothing came. */
-static int recv_hdr(int fd, struct wire_hdr *h, int limit_ms) {
+static int recv_hdr(int fd, struct tu_wire_hdr *h, int limit_ms) {
   struct timeval tv = {limit_ms / 1000, (limit_ms % 1000) * 1000};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   return recv(fd, h, sizeof *h, MSG_WAITALL) == (ssize_t)sizeof *h;
@@ -245,11 +219,11 @@ static void test_watch_on_the_wire(void **state) {
   assert_int_equal(mc_segment_open(a, mc_engine_name(b), &s), MC_OK);
   uint64_t inc = 0;
   state_of(a, s, &inc, NULL);
-  int fd = tu_connect_name(mc_engine_name(b));
+  int fd = tu_dial(mc_engine_name(b));
   assert_true(fd >= 0);
   send_hdr(fd, W_HELLO, 0, 0);
   send_hdr(fd, W_WATCH, 77, 1); /* 1 ms: clamped to 10 */
-  struct wire_hdr h;
+  struct tu_wire_hdr h;
   uint64_t t0 = tu_now_ms();
   int beats = 0;
   while (beats < 11 && recv_hdr(fd, &h, (int)tu_slack_ms(1000))) {

@@ -8,7 +8,10 @@
 #include <string.h>
 #include <time.h>
 #include <signal.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 int tu_scale(void) {
@@ -145,4 +148,22 @@ pid_t tu_spawn_self(int *to_child, FILE **from_child, const char *arg, ...) {
   *to_child = in[1];
   *from_child = fdopen(out[0], "r");
   return pid;
+}
+
+int tu_dial(const char *name) {
+  char host[64];
+  const char *colon = strrchr(name, ':');
+  if (!colon || (size_t)(colon - name) >= sizeof host) return -1;
+  memcpy(host, name, (size_t)(colon - name));
+  host[colon - name] = 0;
+  struct sockaddr_in sa = {0};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons((uint16_t)atoi(colon + 1));
+  if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) return -1;
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+    close(fd);
+    fd = -1;
+  }
+  return fd;
 }

@@ -36,4 +36,20 @@ mc_engine_t *tu_engine(const char *key, ...);
  * Returns the child's pid, or -1 when it could not be started. *to_child (write end of the
  * child's stdin) and *from_child (reads its stdout) are the caller's to close. */
 pid_t tu_spawn_self(int *to_child, FILE **from_child, const char *arg, ...);
+/* The 40-byte wire header (src/proto/wire.h), for tests that speak the protocol by hand. */
+#pragma pack(push, 1)
+struct tu_wire_hdr {
+  uint32_t magic;
+  uint16_t version;
+  uint16_t type;
+  uint64_t id;
+  uint64_t addr;
+  uint64_t len;
+  int32_t status;
+  uint32_t aux;
+};
+#pragma pack(pop)
+#define TU_WIRE_MAGIC 0x3157434dU
+/* A blocking TCP connection to an engine named "host:port" (IPv4 host), or -1. */
+int tu_dial(const char *name);
 #endif
