@@ -2,7 +2,8 @@
 # scale.sh BUILD_DIR [LABEL] - what open segments cost one engine (issue 19, "Measured"): for
 # transports=tcp and transports=shm, N=10 and N=1000 segments whose peer engines live in 4 other
 # processes on loopback, heartbeat_ms=1000. Figures of the observing engine's process: threads,
-# fds, RSS (per segment = (RSS@1000 - RSS@10) / 990), idle CPU over IDLE s (10), and the time
+# fds, RSS (per segment = (RSS@1000 - RSS@10) / 990), idle CPU over IDLE s (10) with the peer
+# processes' CPU in the same window beside it (peers_cpu%: a cost moved to the peers shows), the time
 # from SIGKILL of one peer process until all its segments are UNREACHABLE, beside
 # peer_timeout_ms + heartbeat_ms. The issue's goals are printed as met / NOT met, never asserted.
 # Appends the table, commit, machine, load and LABEL to bench/results/scale.txt.
@@ -46,7 +47,7 @@ for t in $TRANSPORTS; do
   done
 done
 lo=${SIZES%% *} hi=${SIZES##* }
-printf '%-5s %6s %8s %8s %8s %9s %10s %9s %s\n' transport N threads fds RSS_KiB idle_cpu% kill_ms limit_ms "goals" | tee -a "$OUT"
+printf '%-5s %6s %8s %8s %8s %9s %10s %10s %9s %s\n' transport N threads fds RSS_KiB idle_cpu% peers_cpu% kill_ms limit_ms "goals" | tee -a "$OUT"
 for t in $TRANSPORTS; do
   for n in $SIZES; do
     l=${R[$t.$n]}
@@ -55,8 +56,8 @@ for t in $TRANSPORTS; do
     limit=$((MC_PEER_TIMEOUT_MS + MC_HEARTBEAT_MS))
     g="idle<1%: $(verdict "$(awk -v c="$cpu" 'BEGIN {print (c < 1)}')")"
     g+=", kill<=limit: $(verdict "$(awk -v d="$down" -v l="$limit" 'BEGIN {print (d >= 0 && d <= l)}')")"
-    printf '%-5s %6s %8s %8s %8s %9s %10s %9s %s\n' "$t" "$n" "$(get threads "$l")" "$(get fds "$l")" \
-      "$(get rss_kib "$l")" "$cpu" "$down" "$limit" "$g" | tee -a "$OUT"
+    printf '%-5s %6s %8s %8s %8s %9s %10s %10s %9s %s\n' "$t" "$n" "$(get threads "$l")" "$(get fds "$l")" \
+      "$(get rss_kib "$l")" "$cpu" "$(get peers_idle_cpu_pct "$l")" "$down" "$limit" "$g" | tee -a "$OUT"
   done
   a=${R[$t.$lo]} b=${R[$t.$hi]}
   [[ $a == failed* || $b == failed* || $lo == "$hi" ]] && continue

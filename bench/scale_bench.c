@@ -4,7 +4,9 @@
  * engines each (transports=TRANSPORTS, one 64 KiB buffer each). The observing engine in this
  * process opens all N segments, moves 8 bytes to each (so that data paths exist), lets the
  * engine settle and then reads, for this process only: threads (/proc/self/task), fds
- * (/proc/self/fd), VmRSS, and CPU time over IDLE seconds of idleness (getrusage). Then it
+ * (/proc/self/fd), VmRSS, and CPU time over IDLE seconds of idleness (getrusage); beside it the
+ * CPU time the PROCS peer processes used in the same window (/proc/PID/stat), so that a cost
+ * moved from the observer to its peers shows. Then it
  * SIGKILLs peer process 0 and times until every segment of that process reports UNREACHABLE
  * (segment callback, or mc_segment_query polled every 5 ms, whichever says so first).
  * Prints one line of key=value pairs for bench/scale.sh. Engine keys come from MC_* variables
@@ -89,6 +91,26 @@ static double cpu_s(void) {
   getrusage(RUSAGE_SELF, &u);
   return (double)u.ru_utime.tv_sec + u.ru_utime.tv_usec / 1e6 + (double)u.ru_stime.tv_sec +
          u.ru_stime.tv_usec / 1e6;
+}
+
+/* CPU seconds (user + system) the peer processes used so far, from /proc/PID/stat. */
+static double peers_cpu_s(const pid_t *pids, int n) {
+  double s = 0;
+  long tick = sysconf(_SC_CLK_TCK);
+  for (int p = 0; p < n; p++) {
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pids[p]);
+    FILE *f = fopen(path, "r");
+    if (!f) continue;
+    size_t got = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[got] = 0;
+    const char *r = strrchr(buf, ')'); /* the command may hold spaces: fields follow the last ')' */
+    unsigned long ut = 0, st = 0;
+    if (r && sscanf(r + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) == 2)
+      s += (double)(ut + st) / (double)tick;
+  }
+  return s;
 }
 
 /* ------------------------------------------------------------------ state of the run */
@@ -223,9 +245,10 @@ int main(int argc, char **argv) {
   sleep(2);
   long threads = count_dir("/proc/self/task"), fds = count_dir("/proc/self/fd"), rss = rss_kib();
   long idle = env_long("IDLE", 10);
-  double c0 = cpu_s(), w0 = now_s();
+  double c0 = cpu_s(), p0 = peers_cpu_s(g_pid, g_procs), w0 = now_s();
   sleep((unsigned)idle);
   double cpu_pct = 100.0 * (cpu_s() - c0) / (now_s() - w0);
+  double peers_pct = 100.0 * (peers_cpu_s(g_pid, g_procs) - p0) / (now_s() - w0);
 
   long hb = env_long("MC_HEARTBEAT_MS", 1000), pto = env_long("MC_PEER_TIMEOUT_MS", 3000);
   int others = 0;
@@ -233,10 +256,10 @@ int main(int argc, char **argv) {
   printf("transports=%s n=%d procs=%d base_threads=%ld engine_threads=%ld threads=%ld "
          "base_fds=%ld engine_fds=%ld fds=%ld rss_before_open_kib=%ld rss_kib=%ld "
          "idle_s=%ld idle_cpu_pct=%.3f killed=%d down_ms=%.0f others_down=%d heartbeat_ms=%ld "
-         "peer_timeout_ms=%ld peers_up_s=%.1f open_s=%.1f\n",
+         "peer_timeout_ms=%ld peers_up_s=%.1f open_s=%.1f peers_idle_cpu_pct=%.3f\n",
          transports, g_n, g_procs, base_threads, eng_threads, threads, base_fds, eng_fds, fds,
          rss0, rss, idle, cpu_pct, (int)((long)g_n / g_procs) /* process 0's share */, down < 0 ? -1.0 : down * 1000,
-         others, hb, pto, t_peers - t_start, t_open - t_peers);
+         others, hb, pto, t_peers - t_start, t_open - t_peers, peers_pct);
   fflush(stdout);
   for (int p = 1; p < g_procs; p++) kill(g_pid[p], SIGKILL);
   for (int p = 1; p < g_procs; p++) waitpid(g_pid[p], NULL, 0);
