@@ -15,7 +15,9 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <setjmp.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -394,14 +396,16 @@ static mc_status_t open_until(mc_engine_t *e, const char *name, mc_status_t want
 
 struct child {
   pid_t pid;
-  int in;  /* its stdin: closing it asks for a clean exit */
+  int in;     /* its stdin: closing it asks for a clean exit; 'r' asks for a second buffer */
+  FILE *out;  /* its stdout, after the ready line */
   char name[256];
   uint64_t incarnation;
   int port;
 };
 
 /* The child: an engine with one BUF_LEN buffer holding pattern seed; prints
- * "ready NAME INCARNATION PORT" and waits for stdin to close. */
+ * "ready NAME INCARNATION PORT" and waits for stdin to close. Each 'r' read from stdin
+ * registers one more BUF_LEN buffer (pattern seed + 1) and prints "registered ADDR". */
 static int child_main(int argc, char **argv) {
   if (argc < 7) return 2;
   const char *url = argv[2], *name = argv[3], *listen = argv[4];
@@ -437,6 +441,12 @@ static int child_main(int argc, char **argv) {
   fflush(stdout);
   char c;
   while (read(0, &c, 1) > 0) {
+    if (c != 'r') continue;
+    char *more = mmap(NULL, BUF_LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    tu_fill(more, BUF_LEN, seed + 1);
+    if (more == MAP_FAILED || mc_buffer_register(e, more, BUF_LEN, NULL) != MC_OK) return 1;
+    printf("registered %llu\n", (unsigned long long)(uintptr_t)more);
+    fflush(stdout);
   }
   mc_engine_destroy(e);
   return 0;
@@ -474,10 +484,10 @@ static mc_status_t child_start(struct store *s, const char *name, const char *li
   FILE *f = fdopen(out[0], "r");
   char line[1024] = {0};
   char *got = fgets(line, sizeof line, f);
-  fclose(f);
   memset(c, 0, sizeof *c);
   c->pid = pid;
   c->in = in[1];
+  c->out = f;
   if (got && strncmp(line, "ready ", 6) == 0) {
     unsigned long long inc = 0;
     assert_int_equal(sscanf(line + 6, "%255s %llu", c->name, &inc), 2);
@@ -491,6 +501,8 @@ static mc_status_t child_start(struct store *s, const char *name, const char *li
   fprintf(stderr, "child engine %s: %s", name ? name : "-", got ? line : "(no output)\n");
   reap(pid, SIGKILL);
   close(c->in);
+  fclose(f);
+  c->out = NULL;
   c->pid = 0;
   return code;
 }
@@ -498,12 +510,16 @@ static mc_status_t child_start(struct store *s, const char *name, const char *li
 static void child_kill(struct child *c) {
   if (c->pid > 0) reap(c->pid, SIGKILL);
   if (c->pid > 0) close(c->in);
+  if (c->out) fclose(c->out);
+  c->out = NULL;
   c->pid = 0;
 }
 
 static void child_stop(struct child *c) {
   if (c->pid <= 0) return;
   close(c->in);
+  if (c->out) fclose(c->out);
+  c->out = NULL;
   int st;
   waitpid(c->pid, &st, 0);
   for (int i = 0; i < 64; i++)
@@ -849,6 +865,88 @@ static char *store_get(struct store *s, const char *name) {
   return v;
 }
 
+struct slow_read {
+  mc_engine_t *e;
+  mc_segment_t seg;
+  char *local;
+  uint64_t remote;
+  mc_status_t st;
+  atomic_int done;
+};
+
+static void *slow_read_main(void *arg) {
+  struct slow_read *r = arg;
+  mc_request_t q = {MC_READ, 0, r->local, r->seg, r->remote, 4096};
+  r->st = mc_transfer(r->e, &q, 1, tu_wait_ms(10000));
+  atomic_store(&r->done, 1);
+  return NULL;
+}
+
+static uint64_t now_us(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* mc_segment_query never waits for a descriptor refresh. A READ of a buffer the open descriptor
+ * does not list yet refreshes it (the store has the new version); the same-host route's update
+ * then asks the target for its buffer list, and the target is stopped, so that update waits up
+ * to timeout_ms (1 s). Queries of the segment meanwhile return at once: the refresh holds the
+ * peer's lock only to read and to publish (before, it held it across the update). */
+static void test_query_never_waits_for_refresh(void **state) {
+  struct store *s = need(state, 0);
+  struct child c;
+  assert_int_equal(child_start(s, "slowpoke", NULL, 61, &c), MC_OK);
+  mc_engine_t *b = engine(s, "watcher");
+  char *bb = buffer(b, 62);
+  mc_segment_t seg;
+  assert_int_equal(mc_segment_open(b, c.name, &seg), MC_OK);
+  roundtrip(b, seg, bb, 61);
+  assert_int_equal(write(c.in, "r", 1), 1);
+  char line[256] = {0}, addr_text[32];
+  assert_non_null(fgets(line, sizeof line, c.out));
+  unsigned long long addr = 0;
+  assert_int_equal(sscanf(line, "registered %llu", &addr), 1);
+  snprintf(addr_text, sizeof addr_text, "%llu", addr);
+  int published = 0;
+  for (uint64_t t = tu_now_ms(); !published && tu_now_ms() - t < tu_slack_ms(3000);) {
+    char *v = store_get(s, c.name);
+    published = strstr(v, addr_text) != NULL;
+    free(v);
+    if (!published) usleep(20000);
+  }
+  assert_true(published);
+  int wst;
+  kill(c.pid, SIGSTOP);
+  assert_int_equal(waitpid(c.pid, &wst, WUNTRACED), c.pid);
+  struct slow_read r = {b, seg, bb, addr, MC_OK, 0};
+  pthread_t t;
+  assert_int_equal(pthread_create(&t, NULL, slow_read_main, &r), 0);
+  uint64_t worst = 0, t0 = tu_now_ms();
+  int n = 0;
+  while (!atomic_load(&r.done) && tu_now_ms() - t0 < tu_slack_ms(5000)) {
+    uint64_t q0 = now_us();
+    mc_segment_info_t info = {.size = sizeof info};
+    assert_int_equal(mc_segment_query(b, seg, &info), MC_OK);
+    uint64_t q = now_us() - q0;
+    if (q > worst) worst = q;
+    n++;
+    usleep(1000);
+  }
+  uint64_t took = tu_now_ms() - t0;
+  kill(c.pid, SIGCONT);
+  pthread_join(t, NULL);
+  print_message("READ of a new buffer of a stopped same-host target: ended %s after %llu ms; %d queries "
+                "meanwhile, the slowest %llu us\n",
+                mc_status_str(r.st), (unsigned long long)took, n, (unsigned long long)worst);
+  assert_true(took >= 200); /* the refresh did wait on the stopped target: the case is real */
+  assert_true(worst < tu_slack_ms(100) * 1000);
+  assert_int_equal(mc_segment_close(b, seg), MC_OK);
+  child_stop(&c);
+  mc_engine_destroy(b);
+  munmap(bb, BUF_LEN);
+}
+
 /* A restarted peer answers probes before its new descriptor is in the store (seen in the
  * cluster demo: a segment was OK again with the dead engine's descriptor for ~50 ms). Here the
  * store keeps the old descriptor for good (written back without a lease) and the new engine, on
@@ -1022,7 +1120,8 @@ static void test_config_values(void **state) {
   cmocka_unit_test_prestate_setup_teardown(test_store_down, setup_store, teardown_store, st),            \
   cmocka_unit_test_prestate_setup_teardown(test_malformed_descriptors, setup_store, teardown_store, st), \
   cmocka_unit_test_prestate_setup_teardown(test_hostile_descriptor_rewrite, setup_store, teardown_store, st), \
-  cmocka_unit_test_prestate_setup_teardown(test_stale_descriptor_not_ok, setup_store, teardown_store, st)
+  cmocka_unit_test_prestate_setup_teardown(test_stale_descriptor_not_ok, setup_store, teardown_store, st), \
+  cmocka_unit_test_prestate_setup_teardown(test_query_never_waits_for_refresh, setup_store, teardown_store, st)
 
 int main(int argc, char **argv) {
   if (argc > 1 && strcmp(argv[1], "--child") == 0) return child_main(argc, argv);

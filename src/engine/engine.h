@@ -211,6 +211,10 @@ class EngineCore : public Host, public control::Target, public std::enable_share
   // Fetches the peer's descriptor and (re)builds its routes. A new incarnation drops every
   // old route (failing what is in flight on it) and counts a rejoin.
   Status refresh_peer(Peer &p, bool *rejoined = nullptr);
+  Status fetch_peer(Peer &p, Descriptor *d);
+  Status make_routes(Peer &p, const Descriptor &d, std::vector<Route> *routes);
+  void publish_peer(Peer &p, const std::shared_ptr<const Descriptor> &nd, std::vector<Route> *routes,
+                    std::vector<Route> *dropped, bool *rejoined);
   // One health step of a peer (HealthMonitor::Probe): one ping attempt, the state changes it
   // implies, a refresh when the peer answers with another incarnation. Returns the delay until
   // the next step.

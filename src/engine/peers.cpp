@@ -20,73 +20,115 @@ void Peer::kick() {
   if (auto m = monitor.lock()) m->kick(this);
 }
 
+// The routes to a peer whose descriptor is d, one per allowed transport that reaches it (the
+// engine's own name: the self transport where it is allowed). Takes no lock of the peer: a
+// transport's connect may do a same-host handshake or an RDMA exchange.
+Status EngineCore::make_routes(Peer &p, const Descriptor &d, std::vector<Route> *routes) {
+  // The engine's own name always opens (mc.h): in process when the self transport is allowed,
+  // else over the allowed transports like any peer (to its own listener or its own same-host
+  // server).
+  if (p.self && self_transport_ && opts_.transport_allowed(self_transport_->name())) {
+    routes->push_back({self_transport_, self_transport_->connect(d)});
+    return Status::Ok();
+  }
+  for (auto *t : data_transports_) {
+    if (!t->reachable(d)) continue;
+    auto path = t->connect(d);
+    if (!path) continue;
+    Peer *raw = &p;
+    // The path may outlive the peer only inside the transport's own threads, which the peer's
+    // destructor (joining nothing of theirs) cannot see: guard with a flag.
+    auto alive = p.alive;
+    path->set_on_down([raw, alive] {
+      std::lock_guard<std::mutex> lk(alive->mu);
+      if (alive->ok) raw->kick();
+    });
+    routes->push_back({t, std::move(path)});
+  }
+  if (routes->empty()) return Err(MC_ERR_UNSUPPORTED, "no allowed transport reaches segment " + p.name);
+  return Status::Ok();
+}
+
+// The peer's current descriptor from its metadata (or this engine's own), checked by every
+// data transport.
+Status EngineCore::fetch_peer(Peer &p, Descriptor *d) {
+  if (p.self) {
+    *d = local_descriptor();
+    return Status::Ok();
+  }
+  std::shared_ptr<const Descriptor> have;
+  {
+    std::lock_guard<std::mutex> lk(p.mu);
+    have = p.desc;
+  }
+  Status st = have ? metadata_->fetch_update(p.name, opts_.timeout_ms, *have, d)
+                   : metadata_->fetch(p.name, opts_.timeout_ms, d);
+  if (!st.ok()) return st;
+  for (auto *t : data_transports_) {
+    Status cs = t->check_descriptor(*d);
+    if (!cs.ok()) return cs;
+  }
+  return Status::Ok();
+}
+
+// Fetches the peer's descriptor and brings its routes to it: new routes for a new incarnation
+// (or a peer without any), else each route told of the new descriptor. The peer's lock is held
+// only to read and to publish, never across a transport's connect or update, so mc_segment_query
+// and submits to the peer never wait for a handshake. A refresh that lost a race to another is
+// dropped (its routes unused): the newer descriptor of an incarnation wins.
 Status EngineCore::refresh_peer(Peer &p, bool *rejoined) {
   if (p.uri) return Status::Ok();  // its transport fixed its descriptor when it opened it
   Descriptor d;
-  if (p.self) {
-    d = local_descriptor();
-  } else {
-    std::shared_ptr<const Descriptor> have;
-    {
-      std::lock_guard<std::mutex> lk(p.mu);
-      have = p.desc;
-    }
-    Status st = have ? metadata_->fetch_update(p.name, opts_.timeout_ms, *have, &d)
-                     : metadata_->fetch(p.name, opts_.timeout_ms, &d);
-    if (!st.ok()) return st;
-  }
-  if (!p.self)
-    for (auto *t : data_transports_) {
-      Status cs = t->check_descriptor(d);
-      if (!cs.ok()) return cs;
-    }
+  Status st = fetch_peer(p, &d);
+  if (!st.ok()) return st;
   auto nd = std::make_shared<const Descriptor>(std::move(d));
-  std::vector<Route> dropped;
+  std::vector<Route> current;
+  bool rebuild;
   {
     std::lock_guard<std::mutex> lk(p.mu);
-    bool new_peer = !p.desc || p.desc->incarnation != nd->incarnation;
-    if (new_peer || p.routes.empty()) {
-      std::vector<Route> routes;
-      // The engine's own name always opens (mc.h): in process when the self transport is
-      // allowed, else over the allowed transports like any peer (to its own listener or its
-      // own same-host server).
-      if (p.self && self_transport_ && opts_.transport_allowed(self_transport_->name())) {
-        routes.push_back({self_transport_, self_transport_->connect(*nd)});
-      } else {
-        for (auto *t : data_transports_) {
-          if (!t->reachable(*nd)) continue;
-          auto path = t->connect(*nd);
-          if (!path) continue;
-          Peer *raw = &p;
-          // The path may outlive the peer only inside the transport's own threads, which the
-          // peer's destructor (joining nothing of theirs) cannot see: guard with a flag.
-          auto alive = p.alive;
-          path->set_on_down([raw, alive] {
-            std::lock_guard<std::mutex> lk(alive->mu);
-            if (alive->ok) raw->kick();
-          });
-          routes.push_back({t, std::move(path)});
-        }
-      }
-      if (routes.empty()) return Err(MC_ERR_UNSUPPORTED, "no allowed transport reaches segment " + p.name);
-      if (p.desc && new_peer) {
-        MC_LOGI("segment " << p.name << ": new incarnation " << std::hex << nd->incarnation << " (was "
-                           << p.desc->incarnation << "); rebuilding its routes");
-        p.rejoins.fetch_add(1);
-        counters_.rejoin();
-        if (rejoined) *rejoined = true;
-      }
-      dropped.swap(p.routes);
-      p.routes = std::move(routes);
-    } else {
-      for (auto &r : p.routes) r.transport->update(*r.path, *nd);
-    }
-    p.desc = std::move(nd);
+    rebuild = !p.desc || p.desc->incarnation != nd->incarnation || p.routes.empty();
+    current = p.routes;
   }
+  std::vector<Route> routes;
+  if (rebuild) {
+    st = make_routes(p, *nd, &routes);
+    if (!st.ok()) return st;
+  } else {
+    // Before the descriptor is published: a submit that sees it finds paths that know it.
+    for (auto &r : current) r.transport->update(*r.path, *nd);
+  }
+  std::vector<Route> dropped;
+  publish_peer(p, nd, &routes, &dropped, rejoined);
   // The old incarnation's routes: fail what is still queued or in flight on them, then let
   // them go (their destructors tear that peer's connections, mappings and QPs down).
   for (auto &r : dropped) r.transport->fail_path(*r.path, MC_ERR_PEER_DOWN, "peer " + p.name + " restarted");
   return Status::Ok();
+}
+
+// Publishes nd as p's descriptor, with *routes (made for nd) as its routes where nd is a new
+// incarnation or p has none; the routes replaced go to *dropped. A descriptor older than the one
+// p holds (another refresh published a newer version of the same incarnation meanwhile) is not
+// published, and routes nobody needs are left in *routes for the caller to let go.
+void EngineCore::publish_peer(Peer &p, const std::shared_ptr<const Descriptor> &nd,
+                              std::vector<Route> *routes, std::vector<Route> *dropped, bool *rejoined) {
+  std::lock_guard<std::mutex> lk(p.mu);
+  bool new_peer = !p.desc || p.desc->incarnation != nd->incarnation;
+  if (!routes->empty() && (new_peer || p.routes.empty())) {
+    if (p.desc && new_peer) {
+      MC_LOGI("segment " << p.name << ": new incarnation " << std::hex << nd->incarnation << " (was "
+                         << p.desc->incarnation << "); rebuilding its routes");
+      p.rejoins.fetch_add(1);
+      counters_.rejoin();
+      if (rejoined) *rejoined = true;
+    }
+    dropped->swap(p.routes);
+    p.routes = std::move(*routes);
+    p.desc = nd;
+    return;
+  }
+  // Routes for nd are in place (or nd needs none): a newer version of the same incarnation
+  // replaces the descriptor; another incarnation without routes of its own never does.
+  if (!new_peer && nd->version >= p.desc->version) p.desc = nd;
 }
 
 // Back from UNREACHABLE with the same incarnation: nothing is rebuilt, except routes whose

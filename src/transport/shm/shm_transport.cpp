@@ -840,6 +840,7 @@ mc_status_t ShmPeer::copy_covered(const Slice &s) {
 
 mc_status_t ShmPeer::run_one(const Slice &s) {
   uint64_t deadline = 0;
+  bool listed_again = false;
   for (;;) {
     if (dead.load()) return MC_ERR_PEER_DOWN;
     mc_status_t st = map_for(s);
@@ -857,7 +858,14 @@ mc_status_t ShmPeer::run_one(const Slice &s) {
     }
     EpochWindow win(ctrl_.page());
     std::shared_lock<std::shared_mutex> lk(bufs_mu_);
-    if (win.current(epoch_)) return copy_covered(s);
+    if (win.current(epoch_)) {
+      st = copy_covered(s);
+      // The engine checked the range against the target's descriptor: a list here that does not
+      // cover it may be older than that descriptor (a refresh that could not reach the target).
+      // Asked once more; a target that cannot answer ends the slice with why, not OUT_OF_RANGE.
+      if (st != MC_ERR_OUT_OF_RANGE || listed_again) return st;
+      listed_again = true;
+    }
     lk.unlock();
     win.close();
     if (!again_after_change(&deadline, &st)) return st;
