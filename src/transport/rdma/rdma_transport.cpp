@@ -154,11 +154,12 @@ struct Endpoint : std::enable_shared_from_this<Endpoint> {
   mc_status_t fail_status = MC_OK;
   std::string fail_why;
   bool retry = true;  // whether work failing here is tried again elsewhere
-  // A WR was refused with a remote access error (a stale rkey: the target changed a buffer's
-  // rights): the QP went to ERR for that op alone, and the rest it held are flushed. Those are
-  // bystanders: posted again without counting an attempt (each refusal ends its own op within
-  // two tries, so the reposts are bounded by the refusals).
-  bool access_refused = false;
+  // Retired for no fault of the work it held: a WR refused with a remote access error (a stale
+  // rkey: the target changed a buffer's rights; the QP went to ERR for that op alone), or
+  // replaced by a newer connection of the same pair. What it held is posted again without
+  // counting an attempt (each refusal ends its own op within two tries, and a replacement is
+  // another connection that works, so the reposts are bounded).
+  bool free_retry = false;
   // Guarded by the transport's lru_mu_.
   bool in_lru = false;
   std::list<Endpoint *>::iterator lru_it;
@@ -382,6 +383,7 @@ class RdmaTransport : public Transport {
   void enqueue(const std::shared_ptr<Endpoint> &ep, std::vector<Op *> &ops);
   void pump(const std::shared_ptr<Endpoint> &ep);
   void retire_ep(const std::shared_ptr<Endpoint> &ep, mc_status_t st, const std::string &why, bool retry);
+  void retire_replaced(const std::shared_ptr<Endpoint> &ep, const std::string &why);
   void retire_peer(const std::shared_ptr<PeerState> &ps, mc_status_t st, const std::string &why);
   void reap(const std::shared_ptr<Endpoint> &ep, bool force);
   void maybe_evict();
@@ -1112,7 +1114,7 @@ void RdmaTransport::retire_ep(const std::shared_ptr<Endpoint> &ep, mc_status_t s
   }
   for (Op *op : queued) {
     if (retry)
-      retry_or_fail(op, st, !ep->access_refused);
+      retry_or_fail(op, st, !ep->free_retry);
     else
       finish(op, st);
   }
@@ -1121,6 +1123,16 @@ void RdmaTransport::retire_ep(const std::shared_ptr<Endpoint> &ep, mc_status_t s
 
 // Destroys the endpoint's QPs once nothing is outstanding on them (force: at shutdown, after
 // the pollers stopped; whatever is still posted is failed once the QP is gone).
+// An endpoint a newer connection of the same pair replaced: what it held goes to the new one
+// without counting an attempt.
+void RdmaTransport::retire_replaced(const std::shared_ptr<Endpoint> &ep, const std::string &why) {
+  {
+    std::lock_guard<std::mutex> lk(ep->mu);
+    ep->free_retry = true;
+  }
+  retire_ep(ep, MC_ERR_TRANSPORT, why, true);
+}
+
 void RdmaTransport::reap(const std::shared_ptr<Endpoint> &ep, bool force) {
   std::vector<std::unique_ptr<QpCtx>> qps;
   {
@@ -1167,7 +1179,7 @@ void RdmaTransport::install(const std::shared_ptr<PeerState> &ps, const std::sha
     }
   }
   note_qps(ps->name, ps->inc);
-  if (replaced) retire_ep(replaced, MC_ERR_TRANSPORT, "replaced by a newer connection", true);
+  if (replaced) retire_replaced(replaced, "replaced by a newer connection");
   pump(target);
   maybe_evict();
 }
@@ -1372,7 +1384,7 @@ Status RdmaTransport::handle_control(const std::string &request, std::string *re
   }
   accepts_++;
   note_qps(from, inc);
-  if (replaced) retire_ep(replaced, MC_ERR_TRANSPORT, "the peer reconnected this pair", true);
+  if (replaced) retire_replaced(replaced, "the peer reconnected this pair");
   pump(target);
   maybe_evict();
   *reply = out.to_json();
@@ -1760,8 +1772,9 @@ void RdmaTransport::enqueue(const std::shared_ptr<Endpoint> &ep, std::vector<Op 
       ops.clear();
     }
   }
-  if (!ops.empty()) {  // it died (or was evicted) between the lookup and here: try again
-    for (Op *op : ops) retry_or_fail(op, MC_ERR_TRANSPORT);
+  if (!ops.empty()) {  // it died (or was evicted) between the lookup and here: try again (the
+    // ops never reached it: no attempt counted)
+    for (Op *op : ops) retry_or_fail(op, MC_ERR_TRANSPORT, false);
     return;
   }
   pump(ep);
@@ -1924,8 +1937,8 @@ void RdmaTransport::poll_loop(Nic *nic) {
           dead = ep->st == Endpoint::kDead;
           dead_st = ep->fail_status;
           ep_retry = ep->retry;
-          bystander = ws == WcStatus::kWrFlushErr && ep->access_refused;
-          if (ws == WcStatus::kRemAccessErr && !dead) ep->access_refused = true;
+          bystander = ws == WcStatus::kWrFlushErr && ep->free_retry;
+          if (ws == WcStatus::kRemAccessErr && !dead) ep->free_retry = true;
         }
         // An error on an endpoint we did not retire ourselves: is it our port? (A killed port
         // shows up as flushes only.) Checked before the retry so it goes to another NIC.
