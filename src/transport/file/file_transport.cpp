@@ -29,6 +29,7 @@ struct Instance {
   bool stopped = false;
   std::set<FileSeg *> segs;  // open segments (paths): freed by disconnect, or by destroy
   std::atomic<uint64_t> rr{0};
+  std::once_flag gds_once;  // cuFile looked for (start_rings)
 };
 
 char *dup(const std::string &s) {
@@ -117,10 +118,15 @@ void destroy(mc_tp_transport_t *t) {
 // The rings, started with the first segment: an engine that never opens a file has no thread.
 bool start_rings(Instance &in, std::string *why) {
   if (in.started.load(std::memory_order_acquire)) return true;
+  // cuFile is looked for once, before any ring runs, outside mu (setup logs). auto and off
+  // never fail (absent is a state, in the stats); on did its setup in create.
+  if (in.env.gds.mode != GdsMode::kOn)
+    std::call_once(in.gds_once, [&] {
+      std::string ignored;
+      in.env.gds.setup(in.env.logger(), &ignored);
+    });
   std::lock_guard<std::mutex> lk(in.mu);
   if (in.started.load()) return true;
-  std::string ignored;  // auto and off never fail (absent is a state, in the stats); on did in create
-  if (in.env.gds.mode != GdsMode::kOn && !in.env.gds.api()) in.env.gds.setup(in.env.logger(), &ignored);
   for (uint32_t i = 0; i < in.workers; i++) {
     auto r = std::make_unique<Ring>(in.env, in.depth, i);
     if (!r->start(why)) return false;
