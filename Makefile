@@ -142,6 +142,13 @@ $(BUILD)/tests/wb_stream_fake: $(BUILD)/tests/wb_gpu $(BUILD)/tests/fake_cuda/li
 $(BUILD)/tests/fake_cuda/libcuda.so.1: tests/fake_cuda/fake_cuda.cpp
 	@mkdir -p $(dir $@)
 	$(CXX) -std=c++20 -O1 -g -shared -fPIC -pthread -Wall -Wextra -Wno-unused-parameter $(SAN) -o $@ $<
+# wb_file_gds_fake runs wb_gpu's file cases against the fake CUDA driver (device mode) and a
+# fake libcufile (tests/fake_cufile), so that the file transport's cuFile path runs without a GPU.
+$(BUILD)/tests/wb_file_gds_fake: $(BUILD)/tests/wb_gpu $(BUILD)/tests/fake_cuda/libcuda.so.1 \
+  $(BUILD)/tests/fake_cufile/libcufile.so.0
+$(BUILD)/tests/fake_cufile/libcufile.so.0: tests/fake_cufile/fake_cufile.cpp
+	@mkdir -p $(dir $@)
+	$(CXX) -std=c++20 -O1 -g -shared -fPIC -pthread -Wall -Wextra -Wno-unused-parameter $(SAN) -o $@ $<
 
 # Scale of soak-size cases: 1 in `make test`, larger in `make test-long`.
 MC_TEST_SCALE ?= 1

@@ -141,6 +141,12 @@ MC_API const char *mc_last_error(void);
  *   slice_size       bytes per slice on the wire, 4K..1G, with K/M/G suffixes (1M).
  *   file_queue_depth requests each file worker's io_uring keeps in flight, 1..4096 (64); the
  *                    file transport has `workers` such rings, started with the first file segment.
+ *   file_gds         cuFile (GPUDirect Storage) for "cuda:N" memory to and from file segments:
+ *                    "auto" (default: used where libcufile.so.0 loads, found at run time, never
+ *                    linked), "off" (always through the pinned staging pool), "on" (required:
+ *                    engine creation fails, saying why, when libcufile is missing or its
+ *                    driver does not open). A request cuFile fails goes through the staging
+ *                    pool instead (stats "file": "cufile", "cufile_fallbacks").
  *   tcp_connections  TCP data connections per peer, 1..64 (4).
  *   tcp_io_threads   event-loop threads serving every TCP data connection, 1..64 (2); the
  *                    number of threads does not grow with peers.

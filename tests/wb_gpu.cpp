@@ -5,7 +5,9 @@
 // admission (auth_token: none, wrong, matching, both directions; no handle before it) and
 // per-buffer access (read-only, write-only, none) over nvlink; GPU memory over RDMA through
 // dma-buf on the simulated NIC (GPU<->host both ways, access and bounds); GPU memory to and from a
-// file segment through the staging pool (test_file_gpu); transfers ordered on a
+// file segment through the staging pool (test_file_gpu, file_gds=off) and through cuFile
+// (test_file_gds, the real libcufile where it loads; test_file_gds_faults: its failures against
+// tests/fake_cufile, run by wb_file_gds_fake); transfers ordered on a
 // CUDA stream (mc_batch_submit_on_stream) over nvlink and over tcp staging, cancel and destroy
 // while the stream holds them. The "kernels" are cuMemsetD32Async and cuMemcpyDtoHAsync (no
 // PTX): they are stream work like any kernel.
@@ -18,11 +20,13 @@
 // "READY NAME ADDR"; then it answers lines on stdin: "CHECK SEED OFF LEN", "FILL SEED OFF LEN",
 // "ACCESS BITS" (mc_buffer_set_access), "STATS", "QUIT". MC_AUTH_TOKEN in its environment sets
 // its auth_token.
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdarg>
 #include <cstddef>
 #include <csetjmp>
@@ -881,16 +885,70 @@ void test_rdma_dmabuf(void **) {
   rdma_gpu_case("vmm");
 }
 
-// GPU memory to and from a file segment (file://) through a host bounce and the pinned staging
-// pool (cuFile, when present, is not used): cuda:0 memory (cuMemAlloc and VMM) WRITTEN to a file
-// and READ back into poisoned cuda:0 memory, verified, for sizes from 1 B to 64 MiB at odd and
-// aligned offsets, and one batch of 64 requests of 1 MiB; the file's own bytes checked too.
-void test_file_gpu(void **) {
+// The file transport's stats text of key (a JSON string value), "?" when missing.
+std::string file_stat_text(mc_engine_t *e, const char *key) {
+  static char js[1 << 16];
+  size_t jn = 0;
+  if (mc_engine_stats_json(e, js, sizeof js, &jn) != MC_OK) return "?";
+  const char *o = std::strstr(js, "\"file\":{");
+  const char *k = o ? std::strstr(o, (std::string("\"") + key + "\":\"").c_str()) : nullptr;
+  if (!k) return "?";
+  k += std::strlen(key) + 4;
+  return std::string(k, std::strcspn(k, "\""));
+}
+
+// Whether the file system of dir takes O_DIRECT (tmpfs does not: then no request is direct).
+bool direct_io_works(const char *dir) {
+  std::string p = std::string(dir) + "/direct-probe";
+  int fd = open(p.c_str(), O_RDWR | O_CREAT | O_DIRECT, 0644);
+  if (fd >= 0) close(fd);
+  unlink(p.c_str());
+  return fd >= 0;
+}
+
+bool fake_cuda() { return std::getenv("MC_FAKE_CUDA") != nullptr; }
+
+// Sizes from 1 B to 64 MiB at odd and aligned offsets WRITTEN from cuda:0 memory to the file
+// and READ back into poisoned memory, verified, the file's own bytes checked too; then one
+// batch of 64 requests of 1 MiB both ways. seed advances.
+void file_gpu_rounds(mc_engine_t *e, GpuMem &m, mc_segment_t s, const std::string &path, uint64_t size,
+                     uint64_t *seed) {
+  char *base = static_cast<char *>(m.p());
+  for (auto [off, len] : std::vector<std::pair<uint64_t, uint64_t>>{
+           {0, 1}, {4097, 4099}, {1 << 20, 1 << 20}, {3, (8ull << 20) + 1}, {0, size}}) {
+    m.fill(++*seed, off, len);
+    assert_int_equal(xfer(e, MC_WRITE, base + off, s, off, len), MC_OK);
+    m.poison();
+    assert_int_equal(xfer(e, MC_READ, base + off, s, off, len), MC_OK);
+    assert_int_equal(m.check(*seed, off, len), -1);
+    std::vector<uint8_t> h(len);
+    int fd = open(path.c_str(), O_RDONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, h.data(), len, static_cast<off_t>(off)), static_cast<ssize_t>(len));
+    close(fd);
+    assert_int_equal(check_host(h.data(), len, *seed, off), -1);
+  }
+  std::vector<mc_request_t> reqs;
+  for (uint64_t i = 0; i < 64; i++) reqs.push_back(mc_request_t{MC_WRITE, 0, base + i * (1 << 20), s, i << 20, 1 << 20});
+  m.fill(++*seed, 0, size);
+  assert_int_equal(mc_transfer(e, reqs.data(), reqs.size(), 60000), MC_OK);
+  m.poison();
+  for (auto &r : reqs) r.opcode = MC_READ;
+  assert_int_equal(mc_transfer(e, reqs.data(), reqs.size(), 60000), MC_OK);
+  assert_int_equal(m.check(*seed, 0, size), -1);
+}
+
+// GPU memory to and from a file segment (file://) with file_gds=gds: "off" through a host
+// bounce and the pinned staging pool, "on" through cuFile (the real libcufile on a GPU machine,
+// tests/fake_cufile under wb_file_gds_fake). cuMemAlloc and VMM memory (VMM: not under the fake).
+void file_gpu_case(const char *gds) {
   char dir[] = "/tmp/mc-wbgpu-file.XXXXXX";
   assert_non_null(mkdtemp(dir));
   const uint64_t size = 64ull << 20;
+  bool cufile = std::strcmp(gds, "off") != 0;
   for (const char *kind : {"malloc", "vmm"}) {
-    mc_engine_t *e = engine();
+    if (fake_cuda() && std::strcmp(kind, "vmm") == 0) continue;  // the fake has no VMM
+    mc_engine_t *e = engine("127.0.0.1:0", {{"file_gds", gds}});
     assert_non_null(e);
     GpuMem m;
     m.alloc(0, kind, size);
@@ -898,44 +956,212 @@ void test_file_gpu(void **) {
     std::string path = std::string(dir) + "/" + kind;
     mc_segment_t s;
     assert_int_equal(mc_segment_open(e, ("file://" + path + "?size=64M").c_str(), &s), MC_OK);
-    char *base = static_cast<char *>(m.p());
     uint64_t seed = 61;
-    for (auto [off, len] : std::vector<std::pair<uint64_t, uint64_t>>{
-             {0, 1}, {4097, 4099}, {1 << 20, 1 << 20}, {3, (8ull << 20) + 1}, {0, size}}) {
-      m.fill(++seed, off, len);
-      assert_int_equal(xfer(e, MC_WRITE, base + off, s, off, len), MC_OK);
-      m.poison();
-      assert_int_equal(xfer(e, MC_READ, base + off, s, off, len), MC_OK);
-      assert_int_equal(m.check(seed, off, len), -1);
-      std::vector<uint8_t> h(len);
-      int fd = open(path.c_str(), O_RDONLY);
-      assert_true(fd >= 0);
-      assert_int_equal(pread(fd, h.data(), len, static_cast<off_t>(off)), static_cast<ssize_t>(len));
-      close(fd);
-      assert_int_equal(check_host(h.data(), len, seed, off), -1);
+    file_gpu_rounds(e, m, s, path, size, &seed);
+    uint64_t staged = stat_of(e, "file", "staged_ops"), ops = stat_of(e, "file", "cufile_ops");
+    uint64_t rd = stat_of(e, "file", "cufile_bytes_read"), wr = stat_of(e, "file", "cufile_bytes_written");
+    uint64_t fb = stat_of(e, "file", "cufile_fallbacks"), dops = stat_of(e, "file", "cufile_direct_ops");
+    std::string state = file_stat_text(e, "cufile");
+    std::printf("  file <-> %s GPU memory, file_gds=%s: cuFile %s, %llu cuFile calls (%llu on the O_DIRECT "
+                "descriptor; %llu B read, %llu B written), %llu fallbacks%s%s, %llu pieces staged\n",
+                kind, gds, state.c_str(), (unsigned long long)ops, (unsigned long long)dops, (unsigned long long)rd,
+                (unsigned long long)wr,
+                (unsigned long long)fb, fb ? ": " : "", fb ? file_stat_text(e, "cufile_last_error").c_str() : "",
+                (unsigned long long)staged);
+    if (cufile) {
+      assert_string_equal(state.c_str(), "in use");
+      // cuFile may refuse VMM memory (GDS releases before 1.7 did): then every such request
+      // fell back to staging, and the data was verified all the same.
+      if (std::strcmp(kind, "vmm") == 0 && rd == 0 && wr == 0)
+        assert_true(fb > 0 && fb != ~0ull && staged > 0);
+      else
+        assert_true(rd > 0 && rd != ~0ull && wr > 0 && wr != ~0ull);
+      if (fake_cuda()) {  // the fake refuses nothing here: every byte through it, aligned ones direct
+        assert_int_equal(fb, 0);
+        assert_int_equal(staged, 0);
+        assert_true(dops > 0 || !direct_io_works(dir));
+      }
+    } else {
+      assert_true(staged > 0 && staged != ~0ull);
+      assert_int_equal(ops, 0);
+      assert_true(state == "absent" || state == "found, disabled (file_gds=off)");
     }
-    // One batch of 64 requests of 1 MiB, both ways.
-    std::vector<mc_request_t> reqs;
-    for (uint64_t i = 0; i < 64; i++) reqs.push_back(mc_request_t{MC_WRITE, 0, base + i * (1 << 20), s, i << 20, 1 << 20});
-    m.fill(++seed, 0, size);
-    assert_int_equal(mc_transfer(e, reqs.data(), reqs.size(), 60000), MC_OK);
-    m.poison();
-    for (auto &r : reqs) r.opcode = MC_READ;
-    assert_int_equal(mc_transfer(e, reqs.data(), reqs.size(), 60000), MC_OK);
-    assert_int_equal(m.check(seed, 0, size), -1);
-    uint64_t staged = stat_of(e, "file", "staged_ops");
-    char js[1 << 16];
-    size_t jn = 0;
-    assert_int_equal(mc_engine_stats_json(e, js, sizeof js, &jn), MC_OK);
-    const char *cf = std::strstr(js, "\"cufile\":\"");
-    std::string cufile = cf ? std::string(cf + 10, std::strcspn(cf + 10, "\"")) : "?";
-    std::printf("  file <-> %s GPU memory: %llu pieces staged; cuFile: %s\n", kind,
-                static_cast<unsigned long long>(staged), cufile.c_str());
-    assert_true(staged > 0 && staged != ~0ull);
     assert_int_equal(mc_segment_close(e, s), MC_OK);
     mc_engine_destroy(e);
   }
   std::system((std::string("rm -rf ") + dir).c_str());
+}
+
+void test_file_gpu(void **) { file_gpu_case("off"); }
+
+// tests/fake_cufile's controls (wb_file_gds_fake runs wb_gpu with it as libcufile.so.0).
+struct FakeCufile {
+  enum : unsigned { kOpenFails = 1, kRegisterFails = 2, kIoFails = 4, kDirectRegisterFails = 8 };
+  void (*set)(unsigned faults, uint64_t max_io, int delay_ms) = nullptr;
+  void (*counts)(uint64_t *calls, uint64_t *bytes, int64_t *handles) = nullptr;
+  bool load() {
+    if (!std::getenv("MC_FAKE_CUFILE")) return false;
+    void *h = dlopen("libcufile.so.0", RTLD_NOW | RTLD_LOCAL);  // the one the file transport loads
+    if (!h) return false;
+    set = reinterpret_cast<decltype(set)>(dlsym(h, "fake_cufile_set"));
+    counts = reinterpret_cast<decltype(counts)>(dlsym(h, "fake_cufile_counts"));
+    return set && counts;
+  }
+  int64_t handles() {
+    uint64_t c, b;
+    int64_t h;
+    counts(&c, &b, &h);
+    return h;
+  }
+};
+
+// One way cuFile goes wrong (or slow), with what the engine must then do.
+struct GdsFault {
+  const char *what;
+  unsigned faults;
+  uint64_t max_io;    // bytes per cuFile call at most (0: all)
+  bool via_cufile;    // the bytes went through cuFile (else through the staging pool)
+  bool fallbacks;     // requests fell back from cuFile to staging
+  const char *state;  // the stats' "cufile" starts with it
+};
+
+// An engine (file_gds=auto) under fault f: requests at odd and aligned offsets both ways,
+// verified; the stats say which path moved them.
+void gds_fault_case(FakeCufile &fk, const GdsFault &f, const std::string &uri) {
+  fk.set(f.faults, f.max_io, 0);
+  mc_engine_t *e = engine("127.0.0.1:0", {{"file_gds", "auto"}});
+  assert_non_null(e);
+  const uint64_t size = 16ull << 20;
+  GpuMem m;
+  m.alloc(0, "malloc", size);
+  assert_int_equal(mc_buffer_register(e, m.p(), size, "cuda:0"), MC_OK);
+  mc_segment_t s;
+  assert_int_equal(mc_segment_open(e, uri.c_str(), &s), MC_OK);
+  char *base = static_cast<char *>(m.p());
+  uint64_t seed = 500;
+  for (auto [off, len] : std::vector<std::pair<uint64_t, uint64_t>>{{0, 1 << 20}, {4097, 4099}, {3, (4 << 20) + 1}}) {
+    m.fill(++seed, off, len);
+    assert_int_equal(xfer(e, MC_WRITE, base + off, s, off, len), MC_OK);
+    m.poison();
+    assert_int_equal(xfer(e, MC_READ, base + off, s, off, len), MC_OK);
+    assert_int_equal(m.check(seed, off, len), -1);
+  }
+  uint64_t ops = stat_of(e, "file", "cufile_ops"), fb = stat_of(e, "file", "cufile_fallbacks");
+  uint64_t staged = stat_of(e, "file", "staged_ops"), dops = stat_of(e, "file", "cufile_direct_ops");
+  std::string state = file_stat_text(e, "cufile"), last = file_stat_text(e, "cufile_last_error");
+  std::printf("  fake cuFile, %s: \"%s\", %llu calls (%llu direct), %llu fallbacks, %llu pieces staged%s%s\n",
+              f.what, state.c_str(), (unsigned long long)ops, (unsigned long long)dops, (unsigned long long)fb,
+              (unsigned long long)staged, last.empty() ? "" : "; last: ", last.c_str());
+  if (f.faults & FakeCufile::kDirectRegisterFails) assert_int_equal(dops, 0);
+  assert_int_equal(state.rfind(f.state, 0), 0);
+  assert_true(f.via_cufile ? (ops > 0 && staged == 0) : (ops == 0 && staged > 0));
+  assert_true(f.fallbacks ? (fb > 0 && last.find("cuFile") != std::string::npos) : fb == 0);
+  if (f.via_cufile)
+    assert_true(stat_of(e, "file", "cufile_bytes_read") >= (1 << 20) + 4099 + (4 << 20) + 1);
+  assert_int_equal(mc_segment_close(e, s), MC_OK);
+  mc_engine_destroy(e);
+  assert_int_equal(fk.handles(), 0);  // every handle deregistered with its file
+}
+
+// A READ whose cuFile calls are slow (20 ms per 64 KiB: 16 MiB would take 5 s) is canceled:
+// it ends CANCELED between two pieces, long before it would have finished.
+void gds_cancel_case(FakeCufile &fk, const std::string &uri) {
+  fk.set(0, 64 << 10, 20);
+  mc_engine_t *e = engine("127.0.0.1:0", {{"file_gds", "on"}});
+  assert_non_null(e);
+  const uint64_t size = 16ull << 20;
+  GpuMem m;
+  m.alloc(0, "malloc", size);
+  assert_int_equal(mc_buffer_register(e, m.p(), size, "cuda:0"), MC_OK);
+  mc_segment_t s;
+  assert_int_equal(mc_segment_open(e, uri.c_str(), &s), MC_OK);
+  mc_batch_t *b = nullptr;
+  assert_int_equal(mc_batch_create(e, 1, &b), MC_OK);
+  mc_request_t r{MC_READ, 0, m.p(), s, 0, size};
+  assert_int_equal(mc_batch_submit(b, &r, 1), MC_OK);
+  usleep(200000);
+  auto t0 = std::chrono::steady_clock::now();
+  assert_int_equal(mc_batch_cancel(b), MC_OK);
+  mc_batch_wait(b, 10000 * slack());
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
+  mc_request_status_t st{};
+  assert_int_equal(mc_batch_status(b, 0, &st), MC_OK);
+  std::printf("  fake cuFile, slow READ canceled: state %u, error %d, %lld ms after the cancel\n", st.state, st.error,
+              static_cast<long long>(ms));
+  assert_int_equal(st.state, MC_REQUEST_FAILED);
+  assert_int_equal(st.error, MC_ERR_CANCELED);
+  assert_true(ms < 2000 * slack());
+  assert_true(stat_of(e, "file", "cufile_ops") > 0);
+  assert_int_equal(mc_batch_destroy(b), MC_OK);
+  assert_int_equal(mc_segment_close(e, s), MC_OK);
+  mc_engine_destroy(e);
+  fk.set(0, 0, 0);
+}
+
+// The cuFile path's failures against tests/fake_cufile (wb_file_gds_fake; skipped elsewhere):
+// a driver that refuses to open (file_gds=on fails engine creation with the reason; auto
+// disables cuFile for the engine and stages), refused handles, an O_DIRECT handle refused (the
+// buffered one serves), failing I/O (each request falls back to staging), short I/O, cancel.
+// Runs before test_file_gds: the driver, once open, stays open for the process.
+void test_file_gds_faults(void **) {
+  FakeCufile fk;
+  if (!fk.load()) {
+    std::printf("MC-SKIP: needs tests/fake_cufile (build/tests/wb_file_gds_fake runs this case)\n");
+    std::fflush(stdout);
+    skip();
+  }
+  char dir[] = "/tmp/mc-wbgpu-gds.XXXXXX";
+  assert_non_null(mkdtemp(dir));
+  std::string uri = std::string("file://") + dir + "/f?size=16M";
+  fk.set(FakeCufile::kOpenFails, 0, 0);
+  mc_config_t *c;
+  mc_config_create(&c);
+  mc_config_set(c, "listen", "127.0.0.1:0");
+  assert_int_equal(mc_config_set(c, "file_gds", "maybe"), MC_ERR_INVALID_ARG);
+  assert_int_equal(mc_config_set(c, "file_gds", "on"), MC_OK);
+  mc_engine_t *bad = nullptr;
+  assert_int_not_equal(mc_engine_create(c, &bad), MC_OK);
+  std::printf("  fake cuFile, file_gds=on with a driver that fails: %s\n", mc_last_error());
+  assert_non_null(std::strstr(mc_last_error(), "cuFileDriverOpen"));
+  mc_config_destroy(c);
+  const GdsFault faults[] = {
+      {"driver fails to open", FakeCufile::kOpenFails, 0, false, false, "found, disabled (cuFileDriverOpen failed"},
+      {"handles refused", FakeCufile::kRegisterFails, 0, false, true, "in use"},
+      {"O_DIRECT handle refused", FakeCufile::kDirectRegisterFails, 0, true, false, "in use"},
+      {"every I/O fails", FakeCufile::kIoFails, 0, false, true, "in use"},
+      {"64 KiB per call", 0, 64 << 10, true, false, "in use"},
+  };
+  for (const GdsFault &f : faults) gds_fault_case(fk, f, uri);
+  gds_cancel_case(fk, uri);
+  std::system((std::string("rm -rf ") + dir).c_str());
+}
+
+// cuda:0 memory <-> file through cuFile (file_gds=on): where libcufile loads.
+void test_file_gds(void **) {
+  void *h = dlopen("libcufile.so.0", RTLD_NOW | RTLD_LOCAL);
+  if (!h) {
+    std::printf("MC-SKIP: no libcufile.so.0 here (cuFile, GPUDirect Storage): %s\n", dlerror());
+    std::fflush(stdout);
+    skip();
+  }
+  dlclose(h);
+  // A libcufile whose driver does not open (no nvidia-fs and compatibility mode off in
+  // /etc/cufile.json) fails creation with file_gds=on: that is this machine, not mc.
+  mc_config_t *c;
+  mc_config_create(&c);
+  mc_config_set(c, "listen", "127.0.0.1:0");
+  mc_config_set(c, "file_gds", "on");
+  mc_engine_t *probe = nullptr;
+  mc_status_t st = mc_engine_create(c, &probe);
+  std::string why = st == MC_OK ? "" : mc_last_error();
+  mc_config_destroy(c);
+  mc_engine_destroy(probe);
+  if (st != MC_OK) {
+    std::printf("MC-SKIP: cuFile cannot be used here: %s\n", why.c_str());
+    std::fflush(stdout);
+    skip();
+  }
+  file_gpu_case("on");
 }
 
 // ------------------------------------------------------------------------------ stream ordering
@@ -1106,6 +1332,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_host_gpu_tcp),  cmocka_unit_test(test_restart),
       cmocka_unit_test(test_nvlink_auth),   cmocka_unit_test(test_nvlink_access),
       cmocka_unit_test(test_rdma_dmabuf),   cmocka_unit_test(test_file_gpu),
+      cmocka_unit_test(test_file_gds_faults), cmocka_unit_test(test_file_gds),
       cmocka_unit_test(test_stream_nvlink), cmocka_unit_test(test_stream_tcp),
       cmocka_unit_test(test_stream_cancel),
   };

@@ -4,6 +4,9 @@
 // host words, memsets, copies). Enough of the driver API for mc_batch_submit_on_stream's
 // deferred path (engine waits for an event, stream waits on a word); every other entry point
 // mc looks up fails with CUDA_ERROR_NOT_SUPPORTED (801).
+// With MC_FAKE_CUDA_DEVICE=1 in the environment, memory from cuMemAlloc is reported as device
+// memory of GPU 0 (cuPointerGetAttribute), so that mc takes its GPU paths (the file transport's
+// cuFile and staging paths, with tests/fake_cufile); every other pointer stays host memory.
 //   make build/tests/fake_cuda/libcuda.so.1
 //   LD_LIBRARY_PATH=build/tests/fake_cuda MC_FAKE_CUDA=1 WB_GPU_ONLY=stream build/tests/wb_gpu
 #include <atomic>
@@ -13,6 +16,7 @@
 #include <cstring>
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -88,6 +92,27 @@ Stream *S(void *s) { return s ? static_cast<Stream *>(s) : legacy(); }
 void *const kCtx = reinterpret_cast<void *>(0x1000);
 thread_local void *t_cur = nullptr;
 
+// MC_FAKE_CUDA_DEVICE: cuMemAlloc's blocks (base -> length), reported as device memory.
+std::mutex g_alloc_mu;  // guards g_allocs
+std::map<uintptr_t, size_t> g_allocs;
+bool device_mode() {
+  static const bool on = [] {
+    const char *v = std::getenv("MC_FAKE_CUDA_DEVICE");
+    return v && *v == '1';
+  }();
+  return on;
+}
+bool find_alloc(uintptr_t p, uintptr_t *base, size_t *len) {
+  std::lock_guard<std::mutex> lk(g_alloc_mu);
+  auto it = g_allocs.upper_bound(p);
+  if (it == g_allocs.begin()) return false;
+  --it;
+  if (p - it->first >= it->second) return false;
+  *base = it->first;
+  *len = it->second;
+  return true;
+}
+
 }  // namespace
 
 extern "C" {
@@ -101,12 +126,10 @@ NS(cuMemGetAddressRange_v2)
 NS(cuMemcpy)
 NS(cuMemcpyAsync)
 NS(cuMemcpyPeerAsync)
-NS(cuMemcpyHtoDAsync_v2)
 NS(cuIpcGetMemHandle)
 NS(cuIpcOpenMemHandle_v2)
 NS(cuIpcCloseMemHandle)
 NS(cuEventElapsedTime)
-NS(cuPointerGetAttribute)  // "not CUDA memory": mc treats every pointer as host memory
 
 int cuInit(unsigned) { return 0; }
 int cuDriverGetVersion(int *v) { return *v = 12000, 0; }
@@ -119,9 +142,43 @@ int cuCtxGetCurrent(void **c) { return *c = t_cur, 0; }
 int cuCtxSynchronize() { return legacy()->sync(), 0; }
 int cuMemAlloc_v2(uintptr_t *p, size_t n) {
   void *m = std::aligned_alloc(4096, (n + 4095) / 4096 * 4096);
-  return m ? (*p = reinterpret_cast<uintptr_t>(m), 0) : 2;
+  if (!m) return 2;
+  *p = reinterpret_cast<uintptr_t>(m);
+  std::lock_guard<std::mutex> lk(g_alloc_mu);
+  g_allocs[*p] = n;
+  return 0;
 }
-int cuMemFree_v2(uintptr_t p) { return std::free(reinterpret_cast<void *>(p)), 0; }
+int cuMemFree_v2(uintptr_t p) {
+  {
+    std::lock_guard<std::mutex> lk(g_alloc_mu);
+    g_allocs.erase(p);
+  }
+  return std::free(reinterpret_cast<void *>(p)), 0;
+}
+// "Not CUDA memory" (mc treats the pointer as host memory), but for cuMemAlloc's blocks with
+// MC_FAKE_CUDA_DEVICE=1: device memory of GPU 0, not managed.
+int cuPointerGetAttribute(void *data, int attr, uintptr_t p) {
+  uintptr_t base;
+  size_t len;
+  if (!device_mode() || !find_alloc(p, &base, &len)) return 801;
+  switch (attr) {
+    case 2:  // CU_POINTER_ATTRIBUTE_MEMORY_TYPE
+      return *static_cast<unsigned *>(data) = 2, 0;
+    case 8:  // IS_MANAGED
+    case 9:  // DEVICE_ORDINAL
+      return *static_cast<int *>(data) = 0, 0;
+    case 11:  // RANGE_START_ADDR
+      return *static_cast<uintptr_t *>(data) = base, 0;
+    case 12:  // RANGE_SIZE
+      return *static_cast<size_t *>(data) = len, 0;
+    default:
+      return 801;
+  }
+}
+int cuMemcpyHtoDAsync_v2(uintptr_t d, const void *s, size_t n, void *st) {
+  S(st)->push([=] { std::memcpy(reinterpret_cast<void *>(d), s, n); });
+  return 0;
+}
 int cuMemHostAlloc(void **p, size_t n, unsigned) { return (*p = std::calloc(1, n)) ? 0 : 2; }
 int cuMemFreeHost(void *p) { return std::free(p), 0; }
 int cuMemHostGetDevicePointer_v2(uintptr_t *d, void *p, unsigned) { return *d = reinterpret_cast<uintptr_t>(p), 0; }

@@ -145,7 +145,9 @@ void Ring::run() {
     fill();
     io_uring_cqe *cqe = nullptr;
     bool busy = free_.size() < depth_;
-    if (busy) {
+    if (!gds_.empty()) {
+      io_uring_submit(&ring_);  // cuFile pieces run below: only what already completed
+    } else if (busy) {
       __kernel_timespec ts{0, static_cast<long long>(kTickMs * 1000000)};
       io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &ts, nullptr);
     } else {
@@ -157,6 +159,7 @@ void Ring::run() {
       n++;
     }
     io_uring_cq_advance(&ring_, n);
+    if (!gds_.empty()) gds_turn();
     uint64_t now = mono_ms();
     if (now - last_tick >= kTickMs) {
       tick(now);
@@ -170,6 +173,11 @@ void Ring::run() {
 void Ring::drain() {
   for (auto &op : pending_) finish(op, MC_ERR_PEER_DOWN);
   pending_.clear();
+  while (!gds_.empty()) {  // between two pieces: nothing of theirs is in flight
+    uint32_t slot = gds_.back();
+    gds_drop(slot);
+    release(slot, MC_ERR_PEER_DOWN);
+  }
   for (uint32_t i = 0; i < depth_; i++)
     if (slots_[i].f && slots_[i].abort == MC_OK) cancel_slot(i, MC_ERR_PEER_DOWN);
   while (free_.size() < depth_) {
@@ -195,18 +203,25 @@ void Ring::fill() {
     Op &o = slots_[slot];
     o = op;
     o.since_ms = mono_ms();
-    if (gpu::is_device_memory(o.s.local)) {  // through a host bounce, piece by piece
-      void *b = nullptr;
-      if (posix_memalign(&b, 4096, std::min(o.s.len, kBounce)) != 0) {
-        release(slot, MC_ERR_NO_MEMORY);
-        continue;
-      }
-      o.bounce = static_cast<char *>(b);
+    if (gpu::is_device_memory(o.s.local, &o.dev)) {  // cuFile, else a host bounce piece by piece
+      if (gds_begin(slot)) continue;
+      if (!alloc_bounce(slot)) continue;
     } else if (fixed_ok_) {
       o.fixed = env_.fixed->lookup(index_, reinterpret_cast<uint64_t>(o.s.local), o.s.len);
     }
     prep(slot);
   }
+}
+
+bool Ring::alloc_bounce(uint32_t slot) {
+  Op &o = slots_[slot];
+  void *b = nullptr;
+  if (posix_memalign(&b, 4096, std::min(o.s.len - o.done, kBounce)) != 0) {
+    release(slot, MC_ERR_NO_MEMORY);
+    return false;
+  }
+  o.bounce = static_cast<char *>(b);
+  return true;
 }
 
 bool Ring::begin(Op &op) {
@@ -367,6 +382,7 @@ void Ring::release(uint32_t slot, mc_status_t st) {
   Op op = slots_[slot];
   slots_[slot].f = nullptr;
   slots_[slot].bounce = nullptr;
+  slots_[slot].gds = false;
   free_.push_back(slot);
   std::free(op.bounce);
   finish(op, st);
@@ -382,7 +398,7 @@ void Ring::cancel_slot(uint32_t slot, mc_status_t why) {
 void Ring::tick(uint64_t now) {
   for (uint32_t i = 0; i < depth_; i++) {
     Op &op = slots_[i];
-    if (!op.f || op.abort != MC_OK) continue;
+    if (!op.f || op.abort != MC_OK || op.gds) continue;  // cuFile ops: checked before each piece
     if (op.gen != op.f->gen.load(std::memory_order_acquire))
       cancel_slot(i, op.f->fail_status.load());
     else if (env_.ops->canceled(env_.host, &op.s))

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "transport/file/file_fixed.h"
+#include "transport/file/file_gds.h"
 #include "transport/file/file_seg.h"
 
 namespace mc::file {
@@ -34,7 +35,11 @@ struct RingEnv {
   std::atomic<uint64_t> staged_ops{0};  // pieces moved through a host bounce (GPU memory)
   std::mutex err_mu;                    // guards last_error
   std::string last_error;               // the last I/O error, with its errno (stats_json)
+  GdsEnv gds;                           // cuFile: GPU memory <-> file without the staging pool
   void log(int32_t level, const std::string &m) { ops->log(host, level, m.c_str()); }
+  GdsEnv::Log logger() {
+    return [this](int32_t level, const std::string &m) { log(level, m); };
+  }
 };
 
 // A slice on its way: where it stands and what ends it.
@@ -48,6 +53,8 @@ struct Op {
   int fixed = -1;             // the fixed buffer holding its local memory in this ring, or -1
   char *bounce = nullptr;     // GPU local memory: the host buffer a piece goes through (owned)
   uint32_t piece = 0;         // bytes of the piece in the bounce now
+  bool gds = false;           // GPU local memory moved by cuFile (file_ring_gds.cpp), no bounce
+  int dev = -1;               // GPU local memory: its device
 };
 
 class Ring {
@@ -78,6 +85,14 @@ class Ring {
   io_uring_sqe *sqe();
   void drain();
   void io_error(Op &op, int e);
+  bool alloc_bounce(uint32_t slot);  // false: the op ended (no memory)
+  // cuFile (file_ring_gds.cpp): the ops in gds_ move one piece per turn of the loop, on this
+  // thread, between the io_uring completions; a failed piece sends its op to the bounce path.
+  bool gds_begin(uint32_t slot);
+  void gds_turn();
+  void gds_step(uint32_t slot);
+  void gds_fallback(uint32_t slot, const std::string &why);
+  void gds_drop(uint32_t slot);
 
   RingEnv &env_;
   unsigned depth_;
@@ -91,6 +106,7 @@ class Ring {
   std::vector<Op> slots_;       // in flight, indexed by user_data - 1
   std::vector<uint32_t> free_;  // free slot indexes
   std::deque<Op> pending_;      // taken from the queue, not yet started (thread only)
+  std::vector<uint32_t> gds_;   // slots moving through cuFile (thread only)
   std::mutex mu_;               // guards queue_ and stopping_
   std::deque<Op> queue_;
   bool stopping_ = false;

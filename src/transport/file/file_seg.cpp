@@ -12,6 +12,7 @@
 namespace mc::file {
 
 FileSeg::~FileSeg() {
+  gds.close();
   if (dfd >= 0) close(dfd);
   if (fd >= 0) close(fd);
 }

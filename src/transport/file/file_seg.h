@@ -10,6 +10,7 @@
 #include <mutex>
 #include <string>
 
+#include "transport/file/file_gds.h"
 #include "transport/file/file_uri.h"
 
 namespace mc::file {
@@ -25,6 +26,7 @@ struct FileSeg {
   uint64_t size = 0;          // the segment's one buffer: [0, size)
   bool writable = false;      // opened read-write (else WRITE is DENIED)
   bool created = false;       // this open made the file
+  GdsFile gds;                // its cuFile handles (GPU memory), deregistered before the close
 
   // Slices handed to the rings and not yet reported; disconnect waits for 0 (done_mu/done_cv).
   std::atomic<int64_t> active{0};

@@ -2,8 +2,6 @@
 // file segment, paths that are open files. Only include/mc_transport_plugin.h and this folder.
 #include "transport/file/file_transport.h"
 
-#include <dlfcn.h>
-
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -31,23 +29,8 @@ struct Instance {
   bool stopped = false;
   std::set<FileSeg *> segs;  // open segments (paths): freed by disconnect, or by destroy
   std::atomic<uint64_t> rr{0};
-  bool cufile = false;  // libcufile was found (not used: see probe_cufile)
+  std::once_flag gds_once;  // cuFile looked for (start_rings)
 };
-
-// GPUDirect Storage: cuFile is looked for at run time, never linked. Where it is found it is
-// not used yet (GPU memory goes through the pinned staging pool, which is tested); the log and
-// stats say which. Not found on the machines mc is built and tested on.
-bool probe_cufile(RingEnv &e) {
-  for (const char *name : {"libcufile.so.0", "libcufile.so"}) {
-    void *h = dlopen(name, RTLD_NOW | RTLD_LOCAL);
-    if (!h) continue;
-    dlclose(h);
-    e.log(MC_TP_LOG_INFO,
-          std::string(name) + " found; GPU memory still goes through the pinned staging pool (GDS not used)");
-    return true;
-  }
-  return false;
-}
 
 char *dup(const std::string &s) {
   char *p = static_cast<char *>(std::malloc(s.size() + 1));
@@ -69,15 +52,30 @@ int valid_depth(const char *v) {
   return *v && end && *end == 0 && d >= 1 && d <= 4096;
 }
 
+int valid_gds(const char *v) {
+  GdsMode m;
+  return parse_gds_mode(v, &m);
+}
+
 const mc_tp_config_key_t kKeys[] = {
     {"queue_depth", "an integer 1..4096", "requests each file worker's io_uring keeps in flight (64)",
      valid_depth},
+    {"gds", "auto, off or on",
+     "cuFile (GPUDirect Storage) for GPU memory: auto uses it where libcufile is found, on requires it "
+     "(auto)",
+     valid_gds},
 };
 
 void free_string(char *s) { std::free(s); }
 
+// Text for a JSON string: quotes and backslashes become ', control characters spaces.
+std::string json_text(const std::string &s) {
+  std::string out;
+  for (char c : s) out += (c == '"' || c == '\\') ? '\'' : (static_cast<unsigned char>(c) < 0x20 ? ' ' : c);
+  return out;
+}
+
 mc_status_t create(mc_tp_host_t *host, const mc_tp_host_ops_t *ops, mc_tp_transport_t **out, char **why) {
-  (void)why;
   auto *in = new Instance;
   in->env.host = host;
   in->env.ops = ops;
@@ -88,6 +86,17 @@ mc_status_t create(mc_tp_host_t *host, const mc_tp_host_ops_t *ops, mc_tp_transp
   if (const char *v = std::getenv("MC_FILE_TEST_STALL"); v && *v) {  // tests: see RingEnv
     in->env.stall_at = std::strtoll(v, nullptr, 10);
     in->env.log(MC_TP_LOG_WARN, std::string("MC_FILE_TEST_STALL=") + v + ": slices covering it stall");
+  }
+  char mode[16];
+  if (in->env.ops->config(in->env.host, "gds", mode, sizeof mode) >= 0)
+    parse_gds_mode(mode, &in->env.gds.mode);
+  // "on": cuFile is looked for (and its driver opened) now, so that engine creation fails
+  // without it; else with the first file segment.
+  std::string reason;
+  if (in->env.gds.mode == GdsMode::kOn && !in->env.gds.setup(in->env.logger(), &reason)) {
+    *why = dup(reason);
+    delete in;
+    return MC_ERR_UNSUPPORTED;
   }
   *out = in;
   return MC_OK;
@@ -109,6 +118,13 @@ void destroy(mc_tp_transport_t *t) {
 // The rings, started with the first segment: an engine that never opens a file has no thread.
 bool start_rings(Instance &in, std::string *why) {
   if (in.started.load(std::memory_order_acquire)) return true;
+  // cuFile is looked for once, before any ring runs, outside mu (setup logs). auto and off
+  // never fail (absent is a state, in the stats); on did its setup in create.
+  if (in.env.gds.mode != GdsMode::kOn)
+    std::call_once(in.gds_once, [&] {
+      std::string ignored;
+      in.env.gds.setup(in.env.logger(), &ignored);
+    });
   std::lock_guard<std::mutex> lk(in.mu);
   if (in.started.load()) return true;
   for (uint32_t i = 0; i < in.workers; i++) {
@@ -116,7 +132,6 @@ bool start_rings(Instance &in, std::string *why) {
     if (!r->start(why)) return false;
     in.rings.push_back(std::move(r));
   }
-  in.cufile = probe_cufile(in.env);
   in.started.store(true, std::memory_order_release);
   return true;
 }
@@ -225,7 +240,7 @@ char *stats_json(mc_tp_transport_t *t) {
   std::string err;
   {
     std::lock_guard<std::mutex> lk(e.err_mu);
-    for (char c : e.last_error) err += (c == '"' || c == '\\') ? '\'' : (c < 0x20 ? ' ' : c);
+    err = json_text(e.last_error);
   }
   size_t segs;
   {
@@ -242,9 +257,14 @@ char *stats_json(mc_tp_transport_t *t) {
                   ",\"direct_ops\":" + std::to_string(e.direct_ops.load()) +
                   ",\"buffered_ops\":" + std::to_string(e.buffered_ops.load()) +
                   ",\"fixed_buffer_ops\":" + std::to_string(e.fixed_ops.load()) +
-                  ",\"staged_ops\":" + std::to_string(e.staged_ops.load()) +
-                  ",\"cufile\":" + (in->cufile ? "\"found, not used\"" : "\"absent\"") +
-                  ",\"last_error\":\"" + err + "\"}";
+                  ",\"staged_ops\":" + std::to_string(e.staged_ops.load()) + ",\"cufile\":\"" +
+                  json_text(e.gds.state()) + "\"" + ",\"cufile_ops\":" + std::to_string(e.gds.ops.load()) +
+                  ",\"cufile_direct_ops\":" + std::to_string(e.gds.direct_ops.load()) +
+                  ",\"cufile_bytes_read\":" + std::to_string(e.gds.bytes_read.load()) +
+                  ",\"cufile_bytes_written\":" + std::to_string(e.gds.bytes_written.load()) +
+                  ",\"cufile_fallbacks\":" + std::to_string(e.gds.fallbacks.load()) +
+                  ",\"cufile_last_error\":\"" + json_text(e.gds.last_error()) + "\"" + ",\"last_error\":\"" +
+                  err + "\"}";
   return dup(j);
 }
 
