@@ -15,11 +15,11 @@
 // normal path counts for the request: requests and bytes (or failures by status) of its
 // transport, the batch latency histogram (the private batch of mc_transfer), the event fd tick,
 // a probe of the peer after a transport failure; the transport counts its slice.
-#include <chrono>
 #include <mutex>
 #include <shared_mutex>
 
 #include "engine/engine.h"
+#include "util/tsc_clock.h"
 
 namespace mc {
 
@@ -29,12 +29,6 @@ namespace {
 // calling thread too, over local up to 64 KiB, so up to here the fast path only saves the fixed
 // cost; the window a target's unregister may wait for stays a few microseconds.
 constexpr uint64_t kFastMax = 64 * 1024;
-
-uint64_t now_ns() {
-  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                   std::chrono::steady_clock::now().time_since_epoch())
-                                   .count());
-}
 
 // The fields the planner checks first (check_fields), as it would pass them.
 bool plain(const mc_request_t &r) {
@@ -46,7 +40,7 @@ bool plain(const mc_request_t &r) {
 
 bool EngineCore::transfer_one(const mc_request_t &r, mc_status_t *st) {
   if (!plain(r) || stopping_.load(std::memory_order_relaxed)) return false;
-  const uint64_t t0 = now_ns();  // the private batch's busy period begins
+  const uint64_t t0 = TscClock::ticks();  // the private batch's busy period begins
   std::shared_ptr<Peer> p = find_segment(r.segment);
   if (!p || p->state.load() == MC_SEGMENT_UNREACHABLE) return false;
   LocalBuffer *lb = pin_one(reinterpret_cast<uint64_t>(r.local), r.length);
@@ -73,18 +67,20 @@ LocalBuffer *EngineCore::pin_one(uint64_t addr, uint64_t len) {
 }
 
 // The route the planner would pick (check_remote, then pick_route's first route when it accepts
-// and carries and the peer is not failed over), with its transport and path; false otherwise.
+// and carries and the peer is not failed over), with its transport and path; false otherwise
+// (nothing changed: the planner then checks, refreshes and routes as usual).
 bool EngineCore::fast_route(Peer &p, const mc_request_t &r, const LocalBuffer &lb, FastRoute *out) {
   const uint32_t need = r.opcode == MC_READ ? MC_ACCESS_READ : MC_ACCESS_WRITE;
   std::lock_guard<std::mutex> lk(p.mu);
-  const Descriptor &d = *p.desc;
-  if (!d.covers(r.remote, r.length)) return false;
-  if (!(d.min_access & need) && !(d.access_of(r.remote, r.length) & need)) return false;
+  // One buffer of the descriptor holds the whole remote range (the planner's covers() and
+  // access_of() for that case); a range across buffers takes the normal path.
+  const BufferDesc *rb = p.desc->find(r.remote);
+  const uint64_t end = r.remote + r.length;
+  if (!rb || end < r.remote || end > rb->addr + rb->length || !(rb->access & need)) return false;
   if (p.routes.empty() || p.failed_over.load(std::memory_order_relaxed)) return false;
   const Route &rt = p.routes[0];
-  const BufferDesc *rb = d.find(r.remote);
-  if (!rb || !rt.transport->accepts(lb.location, rb->location) ||
-      !rt.transport->accepts_buffer(*rt.path, *rb) || !rt.transport->carries(*rt.path))
+  if (!rt.transport->accepts(lb.location, rb->location) || !rt.transport->accepts_buffer(*rt.path, *rb) ||
+      !rt.transport->carries(*rt.path))
     return false;
   out->transport = rt.transport;
   out->path = rt.path;
@@ -100,8 +96,7 @@ void EngineCore::count_one(Peer &p, const Transport &t, const mc_request_t &r, m
     if (st == MC_ERR_PEER_DOWN || st == MC_ERR_TRANSPORT) p.kick();
     counters_.failed(slot, r.opcode, st);
   }
-  const uint64_t now = now_ns();
-  counters_.batch_done(now > t0 ? now - t0 : 0, st == MC_OK);
+  counters_.batch_done(TscClock::ns_between(t0, TscClock::ticks()), st == MC_OK);
   inbox_->wake();
 }
 
