@@ -396,6 +396,101 @@ static void test_format_and_agreement(void **state) {
   pair_down(&p);
 }
 
+/* One small request per mc_transfer takes the engine's fast path over local (the engine's own
+ * segment) and shm (a second engine of this process): the page and the stats still agree, and
+ * both count every request, byte, failure and batch as the normal path does. WRITEs into a
+ * buffer whose access became read-only after the descriptor was read fail DENIED (local: the
+ * fast path's own refusal; shm: the normal path's, after the fast path stepped aside). */
+static void fast_path_agreement(const char *transport) {
+  const int kWrites = 300, kReads = 200, kDenied = 7;
+  mc_engine_t *e = tu_engine("metrics_listen", "127.0.0.1:0", NULL);
+  assert_non_null(e);
+  int shm = strcmp(transport, "shm") == 0;
+  mc_engine_t *t = shm ? tu_engine(NULL) : e;
+  assert_non_null(t);
+  char *src = malloc(kBuf), *dst = malloc(kBuf);
+  tu_fill(src, kBuf, 3);
+  memset(dst, 0, kBuf);
+  assert_int_equal(mc_buffer_register(e, src, kBuf, "cpu"), MC_OK);
+  assert_int_equal(mc_buffer_register(t, dst, kBuf, "cpu"), MC_OK);
+  mc_segment_t seg;
+  assert_int_equal(mc_segment_open(e, mc_engine_name(t), &seg), MC_OK);
+  mc_segment_info_t info = {.size = sizeof info};
+  assert_int_equal(mc_segment_query(e, seg, &info), MC_OK);
+  assert_string_equal(info.transport, transport);
+  for (int i = 0; i < kWrites + kReads; i++) {
+    mc_request_t r = {i < kWrites ? MC_WRITE : MC_READ, 0, src + (i % 64) * 64, seg,
+                      (uint64_t)(uintptr_t)(dst + (i % 64) * 64), 8 + (uint64_t)(i % 3)};
+    assert_int_equal(mc_transfer(e, &r, 1, tu_wait_ms(10000)), MC_OK);
+  }
+  for (int k = 0; k < 64; k++) assert_int_equal(memcmp(src + k * 64, dst + k * 64, 8), 0);
+  assert_true(dst[20] == 0); /* between the requests */
+  assert_int_equal(mc_buffer_set_access(t, dst, MC_ACCESS_READ), MC_OK);
+  memset(src, 0x5a, 64);
+  for (int i = 0; i < kDenied; i++) {
+    mc_request_t r = {MC_WRITE, 0, src, seg, (uint64_t)(uintptr_t)dst, 8};
+    assert_int_equal(mc_transfer(e, &r, 1, tu_wait_ms(10000)), MC_ERR_DENIED);
+  }
+  assert_true(dst[0] != 0x5a);
+  /* 8, 9 and 10 bytes in turn: the bytes each direction moved. */
+  uint64_t wbytes = 0, rbytes = 0;
+  for (int i = 0; i < kWrites + kReads; i++) *(i < kWrites ? &wbytes : &rbytes) += 8 + (uint64_t)(i % 3);
+  char *resp = get(metrics_port(e), 0, "/metrics");
+  assert_non_null(resp);
+  const char *page = body_of(resp);
+  char *s = stats(e);
+  char series[256];
+  snprintf(series, sizeof series, "mc_requests_total{transport=\"%s\",direction=\"write\",outcome=\"completed\"}",
+           transport);
+  assert_true(sample(page, series) == kWrites);
+  assert_int_equal(jreq(s, transport, "write", "completed"), kWrites);
+  snprintf(series, sizeof series, "mc_requests_total{transport=\"%s\",direction=\"read\",outcome=\"completed\"}",
+           transport);
+  assert_true(sample(page, series) == kReads);
+  assert_int_equal(jreq(s, transport, "read", "completed"), kReads);
+  snprintf(series, sizeof series, "mc_requests_total{transport=\"%s\",direction=\"write\",outcome=\"failed\"}",
+           transport);
+  assert_true(sample(page, series) == kDenied);
+  assert_int_equal(jreq(s, transport, "write", "failed"), kDenied);
+  snprintf(series, sizeof series, "mc_bytes_total{transport=\"%s\",direction=\"write\"}", transport);
+  assert_true(sample(page, series) == (double)wbytes);
+  assert_int_equal(jnum(s, "bytes_written", NULL), wbytes);
+  assert_int_equal(jnum(s, "bytes_read", NULL), rbytes);
+  assert_true(sample(page, "mc_request_failures_total{status=\"MC_ERR_DENIED\"}") == kDenied);
+  assert_int_equal(jnum(s, "failures", "MC_ERR_DENIED", NULL), kDenied);
+  assert_int_equal(jnum(s, "requests_completed", NULL), kWrites + kReads);
+  assert_int_equal(jnum(s, "requests_failed", NULL), kDenied);
+  assert_true(sample(page, "mc_batch_duration_seconds_count{outcome=\"completed\"}") == kWrites + kReads);
+  assert_true(sample(page, "mc_batch_duration_seconds_count{outcome=\"failed\"}") == kDenied);
+  assert_int_equal(jnum(s, "batch_latency", "completed", "count", NULL), kWrites + kReads);
+  assert_int_equal(jnum(s, "batch_latency", "failed", "count", NULL), kDenied);
+  /* The transport's own slice counts: one slice a request. */
+  if (shm) {
+    assert_int_equal(jnum(s, "shm", "slices_completed", NULL), kWrites + kReads);
+    assert_int_equal(jnum(s, "shm", "slices_failed", NULL), kDenied);
+  } else {
+    assert_int_equal(jnum(s, "local", "slices_completed", NULL), kWrites + kReads);
+    assert_int_equal(jnum(s, "local", "slices_failed", NULL), kDenied);
+  }
+  free(s);
+  free(resp);
+  mc_segment_close(e, seg);
+  if (shm) mc_engine_destroy(t);
+  mc_engine_destroy(e);
+  free(src);
+  free(dst);
+}
+
+static void test_fast_path_local(void **state) {
+  (void)state;
+  fast_path_agreement("local");
+}
+
+static void test_fast_path_shm(void **state) {
+  (void)state;
+  fast_path_agreement("shm");
+}
+
 /* The simulated NIC's counters: per-NIC state and the QP and work-request counts, as the rdma
  * transport's stats object has them. */
 static void test_rdma_sim_counters(void **state) {
@@ -644,6 +739,8 @@ int main(void) {
   signal(SIGPIPE, SIG_IGN);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_format_and_agreement),
+      cmocka_unit_test(test_fast_path_local),
+      cmocka_unit_test(test_fast_path_shm),
       cmocka_unit_test(test_rdma_sim_counters),
       cmocka_unit_test(test_http_edges_and_no_growth),
       cmocka_unit_test(test_config),

@@ -390,6 +390,11 @@ MC_API mc_status_t mc_transfer(mc_engine_t *engine, const mc_request_t *requests
   if (timeout_ms < -1)
     return fail(MC_ERR_INVALID_ARG, "mc_transfer: timeout_ms is " + std::to_string(timeout_ms) +
                                         "; use -1 (no limit), 0 (poll) or a positive number of ms");
+  mc_status_t one;
+  if (count == 1 && engine->core->transfer_one(requests[0], &one)) {
+    if (one != MC_OK) return fail(one, std::string("mc_transfer: request 0 failed: ") + mc_status_str(one));
+    return MC_OK;
+  }
   mc::BatchCore b(engine->core, count);
   mc::Status st = engine->core->submit(b, requests, count);
   if (!st.ok()) return fail(st.code(), "mc_transfer: " + st.message());

@@ -307,6 +307,13 @@ mc_status_t EngineCore::pin(uint64_t addr, uint64_t len, uint32_t op) {
   if (it == buffers_.begin()) return MC_ERR_OUT_OF_RANGE;
   --it;
   if (it->first + it->second->length <= addr) return MC_ERR_OUT_OF_RANGE;
+  if (addr + len <= it->first + it->second->length) {  // inside one buffer: the common case
+    LocalBuffer &b = *it->second;
+    if (!(b.access.load(std::memory_order_relaxed) & need)) return MC_ERR_DENIED;
+    b.in_use.fetch_add(1, std::memory_order_relaxed);
+    b.peer_in_use.fetch_add(1, std::memory_order_relaxed);
+    return MC_OK;
+  }
   bool denied = false;
   for (auto c = it; c != buffers_.end() && c->first < addr + len; ++c)
     if (!(c->second->access.load(std::memory_order_relaxed) & need)) denied = true;
@@ -324,6 +331,11 @@ void EngineCore::unpin(uint64_t addr, uint64_t len) {
   std::shared_lock<std::shared_mutex> lk(buffers_mu_);
   auto it = buffers_.upper_bound(addr);
   --it;  // pinned buffers cannot be unregistered, so the run is still there
+  if (addr + len <= it->first + it->second->length) {  // inside one buffer
+    it->second->peer_in_use.fetch_sub(1, std::memory_order_release);
+    it->second->in_use.fetch_sub(1, std::memory_order_release);
+    return;
+  }
   for (auto c = it; c != buffers_.end() && c->first < addr + len; ++c)
     c->second->peer_in_use.fetch_sub(1, std::memory_order_release);
   unpin_locked(addr, len);

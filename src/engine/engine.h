@@ -136,6 +136,10 @@ class EngineCore : public Host, public control::Target, public std::enable_share
 
   // The submit planner (engine/submit.cpp) and the statistics (engine/stats.cpp).
   Status submit(BatchCore &b, const mc_request_t *reqs, size_t n);
+  // mc_transfer of one request (engine/fast_path.cpp): a small READ or WRITE over a transport
+  // that can copy it on the calling thread ends here, true with *st its status (counted as the
+  // normal path counts it); false, nothing done, for anything else: submit it as usual.
+  bool transfer_one(const mc_request_t &r, mc_status_t *st);
   // mc_batch_submit_on_stream (engine/stream_submit.cpp).
   Status submit_on_stream(BatchCore &b, const mc_request_t *reqs, size_t n, void *stream);
   std::string stats_json();
@@ -186,6 +190,15 @@ class EngineCore : public Host, public control::Target, public std::enable_share
   Status receive_notify(const std::string &request, std::string *reply);
   void start_notify();
   void stop_notify();
+
+  // The fast path's steps (engine/fast_path.cpp).
+  struct FastRoute {
+    Transport *transport = nullptr;
+    std::shared_ptr<PeerPath> path;
+  };
+  LocalBuffer *pin_one(uint64_t addr, uint64_t len);
+  bool fast_route(Peer &p, const mc_request_t &r, const LocalBuffer &lb, FastRoute *out);
+  void count_one(Peer &p, const Transport &t, const mc_request_t &r, mc_status_t st, uint64_t t0);
 
   friend class SubmitPlanner;  // engine/submit.cpp: reads segments, pins, slice_size
   friend class StreamStart;    // engine/stream_submit.cpp

@@ -140,6 +140,25 @@ class Transport {
   }
   // Queues slices to a peer; never blocks on the network. Each slice ends in Host::complete.
   virtual void submit(PeerPath &peer, Slice *slices, size_t n) = 0;
+  // The fast path of one small request (engine/fast_path.cpp): copies [local, local+len) to
+  // (MC_WRITE) or from (MC_READ) the peer's [remote, remote+len) on the calling thread, now,
+  // with the same checks against the peer's current buffers that submit() makes, counts it in
+  // this transport's own figures as one slice, and returns true with *st its status (MC_OK, or
+  // the failure submit() would have reported for it). Returns false, having counted nothing and
+  // changed no memory, when it cannot settle the request at once (a mapping still to make, a
+  // buffer list to refresh, a range across buffers, rights it has to ask about, ...): the
+  // engine then takes the normal path. The engine holds the local range pinned. Never blocks
+  // on the network; thread-safe.
+  virtual bool copy_now(PeerPath &peer, uint32_t op, void *local, uint64_t remote, uint64_t len,
+                        mc_status_t *st) {
+    (void)peer;
+    (void)op;
+    (void)local;
+    (void)remote;
+    (void)len;
+    (void)st;
+    return false;
+  }
   // mc_batch_submit_on_stream: queues the slices' copies on the caller's CUDA stream (a
   // CUstream whose context is current on the calling thread), so that they run after the work
   // queued on it before and before the work queued after, and reports each slice through

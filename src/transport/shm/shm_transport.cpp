@@ -231,6 +231,11 @@ class ShmPeer : public PeerPath, public std::enable_shared_from_this<ShmPeer> {
   // report() ends them (one liveness check for all their WRITEs, then Host::complete each).
   void run(const Slice *s, size_t n, mc_status_t *st, bool stream = false);
   void report(const Slice *s, size_t n, mc_status_t *st);
+  // Transport::copy_now: one small request that lies in one buffer of the current list, mapped
+  // or attachable and allowing op, copied under its own active window; false (nothing copied,
+  // nothing counted) for anything else, which run() then settles the careful way.
+  bool copy_small(uint32_t op, void *local, uint64_t remote, uint64_t len, mc_status_t *st);
+  void report_one(const Slice &x, mc_status_t *st);
   bool cma_ok() const { return cma_ok_; }
   void set_dead(const std::string &why);
   // Whether the target's transport still runs, as seen after the copies that precede the call.
@@ -292,6 +297,10 @@ class ShmTransport : public Transport {
     static_cast<ShmPeer &>(peer).refresh();
   }
   void submit(PeerPath &peer, Slice *slices, size_t n) override;
+  bool copy_now(PeerPath &peer, uint32_t op, void *local, uint64_t remote, uint64_t len,
+                mc_status_t *st) override {
+    return static_cast<ShmPeer &>(peer).copy_small(op, local, remote, len, st);
+  }
   void fail_path(PeerPath &peer, mc_status_t st, const std::string &why) override {
     (void)st;
     static_cast<ShmPeer &>(peer).set_dead(why);
@@ -752,6 +761,32 @@ void ShmPeer::report(const Slice *s, size_t n, mc_status_t *st) {
   if (ok) t_->slices_ok.fetch_add(ok, std::memory_order_relaxed);
   if (ok != n) t_->slices_failed.fetch_add(n - ok, std::memory_order_relaxed);
   t_->target_->complete(s, st, n);
+}
+
+bool ShmPeer::copy_small(uint32_t op, void *local, uint64_t remote, uint64_t len, mc_status_t *st) {
+  const Slice x{local, remote, len, nullptr, op};
+  if (dead.load()) {
+    *st = MC_ERR_PEER_DOWN;  // as run() ends it
+  } else {
+    EpochWindow win(ctrl_.page());
+    std::shared_lock<std::shared_mutex> lk(bufs_mu_);
+    if (!win.current(epoch_)) return false;  // the list may be stale: run_one refreshes it
+    auto it = bufs_.upper_bound(remote);
+    if (it == bufs_.begin()) return false;
+    RemoteBuf &b = std::prev(it)->second;
+    if (remote < b.addr || remote + len > b.addr + b.length) return false;  // crosses or misses
+    if (b.via_map() ? !b.map : !cma_ok_) return false;
+    if (!(b.access & (op == MC_WRITE ? MC_ACCESS_WRITE : MC_ACCESS_READ))) return false;
+    *st = copy_one(x, b, remote, static_cast<char *>(local), len);
+  }
+  report_one(x, st);
+  return true;
+}
+
+// report() for one slice that no batch knows of: the liveness check after a WRITE, the counts.
+void ShmPeer::report_one(const Slice &x, mc_status_t *st) {
+  if (*st == MC_OK && x.op == MC_WRITE && !target_alive()) *st = MC_ERR_PEER_DOWN;
+  (*st == MC_OK ? t_->slices_ok : t_->slices_failed).fetch_add(1, std::memory_order_relaxed);
 }
 
 // Maps the target's buffers [s.remote, +s.len) crosses that are not mapped yet (mapping asks
