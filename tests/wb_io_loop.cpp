@@ -67,8 +67,14 @@ void ticks_only_while_asked(void **) {
   });
   std::vector<int> quiet;
   for (auto &h : hs) quiet.push_back(h->ticks.load());
+  uint64_t r0 = loop.rounds();
   sleep_ms(5 * IoLoop::kTickMs);
   for (int i = 0; i < kN; i++) assert_int_equal(hs[i]->ticks.load(), quiet[i]);  // nobody asked
+  // Nothing ticking: the loop sleeps without a timeout (at most the round that ran the post
+  // above ends after r0 was read), so idle engines cost nothing.
+  print_message("loop rounds while nothing ticks for %d ms: %llu\n", int(5 * IoLoop::kTickMs),
+                static_cast<unsigned long long>(loop.rounds() - r0));
+  assert_true(loop.rounds() - r0 <= 1);
 
   on_loop(loop, [&] { loop.set_ticking(hs[7].get(), true); });
   sleep_ms(4 * IoLoop::kTickMs);

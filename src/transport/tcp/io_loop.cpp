@@ -65,8 +65,8 @@ bool IoLoop::add(int fd, uint32_t events, std::shared_ptr<IoHandler> h) {
   ev.events = events;
   ev.data.ptr = h.get();
   if (::epoll_ctl(ep_.get(), EPOLL_CTL_ADD, fd, &ev) != 0) return false;
-  ticking_.insert(h.get());
   live_[h.get()] = std::move(h);
+  set_ticking(static_cast<IoHandler *>(ev.data.ptr), true);
   return true;
 }
 
@@ -87,10 +87,13 @@ void IoLoop::remove(int fd, IoHandler *h) {
 }
 
 void IoLoop::set_ticking(IoHandler *h, bool on) {
-  if (!on)
+  if (!on) {
     ticking_.erase(h);
-  else if (live_.count(h))
+  } else if (live_.count(h)) {
+    // The first ticking handler starts the cadence: the loop waited without a timeout before.
+    if (ticking_.empty()) next_tick_ = now_ms() + kTickMs;
     ticking_.insert(h);
+  }
 }
 
 void IoLoop::run_posted(bool woken) {
@@ -125,9 +128,12 @@ void IoLoop::run() {
   std::vector<epoll_event> evs(256);
   next_tick_ = now_ms() + kTickMs;
   for (;;) {
+    // Nothing ticking (every connection idle): no timeout, so an idle engine's loops sleep until
+    // an event or a post instead of waking every kTickMs.
     uint64_t now = now_ms();
-    int wait = next_tick_ > now ? static_cast<int>(next_tick_ - now) : 0;
+    int wait = ticking_.empty() ? -1 : next_tick_ > now ? static_cast<int>(next_tick_ - now) : 0;
     int n = ::epoll_wait(ep_.get(), evs.data(), static_cast<int>(evs.size()), wait);
+    rounds_.fetch_add(1, std::memory_order_relaxed);
     if (n < 0 && errno != EINTR) {
       MC_LOGE("tcp: epoll_wait failed: " << std::strerror(errno));
       break;

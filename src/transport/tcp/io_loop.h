@@ -54,6 +54,8 @@ class IoLoop {
   // Whether h's on_tick() is called (a handler added is ticked until it says otherwise).
   void set_ticking(IoHandler *h, bool on);
   size_t handlers() const { return live_.size(); }
+  // Rounds of the loop so far (one per epoll_wait), from any thread: an idle loop adds none.
+  uint64_t rounds() const { return rounds_.load(std::memory_order_relaxed); }
 
  private:
   void run();
@@ -72,6 +74,7 @@ class IoLoop {
   std::unordered_set<IoHandler *> ticking_;  // a subset of live_
   std::vector<std::shared_ptr<IoHandler>> graveyard_;
   uint64_t next_tick_ = 0;
+  std::atomic<uint64_t> rounds_{0};
 };
 
 }  // namespace mc::tcp
