@@ -482,8 +482,9 @@ void case_access(Ctx &c) {
 }
 
 // Rights flipped between READ and READ|WRITE while WRITEs run, as fast as the target can: each
-// request ends OK (its bytes in place) or DENIED. A descriptor that changed under a request is
-// the initiator's to refresh, however often it changes: never a transport error.
+// request ends OK (its bytes in place when it is reported: the target's range is cleared before
+// each round and every round writes a new pattern) or DENIED. A descriptor that changed under a
+// request is the initiator's to refresh, however often it changes: never a transport error.
 void case_access_flips(Ctx &c) {
   Mem &local = c.mem(kBuf), &remote = c.mem(1 << 20);
   assert_int_equal(c.a->add(local.p, local.len).code(), MC_OK);
@@ -491,7 +492,6 @@ void case_access_flips(Ctx &c) {
   c.connect();
   constexpr int kRounds = 150, kReqs = 8;
   constexpr uint64_t kLen = 4096;
-  for (int i = 0; i < kReqs; i++) fill(local.p + i * kLen, kLen, 60 + i);
   std::atomic<bool> stop{false};
   std::atomic<int> flips{0}, flip_errors{0};
   std::thread flipper([&] {
@@ -502,33 +502,44 @@ void case_access_flips(Ctx &c) {
       std::this_thread::sleep_for(std::chrono::microseconds(20));
     }
   });
-  int ok = 0, denied = 0, other = 0, unreported = 0;
+  int ok = 0, denied = 0, other = 0, unreported = 0, missing = 0;
   mc_status_t first_other = MC_OK;
   for (int round = 0; round < kRounds; round++) {
+    // The previous round is all reported: nothing may touch the target's range any more.
+    std::memset(remote.p, 0, kReqs * kLen);
     Batch &bt = c.batch();
-    for (int i = 0; i < kReqs; i++) bt.add(local.p + i * kLen, remote.addr(i * kLen), kLen, MC_WRITE, 60 + i);
+    for (int i = 0; i < kReqs; i++) {
+      uint64_t seed = 60 + uint64_t(round) * kReqs + i;
+      fill(local.p + i * kLen, kLen, seed);
+      bt.add(local.p + i * kLen, remote.addr(i * kLen), kLen, MC_WRITE, seed);
+    }
     c.t->submit(*c.path, bt.slices.data(), bt.slices.size());
     if (!bt.wait(bound_ms())) unreported++;
     for (auto &r : bt.reqs) {
       mc_status_t st = mc_status_t(r->status.load());
-      if (st == MC_OK) ok++;
+      if (st == MC_OK) ok++, missing += !r->data_in_place.load();
       else if (st == MC_ERR_DENIED) denied++;
       else if (!other++) first_other = st;
     }
   }
   stop = true;
   flipper.join();
-  print_message("  %d rights changes: %d WRITEs OK, %d DENIED, %d other (first: %s), %d batches unreported\n",
-                flips.load(), ok, denied, other, mc_status_str(first_other), unreported);
+  print_message("  %d rights changes: %d WRITEs OK (%d without their bytes), %d DENIED, %d other (first: %s), "
+                "%d batches unreported\n",
+                flips.load(), ok, missing, denied, other, mc_status_str(first_other), unreported);
   assert_int_equal(flip_errors.load(), 0);
   assert_int_equal(unreported, 0);
+  assert_int_equal(missing, 0);
   assert_int_equal(other, 0);
   assert_int_equal(ok + denied, kRounds * kReqs);
   assert_int_equal(c.target->set_access(remote.p, MC_ACCESS_READ | MC_ACCESS_WRITE).code(), MC_OK);
+  std::memset(remote.p, 0, kLen);
+  fill(local.p, kLen, 59);
   Batch &last = c.batch();
-  last.add(local.p, remote.addr(0), kLen, MC_WRITE, 60);
+  last.add(local.p, remote.addr(0), kLen, MC_WRITE, 59);
   c.run(last);
   assert_int_equal(last.reqs[0]->status.load(), MC_OK);
+  assert_true(last.reqs[0]->data_in_place.load());
   assert_int_equal(c.target->pinned(), 0);
 }
 

@@ -226,6 +226,7 @@ class EngineCore : public Host, public control::Target, public std::enable_share
   Status refresh_peer(Peer &p, bool *rejoined = nullptr);
   Status fetch_peer(Peer &p, Descriptor *d);
   Status make_routes(Peer &p, const Descriptor &d, std::vector<Route> *routes);
+  std::shared_ptr<PeerPath> connect_path(Peer &p, Transport &t, const Descriptor &d);
   void publish_peer(Peer &p, const std::shared_ptr<const Descriptor> &nd, std::vector<Route> *routes,
                     std::vector<Route> *dropped, bool *rejoined);
   // One health step of a peer (HealthMonitor::Probe): one ping attempt, the state changes it

@@ -20,6 +20,21 @@ void Peer::kick() {
   if (auto m = monitor.lock()) m->kick(this);
 }
 
+// t's path to p (descriptor d), whose failure kicks p's probe; nullptr when t cannot connect.
+std::shared_ptr<PeerPath> EngineCore::connect_path(Peer &p, Transport &t, const Descriptor &d) {
+  auto path = t.connect(d);
+  if (!path) return nullptr;
+  Peer *raw = &p;
+  // The path may outlive the peer only inside the transport's own threads, which the peer's
+  // destructor (joining nothing of theirs) cannot see: guard with a flag.
+  auto alive = p.alive;
+  path->set_on_down([raw, alive] {
+    std::lock_guard<std::mutex> lk(alive->mu);
+    if (alive->ok) raw->kick();
+  });
+  return path;
+}
+
 // The routes to a peer whose descriptor is d, one per allowed transport that reaches it (the
 // engine's own name: the self transport where it is allowed). Takes no lock of the peer: a
 // transport's connect may do a same-host handshake or an RDMA exchange.
@@ -33,16 +48,8 @@ Status EngineCore::make_routes(Peer &p, const Descriptor &d, std::vector<Route> 
   }
   for (auto *t : data_transports_) {
     if (!t->reachable(d)) continue;
-    auto path = t->connect(d);
+    auto path = connect_path(p, *t, d);
     if (!path) continue;
-    Peer *raw = &p;
-    // The path may outlive the peer only inside the transport's own threads, which the peer's
-    // destructor (joining nothing of theirs) cannot see: guard with a flag.
-    auto alive = p.alive;
-    path->set_on_down([raw, alive] {
-      std::lock_guard<std::mutex> lk(alive->mu);
-      if (alive->ok) raw->kick();
-    });
     routes->push_back({t, std::move(path)});
   }
   if (routes->empty()) return Err(MC_ERR_UNSUPPORTED, "no allowed transport reaches segment " + p.name);
@@ -144,14 +151,8 @@ void EngineCore::revive_routes(Peer &p) {
   bool changed = false;
   for (auto &r : routes) {
     if (r.transport->usable(*r.path)) continue;
-    auto path = r.transport->connect(*d);
+    auto path = connect_path(p, *r.transport, *d);
     if (!path) continue;
-    Peer *raw = &p;
-    auto alive = p.alive;
-    path->set_on_down([raw, alive] {
-      std::lock_guard<std::mutex> lk(alive->mu);
-      if (alive->ok) raw->kick();
-    });
     r.path = std::move(path);
     changed = true;
   }
