@@ -58,12 +58,6 @@ bool Prober::watched(const std::string &key) const {
   return it != by_key_.end() && conns_.at(it->second).watched;
 }
 
-size_t Prober::watching() const {
-  size_t n = 0;
-  for (auto &[id, c] : conns_) n += c.watched;
-  return n;
-}
-
 // A watched connection wakes wait() only when it ends (EPOLLRDHUP: a BEAT's EPOLLIN is not in
 // its mask, so the kernel wakes nobody for it) and shows up in beats_ep_ once per arrival.
 void Prober::adopt(const std::string &key, Fd fd, uint64_t now) {
@@ -86,6 +80,7 @@ void Prober::adopt(const std::string &key, Fd fd, uint64_t now) {
   c.fd = std::move(fd);
   c.generation = control_pool::generation();
   c.watched = watch;
+  watched_ += watch;
   c.watch_id = id;
   if (watch) c.pong_ms = now;  // the first BEAT is due at once: silence is counted from here
   by_key_[key] = id;
@@ -94,7 +89,9 @@ void Prober::adopt(const std::string &key, Fd fd, uint64_t now) {
 void Prober::close(const std::string &key) {
   auto it = by_key_.find(key);
   if (it == by_key_.end()) return;
-  conns_.erase(it->second);  // closing the fd takes it out of both epoll sets
+  auto c = conns_.find(it->second);
+  if (c != conns_.end() && c->second.watched) watched_--;
+  conns_.erase(c);  // closing the fd takes it out of both epoll sets
   by_key_.erase(it);
 }
 
@@ -111,6 +108,7 @@ void Prober::release(const std::string &key) {
 }
 
 void Prober::clear() {
+  watched_ = 0;
   sent_.clear();
   conns_.clear();
   by_key_.clear();

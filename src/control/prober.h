@@ -78,7 +78,7 @@ class Prober {
   size_t size() const { return by_key_.size(); }
   uint64_t pings_sent() const { return pings_; }
   uint64_t beats_seen() const { return beats_; }
-  size_t watching() const;
+  size_t watching() const { return watched_; }
 
  private:
   struct Conn {
@@ -104,6 +104,7 @@ class Prober {
   uint64_t period_ms_ = 0;
   uint64_t next_id_ = 1;
   uint64_t pings_ = 0, beats_ = 0;
+  size_t watched_ = 0;                      // kept connections that are watched
   std::map<uint64_t, Conn> conns_;          // by id (never reused: a stale epoll event finds nothing)
   std::map<std::string, uint64_t> by_key_;  // key -> id
   std::set<std::string> no_watch_;          // peers that answered WATCH with an ERROR: pinged

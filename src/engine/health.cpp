@@ -1,5 +1,6 @@
 #include "engine/health.h"
 
+#include <algorithm>
 #include <chrono>
 #include <deque>
 #include <set>
@@ -311,6 +312,12 @@ void HealthMonitor::pinger() {
       s.tick.wait_for(lk, std::chrono::milliseconds(wait < 0 ? 1000 : wait));
       continue;
     }
+    // BEATs are seen only when this thread looks: at least every quarter heartbeat while any
+    // connection is watched, so that a BEAT is timed within that of its arrival and a peer
+    // that stops is seen within peer_timeout_ms + heartbeat_ms + a quarter (one wake-up for all
+    // peers, four a second at heartbeat_ms=1000).
+    const int look = static_cast<int>(std::max<uint64_t>(s.batch.heartbeat_ms / 4, 1));
+    if (s.prober.watching() && (wait < 0 || wait > look)) wait = look;
     // The PONGs of a burst of PINGs come back within a round trip: reading them together costs
     // one wake-up for the burst instead of one for each peer.
     bool burst = s.prober.pings_sent() != sent;
