@@ -85,6 +85,7 @@
 #endif
 
 #include "proto/auth.h"
+#include "transport/shm/copy.h"
 #include "util/spin.h"
 #include "util/json_writer.h"
 #include "util/log.h"
@@ -123,87 +124,13 @@ constexpr uint64_t kHalfMin = 16ull << 10;
 // A worker that finished a part watches the queue this long before it sleeps: waking a sleeping
 // thread costs tens of microseconds on a VM, as long as copying a whole MiB.
 constexpr auto kWorkerSpin = std::chrono::microseconds(50);
-// Runs from this size on are copied with non-temporal stores: they would push everything else
-// out of the caches anyway, and streaming saves reading the destination lines first.
-constexpr uint64_t kStreamMin = 128ull << 20;  // slices up to this size run on the submitting thread
+// Runs from this size on are copied with non-temporal stores (copy.h): they would push
+// everything else out of the caches anyway, and streaming saves reading the destination first.
+constexpr uint64_t kStreamMin = 128ull << 20;
 constexpr uint32_t kMaxMsg = 64u << 20;
 
 using samehost::CtrlPage;  // ctrl_page.h: the epoch protocol and the alive mutex
 using samehost::EpochWindow;
-
-#if defined(__x86_64__)
-// Runs in this range are copied with an AVX2 loop where the CPU has AVX2. glibc's memcpy
-// uses `rep movsb` for them, which on the Xeon VMs here is about 10% slower than 32-byte
-// vector moves for data in L2 (64 KiB-512 KiB: 49.8 against 54.9 GB/s); from 1 MiB on the
-// two are equal, so larger runs keep memcpy.
-constexpr uint64_t kVecMin = 1u << 10;
-constexpr uint64_t kVecMax = 2u << 20;
-
-__attribute__((target("avx2"))) void copy_avx2(char *dst, const char *src, uint64_t len) {
-  uint64_t i = 0;
-  for (; i + 128 <= len; i += 128) {
-    __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(src + i));
-    __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(src + i + 32));
-    __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(src + i + 64));
-    __m256i e = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(src + i + 96));
-    _mm256_storeu_si256(reinterpret_cast<__m256i *>(dst + i), a);
-    _mm256_storeu_si256(reinterpret_cast<__m256i *>(dst + i + 32), b);
-    _mm256_storeu_si256(reinterpret_cast<__m256i *>(dst + i + 64), c);
-    _mm256_storeu_si256(reinterpret_cast<__m256i *>(dst + i + 96), e);
-  }
-  std::memcpy(dst + i, src + i, len - i);
-}
-
-// __builtin_cpu_init first: this initializer may run before libgcc's own constructor.
-const bool kHasAvx2 = [] {
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") != 0;
-}();
-#endif
-
-// One copy of a run: memcpy, or with stream set non-temporal stores that leave the caches alone.
-// The streaming loop copies two pages side by side with prefetches, as glibc's own large copy
-// does (it keeps that for copies of hundreds of MiB, which a transfer cut into parts never
-// reaches). The sfence orders the streaming stores before the completion that publishes them.
-void copy_run(char *dst, const char *src, uint64_t len, bool stream) {
-#if defined(__x86_64__)
-  if (stream && len >= (64u << 10)) {
-    uint64_t head = (64 - (reinterpret_cast<uintptr_t>(dst) & 63)) & 63;
-    std::memcpy(dst, src, head);
-    dst += head;
-    src += head;
-    len -= head;
-    auto line = [](char *d, const char *s) {
-      __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i *>(s));
-      __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i *>(s + 16));
-      __m128i c = _mm_loadu_si128(reinterpret_cast<const __m128i *>(s + 32));
-      __m128i e = _mm_loadu_si128(reinterpret_cast<const __m128i *>(s + 48));
-      _mm_stream_si128(reinterpret_cast<__m128i *>(d), a);
-      _mm_stream_si128(reinterpret_cast<__m128i *>(d + 16), b);
-      _mm_stream_si128(reinterpret_cast<__m128i *>(d + 32), c);
-      _mm_stream_si128(reinterpret_cast<__m128i *>(d + 48), e);
-    };
-    uint64_t i = 0;
-    for (; i + 8192 <= len; i += 8192)
-      for (uint64_t k = 0; k < 4096; k += 64) {
-        _mm_prefetch(src + i + k + 256, _MM_HINT_T0);
-        _mm_prefetch(src + i + 4096 + k + 256, _MM_HINT_T0);
-        line(dst + i + k, src + i + k);
-        line(dst + i + 4096 + k, src + i + 4096 + k);
-      }
-    for (; i + 64 <= len; i += 64) line(dst + i, src + i);
-    _mm_sfence();
-    std::memcpy(dst + i, src + i, len - i);
-    return;
-  }
-  if (len >= kVecMin && len <= kVecMax && kHasAvx2) {
-    copy_avx2(dst, src, len);
-    return;
-  }
-#endif
-  (void)stream;
-  std::memcpy(dst, src, len);
-}
 
 class ShmTransport;
 
@@ -674,7 +601,7 @@ size_t ShmPeer::run_window(const Slice *s, size_t n, mc_status_t *st, bool strea
   const char *run_src = nullptr;
   uint64_t run_len = 0;
   auto flush = [&] {
-    if (run_len) copy_run(run_dst, run_src, run_len, stream);
+    if (run_len) shmcopy::run(run_dst, run_src, run_len, stream);
     mapped += run_len;
     run_len = 0;
   };
@@ -1222,6 +1149,7 @@ std::string ShmTransport::stats_json() {
   o.num("slices_failed", slices_failed.load());
   o.num("worker_spin_us", worker_spin_.current_us());
   o.num("worker_spins_wasted", worker_spin_.wasted_count());
+  o.str("copy_loop", shmcopy::loop_name());
   o.num("buffers_mapped", maps.load());
   o.num("handshakes_denied", server_.hs_denied.load());
   o.num("handshakes_dropped", server_.hs_dropped.load());
