@@ -2,7 +2,8 @@
 # busy.sh BUILD_DIR - throughput on a busy machine (issue 23): mc over shm and over tcp, a
 # single-thread memcpy, UCX posix (ucx_perftest put) and iperf3 (one stream), each alone
 # ("quiet") and then each with BUSY CPU-bound processes beside it (plain busy loops this script
-# starts and stops around every measurement), in ROUNDS interleaved rounds. Reports each
+# starts and stops around every measurement), in ROUNDS interleaved rounds. memcpy and mc report
+# the average over DURATION seconds. Reports each
 # tool's busy/quiet ratio (medians). The goal, printed as met / NOT met and never asserted:
 # mc's ratio at least that of memcpy and of its peer (UCX posix for shm, iperf3 for tcp) at
 # every size. Writes bench/results/busy.txt (OUT=... for another file).
@@ -40,7 +41,7 @@ SEG=$(sed -n 's/^segment: //p' "$TMP/t.out")
 measure() {
   local n; n=$(bytes "$2")
   case $1 in
-    memcpy) "$TMP/memcpy" "$n" | cut -d' ' -f2 ;;
+    memcpy) "$TMP/memcpy" -t "$DUR" "$n" | cut -d' ' -f2 ;;  # the average over DUR, as mc_bench
     mc-shm|mc-tcp)
       local tr=${1#mc-} batch=1 flags="--alloc"; [ "$2" = 64K ] && batch=8
       [ "$tr" = tcp ] && flags=""
