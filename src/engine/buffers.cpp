@@ -300,6 +300,22 @@ void EngineCore::unpin_locked(uint64_t addr, uint64_t len) {
 
 // A peer's request: the run must be registered and every buffer of it must allow op.
 mc_status_t EngineCore::pin(uint64_t addr, uint64_t len, uint32_t op) {
+  void *held;
+  return pin_held(addr, len, op, &held);
+}
+
+// The handle is the one buffer holding the range (nullptr: a range across buffers, which
+// unpin_held gives back the long way). A pinned buffer cannot be unregistered, so unpin_held
+// may use it without the lock; in_use drops last (the buffer may go once it is 0).
+void EngineCore::unpin_held(void *handle, uint64_t addr, uint64_t len) {
+  if (!handle) return unpin(addr, len);
+  auto *b = static_cast<LocalBuffer *>(handle);
+  b->peer_in_use.fetch_sub(1, std::memory_order_release);
+  b->in_use.fetch_sub(1, std::memory_order_release);
+}
+
+mc_status_t EngineCore::pin_held(uint64_t addr, uint64_t len, uint32_t op, void **handle) {
+  *handle = nullptr;
   uint32_t need = op == MC_WRITE ? MC_ACCESS_WRITE : MC_ACCESS_READ;
   std::shared_lock<std::shared_mutex> lk(buffers_mu_);
   if (len == 0 || addr + len < addr) return MC_ERR_OUT_OF_RANGE;
@@ -312,6 +328,7 @@ mc_status_t EngineCore::pin(uint64_t addr, uint64_t len, uint32_t op) {
     if (!(b.access.load(std::memory_order_relaxed) & need)) return MC_ERR_DENIED;
     b.in_use.fetch_add(1, std::memory_order_relaxed);
     b.peer_in_use.fetch_add(1, std::memory_order_relaxed);
+    *handle = &b;
     return MC_OK;
   }
   bool denied = false;

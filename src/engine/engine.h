@@ -167,6 +167,8 @@ class EngineCore : public Host, public control::Target, public std::enable_share
   void serve_data(std::function<void(Fd fd, std::string readahead)> h) override;
   mc_status_t pin(uint64_t addr, uint64_t len, uint32_t op) override;
   void unpin(uint64_t addr, uint64_t len) override;
+  mc_status_t pin_held(uint64_t addr, uint64_t len, uint32_t op, void **handle) override;
+  void unpin_held(void *handle, uint64_t addr, uint64_t len) override;
   std::string descriptor_json() override;
   std::string descriptor_delta_json(uint64_t incarnation, uint64_t since) override;
   Status control(const std::string &channel, const std::string &request, std::string *reply) override;

@@ -64,6 +64,16 @@ class Host {
   // memory; MC_WRITE: it writes it). Nothing is pinned on failure.
   virtual mc_status_t pin(uint64_t addr, uint64_t len, uint32_t op) = 0;
   virtual void unpin(uint64_t addr, uint64_t len) = 0;
+  // pin() with a handle for unpin_held(), which then needs no lookup (and no lock) when the
+  // range lies in one buffer: for copies settled at once on the calling thread.
+  virtual mc_status_t pin_held(uint64_t addr, uint64_t len, uint32_t op, void **handle) {
+    *handle = nullptr;
+    return pin(addr, len, op);
+  }
+  virtual void unpin_held(void *handle, uint64_t addr, uint64_t len) {
+    (void)handle;
+    unpin(addr, len);
+  }
   virtual std::string descriptor_json() = 0;
   // What changed since version `since` of incarnation `incarnation` (a "delta" descriptor), or
   // the full descriptor when that cannot be told.

@@ -46,46 +46,4 @@ class AdaptiveSpin {
   std::atomic<uint64_t> wasted_{0};
 };
 
-// Whether to share a large copy with worker threads now, learned from how the workers' parts
-// went lately. Sharing pays on a machine with an idle core; where none is idle, a worker is
-// preempted in the middle of its part now and then, and the request waits a scheduler slice
-// (milliseconds) for bytes the submitting thread would have copied in microseconds: one such
-// wait costs more than hundreds of shared copies gain. So a part that ran far longer than a copy
-// of its size takes (lost) makes the next 16, 32, ... up to 8192 large copies run on the
-// submitting thread alone (each loss in a row doubles the pause); after a pause one copy is shared
-// again, and every kPaidToForgive parts in a row that ran in time (paid) take one doubling back.
-// Relaxed atomics: a stale answer only shares, or not, one copy.
-class AdaptiveShare {
- public:
-  static constexpr uint32_t kMaxLevel = 10;  // a pause of 2^(level+3) large copies
-  static constexpr uint32_t kPaidToForgive = 64;
-
-  // Share this large copy?
-  bool now() {
-    uint32_t p = pause_.load(std::memory_order_relaxed);
-    while (p > 0)
-      if (pause_.compare_exchange_weak(p, p - 1, std::memory_order_relaxed)) return false;
-    return true;
-  }
-  void paid() {
-    if (level_.load(std::memory_order_relaxed) == 0) return;
-    if (paid_.fetch_add(1, std::memory_order_relaxed) + 1 < kPaidToForgive) return;
-    paid_.store(0, std::memory_order_relaxed);
-    level_.fetch_sub(1, std::memory_order_relaxed);
-  }
-  void lost() {
-    uint32_t l = level_.load(std::memory_order_relaxed);
-    if (l < kMaxLevel) level_.store(++l, std::memory_order_relaxed);
-    paid_.store(0, std::memory_order_relaxed);
-    pause_.store(1u << (l + 3), std::memory_order_relaxed);
-    lost_.fetch_add(1, std::memory_order_relaxed);
-  }
-  uint32_t pause() const { return pause_.load(std::memory_order_relaxed); }
-  uint64_t lost_count() const { return lost_.load(std::memory_order_relaxed); }
-
- private:
-  std::atomic<uint32_t> level_{0}, pause_{0}, paid_{0};
-  std::atomic<uint64_t> lost_{0};
-};
-
 }  // namespace mc

@@ -46,7 +46,8 @@ class LocalTransport : public Transport {
   // One small request on the calling thread: copy() without the Slice and its completion.
   bool copy_now(PeerPath &, uint32_t op, void *local, uint64_t remote, uint64_t len,
                 mc_status_t *st) override {
-    mc_status_t ps = target_->pin(remote, len, op);
+    void *held;
+    mc_status_t ps = target_->pin_held(remote, len, op, &held);
     if (ps != MC_OK) {
       failed_.fetch_add(1, std::memory_order_relaxed);
       *st = (ps == MC_ERR_DENIED || ps == MC_ERR_OUT_OF_RANGE) ? ps : MC_ERR_TRANSPORT;
@@ -57,7 +58,7 @@ class LocalTransport : public Transport {
       std::memmove(r, local, len);
     else
       std::memmove(local, r, len);
-    target_->unpin(remote, len);
+    target_->unpin_held(held, remote, len);
     bytes_.fetch_add(len, std::memory_order_relaxed);
     ok_.fetch_add(1, std::memory_order_relaxed);
     *st = MC_OK;

@@ -86,9 +86,7 @@
 
 #include "proto/auth.h"
 #include "transport/shm/copy.h"
-#include "util/run_delay.h"
 #include "util/spin.h"
-#include "util/tsc_clock.h"
 #include "util/json_writer.h"
 #include "util/log.h"
 #include "util/net.h"
@@ -126,9 +124,6 @@ constexpr uint64_t kHalfMin = 16ull << 10;
 // A worker that finished a part watches the queue this long before it sleeps: waking a sleeping
 // thread costs tens of microseconds on a VM, as long as copying a whole MiB.
 constexpr auto kWorkerSpin = std::chrono::microseconds(50);
-// 64 pauses take a few microseconds: a watch that sees this much pass between two looks at the
-// clock was descheduled in between.
-constexpr auto kPreempted = std::chrono::microseconds(30);
 // Runs from this size on are copied with non-temporal stores (copy.h): they would push
 // everything else out of the caches anyway, and streaming saves reading the destination first.
 constexpr uint64_t kStreamMin = 128ull << 20;
@@ -263,7 +258,6 @@ class ShmTransport : public Transport {
   void worker();
   void watch_for_work();
   AdaptiveSpin worker_spin_{static_cast<uint32_t>(kWorkerSpin.count())};
-  AdaptiveShare share_;  // whether large copies are shared with the workers now (spin.h)
   // After an epoch bump: waits (bounded) until no peer copy that may have missed it still runs.
   void wait_for_copies(const char *why) { ctrl_.wait_for_copies(o_.timeout_ms, "shm", why); }
 
@@ -313,8 +307,6 @@ class ShmTransport : public Transport {
   void claim_items(Group &g, ShmPeer &peer, bool backwards, bool run, mc_status_t fail);
   // One part of g ended: the group's slices end with the last one.
   void end_part(Group &g);
-  // A worker ran job j in ns: did sharing it pay (share_)?
-  void judge_share(const Job &j, uint64_t ns);
   // Runs a job (st: room for its slices) and ends its slices, or only fails them (run false).
   void finish_job(Job &j, std::vector<mc_status_t> &st, bool run, mc_status_t fail = MC_OK);
   std::deque<Job> queue_;
@@ -1037,7 +1029,7 @@ void ShmTransport::submit(PeerPath &path, Slice *slices, size_t n) {
     peer.run(v, m, st.data(), stream);
     peer.report(v, m, st.data());
   };
-  const bool share = jobs.size() > 1 && parts_max > 1 && share_.now();
+  const bool share = jobs.size() > 1 && parts_max > 1;
   if (share) {
     auto keep = peer.shared_from_this();  // queued parts keep the peer alive on the workers
     size_t queued = 0;
@@ -1086,60 +1078,33 @@ void ShmTransport::submit(PeerPath &path, Slice *slices, size_t n) {
   if (help) claim_items(*help, peer, true, !stopping_.load(), MC_ERR_PEER_DOWN);
 }
 
-// Watches the queue for up to the spin budget. A gap of kPreempted between two looks at the
-// clock means this thread lost its core meanwhile: no core is idle, so the watch took the core
-// from a thread that copies (wasted, whatever it saw), and sharing copies does not pay now either.
 void ShmTransport::watch_for_work() {
   const auto budget = worker_spin_.budget();
   if (budget.count() == 0) return;
   auto waiting = [&] {
     return queued_.load(std::memory_order_acquire) == 0 && !qstop_seen_.load(std::memory_order_relaxed);
   };
-  auto last = std::chrono::steady_clock::now();
-  const auto until = last + budget;
-  bool preempted = false;
+  const auto until = std::chrono::steady_clock::now() + budget;
   for (unsigned i = 0; waiting(); i++) {
 #if defined(__x86_64__)
     _mm_pause();
 #endif
-    if ((i & 63) != 63) continue;
-    const auto now = std::chrono::steady_clock::now();
-    preempted = now - last > kPreempted;
-    if (preempted || now >= until) break;
-    last = now;
+    if ((i & 63) == 63 && std::chrono::steady_clock::now() >= until) break;
   }
-  if (preempted) share_.lost();
-  waiting() || preempted ? worker_spin_.wasted() : worker_spin_.paid();
-}
-
-// A worker's part ran ns: far longer than any copy of its size (4 GB/s and 100 us to spare: a
-// first touch of its pages included) means the worker lost its core in the middle of it, and
-// the request waited for it.
-void ShmTransport::judge_share(const Job &j, uint64_t ns) {
-  uint64_t bytes = 0;
-  for (const Slice &x : j.s) bytes += x.len;
-  if (j.claim && j.group)
-    for (const Slice &x : j.group->items) bytes += x.len;  // at most all of them
-  if (bytes == 0) return;
-  ns > 100'000 + bytes / 4 ? share_.lost() : share_.paid();
+  waiting() ? worker_spin_.wasted() : worker_spin_.paid();
 }
 
 void ShmTransport::worker() {
   std::vector<mc_status_t> st;
   bool worked = false;
-  RunDelay rq;
   for (;;) {
-    // A worker that waits for a CPU lately neither watches nor lets copies be shared (no core
-    // is idle: watching would take the submitting thread's, and a shared part waits for this one).
-    const bool crowded = worked && rq.crowded();
-    if (crowded) share_.lost();
-    if (worked && !crowded && spinners_.fetch_add(1, std::memory_order_acq_rel) < parallel_) {
+    if (worked && spinners_.fetch_add(1, std::memory_order_acq_rel) < parallel_) {
       // Just finished a part: more may follow at once (a stream of large requests). Only as
       // many workers watch as can copy beside the submitting thread: more would take CPU from it,
       // and only as long as watching paid lately (util/spin.h: not where no core is idle).
       watch_for_work();
       spinners_.fetch_sub(1, std::memory_order_acq_rel);
-    } else if (worked && !crowded) {
+    } else if (worked) {
       spinners_.fetch_sub(1, std::memory_order_acq_rel);
     }
     Job j;
@@ -1152,9 +1117,7 @@ void ShmTransport::worker() {
       queued_.store(queue_.size(), std::memory_order_release);
     }
     // engine destroy: queued work fails, it does not run
-    const uint64_t t0 = TscClock::ticks();
     finish_job(j, st, !stopping_.load(), MC_ERR_PEER_DOWN);
-    judge_share(j, TscClock::ns_between(t0, TscClock::ticks()));
     worked = true;
   }
 }
@@ -1186,8 +1149,6 @@ std::string ShmTransport::stats_json() {
   o.num("slices_failed", slices_failed.load());
   o.num("worker_spin_us", worker_spin_.current_us());
   o.num("worker_spins_wasted", worker_spin_.wasted_count());
-  o.num("shares_lost", share_.lost_count());
-  o.num("share_pause", share_.pause());
   o.str("copy_loop", shmcopy::loop_name());
   o.num("buffers_mapped", maps.load());
   o.num("handshakes_denied", server_.hs_denied.load());
