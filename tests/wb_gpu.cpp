@@ -946,6 +946,7 @@ void file_gpu_case(const char *gds) {
   assert_non_null(mkdtemp(dir));
   const uint64_t size = 64ull << 20;
   bool cufile = std::strcmp(gds, "off") != 0;
+  std::string refused;  // why the real cuFile registered no file handle here, if it did not
   for (const char *kind : {"malloc", "vmm"}) {
     if (fake_cuda() && std::strcmp(kind, "vmm") == 0) continue;  // the fake has no VMM
     mc_engine_t *e = engine("127.0.0.1:0", {{"file_gds", gds}});
@@ -968,7 +969,14 @@ void file_gpu_case(const char *gds) {
                 (unsigned long long)wr,
                 (unsigned long long)fb, fb ? ": " : "", fb ? file_stat_text(e, "cufile_last_error").c_str() : "",
                 (unsigned long long)staged);
-    if (cufile) {
+    const std::string last = fb ? file_stat_text(e, "cufile_last_error") : "";
+    if (cufile && !fake_cuda() && rd == 0 && wr == 0 && fb > 0 && last.find("cuFileHandleRegister") != std::string::npos) {
+      // The machine's cuFile opens (compatibility mode) but registers no file: on a VM whose
+      // disk it cannot identify (no udev attributes) every handle is refused. Every request fell
+      // back to the staging pool and its data was verified above; the cuFile path is untested here.
+      assert_true(staged > 0 && staged != ~0ull);
+      refused = last;
+    } else if (cufile) {
       assert_string_equal(state.c_str(), "in use");
       // cuFile may refuse VMM memory (GDS releases before 1.7 did): then every such request
       // fell back to staging, and the data was verified all the same.
@@ -990,6 +998,13 @@ void file_gpu_case(const char *gds) {
     mc_engine_destroy(e);
   }
   std::system((std::string("rm -rf ") + dir).c_str());
+  if (!refused.empty()) {
+    std::printf("MC-SKIP: cuFile registered no file handle on this machine (%s); every request went "
+                "through the staging pool instead, verified\n",
+                refused.c_str());
+    std::fflush(stdout);
+    skip();
+  }
 }
 
 void test_file_gpu(void **) { file_gpu_case("off"); }
