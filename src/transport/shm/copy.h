@@ -11,7 +11,8 @@ namespace shmcopy {
 // measured once per process (loop_name).
 void run(char *dst, const char *src, uint64_t len, bool stream);
 
-// What copies runs of 1 KiB to 2 MiB in this process (measured at first use): "avx2", "memcpy"
+// What copies runs of 1 KiB to 2 MiB in this process (measured at the first call of this or
+// run(); the shm transport calls it when it starts): "avx2", "memcpy"
 // or one below 32 KiB and the other from 32 KiB on.
 const char *loop_name();
 

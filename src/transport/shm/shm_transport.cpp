@@ -328,6 +328,7 @@ class ShmTransport : public Transport {
 // ------------------------------------------------------------------------------ target side
 
 Status ShmTransport::start() {
+  (void)shmcopy::loop_name();  // the copy loop's measurement (copy.h) here, not in a first request
   Status cs = ctrl_.create("mc-shm-ctrl", kCtrlMagic, o_.incarnation);
   if (!cs.ok()) return cs;
   char nm[64];
