@@ -108,7 +108,7 @@ typename Map::const_iterator overlapping(const Map &m, uint64_t a, uint64_t len,
 // transports can register them with no engine lock held (NIC registration and IPC export may
 // take seconds; submits must not wait for them).
 Status EngineCore::reserve_ranges(const std::vector<LocalRegion> &regions) {
-  std::shared_lock<std::shared_mutex> lk(buffers_mu_);
+  std::shared_lock<ReadMostlyMutex> lk(buffers_mu_);
   std::lock_guard<std::mutex> rk(reserve_mu_);
   for (size_t i = 0; i < regions.size(); i++) {
     uint64_t a = regions[i].addr, len = regions[i].length;
@@ -159,7 +159,7 @@ Status EngineCore::register_buffers(const NewBuffer *bufs, size_t n) {
   }
   {
     // The exclusive lock only to make the buffers visible at once, with one version bump.
-    std::unique_lock<std::shared_mutex> lk(buffers_mu_);
+    std::unique_lock<ReadMostlyMutex> lk(buffers_mu_);
     for (auto &r : regions) {
       auto b = std::make_unique<LocalBuffer>();
       b->addr = r.addr;
@@ -182,7 +182,7 @@ Status EngineCore::unregister_buffer(void *addr, bool memfd_ok) {
 
 // All or nothing, like register_buffers.
 Status EngineCore::unregister_buffers(void *const *addrs, size_t n, bool memfd_ok) {
-  std::unique_lock<std::shared_mutex> lk(buffers_mu_);
+  std::unique_lock<ReadMostlyMutex> lk(buffers_mu_);
   std::vector<std::map<uint64_t, std::unique_ptr<LocalBuffer>>::iterator> its;
   its.reserve(n);
   for (size_t i = 0; i < n; i++) {
@@ -249,7 +249,7 @@ Status EngineCore::free_buffer(void *addr) {
   int fd;
   uint64_t len;
   {
-    std::shared_lock<std::shared_mutex> lk(buffers_mu_);
+    std::shared_lock<ReadMostlyMutex> lk(buffers_mu_);
     auto it = buffers_.find(a);
     if (it == buffers_.end() || it->second->memfd < 0)
       return Err(MC_ERR_NOT_FOUND, "no buffer from mc_buffer_alloc starts at this address");
@@ -317,7 +317,7 @@ void EngineCore::unpin_held(void *handle, uint64_t addr, uint64_t len) {
 mc_status_t EngineCore::pin_held(uint64_t addr, uint64_t len, uint32_t op, void **handle) {
   *handle = nullptr;
   uint32_t need = op == MC_WRITE ? MC_ACCESS_WRITE : MC_ACCESS_READ;
-  std::shared_lock<std::shared_mutex> lk(buffers_mu_);
+  std::shared_lock<ReadMostlyMutex> lk(buffers_mu_);
   if (len == 0 || addr + len < addr) return MC_ERR_OUT_OF_RANGE;
   auto it = buffers_.upper_bound(addr);
   if (it == buffers_.begin()) return MC_ERR_OUT_OF_RANGE;
@@ -345,7 +345,7 @@ mc_status_t EngineCore::pin_held(uint64_t addr, uint64_t len, uint32_t op, void 
 }
 
 void EngineCore::unpin(uint64_t addr, uint64_t len) {
-  std::shared_lock<std::shared_mutex> lk(buffers_mu_);
+  std::shared_lock<ReadMostlyMutex> lk(buffers_mu_);
   auto it = buffers_.upper_bound(addr);
   --it;  // pinned buffers cannot be unregistered, so the run is still there
   if (addr + len <= it->first + it->second->length) {  // inside one buffer
@@ -369,7 +369,7 @@ Status EngineCore::set_access(void *addr, uint32_t access) {
   bool narrowed;
   Status failed;
   {
-    std::unique_lock<std::shared_mutex> lk(buffers_mu_);
+    std::unique_lock<ReadMostlyMutex> lk(buffers_mu_);
     auto it = buffers_.find(a);
     if (it == buffers_.end()) return Err(MC_ERR_NOT_FOUND, "no registered buffer starts at this address");
     uint32_t old = it->second->access.load();
@@ -408,7 +408,7 @@ Status EngineCore::set_access(void *addr, uint32_t access) {
     uint64_t deadline = now_ms() + opts_.timeout_ms;
     for (;;) {
       {
-        std::shared_lock<std::shared_mutex> lk(buffers_mu_);
+        std::shared_lock<ReadMostlyMutex> lk(buffers_mu_);
         auto it = buffers_.find(a);
         if (it == buffers_.end() || it->second->peer_in_use.load(std::memory_order_acquire) == 0) break;
       }

@@ -79,7 +79,7 @@ void EngineCore::finish_request(RequestSlot *r, mc_status_t err) {
     // while pinned.
     r->lbuf->in_use.fetch_sub(1, std::memory_order_release);
   } else {
-    std::shared_lock<std::shared_mutex> lk(buffers_mu_);
+    std::shared_lock<ReadMostlyMutex> lk(buffers_mu_);
     unpin_locked(r->local, r->length);
   }
   if (err == MC_OK) {
@@ -172,7 +172,7 @@ void EngineCore::finish_together(BatchCore *b, size_t n, SlotAt slot_at) {
       if (r->lbuf) {
         run_n = 1;
       } else {
-        std::shared_lock<std::shared_mutex> lk(buffers_mu_);
+        std::shared_lock<ReadMostlyMutex> lk(buffers_mu_);
         unpin_locked(r->local, r->length);
       }
     }

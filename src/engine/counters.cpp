@@ -10,9 +10,9 @@ void EngineCounters::read(const std::vector<std::string> &names, Figures *f) con
     TxFigures t;
     t.transport = notify ? "notify" : names[i];
     for (size_t op = 0; op < kOps; op++) {
-      t.completed[op] = tx_[i].completed[op].load(std::memory_order_relaxed);
-      t.failed[op] = tx_[i].failed[op].load(std::memory_order_relaxed);
-      t.bytes[op] = tx_[i].bytes[op].load(std::memory_order_relaxed);
+      t.completed[op] = cells_.sum(cell(i, op, kCompleted));
+      t.failed[op] = cells_.sum(cell(i, op, kFailed));
+      t.bytes[op] = cells_.sum(cell(i, op, kBytes));
       f->requests_completed += t.completed[op];
       f->requests_failed += t.failed[op];
     }
@@ -21,7 +21,7 @@ void EngineCounters::read(const std::vector<std::string> &names, Figures *f) con
     f->tx.push_back(std::move(t));
   }
   for (size_t i = 1; i < kStatuses; i++) {
-    uint64_t n = by_status_[i].load(std::memory_order_relaxed);
+    uint64_t n = cells_.sum(kTxCells + i);
     if (n) f->failures.push_back({static_cast<mc_status_t>(-int64_t(i)), n});
   }
   f->batch_completed = batch_ok_.snapshot();

@@ -1,7 +1,8 @@
 // The engine's request counters (by transport, direction and outcome; failures by status; batch
 // latency) and the Figures snapshot that mc_engine_stats_json and GET /metrics both render, so
-// the two always come from the same numbers. Counting is lock-free: relaxed atomic adds on the
-// completion path, no lock and no allocation.
+// the two always come from the same numbers. Counting is lock-free: each thread adds to a row of
+// its own on the completion path (util/thread_sums.h), no lock, no locked instruction, and no
+// allocation but a thread's first count.
 #pragma once
 #include <mc.h>
 
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "util/histogram.h"
+#include "util/thread_sums.h"
 
 namespace mc {
 
@@ -26,14 +28,13 @@ class EngineCounters {
   static constexpr size_t kStatuses = 32;  // -status; anything beyond lands in the last
 
   void completed(uint8_t slot, uint32_t op, uint64_t n, uint64_t bytes) {
-    Tx &t = tx_[slot % kSlots];
-    t.completed[op % kOps].fetch_add(n, std::memory_order_relaxed);
-    t.bytes[op % kOps].fetch_add(bytes, std::memory_order_relaxed);
+    cells_.add(cell(slot, op, kCompleted), n);
+    cells_.add(cell(slot, op, kBytes), bytes);
   }
   void failed(uint8_t slot, uint32_t op, mc_status_t err) {
-    tx_[slot % kSlots].failed[op % kOps].fetch_add(1, std::memory_order_relaxed);
+    cells_.add(cell(slot, op, kFailed), 1);
     size_t i = err < 0 ? std::min<size_t>(size_t(-int64_t(err)), kStatuses - 1) : 0;
-    by_status_[i].fetch_add(1, std::memory_order_relaxed);
+    cells_.add(kTxCells + i, 1);
   }
   void batch_done(uint64_t ns, bool ok) { (ok ? batch_ok_ : batch_failed_).observe(ns); }
   void rejoin() { rejoins_.fetch_add(1, std::memory_order_relaxed); }
@@ -46,11 +47,14 @@ class EngineCounters {
   void read(const std::vector<std::string> &names, struct Figures *f) const;
 
  private:
-  struct Tx {
-    std::array<std::atomic<uint64_t>, kOps> completed{}, failed{}, bytes{};
-  };
-  std::array<Tx, kSlots> tx_{};
-  std::array<std::atomic<uint64_t>, kStatuses> by_status_{};
+  // One row a counting thread (util/thread_sums.h): per slot and op completed, failed and bytes,
+  // then the failures by status.
+  enum Kind : size_t { kCompleted, kFailed, kBytes, kKinds };
+  static constexpr size_t kTxCells = kSlots * kOps * kKinds;
+  static size_t cell(size_t slot, size_t op, Kind k) {
+    return ((slot % kSlots) * kOps + op % kOps) * kKinds + k;
+  }
+  ThreadSums<kTxCells + kStatuses> cells_;
   Histogram batch_ok_, batch_failed_;
   std::atomic<uint64_t> rejoins_{0};
 };

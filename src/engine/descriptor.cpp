@@ -28,7 +28,7 @@ Descriptor EngineCore::local_descriptor() {
   d.host_id = host_boot_id();
   d.pid = getpid();
   d.tcp = tcp_addr_;
-  std::shared_lock<std::shared_mutex> lk(buffers_mu_);
+  std::shared_lock<ReadMostlyMutex> lk(buffers_mu_);
   d.version = desc_version_;
   d.buffers.reserve(buffers_.size());
   for (auto &[a, b] : buffers_) d.buffers.push_back({a, b->length, b->location, {}, b->access.load()});
@@ -62,7 +62,7 @@ std::string EngineCore::descriptor_delta_json(uint64_t inc, uint64_t since) {
   Descriptor d;
   std::vector<uint64_t> removed;
   {
-    std::shared_lock<std::shared_mutex> lk(buffers_mu_);
+    std::shared_lock<ReadMostlyMutex> lk(buffers_mu_);
     if (inc != incarnation_ || since == 0 || since > desc_version_ || since < log_floor_) {
       lk.unlock();
       return descriptor_json();
@@ -99,7 +99,7 @@ std::string EngineCore::descriptor_delta_json(uint64_t inc, uint64_t since) {
 std::string EngineCore::descriptor_json() {
   uint64_t v;
   {
-    std::shared_lock<std::shared_mutex> lk(buffers_mu_);
+    std::shared_lock<ReadMostlyMutex> lk(buffers_mu_);
     v = desc_version_;
   }
   {

@@ -168,7 +168,7 @@ void EngineCore::shutdown() {
   control_pool::clear();
   std::unordered_map<mc_segment_t, std::shared_ptr<Peer>> segs;
   {
-    std::unique_lock<std::shared_mutex> lk(segs_mu_);
+    std::unique_lock<ReadMostlyMutex> lk(segs_mu_);
     segs.swap(segs_);
     peers_.clear();
   }

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "util/config.h"
+#include "util/read_mostly_mutex.h"
 #include "proto/descriptor.h"
 #include "util/spin.h"
 #include "util/status.h"
@@ -287,7 +288,7 @@ class EngineCore : public Host, public control::Target, public std::enable_share
   std::vector<Transport *> data_transports_;
 
   // buffers_mu_ guards buffers_ and desc_version_; pins take it shared, (un)register exclusive.
-  std::shared_mutex buffers_mu_;
+  ReadMostlyMutex buffers_mu_;
   std::map<uint64_t, std::unique_ptr<LocalBuffer>> buffers_;
   uint64_t desc_version_ = 1;
   // (version, buffer address) of recent changes, oldest first; also guarded by buffers_mu_.
@@ -307,7 +308,7 @@ class EngineCore : public Host, public control::Target, public std::enable_share
   uint64_t desc_cache_version_ = 0;
 
   // segs_mu_ guards segs_, peers_ and next_seg_.
-  std::shared_mutex segs_mu_;
+  ReadMostlyMutex segs_mu_;
   std::unordered_map<mc_segment_t, std::shared_ptr<Peer>> segs_;
   std::map<std::string, std::weak_ptr<Peer>> peers_;
   mc_segment_t next_seg_ = 1;

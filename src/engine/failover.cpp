@@ -49,7 +49,7 @@ void EngineCore::note_failover(Peer &p, bool on, const char *from, const char *t
 }
 
 std::string EngineCore::location_at(uint64_t addr) {
-  std::shared_lock<std::shared_mutex> lk(buffers_mu_);
+  std::shared_lock<ReadMostlyMutex> lk(buffers_mu_);
   auto it = buffers_.upper_bound(addr);
   if (it == buffers_.begin()) return "";
   --it;

@@ -57,7 +57,7 @@ bool EngineCore::transfer_one(const mc_request_t &r, mc_status_t *st) {
 // Pins the local buffer [addr, addr+len) lies in whole (the planner's pin_locked for the one
 // buffer case); nullptr, nothing pinned, when it is not inside one registered buffer.
 LocalBuffer *EngineCore::pin_one(uint64_t addr, uint64_t len) {
-  std::shared_lock<std::shared_mutex> lk(buffers_mu_);
+  std::shared_lock<ReadMostlyMutex> lk(buffers_mu_);
   auto it = buffers_.upper_bound(addr);
   if (it == buffers_.begin()) return nullptr;
   LocalBuffer *b = std::prev(it)->second.get();

@@ -190,7 +190,7 @@ void EngineCore::notify(Peer &p) {
   if (!fn) return;
   std::vector<mc_segment_t> handles;
   {
-    std::shared_lock<std::shared_mutex> lk(segs_mu_);
+    std::shared_lock<ReadMostlyMutex> lk(segs_mu_);
     for (auto &[h, peer] : segs_)
       if (peer.get() == &p) handles.push_back(h);
   }
@@ -345,7 +345,7 @@ Status EngineCore::open_segment(const std::string &name, mc_segment_t *out) {
   if (stopping_.load()) return Err(MC_ERR_PEER_DOWN, "the engine is being destroyed");
   std::shared_ptr<Peer> peer;
   {
-    std::shared_lock<std::shared_mutex> lk(segs_mu_);
+    std::shared_lock<ReadMostlyMutex> lk(segs_mu_);
     auto it = peers_.find(name);
     if (it != peers_.end()) peer = it->second.lock();
   }
@@ -367,7 +367,7 @@ Status EngineCore::open_segment(const std::string &name, mc_segment_t *out) {
       st = refresh_peer(*p);
       if (!st.ok()) return Err(st.code(), "cannot open segment " + name + ": " + st.message());
     }
-    std::unique_lock<std::shared_mutex> lk(segs_mu_);
+    std::unique_lock<ReadMostlyMutex> lk(segs_mu_);
     auto it = peers_.find(name);
     std::shared_ptr<Peer> other = it != peers_.end() ? it->second.lock() : nullptr;
     if (other) {
@@ -378,7 +378,7 @@ Status EngineCore::open_segment(const std::string &name, mc_segment_t *out) {
       if (!p->self && !p->uri) health_->watch(p, opts_.heartbeat_ms);
     }
   }
-  std::unique_lock<std::shared_mutex> lk(segs_mu_);
+  std::unique_lock<ReadMostlyMutex> lk(segs_mu_);
   mc_segment_t h = next_seg_++;
   segs_[h] = peer;
   *out = h;
@@ -386,14 +386,14 @@ Status EngineCore::open_segment(const std::string &name, mc_segment_t *out) {
 }
 
 std::shared_ptr<Peer> EngineCore::find_segment(mc_segment_t seg) {
-  std::shared_lock<std::shared_mutex> lk(segs_mu_);
+  std::shared_lock<ReadMostlyMutex> lk(segs_mu_);
   auto it = segs_.find(seg);
   return it == segs_.end() ? nullptr : it->second;
 }
 
 Status EngineCore::close_segment(mc_segment_t seg) {
   std::shared_ptr<Peer> gone;  // released after the lock: its destructor joins a thread
-  std::unique_lock<std::shared_mutex> lk(segs_mu_);
+  std::unique_lock<ReadMostlyMutex> lk(segs_mu_);
   auto it = segs_.find(seg);
   if (it == segs_.end()) return Err(MC_ERR_NOT_FOUND, "unknown or closed segment handle");
   gone = std::move(it->second);

@@ -79,12 +79,12 @@ Figures EngineCore::figures() {
   for (auto &t : transports_) names.push_back(t->name());
   counters_.read(names, &f);
   {
-    std::shared_lock<std::shared_mutex> lk(segs_mu_);
+    std::shared_lock<ReadMostlyMutex> lk(segs_mu_);
     f.segments_open = segs_.size();
     for (auto &[h, p] : segs_) (p->state.load() == MC_SEGMENT_OK ? f.segments_ok : f.segments_unreachable)++;
   }
   {
-    std::shared_lock<std::shared_mutex> lk(buffers_mu_);
+    std::shared_lock<ReadMostlyMutex> lk(buffers_mu_);
     f.buffers = buffers_.size();
     for (auto &[a, b] : buffers_) f.buffer_bytes += b->length;
   }
@@ -166,7 +166,7 @@ std::string EngineCore::stats_json() {
   }
   std::vector<std::shared_ptr<Peer>> peers;
   {
-    std::shared_lock<std::shared_mutex> lk(segs_mu_);
+    std::shared_lock<ReadMostlyMutex> lk(segs_mu_);
     for (auto &[n, w] : peers_)
       if (auto p = w.lock()) peers.push_back(std::move(p));
   }

@@ -172,7 +172,7 @@ Status SubmitPlanner::route() {
   single_buf_.resize(n_);
   const LocalBuffer *last_lb = nullptr;
   const BufferDesc *last_rb = nullptr;
-  std::shared_lock<std::shared_mutex> lk(e_.buffers_mu_);
+  std::shared_lock<ReadMostlyMutex> lk(e_.buffers_mu_);
   auto undo = [&](size_t upto) {
     for (size_t j = 0; j < upto; j++)
       if (reqs_[j].opcode != MC_NOTIFY)

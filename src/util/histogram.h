@@ -1,11 +1,13 @@
-// A latency histogram with fixed bounds that any thread may add to without a lock: one relaxed
-// atomic add per bucket and one for the sum. Read as a snapshot whose count is the sum of its
-// buckets, so a reader never sees a +Inf bucket that disagrees with the count (Prometheus
-// requires them equal).
+// A latency histogram with fixed bounds that any thread may add to without a lock or a locked
+// instruction: each thread counts in a row of its own (thread_sums.h), a bucket and the sum. Read as a
+// snapshot whose count is the sum of its buckets, so a reader never sees a +Inf bucket that disagrees with
+// the count (Prometheus requires them equal).
 #pragma once
 #include <array>
 #include <atomic>
 #include <cstdint>
+
+#include "util/thread_sums.h"
 
 namespace mc {
 
@@ -27,25 +29,24 @@ class Histogram {
   void observe(uint64_t ns) {
     size_t i = 0;
     while (i < kBoundsNs.size() && ns > kBoundsNs[i]) i++;
-    buckets_[i].fetch_add(1, std::memory_order_relaxed);
-    sum_ns_.fetch_add(ns, std::memory_order_relaxed);
+    cells_.add(i, 1);
+    cells_.add(kBuckets, ns);
   }
 
   Snapshot snapshot() const {
     Snapshot s;
     uint64_t run = 0;
     for (size_t i = 0; i < kBuckets; i++) {
-      run += buckets_[i].load(std::memory_order_relaxed);
+      run += cells_.sum(i);
       s.cumulative[i] = run;
     }
     s.count = run;
-    s.sum_ns = sum_ns_.load(std::memory_order_relaxed);
+    s.sum_ns = cells_.sum(kBuckets);
     return s;
   }
 
  private:
-  std::array<std::atomic<uint64_t>, kBuckets> buckets_{};
-  std::atomic<uint64_t> sum_ns_{0};
+  ThreadSums<kBuckets + 1> cells_;  // the buckets, then the sum of the observations
 };
 
 }  // namespace mc

@@ -9,6 +9,7 @@
 
 #include "util/json_writer.h"
 #include "util/log.h"
+#include "util/thread_sums.h"
 
 namespace mc {
 namespace {
@@ -49,7 +50,7 @@ class LocalTransport : public Transport {
     void *held;
     mc_status_t ps = target_->pin_held(remote, len, op, &held);
     if (ps != MC_OK) {
-      failed_.fetch_add(1, std::memory_order_relaxed);
+      sums_.add(kFailed, 1);
       *st = (ps == MC_ERR_DENIED || ps == MC_ERR_OUT_OF_RANGE) ? ps : MC_ERR_TRANSPORT;
       return true;
     }
@@ -59,8 +60,8 @@ class LocalTransport : public Transport {
     else
       std::memmove(local, r, len);
     target_->unpin_held(held, remote, len);
-    bytes_.fetch_add(len, std::memory_order_relaxed);
-    ok_.fetch_add(1, std::memory_order_relaxed);
+    sums_.add(kBytes, len);
+    sums_.add(kOk, 1);
     *st = MC_OK;
     return true;
   }
@@ -84,23 +85,23 @@ class LocalTransport : public Transport {
 
   std::string stats_json() override {
     JsonObject o;
-    o.num("bytes_copied", bytes_.load());
-    o.num("slices_completed", ok_.load());
-    o.num("slices_failed", failed_.load());
+    o.num("bytes_copied", sums_.sum(kBytes));
+    o.num("slices_completed", sums_.sum(kOk));
+    o.num("slices_failed", sums_.sum(kFailed));
     return o.done();
   }
 
  private:
   void copy(const Slice &s) {
     if (target_->canceled(s)) {
-      failed_++;
+      sums_.add(kFailed, 1);
       target_->complete(s, MC_ERR_CANCELED);
       return;
     }
     // The "remote" side is our own registered memory: same checks a peer's request gets.
     mc_status_t st = target_->pin(s.remote, s.len, s.op);
     if (st != MC_OK) {
-      failed_++;
+      sums_.add(kFailed, 1);
       target_->complete(s, (st == MC_ERR_DENIED || st == MC_ERR_OUT_OF_RANGE) ? st : MC_ERR_TRANSPORT);
       return;
     }
@@ -110,8 +111,8 @@ class LocalTransport : public Transport {
     else
       std::memmove(s.local, remote, s.len);
     target_->unpin(s.remote, s.len);
-    bytes_ += s.len;
-    ok_++;
+    sums_.add(kBytes, s.len);
+    sums_.add(kOk, 1);
     target_->complete(s, MC_OK);
   }
 
@@ -135,7 +136,8 @@ class LocalTransport : public Transport {
   std::condition_variable cv_;
   std::deque<Slice> queue_;
   bool stopping_ = false;
-  std::atomic<uint64_t> bytes_{0}, ok_{0}, failed_{0};
+  enum : size_t { kBytes, kOk, kFailed };
+  ThreadSums<3> sums_;  // bytes copied, slices completed, slices failed
 };
 
 }  // namespace

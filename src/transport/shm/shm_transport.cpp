@@ -90,6 +90,7 @@
 #include "util/json_writer.h"
 #include "util/log.h"
 #include "util/net.h"
+#include "util/thread_sums.h"
 #include "proto/unix_msg.h"
 #include "proto/wire.h"
 #include "proto/samehost_msg.h"
@@ -252,7 +253,10 @@ class ShmTransport : public Transport {
 
   uint32_t timeout_ms() const { return o_.timeout_ms; }
   const std::string &token() const { return o_.auth_token; }
-  std::atomic<uint64_t> bytes_copied{0}, bytes_cma{0}, slices_ok{0}, slices_failed{0}, maps{0};
+  // Counted by every copying thread in a row of its own (util/thread_sums.h).
+  enum Sum : size_t { kCopied, kCma, kSlicesOk, kSlicesFailed };
+  ThreadSums<4> sums;
+  std::atomic<uint64_t> maps{0};
   Host *target_;  // the engine: completions (ShmPeer reports through it too)
   // The watching thread of all our peers' WATCH connections, made with the first peer.
   std::shared_ptr<samehost::WatchLoop> watch_loop(Status *st);
@@ -573,7 +577,7 @@ mc_status_t ShmPeer::copy_one(const Slice &s, RemoteBuf &b, uint64_t remote, cha
       std::memcpy(r, local, len);
     else
       std::memcpy(local, r, len);
-    t_->bytes_copied += len;
+    t_->sums.add(ShmTransport::kCopied, len);
     return MC_OK;
   }
   iovec li{local, len}, ri{reinterpret_cast<void *>(remote), len};
@@ -591,7 +595,7 @@ mc_status_t ShmPeer::copy_one(const Slice &s, RemoteBuf &b, uint64_t remote, cha
     }
     done += static_cast<uint64_t>(n);
   }
-  t_->bytes_cma += len;
+  t_->sums.add(ShmTransport::kCma, len);
   return MC_OK;
 }
 
@@ -657,7 +661,7 @@ size_t ShmPeer::run_window(const Slice *s, size_t n, mc_status_t *st, bool strea
     }
   }
   win.close();
-  if (mapped) t_->bytes_copied.fetch_add(mapped, std::memory_order_relaxed);
+  if (mapped) t_->sums.add(ShmTransport::kCopied, mapped);
   return k;
 }
 
@@ -693,8 +697,8 @@ void ShmPeer::report(const Slice *s, size_t n, mc_status_t *st) {
       if (st[i] == MC_OK && s[i].op == MC_WRITE) st[i] = MC_ERR_PEER_DOWN;
   uint64_t ok = 0;
   for (size_t i = 0; i < n; i++) ok += st[i] == MC_OK;
-  if (ok) t_->slices_ok.fetch_add(ok, std::memory_order_relaxed);
-  if (ok != n) t_->slices_failed.fetch_add(n - ok, std::memory_order_relaxed);
+  if (ok) t_->sums.add(ShmTransport::kSlicesOk, ok);
+  if (ok != n) t_->sums.add(ShmTransport::kSlicesFailed, n - ok);
   t_->target_->complete(s, st, n);
 }
 
@@ -730,7 +734,7 @@ bool ShmPeer::copy_small(uint32_t op, void *local, uint64_t remote, uint64_t len
 // report() for one slice that no batch knows of: the liveness check after a WRITE, the counts.
 void ShmPeer::report_one(const Slice &x, mc_status_t *st) {
   if (*st == MC_OK && x.op == MC_WRITE && !target_alive()) *st = MC_ERR_PEER_DOWN;
-  (*st == MC_OK ? t_->slices_ok : t_->slices_failed).fetch_add(1, std::memory_order_relaxed);
+  t_->sums.add(*st == MC_OK ? ShmTransport::kSlicesOk : ShmTransport::kSlicesFailed, 1);
 }
 
 // Maps the target's buffers [s.remote, +s.len) crosses that are not mapped yet (mapping asks
@@ -886,7 +890,7 @@ void ShmTransport::finish_job(Job &j, std::vector<mc_status_t> &st, bool run, mc
     if (run) {
       j.peer->report(j.s.data(), j.s.size(), st.data());
     } else {
-      slices_failed += j.s.size();
+      sums.add(kSlicesFailed, j.s.size());
       for (size_t i = 0; i < j.s.size(); i++) target_->complete(j.s[i], fail);
     }
     return;
@@ -936,8 +940,8 @@ void ShmTransport::end_part(Group &g) {
     std::vector<mc_status_t> end(m);
     uint64_t ok = 0;
     for (size_t i = 0; i < m; i++) ok += (end[i] = g.err[i].load()) == MC_OK;
-    if (ok) slices_ok += ok;
-    if (ok != m) slices_failed += m - ok;
+    if (ok) sums.add(kSlicesOk, ok);
+    if (ok != m) sums.add(kSlicesFailed, m - ok);
     target_->complete(g.orig.data(), end.data(), m);
   }
 }
@@ -1160,10 +1164,10 @@ void ShmTransport::shutdown() {
 
 std::string ShmTransport::stats_json() {
   JsonObject o;
-  o.num("bytes_copied", bytes_copied.load());
-  o.num("bytes_cma", bytes_cma.load());
-  o.num("slices_completed", slices_ok.load());
-  o.num("slices_failed", slices_failed.load());
+  o.num("bytes_copied", sums.sum(kCopied));
+  o.num("bytes_cma", sums.sum(kCma));
+  o.num("slices_completed", sums.sum(kSlicesOk));
+  o.num("slices_failed", sums.sum(kSlicesFailed));
   o.num("worker_spin_us", worker_spin_.current_us());
   o.num("worker_spins_wasted", worker_spin_.wasted_count());
   o.str("copy_loop", shmcopy::loop_name());
