@@ -33,7 +33,7 @@ struct RequestSlot {
   uint8_t tx = 0;  // its transport's counters slot (EngineCounters)
   BatchCore *batch = nullptr;
   LocalBuffer *lbuf = nullptr;  // the local buffer pinned, when the range lies in one
-  std::shared_ptr<Peer> peer;   // told about transport failures; released when the request ends
+  Peer *peer = nullptr;         // told about transport failures; kept alive by the batch (BatchCore::hold)
   // mc_batch_submit_on_stream: the caller's stream waits for this request (and the others of
   // its call) to end; told once when it did.
   cuda::StreamHold *hold = nullptr;
@@ -69,6 +69,9 @@ class BatchCore {
 
   // The submit side. Submits on one batch are serialized by the lock this returns.
   std::unique_lock<std::mutex> lock_submits() { return std::unique_lock<std::mutex>(submit_mu_); }
+  // Keeps p alive until the next reset or the batch's end: its requests point at it without a
+  // count of their own (two locked instructions a request less). Caller holds lock_submits().
+  void hold(const std::shared_ptr<Peer> &p);
   // Makes slots [0, end) exist (caller holds lock_submits()).
   void reserve_slots(size_t end);
   // Requests [base, base + n) were filled in: they count as pending and become visible.
@@ -81,9 +84,9 @@ class BatchCore {
   // Both return true when they ended the batch's last pending request.
   bool request_done(mc_status_t err);
   bool requests_done(int64_t n);  // n requests ended MC_OK at once
-  // When the batch last went from idle to busy (steady clock, ns), and whether a request of it
+  // When the batch last went from idle to busy (a TscClock reading), and whether a request of it
   // failed: what the batch latency histogram records when its last request ends.
-  uint64_t busy_since_ns() const { return busy_since_ns_.load(std::memory_order_relaxed); }
+  uint64_t busy_since_ticks() const { return busy_since_ticks_.load(std::memory_order_relaxed); }
   bool failed() const { return first_error_.load(std::memory_order_relaxed) != MC_OK; }
 
   // NOTIFY requests of this batch waiting in the engine's sender for earlier requests to end:
@@ -94,7 +97,8 @@ class BatchCore {
  private:
   std::shared_ptr<EngineCore> engine_;
   size_t capacity_;
-  std::mutex submit_mu_;  // serializes submits (index assignment) on one batch
+  std::mutex submit_mu_;                      // serializes submits (index assignment) on one batch
+  std::vector<std::shared_ptr<Peer>> holds_;  // the peers of requests since the last reset (hold)
   // Reserved whole at creation so that it never moves: the NOTIFY sender reads slots of a batch
   // while another thread may submit more into it.
   std::vector<std::unique_ptr<RequestSlot[]>> chunks_;  // capacity_ > kInlineSlots
@@ -105,7 +109,7 @@ class BatchCore {
   std::atomic<bool> canceled_{false};
   std::atomic<int32_t> finishing_{0};  // completers between their last touch and their exit
   std::atomic<int32_t> notify_waiting_{0};
-  std::atomic<uint64_t> busy_since_ns_{0};
+  std::atomic<uint64_t> busy_since_ticks_{0};
   std::mutex mu_;  // pairs with cv_ for waiters
   std::condition_variable cv_;
   std::atomic<int32_t> sleepers_{0};  // waiters in (or about to enter) cv_

@@ -1,6 +1,7 @@
 // Completion: slices reported by transports end their requests and batches.
 #include "engine/engine.h"
 #include "gpu/stream_gate.h"
+#include "util/tsc_clock.h"
 
 #include <chrono>
 #include <mutex>
@@ -73,7 +74,7 @@ void EngineCore::finish_request(RequestSlot *r, mc_status_t err) {
     err = MC_ERR_CANCELED;
     r->error.store(MC_ERR_CANCELED);
   }
-  r->peer.reset();
+  r->peer = nullptr;
   if (r->lbuf) {
     // Within one buffer (the common case): no lock, no lookup. The buffer cannot go away
     // while pinned.
@@ -100,11 +101,7 @@ void EngineCore::after_request_done(BatchCore *b, bool last) {
   if (b->notifies_waiting()) notify_sender_->poke();
   if (last) {
     // The batch's busy period ended: its latency, from the submit that found it idle.
-    auto now = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                         std::chrono::steady_clock::now().time_since_epoch())
-                                         .count());
-    uint64_t since = b->busy_since_ns();
-    counters_.batch_done(now > since ? now - since : 0, !b->failed());
+    counters_.batch_done(TscClock::ns_between(b->busy_since_ticks(), TscClock::ticks()), !b->failed());
     inbox_->wake();
   }
 }
@@ -115,7 +112,7 @@ void EngineCore::finish_notify(RequestSlot *r, mc_status_t err) {
   BatchCore *b = r->batch;
   b->enter_finish();
   if (err == MC_ERR_PEER_DOWN && r->peer) r->peer->kick();
-  r->peer.reset();
+  r->peer = nullptr;
   r->error.store(err);
   if (err == MC_OK) {
     r->bytes.store(r->length, std::memory_order_relaxed);
@@ -162,7 +159,7 @@ void EngineCore::finish_together(BatchCore *b, size_t n, SlotAt slot_at) {
       finish_request(r, err);
       continue;
     }
-    r->peer.reset();
+    r->peer = nullptr;
     if (r->lbuf && r->lbuf == run_buf) {
       run_n++;
     } else {

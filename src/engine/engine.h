@@ -65,7 +65,7 @@ struct Route {
 
 // A peer engine as seen from here: its descriptor as last known, the routes to it, its health.
 // Shared by every segment handle opened on the same name.
-struct Peer {
+struct Peer : std::enable_shared_from_this<Peer> {
   ~Peer();
   void kick();  // probe now (a transfer to it failed)
 

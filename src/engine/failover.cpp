@@ -58,7 +58,9 @@ std::string EngineCore::location_at(uint64_t addr) {
 
 bool EngineCore::fail_over(const Transport &from, Slice *s, size_t n) {
   if (n == 0) return true;
-  std::shared_ptr<Peer> peer = s[0].slot->peer;  // held: the slices may end before this returns
+  // Held here: the slices may end, and their batch be reset, before this returns. (Pending, they
+  // keep the batch from resetting, and the batch holds the peer: BatchCore::hold.)
+  std::shared_ptr<Peer> peer = s[0].slot->peer ? s[0].slot->peer->shared_from_this() : nullptr;
   if (stopping_.load() || !peer) return false;
   Peer &p = *peer;
   std::vector<Route> routes;

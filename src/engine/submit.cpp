@@ -12,12 +12,15 @@ std::string req_prefix(size_t i) { return "request " + std::to_string(i) + ": ";
 
 // Kept per thread across calls so that a submit allocates nothing in the steady state. A
 // submit never runs inside another on one thread (transports complete, they do not submit).
-thread_local std::vector<uint8_t> t_route_of;
-thread_local std::vector<LocalBuffer *> t_single_buf;  // the one local buffer a request lies in
-thread_local std::vector<PlanGroup> t_groups;
-
-thread_local std::vector<PlanTarget> t_targets;  // see SubmitPlanner::targets_
-thread_local std::vector<uint32_t> t_tix;
+// One thread_local for all of them: in a shared library each lookup of one is a call.
+struct PlanVectors {
+  std::vector<uint8_t> route_of;
+  std::vector<LocalBuffer *> single_buf;  // the one local buffer a request lies in
+  std::vector<PlanGroup> groups;
+  std::vector<PlanTarget> targets;  // see SubmitPlanner::targets_
+  std::vector<uint32_t> tix;
+};
+thread_local PlanVectors t_plan;
 
 }  // namespace
 
@@ -27,11 +30,11 @@ SubmitPlanner::SubmitPlanner(EngineCore &e, BatchCore &b, const mc_request_t *re
       reqs_(reqs),
       n_(n),
       base_(base),
-      route_of_(t_route_of),
-      single_buf_(t_single_buf),
-      groups_(t_groups),
-      targets_(t_targets),
-      tix_(t_tix) {
+      route_of_(t_plan.route_of),
+      single_buf_(t_plan.single_buf),
+      groups_(t_plan.groups),
+      targets_(t_plan.targets),
+      tix_(t_plan.tix) {
   tix_.resize(n);
 }
 
@@ -122,6 +125,7 @@ Status SubmitPlanner::resolve_target(size_t i) {
       if (ntargets_ == targets_.size()) targets_.emplace_back();
       Target &t = targets_[ntargets_++];
       t.peer = std::move(p);
+      b_.hold(t.peer);
       snapshot(t);
     }
     last_seg_ = r.segment;
@@ -146,6 +150,12 @@ Status SubmitPlanner::refresh_once(Target &t, size_t i) {
 Status SubmitPlanner::check_remote(size_t i) {
   const mc_request_t &r = reqs_[i];
   Target &t = targets_[tix_[i]];
+  uint32_t need = r.opcode == MC_READ ? MC_ACCESS_READ : MC_ACCESS_WRITE;
+  // The common case in one lookup: the range inside one buffer that allows the operation.
+  const BufferDesc *one = t.desc->find(r.remote);
+  if (one && r.remote + r.length >= r.remote && r.remote + r.length <= one->addr + one->length &&
+      (one->access & need))
+    return Status::Ok();
   if (!t.desc->covers(r.remote, r.length)) {
     Status st = refresh_once(t, i);
     if (!st.ok()) return st;
@@ -154,7 +164,6 @@ Status SubmitPlanner::check_remote(size_t i) {
                                           "'s registered buffers");
   }
   // The peer's buffers say what peers may do (mc_buffer_set_access); its target enforces it too.
-  uint32_t need = r.opcode == MC_READ ? MC_ACCESS_READ : MC_ACCESS_WRITE;
   if (!(t.desc->min_access & need) && !(t.desc->access_of(r.remote, r.length) & need)) {
     Status st = refresh_once(t, i);
     if (!st.ok()) return st;
@@ -173,7 +182,16 @@ Status SubmitPlanner::route() {
   const LocalBuffer *last_lb = nullptr;
   const BufferDesc *last_rb = nullptr;
   std::shared_lock<ReadMostlyMutex> lk(e_.buffers_mu_);
+  // Requests in the buffer of the one before are pinned together, once the run ends (still
+  // under the lock): one atomic add a run, not one a request.
+  LocalBuffer *run_buf = nullptr;
+  int64_t run_pins = 0;
+  auto flush = [&] {
+    if (run_pins) run_buf->in_use.fetch_add(run_pins, std::memory_order_relaxed);
+    run_pins = 0;
+  };
   auto undo = [&](size_t upto) {
+    flush();
     for (size_t j = 0; j < upto; j++)
       if (reqs_[j].opcode != MC_NOTIFY)
         e_.unpin_locked(reinterpret_cast<uint64_t>(reqs_[j].local), reqs_[j].length);
@@ -185,15 +203,26 @@ Status SubmitPlanner::route() {
       last_rb = nullptr;
       continue;
     }
-    uint64_t a = reinterpret_cast<uint64_t>(reqs_[i].local);
-    const LocalBuffer *lb = e_.pin_locked(a, reqs_[i].length);
-    if (!lb) {
-      undo(i);
-      return Err(MC_ERR_OUT_OF_RANGE,
-                 req_prefix(i) + "local range is not inside this engine's registered buffers");
+    uint64_t a = reinterpret_cast<uint64_t>(reqs_[i].local), end = a + reqs_[i].length;
+    const LocalBuffer *lb;
+    if (run_buf && a >= run_buf->addr && end >= a && end <= run_buf->addr + run_buf->length) {
+      lb = run_buf;
+      run_pins++;
+    } else {
+      flush();
+      lb = e_.pin_locked(a, reqs_[i].length);
+      if (!lb) {
+        undo(i);
+        return Err(MC_ERR_OUT_OF_RANGE,
+                   req_prefix(i) + "local range is not inside this engine's registered buffers");
+      }
+      run_buf = end <= lb->addr + lb->length ? const_cast<LocalBuffer *>(lb) : nullptr;
     }
-    single_buf_[i] = a + reqs_[i].length <= lb->addr + lb->length ? const_cast<LocalBuffer *>(lb) : nullptr;
-    const BufferDesc *rb = targets_[tix_[i]].desc->find(reqs_[i].remote);
+    single_buf_[i] = end <= lb->addr + lb->length ? const_cast<LocalBuffer *>(lb) : nullptr;
+    const BufferDesc *rb = last_rb && tix_[i] == tix_[i - 1] && reqs_[i].remote >= last_rb->addr &&
+                                   reqs_[i].remote < last_rb->addr + last_rb->length
+                               ? last_rb
+                               : targets_[tix_[i]].desc->find(reqs_[i].remote);
     if (i > 0 && lb == last_lb && rb == last_rb && tix_[i] == tix_[i - 1]) {
       route_of_[i] = route_of_[i - 1];  // same pair of buffers as the previous request
       continue;
@@ -206,6 +235,7 @@ Status SubmitPlanner::route() {
       return st;
     }
   }
+  flush();
   return Status::Ok();
 }
 
@@ -266,7 +296,7 @@ void SubmitPlanner::fill_slot(RequestSlot *s, size_t i, uint32_t remaining,
   s->op = r.opcode;
   s->tx = r.opcode == MC_NOTIFY ? EngineCounters::kNotifySlot : slot_of(i);
   s->batch = &b_;
-  s->peer = peer;
+  s->peer = peer.get();  // held by the batch (resolve_target)
   s->lbuf = single_buf_[i];
   s->hold = nullptr;
 }
