@@ -5,6 +5,9 @@
 #include <chrono>
 #include <thread>
 
+#include "util/cpu_crowding.h"
+#include "util/tsc_clock.h"
+
 namespace mc {
 
 BatchCore::BatchCore(std::shared_ptr<EngineCore> e, size_t cap) : engine_(std::move(e)), capacity_(cap) {
@@ -57,10 +60,10 @@ mc_status_t BatchCore::wait(int timeout_ms) {
   // batch whose last part another thread is finishing (an shm worker's share of a large copy)
   // ends within microseconds, and being put to sleep and woken would cost tens of microseconds
   // on a VM; but where no core is idle the watch takes the core that thread needs
-  // (util/spin.h).
+  // (util/spin.h): none while the CPUs are crowded (util/cpu_crowding.h).
   if (timeout_ms != 0) {
     AdaptiveSpin &spin = engine_->wait_spin();
-    auto budget = spin.budget();
+    auto budget = cpu_crowding::crowded() ? std::chrono::microseconds(0) : spin.budget();
     if (timeout_ms > 0)
       budget = std::min<std::chrono::microseconds>(budget, std::chrono::milliseconds(timeout_ms));
     if (budget.count() > 0) {
@@ -110,19 +113,26 @@ void BatchCore::reserve_slots(size_t end) {
 void BatchCore::add_submitted(size_t base, size_t n) {
   // Before the slices are handed off (EngineCore::submit), so no completion precedes it.
   if (pending_.load(std::memory_order_acquire) == 0)
-    busy_since_ns_.store(static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                                   std::chrono::steady_clock::now().time_since_epoch())
-                                                   .count()),
-                         std::memory_order_relaxed);
+    busy_since_ticks_.store(TscClock::ticks(), std::memory_order_relaxed);
   pending_.fetch_add(static_cast<int64_t>(n), std::memory_order_acq_rel);
   submitted_.store(base + n, std::memory_order_release);
 }
 
+void BatchCore::hold(const std::shared_ptr<Peer> &p) {
+  // Newest first: a batch's submits mostly go to the peer of the one before.
+  for (size_t k = holds_.size(); k-- > 0;)
+    if (holds_[k] == p) return;
+  holds_.push_back(p);
+}
+
 void BatchCore::reset() {
   quiesce();
-  submitted_.store(0);
-  first_error_.store(MC_OK);
-  canceled_.store(false);
+  holds_.clear();  // nothing pending (mc_batch_reset checks): no request points at them
+  // Release stores, not seq_cst ones (each of those a locked exchange): reset runs alone on the
+  // batch, and whatever runs next on it is ordered after this call by its caller.
+  submitted_.store(0, std::memory_order_release);
+  first_error_.store(MC_OK, std::memory_order_release);
+  canceled_.store(false, std::memory_order_release);
 }
 
 }  // namespace mc

@@ -38,7 +38,8 @@ template <class Row>
 class ThreadRows {
  public:
   static constexpr size_t kChunk = 16, kChunks = 256;
-  explicit ThreadRows(size_t rows = kChunk * kChunks) : rows_(rows < kChunk * kChunks ? rows : kChunk * kChunks) {}
+  explicit ThreadRows(size_t rows = kChunk * kChunks)
+      : rows_(rows < kChunk * kChunks ? rows : kChunk * kChunks) {}
   ThreadRows(const ThreadRows &) = delete;
   ThreadRows &operator=(const ThreadRows &) = delete;
 
