@@ -201,7 +201,7 @@ class EngineCore : public Host, public control::Target, public std::enable_share
   };
   LocalBuffer *pin_one(uint64_t addr, uint64_t len);
   bool fast_route(Peer &p, const mc_request_t &r, const LocalBuffer &lb, FastRoute *out);
-  void count_one(Peer &p, const Transport &t, const mc_request_t &r, mc_status_t st, uint64_t t0);
+  void count_one(Peer *p, const Transport &t, const mc_request_t &r, mc_status_t st, uint64_t t0);
 
   friend class SubmitPlanner;  // engine/submit.cpp: reads segments, pins, slice_size
   friend class StreamStart;    // engine/stream_submit.cpp

@@ -41,16 +41,25 @@ bool plain(const mc_request_t &r) {
 bool EngineCore::transfer_one(const mc_request_t &r, mc_status_t *st) {
   if (!plain(r) || stopping_.load(std::memory_order_relaxed)) return false;
   const uint64_t t0 = TscClock::ticks();  // the private batch's busy period begins
-  std::shared_ptr<Peer> p = find_segment(r.segment);
-  if (!p || p->state.load() == MC_SEGMENT_UNREACHABLE) return false;
+  // The segment table stays read-locked until the copy ended: the peer cannot go meanwhile, so
+  // no reference count is taken (two locked instructions). Nothing below blocks: copy_now
+  // settles at once or declines.
+  std::shared_lock<ReadMostlyMutex> segs(segs_mu_);
+  auto it = segs_.find(r.segment);
+  if (it == segs_.end()) return false;
+  Peer &p = *it->second;
+  if (p.state.load() == MC_SEGMENT_UNREACHABLE) return false;
   LocalBuffer *lb = pin_one(reinterpret_cast<uint64_t>(r.local), r.length);
   if (!lb) return false;
   FastRoute fr;
-  bool done = fast_route(*p, r, *lb, &fr) &&
+  bool done = fast_route(p, r, *lb, &fr) &&
               fr.transport->copy_now(*fr.path, r.opcode, r.local, r.remote, r.length, st);
   lb->in_use.fetch_sub(1, std::memory_order_release);  // as finish_request unpins
   if (!done) return false;
-  count_one(*p, *fr.transport, r, *st, t0);
+  // A failure kicks the peer's probe (count_one): outside the table's lock, with the peer held.
+  std::shared_ptr<Peer> failed = *st == MC_OK ? nullptr : p.shared_from_this();
+  segs.unlock();
+  count_one(failed.get(), *fr.transport, r, *st, t0);
   return true;
 }
 
@@ -87,13 +96,14 @@ bool EngineCore::fast_route(Peer &p, const mc_request_t &r, const LocalBuffer &l
   return true;
 }
 
-// What finish_request and after_request_done count for a request of a batch of one.
-void EngineCore::count_one(Peer &p, const Transport &t, const mc_request_t &r, mc_status_t st, uint64_t t0) {
+// What finish_request and after_request_done count for a request of a batch of one (p: its peer
+// where it failed).
+void EngineCore::count_one(Peer *p, const Transport &t, const mc_request_t &r, mc_status_t st, uint64_t t0) {
   const uint8_t slot = slot_of(&t);
   if (st == MC_OK) {
     counters_.completed(slot, r.opcode, 1, r.length);
   } else {
-    if (st == MC_ERR_PEER_DOWN || st == MC_ERR_TRANSPORT) p.kick();
+    if (p && (st == MC_ERR_PEER_DOWN || st == MC_ERR_TRANSPORT)) p->kick();
     counters_.failed(slot, r.opcode, st);
   }
   counters_.batch_done(TscClock::ns_between(t0, TscClock::ticks()), st == MC_OK);
