@@ -21,7 +21,8 @@ for t in ucx_perftest iperf3 gcc; do command -v $t >/dev/null || { echo "busy.sh
 mkdir -p "$(dirname "$OUT")"
 TMP=$(mktemp -d)
 PIDS=() HOGS=()
-stop_hogs() { for p in "${HOGS[@]}"; do kill "$p" 2>/dev/null; done; wait "${HOGS[@]}" 2>/dev/null; HOGS=(); }
+# (wait with no pid would wait for the target too: only with hogs to wait for)
+stop_hogs() { [ ${#HOGS[@]} -gt 0 ] || return 0; for p in "${HOGS[@]}"; do kill "$p" 2>/dev/null; done; wait "${HOGS[@]}" 2>/dev/null; HOGS=(); }
 cleanup() { stop_hogs; for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$TMP"; }
 trap cleanup EXIT
 start_hogs() { for _ in $(seq "$BUSY"); do bash -c 'while :; do :; done' & HOGS+=($!); done; sleep 0.2; }

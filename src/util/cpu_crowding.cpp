@@ -65,10 +65,12 @@ bool crowded_by(uint64_t d_run, uint64_t d_delay, uint64_t d_slices) {
   return want >= kMinWantNs && d_delay * 5 > want && d_delay >= kMinWaitNs * std::max<uint64_t>(d_slices, 1);
 }
 
-bool crowded() {
-  Reading &t = t_last;
+bool crowded(bool read) {
   const uint64_t now = TscClock::ticks();
-  if (!t.unreadable && (t.at == 0 || TscClock::ns_between(t.at, now) >= kSampleNs)) take_reading(t, now);
+  if (read) {
+    Reading &t = t_last;
+    if (!t.unreadable && (t.at == 0 || TscClock::ns_between(t.at, now) >= kSampleNs)) take_reading(t, now);
+  }
   const uint64_t at = g_crowded_at.load(std::memory_order_relaxed);
   return at != 0 && TscClock::ns_between(at, now) < kHoldNs;
 }

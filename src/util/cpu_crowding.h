@@ -26,8 +26,9 @@ constexpr uint64_t kMinWantNs = 500'000;   // readings over less CPU-wanting tim
 constexpr uint64_t kMinWaitNs = 250'000;   // mean wait for a CPU each time a thread got one
 
 // True while a recent reading (any thread's) found this process waiting for CPUs; may take a
-// reading of the calling thread first. Thread-safe, never blocks.
-bool crowded();
+// reading of the calling thread first (read false: never; for threads whose waits are the
+// process's own doing, such as copy workers that outnumber the CPUs). Thread-safe, never blocks.
+bool crowded(bool read = true);
 // The rule, for tests: since the last reading, d_run ns on a CPU, d_delay ns waiting for one,
 // d_slices times run.
 bool crowded_by(uint64_t d_run, uint64_t d_delay, uint64_t d_slices);

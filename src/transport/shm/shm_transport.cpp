@@ -326,6 +326,8 @@ class ShmTransport : public Transport {
   // Workers watching queued_ right now (at most parallel_): a submit wakes sleeping workers only
   // for the parts that these do not take.
   std::atomic<size_t> spinners_{0};
+  // Workers copying a part right now (at most parallel_; changed under qmu_ when it grows).
+  std::atomic<size_t> active_{0};
   bool qstop_ = false;
   std::atomic<bool> qstop_seen_{false};
 };
@@ -965,11 +967,16 @@ void ShmTransport::submit(PeerPath &path, Slice *slices, size_t n) {
   // work holds the CPUs, a worker preempted in the middle of its part makes the request wait a
   // time slice, and this thread copies it alone faster (busy.sh: 1 MiB at 25 GB/s shared
   // against 33 for a lone memcpy).
-  // (Asked only for calls large enough to share at all.)
+  // Asked only for calls large enough to share at all, and not for calls of kPart or more: those
+  // are copied in parts of milliseconds each (DRAM-bound), where a preempted part costs about
+  // what a part does, and in a quiet run the copying threads themselves wait for the CPUs that
+  // the others hold, which the reading cannot tell from other work (bench/results/
+  // small_regress.txt: 16 and 256 MiB lost 7-27% when these were copied alone).
   uint64_t call_bytes = 0;
   for (size_t i = 0; i < n; i++) call_bytes += slices[i].len;
   bool alone = workers_.empty() || parallel_ == 0;
-  if (!alone && call_bytes >= std::min(kInline, kShareSmallCma) && cpu_crowding::crowded()) {
+  if (!alone && call_bytes >= std::min(kInline, kShareSmallCma) && call_bytes < kPart &&
+      cpu_crowding::crowded()) {
     alone = true;
     sums.add(kCrowdedAlone, 1);
   }
@@ -1114,7 +1121,9 @@ void ShmTransport::submit(PeerPath &path, Slice *slices, size_t n) {
 
 void ShmTransport::watch_for_work() {
   // No watch while the CPUs are crowded: it would hold a core the submitting thread needs.
-  const auto budget = cpu_crowding::crowded() ? std::chrono::microseconds(0) : worker_spin_.budget();
+  // (Workers take no readings of their own: there are more of them than cores, and a wait for a
+  // CPU that another worker holds is this transport's doing, not other work's.)
+  const auto budget = cpu_crowding::crowded(false) ? std::chrono::microseconds(0) : worker_spin_.budget();
   if (budget.count() == 0) return;
   auto waiting = [&] {
     return queued_.load(std::memory_order_acquire) == 0 && !qstop_seen_.load(std::memory_order_relaxed);
@@ -1133,10 +1142,11 @@ void ShmTransport::worker() {
   std::vector<mc_status_t> st;
   bool worked = false;
   for (;;) {
-    if (worked && spinners_.fetch_add(1, std::memory_order_acq_rel) < parallel_) {
+    if (worked && spinners_.fetch_add(1, std::memory_order_acq_rel) + active_.load() < parallel_) {
       // Just finished a part: more may follow at once (a stream of large requests). Only as
-      // many workers watch as can copy beside the submitting thread: more would take CPU from it,
-      // and only as long as watching paid lately (util/spin.h: not where no core is idle).
+      // many workers watch or copy as can run beside the submitting thread: more would take CPU
+      // from it, and only as long as watching paid lately (util/spin.h: not where no core is
+      // idle).
       watch_for_work();
       spinners_.fetch_sub(1, std::memory_order_acq_rel);
     } else if (worked) {
@@ -1145,14 +1155,18 @@ void ShmTransport::worker() {
     Job j;
     {
       std::unique_lock<std::mutex> lk(qmu_);
-      qcv_.wait(lk, [&] { return qstop_ || !queue_.empty(); });
+      // At most parallel_ workers copy at once (with the submitting thread, one a core): a worker
+      // that finished takes the next part itself, so the others need no wake-up for it.
+      qcv_.wait(lk, [&] { return qstop_ || (!queue_.empty() && active_.load() < parallel_); });
       if (queue_.empty()) return;
       j = std::move(queue_.front());
       queue_.pop_front();
       queued_.store(queue_.size(), std::memory_order_release);
+      active_.fetch_add(1);
     }
     // engine destroy: queued work fails, it does not run
     finish_job(j, st, !stopping_.load(), MC_ERR_PEER_DOWN);
+    active_.fetch_sub(1);
     worked = true;
   }
 }
