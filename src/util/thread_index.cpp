@@ -59,7 +59,7 @@ uint32_t assign() {
 
 namespace detail {
 
-constinit thread_local uint32_t t_thread_index __attribute__((tls_model("initial-exec"))) = 0;
+constinit thread_local uint32_t t_thread_index = 0;
 
 uint32_t assign_thread_index() { return assign(); }
 

@@ -20,9 +20,11 @@ namespace mc {
 
 namespace detail {
 // This thread's index + 1; 0: none yet; UINT32_MAX: the thread is ending (its index went back,
-// and it counts in the shared row from then on). initial-exec: read without a call into the
-// dynamic linker, on every count.
-extern constinit thread_local uint32_t t_thread_index __attribute__((tls_model("initial-exec")));
+// and it counts in the shared row from then on). constinit: read without an init check. The
+// default TLS model, not initial-exec: the library is dlopen'd (Python, Java), where a process
+// may have no static TLS room left ("cannot allocate memory in static TLS block", seen in CI);
+// the cost is a __tls_get_addr call, a few ns, per read.
+extern constinit thread_local uint32_t t_thread_index;
 uint32_t assign_thread_index();
 }  // namespace detail
 
