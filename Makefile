@@ -132,9 +132,10 @@ $(BUILD)/tests/helper_%: $(BUILD)/obj/tests/helper_%.o $(BUILD)/obj/tests/testut
 	@mkdir -p $(dir $@)
 	$(CC) $(SAN) $(LDFLAGS) -o $@ $< $(BUILD)/obj/tests/testutil.o -L$(BUILD)/lib -lmc \
 	  -Wl,-rpath,'$$ORIGIN/../lib' -lcmocka -lpthread
-$(BUILD)/tests/wb_%: $(BUILD)/obj/tests/wb_%.o $(ALIB)
+# testutil too, for its time-limit slack (tu_slack) and helpers.
+$(BUILD)/tests/wb_%: $(BUILD)/obj/tests/wb_%.o $(BUILD)/obj/tests/testutil.o $(ALIB)
 	@mkdir -p $(dir $@)
-	$(CXX) $(SAN) $(LDFLAGS) -o $@ $< $(ALIB) -lcmocka $(LIBS_PRIVATE)
+	$(CXX) $(SAN) $(LDFLAGS) -o $@ $< $(BUILD)/obj/tests/testutil.o $(ALIB) -lcmocka $(LIBS_PRIVATE)
 # wb_stream_fake runs wb_gpu's stream cases against a fake CUDA driver (tests/fake_cuda), loaded
 # by dlopen into wb_gpu: built with the same sanitizers, so that ThreadSanitizer sees the
 # ordering its streams give (a wait on the engine's flag, an event the engine polls).

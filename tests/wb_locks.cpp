@@ -18,6 +18,8 @@
 
 extern "C" {
 #include <cmocka.h>
+
+#include "testutil.h"
 }
 
 namespace {
@@ -114,7 +116,7 @@ void readers_preferred(size_t rows) {
   mu.lock_shared();  // nested
   std::atomic<bool> other{false};
   std::thread r([&] {
-    auto until = std::chrono::steady_clock::now() + 2s;
+    auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(tu_slack_ms(2000));
     while (!mu.try_lock_shared()) {  // in the writer's brief looks, it may fail: try again
       if (std::chrono::steady_clock::now() > until) return;
     }

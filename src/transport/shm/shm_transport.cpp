@@ -269,6 +269,8 @@ class ShmTransport : public Transport {
   void fd_reply(uint64_t addr, std::string *reply, Fd *fd);
   void worker();
   void watch_for_work();
+  // Whether submit may share a call of these slices with the workers now.
+  bool share_now(const Slice *slices, size_t n);
   AdaptiveSpin worker_spin_{static_cast<uint32_t>(kWorkerSpin.count())};
   // After an epoch bump: waits (bounded) until no peer copy that may have missed it still runs.
   void wait_for_copies(const char *why) { ctrl_.wait_for_copies(o_.timeout_ms, "shm", why); }
@@ -963,24 +965,7 @@ void ShmTransport::submit(PeerPath &path, Slice *slices, size_t n) {
   std::vector<Job> jobs;
   std::shared_ptr<Group> help;  // shared halves this thread helps with once its own are done
   small.clear();
-  // Shared with workers only while a core is idle for them (util/cpu_crowding.h): where other
-  // work holds the CPUs, a worker preempted in the middle of its part makes the request wait a
-  // time slice, and this thread copies it alone faster (busy.sh: 1 MiB at 25 GB/s shared
-  // against 33 for a lone memcpy).
-  // Asked only for calls large enough to share at all, and not for calls of kPart or more: those
-  // are copied in parts of milliseconds each (DRAM-bound), where a preempted part costs about
-  // what a part does, and in a quiet run the copying threads themselves wait for the CPUs that
-  // the others hold, which the reading cannot tell from other work (bench/results/
-  // small_regress.txt: 16 and 256 MiB lost 7-27% when these were copied alone).
-  uint64_t call_bytes = 0;
-  for (size_t i = 0; i < n; i++) call_bytes += slices[i].len;
-  bool alone = workers_.empty() || parallel_ == 0;
-  if (!alone && call_bytes >= std::min(kInline, kShareSmallCma) && call_bytes < kPart &&
-      cpu_crowding::crowded()) {
-    alone = true;
-    sums.add(kCrowdedAlone, 1);
-  }
-  const size_t parts_max = alone ? 1 : parallel_ + 1;
+  const size_t parts_max = share_now(slices, n) ? parallel_ + 1 : 1;
   for (size_t i = 0; i < n;) {
     size_t j = i + 1;
     uint64_t len = slices[i].len;
@@ -1117,6 +1102,24 @@ void ShmTransport::submit(PeerPath &path, Slice *slices, size_t n) {
   }
   // Second halves that a worker took but has not reached yet: from the back.
   if (help) claim_items(*help, peer, true, !stopping_.load(), MC_ERR_PEER_DOWN);
+}
+
+// Shared with workers only while a core is idle for them (util/cpu_crowding.h): where other
+// work holds the CPUs, a worker preempted in the middle of its part makes the request wait a
+// time slice, and the submitting thread copies it alone faster (busy.sh: 1 MiB at 25 GB/s shared
+// against 33 for a lone memcpy). Asked only for calls large enough to share at all, and not for
+// calls of kPart or more: those are copied in parts of milliseconds each (DRAM-bound), where a
+// preempted part costs about what a part does, and in a quiet run the copying threads
+// themselves wait for the CPUs that the others hold, which the reading cannot tell from other
+// work (bench/results/small_regress.txt: 16 and 256 MiB lost 7-27% when copied alone).
+bool ShmTransport::share_now(const Slice *slices, size_t n) {
+  if (workers_.empty() || parallel_ == 0) return false;
+  uint64_t call_bytes = 0;
+  for (size_t i = 0; i < n; i++) call_bytes += slices[i].len;
+  if (call_bytes < std::min(kInline, kShareSmallCma) || call_bytes >= kPart || !cpu_crowding::crowded())
+    return true;
+  sums.add(kCrowdedAlone, 1);
+  return false;
 }
 
 void ShmTransport::watch_for_work() {
