@@ -143,6 +143,8 @@ $(BUILD)/tests/wb_stream_fake: $(BUILD)/tests/wb_gpu $(BUILD)/tests/fake_cuda/li
 $(BUILD)/tests/fake_cuda/libcuda.so.1: tests/fake_cuda/fake_cuda.cpp
 	@mkdir -p $(dir $@)
 	$(CXX) -std=c++20 -O1 -g -shared -fPIC -pthread -Wall -Wextra -Wno-unused-parameter $(SAN) -o $@ $<
+# wb_cuda_late loads the fake CUDA driver after its engine started (location detection).
+$(BUILD)/tests/wb_cuda_late: $(BUILD)/tests/fake_cuda/libcuda.so.1
 # wb_file_gds_fake runs wb_gpu's file cases against the fake CUDA driver (device mode) and a
 # fake libcufile (tests/fake_cufile), so that the file transport's cuFile path runs without a GPU.
 $(BUILD)/tests/wb_file_gds_fake: $(BUILD)/tests/wb_gpu $(BUILD)/tests/fake_cuda/libcuda.so.1 \

@@ -3,7 +3,7 @@
 //   mc_bench target [--listen HOST:PORT] [--size BYTES] [--timeout-ms MS]
 //   mc_bench initiator --segment NAME --op read|write --block BYTES[,BYTES...] --batch N
 //            --threads N --duration S [--transport NAME] [--listen HOST:PORT]
-//            [--timeout-ms MS] [--alloc] [--reuse] [--one-block] [--transfer] [--verify] [--json]
+//            [--timeout-ms MS] [--alloc] [--reuse] [--one-block] [--transfer] [--verify] [--json] [--stats]
 //
 // Uses only the public header. Sizes take K/M/G suffixes (2^10, 2^20, 2^30); GB/s is 10^9
 // bytes per second. Other programs (scripts/demo.sh, bench/tcp.sh) rely on the flags and on the
@@ -40,7 +40,7 @@ const char kUsage[] =
     "      127.0.0.1:0 (a free port).\n"
     "  mc_bench initiator --segment NAME --op read|write --block BYTES[,BYTES...]\n"
     "      --batch N --threads N --duration SECONDS [--transport NAME] [--listen HOST:PORT]\n"
-    "      [--timeout-ms MS] [--alloc] [--reuse] [--one-block] [--transfer] [--verify] [--json]\n"
+    "      [--timeout-ms MS] [--alloc] [--reuse] [--one-block] [--transfer] [--verify] [--json] [--stats]\n"
     "      Each thread submits batches of --batch requests of --block bytes to its own part of\n"
     "      the target's first buffer for --duration seconds (per block size) and prints one row\n"
     "      per block size: GB/s, requests/s, p50 and p99 batch latency in microseconds.\n"
@@ -60,6 +60,8 @@ const char kUsage[] =
     "      --verify     checks every byte: a WRITE is read back, a READ reads a pattern\n"
     "                   written first; extra transfers make the figures no throughput measure\n"
     "      --json       one JSON object per block size and line instead of the table\n"
+    "      --stats      prints the engine's mc_engine_stats_json to stderr at the end (wait\n"
+    "                   watch, crowding readings, transport counters of the run)\n"
     "      --file PATH  the target is a file segment instead of --segment: file://PATH, created\n"
     "                   or grown to --file-size BYTES (default 1G); requests use the page cache\n"
     "                   unless --direct (O_DIRECT where aligned, as every block of a Mapping is)\n"
@@ -248,6 +250,7 @@ struct Options {
   const char *timeout_ms = nullptr;
   bool verify = false;
   bool json = false;
+  bool stats = false;  // --stats: the engine's stats JSON on stderr at the end
   bool alloc = false;  // --alloc: local buffers from mc_buffer_alloc
   bool reuse = false;  // --reuse: the same batch of remote (and local) blocks every time
   bool one_block = false;  // --one-block: every request on the thread's first block, both sides
@@ -317,6 +320,8 @@ Options parse_initiator(int argc, char **argv) {
       o.verify = true;
     } else if (a == "--json") {
       o.json = true;
+    } else if (a == "--stats") {
+      o.stats = true;
     } else if (a == "--file") {
       o.file = value();
     } else if (a == "--file-size") {
@@ -658,6 +663,15 @@ double percentile(std::vector<double> &v, double p) {
   return v[k];
 }
 
+// --stats: the engine's own account of the run (mc_engine_stats_json) on stderr.
+void print_stats(mc_engine_t *engine) {
+  size_t need = 0;
+  if (mc_engine_stats_json(engine, nullptr, 0, &need) != MC_ERR_BUFFER_TOO_SMALL) return;
+  std::string s(need + 4096, '\0');  // room for counters that grow in between
+  if (mc_engine_stats_json(engine, s.data(), s.size(), &need) != MC_OK) return;
+  std::fprintf(stderr, "stats: %s\n", s.c_str());
+}
+
 std::string json_escape(const char *s) {
   std::string out;
   for (; *s != '\0'; ++s) {
@@ -848,6 +862,7 @@ int run_initiator(int argc, char **argv) {
     }
   }
 
+  if (o.stats) print_stats(engine);
   check(mc_segment_close(engine, seg), "segment close");
   mc_engine_destroy(engine);
   return rc;

@@ -5,6 +5,7 @@
 #include "gpu/gpu_staging.h"
 #include "memheap/memheap.h"
 #include "metrics/http_server.h"
+#include "util/cpu_crowding.h"
 #include "util/json_writer.h"
 
 namespace mc {
@@ -118,6 +119,9 @@ std::string EngineCore::stats_json() {
   // The adaptive watch of waits (util/spin.h): its budget now, and how often it ran out.
   o.num("wait_spin_us", wait_spin_.current_us());
   o.num("wait_spins_wasted", wait_spin_.wasted_count());
+  // Readings that found this process's threads waiting for CPUs (util/cpu_crowding.h): each
+  // turned the adaptive watch and shm's shared copies off for a while.
+  o.num("cpu_crowded_readings", cpu_crowding::crowded_readings());
   o.num("requests_failed", f.requests_failed);
   o.num("failover_requests", f.failover_requests);
   o.num("failover_slices", f.failover_slices);
