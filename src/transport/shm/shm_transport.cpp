@@ -88,6 +88,8 @@
 #include "transport/shm/copy.h"
 #include "util/spin.h"
 #include "util/cpu_crowding.h"
+#include "util/share_payoff.h"
+#include "util/tsc_clock.h"
 #include "util/json_writer.h"
 #include "util/log.h"
 #include "util/net.h"
@@ -255,8 +257,8 @@ class ShmTransport : public Transport {
   uint32_t timeout_ms() const { return o_.timeout_ms; }
   const std::string &token() const { return o_.auth_token; }
   // Counted by every copying thread in a row of its own (util/thread_sums.h).
-  enum Sum : size_t { kCopied, kCma, kSlicesOk, kSlicesFailed, kCrowdedAlone };
-  ThreadSums<5> sums;
+  enum Sum : size_t { kCopied, kCma, kSlicesOk, kSlicesFailed, kCrowdedAlone, kPayoffAlone };
+  ThreadSums<6> sums;
   std::atomic<uint64_t> maps{0};
   Host *target_;  // the engine: completions (ShmPeer reports through it too)
   // The watching thread of all our peers' WATCH connections, made with the first peer.
@@ -269,8 +271,29 @@ class ShmTransport : public Transport {
   void fd_reply(uint64_t addr, std::string *reply, Fd *fd);
   void worker();
   void watch_for_work();
-  // Whether submit may share a call of these slices with the workers now.
-  bool share_now(const Slice *slices, size_t n);
+  // Whether submit shares a call of these slices with the workers now, and whether (and in
+  // which size class) its time is a sample for payoff_.
+  struct ShareCall {
+    bool share = false;
+    bool timed = false;
+    int cls = -1;
+    uint64_t bytes = 0;
+  };
+  ShareCall share_now(const Slice *slices, size_t n);
+  // The times of a shared call for payoff_: from its start to the end of its last job (the
+  // submitting thread's own share is one more part), and of that thread's own share.
+  struct CallClock {
+    uint64_t started;
+    int cls;
+    std::atomic<uint32_t> left;
+    std::atomic<uint64_t> mine_ns{0};
+    // The CPUs the submitting thread and a worker ran its parts on: one CPU for both means no
+    // core was idle for the worker (it ran by taking turns with that thread).
+    std::atomic<int> mine_cpu{-1}, helper_cpu{-1};
+    CallClock(uint64_t t, int c, uint32_t parts) : started(t), cls(c), left(parts) {}
+  };
+  void end_part(CallClock &c);
+  SharePayoff payoff_;
   AdaptiveSpin worker_spin_{static_cast<uint32_t>(kWorkerSpin.count())};
   // After an epoch bump: waits (bounded) until no peer copy that may have missed it still runs.
   void wait_for_copies(const char *why) { ctrl_.wait_for_copies(o_.timeout_ms, "shm", why); }
@@ -313,10 +336,20 @@ class ShmTransport : public Transport {
     bool stream;           // part of a run of kStreamMin or more
     std::shared_ptr<ShmPeer> peer;
     const void *owner;  // the submitting thread, which takes back what no worker took yet
-    std::shared_ptr<Group> group = nullptr;  // s are parts of group->orig...
-    std::vector<uint32_t> idx = {};          // ...s[k] a part of group->orig[idx[k]]
-    bool claim = false;                      // s empty: take group->items one by one
+    std::shared_ptr<Group> group = nullptr;      // s are parts of group->orig...
+    std::vector<uint32_t> idx = {};              // ...s[k] a part of group->orig[idx[k]]
+    bool claim = false;                          // s empty: take group->items one by one
+    std::shared_ptr<CallClock> clock = nullptr;  // a shared call's time, when it is a sample
   };
+  // finish_job's work, without the call's clock.
+  void run_job(Job &j, std::vector<mc_status_t> &st, bool run, mc_status_t fail);
+  // submit's steps (see there).
+  void plan_jobs(Slice *slices, size_t n, size_t parts_max, const char *me, std::vector<Job> &jobs,
+                 std::vector<Slice> &small);
+  static bool halves_pay(const std::vector<Slice> &small, ShmPeer &peer);
+  std::shared_ptr<Group> make_halves(const std::vector<Slice> &small, const char *me, std::vector<Job> &jobs);
+  void queue_jobs(std::vector<Job> &jobs, ShmPeer &peer, std::vector<mc_status_t> &st);
+  uint64_t take_back(const char *me, std::vector<mc_status_t> &st);
   // Takes and copies (or, run false, fails) the items of g that no other thread took.
   void claim_items(Group &g, ShmPeer &peer, bool backwards, bool run, mc_status_t fail);
   // One part of g ended: the group's slices end with the last one.
@@ -885,6 +918,18 @@ bool continues(const Slice &a, const Slice &b) {
 // Runs one job (or fails it without running, when run is false) and ends what it completes: its
 // own slices, or, for parts of a group, the group's slices once its last part ended.
 void ShmTransport::finish_job(Job &j, std::vector<mc_status_t> &st, bool run, mc_status_t fail) {
+  run_job(j, st, run, fail);
+  if (j.clock) end_part(*j.clock);
+}
+
+void ShmTransport::end_part(CallClock &c) {
+  if (c.left.fetch_sub(1, std::memory_order_acq_rel) == 1)
+    payoff_.judge(c.cls, TscClock::ns_between(c.started, TscClock::ticks()),
+                  c.mine_ns.load(std::memory_order_relaxed),
+                  c.mine_cpu.load(std::memory_order_relaxed) == c.helper_cpu.load(std::memory_order_relaxed));
+}
+
+void ShmTransport::run_job(Job &j, std::vector<mc_status_t> &st, bool run, mc_status_t fail) {
   if (st.size() < j.s.size()) st.resize(j.s.size());
   if (run) {
     j.peer->run(j.s.data(), j.s.size(), st.data(), j.stream);
@@ -965,7 +1010,51 @@ void ShmTransport::submit(PeerPath &path, Slice *slices, size_t n) {
   std::vector<Job> jobs;
   std::shared_ptr<Group> help;  // shared halves this thread helps with once its own are done
   small.clear();
-  const size_t parts_max = share_now(slices, n) ? parallel_ + 1 : 1;
+  const ShareCall call = share_now(slices, n);
+  const uint64_t t0 = call.timed ? TscClock::ticks() : 0;
+  const size_t parts_max = call.share ? parallel_ + 1 : 1;
+  plan_jobs(slices, n, parts_max, &me, jobs, small);
+  const bool halves = small.size() > 1 && halves_pay(small, peer);
+  if (parts_max > 1 && halves) {
+    help = make_halves(small, &me, jobs);
+    small.clear();
+  }
+  const bool share = jobs.size() > 1 && parts_max > 1;
+  std::shared_ptr<CallClock> clock;
+  if (share) {
+    if (call.timed) {
+      clock = std::make_shared<CallClock>(t0, call.cls, static_cast<uint32_t>(jobs.size() + 1));
+      for (auto &jb : jobs) jb.clock = clock;
+    }
+    queue_jobs(jobs, peer, st);
+  }
+  if (!small.empty()) {
+    if (st.size() < small.size()) st.resize(small.size());
+    peer.run(small.data(), small.size(), st.data(), false);
+    peer.report(small.data(), small.size(), st.data());
+  }
+  if (!share) {  // nothing to share out
+    for (auto &jb : jobs) {
+      jb.peer = peer.shared_from_this();
+      finish_job(jb, st, true);
+    }
+    return;
+  }
+  const uint64_t own = take_back(&me, st);
+  // Second halves that a worker took but has not reached yet: from the back.
+  if (help) claim_items(*help, peer, true, !stopping_.load(), MC_ERR_PEER_DOWN);
+  if (clock) {
+    // This thread's own part (the first one it took back; all it did if a worker took that).
+    clock->mine_ns.store(TscClock::ns_between(t0, own ? own : TscClock::ticks()), std::memory_order_relaxed);
+    clock->mine_cpu.store(sched_getcpu(), std::memory_order_relaxed);
+    end_part(*clock);
+  }
+}
+
+// The runs of slices (slices that continue each other) as jobs: up to kInline bytes into
+// *small (copied here at once), larger ones whole (parts_max 1) or cut for parts_max threads.
+void ShmTransport::plan_jobs(Slice *slices, size_t n, size_t parts_max, const char *me,
+                             std::vector<Job> &jobs, std::vector<Slice> &small) {
   for (size_t i = 0; i < n;) {
     size_t j = i + 1;
     uint64_t len = slices[i].len;
@@ -974,7 +1063,7 @@ void ShmTransport::submit(PeerPath &path, Slice *slices, size_t n) {
     if (len <= kInline) {
       small.insert(small.end(), slices + i, slices + j);
     } else if (parts_max == 1) {
-      jobs.push_back({std::vector<Slice>(slices + i, slices + j), stream, nullptr, &me});
+      jobs.push_back({std::vector<Slice>(slices + i, slices + j), stream, nullptr, me});
     } else if (j == i + 1 && len <= kPart) {
       // One slice: cut into pieces, one per thread that can copy now.
       const uint64_t parts = std::min<uint64_t>(parts_max, len / kSplitMin);
@@ -989,7 +1078,7 @@ void ShmTransport::submit(PeerPath &path, Slice *slices, size_t n) {
         part.local = static_cast<char *>(part.local) + off;
         part.remote += off;
         part.len = k + 1 == parts ? len - off : piece;
-        jobs.push_back({std::vector<Slice>{part}, stream, nullptr, &me, g, {0}});
+        jobs.push_back({std::vector<Slice>{part}, stream, nullptr, me, g, {0}});
       }
     } else {
       // Parts of about len / parts_max bytes (kInline to kPart), at slice boundaries.
@@ -999,127 +1088,140 @@ void ShmTransport::submit(PeerPath &path, Slice *slices, size_t n) {
         uint64_t got = 0;
         while (b < j && got < target) got += slices[b++].len;
         if (j - b > 0 && len - got < target / 2) b = j;  // no small last part
-        jobs.push_back({std::vector<Slice>(slices + a, slices + b), stream, nullptr, &me});
+        jobs.push_back({std::vector<Slice>(slices + a, slices + b), stream, nullptr, me});
         len -= got;
         a = b;
       }
     }
     i = j;
   }
-  // Many small runs that add up to a large copy (a batch of 64 KiB blocks): every slice of
-  // 2 * kHalfMin bytes or more is cut in two halves, the first ones copied by this thread and
-  // the second ones by a worker, so that each thread always takes the same half of a block
-  // (two threads writing the same lines would only take them from each other).
-  if (parts_max > 1 && small.size() > 1) {
-    uint64_t total = 0, halvable = 0;
-    for (const Slice &x : small) {
-      total += x.len;
-      if (x.len >= 2 * kHalfMin) halvable += x.len;
+}
+
+// Whether the small runs of a call add up to a copy worth sharing by halves (make_halves).
+bool ShmTransport::halves_pay(const std::vector<Slice> &small, ShmPeer &peer) {
+  uint64_t total = 0, halvable = 0;
+  for (const Slice &x : small) {
+    total += x.len;
+    if (x.len >= 2 * kHalfMin) halvable += x.len;
+  }
+  return total >= kShareSmallCma && halvable * 2 >= total && (total >= kShareSmall || peer.any_cma(small));
+}
+
+// Many small runs that add up to a large copy (a batch of 64 KiB blocks): every slice of
+// 2 * kHalfMin bytes or more is cut in two halves, the first ones copied by this thread and
+// the second ones by a worker, so that each thread always takes the same half of a block
+// (two threads writing the same lines would only take them from each other).
+std::shared_ptr<ShmTransport::Group> ShmTransport::make_halves(const std::vector<Slice> &small,
+                                                               const char *me, std::vector<Job> &jobs) {
+  auto g = std::make_shared<Group>();
+  g->orig = small;
+  g->err.reset(new std::atomic<int32_t>[small.size()]);
+  for (size_t k = 0; k < small.size(); k++) g->err[k].store(MC_OK, std::memory_order_relaxed);
+  Job mine{{}, false, nullptr, me, g, {}}, theirs{{}, false, nullptr, me, g, {}, true};
+  for (size_t k = 0; k < small.size(); k++) {
+    const Slice &x = small[k];
+    if (x.len < 2 * kHalfMin) {
+      mine.s.push_back(x);
+      mine.idx.push_back(static_cast<uint32_t>(k));
+      continue;
     }
-    if (total >= kShareSmallCma && halvable * 2 >= total && (total >= kShareSmall || peer.any_cma(small))) {
-      auto g = std::make_shared<Group>();
-      g->orig = small;
-      g->err.reset(new std::atomic<int32_t>[small.size()]);
-      for (size_t k = 0; k < small.size(); k++) g->err[k].store(MC_OK, std::memory_order_relaxed);
-      Job mine{{}, false, nullptr, &me, g, {}}, theirs{{}, false, nullptr, &me, g, {}, true};
-      for (size_t k = 0; k < small.size(); k++) {
-        const Slice &x = small[k];
-        if (x.len < 2 * kHalfMin) {
-          mine.s.push_back(x);
-          mine.idx.push_back(static_cast<uint32_t>(k));
-          continue;
-        }
-        const uint64_t h = (x.len / 2 + 63) & ~uint64_t(63);
-        Slice a = x, b = x;
-        a.len = h;
-        b.local = static_cast<char *>(x.local) + h;
-        b.remote = x.remote + h;
-        b.len = x.len - h;
-        mine.s.push_back(a);
-        mine.idx.push_back(static_cast<uint32_t>(k));
-        g->items.push_back(b);
-        g->item_idx.push_back(static_cast<uint32_t>(k));
+    const uint64_t h = (x.len / 2 + 63) & ~uint64_t(63);
+    Slice a = x, b = x;
+    a.len = h;
+    b.local = static_cast<char *>(x.local) + h;
+    b.remote = x.remote + h;
+    b.len = x.len - h;
+    mine.s.push_back(a);
+    mine.idx.push_back(static_cast<uint32_t>(k));
+    g->items.push_back(b);
+    g->item_idx.push_back(static_cast<uint32_t>(k));
+  }
+  g->taken.reset(new std::atomic<uint8_t>[g->items.size()]);
+  for (size_t k = 0; k < g->items.size(); k++) g->taken[k].store(0, std::memory_order_relaxed);
+  g->left.store(static_cast<uint32_t>(1 + g->items.size()), std::memory_order_relaxed);
+  // The worker takes from the front, this thread takes back from the end.
+  jobs.push_back(std::move(theirs));
+  jobs.push_back(std::move(mine));
+  return g;
+}
+
+// Queues a call's jobs for the workers (or, stopping, fails them) and wakes as many as can take
+// one beside this thread.
+void ShmTransport::queue_jobs(std::vector<Job> &jobs, ShmPeer &peer, std::vector<mc_status_t> &st) {
+  auto keep = peer.shared_from_this();  // queued parts keep the peer alive on the workers
+  size_t queued = 0;
+  {
+    std::lock_guard<std::mutex> lk(qmu_);
+    if (!qstop_) {
+      for (auto &jb : jobs) {
+        jb.peer = keep;
+        queue_.push_back(std::move(jb));
       }
-      g->taken.reset(new std::atomic<uint8_t>[g->items.size()]);
-      for (size_t k = 0; k < g->items.size(); k++) g->taken[k].store(0, std::memory_order_relaxed);
-      g->left.store(static_cast<uint32_t>(1 + g->items.size()), std::memory_order_relaxed);
-      help = g;
-      // The worker takes from the front, this thread takes back from the end.
-      jobs.push_back(std::move(theirs));
-      jobs.push_back(std::move(mine));
-      small.clear();
+      queued = jobs.size();
+      queued_.store(queue_.size(), std::memory_order_release);
+      jobs.clear();
     }
   }
-  auto run_here = [&](const Slice *v, size_t m, bool stream) {
-    if (st.size() < m) st.resize(m);
-    peer.run(v, m, st.data(), stream);
-    peer.report(v, m, st.data());
-  };
-  const bool share = jobs.size() > 1 && parts_max > 1;
-  if (share) {
-    auto keep = peer.shared_from_this();  // queued parts keep the peer alive on the workers
-    size_t queued = 0;
-    {
-      std::lock_guard<std::mutex> lk(qmu_);
-      if (!qstop_) {
-        for (auto &jb : jobs) {
-          jb.peer = keep;
-          queue_.push_back(std::move(jb));
-        }
-        queued = jobs.size();
-        queued_.store(queue_.size(), std::memory_order_release);
-        jobs.clear();
-      }
-    }
-    for (auto &jb : jobs) {  // stopping: not queued
-      jb.peer = keep;
-      finish_job(jb, st, false, MC_ERR_PEER_DOWN);
-    }
-    // One part is this thread's; a watching worker takes one without being woken (if it stops
-    // watching first, this thread takes the part back below).
-    const size_t watching = spinners_.load(std::memory_order_acquire);
-    for (size_t w = watching; w + 1 < queued && w < parallel_; w++) qcv_.notify_one();
+  for (auto &jb : jobs) {  // stopping: not queued
+    jb.peer = keep;
+    finish_job(jb, st, false, MC_ERR_PEER_DOWN);
   }
-  if (!small.empty()) run_here(small.data(), small.size(), false);
-  if (!share) {  // nothing to share out
-    for (auto &jb : jobs) {
-      jb.peer = peer.shared_from_this();
-      finish_job(jb, st, true);
-    }
-    return;
-  }
-  // Take back this thread's parts that no worker started yet, newest first.
+  // One part is this thread's; a watching worker takes one without being woken (if it stops
+  // watching first, this thread takes the part back in take_back).
+  const size_t watching = spinners_.load(std::memory_order_acquire);
+  for (size_t w = watching; w + 1 < queued && w < parallel_; w++) qcv_.notify_one();
+}
+
+// Takes back this thread's parts that no worker started yet, newest first, and runs them.
+// Returns the TscClock ticks at which the first one ended (this thread's own part: the newest),
+// 0 if none was left.
+uint64_t ShmTransport::take_back(const char *me, std::vector<mc_status_t> &st) {
+  uint64_t first = 0;
   for (;;) {
     Job jb;
     {
       std::lock_guard<std::mutex> lk(qmu_);
-      if (queue_.empty() || queue_.back().owner != &me) break;
+      if (queue_.empty() || queue_.back().owner != me) break;
       jb = std::move(queue_.back());
       queue_.pop_back();
       queued_.store(queue_.size(), std::memory_order_release);
     }
     finish_job(jb, st, !stopping_.load(), MC_ERR_PEER_DOWN);
+    if (!first) first = TscClock::ticks();
   }
-  // Second halves that a worker took but has not reached yet: from the back.
-  if (help) claim_items(*help, peer, true, !stopping_.load(), MC_ERR_PEER_DOWN);
+  return first;
 }
 
-// Shared with workers only while a core is idle for them (util/cpu_crowding.h): where other
-// work holds the CPUs, a worker preempted in the middle of its part makes the request wait a
-// time slice, and the submitting thread copies it alone faster (busy.sh: 1 MiB at 25 GB/s shared
-// against 33 for a lone memcpy). Asked only for calls large enough to share at all, and not for
-// calls of kPart or more: those are copied in parts of milliseconds each (DRAM-bound), where a
-// preempted part costs about what a part does, and in a quiet run the copying threads
+// Shared with workers only while it pays. Not while the CPUs are crowded (util/cpu_crowding.h):
+// where other work holds them, a worker preempted in the middle of its part makes the request
+// wait a time slice. And not while copying alone was faster lately for calls of this size
+// (util/share_payoff.h): the submitting thread can hold a core of its own and see no crowding,
+// while every worker waits behind other work (busy.sh, two busy loops: 1 MiB at 27 GB/s shared
+// against 34-36 alone and for memcpy). Asked only for calls large enough to share at all, and
+// not for calls of kPart or more: those are copied in parts of milliseconds each (DRAM-bound),
+// where a preempted part costs about what a part does, and in a quiet run the copying threads
 // themselves wait for the CPUs that the others hold, which the reading cannot tell from other
 // work (bench/results/small_regress.txt: 16 and 256 MiB lost 7-27% when copied alone).
-bool ShmTransport::share_now(const Slice *slices, size_t n) {
-  if (workers_.empty() || parallel_ == 0) return false;
-  uint64_t call_bytes = 0;
-  for (size_t i = 0; i < n; i++) call_bytes += slices[i].len;
-  if (call_bytes < std::min(kInline, kShareSmallCma) || call_bytes >= kPart || !cpu_crowding::crowded())
-    return true;
-  sums.add(kCrowdedAlone, 1);
-  return false;
+ShmTransport::ShareCall ShmTransport::share_now(const Slice *slices, size_t n) {
+  ShareCall c;
+  if (workers_.empty() || parallel_ == 0) return c;
+  for (size_t i = 0; i < n; i++) c.bytes += slices[i].len;
+  c.share = true;
+  if (c.bytes < std::min(kInline, kShareSmallCma) || c.bytes >= kPart) return c;
+  c.cls = SharePayoff::class_of(c.bytes);
+  c.timed = c.cls >= 0;
+  if (cpu_crowding::crowded()) {
+    sums.add(kCrowdedAlone, 1);
+    c.share = false;
+  } else if (c.timed) {
+    const SharePayoff::Choice pick = payoff_.choose(c.cls);
+    c.timed = pick.judge;
+    if (!pick.share) {
+      sums.add(kPayoffAlone, 1);
+      c.share = false;
+    }
+  }
+  return c;
 }
 
 void ShmTransport::watch_for_work() {
@@ -1167,6 +1269,7 @@ void ShmTransport::worker() {
       queued_.store(queue_.size(), std::memory_order_release);
       active_.fetch_add(1);
     }
+    if (j.clock) j.clock->helper_cpu.store(sched_getcpu(), std::memory_order_relaxed);
     // engine destroy: queued work fails, it does not run
     finish_job(j, st, !stopping_.load(), MC_ERR_PEER_DOWN);
     active_.fetch_sub(1);
@@ -1204,6 +1307,13 @@ std::string ShmTransport::stats_json() {
   o.str("copy_loop", shmcopy::loop_name());
   o.num("buffers_mapped", maps.load());
   o.num("calls_alone_crowded", sums.sum(kCrowdedAlone));  // not shared: no core was idle
+  o.num("calls_alone_payoff", sums.sum(kPayoffAlone));    // not shared: alone was faster lately
+  // Each size class's score of recent shared calls (util/share_payoff.h): negative, alone.
+  std::string scores = "{";
+  for (unsigned c = 0; c < SharePayoff::kClasses; c++)
+    scores += (c ? ",\"" : "\"") + std::to_string(1u << (SharePayoff::kMinLog2 + c - 10)) +
+              "K\":" + std::to_string(payoff_.score(static_cast<int>(c)));
+  o.raw("share_scores", scores + "}");
   o.num("handshakes_denied", server_.hs_denied.load());
   o.num("handshakes_dropped", server_.hs_dropped.load());
   return o.done();
