@@ -52,11 +52,11 @@ void verdicts(void **) {
   s = p.score(cls);
   p.judge(cls, 1000, 1000, true);
   assert_true(p.score(cls) < s);
-  // The score stays within +-kScoreMax however long a streak is.
+  // The score stays within [kScoreMin, kScoreMax] however long a streak is.
   for (int i = 0; i < 100; i++) p.judge(cls, 1000, 1000, false);
   assert_int_equal(p.score(cls), SharePayoff::kScoreMax);
   for (int i = 0; i < 100; i++) p.judge(cls, 5000, 1000, false);
-  assert_int_equal(p.score(cls), -SharePayoff::kScoreMax);
+  assert_int_equal(p.score(cls), SharePayoff::kScoreMin);
   // Other classes are their own.
   assert_true(p.score(cls + 1) >= 0);
   p.judge(-1, 1, 1, false);  // outside the classes: ignored
@@ -82,12 +82,14 @@ void probes(void **) {
     assert_int_equal(judged, SharePayoff::kBurst - 1);
     assert_true(p.score(cls) < 0);
   }
-  // Probes that pay bring it back within a few runs.
-  for (uint32_t i = 0; i < 8 * SharePayoff::kProbeEvery && p.score(cls) < 0; i++) {
+  // One probe that pays turns sharing on again.
+  uint32_t calls = 0;
+  for (; calls < SharePayoff::kProbeEvery && p.score(cls) < 0; calls++) {
     SharePayoff::Choice c = p.choose(cls);
     if (c.judge) p.judge(cls, 1000, 1000, false);
   }
   assert_true(p.score(cls) >= 0);
+  assert_true(calls <= SharePayoff::kProbeEvery);
   assert_true(p.choose(cls).share);
 }
 

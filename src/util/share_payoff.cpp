@@ -22,8 +22,9 @@ void SharePayoff::judge(int cls, uint64_t all_ns, uint64_t mine_ns, bool one_cpu
   if (cls < 0 || static_cast<unsigned>(cls) >= kClasses) return;
   std::atomic<int32_t> &s = c_[cls].score;
   const bool paid = !one_cpu && all_ns * kPaidDen <= mine_ns * kPaidNum;
+  (paid ? paid_ : unpaid_).fetch_add(1, std::memory_order_relaxed);
   const int32_t v = s.load(std::memory_order_relaxed) + (paid ? 2 : -1);
-  s.store(v > kScoreMax ? kScoreMax : v < -kScoreMax ? -kScoreMax : v, std::memory_order_relaxed);
+  s.store(v > kScoreMax ? kScoreMax : v < kScoreMin ? kScoreMin : v, std::memory_order_relaxed);
 }
 
 int32_t SharePayoff::score(int cls) const {

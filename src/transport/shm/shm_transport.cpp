@@ -1314,6 +1314,8 @@ std::string ShmTransport::stats_json() {
     scores += (c ? ",\"" : "\"") + std::to_string(1u << (SharePayoff::kMinLog2 + c - 10)) +
               "K\":" + std::to_string(payoff_.score(static_cast<int>(c)));
   o.raw("share_scores", scores + "}");
+  o.num("shared_calls_paid", payoff_.paid());
+  o.num("shared_calls_unpaid", payoff_.unpaid());
   o.num("handshakes_denied", server_.hs_denied.load());
   o.num("handshakes_dropped", server_.hs_dropped.load());
   return o.done();
