@@ -58,6 +58,7 @@
 #include <linux/futex.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -1014,8 +1015,7 @@ void ShmTransport::submit(PeerPath &path, Slice *slices, size_t n) {
   const uint64_t t0 = call.timed ? TscClock::ticks() : 0;
   const size_t parts_max = call.share ? parallel_ + 1 : 1;
   plan_jobs(slices, n, parts_max, &me, jobs, small);
-  const bool halves = small.size() > 1 && halves_pay(small, peer);
-  if (parts_max > 1 && halves) {
+  if (parts_max > 1 && small.size() > 1 && halves_pay(small, peer)) {
     help = make_halves(small, &me, jobs);
     small.clear();
   }
