@@ -273,12 +273,11 @@ class ShmTransport : public Transport {
   void worker();
   void watch_for_work();
   // Whether submit shares a call of these slices with the workers now, and whether (and in
-  // which size class) its time is a sample for payoff_.
+  // which size class) payoff_ judges it once shared.
   struct ShareCall {
     bool share = false;
     bool timed = false;
     int cls = -1;
-    uint64_t bytes = 0;
   };
   ShareCall share_now(const Slice *slices, size_t n);
   // The times of a shared call for payoff_: from its start to the end of its last job (the
@@ -293,7 +292,8 @@ class ShmTransport : public Transport {
     std::atomic<int> mine_cpu{-1}, helper_cpu{-1};
     CallClock(uint64_t t, int c, uint32_t parts) : started(t), cls(c), left(parts) {}
   };
-  void end_part(CallClock &c);
+  // One part of a timed call ended: the last one has payoff_ judge the call.
+  void clock_part_done(CallClock &c);
   SharePayoff payoff_;
   AdaptiveSpin worker_spin_{static_cast<uint32_t>(kWorkerSpin.count())};
   // After an epoch bump: waits (bounded) until no peer copy that may have missed it still runs.
@@ -920,10 +920,10 @@ bool continues(const Slice &a, const Slice &b) {
 // own slices, or, for parts of a group, the group's slices once its last part ended.
 void ShmTransport::finish_job(Job &j, std::vector<mc_status_t> &st, bool run, mc_status_t fail) {
   run_job(j, st, run, fail);
-  if (j.clock) end_part(*j.clock);
+  if (j.clock) clock_part_done(*j.clock);
 }
 
-void ShmTransport::end_part(CallClock &c) {
+void ShmTransport::clock_part_done(CallClock &c) {
   if (c.left.fetch_sub(1, std::memory_order_acq_rel) == 1)
     payoff_.judge(c.cls, TscClock::ns_between(c.started, TscClock::ticks()),
                   c.mine_ns.load(std::memory_order_relaxed),
@@ -1047,7 +1047,7 @@ void ShmTransport::submit(PeerPath &path, Slice *slices, size_t n) {
     // This thread's own part (the first one it took back; all it did if a worker took that).
     clock->mine_ns.store(TscClock::ns_between(t0, own ? own : TscClock::ticks()), std::memory_order_relaxed);
     clock->mine_cpu.store(sched_getcpu(), std::memory_order_relaxed);
-    end_part(*clock);
+    clock_part_done(*clock);
   }
 }
 
@@ -1205,15 +1205,15 @@ uint64_t ShmTransport::take_back(const char *me, std::vector<mc_status_t> &st) {
 ShmTransport::ShareCall ShmTransport::share_now(const Slice *slices, size_t n) {
   ShareCall c;
   if (workers_.empty() || parallel_ == 0) return c;
-  for (size_t i = 0; i < n; i++) c.bytes += slices[i].len;
+  uint64_t bytes = 0;
+  for (size_t i = 0; i < n; i++) bytes += slices[i].len;
   c.share = true;
-  if (c.bytes < std::min(kInline, kShareSmallCma) || c.bytes >= kPart) return c;
-  c.cls = SharePayoff::class_of(c.bytes);
-  c.timed = c.cls >= 0;
+  if (bytes < std::min(kInline, kShareSmallCma) || bytes >= kPart) return c;
+  c.cls = SharePayoff::class_of(bytes);
   if (cpu_crowding::crowded()) {
     sums.add(kCrowdedAlone, 1);
     c.share = false;
-  } else if (c.timed) {
+  } else if (c.cls >= 0) {
     const SharePayoff::Choice pick = payoff_.choose(c.cls);
     c.timed = pick.judge;
     if (!pick.share) {
