@@ -314,6 +314,76 @@ static void test_batch_shared_by_halves(void **state) {
   mc_engine_destroy(e);
 }
 
+/* Bursts of the same call of 8 requests of 64 KiB (512 KiB, the size a worker shares by halves),
+ * WRITE then READ back, each burst checked: at least one, then more until the engine's shm stats
+ * count *want* calls shared by halves or the time is up; returns the calls it counted. */
+static uint64_t halves_bursts(mc_engine_t *e, mc_segment_t s, char *l, uint64_t base, uint64_t want,
+                              uint64_t seed) {
+  enum { kN = 8, kLen = 64 * 1024 };
+  char *back = l + kN * kLen;
+  const uint64_t before = stat_u64(stats(e), "\"shm\":{", "\"halves_shared\"");
+  uint64_t got = 0;
+  const uint64_t until = tu_now_ms() + tu_slack_ms(10000);
+  for (int burst = 0; burst == 0 || (got < want && tu_now_ms() < until); burst++) {
+    mc_request_t r[kN];
+    for (int i = 0; i < kN; i++) {
+      tu_fill(l + i * kLen, kLen, seed + (uint64_t)(burst * kN + i));
+      /* every other request lands in reverse order: halves of slices that do not continue */
+      r[i] = (mc_request_t){MC_WRITE, 0, l + i * kLen, s, base + (uint64_t)(i ^ 1) * kLen, kLen};
+    }
+    for (int k = 0; k < 100; k++) assert_int_equal(mc_transfer(e, r, kN, tu_wait_ms(10000)), MC_OK);
+    for (int k = 0; k < 100; k++) {
+      memset(back, 0, (size_t)kN * kLen);
+      for (int i = 0; i < kN; i++) {
+        r[i].opcode = MC_READ;
+        r[i].local = back + i * kLen;
+      }
+      assert_int_equal(mc_transfer(e, r, kN, tu_wait_ms(10000)), MC_OK);
+      if (k % 50 == 49)
+        for (int i = 0; i < kN; i++) assert_int_equal(tu_check(back + i * kLen, kLen, seed + (uint64_t)(burst * kN + i)), -1);
+      for (int i = 0; i < kN; i++) {
+        r[i].opcode = MC_WRITE;
+        r[i].local = l + i * kLen;
+      }
+    }
+    got = stat_u64(stats(e), "\"shm\":{", "\"halves_shared\"") - before;
+  }
+  return got;
+}
+
+/* shm_share=always: calls of 64 KiB requests are shared by halves with a watching worker (the
+ * stats count them), and every byte lands, on both memory kinds; shm_share=never: none is, and
+ * the bytes land all the same. A value other than auto, always or never is refused. */
+static void test_share_always_and_never(void **state) {
+  (void)state;
+  mc_config_t *cfg = NULL;
+  assert_int_equal(mc_config_create(&cfg), MC_OK);
+  assert_int_equal(mc_config_set(cfg, "shm_share", "sometimes"), MC_ERR_INVALID_ARG);
+  assert_non_null(strstr(mc_last_error(), "shm_share"));
+  mc_config_destroy(cfg);
+  struct target t;
+  start_target(&t, 4 << 20, 15, NULL);
+  const char *modes[2] = {"always", "never"};
+  for (int m = 0; m < 2; m++) {
+    mc_engine_t *e = tu_engine("timeout_ms", "2000", "shm_share", modes[m], NULL);
+    char *l = NULL;
+    assert_int_equal(mc_buffer_alloc(e, 2 << 20, NULL, (void **)&l), MC_OK);
+    mc_segment_t s;
+    assert_int_equal(mc_segment_open(e, t.name, &s), MC_OK);
+    uint64_t bases[2] = {t.alloc, t.plain};
+    for (int kind = 0; kind < 2; kind++) {
+      const uint64_t got = halves_bursts(e, s, l, bases[kind], m == 0 ? 20 : 0, 5000 + (uint64_t)(m * 100000 + kind * 50000));
+      if (m == 0)
+        assert_true(got >= 20);
+      else
+        assert_int_equal(got, 0);
+    }
+    assert_int_equal(mc_buffer_free(e, l), MC_OK);
+    mc_engine_destroy(e);
+  }
+  stop_target(&t, SIGTERM);
+}
+
 static void test_out_of_range(void **state) {
   (void)state;
   size_t len = 1 << 20;
@@ -612,6 +682,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test_teardown(test_both_memory_kinds, kill_children),  cmocka_unit_test_teardown(test_scattered_small_requests, kill_children),
       cmocka_unit_test_teardown(test_single_slice_split, kill_children),
       cmocka_unit_test_teardown(test_batch_shared_by_halves, kill_children),
+      cmocka_unit_test_teardown(test_share_always_and_never, kill_children),
       cmocka_unit_test_teardown(test_out_of_range, kill_children),
       cmocka_unit_test_teardown(test_killed_while_mapped, kill_children), cmocka_unit_test_teardown(test_restart_same_name, kill_children),
       cmocka_unit_test_teardown(test_forced_tcp, kill_children),

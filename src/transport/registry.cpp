@@ -59,6 +59,10 @@ TransportEntry tcp_entry() {
 
 std::unique_ptr<Transport> create_shm(Host &h, Status *st) {
   ShmOptions so;
+  const std::string share = h.options().value("shm_share");
+  so.share = share == "always"  ? ShmOptions::Share::kAlways
+             : share == "never" ? ShmOptions::Share::kNever
+                                : ShmOptions::Share::kAuto;
   so.workers = h.options().workers;
   so.timeout_ms = h.options().timeout_ms;
   so.incarnation = h.incarnation();
@@ -74,6 +78,9 @@ TransportEntry shm_entry() {
   TransportEntry e;
   e.name = "shm";
   e.preference = 10;
+  e.keys = {{"shm_share", "\"auto\", \"always\" or \"never\"",
+             [](const std::string &v) { return v == "auto" || v == "always" || v == "never"; },
+             "whether a worker copies part of one call beside the submitting thread (auto: while it pays)"}};
   e.create = create_shm;
   return e;
 }

@@ -119,20 +119,24 @@ constexpr uint64_t kPart = 4ull << 20;
 // split into parts of at least this size, one for the submitting thread and one for each worker
 // that can run beside it; the slice ends once, when its last part did.
 constexpr uint64_t kSplitMin = 128ull << 10;
-// Small runs of one call that add up to this many bytes are shared by halves (see submit).
-// Measured on a 2-vCPU VM (bench/results/small.txt, 64 KiB blocks): sharing 512 KiB calls gained
-// nothing over one thread with distinct blocks (46 against 40-47 GB/s) and halved the rate where
-// the requests of a call hit the same block (23 against 44 GB/s: both threads take the lines from
-// each other); 1 and 4 MiB calls came out equal either way. From 1 MiB on they are shared.
-constexpr uint64_t kShareSmall = 1ull << 20;
-// ... but from 256 KiB where the target memory is plain (cross-memory attach): the kernel's copy
-// has no lines to fight over, and two threads moved 64 KiB x 8 on one block at 13.0-14.5 GB/s
-// against 11.0-12.9 for one (EPYC VM, bench/relayout.sh and an interleaved A/B).
-constexpr uint64_t kShareSmallCma = 256ull << 10;
+// A call of small runs (none over kInline) that add up to this many bytes is shared by halves
+// (share_halves) with a worker that watches for work. Measured on the 2-vCPU EPYC VM
+// (bench/results/small.txt): 64 KiB x 8 on one block each side, READ 147-155 and WRITE 123-168
+// GB/s shared against 90-97 copied alone (interleaved, 3 rounds). Over cross-memory attach
+// too: two threads moved 64 KiB x 8 on one block at 13.0-14.5 GB/s against 11.0-12.9 for one
+// (EPYC VM, bench/relayout.sh and an interleaved A/B).
+constexpr uint64_t kShareSmall = 256ull << 10;
 constexpr uint64_t kHalfMin = 16ull << 10;
+// Of the calls that would be shared by halves but find no worker watching, one in kPokeEvery
+// wakes a worker to watch (watcher_ready).
+constexpr uint32_t kPokeEvery = 16;
 // A worker that finished a part watches the queue this long before it sleeps: waking a sleeping
 // thread costs tens of microseconds on a VM, as long as copying a whole MiB.
 constexpr auto kWorkerSpin = std::chrono::microseconds(50);
+// With shm_share=always a worker watches this long after work, and every call shared by halves
+// that finds none watching wakes one: sharing is wanted even where calls come slowly (a
+// sanitizer build, a loaded host).
+constexpr auto kAlwaysWatch = std::chrono::microseconds(2000);
 // Runs from this size on are copied with non-temporal stores (copy.h): they would push
 // everything else out of the caches anyway, and streaming saves reading the destination first.
 constexpr uint64_t kStreamMin = 128ull << 20;
@@ -171,9 +175,6 @@ class ShmPeer : public PeerPath, public std::enable_shared_from_this<ShmPeer> {
   // or attachable and allowing op, copied under its own active window; false (nothing copied,
   // nothing counted) for anything else, which run() then settles the careful way.
   bool copy_small(uint32_t op, void *local, uint64_t remote, uint64_t len, mc_status_t *st);
-  // Whether some slice's target memory (as the list last said) is plain memory, copied by
-  // cross-memory attach, rather than a mapping.
-  bool any_cma(const std::vector<Slice> &s);
   void report_one(const Slice &x, mc_status_t *st);
   bool cma_ok() const { return cma_ok_; }
   void set_dead(const std::string &why);
@@ -258,8 +259,18 @@ class ShmTransport : public Transport {
   uint32_t timeout_ms() const { return o_.timeout_ms; }
   const std::string &token() const { return o_.auth_token; }
   // Counted by every copying thread in a row of its own (util/thread_sums.h).
-  enum Sum : size_t { kCopied, kCma, kSlicesOk, kSlicesFailed, kCrowdedAlone, kPayoffAlone };
-  ThreadSums<6> sums;
+  enum Sum : size_t {
+    kCopied,
+    kCma,
+    kSlicesOk,
+    kSlicesFailed,
+    kCrowdedAlone,
+    kPayoffAlone,
+    kHalvesShared,
+    kHalvesTakenBack,
+    kHalvesUnwatched
+  };
+  ThreadSums<9> sums;
   std::atomic<uint64_t> maps{0};
   Host *target_;  // the engine: completions (ShmPeer reports through it too)
   // The watching thread of all our peers' WATCH connections, made with the first peer.
@@ -271,12 +282,13 @@ class ShmTransport : public Transport {
   void list_reply(std::string *reply);
   void fd_reply(uint64_t addr, std::string *reply, Fd *fd);
   void worker();
-  void watch_for_work();
+  void watch_for_work(bool poked);
   // Whether submit shares a call of these slices with the workers now, and whether (and in
   // which size class) payoff_ judges it once shared.
   struct ShareCall {
     bool share = false;
     bool timed = false;
+    bool halves = false;  // shared by halves (share_halves), with a watching worker
     int cls = -1;
   };
   ShareCall share_now(const Slice *slices, size_t n);
@@ -325,12 +337,6 @@ class ShmTransport : public Transport {
     std::vector<Slice> orig;
     std::unique_ptr<std::atomic<int32_t>[]> err;  // per slice of orig
     std::atomic<uint32_t> left{0};                // parts still to end
-    // Shared halves: the second halves, each taken by whichever thread gets to it first (a
-    // worker from the front, the submitting thread from the back once its own halves are done),
-    // so that a worker that starts late only copies less. Each is one part of `left`.
-    std::vector<Slice> items;
-    std::vector<uint32_t> item_idx;
-    std::unique_ptr<std::atomic<uint8_t>[]> taken;
   };
   struct Job {
     std::vector<Slice> s;  // contiguous on both sides: one copy
@@ -339,7 +345,6 @@ class ShmTransport : public Transport {
     const void *owner;  // the submitting thread, which takes back what no worker took yet
     std::shared_ptr<Group> group = nullptr;      // s are parts of group->orig...
     std::vector<uint32_t> idx = {};              // ...s[k] a part of group->orig[idx[k]]
-    bool claim = false;                          // s empty: take group->items one by one
     std::shared_ptr<CallClock> clock = nullptr;  // a shared call's time, when it is a sample
   };
   // finish_job's work, without the call's clock.
@@ -347,12 +352,30 @@ class ShmTransport : public Transport {
   // submit's steps (see there).
   void plan_jobs(Slice *slices, size_t n, size_t parts_max, const char *me, std::vector<Job> &jobs,
                  std::vector<Slice> &small);
-  static bool halves_pay(const std::vector<Slice> &small, ShmPeer &peer);
-  std::shared_ptr<Group> make_halves(const std::vector<Slice> &small, const char *me, std::vector<Job> &jobs);
   void queue_jobs(std::vector<Job> &jobs, ShmPeer &peer, std::vector<mc_status_t> &st);
   uint64_t take_back(const char *me, std::vector<mc_status_t> &st);
-  // Takes and copies (or, run false, fails) the items of g that no other thread took.
-  void claim_items(Group &g, ShmPeer &peer, bool backwards, bool run, mc_status_t fail);
+  // A call shared by halves: the second halves, handed to a watching worker through box_. The
+  // submitting thread copies the first halves meanwhile, takes the second ones back if no
+  // worker took them by then, else waits for them, and ends the whole call itself.
+  struct HalfJob {
+    std::vector<Slice> s;
+    std::vector<mc_status_t> st;
+    ShmPeer *peer = nullptr;        // held by the submitting thread until done
+    int cpu = -1;                   // the CPU the worker ran them on
+    std::atomic<bool> done{false};  // the worker's last touch
+  };
+  std::atomic<HalfJob *> box_{nullptr};
+  // Shares small (a call's small runs) by halves and ends them; false: nothing done (another
+  // call's halves are out), copy them alone.
+  bool share_halves(const std::vector<Slice> &small, ShmPeer &peer, const ShareCall &call, uint64_t t0);
+  // The worker's side: takes the halves in box_, if any, and copies them.
+  bool take_halves();
+  // Whether a worker watches for work now (a call is shared by halves only then); pokes one
+  // to watch now and then when none does.
+  bool watcher_ready();
+  std::atomic<size_t> watching_{0};  // workers in watch_for_work's loop
+  bool poke_ = false;                // a worker is asked to watch (under qmu_)
+  std::atomic<uint32_t> unwatched_{0};
   // One part of g ended: the group's slices end with the last one.
   void end_part(Group &g);
   // Runs a job (st: room for its slices) and ends its slices, or only fails them (run false).
@@ -741,15 +764,6 @@ void ShmPeer::report(const Slice *s, size_t n, mc_status_t *st) {
   t_->target_->complete(s, st, n);
 }
 
-bool ShmPeer::any_cma(const std::vector<Slice> &s) {
-  std::shared_lock<std::shared_mutex> lk(bufs_mu_);
-  for (const Slice &x : s) {
-    auto it = bufs_.upper_bound(x.remote);
-    if (it != bufs_.begin() && !std::prev(it)->second.via_map()) return true;
-  }
-  return false;
-}
-
 bool ShmPeer::copy_small(uint32_t op, void *local, uint64_t remote, uint64_t len, mc_status_t *st) {
   const Slice x{local, remote, len, nullptr, op};
   if (dead.load()) {
@@ -947,10 +961,6 @@ void ShmTransport::run_job(Job &j, std::vector<mc_status_t> &st, bool run, mc_st
     return;
   }
   Group &g = *j.group;
-  if (j.claim) {
-    claim_items(g, *j.peer, false, run, fail);
-    return;
-  }
   // Parts of a group: the liveness check that report() makes for WRITEs, then the group's
   // slices end with its last part.
   bool wrote = false;
@@ -965,24 +975,6 @@ void ShmTransport::run_job(Job &j, std::vector<mc_status_t> &st, bool run, mc_st
     }
   }
   end_part(g);
-}
-
-void ShmTransport::claim_items(Group &g, ShmPeer &peer, bool backwards, bool run, mc_status_t fail) {
-  const size_t n = g.items.size();
-  for (size_t i = 0; i < n; i++) {
-    const size_t k = backwards ? n - 1 - i : i;
-    if (g.taken[k].exchange(1, std::memory_order_acq_rel)) continue;
-    mc_status_t st = fail;
-    if (run) {
-      peer.run(&g.items[k], 1, &st);
-      if (st == MC_OK && g.items[k].op == MC_WRITE && !peer.target_alive()) st = MC_ERR_PEER_DOWN;
-    }
-    if (st != MC_OK) {
-      int32_t expect = MC_OK;
-      g.err[g.item_idx[k]].compare_exchange_strong(expect, st);
-    }
-    end_part(g);
-  }
 }
 
 void ShmTransport::end_part(Group &g) {
@@ -1009,16 +1001,12 @@ void ShmTransport::submit(PeerPath &path, Slice *slices, size_t n) {
   thread_local std::vector<Slice> small;
   thread_local std::vector<mc_status_t> st;
   std::vector<Job> jobs;
-  std::shared_ptr<Group> help;  // shared halves this thread helps with once its own are done
   small.clear();
   const ShareCall call = share_now(slices, n);
   const uint64_t t0 = call.timed ? TscClock::ticks() : 0;
   const size_t parts_max = call.share ? parallel_ + 1 : 1;
   plan_jobs(slices, n, parts_max, &me, jobs, small);
-  if (parts_max > 1 && small.size() > 1 && halves_pay(small, peer)) {
-    help = make_halves(small, &me, jobs);
-    small.clear();
-  }
+  const bool halves = call.share && call.halves && small.size() > 1;
   const bool share = jobs.size() > 1 && parts_max > 1;
   std::shared_ptr<CallClock> clock;
   if (share) {
@@ -1028,7 +1016,7 @@ void ShmTransport::submit(PeerPath &path, Slice *slices, size_t n) {
     }
     queue_jobs(jobs, peer, st);
   }
-  if (!small.empty()) {
+  if (!small.empty() && !(halves && share_halves(small, peer, call, t0))) {
     if (st.size() < small.size()) st.resize(small.size());
     peer.run(small.data(), small.size(), st.data(), false);
     peer.report(small.data(), small.size(), st.data());
@@ -1041,8 +1029,6 @@ void ShmTransport::submit(PeerPath &path, Slice *slices, size_t n) {
     return;
   }
   const uint64_t own = take_back(&me, st);
-  // Second halves that a worker took but has not reached yet: from the back.
-  if (help) claim_items(*help, peer, true, !stopping_.load(), MC_ERR_PEER_DOWN);
   if (clock) {
     // This thread's own part (the first one it took back; all it did if a worker took that).
     clock->mine_ns.store(TscClock::ns_between(t0, own ? own : TscClock::ticks()), std::memory_order_relaxed);
@@ -1097,52 +1083,100 @@ void ShmTransport::plan_jobs(Slice *slices, size_t n, size_t parts_max, const ch
   }
 }
 
-// Whether the small runs of a call add up to a copy worth sharing by halves (make_halves).
-bool ShmTransport::halves_pay(const std::vector<Slice> &small, ShmPeer &peer) {
-  uint64_t total = 0, halvable = 0;
-  for (const Slice &x : small) {
-    total += x.len;
-    if (x.len >= 2 * kHalfMin) halvable += x.len;
-  }
-  return total >= kShareSmallCma && halvable * 2 >= total && (total >= kShareSmall || peer.any_cma(small));
-}
-
 // Many small runs that add up to a large copy (a batch of 64 KiB blocks): every slice of
 // 2 * kHalfMin bytes or more is cut in two halves, the first ones copied by this thread and
 // the second ones by a worker, so that each thread always takes the same half of a block
-// (two threads writing the same lines would only take them from each other).
-std::shared_ptr<ShmTransport::Group> ShmTransport::make_halves(const std::vector<Slice> &small,
-                                                               const char *me, std::vector<Job> &jobs) {
-  auto g = std::make_shared<Group>();
-  g->orig = small;
-  g->err.reset(new std::atomic<int32_t>[small.size()]);
-  for (size_t k = 0; k < small.size(); k++) g->err[k].store(MC_OK, std::memory_order_relaxed);
-  Job mine{{}, false, nullptr, me, g, {}}, theirs{{}, false, nullptr, me, g, {}, true};
+// (two threads writing the same lines would only take them from each other). The hand-off is
+// one pointer (box_) that the worker watches, each side copies its halves under one active
+// window, and this thread ends the call: the threads touch few lines in common. (Through the
+// queue, with the worker claiming halves one by one and ending its part itself, both threads
+// copied at half speed and a shared call took longer than one copied alone.)
+bool ShmTransport::share_halves(const std::vector<Slice> &small, ShmPeer &peer, const ShareCall &call,
+                                uint64_t t0) {
+  thread_local HalfJob h;
+  thread_local std::vector<Slice> mine;
+  thread_local std::vector<uint32_t> theirs_of;  // the index in small of each of h.s
+  thread_local std::vector<mc_status_t> st;
+  mine.clear();
+  h.s.clear();
+  theirs_of.clear();
   for (size_t k = 0; k < small.size(); k++) {
     const Slice &x = small[k];
-    if (x.len < 2 * kHalfMin) {
-      mine.s.push_back(x);
-      mine.idx.push_back(static_cast<uint32_t>(k));
-      continue;
-    }
-    const uint64_t h = (x.len / 2 + 63) & ~uint64_t(63);
-    Slice a = x, b = x;
-    a.len = h;
-    b.local = static_cast<char *>(x.local) + h;
-    b.remote = x.remote + h;
-    b.len = x.len - h;
-    mine.s.push_back(a);
-    mine.idx.push_back(static_cast<uint32_t>(k));
-    g->items.push_back(b);
-    g->item_idx.push_back(static_cast<uint32_t>(k));
+    const uint64_t half = x.len < 2 * kHalfMin ? x.len : (x.len / 2 + 63) & ~uint64_t(63);
+    mine.push_back(x);
+    mine.back().len = half;
+    if (half == x.len) continue;
+    Slice b = x;
+    b.local = static_cast<char *>(x.local) + half;
+    b.remote = x.remote + half;
+    b.len = x.len - half;
+    h.s.push_back(b);
+    theirs_of.push_back(static_cast<uint32_t>(k));
   }
-  g->taken.reset(new std::atomic<uint8_t>[g->items.size()]);
-  for (size_t k = 0; k < g->items.size(); k++) g->taken[k].store(0, std::memory_order_relaxed);
-  g->left.store(static_cast<uint32_t>(1 + g->items.size()), std::memory_order_relaxed);
-  // The worker takes from the front, this thread takes back from the end.
-  jobs.push_back(std::move(theirs));
-  jobs.push_back(std::move(mine));
-  return g;
+  h.st.resize(h.s.size());
+  h.peer = &peer;
+  h.cpu = -1;
+  h.done.store(false, std::memory_order_relaxed);
+  HalfJob *none = nullptr;
+  if (!box_.compare_exchange_strong(none, &h, std::memory_order_acq_rel)) return false;
+  sums.add(kHalvesShared, 1);
+  st.resize(mine.size());
+  peer.run(mine.data(), mine.size(), st.data(), false);
+  const uint64_t own = TscClock::ticks();
+  HalfJob *back = &h;
+  const bool taken_back = box_.compare_exchange_strong(back, nullptr, std::memory_order_acq_rel);
+  if (taken_back) {
+    sums.add(kHalvesTakenBack, 1);
+    peer.run(h.s.data(), h.s.size(), h.st.data(), false);
+  } else {
+    // The worker copies them now (it took them while this thread copied): a few us.
+    for (unsigned i = 0; !h.done.load(std::memory_order_acquire); i++) {
+#if defined(__x86_64__)
+      _mm_pause();
+#endif
+      if ((i & 1023) == 1023) std::this_thread::yield();
+    }
+  }
+  // A slice failed if either half did.
+  for (size_t k = 0; k < h.s.size(); k++)
+    if (h.st[k] != MC_OK && st[theirs_of[k]] == MC_OK) st[theirs_of[k]] = h.st[k];
+  if (call.timed)
+    payoff_.judge(call.cls, TscClock::ns_between(t0, TscClock::ticks()), TscClock::ns_between(t0, own),
+                  taken_back || h.cpu == sched_getcpu());
+  peer.report(small.data(), small.size(), st.data());
+  return true;
+}
+
+bool ShmTransport::take_halves() {
+  if (!box_.load(std::memory_order_relaxed)) return false;
+  HalfJob *h = box_.exchange(nullptr, std::memory_order_acq_rel);
+  if (!h) return false;
+  h->cpu = sched_getcpu();
+  if (stopping_.load()) {
+    for (auto &x : h->st) x = MC_ERR_PEER_DOWN;  // engine destroy: as queued parts end
+  } else {
+    h->peer->run(h->s.data(), h->s.size(), h->st.data(), false);
+  }
+  h->done.store(true, std::memory_order_release);
+  return true;
+}
+
+// A call shared by halves takes 2-5 us alone: waking a sleeping worker for it (10-100 us on the
+// VMs here) costs more than it saves, and the submitting thread would take the halves back
+// before the worker ran. So it goes to a worker that watches already; where none does, one
+// call in kPokeEvery wakes one to watch, and it keeps watching while calls keep coming.
+bool ShmTransport::watcher_ready() {
+  if (watching_.load(std::memory_order_acquire) > 0) return true;
+  sums.add(kHalvesUnwatched, 1);
+  if (unwatched_.fetch_add(1, std::memory_order_relaxed) % kPokeEvery == 0 ||
+      o_.share == ShmOptions::Share::kAlways) {
+    {
+      std::lock_guard<std::mutex> lk(qmu_);
+      poke_ = true;
+    }
+    qcv_.notify_one();
+  }
+  return false;
 }
 
 // Queues a call's jobs for the workers (or, stopping, fails them) and wakes as many as can take
@@ -1204,15 +1238,26 @@ uint64_t ShmTransport::take_back(const char *me, std::vector<mc_status_t> &st) {
 // work (bench/results/small_regress.txt: 16 and 256 MiB lost 7-27% when copied alone).
 ShmTransport::ShareCall ShmTransport::share_now(const Slice *slices, size_t n) {
   ShareCall c;
-  if (workers_.empty() || parallel_ == 0) return c;
-  uint64_t bytes = 0;
-  for (size_t i = 0; i < n; i++) bytes += slices[i].len;
+  if (workers_.empty() || parallel_ == 0 || o_.share == ShmOptions::Share::kNever) return c;
+  uint64_t bytes = 0, run = 0, longest = 0, halvable = 0;
+  for (size_t i = 0; i < n; i++) {
+    bytes += slices[i].len;
+    run = i > 0 && continues(slices[i - 1], slices[i]) ? run + slices[i].len : slices[i].len;
+    longest = std::max(longest, run);
+    if (slices[i].len >= 2 * kHalfMin) halvable += slices[i].len;
+  }
   c.share = true;
-  if (bytes < std::min(kInline, kShareSmallCma) || bytes >= kPart) return c;
+  if (bytes < kInline || bytes >= kPart) return c;
   c.cls = SharePayoff::class_of(bytes);
-  if (cpu_crowding::crowded()) {
+  // Small runs only, mostly of slices that can be cut in halves.
+  c.halves = longest <= kInline && bytes >= kShareSmall && halvable * 2 >= bytes;
+  if (o_.share == ShmOptions::Share::kAlways) {
+    c.share = !c.halves || watcher_ready();
+  } else if (cpu_crowding::crowded()) {
     sums.add(kCrowdedAlone, 1);
     c.share = false;
+  } else if (c.halves && !watcher_ready()) {
+    c.share = false;  // before the payoff's choice: its runs of probes go to a watching worker
   } else if (c.cls >= 0) {
     const SharePayoff::Choice pick = payoff_.choose(c.cls);
     c.timed = pick.judge;
@@ -1224,45 +1269,63 @@ ShmTransport::ShareCall ShmTransport::share_now(const Slice *slices, size_t n) {
   return c;
 }
 
-void ShmTransport::watch_for_work() {
+void ShmTransport::watch_for_work(bool poked) {
   // No watch while the CPUs are crowded: it would hold a core the submitting thread needs.
   // (Workers take no readings of their own: there are more of them than cores, and a wait for a
   // CPU that another worker holds is this transport's doing, not other work's.)
-  const auto budget = cpu_crowding::crowded(false) ? std::chrono::microseconds(0) : worker_spin_.budget();
+  const bool always = o_.share == ShmOptions::Share::kAlways;
+  const auto budget = always                         ? std::chrono::microseconds(kAlwaysWatch)
+                      : cpu_crowding::crowded(false) ? std::chrono::microseconds(0)
+                      : poked                        ? std::chrono::microseconds(kWorkerSpin)
+                                                     : worker_spin_.budget();
   if (budget.count() == 0) return;
   auto waiting = [&] {
-    return queued_.load(std::memory_order_acquire) == 0 && !qstop_seen_.load(std::memory_order_relaxed);
+    return queued_.load(std::memory_order_acquire) == 0 && !box_.load(std::memory_order_acquire) &&
+           !qstop_seen_.load(std::memory_order_relaxed);
   };
   const auto until = std::chrono::steady_clock::now() + budget;
+  watching_.fetch_add(1, std::memory_order_acq_rel);
   for (unsigned i = 0; waiting(); i++) {
 #if defined(__x86_64__)
     _mm_pause();
 #endif
     if ((i & 63) == 63 && std::chrono::steady_clock::now() >= until) break;
   }
+  watching_.fetch_sub(1, std::memory_order_acq_rel);
   waiting() ? worker_spin_.wasted() : worker_spin_.paid();
 }
 
 void ShmTransport::worker() {
   std::vector<mc_status_t> st;
-  bool worked = false;
+  bool worked = false, poked = false;
   for (;;) {
     if (worked && spinners_.fetch_add(1, std::memory_order_acq_rel) + active_.load() < parallel_) {
       // Just finished a part: more may follow at once (a stream of large requests). Only as
       // many workers watch or copy as can run beside the submitting thread: more would take CPU
       // from it, and only as long as watching paid lately (util/spin.h: not where no core is
       // idle).
-      watch_for_work();
+      watch_for_work(poked);
       spinners_.fetch_sub(1, std::memory_order_acq_rel);
     } else if (worked) {
       spinners_.fetch_sub(1, std::memory_order_acq_rel);
+    }
+    poked = false;
+    if (take_halves()) {
+      worked = true;
+      continue;
     }
     Job j;
     {
       std::unique_lock<std::mutex> lk(qmu_);
       // At most parallel_ workers copy at once (with the submitting thread, one a core): a worker
       // that finished takes the next part itself, so the others need no wake-up for it.
-      qcv_.wait(lk, [&] { return qstop_ || (!queue_.empty() && active_.load() < parallel_); });
+      auto can_take = [&] { return !queue_.empty() && active_.load() < parallel_; };
+      qcv_.wait(lk, [&] { return qstop_ || poke_ || can_take(); });
+      if (!qstop_ && !can_take()) {  // poked: watch for the calls to come
+        poke_ = false;
+        worked = poked = true;
+        continue;
+      }
       if (queue_.empty()) return;
       j = std::move(queue_.front());
       queue_.pop_front();
@@ -1316,6 +1379,11 @@ std::string ShmTransport::stats_json() {
   o.raw("share_scores", scores + "}");
   o.num("shared_calls_paid", payoff_.paid());
   o.num("shared_calls_unpaid", payoff_.unpaid());
+  // Calls shared by halves (share_halves): handed out, taken back (no worker took them in
+  // time), and not handed out (no worker watched).
+  o.num("halves_shared", sums.sum(kHalvesShared));
+  o.num("halves_taken_back", sums.sum(kHalvesTakenBack));
+  o.num("halves_unwatched", sums.sum(kHalvesUnwatched));
   o.num("handshakes_denied", server_.hs_denied.load());
   o.num("handshakes_dropped", server_.hs_dropped.load());
   return o.done();

@@ -9,6 +9,11 @@
 namespace mc {
 
 struct ShmOptions {
+  // Whether one call's copy may be shared between the submitting thread and the workers:
+  // kAuto while it pays (no crowding, util/share_payoff.h), kAlways (whenever the call is large
+  // enough), kNever (the submitting thread copies everything itself).
+  enum class Share { kAuto, kAlways, kNever };
+  Share share = Share::kAuto;
   uint32_t workers = 4;
   uint32_t timeout_ms = 5000;
   uint64_t incarnation = 0;
