@@ -128,8 +128,10 @@ constexpr uint64_t kSplitMin = 128ull << 10;
 constexpr uint64_t kShareSmall = 256ull << 10;
 constexpr uint64_t kHalfMin = 16ull << 10;
 // Of the calls that would be shared by halves but find no worker watching, one in kPokeEvery
-// wakes a worker to watch (watcher_ready).
-constexpr uint32_t kPokeEvery = 16;
+// wakes a worker to watch (watcher_ready); each poke that finds no worker watching by the next
+// one doubles that, up to one in kPokeMax (beside busy loops a woken worker only takes a CPU
+// from them and the caller, and does not watch: the CPUs are crowded).
+constexpr uint32_t kPokeEvery = 16, kPokeMax = 1024;
 // A worker that finished a part watches the queue this long before it sleeps: waking a sleeping
 // thread costs tens of microseconds on a VM, as long as copying a whole MiB.
 constexpr auto kWorkerSpin = std::chrono::microseconds(50);
@@ -376,6 +378,7 @@ class ShmTransport : public Transport {
   std::atomic<size_t> watching_{0};  // workers in watch_for_work's loop
   bool poke_ = false;                // a worker is asked to watch (under qmu_)
   std::atomic<uint32_t> unwatched_{0};
+  std::atomic<uint32_t> poke_every_{kPokeEvery};
   // One part of g ended: the group's slices end with the last one.
   void end_part(Group &g);
   // Runs a job (st: room for its slices) and ends its slices, or only fails them (run false).
@@ -1164,12 +1167,19 @@ bool ShmTransport::take_halves() {
 // A call shared by halves takes 2-5 us alone: waking a sleeping worker for it (10-100 us on the
 // VMs here) costs more than it saves, and the submitting thread would take the halves back
 // before the worker ran. So it goes to a worker that watches already; where none does, one
-// call in kPokeEvery wakes one to watch, and it keeps watching while calls keep coming.
+// call in kPokeEvery (fewer while pokes bring no watcher) wakes one to watch, and it keeps
+// watching while calls keep coming.
 bool ShmTransport::watcher_ready() {
-  if (watching_.load(std::memory_order_acquire) > 0) return true;
+  if (watching_.load(std::memory_order_acquire) > 0) {
+    if (poke_every_.load(std::memory_order_relaxed) != kPokeEvery)
+      poke_every_.store(kPokeEvery, std::memory_order_relaxed);
+    return true;
+  }
   sums.add(kHalvesUnwatched, 1);
-  if (unwatched_.fetch_add(1, std::memory_order_relaxed) % kPokeEvery == 0 ||
+  const uint32_t every = poke_every_.load(std::memory_order_relaxed);
+  if (unwatched_.fetch_add(1, std::memory_order_relaxed) % every == 0 ||
       o_.share == ShmOptions::Share::kAlways) {
+    if (every < kPokeMax) poke_every_.store(every * 2, std::memory_order_relaxed);
     {
       std::lock_guard<std::mutex> lk(qmu_);
       poke_ = true;
