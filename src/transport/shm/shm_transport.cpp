@@ -1117,28 +1117,36 @@ bool ShmTransport::share_halves(const std::vector<Slice> &small, ShmPeer &peer, 
     theirs_of.push_back(static_cast<uint32_t>(k));
   }
   h.st.resize(h.s.size());
+  st.resize(mine.size());
   h.peer = &peer;
   h.cpu = -1;
   h.done.store(false, std::memory_order_relaxed);
   HalfJob *none = nullptr;
   if (!box_.compare_exchange_strong(none, &h, std::memory_order_acq_rel)) return false;
   sums.add(kHalvesShared, 1);
-  st.resize(mine.size());
-  peer.run(mine.data(), mine.size(), st.data(), false);
-  const uint64_t own = TscClock::ticks();
-  HalfJob *back = &h;
-  const bool taken_back = box_.compare_exchange_strong(back, nullptr, std::memory_order_acq_rel);
-  if (taken_back) {
-    sums.add(kHalvesTakenBack, 1);
-    peer.run(h.s.data(), h.s.size(), h.st.data(), false);
-  } else {
-    // The worker copies them now (it took them while this thread copied): a few us.
-    for (unsigned i = 0; !h.done.load(std::memory_order_acquire); i++) {
+  // Takes the second halves back if no worker took them, else waits for the worker to end them.
+  auto settle = [&] {
+    HalfJob *back = &h;
+    if (box_.compare_exchange_strong(back, nullptr, std::memory_order_acq_rel)) return true;
+    for (unsigned i = 0; !h.done.load(std::memory_order_acquire); i++) {  // a few us
 #if defined(__x86_64__)
       _mm_pause();
 #endif
       if ((i & 1023) == 1023) std::this_thread::yield();
     }
+    return false;
+  };
+  try {
+    peer.run(mine.data(), mine.size(), st.data(), false);
+  } catch (...) {  // (a refresh that ran out of memory): the worker must not outlive this call
+    settle();
+    throw;
+  }
+  const uint64_t own = TscClock::ticks();
+  const bool taken_back = settle();
+  if (taken_back) {
+    sums.add(kHalvesTakenBack, 1);
+    peer.run(h.s.data(), h.s.size(), h.st.data(), false);
   }
   // A slice failed if either half did.
   for (size_t k = 0; k < h.s.size(); k++)
@@ -1158,7 +1166,11 @@ bool ShmTransport::take_halves() {
   if (stopping_.load()) {
     for (auto &x : h->st) x = MC_ERR_PEER_DOWN;  // engine destroy: as queued parts end
   } else {
-    h->peer->run(h->s.data(), h->s.size(), h->st.data(), false);
+    try {
+      h->peer->run(h->s.data(), h->s.size(), h->st.data(), false);
+    } catch (...) {  // out of memory in a refresh: the halves fail, the caller still ends them
+      for (auto &x : h->st) x = MC_ERR_TRANSPORT;
+    }
   }
   h->done.store(true, std::memory_order_release);
   return true;
