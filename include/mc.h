@@ -143,9 +143,10 @@ MC_API const char *mc_last_error(void);
  *                    call only while shared calls end sooner than alone ones, judged as they
  *                    run), "always" (every call large enough: a slice over 256 KiB, or
  *                    requests of 32 KiB or more adding up to 256 KiB; a worker watches for
- *                    them, holding a CPU while calls keep coming and 2 ms after), "never" (the submitting thread copies it
- *                    all; no worker spins). mc_engine_stats_json's "shm" object counts the calls
- *                    shared ("halves_shared", "shared_calls_paid") and those kept alone.
+ *                    them, holding a CPU while calls keep coming and 2 ms after), "never" (the
+ *                    submitting thread copies it all; no worker spins). mc_engine_stats_json's
+ *                    "shm" object counts the calls shared ("halves_shared", "shared_calls_paid")
+ *                    and those kept alone.
  *   slice_size       bytes per slice on the wire, 4K..1G, with K/M/G suffixes (1M).
  *   file_queue_depth requests each file worker's io_uring keeps in flight, 1..4096 (64); the
  *                    file transport has `workers` such rings, started with the first file segment.
