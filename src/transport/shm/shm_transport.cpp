@@ -333,7 +333,7 @@ class ShmTransport : public Transport {
   size_t parallel_ = 1;  // workers that can copy at the same time as the submitting thread
   std::mutex qmu_;
   std::condition_variable qcv_;
-  // Slices cut into parts that several threads copy (see kSplitMin, kShareSmall): each slice
+  // Slices cut into parts that several threads copy (see kSplitMin): each slice
   // ends once, when the last part of the group did, with the first failure of its own parts.
   struct Group {
     std::vector<Slice> orig;
@@ -1292,7 +1292,8 @@ ShmTransport::ShareCall ShmTransport::share_now(const Slice *slices, size_t n) {
 }
 
 void ShmTransport::watch_for_work(bool poked) {
-  // No watch while the CPUs are crowded: it would hold a core the submitting thread needs.
+  // No watch while the CPUs are crowded (unless shm_share=always): it would hold a core the
+  // submitting thread needs.
   // (Workers take no readings of their own: there are more of them than cores, and a wait for a
   // CPU that another worker holds is this transport's doing, not other work's.)
   const bool always = o_.share == ShmOptions::Share::kAlways;
