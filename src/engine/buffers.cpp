@@ -300,47 +300,46 @@ void EngineCore::unpin_locked(uint64_t addr, uint64_t len) {
 
 // A peer's request: the run must be registered and every buffer of it must allow op.
 mc_status_t EngineCore::pin(uint64_t addr, uint64_t len, uint32_t op) {
-  void *held;
-  return pin_held(addr, len, op, &held);
-}
-
-// The handle is the one buffer holding the range (nullptr: a range across buffers, which
-// unpin_held gives back the long way). A pinned buffer cannot be unregistered, so unpin_held
-// may use it without the lock; in_use drops last (the buffer may go once it is 0).
-void EngineCore::unpin_held(void *handle, uint64_t addr, uint64_t len) {
-  if (!handle) return unpin(addr, len);
-  auto *b = static_cast<LocalBuffer *>(handle);
-  b->peer_in_use.fetch_sub(1, std::memory_order_release);
-  b->in_use.fetch_sub(1, std::memory_order_release);
-}
-
-mc_status_t EngineCore::pin_held(uint64_t addr, uint64_t len, uint32_t op, void **handle) {
-  *handle = nullptr;
-  uint32_t need = op == MC_WRITE ? MC_ACCESS_WRITE : MC_ACCESS_READ;
+  const uint32_t need = op == MC_WRITE ? MC_ACCESS_WRITE : MC_ACCESS_READ;
   std::shared_lock<ReadMostlyMutex> lk(buffers_mu_);
+  mc_status_t s = check_run_locked(addr, len, need);
+  if (s != MC_OK) return s;
+  auto it = std::prev(buffers_.upper_bound(addr));
+  if (addr + len <= it->first + it->second->length) {  // inside one buffer: the common case
+    it->second->in_use.fetch_add(1, std::memory_order_relaxed);
+    it->second->peer_in_use.fetch_add(1, std::memory_order_relaxed);
+    return MC_OK;
+  }
+  pin_locked(addr, len);
+  for (auto c = it; c != buffers_.end() && c->first < addr + len; ++c)
+    c->second->peer_in_use.fetch_add(1, std::memory_order_relaxed);
+  return MC_OK;
+}
+
+mc_status_t EngineCore::check_run_locked(uint64_t addr, uint64_t len, uint32_t need) const {
   if (len == 0 || addr + len < addr) return MC_ERR_OUT_OF_RANGE;
   auto it = buffers_.upper_bound(addr);
   if (it == buffers_.begin()) return MC_ERR_OUT_OF_RANGE;
   --it;
   if (it->first + it->second->length <= addr) return MC_ERR_OUT_OF_RANGE;
-  if (addr + len <= it->first + it->second->length) {  // inside one buffer: the common case
-    LocalBuffer &b = *it->second;
-    if (!(b.access.load(std::memory_order_relaxed) & need)) return MC_ERR_DENIED;
-    b.in_use.fetch_add(1, std::memory_order_relaxed);
-    b.peer_in_use.fetch_add(1, std::memory_order_relaxed);
-    *handle = &b;
-    return MC_OK;
-  }
   bool denied = false;
-  for (auto c = it; c != buffers_.end() && c->first < addr + len; ++c)
-    if (!(c->second->access.load(std::memory_order_relaxed) & need)) denied = true;
-  if (!pin_locked(addr, len)) return MC_ERR_OUT_OF_RANGE;
-  if (denied) {
-    unpin_locked(addr, len);
-    return MC_ERR_DENIED;
+  for (const uint64_t end = addr + len;;) {
+    if (!(it->second->access.load(std::memory_order_relaxed) & need)) denied = true;
+    const uint64_t covered = it->first + it->second->length;
+    if (covered >= end) break;
+    if (++it == buffers_.end() || it->first != covered) return MC_ERR_OUT_OF_RANGE;
   }
-  for (auto c = it; c != buffers_.end() && c->first < addr + len; ++c)
-    c->second->peer_in_use.fetch_add(1, std::memory_order_relaxed);
+  return denied ? MC_ERR_DENIED : MC_OK;
+}
+
+// Under the read lock for the copy's time: an unregister, or an access change, waits for it to
+// end (a few microseconds at most; the callers copy at most 64 KiB), so no pin is needed.
+mc_status_t EngineCore::copy_registered(uint64_t addr, uint64_t len, uint32_t op, void *local) {
+  std::shared_lock<ReadMostlyMutex> lk(buffers_mu_);
+  mc_status_t s = check_run_locked(addr, len, op == MC_WRITE ? MC_ACCESS_WRITE : MC_ACCESS_READ);
+  if (s != MC_OK) return s;
+  void *r = reinterpret_cast<void *>(addr);
+  std::memmove(op == MC_WRITE ? r : local, op == MC_WRITE ? local : r, len);
   return MC_OK;
 }
 

@@ -79,8 +79,11 @@ struct Peer : std::enable_shared_from_this<Peer> {
   std::string name;
   bool self = false;
   bool uri = false;  // a segment its transport serves itself (file://): fixed descriptor, no probes
-  // mu guards desc and routes.
+  // mu guards desc and routes. view_mu too, for the fast path (engine/fast_path.cpp), which
+  // reads them holding view_mu shared, not mu, and uses a route's path without a count while
+  // it holds it: every change of desc or routes holds mu and takes view_mu exclusively.
   std::mutex mu;
+  ReadMostlyMutex view_mu;
   std::shared_ptr<const Descriptor> desc;
   std::vector<Route> routes;  // in preference order
   std::atomic<uint32_t> state{MC_SEGMENT_OK};
@@ -168,8 +171,7 @@ class EngineCore : public Host, public control::Target, public std::enable_share
   void serve_data(std::function<void(Fd fd, std::string readahead)> h) override;
   mc_status_t pin(uint64_t addr, uint64_t len, uint32_t op) override;
   void unpin(uint64_t addr, uint64_t len) override;
-  mc_status_t pin_held(uint64_t addr, uint64_t len, uint32_t op, void **handle) override;
-  void unpin_held(void *handle, uint64_t addr, uint64_t len) override;
+  mc_status_t copy_registered(uint64_t addr, uint64_t len, uint32_t op, void *local) override;
   std::string descriptor_json() override;
   std::string descriptor_delta_json(uint64_t incarnation, uint64_t since) override;
   Status control(const std::string &channel, const std::string &request, std::string *reply) override;
@@ -197,10 +199,10 @@ class EngineCore : public Host, public control::Target, public std::enable_share
   // The fast path's steps (engine/fast_path.cpp).
   struct FastRoute {
     Transport *transport = nullptr;
-    std::shared_ptr<PeerPath> path;
+    PeerPath *path = nullptr;  // kept by the peer's route while its view_mu is held
   };
-  LocalBuffer *pin_one(uint64_t addr, uint64_t len);
-  bool fast_route(Peer &p, const mc_request_t &r, const LocalBuffer &lb, FastRoute *out);
+  const LocalBuffer *find_one_locked(uint64_t addr, uint64_t len) const;
+  bool fast_route(const Peer &p, const mc_request_t &r, const LocalBuffer &lb, FastRoute *out);
   void count_one(Peer *p, const Transport &t, const mc_request_t &r, mc_status_t st, uint64_t t0);
 
   friend class SubmitPlanner;  // engine/submit.cpp: reads segments, pins, slice_size
@@ -262,6 +264,9 @@ class EngineCore : public Host, public control::Target, public std::enable_share
   void release_ranges(const std::vector<LocalRegion> &regions);
   // Pins the local buffers covering a range; caller holds buffers_mu_ (shared).
   const LocalBuffer *pin_locked(uint64_t addr, uint64_t len);
+  // Whether [addr, addr+len) lies in registered buffers end to end, each allowing `need` (an
+  // MC_ACCESS_* bit): MC_OK, MC_ERR_OUT_OF_RANGE or MC_ERR_DENIED; caller holds buffers_mu_.
+  mc_status_t check_run_locked(uint64_t addr, uint64_t len, uint32_t need) const;
   void unpin_locked(uint64_t addr, uint64_t len);
 
   EngineOptions opts_;

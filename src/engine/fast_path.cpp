@@ -41,20 +41,25 @@ bool plain(const mc_request_t &r) {
 bool EngineCore::transfer_one(const mc_request_t &r, mc_status_t *st) {
   if (!plain(r) || stopping_.load(std::memory_order_relaxed)) return false;
   const uint64_t t0 = TscClock::ticks();  // the private batch's busy period begins
-  // The segment table stays read-locked until the copy ended: the peer cannot go meanwhile, so
-  // no reference count is taken (two locked instructions). Nothing below blocks: copy_now
-  // settles at once or declines.
+  // The segment table, the buffer table and the peer's view stay read-locked until the copy
+  // ended: the peer cannot go meanwhile, nor the local buffer (nor, over local, the target
+  // range), nor the route's path, so no reference count or pin is taken (two locked
+  // instructions each), and the peer's mutex is not taken. Nothing below blocks: copy_now
+  // settles at once or declines. Lock order: segments, buffers, then the peer's view.
   std::shared_lock<ReadMostlyMutex> segs(segs_mu_);
   auto it = segs_.find(r.segment);
   if (it == segs_.end()) return false;
   Peer &p = *it->second;
   if (p.state.load() == MC_SEGMENT_UNREACHABLE) return false;
-  LocalBuffer *lb = pin_one(reinterpret_cast<uint64_t>(r.local), r.length);
+  std::shared_lock<ReadMostlyMutex> bufs(buffers_mu_);
+  const LocalBuffer *lb = find_one_locked(reinterpret_cast<uint64_t>(r.local), r.length);
   if (!lb) return false;
+  std::shared_lock<ReadMostlyMutex> view(p.view_mu);  // the peer's desc and routes stay
   FastRoute fr;
-  bool done = fast_route(p, r, *lb, &fr) &&
-              fr.transport->copy_now(*fr.path, r.opcode, r.local, r.remote, r.length, st);
-  lb->in_use.fetch_sub(1, std::memory_order_release);  // as finish_request unpins
+  const bool done = fast_route(p, r, *lb, &fr) &&
+                    fr.transport->copy_now(*fr.path, r.opcode, r.local, r.remote, r.length, st);
+  view.unlock();
+  bufs.unlock();
   if (!done) return false;
   // A failure kicks the peer's probe (count_one): outside the table's lock, with the peer held.
   std::shared_ptr<Peer> failed = *st == MC_OK ? nullptr : p.shared_from_this();
@@ -63,24 +68,22 @@ bool EngineCore::transfer_one(const mc_request_t &r, mc_status_t *st) {
   return true;
 }
 
-// Pins the local buffer [addr, addr+len) lies in whole (the planner's pin_locked for the one
-// buffer case); nullptr, nothing pinned, when it is not inside one registered buffer.
-LocalBuffer *EngineCore::pin_one(uint64_t addr, uint64_t len) {
-  std::shared_lock<ReadMostlyMutex> lk(buffers_mu_);
+// The local buffer [addr, addr+len) lies in whole (the planner's pin_locked for the one buffer
+// case, without the pin); nullptr when it is not inside one registered buffer.
+const LocalBuffer *EngineCore::find_one_locked(uint64_t addr, uint64_t len) const {
   auto it = buffers_.upper_bound(addr);
   if (it == buffers_.begin()) return nullptr;
-  LocalBuffer *b = std::prev(it)->second.get();
+  const LocalBuffer *b = std::prev(it)->second.get();
   if (addr + len < addr || addr + len > b->addr + b->length) return nullptr;
-  b->in_use.fetch_add(1, std::memory_order_relaxed);
   return b;
 }
 
 // The route the planner would pick (check_remote, then pick_route's first route when it accepts
 // and carries and the peer is not failed over), with its transport and path; false otherwise
-// (nothing changed: the planner then checks, refreshes and routes as usual).
-bool EngineCore::fast_route(Peer &p, const mc_request_t &r, const LocalBuffer &lb, FastRoute *out) {
+// (nothing changed: the planner then checks, refreshes and routes as usual). Caller holds
+// p.view_mu shared.
+bool EngineCore::fast_route(const Peer &p, const mc_request_t &r, const LocalBuffer &lb, FastRoute *out) {
   const uint32_t need = r.opcode == MC_READ ? MC_ACCESS_READ : MC_ACCESS_WRITE;
-  std::lock_guard<std::mutex> lk(p.mu);
   // One buffer of the descriptor holds the whole remote range (the planner's covers() and
   // access_of() for that case); a range across buffers takes the normal path.
   const BufferDesc *rb = p.desc->find(r.remote);
@@ -92,7 +95,7 @@ bool EngineCore::fast_route(Peer &p, const mc_request_t &r, const LocalBuffer &l
       !rt.transport->carries(*rt.path))
     return false;
   out->transport = rt.transport;
-  out->path = rt.path;
+  out->path = rt.path.get();
   return true;
 }
 

@@ -128,6 +128,7 @@ void EngineCore::publish_peer(Peer &p, const std::shared_ptr<const Descriptor> &
       counters_.rejoin();
       if (rejoined) *rejoined = true;
     }
+    std::unique_lock<ReadMostlyMutex> view(p.view_mu);
     dropped->swap(p.routes);
     p.routes = std::move(*routes);
     p.desc = nd;
@@ -135,7 +136,10 @@ void EngineCore::publish_peer(Peer &p, const std::shared_ptr<const Descriptor> &
   }
   // Routes for nd are in place (or nd needs none): a newer version of the same incarnation
   // replaces the descriptor; another incarnation without routes of its own never does.
-  if (!new_peer && nd->version >= p.desc->version) p.desc = nd;
+  if (new_peer || nd->version < p.desc->version) return;
+  std::shared_ptr<const Descriptor> old = nd;
+  std::unique_lock<ReadMostlyMutex> view(p.view_mu);
+  p.desc.swap(old);  // the old one goes once the fast path is let in again
 }
 
 // Back from UNREACHABLE with the same incarnation: nothing is rebuilt, except routes whose
@@ -158,7 +162,9 @@ void EngineCore::revive_routes(Peer &p) {
   }
   if (!changed) return;
   std::lock_guard<std::mutex> lk(p.mu);
-  if (p.desc == d) p.routes = std::move(routes);
+  if (p.desc != d) return;
+  std::unique_lock<ReadMostlyMutex> view(p.view_mu);
+  p.routes.swap(routes);  // the old ones go once the fast path is let in again
 }
 
 void EngineCore::set_state(Peer &p, uint32_t state, const std::string &why) {
@@ -336,6 +342,7 @@ Status EngineCore::open_uri_segment(Transport *t, Peer &p) {
   if (!st.ok()) return st;
   std::lock_guard<std::mutex> lk(p.mu);
   p.uri = true;
+  std::unique_lock<ReadMostlyMutex> view(p.view_mu);
   p.desc = std::make_shared<const Descriptor>(std::move(d));
   p.routes = {{t, std::move(path)}};
   return Status::Ok();

@@ -138,6 +138,7 @@ Status SubmitPlanner::resolve_target(size_t i) {
 Status SubmitPlanner::refresh_once(Target &t, size_t i) {
   if (t.refreshed) return Status::Ok();
   t.refreshed = true;
+  last_rb_ = nullptr;  // it may point into the descriptor the refresh replaces
   Status st = e_.refresh_peer(*t.peer);
   if (!st.ok())
     return Err(st.code(), req_prefix(i) + "refreshing segment " + t.peer->name + ": " + st.message());
@@ -151,11 +152,18 @@ Status SubmitPlanner::check_remote(size_t i) {
   const mc_request_t &r = reqs_[i];
   Target &t = targets_[tix_[i]];
   uint32_t need = r.opcode == MC_READ ? MC_ACCESS_READ : MC_ACCESS_WRITE;
-  // The common case in one lookup: the range inside one buffer that allows the operation.
-  const BufferDesc *one = t.desc->find(r.remote);
+  // The common case in one lookup, or none: the range inside one buffer that allows the
+  // operation, often the buffer of the request before.
+  const BufferDesc *one = last_rb_ && tix_[i] == last_rb_t_ && r.remote >= last_rb_->addr &&
+                                  r.remote - last_rb_->addr < last_rb_->length
+                              ? last_rb_
+                              : t.desc->find(r.remote);
   if (one && r.remote + r.length >= r.remote && r.remote + r.length <= one->addr + one->length &&
-      (one->access & need))
+      (one->access & need)) {
+    last_rb_ = one;
+    last_rb_t_ = tix_[i];
     return Status::Ok();
+  }
   if (!t.desc->covers(r.remote, r.length)) {
     Status st = refresh_once(t, i);
     if (!st.ok()) return st;
@@ -259,7 +267,7 @@ void SubmitPlanner::slice() {
   size_t max_groups = 0;
   for (size_t k = 0; k < ntargets_; k++) max_groups += targets_[k].routes.size();
   if (groups_.size() < max_groups) groups_.resize(max_groups);
-  std::vector<Slice> *prev_group = nullptr;  // the group request i-1 went to
+  PlanGroup *prev_group = nullptr;  // the group request i-1 went to
   for (size_t i = 0; i < n_; i++) {
     RequestSlot *s = b_.slot(base_ + i);
     if (reqs_[i].opcode == MC_NOTIFY) {
@@ -267,24 +275,25 @@ void SubmitPlanner::slice() {
       prev_group = nullptr;
       continue;
     }
-    auto &v = group_for(tix_[i], route_of_[i]);
-    if (&v == prev_group && merge(i, v, s)) continue;
-    prev_group = &v;
-    cut(i, v, s);
+    PlanGroup &g = group_for(tix_[i], route_of_[i]);
+    if (&g == prev_group && merge(i, g, s)) continue;
+    prev_group = &g;
+    cut(i, g, s);
   }
 }
 
-std::vector<Slice> &SubmitPlanner::group_for(uint32_t t, uint8_t r) {
+PlanGroup &SubmitPlanner::group_for(uint32_t t, uint8_t r) {
   for (size_t g = 0; g < ngroups_; g++)
-    if (groups_[g].target == t && groups_[g].route == r) return groups_[g].slices;
+    if (groups_[g].target == t && groups_[g].route == r) return groups_[g];
   PlanGroup &g = groups_[ngroups_++];
   g.target = t;
   g.route = r;
+  g.tx = e_.slot_of(targets_[t].routes[r].transport);
   g.slices.clear();
-  return g.slices;
+  return g;
 }
 
-void SubmitPlanner::fill_slot(RequestSlot *s, size_t i, uint32_t remaining,
+void SubmitPlanner::fill_slot(RequestSlot *s, size_t i, uint32_t remaining, uint8_t tx,
                               const std::shared_ptr<Peer> &peer) {
   const mc_request_t &r = reqs_[i];
   s->state.store(MC_REQUEST_PENDING, std::memory_order_relaxed);
@@ -294,26 +303,17 @@ void SubmitPlanner::fill_slot(RequestSlot *s, size_t i, uint32_t remaining,
   s->length = r.length;
   s->local = reinterpret_cast<uint64_t>(r.local);
   s->op = r.opcode;
-  s->tx = r.opcode == MC_NOTIFY ? EngineCounters::kNotifySlot : slot_of(i);
+  s->tx = tx;
   s->batch = &b_;
   s->peer = peer.get();  // held by the batch (resolve_target)
   s->lbuf = single_buf_[i];
   s->hold = nullptr;
 }
 
-uint8_t SubmitPlanner::slot_of(size_t i) {
-  const Transport *t = targets_[tix_[i]].routes[route_of_[i]].transport;
-  if (t != last_tx_) {
-    last_tx_ = t;
-    last_slot_ = e_.slot_of(t);
-  }
-  return last_slot_;
-}
-
 void SubmitPlanner::add_job(size_t i, RequestSlot *s) {
   const mc_request_t &r = reqs_[i];
   const Target &t = targets_[tix_[i]];
-  fill_slot(s, i, 1, t.peer);
+  fill_slot(s, i, 1, EngineCounters::kNotifySlot, t.peer);
   NotifyJob j;
   j.slot = s;
   j.batch = &b_;
@@ -327,8 +327,9 @@ void SubmitPlanner::add_job(size_t i, RequestSlot *s) {
 
 // Merges a small request into the previous slice of its group when both sides are adjacent:
 // a batch of many small pages of one block then costs a few large slices on the wire.
-bool SubmitPlanner::merge(size_t i, std::vector<Slice> &v, RequestSlot *s) {
+bool SubmitPlanner::merge(size_t i, PlanGroup &g, RequestSlot *s) {
   const mc_request_t &r = reqs_[i];
+  std::vector<Slice> &v = g.slices;
   uint64_t ss = e_.opts_.slice_size;
   if (v.empty() || r.length >= ss) return false;
   Slice &last = v.back();
@@ -337,17 +338,18 @@ bool SubmitPlanner::merge(size_t i, std::vector<Slice> &v, RequestSlot *s) {
       (base_ + i) % BatchCore::kChunk == 0 || !(last.count > 1 || last.slot->length == last.len))
     return false;
   static const std::shared_ptr<Peer> kNone;
-  fill_slot(s, i, 1, kNone);  // the slice's first request holds the peer for all of them
+  fill_slot(s, i, 1, g.tx, kNone);  // the slice's first request holds the peer for all of them
   last.len += r.length;
   last.count++;
   return true;
 }
 
 // Cuts request i into slices of at most slice_size.
-void SubmitPlanner::cut(size_t i, std::vector<Slice> &v, RequestSlot *s) {
+void SubmitPlanner::cut(size_t i, PlanGroup &g, RequestSlot *s) {
   const mc_request_t &r = reqs_[i];
+  std::vector<Slice> &v = g.slices;
   uint64_t ss = e_.opts_.slice_size;
-  fill_slot(s, i, static_cast<uint32_t>((r.length + ss - 1) / ss), targets_[tix_[i]].peer);
+  fill_slot(s, i, static_cast<uint32_t>((r.length + ss - 1) / ss), g.tx, targets_[tix_[i]].peer);
   for (uint64_t off = 0; off < r.length; off += ss) {
     Slice sl;
     sl.local = static_cast<char *>(r.local) + off;

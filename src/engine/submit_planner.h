@@ -10,6 +10,7 @@ namespace mc {
 struct PlanGroup {
   uint32_t target;
   uint8_t route;
+  uint8_t tx;  // the counters slot of its route's transport
   std::vector<Slice> slices;
 };
 
@@ -59,11 +60,11 @@ class SubmitPlanner {
   Status refresh_once(Target &t, size_t i);
   static void snapshot(Target &t);
   Status route_one(size_t i, const LocalBuffer *lb, const BufferDesc *rb);
-  std::vector<Slice> &group_for(uint32_t t, uint8_t r);
-  bool merge(size_t i, std::vector<Slice> &v, RequestSlot *s);
-  void cut(size_t i, std::vector<Slice> &v, RequestSlot *s);
-  void fill_slot(RequestSlot *s, size_t i, uint32_t remaining, const std::shared_ptr<Peer> &peer);
-  uint8_t slot_of(size_t i);  // the counters slot of request i's transport
+  PlanGroup &group_for(uint32_t t, uint8_t r);
+  bool merge(size_t i, PlanGroup &g, RequestSlot *s);
+  void cut(size_t i, PlanGroup &g, RequestSlot *s);
+  // tx: the request's counters slot (its group's, or the notify slot).
+  void fill_slot(RequestSlot *s, size_t i, uint32_t remaining, uint8_t tx, const std::shared_ptr<Peer> &peer);
 
   EngineCore &e_;
   BatchCore &b_;
@@ -73,8 +74,10 @@ class SubmitPlanner {
   mc_segment_t last_seg_ = 0;
   uint32_t last_t_ = 0;
   size_t ngroups_ = 0;
-  const Transport *last_tx_ = nullptr;  // slot_of's one-entry cache
-  uint8_t last_slot_ = 0;
+  // check_remote's one-entry cache: the remote buffer the last request found, of target
+  // last_rb_t_ (reset when a refresh replaces a descriptor).
+  const BufferDesc *last_rb_ = nullptr;
+  uint32_t last_rb_t_ = 0;
   std::vector<NotifyJob> jobs_;  // a vector: constructing an empty one allocates nothing
   // The per-thread vectors, looked up once per call (in a shared library each lookup of a
   // thread_local is a call).

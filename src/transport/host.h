@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <string>
 
@@ -64,15 +65,18 @@ class Host {
   // memory; MC_WRITE: it writes it). Nothing is pinned on failure.
   virtual mc_status_t pin(uint64_t addr, uint64_t len, uint32_t op) = 0;
   virtual void unpin(uint64_t addr, uint64_t len) = 0;
-  // pin() with a handle for unpin_held(), which then needs no lookup (and no lock) when the
-  // range lies in one buffer: for copies settled at once on the calling thread.
-  virtual mc_status_t pin_held(uint64_t addr, uint64_t len, uint32_t op, void **handle) {
-    *handle = nullptr;
-    return pin(addr, len, op);
-  }
-  virtual void unpin_held(void *handle, uint64_t addr, uint64_t len) {
-    (void)handle;
+  // One small copy against this engine's own registered memory, at once on the calling thread
+  // (the local transport's one-request path): MC_WRITE copies len bytes from local into
+  // [addr, addr+len), MC_READ from there into local. The range cannot be unregistered meanwhile.
+  // MC_OK, or pin()'s refusals with nothing copied. Thread-safe; for small copies only (the
+  // engine keeps its buffer table read-locked for the copy's time instead of pinning).
+  virtual mc_status_t copy_registered(uint64_t addr, uint64_t len, uint32_t op, void *local) {
+    mc_status_t s = pin(addr, len, op);
+    if (s != MC_OK) return s;
+    void *r = reinterpret_cast<void *>(addr);
+    std::memmove(op == MC_WRITE ? r : local, op == MC_WRITE ? local : r, len);
     unpin(addr, len);
+    return MC_OK;
   }
   virtual std::string descriptor_json() = 0;
   // What changed since version `since` of incarnation `incarnation` (a "delta" descriptor), or

@@ -47,19 +47,12 @@ class LocalTransport : public Transport {
   // One small request on the calling thread: copy() without the Slice and its completion.
   bool copy_now(PeerPath &, uint32_t op, void *local, uint64_t remote, uint64_t len,
                 mc_status_t *st) override {
-    void *held;
-    mc_status_t ps = target_->pin_held(remote, len, op, &held);
+    mc_status_t ps = target_->copy_registered(remote, len, op, local);
     if (ps != MC_OK) {
       sums_.add(kFailed, 1);
       *st = (ps == MC_ERR_DENIED || ps == MC_ERR_OUT_OF_RANGE) ? ps : MC_ERR_TRANSPORT;
       return true;
     }
-    void *r = reinterpret_cast<void *>(remote);
-    if (op == MC_WRITE)
-      std::memmove(r, local, len);
-    else
-      std::memmove(local, r, len);
-    target_->unpin_held(held, remote, len);
     sums_.add(kBytes, len);
     sums_.add(kOk, 1);
     *st = MC_OK;
