@@ -1,19 +1,22 @@
 // A reader-writer lock for tables that every request reads and few calls change (the engine's
-// segment table and buffer table): a reader takes it with one locked instruction on a line of its
-// own and lets go with a plain store, where a shared_mutex costs two locked instructions on one
-// line that every reader shares (measured on the project's 2-vCPU EPYC VM: 12 ns a read lock and
-// unlock, a third of an 8-byte local mc_transfer).
+// segment table and buffer table, a peer's view): a reader takes it with one store on a line of
+// its own (one locked instruction where the kernel lacks membarrier) and lets go with a plain
+// store, where a shared_mutex costs two locked instructions on one line that every reader shares
+// (measured on the project's 2-vCPU EPYC VM: 12 ns a read lock and unlock, a third of an 8-byte
+// local mc_transfer).
 //
 // Each thread has a slot per lock (made on a thread's first read, 16 at a time): a reader marks
 // its slot, then looks for a writer; a writer, one at a time, raises its flag, then waits until no
-// slot is marked. A reader that met the flag unmarks its slot and waits until it is down. A
-// writer keeps new readers out for at most a millisecond while the ones in flight finish, then
-// lowers the flag a moment and tries again: a cycle where a reader in flight waits for something
-// a new reader holds cannot hang (with glibc's default rwlock, what std::shared_mutex is there,
-// new readers never wait for a waiting writer). A thread that holds the lock shared takes it
-// again at once, so nested reads never wait behind a writer. Meets the SharedMutex requirements that
-// std::shared_lock and std::unique_lock use. A writer pays a pass over the slots of the threads that ever
-// read this lock; waits spin briefly, then yield, then sleep.
+// slot is marked. Where the kernel allows, the barrier a reader needs between its mark and its
+// look is paid by the writer (util/asym_fence.h). A reader that met the flag unmarks its slot and
+// waits until it is down. A writer keeps new readers out for at most a millisecond while the ones
+// in flight finish, then lowers the flag a moment and tries again: a cycle where a reader in
+// flight waits for something a new reader holds cannot hang (with glibc's default rwlock, what
+// std::shared_mutex is there, new readers never wait for a waiting writer). A thread that holds
+// the lock shared takes it again at once, so nested reads never wait behind a writer. Meets the
+// SharedMutex requirements that std::shared_lock and std::unique_lock use. A writer pays a pass
+// over the slots of the threads that ever read this lock, and a membarrier (a few microseconds);
+// waits spin briefly, then yield, then sleep.
 #pragma once
 #include <array>
 #include <atomic>
@@ -21,6 +24,7 @@
 #include <memory>
 #include <mutex>
 
+#include "util/asym_fence.h"
 #include "util/thread_sums.h"
 
 namespace mc {
@@ -72,9 +76,17 @@ class ReadMostlyMutex {
   };
   // Marks s (first hold), then looks for a writer: the writer raises its flag, then looks at the
   // slots, so one of the two sees the other (seq_cst). False, s unmarked: a writer holds it.
+  // Where the kernel allows (util/asym_fence.h), the full barrier between the two is the
+  // writer's: the reader's side is a plain store and a compiler barrier.
   bool try_mark(std::atomic<uint32_t> &s) {
-    s.exchange(1, std::memory_order_seq_cst);
-    if (!writer_.load(std::memory_order_seq_cst)) return true;
+    if (asym::available()) {
+      s.store(1, std::memory_order_relaxed);
+      asym::light();
+      if (!writer_.load(std::memory_order_acquire)) return true;
+    } else {
+      s.exchange(1, std::memory_order_seq_cst);
+      if (!writer_.load(std::memory_order_seq_cst)) return true;
+    }
     s.store(0, std::memory_order_release);
     return false;
   }
