@@ -62,8 +62,8 @@ void thread_sums_rows(void **) { sums_are_whole(4096); }
 void thread_sums_shared_row(void **) { sums_are_whole(0); }
 
 // Writers keep a == b; readers must never see them differ; both sides run together.
-void excludes(size_t rows) {
-  ReadMostlyMutex mu(rows);
+void excludes(size_t rows, ReadMostlyMutex::Barrier barrier = ReadMostlyMutex::Barrier::kReaders) {
+  ReadMostlyMutex mu(rows, barrier);
   uint64_t a = 0, b = 0;
   std::atomic<bool> stop{false};
   std::atomic<uint64_t> reads{0}, bad{0};
@@ -100,12 +100,13 @@ void excludes(size_t rows) {
 }
 
 void mutex_excludes(void **) { excludes(4096); }
+void mutex_excludes_writers_pay(void **) { excludes(4096, ReadMostlyMutex::Barrier::kWriters); }
 void mutex_excludes_shared_count(void **) { excludes(0); }
 
 // A reader that already holds the lock takes it again while a writer waits, and so does another
 // reader (readers are preferred, as with glibc's rwlock): neither waits for the writer.
-void readers_preferred(size_t rows) {
-  ReadMostlyMutex mu(rows);
+void readers_preferred(size_t rows, ReadMostlyMutex::Barrier barrier = ReadMostlyMutex::Barrier::kReaders) {
+  ReadMostlyMutex mu(rows, barrier);
   mu.lock_shared();
   std::atomic<bool> wrote{false};
   std::thread w([&] {
@@ -143,6 +144,7 @@ void readers_preferred(size_t rows) {
 }
 
 void mutex_readers_preferred(void **) { readers_preferred(4096); }
+void mutex_readers_preferred_writers_pay(void **) { readers_preferred(4096, ReadMostlyMutex::Barrier::kWriters); }
 void mutex_readers_preferred_shared_count(void **) { readers_preferred(0); }
 
 // The handshake asym_fence serves, on two threads at once, many times: one side stores x and
@@ -196,8 +198,10 @@ int main() {
       cmocka_unit_test(thread_sums_rows),
       cmocka_unit_test(thread_sums_shared_row),
       cmocka_unit_test(mutex_excludes),
+      cmocka_unit_test(mutex_excludes_writers_pay),
       cmocka_unit_test(mutex_excludes_shared_count),
       cmocka_unit_test(mutex_readers_preferred),
+      cmocka_unit_test(mutex_readers_preferred_writers_pay),
       cmocka_unit_test(mutex_readers_preferred_shared_count),
       cmocka_unit_test(asym_fence_dekker),
   };

@@ -27,16 +27,22 @@ class EngineCounters {
   static constexpr size_t kOps = 3;        // MC_READ, MC_WRITE, MC_NOTIFY
   static constexpr size_t kStatuses = 32;  // -status; anything beyond lands in the last
 
+  // me: the counting thread's index, where the caller has it (util/thread_sums.h ThreadIx).
   void completed(uint8_t slot, uint32_t op, uint64_t n, uint64_t bytes) {
-    cells_.add(cell(slot, op, kCompleted), n);
-    cells_.add(cell(slot, op, kBytes), bytes);
+    completed(ThreadIx::mine(), slot, op, n, bytes);
   }
-  void failed(uint8_t slot, uint32_t op, mc_status_t err) {
-    cells_.add(cell(slot, op, kFailed), 1);
+  void completed(ThreadIx me, uint8_t slot, uint32_t op, uint64_t n, uint64_t bytes) {
+    cells_.add(me, cell(slot, op, kCompleted), n);
+    cells_.add(me, cell(slot, op, kBytes), bytes);
+  }
+  void failed(uint8_t slot, uint32_t op, mc_status_t err) { failed(ThreadIx::mine(), slot, op, err); }
+  void failed(ThreadIx me, uint8_t slot, uint32_t op, mc_status_t err) {
+    cells_.add(me, cell(slot, op, kFailed), 1);
     size_t i = err < 0 ? std::min<size_t>(size_t(-int64_t(err)), kStatuses - 1) : 0;
-    cells_.add(kTxCells + i, 1);
+    cells_.add(me, kTxCells + i, 1);
   }
-  void batch_done(uint64_t ns, bool ok) { (ok ? batch_ok_ : batch_failed_).observe(ns); }
+  void batch_done(uint64_t ns, bool ok) { batch_done(ThreadIx::mine(), ns, ok); }
+  void batch_done(ThreadIx me, uint64_t ns, bool ok) { (ok ? batch_ok_ : batch_failed_).observe(me, ns); }
   void rejoin() { rejoins_.fetch_add(1, std::memory_order_relaxed); }
 
   struct TxFigures {

@@ -83,7 +83,7 @@ struct Peer : std::enable_shared_from_this<Peer> {
   // reads them holding view_mu shared, not mu, and uses a route's path without a count while
   // it holds it: every change of desc or routes holds mu and takes view_mu exclusively.
   std::mutex mu;
-  ReadMostlyMutex view_mu;
+  ReadMostlyMutex view_mu{ReadMostlyMutex::Barrier::kWriters};  // changed after a fetch only
   std::shared_ptr<const Descriptor> desc;
   std::vector<Route> routes;  // in preference order
   std::atomic<uint32_t> state{MC_SEGMENT_OK};
@@ -203,7 +203,8 @@ class EngineCore : public Host, public control::Target, public std::enable_share
   };
   const LocalBuffer *find_one_locked(uint64_t addr, uint64_t len) const;
   bool fast_route(const Peer &p, const mc_request_t &r, const LocalBuffer &lb, FastRoute *out);
-  void count_one(Peer *p, const Transport &t, const mc_request_t &r, mc_status_t st, uint64_t t0);
+  void count_one(ThreadIx me, Peer *p, const Transport &t, const mc_request_t &r, mc_status_t st,
+                 uint64_t t0);
 
   friend class SubmitPlanner;  // engine/submit.cpp: reads segments, pins, slice_size
   friend class StreamStart;    // engine/stream_submit.cpp
@@ -313,7 +314,7 @@ class EngineCore : public Host, public control::Target, public std::enable_share
   uint64_t desc_cache_version_ = 0;
 
   // segs_mu_ guards segs_, peers_ and next_seg_.
-  ReadMostlyMutex segs_mu_;
+  ReadMostlyMutex segs_mu_{ReadMostlyMutex::Barrier::kWriters};  // changed by open and close only
   std::unordered_map<mc_segment_t, std::shared_ptr<Peer>> segs_;
   std::map<std::string, std::weak_ptr<Peer>> peers_;
   mc_segment_t next_seg_ = 1;

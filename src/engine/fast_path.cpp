@@ -15,9 +15,6 @@
 // normal path counts for the request: requests and bytes (or failures by status) of its
 // transport, the batch latency histogram (the private batch of mc_transfer), the event fd tick,
 // a probe of the peer after a transport failure; the transport counts its slice.
-#include <mutex>
-#include <shared_mutex>
-
 #include "engine/engine.h"
 #include "util/tsc_clock.h"
 
@@ -46,15 +43,16 @@ bool EngineCore::transfer_one(const mc_request_t &r, mc_status_t *st) {
   // range), nor the route's path, so no reference count or pin is taken (two locked
   // instructions each), and the peer's mutex is not taken. Nothing below blocks: copy_now
   // settles at once or declines. Lock order: segments, buffers, then the peer's view.
-  std::shared_lock<ReadMostlyMutex> segs(segs_mu_);
+  const ThreadIx me = ThreadIx::mine();  // for every lock and count below: one TLS read
+  SharedHold segs(segs_mu_, me);
   auto it = segs_.find(r.segment);
   if (it == segs_.end()) return false;
   Peer &p = *it->second;
   if (p.state.load() == MC_SEGMENT_UNREACHABLE) return false;
-  std::shared_lock<ReadMostlyMutex> bufs(buffers_mu_);
+  SharedHold bufs(buffers_mu_, me);
   const LocalBuffer *lb = find_one_locked(reinterpret_cast<uint64_t>(r.local), r.length);
   if (!lb) return false;
-  std::shared_lock<ReadMostlyMutex> view(p.view_mu);  // the peer's desc and routes stay
+  SharedHold view(p.view_mu, me);  // the peer's desc and routes stay
   FastRoute fr;
   const bool done = fast_route(p, r, *lb, &fr) &&
                     fr.transport->copy_now(*fr.path, r.opcode, r.local, r.remote, r.length, st);
@@ -64,7 +62,7 @@ bool EngineCore::transfer_one(const mc_request_t &r, mc_status_t *st) {
   // A failure kicks the peer's probe (count_one): outside the table's lock, with the peer held.
   std::shared_ptr<Peer> failed = *st == MC_OK ? nullptr : p.shared_from_this();
   segs.unlock();
-  count_one(failed.get(), *fr.transport, r, *st, t0);
+  count_one(me, failed.get(), *fr.transport, r, *st, t0);
   return true;
 }
 
@@ -101,15 +99,16 @@ bool EngineCore::fast_route(const Peer &p, const mc_request_t &r, const LocalBuf
 
 // What finish_request and after_request_done count for a request of a batch of one (p: its peer
 // where it failed).
-void EngineCore::count_one(Peer *p, const Transport &t, const mc_request_t &r, mc_status_t st, uint64_t t0) {
+void EngineCore::count_one(ThreadIx me, Peer *p, const Transport &t, const mc_request_t &r, mc_status_t st,
+                           uint64_t t0) {
   const uint8_t slot = slot_of(&t);
   if (st == MC_OK) {
-    counters_.completed(slot, r.opcode, 1, r.length);
+    counters_.completed(me, slot, r.opcode, 1, r.length);
   } else {
     if (p && (st == MC_ERR_PEER_DOWN || st == MC_ERR_TRANSPORT)) p->kick();
-    counters_.failed(slot, r.opcode, st);
+    counters_.failed(me, slot, r.opcode, st);
   }
-  counters_.batch_done(TscClock::ns_between(t0, TscClock::ticks()), st == MC_OK);
+  counters_.batch_done(me, TscClock::ns_between(t0, TscClock::ticks()), st == MC_OK);
   inbox_->wake();
 }
 

@@ -26,11 +26,12 @@ class Histogram {
     uint64_t sum_ns = 0;
   };
 
-  void observe(uint64_t ns) {
+  void observe(uint64_t ns) { observe(ThreadIx::mine(), ns); }
+  void observe(ThreadIx me, uint64_t ns) {
     size_t i = 0;
     while (i < kBoundsNs.size() && ns > kBoundsNs[i]) i++;
-    cells_.add(i, 1);
-    cells_.add(kBuckets, ns);
+    cells_.add(me, i, 1);
+    cells_.add(me, kBuckets, ns);
   }
 
   Snapshot snapshot() const {

@@ -63,7 +63,7 @@ void ReadMostlyMutex::lock() {
     // flag goes down a moment, and readers that waited get in, as glibc's rwlock would let them
     // (one of them may hold what a reader in flight waits for).
     writer_.store(1, std::memory_order_seq_cst);
-    if (asym::available()) asym::heavy();  // readers that marked without a barrier are seen now
+    if (writers_pay()) asym::heavy();  // readers that marked without a barrier are seen now
     const auto until = std::chrono::steady_clock::now() + kDrain;
     for (unsigned i = 0;; i++) {
       if (readers_gone()) return;
@@ -78,7 +78,7 @@ void ReadMostlyMutex::lock() {
 bool ReadMostlyMutex::try_lock() {
   if (!wmu_.try_lock()) return false;
   writer_.store(1, std::memory_order_seq_cst);
-  if (asym::available()) asym::heavy();
+  if (writers_pay()) asym::heavy();
   if (readers_gone()) return true;
   writer_.store(0, std::memory_order_seq_cst);
   wmu_.unlock();

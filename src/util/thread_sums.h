@@ -34,6 +34,14 @@ inline uint32_t thread_index() {
   return t ? t - 1 : detail::assign_thread_index();  // ending: UINT32_MAX - 1, past every row
 }
 
+// thread_index() read once and handed down a hot path that counts and locks several times (the
+// *_at / ThreadIx overloads below and in read_mostly_mutex.h): each read is a call otherwise.
+// Only for the thread that read it.
+struct ThreadIx {
+  uint32_t v;
+  static ThreadIx mine() { return ThreadIx{thread_index()}; }
+};
+
 // One Row for each thread that asks (row()), made kChunk at a time on a thread's first ask and
 // kept until this goes; nullptr for threads past `rows` (tests pass fewer to reach that case).
 template <class Row>
@@ -45,8 +53,9 @@ class ThreadRows {
   ThreadRows(const ThreadRows &) = delete;
   ThreadRows &operator=(const ThreadRows &) = delete;
 
-  Row *row() {
-    const uint32_t t = thread_index();
+  Row *row() { return row(ThreadIx::mine()); }
+  Row *row(ThreadIx me) {
+    const uint32_t t = me.v;
     if (t >= rows_) return nullptr;
     Row *c = chunks_[t / kChunk].load(std::memory_order_acquire);
     if (!c) c = make_chunk(t / kChunk);
@@ -84,8 +93,9 @@ class ThreadSums {
   ThreadSums() = default;
   explicit ThreadSums(size_t rows) : rows_(rows) {}
 
-  void add(size_t i, uint64_t v) {
-    Row *r = rows_.row();
+  void add(size_t i, uint64_t v) { add(ThreadIx::mine(), i, v); }
+  void add(ThreadIx me, size_t i, uint64_t v) {
+    Row *r = rows_.row(me);
     if (!r) {
       shared_.v[i].fetch_add(v, std::memory_order_relaxed);
       return;
