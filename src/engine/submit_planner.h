@@ -52,6 +52,7 @@ class SubmitPlanner {
 
  private:
   using Target = PlanTarget;
+  bool plain_like_last(size_t i);
   Status check_fields(size_t i) const;
   Status check_notify(size_t i) const;
   void add_job(size_t i, RequestSlot *s);
