@@ -302,26 +302,28 @@ void EngineCore::unpin_locked(uint64_t addr, uint64_t len) {
 mc_status_t EngineCore::pin(uint64_t addr, uint64_t len, uint32_t op) {
   const uint32_t need = op == MC_WRITE ? MC_ACCESS_WRITE : MC_ACCESS_READ;
   std::shared_lock<ReadMostlyMutex> lk(buffers_mu_);
-  mc_status_t s = check_run_locked(addr, len, need);
+  LocalBuffer *first = nullptr;
+  mc_status_t s = check_run_locked(addr, len, need, &first);
   if (s != MC_OK) return s;
-  auto it = std::prev(buffers_.upper_bound(addr));
-  if (addr + len <= it->first + it->second->length) {  // inside one buffer: the common case
-    it->second->in_use.fetch_add(1, std::memory_order_relaxed);
-    it->second->peer_in_use.fetch_add(1, std::memory_order_relaxed);
+  if (addr + len <= first->addr + first->length) {  // inside one buffer: the common case
+    first->in_use.fetch_add(1, std::memory_order_relaxed);
+    first->peer_in_use.fetch_add(1, std::memory_order_relaxed);
     return MC_OK;
   }
   pin_locked(addr, len);
-  for (auto c = it; c != buffers_.end() && c->first < addr + len; ++c)
+  for (auto c = buffers_.find(first->addr); c != buffers_.end() && c->first < addr + len; ++c)
     c->second->peer_in_use.fetch_add(1, std::memory_order_relaxed);
   return MC_OK;
 }
 
-mc_status_t EngineCore::check_run_locked(uint64_t addr, uint64_t len, uint32_t need) const {
+mc_status_t EngineCore::check_run_locked(uint64_t addr, uint64_t len, uint32_t need,
+                                         LocalBuffer **first) const {
   if (len == 0 || addr + len < addr) return MC_ERR_OUT_OF_RANGE;
   auto it = buffers_.upper_bound(addr);
   if (it == buffers_.begin()) return MC_ERR_OUT_OF_RANGE;
   --it;
   if (it->first + it->second->length <= addr) return MC_ERR_OUT_OF_RANGE;
+  if (first) *first = it->second.get();
   bool denied = false;
   for (const uint64_t end = addr + len;;) {
     if (!(it->second->access.load(std::memory_order_relaxed) & need)) denied = true;

@@ -267,7 +267,9 @@ class EngineCore : public Host, public control::Target, public std::enable_share
   const LocalBuffer *pin_locked(uint64_t addr, uint64_t len);
   // Whether [addr, addr+len) lies in registered buffers end to end, each allowing `need` (an
   // MC_ACCESS_* bit): MC_OK, MC_ERR_OUT_OF_RANGE or MC_ERR_DENIED; caller holds buffers_mu_.
-  mc_status_t check_run_locked(uint64_t addr, uint64_t len, uint32_t need) const;
+  // *first (when given): the buffer holding addr, once it is known to exist.
+  mc_status_t check_run_locked(uint64_t addr, uint64_t len, uint32_t need,
+                               LocalBuffer **first = nullptr) const;
   void unpin_locked(uint64_t addr, uint64_t len);
 
   EngineOptions opts_;
